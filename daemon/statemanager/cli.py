@@ -1,0 +1,119 @@
+"""Command line: `run` (the daemon), `evaluate` (what would change) and `status` (why)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+
+from statemanager import __version__, daemon, report
+from statemanager.config import OPTIONS, Settings, load
+from statemanager.errors import ConfigError, EtcdError, EtcdUnavailable
+from statemanager.etcd import EtcdClient
+from statemanager.localetcd import (
+    DEV_CLIENT_PORT,
+    DEV_DATA_DIR,
+    DEV_ENDPOINT,
+    DEV_PEER_PORT,
+    LocalEtcd,
+    port_open,
+)
+from statemanager.logs import configure
+
+EXIT_OK, EXIT_DIFFERS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="statemanager",
+        description="Keeps Pullpiri model and package states in etcd true to container states.",
+    )
+    parser.add_argument("--version", action="version", version=f"statemanager {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {
+        "run": "run the daemon until SIGTERM/SIGINT",
+        "evaluate": "print every state in etcd that differs from the rules; write nothing "
+        "(exit 0: all agree, 1: something differs)",
+        "status": "show packages → models → containers with states and the rule behind each",
+    }
+    for name, text in helps.items():
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument(
+            "--config",
+            type=Path,
+            help="TOML config file (default /etc/statemanager/statemanager.toml, may be absent)",
+        )
+        for option in OPTIONS:
+            sub.add_argument(
+                option.flag,
+                dest=option.name,
+                metavar="VALUE",
+                help=f"{option.help} (env {option.env}; default {option.default!r})",
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    flags = {o.name: getattr(args, o.name) for o in OPTIONS}
+    try:
+        settings = load(args.config, os.environ, flags)
+    except ConfigError as exc:
+        print(f"statemanager: invalid config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure(settings.log_format, settings.log_level)
+    if args.command == "run":
+        return _run(settings)
+    if not settings.etcd_endpoints:
+        settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
+    try:
+        return asyncio.run(_inspect(settings, args.command))
+    except (EtcdUnavailable, EtcdError) as exc:
+        print(f"statemanager: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _run(settings: Settings) -> int:
+    local: LocalEtcd | None = None
+    if not settings.etcd_endpoints:
+        settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
+        if not port_open(DEV_CLIENT_PORT):
+            local = LocalEtcd(DEV_DATA_DIR.resolve(), DEV_CLIENT_PORT, DEV_PEER_PORT)
+            structlog.get_logger("statemanager.cli").warning(
+                "local_etcd_started",
+                hint="no etcd endpoints configured: using a development etcd",
+                endpoint=DEV_ENDPOINT,
+                data_dir=str(local.data_dir),
+            )
+            local.start()
+    try:
+        return asyncio.run(daemon.run(settings))
+    finally:
+        if local is not None:
+            local.stop()
+
+
+async def _inspect(settings: Settings, command: str) -> int:
+    client = EtcdClient(settings.etcd_endpoints, settings.etcd_timeout_seconds)
+    try:
+        revision, listing = await client.snapshot(list(settings.layout.watched().values()))
+    finally:
+        await client.close()
+    snapshot = report.build(settings.layout, revision, listing, settings.inputs_max_value_bytes)
+    if command == "status":
+        print("\n".join(report.render_status(snapshot)))
+        return EXIT_OK
+    changes = report.differences(snapshot)
+    for line in report.render_differences(changes):
+        print(line)
+    for r in snapshot.reports:
+        print(f"warning: {r.key}: {r.kind}: {r.detail}", file=sys.stderr)
+    if not changes:
+        print(f"all states agree with the rules at revision {revision}")
+    return EXIT_DIFFERS if changes else EXIT_OK

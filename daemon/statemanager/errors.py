@@ -1,0 +1,46 @@
+"""The daemon's error hierarchy (STYLE 8). Each family is handled in exactly one place:
+
+- `BadInput`: a value in etcd that cannot be used; reported once per revision and treated as
+  absent (controller).
+- `EtcdUnavailable`: etcd cannot be reached or did not answer in time; retried with backoff
+  (writer, watcher).
+- `Compacted`: a watch asked for history etcd no longer has; the watcher relists.
+- `EtcdError`: etcd refused a request for a reason retrying will not fix; it stops the daemon
+  loudly (supervisor).
+- `ConfigError`: invalid settings; the CLI prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+
+class StateManagerError(Exception):
+    """Base of every error the daemon raises on purpose."""
+
+
+class BadInput(StateManagerError):
+    """A value that cannot be parsed or used. `kind` is one of inputs.BAD_INPUT_KINDS."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+class EtcdUnavailable(StateManagerError):
+    """Transient: etcd is down, unreachable, or did not answer before the deadline."""
+
+
+class Compacted(StateManagerError):
+    """The requested start revision has been compacted away."""
+
+    def __init__(self, compact_revision: int) -> None:
+        super().__init__(f"revision compacted; oldest available is {compact_revision}")
+        self.compact_revision = compact_revision
+
+
+class EtcdError(StateManagerError):
+    """Permanent: etcd refused the request (bad request, permission, too large)."""
+
+
+class ConfigError(StateManagerError):
+    """Invalid configuration; the message names the bad key."""

@@ -1,0 +1,270 @@
+"""The etcd adapter: the only module that imports aetcd.
+
+It drives aetcd's generated etcd v3 stubs (`aetcd.rpc`) on a grpc.aio channel of its own,
+because the high-level client cannot read several prefixes at one revision, page a listing,
+expose watch response boundaries or progress notifications. Callers see small frozen values
+and the error families of `statemanager.errors`, never protobuf or grpc types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import grpc
+from aetcd import rpc
+
+from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
+
+# Codes that mean "etcd could not answer now"; anything else is a refusal that retrying will
+# not fix (bad request, permission, message too large) and is raised as EtcdError.
+_PERMANENT = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+_CHANNEL_OPTIONS = [
+    # Listings of large fleets come in pages, but one page of big container values can still
+    # exceed gRPC's 4 MiB default.
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # Keepalive notices a half-open TCP connection; etcd refuses pings more often than 5 s.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's own reconnect backoff grows to 120 s by default: far too slow to notice etcd back.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+
+class KeyValue(NamedTuple):
+    """A listed key; a plain tuple so the pure core can take it without importing this module."""
+
+    key: bytes
+    value: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One key change; `value` is None for a deletion. `revision` is the change's revision."""
+
+    key: bytes
+    value: bytes | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """The events one watch response carried for one prefix.
+
+    etcd never splits one revision's events for a watcher across responses (we do not ask for
+    fragments), so after a batch is handled every revision up to `revision` is fully delivered
+    for that prefix. A batch without events is a progress notification: a liveness signal only,
+    because etcd before 3.4.26/3.5.8 could send one ahead of undelivered events.
+    """
+
+    prefix: str
+    events: tuple[Event, ...]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """The transaction applies only while `key`'s mod revision is `mod_revision` (0: absent)."""
+
+    key: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """`succeeded` with the commit revision; otherwise `current` holds every guarded key as
+    etcd has it now (value None when absent), read in the same transaction."""
+
+    succeeded: bool
+    revision: int
+    current: Mapping[bytes, KeyValue | None]
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range end that covers every key starting with `prefix` (etcd's clientv3 rule)."""
+    end = bytearray(prefix)
+    for i in range(len(end) - 1, -1, -1):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\x00"
+
+
+def _target(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    return f"{parts.hostname}:{parts.port}"
+
+
+def _translate(exc: grpc.aio.AioRpcError, what: str) -> Exception:
+    code = exc.code()
+    detail = exc.details() or code.name
+    if code is grpc.StatusCode.OUT_OF_RANGE and "compacted" in detail:
+        return Compacted(0)
+    if code in _PERMANENT:
+        return EtcdError(f"etcd refused {what}: {code.name}: {detail}")
+    return EtcdUnavailable(f"etcd {what} failed: {code.name}: {detail}")
+
+
+class EtcdClient:
+    """One connection to etcd. Create and use it inside the running event loop (grpc.aio).
+
+    Only the first endpoint is dialled; several endpoints with failover come with issue 9.
+    """
+
+    def __init__(self, endpoints: Sequence[str], timeout: float) -> None:
+        self._endpoint = endpoints[0]
+        self._timeout = timeout
+        self._channel = grpc.aio.insecure_channel(_target(self._endpoint), _CHANNEL_OPTIONS)
+        self._kv = rpc.KVStub(self._channel)
+        self._watch = rpc.WatchStub(self._channel)
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: Any, request: Any, what: str) -> Any:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, what) from None
+
+    async def revision(self) -> int:
+        """The store's current revision (a cheap health check)."""
+        resp = await self._call(self._kv.Range, rpc.RangeRequest(key=b"\x00", limit=1), "range")
+        return int(resp.header.revision)
+
+    async def get(self, key: bytes) -> KeyValue | None:
+        resp = await self._call(self._kv.Range, rpc.RangeRequest(key=key), "range")
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def snapshot(
+        self, prefixes: Sequence[str], page_size: int = 1000
+    ) -> tuple[int, dict[str, list[KeyValue]]]:
+        """List every prefix at one revision, paging so no response grows without bound.
+
+        Raises Compacted when the revision is compacted between pages; list again.
+        """
+        revision = 0
+        listing: dict[str, list[KeyValue]] = {}
+        for prefix in prefixes:
+            start = prefix.encode()
+            end = prefix_end(start)
+            items: list[KeyValue] = []
+            while True:
+                req = rpc.RangeRequest(key=start, range_end=end, limit=page_size, revision=revision)
+                resp = await self._call(self._kv.Range, req, "range")
+                revision = revision or int(resp.header.revision)
+                items.extend(_kv(kv) for kv in resp.kvs)
+                if not resp.more or not resp.kvs:
+                    break
+                start = bytes(resp.kvs[-1].key) + b"\x00"
+            listing[prefix] = items
+        return revision, listing
+
+    async def txn(self, guards: Sequence[Guard], ops: Sequence[Put | Delete]) -> TxnResult:
+        """Apply `ops` atomically if every guard holds; otherwise read the guarded keys."""
+        compare = [
+            rpc.Compare(
+                result=rpc.Compare.EQUAL,
+                target=rpc.Compare.MOD,
+                key=g.key,
+                mod_revision=g.mod_revision,
+            )
+            for g in guards
+        ]
+        success = [
+            rpc.RequestOp(request_put=rpc.PutRequest(key=op.key, value=op.value))
+            if isinstance(op, Put)
+            else rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=op.key))
+            for op in ops
+        ]
+        failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key)) for g in guards]
+        req = rpc.TxnRequest(compare=compare, success=success, failure=failure)
+        resp = await self._call(self._kv.Txn, req, "txn")
+        revision = int(resp.header.revision)
+        if resp.succeeded:
+            return TxnResult(True, revision, {})
+        current: dict[bytes, KeyValue | None] = {}
+        for guard, op in zip(guards, resp.responses, strict=True):
+            kvs = op.response_range.kvs
+            current[guard.key] = _kv(kvs[0]) if kvs else None
+        return TxnResult(False, revision, current)
+
+    async def watch(self, starts: Mapping[str, int]) -> AsyncIterator[WatchBatch]:
+        """Watch each prefix from its start revision on one stream, with progress notifications.
+
+        Ends only by raising: EtcdUnavailable when the stream breaks, Compacted when a start
+        revision is no longer in history, EtcdError when etcd cancels a watch for another reason.
+        """
+        prefixes = list(starts)
+        call = self._watch.Watch(metadata=None)
+        try:
+            for watch_id, prefix in enumerate(prefixes, start=1):
+                key = prefix.encode()
+                create = rpc.WatchCreateRequest(
+                    key=key,
+                    range_end=prefix_end(key),
+                    start_revision=starts[prefix],
+                    progress_notify=True,
+                    watch_id=watch_id,
+                )
+                await call.write(rpc.WatchRequest(create_request=create))
+            while True:
+                resp = await call.read()
+                if resp is grpc.aio.EOF:
+                    raise EtcdUnavailable("etcd closed the watch stream")
+                if resp.compact_revision:
+                    raise Compacted(int(resp.compact_revision))
+                if resp.canceled:
+                    raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
+                if resp.created and not resp.events:
+                    continue
+                if 1 <= resp.watch_id <= len(prefixes):
+                    targets = [prefixes[resp.watch_id - 1]]
+                else:
+                    targets = prefixes  # a stream-wide progress response
+                events = tuple(_event(ev) for ev in resp.events)
+                last = events[-1].revision if events else 0
+                for prefix in targets:
+                    yield WatchBatch(prefix, events, last)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, "watch") from None
+        finally:
+            call.cancel()
+
+
+def _kv(kv: Any) -> KeyValue:
+    return KeyValue(bytes(kv.key), bytes(kv.value), int(kv.mod_revision))
+
+
+def _event(ev: Any) -> Event:
+    deleted = ev.type == rpc.Event.DELETE
+    return Event(bytes(ev.kv.key), None if deleted else bytes(ev.kv.value), int(ev.kv.mod_revision))

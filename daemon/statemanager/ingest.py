@@ -1,0 +1,163 @@
+"""Turns raw etcd keys and values into index updates. Purely computational.
+
+This is where a container event goes first: the key's prefix says what it is, the value is
+parsed, and the index says which models and packages it makes dirty. A value that cannot be
+used is returned as a `Report` (the caller logs and counts it) and treated as absent, once
+per revision: the same bad value seen again at the same revision, as a relist does, is not
+reported twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from statemanager.errors import BadInput
+from statemanager.index import Index
+from statemanager.inputs import (
+    check_size,
+    parse_container,
+    parse_model,
+    parse_package,
+    parse_scenario,
+)
+from statemanager.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
+
+UNASSIGNED = "unassigned"
+_Put = Callable[[str, Any], set[WorkKey]]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Something about one key an operator should hear once per revision: a rejected value
+    (`kind` one of inputs.BAD_INPUT_KINDS) or a container that belongs to no model
+    (`kind` UNASSIGNED; it is counted by a gauge, not as bad input)."""
+
+    key: str
+    kind: str
+    detail: str
+    revision: int
+
+    @property
+    def rejected(self) -> bool:
+        return self.kind != UNASSIGNED
+
+
+class Ingest:
+    def __init__(self, layout: KeyLayout, index: Index, max_value_bytes: int) -> None:
+        self._layout = layout
+        self._index = index
+        self._max_value_bytes = max_value_bytes
+        # Every key currently applied, by prefix kind, with its mod revision: a relist diffs
+        # against this to find keys deleted while the daemon was not watching.
+        self._known: dict[Kind, dict[bytes, int]] = {k: {} for k in Kind}
+        self._rejected: dict[bytes, int] = {}
+        # Spec kinds: how to parse a value, and the index's put and delete for it.
+        self._specs: dict[
+            Kind, tuple[Callable[[bytes, str], Any], _Put, Callable[[str], set[WorkKey]]]
+        ] = {
+            Kind.PACKAGE_SPEC: (parse_package, index.put_package_spec, index.delete_package_spec),
+            Kind.MODEL_SPEC: (parse_model, index.put_model_spec, index.delete_model_spec),
+            Kind.SCENARIO_SPEC: (parse_scenario, index.put_scenario, index.delete_scenario),
+        }
+
+    def apply(
+        self, kind: Kind, key: bytes, value: bytes | None, revision: int
+    ) -> tuple[set[WorkKey], Report | None]:
+        """Apply one put (value) or delete (None) seen at `revision`."""
+        known = self._known[kind]
+        if value is None:
+            known.pop(key, None)
+            self._rejected.pop(key, None)
+        else:
+            known[key] = revision
+        cid = (
+            self._layout.name_in(kind, key.decode("utf-8", "replace"))
+            if kind is Kind.CONTAINER
+            else None
+        )
+        was_unassigned = cid is not None and self._index.is_unassigned(cid)
+        try:
+            dirty = self._apply(kind, key, value, revision)
+        except BadInput as exc:
+            already = self._rejected.get(key) == revision
+            self._rejected[key] = revision
+            try:  # treat the key as absent: forget whatever its previous value said
+                dirty = self._apply(kind, key, None, revision)
+            except BadInput:
+                dirty = set()  # the key itself is unusable, so no value of it was ever applied
+            report = (
+                None
+                if already
+                else Report(key.decode("utf-8", "backslashreplace"), exc.kind, exc.detail, revision)
+            )
+            return dirty, report
+        if cid is not None and not was_unassigned and self._index.is_unassigned(cid):
+            # Reported when it becomes unassigned, not on every stats-only rewrite of it.
+            detail = "no model annotation and no Model spec lists any of its names"
+            return dirty, Report(key.decode("utf-8", "replace"), UNASSIGNED, detail, revision)
+        return dirty, None
+
+    def resync_all(
+        self, listing: Mapping[str, Iterable[tuple[bytes, bytes, int]]], revision: int
+    ) -> tuple[set[WorkKey], list[Report]]:
+        """`resync` every prefix of a listing (prefix → (key, value, mod revision) items)."""
+        kinds = {prefix: kind for kind, prefix in self._layout.watched().items()}
+        dirty: set[WorkKey] = set()
+        reports: list[Report] = []
+        for prefix, items in listing.items():
+            more, found = self.resync(kinds[prefix], items, revision)
+            dirty |= more
+            reports.extend(found)
+        return dirty, reports
+
+    def resync(
+        self, kind: Kind, items: Iterable[tuple[bytes, bytes, int]], revision: int
+    ) -> tuple[set[WorkKey], list[Report]]:
+        """Make the index match a full listing of `kind`'s prefix taken at `revision`.
+
+        Keys absent from the listing are deleted; keys whose mod revision changed are applied.
+        """
+        dirty: set[WorkKey] = set()
+        reports: list[Report] = []
+        seen: set[bytes] = set()
+        known = self._known[kind]
+        for key, value, mod_revision in items:
+            seen.add(key)
+            if known.get(key) == mod_revision:
+                continue
+            more, report = self.apply(kind, key, value, mod_revision)
+            dirty |= more
+            if report is not None:
+                reports.append(report)
+        for key in [k for k in known if k not in seen]:
+            more, _ = self.apply(kind, key, None, revision)
+            dirty |= more
+        return dirty, reports
+
+    def _apply(self, kind: Kind, key: bytes, value: bytes | None, revision: int) -> set[WorkKey]:
+        try:
+            text = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput("invalid_encoding", "key is not UTF-8") from None
+        name = self._layout.name_in(kind, text)
+        if name is None:
+            return set()  # a key under a state prefix that is not a state key: not ours
+        if value is not None:
+            check_size(value, self._max_value_bytes)
+        index = self._index
+        if kind is Kind.CONTAINER:
+            # The container id never becomes part of a key we write, so any id is acceptable.
+            if value is None:
+                return index.delete_container(name)
+            return index.put_container(name, parse_container(value))
+        problem = name_problem(name)
+        if problem:
+            raise BadInput("bad_name", f"{problem}: {name[:80]!r}")
+        if kind in (Kind.MODEL_STATE, Kind.PACKAGE_STATE):
+            resource = Resource.MODEL if kind is Kind.MODEL_STATE else Resource.PACKAGE
+            state = None if value is None else value.decode("utf-8", "replace")
+            return index.observe_written(WorkKey(resource, name), state, revision)
+        parse, put, delete = self._specs[kind]
+        return delete(name) if value is None else put(name, parse(value, name))

@@ -1,0 +1,101 @@
+"""The etcd key layout (SPEC §2, §5): which prefix a key belongs to and what name it carries.
+
+Purely computational. Every prefix is configurable, so the layout is a value built from
+settings, not module constants.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple
+
+MAX_NAME_LENGTH = 253  # a DNS subdomain's limit: every Pullpiri resource name fits in it
+
+
+class Kind(enum.Enum):
+    """Which family a watched key belongs to."""
+
+    CONTAINER = "container"
+    PACKAGE_SPEC = "package_spec"
+    MODEL_SPEC = "model_spec"
+    SCENARIO_SPEC = "scenario_spec"
+    MODEL_STATE = "model_state"
+    PACKAGE_STATE = "package_state"
+
+
+class Resource(enum.StrEnum):
+    """The two resource types whose states the daemon derives and writes."""
+
+    MODEL = "model"
+    PACKAGE = "package"
+
+
+class WorkKey(NamedTuple):
+    """A unit of work in the queue: a model or package *name*, never its value."""
+
+    resource: Resource
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.resource}/{self.name}"
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be part of a key, or None when it can.
+
+    A name must be non-empty, at most 253 characters, contain no '/' (it would change the key's
+    shape) and no whitespace or control characters (they make keys that tools mangle).
+    """
+    if not name:
+        return "empty name"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"name longer than {MAX_NAME_LENGTH} characters"
+    if "/" in name:
+        return "name contains '/'"
+    if any(ch.isspace() or not ch.isprintable() for ch in name):
+        return "name contains whitespace or control characters"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """Prefixes of the keys the daemon reads and writes."""
+
+    containers: str = "/pullpiri/metrics/containers/"
+    packages: str = "Package/"
+    models: str = "Model/"
+    scenarios: str = "Scenario/"
+    model_states: str = "/model/"
+    package_states: str = "/package/"
+    own: str = "/statemanager/"
+
+    def watched(self) -> dict[Kind, str]:
+        """Every prefix the daemon lists and watches, by the kind of key under it."""
+        return {
+            Kind.CONTAINER: self.containers,
+            Kind.PACKAGE_SPEC: self.packages,
+            Kind.MODEL_SPEC: self.models,
+            Kind.SCENARIO_SPEC: self.scenarios,
+            Kind.MODEL_STATE: self.model_states,
+            Kind.PACKAGE_STATE: self.package_states,
+        }
+
+    def name_in(self, kind: Kind, key: str) -> str | None:
+        """The resource name in a key listed under `kind`'s prefix; None when the key is not one
+        of ours (a state prefix also holds keys like `/model/x/other` that are not states)."""
+        prefix = self.watched()[kind]
+        if not key.startswith(prefix):
+            return None
+        rest = key[len(prefix) :]
+        if kind in (Kind.MODEL_STATE, Kind.PACKAGE_STATE):
+            if not rest.endswith("/state"):
+                return None
+            rest = rest[: -len("/state")]
+            if "/" in rest:
+                return None
+        return rest
+
+    def state_key(self, key: WorkKey) -> str:
+        prefix = self.model_states if key.resource is Resource.MODEL else self.package_states
+        return f"{prefix}{key.name}/state"

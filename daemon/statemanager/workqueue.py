@@ -1,0 +1,112 @@
+"""A deduplicating work queue of keys, after client-go's `util/workqueue`.
+
+Guarantees:
+- a key is never handed out twice at once: a key added while it is being processed is held
+  back and handed out again after `done`;
+- a key added many times before it is handed out is handed out once (bursts coalesce).
+
+Callers must call `done(keys)` for every batch `get_batch` returned, success or not. The queue
+knows nothing of etcd or metrics; depth changes are reported to an optional callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable, Iterable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class ShutDown(Exception):
+    """Raised by `get_batch` once the queue is shut down and empty of waiting workers."""
+
+
+class WorkQueue(Generic[K]):
+    def __init__(self, on_depth: Callable[[int], None] | None = None) -> None:
+        # Every key in `_queue` is in `_dirty` and not in `_processing`; dict keeps FIFO order.
+        self._queue: dict[K, None] = {}
+        self._dirty: set[K] = set()
+        self._processing: set[K] = set()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._shut_down = False
+        self._on_depth = on_depth or (lambda _depth: None)
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, key: K) -> None:
+        if self._shut_down or key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key in self._processing:
+            return  # re-queued by done()
+        self._queue[key] = None
+        self._changed()
+
+    def add_all(self, keys: Iterable[K]) -> None:
+        for key in keys:
+            self.add(key)
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Add `key` once `delay` seconds have passed (a failed write's retry)."""
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self.add(key)
+            self._changed()
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+        self._idle.clear()
+
+    async def get_batch(self, limit: int) -> list[K]:
+        """Wait for at least one key; return up to `limit` keys, now marked as processing."""
+        while not self._queue:
+            if self._shut_down:
+                raise ShutDown
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        batch: list[K] = []
+        while self._queue and len(batch) < limit:
+            key = next(iter(self._queue))
+            del self._queue[key]
+            self._dirty.discard(key)
+            self._processing.add(key)
+            batch.append(key)
+        self._changed()
+        return batch
+
+    def done(self, keys: Iterable[K]) -> None:
+        for key in keys:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._queue[key] = None
+        self._changed()
+
+    def shutdown(self) -> None:
+        """Stop accepting keys and wake waiting workers; they get ShutDown once it is empty."""
+        self._shut_down = True
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        self._wakeup.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing is queued, processing or scheduled for later."""
+        await self._idle.wait()
+
+    def _changed(self) -> None:
+        depth = len(self._queue)
+        if depth:
+            self._wakeup.set()
+        if depth or self._processing or self._timers:
+            self._idle.clear()
+        else:
+            self._idle.set()
+        self._on_depth(depth)

@@ -1,0 +1,184 @@
+"""Commits planned state changes to etcd as guarded transactions and records the transitions.
+
+Every write is one transaction guarded by the mod revision of each state key it touches, as
+the index last saw it: a key someone else changed fails the guard, the transaction applies
+nothing, the index learns the current values from the same round trip and the keys are
+re-evaluated (never forced). Transient etcd errors are retried with capped, jittered backoff
+(tenacity); if they persist the caller re-queues the keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from statemanager.errors import EtcdUnavailable
+from statemanager.etcd import Delete, Guard, Put, TxnResult
+from statemanager.index import Index
+from statemanager.keys import KeyLayout, Resource, WorkKey
+from statemanager.metrics import Metrics
+from statemanager.planner import Change
+
+log = structlog.get_logger("statemanager.writer")
+
+SOURCE = "statemanager"
+
+
+class TxnClient(Protocol):
+    async def txn(self, guards: Sequence[Guard], ops: Sequence[Put | Delete]) -> TxnResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change as SPEC §5 defines it."""
+
+    transition_id: str
+    resource: Resource
+    name: str
+    from_state: str | None
+    to_state: str | None
+    rule: str | None
+    reason: str | None
+    timestamp_ns: int
+    cause_revision: int
+    revision: int
+    caused_by: str | None
+    source: str = SOURCE
+
+
+class TransitionIds:
+    """Unique ids: a random per-process prefix and a counter (cheaper than uuid4 per change)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
+
+
+class StateWriter:
+    def __init__(
+        self,
+        client: TxnClient,
+        layout: KeyLayout,
+        index: Index,
+        metrics: Metrics,
+        attempts: int = 5,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._client = client
+        self._layout = layout
+        self._index = index
+        self._metrics = metrics
+        self._ids = TransitionIds()
+        self._attempts = attempts
+        self._max_backoff = max_backoff
+
+    async def commit(
+        self, changes: Sequence[Change], causes: Mapping[WorkKey, int]
+    ) -> list[Transition] | None:
+        """Write `changes` in one transaction. Returns the transitions, or None when a guard
+        failed (the index now holds etcd's current values; re-plan the keys).
+
+        Raises EtcdUnavailable when etcd stayed unreachable through every retry.
+        """
+        keys = [self._layout.state_key(c.key).encode() for c in changes]
+        guards = [Guard(k, c.old.mod_revision) for k, c in zip(keys, changes, strict=True)]
+        ops: list[Put | Delete] = [
+            Put(k, c.new.encode()) if c.new is not None else Delete(k)
+            for k, c in zip(keys, changes, strict=True)
+        ]
+        result = await self._txn_with_retries(guards, ops)
+        if not result.succeeded:
+            self._metrics.write_conflicts.inc()
+            for key, change in zip(keys, changes, strict=True):
+                kv = result.current.get(key)
+                value = kv.value.decode("utf-8", "replace") if kv is not None else None
+                # A key found absent is known absent as of the transaction's revision.
+                seen = kv.mod_revision if kv is not None else result.revision
+                self._index.observe_written(change.key, value, seen)
+            return None
+        return self._record(changes, causes, result.revision)
+
+    async def _txn_with_retries(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete]
+    ) -> TxnResult:
+        def count_retry(state: RetryCallState) -> None:
+            self._metrics.write_retries.inc()
+            log.warning(
+                "etcd_write_retry",
+                attempt=state.attempt_number,
+                error=str(state.outcome.exception()) if state.outcome else None,
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(EtcdUnavailable),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff),
+            before_sleep=count_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                started = time.perf_counter()
+                result = await self._client.txn(guards, ops)
+                self._metrics.write_seconds.observe(time.perf_counter() - started)
+                return result
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _record(
+        self, changes: Sequence[Change], causes: Mapping[WorkKey, int], revision: int
+    ) -> list[Transition]:
+        now = time.time_ns()
+        ids: dict[WorkKey, str] = {}
+        transitions: list[Transition] = []
+        for change in changes:  # models come before the packages they cascade to
+            self._index.observe_written(change.key, change.new, revision)
+            ids[change.key] = tid = self._ids.next()
+            cause_key = change.cause or change.key
+            verdict = change.verdict
+            t = Transition(
+                transition_id=tid,
+                resource=change.key.resource,
+                name=change.key.name,
+                from_state=change.old.value,
+                to_state=change.new,
+                rule=verdict.rule if verdict else None,
+                reason=verdict.reason if verdict else None,
+                timestamp_ns=now,
+                cause_revision=causes.get(cause_key, causes.get(change.key, 0)),
+                revision=revision,
+                caused_by=ids.get(change.cause) if change.cause else None,
+            )
+            transitions.append(t)
+            self._metrics.transitions.labels(t.resource.value, t.to_state or "deleted").inc()
+            log.info(
+                "transition",
+                transition_id=t.transition_id,
+                type=t.resource.value,
+                name=t.name,
+                from_state=t.from_state,
+                to_state=t.to_state,
+                rule=t.rule,
+                reason=t.reason,
+                cause_revision=t.cause_revision,
+                revision=t.revision,
+                caused_by=t.caused_by,
+                timestamp_ns=t.timestamp_ns,
+                source=t.source,
+            )
+        return transitions
