@@ -1,0 +1,252 @@
+"""Integration fixtures: a real etcd (started here, or ETCD_ENDPOINTS), the real daemon as a
+subprocess, and an independent etcd client (aetcd's high-level API, not our adapter) to put
+keys and read what the daemon wrote.
+
+Tests share one etcd and isolate themselves by prefix: each test gets its own key layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import urlopen
+
+import aetcd
+import pytest
+
+from statemanager.keys import KeyLayout
+from statemanager.localetcd import LocalEtcd, free_port
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ETCD_ENDPOINTS when set (first URL), else an etcd process on loopback for the session."""
+    external = os.environ.get("ETCD_ENDPOINTS")
+    if external:
+        yield external.split(",")[0].strip()
+        return
+    server = LocalEtcd(tmp_path_factory.mktemp("etcd") / "data", free_port(), free_port())
+    server.start()
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def layout() -> KeyLayout:
+    """A key layout no other test uses (the SPEC layout under a unique root)."""
+    root = f"/it{os.getpid()}-{next(_counter)}"
+    base = KeyLayout()
+    return KeyLayout(
+        containers=f"{root}{base.containers}",
+        packages=f"{root}/{base.packages}",
+        models=f"{root}/{base.models}",
+        scenarios=f"{root}/{base.scenarios}",
+        model_states=f"{root}{base.model_states}",
+        package_states=f"{root}{base.package_states}",
+        own=f"{root}{base.own}",
+    )
+
+
+class Etcd:
+    """Test-side etcd access through aetcd's own client, independent of the daemon's adapter."""
+
+    def __init__(self, client: aetcd.Client, layout: KeyLayout) -> None:
+        self.client = client
+        self.layout = layout
+
+    async def put(self, key: str, value: str | bytes) -> int:
+        data = value.encode() if isinstance(value, str) else value
+        return int((await self.client.put(key.encode(), data)).header.revision)
+
+    async def delete(self, key: str) -> None:
+        await self.client.delete(key.encode())
+
+    async def get(self, key: str) -> str | None:
+        got = await self.client.get(key.encode())
+        return None if got is None else got.value.decode()
+
+    async def mod_revision(self, key: str) -> int:
+        got = await self.client.get(key.encode())
+        return 0 if got is None else int(got.mod_revision)
+
+    async def container(self, cid: str, status: str, model: str | None = None, **extra: Any) -> int:
+        state = {"Status": status, **{k: str(v) for k, v in extra.items()}}
+        doc: dict[str, Any] = {"id": cid, "names": [f"{model or 'x'}_{cid}"], "state": state}
+        if model is not None:
+            doc["annotation"] = {"io.pullpiri.annotations.model": model}
+        return await self.put(self.layout.containers + cid, json.dumps(doc))
+
+    async def package(self, name: str, models: list[str]) -> int:
+        items = "".join(f"\n    - {{name: {m}, node: node-a}}" for m in models)
+        doc = f"kind: Package\nmetadata: {{name: {name}}}\nspec:\n  models:{items or ' []'}\n"
+        return await self.put(self.layout.packages + name, doc)
+
+    async def model_spec(self, name: str, containers: list[str]) -> int:
+        items = "".join(f"\n    - {{name: {c}, image: img}}" for c in containers)
+        doc = f"kind: Model\nmetadata: {{name: {name}}}\nspec:\n  containers:{items}\n"
+        return await self.put(self.layout.models + name, doc)
+
+    async def model_state(self, model: str) -> str | None:
+        return await self.get(f"{self.layout.model_states}{model}/state")
+
+    async def package_state(self, package: str) -> str | None:
+        return await self.get(f"{self.layout.package_states}{package}/state")
+
+    async def states(self) -> dict[str, str]:
+        """Every state key the daemon wrote, by key."""
+        result: dict[str, str] = {}
+        for prefix in (self.layout.model_states, self.layout.package_states):
+            for kv in await self.client.get_prefix(prefix.encode()):
+                result[kv.key.decode()] = kv.value.decode()
+        return result
+
+
+@pytest.fixture
+async def etcd(etcd_endpoint: str, layout: KeyLayout) -> AsyncIterator[Etcd]:
+    url = urlsplit(etcd_endpoint)
+    client = aetcd.Client(host=url.hostname or "127.0.0.1", port=url.port or 2379, timeout=10)
+    await client.connect()
+    try:
+        yield Etcd(client, layout)
+    finally:
+        await client.close()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """Poll `check` until it holds or the deadline passes (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def daemon_env(endpoint: str, layout: KeyLayout, metrics_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATEMANAGER_")}
+    env.update(
+        STATEMANAGER_ETCD_ENDPOINTS=endpoint,
+        STATEMANAGER_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+        STATEMANAGER_LOG_FORMAT="json",
+        STATEMANAGER_LOG_LEVEL="debug",
+        STATEMANAGER_PREFIXES_CONTAINERS=layout.containers,
+        STATEMANAGER_PREFIXES_PACKAGES=layout.packages,
+        STATEMANAGER_PREFIXES_MODELS=layout.models,
+        STATEMANAGER_PREFIXES_SCENARIOS=layout.scenarios,
+        STATEMANAGER_PREFIXES_MODEL_STATES=layout.model_states,
+        STATEMANAGER_PREFIXES_PACKAGE_STATES=layout.package_states,
+        STATEMANAGER_PREFIXES_OWN=layout.own,
+    )
+    return env
+
+
+@dataclass
+class Daemon:
+    """`python -m statemanager run` as production runs it: a process, JSON logs, /metrics."""
+
+    env: dict[str, str]
+    log_path: Path
+    metrics_port: int
+    process: subprocess.Popen[bytes] | None = None
+    _log_file: Any = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._log_file = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "statemanager", "run", "--config", os.devnull],
+            env=self.env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self.process = None
+        self._log_file.close()
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+            self._log_file.close()
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                lines.append({"event": "<non-json>", "text": line})
+        return lines
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.logs() if line.get("event") == name]
+
+    def scrape(self) -> str:
+        with urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    async def wait_synced(self, timeout: float = 20.0) -> None:
+        async def synced() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.process.returncode}: {self.tail()}")
+            return bool(self.events("synced"))
+
+        await eventually(synced, timeout, "the daemon's first sync")
+
+    def tail(self, n: int = 20) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-n:])
+
+
+@pytest.fixture
+def daemon_factory(
+    etcd_endpoint: str, layout: KeyLayout, tmp_path: Path
+) -> Iterator[Callable[[], Daemon]]:
+    """Builds daemons for this test's layout; any still running at the end must stop with 0."""
+    made: list[Daemon] = []
+
+    def make() -> Daemon:
+        port = free_port()
+        d = Daemon(
+            daemon_env(etcd_endpoint, layout, port), tmp_path / f"daemon{len(made)}.log", port
+        )
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        if d.process is not None:
+            code = d.stop()
+            assert code == 0, f"daemon exit code {code} on SIGTERM: {d.tail()}"
+
+
+@pytest.fixture
+async def daemon(daemon_factory: Callable[[], Daemon]) -> Daemon:
+    """A running daemon that has finished its first sync."""
+    d = daemon_factory()
+    d.start()
+    await d.wait_synced()
+    return d

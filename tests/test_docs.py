@@ -1,0 +1,49 @@
+"""README and deploy files stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from statemanager.config import OPTIONS, load
+from statemanager.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """`.ci/run` runs exactly the README's second set-up command."""
+    commands = re.findall(r"^python3 -m venv .*$", README, flags=re.MULTILINE)
+    assert len(commands) == 2
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_documents_every_setting() -> None:
+    """Each setting's file key, variable and flag appear in the README's config table."""
+    for option in OPTIONS:
+        row = next(
+            (line for line in README.splitlines() if line.startswith(f"| `{option.name}`")), ""
+        )
+        assert f"`{option.env}`" in row and f"`{option.flag}`" in row, option.name
+
+
+def test_readme_documents_every_metric() -> None:
+    """Every metric family the daemon exports is in the README's metrics table."""
+    names = {m.name for m in Metrics().registry.collect()}
+    for name in names:
+        exported = {"counter": f"{name}_total", "info": f"{name}_info"}.get(
+            next(m.type for m in Metrics().registry.collect() if m.name == name), name
+        )
+        assert f"`{exported}`" in README, exported
+
+
+def test_example_config_is_valid_and_complete() -> None:
+    """deploy/statemanager.toml loads without error and mentions every setting."""
+    path = ROOT / "deploy" / "statemanager.toml"
+    settings = load(path, {}, {})
+    assert settings.etcd_endpoints == ("http://127.0.0.1:2379",)
+    text = path.read_text()
+    for option in OPTIONS:
+        section, key = option.name.split(".")
+        assert f"[{section}]" in text and re.search(rf"^{key} = ", text, re.MULTILINE), option.name
