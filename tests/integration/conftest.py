@@ -138,6 +138,25 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+async def states_are(etcd: Etcd, expected: dict[str, str | None], timeout: float = 15.0) -> None:
+    """Wait until every listed model/package state key holds the value (None: absent)."""
+
+    async def check() -> bool:
+        for name, want in expected.items():
+            if name.startswith("pkg:"):
+                got = await etcd.package_state(name[4:])
+            else:
+                got = await etcd.model_state(name)
+            if got != want:
+                return False
+        return True
+
+    try:
+        await eventually(check, timeout, f"states {expected}")
+    except AssertionError:
+        raise AssertionError(f"wanted {expected}, etcd has {await etcd.states()}") from None
+
+
 def daemon_env(endpoint: str, layout: KeyLayout, metrics_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATEMANAGER_")}
     env.update(

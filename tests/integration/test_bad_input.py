@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Daemon, Etcd, eventually
-from test_states import states_are
+from conftest import Daemon, Etcd, eventually, states_are
 
 
 def counter(scrape: str, name: str, **labels: str) -> float:

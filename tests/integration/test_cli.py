@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Etcd, daemon_env
-from test_states import states_are
+from conftest import Daemon, Etcd, daemon_env, states_are
 
 from statemanager.keys import KeyLayout
 

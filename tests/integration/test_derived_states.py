@@ -4,30 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from conftest import Daemon, Etcd, eventually
+from conftest import Daemon, Etcd, states_are
 
 BACKEND = "payment_service.backend_model"
 AUTH = "payment_service.auth_model"
 FRONTEND = "payment_service.frontend_model"
-
-
-async def states_are(etcd: Etcd, expected: dict[str, str | None], timeout: float = 15.0) -> None:
-    """Wait until every listed model/package state key holds the value (None: absent)."""
-
-    async def check() -> bool:
-        for name, want in expected.items():
-            if name.startswith("pkg:"):
-                got = await etcd.package_state(name[4:])
-            else:
-                got = await etcd.model_state(name)
-            if got != want:
-                return False
-        return True
-
-    try:
-        await eventually(check, timeout, f"states {expected}")
-    except AssertionError:
-        raise AssertionError(f"wanted {expected}, etcd has {await etcd.states()}") from None
 
 
 async def test_payment_service_seed_example(etcd: Etcd, daemon: Daemon) -> None:
