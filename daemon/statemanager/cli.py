@@ -54,7 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                 option.flag,
                 dest=option.name,
                 metavar="VALUE",
-                help=f"{option.help} (env {option.env}; default {option.default!r})",
+                # argparse %-formats help texts
+                help=f"{option.help} (env {option.env}; default {option.default!r})".replace(
+                    "%", "%%"
+                ),
             )
     return parser
 

@@ -118,6 +118,18 @@ OPTIONS: tuple[Option, ...] = (
         "none configured: `run` starts a local development etcd",
     ),
     Option("etcd.timeout_seconds", _positive, 5.0, "deadline of every etcd request"),
+    Option(
+        "etcd.watch_silence_seconds",
+        _positive,
+        60.0,
+        "a watch with neither events nor progress notifications this long is restarted",
+    ),
+    Option(
+        "etcd.resync_interval_seconds",
+        _positive,
+        600.0,
+        "full relist and re-evaluation as a backstop (jittered ±20%)",
+    ),
     Option("prefixes.containers", _prefix, _LAYOUT.containers, "container info keys"),
     Option("prefixes.packages", _prefix, _LAYOUT.packages, "Package spec keys"),
     Option("prefixes.models", _prefix, _LAYOUT.models, "Model spec keys"),
@@ -149,6 +161,8 @@ class Settings:
 
     etcd_endpoints: tuple[str, ...]
     etcd_timeout_seconds: float
+    etcd_watch_silence_seconds: float
+    etcd_resync_interval_seconds: float
     layout: KeyLayout
     actioncontroller_address: str
     metrics_address: str
@@ -213,6 +227,8 @@ def load(
     return Settings(
         etcd_endpoints=values["etcd.endpoints"],
         etcd_timeout_seconds=values["etcd.timeout_seconds"],
+        etcd_watch_silence_seconds=values["etcd.watch_silence_seconds"],
+        etcd_resync_interval_seconds=values["etcd.resync_interval_seconds"],
         layout=layout,
         actioncontroller_address=values["actioncontroller.address"],
         metrics_address=values["metrics.address"],

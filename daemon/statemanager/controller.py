@@ -15,7 +15,7 @@ import structlog
 
 from statemanager.backoff import Backoff
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import KeyValue, WatchBatch
+from statemanager.etcd import Event, KeyValue
 from statemanager.index import Index
 from statemanager.ingest import Ingest, Report
 from statemanager.keys import KeyLayout, WorkKey
@@ -46,28 +46,39 @@ class Controller:
 
     # -- intake -------------------------------------------------------------------------------
 
-    def load(self, revision: int, listing: Mapping[str, Sequence[KeyValue]]) -> None:
+    def load(
+        self,
+        revision: int,
+        listing: Mapping[str, Sequence[KeyValue]],
+        delivered: Mapping[str, int] | None = None,
+    ) -> None:
         """Bring the index to a full listing taken at `revision` and queue every key.
 
-        Used at start and after a compaction: keys deleted while we were blind are found by the
-        diff, and queueing everything makes the first pass write all differences.
+        Used at start, after a compaction and for the periodic resync: keys deleted while we
+        were blind are found by the diff, and queueing everything writes all differences.
+        `delivered` (per prefix, the newest revision the watch applied) lets the diff tell
+        changes the watch missed, which are logged as drift.
         """
-        dirty, reports = self._ingest.resync_all(listing, revision)
-        self._report(reports)
-        self._mark(dirty | self.index.all_keys(), revision)
-        self._metrics.last_revision.set(revision)
+        result = self._ingest.resync_all(listing, revision, delivered)
+        self._report(result.reports)
+        if result.drifted:
+            log.error(
+                "resync_drift",
+                keys=len(result.drifted),
+                examples=result.drifted[:5],
+                hint="the watch missed these changes; please report it",
+            )
+        self._mark(result.dirty | self.index.all_keys(), revision)
         self._refresh_gauges()
 
-    def apply(self, batch: WatchBatch) -> None:
-        """Apply one watch response's events (all of a revision's, never part of one)."""
-        kind = self._kinds[batch.prefix]
-        for event in batch.events:
+    def apply(self, prefix: str, events: Sequence[Event]) -> None:
+        """Apply one watch response's events for `prefix` (all of a revision's, never part)."""
+        kind = self._kinds[prefix]
+        for event in events:
             dirty, report = self._ingest.apply(kind, event.key, event.value, event.revision)
             if report is not None:
                 self._report([report])
             self._mark(dirty, event.revision)
-        if batch.events:
-            self._metrics.last_revision.set(batch.revision)
 
     def _mark(self, keys: set[WorkKey], revision: int) -> None:
         for key in keys:

@@ -43,7 +43,15 @@ async def run(settings: Settings) -> int:
             )
 
     prefixes = list(settings.layout.watched().values())
-    watcher = Watcher(client, controller, prefixes, metrics, on_listed)
+    watcher = Watcher(
+        client,
+        controller,
+        prefixes,
+        metrics,
+        on_listed,
+        silence_limit=settings.etcd_watch_silence_seconds,
+        resync_interval=settings.etcd_resync_interval_seconds,
+    )
     log.info(
         "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics_address
     )

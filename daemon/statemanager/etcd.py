@@ -8,7 +8,8 @@ and the error families of `statemanager.errors`, never protobuf or grpc types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -67,11 +68,12 @@ class WatchBatch:
 
     etcd never splits one revision's events for a watcher across responses (we do not ask for
     fragments), so after a batch is handled every revision up to `revision` is fully delivered
-    for that prefix. A batch without events is a progress notification: a liveness signal only,
-    because etcd before 3.4.26/3.5.8 could send one ahead of undelivered events.
+    for that prefix. A batch without events (prefix None) is a progress notification: a
+    liveness signal only, never a resume point, because etcd before 3.4.26/3.5.8 could send one
+    ahead of undelivered events.
     """
 
-    prefix: str
+    prefix: str | None  # None for a progress notification
     events: tuple[Event, ...]
     revision: int
 
@@ -218,14 +220,20 @@ class EtcdClient:
             current[guard.key] = _kv(kvs[0]) if kvs else None
         return TxnResult(False, revision, current)
 
-    async def watch(self, starts: Mapping[str, int]) -> AsyncIterator[WatchBatch]:
-        """Watch each prefix from its start revision on one stream, with progress notifications.
+    async def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]:
+        """Watch each prefix from its start revision on one stream.
 
-        Ends only by raising: EtcdUnavailable when the stream breaks, Compacted when a start
-        revision is no longer in history, EtcdError when etcd cancels a watch for another reason.
+        Every `progress_every` seconds it asks etcd for a progress notification, so a live
+        stream is never silent for long: a caller that hears nothing for a few such periods
+        knows the stream is dead even if TCP says otherwise. Ends only by raising:
+        EtcdUnavailable when the stream breaks or etcd cancels a watch, Compacted when a start
+        revision is no longer in history.
         """
         prefixes = list(starts)
-        call = self._watch.Watch(metadata=None)
+        call = self._watch.Watch()
+        progress: asyncio.Task[None] | None = None
         try:
             for watch_id, prefix in enumerate(prefixes, start=1):
                 key = prefix.encode()
@@ -237,6 +245,7 @@ class EtcdClient:
                     watch_id=watch_id,
                 )
                 await call.write(rpc.WatchRequest(create_request=create))
+            progress = asyncio.create_task(_ask_progress(call, progress_every), name="progress")
             while True:
                 resp = await call.read()
                 if resp is grpc.aio.EOF:
@@ -245,20 +254,28 @@ class EtcdClient:
                     raise Compacted(int(resp.compact_revision))
                 if resp.canceled:
                     raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
-                if resp.created and not resp.events:
+                if not resp.events:
+                    yield WatchBatch(None, (), 0)  # created or progress: liveness only
                     continue
-                if 1 <= resp.watch_id <= len(prefixes):
-                    targets = [prefixes[resp.watch_id - 1]]
-                else:
-                    targets = prefixes  # a stream-wide progress response
                 events = tuple(_event(ev) for ev in resp.events)
-                last = events[-1].revision if events else 0
-                for prefix in targets:
-                    yield WatchBatch(prefix, events, last)
+                yield WatchBatch(prefixes[resp.watch_id - 1], events, events[-1].revision)
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc, "watch") from None
         finally:
+            if progress is not None:
+                progress.cancel()
             call.cancel()
+
+
+async def _ask_progress(call: Any, every: float) -> None:
+    """Request a stream-wide progress notification every `every` seconds until cancelled."""
+    request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+    try:
+        while True:
+            await asyncio.sleep(every)
+            await call.write(request)
+    except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+        return  # the stream is gone; the reader reports why
 
 
 def _kv(kv: Any) -> KeyValue:

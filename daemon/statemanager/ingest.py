@@ -44,6 +44,16 @@ class Report:
         return self.kind != UNASSIGNED
 
 
+@dataclass(slots=True)
+class Resync:
+    """What a relist changed: dirty keys, reports, and keys whose change the watch had missed
+    (listed at a revision it claimed to have delivered: a bug signal, logged by the caller)."""
+
+    dirty: set[WorkKey]
+    reports: list[Report]
+    drifted: list[str]
+
+
 class Ingest:
     def __init__(self, layout: KeyLayout, index: Index, max_value_bytes: int) -> None:
         self._layout = layout
@@ -100,41 +110,53 @@ class Ingest:
         return dirty, None
 
     def resync_all(
-        self, listing: Mapping[str, Iterable[tuple[bytes, bytes, int]]], revision: int
-    ) -> tuple[set[WorkKey], list[Report]]:
-        """`resync` every prefix of a listing (prefix → (key, value, mod revision) items)."""
+        self,
+        listing: Mapping[str, Iterable[tuple[bytes, bytes, int]]],
+        revision: int,
+        delivered: Mapping[str, int] | None = None,
+    ) -> Resync:
+        """`resync` every prefix of a listing (prefix → (key, value, mod revision) items).
+
+        `delivered` maps a prefix to the newest revision the watch had fully applied for it;
+        a listed change at or below that revision is one the watch should have delivered.
+        """
         kinds = {prefix: kind for kind, prefix in self._layout.watched().items()}
-        dirty: set[WorkKey] = set()
-        reports: list[Report] = []
+        total = Resync(set(), [], [])
         for prefix, items in listing.items():
-            more, found = self.resync(kinds[prefix], items, revision)
-            dirty |= more
-            reports.extend(found)
-        return dirty, reports
+            part = self.resync(kinds[prefix], items, revision, (delivered or {}).get(prefix, 0))
+            total.dirty |= part.dirty
+            total.reports.extend(part.reports)
+            total.drifted.extend(part.drifted)
+        return total
 
     def resync(
-        self, kind: Kind, items: Iterable[tuple[bytes, bytes, int]], revision: int
-    ) -> tuple[set[WorkKey], list[Report]]:
+        self,
+        kind: Kind,
+        items: Iterable[tuple[bytes, bytes, int]],
+        revision: int,
+        delivered: int = 0,
+    ) -> Resync:
         """Make the index match a full listing of `kind`'s prefix taken at `revision`.
 
         Keys absent from the listing are deleted; keys whose mod revision changed are applied.
         """
-        dirty: set[WorkKey] = set()
-        reports: list[Report] = []
+        result = Resync(set(), [], [])
         seen: set[bytes] = set()
         known = self._known[kind]
         for key, value, mod_revision in items:
             seen.add(key)
             if known.get(key) == mod_revision:
                 continue
+            if mod_revision <= delivered:
+                result.drifted.append(key.decode("utf-8", "backslashreplace"))
             more, report = self.apply(kind, key, value, mod_revision)
-            dirty |= more
+            result.dirty |= more
             if report is not None:
-                reports.append(report)
+                result.reports.append(report)
         for key in [k for k in known if k not in seen]:
             more, _ = self.apply(kind, key, None, revision)
-            dirty |= more
-        return dirty, reports
+            result.dirty |= more
+        return result
 
     def _apply(self, kind: Kind, key: bytes, value: bytes | None, revision: int) -> set[WorkKey]:
         try:

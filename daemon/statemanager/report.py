@@ -26,8 +26,8 @@ def build(
     max_value_bytes: int,
 ) -> Snapshot:
     index = Index()
-    _, reports = Ingest(layout, index, max_value_bytes).resync_all(listing, revision)
-    return Snapshot(index, revision, reports)
+    result = Ingest(layout, index, max_value_bytes).resync_all(listing, revision)
+    return Snapshot(index, revision, result.reports)
 
 
 def differences(snapshot: Snapshot) -> list[Change]:

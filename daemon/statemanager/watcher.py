@@ -1,14 +1,16 @@
 """Keeps the controller fed from etcd: list at one revision, then watch from the next one.
 
-Thin on purpose (STYLE 4): on a broken stream it backs off and resumes each prefix from the
-revision after its last fully delivered one; on compaction it relists and lets the controller
-diff; it hands events over and does nothing else.
+Thin on purpose (STYLE 4). On a broken or silent stream it backs off and resumes each prefix
+from the revision after its last fully delivered one; on compaction, and periodically as a
+backstop, it relists and lets the controller diff; it hands events over and does nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import random
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -27,7 +29,13 @@ class WatchClient(Protocol):
         self, prefixes: Sequence[str], page_size: int = ...
     ) -> tuple[int, dict[str, list[KeyValue]]]: ...
 
-    def watch(self, starts: Mapping[str, int]) -> AsyncIterator[WatchBatch]: ...
+    def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]: ...
+
+
+class SilentWatch(EtcdUnavailable):
+    """Neither events nor progress notifications arrived within the silence limit."""
 
 
 class Watcher:
@@ -38,36 +46,74 @@ class Watcher:
         prefixes: Sequence[str],
         metrics: Metrics,
         on_listed: Callable[[int], None],
+        silence_limit: float,
+        resync_interval: float,
     ) -> None:
         self._client = client
         self._controller = controller
         self._prefixes = list(prefixes)
         self._metrics = metrics
         self._on_listed = on_listed
+        self._silence_limit = silence_limit
+        self._resync_interval = resync_interval
         self._backoff = Backoff(initial=0.2, cap=5.0)
+        # Per prefix, the newest revision whose events have all been applied.
+        self._delivered: dict[str, int] = {}
 
     async def run(self) -> None:
         """Run until cancelled; only a permanent etcd error escapes."""
-        starts: dict[str, int] | None = None
+        listed = False
+        resync_at = 0.0
         while True:
             try:
-                if starts is None:
+                if not listed:
                     revision, listing = await self._client.snapshot(self._prefixes)
-                    self._controller.load(revision, listing)
+                    self._controller.load(revision, listing, self._delivered)
+                    self._delivered = dict.fromkeys(self._prefixes, revision)
+                    self._metrics.last_revision.set(revision)
                     log.info("listed", revision=revision)
                     self._on_listed(revision)
-                    starts = dict.fromkeys(self._prefixes, revision + 1)
-                async for batch in self._client.watch(starts):
-                    self._controller.apply(batch)
-                    if batch.events:
-                        starts[batch.prefix] = batch.revision + 1
-                    self._backoff.reset()
+                    listed = True
+                    # Jitter keeps a fleet of daemons from relisting in step.
+                    resync_at = time.monotonic() + self._resync_interval * random.uniform(0.8, 1.2)
+                await self._follow(resync_at)
+                self._metrics.watch_restarts.labels("resync").inc()
+                log.info("resync_due")
+                listed = False
             except Compacted as exc:
                 self._metrics.watch_restarts.labels("compacted").inc()
                 log.warning("watch_compacted", compact_revision=exc.compact_revision)
-                starts = None  # relist; the controller diffs, deletions included
+                listed = False  # relist; the controller diffs, deletions included
             except EtcdUnavailable as exc:
-                self._metrics.watch_restarts.labels("unavailable").inc()
+                reason = "silent" if isinstance(exc, SilentWatch) else "unavailable"
+                self._metrics.watch_restarts.labels(reason).inc()
                 delay = self._backoff.next()
-                log.warning("watch_broken", error=str(exc), retry_in=round(delay, 2))
+                log.warning("watch_broken", reason=reason, error=str(exc), retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
+
+    async def _follow(self, resync_at: float) -> None:
+        """Apply watch batches until the resync is due (returns) or the stream fails (raises)."""
+        starts = {prefix: revision + 1 for prefix, revision in self._delivered.items()}
+        stream = self._client.watch(starts, progress_every=self._silence_limit / 3)
+        try:
+            while True:
+                budget = min(self._silence_limit, resync_at - time.monotonic())
+                if budget <= 0:
+                    return
+                try:
+                    async with asyncio.timeout(budget):
+                        batch = await anext(stream)
+                except TimeoutError:
+                    if time.monotonic() >= resync_at:
+                        return
+                    raise SilentWatch(
+                        f"no events or progress for {self._silence_limit:g} s"
+                    ) from None
+                self._backoff.reset()
+                if batch.prefix is None:
+                    continue  # progress notification: the stream is alive
+                self._controller.apply(batch.prefix, batch.events)
+                self._delivered[batch.prefix] = batch.revision
+                self._metrics.last_revision.set(batch.revision)
+        finally:
+            await stream.aclose()
