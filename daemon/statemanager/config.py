@@ -8,6 +8,7 @@ Every setting is `section.key`; its variable is `STATEMANAGER_SECTION_KEY` and i
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,12 +38,10 @@ def _endpoints(value: object) -> tuple[str, ...]:
         if (
             parts.scheme != "http"
             or not parts.hostname
-            or port is None
-            or parts.path
-            not in (
-                "",
-                "/",
-            )
+            or not port
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
         ):
             raise ValueError(f"{url!r} is not http://host:port (https comes with TLS support)")
     return result
@@ -58,12 +57,14 @@ def _address(value: object) -> str:
 
 
 def _positive(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"{value!r} is not a number") from None
-    if isinstance(value, bool) or number <= 0:
-        raise ValueError(f"{value!r} must be a positive number")
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{value!r} must be a positive, finite number")
     return number
 
 

@@ -45,6 +45,13 @@ class ContainerInfo:
     model_annotation: str | None
 
 
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput("invalid_encoding", f"not UTF-8: {exc.reason}") from None
+
+
 def check_size(raw: bytes, limit: int) -> None:
     if len(raw) > limit:
         raise BadInput("oversized", f"value of {len(raw)} bytes exceeds the {limit}-byte limit")
@@ -83,9 +90,7 @@ def _flag(value: object, where: str) -> bool:
 def parse_container(raw: bytes) -> ContainerInfo:
     """Parse a container info JSON object (SPEC §2); extra fields are ignored."""
     try:
-        doc = json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise BadInput("invalid_encoding", f"not UTF-8: {exc.reason}") from None
+        doc = json.loads(_utf8(raw))  # bytes would let json guess UTF-16/32; SPEC says UTF-8
     except json.JSONDecodeError as exc:
         raise BadInput("invalid_json", f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
     doc = _mapping(doc, "container info")
@@ -110,10 +115,9 @@ def parse_container(raw: bytes) -> ContainerInfo:
 
 def _spec_document(raw: bytes, kind: str, name: str) -> dict[str, Any]:
     """Load one YAML document of `kind` whose metadata.name, if given, is the key's name."""
+    text = _utf8(raw)
     try:
-        doc = yaml.load(raw, Loader=_SafeLoader)
-    except UnicodeDecodeError as exc:
-        raise BadInput("invalid_encoding", f"not UTF-8: {exc.reason}") from None
+        doc = yaml.load(text, Loader=_SafeLoader)  # a safe loader: see _SafeLoader
     except yaml.YAMLError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInput("invalid_yaml", f"invalid YAML: {first_line}") from None

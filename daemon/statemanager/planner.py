@@ -10,7 +10,7 @@ every package state in etcd equals the rules applied to the model states written
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from statemanager.index import Index, Written
 from statemanager.keys import Resource, WorkKey
@@ -59,8 +59,18 @@ def plan(index: Index, dirty: Iterable[WorkKey]) -> list[list[Change]]:
                     visited.add(nxt)
                     frontier.append((nxt, key if key.resource is Resource.MODEL else None))
         if models or packages:
-            groups.append(models + packages)
+            groups.append(models + [_with_cause(index, c, models) for c in packages])
     return groups
+
+
+def _with_cause(index: Index, change: Change, models: list[Change]) -> Change:
+    """Name a changed model of the package as its cause when the walk reached the package
+    first (it was dirty itself), so the answer never depends on the order keys were queued."""
+    if change.cause is not None:
+        return change
+    listed = set(index.models_of(change.key.name))
+    cause = next((m.key for m in models if m.key.name in listed), None)
+    return replace(change, cause=cause) if cause is not None else change
 
 
 def pack(groups: Iterable[list[Change]], max_ops: int) -> list[list[Change]]:

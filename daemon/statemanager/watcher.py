@@ -56,7 +56,7 @@ class Watcher:
         self._on_listed = on_listed
         self._silence_limit = silence_limit
         self._resync_interval = resync_interval
-        self._backoff = Backoff(initial=0.2, cap=5.0)
+        self._backoff = Backoff(initial=0.2, cap=2.0)  # bounds how long etcd's return goes unseen
         # Per prefix, the newest revision whose events have all been applied.
         self._delivered: dict[str, int] = {}
 

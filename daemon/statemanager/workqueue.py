@@ -96,6 +96,7 @@ class WorkQueue(Generic[K]):
             handle.cancel()
         self._timers.clear()
         self._wakeup.set()
+        self._changed()  # cancelled timers may have been all that kept the queue busy
 
     async def wait_idle(self) -> None:
         """Wait until nothing is queued, processing or scheduled for later."""

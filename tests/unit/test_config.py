@@ -1,0 +1,276 @@
+"""Settings: file < environment < flags, validation errors that name the offending key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from statemanager import config
+from statemanager.config import DEFAULT_CONFIG_PATH, load
+from statemanager.errors import ConfigError
+from statemanager.keys import KeyLayout
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "statemanager.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write(
+        tmp_path,
+        '[etcd]\nendpoints = ["http://file:2379"]\ntimeout_seconds = 2\n'
+        '[log]\nlevel = "warning"\nformat = "json"\n',
+    )
+
+
+@pytest.fixture
+def no_default_file() -> None:
+    if DEFAULT_CONFIG_PATH.exists():
+        pytest.skip(f"{DEFAULT_CONFIG_PATH} exists on this machine")
+
+
+def test_defaults(no_default_file: None) -> None:
+    """With no file, variables or flags, every setting has its documented default."""
+    settings = load(None, {}, {})
+    assert settings.etcd_endpoints == ()
+    assert settings.layout == KeyLayout()
+    assert settings.actioncontroller_address == "127.0.0.1:47001"
+    assert settings.metrics_address.startswith("127.0.0.1:")
+    assert (settings.log_format, settings.log_level) == ("auto", "info")
+    assert settings.inputs_max_value_bytes == 256 * 1024
+
+
+def test_file_values_used(config_file: Path) -> None:
+    """Values in the TOML file override the defaults."""
+    settings = load(config_file, {}, {})
+    assert settings.etcd_endpoints == ("http://file:2379",)
+    assert settings.etcd_timeout_seconds == 2.0
+    assert (settings.log_level, settings.log_format) == ("warning", "json")
+
+
+def test_env_overrides_file(config_file: Path) -> None:
+    """A STATEMANAGER_* variable overrides the file; settings it does not name keep the file's."""
+    env = {"STATEMANAGER_LOG_LEVEL": "debug"}
+    settings = load(config_file, env, {})
+    assert settings.log_level == "debug"
+    assert settings.log_format == "json"
+
+
+def test_flags_override_env_and_file(config_file: Path) -> None:
+    """A flag overrides both the variable and the file."""
+    env = {"STATEMANAGER_LOG_LEVEL": "debug", "STATEMANAGER_ETCD_ENDPOINTS": "http://env:2379"}
+    flags = {"log.level": "error", "etcd.endpoints": "http://flag:2379"}
+    settings = load(config_file, env, flags)
+    assert settings.log_level == "error"
+    assert settings.etcd_endpoints == ("http://flag:2379",)
+
+
+def test_unset_flag_falls_through(config_file: Path) -> None:
+    """A flag given as None (not passed on the command line) does not override anything."""
+    settings = load(config_file, {"STATEMANAGER_LOG_LEVEL": "debug"}, {"log.level": None})
+    assert settings.log_level == "debug"
+
+
+def test_env_endpoints_comma_separated(no_default_file: None) -> None:
+    """STATEMANAGER_ETCD_ENDPOINTS takes several comma-separated URLs, spaces trimmed."""
+    env = {"STATEMANAGER_ETCD_ENDPOINTS": "http://a:2379, http://b:2379/,http://10.0.0.3:2379"}
+    settings = load(None, env, {})
+    assert settings.etcd_endpoints == ("http://a:2379", "http://b:2379/", "http://10.0.0.3:2379")
+
+
+def test_prefixes_build_the_layout(no_default_file: None) -> None:
+    """Prefix settings end up in the key layout."""
+    settings = load(None, {"STATEMANAGER_PREFIXES_OWN": "/sm/"}, {"prefixes.models": "M/"})
+    assert settings.layout.own == "/sm/"
+    assert settings.layout.models == "M/"
+    assert settings.layout.packages == KeyLayout().packages
+
+
+def _error(path: Path | None, env: dict[str, str], flags: dict[str, object]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(path, env, flags)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        pytest.param(
+            {"STATEMANAGER_ETCD_ENDPOINTS": "https://a:2379"},
+            "STATEMANAGER_ETCD_ENDPOINTS",
+            id="https-endpoint",
+        ),
+        pytest.param(
+            {"STATEMANAGER_ETCD_ENDPOINTS": "http://a"},
+            "STATEMANAGER_ETCD_ENDPOINTS",
+            id="endpoint-no-port",
+        ),
+        pytest.param(
+            {"STATEMANAGER_ETCD_ENDPOINTS": "a:2379"},
+            "STATEMANAGER_ETCD_ENDPOINTS",
+            id="endpoint-no-scheme",
+        ),
+        pytest.param(
+            {"STATEMANAGER_ETCD_ENDPOINTS": "http://a:99999"},
+            "STATEMANAGER_ETCD_ENDPOINTS",
+            id="endpoint-port-range",
+        ),
+        pytest.param(
+            {"STATEMANAGER_ETCD_ENDPOINTS": "http://a:2379/v3"},
+            "STATEMANAGER_ETCD_ENDPOINTS",
+            id="endpoint-path",
+        ),
+        pytest.param(
+            {"STATEMANAGER_METRICS_ADDRESS": "nonsense"},
+            "STATEMANAGER_METRICS_ADDRESS",
+            id="metrics-address",
+        ),
+        pytest.param(
+            {"STATEMANAGER_ACTIONCONTROLLER_ADDRESS": "host:0"},
+            "STATEMANAGER_ACTIONCONTROLLER_ADDRESS",
+            id="actioncontroller-port-zero",
+        ),
+        pytest.param(
+            {"STATEMANAGER_LOG_FORMAT": "xml"}, "STATEMANAGER_LOG_FORMAT", id="log-format"
+        ),
+        pytest.param({"STATEMANAGER_LOG_LEVEL": "loud"}, "STATEMANAGER_LOG_LEVEL", id="log-level"),
+        pytest.param(
+            {"STATEMANAGER_ETCD_TIMEOUT_SECONDS": "-1"},
+            "STATEMANAGER_ETCD_TIMEOUT_SECONDS",
+            id="negative-timeout",
+        ),
+        pytest.param(
+            {"STATEMANAGER_INPUTS_MAX_VALUE_BYTES": "1.5"},
+            "STATEMANAGER_INPUTS_MAX_VALUE_BYTES",
+            id="fractional-bytes",
+        ),
+        pytest.param(
+            {"STATEMANAGER_PREFIXES_OWN": ""}, "STATEMANAGER_PREFIXES_OWN", id="empty-prefix"
+        ),
+    ],
+)
+def test_invalid_env_value_names_variable(
+    no_default_file: None, env: dict[str, str], names: str
+) -> None:
+    """An invalid value from the environment raises ConfigError naming the variable."""
+    assert names in _error(None, env, {})
+
+
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        pytest.param({"metrics.address": "nonsense"}, "--metrics-address", id="metrics-address"),
+        pytest.param({"log.format": "xml"}, "--log-format", id="log-format"),
+        pytest.param({"etcd.endpoints": "ftp://a:1"}, "--etcd-endpoints", id="endpoints"),
+        pytest.param(
+            {"prefixes.model_states": "a b"}, "--prefixes-model-states", id="prefix-space"
+        ),
+    ],
+)
+def test_invalid_flag_names_flag(
+    no_default_file: None, flags: dict[str, object], names: str
+) -> None:
+    """An invalid flag value raises ConfigError naming the flag as typed."""
+    assert names in _error(None, {}, flags)
+
+
+def test_invalid_file_value_names_key(tmp_path: Path) -> None:
+    """An invalid value in the file raises ConfigError naming the dotted key and the file."""
+    path = write(tmp_path, '[log]\nformat = "xml"\n')
+    message = _error(path, {}, {})
+    assert "log.format" in message
+    assert str(path) in message
+
+
+def test_file_endpoints_must_be_strings(tmp_path: Path) -> None:
+    """etcd.endpoints in the file must be a list of strings."""
+    path = write(tmp_path, "[etcd]\nendpoints = [2379]\n")
+    assert "etcd.endpoints" in _error(path, {}, {})
+
+
+def test_invalid_file_value_overridden_is_not_an_error(tmp_path: Path) -> None:
+    """A bad file value that an environment variable overrides is never parsed."""
+    path = write(tmp_path, '[log]\nformat = "xml"\n')
+    assert load(path, {"STATEMANAGER_LOG_FORMAT": "console"}, {}).log_format == "console"
+
+
+def test_unknown_file_key_named(tmp_path: Path) -> None:
+    """An unknown key in the file is an error naming it."""
+    path = write(tmp_path, '[etcd]\nendpoint = "http://a:2379"\n')
+    assert "etcd.endpoint" in _error(path, {}, {})
+
+
+def test_unknown_top_level_value_named(tmp_path: Path) -> None:
+    """A top-level value that is not a table is an error naming it."""
+    path = write(tmp_path, 'level = "debug"\n')
+    assert "level" in _error(path, {}, {})
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    """A file that is not TOML is an error naming the file."""
+    path = write(tmp_path, "[etcd\n")
+    assert str(path) in _error(path, {}, {})
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    """A config file given explicitly must exist."""
+    path = tmp_path / "absent.toml"
+    message = _error(path, {}, {})
+    assert str(path) in message
+    assert "not found" in message
+
+
+def test_missing_default_file_is_fine(no_default_file: None) -> None:
+    """When no path is given and the default file does not exist, defaults apply."""
+    assert load(None, {"STATEMANAGER_LOG_LEVEL": "debug"}, {}).log_level == "debug"
+
+
+def test_default_path_is_read_when_no_path_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no explicit path, the default config file is the one read."""
+    path = write(tmp_path, '[log]\nlevel = "error"\n')
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", path)
+    assert load(None, {}, {}).log_level == "error"
+
+
+@pytest.mark.parametrize(
+    ("flags", "inner", "outer"),
+    [
+        pytest.param(
+            {"prefixes.own": "/model/"}, "prefixes.own", "prefixes.model_states", id="equal"
+        ),
+        pytest.param(
+            {"prefixes.own": "/model/own/"}, "prefixes.own", "prefixes.model_states", id="nested"
+        ),
+        pytest.param(
+            {"prefixes.packages": "/"}, "prefixes.containers", "prefixes.packages", id="root"
+        ),
+    ],
+)
+def test_overlapping_prefixes_rejected(
+    no_default_file: None, flags: dict[str, object], inner: str, outer: str
+) -> None:
+    """Two prefixes where one lies inside the other are rejected, naming both."""
+    message = _error(None, {}, flags)
+    assert "overlap" in message
+    assert inner in message
+    assert outer in message
+
+
+def test_infinite_max_value_bytes_is_config_error(no_default_file: None) -> None:
+    """An infinite inputs.max_value_bytes is rejected with a ConfigError naming the variable."""
+    assert "STATEMANAGER_INPUTS_MAX_VALUE_BYTES" in _error(
+        None, {"STATEMANAGER_INPUTS_MAX_VALUE_BYTES": "inf"}, {}
+    )
+
+
+def test_nan_timeout_is_config_error(no_default_file: None) -> None:
+    """A NaN etcd.timeout_seconds is not a positive number and is rejected."""
+    assert "STATEMANAGER_ETCD_TIMEOUT_SECONDS" in _error(
+        None, {"STATEMANAGER_ETCD_TIMEOUT_SECONDS": "nan"}, {}
+    )

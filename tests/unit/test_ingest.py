@@ -1,0 +1,239 @@
+"""Raw etcd keys and values into index updates: bad input, deletion by relist, unassigned."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from statemanager.index import Index
+from statemanager.ingest import UNASSIGNED, Ingest
+from statemanager.keys import KeyLayout, Kind, Resource, WorkKey
+
+LAYOUT = KeyLayout()
+CONTAINERS = LAYOUT.containers
+C1 = f"{CONTAINERS}c1".encode()
+C2 = f"{CONTAINERS}c2".encode()
+BAD = b"{not json"
+
+
+def model(name: str) -> WorkKey:
+    return WorkKey(Resource.MODEL, name)
+
+
+def package(name: str) -> WorkKey:
+    return WorkKey(Resource.PACKAGE, name)
+
+
+def container(
+    status: str = "running", model_name: str | None = "m", names: list[str] | None = None
+) -> bytes:
+    doc: dict[str, object] = {"names": names or [], "state": {"Status": status}}
+    if model_name is not None:
+        doc["annotation"] = {"io.pullpiri.annotations.model": model_name}
+    return json.dumps(doc).encode()
+
+
+@pytest.fixture
+def index() -> Index:
+    return Index()
+
+
+@pytest.fixture
+def ingest(index: Index) -> Ingest:
+    return Ingest(LAYOUT, index, max_value_bytes=1024)
+
+
+def test_good_container_put(ingest: Ingest, index: Index) -> None:
+    """A valid container value is applied to the index and dirties its model, no report."""
+    dirty, report = ingest.apply(Kind.CONTAINER, C1, container(), 5)
+    assert (dirty, report) == ({model("m")}, None)
+    assert [cid for cid, _ in index.containers_of("m")] == ["c1"]
+
+
+def test_bad_input_reported_with_kind_key_and_revision(ingest: Ingest) -> None:
+    """An unparsable value yields one Report naming the key, the kind and the revision."""
+    _, report = ingest.apply(Kind.CONTAINER, C1, BAD, 7)
+    assert report is not None
+    assert (report.key, report.kind, report.revision) == (C1.decode(), "invalid_json", 7)
+    assert report.rejected
+
+
+def test_bad_input_reported_once_per_revision(ingest: Ingest) -> None:
+    """The same bad value at the same revision is reported once, even when applied again."""
+    first = ingest.apply(Kind.CONTAINER, C1, BAD, 7)[1]
+    again = ingest.apply(Kind.CONTAINER, C1, BAD, 7)[1]
+    assert first is not None
+    assert again is None
+
+
+def test_bad_input_not_reported_again_by_resync(ingest: Ingest) -> None:
+    """A relist that finds the same bad value at the same mod revision reports nothing."""
+    assert ingest.apply(Kind.CONTAINER, C1, BAD, 7)[1] is not None
+    result = ingest.resync(Kind.CONTAINER, [(C1, BAD, 7)], 20)
+    assert result.reports == []
+
+
+def test_bad_input_reported_again_at_new_revision(ingest: Ingest) -> None:
+    """A bad value rewritten at a later revision is a new problem and is reported."""
+    ingest.apply(Kind.CONTAINER, C1, BAD, 7)
+    _, report = ingest.apply(Kind.CONTAINER, C1, b"[]", 8)
+    assert report is not None
+    assert (report.kind, report.revision) == ("wrong_type", 8)
+
+
+def test_bad_first_seen_in_resync_is_reported(ingest: Ingest) -> None:
+    """A bad value first met in a listing is reported by that resync."""
+    result = ingest.resync(Kind.CONTAINER, [(C1, BAD, 3), (C2, container(), 4)], 10)
+    assert [(r.key, r.kind) for r in result.reports] == [(C1.decode(), "invalid_json")]
+
+
+def test_bad_value_treated_as_absent(ingest: Ingest, index: Index) -> None:
+    """A good container replaced by a bad value leaves its model, which becomes dirty."""
+    ingest.apply(Kind.CONTAINER, C1, container(status="dead"), 5)
+    dirty, report = ingest.apply(Kind.CONTAINER, C1, BAD, 6)
+    assert report is not None
+    assert dirty == {model("m")}
+    assert list(index.containers_of("m")) == []
+    assert index.model_verdict("m") is None
+
+
+def test_oversized_value_rejected_and_absent(ingest: Ingest, index: Index) -> None:
+    """A value over max_value_bytes is rejected as oversized and its old value forgotten."""
+    ingest.apply(Kind.CONTAINER, C1, container(), 5)
+    padded = container()[:-1] + b', "pad": "' + b"x" * 2000 + b'"}'
+    dirty, report = ingest.apply(Kind.CONTAINER, C1, padded, 6)
+    assert report is not None
+    assert report.kind == "oversized"
+    assert dirty == {model("m")}
+    assert list(index.containers_of("m")) == []
+
+
+def test_bad_package_spec_treated_as_absent(ingest: Ingest, index: Index) -> None:
+    """A Package spec replaced by an invalid document drops the package (its state is deleted)."""
+    key = b"Package/p"
+    ingest.apply(Kind.PACKAGE_SPEC, key, b"spec: {models: [{name: m}]}", 3)
+    dirty, report = ingest.apply(Kind.PACKAGE_SPEC, key, b"spec: {models: [", 4)
+    assert report is not None
+    assert report.kind == "invalid_yaml"
+    assert package("p") in dirty
+    assert index.package_verdict("p") is None
+
+
+def test_spec_key_with_bad_name(ingest: Ingest, index: Index) -> None:
+    """A spec key whose name cannot form a state key is rejected as bad_name, nothing applied."""
+    dirty, report = ingest.apply(Kind.MODEL_SPEC, b"Model/a b", b"spec: {containers: []}", 3)
+    assert dirty == set()
+    assert report is not None
+    assert report.kind == "bad_name"
+
+
+def test_resync_deletes_keys_missing_from_listing(ingest: Ingest, index: Index) -> None:
+    """Keys applied before but absent from a fresh listing are deleted (missed deletions)."""
+    ingest.apply(Kind.CONTAINER, C1, container(model_name="a"), 5)
+    ingest.apply(Kind.CONTAINER, C2, container(model_name="b"), 6)
+    result = ingest.resync(Kind.CONTAINER, [(C2, container(model_name="b"), 6)], 30)
+    assert (result.dirty, result.reports) == ({model("a")}, [])
+    assert list(index.containers_of("a")) == []
+    assert [cid for cid, _ in index.containers_of("b")] == ["c2"]
+
+
+def test_resync_skips_unchanged_and_applies_changed(ingest: Ingest, index: Index) -> None:
+    """A listing re-applies only keys whose mod revision changed."""
+    ingest.apply(Kind.CONTAINER, C1, container(model_name="a"), 5)
+    ingest.apply(Kind.CONTAINER, C2, container(model_name="b"), 6)
+    listing = [
+        (C1, container(model_name="a"), 5),
+        (C2, container(status="dead", model_name="b"), 9),
+    ]
+    assert ingest.resync(Kind.CONTAINER, listing, 30).dirty == {model("b")}
+    verdict = index.model_verdict("b")
+    assert verdict is not None
+    assert verdict.state == "Failed"
+
+
+def test_resync_all_dispatches_by_prefix(ingest: Ingest, index: Index) -> None:
+    """resync_all routes each prefix's items to its kind and deletes missing keys in each."""
+    ingest.apply(Kind.PACKAGE_SPEC, b"Package/old", b"spec: {models: []}", 2)
+    listing = {
+        LAYOUT.containers: [(C1, container(), 5)],
+        LAYOUT.packages: [(b"Package/p", b"spec: {models: [{name: m}]}", 6)],
+        LAYOUT.model_states: [(b"/model/m/state", b"Running", 7)],
+    }
+    result = ingest.resync_all(listing, 10)
+    assert (result.reports, result.drifted) == ([], [])
+    assert {package("old"), package("p"), model("m")} <= result.dirty
+    assert index.package_verdict("old") is None
+    assert index.models_of("p") == ("m",)
+    assert index.written(model("m")).value == "Running"
+
+
+def test_resync_flags_changes_the_watch_should_have_delivered(ingest: Ingest) -> None:
+    """A listed change at or below the delivered revision is drift; a newer one is not."""
+    ingest.apply(Kind.CONTAINER, C1, container(model_name="a"), 5)
+    listing = [(C1, container(status="dead", model_name="a"), 8), (C2, container(), 12)]
+    result = ingest.resync(Kind.CONTAINER, listing, 20, delivered=10)
+    assert result.drifted == [C1.decode()]
+    assert result.dirty == {model("a"), model("m")}
+
+
+def test_resync_without_delivered_reports_no_drift(ingest: Ingest) -> None:
+    """At start (nothing delivered yet) every listed key is new, none is drift."""
+    result = ingest.resync(Kind.CONTAINER, [(C1, container(), 8)], 20)
+    assert result.drifted == []
+
+
+def test_resync_all_passes_delivered_per_prefix(ingest: Ingest) -> None:
+    """resync_all judges drift against each prefix's own delivered revision."""
+    listing = {
+        LAYOUT.containers: [(C1, container(), 5)],
+        LAYOUT.packages: [(b"Package/p", b"spec: {models: []}", 5)],
+    }
+    result = ingest.resync_all(listing, 10, delivered={LAYOUT.packages: 6})
+    assert result.drifted == ["Package/p"]
+
+
+def test_state_key_observed(ingest: Ingest, index: Index) -> None:
+    """A put under a state prefix is recorded as the written state; a foreign key is ignored."""
+    assert ingest.apply(Kind.PACKAGE_STATE, b"/package/p/state", b"Error", 4) == (
+        {package("p")},
+        None,
+    )
+    assert index.written(package("p")).value == "Error"
+    assert ingest.apply(Kind.PACKAGE_STATE, b"/package/p/notes", b"x", 5) == (set(), None)
+
+
+def test_unassigned_reported_when_it_becomes_unassigned(ingest: Ingest) -> None:
+    """An unassigned container is reported on becoming unassigned, not on each rewrite."""
+    lonely = container(model_name=None, names=["nobody"])
+    _, first = ingest.apply(Kind.CONTAINER, C1, lonely, 5)
+    assert first is not None
+    assert (first.kind, first.rejected, first.key) == (UNASSIGNED, False, C1.decode())
+    assert ingest.apply(Kind.CONTAINER, C1, lonely, 6)[1] is None
+    assert (
+        ingest.apply(Kind.CONTAINER, C1, container(status="paused", model_name=None), 7)[1] is None
+    )
+
+
+def test_unassigned_reported_again_after_being_assigned(ingest: Ingest) -> None:
+    """A container that gains a model and then loses it is reported again."""
+    lonely = container(model_name=None)
+    assert ingest.apply(Kind.CONTAINER, C1, lonely, 5)[1] is not None
+    assert ingest.apply(Kind.CONTAINER, C1, container(model_name="m"), 6)[1] is None
+    report = ingest.apply(Kind.CONTAINER, C1, lonely, 7)[1]
+    assert report is not None
+    assert report.kind == UNASSIGNED
+
+
+def test_assigned_container_not_reported(ingest: Ingest) -> None:
+    """A container matched by a Model spec name is assigned and not reported."""
+    ingest.apply(Kind.MODEL_SPEC, b"Model/m", b"spec: {containers: [{name: web}]}", 2)
+    dirty, report = ingest.apply(Kind.CONTAINER, C1, container(model_name=None, names=["m_web"]), 5)
+    assert (dirty, report) == ({model("m")}, None)
+
+
+def test_delete_of_bad_key_is_quiet(ingest: Ingest, index: Index) -> None:
+    """Deleting a key whose value was rejected reports nothing and leaves the index empty."""
+    ingest.apply(Kind.CONTAINER, C1, BAD, 7)
+    assert ingest.apply(Kind.CONTAINER, C1, None, 8) == (set(), None)
+    assert index.sizes() == (0, 0, 0)

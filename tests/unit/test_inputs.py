@@ -1,0 +1,319 @@
+"""Parsing of container info JSON and Package/Model/Scenario YAML, and the BadInput kinds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from statemanager.errors import BadInput
+from statemanager.inputs import (
+    BAD_INPUT_KINDS,
+    MODEL_ANNOTATION,
+    check_size,
+    parse_container,
+    parse_model,
+    parse_package,
+    parse_scenario,
+)
+from statemanager.states import ContainerClass, ContainerStatus
+
+SPEC_CONTAINER = {
+    "id": "3f2a",
+    "names": ["payment_service.backend_model_web_server"],
+    "state": {"Status": "exited", "ExitCode": "137", "OOMKilled": "false"},
+    "annotation": {
+        "io.pullpiri.annotations.model": "payment_service.backend_model",
+        "io.pullpiri.annotations.package": "payment_service",
+    },
+}
+
+PACKAGE_YAML = b"""\
+kind: Package
+metadata: {name: payment_service}
+spec:
+  models:
+    - {name: payment_service.backend_model, node: node-a}
+    - {name: payment_service.auth_model, node: node-b}
+"""
+
+MODEL_YAML = b"""\
+kind: Model
+metadata: {name: payment_service.backend_model}
+spec:
+  containers: [{name: web_server, image: nginx}, {name: database, image: postgres}]
+"""
+
+SCENARIO_YAML = b"""\
+kind: Scenario
+metadata: {name: payment_recovery}
+spec: {action: update, target: payment_service}
+"""
+
+
+def _json(doc: object) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _container_with(**changes: object) -> bytes:
+    doc = json.loads(json.dumps(SPEC_CONTAINER))
+    doc.update(changes)
+    return _json(doc)
+
+
+def _state(**state: object) -> bytes:
+    return _json({"names": ["c"], "state": state})
+
+
+def _kind_of(call: object) -> str:
+    assert callable(call)
+    with pytest.raises(BadInput) as info:
+        call()
+    assert info.value.kind in BAD_INPUT_KINDS
+    return info.value.kind
+
+
+# -- container info ---------------------------------------------------------------------------
+
+
+def test_parse_container_spec_example() -> None:
+    """The SPEC §2 example parses to its names, status, dead class (exit 137) and model."""
+    info = parse_container(_json(SPEC_CONTAINER))
+    assert info.names == ("payment_service.backend_model_web_server",)
+    assert info.status is ContainerStatus.EXITED
+    assert info.cls is ContainerClass.DEAD
+    assert info.model_annotation == "payment_service.backend_model"
+
+
+def test_parse_container_ignores_extra_fields() -> None:
+    """Unknown top-level and state fields do not affect parsing (SPEC §2)."""
+    doc = json.loads(json.dumps(SPEC_CONTAINER))
+    doc["image"] = {"nested": [1, 2]}
+    doc["state"]["Pid"] = 4242
+    doc["state"]["StartedAt"] = "2024-01-01T00:00:00Z"
+    assert parse_container(_json(doc)) == parse_container(_json(SPEC_CONTAINER))
+
+
+def test_parse_container_integer_exit_code() -> None:
+    """An integer ExitCode (Docker's own API) means the same as its string form."""
+    assert parse_container(_state(Status="exited", ExitCode=137)).cls is ContainerClass.DEAD
+    assert parse_container(_state(Status="exited", ExitCode=0)).cls is ContainerClass.EXITED
+
+
+def test_parse_container_oom_killed_running_is_dead() -> None:
+    """OOMKilled "true" makes even a running container dead."""
+    assert parse_container(_state(Status="running", OOMKilled="true")).cls is ContainerClass.DEAD
+
+
+def test_parse_container_status_case_insensitive() -> None:
+    """`Running` is the running status."""
+    info = parse_container(_state(Status="Running"))
+    assert (info.status, info.cls) == (ContainerStatus.RUNNING, ContainerClass.ACTIVE)
+
+
+def test_parse_container_unknown_status_is_not_an_error() -> None:
+    """An unknown status word is parsed as `unknown` in the active class, not rejected."""
+    info = parse_container(_state(Status="restarting"))
+    assert (info.status, info.cls) == (ContainerStatus.UNKNOWN, ContainerClass.ACTIVE)
+
+
+def test_parse_container_without_annotation() -> None:
+    """A container with no model annotation has none (name matching decides later)."""
+    info = parse_container(_container_with(annotation={"other": "x"}))
+    assert info.model_annotation is None
+    assert parse_container(_json({"state": {"Status": "running"}})).model_annotation is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        pytest.param(b"{not json", "invalid_json", id="invalid-json"),
+        pytest.param(b"", "invalid_json", id="empty"),
+        pytest.param(b"[1, 2]", "wrong_type", id="array"),
+        pytest.param(b'"running"', "wrong_type", id="string"),
+        pytest.param(b"null", "wrong_type", id="null"),
+        pytest.param(_json({"names": []}), "wrong_type", id="state-missing"),
+        pytest.param(_json({"state": "running"}), "wrong_type", id="state-not-object"),
+        pytest.param(_state(Status=3), "wrong_type", id="status-not-string"),
+        pytest.param(_state(Status="exited", ExitCode=[1]), "wrong_type", id="exit-code-list"),
+        pytest.param(_state(Status="exited", ExitCode=True), "wrong_type", id="exit-code-bool"),
+        pytest.param(_state(Status="running", OOMKilled="maybe"), "wrong_type", id="oom-word"),
+        pytest.param(_container_with(names="a_b"), "wrong_type", id="names-not-list"),
+        pytest.param(_container_with(names=[1]), "wrong_type", id="name-not-string"),
+        pytest.param(_container_with(annotation=["x"]), "wrong_type", id="annotation-list"),
+        pytest.param(
+            _container_with(annotation={MODEL_ANNOTATION: 7}), "wrong_type", id="model-not-str"
+        ),
+        pytest.param(
+            _container_with(annotation={MODEL_ANNOTATION: "a/b"}), "bad_name", id="model-slash"
+        ),
+        pytest.param(
+            _container_with(annotation={MODEL_ANNOTATION: ""}), "bad_name", id="model-empty"
+        ),
+        pytest.param(
+            _container_with(annotation={MODEL_ANNOTATION: "a b"}), "bad_name", id="model-space"
+        ),
+        pytest.param(
+            b'{"names": ["\xff"], "state": {"Status": "running"}}',
+            "invalid_encoding",
+            id="non-utf8",
+        ),
+    ],
+)
+def test_parse_container_rejects(raw: bytes, kind: str) -> None:
+    """Unusable container info raises BadInput with a fixed machine-readable kind."""
+    assert _kind_of(lambda: parse_container(raw)) == kind
+
+
+# -- specs ------------------------------------------------------------------------------------
+
+
+def test_parse_package_spec_example() -> None:
+    """A Package lists its models' names in order (SPEC §2 example)."""
+    assert parse_package(PACKAGE_YAML, "payment_service") == (
+        "payment_service.backend_model",
+        "payment_service.auth_model",
+    )
+
+
+def test_parse_model_spec_example() -> None:
+    """A Model lists its containers' names in order (SPEC §2 example)."""
+    assert parse_model(MODEL_YAML, "payment_service.backend_model") == ("web_server", "database")
+
+
+def test_parse_scenario_spec_example() -> None:
+    """A Scenario gives the package it targets (SPEC §2 example)."""
+    assert parse_scenario(SCENARIO_YAML, "payment_recovery") == "payment_service"
+
+
+def test_parse_package_dedupes_models_keeping_order() -> None:
+    """A model listed twice counts once, at its first position."""
+    raw = b"kind: Package\nspec:\n  models: [{name: b}, {name: a}, {name: b}]\n"
+    assert parse_package(raw, "p") == ("b", "a")
+
+
+def test_parse_package_without_kind_and_metadata() -> None:
+    """`kind` and `metadata.name` may be left out; the key says what the document is."""
+    assert parse_package(b"spec: {models: [{name: m}]}\n", "p") == ("m",)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"kind: Package\nspec: {}\n", id="no-models-field"),
+        pytest.param(b"kind: Package\nspec: {models: []}\n", id="empty-list"),
+        pytest.param(b"kind: Package\nspec: {models: null}\n", id="null-models"),
+    ],
+)
+def test_parse_package_with_no_models(raw: bytes) -> None:
+    """A Package without models lists none (rule P1 applies), rather than being rejected."""
+    assert parse_package(raw, "p") == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        pytest.param(b"kind: Package\nspec: {models: [\n", "invalid_yaml", id="invalid-yaml"),
+        pytest.param(b"kind: Package\n\tspec: x\n", "invalid_yaml", id="tab-indent"),
+        pytest.param(
+            b"!!python/object/apply:os.system ['true']\n", "invalid_yaml", id="python-tag"
+        ),
+        pytest.param(
+            b"kind: Package\nspec: !!python/object:collections.OrderedDict {}\n",
+            "invalid_yaml",
+            id="python-tag-nested",
+        ),
+        pytest.param(b"a\n---\nb\n", "invalid_yaml", id="two-documents"),
+        pytest.param(b"", "wrong_type", id="empty-document"),
+        pytest.param(b"- a\n- b\n", "wrong_type", id="top-level-list"),
+        pytest.param(b"kind: Model\nspec: {models: []}\n", "wrong_kind", id="wrong-kind"),
+        pytest.param(b"kind: package\nspec: {models: []}\n", "wrong_kind", id="kind-lower-case"),
+        pytest.param(
+            b"kind: Package\nmetadata: {name: other}\nspec: {models: []}\n",
+            "name_mismatch",
+            id="name-mismatch",
+        ),
+        pytest.param(b"kind: Package\nmetadata: x\nspec: {}\n", "wrong_type", id="metadata-str"),
+        pytest.param(b"kind: Package\n", "wrong_type", id="spec-missing"),
+        pytest.param(b"kind: Package\nspec: {models: m}\n", "wrong_type", id="models-not-list"),
+        pytest.param(
+            b"kind: Package\nspec: {models: {name: m}}\n", "wrong_type", id="models-mapping"
+        ),
+        pytest.param(b"kind: Package\nspec: {models: [m]}\n", "wrong_type", id="model-entry-str"),
+        pytest.param(b"kind: Package\nspec: {models: [{node: n}]}\n", "wrong_type", id="no-name"),
+        pytest.param(b"kind: Package\nspec: {models: [{name: 5}]}\n", "wrong_type", id="int-name"),
+        pytest.param(b"kind: Package\nspec: {models: [{name: a/b}]}\n", "bad_name", id="slash"),
+        pytest.param(b"kind: Package\nspec: {models: [{name: ''}]}\n", "bad_name", id="empty"),
+    ],
+)
+def test_parse_package_rejects(raw: bytes, kind: str) -> None:
+    """Unusable Package documents raise BadInput with a fixed kind; Python tags are refused."""
+    assert _kind_of(lambda: parse_package(raw, "p")) == kind
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        pytest.param(b"kind: Package\nspec: {containers: []}\n", "wrong_kind", id="wrong-kind"),
+        pytest.param(
+            b"kind: Model\nmetadata: {name: n}\nspec: {containers: []}\n",
+            "name_mismatch",
+            id="name-mismatch",
+        ),
+        pytest.param(b"kind: Model\nspec: {containers: c}\n", "wrong_type", id="not-list"),
+        pytest.param(
+            b"kind: Model\nspec: {containers: [{name: 'a b'}]}\n", "bad_name", id="bad-name"
+        ),
+    ],
+)
+def test_parse_model_rejects(raw: bytes, kind: str) -> None:
+    """Unusable Model documents raise BadInput with a fixed kind."""
+    assert _kind_of(lambda: parse_model(raw, "m")) == kind
+
+
+def test_parse_model_dedupes_containers() -> None:
+    """A container listed twice in a Model counts once."""
+    raw = b"kind: Model\nspec: {containers: [{name: a}, {name: a}, {name: b}]}\n"
+    assert parse_model(raw, "m") == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        pytest.param(b"kind: Scenario\nspec: {action: update}\n", "wrong_type", id="no-target"),
+        pytest.param(b"kind: Scenario\nspec: {target: [p]}\n", "wrong_type", id="target-list"),
+        pytest.param(b"kind: Scenario\nspec: {target: a/b}\n", "bad_name", id="target-slash"),
+        pytest.param(b"kind: Model\nspec: {target: p}\n", "wrong_kind", id="wrong-kind"),
+        pytest.param(
+            b"kind: Scenario\nmetadata: {name: x}\nspec: {target: p}\n",
+            "name_mismatch",
+            id="name-mismatch",
+        ),
+    ],
+)
+def test_parse_scenario_rejects(raw: bytes, kind: str) -> None:
+    """Unusable Scenario documents raise BadInput with a fixed kind."""
+    assert _kind_of(lambda: parse_scenario(raw, "s")) == kind
+
+
+def test_parse_spec_non_utf8_is_invalid_encoding() -> None:
+    """Non-UTF-8 spec bytes are reported with the same kind as non-UTF-8 container info."""
+    raw = b'kind: Model\nspec: {containers: [{name: "\xff"}]}\n'
+    assert _kind_of(lambda: parse_model(raw, "m")) == "invalid_encoding"
+
+
+# -- size -------------------------------------------------------------------------------------
+
+
+def test_check_size_accepts_up_to_the_limit() -> None:
+    """A value exactly at the limit is accepted."""
+    check_size(b"x" * 10, 10)
+
+
+def test_check_size_rejects_oversized() -> None:
+    """A value one byte over the limit is rejected as `oversized`, naming both sizes."""
+    with pytest.raises(BadInput) as info:
+        check_size(b"x" * 11, 10)
+    assert info.value.kind == "oversized"
+    assert "11" in info.value.detail
+    assert "10" in info.value.detail

@@ -1,0 +1,211 @@
+"""Planning state writes from dirty keys, and packing write groups into transactions."""
+
+from __future__ import annotations
+
+import pytest
+
+from statemanager.index import Index, Written
+from statemanager.inputs import ContainerInfo
+from statemanager.keys import Resource, WorkKey
+from statemanager.planner import Change, pack, plan
+from statemanager.states import ContainerClass, ContainerStatus
+
+RUNNING = ContainerInfo((), ContainerStatus.RUNNING, ContainerClass.ACTIVE, None)
+DEAD = ContainerInfo((), ContainerStatus.DEAD, ContainerClass.DEAD, None)
+
+
+def model(name: str) -> WorkKey:
+    return WorkKey(Resource.MODEL, name)
+
+
+def package(name: str) -> WorkKey:
+    return WorkKey(Resource.PACKAGE, name)
+
+
+def put(index: Index, cid: str, base: ContainerInfo, model_name: str) -> set[WorkKey]:
+    return index.put_container(cid, ContainerInfo(base.names, base.status, base.cls, model_name))
+
+
+def summary(groups: list[list[Change]]) -> list[list[tuple[WorkKey, str | None, str | None]]]:
+    return [[(c.key, c.old.value, c.new) for c in group] for group in groups]
+
+
+def settled(index: Index) -> None:
+    """Record every derived state as written, as after a successful commit."""
+    for rev, key in enumerate(sorted(index.all_keys()), start=1):
+        verdict = index.verdict(key)
+        index.observe_written(key, verdict.state if verdict else None, rev)
+
+
+@pytest.fixture
+def payment() -> Index:
+    """Package p lists models m and n, each with one running container, all states written."""
+    index = Index()
+    index.put_package_spec("p", ("m", "n"))
+    put(index, "c1", RUNNING, "m")
+    put(index, "c2", RUNNING, "n")
+    settled(index)
+    return index
+
+
+def test_unchanged_keys_plan_nothing(payment: Index) -> None:
+    """Dirty keys whose written state already equals the verdict produce no group."""
+    assert plan(payment, [model("m"), model("n"), package("p")]) == []
+
+
+def test_model_change_cascades_to_package_in_one_group(payment: Index) -> None:
+    """A model change and the package change it causes form one group, models first."""
+    dirty = put(payment, "c1", DEAD, "m")
+    groups = plan(payment, dirty)
+    assert summary(groups) == [
+        [(model("m"), "Running", "Failed"), (package("p"), "Running", "Degraded")]
+    ]
+    model_change, package_change = groups[0]
+    assert model_change.cause is None
+    assert package_change.cause == model("m")
+    assert package_change.verdict is not None
+    assert package_change.verdict.rule == "P3"
+
+
+def test_model_change_not_changing_package_writes_model_only(payment: Index) -> None:
+    """A model change that leaves its package's state as is writes only the model."""
+    payment.put_container(
+        "c1", ContainerInfo((), ContainerStatus.EXITED, ContainerClass.EXITED, "m")
+    )
+    assert summary(plan(payment, [model("m")])) == [[(model("m"), "Running", "Succeeded")]]
+
+
+def test_all_models_failing_in_one_batch(payment: Index) -> None:
+    """Two model changes in one package land in one group, both models before the package."""
+    put(payment, "c1", DEAD, "m")
+    put(payment, "c2", DEAD, "n")
+    groups = plan(payment, [model("m"), model("n")])
+    assert len(groups) == 1
+    kinds = [c.key.resource for c in groups[0]]
+    assert kinds == [Resource.MODEL, Resource.MODEL, Resource.PACKAGE]
+    assert {c.key for c in groups[0]} == {model("m"), model("n"), package("p")}
+    assert groups[0][-1].new == "Error"
+
+
+def test_models_before_packages_when_package_dirty_first(payment: Index) -> None:
+    """Even when the package is dirtied first, the group lists model changes before it."""
+    put(payment, "c1", DEAD, "m")
+    [group] = plan(payment, [package("p"), model("m")])
+    assert [c.key for c in group] == [model("m"), package("p")]
+
+
+def test_model_in_two_packages_cascades_to_both(payment: Index) -> None:
+    """A model listed by two packages pulls both package changes into its group."""
+    payment.put_package_spec("q", ("m",))
+    settled(payment)
+    put(payment, "c1", DEAD, "m")
+    [group] = plan(payment, [model("m")])
+    assert sorted((c.key, c.new, c.cause) for c in group[1:]) == [
+        (package("p"), "Degraded", model("m")),
+        (package("q"), "Error", model("m")),
+    ]
+    assert group[0].key == model("m")
+
+
+def test_package_pulls_in_unwritten_sibling_model() -> None:
+    """A package change brings its other models' unwritten states into the same transaction."""
+    index = Index()
+    index.put_package_spec("p", ("m", "n"))
+    put(index, "c1", DEAD, "m")
+    [group] = plan(index, [model("m")])
+    assert {(c.key, c.new) for c in group} == {
+        (model("m"), "Failed"),
+        (model("n"), "Pending"),
+        (package("p"), "Degraded"),
+    }
+    assert [c.key.resource for c in group][-1] is Resource.PACKAGE
+
+
+def test_independent_changes_form_separate_groups() -> None:
+    """Changes in unrelated packages are planned as separate groups."""
+    index = Index()
+    index.put_package_spec("p", ("m",))
+    index.put_package_spec("q", ("n",))
+    groups = plan(index, [model("m"), model("n")])
+    assert sorted(summary(groups)) == [
+        [(model("m"), None, "Pending"), (package("p"), None, "Paused")],
+        [(model("n"), None, "Pending"), (package("q"), None, "Paused")],
+    ]
+
+
+def test_package_spec_deletion_plans_deletes(payment: Index) -> None:
+    """Deleting a Package spec deletes its state key and those of now-unlisted empty models."""
+    payment.delete_container("c2")
+    dirty = payment.delete_package_spec("p")
+    groups = plan(payment, dirty)
+    changes = {c.key: c.new for group in groups for c in group}
+    assert changes == {package("p"): None, model("n"): None}
+    deleted = next(c for group in groups for c in group if c.key == package("p"))
+    assert deleted.verdict is None
+    assert deleted.old == payment.written(package("p"))
+
+
+def test_stale_written_state_is_corrected(payment: Index) -> None:
+    """A state someone else overwrote is planned back to the derived value."""
+    payment.observe_written(package("p"), "Error", 100)
+    assert summary(plan(payment, [package("p")])) == [[(package("p"), "Error", "Running")]]
+
+
+def test_cause_does_not_depend_on_dirty_order(payment: Index) -> None:
+    """A package change caused by a model change names it, whatever order keys were dirtied."""
+    put(payment, "c1", DEAD, "m")
+    [group] = plan(payment, [package("p"), model("m")])
+    assert group[-1].key == package("p")
+    assert group[-1].cause == model("m")
+
+
+# -- pack -------------------------------------------------------------------------------------
+
+
+def _group(tag: str, size: int) -> list[Change]:
+    return [
+        Change(model(f"{tag}{i}"), Written(None, 0, 0), "Running", None, None) for i in range(size)
+    ]
+
+
+def _tags(batches: list[list[Change]]) -> list[list[str]]:
+    return [[c.key.name for c in batch] for batch in batches]
+
+
+def test_pack_fills_transactions_with_whole_groups() -> None:
+    """Whole groups are packed together while they fit under max_ops."""
+    groups = [_group("a", 2), _group("b", 2), _group("c", 2)]
+    assert _tags(pack(groups, 4)) == [["a0", "a1", "b0", "b1"], ["c0", "c1"]]
+
+
+def test_pack_never_splits_a_group_that_fits() -> None:
+    """A group that fits in one transaction is moved whole to the next, not split."""
+    groups = [_group("a", 3), _group("b", 3)]
+    batches = pack(groups, 4)
+    assert _tags(batches) == [["a0", "a1", "a2"], ["b0", "b1", "b2"]]
+
+
+def test_pack_group_of_exactly_max_ops() -> None:
+    """A group of exactly max_ops changes is one transaction of its own."""
+    groups = [_group("a", 1), _group("b", 3), _group("c", 1)]
+    assert _tags(pack(groups, 3)) == [["a0"], ["b0", "b1", "b2"], ["c0"]]
+
+
+def test_pack_splits_oversized_group_in_order() -> None:
+    """A group larger than max_ops is split in order, so models precede their packages."""
+    batches = pack([_group("a", 5)], 2)
+    assert _tags(batches) == [["a0", "a1"], ["a2", "a3"], ["a4"]]
+
+
+@pytest.mark.parametrize("max_ops", [1, 2, 3, 5, 8])
+def test_pack_respects_max_ops_and_keeps_every_change(max_ops: int) -> None:
+    """No transaction exceeds max_ops, and every change appears once, in order."""
+    groups = [_group("a", 3), _group("b", 1), _group("c", 4), _group("d", 2)]
+    batches = pack(groups, max_ops)
+    assert all(0 < len(b) <= max_ops for b in batches)
+    assert [c for b in batches for c in b] == [c for g in groups for c in g]
+
+
+def test_pack_nothing() -> None:
+    """No groups pack into no transactions."""
+    assert pack([], 4) == []

@@ -1,0 +1,188 @@
+"""The deduplicating work queue: coalescing, no concurrent processing of a key, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from statemanager.workqueue import ShutDown, WorkQueue
+
+DEADLINE = 1.0  # generous: every wait below completes at once when the queue is correct
+SHORT = 0.05  # how long a "does not happen" check waits
+
+
+async def _get(queue: WorkQueue[str], limit: int = 10) -> list[str]:
+    return await asyncio.wait_for(queue.get_batch(limit), DEADLINE)
+
+
+async def test_burst_of_adds_is_handed_out_once() -> None:
+    """A key added three times before it is taken is handed out once."""
+    queue: WorkQueue[str] = WorkQueue()
+    for _ in range(3):
+        queue.add("k")
+    assert len(queue) == 1
+    assert await _get(queue) == ["k"]
+    assert len(queue) == 0
+
+
+async def test_fifo_order() -> None:
+    """Keys are handed out in the order they were first added."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_all(["b", "a", "c", "a"])
+    assert await _get(queue) == ["b", "a", "c"]
+
+
+async def test_get_batch_limit() -> None:
+    """get_batch returns at most `limit` keys; the rest stay queued for the next call."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_all(["a", "b", "c"])
+    assert await _get(queue, 2) == ["a", "b"]
+    assert len(queue) == 1
+    assert await _get(queue, 2) == ["c"]
+
+
+async def test_key_added_while_processing_waits_for_done() -> None:
+    """A key re-added while processing is not handed out again until done() is called."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("k")
+    assert await _get(queue) == ["k"]
+    queue.add("k")
+    queue.add("k")
+    assert len(queue) == 0
+    waiter = asyncio.create_task(queue.get_batch(10))
+    finished, _ = await asyncio.wait({waiter}, timeout=SHORT)
+    assert not finished, "key handed out twice at once"
+    queue.done(["k"])
+    assert await asyncio.wait_for(waiter, DEADLINE) == ["k"]
+
+
+async def test_done_without_readd_does_not_requeue() -> None:
+    """A processed key that was not re-added is gone after done()."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("k")
+    keys = await _get(queue)
+    queue.done(keys)
+    assert len(queue) == 0
+
+
+async def test_other_keys_flow_while_one_is_processing() -> None:
+    """Processing one key does not hold back other keys."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    assert await _get(queue) == ["a"]
+    queue.add("a")
+    queue.add("b")
+    assert await _get(queue) == ["b"]
+
+
+async def test_waiting_getter_woken_by_add() -> None:
+    """A worker blocked on an empty queue gets the next key added."""
+    queue: WorkQueue[str] = WorkQueue()
+    waiter = asyncio.create_task(queue.get_batch(10))
+    finished, _ = await asyncio.wait({waiter}, timeout=SHORT)
+    assert not finished
+    queue.add("k")
+    assert await asyncio.wait_for(waiter, DEADLINE) == ["k"]
+
+
+async def test_add_after_delivers_later() -> None:
+    """add_after makes the key available only once its delay has passed."""
+    queue: WorkQueue[str] = WorkQueue()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    queue.add_after("k", SHORT)
+    assert len(queue) == 0
+    assert await _get(queue) == ["k"]
+    assert loop.time() - started >= SHORT * 0.9
+
+
+async def test_add_after_coalesces_with_queued_key() -> None:
+    """A delayed add of a key already queued does not hand it out twice."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("k")
+    queue.add_after("k", 0.01)
+    await asyncio.sleep(0.03)  # let the timer fire while "k" is still queued
+    assert len(queue) == 1
+    assert await _get(queue) == ["k"]
+
+
+async def test_wait_idle_returns_at_once_when_empty() -> None:
+    """A fresh queue is idle."""
+    queue: WorkQueue[str] = WorkQueue()
+    await asyncio.wait_for(queue.wait_idle(), DEADLINE)
+
+
+async def test_wait_idle_waits_for_done() -> None:
+    """wait_idle blocks while a key is queued or processing and returns after done()."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("k")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(queue.wait_idle(), SHORT)
+    keys = await _get(queue)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(queue.wait_idle(), SHORT)
+    queue.done(keys)
+    await asyncio.wait_for(queue.wait_idle(), DEADLINE)
+
+
+async def test_wait_idle_waits_for_scheduled_keys() -> None:
+    """A key scheduled with add_after keeps the queue busy until it is processed."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_after("k", SHORT)
+    idle = asyncio.create_task(queue.wait_idle())
+    keys = await _get(queue)
+    assert not idle.done()
+    queue.done(keys)
+    await asyncio.wait_for(idle, DEADLINE)
+
+
+async def test_shutdown_wakes_waiting_getter_with_shutdown() -> None:
+    """A worker waiting on an empty queue gets ShutDown when the queue shuts down."""
+    queue: WorkQueue[str] = WorkQueue()
+    waiter = asyncio.create_task(queue.get_batch(10))
+    finished, _ = await asyncio.wait({waiter}, timeout=SHORT)
+    assert not finished
+    queue.shutdown()
+    with pytest.raises(ShutDown):
+        await asyncio.wait_for(waiter, DEADLINE)
+
+
+async def test_shutdown_drains_queued_keys_then_raises() -> None:
+    """Keys queued before shutdown are still handed out; new adds are ignored; then ShutDown."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    queue.shutdown()
+    queue.add("b")
+    assert await _get(queue) == ["a"]
+    with pytest.raises(ShutDown):
+        await _get(queue)
+
+
+async def test_shutdown_cancels_delayed_adds() -> None:
+    """A key scheduled with add_after is not delivered after shutdown."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_after("k", 0.01)
+    queue.shutdown()
+    with pytest.raises(ShutDown):
+        await _get(queue)
+
+
+async def test_wait_idle_after_shutdown_cancels_timers() -> None:
+    """Once shutdown cancels every scheduled key, the queue is idle."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_after("k", 60)
+    queue.shutdown()
+    await asyncio.wait_for(queue.wait_idle(), SHORT)
+
+
+async def test_depth_reported_to_callback() -> None:
+    """The depth callback sees the queue length after every change."""
+    depths: list[int] = []
+    queue: WorkQueue[str] = WorkQueue(depths.append)
+    queue.add("a")
+    queue.add("b")
+    queue.add("a")
+    keys = await _get(queue, 1)
+    queue.done(keys)
+    assert depths == [1, 2, 1, 1]
