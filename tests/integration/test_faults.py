@@ -313,3 +313,27 @@ async def test_etcd_down_costs_almost_no_cpu(
         await churn.step()
     took = await converged(private)
     print(f"etcd back: states right {took:.2f} s after the churn that followed")
+
+
+async def test_periodic_resync_writes_nothing_when_all_is_right(
+    private: Etcd, make_daemon: type[Daemon]
+) -> None:
+    """The backstop relist runs on its interval, finds no drift and writes no transition."""
+    churn = Churn(private, seed=6)
+    await churn.setup()
+    daemon = make_daemon(STATEMANAGER_ETCD_RESYNC_INTERVAL_SECONDS="1")
+    daemon.start()
+    await daemon.wait_synced()
+    await converged(private)
+    written = len(daemon.events("transition"))
+
+    async def resynced_twice() -> bool:
+        return len(daemon.events("resync_due")) >= 3
+
+    await eventually(resynced_twice, 15, "three periodic resyncs")
+    assert len(daemon.events("transition")) == written
+    assert not daemon.events("resync_drift")
+    # The backstop still corrects what it finds: a state key changed behind its back.
+    key = f"{private.layout.package_states}{PACKAGES[0]}/state"
+    await private.put(key, "Bogus")
+    await converged(private)
