@@ -84,10 +84,33 @@ def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
     return parse
 
 
+def _readable_file(value: object) -> Path | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a file path")
+    path = Path(value)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {value!r}: {exc.strerror}") from None
+    return path
+
+
 def _prefix(value: object) -> str:
     if not isinstance(value, str) or not value or any(c.isspace() for c in value):
         raise ValueError(f"{value!r} must be a non-empty key prefix without spaces")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a TLS channel: the CA that signs the server; a client pair for mutual TLS."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +167,26 @@ OPTIONS: tuple[Option, ...] = (
         "127.0.0.1:47001",
         "ActionController gRPC host:port",
     ),
+    Option("actioncontroller.timeout_seconds", _positive, 5.0, "deadline of every Reconcile call"),
+    Option(
+        "actioncontroller.max_backoff_seconds",
+        _positive,
+        30.0,
+        "longest wait between retries of an undelivered reconcile trigger",
+    ),
+    Option(
+        "actioncontroller.ca_file",
+        _readable_file,
+        None,
+        "PEM CA that signs ActionController's certificate; set: TLS",
+    ),
+    Option(
+        "actioncontroller.cert_file",
+        _readable_file,
+        None,
+        "PEM client certificate for mutual TLS (with key_file)",
+    ),
+    Option("actioncontroller.key_file", _readable_file, None, "PEM client key for mutual TLS"),
     Option("metrics.address", _address, "127.0.0.1:9479", "Prometheus /metrics host:port"),
     Option("log.format", _choice(LOG_FORMATS), "auto", "auto: console on a terminal, else JSON"),
     Option("log.level", _choice(LOG_LEVELS), "info", "lowest level logged"),
@@ -166,6 +209,9 @@ class Settings:
     etcd_resync_interval_seconds: float
     layout: KeyLayout
     actioncontroller_address: str
+    actioncontroller_timeout_seconds: float
+    actioncontroller_max_backoff_seconds: float
+    actioncontroller_tls: TlsFiles | None
     metrics_address: str
     log_format: str
     log_level: str
@@ -194,6 +240,17 @@ def _read_file(path: Path, explicit: bool) -> dict[str, object]:
     if unknown:
         raise ConfigError(f"config file {path}: unknown key {unknown[0]}")
     return flat
+
+
+def _tls(values: Mapping[str, Any]) -> TlsFiles | None:
+    ca, cert, key = (values[f"actioncontroller.{n}"] for n in ("ca_file", "cert_file", "key_file"))
+    if (cert is None) != (key is None):
+        raise ConfigError("actioncontroller.cert_file and actioncontroller.key_file go together")
+    if ca is None:
+        if cert is not None:
+            raise ConfigError("actioncontroller.cert_file needs actioncontroller.ca_file (TLS)")
+        return None
+    return TlsFiles(ca, cert, key)
 
 
 def load(
@@ -232,6 +289,9 @@ def load(
         etcd_resync_interval_seconds=values["etcd.resync_interval_seconds"],
         layout=layout,
         actioncontroller_address=values["actioncontroller.address"],
+        actioncontroller_timeout_seconds=values["actioncontroller.timeout_seconds"],
+        actioncontroller_max_backoff_seconds=values["actioncontroller.max_backoff_seconds"],
+        actioncontroller_tls=_tls(values),
         metrics_address=values["metrics.address"],
         log_format=values["log.format"],
         log_level=values["log.level"],

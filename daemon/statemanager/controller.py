@@ -9,7 +9,7 @@ by the event, and the error policy sits in one place (`_process`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
@@ -21,6 +21,7 @@ from statemanager.ingest import Ingest, Report
 from statemanager.keys import KeyLayout, WorkKey
 from statemanager.metrics import Metrics
 from statemanager.planner import pack, plan
+from statemanager.triggers import Trigger
 from statemanager.workqueue import WorkQueue
 from statemanager.writer import StateWriter, TxnClient
 
@@ -32,7 +33,12 @@ BATCH_KEYS = 256  # dirty keys planned together; their writes are packed into tr
 
 class Controller:
     def __init__(
-        self, client: TxnClient, layout: KeyLayout, metrics: Metrics, max_value_bytes: int
+        self,
+        client: TxnClient,
+        layout: KeyLayout,
+        metrics: Metrics,
+        max_value_bytes: int,
+        on_triggers: Callable[[list[Trigger]], None],
     ) -> None:
         self.index = Index()
         self._layout = layout
@@ -40,7 +46,7 @@ class Controller:
         self._ingest = Ingest(layout, self.index, max_value_bytes)
         self._metrics = metrics
         self.queue: WorkQueue[WorkKey] = WorkQueue(metrics.queue_depth.set)
-        self._writer = StateWriter(client, layout, self.index, metrics)
+        self._writer = StateWriter(client, layout, self.index, metrics, on_triggers)
         self._causes: dict[WorkKey, int] = {}
         self._requeue_backoff = Backoff(initial=0.5, cap=10.0)
 

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 
 from statemanager import __version__
+from statemanager.actioncontroller import ActionControllerClient
 from statemanager.config import Settings
 from statemanager.controller import Controller
 from statemanager.etcd import EtcdClient
 from statemanager.metrics import Metrics
+from statemanager.reconcile import ReconcileSender
 from statemanager.watcher import Watcher
 
 log = structlog.get_logger("statemanager.daemon")
@@ -28,7 +32,28 @@ async def run(settings: Settings) -> int:
     client = EtcdClient(settings.etcd_endpoints, settings.etcd_timeout_seconds)
     if len(settings.etcd_endpoints) > 1:
         log.warning("extra_endpoints_unused", using=client.endpoint)
-    controller = Controller(client, settings.layout, metrics, settings.inputs_max_value_bytes)
+    actioncontroller = ActionControllerClient(
+        settings.actioncontroller_address,
+        settings.actioncontroller_timeout_seconds,
+        settings.actioncontroller_tls,
+    )
+    controller = Controller(
+        client,
+        settings.layout,
+        metrics,
+        settings.inputs_max_value_bytes,
+        # Late-bound: the sender is built next, from the index this controller owns.
+        on_triggers=lambda triggers: sender.add(triggers),  # noqa: PLW0108
+    )
+    sender = ReconcileSender(
+        actioncontroller,
+        client,
+        settings.layout,
+        controller.index,
+        metrics,
+        settings.actioncontroller_max_backoff_seconds,
+    )
+    listed = asyncio.Event()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -37,6 +62,7 @@ async def run(settings: Settings) -> int:
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
     def on_listed(revision: int) -> None:
+        listed.set()
         if not background:
             background.append(
                 asyncio.create_task(_announce_sync(controller, metrics, revision), name="sync")
@@ -58,6 +84,7 @@ async def run(settings: Settings) -> int:
     supervised = [
         asyncio.create_task(watcher.run(), name="watcher"),
         asyncio.create_task(controller.run_worker(), name="worker"),
+        asyncio.create_task(_after(listed, sender.run()), name="reconcile-sender"),
     ]
     stopper = asyncio.create_task(stop.wait(), name="stop-signal")
     code = 0
@@ -77,8 +104,16 @@ async def run(settings: Settings) -> int:
             task.cancel()
         await asyncio.gather(*everything, return_exceptions=True)
         await client.close()
+        await actioncontroller.close()
         server.shutdown()
     return code
+
+
+async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` once `event` is set: the sender needs the index filled by the first listing
+    to tell whether a trigger's package is still in Error."""
+    await event.wait()
+    await work
 
 
 async def _announce_sync(controller: Controller, metrics: Metrics, revision: int) -> None:

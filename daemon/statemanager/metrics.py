@@ -66,6 +66,28 @@ class Metrics:
             "State write transactions whose guard failed (someone else wrote a state key).",
             registry=r,
         )
+        self.reconcile_requests = Counter(
+            "statemanager_reconcile_requests",
+            "Reconcile calls to ActionController, by result (ok, rejected, unavailable, error).",
+            ["result"],
+            registry=r,
+        )
+        self.reconcile_triggers = Counter(
+            "statemanager_reconcile_triggers",
+            "Reconcile triggers by what became of them (recorded, delivered, dropped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.reconcile_pending = Gauge(
+            "statemanager_reconcile_pending_triggers",
+            "Reconcile triggers recorded in etcd and not yet delivered.",
+            registry=r,
+        )
+        self.reconcile_no_scenario = Counter(
+            "statemanager_reconcile_no_scenario",
+            "Packages that entered Error with no Scenario targeting them (no reconcile sent).",
+            registry=r,
+        )
         self.evaluation_seconds = Histogram(
             "statemanager_evaluation_seconds",
             "Time to plan the writes for one batch of dirty keys.",

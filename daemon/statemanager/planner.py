@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from statemanager.index import Index, Written
 from statemanager.keys import Resource, WorkKey
 from statemanager.rules import Verdict
+from statemanager.states import PackageState
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,13 @@ class Change:
     new: str | None
     verdict: Verdict | None
     cause: WorkKey | None  # for a cascaded package: the model change that pulled it in
+    # For a package entering Error: the scenarios to reconcile (SPEC §6), sorted by name.
+    scenarios: tuple[str, ...] = ()
+
+    @property
+    def ops(self) -> int:
+        """Transaction operations this change needs: its state key and its triggers."""
+        return 1 + len(self.scenarios)
 
 
 def plan(index: Index, dirty: Iterable[WorkKey]) -> list[list[Change]]:
@@ -52,7 +60,9 @@ def plan(index: Index, dirty: Iterable[WorkKey]) -> list[list[Change]]:
                 next_keys = [WorkKey(Resource.PACKAGE, p) for p in index.packages_of(key.name)]
             else:
                 if changed:
-                    packages.append(Change(key, written, new, verdict, cause))
+                    entering_error = new == PackageState.ERROR and written.value != new
+                    scenarios = tuple(index.scenarios_of(key.name)) if entering_error else ()
+                    packages.append(Change(key, written, new, verdict, cause, scenarios))
                 next_keys = [WorkKey(Resource.MODEL, m) for m in index.models_of(key.name)]
             for nxt in next_keys:
                 if nxt not in visited:
@@ -74,23 +84,25 @@ def _with_cause(index: Index, change: Change, models: list[Change]) -> Change:
 
 
 def pack(groups: Iterable[list[Change]], max_ops: int) -> list[list[Change]]:
-    """Pack whole groups into transactions of at most `max_ops` changes (etcd's --max-txn-ops).
+    """Pack whole groups into transactions of at most `max_ops` operations (etcd's
+    --max-txn-ops), counting each change's triggers.
 
     A group larger than the limit is split, models first, so a reader may briefly see new model
     states before the package state they lead to; never the other way round.
     """
     batches: list[list[Change]] = []
     current: list[Change] = []
+    used = 0
     for group in groups:
-        if len(current) + len(group) > max_ops and current:
+        if used + sum(c.ops for c in group) > max_ops and current:
             batches.append(current)
-            current = []
-        for start in range(0, len(group), max_ops):
-            part = group[start : start + max_ops]
-            if len(part) == max_ops:
-                batches.append(part)
-            else:
-                current.extend(part)
+            current, used = [], 0
+        for change in group:
+            if used + change.ops > max_ops and current:
+                batches.append(current)
+                current, used = [], 0
+            current.append(change)
+            used += change.ops
     if current:
         batches.append(current)
     return batches

@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
@@ -31,6 +31,8 @@ from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
 from statemanager.planner import Change
+from statemanager.states import PackageState
+from statemanager.triggers import Trigger, encode, trigger_key
 
 log = structlog.get_logger("statemanager.writer")
 
@@ -77,10 +79,12 @@ class StateWriter:
         layout: KeyLayout,
         index: Index,
         metrics: Metrics,
+        on_triggers: Callable[[list[Trigger]], None],
         attempts: int = 5,
         max_backoff: float = 2.0,
     ) -> None:
         self._client = client
+        self._on_triggers = on_triggers
         self._layout = layout
         self._index = index
         self._metrics = metrics
@@ -102,6 +106,14 @@ class StateWriter:
             Put(k, c.new.encode()) if c.new is not None else Delete(k)
             for k, c in zip(keys, changes, strict=True)
         ]
+        ids = {c.key: self._ids.next() for c in changes}
+        triggers = [
+            Trigger(c.key.name, scenario, ids[c.key], 0)
+            for c in changes
+            for scenario in c.scenarios
+        ]
+        # Recorded in the same transaction as the Error state: a crash cannot separate them.
+        ops += [Put(trigger_key(self._layout, t.package, t.scenario), encode(t)) for t in triggers]
         result = await self._txn_with_retries(guards, ops)
         if not result.succeeded:
             self._metrics.write_conflicts.inc()
@@ -112,7 +124,10 @@ class StateWriter:
                 seen = kv.mod_revision if kv is not None else result.revision
                 self._index.observe_written(change.key, value, seen)
             return None
-        return self._record(changes, causes, result.revision)
+        transitions = self._record(changes, causes, ids, result.revision)
+        if triggers:
+            self._on_triggers([replace(t, revision=result.revision) for t in triggers])
+        return transitions
 
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete]
@@ -141,14 +156,17 @@ class StateWriter:
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _record(
-        self, changes: Sequence[Change], causes: Mapping[WorkKey, int], revision: int
+        self,
+        changes: Sequence[Change],
+        causes: Mapping[WorkKey, int],
+        ids: Mapping[WorkKey, str],
+        revision: int,
     ) -> list[Transition]:
         now = time.time_ns()
-        ids: dict[WorkKey, str] = {}
         transitions: list[Transition] = []
-        for change in changes:  # models come before the packages they cascade to
+        for change in changes:
             self._index.observe_written(change.key, change.new, revision)
-            ids[change.key] = tid = self._ids.next()
+            tid = ids[change.key]
             cause_key = change.cause or change.key
             verdict = change.verdict
             t = Transition(
@@ -181,4 +199,9 @@ class StateWriter:
                 timestamp_ns=t.timestamp_ns,
                 source=t.source,
             )
+            entered_error = t.to_state == PackageState.ERROR != change.old.value
+            if entered_error and not change.scenarios:
+                # SPEC §6: nobody to ask for a reconcile; say so rather than stay silent.
+                self._metrics.reconcile_no_scenario.inc()
+                log.warning("reconcile_no_scenario", package=t.name, transition_id=tid)
         return transitions

@@ -80,6 +80,10 @@ async def test_status_explains_each_state(
         ({"STATEMANAGER_ETCD_ENDPOINTS": "ftp://x:1"}, "STATEMANAGER_ETCD_ENDPOINTS"),
         ({"STATEMANAGER_LOG_FORMAT": "xml"}, "STATEMANAGER_LOG_FORMAT"),
         (
+            {"STATEMANAGER_ACTIONCONTROLLER_CA_FILE": "/nonexistent/ca.pem"},
+            "STATEMANAGER_ACTIONCONTROLLER_CA_FILE",
+        ),
+        (
             {"STATEMANAGER_ACTIONCONTROLLER_ADDRESS": "host"},
             "STATEMANAGER_ACTIONCONTROLLER_ADDRESS",
         ),

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs (grpcio-tools) for the services the daemon speaks; see generate.py."""

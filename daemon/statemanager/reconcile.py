@@ -1,0 +1,178 @@
+"""Delivers reconcile triggers to ActionController: at least once, durably, never blocking writes.
+
+Triggers arrive from the writer right after the transaction that recorded them, and from etcd
+at start-up (left pending by an earlier run). Each is sent until ActionController answers
+status 0, with capped exponential backoff per trigger while it is down or answers non-zero.
+A trigger whose package has left Error before delivery is dropped, logged. Removing a trigger
+is a transaction guarded by its revision, so a newer trigger for the same package and scenario
+(the package entered Error again) is never removed by the older one's delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from statemanager.actioncontroller import ReconcileOutcome
+from statemanager.backoff import Backoff
+from statemanager.errors import EtcdUnavailable
+from statemanager.etcd import Delete, Guard, KeyValue, Put, TxnResult
+from statemanager.index import Index
+from statemanager.keys import KeyLayout, Resource, WorkKey
+from statemanager.metrics import Metrics
+from statemanager.states import PackageState
+from statemanager.triggers import Trigger, decode, trigger_key, trigger_prefix
+
+log = structlog.get_logger("statemanager.reconcile")
+
+
+class ReconcileClient(Protocol):
+    async def reconcile(self, scenario: str) -> ReconcileOutcome: ...
+
+
+class TriggerStore(Protocol):
+    async def snapshot(
+        self, prefixes: Sequence[str], page_size: int = ...
+    ) -> tuple[int, dict[str, list[KeyValue]]]: ...
+
+    async def txn(self, guards: Sequence[Guard], ops: Sequence[Put | Delete]) -> TxnResult: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    trigger: Trigger
+    backoff: Backoff
+    due: float = 0.0
+    attempts: int = 0
+    delivered: bool = False  # acknowledged; only its removal from etcd is outstanding
+
+
+class ReconcileSender:
+    def __init__(
+        self,
+        client: ReconcileClient,
+        store: TriggerStore,
+        layout: KeyLayout,
+        index: Index,
+        metrics: Metrics,
+        max_backoff: float,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._layout = layout
+        self._index = index
+        self._metrics = metrics
+        self._max_backoff = max_backoff
+        self._pending: dict[bytes, _Pending] = {}
+        self._wake = asyncio.Event()
+
+    def add(self, triggers: list[Trigger]) -> None:
+        """Take triggers just committed (or found in etcd); a newer one replaces an older one."""
+        for trigger in triggers:
+            key = trigger_key(self._layout, trigger.package, trigger.scenario)
+            known = self._pending.get(key)
+            if known is not None and known.trigger.revision >= trigger.revision:
+                continue
+            if known is not None:
+                log.info("reconcile_superseded", **_fields(known.trigger), by=trigger.revision)
+            self._pending[key] = _Pending(trigger, Backoff(initial=0.5, cap=self._max_backoff))
+            self._metrics.reconcile_triggers.labels("recorded").inc()
+            log.info("reconcile_recorded", **_fields(trigger))
+        self._metrics.reconcile_pending.set(len(self._pending))
+        self._wake.set()
+
+    async def load(self) -> None:
+        """Pick up triggers an earlier run left in etcd. Retries while etcd is unreachable."""
+        backoff = Backoff(initial=0.2, cap=2.0)
+        while True:
+            try:
+                _, listing = await self._store.snapshot([trigger_prefix(self._layout)])
+                break
+            except EtcdUnavailable:
+                await asyncio.sleep(backoff.next())
+        found = []
+        for key, value, revision in next(iter(listing.values())):
+            trigger = decode(self._layout, key, value, revision)
+            if trigger is None:
+                log.warning("reconcile_trigger_unreadable", key=key.decode("utf-8", "replace"))
+            else:
+                found.append(trigger)
+        if found:
+            log.info("reconcile_resumed", triggers=len(found))
+        self.add(found)
+
+    async def run(self) -> None:
+        """Deliver pending triggers forever (cancel to stop)."""
+        await self.load()
+        while True:
+            now = time.monotonic()
+            due = sorted(
+                (p for p in self._pending.values() if p.due <= now),
+                key=lambda p: (p.trigger.package, p.trigger.scenario),
+            )
+            for pending in due:
+                await self._attempt(pending)
+            self._wake.clear()
+            upcoming = [p.due for p in self._pending.values()]
+            timeout = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _attempt(self, pending: _Pending) -> None:
+        trigger = pending.trigger
+        if not pending.delivered:
+            state = self._index.written(WorkKey(Resource.PACKAGE, trigger.package)).value
+            if state != PackageState.ERROR:
+                log.info("reconcile_dropped", **_fields(trigger), package_state=state)
+                await self._remove(pending, "dropped")
+                return
+            pending.attempts += 1
+            outcome = await self._client.reconcile(trigger.scenario)
+            self._metrics.reconcile_requests.labels(outcome.result).inc()
+            if not outcome.acknowledged:
+                delay = pending.backoff.next()
+                pending.due = time.monotonic() + delay
+                log.warning(
+                    "reconcile_retry",
+                    **_fields(trigger),
+                    attempt=pending.attempts,
+                    result=outcome.result,
+                    error=outcome.detail,
+                    retry_in=round(delay, 2),
+                )
+                return
+            pending.delivered = True
+            log.info("reconcile_delivered", **_fields(trigger), attempt=pending.attempts)
+        await self._remove(pending, "delivered")
+
+    async def _remove(self, pending: _Pending, outcome: str) -> None:
+        trigger = pending.trigger
+        key = trigger_key(self._layout, trigger.package, trigger.scenario)
+        try:
+            await self._store.txn([Guard(key, trigger.revision)], [Delete(key)])
+        except EtcdUnavailable as exc:
+            pending.due = time.monotonic() + pending.backoff.next()
+            log.warning("reconcile_remove_deferred", **_fields(trigger), error=str(exc))
+            return
+        # A failed guard means a newer trigger took the key; add() has replaced our entry then.
+        if self._pending.get(key) is pending:
+            del self._pending[key]
+        self._metrics.reconcile_triggers.labels(outcome).inc()
+        self._metrics.reconcile_pending.set(len(self._pending))
+
+
+def _fields(trigger: Trigger) -> dict[str, object]:
+    """The log fields that identify one delivery (an idempotency key for ActionController)."""
+    return {
+        "package": trigger.package,
+        "scenario": trigger.scenario,
+        "revision": trigger.revision,
+        "transition_id": trigger.transition_id,
+        "trigger": trigger.identity(),
+    }

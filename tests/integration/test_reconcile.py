@@ -1,0 +1,302 @@
+"""Reconcile triggers against a real grpc.aio ActionController in the test process (SPEC §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import pytest
+from conftest import Certs, Daemon, Etcd, eventually, states_are
+
+from statemanager.localetcd import free_port
+from statemanager.proto import actioncontroller_pb2 as pb
+from statemanager.proto import actioncontroller_pb2_grpc as pb_grpc
+
+
+class FakeActionController(pb_grpc.ActionControllerConnectionServicer):
+    """Records every Reconcile request; answers the queued statuses, then 0."""
+
+    def __init__(self, port: int, tls: Certs | None = None) -> None:
+        self.port = port
+        self.tls = tls
+        self.requests: list[pb.ReconcileRequest] = []
+        self.statuses: list[int] = []
+        self._server: grpc.aio.Server | None = None
+
+    async def Reconcile(
+        self, request: pb.ReconcileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReconcileResponse:
+        self.requests.append(request)
+        status = self.statuses.pop(0) if self.statuses else 0
+        return pb.ReconcileResponse(status=status, desc="ok" if status == 0 else "busy")
+
+    async def start(self) -> None:
+        self._server = grpc.aio.server()
+        pb_grpc.add_ActionControllerConnectionServicer_to_server(self, self._server)
+        address = f"127.0.0.1:{self.port}"
+        if self.tls is None:
+            self._server.add_insecure_port(address)
+        else:  # mutual TLS: the client must present a certificate signed by the CA
+            credentials = grpc.ssl_server_credentials(
+                [(self.tls.server_key.read_bytes(), self.tls.server_cert.read_bytes())],
+                root_certificates=self.tls.ca.read_bytes(),
+                require_client_auth=True,
+            )
+            self._server.add_secure_port(address, credentials)
+        await self._server.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(None)
+            self._server = None
+
+    def scenarios(self) -> list[str]:
+        return [r.scenario_name for r in self.requests]
+
+
+@pytest.fixture
+async def controller() -> AsyncIterator[FakeActionController]:
+    fake = FakeActionController(free_port())
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+def start_daemon(
+    daemon_factory: Callable[[], Daemon], controller: FakeActionController
+) -> Callable[[], Daemon]:
+    def start() -> Daemon:
+        d = daemon_factory()
+        d.env["STATEMANAGER_ACTIONCONTROLLER_ADDRESS"] = f"127.0.0.1:{controller.port}"
+        d.env["STATEMANAGER_ACTIONCONTROLLER_MAX_BACKOFF_SECONDS"] = "1"
+        d.start()
+        return d
+
+    return start
+
+
+async def scenario(etcd: Etcd, name: str, target: str) -> None:
+    doc = (
+        f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
+    )
+    await etcd.put(etcd.layout.scenarios + name, doc)
+
+
+async def trigger_keys(etcd: Etcd) -> list[str]:
+    got = await etcd.client.get_prefix(f"{etcd.layout.own}triggers/".encode())
+    return sorted(kv.key.decode() for kv in got)
+
+
+async def calls(controller: FakeActionController, n: int, timeout: float = 15.0) -> None:
+    async def enough() -> bool:
+        return len(controller.requests) >= n
+
+    await eventually(enough, timeout, f"{n} Reconcile calls (have {controller.scenarios()})")
+
+
+async def running_package(etcd: Etcd, package: str = "pay") -> None:
+    await etcd.package(package, ["m"])
+    await etcd.container("c", "running", "m")
+    await states_are(etcd, {f"pkg:{package}": "Running"})
+
+
+async def test_error_sends_one_reconcile_per_scenario(
+    etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
+) -> None:
+    """Running → Error: one Reconcile per targeting scenario, sorted, FAILED → RUNNING."""
+    await controller.start()
+    await scenario(etcd, "zeta_recovery", "pay")
+    await scenario(etcd, "alpha_recovery", "pay")
+    await scenario(etcd, "other", "elsewhere")
+    d = start_daemon()
+    await d.wait_synced()
+    await running_package(etcd)
+    await etcd.container("c", "dead", "m")
+    await calls(controller, 2)
+    assert controller.scenarios() == ["alpha_recovery", "zeta_recovery"]
+    for request in controller.requests:
+        assert request.current == pb.PodStatus.FAILED
+        assert request.desired == pb.PodStatus.RUNNING
+
+    async def removed() -> bool:
+        return await trigger_keys(etcd) == []
+
+    await eventually(removed, 10, "acknowledged triggers removed")
+    await asyncio.sleep(1.5)  # longer than the retry backoff: a duplicate would show now
+    assert len(controller.requests) == 2
+    delivered = d.events("reconcile_delivered")
+    assert {e["trigger"].split("@")[0] for e in delivered} == {
+        "pay/alpha_recovery",
+        "pay/zeta_recovery",
+    }
+    assert all(e["revision"] == delivered[0]["revision"] > 0 for e in delivered)
+
+
+async def test_package_without_scenario_warns_and_sends_nothing(
+    etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
+) -> None:
+    """Error with no scenario: a warning and a metric, no request, no trigger."""
+    await controller.start()
+    d = start_daemon()
+    await d.wait_synced()
+    await running_package(etcd, "lonely")
+    await etcd.container("c", "dead", "m")
+    await states_are(etcd, {"pkg:lonely": "Error"})
+
+    async def warned() -> bool:
+        return bool(d.events("reconcile_no_scenario"))
+
+    await eventually(warned, 10, "the no-scenario warning")
+    assert "statemanager_reconcile_no_scenario_total 1.0" in d.scrape()
+    assert controller.requests == []
+    assert await trigger_keys(etcd) == []
+
+
+async def test_delivered_once_actioncontroller_starts(
+    etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
+) -> None:
+    """ActionController down when the package enters Error, up 10 s later: delivered then;
+    the state write did not wait for it."""
+    await scenario(etcd, "s", "pay")
+    d = start_daemon()
+    await d.wait_synced()
+    await running_package(etcd)
+    await etcd.container("c", "dead", "m")
+    await states_are(etcd, {"pkg:pay": "Error"}, timeout=3)
+    assert len(await trigger_keys(etcd)) == 1
+    await asyncio.sleep(10)
+    assert d.events("reconcile_retry")
+    await controller.start()
+    await calls(controller, 1)
+    assert controller.scenarios() == ["s"]
+
+
+async def test_non_zero_status_is_retried_until_acknowledged(
+    etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
+) -> None:
+    """Status 1 three times, then 0: four calls, then none."""
+    controller.statuses = [1, 1, 1]
+    await controller.start()
+    await scenario(etcd, "s", "pay")
+    d = start_daemon()
+    await d.wait_synced()
+    await running_package(etcd)
+    await etcd.container("c", "dead", "m")
+    await calls(controller, 4)
+    await asyncio.sleep(2)
+    assert len(controller.requests) == 4
+    assert await trigger_keys(etcd) == []
+    assert 'statemanager_reconcile_requests_total{result="rejected"} 3.0' in d.scrape()
+
+
+async def test_trigger_survives_a_daemon_crash(
+    etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
+) -> None:
+    """Daemon SIGKILLed after the Error write, before delivery: delivered after restart."""
+    await scenario(etcd, "s", "pay")
+    first = start_daemon()
+    await first.wait_synced()
+    await running_package(etcd)
+    await etcd.container("c", "dead", "m")
+    await states_are(etcd, {"pkg:pay": "Error"})
+    assert len(await trigger_keys(etcd)) == 1
+    first.kill()
+    await controller.start()
+    second = start_daemon()
+    await calls(controller, 1)
+    assert controller.scenarios() == ["s"]
+    assert second.events("reconcile_resumed")
+
+
+async def test_trigger_dropped_when_package_recovers_first(
+    etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
+) -> None:
+    """The package leaves Error before ActionController is back: no call, trigger removed."""
+    await scenario(etcd, "s", "pay")
+    d = start_daemon()
+    await d.wait_synced()
+    await running_package(etcd)
+    await etcd.container("c", "dead", "m")
+    await states_are(etcd, {"pkg:pay": "Error"})
+    await etcd.container("c", "running", "m")
+    await states_are(etcd, {"pkg:pay": "Running"})
+
+    async def removed() -> bool:
+        return await trigger_keys(etcd) == []
+
+    await eventually(removed, 10, "the stale trigger removed")
+    await controller.start()
+    await asyncio.sleep(2)
+    assert controller.requests == []
+    assert d.events("reconcile_dropped")
+
+
+async def test_second_error_entry_is_a_second_trigger(
+    etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
+) -> None:
+    """Error → Running → Error: a second trigger, a second call, with a newer revision."""
+    await controller.start()
+    await scenario(etcd, "s", "pay")
+    d = start_daemon()
+    await d.wait_synced()
+    await running_package(etcd)
+    await etcd.container("c", "dead", "m")
+    await calls(controller, 1)
+    await etcd.container("c", "running", "m")
+    await states_are(etcd, {"pkg:pay": "Running"})
+    await etcd.container("c", "dead", "m")
+    await calls(controller, 2)
+    revisions = [e["revision"] for e in d.events("reconcile_delivered")]
+    assert len(revisions) == 2
+    assert revisions[0] < revisions[1]
+
+
+async def test_committed_stubs_match_the_proto() -> None:
+    """`python -m statemanager.proto.generate --check` passes on the committed stubs."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "statemanager.proto.generate", "--check",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert b"match" in out
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["right-ca", "wrong-ca"])
+async def test_mutual_tls(
+    etcd: Etcd, certs: Certs, daemon_factory: Callable[[], Daemon], trusted: bool
+) -> None:
+    """With ca/cert/key files the channel is mutual TLS; a CA that did not sign the server's
+    certificate gets no request through, and the trigger stays pending."""
+    fake = FakeActionController(free_port(), tls=certs)
+    await fake.start()
+    try:
+        d = daemon_factory()
+        d.env.update(
+            STATEMANAGER_ACTIONCONTROLLER_ADDRESS=f"127.0.0.1:{fake.port}",
+            STATEMANAGER_ACTIONCONTROLLER_MAX_BACKOFF_SECONDS="1",
+            STATEMANAGER_ACTIONCONTROLLER_CA_FILE=str(certs.ca if trusted else certs.other_ca),
+            STATEMANAGER_ACTIONCONTROLLER_CERT_FILE=str(certs.client_cert),
+            STATEMANAGER_ACTIONCONTROLLER_KEY_FILE=str(certs.client_key),
+        )
+        d.start()
+        await d.wait_synced()
+        await scenario(etcd, "s", "pay")
+        await running_package(etcd)
+        await etcd.container("c", "dead", "m")
+        if trusted:
+            await calls(fake, 1)
+            return
+
+        async def retried() -> bool:
+            return len(d.events("reconcile_retry")) >= 2
+
+        await eventually(retried, 15, "failed TLS attempts")
+        assert fake.requests == []
+        assert len(await trigger_keys(etcd)) == 1
+    finally:
+        await fake.stop()
