@@ -18,9 +18,10 @@ from statemanager.errors import EtcdUnavailable
 from statemanager.etcd import Event, KeyValue
 from statemanager.index import Index
 from statemanager.ingest import Ingest, Report
-from statemanager.keys import KeyLayout, WorkKey
+from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
 from statemanager.planner import pack, plan
+from statemanager.states import ContainerStatus, ModelState, PackageState
 from statemanager.triggers import Trigger
 from statemanager.workqueue import WorkQueue
 from statemanager.writer import StateWriter, TxnClient
@@ -29,6 +30,22 @@ log = structlog.get_logger("statemanager.controller")
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 BATCH_KEYS = 256  # dirty keys planned together; their writes are packed into transactions
+
+
+class _QueueMetrics:
+    """The work queue's observer, kept here so the queue never imports Prometheus."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def depth(self, depth: int) -> None:
+        self._m.queue_depth.set(depth)
+
+    def added(self) -> None:
+        self._m.queue_adds.inc()
+
+    def waited(self, seconds: float) -> None:
+        self._m.queue_wait_seconds.observe(seconds)
 
 
 class Controller:
@@ -45,9 +62,12 @@ class Controller:
         self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
         self._ingest = Ingest(layout, self.index, max_value_bytes)
         self._metrics = metrics
-        self.queue: WorkQueue[WorkKey] = WorkQueue(metrics.queue_depth.set)
+        self.queue: WorkQueue[WorkKey] = WorkQueue(_QueueMetrics(metrics))
         self._writer = StateWriter(client, layout, self.index, metrics, on_triggers)
+        # Per dirty key: the newest revision that dirtied it (a transition's cause) and when the
+        # first unprocessed event for it arrived (event-to-write latency). Kept until written.
         self._causes: dict[WorkKey, int] = {}
+        self._seen_at: dict[WorkKey, float] = {}
         self._requeue_backoff = Backoff(initial=0.5, cap=10.0)
 
     # -- intake -------------------------------------------------------------------------------
@@ -68,6 +88,7 @@ class Controller:
         result = self._ingest.resync_all(listing, revision, delivered)
         self._report(result.reports)
         if result.drifted:
+            self._metrics.resync_drift.inc(len(result.drifted))
             log.error(
                 "resync_drift",
                 keys=len(result.drifted),
@@ -85,11 +106,14 @@ class Controller:
             if report is not None:
                 self._report([report])
             self._mark(dirty, event.revision)
+        self._metrics.last_event_time.set(time.time())
 
     def _mark(self, keys: set[WorkKey], revision: int) -> None:
+        now = time.monotonic()
         for key in keys:
             if self._causes.get(key, 0) < revision:
                 self._causes[key] = revision
+            self._seen_at.setdefault(key, now)
             self.queue.add(key)
 
     def _report(self, reports: Sequence[Report]) -> None:
@@ -103,11 +127,14 @@ class Controller:
                 log.warning("unassigned_container", key=r.key, error=r.detail, revision=r.revision)
 
     def _refresh_gauges(self) -> None:
-        containers, models, packages = self.index.sizes()
-        self._metrics.objects.labels("container").set(containers)
-        self._metrics.objects.labels("model").set(models)
-        self._metrics.objects.labels("package").set(packages)
-        self._metrics.unassigned_containers.set(self.index.unassigned_count())
+        """Cheap: a handful of labels from counts the index keeps up to date."""
+        m = self._metrics
+        m.set_counts(m.containers, self.index.status_counts(), {s.value for s in ContainerStatus})
+        models = self.index.written_counts(Resource.MODEL)
+        m.set_counts(m.models, models, {s.value for s in ModelState})
+        packages = self.index.written_counts(Resource.PACKAGE)
+        m.set_counts(m.packages, packages, {s.value for s in PackageState})
+        m.unassigned_containers.set(self.index.unassigned_count())
 
     # -- work ---------------------------------------------------------------------------------
 
@@ -125,19 +152,17 @@ class Controller:
         groups = plan(self.index, keys)
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
         causes = {k: self._causes.get(k, 0) for k in keys}
-        for key in keys:
-            self._causes.pop(key, None)
         for batch in pack(groups, MAX_TXN_OPS):
             try:
                 transitions = await self._writer.commit(batch, causes)
             except EtcdUnavailable as exc:
-                # Never dropped: the keys come back after a growing delay, and keep their cause.
+                # Never dropped: the keys come back after a growing delay, with their cause.
                 delay = self._requeue_backoff.next()
                 log.warning(
                     "write_deferred", keys=len(keys), retry_in=round(delay, 2), error=str(exc)
                 )
+                self._metrics.queue_retries.inc(len(keys))
                 for key in keys:
-                    self._causes.setdefault(key, causes.get(key, 0))
                     self.queue.add_after(key, delay)
                 return
             if transitions is None:  # a guard failed; the index is fresh, plan again
@@ -145,4 +170,13 @@ class Controller:
                     self.queue.add(change.key)
                 continue
             self._requeue_backoff.reset()
+            now = time.monotonic()
+            for change in batch:
+                seen_at = self._seen_at.get(change.cause or change.key)
+                if seen_at is not None:
+                    self._metrics.event_to_write_seconds.observe(now - seen_at)
+        for key in keys:  # all written (or nothing to write): this round of events is done
+            if key not in self.queue:
+                self._causes.pop(key, None)
+                self._seen_at.pop(key, None)
         self._refresh_gauges()

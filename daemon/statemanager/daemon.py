@@ -18,18 +18,29 @@ from statemanager.actioncontroller import ActionControllerClient
 from statemanager.config import Settings
 from statemanager.controller import Controller
 from statemanager.etcd import EtcdClient
+from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.reconcile import ReconcileSender
 from statemanager.watcher import Watcher
 
 log = structlog.get_logger("statemanager.daemon")
 
+HEARTBEAT_SECONDS = 1.0
+
 
 async def run(settings: Settings) -> int:
     """Run until a stop signal (exit 0) or a task failure (exit 1)."""
     metrics = Metrics()
-    server = metrics.serve(settings.metrics_address)
-    client = EtcdClient(settings.etcd_endpoints, settings.etcd_timeout_seconds)
+    health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
+    try:
+        server = metrics.serve(settings.metrics_address, health)
+    except OSError as exc:
+        log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
+        return 1
+    metrics.leader.set(1)  # one daemon, one writer (until leader election lands)
+    client = EtcdClient(
+        settings.etcd_endpoints, settings.etcd_timeout_seconds, observe=metrics.observe_etcd
+    )
     if len(settings.etcd_endpoints) > 1:
         log.warning("extra_endpoints_unused", using=client.endpoint)
     actioncontroller = ActionControllerClient(
@@ -65,7 +76,9 @@ async def run(settings: Settings) -> int:
         listed.set()
         if not background:
             background.append(
-                asyncio.create_task(_announce_sync(controller, metrics, revision), name="sync")
+                asyncio.create_task(
+                    _announce_sync(controller, metrics, health, revision), name="sync"
+                )
             )
 
     prefixes = list(settings.layout.watched().values())
@@ -77,6 +90,7 @@ async def run(settings: Settings) -> int:
         on_listed,
         silence_limit=settings.etcd_watch_silence_seconds,
         resync_interval=settings.etcd_resync_interval_seconds,
+        health=health,
     )
     log.info(
         "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics_address
@@ -85,6 +99,7 @@ async def run(settings: Settings) -> int:
         asyncio.create_task(watcher.run(), name="watcher"),
         asyncio.create_task(controller.run_worker(), name="worker"),
         asyncio.create_task(_after(listed, sender.run()), name="reconcile-sender"),
+        asyncio.create_task(_heartbeat(health), name="heartbeat"),
     ]
     stopper = asyncio.create_task(stop.wait(), name="stop-signal")
     code = 0
@@ -92,9 +107,12 @@ async def run(settings: Settings) -> int:
         done, _ = await asyncio.wait([stopper, *supervised], return_when=asyncio.FIRST_COMPLETED)
         for task in done - {stopper}:
             code = 1
-            exc = None if task.cancelled() else task.exception()
+            failure = None if task.cancelled() else task.exception()
             log.error(
-                "task_failed", task=task.get_name(), error=str(exc), error_type=type(exc).__name__
+                "task_failed",
+                task=task.get_name(),
+                error=str(failure),
+                error_type=type(failure).__name__,
             )
     finally:
         log.info("stopping", exit_code=code)
@@ -116,10 +134,20 @@ async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
     await work
 
 
-async def _announce_sync(controller: Controller, metrics: Metrics, revision: int) -> None:
+async def _heartbeat(health: Health) -> None:
+    """Prove the event loop turns; a loop blocked for long makes /healthz fail."""
+    while True:
+        health.beat()
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def _announce_sync(
+    controller: Controller, metrics: Metrics, health: Health, revision: int
+) -> None:
     """Mark the first full sync done once everything listed has been evaluated and written."""
     await controller.queue.wait_idle()
     containers, models, packages = controller.index.sizes()
+    health.synced()
     metrics.synced.set(1)
     log.info(
         "synced",

@@ -9,7 +9,8 @@ and the error families of `statemanager.errors`, never protobuf or grpc types.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -138,9 +139,16 @@ class EtcdClient:
     Only the first endpoint is dialled; several endpoints with failover come with issue 9.
     """
 
-    def __init__(self, endpoints: Sequence[str], timeout: float) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        timeout: float,
+        observe: Callable[[str, float, str | None], None] | None = None,
+    ) -> None:
         self._endpoint = endpoints[0]
         self._timeout = timeout
+        # (operation, seconds, gRPC code name or None on success) for every unary request.
+        self._observe = observe or (lambda _op, _seconds, _code: None)
         self._channel = grpc.aio.insecure_channel(_target(self._endpoint), _CHANNEL_OPTIONS)
         self._kv = rpc.KVStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
@@ -153,10 +161,14 @@ class EtcdClient:
         await self._channel.close()
 
     async def _call(self, method: Any, request: Any, what: str) -> Any:
+        started = time.perf_counter()
         try:
-            return await method(request, timeout=self._timeout)
+            response = await method(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
+            self._observe(what, time.perf_counter() - started, exc.code().name)
             raise _translate(exc, what) from None
+        self._observe(what, time.perf_counter() - started, None)
+        return response
 
     async def revision(self) -> int:
         """The store's current revision (a cheap health check)."""

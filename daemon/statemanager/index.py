@@ -63,6 +63,9 @@ class Index:
         self._scenario_target: dict[str, str] = {}
         self._package_scenarios: dict[str, set[str]] = {}
         self._written: dict[WorkKey, Written] = {}
+        # For gauges: containers by status, and state keys by written value.
+        self._statuses: Counter[str] = Counter()
+        self._written_counts: dict[Resource, Counter[str]] = {r: Counter() for r in Resource}
 
     # -- containers ---------------------------------------------------------------------------
 
@@ -70,6 +73,8 @@ class Index:
         old = self._containers.get(cid)
         model = info.model_annotation or self._match_by_name(info.names)
         if old is not None and old.model == model and old.info.cls is info.cls:
+            self._statuses[old.info.status] -= 1
+            self._statuses[info.status] += 1
             if _name_matched(old.info) != _name_matched(info):
                 self._forget_names(cid, old.info)
                 self._remember_names(cid, info)
@@ -77,6 +82,7 @@ class Index:
             return set()  # the common stats-only rewrite: nothing the rules see has changed
         dirty = self.delete_container(cid)
         self._containers[cid] = _Container(model, info)
+        self._statuses[info.status] += 1
         self._remember_names(cid, info)
         self._attach(cid, model, info.cls)
         if model is not None:
@@ -87,6 +93,7 @@ class Index:
         old = self._containers.pop(cid, None)
         if old is None:
             return set()
+        self._statuses[old.info.status] -= 1
         self._forget_names(cid, old.info)
         self._detach(cid, old.model, old.info.cls)
         return {WorkKey(Resource.MODEL, old.model)} if old.model is not None else set()
@@ -214,7 +221,14 @@ class Index:
         if revision < known.seen:
             return set()
         self._written[key] = Written(value, revision if value is not None else 0, revision)
-        return {key} if value != known.value else set()
+        if value == known.value:
+            return set()
+        counts = self._written_counts[key.resource]
+        if known.value is not None:
+            counts[known.value] -= 1
+        if value is not None:
+            counts[value] += 1
+        return {key}
 
     def written(self, key: WorkKey) -> Written:
         return self._written.get(key, _ABSENT)
@@ -252,6 +266,14 @@ class Index:
     def containers_of(self, model: str) -> Iterator[tuple[str, ContainerInfo]]:
         for cid in sorted(self._model_containers.get(model, ())):
             yield cid, self._containers[cid].info
+
+    def status_counts(self) -> Counter[str]:
+        """Containers by status word."""
+        return self._statuses
+
+    def written_counts(self, resource: Resource) -> Counter[str]:
+        """State keys of `resource` by the value etcd holds (which may be no state name)."""
+        return self._written_counts[resource]
 
     def is_unassigned(self, cid: str) -> bool:
         return cid in self._unassigned

@@ -48,6 +48,7 @@ class TriggerStore(Protocol):
 class _Pending:
     trigger: Trigger
     backoff: Backoff
+    taken_at: float  # unix time this process took it on, for the oldest-pending gauge
     due: float = 0.0
     attempts: int = 0
     delivered: bool = False  # acknowledged; only its removal from etcd is outstanding
@@ -81,10 +82,11 @@ class ReconcileSender:
                 continue
             if known is not None:
                 log.info("reconcile_superseded", **_fields(known.trigger), by=trigger.revision)
-            self._pending[key] = _Pending(trigger, Backoff(initial=0.5, cap=self._max_backoff))
+            backoff = Backoff(initial=0.5, cap=self._max_backoff)
+            self._pending[key] = _Pending(trigger, backoff, time.time())
             self._metrics.reconcile_triggers.labels("recorded").inc()
             log.info("reconcile_recorded", **_fields(trigger))
-        self._metrics.reconcile_pending.set(len(self._pending))
+        self._update_gauges()
         self._wake.set()
 
     async def load(self) -> None:
@@ -164,7 +166,12 @@ class ReconcileSender:
         if self._pending.get(key) is pending:
             del self._pending[key]
         self._metrics.reconcile_triggers.labels(outcome).inc()
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
         self._metrics.reconcile_pending.set(len(self._pending))
+        oldest = min((p.taken_at for p in self._pending.values()), default=0.0)
+        self._metrics.reconcile_oldest.set(oldest)
 
 
 def _fields(trigger: Trigger) -> dict[str, object]:

@@ -19,6 +19,7 @@ from statemanager.backoff import Backoff
 from statemanager.controller import Controller
 from statemanager.errors import Compacted, EtcdUnavailable
 from statemanager.etcd import KeyValue, WatchBatch
+from statemanager.health import Health
 from statemanager.metrics import Metrics
 
 log = structlog.get_logger("statemanager.watcher")
@@ -48,7 +49,9 @@ class Watcher:
         on_listed: Callable[[int], None],
         silence_limit: float,
         resync_interval: float,
+        health: Health,
     ) -> None:
+        self._health = health
         self._client = client
         self._controller = controller
         self._prefixes = list(prefixes)
@@ -87,6 +90,7 @@ class Watcher:
             except EtcdUnavailable as exc:
                 reason = "silent" if isinstance(exc, SilentWatch) else "unavailable"
                 self._metrics.watch_restarts.labels(reason).inc()
+                self._health.broken(f"etcd unreachable ({reason}): {exc}")
                 delay = self._backoff.next()
                 log.warning("watch_broken", reason=reason, error=str(exc), retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
@@ -110,6 +114,7 @@ class Watcher:
                         f"no events or progress for {self._silence_limit:g} s"
                     ) from None
                 self._backoff.reset()
+                self._health.watching()
                 if batch.prefix is None:
                     continue  # progress notification: the stream is alive
                 self._controller.apply(batch.prefix, batch.events)

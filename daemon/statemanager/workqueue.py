@@ -6,16 +6,29 @@ Guarantees:
 - a key added many times before it is handed out is handed out once (bursts coalesce).
 
 Callers must call `done(keys)` for every batch `get_batch` returned, success or not. The queue
-knows nothing of etcd or metrics; depth changes are reported to an optional callback.
+knows nothing of etcd or Prometheus; it reports to an optional `QueueObserver`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Hashable, Iterable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+
+class QueueObserver(Protocol):
+    def depth(self, depth: int) -> None: ...
+    def added(self) -> None: ...
+    def waited(self, seconds: float) -> None: ...
+
+
+class _Ignore:
+    def depth(self, depth: int) -> None: ...
+    def added(self) -> None: ...
+    def waited(self, seconds: float) -> None: ...
 
 
 class ShutDown(Exception):
@@ -23,28 +36,37 @@ class ShutDown(Exception):
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, on_depth: Callable[[int], None] | None = None) -> None:
-        # Every key in `_queue` is in `_dirty` and not in `_processing`; dict keeps FIFO order.
-        self._queue: dict[K, None] = {}
+    def __init__(
+        self, observer: QueueObserver | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        # Every key in `_queue` is in `_dirty` and not in `_processing`; dict keeps FIFO order
+        # and maps each key to when it was queued.
+        self._queue: dict[K, float] = {}
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._shut_down = False
-        self._on_depth = on_depth or (lambda _depth: None)
+        self._observer: QueueObserver = observer or _Ignore()
+        self._clock = clock
         self._timers: set[asyncio.TimerHandle] = set()
 
     def __len__(self) -> int:
         return len(self._queue)
 
+    def __contains__(self, key: K) -> bool:
+        """True while `key` waits to be handed out (not while it is only being processed)."""
+        return key in self._dirty
+
     def add(self, key: K) -> None:
         if self._shut_down or key in self._dirty:
             return
         self._dirty.add(key)
+        self._observer.added()
         if key in self._processing:
             return  # re-queued by done()
-        self._queue[key] = None
+        self._queue[key] = self._clock()
         self._changed()
 
     def add_all(self, keys: Iterable[K]) -> None:
@@ -73,9 +95,10 @@ class WorkQueue(Generic[K]):
             self._wakeup.clear()
             await self._wakeup.wait()
         batch: list[K] = []
+        now = self._clock()
         while self._queue and len(batch) < limit:
             key = next(iter(self._queue))
-            del self._queue[key]
+            self._observer.waited(now - self._queue.pop(key))
             self._dirty.discard(key)
             self._processing.add(key)
             batch.append(key)
@@ -86,7 +109,7 @@ class WorkQueue(Generic[K]):
         for key in keys:
             self._processing.discard(key)
             if key in self._dirty:
-                self._queue[key] = None
+                self._queue[key] = self._clock()
         self._changed()
 
     def shutdown(self) -> None:
@@ -110,4 +133,4 @@ class WorkQueue(Generic[K]):
             self._idle.clear()
         else:
             self._idle.set()
-        self._on_depth(depth)
+        self._observer.depth(depth)

@@ -149,10 +149,7 @@ class StateWriter:
         )
         async for attempt in retrying:
             with attempt:
-                started = time.perf_counter()
-                result = await self._client.txn(guards, ops)
-                self._metrics.write_seconds.observe(time.perf_counter() - started)
-                return result
+                return await self._client.txn(guards, ops)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _record(

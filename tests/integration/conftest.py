@@ -8,6 +8,7 @@ Tests share one etcd and isolate themselves by prefix: each test gets its own ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -44,6 +45,28 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LocalEtcd]:
+    """A private etcd these tests may kill, pause and compact."""
+    etcd = LocalEtcd(tmp_path / "etcd", free_port(), free_port())
+    etcd.start()
+    try:
+        yield etcd
+    finally:
+        etcd.stop()
+
+
+@pytest.fixture
+async def private(server: LocalEtcd, layout: KeyLayout) -> AsyncIterator[Etcd]:
+    client = aetcd.Client(host="127.0.0.1", port=server.client_port, timeout=5)
+    await client.connect()
+    try:
+        yield Etcd(client, layout)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
 
 
 @pytest.fixture
@@ -303,3 +326,23 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key",
         d / "other-ca.pem",
     )  # fmt: skip
+
+
+@pytest.fixture
+def make_daemon(server: LocalEtcd, layout: KeyLayout, tmp_path: Path) -> Iterator[type[Daemon]]:
+    """Daemons against the private `server`; `make_daemon(STATEMANAGER_X="v")` adds settings."""
+    made: list[Daemon] = []
+
+    class PrivateDaemon(Daemon):
+        def __init__(self, **env: str) -> None:
+            port = free_port()
+            full = daemon_env(server.endpoint, layout, port)
+            full.update(env)
+            super().__init__(full, tmp_path / f"daemon{len(made)}.log", port)
+            made.append(self)
+
+    yield PrivateDaemon
+    for d in made:
+        if d.process is not None:
+            d.process.send_signal(signal.SIGCONT)
+            assert d.stop() == 0, d.tail()

@@ -9,23 +9,18 @@ pin row by row.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aetcd
-import pytest
 import yaml
-from conftest import Daemon, Etcd, daemon_env, eventually
 
-from statemanager.keys import KeyLayout
-from statemanager.localetcd import LocalEtcd, free_port
+from conftest import Daemon, Etcd, eventually
+from statemanager.localetcd import LocalEtcd
 from statemanager.rules import model_verdict, package_verdict
 from statemanager.states import ContainerClass, classify, parse_status
 
@@ -42,47 +37,6 @@ STATUSES = [
     {"Status": "created"},
     {"Status": "running", "OOMKilled": "true"},
 ]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalEtcd]:
-    """A private etcd these tests may kill, pause and compact."""
-    etcd = LocalEtcd(tmp_path / "etcd", free_port(), free_port())
-    etcd.start()
-    try:
-        yield etcd
-    finally:
-        etcd.stop()
-
-
-@pytest.fixture
-async def private(server: LocalEtcd, layout: KeyLayout) -> AsyncIterator[Etcd]:
-    client = aetcd.Client(host="127.0.0.1", port=server.client_port, timeout=5)
-    await client.connect()
-    try:
-        yield Etcd(client, layout)
-    finally:
-        with contextlib.suppress(Exception):
-            await client.close()
-
-
-@pytest.fixture
-def make_daemon(server: LocalEtcd, layout: KeyLayout, tmp_path: Path) -> Iterator[type[Daemon]]:
-    made: list[Daemon] = []
-
-    class FaultDaemon(Daemon):
-        def __init__(self, **env: str) -> None:
-            port = free_port()
-            full = daemon_env(server.endpoint, layout, port)
-            full.update(env)
-            super().__init__(full, tmp_path / f"daemon{len(made)}.log", port)
-            made.append(self)
-
-    yield FaultDaemon
-    for d in made:
-        if d.process is not None:
-            d.process.send_signal(signal.SIGCONT)
-            assert d.stop() == 0, d.tail()
 
 
 class Churn:

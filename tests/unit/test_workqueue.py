@@ -176,13 +176,35 @@ async def test_wait_idle_after_shutdown_cancels_timers() -> None:
     await asyncio.wait_for(queue.wait_idle(), SHORT)
 
 
-async def test_depth_reported_to_callback() -> None:
-    """The depth callback sees the queue length after every change."""
-    depths: list[int] = []
-    queue: WorkQueue[str] = WorkQueue(depths.append)
+class _Recorder:
+    def __init__(self) -> None:
+        self.depths: list[int] = []
+        self.adds = 0
+        self.waits: list[float] = []
+
+    def depth(self, depth: int) -> None:
+        self.depths.append(depth)
+
+    def added(self) -> None:
+        self.adds += 1
+
+    def waited(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+async def test_observer_sees_depth_adds_and_waits() -> None:
+    """The observer sees the depth after every change, adds without duplicates, and each
+    handed-out key's time in the queue (from an injected clock)."""
+    now = [10.0]
+    rec = _Recorder()
+    queue: WorkQueue[str] = WorkQueue(rec, clock=lambda: now[0])
     queue.add("a")
+    now[0] = 11.0
     queue.add("b")
     queue.add("a")
+    now[0] = 13.5
     keys = await _get(queue, 1)
     queue.done(keys)
-    assert depths == [1, 2, 1, 1]
+    assert rec.depths == [1, 2, 1, 1]
+    assert rec.adds == 2
+    assert rec.waits == [3.5]

@@ -1,0 +1,51 @@
+"""Liveness and readiness, as the HTTP endpoints and (later) the systemd watchdog judge them.
+
+No I/O: the daemon's loops report in, the HTTP thread reads. Plain attribute writes and reads
+of floats and bools are atomic under the GIL, so no lock is needed between the two threads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class Health:
+    def __init__(self, stuck_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._stuck_after = stuck_after
+        self._beat = clock()
+        self._synced = False
+        self._watching = False
+        self._problem = "starting: listing etcd"
+
+    def beat(self) -> None:
+        """Called by a task on the event loop every second: proves the loop is not stuck."""
+        self._beat = self._clock()
+
+    def synced(self) -> None:
+        self._synced = True
+
+    def watching(self) -> None:
+        self._watching = True
+        self._problem = ""
+
+    def broken(self, problem: str) -> None:
+        self._watching = False
+        self._problem = problem
+
+    def liveness(self) -> tuple[bool, str]:
+        stalled = self._clock() - self._beat
+        if stalled > self._stuck_after:
+            return False, f"event loop stuck for {stalled:.0f} s"
+        return True, "alive"
+
+    def readiness(self) -> tuple[bool, str]:
+        alive, why = self.liveness()
+        if not alive:
+            return False, why
+        if not self._synced:
+            return False, f"first sync not done ({self._problem or 'writing states'})"
+        if not self._watching:
+            return False, f"watch not healthy: {self._problem}"
+        return True, "ready"

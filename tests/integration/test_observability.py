@@ -1,0 +1,215 @@
+"""What operators see: /metrics scraped over HTTP, /healthz and /readyz, JSON logs, and a real
+Prometheus server scraping the daemon (issue 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Daemon, Etcd, eventually, states_are
+from statemanager.localetcd import LocalEtcd, free_port
+
+
+def samples(scrape: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, parsed by prometheus_client's own parser."""
+    out = {}
+    for family in text_string_to_metric_families(scrape):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(scrape: str, name: str, **labels: str) -> float:
+    return samples(scrape).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_metrics_move_with_transitions(etcd: Etcd, daemon: Daemon) -> None:
+    """Counters, gauges and histograms on the live /metrics follow what the daemon does."""
+    before = daemon.scrape()
+    assert value(before, "statemanager_synced") == 1
+    assert value(before, "statemanager_leader") == 1
+    build = [k for k in samples(before) if k[0] == "statemanager_build_info"]
+    assert len(build) == 1
+    assert dict(build[0][1])["version"] == "0.1.0"
+    await etcd.package("p", ["a", "b"])
+    await etcd.container("c1", "running", "a")
+    await etcd.container("c2", "dead", "b")
+    await states_are(etcd, {"a": "Running", "b": "Failed", "pkg:p": "Degraded"})
+
+    async def counted() -> bool:
+        scrape = daemon.scrape()
+        return value(scrape, "statemanager_packages", state="Degraded") == 1
+
+    await eventually(counted, 10, "the package gauge to follow")
+    after = daemon.scrape()
+    assert value(after, "statemanager_transitions_total", resource="model", state="Failed") == 1
+    assert value(after, "statemanager_transitions_total", resource="package", state="Degraded") == 1
+    assert value(after, "statemanager_models", state="Running") == 1
+    assert value(after, "statemanager_containers", status="dead") == 1
+    assert value(after, "statemanager_event_to_write_seconds_count") >= 2
+    assert value(after, "statemanager_etcd_request_seconds_count", operation="txn") >= 2
+    assert value(after, "statemanager_workqueue_adds_total") > value(
+        before, "statemanager_workqueue_adds_total"
+    )
+    assert value(after, "statemanager_last_seen_revision") > value(
+        before, "statemanager_last_seen_revision"
+    )
+    assert value(after, "statemanager_ready") == 1
+
+
+def test_promtool_accepts_a_real_scrape(
+    daemon: Daemon, debian_tool: Callable[[str, str], str]
+) -> None:
+    """`promtool check metrics` finds no problem in what /metrics serves."""
+    promtool = debian_tool("promtool", "prometheus")
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=daemon.scrape(), capture_output=True, text=True,
+        check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
+
+
+async def test_health_endpoints_follow_sync_and_etcd(
+    server: LocalEtcd, private: Etcd, make_daemon: type[Daemon]
+) -> None:
+    """/healthz stays 200 while alive; /readyz is 503 before the first sync and while etcd is
+    down, 200 once synced and watching."""
+    server.kill()
+    d = make_daemon(STATEMANAGER_ETCD_TIMEOUT_SECONDS="1")
+    d.start()
+
+    async def serving() -> bool:
+        try:
+            return http_get(d.metrics_port, "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    await eventually(serving, 15, "/healthz")
+    code, body = http_get(d.metrics_port, "/readyz")
+    assert code == 503
+    assert "first sync" in body
+    assert http_get(d.metrics_port, "/nope")[0] == 404
+
+    await asyncio.to_thread(server.start)
+    await d.wait_synced()
+
+    async def ready() -> bool:
+        return http_get(d.metrics_port, "/readyz")[0] == 200
+
+    await eventually(ready, 15, "/readyz 200 after sync")
+    server.kill()
+
+    async def unready() -> bool:
+        return http_get(d.metrics_port, "/readyz")[0] == 503
+
+    await eventually(unready, 15, "/readyz 503 with etcd down")
+    assert "etcd unreachable" in http_get(d.metrics_port, "/readyz")[1]
+    assert http_get(d.metrics_port, "/healthz")[0] == 200
+    await asyncio.to_thread(server.start)
+    await eventually(ready, 20, "/readyz 200 again")
+
+
+async def test_logs_are_json_lines_with_event_level_timestamp(etcd: Etcd, daemon: Daemon) -> None:
+    """Off a terminal every log line is a JSON object with event, level and timestamp."""
+    await etcd.package("p", ["m"])
+    await etcd.put(etcd.layout.containers + "bad", "{")
+    await states_are(etcd, {"pkg:p": "Paused"})
+
+    async def logged() -> bool:
+        return bool(daemon.events("invalid_input"))
+
+    await eventually(logged, 10, "the invalid input line")
+    lines = daemon.log_path.read_text().splitlines()
+    assert lines
+    for line in lines:
+        record = json.loads(line)
+        assert {"event", "level", "timestamp"} <= record.keys(), line
+    bad = daemon.events("invalid_input")[0]
+    assert bad["level"] == "warning"
+    assert {"key", "kind", "error", "revision"} <= bad.keys()
+
+
+@pytest.fixture
+def prometheus_server(
+    tmp_path: Path, debian_tool: Callable[[str, str], str]
+) -> Iterator[Callable[[int], int]]:
+    """Starts Debian's Prometheus scraping 127.0.0.1:<port> every second; returns its port."""
+    binary = debian_tool("prometheus", "prometheus")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(target_port: int) -> int:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            "  - job_name: statemanager\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+        )
+        log = (tmp_path / "prometheus.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        return port
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(10)
+
+
+def promql(port: int, query: str) -> list[dict[str, object]]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body = json.loads(resp.read())
+    except OSError:
+        return []
+    return list(body["data"]["result"])
+
+
+async def test_real_prometheus_scrapes_the_daemon(
+    etcd: Etcd, daemon: Daemon, prometheus_server: Callable[[int], int]
+) -> None:
+    """A real Prometheus scraping the daemon answers a PromQL query for a transition counter."""
+    await etcd.package("p", ["m"])
+    await etcd.container("c", "dead", "m")
+    await states_are(etcd, {"pkg:p": "Error"})
+    port = prometheus_server(daemon.metrics_port)
+    query = 'statemanager_transitions_total{resource="package",state="Error"}'
+
+    async def answered() -> bool:
+        return bool(await asyncio.to_thread(promql, port, query))
+
+    await eventually(answered, 60, "Prometheus to have scraped the transition counter")
+    result = promql(port, query)
+    assert result[0]["value"][1] == "1"  # type: ignore[index]
+    up = promql(port, 'up{job="statemanager"}')
+    assert up[0]["value"][1] == "1"  # type: ignore[index]
