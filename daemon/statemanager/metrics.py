@@ -25,6 +25,7 @@ from prometheus_client import (
 
 from statemanager import __version__
 from statemanager.health import Health
+from statemanager.inputs import BAD_INPUT_KINDS
 from statemanager.states import ContainerStatus, ModelState, PackageState
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -129,12 +130,30 @@ class Metrics:
         Info("statemanager_build", "Version of the daemon and of Python.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
+        # Every fixed label value exists from the start at 0, so rate() and increase() see the
+        # first event too (a series that appears at 1 has no increase to show).
         for status in ContainerStatus:
             self.containers.labels(status.value)
         for model_state in [*ModelState, OTHER]:
             self.models.labels(model_state)
+            self.transitions.labels("model", model_state)
         for package_state in [*PackageState, OTHER]:
             self.packages.labels(package_state)
+            self.transitions.labels("package", package_state)
+        for resource in ("model", "package"):
+            self.transitions.labels(resource, "deleted")
+        for kind in BAD_INPUT_KINDS:
+            self.invalid_inputs.labels(kind)
+        for reason in ("unavailable", "silent", "compacted", "resync"):
+            self.watch_restarts.labels(reason)
+        for result in ("ok", "rejected", "unavailable", "error"):
+            self.reconcile_requests.labels(result)
+        for outcome in ("recorded", "delivered", "dropped"):
+            self.reconcile_triggers.labels(outcome)
+        for operation in ("range", "txn"):
+            self.etcd_request_seconds.labels(operation)
+            for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                self.etcd_errors.labels(operation, code)
 
     def set_counts(self, gauge: Gauge, counts: Mapping[str, int], known: set[str]) -> None:
         """Set a by-state gauge from counts; names outside `known` are summed into `other`."""
