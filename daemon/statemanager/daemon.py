@@ -7,7 +7,9 @@ loudly (exit 1) rather than leaving a half-working process behind (STYLE, kopf).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -21,6 +23,7 @@ from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.reconcile import ReconcileSender
+from statemanager.systemd import Notifier
 from statemanager.watcher import Watcher
 
 log = structlog.get_logger("statemanager.daemon")
@@ -32,6 +35,7 @@ async def run(settings: Settings) -> int:
     """Run until a stop signal (exit 0) or a task failure (exit 1)."""
     metrics = Metrics()
     health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
+    notifier = Notifier()
     try:
         server = metrics.serve(settings.metrics_address, health)
     except OSError as exc:
@@ -69,6 +73,10 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if os.environ.get("STATEMANAGER_TEST_HOOKS") == "1":
+        # Test hook: SIGUSR2 blocks the event loop for an hour, as a bug would, so tests can
+        # show that /healthz fails and systemd's watchdog restarts a wedged daemon.
+        loop.add_signal_handler(signal.SIGUSR2, time.sleep, 3600)
 
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
@@ -77,7 +85,7 @@ async def run(settings: Settings) -> int:
         if not background:
             background.append(
                 asyncio.create_task(
-                    _announce_sync(controller, metrics, health, revision), name="sync"
+                    _announce_sync(controller, metrics, health, notifier, revision), name="sync"
                 )
             )
 
@@ -99,7 +107,7 @@ async def run(settings: Settings) -> int:
         asyncio.create_task(watcher.run(), name="watcher"),
         asyncio.create_task(controller.run_worker(), name="worker"),
         asyncio.create_task(_after(listed, sender.run()), name="reconcile-sender"),
-        asyncio.create_task(_heartbeat(health), name="heartbeat"),
+        asyncio.create_task(_heartbeat(health, notifier), name="heartbeat"),
     ]
     stopper = asyncio.create_task(stop.wait(), name="stop-signal")
     code = 0
@@ -116,6 +124,7 @@ async def run(settings: Settings) -> int:
             )
     finally:
         log.info("stopping", exit_code=code)
+        notifier.stopping()
         controller.queue.shutdown()
         everything = [*supervised, *background, stopper]
         for task in everything:
@@ -134,21 +143,30 @@ async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
     await work
 
 
-async def _heartbeat(health: Health) -> None:
-    """Prove the event loop turns; a loop blocked for long makes /healthz fail."""
+async def _heartbeat(health: Health, notifier: Notifier) -> None:
+    """Prove the event loop turns: /healthz and systemd's watchdog both hear it from here, so a
+    wedged loop fails the one and gets the process restarted by the other."""
+    period = min(HEARTBEAT_SECONDS, notifier.watchdog_interval or HEARTBEAT_SECONDS)
+    status = ""
     while True:
         health.beat()
-        await asyncio.sleep(HEARTBEAT_SECONDS)
+        if notifier.watchdog_interval is not None:
+            notifier.watchdog()
+        if health.status_line() != status:
+            status = health.status_line()
+            notifier.status(status)
+        await asyncio.sleep(period)
 
 
 async def _announce_sync(
-    controller: Controller, metrics: Metrics, health: Health, revision: int
+    controller: Controller, metrics: Metrics, health: Health, notifier: Notifier, revision: int
 ) -> None:
     """Mark the first full sync done once everything listed has been evaluated and written."""
     await controller.queue.wait_idle()
     containers, models, packages = controller.index.sizes()
     health.synced()
     metrics.synced.set(1)
+    notifier.ready(health.status_line())
     log.info(
         "synced",
         revision=revision,

@@ -18,6 +18,7 @@ class Health:
         self._synced = False
         self._watching = False
         self._problem = "starting: listing etcd"
+        self._revision = 0
 
     def beat(self) -> None:
         """Called by a task on the event loop every second: proves the loop is not stuck."""
@@ -26,9 +27,12 @@ class Health:
     def synced(self) -> None:
         self._synced = True
 
-    def watching(self) -> None:
+    def watching(self, revision: int | None = None) -> None:
+        """The watch delivered something (events up to `revision`, or a progress note)."""
         self._watching = True
         self._problem = ""
+        if revision is not None:
+            self._revision = revision
 
     def broken(self, problem: str) -> None:
         self._watching = False
@@ -49,3 +53,11 @@ class Health:
         if not self._watching:
             return False, f"watch not healthy: {self._problem}"
         return True, "ready"
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: what the daemon is doing now."""
+        if not self._watching and self._problem:
+            return self._problem
+        if not self._synced:
+            return f"syncing: writing the states of etcd revision {self._revision}"
+        return f"watching etcd at revision {self._revision}"

@@ -74,6 +74,7 @@ class Watcher:
                     self._controller.load(revision, listing, self._delivered)
                     self._delivered = dict.fromkeys(self._prefixes, revision)
                     self._metrics.last_revision.set(revision)
+                    self._health.watching(revision)
                     log.info("listed", revision=revision)
                     self._on_listed(revision)
                     listed = True
@@ -114,9 +115,10 @@ class Watcher:
                         f"no events or progress for {self._silence_limit:g} s"
                     ) from None
                 self._backoff.reset()
-                self._health.watching()
                 if batch.prefix is None:
+                    self._health.watching()
                     continue  # progress notification: the stream is alive
+                self._health.watching(batch.revision)
                 self._controller.apply(batch.prefix, batch.events)
                 self._delivered[batch.prefix] = batch.revision
                 self._metrics.last_revision.set(batch.revision)
