@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Etcd, daemon_env, states_are
 
 from statemanager.keys import KeyLayout
+
+from conftest import Daemon, Etcd, daemon_env, states_are
 
 
 def cli(

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from conftest import Daemon, Etcd, eventually
 from statemanager.localetcd import LocalEtcd
 from statemanager.rules import model_verdict, package_verdict
 from statemanager.states import ContainerClass, classify, parse_status
+
+from conftest import Daemon, Etcd, eventually
 
 MODELS = [f"m{i:02d}" for i in range(60)]
 PACKAGES = [f"p{i:02d}" for i in range(15)]

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Daemon, Etcd, eventually, states_are
 from statemanager.localetcd import LocalEtcd, free_port
+
+from conftest import Daemon, Etcd, eventually, states_are
 
 
 def samples(scrape: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

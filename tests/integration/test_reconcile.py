@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
-from conftest import Certs, Daemon, Etcd, eventually, states_are
 
 from statemanager.localetcd import free_port
 from statemanager.proto import actioncontroller_pb2 as pb
 from statemanager.proto import actioncontroller_pb2_grpc as pb_grpc
+
+from conftest import Certs, Daemon, Etcd, eventually, states_are
 
 
 class FakeActionController(pb_grpc.ActionControllerConnectionServicer):
