@@ -14,6 +14,7 @@ import structlog
 
 from statemanager import __version__, daemon, report
 from statemanager.config import OPTIONS, Settings, load
+from statemanager.election import election_prefix
 from statemanager.errors import ConfigError, EtcdError, EtcdUnavailable
 from statemanager.etcd import EtcdClient
 from statemanager.localetcd import (
@@ -106,10 +107,13 @@ async def _inspect(settings: Settings, command: str) -> int:
     client = EtcdClient(settings.etcd_endpoints, settings.etcd_timeout_seconds)
     try:
         revision, listing = await client.snapshot(list(settings.layout.watched().values()))
+        leader = await client.first_created(election_prefix(settings.layout.own))
     finally:
         await client.close()
     snapshot = report.build(settings.layout, revision, listing, settings.inputs_max_value_bytes)
     if command == "status":
+        who = leader[1].decode("utf-8", "replace") if leader else "none (no daemon is writing)"
+        print(f"leader: {who}")
         print("\n".join(report.render_status(snapshot)))
         return EXIT_OK
     changes = report.differences(snapshot)

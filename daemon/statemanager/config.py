@@ -9,6 +9,7 @@ Every setting is `section.key`; its variable is `STATEMANAGER_SECTION_KEY` and i
 from __future__ import annotations
 
 import math
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -96,6 +97,19 @@ def _readable_file(value: object) -> Path | None:
     except OSError as exc:
         raise ValueError(f"cannot read {value!r}: {exc.strerror}") from None
     return path
+
+
+def _node_name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 253:
+        raise ValueError(f"{value!r} must be a non-empty name of at most 253 characters")
+    return value.strip()
+
+
+def _lease_ttl(value: object) -> int:
+    ttl = _positive_int(value)
+    if ttl < 2:
+        raise ValueError(f"{value!r} must be at least 2 (etcd's lease granularity is 1 s)")
+    return ttl
 
 
 def _prefix(value: object) -> str:
@@ -188,6 +202,18 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("actioncontroller.key_file", _readable_file, None, "PEM client key for mutual TLS"),
     Option("metrics.address", _address, "127.0.0.1:9479", "Prometheus /metrics host:port"),
+    Option(
+        "ha.node_name",
+        _node_name,
+        socket.gethostname(),
+        "this daemon's name in the leader election; unique per daemon (default: hostname)",
+    ),
+    Option(
+        "ha.lease_ttl_seconds",
+        _lease_ttl,
+        10,
+        "leader lease TTL: a dead leader is replaced within it; renewed every third of it",
+    ),
     Option("log.format", _choice(LOG_FORMATS), "auto", "auto: console on a terminal, else JSON"),
     Option("log.level", _choice(LOG_LEVELS), "info", "lowest level logged"),
     Option(
@@ -213,6 +239,8 @@ class Settings:
     actioncontroller_max_backoff_seconds: float
     actioncontroller_tls: TlsFiles | None
     metrics_address: str
+    ha_node_name: str
+    ha_lease_ttl_seconds: int
     log_format: str
     log_level: str
     inputs_max_value_bytes: int
@@ -293,6 +321,8 @@ def load(
         actioncontroller_max_backoff_seconds=values["actioncontroller.max_backoff_seconds"],
         actioncontroller_tls=_tls(values),
         metrics_address=values["metrics.address"],
+        ha_node_name=values["ha.node_name"],
+        ha_lease_ttl_seconds=values["ha.lease_ttl_seconds"],
         log_format=values["log.format"],
         log_level=values["log.level"],
         inputs_max_value_bytes=values["inputs.max_value_bytes"],

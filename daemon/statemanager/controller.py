@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 import structlog
 
 from statemanager.backoff import Backoff
+from statemanager.election import Leadership
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import Event, KeyValue
+from statemanager.etcd import Event, Fence, KeyValue
 from statemanager.index import Index
 from statemanager.ingest import Ingest, Report
 from statemanager.keys import KeyLayout, Resource, WorkKey
@@ -24,7 +25,7 @@ from statemanager.planner import pack, plan
 from statemanager.states import ContainerStatus, ModelState, PackageState
 from statemanager.triggers import Trigger
 from statemanager.workqueue import WorkQueue
-from statemanager.writer import StateWriter, TxnClient
+from statemanager.writer import NotLeader, StateWriter, TxnClient
 
 log = structlog.get_logger("statemanager.controller")
 
@@ -138,23 +139,34 @@ class Controller:
 
     # -- work ---------------------------------------------------------------------------------
 
-    async def run_worker(self) -> None:
-        """Process dirty keys until the queue shuts down (ShutDown propagates)."""
+    async def run_worker(self, leadership: Leadership) -> None:
+        """Process dirty keys while this daemon leads; a follower's keys wait in the queue
+        (deduplicated, so bounded by the number of models and packages)."""
         while True:
+            fence = await leadership.wait_leader()
             keys = await self.queue.get_batch(BATCH_KEYS)
             try:
-                await self._process(keys)
+                await self._process(keys, fence, leadership)
             finally:
                 self.queue.done(keys)
 
-    async def _process(self, keys: list[WorkKey]) -> None:
+    def mark_all(self) -> None:
+        """Queue every model and package: a new leader evaluates everything once."""
+        self._mark(self.index.all_keys(), 0)
+
+    async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
         started = time.perf_counter()
         groups = plan(self.index, keys)
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
         causes = {k: self._causes.get(k, 0) for k in keys}
         for batch in pack(groups, MAX_TXN_OPS):
             try:
-                transitions = await self._writer.commit(batch, causes)
+                transitions = await self._writer.commit(batch, causes, fence)
+            except NotLeader as exc:
+                log.warning("write_fenced", keys=len(keys), error=str(exc))
+                leadership.lost()
+                self.queue.add_all(keys)  # for when this daemon leads again
+                return
             except EtcdUnavailable as exc:
                 # Never dropped: the keys come back after a growing delay, with their cause.
                 delay = self._requeue_backoff.next()

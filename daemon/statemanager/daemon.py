@@ -7,6 +7,7 @@ loudly (exit 1) rather than leaving a half-working process behind (STYLE, kopf).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -19,6 +20,7 @@ from statemanager import __version__
 from statemanager.actioncontroller import ActionControllerClient
 from statemanager.config import Settings
 from statemanager.controller import Controller
+from statemanager.election import Election
 from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
@@ -29,6 +31,7 @@ from statemanager.watcher import Watcher
 log = structlog.get_logger("statemanager.daemon")
 
 HEARTBEAT_SECONDS = 1.0
+RESIGN_SECONDS = 2.0
 
 
 async def run(settings: Settings) -> int:
@@ -41,7 +44,6 @@ async def run(settings: Settings) -> int:
     except OSError as exc:
         log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
         return 1
-    metrics.leader.set(1)  # one daemon, one writer (until leader election lands)
     client = EtcdClient(
         settings.etcd_endpoints, settings.etcd_timeout_seconds, observe=metrics.observe_etcd
     )
@@ -69,14 +71,20 @@ async def run(settings: Settings) -> int:
         settings.actioncontroller_max_backoff_seconds,
     )
     listed = asyncio.Event()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if os.environ.get("STATEMANAGER_TEST_HOOKS") == "1":
-        # Test hook: SIGUSR2 blocks the event loop for an hour, as a bug would, so tests can
-        # show that /healthz fails and systemd's watchdog restarts a wedged daemon.
-        loop.add_signal_handler(signal.SIGUSR2, time.sleep, 3600)
+
+    def on_leadership(leading: bool) -> None:
+        metrics.leader.set(1 if leading else 0)
+        if leading:
+            controller.mark_all()  # a new leader evaluates everything once, writes differences
+
+    election = Election(
+        client,
+        settings.layout.own,
+        settings.ha_node_name,
+        settings.ha_lease_ttl_seconds,
+        on_leadership,
+    )
+    stop = _stop_on_signals()
 
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
@@ -85,7 +93,8 @@ async def run(settings: Settings) -> int:
         if not background:
             background.append(
                 asyncio.create_task(
-                    _announce_sync(controller, metrics, health, notifier, revision), name="sync"
+                    _announce_sync(controller, election, metrics, health, notifier, revision),
+                    name="sync",
                 )
             )
 
@@ -105,8 +114,9 @@ async def run(settings: Settings) -> int:
     )
     supervised = [
         asyncio.create_task(watcher.run(), name="watcher"),
-        asyncio.create_task(controller.run_worker(), name="worker"),
-        asyncio.create_task(_after(listed, sender.run()), name="reconcile-sender"),
+        asyncio.create_task(election.run(), name="election"),
+        asyncio.create_task(controller.run_worker(election), name="worker"),
+        asyncio.create_task(_after(listed, sender.run(election)), name="reconcile-sender"),
         asyncio.create_task(_heartbeat(health, notifier), name="heartbeat"),
     ]
     stopper = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -130,10 +140,27 @@ async def run(settings: Settings) -> int:
         for task in everything:
             task.cancel()
         await asyncio.gather(*everything, return_exceptions=True)
+        # Hand over at once rather than after a lease TTL; bounded so a dead etcd cannot
+        # hold up the exit.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(election.resign(), RESIGN_SECONDS)
         await client.close()
         await actioncontroller.close()
         server.shutdown()
     return code
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (waiting on it, unlike sleep, ends at once)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if os.environ.get("STATEMANAGER_TEST_HOOKS") == "1":
+        # Test hook: SIGUSR2 blocks the event loop for an hour, as a bug would, so tests can
+        # show that /healthz fails and systemd's watchdog restarts a wedged daemon.
+        loop.add_signal_handler(signal.SIGUSR2, time.sleep, 3600)
+    return stop
 
 
 async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
@@ -159,10 +186,18 @@ async def _heartbeat(health: Health, notifier: Notifier) -> None:
 
 
 async def _announce_sync(
-    controller: Controller, metrics: Metrics, health: Health, notifier: Notifier, revision: int
+    controller: Controller,
+    election: Election,
+    metrics: Metrics,
+    health: Health,
+    notifier: Notifier,
+    revision: int,
 ) -> None:
-    """Mark the first full sync done once everything listed has been evaluated and written."""
-    await controller.queue.wait_idle()
+    """Mark the first full sync done: as leader once everything listed has been evaluated and
+    written; as follower once the election has placed us (our index is warm, nothing to write)."""
+    # Two conditions owned by two objects, once per process: polling is the simple answer.
+    while not (controller.queue.idle() if election.fence() else election.decided):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
     containers, models, packages = controller.index.sizes()
     health.synced()
     metrics.synced.set(1)
@@ -170,6 +205,7 @@ async def _announce_sync(
     log.info(
         "synced",
         revision=revision,
+        role="leader" if election.fence() else "follower",
         containers=containers,
         models=models,
         packages=packages,

@@ -99,13 +99,24 @@ class Guard:
 
 
 @dataclass(frozen=True, slots=True)
+class Fence:
+    """The transaction applies only while `key` exists with this create revision: the leader
+    key of an election, so a deposed leader's write fails atomically (etcd concurrency's rule)."""
+
+    key: bytes
+    create_revision: int
+
+
+@dataclass(frozen=True, slots=True)
 class TxnResult:
     """`succeeded` with the commit revision; otherwise `current` holds every guarded key as
-    etcd has it now (value None when absent), read in the same transaction."""
+    etcd has it now (value None when absent), read in the same transaction, and `fenced` says
+    whether the fence (if any) no longer held."""
 
     succeeded: bool
     revision: int
     current: Mapping[bytes, KeyValue | None]
+    fenced: bool = False
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -152,6 +163,7 @@ class EtcdClient:
         self._channel = grpc.aio.insecure_channel(_target(self._endpoint), _CHANNEL_OPTIONS)
         self._kv = rpc.KVStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
+        self._lease = rpc.LeaseStub(self._channel)
 
     @property
     def endpoint(self) -> str:
@@ -203,8 +215,10 @@ class EtcdClient:
             listing[prefix] = items
         return revision, listing
 
-    async def txn(self, guards: Sequence[Guard], ops: Sequence[Put | Delete]) -> TxnResult:
-        """Apply `ops` atomically if every guard holds; otherwise read the guarded keys."""
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult:
+        """Apply `ops` atomically if every guard (and the fence) holds; otherwise read them."""
         compare = [
             rpc.Compare(
                 result=rpc.Compare.EQUAL,
@@ -214,23 +228,105 @@ class EtcdClient:
             )
             for g in guards
         ]
+        failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key)) for g in guards]
+        if fence is not None:
+            compare.append(
+                rpc.Compare(
+                    result=rpc.Compare.EQUAL,
+                    target=rpc.Compare.CREATE,
+                    key=fence.key,
+                    create_revision=fence.create_revision,
+                )
+            )
+            failure.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=fence.key)))
         success = [
             rpc.RequestOp(request_put=rpc.PutRequest(key=op.key, value=op.value))
             if isinstance(op, Put)
             else rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=op.key))
             for op in ops
         ]
-        failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key)) for g in guards]
         req = rpc.TxnRequest(compare=compare, success=success, failure=failure)
         resp = await self._call(self._kv.Txn, req, "txn")
         revision = int(resp.header.revision)
         if resp.succeeded:
             return TxnResult(True, revision, {})
         current: dict[bytes, KeyValue | None] = {}
-        for guard, op in zip(guards, resp.responses, strict=True):
+        for guard, op in zip(guards, resp.responses, strict=False):
             kvs = op.response_range.kvs
             current[guard.key] = _kv(kvs[0]) if kvs else None
-        return TxnResult(False, revision, current)
+        fenced = False
+        if fence is not None:
+            kvs = resp.responses[len(guards)].response_range.kvs
+            fenced = not kvs or int(kvs[0].create_revision) != fence.create_revision
+        return TxnResult(False, revision, current, fenced)
+
+    # -- leases and election keys (statemanager.election) -------------------------------------
+
+    async def grant_lease(self, ttl: int) -> int:
+        resp = await self._call(self._lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=ttl), "lease")
+        return int(resp.ID)
+
+    async def keep_alive(self, lease_id: int) -> int:
+        """Renew a lease once; returns its remaining TTL in seconds, 0 when it is gone."""
+        started = time.perf_counter()
+        call = self._lease.LeaseKeepAlive(timeout=self._timeout)
+        try:
+            await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
+            resp = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            self._observe("lease", time.perf_counter() - started, exc.code().name)
+            raise _translate(exc, "lease keep-alive") from None
+        finally:
+            call.cancel()
+        self._observe("lease", time.perf_counter() - started, None)
+        if resp is grpc.aio.EOF:
+            raise EtcdUnavailable("etcd closed the lease keep-alive stream")
+        return int(resp.TTL)
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        await self._call(self._lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease_id), "lease")
+
+    async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int:
+        """Put `key` bound to the lease unless it exists; its create revision either way."""
+        req = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE, key=key, create_revision=0
+                )
+            ],
+            success=[
+                rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease_id))
+            ],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key))],
+        )
+        resp = await self._call(self._kv.Txn, req, "txn")
+        if resp.succeeded:
+            return int(resp.header.revision)
+        return int(resp.responses[0].response_range.kvs[0].create_revision)
+
+    async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None:
+        """The key under `prefix` with the lowest create revision: (key, value, create_revision)."""
+        start = prefix.encode()
+        req = rpc.RangeRequest(
+            key=start,
+            range_end=prefix_end(start),
+            limit=1,
+            sort_order=rpc.RangeRequest.ASCEND,
+            sort_target=rpc.RangeRequest.CREATE,
+        )
+        resp = await self._call(self._kv.Range, req, "range")
+        if not resp.kvs:
+            return None
+        kv = resp.kvs[0]
+        return bytes(kv.key), bytes(kv.value), int(kv.create_revision)
+
+    async def list_prefix(self, prefix: str) -> list[KeyValue]:
+        """Every key under `prefix` (one page of up to 1,000: for the daemon's own small sets)."""
+        _, listing = await self.snapshot([prefix])
+        return listing[prefix]
+
+    async def delete(self, key: bytes) -> None:
+        await self._call(self._kv.DeleteRange, rpc.DeleteRangeRequest(key=key), "delete")
 
     async def watch(
         self, starts: Mapping[str, int], progress_every: float

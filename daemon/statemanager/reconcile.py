@@ -21,8 +21,9 @@ import structlog
 
 from statemanager.actioncontroller import ReconcileOutcome
 from statemanager.backoff import Backoff
+from statemanager.election import Leadership
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import Delete, Guard, KeyValue, Put, TxnResult
+from statemanager.etcd import Delete, Fence, Guard, KeyValue, Put, TxnResult
 from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
@@ -41,7 +42,9 @@ class TriggerStore(Protocol):
         self, prefixes: Sequence[str], page_size: int = ...
     ) -> tuple[int, dict[str, list[KeyValue]]]: ...
 
-    async def txn(self, guards: Sequence[Guard], ops: Sequence[Put | Delete]) -> TxnResult: ...
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult: ...
 
 
 @dataclass(slots=True)
@@ -109,30 +112,38 @@ class ReconcileSender:
             log.info("reconcile_resumed", triggers=len(found))
         self.add(found)
 
-    async def run(self) -> None:
-        """Deliver pending triggers forever (cancel to stop)."""
-        await self.load()
+    async def run(self, leadership: Leadership) -> None:
+        """Deliver pending triggers while this daemon leads (cancel to stop). Each time it
+        becomes leader it reloads the triggers from etcd: another leader may have recorded,
+        delivered or dropped some meanwhile."""
+        loaded_for: Fence | None = None
         while True:
+            fence = await leadership.wait_leader()
+            if fence != loaded_for:
+                self._pending.clear()
+                await self.load()
+                loaded_for = fence
             now = time.monotonic()
             due = sorted(
                 (p for p in self._pending.values() if p.due <= now),
                 key=lambda p: (p.trigger.package, p.trigger.scenario),
             )
             for pending in due:
-                await self._attempt(pending)
+                await self._attempt(pending, fence)
             self._wake.clear()
             upcoming = [p.due for p in self._pending.values()]
-            timeout = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
+            # At most a second: a leadership change must reload the triggers promptly.
+            timeout = min([1.0, *(max(0.0, due - time.monotonic()) for due in upcoming)])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _attempt(self, pending: _Pending) -> None:
+    async def _attempt(self, pending: _Pending, fence: Fence) -> None:
         trigger = pending.trigger
         if not pending.delivered:
             state = self._index.written(WorkKey(Resource.PACKAGE, trigger.package)).value
             if state != PackageState.ERROR:
                 log.info("reconcile_dropped", **_fields(trigger), package_state=state)
-                await self._remove(pending, "dropped")
+                await self._remove(pending, "dropped", fence)
                 return
             pending.attempts += 1
             outcome = await self._client.reconcile(trigger.scenario)
@@ -151,17 +162,19 @@ class ReconcileSender:
                 return
             pending.delivered = True
             log.info("reconcile_delivered", **_fields(trigger), attempt=pending.attempts)
-        await self._remove(pending, "delivered")
+        await self._remove(pending, "delivered", fence)
 
-    async def _remove(self, pending: _Pending, outcome: str) -> None:
+    async def _remove(self, pending: _Pending, outcome: str, fence: Fence) -> None:
         trigger = pending.trigger
         key = trigger_key(self._layout, trigger.package, trigger.scenario)
         try:
-            await self._store.txn([Guard(key, trigger.revision)], [Delete(key)])
+            result = await self._store.txn([Guard(key, trigger.revision)], [Delete(key)], fence)
         except EtcdUnavailable as exc:
             pending.due = time.monotonic() + pending.backoff.next()
             log.warning("reconcile_remove_deferred", **_fields(trigger), error=str(exc))
             return
+        if result.fenced:
+            return  # no longer leader: the next leader reloads the trigger and decides
         # A failed guard means a newer trigger took the key; add() has replaced our entry then.
         if self._pending.get(key) is pending:
             del self._pending[key]

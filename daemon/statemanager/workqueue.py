@@ -121,6 +121,10 @@ class WorkQueue(Generic[K]):
         self._wakeup.set()
         self._changed()  # cancelled timers may have been all that kept the queue busy
 
+    def idle(self) -> bool:
+        """Nothing queued, processing or scheduled for later."""
+        return self._idle.is_set()
+
     async def wait_idle(self) -> None:
         """Wait until nothing is queued, processing or scheduled for later."""
         await self._idle.wait()

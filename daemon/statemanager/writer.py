@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import Delete, Guard, Put, TxnResult
+from statemanager.etcd import Delete, Fence, Guard, Put, TxnResult
 from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
@@ -40,7 +40,14 @@ SOURCE = "statemanager"
 
 
 class TxnClient(Protocol):
-    async def txn(self, guards: Sequence[Guard], ops: Sequence[Put | Delete]) -> TxnResult: ...
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult: ...
+
+
+class NotLeader(Exception):
+    """The write was fenced off: this daemon does not (or no longer) lead. Nothing was written;
+    the keys wait for the next leadership (this daemon's or another's, which re-evaluates all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +100,13 @@ class StateWriter:
         self._max_backoff = max_backoff
 
     async def commit(
-        self, changes: Sequence[Change], causes: Mapping[WorkKey, int]
+        self, changes: Sequence[Change], causes: Mapping[WorkKey, int], fence: Fence
     ) -> list[Transition] | None:
         """Write `changes` in one transaction. Returns the transitions, or None when a guard
         failed (the index now holds etcd's current values; re-plan the keys).
 
-        Raises EtcdUnavailable when etcd stayed unreachable through every retry.
+        Raises EtcdUnavailable when etcd stayed unreachable through every retry, NotLeader when
+        the fence failed.
         """
         keys = [self._layout.state_key(c.key).encode() for c in changes]
         guards = [Guard(k, c.old.mod_revision) for k, c in zip(keys, changes, strict=True)]
@@ -114,7 +122,9 @@ class StateWriter:
         ]
         # Recorded in the same transaction as the Error state: a crash cannot separate them.
         ops += [Put(trigger_key(self._layout, t.package, t.scenario), encode(t)) for t in triggers]
-        result = await self._txn_with_retries(guards, ops)
+        result = await self._txn_with_retries(guards, ops, fence)
+        if result.fenced:
+            raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
         if not result.succeeded:
             self._metrics.write_conflicts.inc()
             for key, change in zip(keys, changes, strict=True):
@@ -130,7 +140,7 @@ class StateWriter:
         return transitions
 
     async def _txn_with_retries(
-        self, guards: Sequence[Guard], ops: Sequence[Put | Delete]
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence
     ) -> TxnResult:
         def count_retry(state: RetryCallState) -> None:
             self._metrics.write_retries.inc()
@@ -149,7 +159,7 @@ class StateWriter:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._client.txn(guards, ops)
+                return await self._client.txn(guards, ops, fence)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _record(

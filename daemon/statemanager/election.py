@@ -1,0 +1,168 @@
+"""Leader election on an etcd lease, after etcd's `client/v3/concurrency` Election.
+
+Every daemon campaigns by creating `{own}leader/{lease id}` (value: its node name) bound to a
+lease of its own; the key with the lowest create revision leads. The leader's key and create
+revision form the `Fence` every state write and trigger record carries: when the lease lapses
+etcd deletes the key, and every write the deposed leader still attempts fails atomically.
+
+Locally a leader also stops trusting itself once the last successful renewal is older than the
+TTL minus a margin, so a paused (SIGSTOP) leader stops writing before it even asks etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from statemanager.backoff import Backoff
+from statemanager.errors import EtcdUnavailable
+from statemanager.etcd import Fence, KeyValue
+
+log = structlog.get_logger("statemanager.election")
+
+
+class ElectionClient(Protocol):
+    async def grant_lease(self, ttl: int) -> int: ...
+    async def keep_alive(self, lease_id: int) -> int: ...
+    async def revoke_lease(self, lease_id: int) -> None: ...
+    async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int: ...
+    async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None: ...
+    async def list_prefix(self, prefix: str) -> list[KeyValue]: ...
+    async def delete(self, key: bytes) -> None: ...
+
+
+class Leadership(Protocol):
+    """What a writer needs from the election: wait to lead (getting the fence to write with),
+    and report a write that was fenced off."""
+
+    async def wait_leader(self) -> Fence: ...
+    def lost(self) -> None: ...
+
+
+class LeaseLost(EtcdUnavailable):
+    """Our lease expired (etcd says its TTL is 0): campaign again with a new one."""
+
+
+def election_prefix(own_prefix: str) -> str:
+    return f"{own_prefix}leader/"
+
+
+class Election:
+    def __init__(
+        self,
+        client: ElectionClient,
+        own_prefix: str,
+        node: str,
+        ttl: int,
+        on_change: Callable[[bool], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._prefix = election_prefix(own_prefix)
+        self._node = node
+        self._ttl = ttl
+        self._on_change = on_change
+        self._clock = clock
+        self._leading = False
+        self._valid_until = 0.0
+        self._fence: Fence | None = None
+        self._lease = 0
+        self._became_leader = asyncio.Event()
+        self._decided = False
+        # Renew at a third of the TTL; check who leads at least twice a second for fast handover.
+        self._renew_every = ttl / 3
+        self._poll = min(0.5, ttl / 6)
+        self._margin = min(1.0, ttl / 5)
+
+    @property
+    def decided(self) -> bool:
+        """True once a campaign has seen where this daemon stands (leader or follower)."""
+        return self._decided
+
+    def fence(self) -> Fence | None:
+        """The guard for a write, or None when this daemon must not write now."""
+        if self._leading and self._clock() < self._valid_until:
+            return self._fence
+        return None
+
+    async def wait_leader(self) -> Fence:
+        """Wait until this daemon leads; returns the fence to write with."""
+        while True:
+            fence = self.fence()
+            if fence is not None:
+                return fence
+            self._became_leader.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._became_leader.wait(), self._poll)
+
+    def lost(self) -> None:
+        """A write was fenced off: stop writing now; the campaign loop finds out where we stand."""
+        self._set(False, None)
+
+    async def run(self) -> None:
+        """Campaign and hold leadership until cancelled; etcd outages mean follower meanwhile."""
+        backoff = Backoff(initial=0.2, cap=2.0)
+        while True:
+            try:
+                await self._campaign_and_hold(backoff)
+            except EtcdUnavailable as exc:
+                self._set(False, None)
+                delay = backoff.next()
+                log.warning("election_retry", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def resign(self) -> None:
+        """Give up leadership now (SIGTERM) so another daemon takes over without waiting."""
+        self._set(False, None)
+        if self._lease:
+            try:
+                await self._client.revoke_lease(self._lease)  # deletes our key with it
+            except EtcdUnavailable as exc:
+                log.warning("resign_failed", error=str(exc))
+            self._lease = 0
+
+    async def _campaign_and_hold(self, backoff: Backoff) -> None:
+        await self._forget_earlier_self()
+        renewed = self._clock()
+        self._lease = lease = await self._client.grant_lease(self._ttl)
+        key = f"{self._prefix}{lease:016x}".encode()
+        created = await self._client.create_if_absent(key, self._node.encode(), lease)
+        fence = Fence(key, created)
+        log.info("campaigning", node=self._node, key=key.decode(), lease=f"{lease:x}")
+        while True:
+            if self._clock() - renewed >= self._renew_every:
+                sent = self._clock()
+                if await self._client.keep_alive(lease) <= 0:
+                    raise LeaseLost("our lease expired; campaigning again")
+                renewed = sent
+            self._valid_until = renewed + self._ttl - self._margin
+            first = await self._client.first_created(self._prefix)
+            if first is None or first[2] > created:
+                raise LeaseLost("our candidate key is gone; campaigning again")
+            self._set(first[0] == key, fence)
+            self._decided = True
+            backoff.reset()
+            await asyncio.sleep(self._poll)
+
+    async def _forget_earlier_self(self) -> None:
+        """A key under our node name is an earlier run of this daemon (killed before its lease
+        lapsed): remove it rather than wait a TTL behind ourselves. Node names must be unique."""
+        for kv in await self._client.list_prefix(self._prefix):
+            if kv.value == self._node.encode():
+                await self._client.delete(kv.key)
+                log.info("removed_earlier_candidate", key=kv.key.decode("utf-8", "replace"))
+
+    def _set(self, leading: bool, fence: Fence | None) -> None:
+        self._fence = fence
+        if leading == self._leading:
+            return
+        self._leading = leading
+        log.info("leader" if leading else "follower", node=self._node)
+        if leading:
+            self._became_leader.set()
+        self._on_change(leading)
