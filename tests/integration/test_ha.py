@@ -1,0 +1,169 @@
+"""Several daemons, one writer (issue 7): three daemons against one real etcd, leader killed,
+terminated, paused past its lease, and etcd restarted under them."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from statemanager.etcd import Delete, EtcdClient, Fence, Put
+from statemanager.localetcd import LocalEtcd
+
+from conftest import Daemon, Etcd, eventually
+from fleet import Churn, converged
+
+TTL = 4  # seconds; short so the tests are quick, long enough for a loaded CI machine
+
+
+def is_leader(d: Daemon) -> bool:
+    """What the daemon's own /metrics says (statemanager_leader)."""
+    try:
+        scrape = d.scrape()
+    except OSError:
+        return False
+    return "\nstatemanager_leader 1.0" in scrape
+
+
+async def the_leader(daemons: list[Daemon], timeout: float = 20.0) -> Daemon:
+    """Wait until exactly one running daemon says it leads; return it."""
+    found: list[Daemon] = []
+
+    async def one() -> bool:
+        running = [d for d in daemons if d.process is not None and d.process.poll() is None]
+        found[:] = [d for d in running if is_leader(d)]
+        return len(found) == 1
+
+    await eventually(one, timeout, "exactly one leader")
+    return found[0]
+
+
+async def trio(private: Etcd, make_daemon: type[Daemon], seed: int) -> tuple[list[Daemon], Churn]:
+    churn = Churn(private, seed=seed)
+    await churn.setup()
+    daemons = [
+        make_daemon(
+            STATEMANAGER_HA_NODE_NAME=f"node-{n}", STATEMANAGER_HA_LEASE_TTL_SECONDS=str(TTL)
+        )
+        for n in "abc"
+    ]
+    for d in daemons:
+        d.start()
+    for d in daemons:
+        await d.wait_synced()
+    await converged(private)
+    return daemons, churn
+
+
+async def time_until_written(private: Etcd, model: str, want: str, timeout: float) -> float:
+    """Seconds until /model/{model}/state holds `want`."""
+    started = time.monotonic()
+
+    async def written() -> bool:
+        return await private.model_state(model) == want
+
+    await eventually(written, timeout, f"{model} to become {want}")
+    return time.monotonic() - started
+
+
+async def test_only_the_leader_writes(private: Etcd, make_daemon: type[Daemon]) -> None:
+    """With three daemons running churn, every transition comes from one of them."""
+    daemons, churn = await trio(private, make_daemon, seed=11)
+    leader = await the_leader(daemons)
+    for _ in range(300):
+        await churn.step()
+    await converged(private)
+    writers = [d for d in daemons if d.events("transition")]
+    assert writers == [leader]
+    followers = [d for d in daemons if d is not leader]
+    assert all(e["role"] == "follower" for d in followers for e in d.events("synced"))
+
+
+async def test_killed_leader_is_replaced_within_the_ttl(
+    private: Etcd, make_daemon: type[Daemon]
+) -> None:
+    """SIGKILL the leader: a follower writes the next change within TTL plus a small margin."""
+    daemons, _ = await trio(private, make_daemon, seed=12)
+    leader = await the_leader(daemons)
+    leader.kill()
+    await private.container("probe", "dead", "failover_probe")
+    took = await time_until_written(private, "failover_probe", "Failed", TTL + 5)
+    print(f"\nfailover after SIGKILL: {took:.2f} s (lease TTL {TTL} s)")
+    assert took < TTL + 2
+    assert await the_leader(daemons) is not leader
+
+
+async def test_terminated_leader_hands_over_at_once(
+    private: Etcd, make_daemon: type[Daemon]
+) -> None:
+    """SIGTERM the leader: it resigns, and the next daemon writes well within the TTL."""
+    daemons, _ = await trio(private, make_daemon, seed=13)
+    leader = await the_leader(daemons)
+    assert leader.stop() == 0
+    await private.container("probe", "dead", "failover_probe")
+    took = await time_until_written(private, "failover_probe", "Failed", TTL + 5)
+    print(f"\nhandover after SIGTERM: {took:.2f} s (lease TTL {TTL} s)")
+    assert took < TTL / 2
+
+
+async def test_paused_leader_is_deposed_and_cannot_write(
+    private: Etcd, make_daemon: type[Daemon]
+) -> None:
+    """SIGSTOP the leader past its lease, change containers, SIGCONT: it writes nothing more,
+    follows, and the states equal the oracle."""
+    daemons, churn = await trio(private, make_daemon, seed=14)
+    leader = await the_leader(daemons)
+    assert leader.process is not None
+    written_before = len(leader.events("transition"))
+    leader.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(TTL + 1)
+        for _ in range(200):
+            await churn.step()
+        await the_leader([d for d in daemons if d is not leader])
+    finally:
+        leader.process.send_signal(signal.SIGCONT)
+    for _ in range(100):
+        await churn.step()
+    await converged(private)
+
+    async def following() -> bool:
+        return bool(leader.events("follower"))
+
+    await eventually(following, 10, "the old leader to follow")
+    assert not is_leader(leader)
+    assert len(leader.events("transition")) == written_before
+
+
+async def test_etcd_restart_under_three_daemons(
+    private: Etcd, server: LocalEtcd, make_daemon: type[Daemon]
+) -> None:
+    """etcd killed and restarted under three daemons: one leader again, states right."""
+    daemons, churn = await trio(private, make_daemon, seed=15)
+    server.kill()
+    await asyncio.sleep(2)
+    await asyncio.to_thread(server.start)
+    for _ in range(200):
+        await churn.step()
+    await converged(private)
+    await the_leader(daemons)
+
+
+async def test_a_fenced_write_fails_atomically(server: LocalEtcd) -> None:
+    """A transaction fenced on a leader key whose lease is gone writes nothing."""
+    client = EtcdClient([server.endpoint], timeout=5)
+    try:
+        lease = await client.grant_lease(5)
+        created = await client.create_if_absent(b"/fence-test/leader", b"me", lease)
+        fence = Fence(b"/fence-test/leader", created)
+        ok = await client.txn([], [Put(b"/fence-test/state", b"Running")], fence)
+        assert ok.succeeded
+        await client.revoke_lease(lease)  # deposed: etcd deletes the leader key
+        late = await client.txn([], [Put(b"/fence-test/state", b"Failed"), Delete(b"/x")], fence)
+        assert not late.succeeded
+        assert late.fenced
+        kv = await client.get(b"/fence-test/state")
+        assert kv is not None
+        assert kv.value == b"Running"
+    finally:
+        await client.close()
