@@ -13,15 +13,23 @@ from conftest import Daemon, Etcd, eventually
 from fleet import CONTAINERS, PACKAGES, Churn, converged, cpu_seconds
 
 
+async def churning_daemon(
+    private: Etcd, make_daemon: type[Daemon], seed: int, **env: str
+) -> tuple[Churn, Daemon]:
+    """A fleet set up for churn, and a daemon that has synced it."""
+    churn = Churn(private, seed=seed)
+    await churn.setup()
+    daemon = make_daemon(**env)
+    daemon.start()
+    await daemon.wait_synced()
+    return churn, daemon
+
+
 async def test_etcd_killed_and_restarted_during_churn(
     private: Etcd, server: LocalEtcd, make_daemon: type[Daemon]
 ) -> None:
     """SIGKILL etcd five times during churn: the daemon resumes and ends with zero differences."""
-    churn = Churn(private, seed=1)
-    await churn.setup()
-    daemon = make_daemon()
-    daemon.start()
-    await daemon.wait_synced()
+    churn, daemon = await churning_daemon(private, make_daemon, 1)
     churn.start()
     recoveries = []
     for _ in range(5):
@@ -43,11 +51,7 @@ async def test_daemon_paused_while_history_is_compacted(
 ) -> None:
     """SIGSTOP the daemon, churn with deletions, compact past its revision and restart etcd so
     its watch must resume from a compacted revision; SIGCONT: it relists and diffs."""
-    churn = Churn(private, seed=2)
-    await churn.setup()
-    daemon = make_daemon()
-    daemon.start()
-    await daemon.wait_synced()
+    churn, daemon = await churning_daemon(private, make_daemon, 2)
     assert daemon.process is not None
     daemon.process.send_signal(signal.SIGSTOP)
     for _ in range(400):
@@ -93,11 +97,9 @@ async def test_silent_watch_is_detected(
     private: Etcd, server: LocalEtcd, make_daemon: type[Daemon]
 ) -> None:
     """etcd frozen (SIGSTOP) past the silence limit: the daemon notices, resumes, converges."""
-    churn = Churn(private, seed=4)
-    await churn.setup()
-    daemon = make_daemon(STATEMANAGER_ETCD_WATCH_SILENCE_SECONDS="2")
-    daemon.start()
-    await daemon.wait_synced()
+    churn, daemon = await churning_daemon(
+        private, make_daemon, 4, STATEMANAGER_ETCD_WATCH_SILENCE_SECONDS="2"
+    )
     assert server.process is not None
     server.process.send_signal(signal.SIGSTOP)
 
@@ -118,11 +120,7 @@ async def test_etcd_down_costs_almost_no_cpu(
     private: Etcd, server: LocalEtcd, make_daemon: type[Daemon]
 ) -> None:
     """With etcd down for 30 s the daemon uses under 1 s of CPU, then catches up."""
-    churn = Churn(private, seed=5)
-    await churn.setup()
-    daemon = make_daemon()
-    daemon.start()
-    await daemon.wait_synced()
+    churn, daemon = await churning_daemon(private, make_daemon, 5)
     assert daemon.process is not None
     server.kill()
     before = cpu_seconds(daemon.process.pid)
@@ -141,11 +139,9 @@ async def test_periodic_resync_writes_nothing_when_all_is_right(
     private: Etcd, make_daemon: type[Daemon]
 ) -> None:
     """The backstop relist runs on its interval, finds no drift and writes no transition."""
-    churn = Churn(private, seed=6)
-    await churn.setup()
-    daemon = make_daemon(STATEMANAGER_ETCD_RESYNC_INTERVAL_SECONDS="1")
-    daemon.start()
-    await daemon.wait_synced()
+    _, daemon = await churning_daemon(
+        private, make_daemon, 6, STATEMANAGER_ETCD_RESYNC_INTERVAL_SECONDS="1"
+    )
     await converged(private)
     written = len(daemon.events("transition"))
 

@@ -105,6 +105,15 @@ async def running_package(etcd: Etcd, package: str = "pay") -> None:
     await states_are(etcd, {f"pkg:{package}": "Running"})
 
 
+async def daemon_then_error(etcd: Etcd, start_daemon: Callable[[], Daemon]) -> Daemon:
+    """A synced daemon; package `pay` Running; then its only container dies (→ Error)."""
+    d = start_daemon()
+    await d.wait_synced()
+    await running_package(etcd)
+    await etcd.container("c", "dead", "m")
+    return d
+
+
 async def test_error_sends_one_reconcile_per_scenario(
     etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
 ) -> None:
@@ -113,10 +122,7 @@ async def test_error_sends_one_reconcile_per_scenario(
     await scenario(etcd, "zeta_recovery", "pay")
     await scenario(etcd, "alpha_recovery", "pay")
     await scenario(etcd, "other", "elsewhere")
-    d = start_daemon()
-    await d.wait_synced()
-    await running_package(etcd)
-    await etcd.container("c", "dead", "m")
+    d = await daemon_then_error(etcd, start_daemon)
     await calls(controller, 2)
     assert controller.scenarios() == ["alpha_recovery", "zeta_recovery"]
     for request in controller.requests:
@@ -163,10 +169,7 @@ async def test_delivered_once_actioncontroller_starts(
     """ActionController down when the package enters Error, up 10 s later: delivered then;
     the state write did not wait for it."""
     await scenario(etcd, "s", "pay")
-    d = start_daemon()
-    await d.wait_synced()
-    await running_package(etcd)
-    await etcd.container("c", "dead", "m")
+    d = await daemon_then_error(etcd, start_daemon)
     await states_are(etcd, {"pkg:pay": "Error"}, timeout=3)
     assert len(await trigger_keys(etcd)) == 1
     await asyncio.sleep(10)
@@ -183,10 +186,7 @@ async def test_non_zero_status_is_retried_until_acknowledged(
     controller.statuses = [1, 1, 1]
     await controller.start()
     await scenario(etcd, "s", "pay")
-    d = start_daemon()
-    await d.wait_synced()
-    await running_package(etcd)
-    await etcd.container("c", "dead", "m")
+    d = await daemon_then_error(etcd, start_daemon)
     await calls(controller, 4)
     await asyncio.sleep(2)
     assert len(controller.requests) == 4
@@ -199,10 +199,7 @@ async def test_trigger_survives_a_daemon_crash(
 ) -> None:
     """Daemon SIGKILLed after the Error write, before delivery: delivered after restart."""
     await scenario(etcd, "s", "pay")
-    first = start_daemon()
-    await first.wait_synced()
-    await running_package(etcd)
-    await etcd.container("c", "dead", "m")
+    first = await daemon_then_error(etcd, start_daemon)
     await states_are(etcd, {"pkg:pay": "Error"})
     assert len(await trigger_keys(etcd)) == 1
     first.kill()
@@ -218,10 +215,7 @@ async def test_trigger_dropped_when_package_recovers_first(
 ) -> None:
     """The package leaves Error before ActionController is back: no call, trigger removed."""
     await scenario(etcd, "s", "pay")
-    d = start_daemon()
-    await d.wait_synced()
-    await running_package(etcd)
-    await etcd.container("c", "dead", "m")
+    d = await daemon_then_error(etcd, start_daemon)
     await states_are(etcd, {"pkg:pay": "Error"})
     await etcd.container("c", "running", "m")
     await states_are(etcd, {"pkg:pay": "Running"})
@@ -242,10 +236,7 @@ async def test_second_error_entry_is_a_second_trigger(
     """Error → Running → Error: a second trigger, a second call, with a newer revision."""
     await controller.start()
     await scenario(etcd, "s", "pay")
-    d = start_daemon()
-    await d.wait_synced()
-    await running_package(etcd)
-    await etcd.container("c", "dead", "m")
+    d = await daemon_then_error(etcd, start_daemon)
     await calls(controller, 1)
     await etcd.container("c", "running", "m")
     await states_are(etcd, {"pkg:pay": "Running"})
