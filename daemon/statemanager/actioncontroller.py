@@ -43,7 +43,7 @@ class ActionControllerClient:
             self._channel = grpc.aio.insecure_channel(address, _CHANNEL_OPTIONS)
         else:
             credentials = grpc.ssl_channel_credentials(
-                root_certificates=tls.ca_file.read_bytes(),
+                root_certificates=tls.ca_file.read_bytes() if tls.ca_file else None,
                 private_key=tls.key_file.read_bytes() if tls.key_file else None,
                 certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
             )

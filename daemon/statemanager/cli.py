@@ -104,7 +104,7 @@ def _run(settings: Settings) -> int:
 
 
 async def _inspect(settings: Settings, command: str) -> int:
-    client = EtcdClient(settings.etcd_endpoints, settings.etcd_timeout_seconds)
+    client = EtcdClient.from_settings(settings)
     try:
         revision, listing = await client.snapshot(list(settings.layout.watched().values()))
         leader = await client.first_created(election_prefix(settings.layout.own))

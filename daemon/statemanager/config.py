@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import socket
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +29,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 def _endpoints(value: object) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-        raise ValueError("must be a list of http://host:port URLs")
+        raise ValueError("must be a list of http(s)://host:port URLs")
     result = tuple(i.strip() for i in items if i.strip())
     for url in result:
         parts = urlsplit(url)
@@ -36,16 +37,29 @@ def _endpoints(value: object) -> tuple[str, ...]:
             port = parts.port
         except ValueError:
             port = None
+        if parts.username or parts.password:
+            # Never echo it back: the user part may hold a password.
+            raise ValueError("credentials in an endpoint URL are not supported; use etcd.username")
         if (
-            parts.scheme != "http"
+            parts.scheme not in ("http", "https")
             or not parts.hostname
             or not port
             or parts.path not in ("", "/")
             or parts.query
             or parts.fragment
         ):
-            raise ValueError(f"{url!r} is not http://host:port (https comes with TLS support)")
+            raise ValueError(f"{url!r} is not http://host:port or https://host:port")
+    if len({urlsplit(url).scheme for url in result}) > 1:
+        raise ValueError("mixes http:// and https:// endpoints; use one scheme for all")
     return result
+
+
+def _optional_text(value: object) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    return value
 
 
 def _address(value: object) -> str:
@@ -120,9 +134,10 @@ def _prefix(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
-    """PEM files for a TLS channel: the CA that signs the server; a client pair for mutual TLS."""
+    """PEM files for a TLS channel: the CA that signs the server (None: the system's trusted
+    CAs), and a client certificate and key for mutual TLS."""
 
-    ca_file: Path
+    ca_file: Path | None
     cert_file: Path | None = None
     key_file: Path | None = None
 
@@ -156,6 +171,21 @@ OPTIONS: tuple[Option, ...] = (
         "none configured: `run` starts a local development etcd",
     ),
     Option("etcd.timeout_seconds", _positive, 5.0, "deadline of every etcd request"),
+    Option(
+        "etcd.ca_file",
+        _readable_file,
+        None,
+        "PEM CA that signs the etcd members' certificates (https endpoints; default: system CAs)",
+    ),
+    Option("etcd.cert_file", _readable_file, None, "PEM client certificate for mutual TLS"),
+    Option("etcd.key_file", _readable_file, None, "PEM client key for mutual TLS"),
+    Option("etcd.username", _optional_text, None, "etcd user (auth enabled)"),
+    Option(
+        "etcd.password",
+        _optional_text,
+        None,
+        "the etcd user's password; prefer the environment or a 0600 config file",
+    ),
     Option(
         "etcd.watch_silence_seconds",
         _positive,
@@ -231,6 +261,9 @@ class Settings:
 
     etcd_endpoints: tuple[str, ...]
     etcd_timeout_seconds: float
+    etcd_tls: TlsFiles | None  # set exactly when the endpoints are https://
+    etcd_username: str | None
+    etcd_password: str | None = field(repr=False)
     etcd_watch_silence_seconds: float
     etcd_resync_interval_seconds: float
     layout: KeyLayout
@@ -270,15 +303,44 @@ def _read_file(path: Path, explicit: bool) -> dict[str, object]:
     return flat
 
 
-def _tls(values: Mapping[str, Any]) -> TlsFiles | None:
-    ca, cert, key = (values[f"actioncontroller.{n}"] for n in ("ca_file", "cert_file", "key_file"))
+def _tls_files(values: Mapping[str, Any], section: str, required: bool) -> TlsFiles | None:
+    """The section's ca/cert/key files, checked to load together (a mismatched key or a file
+    that is not PEM is named at start-up, not at the first handshake)."""
+    ca, cert, key = (values[f"{section}.{n}"] for n in ("ca_file", "cert_file", "key_file"))
     if (cert is None) != (key is None):
-        raise ConfigError("actioncontroller.cert_file and actioncontroller.key_file go together")
-    if ca is None:
+        raise ConfigError(f"{section}.cert_file and {section}.key_file go together")
+    if not required:
         if cert is not None:
-            raise ConfigError("actioncontroller.cert_file needs actioncontroller.ca_file (TLS)")
+            raise ConfigError(f"{section}.cert_file is set but TLS is not in use")
         return None
+    try:
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{section}.ca_file {ca}: not a PEM CA certificate ({exc})") from None
+    if cert is not None:
+        try:
+            context.load_cert_chain(str(cert), str(key))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"{section}.cert_file {cert} and {section}.key_file {key} do not load as a pair"
+                f" ({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})"
+            ) from None
     return TlsFiles(ca, cert, key)
+
+
+def _etcd_tls(values: Mapping[str, Any]) -> TlsFiles | None:
+    endpoints = values["etcd.endpoints"]
+    secure = bool(endpoints) and endpoints[0].startswith("https://")
+    if values["etcd.ca_file"] is not None and not secure:
+        raise ConfigError("etcd.ca_file is set but etcd.endpoints are not https://")
+    return _tls_files(values, "etcd", secure)
+
+
+def _credentials(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    user, password = values["etcd.username"], values["etcd.password"]
+    if (user is None) != (password is None):
+        raise ConfigError("etcd.username and etcd.password go together")
+    return user, password
 
 
 def load(
@@ -310,16 +372,22 @@ def load(
             if a != b and pb.startswith(pa):
                 raise ConfigError(f"{b}: {pb!r} lies inside {a} {pa!r}; prefixes must not overlap")
     layout = KeyLayout(**{n.split(".", 1)[1]: v for n, v in prefixes.items()})
+    username, password = _credentials(values)
     return Settings(
         etcd_endpoints=values["etcd.endpoints"],
         etcd_timeout_seconds=values["etcd.timeout_seconds"],
+        etcd_tls=_etcd_tls(values),
+        etcd_username=username,
+        etcd_password=password,
         etcd_watch_silence_seconds=values["etcd.watch_silence_seconds"],
         etcd_resync_interval_seconds=values["etcd.resync_interval_seconds"],
         layout=layout,
         actioncontroller_address=values["actioncontroller.address"],
         actioncontroller_timeout_seconds=values["actioncontroller.timeout_seconds"],
         actioncontroller_max_backoff_seconds=values["actioncontroller.max_backoff_seconds"],
-        actioncontroller_tls=_tls(values),
+        actioncontroller_tls=_tls_files(
+            values, "actioncontroller", values["actioncontroller.ca_file"] is not None
+        ),
         metrics_address=values["metrics.address"],
         ha_node_name=values["ha.node_name"],
         ha_lease_ttl_seconds=values["ha.lease_ttl_seconds"],

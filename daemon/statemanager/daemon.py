@@ -44,11 +44,7 @@ async def run(settings: Settings) -> int:
     except OSError as exc:
         log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
         return 1
-    client = EtcdClient(
-        settings.etcd_endpoints, settings.etcd_timeout_seconds, observe=metrics.observe_etcd
-    )
-    if len(settings.etcd_endpoints) > 1:
-        log.warning("extra_endpoints_unused", using=client.endpoint)
+    client = EtcdClient.from_settings(settings, observe=metrics.observe_etcd)
     actioncontroller = ActionControllerClient(
         settings.actioncontroller_address,
         settings.actioncontroller_timeout_seconds,
@@ -129,8 +125,8 @@ async def run(settings: Settings) -> int:
             log.error(
                 "task_failed",
                 task=task.get_name(),
-                error=str(failure),
-                error_type=type(failure).__name__,
+                error=str(failure) if failure else "cancelled unexpectedly",
+                error_type=type(failure).__name__ if failure else "CancelledError",
             )
     finally:
         log.info("stopping", exit_code=code)

@@ -9,16 +9,21 @@ and the error families of `statemanager.errors`, never protobuf or grpc types.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import grpc
+import structlog
 from aetcd import rpc
 
+from statemanager.config import Settings, TlsFiles
 from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
+
+log = structlog.get_logger("statemanager.etcd")
 
 # Codes that mean "etcd could not answer now"; anything else is a refusal that retrying will
 # not fix (bad request, permission, message too large) and is raised as EtcdError.
@@ -134,6 +139,20 @@ def _target(endpoint: str) -> str:
     return f"{parts.hostname}:{parts.port}"
 
 
+@contextlib.contextmanager
+def _closed_channel_is_unavailable(what: str) -> Iterator[None]:
+    """grpc.aio cancels calls on a channel that is closed under them (a failover closes the old
+    one): that CancelledError is not ours to propagate. Only a cancellation of the calling task
+    itself (it is `cancelling()`) stays a cancellation."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise EtcdUnavailable(f"etcd {what}: connection closed by a failover") from None
+
+
 def _translate(exc: grpc.aio.AioRpcError, what: str) -> Exception:
     code = exc.code()
     detail = exc.details() or code.name
@@ -144,10 +163,36 @@ def _translate(exc: grpc.aio.AioRpcError, what: str) -> Exception:
     return EtcdUnavailable(f"etcd {what} failed: {code.name}: {detail}")
 
 
-class EtcdClient:
-    """One connection to etcd. Create and use it inside the running event loop (grpc.aio).
+class _Connection:
+    """One channel to one endpoint and the stubs on it."""
 
-    Only the first endpoint is dialled; several endpoints with failover come with issue 9.
+    def __init__(self, endpoint: str, tls: TlsFiles | None) -> None:
+        self.endpoint = endpoint
+        target = _target(endpoint)
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(target, _CHANNEL_OPTIONS)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.ca_file.read_bytes() if tls.ca_file else None,
+                private_key=tls.key_file.read_bytes() if tls.key_file else None,
+                certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
+            )
+            self.channel = grpc.aio.secure_channel(target, credentials, _CHANNEL_OPTIONS)
+        self.kv = rpc.KVStub(self.channel)
+        self.watch = rpc.WatchStub(self.channel)
+        self.lease = rpc.LeaseStub(self.channel)
+        self.auth = rpc.AuthStub(self.channel)
+
+
+class EtcdClient:
+    """A client of one etcd cluster. Create and use it inside the running event loop (grpc.aio).
+
+    It talks to one endpoint at a time and moves to the next when a request finds it
+    unreachable; callers see EtcdUnavailable for that request and retry, and the watch resumes
+    from its last revision on the next member, so no event is missed. With a username it
+    authenticates, sends the token with every request and authenticates again when etcd says
+    the token expired (simple tokens live `--auth-token-ttl` and only on the member that issued
+    them). The password is sent to etcd's Authenticate and nowhere else.
     """
 
     def __init__(
@@ -155,40 +200,110 @@ class EtcdClient:
         endpoints: Sequence[str],
         timeout: float,
         observe: Callable[[str, float, str | None], None] | None = None,
+        tls: TlsFiles | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
-        self._endpoint = endpoints[0]
+        self._endpoints = list(endpoints)
         self._timeout = timeout
         # (operation, seconds, gRPC code name or None on success) for every unary request.
         self._observe = observe or (lambda _op, _seconds, _code: None)
-        self._channel = grpc.aio.insecure_channel(_target(self._endpoint), _CHANNEL_OPTIONS)
-        self._kv = rpc.KVStub(self._channel)
-        self._watch = rpc.WatchStub(self._channel)
-        self._lease = rpc.LeaseStub(self._channel)
+        self._tls = tls
+        self._credentials = credentials
+        self._token: str | None = None
+        self._current = 0
+        self._conn = _Connection(self._endpoints[0], tls)
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, observe: Callable[[str, float, str | None], None] | None = None
+    ) -> EtcdClient:
+        user, password = settings.etcd_username, settings.etcd_password
+        return cls(
+            settings.etcd_endpoints,
+            settings.etcd_timeout_seconds,
+            observe,
+            settings.etcd_tls,
+            (user, password) if user is not None and password is not None else None,
+        )
 
     @property
     def endpoint(self) -> str:
-        return self._endpoint
+        return self._conn.endpoint
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._conn.channel.close()
 
-    async def _call(self, method: Any, request: Any, what: str) -> Any:
-        started = time.perf_counter()
-        try:
-            response = await method(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            self._observe(what, time.perf_counter() - started, exc.code().name)
-            raise _translate(exc, what) from None
-        self._observe(what, time.perf_counter() - started, None)
-        return response
+    async def _metadata(
+        self, conn: _Connection, *extra: tuple[str, str]
+    ) -> tuple[tuple[str, str], ...]:
+        """Request metadata: the auth token (fetched on first use) and `extra`."""
+        if self._credentials is None:
+            return extra
+        if self._token is None:
+            user, password = self._credentials
+            request = rpc.AuthenticateRequest(name=user, password=password)
+            try:
+                with _closed_channel_is_unavailable("authentication"):
+                    resp = await conn.auth.Authenticate(request, timeout=self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise self._classify(conn, exc, f"authentication as {user!r}") from None
+            self._token = str(resp.token)
+            log.info("etcd_authenticated", user=user, endpoint=conn.endpoint)
+        return (("token", self._token), *extra)
+
+    def _fail_over(self, failed: _Connection) -> None:
+        """Move to the next endpoint, once per failed connection (concurrent failures of the
+        same connection move only once)."""
+        if len(self._endpoints) < 2 or self._conn is not failed:
+            return
+        self._current = (self._current + 1) % len(self._endpoints)
+        self._conn = _Connection(self._endpoints[self._current], self._tls)
+        self._token = None
+        log.warning("etcd_failover", unreachable=failed.endpoint, trying=self._conn.endpoint)
+        task = asyncio.create_task(failed.channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _classify(self, conn: _Connection, exc: grpc.aio.AioRpcError, what: str) -> Exception:
+        """The error to raise for a failed request or stream, after reacting to it: an expired
+        token is forgotten (transient: the next request authenticates again); an unreachable
+        member makes the client move to the next endpoint."""
+        code = exc.code()
+        if code is grpc.StatusCode.UNAUTHENTICATED and self._credentials is not None:
+            self._token = None
+            return EtcdUnavailable(f"etcd {what}: auth token expired")
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            self._fail_over(conn)
+        return _translate(exc, what)
+
+    async def _call(self, service: str, method: str, request: Any, what: str) -> Any:
+        """One unary request on the current connection, retried once after a token refresh."""
+        for attempt in (1, 2):
+            conn = self._conn
+            metadata = await self._metadata(conn)
+            started = time.perf_counter()
+            try:
+                stub_method = getattr(getattr(conn, service), method)
+                with _closed_channel_is_unavailable(what):
+                    response = await stub_method(request, timeout=self._timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                self._observe(what, time.perf_counter() - started, exc.code().name)
+                error = self._classify(conn, exc, what)
+                if self._token is None and self._credentials is not None and attempt == 1:
+                    continue  # the token expired: authenticate again and retry once
+                raise error from None
+            self._observe(what, time.perf_counter() - started, None)
+            return response
+        raise AssertionError("unreachable")
 
     async def revision(self) -> int:
         """The store's current revision (a cheap health check)."""
-        resp = await self._call(self._kv.Range, rpc.RangeRequest(key=b"\x00", limit=1), "range")
+        resp = await self._call("kv", "Range", rpc.RangeRequest(key=b"\x00", limit=1), "range")
         return int(resp.header.revision)
 
     async def get(self, key: bytes) -> KeyValue | None:
-        resp = await self._call(self._kv.Range, rpc.RangeRequest(key=key), "range")
+        resp = await self._call("kv", "Range", rpc.RangeRequest(key=key), "range")
         return _kv(resp.kvs[0]) if resp.kvs else None
 
     async def snapshot(
@@ -206,7 +321,7 @@ class EtcdClient:
             items: list[KeyValue] = []
             while True:
                 req = rpc.RangeRequest(key=start, range_end=end, limit=page_size, revision=revision)
-                resp = await self._call(self._kv.Range, req, "range")
+                resp = await self._call("kv", "Range", req, "range")
                 revision = revision or int(resp.header.revision)
                 items.extend(_kv(kv) for kv in resp.kvs)
                 if not resp.more or not resp.kvs:
@@ -246,7 +361,7 @@ class EtcdClient:
             for op in ops
         ]
         req = rpc.TxnRequest(compare=compare, success=success, failure=failure)
-        resp = await self._call(self._kv.Txn, req, "txn")
+        resp = await self._call("kv", "Txn", req, "txn")
         revision = int(resp.header.revision)
         if resp.succeeded:
             return TxnResult(True, revision, {})
@@ -263,19 +378,22 @@ class EtcdClient:
     # -- leases and election keys (statemanager.election) -------------------------------------
 
     async def grant_lease(self, ttl: int) -> int:
-        resp = await self._call(self._lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=ttl), "lease")
+        resp = await self._call("lease", "LeaseGrant", rpc.LeaseGrantRequest(TTL=ttl), "lease")
         return int(resp.ID)
 
     async def keep_alive(self, lease_id: int) -> int:
         """Renew a lease once; returns its remaining TTL in seconds, 0 when it is gone."""
+        conn = self._conn
+        metadata = await self._metadata(conn)
         started = time.perf_counter()
-        call = self._lease.LeaseKeepAlive(timeout=self._timeout)
+        call = conn.lease.LeaseKeepAlive(timeout=self._timeout, metadata=metadata)
         try:
-            await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
-            resp = await call.read()
+            with _closed_channel_is_unavailable("lease keep-alive"):
+                await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
+                resp = await call.read()
         except grpc.aio.AioRpcError as exc:
             self._observe("lease", time.perf_counter() - started, exc.code().name)
-            raise _translate(exc, "lease keep-alive") from None
+            raise self._classify(conn, exc, "lease keep-alive") from None
         finally:
             call.cancel()
         self._observe("lease", time.perf_counter() - started, None)
@@ -284,7 +402,7 @@ class EtcdClient:
         return int(resp.TTL)
 
     async def revoke_lease(self, lease_id: int) -> None:
-        await self._call(self._lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease_id), "lease")
+        await self._call("lease", "LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease_id), "lease")
 
     async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int:
         """Put `key` bound to the lease unless it exists; its create revision either way."""
@@ -299,7 +417,7 @@ class EtcdClient:
             ],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key))],
         )
-        resp = await self._call(self._kv.Txn, req, "txn")
+        resp = await self._call("kv", "Txn", req, "txn")
         if resp.succeeded:
             return int(resp.header.revision)
         return int(resp.responses[0].response_range.kvs[0].create_revision)
@@ -314,7 +432,7 @@ class EtcdClient:
             sort_order=rpc.RangeRequest.ASCEND,
             sort_target=rpc.RangeRequest.CREATE,
         )
-        resp = await self._call(self._kv.Range, req, "range")
+        resp = await self._call("kv", "Range", req, "range")
         if not resp.kvs:
             return None
         kv = resp.kvs[0]
@@ -326,7 +444,7 @@ class EtcdClient:
         return listing[prefix]
 
     async def delete(self, key: bytes) -> None:
-        await self._call(self._kv.DeleteRange, rpc.DeleteRangeRequest(key=key), "delete")
+        await self._call("kv", "DeleteRange", rpc.DeleteRangeRequest(key=key), "delete")
 
     async def watch(
         self, starts: Mapping[str, int], progress_every: float
@@ -340,7 +458,11 @@ class EtcdClient:
         revision is no longer in history.
         """
         prefixes = list(starts)
-        call = self._watch.Watch()
+        conn = self._conn
+        # "hasleader": etcd cancels the watch if this member loses its leader, instead of
+        # leaving it open and silent on the minority side of a partition.
+        metadata = await self._metadata(conn, ("hasleader", "true"))
+        call = conn.watch.Watch(metadata=metadata)
         progress: asyncio.Task[None] | None = None
         try:
             for watch_id, prefix in enumerate(prefixes, start=1):
@@ -352,10 +474,12 @@ class EtcdClient:
                     progress_notify=True,
                     watch_id=watch_id,
                 )
-                await call.write(rpc.WatchRequest(create_request=create))
+                with _closed_channel_is_unavailable("watch"):
+                    await call.write(rpc.WatchRequest(create_request=create))
             progress = asyncio.create_task(_ask_progress(call, progress_every), name="progress")
             while True:
-                resp = await call.read()
+                with _closed_channel_is_unavailable("watch"):
+                    resp = await call.read()
                 if resp is grpc.aio.EOF:
                     raise EtcdUnavailable("etcd closed the watch stream")
                 if resp.compact_revision:
@@ -368,7 +492,7 @@ class EtcdClient:
                 events = tuple(_event(ev) for ev in resp.events)
                 yield WatchBatch(prefixes[resp.watch_id - 1], events, events[-1].revision)
         except grpc.aio.AioRpcError as exc:
-            raise _translate(exc, "watch") from None
+            raise self._classify(conn, exc, "watch") from None
         finally:
             if progress is not None:
                 progress.cancel()

@@ -13,9 +13,11 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from statemanager.errors import EtcdUnavailable
+from statemanager.config import TlsFiles
+from statemanager.errors import EtcdError, EtcdUnavailable
 from statemanager.etcd import EtcdClient
 
 DEV_DATA_DIR = Path(".statemanager/etcd")
@@ -51,36 +53,75 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """Serve clients over TLS with this certificate; with `client_ca`, require client
+    certificates signed by it (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca: Path | None = None
+
+
 class LocalEtcd:
-    """An etcd process owned by this object. `start` blocks until it answers requests."""
+    """An etcd process owned by this object. `start` blocks until it answers requests; for a
+    cluster, `start(wait=False)` every member, then `wait_ready` each (a lone member of a
+    three-member cluster cannot answer until a second one is up)."""
 
     def __init__(
-        self, data_dir: Path, client_port: int, peer_port: int, extra_args: tuple[str, ...] = ()
+        self,
+        data_dir: Path,
+        client_port: int,
+        peer_port: int,
+        extra_args: tuple[str, ...] = (),
+        *,
+        name: str = "local",
+        initial_cluster: str | None = None,
+        tls: ServerTls | None = None,
+        client_tls: TlsFiles | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.client_port = client_port
         self.peer_port = peer_port
         self.extra_args = extra_args
+        self.name = name
+        self.initial_cluster = initial_cluster or f"{name}=http://127.0.0.1:{peer_port}"
+        self.tls = tls
+        self.client_tls = client_tls  # what the readiness probe presents
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
-    def start(self, timeout: float = 30.0) -> None:
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def start(self, timeout: float = 30.0, wait: bool = True) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        client = f"http://127.0.0.1:{self.client_port}"
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        tls_args: list[str] = []
+        if self.tls is not None:
+            tls_args = [
+                "--cert-file",
+                str(self.tls.cert_file),
+                "--key-file",
+                str(self.tls.key_file),
+            ]
+            if self.tls.client_ca is not None:
+                tls_args += ["--client-cert-auth", "--trusted-ca-file", str(self.tls.client_ca)]
         args = [
             find_etcd(),
-            "--name", "local",
+            "--name", self.name,
             "--data-dir", str(self.data_dir),
-            "--listen-client-urls", client,
-            "--advertise-client-urls", client,
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"local={peer}",
+            "--listen-client-urls", self.endpoint,
+            "--advertise-client-urls", self.endpoint,
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster,
+            *tls_args,
             *self.extra_args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log_file:
@@ -90,10 +131,14 @@ class LocalEtcd:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+        if wait:
+            self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
         asyncio.run(self._wait_ready(time.monotonic() + timeout, timeout))
 
     async def _wait_ready(self, deadline: float, waited: float) -> None:
-        client = EtcdClient([self.endpoint], timeout=1.0)
+        client = EtcdClient([self.endpoint], timeout=1.0, tls=self.client_tls)
         try:
             while True:
                 if self.process is not None and self.process.poll() is not None:
@@ -103,6 +148,8 @@ class LocalEtcd:
                 try:
                     await client.revision()
                     return
+                except EtcdError:
+                    return  # it answered, refusing an anonymous probe (auth is enabled): up
                 except EtcdUnavailable:
                     if time.monotonic() > deadline:
                         raise RuntimeError(

@@ -100,9 +100,14 @@ def _error(path: Path | None, env: dict[str, str], flags: dict[str, object]) -> 
     ("env", "names"),
     [
         pytest.param(
-            {"STATEMANAGER_ETCD_ENDPOINTS": "https://a:2379"},
+            {"STATEMANAGER_ETCD_ENDPOINTS": "https://a:2379,http://b:2379"},
             "STATEMANAGER_ETCD_ENDPOINTS",
-            id="https-endpoint",
+            id="mixed-schemes",
+        ),
+        pytest.param(
+            {"STATEMANAGER_ETCD_ENDPOINTS": "http://root:secret@a:2379"},
+            "STATEMANAGER_ETCD_ENDPOINTS",
+            id="credentials-in-url",
         ),
         pytest.param(
             {"STATEMANAGER_ETCD_ENDPOINTS": "http://a"},

@@ -1,0 +1,232 @@
+"""Production etcd (issue 9): TLS with server verification and mutual TLS, auth with short-lived
+tokens, a three-member cluster losing the member the daemon talks to, and no secret in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aetcd
+import pytest
+
+from statemanager.config import TlsFiles
+from statemanager.etcd import EtcdClient, Put
+from statemanager.keys import KeyLayout
+from statemanager.localetcd import LocalEtcd, ServerTls, find_etcd, free_port
+
+from conftest import Certs, Daemon, Etcd, daemon_env, eventually
+from fleet import Churn, converged
+
+PASSWORD = "s3cret-Pa55word-for-tests"
+
+
+def tls_daemon(tmp_path: Path, layout: KeyLayout, endpoints: str, **env: str) -> Daemon:
+    port = free_port()
+    full = daemon_env(endpoints, layout, port)
+    full.update(env)
+    return Daemon(full, tmp_path / f"daemon-{port}.log", port)
+
+
+def cli(
+    args: list[str], layout: KeyLayout, endpoints: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    full = daemon_env(endpoints, layout, 1)
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "statemanager", *args, "--config", "/dev/null"],
+        env=full, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def tls_etcd(tmp_path: Path, certs: Certs, request: pytest.FixtureRequest) -> Iterator[LocalEtcd]:
+    """etcd serving TLS; with the `mutual` marker parameter it also requires client certs."""
+    mutual = getattr(request, "param", False)
+    server = LocalEtcd(
+        tmp_path / "etcd", free_port(), free_port(),
+        tls=ServerTls(certs.server_cert, certs.server_key, certs.ca if mutual else None),
+        client_tls=_client_tls(certs, mutual),
+    )  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _client_tls(certs: Certs, mutual: bool) -> TlsFiles:
+    if mutual:
+        return TlsFiles(certs.ca, certs.client_cert, certs.client_key)
+    return TlsFiles(certs.ca)
+
+
+@pytest.mark.parametrize("tls_etcd", [False, True], ids=["server-tls", "mutual-tls"], indirect=True)
+async def test_daemon_over_tls(
+    tls_etcd: LocalEtcd, certs: Certs, layout: KeyLayout, tmp_path: Path
+) -> None:
+    """With https endpoints and the CA (and a client pair for mutual TLS) the daemon syncs and
+    writes states; `status` reads them over the same TLS."""
+    mutual = tls_etcd.tls is not None and tls_etcd.tls.client_ca is not None
+    env = {"STATEMANAGER_ETCD_CA_FILE": str(certs.ca)}
+    if mutual:
+        env |= {"STATEMANAGER_ETCD_CERT_FILE": str(certs.client_cert),
+                "STATEMANAGER_ETCD_KEY_FILE": str(certs.client_key)}  # fmt: skip
+    d = tls_daemon(tmp_path, layout, tls_etcd.endpoint, **env)
+    d.start()
+    try:
+        await d.wait_synced()
+        await _put_failing_package(tls_etcd, certs, layout, mutual)
+
+        async def written() -> bool:
+            result = cli(["status"], layout, tls_etcd.endpoint, **env)
+            return "package pay: Error (P2, all 1 models Failed)" in result.stdout
+
+        await eventually(written, 15, "the Error state, read back over TLS")
+    finally:
+        assert d.stop() == 0
+
+
+async def _put_failing_package(
+    server: LocalEtcd, certs: Certs, layout: KeyLayout, mutual: bool
+) -> None:
+    """Write through our adapter (aetcd's client has no TLS): a package with a dead container."""
+    client = EtcdClient([server.endpoint], 5, tls=_client_tls(certs, mutual))
+    try:
+        spec = b"kind: Package\nspec:\n  models: [{name: m}]\n"
+        info = (b'{"state": {"Status": "dead"}, '
+                b'"annotation": {"io.pullpiri.annotations.model": "m"}}')  # fmt: skip
+        await client.txn([], [Put(f"{layout.packages}pay".encode(), spec),
+                              Put(f"{layout.containers}c1".encode(), info)])  # fmt: skip
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("tls_etcd", [True], ids=["mutual-tls"], indirect=True)
+def test_tls_misconfiguration_is_a_clear_error(
+    tls_etcd: LocalEtcd, certs: Certs, layout: KeyLayout
+) -> None:
+    """A CA that did not sign the server, a key that does not match its certificate, and an
+    unreadable file each stop the command with a message that names the problem."""
+    wrong_ca = cli(["status"], layout, tls_etcd.endpoint,
+                   STATEMANAGER_ETCD_CA_FILE=str(certs.other_ca),
+                   STATEMANAGER_ETCD_CERT_FILE=str(certs.client_cert),
+                   STATEMANAGER_ETCD_KEY_FILE=str(certs.client_key),
+                   STATEMANAGER_ETCD_TIMEOUT_SECONDS="2")  # fmt: skip
+    assert wrong_ca.returncode == 3
+    assert "CERTIFICATE_VERIFY_FAILED" in wrong_ca.stderr or "handshake" in wrong_ca.stderr.lower()
+    mismatched = cli(["status"], layout, tls_etcd.endpoint,
+                     STATEMANAGER_ETCD_CA_FILE=str(certs.ca),
+                     STATEMANAGER_ETCD_CERT_FILE=str(certs.client_cert),
+                     STATEMANAGER_ETCD_KEY_FILE=str(certs.server_key))  # fmt: skip
+    assert mismatched.returncode == 2
+    assert "etcd.cert_file" in mismatched.stderr
+    assert "do not load as a pair" in mismatched.stderr
+    missing = cli(["status"], layout, tls_etcd.endpoint, STATEMANAGER_ETCD_CA_FILE="/nope/ca.pem")
+    assert missing.returncode == 2
+    assert "STATEMANAGER_ETCD_CA_FILE" in missing.stderr
+
+
+async def _root_client(server: LocalEtcd, old: aetcd.Client | None = None) -> aetcd.Client:
+    if old is not None:
+        await old.close()
+    client = aetcd.Client(host="127.0.0.1", port=server.client_port, username="root",
+                          password=PASSWORD, timeout=5)  # fmt: skip
+    await client.connect()
+    return client
+
+
+def etcdctl(endpoint: str, *args: str) -> str:
+    binary = str(Path(find_etcd()).with_name("etcdctl"))
+    result = subprocess.run([binary, "--endpoints", endpoint, *args], capture_output=True,
+                            text=True, check=True, env={"ETCDCTL_API": "3"}, timeout=30)  # fmt: skip
+    return result.stdout
+
+
+async def test_auth_tokens_expire_and_are_renewed(tmp_path: Path, layout: KeyLayout) -> None:
+    """Auth on with 1 s tokens and an etcd restart (which forgets every token): the daemon keeps
+    writing, its watch included, and its log never shows the password."""
+    server = LocalEtcd(tmp_path / "auth-etcd", free_port(), free_port(),
+                       extra_args=("--auth-token", "simple", "--auth-token-ttl", "1"))  # fmt: skip
+    await asyncio.to_thread(server.start)
+    try:
+        etcdctl(server.endpoint, "user", "add", f"root:{PASSWORD}")
+        etcdctl(server.endpoint, "auth", "enable")
+        # aetcd never renews its token, so the test side reconnects after every idle spell.
+        etcd = Etcd(await _root_client(server), layout)
+        churn = Churn(etcd, seed=21)
+        await churn.setup()
+        d = tls_daemon(tmp_path, layout, server.endpoint, STATEMANAGER_ETCD_USERNAME="root",
+                       STATEMANAGER_ETCD_PASSWORD=PASSWORD)  # fmt: skip
+        d.start()
+        try:
+            await d.wait_synced()
+            await asyncio.sleep(3)  # idle past the token TTL
+            etcd.client = await _root_client(server, etcd.client)
+            await converged(etcd)
+            for _ in range(100):
+                await churn.step()
+            await converged(etcd)
+            server.kill()  # a restarted etcd has forgotten every token
+            await asyncio.to_thread(server.start)
+            etcd.client = await _root_client(server, etcd.client)
+            for _ in range(100):
+                await churn.step()
+            await converged(etcd)
+            assert len(d.events("etcd_authenticated")) >= 2
+        finally:
+            assert d.stop() == 0
+            await etcd.client.close()
+        log_text = d.log_path.read_text()
+        assert PASSWORD not in log_text
+        status = cli(["status"], layout, server.endpoint, STATEMANAGER_ETCD_USERNAME="root",
+                     STATEMANAGER_ETCD_PASSWORD=PASSWORD)  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        wrong = cli(["status"], layout, server.endpoint, STATEMANAGER_ETCD_USERNAME="root",
+                    STATEMANAGER_ETCD_PASSWORD="not-" + PASSWORD)  # fmt: skip
+        assert wrong.returncode == 3
+        assert "authentication" in wrong.stderr
+        for output in (status.stdout, status.stderr, wrong.stdout, wrong.stderr):
+            assert PASSWORD not in output
+    finally:
+        server.stop()
+
+
+async def test_cluster_member_lost_during_churn(tmp_path: Path, layout: KeyLayout) -> None:
+    """Three etcd members; the one the daemon talks to is killed during churn: it moves to
+    another member and the states end equal to the oracle."""
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    cluster = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
+    members = [LocalEtcd(tmp_path / f"m{i}", client, peer, name=f"m{i}", initial_cluster=cluster)
+               for i, (client, peer) in enumerate(ports)]  # fmt: skip
+    for m in members:
+        m.start(wait=False)
+    try:
+        for m in members:
+            await asyncio.to_thread(m.wait_ready)
+        client = aetcd.Client(host="127.0.0.1", port=members[2].client_port, timeout=5)
+        await client.connect()
+        etcd = Etcd(client, layout)
+        churn = Churn(etcd, seed=22)
+        await churn.setup()
+        endpoints = ",".join(m.endpoint for m in members)
+        d = tls_daemon(tmp_path, layout, endpoints, STATEMANAGER_ETCD_TIMEOUT_SECONDS="2")
+        d.start()
+        try:
+            await d.wait_synced()
+            churn.start()
+            await asyncio.sleep(1)
+            members[0].kill()  # the daemon dials the first endpoint first
+            await asyncio.sleep(3)
+            await churn.stop()
+            took = await converged(etcd)
+            print(f"\nmember killed: states right {took:.2f} s after churn stopped")
+            assert d.events("etcd_failover")
+        finally:
+            assert d.stop() == 0
+            await client.close()
+    finally:
+        for m in members:
+            m.stop()
