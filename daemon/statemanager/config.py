@@ -126,6 +126,17 @@ def _lease_ttl(value: object) -> int:
     return ttl
 
 
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
 def _prefix(value: object) -> str:
     if not isinstance(value, str) or not value or any(c.isspace() for c in value):
         raise ValueError(f"{value!r} must be a non-empty key prefix without spaces")
@@ -231,6 +242,13 @@ OPTIONS: tuple[Option, ...] = (
         "PEM client certificate for mutual TLS (with key_file)",
     ),
     Option("actioncontroller.key_file", _readable_file, None, "PEM client key for mutual TLS"),
+    Option(
+        "grpc.enabled",
+        _flag,
+        False,
+        "serve Pullpiri's StateManager gRPC service (drop-in for Pullpiri's own)",
+    ),
+    Option("grpc.address", _address, "127.0.0.1:47006", "host:port of that gRPC service"),
     Option("metrics.address", _address, "127.0.0.1:9479", "Prometheus /metrics host:port"),
     Option(
         "ha.node_name",
@@ -271,6 +289,8 @@ class Settings:
     actioncontroller_timeout_seconds: float
     actioncontroller_max_backoff_seconds: float
     actioncontroller_tls: TlsFiles | None
+    grpc_enabled: bool
+    grpc_address: str
     metrics_address: str
     ha_node_name: str
     ha_lease_ttl_seconds: int
@@ -388,6 +408,8 @@ def load(
         actioncontroller_tls=_tls_files(
             values, "actioncontroller", values["actioncontroller.ca_file"] is not None
         ),
+        grpc_enabled=values["grpc.enabled"],
+        grpc_address=values["grpc.address"],
         metrics_address=values["metrics.address"],
         ha_node_name=values["ha.node_name"],
         ha_lease_ttl_seconds=values["ha.lease_ttl_seconds"],

@@ -150,6 +150,10 @@ class Controller:
             finally:
                 self.queue.done(keys)
 
+    def confirm(self, key: WorkKey) -> None:
+        """Someone asserted `key`'s state (gRPC StateChange): make sure etcd holds it."""
+        self._mark({key}, 0)
+
     def mark_all(self) -> None:
         """Queue every model and package: a new leader evaluates everything once."""
         self._mark(self.index.all_keys(), 0)

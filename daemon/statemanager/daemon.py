@@ -14,9 +14,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import grpc
 import structlog
 
-from statemanager import __version__
+from statemanager import __version__, stateservice
 from statemanager.actioncontroller import ActionControllerClient
 from statemanager.config import Settings
 from statemanager.controller import Controller
@@ -25,6 +26,7 @@ from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.reconcile import ReconcileSender
+from statemanager.stateservice import StateService
 from statemanager.systemd import Notifier
 from statemanager.watcher import Watcher
 
@@ -115,19 +117,11 @@ async def run(settings: Settings) -> int:
         asyncio.create_task(_after(listed, sender.run(election)), name="reconcile-sender"),
         asyncio.create_task(_heartbeat(health, notifier), name="heartbeat"),
     ]
+    grpc_server = await _serve_grpc(settings, controller, client, election)
     stopper = asyncio.create_task(stop.wait(), name="stop-signal")
     code = 0
     try:
-        done, _ = await asyncio.wait([stopper, *supervised], return_when=asyncio.FIRST_COMPLETED)
-        for task in done - {stopper}:
-            code = 1
-            failure = None if task.cancelled() else task.exception()
-            log.error(
-                "task_failed",
-                task=task.get_name(),
-                error=str(failure) if failure else "cancelled unexpectedly",
-                error_type=type(failure).__name__ if failure else "CancelledError",
-            )
+        code = await _supervise(stopper, supervised)
     finally:
         log.info("stopping", exit_code=code)
         notifier.stopping()
@@ -140,10 +134,40 @@ async def run(settings: Settings) -> int:
         # hold up the exit.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(election.resign(), RESIGN_SECONDS)
+        if grpc_server is not None:
+            await grpc_server.stop(grace=0.5)
         await client.close()
         await actioncontroller.close()
         server.shutdown()
     return code
+
+
+async def _supervise(stopper: asyncio.Task[Any], supervised: list[asyncio.Task[Any]]) -> int:
+    """Wait for the stop signal (0) or for any supervised task to end, which is a failure (1)."""
+    done, _ = await asyncio.wait([stopper, *supervised], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done - {stopper}:
+        code = 1
+        failure = None if task.cancelled() else task.exception()
+        log.error(
+            "task_failed",
+            task=task.get_name(),
+            error=str(failure) if failure else "cancelled unexpectedly",
+            error_type=type(failure).__name__ if failure else "CancelledError",
+        )
+    return code
+
+
+async def _serve_grpc(
+    settings: Settings, controller: Controller, client: EtcdClient, election: Election
+) -> grpc.aio.Server | None:
+    """Pullpiri's StateManager service, when enabled."""
+    if not settings.grpc_enabled:
+        return None
+    service = StateService(controller.index, settings.layout, client, election, controller.confirm)
+    server = await stateservice.serve(service, settings.grpc_address)
+    log.info("grpc_serving", address=settings.grpc_address)
+    return server
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -74,10 +74,15 @@ class Election:
         self._lease = 0
         self._became_leader = asyncio.Event()
         self._decided = False
+        self._leader_name: str | None = None
         # Renew at a third of the TTL; check who leads at least twice a second for fast handover.
         self._renew_every = ttl / 3
         self._poll = min(0.5, ttl / 6)
         self._margin = min(1.0, ttl / 5)
+
+    def leader_name(self) -> str | None:
+        """The node name of the current leader, as of the last look (None before the first)."""
+        return self._leader_name
 
     @property
     def decided(self) -> bool:
@@ -144,6 +149,7 @@ class Election:
             first = await self._client.first_created(self._prefix)
             if first is None or first[2] > created:
                 raise LeaseLost("our candidate key is gone; campaigning again")
+            self._leader_name = first[1].decode("utf-8", "replace")
             self._set(first[0] == key, fence)
             self._decided = True
             backoff.reset()

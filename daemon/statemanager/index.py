@@ -63,6 +63,7 @@ class Index:
         self._scenario_target: dict[str, str] = {}
         self._package_scenarios: dict[str, set[str]] = {}
         self._written: dict[WorkKey, Written] = {}
+        self._node_containers: dict[str, set[str]] = {}  # node name → ids it reported
         # For gauges: containers by status, and state keys by written value.
         self._statuses: Counter[str] = Counter()
         self._written_counts: dict[Resource, Counter[str]] = {r: Counter() for r in Resource}
@@ -78,10 +79,12 @@ class Index:
             if _name_matched(old.info) != _name_matched(info):
                 self._forget_names(cid, old.info)
                 self._remember_names(cid, info)
+            self._move_node(cid, old.info.node, info.node)
             old.info = info
             return set()  # the common stats-only rewrite: nothing the rules see has changed
         dirty = self.delete_container(cid)
         self._containers[cid] = _Container(model, info)
+        self._move_node(cid, None, info.node)
         self._statuses[info.status] += 1
         self._remember_names(cid, info)
         self._attach(cid, model, info.cls)
@@ -93,10 +96,22 @@ class Index:
         old = self._containers.pop(cid, None)
         if old is None:
             return set()
+        self._move_node(cid, old.info.node, None)
         self._statuses[old.info.status] -= 1
         self._forget_names(cid, old.info)
         self._detach(cid, old.model, old.info.cls)
         return {WorkKey(Resource.MODEL, old.model)} if old.model is not None else set()
+
+    def _move_node(self, cid: str, old: str | None, new: str | None) -> None:
+        if old == new:
+            return
+        if old is not None:
+            ids = self._node_containers[old]
+            ids.discard(cid)
+            if not ids:
+                del self._node_containers[old]
+        if new is not None:
+            self._node_containers.setdefault(new, set()).add(cid)
 
     def _attach(self, cid: str, model: str | None, cls: ContainerClass) -> None:
         if model is None:
@@ -274,6 +289,10 @@ class Index:
     def written_counts(self, resource: Resource) -> Counter[str]:
         """State keys of `resource` by the value etcd holds (which may be no state name)."""
         return self._written_counts[resource]
+
+    def containers_on(self, node: str) -> set[str]:
+        """Ids of the containers `node` reported through the gRPC service."""
+        return self._node_containers.get(node, set())
 
     def is_unassigned(self, cid: str) -> bool:
         return cid in self._unassigned

@@ -43,6 +43,9 @@ class ContainerInfo:
     status: ContainerStatus
     cls: ContainerClass
     model_annotation: str | None
+    # The node that reported it, when it came through SendChangedContainerList (statemanager's
+    # own field; Pullpiri's writers leave it out).
+    node: str | None = None
 
 
 def _utf8(raw: bytes) -> str:
@@ -110,7 +113,10 @@ def parse_container(raw: bytes) -> ContainerInfo:
     model = annotation.get(MODEL_ANNOTATION)
     if model is not None:
         model = _valid_name(model, f"annotation {MODEL_ANNOTATION}")
-    return ContainerInfo(names, status, classify(status, exit_code, oom), model)
+    node = doc.get("node")
+    if node is not None:
+        node = _string(node, "node")
+    return ContainerInfo(names, status, classify(status, exit_code, oom), model, node)
 
 
 def _spec_document(raw: bytes, kind: str, name: str) -> dict[str, Any]:

@@ -300,3 +300,23 @@ def test_written_state_keys_are_in_all_keys() -> None:
     index.observe_written(model("ghost"), "Running", 3)
     index.put_package_spec("p", ())
     assert index.all_keys() == {model("ghost"), package("p")}
+
+
+def test_containers_are_tracked_per_reporting_node() -> None:
+    """A container's node follows its latest value; deleting it forgets it."""
+
+    def info(node: str | None, status: ContainerStatus = ContainerStatus.RUNNING) -> ContainerInfo:
+        cls = ContainerClass.DEAD if status is ContainerStatus.DEAD else ContainerClass.ACTIVE
+        return ContainerInfo((), status, cls, "m", node)
+
+    index = Index()
+    index.put_container("c1", info("a"))
+    index.put_container("c2", info("a"))
+    assert index.containers_on("a") == {"c1", "c2"}
+    index.put_container("c1", info("b"))  # same class: the short path
+    index.put_container("c2", info("b", ContainerStatus.DEAD))  # class change: the long path
+    assert index.containers_on("a") == set()
+    assert index.containers_on("b") == {"c1", "c2"}
+    index.delete_container("c1")
+    index.put_container("c2", info(None))
+    assert index.containers_on("b") == set()
