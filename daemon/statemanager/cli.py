@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from statemanager import __version__, daemon, report
+from statemanager import __version__, bench, daemon, report
 from statemanager.config import OPTIONS, Settings, load
 from statemanager.election import election_prefix
 from statemanager.errors import ConfigError, EtcdError, EtcdUnavailable
@@ -60,11 +60,15 @@ def _parser() -> argparse.ArgumentParser:
                     "%", "%%"
                 ),
             )
+    text = "measure the daemon's throughput, latency and footprint against a private etcd"
+    bench.add_arguments(commands.add_parser("bench", help=text, description=text))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        return bench.main(args)
     flags = {o.name: getattr(args, o.name) for o in OPTIONS}
     try:
         settings = load(args.config, os.environ, flags)

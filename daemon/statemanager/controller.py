@@ -16,7 +16,7 @@ import structlog
 from statemanager.backoff import Backoff
 from statemanager.election import Leadership
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import Event, Fence, KeyValue
+from statemanager.etcd import MAX_TXN_OPS, Event, Fence, KeyValue
 from statemanager.index import Index
 from statemanager.ingest import Ingest, Report
 from statemanager.keys import KeyLayout, Resource, WorkKey
@@ -29,7 +29,6 @@ from statemanager.writer import NotLeader, StateWriter, TxnClient
 
 log = structlog.get_logger("statemanager.controller")
 
-MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 BATCH_KEYS = 256  # dirty keys planned together; their writes are packed into transactions
 
 
@@ -163,7 +162,7 @@ class Controller:
         groups = plan(self.index, keys)
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
         causes = {k: self._causes.get(k, 0) for k in keys}
-        for batch in pack(groups, MAX_TXN_OPS):
+        for batch in pack(groups, MAX_TXN_OPS - 1):  # one compare goes to the leader fence
             try:
                 transitions = await self._writer.commit(batch, causes, fence)
             except NotLeader as exc:

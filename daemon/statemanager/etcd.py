@@ -25,6 +25,10 @@ from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
 
 log = structlog.get_logger("statemanager.etcd")
 
+# etcd's default --max-txn-ops: the most compares, and the most operations per branch, one
+# transaction may hold. A fenced transaction spends one compare on the fence.
+MAX_TXN_OPS = 128
+
 # Codes that mean "etcd could not answer now"; anything else is a refusal that retrying will
 # not fix (bad request, permission, message too large) and is raised as EtcdError.
 _PERMANENT = {
@@ -43,7 +47,9 @@ _CHANNEL_OPTIONS = [
     # Keepalive notices a half-open TCP connection; etcd refuses pings more often than 5 s.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    # Only while a call is open: etcd's default enforcement (PermitWithoutStream=false) answers
+    # pings on an idle connection with GOAWAY too_many_pings. The daemon's watch is always open.
+    ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
     # gRPC's own reconnect backoff grows to 120 s by default: far too slow to notice etcd back.
     ("grpc.initial_reconnect_backoff_ms", 200),

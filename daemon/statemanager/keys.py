@@ -58,6 +58,16 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+_PREFIX_FIELD = {
+    Kind.CONTAINER: "containers",
+    Kind.PACKAGE_SPEC: "packages",
+    Kind.MODEL_SPEC: "models",
+    Kind.SCENARIO_SPEC: "scenarios",
+    Kind.MODEL_STATE: "model_states",
+    Kind.PACKAGE_STATE: "package_states",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
     """Prefixes of the keys the daemon reads and writes."""
@@ -72,19 +82,12 @@ class KeyLayout:
 
     def watched(self) -> dict[Kind, str]:
         """Every prefix the daemon lists and watches, by the kind of key under it."""
-        return {
-            Kind.CONTAINER: self.containers,
-            Kind.PACKAGE_SPEC: self.packages,
-            Kind.MODEL_SPEC: self.models,
-            Kind.SCENARIO_SPEC: self.scenarios,
-            Kind.MODEL_STATE: self.model_states,
-            Kind.PACKAGE_STATE: self.package_states,
-        }
+        return {kind: getattr(self, field) for kind, field in _PREFIX_FIELD.items()}
 
     def name_in(self, kind: Kind, key: str) -> str | None:
         """The resource name in a key listed under `kind`'s prefix; None when the key is not one
         of ours (a state prefix also holds keys like `/model/x/other` that are not states)."""
-        prefix = self.watched()[kind]
+        prefix: str = getattr(self, _PREFIX_FIELD[kind])  # no dict built per event
         if not key.startswith(prefix):
             return None
         rest = key[len(prefix) :]

@@ -19,7 +19,7 @@ import grpc
 import structlog
 
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import Delete, Fence, Put
+from statemanager.etcd import MAX_TXN_OPS, Delete, Fence, Put
 from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey, name_problem
 from statemanager.proto import statemanager_pb2 as pb
@@ -28,7 +28,6 @@ from statemanager.writer import TxnClient
 
 log = structlog.get_logger("statemanager.stateservice")
 
-MAX_TXN_OPS = 128
 _RESOURCES = {pb.ResourceType.MODEL: Resource.MODEL, pb.ResourceType.PACKAGE: Resource.PACKAGE}
 
 

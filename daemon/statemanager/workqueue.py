@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, Protocol, TypeVar
 
@@ -39,9 +40,11 @@ class WorkQueue(Generic[K]):
     def __init__(
         self, observer: QueueObserver | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        # Every key in `_queue` is in `_dirty` and not in `_processing`; dict keeps FIFO order
-        # and maps each key to when it was queued.
-        self._queue: dict[K, float] = {}
+        # Every key in `_queue` is in `_dirty` and not in `_processing`, and appears once.
+        # A deque, not an ordered dict: popping a dict's first key rescans the holes earlier
+        # pops left, which made draining large queues quadratic.
+        self._queue: deque[K] = deque()
+        self._queued_at: dict[K, float] = {}  # for the wait-time observer
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._wakeup = asyncio.Event()
@@ -66,7 +69,7 @@ class WorkQueue(Generic[K]):
         self._observer.added()
         if key in self._processing:
             return  # re-queued by done()
-        self._queue[key] = self._clock()
+        self._push(key)
         self._changed()
 
     def add_all(self, keys: Iterable[K]) -> None:
@@ -97,8 +100,8 @@ class WorkQueue(Generic[K]):
         batch: list[K] = []
         now = self._clock()
         while self._queue and len(batch) < limit:
-            key = next(iter(self._queue))
-            self._observer.waited(now - self._queue.pop(key))
+            key = self._queue.popleft()
+            self._observer.waited(now - self._queued_at.pop(key))
             self._dirty.discard(key)
             self._processing.add(key)
             batch.append(key)
@@ -109,8 +112,12 @@ class WorkQueue(Generic[K]):
         for key in keys:
             self._processing.discard(key)
             if key in self._dirty:
-                self._queue[key] = self._clock()
+                self._push(key)
         self._changed()
+
+    def _push(self, key: K) -> None:
+        self._queue.append(key)
+        self._queued_at[key] = self._clock()
 
     def shutdown(self) -> None:
         """Stop accepting keys and wake waiting workers; they get ShutDown once it is empty."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
-from conftest import Daemon, Etcd, states_are
+from conftest import Daemon, Etcd, eventually, states_are
 
 BACKEND = "payment_service.backend_model"
 AUTH = "payment_service.auth_model"
@@ -158,3 +159,31 @@ async def test_state_key_overwritten_by_someone_else_is_corrected(
     await etcd.put(f"{etcd.layout.model_states}m/state", "Succeeded")
     await etcd.delete(f"{etcd.layout.package_states}p/state")
     await states_are(etcd, {"m": "Running", "pkg:p": "Running"})
+
+
+async def test_a_large_burst_fills_transactions_to_the_limit(etcd: Etcd, daemon: Daemon) -> None:
+    """600 models changing at once are written in full transactions (etcd allows 128
+    compares, one of them the leader fence) and the daemon keeps running."""
+    ops = []
+    for i in range(600):
+        doc = {
+            "state": {"Status": "running"},
+            "annotation": {"io.pullpiri.annotations.model": f"b{i}"},
+        }
+        ops.append(
+            etcd.client.transactions.put(
+                f"{etcd.layout.containers}burst{i}".encode(), json.dumps(doc).encode()
+            )
+        )
+    for start in range(0, len(ops), 120):
+        await etcd.client.transaction(compare=[], success=ops[start : start + 120], failure=[])
+
+    async def all_written() -> bool:
+        return len(await etcd.states()) == 600
+
+    await eventually(all_written, 30, "600 model states")
+    assert daemon.process is not None
+    assert daemon.process.poll() is None
+    sizes = [len([t for t in daemon.events("transition") if t["revision"] == r])
+             for r in {t["revision"] for t in daemon.events("transition")}]  # fmt: skip
+    assert max(sizes) == 127
