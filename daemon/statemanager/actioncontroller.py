@@ -42,11 +42,7 @@ class ActionControllerClient:
         if tls is None:
             self._channel = grpc.aio.insecure_channel(address, _CHANNEL_OPTIONS)
         else:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=tls.ca_file.read_bytes() if tls.ca_file else None,
-                private_key=tls.key_file.read_bytes() if tls.key_file else None,
-                certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
-            )
+            credentials = grpc.ssl_channel_credentials(*tls.pem())
             self._channel = grpc.aio.secure_channel(address, credentials, _CHANNEL_OPTIONS)
         # The generated stub is untyped; `reconcile` below is the typed surface.
         self._stub: Any = pb_grpc.ActionControllerConnectionStub(self._channel)  # type: ignore[no-untyped-call]

@@ -152,6 +152,14 @@ class TlsFiles:
     cert_file: Path | None = None
     key_file: Path | None = None
 
+    def pem(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(root certificates, private key, certificate chain), the order gRPC's
+        `ssl_channel_credentials` takes them in."""
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path else None
+
+        return read(self.ca_file), read(self.key_file), read(self.cert_file)
+
 
 @dataclass(frozen=True, slots=True)
 class Option:

@@ -178,11 +178,7 @@ class _Connection:
         if tls is None:
             self.channel = grpc.aio.insecure_channel(target, _CHANNEL_OPTIONS)
         else:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=tls.ca_file.read_bytes() if tls.ca_file else None,
-                private_key=tls.key_file.read_bytes() if tls.key_file else None,
-                certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
-            )
+            credentials = grpc.ssl_channel_credentials(*tls.pem())
             self.channel = grpc.aio.secure_channel(target, credentials, _CHANNEL_OPTIONS)
         self.kv = rpc.KVStub(self.channel)
         self.watch = rpc.WatchStub(self.channel)

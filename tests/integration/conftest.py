@@ -198,6 +198,22 @@ def daemon_env(endpoint: str, layout: KeyLayout, metrics_port: int) -> dict[str,
     return env
 
 
+def cli(
+    args: list[str], endpoint: str, layout: KeyLayout, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a `statemanager` command against `endpoint` with this test's key layout."""
+    full_env = daemon_env(endpoint, layout, 1)
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "statemanager", *args, "--config", os.devnull],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @dataclass
 class Daemon:
     """`python -m statemanager run` as production runs it: a process, JSON logs, /metrics."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,22 +11,7 @@ import pytest
 
 from statemanager.keys import KeyLayout
 
-from conftest import Daemon, Etcd, daemon_env, states_are
-
-
-def cli(
-    args: list[str], endpoint: str, layout: KeyLayout, **env: str
-) -> subprocess.CompletedProcess[str]:
-    full_env = daemon_env(endpoint, layout, 1)
-    full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "statemanager", *args, "--config", os.devnull],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from conftest import Daemon, Etcd, cli, daemon_env, states_are
 
 
 async def test_evaluate_reports_differences_then_agreement(

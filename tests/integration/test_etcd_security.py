@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from statemanager.etcd import EtcdClient, Put
 from statemanager.keys import KeyLayout
 from statemanager.localetcd import LocalEtcd, ServerTls, find_etcd, free_port
 
-from conftest import Certs, Daemon, Etcd, daemon_env, eventually
+from conftest import Certs, Daemon, Etcd, cli, daemon_env, eventually
 from fleet import Churn, converged
 
 PASSWORD = "s3cret-Pa55word-for-tests"
@@ -28,17 +27,6 @@ def tls_daemon(tmp_path: Path, layout: KeyLayout, endpoints: str, **env: str) ->
     full = daemon_env(endpoints, layout, port)
     full.update(env)
     return Daemon(full, tmp_path / f"daemon-{port}.log", port)
-
-
-def cli(
-    args: list[str], layout: KeyLayout, endpoints: str, **env: str
-) -> subprocess.CompletedProcess[str]:
-    full = daemon_env(endpoints, layout, 1)
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "statemanager", *args, "--config", "/dev/null"],
-        env=full, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -81,7 +69,7 @@ async def test_daemon_over_tls(
         await _put_failing_package(tls_etcd, certs, layout, mutual)
 
         async def written() -> bool:
-            result = cli(["status"], layout, tls_etcd.endpoint, **env)
+            result = cli(["status"], tls_etcd.endpoint, layout, **env)
             return "package pay: Error (P2, all 1 models Failed)" in result.stdout
 
         await eventually(written, 15, "the Error state, read back over TLS")
@@ -110,21 +98,21 @@ def test_tls_misconfiguration_is_a_clear_error(
 ) -> None:
     """A CA that did not sign the server, a key that does not match its certificate, and an
     unreadable file each stop the command with a message that names the problem."""
-    wrong_ca = cli(["status"], layout, tls_etcd.endpoint,
+    wrong_ca = cli(["status"], tls_etcd.endpoint, layout,
                    STATEMANAGER_ETCD_CA_FILE=str(certs.other_ca),
                    STATEMANAGER_ETCD_CERT_FILE=str(certs.client_cert),
                    STATEMANAGER_ETCD_KEY_FILE=str(certs.client_key),
                    STATEMANAGER_ETCD_TIMEOUT_SECONDS="2")  # fmt: skip
     assert wrong_ca.returncode == 3
     assert "CERTIFICATE_VERIFY_FAILED" in wrong_ca.stderr or "handshake" in wrong_ca.stderr.lower()
-    mismatched = cli(["status"], layout, tls_etcd.endpoint,
+    mismatched = cli(["status"], tls_etcd.endpoint, layout,
                      STATEMANAGER_ETCD_CA_FILE=str(certs.ca),
                      STATEMANAGER_ETCD_CERT_FILE=str(certs.client_cert),
                      STATEMANAGER_ETCD_KEY_FILE=str(certs.server_key))  # fmt: skip
     assert mismatched.returncode == 2
     assert "etcd.cert_file" in mismatched.stderr
     assert "do not load as a pair" in mismatched.stderr
-    missing = cli(["status"], layout, tls_etcd.endpoint, STATEMANAGER_ETCD_CA_FILE="/nope/ca.pem")
+    missing = cli(["status"], tls_etcd.endpoint, layout, STATEMANAGER_ETCD_CA_FILE="/nope/ca.pem")
     assert missing.returncode == 2
     assert "STATEMANAGER_ETCD_CA_FILE" in missing.stderr
 
@@ -181,10 +169,10 @@ async def test_auth_tokens_expire_and_are_renewed(tmp_path: Path, layout: KeyLay
             await etcd.client.close()
         log_text = d.log_path.read_text()
         assert PASSWORD not in log_text
-        status = cli(["status"], layout, server.endpoint, STATEMANAGER_ETCD_USERNAME="root",
+        status = cli(["status"], server.endpoint, layout, STATEMANAGER_ETCD_USERNAME="root",
                      STATEMANAGER_ETCD_PASSWORD=PASSWORD)  # fmt: skip
         assert status.returncode == 0, status.stderr
-        wrong = cli(["status"], layout, server.endpoint, STATEMANAGER_ETCD_USERNAME="root",
+        wrong = cli(["status"], server.endpoint, layout, STATEMANAGER_ETCD_USERNAME="root",
                     STATEMANAGER_ETCD_PASSWORD="not-" + PASSWORD)  # fmt: skip
         assert wrong.returncode == 3
         assert "authentication" in wrong.stderr
