@@ -155,6 +155,7 @@ class TlsFiles:
     def pem(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         """(root certificates, private key, certificate chain), the order gRPC's
         `ssl_channel_credentials` takes them in."""
+
         def read(path: Path | None) -> bytes | None:
             return path.read_bytes() if path else None
 

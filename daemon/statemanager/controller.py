@@ -102,9 +102,8 @@ class Controller:
         """Apply one watch response's events for `prefix` (all of a revision's, never part)."""
         kind = self._kinds[prefix]
         for event in events:
-            dirty, report = self._ingest.apply(kind, event.key, event.value, event.revision)
-            if report is not None:
-                self._report([report])
+            dirty, reports = self._ingest.apply(kind, event.key, event.value, event.revision)
+            self._report(reports)
             self._mark(dirty, event.revision)
         self._metrics.last_event_time.set(time.time())
 

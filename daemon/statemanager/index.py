@@ -53,6 +53,10 @@ class Index:
         self._model_containers: dict[str, set[str]] = {}
         self._counts: dict[str, Counter[ContainerClass]] = {}
         self._unassigned: set[str] = set()
+        # Containers that became unassigned since the last take_became_unassigned(), however
+        # it happened (their own event, or a Model spec that stopped matching their names).
+        self._became_unassigned: list[str] = []
+        self._left_unassigned: set[str] = set()  # within one operation: moved, not new
         # Name matching for containers without a model annotation (SPEC §2):
         # "{model}_{container}" → models whose spec lists it; container name → unannotated ids.
         self._model_spec: dict[str, tuple[str, ...]] = {}
@@ -116,6 +120,10 @@ class Index:
     def _attach(self, cid: str, model: str | None, cls: ContainerClass) -> None:
         if model is None:
             self._unassigned.add(cid)
+            if cid in self._left_unassigned:
+                self._left_unassigned.discard(cid)  # unassigned before, unassigned still
+            else:
+                self._became_unassigned.append(cid)
             return
         self._model_containers.setdefault(model, set()).add(cid)
         self._counts.setdefault(model, Counter())[cls] += 1
@@ -123,6 +131,7 @@ class Index:
     def _detach(self, cid: str, model: str | None, cls: ContainerClass) -> None:
         if model is None:
             self._unassigned.discard(cid)
+            self._left_unassigned.add(cid)
             return
         members = self._model_containers[model]
         members.discard(cid)
@@ -296,6 +305,13 @@ class Index:
 
     def is_unassigned(self, cid: str) -> bool:
         return cid in self._unassigned
+
+    def take_became_unassigned(self) -> list[str]:
+        """Containers that became unassigned since the last call (each reported once)."""
+        became = [cid for cid in self._became_unassigned if cid in self._unassigned]
+        self._became_unassigned = []
+        self._left_unassigned.clear()
+        return became
 
     def unassigned_count(self) -> int:
         return len(self._unassigned)

@@ -74,7 +74,7 @@ class Ingest:
 
     def apply(
         self, kind: Kind, key: bytes, value: bytes | None, revision: int
-    ) -> tuple[set[WorkKey], Report | None]:
+    ) -> tuple[set[WorkKey], list[Report]]:
         """Apply one put (value) or delete (None) seen at `revision`."""
         known = self._known[kind]
         if value is None:
@@ -82,32 +82,24 @@ class Ingest:
             self._rejected.pop(key, None)
         else:
             known[key] = revision
-        cid = (
-            self._layout.name_in(kind, key.decode("utf-8", "replace"))
-            if kind is Kind.CONTAINER
-            else None
-        )
-        was_unassigned = cid is not None and self._index.is_unassigned(cid)
+        reports: list[Report] = []
         try:
             dirty = self._apply(kind, key, value, revision)
         except BadInput as exc:
-            already = self._rejected.get(key) == revision
+            if self._rejected.get(key) != revision:
+                text = key.decode("utf-8", "backslashreplace")
+                reports.append(Report(text, exc.kind, exc.detail, revision))
             self._rejected[key] = revision
             try:  # treat the key as absent: forget whatever its previous value said
                 dirty = self._apply(kind, key, None, revision)
             except BadInput:
                 dirty = set()  # the key itself is unusable, so no value of it was ever applied
-            report = (
-                None
-                if already
-                else Report(key.decode("utf-8", "backslashreplace"), exc.kind, exc.detail, revision)
-            )
-            return dirty, report
-        if cid is not None and not was_unassigned and self._index.is_unassigned(cid):
-            # Reported when it becomes unassigned, not on every stats-only rewrite of it.
-            detail = "no model annotation and no Model spec lists any of its names"
-            return dirty, Report(key.decode("utf-8", "replace"), UNASSIGNED, detail, revision)
-        return dirty, None
+        # Reported when a container becomes unassigned (by its own event or a Model spec's),
+        # not on every stats-only rewrite of it.
+        detail = "no model annotation and no Model spec lists any of its names"
+        for cid in self._index.take_became_unassigned():
+            reports.append(Report(f"{self._layout.containers}{cid}", UNASSIGNED, detail, revision))
+        return dirty, reports
 
     def resync_all(
         self,
@@ -149,10 +141,9 @@ class Ingest:
                 continue
             if mod_revision <= delivered:
                 result.drifted.append(key.decode("utf-8", "backslashreplace"))
-            more, report = self.apply(kind, key, value, mod_revision)
+            more, reports = self.apply(kind, key, value, mod_revision)
             result.dirty |= more
-            if report is not None:
-                result.reports.append(report)
+            result.reports.extend(reports)
         for key in [k for k in known if k not in seen]:
             more, _ = self.apply(kind, key, None, revision)
             result.dirty |= more

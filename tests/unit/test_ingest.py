@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from statemanager.index import Index
-from statemanager.ingest import UNASSIGNED, Ingest
+from statemanager.ingest import UNASSIGNED, Ingest, Report
 from statemanager.keys import KeyLayout, Kind, Resource, WorkKey
 
 LAYOUT = KeyLayout()
@@ -15,6 +16,13 @@ CONTAINERS = LAYOUT.containers
 C1 = f"{CONTAINERS}c1".encode()
 C2 = f"{CONTAINERS}c2".encode()
 BAD = b"{not json"
+
+
+def apply1(ingest: Ingest, *args: Any) -> tuple[set[WorkKey], Report | None]:
+    """`Ingest.apply` for one event that makes at most one report: (dirty, that report)."""
+    dirty, reports = ingest.apply(*args)
+    assert len(reports) <= 1, reports
+    return dirty, (reports[0] if reports else None)
 
 
 def model(name: str) -> WorkKey:
@@ -46,14 +54,14 @@ def ingest(index: Index) -> Ingest:
 
 def test_good_container_put(ingest: Ingest, index: Index) -> None:
     """A valid container value is applied to the index and dirties its model, no report."""
-    dirty, report = ingest.apply(Kind.CONTAINER, C1, container(), 5)
+    dirty, report = apply1(ingest, Kind.CONTAINER, C1, container(), 5)
     assert (dirty, report) == ({model("m")}, None)
     assert [cid for cid, _ in index.containers_of("m")] == ["c1"]
 
 
 def test_bad_input_reported_with_kind_key_and_revision(ingest: Ingest) -> None:
     """An unparsable value yields one Report naming the key, the kind and the revision."""
-    _, report = ingest.apply(Kind.CONTAINER, C1, BAD, 7)
+    _, report = apply1(ingest, Kind.CONTAINER, C1, BAD, 7)
     assert report is not None
     assert (report.key, report.kind, report.revision) == (C1.decode(), "invalid_json", 7)
     assert report.rejected
@@ -61,23 +69,23 @@ def test_bad_input_reported_with_kind_key_and_revision(ingest: Ingest) -> None:
 
 def test_bad_input_reported_once_per_revision(ingest: Ingest) -> None:
     """The same bad value at the same revision is reported once, even when applied again."""
-    first = ingest.apply(Kind.CONTAINER, C1, BAD, 7)[1]
-    again = ingest.apply(Kind.CONTAINER, C1, BAD, 7)[1]
+    first = apply1(ingest, Kind.CONTAINER, C1, BAD, 7)[1]
+    again = apply1(ingest, Kind.CONTAINER, C1, BAD, 7)[1]
     assert first is not None
     assert again is None
 
 
 def test_bad_input_not_reported_again_by_resync(ingest: Ingest) -> None:
     """A relist that finds the same bad value at the same mod revision reports nothing."""
-    assert ingest.apply(Kind.CONTAINER, C1, BAD, 7)[1] is not None
+    assert apply1(ingest, Kind.CONTAINER, C1, BAD, 7)[1] is not None
     result = ingest.resync(Kind.CONTAINER, [(C1, BAD, 7)], 20)
     assert result.reports == []
 
 
 def test_bad_input_reported_again_at_new_revision(ingest: Ingest) -> None:
     """A bad value rewritten at a later revision is a new problem and is reported."""
-    ingest.apply(Kind.CONTAINER, C1, BAD, 7)
-    _, report = ingest.apply(Kind.CONTAINER, C1, b"[]", 8)
+    apply1(ingest, Kind.CONTAINER, C1, BAD, 7)
+    _, report = apply1(ingest, Kind.CONTAINER, C1, b"[]", 8)
     assert report is not None
     assert (report.kind, report.revision) == ("wrong_type", 8)
 
@@ -90,8 +98,8 @@ def test_bad_first_seen_in_resync_is_reported(ingest: Ingest) -> None:
 
 def test_bad_value_treated_as_absent(ingest: Ingest, index: Index) -> None:
     """A good container replaced by a bad value leaves its model, which becomes dirty."""
-    ingest.apply(Kind.CONTAINER, C1, container(status="dead"), 5)
-    dirty, report = ingest.apply(Kind.CONTAINER, C1, BAD, 6)
+    apply1(ingest, Kind.CONTAINER, C1, container(status="dead"), 5)
+    dirty, report = apply1(ingest, Kind.CONTAINER, C1, BAD, 6)
     assert report is not None
     assert dirty == {model("m")}
     assert list(index.containers_of("m")) == []
@@ -100,9 +108,9 @@ def test_bad_value_treated_as_absent(ingest: Ingest, index: Index) -> None:
 
 def test_oversized_value_rejected_and_absent(ingest: Ingest, index: Index) -> None:
     """A value over max_value_bytes is rejected as oversized and its old value forgotten."""
-    ingest.apply(Kind.CONTAINER, C1, container(), 5)
+    apply1(ingest, Kind.CONTAINER, C1, container(), 5)
     padded = container()[:-1] + b', "pad": "' + b"x" * 2000 + b'"}'
-    dirty, report = ingest.apply(Kind.CONTAINER, C1, padded, 6)
+    dirty, report = apply1(ingest, Kind.CONTAINER, C1, padded, 6)
     assert report is not None
     assert report.kind == "oversized"
     assert dirty == {model("m")}
@@ -112,8 +120,8 @@ def test_oversized_value_rejected_and_absent(ingest: Ingest, index: Index) -> No
 def test_bad_package_spec_treated_as_absent(ingest: Ingest, index: Index) -> None:
     """A Package spec replaced by an invalid document drops the package (its state is deleted)."""
     key = b"Package/p"
-    ingest.apply(Kind.PACKAGE_SPEC, key, b"spec: {models: [{name: m}]}", 3)
-    dirty, report = ingest.apply(Kind.PACKAGE_SPEC, key, b"spec: {models: [", 4)
+    apply1(ingest, Kind.PACKAGE_SPEC, key, b"spec: {models: [{name: m}]}", 3)
+    dirty, report = apply1(ingest, Kind.PACKAGE_SPEC, key, b"spec: {models: [", 4)
     assert report is not None
     assert report.kind == "invalid_yaml"
     assert package("p") in dirty
@@ -122,7 +130,7 @@ def test_bad_package_spec_treated_as_absent(ingest: Ingest, index: Index) -> Non
 
 def test_spec_key_with_bad_name(ingest: Ingest, index: Index) -> None:
     """A spec key whose name cannot form a state key is rejected as bad_name, nothing applied."""
-    dirty, report = ingest.apply(Kind.MODEL_SPEC, b"Model/a b", b"spec: {containers: []}", 3)
+    dirty, report = apply1(ingest, Kind.MODEL_SPEC, b"Model/a b", b"spec: {containers: []}", 3)
     assert dirty == set()
     assert report is not None
     assert report.kind == "bad_name"
@@ -130,8 +138,8 @@ def test_spec_key_with_bad_name(ingest: Ingest, index: Index) -> None:
 
 def test_resync_deletes_keys_missing_from_listing(ingest: Ingest, index: Index) -> None:
     """Keys applied before but absent from a fresh listing are deleted (missed deletions)."""
-    ingest.apply(Kind.CONTAINER, C1, container(model_name="a"), 5)
-    ingest.apply(Kind.CONTAINER, C2, container(model_name="b"), 6)
+    apply1(ingest, Kind.CONTAINER, C1, container(model_name="a"), 5)
+    apply1(ingest, Kind.CONTAINER, C2, container(model_name="b"), 6)
     result = ingest.resync(Kind.CONTAINER, [(C2, container(model_name="b"), 6)], 30)
     assert (result.dirty, result.reports) == ({model("a")}, [])
     assert list(index.containers_of("a")) == []
@@ -140,8 +148,8 @@ def test_resync_deletes_keys_missing_from_listing(ingest: Ingest, index: Index) 
 
 def test_resync_skips_unchanged_and_applies_changed(ingest: Ingest, index: Index) -> None:
     """A listing re-applies only keys whose mod revision changed."""
-    ingest.apply(Kind.CONTAINER, C1, container(model_name="a"), 5)
-    ingest.apply(Kind.CONTAINER, C2, container(model_name="b"), 6)
+    apply1(ingest, Kind.CONTAINER, C1, container(model_name="a"), 5)
+    apply1(ingest, Kind.CONTAINER, C2, container(model_name="b"), 6)
     listing = [
         (C1, container(model_name="a"), 5),
         (C2, container(status="dead", model_name="b"), 9),
@@ -154,7 +162,7 @@ def test_resync_skips_unchanged_and_applies_changed(ingest: Ingest, index: Index
 
 def test_resync_all_dispatches_by_prefix(ingest: Ingest, index: Index) -> None:
     """resync_all routes each prefix's items to its kind and deletes missing keys in each."""
-    ingest.apply(Kind.PACKAGE_SPEC, b"Package/old", b"spec: {models: []}", 2)
+    apply1(ingest, Kind.PACKAGE_SPEC, b"Package/old", b"spec: {models: []}", 2)
     listing = {
         LAYOUT.containers: [(C1, container(), 5)],
         LAYOUT.packages: [(b"Package/p", b"spec: {models: [{name: m}]}", 6)],
@@ -170,7 +178,7 @@ def test_resync_all_dispatches_by_prefix(ingest: Ingest, index: Index) -> None:
 
 def test_resync_flags_changes_the_watch_should_have_delivered(ingest: Ingest) -> None:
     """A listed change at or below the delivered revision is drift; a newer one is not."""
-    ingest.apply(Kind.CONTAINER, C1, container(model_name="a"), 5)
+    apply1(ingest, Kind.CONTAINER, C1, container(model_name="a"), 5)
     listing = [(C1, container(status="dead", model_name="a"), 8), (C2, container(), 12)]
     result = ingest.resync(Kind.CONTAINER, listing, 20, delivered=10)
     assert result.drifted == [C1.decode()]
@@ -195,45 +203,61 @@ def test_resync_all_passes_delivered_per_prefix(ingest: Ingest) -> None:
 
 def test_state_key_observed(ingest: Ingest, index: Index) -> None:
     """A put under a state prefix is recorded as the written state; a foreign key is ignored."""
-    assert ingest.apply(Kind.PACKAGE_STATE, b"/package/p/state", b"Error", 4) == (
+    assert apply1(ingest, Kind.PACKAGE_STATE, b"/package/p/state", b"Error", 4) == (
         {package("p")},
         None,
     )
     assert index.written(package("p")).value == "Error"
-    assert ingest.apply(Kind.PACKAGE_STATE, b"/package/p/notes", b"x", 5) == (set(), None)
+    assert apply1(ingest, Kind.PACKAGE_STATE, b"/package/p/notes", b"x", 5) == (set(), None)
 
 
 def test_unassigned_reported_when_it_becomes_unassigned(ingest: Ingest) -> None:
     """An unassigned container is reported on becoming unassigned, not on each rewrite."""
     lonely = container(model_name=None, names=["nobody"])
-    _, first = ingest.apply(Kind.CONTAINER, C1, lonely, 5)
+    _, first = apply1(ingest, Kind.CONTAINER, C1, lonely, 5)
     assert first is not None
     assert (first.kind, first.rejected, first.key) == (UNASSIGNED, False, C1.decode())
-    assert ingest.apply(Kind.CONTAINER, C1, lonely, 6)[1] is None
+    assert apply1(ingest, Kind.CONTAINER, C1, lonely, 6)[1] is None
     assert (
-        ingest.apply(Kind.CONTAINER, C1, container(status="paused", model_name=None), 7)[1] is None
+        apply1(ingest, Kind.CONTAINER, C1, container(status="paused", model_name=None), 7)[1]
+        is None
     )
 
 
 def test_unassigned_reported_again_after_being_assigned(ingest: Ingest) -> None:
     """A container that gains a model and then loses it is reported again."""
     lonely = container(model_name=None)
-    assert ingest.apply(Kind.CONTAINER, C1, lonely, 5)[1] is not None
-    assert ingest.apply(Kind.CONTAINER, C1, container(model_name="m"), 6)[1] is None
-    report = ingest.apply(Kind.CONTAINER, C1, lonely, 7)[1]
+    assert apply1(ingest, Kind.CONTAINER, C1, lonely, 5)[1] is not None
+    assert apply1(ingest, Kind.CONTAINER, C1, container(model_name="m"), 6)[1] is None
+    report = apply1(ingest, Kind.CONTAINER, C1, lonely, 7)[1]
     assert report is not None
     assert report.kind == UNASSIGNED
 
 
 def test_assigned_container_not_reported(ingest: Ingest) -> None:
     """A container matched by a Model spec name is assigned and not reported."""
-    ingest.apply(Kind.MODEL_SPEC, b"Model/m", b"spec: {containers: [{name: web}]}", 2)
-    dirty, report = ingest.apply(Kind.CONTAINER, C1, container(model_name=None, names=["m_web"]), 5)
+    apply1(ingest, Kind.MODEL_SPEC, b"Model/m", b"spec: {containers: [{name: web}]}", 2)
+    dirty, report = apply1(
+        ingest, Kind.CONTAINER, C1, container(model_name=None, names=["m_web"]), 5
+    )
     assert (dirty, report) == ({model("m")}, None)
 
 
 def test_delete_of_bad_key_is_quiet(ingest: Ingest, index: Index) -> None:
     """Deleting a key whose value was rejected reports nothing and leaves the index empty."""
-    ingest.apply(Kind.CONTAINER, C1, BAD, 7)
-    assert ingest.apply(Kind.CONTAINER, C1, None, 8) == (set(), None)
+    apply1(ingest, Kind.CONTAINER, C1, BAD, 7)
+    assert apply1(ingest, Kind.CONTAINER, C1, None, 8) == (set(), None)
     assert index.sizes() == (0, 0, 0)
+
+
+def test_containers_unassigned_by_a_model_spec_change_are_reported() -> None:
+    """A Model spec that stops listing a name reports each container it leaves without a model."""
+    ingest = Ingest(KeyLayout(), Index(), 1 << 20)
+    spec = b"spec: {containers: [{name: web}, {name: db}]}"
+    apply1(ingest, Kind.MODEL_SPEC, b"Model/m", spec, 2)
+    for key, name in ((C1, "m_web"), (C2, "m_db")):
+        apply1(ingest, Kind.CONTAINER, key, container(model_name=None, names=[name]), 3)
+    dirty, reports = ingest.apply(Kind.MODEL_SPEC, b"Model/m", b"spec: {containers: []}", 4)
+    assert dirty == {WorkKey(Resource.MODEL, "m")}
+    assert sorted(r.key for r in reports) == sorted([C1.decode(), C2.decode()])
+    assert all(r.kind == UNASSIGNED and r.revision == 4 for r in reports)
