@@ -89,6 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(settings: Settings) -> int:
     local: LocalEtcd | None = None
+    if not settings.etcd_endpoints and "INVOCATION_ID" in os.environ:
+        # Under systemd a missing endpoint is a configuration mistake, not a request for a
+        # throwaway development etcd in the service's working directory.
+        print(
+            "statemanager: invalid config: etcd.endpoints is not set (set it in "
+            "/etc/statemanager/statemanager.toml or STATEMANAGER_ETCD_ENDPOINTS)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if not settings.etcd_endpoints:
         settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
         if not port_open(DEV_CLIENT_PORT):

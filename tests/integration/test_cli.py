@@ -126,3 +126,10 @@ def test_unreachable_etcd_is_a_clear_error(layout: KeyLayout) -> None:
     result = cli(["status"], "http://127.0.0.1:9", layout, STATEMANAGER_ETCD_TIMEOUT_SECONDS="1")
     assert result.returncode == 3
     assert "etcd" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_under_systemd_without_endpoints_is_a_config_error(layout: KeyLayout) -> None:
+    """Under systemd, `run` with no etcd endpoints exits 2 instead of starting a dev etcd."""
+    result = cli(["run"], "", layout, INVOCATION_ID="0123456789abcdef")
+    assert result.returncode == 2
+    assert "etcd.endpoints is not set" in result.stderr
