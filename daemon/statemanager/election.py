@@ -112,8 +112,12 @@ class Election:
     async def run(self) -> None:
         """Campaign and hold leadership until cancelled; etcd outages mean follower meanwhile."""
         backoff = Backoff(initial=0.2, cap=2.0)
+        earlier_self_forgotten = False
         while True:
             try:
+                if not earlier_self_forgotten:
+                    await self._forget_earlier_self()
+                    earlier_self_forgotten = True
                 await self._campaign_and_hold(backoff)
             except EtcdUnavailable as exc:
                 self._set(False, None)
@@ -132,7 +136,9 @@ class Election:
             self._lease = 0
 
     async def _campaign_and_hold(self, backoff: Backoff) -> None:
-        await self._forget_earlier_self()
+        """Create our candidate key on a new lease, then renew it and watch who leads until the
+        lease is lost (LeaseLost). A failed request in between only makes us stop writing until
+        the next one succeeds: our key keeps its place in line while the lease lives."""
         renewed = self._clock()
         self._lease = lease = await self._client.grant_lease(self._ttl)
         key = f"{self._prefix}{lease:016x}".encode()
@@ -140,13 +146,22 @@ class Election:
         fence = Fence(key, created)
         log.info("campaigning", node=self._node, key=key.decode(), lease=f"{lease:x}")
         while True:
-            if self._clock() - renewed >= self._renew_every:
-                sent = self._clock()
-                if await self._client.keep_alive(lease) <= 0:
-                    raise LeaseLost("our lease expired; campaigning again")
-                renewed = sent
-            self._valid_until = renewed + self._ttl - self._margin
-            first = await self._client.first_created(self._prefix)
+            try:
+                if self._clock() - renewed >= self._renew_every:
+                    sent = self._clock()
+                    if await self._client.keep_alive(lease) <= 0:
+                        raise LeaseLost("our lease expired; campaigning again")
+                    renewed = sent
+                self._valid_until = renewed + self._ttl - self._margin
+                first = await self._client.first_created(self._prefix)
+            except LeaseLost:
+                raise
+            except EtcdUnavailable as exc:
+                self._set(False, None)
+                delay = backoff.next()
+                log.warning("election_retry", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+                continue
             if first is None or first[2] > created:
                 raise LeaseLost("our candidate key is gone; campaigning again")
             self._leader_name = first[1].decode("utf-8", "replace")
