@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import urllib.error
 import urllib.parse
@@ -214,3 +215,25 @@ async def test_real_prometheus_scrapes_the_daemon(
     assert result[0]["value"][1] == "1"  # type: ignore[index]
     up = promql(port, 'up{job="statemanager"}')
     assert up[0]["value"][1] == "1"  # type: ignore[index]
+
+
+async def test_healthz_fails_when_the_event_loop_is_wedged(
+    etcd: Etcd, daemon_factory: Callable[[], Daemon]
+) -> None:
+    """A blocked event loop (test hook: SIGUSR2) turns /healthz to 503 within about 10 s while
+    the HTTP thread keeps answering."""
+    d = daemon_factory()
+    d.env["STATEMANAGER_TEST_HOOKS"] = "1"
+    d.start()
+    await d.wait_synced()
+    assert http_get(d.metrics_port, "/healthz")[0] == 200
+    assert d.process is not None
+    d.process.send_signal(signal.SIGUSR2)
+
+    async def stuck() -> bool:
+        return http_get(d.metrics_port, "/healthz")[0] == 503
+
+    await eventually(stuck, 20, "/healthz 503")
+    assert "event loop stuck" in http_get(d.metrics_port, "/healthz")[1]
+    assert http_get(d.metrics_port, "/readyz")[0] == 503
+    d.kill()  # a wedged loop cannot handle SIGTERM; that is what the watchdog is for
