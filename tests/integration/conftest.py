@@ -325,8 +325,11 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+def certs(
+    tmp_path_factory: pytest.TempPathFactory, debian_tool: Callable[[str, str], str]
+) -> Certs:
     """A throwaway CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+    debian_tool("openssl", "openssl")
     d = tmp_path_factory.mktemp("certs")
     for ca in ("ca", "other-ca"):
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key",
