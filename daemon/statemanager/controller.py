@@ -30,6 +30,10 @@ from statemanager.writer import NotLeader, StateWriter, TxnClient
 log = structlog.get_logger("statemanager.controller")
 
 BATCH_KEYS = 256  # dirty keys planned together; their writes are packed into transactions
+# The gauges' known label values (built once: the refresh runs after every batch).
+_STATUSES = frozenset(s.value for s in ContainerStatus)
+_MODEL_STATES = frozenset(s.value for s in ModelState)
+_PACKAGE_STATES = frozenset(s.value for s in PackageState)
 
 
 class _QueueMetrics:
@@ -128,11 +132,9 @@ class Controller:
     def _refresh_gauges(self) -> None:
         """Cheap: a handful of labels from counts the index keeps up to date."""
         m = self._metrics
-        m.set_counts(m.containers, self.index.status_counts(), {s.value for s in ContainerStatus})
-        models = self.index.written_counts(Resource.MODEL)
-        m.set_counts(m.models, models, {s.value for s in ModelState})
-        packages = self.index.written_counts(Resource.PACKAGE)
-        m.set_counts(m.packages, packages, {s.value for s in PackageState})
+        m.set_counts(m.containers, self.index.status_counts(), _STATUSES)
+        m.set_counts(m.models, self.index.written_counts(Resource.MODEL), _MODEL_STATES)
+        m.set_counts(m.packages, self.index.written_counts(Resource.PACKAGE), _PACKAGE_STATES)
         m.unassigned_containers.set(self.index.unassigned_count())
 
     # -- work ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -155,7 +155,7 @@ class Metrics:
             for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
                 self.etcd_errors.labels(operation, code)
 
-    def set_counts(self, gauge: Gauge, counts: Mapping[str, int], known: set[str]) -> None:
+    def set_counts(self, gauge: Gauge, counts: Mapping[str, int], known: Set[str]) -> None:
         """Set a by-state gauge from counts; names outside `known` are summed into `other`."""
         values = dict.fromkeys([*known, OTHER], 0)
         for name, n in counts.items():

@@ -48,8 +48,6 @@ class WorkQueue(Generic[K]):
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._shut_down = False
         self._observer: QueueObserver = observer or _Ignore()
         self._clock = clock
@@ -84,11 +82,9 @@ class WorkQueue(Generic[K]):
         def fire() -> None:
             self._timers.discard(handle)
             self.add(key)
-            self._changed()
 
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
-        self._idle.clear()
 
     async def get_batch(self, limit: int) -> list[K]:
         """Wait for at least one key; return up to `limit` keys, now marked as processing."""
@@ -126,22 +122,13 @@ class WorkQueue(Generic[K]):
             handle.cancel()
         self._timers.clear()
         self._wakeup.set()
-        self._changed()  # cancelled timers may have been all that kept the queue busy
 
     def idle(self) -> bool:
         """Nothing queued, processing or scheduled for later."""
-        return self._idle.is_set()
-
-    async def wait_idle(self) -> None:
-        """Wait until nothing is queued, processing or scheduled for later."""
-        await self._idle.wait()
+        return not (self._queue or self._processing or self._timers)
 
     def _changed(self) -> None:
         depth = len(self._queue)
         if depth:
             self._wakeup.set()
-        if depth or self._processing or self._timers:
-            self._idle.clear()
-        else:
-            self._idle.set()
         self._observer.depth(depth)

@@ -107,34 +107,31 @@ async def test_add_after_coalesces_with_queued_key() -> None:
     assert await _get(queue) == ["k"]
 
 
-async def test_wait_idle_returns_at_once_when_empty() -> None:
+def test_a_fresh_queue_is_idle() -> None:
     """A fresh queue is idle."""
-    queue: WorkQueue[str] = WorkQueue()
-    await asyncio.wait_for(queue.wait_idle(), DEADLINE)
+    assert WorkQueue[str]().idle()
 
 
-async def test_wait_idle_waits_for_done() -> None:
-    """wait_idle blocks while a key is queued or processing and returns after done()."""
+async def test_not_idle_until_done() -> None:
+    """A queued or processing key keeps the queue busy; done() makes it idle."""
     queue: WorkQueue[str] = WorkQueue()
     queue.add("k")
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(queue.wait_idle(), SHORT)
+    assert not queue.idle()
     keys = await _get(queue)
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(queue.wait_idle(), SHORT)
+    assert not queue.idle()
     queue.done(keys)
-    await asyncio.wait_for(queue.wait_idle(), DEADLINE)
+    assert queue.idle()
 
 
-async def test_wait_idle_waits_for_scheduled_keys() -> None:
+async def test_scheduled_keys_keep_the_queue_busy() -> None:
     """A key scheduled with add_after keeps the queue busy until it is processed."""
     queue: WorkQueue[str] = WorkQueue()
     queue.add_after("k", SHORT)
-    idle = asyncio.create_task(queue.wait_idle())
+    assert not queue.idle()
     keys = await _get(queue)
-    assert not idle.done()
+    assert not queue.idle()
     queue.done(keys)
-    await asyncio.wait_for(idle, DEADLINE)
+    assert queue.idle()
 
 
 async def test_shutdown_wakes_waiting_getter_with_shutdown() -> None:
@@ -168,12 +165,13 @@ async def test_shutdown_cancels_delayed_adds() -> None:
         await _get(queue)
 
 
-async def test_wait_idle_after_shutdown_cancels_timers() -> None:
+async def test_idle_after_shutdown_cancels_timers() -> None:
     """Once shutdown cancels every scheduled key, the queue is idle."""
     queue: WorkQueue[str] = WorkQueue()
     queue.add_after("k", 60)
+    assert not queue.idle()
     queue.shutdown()
-    await asyncio.wait_for(queue.wait_idle(), SHORT)
+    assert queue.idle()
 
 
 class _Recorder:
