@@ -76,8 +76,9 @@ class ReconcileSender:
         self._pending: dict[bytes, _Pending] = {}
         self._wake = asyncio.Event()
 
-    def add(self, triggers: list[Trigger]) -> None:
-        """Take triggers just committed (or found in etcd); a newer one replaces an older one."""
+    def add(self, triggers: list[Trigger], recorded: bool = True) -> None:
+        """Take triggers just committed (`recorded`), or found in etcd by `load`; a newer one
+        replaces an older one."""
         for trigger in triggers:
             key = trigger_key(self._layout, trigger.package, trigger.scenario)
             known = self._pending.get(key)
@@ -87,8 +88,9 @@ class ReconcileSender:
                 log.info("reconcile_superseded", **_fields(known.trigger), by=trigger.revision)
             backoff = Backoff(initial=0.5, cap=self._max_backoff)
             self._pending[key] = _Pending(trigger, backoff, time.time())
-            self._metrics.reconcile_triggers.labels("recorded").inc()
-            log.info("reconcile_recorded", **_fields(trigger))
+            if recorded:  # counted once, by the daemon that wrote it, not at every reload
+                self._metrics.reconcile_triggers.labels("recorded").inc()
+            log.info("reconcile_recorded" if recorded else "reconcile_loaded", **_fields(trigger))
         self._update_gauges()
         self._wake.set()
 
@@ -110,7 +112,7 @@ class ReconcileSender:
                 found.append(trigger)
         if found:
             log.info("reconcile_resumed", triggers=len(found))
-        self.add(found)
+        self.add(found, recorded=False)
 
     async def run(self, leadership: Leadership) -> None:
         """Deliver pending triggers while this daemon leads (cancel to stop). Each time it

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
 import yaml
 
@@ -136,8 +134,3 @@ async def converged(etcd: Etcd, timeout: float = 60.0) -> float:
     except AssertionError:
         raise AssertionError(f"differences (oracle, etcd): {last.get('diff')}") from None
     return time.monotonic() - started
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

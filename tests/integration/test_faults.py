@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from statemanager.benchload import cpu_seconds
 from statemanager.localetcd import LocalEtcd
 
 from conftest import Daemon, Etcd, eventually
-from fleet import CONTAINERS, PACKAGES, Churn, converged, cpu_seconds
+from fleet import CONTAINERS, PACKAGES, Churn, converged
 
 
 async def churning_daemon(
