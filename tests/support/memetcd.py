@@ -409,22 +409,17 @@ class MemEtcd:
     async def snapshot(
         self, prefixes: Sequence[str], page_size: int = 1000
     ) -> tuple[int, dict[str, list[KeyValue]]]:
-        """Every prefix at one revision, page by page (other tasks run between pages)."""
+        """Every prefix at one revision. Each prefix is one read (`page_size` is the adapter's
+        concern, not etcd's) and a scheduling point, so a compaction can land between two reads
+        and the next one raises Compacted, as a real listing does."""
         revision = 0
         listing: dict[str, list[KeyValue]] = {}
         for prefix in prefixes:
+            await self._request()
             start = prefix.encode()
-            end = prefix_end(start)
-            items: list[KeyValue] = []
-            while True:
-                await self._request()
-                page = self.range_now(start, end, limit=page_size, revision=revision)
-                revision = revision or page.revision
-                items.extend(r.kv() for r in page.records)
-                if not page.more or not page.records:
-                    break
-                start = page.records[-1].key + b"\x00"
-            listing[prefix] = items
+            found = self.range_now(start, prefix_end(start), revision=revision)
+            revision = revision or found.revision
+            listing[prefix] = [r.kv() for r in found.records]
         return revision, listing
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
