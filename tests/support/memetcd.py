@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
+from statemanager.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.etcd import (
     Delete,
     Event,
@@ -47,6 +47,9 @@ Op = Literal["==", "!=", "<", ">"]
 
 # etcd's default --max-txn-ops: compares, and each branch's operations, counted separately.
 MAX_TXN_OPS = 128
+# etcd's default --max-request-bytes; MemEtcd counts keys and values only (etcd counts the
+# encoded request), so it refuses a little later than etcd does.
+MAX_REQUEST_BYTES = 1536 * 1024
 # etcd raises a shorter lease TTL to 3/2 of its election timeout (1 s by default), rounded up.
 MIN_LEASE_TTL = 2
 
@@ -150,7 +153,7 @@ class MemEtcd:
         self._streams: set[_Stream] = set()
         self._down = False
         self._lose_txn_responses = 0
-        self._refusals: list[EtcdError] = []
+        self._refusals: list[EtcdError | EtcdBusy] = []
         self.requests = 0  # every request answered or failed: a cheap busy-loop detector
 
     # -- faults -------------------------------------------------------------------------------
@@ -169,9 +172,11 @@ class MemEtcd:
         deadline that passed after etcd applied the request)."""
         self._lose_txn_responses += count
 
-    def refuse_next_txn(self, error: EtcdError | None = None) -> None:
-        """The next transaction is refused as etcd refuses one (nothing applied)."""
-        self._refusals.append(error or EtcdError("etcd refused txn: RESOURCE_EXHAUSTED"))
+    def refuse_next_txn(self, error: EtcdError | EtcdBusy | None = None) -> None:
+        """The next transaction is refused (nothing applied); by default as etcd refuses writes
+        while its space quota alarm is raised."""
+        refusal = EtcdBusy("nospace", "etcd refused txn: mvcc: database space exceeded")
+        self._refusals.append(error or refusal)
 
     def break_watches(self) -> None:
         """Every open watch stream raises EtcdUnavailable, as when etcd restarts."""
@@ -249,7 +254,12 @@ class MemEtcd:
     ) -> RawTxnResult:
         """etcd's Txn, applied atomically: at most one new revision for the whole branch."""
         if len(compares) > MAX_TXN_OPS or max(len(success), len(failure)) > MAX_TXN_OPS:
-            raise EtcdError("etcd refused txn: INVALID_ARGUMENT: too many operations in txn")
+            raise TooLarge("too_many_ops", "etcd refused txn: too many operations in txn request")
+        size = sum(
+            len(op.key) + len(op.value) for op in (*success, *failure) if isinstance(op, Put)
+        )
+        if size > MAX_REQUEST_BYTES:
+            raise TooLarge("request_too_large", "etcd refused txn: request is too large")
         for branch in (success, failure):
             puts = [op.key for op in branch if isinstance(op, Put)]
             deleted = {op.key for op in branch if isinstance(op, Delete)}
