@@ -12,7 +12,6 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 import grpc
@@ -58,18 +57,15 @@ async def run(settings: Settings) -> int:
         settings.layout,
         metrics,
         settings.inputs_max_value_bytes,
-        # Late-bound: the sender is built next, from the index this controller owns.
-        on_triggers=lambda triggers: sender.add(triggers),  # noqa: PLW0108
     )
     sender = ReconcileSender(
         actioncontroller,
         client,
         settings.layout,
-        controller.index,
         metrics,
         settings.actioncontroller_max_backoff_seconds,
+        settings.etcd_watch_silence_seconds,
     )
-    listed = asyncio.Event()
 
     def on_leadership(leading: bool) -> None:
         metrics.leader.set(1 if leading else 0)
@@ -88,7 +84,6 @@ async def run(settings: Settings) -> int:
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
     def on_listed(revision: int) -> None:
-        listed.set()
         if not background:
             background.append(
                 asyncio.create_task(
@@ -115,7 +110,7 @@ async def run(settings: Settings) -> int:
         asyncio.create_task(watcher.run(), name="watcher"),
         asyncio.create_task(election.run(), name="election"),
         asyncio.create_task(controller.run_worker(election), name="worker"),
-        asyncio.create_task(_after(listed, sender.run(election)), name="reconcile-sender"),
+        asyncio.create_task(sender.run(election), name="reconcile-sender"),
         asyncio.create_task(_heartbeat(health, notifier), name="heartbeat"),
     ]
     grpc_server = await _serve_grpc(settings, controller, client, election)
@@ -182,13 +177,6 @@ def _stop_on_signals() -> asyncio.Event:
         # show that /healthz fails and systemd's watchdog restarts a wedged daemon.
         loop.add_signal_handler(signal.SIGUSR2, time.sleep, 3600)
     return stop
-
-
-async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` once `event` is set: the sender needs the index filled by the first listing
-    to tell whether a trigger's package is still in Error."""
-    await event.wait()
-    await work
 
 
 async def _heartbeat(health: Health, notifier: Notifier) -> None:
