@@ -12,6 +12,7 @@ import gc
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import grpc
@@ -26,6 +27,7 @@ from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.reconcile import ReconcileSender
+from statemanager.refusals import RefusalReport
 from statemanager.stateservice import StateService
 from statemanager.systemd import Notifier
 from statemanager.watcher import Watcher
@@ -46,7 +48,9 @@ async def run(settings: Settings) -> int:
     except OSError as exc:
         log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
         return 1
-    client = EtcdClient.from_settings(settings, observe=metrics.observe_etcd)
+    client = EtcdClient.from_settings(
+        settings, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
+    )
     actioncontroller = ActionControllerClient(
         settings.actioncontroller_address,
         settings.actioncontroller_timeout_seconds,
@@ -62,10 +66,12 @@ async def run(settings: Settings) -> int:
         actioncontroller,
         client,
         settings.layout,
+        controller.index,
         metrics,
         settings.actioncontroller_max_backoff_seconds,
         settings.etcd_watch_silence_seconds,
     )
+    listed = asyncio.Event()
 
     def on_leadership(leading: bool) -> None:
         metrics.leader.set(1 if leading else 0)
@@ -84,6 +90,7 @@ async def run(settings: Settings) -> int:
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
     def on_listed(revision: int) -> None:
+        listed.set()
         if not background:
             background.append(
                 asyncio.create_task(
@@ -110,7 +117,7 @@ async def run(settings: Settings) -> int:
         asyncio.create_task(watcher.run(), name="watcher"),
         asyncio.create_task(election.run(), name="election"),
         asyncio.create_task(controller.run_worker(election), name="worker"),
-        asyncio.create_task(sender.run(election), name="reconcile-sender"),
+        asyncio.create_task(_after(listed, sender.run(election)), name="reconcile-sender"),
         asyncio.create_task(_heartbeat(health, notifier), name="heartbeat"),
     ]
     grpc_server = await _serve_grpc(settings, controller, client, election)
@@ -177,6 +184,13 @@ def _stop_on_signals() -> asyncio.Event:
         # show that /healthz fails and systemd's watchdog restarts a wedged daemon.
         loop.add_signal_handler(signal.SIGUSR2, time.sleep, 3600)
     return stop
+
+
+async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` once `event` is set: the sender needs the index filled by the first listing
+    to know the scenarios targeting a trigger's package."""
+    await event.wait()
+    await work
 
 
 async def _heartbeat(health: Health, notifier: Notifier) -> None:

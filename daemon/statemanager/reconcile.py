@@ -6,11 +6,13 @@ trigger whose commit answer was lost (etcd restart, reset connection, timeout) i
 all the same. A broken or compacted watch is answered with a fresh listing, and every new
 leadership starts with one (another leader may have recorded, delivered or dropped some).
 
-Each trigger is sent until ActionController answers status 0, with capped exponential backoff
-per trigger while it is down or answers non-zero. A trigger whose package is no longer in Error
-(as etcd has it when the attempt is due) is dropped, logged. Removing a trigger is a
-transaction guarded by its revision, so a newer trigger for the same package and scenario (the
-package entered Error again) is never removed by the older one's delivery.
+A trigger is one package's entry into Error; it is sent to each scenario targeting the package
+(sorted by name, as the index has them at delivery) until ActionController answers status 0
+for each, with capped exponential backoff per trigger while it is down or answers non-zero.
+A trigger whose package is no longer in Error (as etcd has it when the attempt is due) is
+dropped, logged. Removing a trigger is a transaction guarded by its revision, so a newer
+trigger for the same package (it entered Error again) is never removed by the older one's
+delivery.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
@@ -28,6 +30,7 @@ from statemanager.actioncontroller import ReconcileOutcome
 from statemanager.backoff import Backoff
 from statemanager.errors import Compacted, EtcdUnavailable
 from statemanager.etcd import Delete, Event, Fence, Guard, KeyValue, Put, TxnResult, WatchBatch
+from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
 from statemanager.states import PackageState
@@ -70,7 +73,8 @@ class _Pending:
     taken_at: float  # unix time this process took it on, for the oldest-pending gauge
     due: float = 0.0
     attempts: int = 0
-    delivered: bool = False  # acknowledged; only its removal from etcd is outstanding
+    acknowledged: set[str] = field(default_factory=set)  # scenarios that answered status 0
+    delivered: bool = False  # acknowledged by all; only its removal from etcd is outstanding
 
 
 class ReconcileSender:
@@ -79,6 +83,7 @@ class ReconcileSender:
         client: ReconcileClient,
         store: TriggerStore,
         layout: KeyLayout,
+        index: Index,
         metrics: Metrics,
         max_backoff: float,
         silence_limit: float,
@@ -86,6 +91,7 @@ class ReconcileSender:
         self._client = client
         self._store = store
         self._layout = layout
+        self._index = index
         self._metrics = metrics
         self._max_backoff = max_backoff
         self._silence_limit = silence_limit
@@ -123,7 +129,7 @@ class ReconcileSender:
             now = time.monotonic()
             due = sorted(
                 (p for p in self._pending.values() if p.due <= now),
-                key=lambda p: (p.trigger.package, p.trigger.scenario),
+                key=lambda p: p.trigger.package,
             )
             for pending in due:
                 await self._attempt(pending, fence)
@@ -207,7 +213,7 @@ class ReconcileSender:
         """Make `trigger` pending unless it already is; a newer one replaces an older one.
         `recorded`: it appeared while this daemon leads (counted here, once), rather than
         being left by an earlier leader or run."""
-        key = trigger_key(self._layout, trigger.package, trigger.scenario)
+        key = trigger_key(self._layout, trigger.package)
         known = self._pending.get(key)
         if known is not None and known.trigger.revision >= trigger.revision:
             return
@@ -232,32 +238,39 @@ class ReconcileSender:
                 self._defer(pending, exc)
                 return
             state = found.value.decode("utf-8", "replace") if found is not None else None
-            if state != PackageState.ERROR:
+            scenarios = self._index.scenarios_of(trigger.package)
+            if state != PackageState.ERROR or not scenarios:
                 log.info("reconcile_dropped", **_fields(trigger), package_state=state)
                 await self._remove(pending, "dropped", fence)
                 return
-            pending.attempts += 1
-            outcome = await self._client.reconcile(trigger.scenario)
-            self._metrics.reconcile_requests.labels(outcome.result).inc()
-            if not outcome.acknowledged:
-                delay = pending.backoff.next()
-                pending.due = time.monotonic() + delay
-                log.warning(
-                    "reconcile_retry",
-                    **_fields(trigger),
-                    attempt=pending.attempts,
-                    result=outcome.result,
-                    error=outcome.detail,
-                    retry_in=round(delay, 2),
+            for scenario in scenarios:
+                if scenario in pending.acknowledged:
+                    continue
+                pending.attempts += 1
+                outcome = await self._client.reconcile(scenario)
+                self._metrics.reconcile_requests.labels(outcome.result).inc()
+                if not outcome.acknowledged:
+                    delay = pending.backoff.next()
+                    pending.due = time.monotonic() + delay
+                    log.warning(
+                        "reconcile_retry",
+                        **_fields(trigger, scenario),
+                        attempt=pending.attempts,
+                        result=outcome.result,
+                        error=outcome.detail,
+                        retry_in=round(delay, 2),
+                    )
+                    return
+                pending.acknowledged.add(scenario)
+                log.info(
+                    "reconcile_delivered", **_fields(trigger, scenario), attempt=pending.attempts
                 )
-                return
             pending.delivered = True
-            log.info("reconcile_delivered", **_fields(trigger), attempt=pending.attempts)
         await self._remove(pending, "delivered", fence)
 
     async def _remove(self, pending: _Pending, outcome: str, fence: Fence) -> None:
         trigger = pending.trigger
-        key = trigger_key(self._layout, trigger.package, trigger.scenario)
+        key = trigger_key(self._layout, trigger.package)
         try:
             result = await self._store.txn([Guard(key, trigger.revision)], [Delete(key)], fence)
         except EtcdUnavailable as exc:
@@ -281,12 +294,17 @@ class ReconcileSender:
         self._metrics.reconcile_oldest.set(oldest)
 
 
-def _fields(trigger: Trigger) -> dict[str, object]:
-    """The log fields that identify one delivery (an idempotency key for ActionController)."""
-    return {
+def _fields(trigger: Trigger, scenario: str | None = None) -> dict[str, object]:
+    """The log fields that identify one delivery (an idempotency key for ActionController):
+    the package's entry into Error and, once known, the scenario it goes to."""
+    fields: dict[str, object] = {
         "package": trigger.package,
-        "scenario": trigger.scenario,
         "revision": trigger.revision,
         "transition_id": trigger.transition_id,
-        "trigger": trigger.identity(),
+        "trigger": trigger.identity()
+        if scenario is None
+        else f"{trigger.package}/{scenario}@{trigger.revision}",
     }
+    if scenario is not None:
+        fields["scenario"] = scenario
+    return fields

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from statemanager.index import Index
@@ -51,39 +51,69 @@ def render_differences(changes: Sequence[Change]) -> list[str]:
     return lines
 
 
-def _state_line(index: Index, key: WorkKey, indent: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the status tree: a package, a model or a container."""
+
+    depth: int  # 0 package, 1 model (in a package or not), 2 container
+    kind: str  # "package", "model" or "container"
+    name: str
+    state: str  # the derived state ("(no state)": should have no key), or a container's status
+    why: str  # the rule and its reason, or a container's class
+    etcd_says: str | None = None  # etcd's value, only where it differs from the derived state
+
+
+def _state_row(index: Index, key: WorkKey, depth: int) -> Row:
     verdict = index.verdict(key)
+    derived = verdict.state if verdict else None
     written = index.written(key).value
-    state = verdict.state if verdict else "(no state)"
-    line = f"{indent}{key.resource} {key.name}: {state} ({_why(verdict)})"
-    if written != (verdict.state if verdict else None):
-        line += f"  [etcd says {written or 'nothing'}]"
-    return line
+    differs = None if written == derived else written or "nothing"
+    return Row(depth, str(key.resource), key.name, derived or "(no state)", _why(verdict), differs)
+
+
+def model_rows(index: Index, model: str, depth: int = 1) -> Iterator[Row]:
+    """The model, then its containers. Lazy, so a caller can stop after a budget of rows."""
+    yield _state_row(index, WorkKey(Resource.MODEL, model), depth)
+    for cid, info in index.containers_of(model):
+        yield Row(depth + 1, "container", cid, info.status, info.cls.value)
+
+
+def package_rows(index: Index, package: str) -> Iterator[Row]:
+    """The package, then each of its models with their containers. Lazy, like model_rows."""
+    yield _state_row(index, WorkKey(Resource.PACKAGE, package), 0)
+    for model in index.models_of(package):
+        yield from model_rows(index, model)
+
+
+def packages(index: Index) -> list[str]:
+    """Every package that has, or should have, a state key, sorted."""
+    return sorted(k.name for k in index.all_keys() if k.resource is Resource.PACKAGE)
+
+
+def loose_models(index: Index) -> list[str]:
+    """Models that no package lists (so no package's rows show them), sorted."""
+    keys = index.all_keys()
+    return sorted(
+        k.name for k in keys if k.resource is Resource.MODEL and not index.packages_of(k.name)
+    )
+
+
+def format_row(row: Row) -> str:
+    line = f"{'  ' * row.depth}{row.kind} {row.name}: {row.state} ({row.why})"
+    return line + (f"  [etcd says {row.etcd_says}]" if row.etcd_says else "")
 
 
 def render_status(snapshot: Snapshot) -> list[str]:
     """packages → models → containers, each with its state and the rule that decided it."""
     index = snapshot.index
-    keys = index.all_keys()
-    packages = sorted(k.name for k in keys if k.resource is Resource.PACKAGE)
     lines = [f"etcd revision {snapshot.revision}"]
-    shown: set[str] = set()
-
-    def model_lines(model: str, indent: str) -> None:
-        shown.add(model)
-        lines.append(_state_line(index, WorkKey(Resource.MODEL, model), indent))
-        for cid, info in index.containers_of(model):
-            lines.append(f"{indent}  container {cid}: {info.status} ({info.cls.value})")
-
-    for package in packages:
-        lines.append(_state_line(index, WorkKey(Resource.PACKAGE, package), ""))
-        for model in index.models_of(package):
-            model_lines(model, "  ")
-    loose = sorted(k.name for k in keys if k.resource is Resource.MODEL and k.name not in shown)
+    for package in packages(index):
+        lines.extend(map(format_row, package_rows(index, package)))
+    loose = loose_models(index)
     if loose:
         lines.append("models in no package:")
         for model in loose:
-            model_lines(model, "  ")
+            lines.extend(map(format_row, model_rows(index, model)))
     for report in snapshot.reports:
         lines.append(
             f"{'rejected' if report.rejected else 'unassigned'} {report.key}: {report.detail}"
