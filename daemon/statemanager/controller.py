@@ -98,6 +98,12 @@ class Controller:
         self._mark(result.dirty | self.index.all_keys(), revision)
         self._refresh_gauges()
 
+    def forget_history(self) -> None:
+        """etcd's history was replaced (a wipe, a restore): every revision learnt so far belongs
+        to a history that no longer exists. The next `load` then takes each listed key as new."""
+        self._ingest.forget_revisions()
+        self._causes.clear()
+
     def apply(self, prefix: str, events: Sequence[Event]) -> None:
         """Apply one watch response's events for `prefix` (all of a revision's, never part)."""
         kind = self._kinds[prefix]
