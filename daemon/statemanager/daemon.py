@@ -35,6 +35,7 @@ from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.reconcile import ReconcileSender
+from statemanager.refusals import RefusalReport
 from statemanager.stateservice import StateService
 from statemanager.systemd import Notifier
 from statemanager.watcher import Watcher
@@ -67,7 +68,9 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     except OSError as exc:
         log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
         return 1
-    client = EtcdClient.from_settings(settings, observe=metrics.observe_etcd)
+    client = EtcdClient.from_settings(
+        settings, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
+    )
     actioncontroller = ActionControllerClient(
         settings.actioncontroller_address,
         settings.actioncontroller_timeout_seconds,
@@ -78,8 +81,6 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         settings.layout,
         metrics,
         settings.inputs_max_value_bytes,
-        # Late-bound: the sender is built next, from the index this controller owns.
-        on_triggers=lambda triggers: sender.add(triggers),  # noqa: PLW0108
     )
     sender = ReconcileSender(
         actioncontroller,
@@ -88,6 +89,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         controller.index,
         metrics,
         settings.actioncontroller_max_backoff_seconds,
+        settings.etcd_watch_silence_seconds,
     )
     listed = asyncio.Event()
 
@@ -264,7 +266,7 @@ def _reload(current: Settings, reload: Callable[[], Settings] | None) -> Setting
 
 async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
     """Run `work` once `event` is set: the sender needs the index filled by the first listing
-    to tell whether a trigger's package is still in Error."""
+    to know the scenarios targeting a trigger's package."""
     await event.wait()
     await work
 
