@@ -571,7 +571,7 @@ class MemEtcd:
             # Per prefix, the next revision to deliver (0: from now on, as etcd reads it).
             next_rev = {p: start or self._revision + 1 for p, start in starts.items()}
             for _ in starts:
-                yield WatchBatch(None, (), 0)  # etcd's "created" response, one per watch
+                yield WatchBatch(None, (), 0, self._revision)  # etcd's "created" response
             caught_up = self._revision
             while True:
                 # History first, then each revision committed since: in order, whole revisions.
@@ -582,12 +582,12 @@ class MemEtcd:
                         events = tuple(e for e in self._history.get(rev, ()) if lo <= e.key < hi)
                         next_rev[prefix] = rev + 1
                         if events:
-                            yield WatchBatch(prefix, events, rev)
+                            yield WatchBatch(prefix, events, rev, self._revision)
                 item = await self._next(stream, progress_every)
                 if isinstance(item, BaseException):
                     raise item
                 if item is None:
-                    yield WatchBatch(None, (), 0)  # progress notification
+                    yield WatchBatch(None, (), 0, self._revision)  # progress notification
                 else:
                     caught_up = max(caught_up, item)
         finally:
