@@ -20,7 +20,6 @@ from statemanager.etcd import prefix_end
 from statemanager.health import Health
 from statemanager.keys import KeyLayout
 from statemanager.metrics import Metrics
-from statemanager.triggers import Trigger
 from statemanager.watcher import Watcher
 
 from support.memetcd import MemEtcd
@@ -35,11 +34,8 @@ class Runtime:
     def __init__(self, mem: MemEtcd, node: str = "node-a", ttl: int = 6) -> None:
         self.mem = mem
         self.metrics = Metrics()
-        self.triggers: list[Trigger] = []
         self.listings = 0
-        self.controller = Controller(
-            mem, LAYOUT, self.metrics, MAX_VALUE_BYTES, on_triggers=self.triggers.extend
-        )
+        self.controller = Controller(mem, LAYOUT, self.metrics, MAX_VALUE_BYTES)
         self.election = Election(
             mem, LAYOUT.own, node, ttl, self._on_leadership, clock=asyncio.get_running_loop().time
         )
