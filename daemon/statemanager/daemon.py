@@ -34,6 +34,7 @@ from statemanager.errors import ConfigError
 from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
+from statemanager.outage import Outage
 from statemanager.reconcile import ReconcileSender
 from statemanager.refusals import RefusalReport
 from statemanager.stateservice import StateService
@@ -63,6 +64,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     metrics = Metrics()
     health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
     notifier = Notifier()
+    outage = Outage()
     try:
         server = metrics.serve(settings.metrics_address, health)
     except OSError as exc:
@@ -94,7 +96,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     listed = asyncio.Event()
 
     def on_leadership(leading: bool) -> None:
-        metrics.leader.set(1 if leading else 0)
+        metrics.leadership(leading)
         if leading:
             controller.mark_all()  # a new leader evaluates everything once, writes differences
 
@@ -104,6 +106,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         settings.ha_node_name,
         settings.ha_lease_ttl_seconds,
         on_leadership,
+        outage,
     )
     stop = _handle_signals(settings, reload)
 
@@ -129,6 +132,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         silence_limit=settings.etcd_watch_silence_seconds,
         resync_interval=settings.etcd_resync_interval_seconds,
         health=health,
+        outage=outage,
     )
     log.info(
         "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics_address

@@ -180,6 +180,43 @@ async def test_journal_stream_lines_carry_their_priority(
         assert n == priority[record["level"]], record
 
 
+async def test_etcd_outage_is_one_line_each_way(
+    server: LocalEtcd, private: Etcd, make_daemon: type[Daemon]
+) -> None:
+    """etcd down for several retries: one `etcd_unreachable` warning with the reason, retries
+    only at debug level, the demotion says why, and one `etcd_reachable` with the duration."""
+    d = make_daemon(STATEMANAGER_ETCD_TIMEOUT_SECONDS="1", STATEMANAGER_HA_LEASE_TTL_SECONDS="2")
+    d.start()
+    await d.wait_synced()
+    server.kill()
+
+    async def retried() -> bool:  # outage lasts for several retries of each loop
+        return len(d.events("election_retry")) >= 6 and len(d.events("watch_broken")) >= 3
+
+    await eventually(retried, 60, "several retries")
+    await asyncio.to_thread(server.start)
+
+    async def back() -> bool:
+        return bool(d.events("etcd_reachable"))
+
+    await eventually(back, 30, "the etcd_reachable line")
+    (down,) = d.events("etcd_unreachable")
+    assert down["level"] == "warning" and "UNAVAILABLE" in down["error"], down
+    (up,) = d.events("etcd_reachable")
+    assert up["down_for_seconds"] > 1 and up["failed_requests"] >= 6, up
+    assert all(e["level"] == "debug" for e in d.events("election_retry"))
+    assert all(e["level"] == "debug" for e in d.events("watch_broken"))
+    follower = [e for e in d.events("follower") if "unreachable" in e["why"]]
+    assert follower, d.events("follower")
+    await d.wait_synced()
+
+    async def leads_again() -> bool:
+        return value(d.scrape(), "statemanager_leader") == 1
+
+    await eventually(leads_again, 30, "leadership back")
+    assert value(d.scrape(), "statemanager_leader_changes_total") == 3  # lead, lose, lead
+
+
 @pytest.fixture
 def prometheus_server(
     tmp_path: Path, debian_tool: Callable[[str, str], str]
