@@ -199,7 +199,14 @@ async def _serve_grpc(
     """Pullpiri's StateManager service, when enabled."""
     if not settings.grpc_enabled:
         return None
-    service = StateService(controller.index, settings.layout, client, election, controller.confirm)
+    service = StateService(
+        controller.index,
+        settings.layout,
+        client,
+        election,
+        controller.confirm,
+        settings.inputs_max_value_bytes,
+    )
     server = await stateservice.serve(service, settings.grpc_address)
     log.info("grpc_serving", address=settings.grpc_address)
     return server
