@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -76,6 +77,50 @@ async def test_metrics_move_with_transitions(etcd: Etcd, daemon: Daemon) -> None
         before, "statemanager_last_seen_revision"
     )
     assert value(after, "statemanager_ready") == 1
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+# Labels whose values are not a fixed list in the README: gRPC's status code names, and the
+# version strings of the build.
+OPEN_LABELS = {"code": {c.name for c in grpc.StatusCode}, "version": None, "python": None}
+
+
+def readme_metrics() -> dict[str, tuple[str, list[str], str]]:
+    """The README's metrics table: exported name -> (type, label names, the whole row)."""
+    section = README.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = (cells[1], re.findall(r"`([^`]+)`", cells[2]), line)
+    return rows
+
+
+def test_readme_metrics_table_matches_a_live_scrape(daemon: Daemon) -> None:
+    """Every family the running daemon serves is a row of the README's metrics table with its
+    type and label names, every label value it serves is named in that row, and every row is
+    served."""
+    documented = readme_metrics()
+    served = set()
+    for family in text_string_to_metric_families(daemon.scrape()):
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        base = name.removesuffix("_created")
+        if base != name and ({base, f"{base}_total"} & documented.keys()):
+            continue  # the creation time prometheus_client adds to counters and histograms
+        served.add(name)
+        assert name in documented, f"{name} is served but not in the README's metrics table"
+        kind, labels, row = documented[name]
+        assert kind == family.type, (name, kind, family.type)
+        for sample in family.samples:
+            got = {k: v for k, v in sample.labels.items() if k != "le"}
+            assert sorted(got) == sorted(labels), (name, got, labels)
+            for label, v in got.items():
+                if label in OPEN_LABELS:
+                    allowed = OPEN_LABELS[label]
+                    assert allowed is None or v in allowed, (name, label, v)
+                else:
+                    assert f"`{v}`" in row, f"{name}: {label}={v!r} not named in its README row"
+    assert served == documented.keys(), f"documented, not served: {documented.keys() - served}"
 
 
 def test_promtool_accepts_a_real_scrape(
