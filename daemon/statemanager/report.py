@@ -61,31 +61,140 @@ def _state_line(index: Index, key: WorkKey, indent: str) -> str:
     return line
 
 
-def render_status(snapshot: Snapshot) -> list[str]:
-    """packages → models → containers, each with its state and the rule that decided it."""
+@dataclass(frozen=True, slots=True)
+class View:
+    """What `status` shows: each package with the models shown under it, the models shown in
+    no package, the names asked for that match nothing, and the reports (unfiltered only)."""
+
+    packages: list[tuple[str, tuple[str, ...]]]
+    loose: list[str]
+    unknown: list[str]
+    reports: list[Report]
+
+    def models(self) -> list[str]:
+        return sorted({m for _, under in self.packages for m in under} | set(self.loose))
+
+
+def select(snapshot: Snapshot, names: Sequence[str] = ()) -> View:
+    """Everything when `names` is empty; else each named package with all its models, and each
+    named model under every package that lists it (or among the models in no package)."""
     index = snapshot.index
     keys = index.all_keys()
-    packages = sorted(k.name for k in keys if k.resource is Resource.PACKAGE)
+    packages = {k.name for k in keys if k.resource is Resource.PACKAGE}
+    models = {k.name for k in keys if k.resource is Resource.MODEL}
+    wanted = set(names)
+    shown: list[tuple[str, tuple[str, ...]]] = []
+    placed: set[str] = set()
+    for package in sorted(packages):
+        listed = index.models_of(package)
+        under = (
+            listed if not wanted or package in wanted else tuple(m for m in listed if m in wanted)
+        )
+        if not wanted or package in wanted or under:
+            shown.append((package, under))
+            placed.update(listed)
+    loose = sorted(m for m in models - placed if not wanted or m in wanted)
+    unknown = sorted(wanted - packages - models)
+    return View(shown, loose, unknown, [] if wanted else snapshot.reports)
+
+
+def render_status(snapshot: Snapshot, view: View) -> list[str]:
+    """packages → models → containers, each with its state and the rule that decided it."""
+    index = snapshot.index
     lines = [f"etcd revision {snapshot.revision}"]
-    shown: set[str] = set()
 
     def model_lines(model: str, indent: str) -> None:
-        shown.add(model)
         lines.append(_state_line(index, WorkKey(Resource.MODEL, model), indent))
         for cid, info in index.containers_of(model):
             lines.append(f"{indent}  container {cid}: {info.status} ({info.cls.value})")
 
-    for package in packages:
+    for package, under in view.packages:
         lines.append(_state_line(index, WorkKey(Resource.PACKAGE, package), ""))
-        for model in index.models_of(package):
+        for model in under:
             model_lines(model, "  ")
-    loose = sorted(k.name for k in keys if k.resource is Resource.MODEL and k.name not in shown)
-    if loose:
+    if view.loose:
         lines.append("models in no package:")
-        for model in loose:
+        for model in view.loose:
             model_lines(model, "  ")
-    for report in snapshot.reports:
+    for report in view.reports:
         lines.append(
             f"{'rejected' if report.rejected else 'unassigned'} {report.key}: {report.detail}"
         )
     return lines
+
+
+# Machine-readable output (`--output json`). The schemas are documented in docs/cli.md: a
+# change that removes or renames a field, or changes a field's meaning, bumps the version;
+# adding a field does not.
+STATUS_SCHEMA = "statemanager.status/v1"
+EVALUATE_SCHEMA = "statemanager.evaluate/v1"
+
+
+def _verdict_fields(verdict: Verdict | None) -> dict[str, str | None]:
+    if verdict is None:
+        return {"state": None, "rule": None, "reason": None}
+    return {"state": verdict.state, "rule": verdict.rule, "reason": verdict.reason}
+
+
+def _state_fields(index: Index, key: WorkKey) -> dict[str, object]:
+    return {
+        "name": key.name,
+        **_verdict_fields(index.verdict(key)),
+        "written": index.written(key).value,
+    }
+
+
+def _problems(reports: Sequence[Report]) -> list[dict[str, object]]:
+    return [
+        {"key": r.key, "kind": r.kind, "detail": r.detail, "rejected": r.rejected} for r in reports
+    ]
+
+
+def status_document(snapshot: Snapshot, view: View, leader: str | None) -> dict[str, object]:
+    """`status --output json` (schema statemanager.status/v1)."""
+    index = snapshot.index
+    packages = [
+        _state_fields(index, WorkKey(Resource.PACKAGE, p)) | {"models": list(under)}
+        for p, under in view.packages
+    ]
+    models = [
+        _state_fields(index, WorkKey(Resource.MODEL, m))
+        | {
+            "packages": sorted(index.packages_of(m)),
+            "containers": [
+                {"id": cid, "status": str(info.status), "class": info.cls.value}
+                for cid, info in index.containers_of(m)
+            ],
+        }
+        for m in view.models()
+    ]
+    return {
+        "schema": STATUS_SCHEMA,
+        "revision": snapshot.revision,
+        "leader": leader,
+        "packages": packages,
+        "models": models,
+        "not_found": view.unknown,
+        "problems": _problems(view.reports),
+    }
+
+
+def evaluate_document(snapshot: Snapshot, changes: Sequence[Change]) -> dict[str, object]:
+    """`evaluate --output json` (schema statemanager.evaluate/v1)."""
+    return {
+        "schema": EVALUATE_SCHEMA,
+        "revision": snapshot.revision,
+        "agree": not changes,
+        "changes": [
+            {
+                "resource": str(c.key.resource),
+                "name": c.key.name,
+                "written": c.old.value,
+                "derived": c.new,
+                "rule": c.verdict.rule if c.verdict else None,
+                "reason": c.verdict.reason if c.verdict else None,
+            }
+            for c in changes
+        ],
+        "problems": _problems(snapshot.reports),
+    }
