@@ -49,3 +49,25 @@ def test_example_config_is_valid_and_complete() -> None:
         assert f"[{section}]" in text and re.search(rf"^(# )?{key} = ", text, re.MULTILINE), (
             option.name
         )
+
+
+def _rule_rows(text: str) -> list[str]:
+    return re.findall(r"^\| [MP]\d \|.*$", text, flags=re.MULTILINE)
+
+
+def test_contract_and_readme_share_the_rules_tables() -> None:
+    """docs/contract.md and the README list the same rule rows, word for word, M1–M5 and P1–P6."""
+    contract = (ROOT / "docs" / "contract.md").read_text()
+    rows = _rule_rows(contract)
+    assert [row.split("|")[1].strip() for row in rows] == [
+        *(f"M{i}" for i in range(1, 6)),
+        *(f"P{i}" for i in range(1, 7)),
+    ]
+    assert rows == _rule_rows(README)
+
+
+def test_docs_links_resolve() -> None:
+    """Every relative link in docs/ and the README points at a file in the repository."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} → {target}"

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
-from statemanager.backoff import Backoff
 from statemanager.election import Leadership
 from statemanager.errors import EtcdUnavailable
 from statemanager.etcd import MAX_TXN_OPS, Event, Fence, KeyValue
@@ -72,7 +71,6 @@ class Controller:
         # first unprocessed event for it arrived (event-to-write latency). Kept until written.
         self._causes: dict[WorkKey, int] = {}
         self._seen_at: dict[WorkKey, float] = {}
-        self._requeue_backoff = Backoff(initial=0.5, cap=10.0)
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -172,26 +170,24 @@ class Controller:
                 self.queue.add_all(keys)  # for when this daemon leads again
                 return
             except EtcdUnavailable as exc:
-                # Never dropped: the keys come back after a growing delay, with their cause.
-                delay = self._requeue_backoff.next()
+                # Never dropped: each key comes back after its own growing delay, with its cause.
+                delays = [self.queue.add_rate_limited(key) for key in keys]
                 log.warning(
-                    "write_deferred", keys=len(keys), retry_in=round(delay, 2), error=str(exc)
+                    "write_deferred", keys=len(keys), retry_in=round(min(delays), 2), error=str(exc)
                 )
                 self._metrics.queue_retries.inc(len(keys))
-                for key in keys:
-                    self.queue.add_after(key, delay)
                 return
             if transitions is None:  # a guard failed; the index is fresh, plan again
                 for change in batch:
                     self.queue.add(change.key)
                 continue
-            self._requeue_backoff.reset()
             now = time.monotonic()
             for change in batch:
                 seen_at = self._seen_at.get(change.cause or change.key)
                 if seen_at is not None:
                     self._metrics.event_to_write_seconds.observe(now - seen_at)
         for key in keys:  # all written (or nothing to write): this round of events is done
+            self.queue.forget(key)
             if key not in self.queue:
                 self._causes.pop(key, None)
                 self._seen_at.pop(key, None)

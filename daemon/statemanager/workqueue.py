@@ -5,13 +5,17 @@ Guarantees:
   back and handed out again after `done`;
 - a key added many times before it is handed out is handed out once (bursts coalesce).
 
-Callers must call `done(keys)` for every batch `get_batch` returned, success or not. The queue
-knows nothing of etcd or Prometheus; it reports to an optional `QueueObserver`.
+Callers must call `done(keys)` for every batch `get_batch` returned, success or not. A key
+whose processing failed goes back with `add_rate_limited(key)`: its delay grows exponentially
+with that key's own failures (one stuck key never slows the others down), and `forget(key)`
+after a success starts it afresh. The queue knows nothing of etcd or Prometheus; it reports to
+an optional `QueueObserver`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
@@ -38,7 +42,12 @@ class ShutDown(Exception):
 
 class WorkQueue(Generic[K]):
     def __init__(
-        self, observer: QueueObserver | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        observer: QueueObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        retry_initial: float = 0.5,
+        retry_cap: float = 10.0,
+        jitter: Callable[[float, float], float] = random.uniform,
     ) -> None:
         # Every key in `_queue` is in `_dirty` and not in `_processing`, and appears once.
         # A deque, not an ordered dict: popping a dict's first key rescans the holes earlier
@@ -51,7 +60,13 @@ class WorkQueue(Generic[K]):
         self._shut_down = False
         self._observer: QueueObserver = observer or _Ignore()
         self._clock = clock
-        self._timers: set[asyncio.TimerHandle] = set()
+        # At most one pending timer per key: the earliest wins (client-go's delaying queue).
+        self._timers: dict[K, asyncio.TimerHandle] = {}
+        # Per key: failures since its last success (`forget`), for `add_rate_limited`.
+        self._failures: dict[K, int] = {}
+        self._retry_initial = retry_initial
+        self._retry_cap = retry_cap
+        self._jitter = jitter
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -75,16 +90,39 @@ class WorkQueue(Generic[K]):
             self.add(key)
 
     def add_after(self, key: K, delay: float) -> None:
-        """Add `key` once `delay` seconds have passed (a failed write's retry)."""
+        """Add `key` once `delay` seconds have passed; an earlier pending add of it stands."""
+        if self._shut_down:
+            return
         loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle
+        pending = self._timers.get(key)
+        if pending is not None:
+            if pending.when() <= loop.time() + delay:
+                return
+            pending.cancel()
 
         def fire() -> None:
-            self._timers.discard(handle)
+            del self._timers[key]
             self.add(key)
 
-        handle = loop.call_later(delay, fire)
-        self._timers.add(handle)
+        self._timers[key] = loop.call_later(delay, fire)
+
+    def add_rate_limited(self, key: K) -> float:
+        """Re-add `key` after its processing failed, once a delay that doubles with each of its
+        failures since `forget` (full jitter, capped) has passed. Returns the delay."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = min(failures + 1, 64)
+        ceiling = min(self._retry_cap, self._retry_initial * 2.0**failures)
+        delay = self._jitter(ceiling / 2, ceiling)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: K) -> None:
+        """`key` was processed successfully: its next failure starts from the initial delay."""
+        self._failures.pop(key, None)
+
+    def failures(self, key: K) -> int:
+        """How many times `key` failed since it was last forgotten."""
+        return self._failures.get(key, 0)
 
     async def get_batch(self, limit: int) -> list[K]:
         """Wait for at least one key; return up to `limit` keys, now marked as processing."""
@@ -118,7 +156,7 @@ class WorkQueue(Generic[K]):
     def shutdown(self) -> None:
         """Stop accepting keys and wake waiting workers; they get ShutDown once it is empty."""
         self._shut_down = True
-        for handle in self._timers:
+        for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
         self._wakeup.set()

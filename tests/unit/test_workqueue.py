@@ -206,3 +206,50 @@ async def test_observer_sees_depth_adds_and_waits() -> None:
     assert rec.depths == [1, 2, 1, 1]
     assert rec.adds == 2
     assert rec.waits == [3.5]
+
+
+def _upper(low: float, high: float) -> float:
+    """Jitter that always picks the ceiling, so delays are exact."""
+    return high
+
+
+async def test_rate_limited_delay_grows_per_key_and_is_capped() -> None:
+    """Each failure of a key doubles its own delay up to the cap; other keys start afresh."""
+    queue: WorkQueue[str] = WorkQueue(retry_initial=0.5, retry_cap=3.0, jitter=_upper)
+    delays = [queue.add_rate_limited("stuck") for _ in range(5)]
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert queue.add_rate_limited("other") == 0.5
+    assert queue.failures("stuck") == 5
+    queue.shutdown()
+
+
+async def test_forget_restarts_a_keys_backoff() -> None:
+    """After forget (a success), the key's next failure waits the initial delay again."""
+    queue: WorkQueue[str] = WorkQueue(retry_initial=0.5, retry_cap=3.0, jitter=_upper)
+    queue.add_rate_limited("k")
+    queue.add_rate_limited("k")
+    queue.forget("k")
+    assert queue.failures("k") == 0
+    assert queue.add_rate_limited("k") == 0.5
+    queue.shutdown()
+
+
+async def test_rate_limited_key_comes_back_after_its_delay() -> None:
+    """A rate-limited key is handed out again once its delay passed, and only once."""
+    queue: WorkQueue[str] = WorkQueue(retry_initial=SHORT, jitter=_upper)
+    queue.add_rate_limited("k")
+    assert len(queue) == 0
+    assert await _get(queue) == ["k"]
+    queue.done(["k"])
+    assert queue.idle()
+
+
+async def test_one_timer_per_key_earliest_wins() -> None:
+    """Scheduling a key that already waits keeps the earlier time; a sooner one replaces it."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_after("k", 60)
+    queue.add_after("k", 120)  # later: ignored
+    queue.add_after("k", SHORT)  # sooner: replaces the 60 s timer
+    assert await _get(queue) == ["k"]
+    queue.done(["k"])
+    assert queue.idle(), "a second timer for the same key was left behind"
