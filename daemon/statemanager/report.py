@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from statemanager.index import Index
@@ -51,14 +51,57 @@ def render_differences(changes: Sequence[Change]) -> list[str]:
     return lines
 
 
-def _state_line(index: Index, key: WorkKey, indent: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the status tree: a package, a model or a container."""
+
+    depth: int  # 0 package, 1 model (in a package or not), 2 container
+    kind: str  # "package", "model" or "container"
+    name: str
+    state: str  # the derived state ("(no state)": should have no key), or a container's status
+    why: str  # the rule and its reason, or a container's class
+    etcd_says: str | None = None  # etcd's value, only where it differs from the derived state
+
+
+def _state_row(index: Index, key: WorkKey, depth: int) -> Row:
     verdict = index.verdict(key)
+    derived = verdict.state if verdict else None
     written = index.written(key).value
-    state = verdict.state if verdict else "(no state)"
-    line = f"{indent}{key.resource} {key.name}: {state} ({_why(verdict)})"
-    if written != (verdict.state if verdict else None):
-        line += f"  [etcd says {written or 'nothing'}]"
-    return line
+    differs = None if written == derived else written or "nothing"
+    return Row(depth, str(key.resource), key.name, derived or "(no state)", _why(verdict), differs)
+
+
+def model_rows(index: Index, model: str, depth: int = 1) -> Iterator[Row]:
+    """The model, then its containers. Lazy, so a caller can stop after a budget of rows."""
+    yield _state_row(index, WorkKey(Resource.MODEL, model), depth)
+    for cid, info in index.containers_of(model):
+        yield Row(depth + 1, "container", cid, info.status, info.cls.value)
+
+
+def package_rows(index: Index, package: str, models: Sequence[str] | None = None) -> Iterator[Row]:
+    """The package, then each of its models (or only `models`) with their containers. Lazy,
+    like model_rows."""
+    yield _state_row(index, WorkKey(Resource.PACKAGE, package), 0)
+    for model in index.models_of(package) if models is None else models:
+        yield from model_rows(index, model)
+
+
+def packages(index: Index) -> list[str]:
+    """Every package that has, or should have, a state key, sorted."""
+    return sorted(k.name for k in index.all_keys() if k.resource is Resource.PACKAGE)
+
+
+def loose_models(index: Index) -> list[str]:
+    """Models that no package lists (so no package's rows show them), sorted."""
+    keys = index.all_keys()
+    return sorted(
+        k.name for k in keys if k.resource is Resource.MODEL and not index.packages_of(k.name)
+    )
+
+
+def format_row(row: Row) -> str:
+    line = f"{'  ' * row.depth}{row.kind} {row.name}: {row.state} ({row.why})"
+    return line + (f"  [etcd says {row.etcd_says}]" if row.etcd_says else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,43 +122,30 @@ def select(snapshot: Snapshot, names: Sequence[str] = ()) -> View:
     """Everything when `names` is empty; else each named package with all its models, and each
     named model under every package that lists it (or among the models in no package)."""
     index = snapshot.index
-    keys = index.all_keys()
-    packages = {k.name for k in keys if k.resource is Resource.PACKAGE}
-    models = {k.name for k in keys if k.resource is Resource.MODEL}
     wanted = set(names)
     shown: list[tuple[str, tuple[str, ...]]] = []
-    placed: set[str] = set()
-    for package in sorted(packages):
+    for package in packages(index):
         listed = index.models_of(package)
         under = (
             listed if not wanted or package in wanted else tuple(m for m in listed if m in wanted)
         )
         if not wanted or package in wanted or under:
             shown.append((package, under))
-            placed.update(listed)
-    loose = sorted(m for m in models - placed if not wanted or m in wanted)
-    unknown = sorted(wanted - packages - models)
-    return View(shown, loose, unknown, [] if wanted else snapshot.reports)
+    loose = [m for m in loose_models(index) if not wanted or m in wanted]
+    known = {k.name for k in index.all_keys()}
+    return View(shown, loose, sorted(wanted - known), [] if wanted else snapshot.reports)
 
 
 def render_status(snapshot: Snapshot, view: View) -> list[str]:
     """packages → models → containers, each with its state and the rule that decided it."""
     index = snapshot.index
     lines = [f"etcd revision {snapshot.revision}"]
-
-    def model_lines(model: str, indent: str) -> None:
-        lines.append(_state_line(index, WorkKey(Resource.MODEL, model), indent))
-        for cid, info in index.containers_of(model):
-            lines.append(f"{indent}  container {cid}: {info.status} ({info.cls.value})")
-
     for package, under in view.packages:
-        lines.append(_state_line(index, WorkKey(Resource.PACKAGE, package), ""))
-        for model in under:
-            model_lines(model, "  ")
+        lines.extend(map(format_row, package_rows(index, package, under)))
     if view.loose:
         lines.append("models in no package:")
         for model in view.loose:
-            model_lines(model, "  ")
+            lines.extend(map(format_row, model_rows(index, model)))
     for report in view.reports:
         lines.append(
             f"{'rejected' if report.rejected else 'unassigned'} {report.key}: {report.detail}"
