@@ -25,6 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from statemanager import logs
 from statemanager.errors import EtcdUnavailable
 from statemanager.etcd import Delete, Fence, Guard, Put, TxnResult
 from statemanager.index import Index
@@ -35,6 +36,12 @@ from statemanager.states import PackageState
 from statemanager.triggers import Trigger, encode, trigger_key
 
 log = structlog.get_logger("statemanager.writer")
+
+DELETED = "deleted"  # a transition's to_state in logs and metrics when the key is deleted
+_DELETED_BECAUSE = {
+    Resource.PACKAGE: "its Package spec is gone",
+    Resource.MODEL: "no package lists it and it has no containers",
+}
 
 SOURCE = "statemanager"
 
@@ -190,20 +197,20 @@ class StateWriter:
                 caused_by=ids.get(change.cause) if change.cause else None,
             )
             transitions.append(t)
-            self._metrics.transitions.labels(t.resource.value, t.to_state or "deleted").inc()
+            self._metrics.transitions.labels(t.resource.value, t.to_state or DELETED).inc()
             log.info(
                 "transition",
                 transition_id=t.transition_id,
                 type=t.resource.value,
                 name=t.name,
                 from_state=t.from_state,
-                to_state=t.to_state,
+                to_state=t.to_state or DELETED,
                 rule=t.rule,
-                reason=t.reason,
+                reason=t.reason or _DELETED_BECAUSE[t.resource],
                 cause_revision=t.cause_revision,
                 revision=t.revision,
                 caused_by=t.caused_by,
-                timestamp_ns=t.timestamp_ns,
+                timestamp=logs.timestamp(t.timestamp_ns),  # the line's only timestamp
                 source=t.source,
             )
             entered_error = t.to_state == PackageState.ERROR != change.old.value
