@@ -27,6 +27,7 @@ from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.reconcile import ReconcileSender
+from statemanager.refusals import RefusalReport
 from statemanager.stateservice import StateService
 from statemanager.systemd import Notifier
 from statemanager.watcher import Watcher
@@ -47,7 +48,9 @@ async def run(settings: Settings) -> int:
     except OSError as exc:
         log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
         return 1
-    client = EtcdClient.from_settings(settings, observe=metrics.observe_etcd)
+    client = EtcdClient.from_settings(
+        settings, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
+    )
     actioncontroller = ActionControllerClient(
         settings.actioncontroller_address,
         settings.actioncontroller_timeout_seconds,
