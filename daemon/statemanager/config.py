@@ -24,6 +24,7 @@ from statemanager.keys import KeyLayout
 DEFAULT_CONFIG_PATH = Path("/etc/statemanager/statemanager.toml")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_CONFIG_BYTES = 1 << 20  # a real config file is a few hundred bytes
 
 
 def _endpoints(value: object) -> tuple[str, ...]:
@@ -380,16 +381,27 @@ class Settings:
 
 
 def _read_file(path: Path, explicit: bool) -> dict[str, object]:
-    """The file's settings flattened to dotted names. A missing default file is fine."""
+    """The file's settings flattened to dotted names. A missing default file is fine; any other
+    file that is not a valid config, whatever its bytes, is a ConfigError."""
     try:
         with path.open("rb") as f:
-            doc = tomllib.load(f)
+            data = f.read(MAX_CONFIG_BYTES + 1)  # bounded: `--config /dev/zero` must not eat memory
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {path}: not found") from None
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 at byte {exc.start}") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer of over 4,300 digits
         raise ConfigError(f"config file {path}: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        raise ConfigError(f"config file {path}: values nested too deeply") from None
     flat: dict[str, object] = {}
     for section, body in doc.items():
         if not isinstance(body, dict):
