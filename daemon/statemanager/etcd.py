@@ -311,6 +311,9 @@ class EtcdClient:
         self._current = 0
         self._conn = _Connection(self._endpoints[0], tls, max_response_bytes)
         self._closing: set[asyncio.Task[None]] = set()
+        # False from a failover until a request succeeds: further hops in between (every member
+        # down) are an outage, which the outage lines report, not news for each hop.
+        self._answered = True
 
     @classmethod
     def from_settings(
@@ -364,7 +367,10 @@ class EtcdClient:
             self._endpoints[self._current], self._tls, self._max_response_bytes
         )
         self._token = None
-        log.warning("etcd_failover", unreachable=failed.endpoint, trying=self._conn.endpoint)
+        (log.warning if self._answered else log.debug)(
+            "etcd_failover", unreachable=failed.endpoint, trying=self._conn.endpoint
+        )
+        self._answered = False
         task = asyncio.create_task(failed.channel.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -401,6 +407,7 @@ class EtcdClient:
                     continue  # the token expired: authenticate again and retry once
                 raise error from None
             self._observe(what, time.perf_counter() - started, None)
+            self._answered = True
             if self._refusals is not None and _writes(request):
                 self._refusals.accepted()
             return response
@@ -516,6 +523,7 @@ class EtcdClient:
         finally:
             call.cancel()
         self._observe("lease", time.perf_counter() - started, None)
+        self._answered = True
         if resp is grpc.aio.EOF:
             raise EtcdUnavailable("etcd closed the lease keep-alive stream")
         return int(resp.TTL)
