@@ -9,7 +9,7 @@ by the event, and the error policy sits in one place (`_process`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -22,7 +22,6 @@ from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
 from statemanager.planner import Change, plan
 from statemanager.states import ContainerStatus, ModelState, PackageState
-from statemanager.triggers import Trigger
 from statemanager.workqueue import WorkQueue
 from statemanager.writer import NotLeader, StateWriter, TxnClient
 
@@ -58,7 +57,6 @@ class Controller:
         layout: KeyLayout,
         metrics: Metrics,
         max_value_bytes: int,
-        on_triggers: Callable[[list[Trigger]], None],
     ) -> None:
         self.index = Index()
         self._layout = layout
@@ -66,7 +64,7 @@ class Controller:
         self._ingest = Ingest(layout, self.index, max_value_bytes)
         self._metrics = metrics
         self.queue: WorkQueue[WorkKey] = WorkQueue(_QueueMetrics(metrics))
-        self._writer = StateWriter(client, layout, self.index, metrics, on_triggers)
+        self._writer = StateWriter(client, layout, self.index, metrics)
         # Per dirty key: the newest revision that dirtied it (a transition's cause) and when the
         # first unprocessed event for it arrived (event-to-write latency). Kept until written.
         self._causes: dict[WorkKey, int] = {}
