@@ -26,6 +26,7 @@ EXPECTED_ALERTS = {
     "StateManagerWritesRefused": "warning",
     "StateManagerReconcilePendingTooLong": "warning",
     "StateManagerDrift": "warning",
+    "StateManagerKeyQuarantined": "warning",
     "PackagesInError": "critical",
     "PackagesDegraded": "warning",
 }
