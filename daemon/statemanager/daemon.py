@@ -13,12 +13,13 @@ import os
 import signal
 import time
 from collections.abc import Coroutine
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import grpc
 import structlog
 
-from statemanager import __version__, stateservice
+from statemanager import __version__, stateservice, web
 from statemanager.actioncontroller import ActionControllerClient
 from statemanager.config import Settings
 from statemanager.controller import Controller
@@ -28,6 +29,7 @@ from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.reconcile import ReconcileSender
 from statemanager.stateservice import StateService
+from statemanager.statuspage import StatusPage
 from statemanager.systemd import Notifier
 from statemanager.watcher import Watcher
 
@@ -42,11 +44,6 @@ async def run(settings: Settings) -> int:
     metrics = Metrics()
     health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
     notifier = Notifier()
-    try:
-        server = metrics.serve(settings.metrics_address, health)
-    except OSError as exc:
-        log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
-        return 1
     client = EtcdClient.from_settings(settings, observe=metrics.observe_etcd)
     actioncontroller = ActionControllerClient(
         settings.actioncontroller_address,
@@ -83,6 +80,13 @@ async def run(settings: Settings) -> int:
         settings.ha_lease_ttl_seconds,
         on_leadership,
     )
+    try:
+        server = _serve_http(settings, metrics, health, controller, election, sender)
+    except OSError as exc:
+        log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
+        await client.close()
+        await actioncontroller.close()
+        return 1
     stop = _stop_on_signals()
 
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
@@ -157,6 +161,28 @@ async def _supervise(stopper: asyncio.Task[Any], supervised: list[asyncio.Task[A
             error_type=type(failure).__name__ if failure else "CancelledError",
         )
     return code
+
+
+def _serve_http(
+    settings: Settings,
+    metrics: Metrics,
+    health: Health,
+    controller: Controller,
+    election: Election,
+    sender: ReconcileSender,
+) -> ThreadingHTTPServer:
+    """/metrics, /healthz, /readyz and /status, secured as the web config file says."""
+    status = StatusPage(
+        asyncio.get_running_loop(),
+        controller.index,
+        election,
+        sender,
+        health.readiness,
+        lambda: health.revision,
+        settings.ha_node_name,
+    )
+    routes = {**web.health_routes(metrics, health), "/status": status.route}
+    return web.serve(settings.metrics_address, routes, settings.metrics_web_config)
 
 
 async def _serve_grpc(

@@ -38,6 +38,11 @@ class Health:
         self._watching = False
         self._problem = problem
 
+    @property
+    def revision(self) -> int:
+        """The newest etcd revision the watch delivered (0 before the first listing)."""
+        return self._revision
+
     def liveness(self) -> tuple[bool, str]:
         stalled = self._clock() - self._beat
         if stalled > self._stuck_after:

@@ -94,6 +94,14 @@ class ReconcileSender:
         self._update_gauges()
         self._wake.set()
 
+    def pending(self) -> list[tuple[Trigger, int]]:
+        """Triggers not yet delivered (or not yet removed), with the attempts made so far, by
+        package and scenario. Only a leader holds any: it loads them when it takes over."""
+        items = sorted(
+            self._pending.values(), key=lambda p: (p.trigger.package, p.trigger.scenario)
+        )
+        return [(p.trigger, p.attempts) for p in items]
+
     async def load(self) -> None:
         """Pick up triggers an earlier run left in etcd. Retries while etcd is unreachable."""
         backoff = Backoff(initial=0.2, cap=2.0)

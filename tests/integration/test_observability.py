@@ -7,18 +7,14 @@ import asyncio
 import json
 import signal
 import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from statemanager.localetcd import LocalEtcd, free_port
+from statemanager.localetcd import LocalEtcd
 
-from conftest import Daemon, Etcd, eventually, states_are
+from conftest import Daemon, Etcd, eventually, http_get, promql, scrape_job, states_are
 
 
 def samples(scrape: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -32,14 +28,6 @@ def samples(scrape: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def value(scrape: str, name: str, **labels: str) -> float:
     return samples(scrape).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 async def test_metrics_move_with_transitions(etcd: Etcd, daemon: Daemon) -> None:
@@ -149,62 +137,14 @@ async def test_logs_are_json_lines_with_event_level_timestamp(etcd: Etcd, daemon
     assert {"key", "kind", "error", "revision"} <= bad.keys()
 
 
-@pytest.fixture
-def prometheus_server(
-    tmp_path: Path, debian_tool: Callable[[str, str], str]
-) -> Iterator[Callable[[int], int]]:
-    """Starts Debian's Prometheus scraping 127.0.0.1:<port> every second; returns its port."""
-    binary = debian_tool("prometheus", "prometheus")
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(target_port: int) -> int:
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            "  - job_name: statemanager\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
-        )
-        log = (tmp_path / "prometheus.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        return port
-
-    yield start
-    for p in procs:
-        p.terminate()
-        p.wait(10)
-
-
-def promql(port: int, query: str) -> list[dict[str, object]]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            body = json.loads(resp.read())
-    except OSError:
-        return []
-    return list(body["data"]["result"])
-
-
 async def test_real_prometheus_scrapes_the_daemon(
-    etcd: Etcd, daemon: Daemon, prometheus_server: Callable[[int], int]
+    etcd: Etcd, daemon: Daemon, prometheus_server: Callable[[list[dict[str, Any]]], int]
 ) -> None:
     """A real Prometheus scraping the daemon answers a PromQL query for a transition counter."""
     await etcd.package("p", ["m"])
     await etcd.container("c", "dead", "m")
     await states_are(etcd, {"pkg:p": "Error"})
-    port = prometheus_server(daemon.metrics_port)
+    port = prometheus_server([scrape_job("statemanager", daemon.metrics_port)])
     query = 'statemanager_transitions_total{resource="package",state="Error"}'
 
     async def answered() -> bool:

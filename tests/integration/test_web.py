@@ -1,0 +1,206 @@
+"""The HTTP server as operators secure it (an exporter-toolkit web config file: TLS, client
+certificates, basic auth) and scrape it (a real Prometheus), and its landing page."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+
+from statemanager.keys import KeyLayout
+
+from conftest import Certs, Daemon, cli, eventually, http_get, promql, scrape_job, scrape_targets
+
+PASSWORD = "correct horse"
+
+
+def web_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "web-config.yml"
+    path.write_text(text)
+    return path
+
+
+def secured(tmp_path: Path, certs: Certs) -> Path:
+    """TLS 1.3 only, client certificates signed by the test CA required, one bcrypt user (in
+    htpasswd's $2y$ spelling)."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+    return web_config(
+        tmp_path,
+        f"""tls_server_config:
+  cert_file: {certs.server_cert}
+  key_file: {certs.server_key}
+  client_auth_type: RequireAndVerifyClientCert
+  client_ca_file: {certs.ca}
+  min_version: TLS13
+basic_auth_users:
+  prometheus: {hashed.replace("$2b$", "$2y$")}
+""",
+    )
+
+
+def https_get(
+    port: int,
+    path: str,
+    certs: Certs,
+    *,
+    client_cert: bool = True,
+    password: str | None = PASSWORD,
+    max_version: ssl.TLSVersion | None = None,
+) -> tuple[int, dict[str, str], str]:
+    """GET over TLS (verifying the server against the test CA): status, headers, body."""
+    context = ssl.create_default_context(cafile=certs.ca)
+    if client_cert:
+        context.load_cert_chain(certs.client_cert, certs.client_key)
+    if max_version is not None:
+        context.maximum_version = max_version
+    request = urllib.request.Request(f"https://127.0.0.1:{port}{path}")
+    if password is not None:
+        token = base64.b64encode(f"prometheus:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+@pytest.fixture
+async def secured_daemon(
+    daemon_factory: Callable[[], Daemon], certs: Certs, tmp_path: Path
+) -> Daemon:
+    d = daemon_factory()
+    d.env["STATEMANAGER_METRICS_WEB_CONFIG_FILE"] = str(secured(tmp_path, certs))
+    d.start()
+    await d.wait_synced()
+    return d
+
+
+async def test_real_prometheus_scrapes_over_tls_with_basic_auth(
+    secured_daemon: Daemon,
+    certs: Certs,
+    prometheus_server: Callable[[list[dict[str, Any]]], int],
+) -> None:
+    """Prometheus with the right CA, client certificate and password scrapes the daemon; the same
+    job with a wrong password gets 401, and without a client certificate the handshake fails."""
+    port = secured_daemon.metrics_port
+    tls = {"ca_file": str(certs.ca), "cert_file": str(certs.client_cert),
+           "key_file": str(certs.client_key)}  # fmt: skip
+    right = {"username": "prometheus", "password": PASSWORD}
+    wrong = {"username": "prometheus", "password": "wrong"}
+    prometheus = prometheus_server(
+        [
+            scrape_job("good", port, scheme="https", tls_config=tls, basic_auth=right),
+            scrape_job("wrong_password", port, scheme="https", tls_config=tls, basic_auth=wrong),
+            scrape_job(
+                "no_client_cert",
+                port,
+                scheme="https",
+                tls_config={"ca_file": str(certs.ca)},
+                basic_auth=right,
+            ),
+        ]
+    )
+
+    async def all_scraped() -> bool:
+        targets = scrape_targets(prometheus)
+        return len(targets) == 3 and all(t["lastScrape"][:4] != "0001" for t in targets.values())
+
+    await eventually(all_scraped, 60, "Prometheus to scrape every job once")
+    targets = scrape_targets(prometheus)
+    assert targets["good"]["health"] == "up", targets["good"]
+    assert targets["wrong_password"]["health"] == "down"
+    assert "401" in targets["wrong_password"]["lastError"], targets["wrong_password"]
+    assert targets["no_client_cert"]["health"] == "down"
+    assert "certificate" in targets["no_client_cert"]["lastError"], targets["no_client_cert"]
+
+    async def synced_series() -> bool:
+        return bool(promql(prometheus, 'statemanager_synced{job="good"} == 1'))
+
+    await eventually(synced_series, 30, "a daemon metric in Prometheus, scraped over TLS")
+
+
+async def test_refused_without_password_or_client_certificate(
+    secured_daemon: Daemon, certs: Certs
+) -> None:
+    """Every path needs the password (401 with a Basic challenge otherwise) and a client
+    certificate from the configured CA; TLS 1.2 is refused when min_version is TLS13."""
+    port = secured_daemon.metrics_port
+    status, _, body = https_get(port, "/metrics", certs)
+    assert status == 200 and "statemanager_synced 1.0" in body
+    for path in ("/metrics", "/healthz", "/status", "/"):
+        status, headers, _ = https_get(port, path, certs, password="wrong")
+        assert status == 401, path
+        assert headers["WWW-Authenticate"].startswith("Basic realm="), headers
+        assert https_get(port, path, certs, password=None)[0] == 401, path
+    with pytest.raises(OSError, match="certificate"):
+        https_get(port, "/metrics", certs, client_cert=False)
+    with pytest.raises(OSError, match=r"(?i)version|protocol"):
+        https_get(port, "/metrics", certs, max_version=ssl.TLSVersion.TLSv1_2)
+    with pytest.raises(OSError, match=r"(?i)reset|closed|disconnected"):  # plain HTTP on TLS
+        http_get(port, "/metrics")
+    # The server is still there for a good client after all that.
+    assert https_get(port, "/healthz", certs)[0] == 200
+
+
+async def test_landing_page_links_every_endpoint(secured_daemon: Daemon, certs: Certs) -> None:
+    """`/` is an HTML page with the version and links to /metrics, /healthz, /readyz, /status."""
+    status, headers, body = https_get(secured_daemon.metrics_port, "/", certs)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert "Version 0.1.0" in body
+    for path in ("/metrics", "/healthz", "/readyz", "/status"):
+        assert f'<a href="{path}">' in body
+
+
+BAD_FILES = [
+    ("http_server_config: {http2: false}\n", "unknown key http_server_config"),
+    ("tls_server_config: {cert_file: CERT, key_file: KEY, cipher_suites: [x]}\n",
+     "unknown key tls_server_config.cipher_suites"),
+    ("tls_server_config: {cert_file: missing.pem, key_file: KEY}\n",
+     "tls_server_config.cert_file DIR/missing.pem: no such file"),
+    ("tls_server_config: {cert_file: CERT}\n", "needs both cert_file and key_file"),
+    ("tls_server_config: {cert_file: CERT, key_file: OTHER_KEY}\n", "do not load as a pair"),
+    ("tls_server_config: {cert_file: CERT, key_file: KEY, client_auth_type: Sometimes}\n",
+     "client_auth_type 'Sometimes' is not one of NoClientCert"),
+    ("tls_server_config: {cert_file: CERT, key_file: KEY, client_auth_type: RequireAnyClientCert}\n",
+     "RequireAnyClientCert (a certificate nobody verifies) is not supported"),
+    ("tls_server_config: {cert_file: CERT, key_file: KEY,"
+     " client_auth_type: RequireAndVerifyClientCert}\n", "needs client_ca_file"),
+    ("tls_server_config: {cert_file: CERT, key_file: KEY, client_ca_file: CA}\n",
+     "client_ca_file is set but client_auth_type NoClientCert does not verify"),
+    ("tls_server_config: {cert_file: CERT, key_file: KEY, min_version: TLS11}\n",
+     "min_version 'TLS11' is not one of TLS12, TLS13"),
+    ("basic_auth_users: {prometheus: plaintext}\n", "basic_auth_users.prometheus: not a bcrypt hash"),
+    ("basic_auth_users: [prometheus]\n", "basic_auth_users must be a mapping"),
+    ("tls_server_config: [\n", "not YAML"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_FILES)
+def test_bad_web_config_stops_the_start(
+    text: str, message: str, certs: Certs, etcd_endpoint: str, layout: KeyLayout, tmp_path: Path
+) -> None:
+    """`run` with a web config file it cannot honour exits 2 naming the key and the problem."""
+    for name, path in (("OTHER_KEY", certs.client_key), ("CERT", certs.server_cert),
+                       ("KEY", certs.server_key), ("CA", certs.ca)):  # fmt: skip
+        text = text.replace(name, str(path))
+    path = web_config(tmp_path, text)
+    result = cli(["run"], etcd_endpoint, layout, STATEMANAGER_METRICS_WEB_CONFIG_FILE=str(path))
+    assert result.returncode == 2, result.stderr
+    expected = f"statemanager: invalid config: metrics.web_config_file {path}: "
+    assert result.stderr.startswith(expected), result.stderr
+    assert message.replace("DIR", str(tmp_path)) in result.stderr
+
+
+def test_missing_web_config_file_stops_the_start(etcd_endpoint: str, layout: KeyLayout) -> None:
+    """A web config file that does not exist is named, exit 2."""
+    result = cli(["run"], etcd_endpoint, layout, STATEMANAGER_METRICS_WEB_CONFIG_FILE="/nope.yml")
+    assert result.returncode == 2
+    assert "STATEMANAGER_METRICS_WEB_CONFIG_FILE: cannot read '/nope.yml'" in result.stderr
