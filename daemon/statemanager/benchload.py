@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import chain, count, islice
 from typing import Any
 
-from statemanager.etcd import MAX_TXN_OPS, EtcdClient, Guard, Put, WatchBatch
+from statemanager.etcd import TXN_LIMITS, EtcdClient, Guard, Put, WatchBatch
 from statemanager.keys import KeyLayout
 from statemanager.states import ModelState
 
@@ -278,7 +278,7 @@ async def phase_load(daemon: Daemon, args: argparse.Namespace) -> dict[str, Any]
     puts = (fleet.container(i) for i in range(fleet.containers))
     keys = fleet.packages + fleet.models + fleet.containers
     started, ended, revision, txns = await offer(
-        daemon.client, chunks(chain(fleet.specs(), puts), MAX_TXN_OPS), None, args.inflight
+        daemon.client, chunks(chain(fleet.specs(), puts), TXN_LIMITS.max_ops), None, args.inflight
     )
     progress(f"loaded {keys} keys in {txns} transactions, {ended - started:.1f} s")
     return {"keys": keys, "seconds": ended - started, "revision": revision}

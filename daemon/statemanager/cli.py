@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import sys
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from statemanager import __version__, bench, daemon, report
-from statemanager.config import OPTIONS, Settings, load
+from statemanager.config import LOG_FORMATS, OPTIONS, Settings, load
 from statemanager.election import election_prefix
 from statemanager.errors import ConfigError, EtcdError, EtcdUnavailable
 from statemanager.etcd import EtcdClient
@@ -73,8 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load(args.config, os.environ, flags)
     except ConfigError as exc:
-        print(f"statemanager: invalid config: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        # The log format as far as it can be told: flag, then environment (no file: it may be
+        # the very thing that is broken).
+        wanted = flags.get("log.format") or os.environ.get("STATEMANAGER_LOG_FORMAT")
+        return _config_error(str(exc), wanted)
     configure(settings.log_format, settings.log_level)
     if args.command == "run":
         return _run(settings)
@@ -87,17 +90,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
 
 
+def _config_error(error: str, log_format: str | None) -> int:
+    """Say what is wrong in the format the lines of a working daemon would have (JSON under
+    systemd), using the configured log format when that much of the configuration is valid."""
+    configure(log_format if log_format in LOG_FORMATS else "auto", "info")
+    structlog.get_logger("statemanager.cli").error("invalid_config", error=error)
+    return EXIT_USAGE
+
+
 def _run(settings: Settings) -> int:
+    # A watchdog kill (SIGABRT) or a crash in native code prints every thread's Python stack
+    # to stderr (the journal): where the loop was stuck, not just that it was.
+    faulthandler.enable(all_threads=True)
     local: LocalEtcd | None = None
     if not settings.etcd_endpoints and "INVOCATION_ID" in os.environ:
         # Under systemd a missing endpoint is a configuration mistake, not a request for a
         # throwaway development etcd in the service's working directory.
-        print(
-            "statemanager: invalid config: etcd.endpoints is not set (set it in "
-            "/etc/statemanager/statemanager.toml or STATEMANAGER_ETCD_ENDPOINTS)",
-            file=sys.stderr,
+        return _config_error(
+            "etcd.endpoints is not set (set it in /etc/statemanager/statemanager.toml or "
+            "STATEMANAGER_ETCD_ENDPOINTS)",
+            settings.log_format,
         )
-        return EXIT_USAGE
     if not settings.etcd_endpoints:
         settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
         if not port_open(DEV_CLIENT_PORT):

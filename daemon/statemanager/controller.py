@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 import structlog
 
 from statemanager.election import Leadership
-from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import MAX_TXN_OPS, Event, Fence, KeyValue
+from statemanager.errors import EtcdError, EtcdUnavailable, TooLarge
+from statemanager.etcd import Event, Fence, KeyValue
 from statemanager.index import Index
 from statemanager.ingest import Ingest, Report
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
-from statemanager.planner import pack, plan
+from statemanager.planner import Change, plan
 from statemanager.states import ContainerStatus, ModelState, PackageState
 from statemanager.triggers import Trigger
 from statemanager.workqueue import WorkQueue
@@ -153,15 +153,26 @@ class Controller:
         self._mark({key}, 0)
 
     def mark_all(self) -> None:
-        """Queue every model and package: a new leader evaluates everything once."""
+        """Queue every model and package: a new leader evaluates everything once. What this
+        daemon wrote before is no longer known to be the previous derived state: another leader
+        may have written since."""
+        self._writer.ours.clear()
         self._mark(self.index.all_keys(), 0)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
+        """Plan and commit `keys`. The error policy of writing lives here, in one place: nothing
+        etcd answers ends the worker. Fenced off: stop and keep the keys for the next
+        leadership. Unreachable or busy (EtcdUnavailable, EtcdBusy): defer every key with a
+        growing delay. A transaction etcd can never accept (TooLarge): split it in two and go
+        on; a single change refused so is skipped and reported (its key comes back when its
+        inputs change). Any other refusal (permission, bad request): defer and report."""
         started = time.perf_counter()
-        groups = plan(self.index, keys)
+        groups = plan(self.index, keys, self._writer.ours)
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
         causes = {k: self._causes.get(k, 0) for k in keys}
-        for batch in pack(groups, MAX_TXN_OPS - 1):  # one compare goes to the leader fence
+        todo = self._writer.batches(groups, fence)
+        while todo:
+            batch = todo.pop(0)
             try:
                 transitions = await self._writer.commit(batch, causes, fence)
             except NotLeader as exc:
@@ -169,7 +180,15 @@ class Controller:
                 leadership.lost()
                 self.queue.add_all(keys)  # for when this daemon leads again
                 return
-            except EtcdUnavailable as exc:
+            except TooLarge as exc:
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    log.warning("write_split", changes=len(batch), reason=exc.reason)
+                    todo[:0] = [batch[:half], batch[half:]]
+                    continue
+                self._skip(batch[0], exc)
+                continue
+            except (EtcdUnavailable, EtcdError) as exc:
                 # Never dropped: each key comes back after its own growing delay, with its cause.
                 delays = [self.queue.add_rate_limited(key) for key in keys]
                 log.warning(
@@ -192,3 +211,16 @@ class Controller:
                 self._causes.pop(key, None)
                 self._seen_at.pop(key, None)
         self._refresh_gauges()
+
+    def _skip(self, change: Change, exc: TooLarge) -> None:
+        """etcd will never accept this one change: say so and leave the key until its inputs
+        change (retrying it unchanged would fail the same way forever)."""
+        log.error(
+            "write_refused",
+            key=str(change.key),
+            to_state=change.new,
+            reason=exc.reason,
+            error=str(exc),
+            hint="etcd's --max-request-bytes or --max-txn-ops is below what one write needs",
+        )
+        self._metrics.writes_refused.inc()

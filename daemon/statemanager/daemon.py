@@ -28,6 +28,7 @@ from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.reconcile import ReconcileSender
+from statemanager.refusals import RefusalReport
 from statemanager.stateservice import StateService
 from statemanager.statuspage import StatusPage
 from statemanager.systemd import Notifier
@@ -44,7 +45,9 @@ async def run(settings: Settings) -> int:
     metrics = Metrics()
     health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
     notifier = Notifier()
-    client = EtcdClient.from_settings(settings, observe=metrics.observe_etcd)
+    client = EtcdClient.from_settings(
+        settings, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
+    )
     actioncontroller = ActionControllerClient(
         settings.actioncontroller_address,
         settings.actioncontroller_timeout_seconds,

@@ -20,7 +20,7 @@ from typing import Protocol
 import structlog
 
 from statemanager.backoff import Backoff
-from statemanager.errors import EtcdUnavailable
+from statemanager.errors import EtcdError, EtcdUnavailable
 from statemanager.etcd import Fence, KeyValue
 
 log = structlog.get_logger("statemanager.election")
@@ -110,7 +110,8 @@ class Election:
         self._set(False, None)
 
     async def run(self) -> None:
-        """Campaign and hold leadership until cancelled; etcd outages mean follower meanwhile."""
+        """Campaign and hold leadership until cancelled; etcd outages and refusals (a lease
+        grant under the space quota alarm, a permission missing) mean follower meanwhile."""
         backoff = Backoff(initial=0.2, cap=2.0)
         earlier_self_forgotten = False
         while True:
@@ -119,7 +120,7 @@ class Election:
                     await self._forget_earlier_self()
                     earlier_self_forgotten = True
                 await self._campaign_and_hold(backoff)
-            except EtcdUnavailable as exc:
+            except (EtcdUnavailable, EtcdError) as exc:
                 self._set(False, None)
                 delay = backoff.next()
                 log.warning("election_retry", error=str(exc), retry_in=round(delay, 2))

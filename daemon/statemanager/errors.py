@@ -3,10 +3,14 @@
 - `BadInput`: a value in etcd that cannot be used; reported once per revision and treated as
   absent (controller).
 - `EtcdUnavailable`: etcd cannot be reached or did not answer in time; retried with backoff
-  (writer, watcher).
+  (writer, watcher, election). Its `EtcdBusy` kind, etcd up but refusing writes for now
+  (space quota alarm, too many requests), is retried the same way and reported as the reason
+  the daemon is not ready.
 - `Compacted`: a watch asked for history etcd no longer has; the watcher relists.
-- `EtcdError`: etcd refused a request for a reason retrying will not fix; it stops the daemon
-  loudly (supervisor).
+- `EtcdError`: etcd refused a request for a reason retrying it unchanged will not fix. Its
+  `TooLarge` kind (too many operations, request or response too large) is split by whoever
+  made the request (controller, snapshot paging), or skipped and reported; any other refusal
+  (permission, bad request) is logged and retried later with backoff. None ends the daemon.
 - `ConfigError`: invalid settings; the CLI prints one line and exits 2.
 """
 
@@ -30,6 +34,15 @@ class EtcdUnavailable(StateManagerError):
     """Transient: etcd is down, unreachable, or did not answer before the deadline."""
 
 
+class EtcdBusy(EtcdUnavailable):
+    """etcd answered but cannot take this work now (`reason`: "nospace" for its space quota
+    alarm, "too_many_requests" when its apply queue lags); the message has etcd's words."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class Compacted(StateManagerError):
     """The requested start revision has been compacted away."""
 
@@ -40,6 +53,15 @@ class Compacted(StateManagerError):
 
 class EtcdError(StateManagerError):
     """Permanent: etcd refused the request (bad request, permission, too large)."""
+
+
+class TooLarge(EtcdError):
+    """This request can never succeed as sent (`reason`: "too_many_ops", "request_too_large"
+    or "response_too_large"): make it smaller, or skip it and report."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ConfigError(StateManagerError):

@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import grpc
@@ -21,16 +21,70 @@ import structlog
 from aetcd import rpc
 
 from statemanager.config import Settings, TlsFiles
-from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
+from statemanager.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 
 log = structlog.get_logger("statemanager.etcd")
 
-# etcd's default --max-txn-ops: the most compares, and the most operations per branch, one
-# transaction may hold. A fenced transaction spends one compare on the fence.
-MAX_TXN_OPS = 128
+
+@dataclass(frozen=True, slots=True)
+class TxnLimits:
+    """What etcd accepts in one transaction; whoever packs transactions must stay within it.
+
+    `max_ops` is etcd's --max-txn-ops (default 128): it caps the compares and each branch's
+    operations separately. `max_bytes` is --max-request-bytes (default 1.5 MiB) on the encoded
+    request. Byte costs are upper bounds: a key or value plus `OP_OVERHEAD_BYTES` per operation,
+    and `HEADROOM_BYTES` kept for the request's framing and etcd's own header.
+    """
+
+    max_ops: int = 128
+    max_bytes: int = 1536 * 1024
+
+    OP_OVERHEAD_BYTES = 24  # tag, lengths and a revision of one operation: under 20 measured
+    HEADROOM_BYTES = 1024
+
+    @property
+    def byte_budget(self) -> int:
+        return self.max_bytes - self.HEADROOM_BYTES
+
+    def guarded_write_bytes(self, key: bytes, value: bytes | None) -> int:
+        """A guarded put or delete: the compare, the operation and the failure branch's read."""
+        return 3 * (len(key) + self.OP_OVERHEAD_BYTES) + len(value or b"")
+
+    def put_bytes(self, key: bytes, value: bytes) -> int:
+        """An unguarded put."""
+        return len(key) + len(value) + self.OP_OVERHEAD_BYTES
+
+    def chunks(
+        self, ops: Sequence[Put | Delete], fence: Fence | None
+    ) -> Iterator[list[Put | Delete]]:
+        """Unguarded `ops` in order, cut into transactions within the limits (with `fence`)."""
+        fence_ops, fence_bytes = (1, self.guarded_write_bytes(fence.key, None)) if fence else (0, 0)
+        chunk: list[Put | Delete] = []
+        size = 0
+        for op in ops:
+            cost = self.put_bytes(op.key, op.value if isinstance(op, Put) else b"")
+            if chunk and (
+                len(chunk) + 1 + fence_ops > self.max_ops
+                or size + cost + fence_bytes > self.byte_budget
+            ):
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(op)
+            size += cost
+        if chunk:
+            yield chunk
+
+
+TXN_LIMITS = TxnLimits()
+
+# A listing page holds at most this many keys, and fewer when its response would be over the
+# receive limit: etcd cannot cap a page by bytes, so a too-large page is asked again, halved.
+PAGE_KEYS = 1000
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 # Codes that mean "etcd could not answer now"; anything else is a refusal that retrying will
-# not fix (bad request, permission, message too large) and is raised as EtcdError.
+# not fix (bad request, permission) and is raised as EtcdError. Refusals that depend on the
+# request's size or on etcd's load are told apart by etcd's words (`_refusal`).
 _PERMANENT = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.PERMISSION_DENIED,
@@ -40,10 +94,22 @@ _PERMANENT = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
+# etcd's refusals by what they mean, matched on its error text (etcd answers RESOURCE_EXHAUSTED
+# for a full database, for too many requests and, through gRPC, for an over-large response).
+# "never": this request cannot succeed as sent (split it or skip it); "not now": etcd cannot
+# take writes at the moment (back off and try again).
+REFUSALS: dict[str, tuple[str, str]] = {
+    "database space exceeded": ("nospace", "not now"),
+    "too many requests": ("too_many_requests", "not now"),
+    "too many operations in txn request": ("too_many_ops", "never"),
+    "request is too large": ("request_too_large", "never"),
+    # gRPC's own limit, ours on a response or etcd's on a request (--max-request-bytes plus
+    # gRPC overhead): which one is known from the operation (`_translate`).
+    "received message larger than max": ("response_too_large", "never"),
+}
+REFUSAL_REASONS = tuple(dict.fromkeys(reason for reason, _ in REFUSALS.values()))
+
 _CHANNEL_OPTIONS = [
-    # Listings of large fleets come in pages, but one page of big container values can still
-    # exceed gRPC's 4 MiB default.
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     # Keepalive notices a half-open TCP connection; etcd refuses pings more often than 5 s.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
@@ -55,6 +121,14 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
+
+
+class RefusalObserver(Protocol):
+    """Told of every refusal (EtcdBusy and TooLarge: reason and the message with etcd's words)
+    and of every transaction etcd accepted, so "etcd refuses writes" can end."""
+
+    def refused(self, reason: str, message: str) -> None: ...
+    def accepted(self) -> None: ...
 
 
 class KeyValue(NamedTuple):
@@ -159,11 +233,23 @@ def _closed_channel_is_unavailable(what: str) -> Iterator[None]:
         raise EtcdUnavailable(f"etcd {what}: connection closed by a failover") from None
 
 
+def _refusal(detail: str) -> tuple[str, str] | None:
+    lowered = detail.lower()
+    return next((v for words, v in REFUSALS.items() if words in lowered), None)
+
+
 def _translate(exc: grpc.aio.AioRpcError, what: str) -> Exception:
     code = exc.code()
     detail = exc.details() or code.name
     if code is grpc.StatusCode.OUT_OF_RANGE and "compacted" in detail:
         return Compacted(0)
+    refusal = _refusal(detail)
+    if refusal is not None:
+        reason, when = refusal
+        if reason == "response_too_large" and what != "range":
+            reason = "request_too_large"
+        message = f"etcd refused {what}: {code.name}: {detail}"
+        return TooLarge(reason, message) if when == "never" else EtcdBusy(reason, message)
     if code in _PERMANENT:
         return EtcdError(f"etcd refused {what}: {code.name}: {detail}")
     return EtcdUnavailable(f"etcd {what} failed: {code.name}: {detail}")
@@ -172,14 +258,15 @@ def _translate(exc: grpc.aio.AioRpcError, what: str) -> Exception:
 class _Connection:
     """One channel to one endpoint and the stubs on it."""
 
-    def __init__(self, endpoint: str, tls: TlsFiles | None) -> None:
+    def __init__(self, endpoint: str, tls: TlsFiles | None, max_response_bytes: int) -> None:
         self.endpoint = endpoint
         target = _target(endpoint)
+        options = [*_CHANNEL_OPTIONS, ("grpc.max_receive_message_length", max_response_bytes)]
         if tls is None:
-            self.channel = grpc.aio.insecure_channel(target, _CHANNEL_OPTIONS)
+            self.channel = grpc.aio.insecure_channel(target, options)
         else:
             credentials = grpc.ssl_channel_credentials(*tls.pem())
-            self.channel = grpc.aio.secure_channel(target, credentials, _CHANNEL_OPTIONS)
+            self.channel = grpc.aio.secure_channel(target, credentials, options)
         self.kv = rpc.KVStub(self.channel)
         self.watch = rpc.WatchStub(self.channel)
         self.lease = rpc.LeaseStub(self.channel)
@@ -204,8 +291,12 @@ class EtcdClient:
         observe: Callable[[str, float, str | None], None] | None = None,
         tls: TlsFiles | None = None,
         credentials: tuple[str, str] | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        refusals: RefusalObserver | None = None,
     ) -> None:
         self._endpoints = list(endpoints)
+        self._max_response_bytes = max_response_bytes
+        self._refusals = refusals
         self._timeout = timeout
         # (operation, seconds, gRPC code name or None on success) for every unary request.
         self._observe = observe or (lambda _op, _seconds, _code: None)
@@ -213,12 +304,15 @@ class EtcdClient:
         self._credentials = credentials
         self._token: str | None = None
         self._current = 0
-        self._conn = _Connection(self._endpoints[0], tls)
+        self._conn = _Connection(self._endpoints[0], tls, max_response_bytes)
         self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, observe: Callable[[str, float, str | None], None] | None = None
+        cls,
+        settings: Settings,
+        observe: Callable[[str, float, str | None], None] | None = None,
+        refusals: RefusalObserver | None = None,
     ) -> EtcdClient:
         user, password = settings.etcd_username, settings.etcd_password
         return cls(
@@ -227,6 +321,7 @@ class EtcdClient:
             observe,
             settings.etcd_tls,
             (user, password) if user is not None and password is not None else None,
+            refusals=refusals,
         )
 
     @property
@@ -260,7 +355,9 @@ class EtcdClient:
         if len(self._endpoints) < 2 or self._conn is not failed:
             return
         self._current = (self._current + 1) % len(self._endpoints)
-        self._conn = _Connection(self._endpoints[self._current], self._tls)
+        self._conn = _Connection(
+            self._endpoints[self._current], self._tls, self._max_response_bytes
+        )
         self._token = None
         log.warning("etcd_failover", unreachable=failed.endpoint, trying=self._conn.endpoint)
         task = asyncio.create_task(failed.channel.close())
@@ -277,7 +374,10 @@ class EtcdClient:
             return EtcdUnavailable(f"etcd {what}: auth token expired")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             self._fail_over(conn)
-        return _translate(exc, what)
+        error = _translate(exc, what)
+        if isinstance(error, EtcdBusy | TooLarge) and self._refusals is not None:
+            self._refusals.refused(error.reason, str(error))
+        return error
 
     async def _call(self, service: str, method: str, request: Any, what: str) -> Any:
         """One unary request on the current connection, retried once after a token refresh."""
@@ -296,6 +396,8 @@ class EtcdClient:
                     continue  # the token expired: authenticate again and retry once
                 raise error from None
             self._observe(what, time.perf_counter() - started, None)
+            if self._refusals is not None and _writes(request):
+                self._refusals.accepted()
             return response
         raise AssertionError("unreachable")
 
@@ -309,11 +411,14 @@ class EtcdClient:
         return _kv(resp.kvs[0]) if resp.kvs else None
 
     async def snapshot(
-        self, prefixes: Sequence[str], page_size: int = 1000
+        self, prefixes: Sequence[str], page_size: int = PAGE_KEYS
     ) -> tuple[int, dict[str, list[KeyValue]]]:
         """List every prefix at one revision, paging so no response grows without bound.
 
-        Raises Compacted when the revision is compacted between pages; list again.
+        A page is at most `page_size` keys; one whose response would exceed the receive limit
+        (large values) is asked again with half as many keys, down to one, and later pages keep
+        the smaller size. Raises Compacted when the revision is compacted between pages (list
+        again), TooLarge only when a single key's response is over the limit.
         """
         revision = 0
         listing: dict[str, list[KeyValue]] = {}
@@ -323,7 +428,14 @@ class EtcdClient:
             items: list[KeyValue] = []
             while True:
                 req = rpc.RangeRequest(key=start, range_end=end, limit=page_size, revision=revision)
-                resp = await self._call("kv", "Range", req, "range")
+                try:
+                    resp = await self._call("kv", "Range", req, "range")
+                except TooLarge as exc:
+                    if page_size == 1:
+                        raise
+                    page_size = max(1, page_size // 2)
+                    log.info("etcd_page_halved", prefix=prefix, page_keys=page_size, error=str(exc))
+                    continue
                 revision = revision or int(resp.header.revision)
                 items.extend(_kv(kv) for kv in resp.kvs)
                 if not resp.more or not resp.kvs:
@@ -441,7 +553,7 @@ class EtcdClient:
         return bytes(kv.key), bytes(kv.value), int(kv.create_revision)
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
-        """Every key under `prefix` (one page of up to 1,000: for the daemon's own small sets)."""
+        """Every key under `prefix`, at one revision."""
         _, listing = await self.snapshot([prefix])
         return listing[prefix]
 
@@ -510,6 +622,16 @@ async def _ask_progress(call: Any, every: float) -> None:
             await call.write(request)
     except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
         return  # the stream is gone; the reader reports why
+
+
+def _writes(request: Any) -> bool:
+    """Whether etcd's space quota applies to `request`: a lease grant or a transaction with a
+    put (under the NOSPACE alarm etcd still serves reads and deletes)."""
+    if isinstance(request, rpc.LeaseGrantRequest):
+        return True
+    if not isinstance(request, rpc.TxnRequest):
+        return False
+    return any(op.HasField("request_put") for op in [*request.success, *request.failure])
 
 
 def _kv(kv: Any) -> KeyValue:

@@ -19,6 +19,7 @@ class Health:
         self._watching = False
         self._problem = "starting: listing etcd"
         self._revision = 0
+        self._refusing = ""  # why etcd refuses our writes now, in its words; "" when it does not
 
     def beat(self) -> None:
         """Called by a task on the event loop every second: proves the loop is not stuck."""
@@ -43,6 +44,10 @@ class Health:
         """The newest etcd revision the watch delivered (0 before the first listing)."""
         return self._revision
 
+    def refusing(self, why: str) -> None:
+        """etcd refuses writes for now (`why`), or accepts them again (empty)."""
+        self._refusing = why
+
     def liveness(self) -> tuple[bool, str]:
         stalled = self._clock() - self._beat
         if stalled > self._stuck_after:
@@ -53,6 +58,8 @@ class Health:
         alive, why = self.liveness()
         if not alive:
             return False, why
+        if self._refusing:
+            return False, f"etcd refuses writes: {self._refusing}"
         if not self._synced:
             return False, f"first sync not done ({self._problem or 'writing states'})"
         if not self._watching:
@@ -63,6 +70,8 @@ class Health:
         """One line for systemd's STATUS=: what the daemon is doing now."""
         if not self._watching and self._problem:
             return self._problem
+        if self._refusing:
+            return f"etcd refuses writes: {self._refusing}"
         if not self._synced:
             return f"syncing: writing the states of etcd revision {self._revision}"
         return f"watching etcd at revision {self._revision}"

@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 
 from statemanager import __version__
+from statemanager.etcd import REFUSAL_REASONS
 from statemanager.health import Health
 from statemanager.inputs import BAD_INPUT_KINDS
 from statemanager.states import ContainerStatus, ModelState, PackageState
@@ -95,6 +96,25 @@ class Metrics:
         self.last_event_time = gauge(
             "last_event_timestamp_seconds", "Unix time the watch last delivered events."
         )
+        self.etcd_refusals = counter(
+            "etcd_refusals",
+            "Requests etcd refused by reason: nospace, too_many_requests (etcd cannot take "
+            "writes now; retried) or too_many_ops, request_too_large, response_too_large "
+            "(never as sent; split or skipped).",
+            ("reason",),
+        )
+        self.etcd_refusing_writes = gauge(
+            "etcd_refusing_writes", "1 while etcd refuses this daemon's writes (space, load)."
+        )
+        self.writes_refused = counter(
+            "writes_refused",
+            "State changes skipped because etcd refuses even a transaction of that one change.",
+        )
+        self.corrections = counter(
+            "corrections",
+            "State keys someone else changed, put back to the unchanged derived state.",
+            ("resource",),
+        )
         self.resync_drift = counter(
             "resync_drift", "Keys a relist found changed that the watch had not delivered."
         )
@@ -127,8 +147,11 @@ class Metrics:
         Info("statemanager_build", "Version of the daemon and of Python.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
-        # Every fixed label value exists from the start at 0, so rate() and increase() see the
-        # first event too (a series that appears at 1 has no increase to show).
+        self._zero_fixed_labels()
+
+    def _zero_fixed_labels(self) -> None:
+        """Every fixed label value exists from the start at 0, so rate() and increase() see the
+        first event too (a series that appears at 1 has no increase to show)."""
         for status in ContainerStatus:
             self.containers.labels(status.value)
         for model_state in [*ModelState, OTHER]:
@@ -139,6 +162,9 @@ class Metrics:
             self.transitions.labels("package", package_state)
         for resource in ("model", "package"):
             self.transitions.labels(resource, "deleted")
+            self.corrections.labels(resource)
+        for reason in REFUSAL_REASONS:
+            self.etcd_refusals.labels(reason)
         for kind in BAD_INPUT_KINDS:
             self.invalid_inputs.labels(kind)
         for reason in ("unavailable", "silent", "compacted", "resync"):

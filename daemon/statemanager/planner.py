@@ -9,7 +9,7 @@ every package state in etcd equals the rules applied to the model states written
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from statemanager.index import Index, Written
@@ -27,17 +27,28 @@ class Change:
     new: str | None
     verdict: Verdict | None
     cause: WorkKey | None  # for a cascaded package: the model change that pulled it in
-    # For a package entering Error: the scenarios to reconcile (SPEC §6), sorted by name.
-    scenarios: tuple[str, ...] = ()
+    # A package whose derived state becomes Error (SPEC §6), and how many scenarios target it.
+    entering_error: bool = False
+    scenarios: int = 0
+    # The rules give what this daemon last wrote here; someone else changed the key since.
+    correction: bool = False
 
     @property
-    def ops(self) -> int:
-        """Transaction operations this change needs: its state key and its triggers."""
-        return 1 + len(self.scenarios)
+    def records_trigger(self) -> bool:
+        return self.entering_error and self.scenarios > 0
 
 
-def plan(index: Index, dirty: Iterable[WorkKey]) -> list[list[Change]]:
-    """Write groups for `dirty`; each group lists model changes before package changes."""
+def plan(
+    index: Index, dirty: Iterable[WorkKey], ours: Mapping[WorkKey, str] | None = None
+) -> list[list[Change]]:
+    """Write groups for `dirty`; each group lists model changes before package changes.
+
+    `ours` holds, per key, the state this daemon's own commits last wrote there: the previous
+    derived state. A key whose rules still give that value but which holds something else was
+    changed by someone else, and putting it back is a correction, not a transition; without an
+    entry the previous derived state is taken to be the value in etcd.
+    """
+    ours = ours or {}
     visited: set[WorkKey] = set()
     groups: list[list[Change]] = []
     for start in dirty:
@@ -53,16 +64,20 @@ def plan(index: Index, dirty: Iterable[WorkKey]) -> list[list[Change]]:
             new = verdict.state if verdict is not None else None
             written = index.written(key)
             changed = new != written.value
+            correction = changed and key in ours and ours[key] == new
             if key.resource is Resource.MODEL:
                 if not changed:
                     continue
-                models.append(Change(key, written, new, verdict, None))
+                models.append(Change(key, written, new, verdict, None, correction=correction))
                 next_keys = [WorkKey(Resource.PACKAGE, p) for p in index.packages_of(key.name)]
             else:
                 if changed:
-                    entering_error = new == PackageState.ERROR and written.value != new
-                    scenarios = tuple(index.scenarios_of(key.name)) if entering_error else ()
-                    packages.append(Change(key, written, new, verdict, cause, scenarios))
+                    before = ours.get(key, written.value)
+                    entering = new == PackageState.ERROR != before
+                    scenarios = len(index.scenarios_of(key.name)) if entering else 0
+                    packages.append(
+                        Change(key, written, new, verdict, cause, entering, scenarios, correction)
+                    )
                 next_keys = [WorkKey(Resource.MODEL, m) for m in index.models_of(key.name)]
             for nxt in next_keys:
                 if nxt not in visited:
@@ -83,26 +98,34 @@ def _with_cause(index: Index, change: Change, models: list[Change]) -> Change:
     return replace(change, cause=cause) if cause is not None else change
 
 
-def pack(groups: Iterable[list[Change]], max_ops: int) -> list[list[Change]]:
-    """Pack whole groups into transactions of at most `max_ops` operations (etcd's
-    --max-txn-ops), counting each change's triggers.
+def pack(
+    groups: Iterable[list[Change]],
+    max_ops: int,
+    max_bytes: int,
+    cost: Callable[[Change], tuple[int, int]],
+) -> list[list[Change]]:
+    """Pack whole groups into transactions of at most `max_ops` operations and `max_bytes`
+    bytes, `cost` giving each change's (operations, bytes), its trigger record included.
 
-    A group larger than the limit is split, models first, so a reader may briefly see new model
-    states before the package state they lead to; never the other way round.
+    A group larger than the limits is split, models first, so a reader may briefly see new
+    model states before the package state they lead to; never the other way round.
     """
     batches: list[list[Change]] = []
     current: list[Change] = []
-    used = 0
+    ops = size = 0
     for group in groups:
-        if used + sum(c.ops for c in group) > max_ops and current:
+        costs = [cost(c) for c in group]
+        group_ops, group_size = sum(c[0] for c in costs), sum(c[1] for c in costs)
+        if current and (ops + group_ops > max_ops or size + group_size > max_bytes):
             batches.append(current)
-            current, used = [], 0
-        for change in group:
-            if used + change.ops > max_ops and current:
+            current, ops, size = [], 0, 0
+        for change, (change_ops, change_size) in zip(group, costs, strict=True):
+            if current and (ops + change_ops > max_ops or size + change_size > max_bytes):
                 batches.append(current)
-                current, used = [], 0
+                current, ops, size = [], 0, 0
             current.append(change)
-            used += change.ops
+            ops += change_ops
+            size += change_size
     if current:
         batches.append(current)
     return batches

@@ -1,11 +1,13 @@
 """Delivers reconcile triggers to ActionController: at least once, durably, never blocking writes.
 
 Triggers arrive from the writer right after the transaction that recorded them, and from etcd
-at start-up (left pending by an earlier run). Each is sent until ActionController answers
-status 0, with capped exponential backoff per trigger while it is down or answers non-zero.
+at start-up (left pending by an earlier run). A trigger is one package's entry into Error; it
+is sent to each scenario targeting the package (sorted by name, as the index has them at
+delivery) until ActionController answers status 0 for each, with capped exponential backoff
+per trigger while it is down or answers non-zero.
 A trigger whose package has left Error before delivery is dropped, logged. Removing a trigger
-is a transaction guarded by its revision, so a newer trigger for the same package and scenario
-(the package entered Error again) is never removed by the older one's delivery.
+is a transaction guarded by its revision, so a newer trigger for the same package
+(it entered Error again) is never removed by the older one's delivery.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
@@ -54,7 +56,8 @@ class _Pending:
     taken_at: float  # unix time this process took it on, for the oldest-pending gauge
     due: float = 0.0
     attempts: int = 0
-    delivered: bool = False  # acknowledged; only its removal from etcd is outstanding
+    acknowledged: set[str] = field(default_factory=set)  # scenarios that answered status 0
+    delivered: bool = False  # acknowledged by all; only its removal from etcd is outstanding
 
 
 class ReconcileSender:
@@ -80,7 +83,7 @@ class ReconcileSender:
         """Take triggers just committed (`recorded`), or found in etcd by `load`; a newer one
         replaces an older one."""
         for trigger in triggers:
-            key = trigger_key(self._layout, trigger.package, trigger.scenario)
+            key = trigger_key(self._layout, trigger.package)
             known = self._pending.get(key)
             if known is not None and known.trigger.revision >= trigger.revision:
                 continue
@@ -136,7 +139,7 @@ class ReconcileSender:
             now = time.monotonic()
             due = sorted(
                 (p for p in self._pending.values() if p.due <= now),
-                key=lambda p: (p.trigger.package, p.trigger.scenario),
+                key=lambda p: p.trigger.package,
             )
             for pending in due:
                 await self._attempt(pending, fence)
@@ -151,32 +154,39 @@ class ReconcileSender:
         trigger = pending.trigger
         if not pending.delivered:
             state = self._index.written(WorkKey(Resource.PACKAGE, trigger.package)).value
-            if state != PackageState.ERROR:
+            scenarios = self._index.scenarios_of(trigger.package)
+            if state != PackageState.ERROR or not scenarios:
                 log.info("reconcile_dropped", **_fields(trigger), package_state=state)
                 await self._remove(pending, "dropped", fence)
                 return
-            pending.attempts += 1
-            outcome = await self._client.reconcile(trigger.scenario)
-            self._metrics.reconcile_requests.labels(outcome.result).inc()
-            if not outcome.acknowledged:
-                delay = pending.backoff.next()
-                pending.due = time.monotonic() + delay
-                log.warning(
-                    "reconcile_retry",
-                    **_fields(trigger),
-                    attempt=pending.attempts,
-                    result=outcome.result,
-                    error=outcome.detail,
-                    retry_in=round(delay, 2),
+            for scenario in scenarios:
+                if scenario in pending.acknowledged:
+                    continue
+                pending.attempts += 1
+                outcome = await self._client.reconcile(scenario)
+                self._metrics.reconcile_requests.labels(outcome.result).inc()
+                if not outcome.acknowledged:
+                    delay = pending.backoff.next()
+                    pending.due = time.monotonic() + delay
+                    log.warning(
+                        "reconcile_retry",
+                        **_fields(trigger, scenario),
+                        attempt=pending.attempts,
+                        result=outcome.result,
+                        error=outcome.detail,
+                        retry_in=round(delay, 2),
+                    )
+                    return
+                pending.acknowledged.add(scenario)
+                log.info(
+                    "reconcile_delivered", **_fields(trigger, scenario), attempt=pending.attempts
                 )
-                return
             pending.delivered = True
-            log.info("reconcile_delivered", **_fields(trigger), attempt=pending.attempts)
         await self._remove(pending, "delivered", fence)
 
     async def _remove(self, pending: _Pending, outcome: str, fence: Fence) -> None:
         trigger = pending.trigger
-        key = trigger_key(self._layout, trigger.package, trigger.scenario)
+        key = trigger_key(self._layout, trigger.package)
         try:
             result = await self._store.txn([Guard(key, trigger.revision)], [Delete(key)], fence)
         except EtcdUnavailable as exc:
@@ -197,12 +207,17 @@ class ReconcileSender:
         self._metrics.reconcile_oldest.set(oldest)
 
 
-def _fields(trigger: Trigger) -> dict[str, object]:
-    """The log fields that identify one delivery (an idempotency key for ActionController)."""
-    return {
+def _fields(trigger: Trigger, scenario: str | None = None) -> dict[str, object]:
+    """The log fields that identify one delivery (an idempotency key for ActionController):
+    the package's entry into Error and, once known, the scenario it goes to."""
+    fields: dict[str, object] = {
         "package": trigger.package,
-        "scenario": trigger.scenario,
         "revision": trigger.revision,
         "transition_id": trigger.transition_id,
-        "trigger": trigger.identity(),
+        "trigger": trigger.identity()
+        if scenario is None
+        else f"{trigger.package}/{scenario}@{trigger.revision}",
     }
+    if scenario is not None:
+        fields["scenario"] = scenario
+    return fields

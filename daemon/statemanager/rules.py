@@ -6,6 +6,7 @@ Each rule returns a `Verdict`: the state, the row that decided it and a sentence
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -56,4 +57,13 @@ def package_verdict(model_states: Iterable[str]) -> Verdict:
         return Verdict(PackageState.PAUSED, "P4", f"all {total} models Pending")
     if all(s == ModelState.SUCCEEDED for s in states):
         return Verdict(PackageState.RUNNING, "P5", f"all {total} models Succeeded")
-    return Verdict(PackageState.RUNNING, "P6", "models in mixed states")
+    running = sum(1 for s in states if s == ModelState.RUNNING)
+    if running == total:
+        return Verdict(PackageState.RUNNING, "P6", f"all {total} models Running")
+    counts = Counter(states)
+    mix = ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=_most_first))
+    return Verdict(PackageState.RUNNING, "P6", f"{mix} of {total} models")
+
+
+def _most_first(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]

@@ -19,7 +19,7 @@ import grpc
 import structlog
 
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import MAX_TXN_OPS, Delete, Fence, Put
+from statemanager.etcd import TXN_LIMITS, Delete, Fence, Put
 from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey, name_problem
 from statemanager.proto import statemanager_pb2 as pb
@@ -160,9 +160,9 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         return f"{self._layout.containers}{cid}".encode()
 
     async def _write(self, ops: Sequence[Put | Delete], fence: Fence) -> None:
-        """In transactions of etcd's size limit, each fenced on leadership."""
-        for start in range(0, len(ops), MAX_TXN_OPS):
-            result = await self._store.txn([], ops[start : start + MAX_TXN_OPS], fence)
+        """In transactions within etcd's limits, each fenced on leadership."""
+        for chunk in TXN_LIMITS.chunks(ops, fence):
+            result = await self._store.txn([], chunk, fence)
             if result.fenced:
                 raise _Fenced
 

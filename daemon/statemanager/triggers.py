@@ -1,9 +1,20 @@
 """Durable reconcile triggers: what is recorded in etcd when a package enters Error.
 
-Purely computational. A trigger lives at `{own}triggers/{package}/{scenario}`, written in the
-same transaction as the package's `Error` state, so a crash between the write and the gRPC call
-loses nothing. Its mod revision is the revision of that Error write: together with the package
-and scenario it identifies one delivery, so a duplicate after a crash can be told apart.
+Purely computational, and the only place that encodes or decodes a trigger record.
+
+Format: one record per entry of a package into Error, at key `{own}triggers/{package}`, with a
+JSON object as value: `{"package": "<name>", "transition_id": "<id of the Error transition>"}`
+(readers ignore fields they do not know). It is written in the same transaction as the
+package's `Error` state, so a crash between the write and the gRPC calls loses nothing. Its mod
+revision is the revision of that Error write: with the package name it identifies one entry
+into Error, so a duplicate after a crash can be told apart, and a newer entry overwrites the
+record (a removal guarded by the older revision then fails and leaves the newer one).
+
+The record names no scenario: the scenarios to reconcile are the ones targeting the package
+when the trigger is delivered, sorted by name, read from the index like every other input.
+That keeps a record one operation of bounded size (a name is at most 253 characters), so
+however many scenarios target a package, recording its trigger can neither push a transaction
+over etcd's limits nor split a model's state write from its packages'.
 """
 
 from __future__ import annotations
@@ -16,26 +27,28 @@ from statemanager.keys import KeyLayout, name_problem
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
+    """One entry of `package` into Error, to be delivered to each scenario targeting it."""
+
     package: str
-    scenario: str
     transition_id: str
     revision: int  # of the Error write; 0 until committed
 
     def identity(self) -> str:
-        return f"{self.package}/{self.scenario}@{self.revision}"
+        return f"{self.package}@{self.revision}"
 
 
 def trigger_prefix(layout: KeyLayout) -> str:
     return f"{layout.own}triggers/"
 
 
-def trigger_key(layout: KeyLayout, package: str, scenario: str) -> bytes:
-    return f"{trigger_prefix(layout)}{package}/{scenario}".encode()
+def trigger_key(layout: KeyLayout, package: str) -> bytes:
+    return f"{trigger_prefix(layout)}{package}".encode()
 
 
 def encode(trigger: Trigger) -> bytes:
-    body = {"package": trigger.package, "scenario": trigger.scenario}
-    return json.dumps({**body, "transition_id": trigger.transition_id}).encode()
+    return json.dumps(
+        {"package": trigger.package, "transition_id": trigger.transition_id}, sort_keys=True
+    ).encode()
 
 
 def decode(layout: KeyLayout, key: bytes, value: bytes, mod_revision: int) -> Trigger | None:
@@ -43,12 +56,14 @@ def decode(layout: KeyLayout, key: bytes, value: bytes, mod_revision: int) -> Tr
     prefix = trigger_prefix(layout).encode()
     if not key.startswith(prefix):
         return None
-    package, sep, scenario = key[len(prefix) :].decode("utf-8", "replace").partition("/")
-    if not sep or name_problem(package) or name_problem(scenario):
+    package = key[len(prefix) :].decode("utf-8", "replace")
+    if name_problem(package):
         return None
     try:
         body = json.loads(value)
-        transition_id = str(body["transition_id"])
-    except (ValueError, KeyError, TypeError):
+        transition_id = body["transition_id"]
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
-    return Trigger(package, scenario, transition_id, mod_revision)
+    if not isinstance(transition_id, str):
+        return None
+    return Trigger(package, transition_id, mod_revision)

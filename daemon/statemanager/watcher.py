@@ -17,7 +17,7 @@ import structlog
 
 from statemanager.backoff import Backoff
 from statemanager.controller import Controller
-from statemanager.errors import Compacted, EtcdUnavailable
+from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.etcd import KeyValue, WatchBatch
 from statemanager.health import Health
 from statemanager.metrics import Metrics
@@ -64,7 +64,7 @@ class Watcher:
         self._delivered: dict[str, int] = {}
 
     async def run(self) -> None:
-        """Run until cancelled; only a permanent etcd error escapes."""
+        """Run until cancelled; nothing etcd answers ends it (a refusal is retried as an outage)."""
         listed = False
         resync_at = 0.0
         while True:
@@ -88,7 +88,7 @@ class Watcher:
                 self._metrics.watch_restarts.labels("compacted").inc()
                 log.warning("watch_compacted", compact_revision=exc.compact_revision)
                 listed = False  # relist; the controller diffs, deletions included
-            except EtcdUnavailable as exc:
+            except (EtcdUnavailable, EtcdError) as exc:
                 reason = "silent" if isinstance(exc, SilentWatch) else "unavailable"
                 self._metrics.watch_restarts.labels(reason).inc()
                 self._health.broken(f"etcd unreachable ({reason}): {exc}")

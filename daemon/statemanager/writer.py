@@ -25,16 +25,22 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from statemanager import logs
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import Delete, Fence, Guard, Put, TxnResult
+from statemanager.etcd import TXN_LIMITS, Delete, Fence, Guard, Put, TxnLimits, TxnResult
 from statemanager.index import Index
-from statemanager.keys import KeyLayout, Resource, WorkKey
+from statemanager.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
-from statemanager.planner import Change
-from statemanager.states import PackageState
+from statemanager.planner import Change, pack
 from statemanager.triggers import Trigger, encode, trigger_key
 
 log = structlog.get_logger("statemanager.writer")
+
+DELETED = "deleted"  # a transition's to_state in logs and metrics when the key is deleted
+_DELETED_BECAUSE = {
+    Resource.PACKAGE: "its Package spec is gone",
+    Resource.MODEL: "no package lists it and it has no containers",
+}
 
 SOURCE = "statemanager"
 
@@ -89,6 +95,7 @@ class StateWriter:
         on_triggers: Callable[[list[Trigger]], None],
         attempts: int = 5,
         max_backoff: float = 2.0,
+        limits: TxnLimits = TXN_LIMITS,
     ) -> None:
         self._client = client
         self._on_triggers = on_triggers
@@ -98,15 +105,43 @@ class StateWriter:
         self._ids = TransitionIds()
         self._attempts = attempts
         self._max_backoff = max_backoff
+        self._limits = limits
+        # Per key, the state this daemon's own commits last wrote: the previous derived state,
+        # which tells a correction from a transition (planner.plan). Forgotten when leadership
+        # changes hands, because another leader may have derived and written since.
+        self.ours: dict[WorkKey, str] = {}
+        # The largest a trigger record's value can be (a transition id is under 40 characters).
+        self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
+
+    def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
+        """Pack write groups into transactions etcd accepts, with `fence` on each."""
+        fence_bytes = self._limits.guarded_write_bytes(fence.key, None)
+        return pack(
+            groups,
+            self._limits.max_ops - 1,  # one compare (and one failure read) go to the fence
+            self._limits.byte_budget - fence_bytes,
+            self._cost,
+        )
+
+    def _cost(self, change: Change) -> tuple[int, int]:
+        """Operations and bytes `change` adds to a transaction, its trigger record included."""
+        key = self._layout.state_key(change.key).encode()
+        size = self._limits.guarded_write_bytes(key, change.new.encode() if change.new else None)
+        if not change.records_trigger:
+            return 1, size
+        record = trigger_key(self._layout, change.key.name)
+        return 2, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
 
     async def commit(
         self, changes: Sequence[Change], causes: Mapping[WorkKey, int], fence: Fence
     ) -> list[Transition] | None:
-        """Write `changes` in one transaction. Returns the transitions, or None when a guard
-        failed (the index now holds etcd's current values; re-plan the keys).
+        """Write `changes` in one transaction. Returns the transitions (corrections are logged,
+        not returned), or None when a guard failed (the index now holds etcd's current values;
+        re-plan the keys).
 
-        Raises EtcdUnavailable when etcd stayed unreachable through every retry, NotLeader when
-        the fence failed.
+        Raises EtcdUnavailable when etcd stayed unreachable (or busy) through every retry,
+        NotLeader when the fence failed, EtcdError when etcd refused the transaction (TooLarge:
+        split it).
         """
         keys = [self._layout.state_key(c.key).encode() for c in changes]
         guards = [Guard(k, c.old.mod_revision) for k, c in zip(keys, changes, strict=True)]
@@ -115,13 +150,9 @@ class StateWriter:
             for k, c in zip(keys, changes, strict=True)
         ]
         ids = {c.key: self._ids.next() for c in changes}
-        triggers = [
-            Trigger(c.key.name, scenario, ids[c.key], 0)
-            for c in changes
-            for scenario in c.scenarios
-        ]
+        triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.records_trigger]
         # Recorded in the same transaction as the Error state: a crash cannot separate them.
-        ops += [Put(trigger_key(self._layout, t.package, t.scenario), encode(t)) for t in triggers]
+        ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
         result = await self._txn_with_retries(guards, ops, fence)
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
@@ -173,9 +204,26 @@ class StateWriter:
         transitions: list[Transition] = []
         for change in changes:
             self._index.observe_written(change.key, change.new, revision)
+            if change.new is None:
+                self.ours.pop(change.key, None)
+            else:
+                self.ours[change.key] = change.new
+            verdict = change.verdict
+            if change.correction:
+                # The rules did not move: someone else changed the key and it is put back.
+                self._metrics.corrections.labels(change.key.resource.value).inc()
+                log.info(
+                    "correction",
+                    type=change.key.resource.value,
+                    name=change.key.name,
+                    found=change.old.value,
+                    restored=change.new,
+                    rule=verdict.rule if verdict else None,
+                    revision=revision,
+                )
+                continue
             tid = ids[change.key]
             cause_key = change.cause or change.key
-            verdict = change.verdict
             t = Transition(
                 transition_id=tid,
                 resource=change.key.resource,
@@ -190,24 +238,23 @@ class StateWriter:
                 caused_by=ids.get(change.cause) if change.cause else None,
             )
             transitions.append(t)
-            self._metrics.transitions.labels(t.resource.value, t.to_state or "deleted").inc()
+            self._metrics.transitions.labels(t.resource.value, t.to_state or DELETED).inc()
             log.info(
                 "transition",
                 transition_id=t.transition_id,
                 type=t.resource.value,
                 name=t.name,
                 from_state=t.from_state,
-                to_state=t.to_state,
+                to_state=t.to_state or DELETED,
                 rule=t.rule,
-                reason=t.reason,
+                reason=t.reason or _DELETED_BECAUSE[t.resource],
                 cause_revision=t.cause_revision,
                 revision=t.revision,
                 caused_by=t.caused_by,
-                timestamp_ns=t.timestamp_ns,
+                timestamp=logs.timestamp(t.timestamp_ns),  # the line's only timestamp
                 source=t.source,
             )
-            entered_error = t.to_state == PackageState.ERROR != change.old.value
-            if entered_error and not change.scenarios:
+            if change.entering_error and not change.scenarios:
                 # SPEC §6: nobody to ask for a reconcile; say so rather than stay silent.
                 self._metrics.reconcile_no_scenario.inc()
                 log.warning("reconcile_no_scenario", package=t.name, transition_id=tid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -77,12 +78,16 @@ async def test_status_explains_each_state(
 def test_invalid_config_exits_2_naming_the_key(
     env: dict[str, str], named: str, etcd_endpoint: str, layout: KeyLayout
 ) -> None:
-    """A bad setting stops every command with exit 2 and one line naming the setting."""
+    """A bad setting stops every command with exit 2 and one line naming the setting, an error
+    in the configured log format (JSON here, as under systemd; auto when the format is the bad
+    setting, which off a terminal is JSON too)."""
     for command in ("run", "evaluate", "status"):
         result = cli([command], etcd_endpoint, layout, **env)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and named in lines[0], result.stderr
+        record = json.loads(lines[0])
+        assert (record["level"], record["event"]) == ("error", "invalid_config"), record
 
 
 def test_config_file_is_read_and_flags_win(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from conftest import Daemon, Etcd, eventually, states_are
@@ -41,7 +42,10 @@ async def test_payment_service_seed_example(etcd: Etcd, daemon: Daemon) -> None:
     assert degraded[0]["cause_revision"] > 0
     for t in transitions:
         assert t["source"] == "statemanager"
-        assert {"from_state", "to_state", "type", "name", "timestamp_ns"} <= t.keys()
+        assert {"from_state", "to_state", "type", "name", "logger"} <= t.keys()
+        # One timestamp per line, the transition's own, in nanoseconds.
+        assert [k for k in t if "time" in k] == ["timestamp"], t
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", t["timestamp"]), t
 
 
 async def test_model_change_and_packages_share_one_transaction(etcd: Etcd, daemon: Daemon) -> None:
@@ -89,6 +93,10 @@ async def test_package_spec_deleted(etcd: Etcd, daemon: Daemon) -> None:
     await states_are(etcd, {"pkg:gone": "Running", "m_empty": "Pending", "m_busy": "Running"})
     await etcd.delete(etcd.layout.packages + "gone")
     await states_are(etcd, {"pkg:gone": None, "m_empty": None, "m_busy": "Running"})
+    deletions = {t["name"]: t for t in daemon.events("transition") if t["to_state"] == "deleted"}
+    assert deletions["gone"]["reason"] == "its Package spec is gone"
+    assert deletions["m_empty"]["reason"] == "no package lists it and it has no containers"
+    assert deletions.keys() == {"gone", "m_empty"}
 
 
 async def test_package_without_models_is_initializing(etcd: Etcd, daemon: Daemon) -> None:

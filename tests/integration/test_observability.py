@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Callable
@@ -135,6 +136,35 @@ async def test_logs_are_json_lines_with_event_level_timestamp(etcd: Etcd, daemon
     bad = daemon.events("invalid_input")[0]
     assert bad["level"] == "warning"
     assert {"key", "kind", "error", "revision"} <= bad.keys()
+
+
+async def test_journal_stream_lines_carry_their_priority(
+    etcd: Etcd, daemon_factory: Callable[[], Daemon]
+) -> None:
+    """With stderr being the journal's stream (JOURNAL_STREAM names it), every line starts with
+    the sd-daemon priority of its level, so `journalctl -p warning` finds the warnings."""
+    d = daemon_factory()
+    d.log_path.touch()
+    st = d.log_path.stat()
+    d.env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+    d.start()
+    await etcd.put(etcd.layout.containers + "bad", "{")
+
+    def records() -> list[tuple[int, dict[str, Any]]]:
+        out = []
+        for line in d.log_path.read_text().splitlines():
+            match = re.fullmatch(r"<([0-7])>(\{.*\})", line)
+            assert match, line
+            out.append((int(match.group(1)), json.loads(match.group(2))))
+        return out
+
+    async def warned() -> bool:
+        return any(r["event"] == "invalid_input" for _, r in records())
+
+    await eventually(warned, 20, "the invalid input line")
+    priority = {"debug": 7, "info": 6, "warning": 4, "error": 3}
+    for n, record in records():
+        assert n == priority[record["level"]], record
 
 
 async def test_real_prometheus_scrapes_the_daemon(

@@ -292,3 +292,71 @@ async def test_mutual_tls(
         assert len(await trigger_keys(etcd)) == 1
     finally:
         await fake.stop()
+
+
+async def test_package_with_130_scenarios_enters_error_whole(
+    etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
+) -> None:
+    """130 scenarios target a package that enters Error: model and package written together,
+    one trigger record, 130 Reconcile calls, and the daemon keeps running."""
+    await controller.start()
+    names = [f"s{i:03}" for i in range(130)]  # more than etcd's --max-txn-ops (128)
+    for name in names:
+        await scenario(etcd, name, "p1")
+    d = start_daemon()
+    await d.wait_synced()
+    await etcd.package("p1", ["m1"])
+    await etcd.container("c1", "running", "m1")
+    await states_are(etcd, {"m1": "Running", "pkg:p1": "Running"})
+    await etcd.container("c1", "dead", "m1")
+    await states_are(etcd, {"m1": "Failed", "pkg:p1": "Error"})
+    assert await etcd.mod_revision(f"{etcd.layout.model_states}m1/state") == (
+        await etcd.mod_revision(f"{etcd.layout.package_states}p1/state")
+    ), "the model and its package were split across transactions"
+    await calls(controller, 130, timeout=30)
+    assert controller.scenarios() == names
+    assert d.process is not None
+    assert d.process.poll() is None, d.tail()
+    assert not d.events("task_failed")
+
+
+async def test_outside_write_to_error_state_is_a_correction(
+    etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
+) -> None:
+    """Someone writes Running over an Error package's state: it is put back as a correction,
+    with no new trigger and no second Reconcile."""
+    await controller.start()
+    await scenario(etcd, "s", "pay")
+    d = start_daemon()
+    await d.wait_synced()
+    await etcd.package("pay", ["m"])
+    await etcd.container("c", "running", "m")
+    await states_are(etcd, {"pkg:pay": "Running"})
+    await etcd.container("c", "dead", "m")
+    await states_are(etcd, {"pkg:pay": "Error"})
+    await calls(controller, 1)
+
+    await etcd.put(f"{etcd.layout.package_states}pay/state", "Running")
+
+    async def corrected() -> bool:
+        return bool(d.events("correction")) and await etcd.package_state("pay") == "Error"
+
+    await eventually(corrected, 10, "the Error state put back as a correction")
+    [correction] = d.events("correction")
+    assert (correction["name"], correction["found"], correction["restored"]) == (
+        "pay",
+        "Running",
+        "Error",
+    )
+    into_error = [t for t in d.events("transition") if t["to_state"] == "Error"]
+    assert len(into_error) == 1, into_error
+    # A second trigger would have been recorded with the correction: wait until none is left
+    # (delivered and removed, if any), then count the calls.
+    triggers = f"{etcd.layout.own}triggers/"
+
+    async def no_trigger_left() -> bool:
+        return not await etcd.client.get_prefix(triggers.encode())
+
+    await eventually(no_trigger_left, 10, "no trigger pending")
+    assert 'statemanager_corrections_total{resource="package"} 1.0' in d.scrape()
+    assert len(controller.requests) == 1, controller.scenarios()

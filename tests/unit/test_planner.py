@@ -172,28 +172,37 @@ def _tags(batches: list[list[Change]]) -> list[list[str]]:
     return [[c.key.name for c in batch] for batch in batches]
 
 
+def _ops(change: Change) -> tuple[int, int]:
+    """One operation of one byte per change, so only the operation limit binds."""
+    return 1, 1
+
+
+def _by_ops(groups: list[list[Change]], max_ops: int) -> list[list[Change]]:
+    return pack(groups, max_ops, 10**9, _ops)
+
+
 def test_pack_fills_transactions_with_whole_groups() -> None:
     """Whole groups are packed together while they fit under max_ops."""
     groups = [_group("a", 2), _group("b", 2), _group("c", 2)]
-    assert _tags(pack(groups, 4)) == [["a0", "a1", "b0", "b1"], ["c0", "c1"]]
+    assert _tags(_by_ops(groups, 4)) == [["a0", "a1", "b0", "b1"], ["c0", "c1"]]
 
 
 def test_pack_never_splits_a_group_that_fits() -> None:
     """A group that fits in one transaction is moved whole to the next, not split."""
     groups = [_group("a", 3), _group("b", 3)]
-    batches = pack(groups, 4)
+    batches = _by_ops(groups, 4)
     assert _tags(batches) == [["a0", "a1", "a2"], ["b0", "b1", "b2"]]
 
 
 def test_pack_group_of_exactly_max_ops() -> None:
     """A group of exactly max_ops changes is one transaction of its own."""
     groups = [_group("a", 1), _group("b", 3), _group("c", 1)]
-    assert _tags(pack(groups, 3)) == [["a0"], ["b0", "b1", "b2"], ["c0"]]
+    assert _tags(_by_ops(groups, 3)) == [["a0"], ["b0", "b1", "b2"], ["c0"]]
 
 
 def test_pack_splits_oversized_group_in_order() -> None:
     """A group larger than max_ops is split in order, so models precede their packages."""
-    batches = pack([_group("a", 5)], 2)
+    batches = _by_ops([_group("a", 5)], 2)
     assert _tags(batches) == [["a0", "a1"], ["a2", "a3"], ["a4"]]
 
 
@@ -201,11 +210,55 @@ def test_pack_splits_oversized_group_in_order() -> None:
 def test_pack_respects_max_ops_and_keeps_every_change(max_ops: int) -> None:
     """No transaction exceeds max_ops, and every change appears once, in order."""
     groups = [_group("a", 3), _group("b", 1), _group("c", 4), _group("d", 2)]
-    batches = pack(groups, max_ops)
+    batches = _by_ops(groups, max_ops)
     assert all(0 < len(b) <= max_ops for b in batches)
     assert [c for b in batches for c in b] == [c for g in groups for c in g]
 
 
 def test_pack_nothing() -> None:
     """No groups pack into no transactions."""
-    assert pack([], 4) == []
+    assert _by_ops([], 4) == []
+
+
+def test_pack_respects_max_bytes() -> None:
+    """Byte costs cut transactions too: no batch goes over max_bytes unless one change alone does."""
+    groups = [_group("a", 2), _group("b", 2), _group("c", 1)]
+    sizes = {"a0": 40, "a1": 40, "b0": 30, "b1": 30, "c0": 100}
+    batches = pack(groups, 100, 100, lambda c: (1, sizes[c.key.name]))
+    assert _tags(batches) == [["a0", "a1"], ["b0", "b1"], ["c0"]]
+
+
+def test_pack_counts_trigger_operations() -> None:
+    """A change recording a trigger costs two operations; the group moves whole when it fits."""
+    error = Change(package("p"), Written("Running", 1, 1), "Error", None, model("a0"), True, 300)
+    groups = [_group("x", 1), [*_group("a", 1), error]]
+    batches = pack(groups, 3, 10**9, lambda c: (2 if c.records_trigger else 1, 1))
+    assert _tags(batches) == [["x0"], ["a0", "p"]]
+
+
+def test_many_scenarios_cost_one_trigger_record(payment: Index) -> None:
+    """A package entering Error with 300 scenarios records one trigger, not one per scenario."""
+    for i in range(300):
+        payment.put_scenario(f"s{i:03}", "p")
+    put(payment, "c1", DEAD, "m")
+    put(payment, "c2", DEAD, "n")
+    [group] = plan(payment, [model("m"), model("n")])
+    [error] = [c for c in group if c.key == package("p")]
+    assert (error.new, error.entering_error, error.scenarios) == ("Error", True, 300)
+    assert error.records_trigger
+
+
+def test_putting_back_an_error_state_is_a_correction(payment: Index) -> None:
+    """Someone overwrites an Error package's state: putting Error back is a correction, and the
+    package does not enter Error again (previous derived state, not the written value)."""
+    put(payment, "c1", DEAD, "m")
+    put(payment, "c2", DEAD, "n")
+    payment.put_scenario("s", "p")
+    settled(payment)
+    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
+    payment.observe_written(package("p"), "Running", 200)  # someone else's write
+    [[change]] = plan(payment, [package("p")], ours)
+    assert (change.old.value, change.new) == ("Running", "Error")
+    assert change.correction
+    assert not change.entering_error
+    assert not change.records_trigger

@@ -84,3 +84,17 @@ def test_verdict_reason_counts_the_deciding_class() -> None:
     """The reason sentence an operator sees says how many containers decided the row."""
     assert model_verdict({DEAD: 2, ACTIVE: 3}).reason == "2 of 5 containers dead"
     assert package_verdict([FAILED, RUNNING, RUNNING]).reason == "1 of 3 models Failed"
+
+
+@pytest.mark.parametrize(
+    ("states", "reason"),
+    [
+        pytest.param([RUNNING], "all 1 models Running", id="only-running"),
+        pytest.param([RUNNING, RUNNING], "all 2 models Running", id="all-running"),
+        pytest.param([PENDING, RUNNING, RUNNING], "2 Running, 1 Pending of 3 models", id="mixed"),
+        pytest.param([SUCCEEDED, PENDING], "1 Pending, 1 Succeeded of 2 models", id="tie-by-name"),
+    ],
+)
+def test_p6_reason_says_what_is_true(states: list[str], reason: str) -> None:
+    """P6's reason counts the model states it saw: no "mixed states" when all are Running."""
+    assert package_verdict(states).reason == reason

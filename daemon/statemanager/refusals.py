@@ -1,0 +1,42 @@
+"""How etcd's refusals are reported: a metric per refusal, and while etcd refuses writes for
+now (space quota alarm, too many requests) a readiness reason, a gauge and one log line when it
+starts and one when it ends. Retrying and splitting are the callers' business (errors.py)."""
+
+from __future__ import annotations
+
+import structlog
+
+from statemanager.etcd import REFUSALS
+from statemanager.health import Health
+from statemanager.metrics import Metrics
+
+log = structlog.get_logger("statemanager.etcd")
+
+_NOT_NOW = frozenset(reason for reason, when in REFUSALS.values() if when == "not now")
+
+
+class RefusalReport:
+    """The etcd adapter's RefusalObserver for the daemon."""
+
+    def __init__(self, metrics: Metrics, health: Health) -> None:
+        self._metrics = metrics
+        self._health = health
+        self._refusing = False
+
+    def refused(self, reason: str, message: str) -> None:
+        self._metrics.etcd_refusals.labels(reason).inc()
+        if reason not in _NOT_NOW:
+            return  # the caller splits or skips the request and says so
+        if not self._refusing:
+            log.error("etcd_refusing_writes", reason=reason, error=message)
+        self._refusing = True
+        self._metrics.etcd_refusing_writes.set(1)
+        self._health.refusing(message)
+
+    def accepted(self) -> None:
+        if not self._refusing:
+            return
+        self._refusing = False
+        self._metrics.etcd_refusing_writes.set(0)
+        self._health.refusing("")
+        log.info("etcd_accepting_writes")

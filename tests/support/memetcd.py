@@ -1,0 +1,556 @@
+"""An in-memory etcd for in-process tests, with etcd's semantics (like httpx.MockTransport).
+
+`MemEtcd` is an MVCC store: one global revision, bumped once by each put, delete or
+transaction that changes something; per key a create revision, mod revision and version;
+transactions with compares and success/failure branches; ranges by prefix with a limit and at
+a past revision; leases that expire on the event loop's clock (virtual under `looptime`) and
+delete their keys in one revision; compaction; watches that replay history from a start
+revision and then follow live changes, one response never splitting a revision.
+
+It offers the methods of `statemanager.etcd.EtcdClient` that the daemon's components use
+(snapshot, watch, txn, get, leases, create_if_absent, first_created, list_prefix, delete), with
+the same result types and the same error families (`EtcdUnavailable`, `Compacted`,
+`EtcdError`), so Watcher, Controller/StateWriter, Election, ReconcileSender and StateService
+can be handed one. `tests/integration/test_memetcd_conformance.py` runs the same operations
+against it and a real etcd and compares the answers.
+
+Faults are injected by the test: `outage()` (every request fails and open watches break until
+`restore()`), `lose_next_txn_response()` (commits, then the caller sees EtcdUnavailable),
+`refuse_next_txn()` (etcd's refusal, nothing applied), `break_watches()`, `silence_watches()`
+(open streams deliver nothing, not even progress notifications, until broken), `compact()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
+from statemanager.etcd import (
+    Delete,
+    Event,
+    Fence,
+    Guard,
+    KeyValue,
+    Put,
+    TxnResult,
+    WatchBatch,
+    prefix_end,
+)
+
+Target = Literal["value", "version", "create", "mod"]
+Op = Literal["==", "!=", "<", ">"]
+
+# etcd's default --max-txn-ops: compares, and each branch's operations, counted separately.
+MAX_TXN_OPS = 128
+# etcd raises a shorter lease TTL to 3/2 of its election timeout (1 s by default), rounded up.
+MIN_LEASE_TTL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A key as one revision of the store holds it (etcd's mvccpb.KeyValue)."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int = 0
+
+    def kv(self) -> KeyValue:
+        return KeyValue(self.key, self.value, self.mod_revision)
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """One compare of a transaction: `target` of `key` `op` `operand` (etcd's pb.Compare).
+
+    Against an absent key, version, create and mod revisions are 0; a value compare is false.
+    """
+
+    key: bytes
+    target: Target
+    op: Op
+    operand: bytes | int
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A read inside a transaction: one key, or every key in [key, range_end)."""
+
+    key: bytes
+    range_end: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedPut(Put):
+    """A put bound to a lease (0: none)."""
+
+    lease: int = 0
+
+
+TxnOp = Put | Delete | Range
+
+
+@dataclass(frozen=True, slots=True)
+class RawTxnResult:
+    """`responses` holds, per operation of the branch taken, the records a Range read (puts and
+    deletes answer None)."""
+
+    succeeded: bool
+    revision: int
+    responses: tuple[list[Record] | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    revision: int  # the store's current revision (etcd's response header), not the read one
+    records: list[Record]
+    more: bool
+    count: int
+
+
+@dataclass(slots=True)
+class _Lease:
+    ttl: int
+    deadline: float
+    keys: set[bytes] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+
+
+class _Stream:
+    """One open watch stream: revisions committed since it caught up are queued to it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[int | BaseException] = asyncio.Queue()
+        self.silent = False
+
+
+class MemEtcd:
+    """An etcd cluster of one member, in memory. Use it inside a running event loop."""
+
+    endpoint = "mem://etcd"
+
+    def __init__(self, *, lease_ids_from: int = 0x694D_0000_0000) -> None:
+        self._revision = 1  # an empty etcd answers revision 1
+        self._compacted = 0
+        # key -> versions in revision order; a deleted key's last version is None at the
+        # delete's revision. MVCC reads at a revision pick the newest version at or below it.
+        self._versions: dict[bytes, list[tuple[int, Record | None]]] = {}
+        self._sorted_keys: list[bytes] = []
+        # revision -> events committed at it (etcd's watchable history), in commit order.
+        self._history: dict[int, list[Event]] = {}
+        self._leases: dict[int, _Lease] = {}
+        self._lease_ids = itertools.count(lease_ids_from)
+        self._streams: set[_Stream] = set()
+        self._down = False
+        self._lose_txn_responses = 0
+        self._refusals: list[EtcdError] = []
+        self.requests = 0  # every request answered or failed: a cheap busy-loop detector
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def outage(self) -> None:
+        """etcd unreachable: every request raises EtcdUnavailable and open watches break, until
+        `restore()`. Leases keep their deadlines (they expire during an outage as in etcd)."""
+        self._down = True
+        self.break_watches()
+
+    def restore(self) -> None:
+        self._down = False
+
+    def lose_next_txn_response(self, count: int = 1) -> None:
+        """The next `count` transactions commit, but their callers see EtcdUnavailable (a
+        deadline that passed after etcd applied the request)."""
+        self._lose_txn_responses += count
+
+    def refuse_next_txn(self, error: EtcdError | None = None) -> None:
+        """The next transaction is refused as etcd refuses one (nothing applied)."""
+        self._refusals.append(error or EtcdError("etcd refused txn: RESOURCE_EXHAUSTED"))
+
+    def break_watches(self) -> None:
+        """Every open watch stream raises EtcdUnavailable, as when etcd restarts."""
+        for stream in self._streams:
+            stream.queue.put_nowait(EtcdUnavailable("etcd watch failed: UNAVAILABLE"))
+
+    def silence_watches(self) -> None:
+        """Open streams go quiet (a half-open connection): no events, no progress."""
+        for stream in self._streams:
+            stream.silent = True
+
+    # -- the store ----------------------------------------------------------------------------
+
+    @property
+    def current_revision(self) -> int:
+        return self._revision
+
+    @property
+    def compacted_revision(self) -> int:
+        return self._compacted
+
+    def _enter(self) -> None:
+        self.requests += 1
+        if self._down:
+            raise EtcdUnavailable("etcd request failed: UNAVAILABLE: mem etcd is down")
+        self._expire_due_leases()
+
+    def _at(self, key: bytes, revision: int) -> Record | None:
+        versions = self._versions.get(key)
+        if not versions:
+            return None
+        i = bisect.bisect_right(versions, revision, key=lambda v: v[0])
+        return versions[i - 1][1] if i else None
+
+    def _latest(self, key: bytes) -> Record | None:
+        versions = self._versions.get(key)
+        return versions[-1][1] if versions else None
+
+    def _keys_in(self, key: bytes, range_end: bytes | None) -> list[bytes]:
+        if range_end is None:
+            return [key] if key in self._versions else []
+        lo = bisect.bisect_left(self._sorted_keys, key)
+        if range_end == b"\x00":  # etcd: every key from `key` on
+            return self._sorted_keys[lo:]
+        hi = bisect.bisect_left(self._sorted_keys, range_end)
+        return self._sorted_keys[lo:hi]
+
+    def range_now(
+        self,
+        key: bytes,
+        range_end: bytes | None = None,
+        *,
+        limit: int = 0,
+        revision: int = 0,
+        sort_by_create: bool = False,
+    ) -> RangeResult:
+        """etcd's Range: keys in order (or by ascending create revision), at `revision` (0: now).
+
+        Raises Compacted below the compacted revision, EtcdUnavailable above the current one
+        (etcd's "future revision", which the real adapter reports as unavailable).
+        """
+        if revision and revision < self._compacted:
+            raise Compacted(self._compacted)
+        if revision > self._revision:
+            raise EtcdUnavailable("etcd range failed: OUT_OF_RANGE: future revision")
+        at = revision or self._revision
+        found = [r for k in self._keys_in(key, range_end) if (r := self._at(k, at)) is not None]
+        if sort_by_create:
+            found.sort(key=lambda r: r.create_revision)
+        page = found[:limit] if limit else found
+        return RangeResult(self._revision, page, len(page) < len(found), len(found))
+
+    def txn_now(
+        self, compares: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]
+    ) -> RawTxnResult:
+        """etcd's Txn, applied atomically: at most one new revision for the whole branch."""
+        if len(compares) > MAX_TXN_OPS or max(len(success), len(failure)) > MAX_TXN_OPS:
+            raise EtcdError("etcd refused txn: INVALID_ARGUMENT: too many operations in txn")
+        for branch in (success, failure):
+            puts = [op.key for op in branch if isinstance(op, Put)]
+            deleted = {op.key for op in branch if isinstance(op, Delete)}
+            if len(puts) != len(set(puts)) or deleted & set(puts):
+                raise EtcdError("etcd refused txn: INVALID_ARGUMENT: duplicate key given in txn")
+        succeeded = all(self._holds(c) for c in compares)
+        # Operations apply in order at the next revision; a Range sees the writes before it.
+        rev = self._revision + 1
+        staged: dict[bytes, Record | None] = {}
+        responses: list[list[Record] | None] = []
+        for op in success if succeeded else failure:
+            if isinstance(op, Range):
+                responses.append(self._read_staged(op, staged))
+                continue
+            responses.append(None)
+            old = staged[op.key] if op.key in staged else self._latest(op.key)
+            if isinstance(op, Put):
+                lease = op.lease if isinstance(op, LeasedPut) else 0
+                if lease and lease not in self._leases:
+                    raise EtcdUnavailable("etcd txn failed: NOT_FOUND: requested lease not found")
+                created = old.create_revision if old is not None else rev
+                version = old.version + 1 if old is not None else 1
+                staged[op.key] = Record(op.key, op.value, created, rev, version, lease)
+            elif old is not None:
+                staged[op.key] = None
+        if staged:
+            self._commit(staged)
+        return RawTxnResult(succeeded, self._revision, tuple(responses))
+
+    def _read_staged(self, op: Range, staged: Mapping[bytes, Record | None]) -> list[Record]:
+        keys = set(self._keys_in(op.key, op.range_end))
+        if op.range_end is None:
+            keys |= {op.key} & staged.keys()
+        else:
+            keys |= {
+                k for k in staged if op.key <= k and (op.range_end == b"\x00" or k < op.range_end)
+            }
+        found = (staged[k] if k in staged else self._latest(k) for k in sorted(keys))
+        return [r for r in found if r is not None]
+
+    def _holds(self, compare: Compare) -> bool:
+        record = self._latest(compare.key)
+        if record is None and compare.target == "value":
+            return False  # etcd: a value compare against an absent key is false
+        actual: bytes | int
+        if compare.target == "value":
+            actual = record.value if record is not None else b""
+        elif compare.target == "version":
+            actual = record.version if record is not None else 0
+        elif compare.target == "create":
+            actual = record.create_revision if record is not None else 0
+        else:
+            actual = record.mod_revision if record is not None else 0
+        operand = compare.operand
+        if type(actual) is not type(operand):
+            raise TypeError(f"compare {compare.target} with {type(operand).__name__}")
+        if compare.op == "==":
+            return actual == operand
+        if compare.op == "!=":
+            return actual != operand
+        if compare.op == "<":
+            return actual < operand  # type: ignore[operator]
+        return actual > operand  # type: ignore[operator]
+
+    def _commit(self, changes: Mapping[bytes, Record | None]) -> None:
+        """Apply records (None: a deletion of an existing key) at the next revision."""
+        self._revision += 1
+        rev = self._revision
+        events: list[Event] = []
+        for key, record in changes.items():
+            old = self._latest(key)
+            if old is not None and old.lease in self._leases:
+                self._leases[old.lease].keys.discard(key)
+            if key not in self._versions:
+                bisect.insort(self._sorted_keys, key)
+                self._versions[key] = []
+            self._versions[key].append((rev, record))
+            if record is not None and record.lease:
+                self._leases[record.lease].keys.add(key)
+            events.append(Event(key, None if record is None else record.value, rev))
+        self._history[rev] = events
+        for stream in self._streams:
+            stream.queue.put_nowait(rev)
+
+    # -- simple writes (tests fill the store with these) --------------------------------------
+
+    def put_now(self, key: bytes, value: bytes, lease: int = 0) -> int:
+        """Put one key; returns the new revision."""
+        self._enter()
+        self.txn_now([], [LeasedPut(key, value, lease)], [])
+        return self._revision
+
+    def delete_now(self, key: bytes, range_end: bytes | None = None) -> int:
+        """Delete one key (or a range); returns the revision (unchanged when nothing existed)."""
+        self._enter()
+        keys = [k for k in self._keys_in(key, range_end) if self._latest(k) is not None]
+        if keys:
+            self._commit(dict.fromkeys(keys))
+        return self._revision
+
+    def compact(self, revision: int) -> None:
+        """Forget history below `revision`: reads and watches from before it raise Compacted."""
+        self._enter()
+        if revision > self._revision:
+            raise EtcdUnavailable("etcd compact failed: OUT_OF_RANGE: future revision")
+        if revision <= self._compacted:
+            raise Compacted(self._compacted)
+        self._compacted = revision
+        for rev in [r for r in self._history if r < revision]:
+            del self._history[rev]
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _arm(self, lease: _Lease) -> None:
+        if lease.timer is not None:
+            lease.timer.cancel()
+        loop = asyncio.get_running_loop()
+        lease.timer = loop.call_at(lease.deadline, self._expire_due_leases)
+
+    def _expire_due_leases(self) -> None:
+        now = self._loop_time()
+        for lease_id, lease in list(self._leases.items()):
+            if lease.deadline <= now:
+                self._revoke(lease_id)
+
+    def _revoke(self, lease_id: int) -> None:
+        lease = self._leases.pop(lease_id)
+        if lease.timer is not None:
+            lease.timer.cancel()
+        live = sorted(k for k in lease.keys if self._latest(k) is not None)
+        if live:  # etcd deletes a lease's keys in one revision
+            self._commit(dict.fromkeys(live))
+
+    # -- the EtcdClient interface -------------------------------------------------------------
+
+    async def _request(self) -> None:
+        """Each request is a scheduling point, as a network round trip is."""
+        await asyncio.sleep(0)
+        self._enter()
+
+    async def close(self) -> None:
+        for stream in self._streams:
+            stream.queue.put_nowait(EtcdUnavailable("client closed"))
+
+    async def revision(self) -> int:
+        await self._request()
+        return self._revision
+
+    async def get(self, key: bytes) -> KeyValue | None:
+        await self._request()
+        records = self.range_now(key).records
+        return records[0].kv() if records else None
+
+    async def snapshot(
+        self, prefixes: Sequence[str], page_size: int = 1000
+    ) -> tuple[int, dict[str, list[KeyValue]]]:
+        """Every prefix at one revision. Each prefix is one read (`page_size` is the adapter's
+        concern, not etcd's) and a scheduling point, so a compaction can land between two reads
+        and the next one raises Compacted, as a real listing does."""
+        revision = 0
+        listing: dict[str, list[KeyValue]] = {}
+        for prefix in prefixes:
+            await self._request()
+            start = prefix.encode()
+            found = self.range_now(start, prefix_end(start), revision=revision)
+            revision = revision or found.revision
+            listing[prefix] = [r.kv() for r in found.records]
+        return revision, listing
+
+    async def list_prefix(self, prefix: str) -> list[KeyValue]:
+        _, listing = await self.snapshot([prefix])
+        return listing[prefix]
+
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult:
+        """The adapter's guarded transaction: mod revision guards and an optional fence."""
+        await self._request()
+        if self._refusals:
+            raise self._refusals.pop(0)
+        compares = [Compare(g.key, "mod", "==", g.mod_revision) for g in guards]
+        failure: list[TxnOp] = [Range(g.key) for g in guards]
+        if fence is not None:
+            compares.append(Compare(fence.key, "create", "==", fence.create_revision))
+            failure.append(Range(fence.key))
+        result = self.txn_now(compares, ops, failure)
+        if self._lose_txn_responses:
+            self._lose_txn_responses -= 1
+            raise EtcdUnavailable("etcd txn failed: DEADLINE_EXCEEDED (applied, answer lost)")
+        if result.succeeded:
+            return TxnResult(True, result.revision, {})
+        current: dict[bytes, KeyValue | None] = {}
+        for guard, records in zip(guards, result.responses, strict=False):
+            current[guard.key] = records[0].kv() if records else None
+        fenced = False
+        if fence is not None:
+            records = result.responses[len(guards)]
+            fenced = not records or records[0].create_revision != fence.create_revision
+        return TxnResult(False, result.revision, current, fenced)
+
+    async def delete(self, key: bytes) -> None:
+        await self._request()
+        self.delete_now(key)
+
+    async def grant_lease(self, ttl: int) -> int:
+        await self._request()
+        lease_id = next(self._lease_ids)
+        ttl = max(ttl, MIN_LEASE_TTL)
+        lease = _Lease(ttl, self._loop_time() + ttl)
+        self._leases[lease_id] = lease
+        self._arm(lease)
+        return lease_id
+
+    async def keep_alive(self, lease_id: int) -> int:
+        """Renew once; the remaining TTL, 0 when the lease is gone (as etcd answers)."""
+        await self._request()
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            return 0
+        lease.deadline = self._loop_time() + lease.ttl
+        self._arm(lease)
+        return lease.ttl
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        await self._request()
+        if lease_id not in self._leases:
+            raise EtcdUnavailable("etcd lease failed: NOT_FOUND: requested lease not found")
+        self._revoke(lease_id)
+
+    async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int:
+        await self._request()
+        result = self.txn_now(
+            [Compare(key, "create", "==", 0)], [LeasedPut(key, value, lease_id)], [Range(key)]
+        )
+        if result.succeeded:
+            return result.revision
+        records = result.responses[0]
+        assert records is not None
+        return records[0].create_revision
+
+    async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None:
+        await self._request()
+        start = prefix.encode()
+        records = self.range_now(start, prefix_end(start), limit=1, sort_by_create=True).records
+        if not records:
+            return None
+        return records[0].key, records[0].value, records[0].create_revision
+
+    async def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]:
+        """One stream for every prefix, from its start revision: history first, then live.
+
+        Each batch is one prefix's events of one revision. A created watch and every
+        `progress_every` seconds of quiet yield a progress batch (prefix None). Ends only by
+        raising: EtcdUnavailable (broken, closed, down), Compacted (a start below history).
+        """
+        await self._request()
+        stream = _Stream()
+        self._streams.add(stream)
+        try:
+            ranges = {p: (p.encode(), prefix_end(p.encode())) for p in starts}
+            # Per prefix, the next revision to deliver (0: from now on, as etcd reads it).
+            next_rev = {p: start or self._revision + 1 for p, start in starts.items()}
+            for _ in starts:
+                yield WatchBatch(None, (), 0)  # etcd's "created" response, one per watch
+            caught_up = self._revision
+            while True:
+                # History first, then each revision committed since: in order, whole revisions.
+                for prefix, (lo, hi) in ranges.items():
+                    if next_rev[prefix] < self._compacted:
+                        raise Compacted(self._compacted)
+                    for rev in range(next_rev[prefix], caught_up + 1):
+                        events = tuple(e for e in self._history.get(rev, ()) if lo <= e.key < hi)
+                        next_rev[prefix] = rev + 1
+                        if events:
+                            yield WatchBatch(prefix, events, rev)
+                item = await self._next(stream, progress_every)
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    yield WatchBatch(None, (), 0)  # progress notification
+                else:
+                    caught_up = max(caught_up, item)
+        finally:
+            self._streams.discard(stream)
+
+    async def _next(self, stream: _Stream, progress_every: float) -> int | BaseException | None:
+        """The next committed revision or failure for `stream`; None when a progress
+        notification is due. A silent stream waits for a failure only."""
+        while True:
+            try:
+                async with asyncio.timeout(None if stream.silent else progress_every):
+                    item = await stream.queue.get()
+            except TimeoutError:
+                if stream.silent:
+                    continue
+                return None
+            if stream.silent and not isinstance(item, BaseException):
+                continue
+            return item
