@@ -99,10 +99,8 @@ class ReconcileSender:
 
     def pending(self) -> list[tuple[Trigger, int]]:
         """Triggers not yet delivered (or not yet removed), with the attempts made so far, by
-        package and scenario. Only a leader holds any: it loads them when it takes over."""
-        items = sorted(
-            self._pending.values(), key=lambda p: (p.trigger.package, p.trigger.scenario)
-        )
+        package. Only a leader holds any: it loads them when it takes over."""
+        items = sorted(self._pending.values(), key=lambda p: p.trigger.package)
         return [(p.trigger, p.attempts) for p in items]
 
     async def load(self) -> None:

@@ -55,7 +55,7 @@ class _View:
     readiness: tuple[bool, str]
     sizes: tuple[int, int, int]
     unassigned: int
-    triggers: list[tuple[Trigger, int]]
+    triggers: list[tuple[Trigger, list[str], int]]  # with its scenarios and attempts so far
     trigger_count: int
     rows: list[Row]
     loose_from: int | None  # index in rows where "models in no package" begins, if shown
@@ -132,7 +132,7 @@ class StatusPage:
             readiness=self._readiness(),
             sizes=index.sizes(),
             unassigned=index.unassigned_count(),
-            triggers=pending[:MAX_TRIGGERS],
+            triggers=[(t, index.scenarios_of(t.package), n) for t, n in pending[:MAX_TRIGGERS]],
             trigger_count=len(pending),
             rows=rows[:MAX_ROWS],
             loose_from=loose_from,
@@ -200,10 +200,11 @@ def _render(view: _View) -> bytes:
         parts.append(
             "<ul>"
             + "".join(
-                f"<li>package <b>{_e(t.package)}</b> → scenario <b>{_e(t.scenario)}</b> "
-                f'<span class="why">(recorded at revision {_e(t.revision)}, '
+                f"<li>package <b>{_e(t.package)}</b> → "
+                f"{_e(', '.join(scenarios) or 'no scenario')} "
+                f'<span class="why">(entered Error at revision {_e(t.revision)}, '
                 f"{_e(attempts)} attempts)</span></li>"
-                for t, attempts in view.triggers
+                for t, scenarios, attempts in view.triggers
             )
             + "</ul>"
         )

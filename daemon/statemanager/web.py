@@ -10,9 +10,12 @@ one, so a client that connects and says nothing delays nobody else.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import socket
+import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,7 +88,7 @@ ul {{ padding-left: 1.1em; }} li {{ margin: 0.15em 0; }}
 .d2 {{ margin-left: 2.4em; font-size: 0.95em; }}
 dl {{ display: grid; grid-template-columns: max-content 1fr; gap: 0.2em 0.8em; }}
 dt {{ font-weight: 600; }} dd {{ margin: 0; }}
-code {{ font-size: 0.9em; }}
+code {{ font-family: monospace, monospace; font-size: 0.95em; }}
 .s {{ font-weight: 600; padding: 0 0.3em; border-radius: 0.3em; background: #eee; }}
 .Running, .Succeeded, .running {{ background: #d7f5d7; }}
 .Failed, .Error, .dead {{ background: #ffd5d5; }}
@@ -133,7 +136,13 @@ class _Handler(BaseHTTPRequestHandler):
         tls = self.server.config.tls
         if tls is not None:
             self.request.settimeout(self.timeout)
-            self.request = tls.wrap_socket(self.request, server_side=True)
+            conn = tls.wrap_socket(self.request, server_side=True, do_handshake_on_connect=False)
+            self.request = conn
+            try:
+                conn.do_handshake()
+            except OSError:
+                _close_gently(conn)
+                raise
         super().setup()
 
     def do_GET(self) -> None:
@@ -166,6 +175,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         return  # scrapes every few seconds would drown the daemon's own logs
+
+
+def _close_gently(conn: ssl.SSLSocket) -> None:
+    """Half-close a refused connection and read what the client already sent before closing:
+    closing with unread data sends a TCP reset, which can overtake the TLS alert just sent
+    (say, "certificate required"), and the client would report a bare EOF instead of why."""
+    deadline = time.monotonic() + 1.0
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_WR)  # also drops the TLS layer: recv below reads raw bytes
+        conn.settimeout(0.2)
+        while time.monotonic() < deadline and conn.recv(4096):
+            pass
+    conn.close()
 
 
 def serve(address: str, routes: Mapping[str, Route], config: WebConfig) -> ThreadingHTTPServer:

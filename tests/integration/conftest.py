@@ -125,6 +125,10 @@ class Etcd:
         doc = f"kind: Model\nmetadata: {{name: {name}}}\nspec:\n  containers:{items}\n"
         return await self.put(self.layout.models + name, doc)
 
+    async def scenario(self, name: str, target: str) -> int:
+        doc = f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
+        return await self.put(self.layout.scenarios + name, doc)
+
     async def model_state(self, model: str) -> str | None:
         return await self.get(f"{self.layout.model_states}{model}/state")
 

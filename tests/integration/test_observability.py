@@ -191,7 +191,8 @@ async def test_healthz_fails_when_the_event_loop_is_wedged(
     etcd: Etcd, daemon_factory: Callable[[], Daemon]
 ) -> None:
     """A blocked event loop (test hook: SIGUSR2) turns /healthz to 503 within about 10 s while
-    the HTTP thread keeps answering."""
+    the HTTP thread keeps answering; /status, which reads the index on the loop, answers 503
+    instead of hanging or reading it from the wrong thread."""
     d = daemon_factory()
     d.env["STATEMANAGER_TEST_HOOKS"] = "1"
     d.start()
@@ -206,4 +207,6 @@ async def test_healthz_fails_when_the_event_loop_is_wedged(
     await eventually(stuck, 20, "/healthz 503")
     assert "event loop stuck" in http_get(d.metrics_port, "/healthz")[1]
     assert http_get(d.metrics_port, "/readyz")[0] == 503
+    code, body = http_get(d.metrics_port, "/status")
+    assert code == 503 and "event loop did not answer" in body
     d.kill()  # a wedged loop cannot handle SIGTERM; that is what the watchdog is for

@@ -4,6 +4,7 @@ certificates, basic auth) and scrape it (a real Prometheus), and its landing pag
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from typing import Any
 import bcrypt
 import pytest
 
+from statemanager import webconfig
 from statemanager.keys import KeyLayout
 
 from conftest import Certs, Daemon, cli, eventually, http_get, promql, scrape_job, scrape_targets
@@ -194,13 +196,32 @@ def test_bad_web_config_stops_the_start(
     path = web_config(tmp_path, text)
     result = cli(["run"], etcd_endpoint, layout, STATEMANAGER_METRICS_WEB_CONFIG_FILE=str(path))
     assert result.returncode == 2, result.stderr
-    expected = f"statemanager: invalid config: metrics.web_config_file {path}: "
-    assert result.stderr.startswith(expected), result.stderr
-    assert message.replace("DIR", str(tmp_path)) in result.stderr
+    record = json.loads(result.stderr)  # one line, in the configured log format
+    assert record["event"] == "invalid_config"
+    assert record["error"].startswith(f"metrics.web_config_file {path}: "), record
+    assert message.replace("DIR", str(tmp_path)) in record["error"]
 
 
 def test_missing_web_config_file_stops_the_start(etcd_endpoint: str, layout: KeyLayout) -> None:
     """A web config file that does not exist is named, exit 2."""
     result = cli(["run"], etcd_endpoint, layout, STATEMANAGER_METRICS_WEB_CONFIG_FILE="/nope.yml")
     assert result.returncode == 2
-    assert "STATEMANAGER_METRICS_WEB_CONFIG_FILE: cannot read '/nope.yml'" in result.stderr
+    error = json.loads(result.stderr)["error"]
+    assert error.startswith("STATEMANAGER_METRICS_WEB_CONFIG_FILE: cannot read '/nope.yml'")
+
+
+def test_deploy_example_web_config_loads(certs: Certs, tmp_path: Path) -> None:
+    """deploy/web-config.yml, its paths pointed at test certificates, asks for what it says:
+    TLS 1.3, verified client certificates, and the documented example password."""
+    text = (Path(__file__).parents[2] / "deploy" / "web-config.yml").read_text()
+    for example, real in (("/etc/statemanager/web.pem", certs.server_cert),
+                          ("/etc/statemanager/web.key", certs.server_key),
+                          ("/etc/statemanager/prometheus-ca.pem", certs.ca)):  # fmt: skip
+        assert example in text
+        text = text.replace(example, str(real))
+    config = webconfig.load(web_config(tmp_path, text))
+    assert config.tls is not None and config.auth is not None
+    assert config.tls.verify_mode == ssl.CERT_REQUIRED
+    assert config.tls.minimum_version == ssl.TLSVersion.TLSv1_3
+    token = base64.b64encode(b"prometheus:example-password").decode()
+    assert config.auth.check(f"Basic {token}")
