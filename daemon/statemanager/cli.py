@@ -1,13 +1,15 @@
-"""Command line: `run` (the daemon), `evaluate` (what would change) and `status` (why)."""
+"""Command line: `run` (the daemon), `evaluate` (what would change) and `status` (why);
+`--output json` documents are described in docs/cli.md."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import faulthandler
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,25 +44,46 @@ def _parser() -> argparse.ArgumentParser:
         "run": "run the daemon until SIGTERM/SIGINT",
         "evaluate": "print every state in etcd that differs from the rules; write nothing "
         "(exit 0: all agree, 1: something differs)",
-        "status": "show packages → models → containers with states and the rule behind each",
+        "status": "show packages → models → containers with states and the rule behind each "
+        "(exit 1: a NAME matches nothing)",
     }
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument(
+        if name == "status":
+            sub.add_argument(
+                "names",
+                nargs="*",
+                metavar="NAME",
+                help="show only these packages (with their models) and models; default: all",
+            )
+        if name in ("status", "evaluate"):
+            sub.add_argument(
+                "--output",
+                choices=("text", "json"),
+                default="text",
+                help="json: one document in the versioned schema of docs/cli.md",
+            )
+        settings = sub.add_argument_group(
+            "settings",
+            "each also read from its STATEMANAGER_* variable and the --config file; "
+            "a flag wins over both",
+        )
+        settings.add_argument(
             "--config",
             type=Path,
             help="TOML config file (default /etc/statemanager/statemanager.toml, may be absent)",
         )
         for option in OPTIONS:
-            sub.add_argument(
-                option.flag,
-                dest=option.name,
-                metavar="VALUE",
-                # argparse %-formats help texts
-                help=f"{option.help} (env {option.env}; default {option.default!r})".replace(
-                    "%", "%%"
-                ),
-            )
+            if name in option.commands:
+                settings.add_argument(
+                    option.flag,
+                    dest=option.name,
+                    metavar="VALUE",
+                    # argparse %-formats help texts
+                    help=f"{option.help} (env {option.env}; default {option.default!r})".replace(
+                        "%", "%%"
+                    ),
+                )
     text = "measure the daemon's throughput, latency and footprint against a private etcd"
     bench.add_arguments(commands.add_parser("bench", help=text, description=text))
     return parser
@@ -70,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bench":
         return bench.main(args)
-    flags = {o.name: getattr(args, o.name) for o in OPTIONS}
+    # A command without a setting's flag still reads it from the environment and the file.
+    flags = {o.name: getattr(args, o.name, None) for o in OPTIONS}
     try:
         settings = load(args.config, os.environ, flags)
     except ConfigError as exc:
@@ -80,11 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _config_error(str(exc), wanted)
     configure(settings.log_format, settings.log_level)
     if args.command == "run":
-        return _run(settings)
+        return _run(settings, lambda: load(args.config, os.environ, flags))
     if not settings.etcd_endpoints:
         settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
     try:
-        return asyncio.run(_inspect(settings, args.command))
+        return asyncio.run(_inspect(settings, args))
     except (EtcdUnavailable, EtcdError) as exc:
         print(f"statemanager: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -98,7 +122,7 @@ def _config_error(error: str, log_format: str | None) -> int:
     return EXIT_USAGE
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, reload: Callable[[], Settings]) -> int:
     # A watchdog kill (SIGABRT) or a crash in native code prints every thread's Python stack
     # to stderr (the journal): where the loop was stuck, not just that it was.
     faulthandler.enable(all_threads=True)
@@ -122,14 +146,23 @@ def _run(settings: Settings) -> int:
                 data_dir=str(local.data_dir),
             )
             local.start()
+    started = settings
+
+    def reread() -> Settings:
+        # The endpoint chosen at start (perhaps the development etcd's) stays what it was.
+        fresh = reload()
+        return (
+            fresh if fresh.etcd_endpoints else replace(fresh, etcd_endpoints=started.etcd_endpoints)
+        )
+
     try:
-        return asyncio.run(daemon.run(settings))
+        return asyncio.run(daemon.run(settings, reread))
     finally:
         if local is not None:
             local.stop()
 
 
-async def _inspect(settings: Settings, command: str) -> int:
+async def _inspect(settings: Settings, args: argparse.Namespace) -> int:
     client = EtcdClient.from_settings(settings)
     try:
         revision, listing = await client.snapshot(list(settings.layout.watched().values()))
@@ -137,12 +170,22 @@ async def _inspect(settings: Settings, command: str) -> int:
     finally:
         await client.close()
     snapshot = report.build(settings.layout, revision, listing, settings.inputs_max_value_bytes)
-    if command == "status":
-        who = leader[1].decode("utf-8", "replace") if leader else "none (no daemon is writing)"
-        print(f"leader: {who}")
-        print("\n".join(report.render_status(snapshot)))
-        return EXIT_OK
+    as_json = args.output == "json"
+    if args.command == "status":
+        who = leader[1].decode("utf-8", "replace") if leader else None
+        view = report.select(snapshot, args.names)
+        if as_json:
+            print(json.dumps(report.status_document(snapshot, view, who), indent=2))
+        else:
+            print(f"leader: {who or 'none (no daemon is writing)'}")
+            print("\n".join(report.render_status(snapshot, view)))
+        for name in view.unknown:
+            print(f"statemanager: no package or model named {name!r}", file=sys.stderr)
+        return EXIT_DIFFERS if view.unknown else EXIT_OK
     changes = report.differences(snapshot)
+    if as_json:
+        print(json.dumps(report.evaluate_document(snapshot, changes), indent=2))
+        return EXIT_DIFFERS if changes else EXIT_OK
     for line in report.render_differences(changes):
         print(line)
     for r in snapshot.reports:

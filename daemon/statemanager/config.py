@@ -3,7 +3,7 @@ command-line flags (SPEC §8). Validated once, at start-up; an invalid value rai
 naming the key in the form the user wrote it (file key, variable or flag).
 
 Every setting is `section.key`; its variable is `STATEMANAGER_SECTION_KEY` and its flag
-`--section-key`, so one table below defines all three.
+`--section-key`, so one table below defines all three, and which commands show the flag.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from statemanager.webconfig import WebConfig
 DEFAULT_CONFIG_PATH = Path("/etc/statemanager/statemanager.toml")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_CONFIG_BYTES = 1 << 20  # a real config file is a few hundred bytes
 
 
 def _endpoints(value: object) -> tuple[str, ...]:
@@ -164,14 +165,23 @@ class TlsFiles:
         return read(self.ca_file), read(self.key_file), read(self.cert_file)
 
 
+# The commands whose flags a setting gets. Every command reads the whole configuration (one
+# file serves them all, so a bad value is named wherever it is read); the flags only offer what
+# the command uses.
+DAEMON_ONLY = frozenset({"run"})
+EVERY_COMMAND = frozenset({"run", "evaluate", "status"})
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One setting: its dotted name, parser (raises ValueError with the reason) and help."""
+    """One setting: its dotted name, parser (raises ValueError with the reason), help, and the
+    commands that take it as a flag."""
 
     name: str
     parse: Callable[[object], Any]
     default: Any
     help: str
+    commands: frozenset[str] = DAEMON_ONLY
 
     @property
     def env(self) -> str:
@@ -191,22 +201,45 @@ OPTIONS: tuple[Option, ...] = (
         (),
         "etcd client URLs, comma-separated in the environment and on the command line; "
         "none configured: `run` starts a local development etcd",
+        commands=EVERY_COMMAND,
     ),
-    Option("etcd.timeout_seconds", _positive, 5.0, "deadline of every etcd request"),
+    Option(
+        "etcd.timeout_seconds",
+        _positive,
+        5.0,
+        "deadline of every etcd request",
+        commands=EVERY_COMMAND,
+    ),
     Option(
         "etcd.ca_file",
         _readable_file,
         None,
         "PEM CA that signs the etcd members' certificates (https endpoints; default: system CAs)",
+        commands=EVERY_COMMAND,
     ),
-    Option("etcd.cert_file", _readable_file, None, "PEM client certificate for mutual TLS"),
-    Option("etcd.key_file", _readable_file, None, "PEM client key for mutual TLS"),
-    Option("etcd.username", _optional_text, None, "etcd user (auth enabled)"),
+    Option(
+        "etcd.cert_file",
+        _readable_file,
+        None,
+        "PEM client certificate for mutual TLS",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "etcd.key_file",
+        _readable_file,
+        None,
+        "PEM client key for mutual TLS",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "etcd.username", _optional_text, None, "etcd user (auth enabled)", commands=EVERY_COMMAND
+    ),
     Option(
         "etcd.password",
         _optional_text,
         None,
         "the etcd user's password; prefer the environment or a 0600 config file",
+        commands=EVERY_COMMAND,
     ),
     Option(
         "etcd.watch_silence_seconds",
@@ -220,13 +253,45 @@ OPTIONS: tuple[Option, ...] = (
         600.0,
         "full relist and re-evaluation as a backstop (jittered ±20%)",
     ),
-    Option("prefixes.containers", _prefix, _LAYOUT.containers, "container info keys"),
-    Option("prefixes.packages", _prefix, _LAYOUT.packages, "Package spec keys"),
-    Option("prefixes.models", _prefix, _LAYOUT.models, "Model spec keys"),
-    Option("prefixes.scenarios", _prefix, _LAYOUT.scenarios, "Scenario spec keys"),
-    Option("prefixes.model_states", _prefix, _LAYOUT.model_states, "written model states"),
-    Option("prefixes.package_states", _prefix, _LAYOUT.package_states, "written package states"),
-    Option("prefixes.own", _prefix, _LAYOUT.own, "everything else the daemon keeps in etcd"),
+    Option(
+        "prefixes.containers",
+        _prefix,
+        _LAYOUT.containers,
+        "container info keys",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "prefixes.packages", _prefix, _LAYOUT.packages, "Package spec keys", commands=EVERY_COMMAND
+    ),
+    Option("prefixes.models", _prefix, _LAYOUT.models, "Model spec keys", commands=EVERY_COMMAND),
+    Option(
+        "prefixes.scenarios",
+        _prefix,
+        _LAYOUT.scenarios,
+        "Scenario spec keys",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "prefixes.model_states",
+        _prefix,
+        _LAYOUT.model_states,
+        "written model states",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "prefixes.package_states",
+        _prefix,
+        _LAYOUT.package_states,
+        "written package states",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "prefixes.own",
+        _prefix,
+        _LAYOUT.own,
+        "everything else the daemon keeps in etcd",
+        commands=EVERY_COMMAND,
+    ),
     Option(
         "actioncontroller.address",
         _address,
@@ -280,13 +345,20 @@ OPTIONS: tuple[Option, ...] = (
         10,
         "leader lease TTL: a dead leader is replaced within it; renewed every third of it",
     ),
-    Option("log.format", _choice(LOG_FORMATS), "auto", "auto: console on a terminal, else JSON"),
-    Option("log.level", _choice(LOG_LEVELS), "info", "lowest level logged"),
+    Option(
+        "log.format",
+        _choice(LOG_FORMATS),
+        "auto",
+        "auto: console on a terminal, else JSON",
+        commands=EVERY_COMMAND,
+    ),
+    Option("log.level", _choice(LOG_LEVELS), "info", "lowest level logged", commands=EVERY_COMMAND),
     Option(
         "inputs.max_value_bytes",
         _positive_int,
         256 * 1024,
         "larger container or spec values are rejected as bad input",
+        commands=EVERY_COMMAND,
     ),
 )
 
@@ -319,16 +391,27 @@ class Settings:
 
 
 def _read_file(path: Path, explicit: bool) -> dict[str, object]:
-    """The file's settings flattened to dotted names. A missing default file is fine."""
+    """The file's settings flattened to dotted names. A missing default file is fine; any other
+    file that is not a valid config, whatever its bytes, is a ConfigError."""
     try:
         with path.open("rb") as f:
-            doc = tomllib.load(f)
+            data = f.read(MAX_CONFIG_BYTES + 1)  # bounded: `--config /dev/zero` must not eat memory
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {path}: not found") from None
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 at byte {exc.start}") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer of over 4,300 digits
         raise ConfigError(f"config file {path}: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        raise ConfigError(f"config file {path}: values nested too deeply") from None
     flat: dict[str, object] = {}
     for section, body in doc.items():
         if not isinstance(body, dict):
@@ -384,7 +467,7 @@ def _credentials(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 def _web_config(path: Path | None) -> WebConfig:
     """The file read and checked now, so a mistake in it stops the start (exit 2)."""
-    return webconfig.load(path) if path is not None else WebConfig(None)
+    return webconfig.load(path) if path is not None else WebConfig()
 
 
 def load(

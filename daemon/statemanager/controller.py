@@ -9,7 +9,7 @@ by the event, and the error policy sits in one place (`_process`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -22,7 +22,6 @@ from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
 from statemanager.planner import Change, plan
 from statemanager.states import ContainerStatus, ModelState, PackageState
-from statemanager.triggers import Trigger
 from statemanager.workqueue import WorkQueue
 from statemanager.writer import NotLeader, StateWriter, TxnClient
 
@@ -58,7 +57,6 @@ class Controller:
         layout: KeyLayout,
         metrics: Metrics,
         max_value_bytes: int,
-        on_triggers: Callable[[list[Trigger]], None],
     ) -> None:
         self.index = Index()
         self._layout = layout
@@ -66,7 +64,7 @@ class Controller:
         self._ingest = Ingest(layout, self.index, max_value_bytes)
         self._metrics = metrics
         self.queue: WorkQueue[WorkKey] = WorkQueue(_QueueMetrics(metrics))
-        self._writer = StateWriter(client, layout, self.index, metrics, on_triggers)
+        self._writer = StateWriter(client, layout, self.index, metrics)
         # Per dirty key: the newest revision that dirtied it (a transition's cause) and when the
         # first unprocessed event for it arrived (event-to-write latency). Kept until written.
         self._causes: dict[WorkKey, int] = {}
@@ -99,6 +97,12 @@ class Controller:
             )
         self._mark(result.dirty | self.index.all_keys(), revision)
         self._refresh_gauges()
+
+    def forget_history(self) -> None:
+        """etcd's history was replaced (a wipe, a restore): every revision learnt so far belongs
+        to a history that no longer exists. The next `load` then takes each listed key as new."""
+        self._ingest.forget_revisions()
+        self._causes.clear()
 
     def apply(self, prefix: str, events: Sequence[Event]) -> None:
         """Apply one watch response's events for `prefix` (all of a revision's, never part)."""

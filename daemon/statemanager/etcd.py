@@ -157,11 +157,16 @@ class WatchBatch:
     for that prefix. A batch without events (prefix None) is a progress notification: a
     liveness signal only, never a resume point, because etcd before 3.4.26/3.5.8 could send one
     ahead of undelivered events.
+
+    `header_revision` is the store's revision when etcd sent the response (every response has
+    one, a watch's "created" answer included): below a revision already delivered, it says
+    etcd's history was replaced (a wiped member, a restore from an older snapshot).
     """
 
     prefix: str | None  # None for a progress notification
     events: tuple[Event, ...]
     revision: int
+    header_revision: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -600,11 +605,12 @@ class EtcdClient:
                     raise Compacted(int(resp.compact_revision))
                 if resp.canceled:
                     raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
+                header = int(resp.header.revision)
                 if not resp.events:
-                    yield WatchBatch(None, (), 0)  # created or progress: liveness only
+                    yield WatchBatch(None, (), 0, header)  # created or progress: liveness only
                     continue
                 events = tuple(_event(ev) for ev in resp.events)
-                yield WatchBatch(prefixes[resp.watch_id - 1], events, events[-1].revision)
+                yield WatchBatch(prefixes[resp.watch_id - 1], events, events[-1].revision, header)
         except grpc.aio.AioRpcError as exc:
             raise self._classify(conn, exc, "watch") from None
         finally:

@@ -254,6 +254,17 @@ class Index:
             counts[value] += 1
         return {key}
 
+    def forget_revisions(self) -> None:
+        """etcd's history was replaced: what we knew stays as a value, but no revision seen so
+        far may keep a newer listing's answer out."""
+        self._written = {k: Written(w.value, w.mod_revision, 0) for k, w in self._written.items()}
+
+    def written_keys(self, resource: Resource) -> Iterator[WorkKey]:
+        """The state keys of `resource` etcd holds, as far as the index knows."""
+        return (
+            k for k, w in self._written.items() if w.value is not None and k.resource is resource
+        )
+
     def written(self, key: WorkKey) -> Written:
         return self._written.get(key, _ABSENT)
 

@@ -25,6 +25,7 @@ from statemanager.inputs import (
 from statemanager.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
 
 UNASSIGNED = "unassigned"
+_STATE_RESOURCES = {Kind.MODEL_STATE: Resource.MODEL, Kind.PACKAGE_STATE: Resource.PACKAGE}
 _Put = Callable[[str, Any], set[WorkKey]]
 
 
@@ -76,6 +77,13 @@ class Ingest:
         self, kind: Kind, key: bytes, value: bytes | None, revision: int
     ) -> tuple[set[WorkKey], list[Report]]:
         """Apply one put (value) or delete (None) seen at `revision`."""
+        dirty, reports = self._apply_one(kind, key, value, revision)
+        return dirty, reports + self._unassigned_reports(revision)
+
+    def _apply_one(
+        self, kind: Kind, key: bytes, value: bytes | None, revision: int
+    ) -> tuple[set[WorkKey], list[Report]]:
+        """`apply` without judging which containers are left unassigned."""
         known = self._known[kind]
         if value is None:
             known.pop(key, None)
@@ -94,12 +102,25 @@ class Ingest:
                 dirty = self._apply(kind, key, None, revision)
             except BadInput:
                 dirty = set()  # the key itself is unusable, so no value of it was ever applied
-        # Reported when a container becomes unassigned (by its own event or a Model spec's),
-        # not on every stats-only rewrite of it.
-        detail = "no model annotation and no Model spec lists any of its names"
-        for cid in self._index.take_became_unassigned():
-            reports.append(Report(f"{self._layout.containers}{cid}", UNASSIGNED, detail, revision))
         return dirty, reports
+
+    def _unassigned_reports(self, revision: int) -> list[Report]:
+        """Containers that became unassigned (by their own event or a Model spec's) since the
+        last look, not every stats-only rewrite of one that already was."""
+        detail = "no model annotation and no Model spec lists any of its names"
+        return [
+            Report(f"{self._layout.containers}{cid}", UNASSIGNED, detail, revision)
+            for cid in self._index.take_became_unassigned()
+        ]
+
+    def forget_revisions(self) -> None:
+        """Forget every revision learnt (etcd's history was replaced): the next resync applies
+        every listed key, and the index takes state keys as listed whatever revision it saw."""
+        for known in self._known.values():
+            for key in known:
+                known[key] = 0  # no listed key has mod revision 0: each one is applied again
+        self._rejected.clear()
+        self._index.forget_revisions()
 
     def resync_all(
         self,
@@ -115,10 +136,13 @@ class Ingest:
         kinds = {prefix: kind for kind, prefix in self._layout.watched().items()}
         total = Resync(set(), [], [])
         for prefix, items in listing.items():
-            part = self.resync(kinds[prefix], items, revision, (delivered or {}).get(prefix, 0))
+            part = self._resync(kinds[prefix], items, revision, (delivered or {}).get(prefix, 0))
             total.dirty |= part.dirty
             total.reports.extend(part.reports)
             total.drifted.extend(part.drifted)
+        # Judged once the whole listing is applied: a container listed before the Model spec
+        # that names it is not unassigned, whatever order the prefixes came in.
+        total.reports.extend(self._unassigned_reports(revision))
         return total
 
     def resync(
@@ -132,6 +156,17 @@ class Ingest:
 
         Keys absent from the listing are deleted; keys whose mod revision changed are applied.
         """
+        result = self._resync(kind, items, revision, delivered)
+        result.reports.extend(self._unassigned_reports(revision))
+        return result
+
+    def _resync(
+        self,
+        kind: Kind,
+        items: Iterable[tuple[bytes, bytes, int]],
+        revision: int,
+        delivered: int,
+    ) -> Resync:
         result = Resync(set(), [], [])
         seen: set[bytes] = set()
         known = self._known[kind]
@@ -141,13 +176,25 @@ class Ingest:
                 continue
             if mod_revision <= delivered:
                 result.drifted.append(key.decode("utf-8", "backslashreplace"))
-            more, reports = self.apply(kind, key, value, mod_revision)
+            more, reports = self._apply_one(kind, key, value, mod_revision)
             result.dirty |= more
             result.reports.extend(reports)
-        for key in [k for k in known if k not in seen]:
-            more, _ = self.apply(kind, key, None, revision)
+        for key in sorted(self._held(kind) - seen):
+            more, _ = self._apply_one(kind, key, None, revision)
             result.dirty |= more
         return result
+
+    def _held(self, kind: Kind) -> set[bytes]:
+        """Every key of `kind` the index holds a value of: those applied from etcd and, for
+        state keys, those the daemon wrote. Its writes reach the index when etcd confirms them
+        but reach `_known` only with their watch echo; a relist that diffed `_known` alone
+        would never see the deletion of a written key whose echo was lost (compacted away)."""
+        held = set(self._known[kind])
+        resource = _STATE_RESOURCES.get(kind)
+        if resource is not None:
+            state_key = self._layout.state_key
+            held.update(state_key(k).encode() for k in self._index.written_keys(resource))
+        return held
 
     def _apply(self, kind: Kind, key: bytes, value: bytes | None, revision: int) -> set[WorkKey]:
         try:
@@ -168,8 +215,8 @@ class Ingest:
         problem = name_problem(name)
         if problem:
             raise BadInput("bad_name", f"{problem}: {name[:80]!r}")
-        if kind in (Kind.MODEL_STATE, Kind.PACKAGE_STATE):
-            resource = Resource.MODEL if kind is Kind.MODEL_STATE else Resource.PACKAGE
+        resource = _STATE_RESOURCES.get(kind)
+        if resource is not None:
             state = None if value is None else value.decode("utf-8", "replace")
             return index.observe_written(WorkKey(resource, name), state, revision)
         parse, put, delete = self._specs[kind]

@@ -1,17 +1,24 @@
 """Parsing of the values the daemon reads: container info JSON and Package/Model/Scenario YAML.
 
-Purely computational. Every problem raises `BadInput` with a short machine-readable `kind`
-(a metric label with a fixed set of values) and a human sentence; the caller reports it and
-treats the key as absent (SPEC §7).
+Purely computational and total: for any bytes, a parser returns a value or raises `BadInput`
+with a short machine-readable `kind` (a metric label with a fixed set of values) and a human
+sentence; the caller reports it and treats the key as absent (README, "What happens to bad
+input"). The work is bounded too, whatever the bytes: JSON nesting depth, YAML nesting depth
+and node count with every alias expanded, and the length of YAML numbers.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, NodeEvent
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from statemanager.errors import BadInput
 from statemanager.keys import name_problem
@@ -19,9 +26,16 @@ from statemanager.states import ContainerClass, ContainerStatus, classify, parse
 
 MODEL_ANNOTATION = "io.pullpiri.annotations.model"
 
-# libyaml's safe loader when PyYAML was built with it: the same safe subset as yaml.safe_load
-# (no arbitrary tags), several times faster on the many small specs a fleet has.
-_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# A spec document, with every alias expanded, may hold this many nodes: real Package/Model/
+# Scenario specs hold tens to a few thousand. It bounds a parse's time and memory whatever the
+# bytes (a 400-byte alias bomb expands to billions of nodes).
+MAX_YAML_NODES = 20_000
+# Real specs nest a dozen levels; the bound keeps the composer's recursion far from Python's
+# limit (libyaml alone allows 1,000 levels).
+MAX_YAML_DEPTH = 100
+# Numbers, booleans and dates in a spec are at most this long. PyYAML converts base-60 numbers
+# (`1:59:59:…`) with big-integer arithmetic whose cost grows with the square of their length.
+MAX_YAML_SCALAR_CHARS = 100
 
 BAD_INPUT_KINDS = (
     "oversized",
@@ -33,6 +47,87 @@ BAD_INPUT_KINDS = (
     "bad_name",
     "name_mismatch",
 )
+
+_TAG = "tag:yaml.org,2002:"
+
+
+def _invalid_yaml(detail: str) -> BadInput:
+    return BadInput("invalid_yaml", detail)
+
+
+class _SpecLoader(Composer, yaml.CSafeLoader):
+    """libyaml's safe loader (no arbitrary tags; its C scanner and parser), composed by
+    PyYAML's Python composer so that composition can count what it builds.
+
+    The counting is what makes aliases safe: `_nodes` is the size of the document composed so
+    far *with every alias expanded* (an alias adds the size of the node it names), so an alias
+    bomb is rejected after at most MAX_YAML_NODES steps, long before anything expands it —
+    construction shares aliased objects, but any later walk of the value (formatting it,
+    comparing it) would not. A document is never rejected for using anchors as such.
+    """
+
+    def __init__(self, text: str) -> None:
+        yaml.CSafeLoader.__init__(self, text)
+        Composer.__init__(self)
+        self._nodes = 0
+        self._depth = 0
+        self._sizes: dict[Node, int] = {}  # expanded size of every anchored node composed
+
+    def _add(self, nodes: int) -> None:
+        self._nodes += nodes
+        if self._nodes > MAX_YAML_NODES:
+            raise _invalid_yaml(f"more than {MAX_YAML_NODES} nodes, an alias counted as its target")
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        """Composer.compose_node, counted. `index` is really the position in the parent: an
+        int in a sequence, the key node for a mapping value, None for a mapping key."""
+        if self.check_event(AliasEvent):
+            node = super().compose_node(parent, index)  # the anchored node
+            size = self._sizes.get(node) if node is not None else None
+            if size is None:  # still being composed: the alias is inside what it names
+                raise _invalid_yaml("an alias refers to a node that contains it")
+            self._add(size)
+            return node
+        if self._depth == MAX_YAML_DEPTH:
+            raise _invalid_yaml(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        event = self.peek_event()
+        anchored = isinstance(event, NodeEvent) and event.anchor is not None
+        before = self._nodes
+        self._add(1)
+        self._depth += 1
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if node is not None and anchored:
+            self._sizes[node] = self._nodes - before
+        # A mapping key: numbers are read as strings, as JSON has them. The hash of an int or
+        # float is predictable, so thousands of keys crafted to collide would make building the
+        # dict quadratic; no field this daemon reads has a number as its key.
+        is_key = isinstance(parent, MappingNode) and index is None
+        if is_key and isinstance(node, ScalarNode) and node.tag in (_TAG + "int", _TAG + "float"):
+            node.tag = _TAG + "str"
+        return node
+
+
+def _typed_scalar(construct: Callable[[SafeConstructor, Node], object]) -> Any:
+    """PyYAML's constructor for a typed scalar, bounded in length and total: on values such as
+    `!!int x`, `!!bool x` or `2001-13-45` PyYAML raises ValueError, KeyError or AttributeError."""
+
+    def run(loader: SafeConstructor, node: Node) -> object:
+        what = node.tag.removeprefix(_TAG)
+        if isinstance(node.value, str) and len(node.value) > MAX_YAML_SCALAR_CHARS:
+            raise _invalid_yaml(f"{what} value longer than {MAX_YAML_SCALAR_CHARS} characters")
+        try:
+            return construct(loader, node)
+        except (ValueError, KeyError, AttributeError, OverflowError):
+            raise _invalid_yaml(f"invalid {what} value") from None
+
+    return run
+
+
+for _scalar in ("int", "float", "bool", "timestamp"):
+    _SpecLoader.add_constructor(
+        _TAG + _scalar, _typed_scalar(SafeConstructor.yaml_constructors[_TAG + _scalar])
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +187,12 @@ def _flag(value: object, where: str) -> bool:
 
 def parse_container(raw: bytes) -> ContainerInfo:
     """Parse a container info JSON object (SPEC §2); extra fields are ignored."""
+    # orjson rejects what the stdlib's json lets through or dies on: nesting over 1,024 levels
+    # (json recurses into RecursionError), NaN and Infinity, lone surrogates; an integer beyond
+    # 64 bits becomes a float, never a 5,000-digit int (which json turns into ValueError).
     try:
-        doc = json.loads(_utf8(raw))  # bytes would let json guess UTF-16/32; SPEC says UTF-8
-    except json.JSONDecodeError as exc:
+        doc = orjson.loads(_utf8(raw))  # decoded first to tell bad encoding from bad JSON
+    except orjson.JSONDecodeError as exc:
         raise BadInput("invalid_json", f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
     doc = _mapping(doc, "container info")
     state = _mapping(doc.get("state"), "state")
@@ -119,23 +217,29 @@ def parse_container(raw: bytes) -> ContainerInfo:
     return ContainerInfo(names, status, classify(status, exit_code, oom), model, node)
 
 
+def _shown(value: object) -> str:
+    """A value for an error message: a string's start, else only its type. Never the value
+    itself: formatting a YAML value walks it with every alias expanded."""
+    return repr(value[:80]) if isinstance(value, str) else f"a {type(value).__name__}"
+
+
 def _spec_document(raw: bytes, kind: str, name: str) -> dict[str, Any]:
     """Load one YAML document of `kind` whose metadata.name, if given, is the key's name."""
     text = _utf8(raw)
     try:
-        doc = yaml.load(text, Loader=_SafeLoader)  # a safe loader: see _SafeLoader
+        doc = yaml.load(text, Loader=_SpecLoader)  # a safe loader with bounds: see _SpecLoader
     except yaml.YAMLError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInput("invalid_yaml", f"invalid YAML: {first_line}") from None
     doc = _mapping(doc, f"{kind} document")
     declared = doc.get("kind", kind)
     if declared != kind:
-        raise BadInput("wrong_kind", f"kind is {str(declared)[:40]!r}, expected {kind!r}")
+        raise BadInput("wrong_kind", f"kind is {_shown(declared)}, expected {kind!r}")
     metadata = _mapping(doc.get("metadata", {}), "metadata")
     declared_name = metadata.get("name", name)
     if declared_name != name:
         raise BadInput(
-            "name_mismatch", f"metadata.name {str(declared_name)[:80]!r} differs from the key"
+            "name_mismatch", f"metadata.name {_shown(declared_name)} differs from the key"
         )
     return _mapping(doc.get("spec"), "spec")
 

@@ -167,7 +167,7 @@ class Metrics:
             self.etcd_refusals.labels(reason)
         for kind in BAD_INPUT_KINDS:
             self.invalid_inputs.labels(kind)
-        for reason in ("unavailable", "silent", "compacted", "resync"):
+        for reason in ("unavailable", "silent", "compacted", "resync", "revision_backwards"):
             self.watch_restarts.labels(reason)
         for result in ("ok", "rejected", "unavailable", "error"):
             self.reconcile_requests.labels(result)

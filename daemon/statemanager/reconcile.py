@@ -1,13 +1,18 @@
 """Delivers reconcile triggers to ActionController: at least once, durably, never blocking writes.
 
-Triggers arrive from the writer right after the transaction that recorded them, and from etcd
-at start-up (left pending by an earlier run). A trigger is one package's entry into Error; it
-is sent to each scenario targeting the package (sorted by name, as the index has them at
-delivery) until ActionController answers status 0 for each, with capped exponential backoff
-per trigger while it is down or answers non-zero.
-A trigger whose package has left Error before delivery is dropped, logged. Removing a trigger
-is a transaction guarded by its revision, so a newer trigger for the same package
-(it entered Error again) is never removed by the older one's delivery.
+While this daemon leads, the sender lists the trigger prefix and watches it from the listed
+revision: triggers come from etcd itself, not from the writer's transaction response, so a
+trigger whose commit answer was lost (etcd restart, reset connection, timeout) is delivered
+all the same. A broken or compacted watch is answered with a fresh listing, and every new
+leadership starts with one (another leader may have recorded, delivered or dropped some).
+
+A trigger is one package's entry into Error; it is sent to each scenario targeting the package
+(sorted by name, as the index has them at delivery) until ActionController answers status 0
+for each, with capped exponential backoff per trigger while it is down or answers non-zero.
+A trigger whose package is no longer in Error (as etcd has it when the attempt is due) is
+dropped, logged. Removing a trigger is a transaction guarded by its revision, so a newer
+trigger for the same package (it entered Error again) is never removed by the older one's
+delivery.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,9 +28,8 @@ import structlog
 
 from statemanager.actioncontroller import ReconcileOutcome
 from statemanager.backoff import Backoff
-from statemanager.election import Leadership
-from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import Delete, Fence, Guard, KeyValue, Put, TxnResult
+from statemanager.errors import Compacted, EtcdUnavailable
+from statemanager.etcd import Delete, Event, Fence, Guard, KeyValue, Put, TxnResult, WatchBatch
 from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
@@ -44,9 +48,22 @@ class TriggerStore(Protocol):
         self, prefixes: Sequence[str], page_size: int = ...
     ) -> tuple[int, dict[str, list[KeyValue]]]: ...
 
+    def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]: ...
+
+    async def get(self, key: bytes) -> KeyValue | None: ...
+
     async def txn(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
     ) -> TxnResult: ...
+
+
+class Leading(Protocol):
+    """What the sender needs from the election: wait to lead, and whether it still does."""
+
+    async def wait_leader(self) -> Fence: ...
+    def fence(self) -> Fence | None: ...
 
 
 @dataclass(slots=True)
@@ -69,6 +86,7 @@ class ReconcileSender:
         index: Index,
         metrics: Metrics,
         max_backoff: float,
+        silence_limit: float,
     ) -> None:
         self._client = client
         self._store = store
@@ -76,64 +94,44 @@ class ReconcileSender:
         self._index = index
         self._metrics = metrics
         self._max_backoff = max_backoff
+        self._silence_limit = silence_limit
+        self._prefix = trigger_prefix(layout)
+        # Every trigger in etcd as of the watch, by key; delivery works through it.
         self._pending: dict[bytes, _Pending] = {}
+        self._listed_for: Fence | None = None
         self._wake = asyncio.Event()
-
-    def add(self, triggers: list[Trigger], recorded: bool = True) -> None:
-        """Take triggers just committed (`recorded`), or found in etcd by `load`; a newer one
-        replaces an older one."""
-        for trigger in triggers:
-            key = trigger_key(self._layout, trigger.package)
-            known = self._pending.get(key)
-            if known is not None and known.trigger.revision >= trigger.revision:
-                continue
-            if known is not None:
-                log.info("reconcile_superseded", **_fields(known.trigger), by=trigger.revision)
-            backoff = Backoff(initial=0.5, cap=self._max_backoff)
-            self._pending[key] = _Pending(trigger, backoff, time.time())
-            if recorded:  # counted once, by the daemon that wrote it, not at every reload
-                self._metrics.reconcile_triggers.labels("recorded").inc()
-            log.info("reconcile_recorded" if recorded else "reconcile_loaded", **_fields(trigger))
-        self._update_gauges()
-        self._wake.set()
 
     def pending(self) -> list[tuple[Trigger, int]]:
         """Triggers not yet delivered (or not yet removed), with the attempts made so far, by
-        package. Only a leader holds any: it loads them when it takes over."""
+        package. Current only while this daemon leads (a follower's may be stale)."""
         items = sorted(self._pending.values(), key=lambda p: p.trigger.package)
         return [(p.trigger, p.attempts) for p in items]
 
-    async def load(self) -> None:
-        """Pick up triggers an earlier run left in etcd. Retries while etcd is unreachable."""
-        backoff = Backoff(initial=0.2, cap=2.0)
-        while True:
-            try:
-                _, listing = await self._store.snapshot([trigger_prefix(self._layout)])
-                break
-            except EtcdUnavailable:
-                await asyncio.sleep(backoff.next())
-        found = []
-        for key, value, revision in next(iter(listing.values())):
-            trigger = decode(self._layout, key, value, revision)
-            if trigger is None:
-                log.warning("reconcile_trigger_unreadable", key=key.decode("utf-8", "replace"))
-            else:
-                found.append(trigger)
-        if found:
-            log.info("reconcile_resumed", triggers=len(found))
-        self.add(found, recorded=False)
-
-    async def run(self, leadership: Leadership) -> None:
-        """Deliver pending triggers while this daemon leads (cancel to stop). Each time it
-        becomes leader it reloads the triggers from etcd: another leader may have recorded,
-        delivered or dropped some meanwhile."""
-        loaded_for: Fence | None = None
+    async def run(self, leadership: Leading) -> None:
+        """Deliver triggers while this daemon leads (cancel to stop); only a permanent etcd
+        error escapes."""
         while True:
             fence = await leadership.wait_leader()
-            if fence != loaded_for:
-                self._pending.clear()
-                await self.load()
-                loaded_for = fence
+            follower = asyncio.create_task(self._follow(fence), name="reconcile-triggers")
+            try:
+                await self._deliver(fence, leadership, follower)
+            finally:
+                follower.cancel()
+                await asyncio.gather(follower, return_exceptions=True)
+                # A follower reports nothing pending; the next leadership lists the triggers
+                # again (what is still there keeps its attempts and backoff).
+                self._metrics.reconcile_pending.set(0)
+                self._metrics.reconcile_oldest.set(0)
+
+    async def _deliver(
+        self, fence: Fence, leadership: Leading, follower: asyncio.Task[None]
+    ) -> None:
+        """Attempt due triggers until leadership ends or changes hands (returns), or the
+        follower fails (raises its error)."""
+        while leadership.fence() == fence:
+            if follower.done():
+                follower.result()  # a permanent etcd error: let the supervisor see it
+            self._wake.clear()  # before looking, so a trigger taken meanwhile wakes us
             now = time.monotonic()
             due = sorted(
                 (p for p in self._pending.values() if p.due <= now),
@@ -141,17 +139,111 @@ class ReconcileSender:
             )
             for pending in due:
                 await self._attempt(pending, fence)
-            self._wake.clear()
             upcoming = [p.due for p in self._pending.values()]
-            # At most a second: a leadership change must reload the triggers promptly.
+            # At most a second: a leadership change must stop delivery promptly.
             timeout = min([1.0, *(max(0.0, due - time.monotonic()) for due in upcoming)])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    async def _follow(self, fence: Fence) -> None:
+        """Keep `_pending` equal to the trigger prefix in etcd: list, then watch from the
+        listed revision; list again whenever the watch breaks, goes silent or is compacted."""
+        backoff = Backoff(initial=0.2, cap=2.0)
+        while True:
+            try:
+                revision, listing = await self._store.snapshot([self._prefix])
+                # Under a leadership already listed for (an outage came and went), what is new
+                # was recorded meanwhile; under a new one, it was left by earlier leaders.
+                self._relisted(listing[self._prefix], resumed=fence != self._listed_for)
+                self._listed_for = fence
+                await self._watch(revision + 1, backoff)
+            except (Compacted, EtcdUnavailable, TimeoutError) as exc:
+                delay = backoff.next()
+                log.warning(
+                    "reconcile_watch_broken",
+                    error=str(exc) or type(exc).__name__,
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+
+    async def _watch(self, start: int, backoff: Backoff) -> None:
+        stream = self._store.watch({self._prefix: start}, self._silence_limit / 3)
+        try:
+            while True:
+                # Progress notifications are asked for every third of the limit: silence
+                # this long means the stream is dead (TimeoutError).
+                async with asyncio.timeout(self._silence_limit):
+                    batch = await anext(stream)
+                backoff.reset()
+                for event in batch.events:
+                    self._observe(event)
+        finally:
+            await stream.aclose()
+
+    def _relisted(self, listing: Sequence[KeyValue], resumed: bool) -> None:
+        """Replace the pending set with a listing; triggers already pending keep their state."""
+        found: dict[bytes, Trigger] = {}
+        for key, value, revision in listing:
+            trigger = self._decode(key, value, revision)
+            if trigger is not None:
+                found[key] = trigger
+        for key in [k for k, p in self._pending.items() if k not in found]:
+            del self._pending[key]  # removed while the watch was down
+        if resumed and found:
+            log.info("reconcile_resumed", triggers=len(found))
+        for trigger in found.values():
+            self._take(trigger, recorded=not resumed)
+        self._update_gauges()
+
+    def _observe(self, event: Event) -> None:
+        if event.value is None:
+            # Removed: normally by our own delivery (already forgotten); otherwise by another
+            # leader, or by our removal whose answer was lost.
+            pending = self._pending.get(event.key)
+            if pending is not None and pending.trigger.revision < event.revision:
+                del self._pending[event.key]
+                log.info("reconcile_removed", **_fields(pending.trigger))
+        else:
+            trigger = self._decode(event.key, event.value, event.revision)
+            if trigger is not None:
+                self._take(trigger, recorded=True)
+        self._update_gauges()
+
+    def _decode(self, key: bytes, value: bytes, revision: int) -> Trigger | None:
+        trigger = decode(self._layout, key, value, revision)
+        if trigger is None:
+            log.warning("reconcile_trigger_unreadable", key=key.decode("utf-8", "replace"))
+        return trigger
+
+    def _take(self, trigger: Trigger, recorded: bool) -> None:
+        """Make `trigger` pending unless it already is; a newer one replaces an older one.
+        `recorded`: it appeared while this daemon leads (counted here, once), rather than
+        being left by an earlier leader or run."""
+        key = trigger_key(self._layout, trigger.package)
+        known = self._pending.get(key)
+        if known is not None and known.trigger.revision >= trigger.revision:
+            return
+        if known is not None:
+            log.info("reconcile_superseded", **_fields(known.trigger), by=trigger.revision)
+        backoff = Backoff(initial=0.5, cap=self._max_backoff)
+        self._pending[key] = _Pending(trigger, backoff, time.time())
+        if recorded:
+            self._metrics.reconcile_triggers.labels("recorded").inc()
+        log.info("reconcile_recorded" if recorded else "reconcile_loaded", **_fields(trigger))
+        self._wake.set()
+
     async def _attempt(self, pending: _Pending, fence: Fence) -> None:
         trigger = pending.trigger
         if not pending.delivered:
-            state = self._index.written(WorkKey(Resource.PACKAGE, trigger.package)).value
+            # Read from etcd, not the index: the index follows another watch stream and may
+            # not have seen the Error write that this trigger came with yet.
+            key = self._layout.state_key(WorkKey(Resource.PACKAGE, trigger.package)).encode()
+            try:
+                found = await self._store.get(key)
+            except EtcdUnavailable as exc:
+                self._defer(pending, exc)
+                return
+            state = found.value.decode("utf-8", "replace") if found is not None else None
             scenarios = self._index.scenarios_of(trigger.package)
             if state != PackageState.ERROR or not scenarios:
                 log.info("reconcile_dropped", **_fields(trigger), package_state=state)
@@ -188,16 +280,19 @@ class ReconcileSender:
         try:
             result = await self._store.txn([Guard(key, trigger.revision)], [Delete(key)], fence)
         except EtcdUnavailable as exc:
-            pending.due = time.monotonic() + pending.backoff.next()
-            log.warning("reconcile_remove_deferred", **_fields(trigger), error=str(exc))
+            self._defer(pending, exc)
             return
         if result.fenced:
-            return  # no longer leader: the next leader reloads the trigger and decides
-        # A failed guard means a newer trigger took the key; add() has replaced our entry then.
+            return  # no longer leader: the next leader lists the trigger and decides
+        # A failed guard means a newer trigger took the key; _take has replaced our entry then.
         if self._pending.get(key) is pending:
             del self._pending[key]
         self._metrics.reconcile_triggers.labels(outcome).inc()
         self._update_gauges()
+
+    def _defer(self, pending: _Pending, exc: EtcdUnavailable) -> None:
+        pending.due = time.monotonic() + pending.backoff.next()
+        log.warning("reconcile_deferred", **_fields(pending.trigger), error=str(exc))
 
     def _update_gauges(self) -> None:
         self._metrics.reconcile_pending.set(len(self._pending))

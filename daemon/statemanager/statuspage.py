@@ -123,10 +123,11 @@ class StatusPage:
             more = itertools.chain.from_iterable(report.model_rows(index, m) for m in loose)
             rows += itertools.islice(more, MAX_ROWS + 1 - len(rows))
         truncated = len(rows) > MAX_ROWS
-        pending = self._triggers.pending()
+        leading = self._leadership.fence() is not None
+        pending = self._triggers.pending() if leading else []  # only a leader's are current
         return _View(
             node=self._node,
-            leading=self._leadership.fence() is not None,
+            leading=leading,
             leader=self._leadership.leader_name(),
             revision=self._revision(),
             readiness=self._readiness(),

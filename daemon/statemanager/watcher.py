@@ -3,6 +3,13 @@
 Thin on purpose (STYLE 4). On a broken or silent stream it backs off and resumes each prefix
 from the revision after its last fully delivered one; on compaction, and periodically as a
 backstop, it relists and lets the controller diff; it hands events over and does nothing else.
+
+etcd accepts a watch from a revision it has not reached yet and stays silent until it gets
+there, so after a member is wiped or restored from an older snapshot a resumed watch would hear
+nothing for a long time. Every watch response carries the store's revision: one below what was
+already delivered (confirmed by a linearizable read, since a lagging member may answer a little
+behind) means the history was replaced, and the answer is a full relist that trusts no revision
+learnt before.
 """
 
 from __future__ import annotations
@@ -34,9 +41,20 @@ class WatchClient(Protocol):
         self, starts: Mapping[str, int], progress_every: float
     ) -> AsyncGenerator[WatchBatch, None]: ...
 
+    async def revision(self) -> int: ...
+
 
 class SilentWatch(EtcdUnavailable):
     """Neither events nor progress notifications arrived within the silence limit."""
+
+
+class HistoryReplaced(Exception):
+    """etcd's revision is below one already delivered: its history is not the one we followed."""
+
+    def __init__(self, delivered: int, current: int) -> None:
+        super().__init__(f"etcd's revision went back from {delivered} to {current}")
+        self.delivered = delivered
+        self.current = current
 
 
 class Watcher:
@@ -88,6 +106,18 @@ class Watcher:
                 self._metrics.watch_restarts.labels("compacted").inc()
                 log.warning("watch_compacted", compact_revision=exc.compact_revision)
                 listed = False  # relist; the controller diffs, deletions included
+            except HistoryReplaced as exc:
+                self._metrics.watch_restarts.labels("revision_backwards").inc()
+                self._health.broken(f"{exc}: relisting")  # blind until the relist is applied
+                log.error(
+                    "etcd_revision_backwards",
+                    delivered=exc.delivered,
+                    etcd_revision=exc.current,
+                    hint="etcd was wiped or restored from an older snapshot; relisting",
+                )
+                self._controller.forget_history()
+                self._delivered = {}  # so the relist reports no drift against the old history
+                listed = False
             except (EtcdUnavailable, EtcdError) as exc:
                 reason = "silent" if isinstance(exc, SilentWatch) else "unavailable"
                 self._metrics.watch_restarts.labels(reason).inc()
@@ -115,6 +145,7 @@ class Watcher:
                         f"no events or progress for {self._silence_limit:g} s"
                     ) from None
                 self._backoff.reset()
+                await self._check_history(batch.header_revision)
                 if batch.prefix is None:
                     self._health.watching()
                     continue  # progress notification: the stream is alive
@@ -124,3 +155,12 @@ class Watcher:
                 self._metrics.last_revision.set(batch.revision)
         finally:
             await stream.aclose()
+
+    async def _check_history(self, header_revision: int) -> None:
+        """Raise HistoryReplaced when etcd's revision is below the newest one delivered."""
+        newest = max(self._delivered.values(), default=0)
+        if header_revision >= newest:
+            return
+        current = await self._client.revision()  # linearizable: not a lagging member's view
+        if current < newest:
+            raise HistoryReplaced(newest, current)

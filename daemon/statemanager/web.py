@@ -115,7 +115,12 @@ def _landing(routes: Mapping[str, Route]) -> Route:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], routes: Mapping[str, Route], config: WebConfig):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        routes: Mapping[str, Route],
+        config: Callable[[], WebConfig],
+    ) -> None:
         self.routes = {**routes, "/": _landing(routes)}
         self.config = config
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -133,7 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = CONNECTION_TIMEOUT
 
     def setup(self) -> None:
-        tls = self.server.config.tls
+        # One configuration for the whole connection, even if a reload swaps it meanwhile.
+        self.config = self.server.config()
+        tls = self.config.tls
         if tls is not None:
             self.request.settimeout(self.timeout)
             conn = tls.wrap_socket(self.request, server_side=True, do_handshake_on_connect=False)
@@ -146,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
 
     def do_GET(self) -> None:
-        auth = self.server.config.auth
+        auth = self.config.auth
         if auth is not None and not auth.check(self.headers.get("Authorization")):
             challenge = {"WWW-Authenticate": 'Basic realm="statemanager", charset="UTF-8"'}
             self._reply(Response(401, b"Unauthorized\n"), challenge)
@@ -190,9 +197,12 @@ def _close_gently(conn: ssl.SSLSocket) -> None:
     conn.close()
 
 
-def serve(address: str, routes: Mapping[str, Route], config: WebConfig) -> ThreadingHTTPServer:
-    """Serve `routes` (and the landing page at /) on host:port from a daemon thread; raises
-    OSError when the address cannot be bound. `shutdown()` the result to stop."""
+def serve(
+    address: str, routes: Mapping[str, Route], config: Callable[[], WebConfig]
+) -> ThreadingHTTPServer:
+    """Serve `routes` (and the landing page at /) on host:port from a daemon thread, each new
+    connection as `config()` says then; raises OSError when the address cannot be bound.
+    `shutdown()` the result to stop."""
     host, _, port = address.rpartition(":")
     server = _Server((host.strip("[]"), int(port)), routes, config)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()

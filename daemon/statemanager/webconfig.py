@@ -9,10 +9,10 @@
     basic_auth_users:
       prometheus: $2y$10$...           # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\\n')
 
-Read and checked once, at start-up: an unknown key, a file that cannot be read, a certificate
-and key that do not belong together, a value that is not a bcrypt hash or an unknown
-client_auth_type raises ConfigError naming it, so the daemon exits 2 instead of serving
-something weaker than the operator asked for.
+Read and checked at start-up and on every reload (SIGHUP): an unknown key, a file that cannot
+be read, a certificate and key that do not belong together, a value that is not a bcrypt hash
+or an unknown client_auth_type raises ConfigError naming it, so the daemon exits 2 (or keeps
+its previous configuration on reload) instead of serving something weaker than asked for.
 """
 
 from __future__ import annotations
@@ -107,32 +107,39 @@ class BasicAuth:
 @dataclass(frozen=True, slots=True)
 class WebConfig:
     """What the web configuration file asks for: TLS (None: plain HTTP) and basic auth (None:
-    no authentication)."""
+    no authentication). Two are equal when read from the same bytes (the file and every file
+    it names), so a reload can tell whether anything changed."""
 
-    tls: ssl.SSLContext | None
-    auth: BasicAuth | None = field(default=None, repr=False)
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    auth: BasicAuth | None = field(default=None, compare=False, repr=False)
+    fingerprint: str = ""  # a digest of those bytes (shortened: it covers a private key)
 
 
 def load(path: Path) -> WebConfig:
     """Read and check the file at `path`; raises ConfigError naming the first problem."""
     where = f"metrics.web_config_file {path}"
     try:
-        doc = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+        doc = yaml.safe_load(raw.decode())
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{where}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not YAML: {exc}") from None
-    if doc is None:
-        return WebConfig(None)  # an empty file: exporter-toolkit's default, plain HTTP
+    digest = hashlib.sha256(raw)
+    if doc is None:  # an empty file: exporter-toolkit's default, plain HTTP
+        return WebConfig(fingerprint=digest.hexdigest()[:12])
     body = _mapping(doc, where, "the file", _TOP_KEYS)
     tls_body, users_body = body.get("tls_server_config"), body.get("basic_auth_users")
     context = None
     if tls_body is not None:
         tls = _mapping(tls_body, where, "tls_server_config", _TLS_KEYS)
-        context = _tls(tls, path.parent, where)
+        context, files = _tls(tls, path.parent, where)
+        for file in files:
+            digest.update(file.read_bytes())
     users = _users(users_body, where) if users_body is not None else {}
     # No users listed: no authentication, as with exporter-toolkit.
-    return WebConfig(context, BasicAuth(users) if users else None)
+    auth = BasicAuth(users) if users else None
+    return WebConfig(context, auth, digest.hexdigest()[:12])
 
 
 def _mapping(value: object, where: str, what: str, known: tuple[str, ...]) -> dict[str, object]:
@@ -154,7 +161,9 @@ def _text(body: Mapping[str, object], key: str, where: str) -> str | None:
     return value
 
 
-def _tls(body: Mapping[str, object], base: Path, where: str) -> ssl.SSLContext:
+def _tls(body: Mapping[str, object], base: Path, where: str) -> tuple[ssl.SSLContext, list[Path]]:
+    """The server's TLS context, and the files it was built from."""
+
     def file(key: str) -> Path | None:
         name = _text(body, key, where)
         if name is None:
@@ -212,7 +221,7 @@ def _tls(body: Mapping[str, object], base: Path, where: str) -> ssl.SSLContext:
                 f"certificate ({getattr(exc, 'reason', None) or exc})"
             ) from None
     context.verify_mode = verify
-    return context
+    return context, [f for f in (cert, key, client_ca) if f is not None]
 
 
 def _users(value: object, where: str) -> dict[str, bytes]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -92,13 +92,11 @@ class StateWriter:
         layout: KeyLayout,
         index: Index,
         metrics: Metrics,
-        on_triggers: Callable[[list[Trigger]], None],
         attempts: int = 5,
         max_backoff: float = 2.0,
         limits: TxnLimits = TXN_LIMITS,
     ) -> None:
         self._client = client
-        self._on_triggers = on_triggers
         self._layout = layout
         self._index = index
         self._metrics = metrics
@@ -165,10 +163,9 @@ class StateWriter:
                 seen = kv.mod_revision if kv is not None else result.revision
                 self._index.observe_written(change.key, value, seen)
             return None
-        transitions = self._record(changes, causes, ids, result.revision)
-        if triggers:
-            self._on_triggers([replace(t, revision=result.revision) for t in triggers])
-        return transitions
+        # The reconcile sender learns the triggers from etcd (it watches their prefix), so a
+        # lost response here loses no delivery.
+        return self._record(changes, causes, ids, result.revision)
 
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence

@@ -5,12 +5,19 @@ compacted; afterwards the written states must equal an oracle computed from the 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import subprocess
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import urlopen
+
+import pytest
 
 from statemanager.benchload import cpu_seconds
-from statemanager.localetcd import LocalEtcd
+from statemanager.localetcd import LocalEtcd, find_etcd
 
-from conftest import Daemon, Etcd, eventually
+from conftest import Daemon, Etcd, eventually, states_are
 from fleet import CONTAINERS, PACKAGES, Churn, converged
 
 
@@ -156,3 +163,71 @@ async def test_periodic_resync_writes_nothing_when_all_is_right(
     key = f"{private.layout.package_states}{PACKAGES[0]}/state"
     await private.put(key, "Bogus")
     await converged(private)
+
+
+def _etcd_tool(name: str) -> str:
+    """An etcd companion binary (etcdctl, etcdutl) installed beside the etcd the tests run."""
+    return str(Path(find_etcd()).with_name(name))
+
+
+def _replace_history(server: LocalEtcd, how: str, snapshot: Path) -> None:
+    """Stop etcd and give it a data dir with an older history: none at all ("wiped") or the
+    `snapshot` taken earlier ("restored"); start it again on the same ports."""
+    server.stop()
+    shutil.rmtree(server.data_dir)
+    if how == "restored":
+        restore = "etcdutl" if Path(_etcd_tool("etcdutl")).exists() else "etcdctl"
+        subprocess.run(
+            [_etcd_tool(restore), "snapshot", "restore", str(snapshot),
+             "--data-dir", str(server.data_dir), "--name", server.name,
+             "--initial-cluster", server.initial_cluster,
+             "--initial-advertise-peer-urls", server.peer_url],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    server.start()
+
+
+def _ready(daemon: Daemon) -> bool:
+    try:
+        with urlopen(f"http://127.0.0.1:{daemon.metrics_port}/readyz", timeout=5) as resp:
+            return int(resp.status) == 200
+    except HTTPError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["wiped", "restored"])
+async def test_etcd_history_replaced_is_noticed_and_relisted(
+    private: Etcd, server: LocalEtcd, make_daemon: type[Daemon], tmp_path: Path, how: str
+) -> None:
+    """etcd wiped, or restored from an older snapshot, on the same ports: its revision is below
+    what the daemon delivered. The daemon says so (log, metric), relists, and writes the states
+    of what changes afterwards, instead of waiting silently for the old revision."""
+    await private.package("shop", ["web"])
+    await private.container("w0", "running", "web")
+    snapshot = tmp_path / "old.db"
+    await asyncio.to_thread(
+        subprocess.run,
+        [_etcd_tool("etcdctl"), "--endpoints", server.endpoint, "snapshot", "save", str(snapshot)],
+        check=True, capture_output=True, env={"ETCDCTL_API": "3"},
+    )  # fmt: skip
+    for i in range(1, 40):  # the daemon delivers a revision far above what etcd has later
+        await private.container(f"w{i}", "running", "web")
+    daemon = make_daemon()
+    daemon.start()
+    await daemon.wait_synced()
+    await states_are(private, {"web": "Running", "pkg:shop": "Running"})
+
+    await asyncio.to_thread(_replace_history, server, how, snapshot)
+    await private.package("shop", ["web"])
+    await private.container("w0", "dead", "web")
+    await states_are(private, {"web": "Failed", "pkg:shop": "Error"}, timeout=30)
+
+    noticed = daemon.events("etcd_revision_backwards")
+    assert len(noticed) == 1, daemon.tail()
+    assert noticed[0]["etcd_revision"] < noticed[0]["delivered"]
+    assert 'statemanager_watch_restarts_total{reason="revision_backwards"} 1.0' in daemon.scrape()
+
+    async def ready() -> bool:
+        return await asyncio.to_thread(_ready, daemon)
+
+    await eventually(ready, 15, "/readyz 200 after the relist")

@@ -18,8 +18,8 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
-from statemanager.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch
+from statemanager.errors import Compacted, EtcdUnavailable, StateManagerError
+from statemanager.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch, _translate
 from statemanager.localetcd import LocalEtcd
 
 from support.memetcd import Compare, LeasedPut, MemEtcd, Range, Record
@@ -101,16 +101,6 @@ _TARGETS = {
 }
 
 
-def _family(exc: grpc.aio.AioRpcError) -> Exception:
-    """The error a real etcd's answer stands for, in the families MemEtcd raises."""
-    detail = exc.details() or ""
-    if exc.code() is grpc.StatusCode.OUT_OF_RANGE and "compacted" in detail:
-        return Compacted(0)
-    if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
-        return EtcdError(detail)
-    return EtcdUnavailable(detail)
-
-
 class RealDriver:
     def __init__(self, channel: grpc.aio.Channel, client: EtcdClient) -> None:
         self.client = client
@@ -120,7 +110,8 @@ class RealDriver:
         try:
             return await getattr(self._kv, method)(request, timeout=5)
         except grpc.aio.AioRpcError as exc:
-            raise _family(exc) from None
+            # The adapter's own translation: the families the daemon would see.
+            raise _translate(exc, method.lower()) from None
 
     async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         resp = await self._call("Put", rpc.PutRequest(key=key, value=value, lease=lease))
@@ -174,11 +165,11 @@ def _ops(ops: Sequence[Any]) -> list[Any]:
 
 
 async def _outcome(call: Any) -> object:
-    """The answer of an awaitable, or the name of the error family it raised."""
+    """The answer of an awaitable, or the error family (and reason) it raised."""
     try:
         return await call
-    except (Compacted, EtcdUnavailable, EtcdError) as exc:
-        return type(exc).__name__
+    except StateManagerError as exc:
+        return type(exc).__name__, getattr(exc, "reason", None)
 
 
 async def _watch(

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 
-from statemanager.localetcd import free_port
+from statemanager.localetcd import LocalEtcd, free_port
 from statemanager.proto import actioncontroller_pb2 as pb
 from statemanager.proto import actioncontroller_pb2_grpc as pb_grpc
 
 from conftest import Certs, Daemon, Etcd, eventually, states_are
+from faultproxy import FaultProxy
 
 
 class FakeActionController(pb_grpc.ActionControllerConnectionServicer):
@@ -287,6 +288,65 @@ async def test_mutual_tls(
         await fake.stop()
 
 
+async def test_trigger_delivered_when_its_commit_answer_is_lost(
+    private: Etcd, server: LocalEtcd, make_daemon: type[Daemon]
+) -> None:
+    """The transaction writing Error and its trigger commits, but etcd's answer is lost (a proxy
+    swallows it and resets the connection): the writer's retry then finds its own write, and the
+    trigger still reaches ActionController, counted and logged as recorded."""
+    proxy = FaultProxy(server.client_port)
+    await proxy.start()
+    fake = FakeActionController(free_port())
+    try:
+        d = make_daemon(
+            STATEMANAGER_ETCD_ENDPOINTS=proxy.endpoint,
+            STATEMANAGER_ACTIONCONTROLLER_ADDRESS=f"127.0.0.1:{fake.port}",
+            STATEMANAGER_ACTIONCONTROLLER_MAX_BACKOFF_SECONDS="1",
+        )
+        d.start()
+        await d.wait_synced()
+        await private.scenario("s", "pay")
+        await running_package(private)
+        proxy.lose_answer_to(f"{private.layout.own}triggers/pay".encode())
+        await private.container("c", "dead", "m")
+        await asyncio.wait_for(proxy.tripped.wait(), 15)
+
+        async def committed() -> bool:
+            return len(await trigger_keys(private)) == 1
+
+        await eventually(committed, 10, "the Error write and its trigger committed")
+        proxy.cut()
+        await states_are(private, {"pkg:pay": "Error"})
+
+        async def retried() -> bool:
+            return bool(d.events("etcd_write_retry"))
+
+        await eventually(retried, 10, "the writer to retry the transaction it got no answer to")
+
+        async def pending() -> bool:
+            return "statemanager_reconcile_pending_triggers 1.0" in d.scrape()
+
+        await eventually(pending, 15, "the trigger counted as pending")
+        await fake.start()
+        await calls(fake, 1)
+        assert fake.scenarios() == ["s"]
+
+        async def removed() -> bool:
+            return await trigger_keys(private) == []
+
+        await eventually(removed, 10, "the delivered trigger removed")
+        scrape = d.scrape()
+        assert "statemanager_reconcile_pending_triggers 0.0" in scrape
+        assert 'statemanager_reconcile_triggers_total{outcome="recorded"} 1.0' in scrape
+        assert 'statemanager_reconcile_triggers_total{outcome="delivered"} 1.0' in scrape
+        recorded = [(e["package"], e["revision"]) for e in d.events("reconcile_recorded")]
+        delivered = [(e["package"], e["revision"]) for e in d.events("reconcile_delivered")]
+        assert recorded == delivered and len(recorded) == 1
+    finally:
+        await fake.stop()
+        await proxy.stop()
+
+
 async def test_package_with_130_scenarios_enters_error_whole(
     etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
 ) -> None:
@@ -329,12 +389,24 @@ async def test_outside_write_to_error_state_is_a_correction(
     await states_are(etcd, {"pkg:pay": "Error"})
     await calls(controller, 1)
 
-    await etcd.put(f"{etcd.layout.package_states}pay/state", "Running")
+    state_key = f"{etcd.layout.package_states}pay/state"
+    outside = await etcd.put(state_key, "Running")
 
-    async def corrected() -> bool:
-        return bool(d.events("correction")) and await etcd.package_state("pay") == "Error"
+    async def put_back() -> bool:
+        return await etcd.mod_revision(state_key) > outside and (
+            await etcd.package_state("pay") == "Error"
+        )
 
-    await eventually(corrected, 10, "the Error state put back as a correction")
+    await eventually(put_back, 10, "the Error state put back")
+    # A trigger recorded with the put-back would be delivered and removed by now or soon:
+    # wait until none is left, then count the calls.
+    triggers = f"{etcd.layout.own}triggers/"
+
+    async def no_trigger_left() -> bool:
+        return not await etcd.client.get_prefix(triggers.encode())
+
+    await eventually(no_trigger_left, 10, "no trigger pending")
+    assert len(controller.requests) == 1, controller.scenarios()
     [correction] = d.events("correction")
     assert (correction["name"], correction["found"], correction["restored"]) == (
         "pay",
@@ -343,13 +415,4 @@ async def test_outside_write_to_error_state_is_a_correction(
     )
     into_error = [t for t in d.events("transition") if t["to_state"] == "Error"]
     assert len(into_error) == 1, into_error
-    # A second trigger would have been recorded with the correction: wait until none is left
-    # (delivered and removed, if any), then count the calls.
-    triggers = f"{etcd.layout.own}triggers/"
-
-    async def no_trigger_left() -> bool:
-        return not await etcd.client.get_prefix(triggers.encode())
-
-    await eventually(no_trigger_left, 10, "no trigger pending")
     assert 'statemanager_corrections_total{resource="package"} 1.0' in d.scrape()
-    assert len(controller.requests) == 1, controller.scenarios()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import signal
 import ssl
 import urllib.error
 import urllib.request
@@ -27,6 +29,10 @@ def web_config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "web-config.yml"
     path.write_text(text)
     return path
+
+
+def text(path: Path) -> str:
+    return path.read_text()
 
 
 def secured(tmp_path: Path, certs: Certs) -> Path:
@@ -225,3 +231,32 @@ def test_deploy_example_web_config_loads(certs: Certs, tmp_path: Path) -> None:
     assert config.tls.minimum_version == ssl.TLSVersion.TLSv1_3
     token = base64.b64encode(b"prometheus:example-password").decode()
     assert config.auth.check(f"Basic {token}")
+
+
+async def test_sighup_rereads_the_web_config(secured_daemon: Daemon, certs: Certs) -> None:
+    """After SIGHUP a new password (or certificate) applies to new connections without a
+    restart; a file that became invalid is refused and the previous configuration stays."""
+    port = secured_daemon.metrics_port
+    path = Path(secured_daemon.env["STATEMANAGER_METRICS_WEB_CONFIG_FILE"])
+    assert secured_daemon.process is not None
+    new_hash = bcrypt.hashpw(b"rotated", bcrypt.gensalt(4)).decode()
+    web_config(path.parent, re.sub(r"prometheus: \S+", f"prometheus: '{new_hash}'", text(path)))
+    secured_daemon.process.send_signal(signal.SIGHUP)
+
+    async def rotated() -> bool:
+        return https_get(port, "/healthz", certs, password="rotated")[0] == 200
+
+    await eventually(rotated, 10, "the new password to be accepted")
+    assert https_get(port, "/healthz", certs)[0] == 401  # the old one no longer
+    reloaded = secured_daemon.events("reloaded")[-1]
+    assert "metrics_web_config" in reloaded["changed"] and not reloaded["restart_needed"]
+
+    web_config(path.parent, "tls_server_config: {cert_file: /nope.pem}\n")
+    secured_daemon.process.send_signal(signal.SIGHUP)
+
+    async def refused() -> bool:
+        return bool(secured_daemon.events("reload_failed"))
+
+    await eventually(refused, 10, "the invalid file to be refused")
+    assert "/nope.pem: no such file" in secured_daemon.events("reload_failed")[-1]["error"]
+    assert https_get(port, "/healthz", certs, password="rotated")[0] == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,6 +221,45 @@ def test_invalid_toml(tmp_path: Path) -> None:
     """A file that is not TOML is an error naming the file."""
     path = write(tmp_path, "[etcd\n")
     assert str(path) in _error(path, {}, {})
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        pytest.param(b"\xff\xfe[etcd]\n", "not UTF-8", id="not-utf8"),
+        pytest.param(b"a = " + b"[" * 5000 + b"]" * 5000, "nested too deeply", id="deep"),
+        pytest.param(b"[ha]\nlease_ttl_seconds = " + b"1" * 5000, "4300 digits", id="5000-digits"),
+        pytest.param(b"#" * (config.MAX_CONFIG_BYTES + 1), "larger than", id="oversized"),
+    ],
+)
+def test_broken_file_is_config_error(tmp_path: Path, data: bytes, says: str) -> None:
+    """A config file tomllib cannot read (UnicodeDecodeError, RecursionError and ValueError
+    escaped before) is a ConfigError naming the file and the problem."""
+    path = tmp_path / "statemanager.toml"
+    path.write_bytes(data)
+    message = _error(path, {}, {})
+    assert str(path) in message
+    assert says in message
+
+
+def test_directory_as_file_is_config_error(tmp_path: Path) -> None:
+    """A config path that is a directory is a ConfigError, not a traceback."""
+    assert "Is a directory" in _error(tmp_path, {}, {})
+
+
+def test_broken_file_exits_2_with_one_line(tmp_path: Path) -> None:
+    """The CLI turns a broken config file into one line on stderr and exit code 2."""
+    path = tmp_path / "statemanager.toml"
+    path.write_bytes(b"a = " + b"[" * 5000)
+    result = subprocess.run(
+        [sys.executable, "-m", "statemanager", "status", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and str(path) in result.stderr
 
 
 def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:

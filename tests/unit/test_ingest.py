@@ -261,3 +261,48 @@ def test_containers_unassigned_by_a_model_spec_change_are_reported() -> None:
     assert dirty == {WorkKey(Resource.MODEL, "m")}
     assert sorted(r.key for r in reports) == sorted([C1.decode(), C2.decode()])
     assert all(r.kind == UNASSIGNED and r.revision == 4 for r in reports)
+
+
+def test_relist_deletes_a_written_state_key_whose_echo_was_lost(
+    ingest: Ingest, index: Index
+) -> None:
+    """A state key the daemon wrote (known to the index, its watch echo never applied) and
+    someone else deleted is found deleted by a relist, and its key is dirty to be put back."""
+    index.observe_written(model("m"), "Running", 12)  # what the writer records on commit
+    result = ingest.resync_all({LAYOUT.model_states: []}, 20)
+    assert model("m") in result.dirty
+    assert index.written(model("m")).value is None
+
+
+def test_container_listed_before_its_model_spec_is_not_unassigned(
+    ingest: Ingest, index: Index
+) -> None:
+    """A listing whose containers come before the Model spec naming them reports none of them
+    unassigned: the whole listing is applied before containers are judged."""
+    listing = {
+        LAYOUT.containers: [(C1, container(model_name=None, names=["m_web"]), 5)],
+        LAYOUT.models: [(b"Model/m", b"spec: {containers: [{name: web}]}", 3)],
+    }
+    result = ingest.resync_all(listing, 10)
+    assert result.reports == []
+    assert [cid for cid, _ in index.containers_of("m")] == ["c1"]
+
+
+def test_relist_after_forgetting_revisions_takes_every_listed_value(
+    ingest: Ingest, index: Index
+) -> None:
+    """After etcd's history is replaced, listed values win even where their mod revisions equal
+    or trail the ones known from the old history."""
+    apply1(ingest, Kind.CONTAINER, C1, container(status="running"), 7)
+    apply1(ingest, Kind.MODEL_STATE, b"/model/m/state", b"Running", 50)
+    ingest.forget_revisions()
+    listing = {
+        LAYOUT.containers: [(C1, container(status="dead"), 7)],
+        LAYOUT.model_states: [(b"/model/m/state", b"Failed", 3)],
+    }
+    result = ingest.resync_all(listing, 9)
+    assert model("m") in result.dirty
+    verdict = index.model_verdict("m")
+    assert verdict is not None
+    assert verdict.state == "Failed"
+    assert index.written(model("m")).value == "Failed"

@@ -9,6 +9,9 @@ import pytest
 from statemanager.errors import BadInput
 from statemanager.inputs import (
     BAD_INPUT_KINDS,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    MAX_YAML_SCALAR_CHARS,
     MODEL_ANNOTATION,
     check_size,
     parse_container,
@@ -165,6 +168,33 @@ def test_parse_container_rejects(raw: bytes, kind: str) -> None:
     assert _kind_of(lambda: parse_container(raw)) == kind
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="nested-100000"),
+        pytest.param(b'{"a":' * 2000 + b"1" + b"}" * 2000, id="objects-nested-2000"),
+        pytest.param(
+            b'{"state": {"Status": "exited", "ExitCode": ' + b"7" * 5000 + b"}}", id="5000-digits"
+        ),
+        pytest.param(b'{"state": {"Status": "running"}, "x": NaN}', id="nan"),
+        pytest.param(b'{"state": {"Status": "running"}, "x": 1e999}', id="infinite"),
+        pytest.param(
+            b'{"names": ["\\ud800"], "state": {"Status": "running"}}', id="lone-surrogate"
+        ),
+    ],
+)
+def test_parse_container_bounds(raw: bytes) -> None:
+    """Nesting past 1,024 levels, numbers past 64 bits that are not finite floats, NaN and lone
+    surrogates are invalid JSON, not RecursionError or ValueError (these stopped the daemon)."""
+    assert _kind_of(lambda: parse_container(raw)) in ("invalid_json", "wrong_type")
+
+
+def test_parse_container_huge_exit_code_is_not_an_integer() -> None:
+    """An ExitCode beyond 64 bits is read as a float: rejected as the wrong type."""
+    raw = b'{"state": {"Status": "exited", "ExitCode": ' + b"7" * 30 + b"}}"
+    assert _kind_of(lambda: parse_container(raw)) == "wrong_type"
+
+
 # -- specs ------------------------------------------------------------------------------------
 
 
@@ -294,6 +324,102 @@ def test_parse_model_dedupes_containers() -> None:
 def test_parse_scenario_rejects(raw: bytes, kind: str) -> None:
     """Unusable Scenario documents raise BadInput with a fixed kind."""
     assert _kind_of(lambda: parse_scenario(raw, "s")) == kind
+
+
+def _alias_bomb(levels: int) -> bytes:
+    """Each level lists the previous one nine times: 9**levels nodes from a few hundred bytes."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return ("\n".join(lines) + f"\nkind: *a{levels - 1}\n").encode()
+
+
+@pytest.mark.parametrize("levels", [2, 9, 10, 30])
+def test_alias_bomb_is_rejected_without_expanding(levels: int) -> None:
+    """A YAML alias bomb (442 bytes for nine levels) is invalid YAML, found by counting while
+    composing; before, the wrong-kind message formatted the expanded value (GBs, minutes)."""
+    kind = _kind_of(lambda: parse_package(_alias_bomb(levels), "p"))
+    assert kind == ("wrong_kind" if 9**levels < MAX_YAML_NODES else "invalid_yaml")
+
+
+def test_wrong_kind_message_names_a_structure_by_type() -> None:
+    """A `kind` that is not a string is named by its type in the message, never printed."""
+    with pytest.raises(BadInput) as info:
+        parse_package(b"kind: &k [a, b]\nx: *k\n", "p")
+    assert info.value.detail == "kind is a list, expected 'Package'"
+
+
+def test_anchors_and_aliases_are_accepted_within_the_bounds() -> None:
+    """Anchors are valid YAML: a spec reusing a node through an alias parses as written out."""
+    raw = b"kind: Package\nbase: &m {name: m1, node: a}\nspec:\n  models: [*m, {name: m2}]\n"
+    assert parse_package(raw, "p") == ("m1", "m2")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"kind: Package\nspec: &s {models: [*s]}\n", id="sequence-contains-alias"),
+        pytest.param(b"&d {kind: Package, spec: *d}\n", id="mapping-contains-alias"),
+        pytest.param(b"&d {<<: *d}\n", id="merge-of-itself"),
+    ],
+)
+def test_recursive_alias_is_rejected(raw: bytes) -> None:
+    """An alias inside the node it names would expand forever: invalid YAML."""
+    assert _kind_of(lambda: parse_package(raw, "p")) == "invalid_yaml"
+
+
+def test_depth_bound() -> None:
+    """YAML nested past MAX_YAML_DEPTH levels is invalid; at the bound it parses."""
+
+    def nested(depth: int) -> bytes:
+        return b"kind: Package\nspec: {models: []}\nx: " + b"[" * (depth - 1) + b"]" * (depth - 1)
+
+    assert parse_package(nested(MAX_YAML_DEPTH), "p") == ()
+    assert _kind_of(lambda: parse_package(nested(MAX_YAML_DEPTH + 1), "p")) == "invalid_yaml"
+
+
+def test_node_bound() -> None:
+    """A spec of more than MAX_YAML_NODES nodes is invalid YAML, aliases or not."""
+    head = b"kind: Package\nspec: {models: []}\nx: ["  # 9 nodes besides the items
+    fits = head + b",".join([b"a"] * (MAX_YAML_NODES - 9)) + b"]"
+    assert parse_package(fits, "p") == ()
+    too_many = head + b",".join([b"a"] * (MAX_YAML_NODES - 8)) + b"]"
+    assert _kind_of(lambda: parse_package(too_many, "p")) == "invalid_yaml"
+
+
+@pytest.mark.parametrize(
+    "scalar",
+    [
+        pytest.param("1" + ":59" * 50_000, id="base-60-int"),
+        pytest.param("1" + ":59" * 50_000 + ".5", id="base-60-float"),
+        pytest.param("7" * 5000, id="5000-digits"),
+        pytest.param("!!int x", id="tagged-int"),
+        pytest.param("!!float x", id="tagged-float"),
+        pytest.param("!!bool x", id="tagged-bool"),
+        pytest.param("!!timestamp x", id="tagged-timestamp"),
+        pytest.param("2001-13-45", id="impossible-date"),
+        pytest.param("!!int 0b", id="empty-binary-int"),
+    ],
+)
+def test_typed_scalars_are_bounded_and_total(scalar: str) -> None:
+    """Numbers, booleans and dates PyYAML cannot convert (ValueError, KeyError, AttributeError
+    before) or would convert in quadratic time (long base-60 numbers) are invalid YAML."""
+    raw = f"kind: Package\nspec: {{models: []}}\nx: {scalar}\n".encode()
+    assert _kind_of(lambda: parse_package(raw, "p")) == "invalid_yaml"
+
+
+def test_typed_scalar_at_the_length_bound_parses() -> None:
+    """A number of MAX_YAML_SCALAR_CHARS characters is still a number."""
+    raw = f"kind: Package\nspec: {{models: []}}\nx: {'7' * MAX_YAML_SCALAR_CHARS}\n".encode()
+    assert parse_package(raw, "p") == ()
+
+
+def test_number_keys_are_read_as_strings() -> None:
+    """Thousands of integer keys crafted to share one hash parse in linear time: number keys
+    are strings (a spec never keys a field this daemon reads by a number)."""
+    colliding = "".join(f"{i * (2**61 - 1) + 7}: 0\n" for i in range(1, 5000))
+    raw = f"kind: Package\nspec: {{models: [{{name: m, 5: x}}]}}\n{colliding}".encode()
+    assert parse_package(raw, "p") == ("m",)
 
 
 def test_parse_spec_non_utf8_is_invalid_encoding() -> None:

@@ -81,8 +81,16 @@ def load_text(tmp_path: Path, text: str) -> webconfig.WebConfig:
 
 def test_empty_file_and_no_users_mean_plain_open_http(tmp_path: Path) -> None:
     """An empty file, or an empty user list, is exporter-toolkit's default: no TLS, no auth."""
-    assert load_text(tmp_path, "") == webconfig.WebConfig(None, None)
+    empty = load_text(tmp_path, "")
+    assert empty.tls is None and empty.auth is None
     assert load_text(tmp_path, "basic_auth_users: {}\n").auth is None
+
+
+def test_equal_when_read_from_the_same_bytes(tmp_path: Path) -> None:
+    """A reload can tell an unchanged file (equal) from a changed one."""
+    text = f"basic_auth_users: {{prometheus: '{HASH}'}}\n"
+    assert load_text(tmp_path, text) == load_text(tmp_path, text)
+    assert load_text(tmp_path, text) != load_text(tmp_path, text + "# edited\n")
 
 
 @pytest.mark.parametrize(
