@@ -35,6 +35,7 @@ from statemanager.errors import ConfigError
 from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
+from statemanager.outage import Outage
 from statemanager.reconcile import ReconcileSender
 from statemanager.refusals import RefusalReport
 from statemanager.stateservice import StateService
@@ -65,6 +66,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     metrics = Metrics()
     health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
     notifier = Notifier()
+    outage = Outage()
     client = EtcdClient.from_settings(
         settings, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
     )
@@ -91,7 +93,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     listed = asyncio.Event()
 
     def on_leadership(leading: bool) -> None:
-        metrics.leader.set(1 if leading else 0)
+        metrics.leadership(leading)
         if leading:
             controller.mark_all()  # a new leader evaluates everything once, writes differences
 
@@ -101,6 +103,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         settings.ha_node_name,
         settings.ha_lease_ttl_seconds,
         on_leadership,
+        outage,
     )
     stop = _handle_signals(settings, reload)
     server = _serve_http(stop, metrics, health, controller, election, sender)
@@ -131,6 +134,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         silence_limit=settings.etcd_watch_silence_seconds,
         resync_interval=settings.etcd_resync_interval_seconds,
         health=health,
+        outage=outage,
     )
     log.info(
         "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics_address
@@ -236,8 +240,13 @@ async def _serve_grpc(
         controller.confirm,
         settings.inputs_max_value_bytes,
     )
-    server = await stateservice.serve(service, settings.grpc_address)
-    log.info("grpc_serving", address=settings.grpc_address)
+    server = await stateservice.serve(service, settings.grpc_address, settings.grpc_tls)
+    tls = settings.grpc_tls
+    log.info(
+        "grpc_serving",
+        address=settings.grpc_address,
+        tls="off" if tls is None else "mutual" if tls.client_ca else "server",
+    )
     return server
 
 

@@ -16,6 +16,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -144,6 +145,11 @@ class Metrics:
         self.synced = gauge("synced", "1 once the first full sync is written.")
         self.ready = gauge("ready", "1 while /readyz would answer 200.")
         self.leader = gauge("leader", "1 while this daemon is the one that writes states.")
+        self.leader_changes = counter(
+            "leader_changes", "Times this daemon became or stopped being the leader."
+        )
+        # CPU, memory, open fds, start time (a restart shows as a new start time).
+        ProcessCollector(registry=r)
         Info("statemanager_build", "Version of the daemon and of Python.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
@@ -185,6 +191,11 @@ class Metrics:
             values[name if name in known else OTHER] += n
         for name, n in values.items():
             gauge.labels(name).set(n)
+
+    def leadership(self, leading: bool) -> None:
+        """This daemon became (True) or stopped being (False) the leader."""
+        self.leader.set(1 if leading else 0)
+        self.leader_changes.inc()
 
     def observe_etcd(self, operation: str, seconds: float, code: str | None) -> None:
         self.etcd_request_seconds.labels(operation).observe(seconds)

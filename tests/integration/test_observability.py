@@ -9,8 +9,10 @@ import re
 import signal
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from statemanager.localetcd import LocalEtcd
@@ -63,6 +65,50 @@ async def test_metrics_move_with_transitions(etcd: Etcd, daemon: Daemon) -> None
         before, "statemanager_last_seen_revision"
     )
     assert value(after, "statemanager_ready") == 1
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+# Labels whose values are not a fixed list in the README: gRPC's status code names, and the
+# version strings of the build.
+OPEN_LABELS = {"code": {c.name for c in grpc.StatusCode}, "version": None, "python": None}
+
+
+def readme_metrics() -> dict[str, tuple[str, list[str], str]]:
+    """The README's metrics table: exported name -> (type, label names, the whole row)."""
+    section = README.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = (cells[1], re.findall(r"`([^`]+)`", cells[2]), line)
+    return rows
+
+
+def test_readme_metrics_table_matches_a_live_scrape(daemon: Daemon) -> None:
+    """Every family the running daemon serves is a row of the README's metrics table with its
+    type and label names, every label value it serves is named in that row, and every row is
+    served."""
+    documented = readme_metrics()
+    served = set()
+    for family in text_string_to_metric_families(daemon.scrape()):
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        base = name.removesuffix("_created")
+        if base != name and ({base, f"{base}_total"} & documented.keys()):
+            continue  # the creation time prometheus_client adds to counters and histograms
+        served.add(name)
+        assert name in documented, f"{name} is served but not in the README's metrics table"
+        kind, labels, row = documented[name]
+        assert kind == family.type, (name, kind, family.type)
+        for sample in family.samples:
+            got = {k: v for k, v in sample.labels.items() if k != "le"}
+            assert sorted(got) == sorted(labels), (name, got, labels)
+            for label, v in got.items():
+                if label in OPEN_LABELS:
+                    allowed = OPEN_LABELS[label]
+                    assert allowed is None or v in allowed, (name, label, v)
+                else:
+                    assert f"`{v}`" in row, f"{name}: {label}={v!r} not named in its README row"
+    assert served == documented.keys(), f"documented, not served: {documented.keys() - served}"
 
 
 def test_promtool_accepts_a_real_scrape(
@@ -165,6 +211,43 @@ async def test_journal_stream_lines_carry_their_priority(
     priority = {"debug": 7, "info": 6, "warning": 4, "error": 3}
     for n, record in records():
         assert n == priority[record["level"]], record
+
+
+async def test_etcd_outage_is_one_line_each_way(
+    server: LocalEtcd, private: Etcd, make_daemon: type[Daemon]
+) -> None:
+    """etcd down for several retries: one `etcd_unreachable` warning with the reason, retries
+    only at debug level, the demotion says why, and one `etcd_reachable` with the duration."""
+    d = make_daemon(STATEMANAGER_ETCD_TIMEOUT_SECONDS="1", STATEMANAGER_HA_LEASE_TTL_SECONDS="2")
+    d.start()
+    await d.wait_synced()
+    server.kill()
+
+    async def retried() -> bool:  # outage lasts for several retries of each loop
+        return len(d.events("election_retry")) >= 6 and len(d.events("watch_broken")) >= 3
+
+    await eventually(retried, 60, "several retries")
+    await asyncio.to_thread(server.start)
+
+    async def back() -> bool:
+        return bool(d.events("etcd_reachable"))
+
+    await eventually(back, 30, "the etcd_reachable line")
+    (down,) = d.events("etcd_unreachable")
+    assert down["level"] == "warning" and "UNAVAILABLE" in down["error"], down
+    (up,) = d.events("etcd_reachable")
+    assert up["down_for_seconds"] > 1 and up["failed_requests"] >= 6, up
+    assert all(e["level"] == "debug" for e in d.events("election_retry"))
+    assert all(e["level"] == "debug" for e in d.events("watch_broken"))
+    follower = [e for e in d.events("follower") if "unreachable" in e["why"]]
+    assert follower, d.events("follower")
+    await d.wait_synced()
+
+    async def leads_again() -> bool:
+        return value(d.scrape(), "statemanager_leader") == 1
+
+    await eventually(leads_again, 30, "leadership back")
+    assert value(d.scrape(), "statemanager_leader_changes_total") == 3  # lead, lose, lead
 
 
 async def test_real_prometheus_scrapes_the_daemon(
