@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from statemanager import webconfig
 from statemanager.errors import ConfigError
 from statemanager.keys import KeyLayout
+from statemanager.webconfig import WebConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/statemanager/statemanager.toml")
 LOG_FORMATS = ("auto", "json", "console")
@@ -161,6 +163,22 @@ class TlsFiles:
             return path.read_bytes() if path else None
 
         return read(self.ca_file), read(self.key_file), read(self.cert_file)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """Serve clients over TLS with this certificate; with `client_ca`, require client
+    certificates signed by it (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca: Path | None = None
+
+    def pem(self) -> tuple[bytes, bytes, bytes | None]:
+        """(private key, certificate chain, client CA), as gRPC's `ssl_server_credentials`
+        takes them."""
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return self.key_file.read_bytes(), self.cert_file.read_bytes(), ca
 
 
 # The commands whose flags a setting gets. Every command reads the whole configuration (one
@@ -323,7 +341,27 @@ OPTIONS: tuple[Option, ...] = (
         "serve Pullpiri's StateManager gRPC service (drop-in for Pullpiri's own)",
     ),
     Option("grpc.address", _address, "127.0.0.1:47006", "host:port of that gRPC service"),
+    Option(
+        "grpc.tls_cert_file",
+        _readable_file,
+        None,
+        "PEM certificate (chain) of that service; set (with tls_key_file): TLS only",
+    ),
+    Option("grpc.tls_key_file", _readable_file, None, "PEM private key of tls_cert_file"),
+    Option(
+        "grpc.tls_client_ca_file",
+        _readable_file,
+        None,
+        "PEM CA; set: only clients with a certificate it signed are served (mutual TLS)",
+    ),
     Option("metrics.address", _address, "127.0.0.1:9479", "Prometheus /metrics host:port"),
+    Option(
+        "metrics.web_config_file",
+        _readable_file,
+        None,
+        "exporter-toolkit web config (YAML): TLS, client certificates, basic auth for the "
+        "HTTP server",
+    ),
     Option(
         "ha.node_name",
         _node_name,
@@ -372,7 +410,9 @@ class Settings:
     actioncontroller_tls: TlsFiles | None
     grpc_enabled: bool
     grpc_address: str
+    grpc_tls: ServerTls | None  # None: the service is plaintext
     metrics_address: str
+    metrics_web_config: WebConfig
     ha_node_name: str
     ha_lease_ttl_seconds: int
     log_format: str
@@ -430,14 +470,40 @@ def _tls_files(values: Mapping[str, Any], section: str, required: bool) -> TlsFi
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"{section}.ca_file {ca}: not a PEM CA certificate ({exc})") from None
     if cert is not None:
+        _load_pair(context, (f"{section}.cert_file", cert), (f"{section}.key_file", key))
+    return TlsFiles(ca, cert, key)
+
+
+def _load_pair(context: ssl.SSLContext, cert: tuple[str, Path], key: tuple[str, Path]) -> None:
+    """Load a (setting name, path) certificate and key into `context`, or name both settings."""
+    try:
+        context.load_cert_chain(str(cert[1]), str(key[1]))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{cert[0]} {cert[1]} and {key[0]} {key[1]} do not load as a pair"
+            f" ({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})"
+        ) from None
+
+
+def _grpc_tls(values: Mapping[str, Any]) -> ServerTls | None:
+    """The gRPC service's certificate, key and client CA, checked to load at start-up."""
+    cert, key, ca = (values[f"grpc.tls_{n}_file"] for n in ("cert", "key", "client_ca"))
+    if (cert is None) != (key is None):
+        raise ConfigError("grpc.tls_cert_file and grpc.tls_key_file go together")
+    if cert is None:
+        if ca is not None:
+            raise ConfigError("grpc.tls_client_ca_file needs grpc.tls_cert_file and tls_key_file")
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load_pair(context, ("grpc.tls_cert_file", cert), ("grpc.tls_key_file", key))
+    if ca is not None:
         try:
-            context.load_cert_chain(str(cert), str(key))
+            context.load_verify_locations(cafile=str(ca))
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(
-                f"{section}.cert_file {cert} and {section}.key_file {key} do not load as a pair"
-                f" ({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})"
+                f"grpc.tls_client_ca_file {ca}: not a PEM CA certificate ({exc})"
             ) from None
-    return TlsFiles(ca, cert, key)
+    return ServerTls(cert, key, ca)
 
 
 def _etcd_tls(values: Mapping[str, Any]) -> TlsFiles | None:
@@ -453,6 +519,11 @@ def _credentials(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
     if (user is None) != (password is None):
         raise ConfigError("etcd.username and etcd.password go together")
     return user, password
+
+
+def _web_config(path: Path | None) -> WebConfig:
+    """The file read and checked now, so a mistake in it stops the start (exit 2)."""
+    return webconfig.load(path) if path is not None else WebConfig()
 
 
 def load(
@@ -502,7 +573,9 @@ def load(
         ),
         grpc_enabled=values["grpc.enabled"],
         grpc_address=values["grpc.address"],
+        grpc_tls=_grpc_tls(values),
         metrics_address=values["metrics.address"],
+        metrics_web_config=_web_config(values["metrics.web_config_file"]),
         ha_node_name=values["ha.node_name"],
         ha_lease_ttl_seconds=values["ha.lease_ttl_seconds"],
         log_format=values["log.format"],
