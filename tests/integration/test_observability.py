@@ -8,20 +8,16 @@ import json
 import re
 import signal
 import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from statemanager.localetcd import LocalEtcd, free_port
+from statemanager.localetcd import LocalEtcd
 
-from conftest import Daemon, Etcd, eventually, states_are
+from conftest import Daemon, Etcd, eventually, http_get, promql, scrape_job, states_are
 
 
 def samples(scrape: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -35,14 +31,6 @@ def samples(scrape: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def value(scrape: str, name: str, **labels: str) -> float:
     return samples(scrape).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 async def test_metrics_move_with_transitions(etcd: Etcd, daemon: Daemon) -> None:
@@ -262,62 +250,14 @@ async def test_etcd_outage_is_one_line_each_way(
     assert value(d.scrape(), "statemanager_leader_changes_total") == 3  # lead, lose, lead
 
 
-@pytest.fixture
-def prometheus_server(
-    tmp_path: Path, debian_tool: Callable[[str, str], str]
-) -> Iterator[Callable[[int], int]]:
-    """Starts Debian's Prometheus scraping 127.0.0.1:<port> every second; returns its port."""
-    binary = debian_tool("prometheus", "prometheus")
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(target_port: int) -> int:
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            "  - job_name: statemanager\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
-        )
-        log = (tmp_path / "prometheus.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        return port
-
-    yield start
-    for p in procs:
-        p.terminate()
-        p.wait(10)
-
-
-def promql(port: int, query: str) -> list[dict[str, object]]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            body = json.loads(resp.read())
-    except OSError:
-        return []
-    return list(body["data"]["result"])
-
-
 async def test_real_prometheus_scrapes_the_daemon(
-    etcd: Etcd, daemon: Daemon, prometheus_server: Callable[[int], int]
+    etcd: Etcd, daemon: Daemon, prometheus_server: Callable[[list[dict[str, Any]]], int]
 ) -> None:
     """A real Prometheus scraping the daemon answers a PromQL query for a transition counter."""
     await etcd.package("p", ["m"])
     await etcd.container("c", "dead", "m")
     await states_are(etcd, {"pkg:p": "Error"})
-    port = prometheus_server(daemon.metrics_port)
+    port = prometheus_server([scrape_job("statemanager", daemon.metrics_port)])
     query = 'statemanager_transitions_total{resource="package",state="Error"}'
 
     async def answered() -> bool:
@@ -334,7 +274,8 @@ async def test_healthz_fails_when_the_event_loop_is_wedged(
     etcd: Etcd, daemon_factory: Callable[[], Daemon]
 ) -> None:
     """A blocked event loop (test hook: SIGUSR2) turns /healthz to 503 within about 10 s while
-    the HTTP thread keeps answering."""
+    the HTTP thread keeps answering; /status, which reads the index on the loop, answers 503
+    instead of hanging or reading it from the wrong thread."""
     d = daemon_factory()
     d.env["STATEMANAGER_TEST_HOOKS"] = "1"
     d.start()
@@ -349,4 +290,6 @@ async def test_healthz_fails_when_the_event_loop_is_wedged(
     await eventually(stuck, 20, "/healthz 503")
     assert "event loop stuck" in http_get(d.metrics_port, "/healthz")[1]
     assert http_get(d.metrics_port, "/readyz")[0] == 503
+    code, body = http_get(d.metrics_port, "/status")
+    assert code == 503 and "event loop did not answer" in body
     d.kill()  # a wedged loop cannot handle SIGTERM; that is what the watchdog is for
