@@ -1,10 +1,12 @@
-"""Command line: `run` (the daemon), `evaluate` (what would change) and `status` (why)."""
+"""Command line: `run` (the daemon), `evaluate` (what would change) and `status` (why);
+`--output json` documents are described in docs/cli.md."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import faulthandler
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -41,26 +43,48 @@ def _parser() -> argparse.ArgumentParser:
     helps = {
         "run": "run the daemon until SIGTERM/SIGINT",
         "evaluate": "print every state in etcd that differs from the rules; write nothing "
-        "(exit 0: all agree, 1: something differs)",
-        "status": "show packages → models → containers with states and the rule behind each",
+        "(exit 0: all agree, 1: something differs, 2: invalid configuration, "
+        "3: etcd cannot be read)",
+        "status": "show packages → models → containers with states and the rule behind each "
+        "(exit 0; 1: a NAME matches nothing, 2: invalid configuration, 3: etcd cannot be read)",
     }
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument(
+        if name == "status":
+            sub.add_argument(
+                "names",
+                nargs="*",
+                metavar="NAME",
+                help="show only these packages (with their models) and models; default: all",
+            )
+        if name in ("status", "evaluate"):
+            sub.add_argument(
+                "--output",
+                choices=("text", "json"),
+                default="text",
+                help="json: one document in the versioned schema of docs/cli.md",
+            )
+        settings = sub.add_argument_group(
+            "settings",
+            "each also read from its STATEMANAGER_* variable and the --config file; "
+            "a flag wins over both",
+        )
+        settings.add_argument(
             "--config",
             type=Path,
             help="TOML config file (default /etc/statemanager/statemanager.toml, may be absent)",
         )
         for option in OPTIONS:
-            sub.add_argument(
-                option.flag,
-                dest=option.name,
-                metavar="VALUE",
-                # argparse %-formats help texts
-                help=f"{option.help} (env {option.env}; default {option.default!r})".replace(
-                    "%", "%%"
-                ),
-            )
+            if name in option.commands:
+                settings.add_argument(
+                    option.flag,
+                    dest=option.name,
+                    metavar="VALUE",
+                    # argparse %-formats help texts
+                    help=f"{option.help} (env {option.env}; default {option.default!r})".replace(
+                        "%", "%%"
+                    ),
+                )
     text = "measure the daemon's throughput, latency and footprint against a private etcd"
     bench.add_arguments(commands.add_parser("bench", help=text, description=text))
     return parser
@@ -70,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bench":
         return bench.main(args)
-    flags = {o.name: getattr(args, o.name) for o in OPTIONS}
+    # A command without a setting's flag still reads it from the environment and the file.
+    flags = {o.name: getattr(args, o.name, None) for o in OPTIONS}
     try:
         settings = load(args.config, os.environ, flags)
     except ConfigError as exc:
@@ -82,9 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(settings, lambda: load(args.config, os.environ, flags))
     if not settings.etcd_endpoints:
+        # Never silently: an operator who forgot the setting must not mistake the development
+        # etcd's (or no) answer for production's.
+        print(
+            f"statemanager: etcd.endpoints is not set: reading the development etcd at "
+            f"{DEV_ENDPOINT}",
+            file=sys.stderr,
+        )
         settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
     try:
-        return asyncio.run(_inspect(settings, args.command))
+        return asyncio.run(_inspect(settings, args))
     except (EtcdUnavailable, EtcdError) as exc:
         print(f"statemanager: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -138,7 +170,7 @@ def _run(settings: Settings, reload: Callable[[], Settings]) -> int:
             local.stop()
 
 
-async def _inspect(settings: Settings, command: str) -> int:
+async def _inspect(settings: Settings, args: argparse.Namespace) -> int:
     client = EtcdClient.from_settings(settings)
     try:
         revision, listing = await client.snapshot(list(settings.layout.watched().values()))
@@ -146,12 +178,22 @@ async def _inspect(settings: Settings, command: str) -> int:
     finally:
         await client.close()
     snapshot = report.build(settings.layout, revision, listing, settings.inputs_max_value_bytes)
-    if command == "status":
-        who = leader[1].decode("utf-8", "replace") if leader else "none (no daemon is writing)"
-        print(f"leader: {who}")
-        print("\n".join(report.render_status(snapshot)))
-        return EXIT_OK
+    as_json = args.output == "json"
+    if args.command == "status":
+        who = leader[1].decode("utf-8", "replace") if leader else None
+        view = report.select(snapshot, args.names)
+        if as_json:
+            print(json.dumps(report.status_document(snapshot, view, who), indent=2))
+        else:
+            print(f"leader: {who or 'none (no daemon is writing)'}")
+            print("\n".join(report.render_status(snapshot, view)))
+        for name in view.unknown:
+            print(f"statemanager: no package or model named {name!r}", file=sys.stderr)
+        return EXIT_DIFFERS if view.unknown else EXIT_OK
     changes = report.differences(snapshot)
+    if as_json:
+        print(json.dumps(report.evaluate_document(snapshot, changes), indent=2))
+        return EXIT_DIFFERS if changes else EXIT_OK
     for line in report.render_differences(changes):
         print(line)
     for r in snapshot.reports:

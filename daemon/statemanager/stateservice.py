@@ -20,6 +20,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError, Message
 
+from statemanager.config import ServerTls
 from statemanager.errors import BadInput, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.etcd import TXN_LIMITS, Delete, Fence, Guard, KeyValue, Put
 from statemanager.index import Index
@@ -203,10 +204,13 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         for _ in range(_LIST_ATTEMPTS):
             try:
                 record = await self._store.get(record_key)
-                guards = await self._dropped(node, puts, record)
-                guards.append(Guard(record_key, record.mod_revision if record else 0))
-                ops: list[Put | Delete] = [*puts.values(), *(Delete(g.key) for g in guards[:-1])]
-                ops.append(Put(record_key, record_value))
+                dropped = await self._dropped(node, puts, record)
+                guards = [*dropped, Guard(record_key, record.mod_revision if record else 0)]
+                ops: list[Put | Delete] = [
+                    *puts.values(),
+                    *(Delete(g.key) for g in dropped),
+                    Put(record_key, record_value),
+                ]
                 self._check_fits(guards, ops, fence)
                 result = await self._store.txn(guards, ops, fence)
             except EtcdUnavailable as exc:
@@ -218,7 +222,7 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
             if result.fenced:
                 raise _Refused(grpc.StatusCode.UNAVAILABLE, self._not_leader())
             if result.succeeded:
-                return len(guards) - 1
+                return len(dropped)
         raise _Refused(
             grpc.StatusCode.ABORTED,
             f"node {node}'s containers changed under each of {_LIST_ATTEMPTS} attempts "
@@ -369,9 +373,18 @@ def _handler(
     )
 
 
-async def serve(service: StateService, address: str) -> grpc.aio.Server:
+async def serve(service: StateService, address: str, tls: ServerTls | None) -> grpc.aio.Server:
+    """Start serving on `address`: plaintext, or only TLS with `tls` (and only clients whose
+    certificate `tls.client_ca` signed, when it is set)."""
     server = grpc.aio.server()
     add_to_server(service, server)
-    server.add_insecure_port(address)
+    if tls is None:
+        server.add_insecure_port(address)
+    else:
+        key, chain, client_ca = tls.pem()
+        credentials = grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
+        server.add_secure_port(address, credentials)
     await server.start()
     return server

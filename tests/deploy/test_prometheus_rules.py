@@ -25,7 +25,10 @@ EXPECTED_ALERTS = {
     "StateManagerEtcdRefusingWrites": "critical",
     "StateManagerWritesRefused": "warning",
     "StateManagerReconcilePendingTooLong": "warning",
+    "StateManagerNoLeader": "critical",
+    "StateManagerSeveralLeaders": "warning",
     "StateManagerDrift": "warning",
+    "StateManagerKeyQuarantined": "warning",
     "PackagesInError": "critical",
     "PackagesDegraded": "warning",
 }
