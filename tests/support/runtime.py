@@ -21,6 +21,7 @@ from statemanager.etcd import prefix_end
 from statemanager.health import Health
 from statemanager.keys import KeyLayout
 from statemanager.metrics import Metrics
+from statemanager.outage import Outage
 from statemanager.reconcile import ReconcileSender
 from statemanager.watcher import Watcher
 
@@ -66,8 +67,10 @@ class Runtime:
             silence_limit=3.0,
         )
         self._listed = asyncio.Event()
+        clock = asyncio.get_running_loop().time
+        outage = Outage(clock=clock)
         self.election = Election(
-            mem, LAYOUT.own, node, ttl, self._on_leadership, clock=asyncio.get_running_loop().time
+            mem, LAYOUT.own, node, ttl, self._on_leadership, outage, clock=clock
         )
         self.watcher = Watcher(
             mem,
@@ -78,6 +81,7 @@ class Runtime:
             silence_limit=3.0,
             resync_interval=3600.0,
             health=Health(stuck_after=10.0),
+            outage=outage,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
