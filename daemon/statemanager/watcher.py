@@ -28,6 +28,7 @@ from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.etcd import KeyValue, WatchBatch
 from statemanager.health import Health
 from statemanager.metrics import Metrics
+from statemanager.outage import Outage
 
 log = structlog.get_logger("statemanager.watcher")
 
@@ -68,8 +69,10 @@ class Watcher:
         silence_limit: float,
         resync_interval: float,
         health: Health,
+        outage: Outage,
     ) -> None:
         self._health = health
+        self._outage = outage
         self._client = client
         self._controller = controller
         self._prefixes = list(prefixes)
@@ -123,7 +126,12 @@ class Watcher:
                 self._metrics.watch_restarts.labels(reason).inc()
                 self._health.broken(f"etcd unreachable ({reason}): {exc}")
                 delay = self._backoff.next()
-                log.warning("watch_broken", reason=reason, error=str(exc), retry_in=round(delay, 2))
+                if not isinstance(exc, SilentWatch):  # silence is the stream's, not etcd's
+                    self._outage.failed(str(exc))
+                # During an etcd outage the outage lines say it all; each retry only at debug.
+                (log.debug if self._outage.down else log.warning)(
+                    "watch_broken", reason=reason, error=str(exc), retry_in=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
 
     async def _follow(self, resync_at: float) -> None:

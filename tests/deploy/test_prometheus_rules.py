@@ -25,6 +25,8 @@ EXPECTED_ALERTS = {
     "StateManagerEtcdRefusingWrites": "critical",
     "StateManagerWritesRefused": "warning",
     "StateManagerReconcilePendingTooLong": "warning",
+    "StateManagerNoLeader": "critical",
+    "StateManagerSeveralLeaders": "warning",
     "StateManagerDrift": "warning",
     "PackagesInError": "critical",
     "PackagesDegraded": "warning",
