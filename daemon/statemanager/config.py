@@ -546,7 +546,6 @@ def _credentials(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return user, password
 
 
-<<<<<<< HEAD
 def _systemd_credential(option: Option, env: Mapping[str, str]) -> tuple[str, str] | None:
     """(raw value, where) from the option's credential when systemd passed it to the service;
     a setting given any other way wins (see README.md, "Secrets")."""
@@ -565,11 +564,11 @@ def _systemd_credential(option: Option, env: Mapping[str, str]) -> tuple[str, st
         raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
     # `echo secret > file` adds a newline that is no part of the secret.
     return text.removesuffix("\n"), where
-=======
+
+
 def _web_config(path: Path | None) -> WebConfig:
     """The file read and checked now, so a mistake in it stops the start (exit 2)."""
     return webconfig.load(path) if path is not None else WebConfig()
->>>>>>> main
 
 
 def load(
