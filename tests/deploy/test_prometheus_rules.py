@@ -28,6 +28,7 @@ EXPECTED_ALERTS = {
     "StateManagerNoLeader": "critical",
     "StateManagerSeveralLeaders": "warning",
     "StateManagerDrift": "warning",
+    "StateManagerKeyQuarantined": "warning",
     "PackagesInError": "critical",
     "PackagesDegraded": "warning",
 }
