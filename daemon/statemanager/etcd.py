@@ -160,15 +160,24 @@ class WatchBatch:
     liveness signal only, never a resume point, because etcd before 3.4.26/3.5.8 could send one
     ahead of undelivered events.
 
-    `header_revision` is the store's revision when etcd sent the response (every response has
-    one, a watch's "created" answer included): below a revision already delivered, it says
-    etcd's history was replaced (a wiped member, a restore from an older snapshot).
+    `header` is where etcd stood when it sent the response (every response has one, a watch's
+    "created" answer included): a revision below one already delivered, or a raft term below
+    one already seen, says etcd's history was replaced (a wiped member, a restore from an
+    older snapshot).
     """
 
     prefix: str | None  # None for a progress notification
     events: tuple[Event, ...]
     revision: int
-    header_revision: int
+    header: Header
+
+
+class Header(NamedTuple):
+    """Where etcd stood when it answered: its store revision and its raft term. Both only grow
+    while the cluster keeps its data; a wipe or a restore starts them again from low values."""
+
+    revision: int
+    raft_term: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,8 +426,12 @@ class EtcdClient:
 
     async def revision(self) -> int:
         """The store's current revision (a cheap health check)."""
+        return (await self.header()).revision
+
+    async def header(self) -> Header:
+        """Where etcd stands now, from a linearizable read (never a lagging member's view)."""
         resp = await self._call("kv", "Range", rpc.RangeRequest(key=b"\x00", limit=1), "range")
-        return int(resp.header.revision)
+        return _header(resp)
 
     async def get(self, key: bytes) -> KeyValue | None:
         resp = await self._call("kv", "Range", rpc.RangeRequest(key=key), "range")
@@ -589,7 +602,7 @@ class EtcdClient:
                     raise Compacted(int(resp.compact_revision))
                 if resp.canceled:
                     raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
-                header = int(resp.header.revision)
+                header = _header(resp)
                 if not resp.events:
                     yield WatchBatch(None, (), 0, header)  # created or progress: liveness only
                     continue
@@ -654,6 +667,10 @@ def _writes(request: Any) -> bool:
     if not isinstance(request, rpc.TxnRequest):
         return False
     return any(op.HasField("request_put") for op in [*request.success, *request.failure])
+
+
+def _header(resp: Any) -> Header:
+    return Header(int(resp.header.revision), int(resp.header.raft_term))
 
 
 def _kv(kv: Any) -> KeyValue:
