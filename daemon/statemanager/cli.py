@@ -1,4 +1,5 @@
-"""Command line: `run` (the daemon), `evaluate` (what would change) and `status` (why)."""
+"""Command line: `run` (the daemon), `evaluate` (what would change), `status` (why) and
+`triggers` (reconcile triggers and dead letters, in triggerscli.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from statemanager import __version__, bench, daemon, report
+from statemanager import __version__, bench, daemon, report, triggerscli
 from statemanager.config import LOG_FORMATS, OPTIONS, Settings, load
 from statemanager.election import election_prefix
 from statemanager.errors import ConfigError, EtcdError, EtcdUnavailable
@@ -43,9 +44,13 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate": "print every state in etcd that differs from the rules; write nothing "
         "(exit 0: all agree, 1: something differs)",
         "status": "show packages → models → containers with states and the rule behind each",
+        "triggers": "list pending reconcile triggers and dead letters; redeliver or drop dead "
+        "letters (exit 1: a named package has none, or it could not be moved)",
     }
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
+        if name == "triggers":
+            triggerscli.add_arguments(sub)
         sub.add_argument(
             "--config",
             type=Path,
@@ -84,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not settings.etcd_endpoints:
         settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
     try:
+        if args.command == "triggers":
+            return asyncio.run(triggerscli.main(settings, args))
         return asyncio.run(_inspect(settings, args.command))
     except (EtcdUnavailable, EtcdError) as exc:
         print(f"statemanager: {exc}", file=sys.stderr)
