@@ -8,7 +8,7 @@ import asyncio
 import faulthandler
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _config_error(str(exc), wanted)
     configure(settings.log_format, settings.log_level)
     if args.command == "run":
-        return _run(settings)
+        return _run(settings, lambda: load(args.config, os.environ, flags))
     if not settings.etcd_endpoints:
         settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
     try:
@@ -105,7 +105,7 @@ def _config_error(error: str, log_format: str | None) -> int:
     return EXIT_USAGE
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, reload: Callable[[], Settings]) -> int:
     # A watchdog kill (SIGABRT) or a crash in native code prints every thread's Python stack
     # to stderr (the journal): where the loop was stuck, not just that it was.
     faulthandler.enable(all_threads=True)
@@ -129,8 +129,17 @@ def _run(settings: Settings) -> int:
                 data_dir=str(local.data_dir),
             )
             local.start()
+    started = settings
+
+    def reread() -> Settings:
+        # The endpoint chosen at start (perhaps the development etcd's) stays what it was.
+        fresh = reload()
+        return (
+            fresh if fresh.etcd_endpoints else replace(fresh, etcd_endpoints=started.etcd_endpoints)
+        )
+
     try:
-        return asyncio.run(daemon.run(settings))
+        return asyncio.run(daemon.run(settings, reread))
     finally:
         if local is not None:
             local.stop()

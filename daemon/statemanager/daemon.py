@@ -1,7 +1,13 @@
-"""`statemanager run`: wires the pieces together and supervises them until SIGTERM/SIGINT.
+"""`statemanager run`: wires the pieces together and supervises them until a stop signal.
 
 Every long-running task is named and watched: one that ends unexpectedly stops the daemon
 loudly (exit 1) rather than leaving a half-working process behind (STYLE, kopf).
+
+Signals: SIGTERM and SIGINT stop it (exit 0); SIGHUP reloads the configuration (what can
+change while running: the log level and format); every other signal whose default action
+would end the process silently stops it instead, logged, with leadership resigned and exit
+128 + the signal number, so systemd restarts it. SIGABRT and the fatal signals are left to
+faulthandler, which prints every thread's stack.
 """
 
 from __future__ import annotations
@@ -12,17 +18,19 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import grpc
 import structlog
 
-from statemanager import __version__, stateservice
+from statemanager import __version__, logs, stateservice
 from statemanager.actioncontroller import ActionControllerClient
 from statemanager.config import Settings
 from statemanager.controller import Controller
 from statemanager.election import Election
+from statemanager.errors import ConfigError
 from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
@@ -36,10 +44,22 @@ log = structlog.get_logger("statemanager.daemon")
 
 HEARTBEAT_SECONDS = 1.0
 RESIGN_SECONDS = 2.0
+# Settings a SIGHUP applies; any other changed setting is named in the log as needing a restart.
+RELOADABLE = ("log_format", "log_level")
+# Signals that would end the process without a word (their default action is to terminate):
+# handled so that none does. SIGPIPE is ignored by Python already.
+_STOP_REQUESTS = (signal.SIGTERM, signal.SIGINT)
+_UNEXPECTED = tuple(
+    getattr(signal, name)
+    for name in ("SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO",
+                 "SIGPWR", "SIGXCPU", "SIGXFSZ", "SIGSTKFLT", "SIGTRAP", "SIGSYS")
+    if hasattr(signal, name)
+)  # fmt: skip
 
 
-async def run(settings: Settings) -> int:
-    """Run until a stop signal (exit 0) or a task failure (exit 1)."""
+async def run(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
+    """Run until a stop signal (exit 0; 128 + n for an unexpected signal n) or a task failure
+    (exit 1). `reload` reads the configuration again (SIGHUP); it raises ConfigError."""
     metrics = Metrics()
     health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
     notifier = Notifier()
@@ -87,7 +107,7 @@ async def run(settings: Settings) -> int:
         settings.ha_lease_ttl_seconds,
         on_leadership,
     )
-    stop = _stop_on_signals()
+    stop = _handle_signals(settings, reload)
 
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
@@ -96,7 +116,7 @@ async def run(settings: Settings) -> int:
         if not background:
             background.append(
                 asyncio.create_task(
-                    _announce_sync(controller, election, metrics, health, notifier, revision),
+                    _announce_sync(controller, election, metrics, health, revision),
                     name="sync",
                 )
             )
@@ -123,12 +143,15 @@ async def run(settings: Settings) -> int:
         asyncio.create_task(_heartbeat(health, notifier), name="heartbeat"),
     ]
     grpc_server = await _serve_grpc(settings, controller, client, election)
-    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    # Ready as soon as the daemon serves: etcd being down is a state it reports and recovers
+    # from, not a failed start (docs/decisions/ready-before-etcd.md). /readyz waits for sync.
+    notifier.ready(health.status_line())
+    stopper = asyncio.create_task(stop.event.wait(), name="stop-signal")
     code = 0
     try:
-        code = await _supervise(stopper, supervised)
+        code = await _supervise(stopper, supervised, stop)
     finally:
-        log.info("stopping", exit_code=code)
+        (log.warning if code else log.info)("stopping", exit_code=code, signal=stop.name())
         notifier.stopping()
         controller.queue.shutdown()
         everything = [*supervised, *background, stopper]
@@ -147,10 +170,15 @@ async def run(settings: Settings) -> int:
     return code
 
 
-async def _supervise(stopper: asyncio.Task[Any], supervised: list[asyncio.Task[Any]]) -> int:
-    """Wait for the stop signal (0) or for any supervised task to end, which is a failure (1)."""
+async def _supervise(
+    stopper: asyncio.Task[Any], supervised: list[asyncio.Task[Any]], stop: _Signals
+) -> int:
+    """Wait for a stop signal (0 for SIGTERM/SIGINT, 128 + n for another signal n) or for any
+    supervised task to end, which is a failure (1)."""
     done, _ = await asyncio.wait([stopper, *supervised], return_when=asyncio.FIRST_COMPLETED)
     code = 0
+    if stop.received is not None and stop.received not in _STOP_REQUESTS:
+        code = 128 + stop.received
     for task in done - {stopper}:
         code = 1
         failure = None if task.cancelled() else task.exception()
@@ -169,23 +197,80 @@ async def _serve_grpc(
     """Pullpiri's StateManager service, when enabled."""
     if not settings.grpc_enabled:
         return None
-    service = StateService(controller.index, settings.layout, client, election, controller.confirm)
+    service = StateService(
+        controller.index,
+        settings.layout,
+        client,
+        election,
+        controller.confirm,
+        settings.inputs_max_value_bytes,
+    )
     server = await stateservice.serve(service, settings.grpc_address)
     log.info("grpc_serving", address=settings.grpc_address)
     return server
 
 
-def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT (waiting on it, unlike sleep, ends at once)."""
-    stop = asyncio.Event()
+@dataclass
+class _Signals:
+    """What the signals asked for: `event` is set by the first stop signal (`received`; waiting
+    on the event, unlike sleep, ends at once); SIGHUP replaces `settings` by a reload."""
+
+    event: asyncio.Event
+    settings: Settings
+    reload: Callable[[], Settings] | None
+    received: signal.Signals | None = None
+
+    def stop(self, sig: signal.Signals) -> None:
+        if self.received is None:
+            self.received = sig
+        self.event.set()
+
+    def name(self) -> str | None:
+        return self.received.name if self.received is not None else None
+
+    def hangup(self) -> None:
+        self.settings = _reload(self.settings, self.reload)
+
+
+def _handle_signals(settings: Settings, reload: Callable[[], Settings] | None) -> _Signals:
+    stop = _Signals(asyncio.Event(), settings, reload)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if os.environ.get("STATEMANAGER_TEST_HOOKS") == "1":
+    loop.add_signal_handler(signal.SIGHUP, stop.hangup)
+    hooks = os.environ.get("STATEMANAGER_TEST_HOOKS") == "1"
+    for sig in (*_STOP_REQUESTS, *_UNEXPECTED):
+        if not (hooks and sig == signal.SIGUSR2):
+            loop.add_signal_handler(sig, stop.stop, signal.Signals(sig))
+    if hooks:
         # Test hook: SIGUSR2 blocks the event loop for an hour, as a bug would, so tests can
         # show that /healthz fails and systemd's watchdog restarts a wedged daemon.
         loop.add_signal_handler(signal.SIGUSR2, time.sleep, 3600)
     return stop
+
+
+def _reload(current: Settings, reload: Callable[[], Settings] | None) -> Settings:
+    """Read the configuration again and apply what can change while running. Invalid new
+    configuration changes nothing (the daemon keeps running as it was) and says why."""
+    if reload is None:
+        log.warning("reload_unsupported", hint="started without a configuration to re-read")
+        return current
+    try:
+        fresh = reload()
+    except ConfigError as exc:
+        log.error("reload_failed", error=str(exc), hint="running on with the previous settings")
+        return current
+    logs.configure(fresh.log_format, fresh.log_level)
+    changed = [
+        f.name for f in fields(Settings) if getattr(current, f.name) != getattr(fresh, f.name)
+    ]
+    log.info(
+        "reloaded",
+        # Values of reloadable settings only: the others may be secrets (etcd.password).
+        changed={name: [getattr(current, name), getattr(fresh, name)] for name in changed
+                 if name in RELOADABLE},
+        restart_needed=[name for name in changed if name not in RELOADABLE],
+    )  # fmt: skip
+    kept = {name: getattr(current, name) for name in changed if name not in RELOADABLE}
+    return replace(fresh, **kept)
 
 
 async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
@@ -215,7 +300,6 @@ async def _announce_sync(
     election: Election,
     metrics: Metrics,
     health: Health,
-    notifier: Notifier,
     revision: int,
 ) -> None:
     """Mark the first full sync done: as leader once everything listed has been evaluated and
@@ -230,7 +314,6 @@ async def _announce_sync(
     containers, models, packages = controller.index.sizes()
     health.synced()
     metrics.synced.set(1)
-    notifier.ready(health.status_line())
     log.info(
         "synced",
         revision=revision,

@@ -17,7 +17,7 @@ class Health:
         self._beat = clock()
         self._synced = False
         self._watching = False
-        self._problem = "starting: listing etcd"
+        self._problem = "listing etcd"
         self._revision = 0
         self._refusing = ""  # why etcd refuses our writes now, in its words; "" when it does not
 
@@ -62,9 +62,10 @@ class Health:
         return True, "ready"
 
     def status_line(self) -> str:
-        """One line for systemd's STATUS=: what the daemon is doing now."""
+        """One line for systemd's STATUS=: what the daemon is doing now. Before the first sync
+        it says so: the unit is already active then, but not ready (/readyz)."""
         if not self._watching and self._problem:
-            return self._problem
+            return self._problem if self._synced else f"waiting for etcd: {self._problem}"
         if self._refusing:
             return f"etcd refuses writes: {self._refusing}"
         if not self._synced:

@@ -22,6 +22,8 @@ EXPECTED_ALERTS = {
     "StateManagerNotReady": "critical",
     "StateManagerWatchRestarting": "warning",
     "StateManagerWritesFailing": "warning",
+    "StateManagerEtcdRefusingWrites": "critical",
+    "StateManagerWritesRefused": "warning",
     "StateManagerReconcilePendingTooLong": "warning",
     "StateManagerDrift": "warning",
     "PackagesInError": "critical",

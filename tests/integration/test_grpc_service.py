@@ -3,6 +3,7 @@ client exactly as NodeAgent and other Pullpiri components would call it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -24,6 +25,15 @@ def serving(d: Daemon, node: str = "node-a") -> int:
         STATEMANAGER_HA_NODE_NAME=node,
     )
     return port
+
+
+async def started(daemon_factory: Callable[[], Daemon]) -> tuple[Daemon, int]:
+    """A daemon serving the gRPC service, synced; and the service's port."""
+    d = daemon_factory()
+    port = serving(d)
+    d.start()
+    await d.wait_synced()
+    return d, port
 
 
 @pytest.fixture
@@ -133,10 +143,7 @@ async def test_container_list_drives_states_and_deletes_dropped_containers(
 ) -> None:
     """A node's container list is written where the watch reads it: a dead container cascades
     to the package; a container the node stops listing is deleted."""
-    d = daemon_factory()
-    port = serving(d)
-    d.start()
-    await d.wait_synced()
+    _, port = await started(daemon_factory)
     await etcd.package("pay", ["backend", "auth"])
     stub = stub_for(port)
     first = pb.ContainerList(
@@ -180,3 +187,132 @@ async def test_container_list_drives_states_and_deletes_dropped_containers(
         )
     assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "a/b" in (bad.value.details() or "")
+
+
+async def node_keys(etcd: Etcd) -> set[str]:
+    """Ids of every container key in etcd."""
+    prefix = etcd.layout.containers
+    return {kv.key.decode()[len(prefix) :] for kv in await etcd.client.get_prefix(prefix.encode())}
+
+
+async def test_back_to_back_lists_leave_no_stale_container(
+    etcd: Etcd,
+    daemon_factory: Callable[[], Daemon],
+    stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
+) -> None:
+    """Lists sent back to back, faster than the watch feeds the daemon's index: each list's
+    deletions come from etcd, so afterwards etcd holds exactly the node's last list."""
+    _, port = await started(daemon_factory)
+    stub = stub_for(port)
+
+    async def flood() -> None:  # other writers keep the daemon's watch busy, so it lags
+        doc = '{"names": ["x"], "state": {"Status": "running"}}'
+        for _ in range(40):
+            puts = [etcd.put(f"{etcd.layout.containers}other-{i}", doc) for i in range(100)]
+            await asyncio.gather(*puts)
+
+    flooding = asyncio.create_task(flood())
+    for n in range(15):
+        full = [container(f"r{n}-{i}", "running", "m") for i in range(60)]
+        await stub.SendChangedContainerList(pb.ContainerList(node_name="node-1", containers=full))
+        await stub.SendChangedContainerList(
+            pb.ContainerList(node_name="node-1", containers=full[:2])
+        )
+    await flooding
+    assert await node_keys(etcd) - {f"other-{i}" for i in range(100)} == {"r14-0", "r14-1"}
+
+
+async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
+    etcd: Etcd,
+    daemon_factory: Callable[[], Daemon],
+    stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
+) -> None:
+    """Huge lists, megabyte strings, empty and odd fields: each answered with a gRPC error that
+    says why and nothing of it stored (a list is one transaction, whole or not at all), or
+    stored cleanly; the daemon keeps serving."""
+    d, port = await started(daemon_factory)
+    stub = stub_for(port)
+    megabyte = "x" * (1 << 20)
+
+    def listing(*containers: pb.ContainerInfo, node: str = "node-1") -> pb.ContainerList:
+        return pb.ContainerList(node_name=node, containers=containers)
+
+    refused = {
+        "100k containers": (listing(*(pb.ContainerInfo(id=f"c{i}") for i in range(100_000))),
+                            grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 127"),
+        "over one txn of ops": (listing(*(container(f"c{i}", "running", "m") for i in range(200))),
+                                grpc.StatusCode.RESOURCE_EXHAUSTED, "whole or not at all"),
+        "over one txn of bytes": (
+            listing(*(pb.ContainerInfo(id=f"c{i}", image="i" * 20_000) for i in range(100))),
+            grpc.StatusCode.RESOURCE_EXHAUSTED, "bytes"),
+        "value over max": (listing(pb.ContainerInfo(id="c1", image=megabyte)),
+                           grpc.StatusCode.INVALID_ARGUMENT, "exceeds"),
+        "megabyte node": (listing(container("c1", "running", "m"), node=megabyte),
+                          grpc.StatusCode.INVALID_ARGUMENT, "longer than 253"),
+        "megabyte id": (listing(pb.ContainerInfo(id=megabyte)),
+                        grpc.StatusCode.INVALID_ARGUMENT, "longer than 253"),
+        "empty request": (pb.ContainerList(), grpc.StatusCode.INVALID_ARGUMENT, "node_name"),
+        "empty id": (listing(pb.ContainerInfo()), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+        "same id twice": (listing(container("c1", "running", "m"), container("c1", "dead", "m")),
+                          grpc.StatusCode.INVALID_ARGUMENT, "listed twice"),
+        "model not a name": (listing(container("c1", "running", "a/b")),
+                             grpc.StatusCode.INVALID_ARGUMENT, "c1"),
+        "over gRPC's size": (listing(*(pb.ContainerInfo(id=f"c{i}", image=megabyte)
+                                       for i in range(5))),
+                             grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    }  # fmt: skip
+    for what, (request, code, says) in refused.items():
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.SendChangedContainerList(request)
+        assert error.value.code() is code, (what, error.value.details())
+        details = error.value.details() or ""
+        assert says in details, (what, details)
+        assert len(details) < 1000, what
+
+    nested = b"\x4b" * 10_000 + b"\x4c" * 10_000  # an unknown group 10,000 levels deep
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        for method in ("SendChangedContainerList", "SendStateChange"):
+            call = channel.unary_unary(f"/statemanager.StateManagerConnection/{method}")
+            for raw in (b"\xff" * 64, nested):  # no protobuf message at all
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    await call(raw)
+                assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT, error.value
+                assert "not a valid statemanager." in (error.value.details() or "")
+
+    odd = pb.ContainerInfo(id="e1")  # every other field empty: a container of unknown status
+    answer = await stub.SendChangedContainerList(listing(odd))
+    assert answer.resp == "stored 1 containers of node node-1, deleted 0"
+    assert await node_keys(etcd) == {"e1"}
+    assert d.process is not None
+    assert d.process.poll() is None
+    assert "statemanager_synced 1.0" in d.scrape()
+
+
+async def test_hostile_state_changes_get_clean_answers(
+    daemon_factory: Callable[[], Daemon],
+    stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
+) -> None:
+    """Megabyte strings and odd values in every field of a StateChange: INVALID_REQUEST with
+    short details that echo no megabyte; the daemon keeps serving."""
+    d, port = await started(daemon_factory)
+    stub = stub_for(port)
+    megabyte = "y" * (1 << 20)
+    hostile = [
+        pb.StateChange(),
+        change(resource_name=megabyte),
+        change(resource_name="a/b"),
+        change(resource_name="bad\x00name"),
+        change(transition_id=megabyte),
+        change(source=megabyte),
+        change(current_state=megabyte),
+        change(target_state=megabyte),
+        change(resource_type=2**31 - 1),
+        change(timestamp_ns=-(2**63)),
+    ]
+    for request in hostile:
+        answer = await stub.SendStateChange(request)
+        assert answer.error_code == pb.ErrorCode.INVALID_REQUEST, request.resource_name[:20]
+        assert 0 < len(answer.error_details) < 1000
+        assert len(answer.transition_id) <= 1100
+    assert d.process is not None
+    assert d.process.poll() is None

@@ -12,9 +12,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +30,10 @@ UNIT = ROOT / "statemanager.service"
 STATEMANAGER = Path(sys.executable).parent / "statemanager"
 
 
-def rendered_unit() -> str:
-    """The committed unit with ExecStart pointing at this checkout's venv (nothing else)."""
+def rendered_unit(args: str = "") -> str:
+    """The committed unit with ExecStart pointing at this checkout's venv (plus `args`)."""
     text = UNIT.read_text()
-    exec_start = f"ExecStart={STATEMANAGER} run"
+    exec_start = f"ExecStart={STATEMANAGER} run{args}"
     rendered, n = re.subn(r"^ExecStart=.*$", exec_start, text, flags=re.MULTILINE)
     assert n == 1
     return rendered
@@ -141,9 +143,13 @@ def user_manager(tmp_path: Path, debian_tool: Callable[[str, str], str]) -> Iter
             proc.wait()
 
 
-def install(manager: UserManager, tmp_path: Path, etcd: LocalEtcd, log: Path) -> None:
+def install(
+    manager: UserManager, etcd: LocalEtcd, log: Path, args: str = "", extra: str = ""
+) -> int:
+    """Install the unit with a test drop-in (`extra` appended to it); returns the metrics port."""
     units = manager.config / "systemd" / "user"
-    (units / "statemanager.service").write_text(rendered_unit())
+    (units / "statemanager.service").write_text(rendered_unit(args))
+    port = free_port()
     dropin = units / "statemanager.service.d"
     dropin.mkdir()
     (dropin / "test.conf").write_text(
@@ -159,11 +165,12 @@ def install(manager: UserManager, tmp_path: Path, etcd: LocalEtcd, log: Path) ->
         "# Short enough for a test to watch it fire.\n"
         "WatchdogSec=3s\nRestartSec=1s\n"
         f"Environment=STATEMANAGER_ETCD_ENDPOINTS={etcd.endpoint}\n"
-        f"Environment=STATEMANAGER_METRICS_ADDRESS=127.0.0.1:{free_port()}\n"
+        f"Environment=STATEMANAGER_METRICS_ADDRESS=127.0.0.1:{port}\n"
         "Environment=STATEMANAGER_ETCD_TIMEOUT_SECONDS=1 STATEMANAGER_LOG_FORMAT=json\n"
-        "Environment=STATEMANAGER_TEST_HOOKS=1\n"
+        "Environment=STATEMANAGER_TEST_HOOKS=1\n" + extra
     )
     manager.systemctl("daemon-reload")
+    return port
 
 
 def events(log: Path, name: str) -> list[dict[str, object]]:
@@ -178,29 +185,50 @@ def events(log: Path, name: str) -> list[dict[str, object]]:
     return out
 
 
+def gauge(port: int, name: str) -> float:
+    """One unlabelled sample of the daemon's /metrics (`statemanager_ready` follows /readyz)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        scrape = resp.read().decode()
+    return next(float(line.split()[1]) for line in scrape.splitlines() if line.split()[0] == name)
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def test_unit_lifecycle_under_real_systemd(user_manager: UserManager, tmp_path: Path) -> None:
-    """Active only after the first sync; STATUS says what it does; a wedged loop is killed by the
-    watchdog and restarted; `systemctl stop` ends it within a second with exit 0."""
+    """With etcd down at boot, `systemctl start` succeeds (active, STATUS says it waits for
+    etcd, not ready) instead of timing out; it syncs when etcd comes; a wedged loop is killed
+    by the watchdog, with every thread's stack in the log, and restarted; `systemctl stop`
+    ends it within a second with exit 0."""
     assert shutil.which("nsenter") and shutil.which("unshare")
     etcd = LocalEtcd(tmp_path / "etcd", free_port(), free_port())
     log = tmp_path / "daemon.log"
-    install(user_manager, tmp_path, etcd, log)
+    port = install(user_manager, etcd, log)
     try:
-        # etcd is not running yet: the daemon starts but cannot sync, so it is not ready.
-        user_manager.systemctl("start", "--no-block", "statemanager.service")
+        # etcd is not running yet: `enable --now` at boot must not block and fail.
+        started = time.monotonic()
+        user_manager.systemctl("start", "statemanager.service")
+        print(f"\nsystemctl start with etcd down took {time.monotonic() - started:.2f} s")
         state = user_manager.wait_for(
             "an unreachable etcd reported in STATUS",
             lambda s: "etcd unreachable" in s["StatusText"], "ActiveState", "StatusText",
         )  # fmt: skip
-        assert state["ActiveState"] == "activating"
+        assert state["ActiveState"] == "active"
+        assert state["StatusText"].startswith("waiting for etcd: "), state
+        assert gauge(port, "statemanager_ready") == 0 and gauge(port, "statemanager_synced") == 0
         assert not events(log, "synced")
 
         etcd.start()
         state = user_manager.wait_for(
-            "active", lambda s: s["ActiveState"] == "active", "ActiveState", "StatusText", "MainPID"
-        )
-        assert events(log, "synced"), "READY=1 must come after the first full sync"
-        assert state["StatusText"].startswith("watching etcd at revision")
+            "the first sync", lambda s: s["StatusText"].startswith("watching etcd at revision"),
+            "ActiveState", "StatusText", "MainPID",
+        )  # fmt: skip
+        assert events(log, "synced")
+        wait_until("ready (/readyz 200)", lambda: gauge(port, "statemanager_ready") == 1)
         first_pid = int(state["MainPID"])
 
         # Wedge the event loop (test hook): no more watchdog pings, so systemd kills and restarts.
@@ -211,7 +239,12 @@ def test_unit_lifecycle_under_real_systemd(user_manager: UserManager, tmp_path: 
             and int(s["MainPID"]) not in (0, first_pid),
             "NRestarts", "ActiveState", "MainPID", timeout=30,
         )  # fmt: skip
-        print(f"\nwatchdog restart: NRestarts={state['NRestarts']}")
+        print(f"watchdog restart: NRestarts={state['NRestarts']}")
+        # faulthandler: the watchdog's SIGABRT printed where every thread was.
+        text = log.read_text()
+        assert "Fatal Python error: Aborted" in text
+        assert "Current thread" in text and "most recent call first" in text
+        assert "metrics-http" in text or text.count("Thread 0x") >= 2
 
         started = time.monotonic()
         user_manager.systemctl("stop", "statemanager.service")
@@ -222,3 +255,92 @@ def test_unit_lifecycle_under_real_systemd(user_manager: UserManager, tmp_path: 
         assert took < 1.0
     finally:
         etcd.stop()
+
+
+def test_reload_and_unexpected_signals(user_manager: UserManager, tmp_path: Path) -> None:
+    """`systemctl reload` applies a new log level and names settings that need a restart; a
+    bad file on reload changes nothing; SIGUSR1 no longer ends the daemon silently: it logs,
+    exits 138 and systemd restarts it."""
+    etcd = LocalEtcd(tmp_path / "etcd", free_port(), free_port())
+    etcd.start()
+    log = tmp_path / "daemon.log"
+    config = tmp_path / "sm.toml"
+    config.write_text('[log]\nlevel = "info"\n')
+    # The drop-in's variables would win over the file: leave the level to the file.
+    install(user_manager, etcd, log, args=f" --config {config}")
+    try:
+        user_manager.systemctl("start", "statemanager.service")
+        wait_until("the first sync", lambda: bool(events(log, "synced")))
+        pid = user_manager.show("MainPID")["MainPID"]
+
+        config.write_text('[log]\nlevel = "debug"\n[ha]\nlease_ttl_seconds = 7\n')
+        user_manager.systemctl("reload", "statemanager.service")
+        wait_until("the reload line", lambda: bool(events(log, "reloaded")))
+        (reloaded,) = events(log, "reloaded")
+        assert reloaded["changed"] == {"log_level": ["info", "debug"]}
+        assert reloaded["restart_needed"] == ["ha_lease_ttl_seconds"]
+
+        config.write_text('[log]\nlevel = "loud"\n')
+        user_manager.systemctl("reload", "statemanager.service")
+        wait_until("the failed reload line", lambda: bool(events(log, "reload_failed")))
+        assert "log.level" in str(events(log, "reload_failed")[0]["error"])
+        state = user_manager.show("ActiveState", "MainPID", "NRestarts")
+        assert state == {"ActiveState": "active", "MainPID": pid, "NRestarts": "0"}
+
+        config.write_text('[log]\nlevel = "info"\n')
+        user_manager.systemctl("kill", "-s", "USR1", "statemanager.service")
+        state = user_manager.wait_for(
+            "a restart after SIGUSR1",
+            lambda s: s["NRestarts"] == "1" and s["ActiveState"] == "active"
+            and s["MainPID"] not in ("0", pid),
+            "NRestarts", "ActiveState", "MainPID",
+        )  # fmt: skip
+        stopping = [e for e in events(log, "stopping") if e.get("signal") == "SIGUSR1"]
+        assert stopping and stopping[0]["exit_code"] == 128 + signal.SIGUSR1, stopping
+        assert stopping[0]["level"] == "warning"
+    finally:
+        etcd.stop()
+
+
+def test_config_error_fails_the_unit_without_restarts(
+    user_manager: UserManager, tmp_path: Path
+) -> None:
+    """Exit 2 (configuration error) is not restarted: the unit fails at once, and the error is
+    a JSON line like every other."""
+    etcd = LocalEtcd(tmp_path / "etcd", free_port(), free_port())
+    log = tmp_path / "daemon.log"
+    install(user_manager, etcd, log, extra="Environment=STATEMANAGER_HA_LEASE_TTL_SECONDS=1\n")
+    user_manager.systemctl("start", "statemanager.service", check=False)
+    state = user_manager.wait_for(
+        "the unit to fail", lambda s: s["ActiveState"] == "failed",
+        "ActiveState", "SubState", "Result", "ExecMainStatus", "NRestarts",
+    )  # fmt: skip
+    # A unit about to restart would be `activating`/`auto-restart`, not `failed`.
+    assert state == {
+        "ActiveState": "failed", "SubState": "failed", "Result": "exit-code",
+        "ExecMainStatus": "2", "NRestarts": "0",
+    }  # fmt: skip
+    (error,) = events(log, "invalid_config")
+    assert error["level"] == "error" and "STATEMANAGER_HA_LEASE_TTL_SECONDS" in str(error["error"])
+
+
+def test_start_limit_stops_a_crash_loop(user_manager: UserManager, tmp_path: Path) -> None:
+    """A daemon that fails at every start (its metrics port taken: exit 1) is restarted, but
+    the start limit (5 starts in 60 s) leaves it failed rather than looping forever."""
+    etcd = LocalEtcd(tmp_path / "etcd", free_port(), free_port())
+    log = tmp_path / "daemon.log"
+    port = install(user_manager, etcd, log)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        user_manager.systemctl("start", "statemanager.service", check=False)
+        # `failed`/`failed` is final: a unit that will be restarted shows `auto-restart`.
+        state = user_manager.wait_for(
+            "the start limit to leave it failed",
+            lambda s: (s["ActiveState"], s["SubState"]) == ("failed", "failed")
+            and int(s["NRestarts"]) > 0,
+            "ActiveState", "SubState", "Result", "NRestarts", timeout=60,
+        )  # fmt: skip
+    print(f"\nstart limit: gave up after {state['NRestarts']} restarts ({state['Result']})")
+    # StartLimitBurst=5 starts ran (the restart systemd then counted was refused), no more.
+    assert len(events(log, "metrics_bind_failed")) == 5

@@ -84,7 +84,12 @@ def test_health_before_sync_after_sync_and_when_etcd_breaks() -> None:
     health = Health(stuck_after=10, clock=lambda: now[0])
     assert health.liveness() == (True, "alive")
     assert not health.readiness()[0]
-    assert health.status_line() == "starting: listing etcd"
+    assert health.status_line() == "waiting for etcd: listing etcd"
+    health.broken("etcd unreachable (unavailable): connection refused")
+    assert (
+        health.status_line()
+        == "waiting for etcd: etcd unreachable (unavailable): connection refused"
+    )
     health.watching(5)
     assert health.status_line() == "syncing: writing the states of etcd revision 5"
     health.synced()
