@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 from statemanager.keys import KeyLayout, name_problem
 
@@ -62,20 +63,30 @@ def encode(trigger: Trigger) -> bytes:
 
 def decode(layout: KeyLayout, key: bytes, value: bytes, mod_revision: int) -> Trigger | None:
     """The trigger stored at `key`, or None when the key or value is not one we wrote."""
-    prefix = trigger_prefix(layout).encode()
-    if not key.startswith(prefix):
+    record = _record(trigger_prefix(layout), key, value)
+    if record is None:
         return None
-    package = key[len(prefix) :].decode("utf-8", "replace")
+    package, body = record
+    transition_id = body.get("transition_id")
+    if not isinstance(transition_id, str):
+        return None
+    return Trigger(package, transition_id, mod_revision)
+
+
+def _record(prefix: str, key: bytes, value: bytes) -> tuple[str, dict[str, Any]] | None:
+    """The package a record under `prefix` is keyed by and its JSON object, or None when the
+    key or value is not one we wrote."""
+    raw = prefix.encode()
+    if not key.startswith(raw):
+        return None
+    package = key[len(raw) :].decode("utf-8", "replace")
     if name_problem(package):
         return None
     try:
         body = json.loads(value)
-        transition_id = body["transition_id"]
-    except (ValueError, KeyError, TypeError, RecursionError):
+    except (ValueError, RecursionError):
         return None
-    if not isinstance(transition_id, str):
-        return None
-    return Trigger(package, transition_id, mod_revision)
+    return (package, body) if isinstance(body, dict) else None
 
 
 MAX_ERROR_CHARS = 1000  # of ActionController's answer kept in a dead letter: bounds its size
@@ -120,28 +131,24 @@ def decode_dead_letter(
     layout: KeyLayout, key: bytes, value: bytes, mod_revision: int
 ) -> DeadLetter | None:
     """The dead letter stored at `key`, or None when the key or value is not one we wrote."""
-    prefix = dead_letter_prefix(layout).encode()
-    if not key.startswith(prefix):
+    record = _record(dead_letter_prefix(layout), key, value)
+    if record is None:
         return None
-    package = key[len(prefix) :].decode("utf-8", "replace")
-    if name_problem(package):
-        return None
-    try:
-        body = json.loads(value)
-        fields = [body[f] for f in ("transition_id", "scenario", "error")]
-        numbers = [body[f] for f in ("revision", "refusals", "dead_lettered_at")]
-        acknowledged = body["acknowledged"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return None
-    if (
-        not all(isinstance(f, str) for f in fields)
-        or not all(_finite_number(n) for n in numbers)
-        or not isinstance(acknowledged, list)
-        or not all(isinstance(a, str) for a in acknowledged)
+    package, body = record
+    transition_id, scenario, error = (body.get(f) for f in ("transition_id", "scenario", "error"))
+    revision, refusals, at = (body.get(f) for f in ("revision", "refusals", "dead_lettered_at"))
+    acknowledged = body.get("acknowledged")
+    if not (
+        isinstance(transition_id, str)
+        and isinstance(scenario, str)
+        and isinstance(error, str)
+        and _finite_number(revision)
+        and _finite_number(refusals)
+        and _finite_number(at)
+        and isinstance(acknowledged, list)
+        and all(isinstance(a, str) for a in acknowledged)
     ):
         return None
-    transition_id, scenario, error = fields
-    revision, refusals, at = numbers
     return DeadLetter(
         Trigger(package, transition_id, int(revision)),
         scenario,
@@ -153,7 +160,7 @@ def decode_dead_letter(
     )
 
 
-def _finite_number(value: object) -> bool:
+def _finite_number(value: object) -> TypeGuard[int | float]:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
