@@ -1,11 +1,13 @@
 """Command line: `run` (the daemon), `evaluate` (what would change), `status` (why) and
-`triggers` (reconcile triggers and dead letters, in triggerscli.py)."""
+`triggers` (reconcile triggers and dead letters, in triggerscli.py); `--output json`
+documents are described in docs/cli.md."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import faulthandler
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -43,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         "run": "run the daemon until SIGTERM/SIGINT",
         "evaluate": "print every state in etcd that differs from the rules; write nothing "
         "(exit 0: all agree, 1: something differs)",
-        "status": "show packages → models → containers with states and the rule behind each",
+        "status": "show packages → models → containers with states and the rule behind each "
+        "(exit 1: a NAME matches nothing)",
         "triggers": "list pending reconcile triggers and dead letters; redeliver or drop dead "
         "letters (exit 1: a named package has none, or it could not be moved)",
     }
@@ -51,21 +54,41 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         if name == "triggers":
             triggerscli.add_arguments(sub)
-        sub.add_argument(
+        if name == "status":
+            sub.add_argument(
+                "names",
+                nargs="*",
+                metavar="NAME",
+                help="show only these packages (with their models) and models; default: all",
+            )
+        if name in ("status", "evaluate"):
+            sub.add_argument(
+                "--output",
+                choices=("text", "json"),
+                default="text",
+                help="json: one document in the versioned schema of docs/cli.md",
+            )
+        settings = sub.add_argument_group(
+            "settings",
+            "each also read from its STATEMANAGER_* variable and the --config file; "
+            "a flag wins over both",
+        )
+        settings.add_argument(
             "--config",
             type=Path,
             help="TOML config file (default /etc/statemanager/statemanager.toml, may be absent)",
         )
         for option in OPTIONS:
-            sub.add_argument(
-                option.flag,
-                dest=option.name,
-                metavar="VALUE",
-                # argparse %-formats help texts
-                help=f"{option.help} (env {option.env}; default {option.default!r})".replace(
-                    "%", "%%"
-                ),
-            )
+            if name in option.commands:
+                settings.add_argument(
+                    option.flag,
+                    dest=option.name,
+                    metavar="VALUE",
+                    # argparse %-formats help texts
+                    help=f"{option.help} (env {option.env}; default {option.default!r})".replace(
+                        "%", "%%"
+                    ),
+                )
     text = "measure the daemon's throughput, latency and footprint against a private etcd"
     bench.add_arguments(commands.add_parser("bench", help=text, description=text))
     return parser
@@ -75,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bench":
         return bench.main(args)
-    flags = {o.name: getattr(args, o.name) for o in OPTIONS}
+    # A command without a setting's flag still reads it from the environment and the file.
+    flags = {o.name: getattr(args, o.name, None) for o in OPTIONS}
     try:
         settings = load(args.config, os.environ, flags)
     except ConfigError as exc:
@@ -91,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "triggers":
             return asyncio.run(triggerscli.main(settings, args))
-        return asyncio.run(_inspect(settings, args.command))
+        return asyncio.run(_inspect(settings, args))
     except (EtcdUnavailable, EtcdError) as exc:
         print(f"statemanager: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -145,7 +169,7 @@ def _run(settings: Settings, reload: Callable[[], Settings]) -> int:
             local.stop()
 
 
-async def _inspect(settings: Settings, command: str) -> int:
+async def _inspect(settings: Settings, args: argparse.Namespace) -> int:
     client = EtcdClient.from_settings(settings)
     try:
         revision, listing = await client.snapshot(list(settings.layout.watched().values()))
@@ -153,12 +177,22 @@ async def _inspect(settings: Settings, command: str) -> int:
     finally:
         await client.close()
     snapshot = report.build(settings.layout, revision, listing, settings.inputs_max_value_bytes)
-    if command == "status":
-        who = leader[1].decode("utf-8", "replace") if leader else "none (no daemon is writing)"
-        print(f"leader: {who}")
-        print("\n".join(report.render_status(snapshot)))
-        return EXIT_OK
+    as_json = args.output == "json"
+    if args.command == "status":
+        who = leader[1].decode("utf-8", "replace") if leader else None
+        view = report.select(snapshot, args.names)
+        if as_json:
+            print(json.dumps(report.status_document(snapshot, view, who), indent=2))
+        else:
+            print(f"leader: {who or 'none (no daemon is writing)'}")
+            print("\n".join(report.render_status(snapshot, view)))
+        for name in view.unknown:
+            print(f"statemanager: no package or model named {name!r}", file=sys.stderr)
+        return EXIT_DIFFERS if view.unknown else EXIT_OK
     changes = report.differences(snapshot)
+    if as_json:
+        print(json.dumps(report.evaluate_document(snapshot, changes), indent=2))
+        return EXIT_DIFFERS if changes else EXIT_OK
     for line in report.render_differences(changes):
         print(line)
     for r in snapshot.reports:

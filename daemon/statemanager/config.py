@@ -3,7 +3,7 @@ command-line flags (SPEC §8). Validated once, at start-up; an invalid value rai
 naming the key in the form the user wrote it (file key, variable or flag).
 
 Every setting is `section.key`; its variable is `STATEMANAGER_SECTION_KEY` and its flag
-`--section-key`, so one table below defines all three.
+`--section-key`, so one table below defines all three, and which commands show the flag.
 """
 
 from __future__ import annotations
@@ -164,13 +164,38 @@ class TlsFiles:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerTls:
+    """Serve clients over TLS with this certificate; with `client_ca`, require client
+    certificates signed by it (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca: Path | None = None
+
+    def pem(self) -> tuple[bytes, bytes, bytes | None]:
+        """(private key, certificate chain, client CA), as gRPC's `ssl_server_credentials`
+        takes them."""
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return self.key_file.read_bytes(), self.cert_file.read_bytes(), ca
+
+
+# The commands whose flags a setting gets. Every command reads the whole configuration (one
+# file serves them all, so a bad value is named wherever it is read); the flags only offer what
+# the command uses.
+DAEMON_ONLY = frozenset({"run"})
+EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers"})
+
+
+@dataclass(frozen=True, slots=True)
 class Option:
-    """One setting: its dotted name, parser (raises ValueError with the reason) and help."""
+    """One setting: its dotted name, parser (raises ValueError with the reason), help, and the
+    commands that take it as a flag."""
 
     name: str
     parse: Callable[[object], Any]
     default: Any
     help: str
+    commands: frozenset[str] = DAEMON_ONLY
 
     @property
     def env(self) -> str:
@@ -190,22 +215,45 @@ OPTIONS: tuple[Option, ...] = (
         (),
         "etcd client URLs, comma-separated in the environment and on the command line; "
         "none configured: `run` starts a local development etcd",
+        commands=EVERY_COMMAND,
     ),
-    Option("etcd.timeout_seconds", _positive, 5.0, "deadline of every etcd request"),
+    Option(
+        "etcd.timeout_seconds",
+        _positive,
+        5.0,
+        "deadline of every etcd request",
+        commands=EVERY_COMMAND,
+    ),
     Option(
         "etcd.ca_file",
         _readable_file,
         None,
         "PEM CA that signs the etcd members' certificates (https endpoints; default: system CAs)",
+        commands=EVERY_COMMAND,
     ),
-    Option("etcd.cert_file", _readable_file, None, "PEM client certificate for mutual TLS"),
-    Option("etcd.key_file", _readable_file, None, "PEM client key for mutual TLS"),
-    Option("etcd.username", _optional_text, None, "etcd user (auth enabled)"),
+    Option(
+        "etcd.cert_file",
+        _readable_file,
+        None,
+        "PEM client certificate for mutual TLS",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "etcd.key_file",
+        _readable_file,
+        None,
+        "PEM client key for mutual TLS",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "etcd.username", _optional_text, None, "etcd user (auth enabled)", commands=EVERY_COMMAND
+    ),
     Option(
         "etcd.password",
         _optional_text,
         None,
         "the etcd user's password; prefer the environment or a 0600 config file",
+        commands=EVERY_COMMAND,
     ),
     Option(
         "etcd.watch_silence_seconds",
@@ -219,13 +267,45 @@ OPTIONS: tuple[Option, ...] = (
         600.0,
         "full relist and re-evaluation as a backstop (jittered ±20%)",
     ),
-    Option("prefixes.containers", _prefix, _LAYOUT.containers, "container info keys"),
-    Option("prefixes.packages", _prefix, _LAYOUT.packages, "Package spec keys"),
-    Option("prefixes.models", _prefix, _LAYOUT.models, "Model spec keys"),
-    Option("prefixes.scenarios", _prefix, _LAYOUT.scenarios, "Scenario spec keys"),
-    Option("prefixes.model_states", _prefix, _LAYOUT.model_states, "written model states"),
-    Option("prefixes.package_states", _prefix, _LAYOUT.package_states, "written package states"),
-    Option("prefixes.own", _prefix, _LAYOUT.own, "everything else the daemon keeps in etcd"),
+    Option(
+        "prefixes.containers",
+        _prefix,
+        _LAYOUT.containers,
+        "container info keys",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "prefixes.packages", _prefix, _LAYOUT.packages, "Package spec keys", commands=EVERY_COMMAND
+    ),
+    Option("prefixes.models", _prefix, _LAYOUT.models, "Model spec keys", commands=EVERY_COMMAND),
+    Option(
+        "prefixes.scenarios",
+        _prefix,
+        _LAYOUT.scenarios,
+        "Scenario spec keys",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "prefixes.model_states",
+        _prefix,
+        _LAYOUT.model_states,
+        "written model states",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "prefixes.package_states",
+        _prefix,
+        _LAYOUT.package_states,
+        "written package states",
+        commands=EVERY_COMMAND,
+    ),
+    Option(
+        "prefixes.own",
+        _prefix,
+        _LAYOUT.own,
+        "everything else the daemon keeps in etcd",
+        commands=EVERY_COMMAND,
+    ),
     Option(
         "actioncontroller.address",
         _address,
@@ -273,6 +353,19 @@ OPTIONS: tuple[Option, ...] = (
         "serve Pullpiri's StateManager gRPC service (drop-in for Pullpiri's own)",
     ),
     Option("grpc.address", _address, "127.0.0.1:47006", "host:port of that gRPC service"),
+    Option(
+        "grpc.tls_cert_file",
+        _readable_file,
+        None,
+        "PEM certificate (chain) of that service; set (with tls_key_file): TLS only",
+    ),
+    Option("grpc.tls_key_file", _readable_file, None, "PEM private key of tls_cert_file"),
+    Option(
+        "grpc.tls_client_ca_file",
+        _readable_file,
+        None,
+        "PEM CA; set: only clients with a certificate it signed are served (mutual TLS)",
+    ),
     Option("metrics.address", _address, "127.0.0.1:9479", "Prometheus /metrics host:port"),
     Option(
         "ha.node_name",
@@ -286,13 +379,20 @@ OPTIONS: tuple[Option, ...] = (
         10,
         "leader lease TTL: a dead leader is replaced within it; renewed every third of it",
     ),
-    Option("log.format", _choice(LOG_FORMATS), "auto", "auto: console on a terminal, else JSON"),
-    Option("log.level", _choice(LOG_LEVELS), "info", "lowest level logged"),
+    Option(
+        "log.format",
+        _choice(LOG_FORMATS),
+        "auto",
+        "auto: console on a terminal, else JSON",
+        commands=EVERY_COMMAND,
+    ),
+    Option("log.level", _choice(LOG_LEVELS), "info", "lowest level logged", commands=EVERY_COMMAND),
     Option(
         "inputs.max_value_bytes",
         _positive_int,
         256 * 1024,
         "larger container or spec values are rejected as bad input",
+        commands=EVERY_COMMAND,
     ),
 )
 
@@ -317,6 +417,7 @@ class Settings:
     actioncontroller_tls: TlsFiles | None
     grpc_enabled: bool
     grpc_address: str
+    grpc_tls: ServerTls | None  # None: the service is plaintext
     metrics_address: str
     ha_node_name: str
     ha_lease_ttl_seconds: int
@@ -375,14 +476,40 @@ def _tls_files(values: Mapping[str, Any], section: str, required: bool) -> TlsFi
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"{section}.ca_file {ca}: not a PEM CA certificate ({exc})") from None
     if cert is not None:
+        _load_pair(context, (f"{section}.cert_file", cert), (f"{section}.key_file", key))
+    return TlsFiles(ca, cert, key)
+
+
+def _load_pair(context: ssl.SSLContext, cert: tuple[str, Path], key: tuple[str, Path]) -> None:
+    """Load a (setting name, path) certificate and key into `context`, or name both settings."""
+    try:
+        context.load_cert_chain(str(cert[1]), str(key[1]))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{cert[0]} {cert[1]} and {key[0]} {key[1]} do not load as a pair"
+            f" ({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})"
+        ) from None
+
+
+def _grpc_tls(values: Mapping[str, Any]) -> ServerTls | None:
+    """The gRPC service's certificate, key and client CA, checked to load at start-up."""
+    cert, key, ca = (values[f"grpc.tls_{n}_file"] for n in ("cert", "key", "client_ca"))
+    if (cert is None) != (key is None):
+        raise ConfigError("grpc.tls_cert_file and grpc.tls_key_file go together")
+    if cert is None:
+        if ca is not None:
+            raise ConfigError("grpc.tls_client_ca_file needs grpc.tls_cert_file and tls_key_file")
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load_pair(context, ("grpc.tls_cert_file", cert), ("grpc.tls_key_file", key))
+    if ca is not None:
         try:
-            context.load_cert_chain(str(cert), str(key))
+            context.load_verify_locations(cafile=str(ca))
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(
-                f"{section}.cert_file {cert} and {section}.key_file {key} do not load as a pair"
-                f" ({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})"
+                f"grpc.tls_client_ca_file {ca}: not a PEM CA certificate ({exc})"
             ) from None
-    return TlsFiles(ca, cert, key)
+    return ServerTls(cert, key, ca)
 
 
 def _etcd_tls(values: Mapping[str, Any]) -> TlsFiles | None:
@@ -449,6 +576,7 @@ def load(
         ),
         grpc_enabled=values["grpc.enabled"],
         grpc_address=values["grpc.address"],
+        grpc_tls=_grpc_tls(values),
         metrics_address=values["metrics.address"],
         ha_node_name=values["ha.node_name"],
         ha_lease_ttl_seconds=values["ha.lease_ttl_seconds"],

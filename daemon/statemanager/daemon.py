@@ -205,8 +205,13 @@ async def _serve_grpc(
         controller.confirm,
         settings.inputs_max_value_bytes,
     )
-    server = await stateservice.serve(service, settings.grpc_address)
-    log.info("grpc_serving", address=settings.grpc_address)
+    server = await stateservice.serve(service, settings.grpc_address, settings.grpc_tls)
+    tls = settings.grpc_tls
+    log.info(
+        "grpc_serving",
+        address=settings.grpc_address,
+        tls="off" if tls is None else "mutual" if tls.client_ca else "server",
+    )
     return server
 
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+# How long a refusal from etcd keeps the daemon unready without another one. While etcd
+# refuses, deferred writes are retried at least every ~15 s (work queue cap plus the writer's
+# retries); when nothing is left to write nothing is asked, so the refusal must fade on its own.
+REFUSAL_MEMORY_SECONDS = 30.0
+
 
 class Health:
     def __init__(self, stuck_after: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -19,7 +24,8 @@ class Health:
         self._watching = False
         self._problem = "listing etcd"
         self._revision = 0
-        self._refusing = ""  # why etcd refuses our writes now, in its words; "" when it does not
+        self._refusing = ""  # why etcd refused our last write, in its words; "" once it accepts
+        self._refused_at = 0.0
 
     def beat(self) -> None:
         """Called by a task on the event loop every second: proves the loop is not stuck."""
@@ -40,8 +46,16 @@ class Health:
         self._problem = problem
 
     def refusing(self, why: str) -> None:
-        """etcd refuses writes for now (`why`), or accepts them again (empty)."""
+        """etcd refused a write for now (`why`, in its words), or accepted one (empty)."""
         self._refusing = why
+        self._refused_at = self._clock()
+
+    def etcd_refusing(self) -> str:
+        """Why etcd refuses writes now; empty when it accepted the last one, or when it has not
+        refused any for REFUSAL_MEMORY_SECONDS."""
+        if self._clock() - self._refused_at >= REFUSAL_MEMORY_SECONDS:
+            return ""
+        return self._refusing
 
     def liveness(self) -> tuple[bool, str]:
         stalled = self._clock() - self._beat
@@ -53,8 +67,8 @@ class Health:
         alive, why = self.liveness()
         if not alive:
             return False, why
-        if self._refusing:
-            return False, f"etcd refuses writes: {self._refusing}"
+        if refusing := self.etcd_refusing():
+            return False, f"etcd refuses writes: {refusing}"
         if not self._synced:
             return False, f"first sync not done ({self._problem or 'writing states'})"
         if not self._watching:
@@ -66,8 +80,8 @@ class Health:
         it says so: the unit is already active then, but not ready (/readyz)."""
         if not self._watching and self._problem:
             return self._problem if self._synced else f"waiting for etcd: {self._problem}"
-        if self._refusing:
-            return f"etcd refuses writes: {self._refusing}"
+        if refusing := self.etcd_refusing():
+            return f"etcd refuses writes: {refusing}"
         if not self._synced:
             return f"syncing: writing the states of etcd revision {self._revision}"
         return f"watching etcd at revision {self._revision}"

@@ -13,10 +13,9 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from statemanager.config import TlsFiles
+from statemanager.config import ServerTls, TlsFiles
 from statemanager.errors import EtcdError, EtcdUnavailable
 from statemanager.etcd import EtcdClient
 
@@ -51,16 +50,6 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-@dataclass(frozen=True, slots=True)
-class ServerTls:
-    """Serve clients over TLS with this certificate; with `client_ca`, require client
-    certificates signed by it (mutual TLS)."""
-
-    cert_file: Path
-    key_file: Path
-    client_ca: Path | None = None
 
 
 class LocalEtcd:

@@ -1,6 +1,7 @@
 """Turns dirty work keys into the state writes that make etcd agree with the rules.
 
-Purely computational. A write group is a connected set of changes: a model whose state
+Computational: no I/O, and the only state it touches is the `ours` mapping a caller passes to
+`plan`. A write group is a connected set of changes: a model whose state
 changes pulls in every package that lists it, and each such package pulls in its other models
 so their written states are brought up to date in the same transaction. After a group commits,
 every package state in etcd equals the rules applied to the model states written with it
@@ -9,7 +10,7 @@ every package state in etcd equals the rules applied to the model states written
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, replace
 
 from statemanager.index import Index, Written
@@ -39,16 +40,19 @@ class Change:
 
 
 def plan(
-    index: Index, dirty: Iterable[WorkKey], ours: Mapping[WorkKey, str] | None = None
+    index: Index, dirty: Iterable[WorkKey], ours: MutableMapping[WorkKey, str] | None = None
 ) -> list[list[Change]]:
     """Write groups for `dirty`; each group lists model changes before package changes.
 
     `ours` holds, per key, the state this daemon's own commits last wrote there: the previous
     derived state. A key whose rules still give that value but which holds something else was
     changed by someone else, and putting it back is a correction, not a transition; without an
-    entry the previous derived state is taken to be the value in etcd.
+    entry the previous derived state is taken to be the value in etcd; so a key found agreeing
+    with the rules loses its entry here (the rules may have moved to what someone else wrote,
+    and a later change away from it is a transition again).
     """
-    ours = ours or {}
+    if ours is None:
+        ours = {}
     visited: set[WorkKey] = set()
     groups: list[list[Change]] = []
     for start in dirty:
@@ -65,6 +69,8 @@ def plan(
             written = index.written(key)
             changed = new != written.value
             correction = changed and key in ours and ours[key] == new
+            if not changed:
+                ours.pop(key, None)
             if key.resource is Resource.MODEL:
                 if not changed:
                     continue

@@ -1,6 +1,7 @@
 """How etcd's refusals are reported: a metric per refusal, and while etcd refuses writes for
 now (space quota alarm, too many requests) a readiness reason, a gauge and one log line when it
-starts and one when it ends. Retrying and splitting are the callers' business (errors.py)."""
+starts and one when a write is accepted again. Retrying and splitting are the callers' business
+(errors.py)."""
 
 from __future__ import annotations
 
@@ -21,22 +22,17 @@ class RefusalReport:
     def __init__(self, metrics: Metrics, health: Health) -> None:
         self._metrics = metrics
         self._health = health
-        self._refusing = False
+        metrics.etcd_refusing_writes.set_function(lambda: 1.0 if health.etcd_refusing() else 0.0)
 
     def refused(self, reason: str, message: str) -> None:
         self._metrics.etcd_refusals.labels(reason).inc()
         if reason not in _NOT_NOW:
             return  # the caller splits or skips the request and says so
-        if not self._refusing:
+        if not self._health.etcd_refusing():
             log.error("etcd_refusing_writes", reason=reason, error=message)
-        self._refusing = True
-        self._metrics.etcd_refusing_writes.set(1)
         self._health.refusing(message)
 
     def accepted(self) -> None:
-        if not self._refusing:
-            return
-        self._refusing = False
-        self._metrics.etcd_refusing_writes.set(0)
-        self._health.refusing("")
-        log.info("etcd_accepting_writes")
+        if self._health.etcd_refusing():
+            log.info("etcd_accepting_writes")
+            self._health.refusing("")

@@ -20,6 +20,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError, Message
 
+from statemanager.config import ServerTls
 from statemanager.errors import BadInput, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.etcd import TXN_LIMITS, Delete, Fence, Guard, KeyValue, Put
 from statemanager.index import Index
@@ -369,9 +370,18 @@ def _handler(
     )
 
 
-async def serve(service: StateService, address: str) -> grpc.aio.Server:
+async def serve(service: StateService, address: str, tls: ServerTls | None) -> grpc.aio.Server:
+    """Start serving on `address`: plaintext, or only TLS with `tls` (and only clients whose
+    certificate `tls.client_ca` signed, when it is set)."""
     server = grpc.aio.server()
     add_to_server(service, server)
-    server.add_insecure_port(address)
+    if tls is None:
+        server.add_insecure_port(address)
+    else:
+        key, chain, client_ca = tls.pem()
+        credentials = grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
+        server.add_secure_port(address, credentials)
     await server.start()
     return server

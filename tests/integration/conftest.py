@@ -317,7 +317,9 @@ class Certs:
     server_key: Path
     client_cert: Path
     client_key: Path
-    other_ca: Path  # a CA that signed nothing here: verification against it must fail
+    other_ca: Path  # signed none of the above: verification against it must fail
+    stranger_cert: Path  # a client pair signed by other_ca, not by ca
+    stranger_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -335,15 +337,15 @@ def certs(
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key",
                  "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}", cwd=d)  # fmt: skip
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
+    for name, ca in (("server", "ca"), ("client", "ca"), ("stranger", "other-ca")):
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
                  "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)  # fmt: skip
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
                  "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
                  "-extfile", "san.ext", cwd=d)  # fmt: skip
     return Certs(
         d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key",
-        d / "other-ca.pem",
+        d / "other-ca.pem", d / "stranger.pem", d / "stranger.key",
     )  # fmt: skip
 
 

@@ -126,6 +126,146 @@ def test_help(command: list[str]) -> None:
         )
 
 
+@pytest.mark.parametrize("command", ["evaluate", "status"])
+def test_read_only_commands_show_only_their_flags(command: str) -> None:
+    """`evaluate`/`status --help` list etcd, prefix, log and input flags, not the daemon's;
+    `run --help` lists those too, and a daemon flag given to `status` is a usage error."""
+
+    def help_text(cmd: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "statemanager", cmd, "--help"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+
+    shown, run = help_text(command), help_text("run")
+    for flag in ("--grpc-enabled", "--metrics-address", "--ha-node-name",
+                 "--actioncontroller-address", "--etcd-watch-silence-seconds"):  # fmt: skip
+        assert flag not in shown and flag in run, flag
+    for flag in ("--etcd-endpoints", "--etcd-ca-file", "--prefixes-own", "--log-level",
+                 "--inputs-max-value-bytes", "--output"):  # fmt: skip
+        assert flag in shown, flag
+    refused = subprocess.run(
+        [sys.executable, "-m", "statemanager", command, "--grpc-enabled", "true"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "unrecognized arguments: --grpc-enabled" in refused.stderr
+
+
+async def _shop_and_billing(etcd: Etcd) -> None:
+    await etcd.package("shop", ["web", "db"])
+    await etcd.package("billing", ["ledger"])
+    await etcd.container("w1", "running", "web")
+    await etcd.container("d1", "exited", "db", ExitCode=1)
+    await etcd.container("l1", "running", "ledger")
+    await etcd.container("s1", "running", "stray")  # a model in no package
+
+
+async def test_status_filters_by_package_or_model_name(
+    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout
+) -> None:
+    """`status NAME…` shows a named package with all its models, a named model under each
+    package listing it; a name matching nothing is named on stderr with exit 1."""
+    await _shop_and_billing(etcd)
+    everything = cli(["status"], etcd_endpoint, layout)
+    assert everything.returncode == 0, everything.stderr
+    assert "package billing: Running" in everything.stdout
+    assert "  model stray: Running" in everything.stdout
+
+    shop = cli(["status", "shop"], etcd_endpoint, layout)
+    assert shop.returncode == 0, shop.stderr
+    lines = shop.stdout.splitlines()
+    assert any(line.startswith("package shop: Degraded (P3") for line in lines)
+    assert any(line.startswith("  model web: Running") for line in lines)
+    assert any(line.startswith("  model db: Failed") for line in lines)
+    assert "billing" not in shop.stdout and "ledger" not in shop.stdout
+    assert "stray" not in shop.stdout
+
+    models = cli(["status", "db", "stray"], etcd_endpoint, layout)
+    assert models.returncode == 0, models.stderr
+    lines = models.stdout.splitlines()
+    assert any(line.startswith("package shop: Degraded") for line in lines)
+    assert any(line.startswith("  model db: Failed") for line in lines)
+    assert "model web" not in models.stdout and "billing" not in models.stdout
+    assert lines[lines.index("models in no package:") + 1].startswith("  model stray: Running")
+
+    missing = cli(["status", "shop", "nope"], etcd_endpoint, layout)
+    assert missing.returncode == 1
+    assert "package shop: Degraded" in missing.stdout
+    assert missing.stderr.strip() == "statemanager: no package or model named 'nope'"
+
+
+async def test_status_json_follows_its_schema(
+    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: Callable[[], Daemon]
+) -> None:
+    """`status --output json` is one JSON document, schema statemanager.status/v1: packages
+    with the models shown, models with state, rule, reason, written value and containers."""
+    await _shop_and_billing(etcd)
+    d = daemon_factory()
+    d.env["STATEMANAGER_HA_NODE_NAME"] = "node-json"
+    d.start()
+    await d.wait_synced()
+    await states_are(etcd, {"pkg:shop": "Degraded", "db": "Failed"})
+    result = cli(["status", "--output", "json", "shop"], etcd_endpoint, layout)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "statemanager.status/v1"
+    assert doc["leader"] == "node-json"
+    assert isinstance(doc["revision"], int) and doc["revision"] > 0
+    assert doc["packages"] == [
+        {"name": "shop", "state": "Degraded", "rule": "P3", "reason": "1 of 2 models Failed",
+         "written": "Degraded", "models": ["web", "db"]},
+    ]  # fmt: skip
+    assert [m["name"] for m in doc["models"]] == ["db", "web"]
+    db = doc["models"][0]
+    assert db == {
+        "name": "db", "state": "Failed", "rule": "M2", "reason": "1 of 1 containers dead",
+        "written": "Failed", "packages": ["shop"],
+        "containers": [{"id": "d1", "status": "exited", "class": "dead"}],
+    }  # fmt: skip
+    assert doc["not_found"] == [] and doc["problems"] == []
+
+    await etcd.put(layout.containers + "junk", "{not json")
+    whole = cli(["status", "--output", "json", "ghost"], etcd_endpoint, layout)
+    assert whole.returncode == 1
+    assert json.loads(whole.stdout)["not_found"] == ["ghost"]
+    unfiltered = json.loads(cli(["status", "--output", "json"], etcd_endpoint, layout).stdout)
+    assert {p["name"] for p in unfiltered["packages"]} == {"shop", "billing"}
+    assert "stray" in {m["name"] for m in unfiltered["models"]}
+    assert [(p["key"], p["kind"], p["rejected"]) for p in unfiltered["problems"]] == [
+        (layout.containers + "junk", "invalid_json", True)
+    ]
+
+
+async def test_evaluate_json_follows_its_schema(
+    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout
+) -> None:
+    """`evaluate --output json` (schema statemanager.evaluate/v1) lists each change with the
+    written and derived value and the rule; exit 1 while they differ, 0 with `agree` true."""
+    await etcd.package("shop", ["web"])
+    await etcd.container("w1", "dead", "web")
+    await etcd.put(f"{layout.model_states}web/state", "Running")
+    result = cli(["evaluate", "--output", "json"], etcd_endpoint, layout)
+    assert result.returncode == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "statemanager.evaluate/v1"
+    assert doc["agree"] is False
+    assert doc["changes"] == [
+        {"resource": "package", "name": "shop", "written": None, "derived": "Error",
+         "rule": "P2", "reason": "all 1 models Failed"},
+        {"resource": "model", "name": "web", "written": "Running", "derived": "Failed",
+         "rule": "M2", "reason": "1 of 1 containers dead"},
+    ]  # fmt: skip
+    await etcd.put(f"{layout.model_states}web/state", "Failed")
+    await etcd.put(f"{layout.package_states}shop/state", "Error")
+    agreed = cli(["evaluate", "--output", "json"], etcd_endpoint, layout)
+    assert agreed.returncode == 0, agreed.stderr
+    assert json.loads(agreed.stdout) | {"revision": 0} == {
+        "schema": "statemanager.evaluate/v1", "revision": 0, "agree": True, "changes": [],
+        "problems": [],
+    }  # fmt: skip
+
+
 def test_unreachable_etcd_is_a_clear_error(layout: KeyLayout) -> None:
     """`status` against an etcd that is not there fails with exit 3 and a one-line reason."""
     result = cli(["status"], "http://127.0.0.1:9", layout, STATEMANAGER_ETCD_TIMEOUT_SECONDS="1")

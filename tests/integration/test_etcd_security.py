@@ -11,10 +11,10 @@ from pathlib import Path
 import aetcd
 import pytest
 
-from statemanager.config import TlsFiles
+from statemanager.config import ServerTls, TlsFiles
 from statemanager.etcd import EtcdClient, Put
 from statemanager.keys import KeyLayout
-from statemanager.localetcd import LocalEtcd, ServerTls, find_etcd, free_port
+from statemanager.localetcd import LocalEtcd, find_etcd, free_port
 
 from conftest import Certs, Daemon, Etcd, cli, daemon_env, eventually
 from fleet import Churn, converged

@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import grpc
 import pytest
 
+from statemanager.keys import KeyLayout
 from statemanager.localetcd import free_port
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
-from conftest import Daemon, Etcd, eventually, states_are
+from conftest import Certs, Daemon, Etcd, cli, eventually, states_are
 
 
 def serving(d: Daemon, node: str = "node-a") -> int:
@@ -281,7 +283,7 @@ async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
 
     odd = pb.ContainerInfo(id="e1")  # every other field empty: a container of unknown status
     answer = await stub.SendChangedContainerList(listing(odd))
-    assert answer.resp == "stored 1 containers of node node-1, deleted 0"
+    assert answer.resp == "stored 1 containers of node node-good, deleted 0"
     assert await node_keys(etcd) == {"e1"}
     assert d.process is not None
     assert d.process.poll() is None
@@ -316,3 +318,90 @@ async def test_hostile_state_changes_get_clean_answers(
         assert len(answer.transition_id) <= 1100
     assert d.process is not None
     assert d.process.poll() is None
+
+
+def _tls_channel(port: int, ca: Path, pair: tuple[Path, Path] | None) -> grpc.aio.Channel:
+    """A channel that verifies the server against `ca`, presenting `pair` (cert, key) if set."""
+    cert, key = pair or (None, None)
+    credentials = grpc.ssl_channel_credentials(
+        ca.read_bytes(), key.read_bytes() if key else None, cert.read_bytes() if cert else None
+    )
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials)
+
+
+async def _container_list(channel: grpc.aio.Channel, cid: str) -> pb.SendContainerListResponse:
+    async with channel:
+        stub = pb_grpc.StateManagerConnectionStub(channel)  # type: ignore[no-untyped-call]
+        # One node per call: a node's list replaces what that node listed before.
+        request = pb.ContainerList(
+            node_name=f"node-{cid}", containers=[container(cid, "running", "m")]
+        )
+        answer: pb.SendContainerListResponse = await stub.SendChangedContainerList(
+            request, timeout=10
+        )
+        return answer
+
+
+async def _refused(channel: grpc.aio.Channel, cid: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _container_list(channel, cid)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-tls", "mutual-tls"])
+async def test_service_over_tls(
+    mutual: bool, etcd: Etcd, certs: Certs, daemon_factory: Callable[[], Daemon]
+) -> None:
+    """With a certificate the service speaks only TLS; with a client CA it serves only clients
+    presenting a certificate that CA signed. Refused calls fail UNAVAILABLE and write nothing."""
+    d = daemon_factory()
+    port = serving(d)
+    d.env.update(STATEMANAGER_GRPC_TLS_CERT_FILE=str(certs.server_cert),
+                 STATEMANAGER_GRPC_TLS_KEY_FILE=str(certs.server_key))  # fmt: skip
+    if mutual:
+        d.env["STATEMANAGER_GRPC_TLS_CLIENT_CA_FILE"] = str(certs.ca)
+    d.start()
+    await d.wait_synced()
+    assert d.events("grpc_serving")[0]["tls"] == ("mutual" if mutual else "server")
+
+    client = (certs.client_cert, certs.client_key)
+    answer = await _container_list(_tls_channel(port, certs.ca, client), "good")
+    assert answer.resp == "stored 1 containers of node node-good, deleted 0"
+    assert await etcd.get(etcd.layout.containers + "good") is not None
+
+    await _refused(grpc.aio.insecure_channel(f"127.0.0.1:{port}"), "plaintext")
+    await _refused(_tls_channel(port, certs.other_ca, client), "unverified-server")
+    without_cert = _tls_channel(port, certs.ca, None)
+    stranger = _tls_channel(port, certs.ca, (certs.stranger_cert, certs.stranger_key))
+    if mutual:
+        await _refused(without_cert, "no-cert")
+        await _refused(stranger, "stranger")
+    else:
+        await _container_list(without_cert, "no-cert")
+        await _container_list(stranger, "stranger")
+    written = {
+        kv.key.decode() for kv in await etcd.client.get_prefix(etcd.layout.containers.encode())
+    }
+    expected = ["good"] if mutual else ["good", "no-cert", "stranger"]
+    assert written == {etcd.layout.containers + cid for cid in expected}
+
+
+@pytest.mark.parametrize(
+    ("files", "named"),
+    [
+        ({"CERT": "server_cert"}, "grpc.tls_cert_file and grpc.tls_key_file go together"),
+        ({"CLIENT_CA": "ca"}, "grpc.tls_client_ca_file needs grpc.tls_cert_file"),
+        ({"CERT": "client_cert", "KEY": "server_key"}, "do not load as a pair"),
+        ({"CERT": "server_cert", "KEY": "server_key", "CLIENT_CA": "server_key"},
+         "grpc.tls_client_ca_file"),
+    ],
+)  # fmt: skip
+def test_grpc_tls_settings_checked_at_start(
+    files: dict[str, str], named: str, certs: Certs, etcd_endpoint: str, layout: KeyLayout
+) -> None:
+    """A lone certificate or CA, a certificate and key that do not match, or a client CA that is
+    not a certificate stop `run` with exit 2 and a line naming the setting."""
+    env = {f"STATEMANAGER_GRPC_TLS_{k}_FILE": str(getattr(certs, v)) for k, v in files.items()}
+    result = cli(["run"], etcd_endpoint, layout, STATEMANAGER_GRPC_ENABLED="true", **env)
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1

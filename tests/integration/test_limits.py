@@ -1,10 +1,12 @@
-"""etcd's request limits against a real etcd: listings paged by response size."""
+"""etcd's response limit against a real etcd: listings paged by response size, never fatal."""
 
 from __future__ import annotations
 
+import json
+
 from statemanager.etcd import EtcdClient
 
-from conftest import Etcd
+from conftest import Daemon, Etcd, states_are
 
 
 async def test_listing_pages_halve_when_a_response_is_too_large(
@@ -22,3 +24,29 @@ async def test_listing_pages_halve_when_a_response_is_too_large(
         await client.close()
     assert [kv.key.decode() for kv in listing[prefix]] == [f"{prefix}big{i:02}" for i in range(40)]
     assert revision > 0
+
+
+async def test_daemon_starts_over_a_listing_larger_than_64_mib(
+    private: Etcd, make_daemon: type[Daemon]
+) -> None:
+    """300 container values of 240 KB (each under inputs.max_value_bytes, 72 MB together, over
+    the 64 MiB receive limit in one page): the daemon lists them in smaller pages and syncs."""
+    padding = "x" * 240_000
+    for i in range(300):
+        doc = {
+            "id": f"c{i:03}",
+            "names": [f"big_c{i:03}"],
+            "state": {"Status": "running"},
+            "annotation": {"io.pullpiri.annotations.model": "big"},
+            "stats": {"padding": padding},
+        }
+        await private.put(f"{private.layout.containers}c{i:03}", json.dumps(doc))
+    await private.package("p", ["big"])
+    d = make_daemon()
+    d.start()
+    await d.wait_synced(timeout=90)
+    await states_are(private, {"big": "Running", "pkg:p": "Running"})
+    assert d.events("etcd_page_halved")
+    assert 'statemanager_containers{status="running"} 300.0' in d.scrape()
+    assert d.process is not None
+    assert d.process.poll() is None, d.tail()

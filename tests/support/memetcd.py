@@ -17,16 +17,18 @@ against it and a real etcd and compares the answers.
 Faults are injected by the test: `outage()` (every request fails and open watches break until
 `restore()`), `lose_next_txn_response()` (commits, then the caller sees EtcdUnavailable),
 `refuse_next_txn()` (etcd's refusal, nothing applied), `break_watches()`, `silence_watches()`
-(open streams deliver nothing, not even progress notifications, until broken), `compact()`.
+(open streams deliver nothing, not even progress notifications, until broken), `compact()`,
+`before_next_txn(action)` (another writer commits first). `txn_log` records every guarded
+transaction with the fence it carried, for invariants such as "no write without the lead".
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import itertools
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Literal
 
 from statemanager.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
@@ -54,7 +56,7 @@ MAX_REQUEST_BYTES = 1536 * 1024
 MIN_LEASE_TTL = 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Record:
     """A key as one revision of the store holds it (etcd's mvccpb.KeyValue)."""
 
@@ -69,7 +71,7 @@ class Record:
         return KeyValue(self.key, self.value, self.mod_revision)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Compare:
     """One compare of a transaction: `target` of `key` `op` `operand` (etcd's pb.Compare).
 
@@ -82,7 +84,7 @@ class Compare:
     operand: bytes | int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Range:
     """A read inside a transaction: one key, or every key in [key, range_end)."""
 
@@ -90,7 +92,7 @@ class Range:
     range_end: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class LeasedPut(Put):
     """A put bound to a lease (0: none)."""
 
@@ -100,7 +102,7 @@ class LeasedPut(Put):
 TxnOp = Put | Delete | Range
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RawTxnResult:
     """`responses` holds, per operation of the branch taken, the records a Range read (puts and
     deletes answer None)."""
@@ -110,7 +112,7 @@ class RawTxnResult:
     responses: tuple[list[Record] | None, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RangeResult:
     revision: int  # the store's current revision (etcd's response header), not the read one
     records: list[Record]
@@ -118,11 +120,23 @@ class RangeResult:
     count: int
 
 
-@dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxnRecord:
+    """One call of the adapter's `txn`, as etcd answered it (`lost`: the caller never heard)."""
+
+    revision: int
+    fence: Fence | None
+    succeeded: bool
+    fenced: bool
+    written: tuple[bytes, ...]
+    lost: bool = False
+
+
+@dataclasses.dataclass(slots=True)
 class _Lease:
     ttl: int
     deadline: float
-    keys: set[bytes] = field(default_factory=set)
+    keys: set[bytes] = dataclasses.field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -155,6 +169,8 @@ class MemEtcd:
         self._lose_txn_responses = 0
         self._refusals: list[EtcdError | EtcdBusy] = []
         self.requests = 0  # every request answered or failed: a cheap busy-loop detector
+        self.txn_log: list[TxnRecord] = []  # every guarded txn that reached the store
+        self._before_txn: list[Callable[[], object]] = []
 
     # -- faults -------------------------------------------------------------------------------
 
@@ -178,6 +194,11 @@ class MemEtcd:
         refusal = EtcdBusy("nospace", "etcd refused txn: mvcc: database space exceeded")
         self._refusals.append(error or refusal)
 
+    def before_next_txn(self, action: Callable[[], object]) -> None:
+        """Run `action` (say, another writer's put) just before the next guarded txn applies:
+        the race a guard or a fence exists for."""
+        self._before_txn.append(action)
+
     def break_watches(self) -> None:
         """Every open watch stream raises EtcdUnavailable, as when etcd restarts."""
         for stream in self._streams:
@@ -193,6 +214,11 @@ class MemEtcd:
     @property
     def current_revision(self) -> int:
         return self._revision
+
+    @property
+    def open_watches(self) -> int:
+        """Watch streams open now (one per watching client)."""
+        return len(self._streams)
 
     @property
     def compacted_revision(self) -> int:
@@ -388,6 +414,15 @@ class MemEtcd:
             if lease.deadline <= now:
                 self._revoke(lease_id)
 
+    def lease_of(self, key: bytes) -> int:
+        """The lease `key` is bound to now (0: none, or no such key)."""
+        record = self._latest(key)
+        return record.lease if record is not None else 0
+
+    def revoke_now(self, lease_id: int) -> None:
+        """Revoke a lease at once, as its expiry or another client's revoke would."""
+        self._revoke(lease_id)
+
     def _revoke(self, lease_id: int) -> None:
         lease = self._leases.pop(lease_id)
         if lease.timer is not None:
@@ -443,13 +478,20 @@ class MemEtcd:
         await self._request()
         if self._refusals:
             raise self._refusals.pop(0)
+        if self._before_txn:
+            self._before_txn.pop(0)()
         compares = [Compare(g.key, "mod", "==", g.mod_revision) for g in guards]
         failure: list[TxnOp] = [Range(g.key) for g in guards]
         if fence is not None:
             compares.append(Compare(fence.key, "create", "==", fence.create_revision))
             failure.append(Range(fence.key))
         result = self.txn_now(compares, ops, failure)
-        if self._lose_txn_responses:
+        lost = self._lose_txn_responses > 0
+        written = tuple(op.key for op in ops) if result.succeeded else ()
+        self.txn_log.append(
+            TxnRecord(result.revision, fence, result.succeeded, False, written, lost)
+        )
+        if lost:
             self._lose_txn_responses -= 1
             raise EtcdUnavailable("etcd txn failed: DEADLINE_EXCEEDED (applied, answer lost)")
         if result.succeeded:
@@ -461,6 +503,7 @@ class MemEtcd:
         if fence is not None:
             records = result.responses[len(guards)]
             fenced = not records or records[0].create_revision != fence.create_revision
+            self.txn_log[-1] = dataclasses.replace(self.txn_log[-1], fenced=fenced)
         return TxnResult(False, result.revision, current, fenced)
 
     async def delete(self, key: bytes) -> None:

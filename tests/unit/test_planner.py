@@ -262,3 +262,27 @@ def test_putting_back_an_error_state_is_a_correction(payment: Index) -> None:
     assert change.correction
     assert not change.entering_error
     assert not change.records_trigger
+
+
+def test_error_after_recovering_to_an_outside_value_is_a_transition(payment: Index) -> None:
+    """We wrote Error, someone wrote Running, the rules then gave Running too (nothing to
+    write), then Error again: that is a real entry into Error, with a trigger."""
+    payment.put_scenario("s", "p")
+    put(payment, "c1", DEAD, "m")
+    put(payment, "c2", DEAD, "n")
+    settled(payment)
+    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
+    payment.observe_written(package("p"), "Running", 200)  # someone else's write
+    put(payment, "c1", RUNNING, "m")
+    put(payment, "c2", RUNNING, "n")
+    payment.observe_written(model("m"), "Running", 201)
+    payment.observe_written(model("n"), "Running", 202)
+    assert plan(payment, [model("m"), model("n"), package("p")], ours) == []
+    put(payment, "c1", DEAD, "m")
+    put(payment, "c2", DEAD, "n")
+    [group] = plan(payment, [model("m"), model("n")], ours)
+    [error] = [c for c in group if c.key == package("p")]
+    assert (error.old.value, error.new) == ("Running", "Error")
+    assert error.entering_error
+    assert not error.correction
+    assert error.records_trigger

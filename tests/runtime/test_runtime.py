@@ -1,0 +1,146 @@
+"""The runtime in process on the in-memory etcd, on virtual time: guard conflicts, a fence lost
+in the middle of a batch, compaction while the watch was silent, broken streams."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from support.memetcd import MemEtcd
+from support.runtime import (
+    LAYOUT,
+    Runtime,
+    assert_fenced,
+    container,
+    disagreements,
+    package,
+    state,
+    until,
+)
+
+pytestmark = pytest.mark.looptime
+
+
+async def test_guard_conflict_replans_on_the_current_value() -> None:
+    """A state key another writer changes between plan and commit fails the guard; the daemon
+    re-plans from the value etcd returned and writes the rules' state over it, never blindly."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    container(mem, "c1", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        model_key = f"{LAYOUT.model_states}m/state".encode()
+        mem.before_next_txn(lambda: mem.put_now(model_key, b"Succeeded"))
+        container(mem, "c1", "m", "exited", exit_code=137)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        assert state(mem, "model", "m") == "Failed"
+        assert rt.sample("etcd_write_conflicts_total") == 1
+        # Running (the daemon), Succeeded (the other writer), Failed (the daemon, re-planned).
+        assert mem.range_now(model_key).records[0].version == 3
+        conflicted = [r for r in mem.txn_log if not r.succeeded]
+        assert len(conflicted) == 1 and not conflicted[0].fenced
+    assert disagreements(mem) == []
+
+
+async def test_fence_lost_mid_batch_writes_nothing_more() -> None:
+    """A first sync too large for one transaction loses its leader key after the first
+    transaction: the next one is fenced off and writes nothing; the daemon campaigns again and
+    the new leadership writes the rest, each state exactly once."""
+    mem = MemEtcd()
+    models = [f"m{i:03}" for i in range(200)]
+    for i, model in enumerate(models):
+        container(mem, f"c{i:03}", model, "running")
+
+    def revoke_leader() -> None:
+        leader = mem.txn_log[0].fence
+        assert leader is not None
+        mem.revoke_now(mem.lease_of(leader.key))
+
+    mem.before_next_txn(lambda: None)  # the first transaction commits
+    mem.before_next_txn(revoke_leader)  # the second finds the leader key gone
+    async with Runtime(mem):
+        await until(lambda: all(state(mem, "model", m) == "Running" for m in models))
+    first, fenced, *rest = mem.txn_log
+    assert first.succeeded and 0 < len(first.written) < len(models)
+    assert fenced.fenced and fenced.written == ()
+    assert rest and all(r.fence != first.fence for r in rest)
+    assert_fenced(mem)
+    for model in models:  # written once: nothing was lost or written twice
+        assert mem.range_now(f"{LAYOUT.model_states}{model}/state".encode()).records[0].version == 1
+
+
+async def test_compaction_while_silent_relists_and_finds_deletions() -> None:
+    """Deletions made while the watch was silent, then compacted away, are found by the relist
+    that the compacted resume forces: the model recovers and the deleted package loses its
+    state key."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    package(mem, "gone", ["m"])
+    container(mem, "ok", "m", "running")
+    container(mem, "bad", "m", "exited", exit_code=1)
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "gone") == "Error")
+        mem.silence_watches()
+        mem.delete_now(f"{LAYOUT.containers}bad".encode())
+        mem.delete_now(f"{LAYOUT.packages}gone".encode())
+        mem.compact(mem.current_revision)
+        await until(lambda: state(mem, "package", "gone") is None)
+        assert state(mem, "model", "m") == "Running"
+        assert state(mem, "package", "p") == "Running"
+        assert rt.sample("watch_restarts_total", reason="silent") == 1
+        assert rt.sample("watch_restarts_total", reason="compacted") == 1
+        assert rt.listings == 2
+    assert disagreements(mem) == []
+
+
+async def test_watch_resumes_after_broken_streams_without_loss() -> None:
+    """Container churn with the stream broken every few writes (more writes landing while it is
+    down) and etcd unreachable now and then: every change arrives by the watch alone (no
+    relist), the index holds each container's last status, and the states are the rules'."""
+    rng = random.Random(7)
+    mem = MemEtcd()
+    models = [f"m{i}" for i in range(5)]
+    for j in range(0, 5, 2):
+        package(mem, f"p{j}", models[j : j + 2])
+    cids = [f"c{i:02}" for i in range(20)]
+    last: dict[str, str] = {}
+
+    def churn() -> None:
+        cid = rng.choice(cids)
+        status, code = rng.choice([("running", 0), ("exited", 0), ("exited", 1), ("paused", 0)])
+        container(mem, cid, models[cids.index(cid) % 5], status, exit_code=code)
+        last[cid] = status
+
+    for _ in range(40):
+        churn()
+    async with Runtime(mem) as rt:
+
+        def restarts() -> float:
+            return rt.sample("watch_restarts_total", reason="unavailable")
+
+        await until(lambda: state(mem, "package", "p0") is not None)
+        for step in range(60):
+            churn()
+            before = restarts()
+            if step % 15 == 7:
+                mem.outage()
+                # Down: the watcher keeps retrying, each retry counted, with backoff.
+                await until(lambda: restarts() > before + 1)  # noqa: B023 - awaited here
+                mem.restore()
+            elif step % 4 == 0:
+                mem.break_watches()
+            else:
+                continue
+            churn()  # written while no stream is open: the resume must replay them
+            churn()
+            await until(lambda: restarts() > before and mem.open_watches == 1)  # noqa: B023
+        await until(lambda: disagreements(mem) == [] and rt.controller.queue.idle())
+        index = rt.controller.index
+        seen = {cid: info.status.value for m in models for cid, info in index.containers_of(m)}
+        assert seen == last
+        assert restarts() >= 15 + 4
+        assert rt.sample("watch_restarts_total", reason="compacted") == 0
+        assert rt.listings == 1
+        assert rt.sample("resync_drift_total") == 0
+    assert_fenced(mem)

@@ -1,0 +1,133 @@
+"""One daemon's runtime (watcher, election, worker) in the test process, on `MemEtcd`, and the
+helpers in-process tests use with it: a fleet writer, state reads, `evaluate`'s verdict on the
+store, and the fencing invariant over every committed transaction.
+
+Meant for `looptime`'s virtual clock (`@pytest.mark.looptime`): backoffs, lease TTLs and
+silence limits then pass instantly, and `until` waits on a condition with a virtual deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from types import TracebackType
+
+from statemanager import report
+from statemanager.controller import Controller
+from statemanager.election import Election
+from statemanager.etcd import prefix_end
+from statemanager.health import Health
+from statemanager.keys import KeyLayout
+from statemanager.metrics import Metrics
+from statemanager.watcher import Watcher
+
+from support.memetcd import MemEtcd
+
+LAYOUT = KeyLayout()
+MAX_VALUE_BYTES = 262_144
+
+
+class Runtime:
+    """One daemon's runtime (watcher, election, worker) in this process, on `mem`."""
+
+    def __init__(self, mem: MemEtcd, node: str = "node-a", ttl: int = 6) -> None:
+        self.mem = mem
+        self.metrics = Metrics()
+        self.listings = 0
+        self.controller = Controller(mem, LAYOUT, self.metrics, MAX_VALUE_BYTES)
+        self.election = Election(
+            mem, LAYOUT.own, node, ttl, self._on_leadership, clock=asyncio.get_running_loop().time
+        )
+        self.watcher = Watcher(
+            mem,
+            self.controller,
+            list(LAYOUT.watched().values()),
+            self.metrics,
+            self._on_listed,
+            silence_limit=3.0,
+            resync_interval=3600.0,
+            health=Health(stuck_after=10.0),
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _on_listed(self, _revision: int) -> None:
+        self.listings += 1
+
+    def _on_leadership(self, leading: bool) -> None:
+        if leading:
+            self.controller.mark_all()
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(f"statemanager_{name}", labels)
+        return value or 0.0
+
+    async def __aenter__(self) -> Runtime:
+        self._tasks = [
+            asyncio.create_task(self.watcher.run(), name="watcher"),
+            asyncio.create_task(self.election.run(), name="election"),
+            asyncio.create_task(self.controller.run_worker(self.election), name="worker"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        ended = [t for t in self._tasks if t.done()]
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Nothing but the stop may end a task of the daemon.
+        assert not ended, [(t.get_name(), t.exception()) for t in ended if not t.cancelled()]
+
+
+async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait (virtual time) until `condition()` holds; fail after `timeout` virtual seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def container(mem: MemEtcd, cid: str, model: str, status: str, exit_code: int = 0) -> int:
+    state = {"Status": status, "ExitCode": str(exit_code)}
+    doc = {"id": cid, "names": [f"{model}_{cid}"], "state": state}
+    doc["annotation"] = {"io.pullpiri.annotations.model": model}
+    return mem.put_now(f"{LAYOUT.containers}{cid}".encode(), json.dumps(doc).encode())
+
+
+def package(mem: MemEtcd, name: str, models: list[str]) -> int:
+    items = "".join(f"\n    - {{name: {m}, node: node-a}}" for m in models)
+    doc = f"kind: Package\nmetadata: {{name: {name}}}\nspec:\n  models:{items or ' []'}\n"
+    return mem.put_now(f"{LAYOUT.packages}{name}".encode(), doc.encode())
+
+
+def state(mem: MemEtcd, resource: str, name: str) -> str | None:
+    prefix = LAYOUT.model_states if resource == "model" else LAYOUT.package_states
+    records = mem.range_now(f"{prefix}{name}/state".encode()).records
+    return records[0].value.decode() if records else None
+
+
+def disagreements(mem: MemEtcd) -> list[str]:
+    """What `statemanager evaluate` would report for the store as it is now."""
+    prefixes = list(LAYOUT.watched().values())
+    listing = {
+        p: [r.kv() for r in mem.range_now(p.encode(), prefix_end(p.encode())).records]
+        for p in prefixes
+    }
+    snapshot = report.build(LAYOUT, mem.current_revision, listing, MAX_VALUE_BYTES)
+    return report.render_differences(report.differences(snapshot))
+
+
+def assert_fenced(mem: MemEtcd) -> None:
+    """Every committed write carried a fence that held: the leader key existed with the
+    fence's create revision just before the write's revision."""
+    for record in mem.txn_log:
+        if not record.succeeded or record.fence is None:
+            continue
+        before = mem.range_now(record.fence.key, revision=record.revision - 1).records
+        assert before and before[0].create_revision == record.fence.create_revision, record
