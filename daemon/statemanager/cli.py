@@ -44,11 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     helps = {
         "run": "run the daemon until SIGTERM/SIGINT",
         "evaluate": "print every state in etcd that differs from the rules; write nothing "
-        "(exit 0: all agree, 1: something differs)",
+        "(exit 0: all agree, 1: something differs, 2: invalid configuration, "
+        "3: etcd cannot be read)",
         "status": "show packages → models → containers with states and the rule behind each "
-        "(exit 1: a NAME matches nothing)",
+        "(exit 0; 1: a NAME matches nothing, 2: invalid configuration, 3: etcd cannot be read)",
         "triggers": "list pending reconcile triggers and dead letters; redeliver or drop dead "
-        "letters (exit 1: a named package has none, or it could not be moved)",
+        "letters (exit 0; 1: a named package has none, or it could not be moved, "
+        "2: invalid usage or configuration, 3: etcd cannot be read)",
     }
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
@@ -111,6 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(settings, lambda: load(args.config, os.environ, flags))
     if not settings.etcd_endpoints:
+        # Never silently: an operator who forgot the setting must not mistake the development
+        # etcd's (or no) answer for production's.
+        print(
+            f"statemanager: etcd.endpoints is not set: reading the development etcd at "
+            f"{DEV_ENDPOINT}",
+            file=sys.stderr,
+        )
         settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
     try:
         if args.command == "triggers":

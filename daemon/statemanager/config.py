@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from statemanager import webconfig
 from statemanager.errors import ConfigError
 from statemanager.keys import KeyLayout
+from statemanager.webconfig import WebConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/statemanager/statemanager.toml")
 LOG_FORMATS = ("auto", "json", "console")
@@ -368,6 +370,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("metrics.address", _address, "127.0.0.1:9479", "Prometheus /metrics host:port"),
     Option(
+        "metrics.web_config_file",
+        _readable_file,
+        None,
+        "exporter-toolkit web config (YAML): TLS, client certificates, basic auth for the "
+        "HTTP server",
+    ),
+    Option(
         "ha.node_name",
         _node_name,
         socket.gethostname(),
@@ -419,6 +428,7 @@ class Settings:
     grpc_address: str
     grpc_tls: ServerTls | None  # None: the service is plaintext
     metrics_address: str
+    metrics_web_config: WebConfig
     ha_node_name: str
     ha_lease_ttl_seconds: int
     log_format: str
@@ -527,6 +537,11 @@ def _credentials(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return user, password
 
 
+def _web_config(path: Path | None) -> WebConfig:
+    """The file read and checked now, so a mistake in it stops the start (exit 2)."""
+    return webconfig.load(path) if path is not None else WebConfig()
+
+
 def load(
     path: Path | None,
     env: Mapping[str, str],
@@ -578,6 +593,7 @@ def load(
         grpc_address=values["grpc.address"],
         grpc_tls=_grpc_tls(values),
         metrics_address=values["metrics.address"],
+        metrics_web_config=_web_config(values["metrics.web_config_file"]),
         ha_node_name=values["ha.node_name"],
         ha_lease_ttl_seconds=values["ha.lease_ttl_seconds"],
         log_format=values["log.format"],

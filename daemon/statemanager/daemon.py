@@ -20,12 +20,13 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, fields, replace
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import grpc
 import structlog
 
-from statemanager import __version__, logs, stateservice
+from statemanager import __version__, logs, stateservice, web
 from statemanager.actioncontroller import ActionControllerClient
 from statemanager.config import Settings
 from statemanager.controller import Controller
@@ -34,9 +35,11 @@ from statemanager.errors import ConfigError
 from statemanager.etcd import EtcdClient
 from statemanager.health import Health
 from statemanager.metrics import Metrics
+from statemanager.outage import Outage
 from statemanager.reconcile import ReconcileSender
 from statemanager.refusals import RefusalReport
 from statemanager.stateservice import StateService
+from statemanager.statuspage import StatusPage
 from statemanager.systemd import Notifier
 from statemanager.watcher import Watcher
 
@@ -45,7 +48,7 @@ log = structlog.get_logger("statemanager.daemon")
 HEARTBEAT_SECONDS = 1.0
 RESIGN_SECONDS = 2.0
 # Settings a SIGHUP applies; any other changed setting is named in the log as needing a restart.
-RELOADABLE = ("log_format", "log_level")
+RELOADABLE = ("log_format", "log_level", "metrics_web_config")
 # Signals that would end the process without a word (their default action is to terminate):
 # handled so that none does. SIGPIPE is ignored by Python already.
 _STOP_REQUESTS = (signal.SIGTERM, signal.SIGINT)
@@ -63,11 +66,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     metrics = Metrics()
     health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
     notifier = Notifier()
-    try:
-        server = metrics.serve(settings.metrics_address, health)
-    except OSError as exc:
-        log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
-        return 1
+    outage = Outage()
     client = EtcdClient.from_settings(
         settings, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
     )
@@ -96,7 +95,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     listed = asyncio.Event()
 
     def on_leadership(leading: bool) -> None:
-        metrics.leader.set(1 if leading else 0)
+        metrics.leadership(leading)
         if leading:
             controller.mark_all()  # a new leader evaluates everything once, writes differences
 
@@ -106,8 +105,14 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         settings.ha_node_name,
         settings.ha_lease_ttl_seconds,
         on_leadership,
+        outage,
     )
     stop = _handle_signals(settings, reload)
+    server = _serve_http(stop, metrics, health, controller, election, sender)
+    if server is None:
+        await client.close()
+        await actioncontroller.close()
+        return 1
 
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
@@ -131,6 +136,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         silence_limit=settings.etcd_watch_silence_seconds,
         resync_interval=settings.etcd_resync_interval_seconds,
         health=health,
+        outage=outage,
     )
     log.info(
         "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics_address
@@ -189,6 +195,37 @@ async def _supervise(
             error_type=type(failure).__name__ if failure else "CancelledError",
         )
     return code
+
+
+def _serve_http(
+    signals: _Signals,
+    metrics: Metrics,
+    health: Health,
+    controller: Controller,
+    election: Election,
+    sender: ReconcileSender,
+) -> ThreadingHTTPServer | None:
+    """/metrics, /healthz, /readyz and /status, secured as the web config file says (as of the
+    last reload); None (logged) when the address cannot be bound."""
+    settings = signals.settings
+    status = StatusPage(
+        asyncio.get_running_loop(),
+        controller.index,
+        election,
+        sender,
+        health.readiness,
+        lambda: health.revision,
+        settings.ha_node_name,
+    )
+    routes = {**web.health_routes(metrics, health), "/status": status.route}
+    try:
+        # Read at each connection: attribute reads are atomic, and SIGHUP replaces the settings.
+        return web.serve(
+            settings.metrics_address, routes, lambda: signals.settings.metrics_web_config
+        )
+    except OSError as exc:
+        log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
+        return None
 
 
 async def _serve_grpc(

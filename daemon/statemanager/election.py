@@ -44,6 +44,13 @@ class Leadership(Protocol):
     def lost(self) -> None: ...
 
 
+class Reachability(Protocol):
+    """Told how each of the election's requests went: they are the daemon's probe of etcd."""
+
+    def failed(self, error: str) -> None: ...
+    def succeeded(self) -> None: ...
+
+
 class LeaseLost(EtcdUnavailable):
     """Our lease expired (etcd says its TTL is 0): campaign again with a new one."""
 
@@ -60,6 +67,7 @@ class Election:
         node: str,
         ttl: int,
         on_change: Callable[[bool], None],
+        reachability: Reachability,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
@@ -67,8 +75,10 @@ class Election:
         self._node = node
         self._ttl = ttl
         self._on_change = on_change
+        self._reachability = reachability
         self._clock = clock
         self._leading = False
+        self._announced = False  # a leader or follower line has been logged
         self._valid_until = 0.0
         self._fence: Fence | None = None
         self._lease = 0
@@ -107,7 +117,7 @@ class Election:
 
     def lost(self) -> None:
         """A write was fenced off: stop writing now; the campaign loop finds out where we stand."""
-        self._set(False, None)
+        self._set(False, None, "a write was fenced off: our leader key is gone or replaced")
 
     async def run(self) -> None:
         """Campaign and hold leadership until cancelled; etcd outages and refusals (a lease
@@ -121,14 +131,11 @@ class Election:
                     earlier_self_forgotten = True
                 await self._campaign_and_hold(backoff)
             except (EtcdUnavailable, EtcdError) as exc:
-                self._set(False, None)
-                delay = backoff.next()
-                log.warning("election_retry", error=str(exc), retry_in=round(delay, 2))
-                await asyncio.sleep(delay)
+                await self._retry_after(exc, backoff)
 
     async def resign(self) -> None:
         """Give up leadership now (SIGTERM) so another daemon takes over without waiting."""
-        self._set(False, None)
+        self._set(False, None, "resigned: the daemon is stopping")
         if self._lease:
             try:
                 await self._client.revoke_lease(self._lease)  # deletes our key with it
@@ -158,15 +165,15 @@ class Election:
             except LeaseLost:
                 raise
             except EtcdUnavailable as exc:
-                self._set(False, None)
-                delay = backoff.next()
-                log.warning("election_retry", error=str(exc), retry_in=round(delay, 2))
-                await asyncio.sleep(delay)
+                await self._retry_after(exc, backoff)
                 continue
+            self._reachability.succeeded()
             if first is None or first[2] > created:
                 raise LeaseLost("our candidate key is gone; campaigning again")
             self._leader_name = first[1].decode("utf-8", "replace")
-            self._set(first[0] == key, fence)
+            leading = first[0] == key
+            why = "our candidate key is the oldest" if leading else f"{self._leader_name} leads"
+            self._set(leading, fence, why)
             self._decided = True
             backoff.reset()
             await asyncio.sleep(self._poll)
@@ -179,12 +186,29 @@ class Election:
                 await self._client.delete(kv.key)
                 log.info("removed_earlier_candidate", key=kv.key.decode("utf-8", "replace"))
 
-    def _set(self, leading: bool, fence: Fence | None) -> None:
+    async def _retry_after(self, exc: EtcdUnavailable | EtcdError, backoff: Backoff) -> None:
+        """A request failed: stop writing, report it, wait a backoff. The outage itself is
+        logged once by `reachability`; each retry only at debug level."""
+        if isinstance(exc, LeaseLost):
+            self._set(False, None, str(exc))
+        else:
+            self._reachability.failed(str(exc))
+            self._set(False, None, "etcd unreachable or refusing: cannot tell who leads")
+        delay = backoff.next()
+        log.debug("election_retry", error=str(exc), retry_in=round(delay, 2))
+        await asyncio.sleep(delay)
+
+    def _set(self, leading: bool, fence: Fence | None, why: str) -> None:
+        """Record where this daemon stands; log it (with why) when that changes, and once at
+        the first placement, so every daemon's log says whether it leads."""
         self._fence = fence
-        if leading == self._leading:
+        changed = leading != self._leading
+        if not changed and self._announced:
             return
+        self._announced = True
         self._leading = leading
-        log.info("leader" if leading else "follower", node=self._node)
+        log.info("leader" if leading else "follower", node=self._node, why=why)
         if leading:
             self._became_leader.set()
-        self._on_change(leading)
+        if changed:
+            self._on_change(leading)

@@ -45,6 +45,11 @@ class Health:
         self._watching = False
         self._problem = problem
 
+    @property
+    def revision(self) -> int:
+        """The newest etcd revision the watch delivered (0 before the first listing)."""
+        return self._revision
+
     def refusing(self, why: str) -> None:
         """etcd refused a write for now (`why`, in its words), or accepted one (empty)."""
         self._refusing = why

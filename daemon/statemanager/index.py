@@ -329,11 +329,19 @@ class Index:
 
     def all_keys(self) -> set[WorkKey]:
         """Every model and package that has, or should have, a state key."""
-        keys = {WorkKey(Resource.MODEL, m) for m in self._model_containers}
-        keys |= {WorkKey(Resource.MODEL, m) for m in self._model_packages}
-        keys |= {WorkKey(Resource.PACKAGE, p) for p in self._package_models}
-        keys |= {k for k, w in self._written.items() if w.value is not None}
+        keys = {WorkKey(Resource.MODEL, m) for m in self.names(Resource.MODEL)}
+        keys |= {WorkKey(Resource.PACKAGE, p) for p in self.names(Resource.PACKAGE)}
         return keys
+
+    def names(self, resource: Resource) -> set[str]:
+        """The names of all_keys() of one resource type, without building a key for each."""
+        if resource is Resource.MODEL:
+            names = self._model_containers.keys() | self._model_packages.keys()
+        else:
+            names = set(self._package_models)
+        written = self._written.items()
+        names.update(k.name for k, w in written if k.resource is resource and w.value is not None)
+        return names
 
     def sizes(self) -> tuple[int, int, int]:
         """(containers, models with containers or listed, packages) for gauges and logs."""

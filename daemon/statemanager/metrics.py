@@ -1,17 +1,13 @@
-"""Prometheus metrics and the HTTP endpoints: the only module that imports prometheus_client.
+"""Prometheus metrics: the only module that imports prometheus_client (web.py serves them).
 
 Everything lives on a private registry (tests build their own `Metrics`), and no label takes
 values that grow with the fleet: labels are resource types, states, reasons, codes and kinds.
-The HTTP server also answers /healthz (process alive, loop not stuck) and /readyz (first sync
-done, watch healthy): 200 when true, 503 with the reason otherwise.
 """
 
 from __future__ import annotations
 
 import platform
-import threading
 from collections.abc import Mapping, Set
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,6 +16,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -30,7 +27,9 @@ from statemanager.inputs import BAD_INPUT_KINDS
 from statemanager.states import ContainerStatus, ModelState, PackageState
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+EXPOSITION_TYPE = CONTENT_TYPE_LATEST
 OTHER = "other"  # a written state that is not a state name (someone else wrote it)
+QUARANTINE_STAGES = ("ingest", "plan")  # where an unexpected exception set a key aside
 
 
 class Metrics:
@@ -61,6 +60,12 @@ class Metrics:
         )
         self.invalid_inputs = counter(
             "invalid_inputs", "Keys rejected as bad input (once per key and revision).", ("kind",)
+        )
+        self.quarantined = counter(
+            "quarantined",
+            "Keys set aside after an unexpected exception (a bug) while ingesting or planning"
+            " them (once per key and revision); retried when they change.",
+            ("stage",),
         )
         # Work.
         self.evaluation_seconds = histogram(
@@ -152,6 +157,11 @@ class Metrics:
         self.synced = gauge("synced", "1 once the first full sync is written.")
         self.ready = gauge("ready", "1 while /readyz would answer 200.")
         self.leader = gauge("leader", "1 while this daemon is the one that writes states.")
+        self.leader_changes = counter(
+            "leader_changes", "Times this daemon became or stopped being the leader."
+        )
+        # CPU, memory, open fds, start time (a restart shows as a new start time).
+        ProcessCollector(registry=r)
         Info("statemanager_build", "Version of the daemon and of Python.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
@@ -175,6 +185,8 @@ class Metrics:
             self.etcd_refusals.labels(reason)
         for kind in BAD_INPUT_KINDS:
             self.invalid_inputs.labels(kind)
+        for stage in QUARANTINE_STAGES:
+            self.quarantined.labels(stage)
         for reason in ("unavailable", "silent", "compacted", "resync", "revision_backwards"):
             self.watch_restarts.labels(reason)
         for result in ("ok", "rejected", "unavailable", "error"):
@@ -194,39 +206,20 @@ class Metrics:
         for name, n in values.items():
             gauge.labels(name).set(n)
 
+    def leadership(self, leading: bool) -> None:
+        """This daemon became (True) or stopped being (False) the leader."""
+        self.leader.set(1 if leading else 0)
+        self.leader_changes.inc()
+
     def observe_etcd(self, operation: str, seconds: float, code: str | None) -> None:
         self.etcd_request_seconds.labels(operation).observe(seconds)
         if code is not None:
             self.etcd_errors.labels(operation, code).inc()
 
-    def serve(self, address: str, health: Health) -> ThreadingHTTPServer:
-        """Serve /metrics, /healthz and /readyz on host:port from a daemon thread."""
-        registry = self.registry
+    def exposition(self) -> bytes:
+        """Every metric in Prometheus' text format, to be served as EXPOSITION_TYPE."""
+        return generate_latest(self.registry)
+
+    def follow_readiness(self, health: Health) -> None:
+        """`statemanager_ready` reads /readyz's answer at each scrape."""
         self.ready.set_function(lambda: 1.0 if health.readiness()[0] else 0.0)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif path in ("/healthz", "/readyz"):
-                    ok, why = health.liveness() if path == "/healthz" else health.readiness()
-                    self._reply(200 if ok else 503, f"{why}\n".encode(), "text/plain")
-                else:
-                    self._reply(404, b"try /metrics, /healthz or /readyz\n", "text/plain")
-
-            def _reply(self, code: int, body: bytes, content_type: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return  # scrapes every few seconds would drown the daemon's own logs
-
-        host, _, port = address.rpartition(":")
-        server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-        return server

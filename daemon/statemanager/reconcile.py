@@ -124,6 +124,12 @@ class ReconcileSender:
         self._listed_for: Fence | None = None
         self._wake = asyncio.Event()
 
+    def pending(self) -> list[tuple[Trigger, int]]:
+        """Triggers not yet delivered (or not yet removed), with the attempts made so far, by
+        package. Current only while this daemon leads (a follower's may be stale)."""
+        items = sorted(self._pending.values(), key=lambda p: p.trigger.package)
+        return [(p.trigger, p.attempts) for p in items]
+
     async def run(self, leadership: Leading) -> None:
         """Deliver triggers while this daemon leads (cancel to stop); only a permanent etcd
         error escapes."""

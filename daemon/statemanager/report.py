@@ -88,15 +88,12 @@ def package_rows(index: Index, package: str, models: Sequence[str] | None = None
 
 def packages(index: Index) -> list[str]:
     """Every package that has, or should have, a state key, sorted."""
-    return sorted(k.name for k in index.all_keys() if k.resource is Resource.PACKAGE)
+    return sorted(index.names(Resource.PACKAGE))
 
 
 def loose_models(index: Index) -> list[str]:
     """Models that no package lists (so no package's rows show them), sorted."""
-    keys = index.all_keys()
-    return sorted(
-        k.name for k in keys if k.resource is Resource.MODEL and not index.packages_of(k.name)
-    )
+    return sorted(m for m in index.names(Resource.MODEL) if not index.packages_of(m))
 
 
 def format_row(row: Row) -> str:

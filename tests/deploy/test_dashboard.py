@@ -22,6 +22,7 @@ KNOWN = frozenset(
     {
         "statemanager_transitions_total",
         "statemanager_invalid_inputs_total",
+        "statemanager_quarantined_total",
         "statemanager_unassigned_containers",
         "statemanager_workqueue_depth",
         "statemanager_workqueue_adds_total",

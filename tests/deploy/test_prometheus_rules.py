@@ -26,7 +26,10 @@ EXPECTED_ALERTS = {
     "StateManagerWritesRefused": "warning",
     "StateManagerReconcilePendingTooLong": "warning",
     "StateManagerReconcileDeadLetters": "warning",
+    "StateManagerNoLeader": "critical",
+    "StateManagerSeveralLeaders": "warning",
     "StateManagerDrift": "warning",
+    "StateManagerKeyQuarantined": "warning",
     "PackagesInError": "critical",
     "PackagesDegraded": "warning",
 }

@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.error import HTTPError
+from urllib.parse import urlencode, urlsplit
 from urllib.request import urlopen
 
 import aetcd
@@ -124,6 +125,10 @@ class Etcd:
         doc = f"kind: Model\nmetadata: {{name: {name}}}\nspec:\n  containers:{items}\n"
         return await self.put(self.layout.models + name, doc)
 
+    async def scenario(self, name: str, target: str) -> int:
+        doc = f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
+        return await self.put(self.layout.scenarios + name, doc)
+
     async def model_state(self, model: str) -> str | None:
         return await self.get(f"{self.layout.model_states}{model}/state")
 
@@ -223,11 +228,13 @@ class Daemon:
     metrics_port: int
     process: subprocess.Popen[bytes] | None = None
     _log_file: Any = field(default=None, repr=False)
+    # What Python runs: the package, or a script that plants a fault first and then runs it.
+    program: list[str] = field(default_factory=lambda: ["-m", "statemanager"])
 
     def start(self) -> None:
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "statemanager", "run", "--config", os.devnull],
+            [sys.executable, *self.program, "run", "--config", os.devnull],
             env=self.env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -367,3 +374,72 @@ def make_daemon(server: LocalEtcd, layout: KeyLayout, tmp_path: Path) -> Iterato
         if d.process is not None:
             d.process.send_signal(signal.SIGCONT)
             assert d.stop() == 0, d.tail()
+
+
+def scrape_job(name: str, port: int, **settings: Any) -> dict[str, Any]:
+    """A Prometheus scrape job for 127.0.0.1:<port>, scraped every second."""
+    return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}], **settings}
+
+
+@pytest.fixture
+def prometheus_server(
+    tmp_path: Path, debian_tool: Callable[[str, str], str]
+) -> Iterator[Callable[[list[dict[str, Any]]], int]]:
+    """Starts Debian's Prometheus with these scrape jobs (see scrape_job); returns its port."""
+    binary = debian_tool("prometheus", "prometheus")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(jobs: list[dict[str, Any]]) -> int:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        settings = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+        # JSON is YAML: no quoting of paths or passwords to get wrong.
+        config.write_text(json.dumps({"global": settings, "scrape_configs": jobs}))
+        log = (tmp_path / "prometheus.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        return port
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(10)
+
+
+def _prometheus_api(port: int, path: str) -> Any:
+    try:
+        with urlopen(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=5) as resp:
+            return json.loads(resp.read())["data"]
+    except OSError:
+        return None  # not up yet
+
+
+def promql(port: int, query: str) -> list[dict[str, Any]]:
+    """The result of an instant PromQL query ([] while Prometheus is not answering)."""
+    data = _prometheus_api(port, "query?" + urlencode({"query": query}))
+    return list(data["result"]) if data else []
+
+
+def scrape_targets(port: int) -> dict[str, dict[str, Any]]:
+    """Prometheus' active targets by job name: `health`, `lastError`, … of its last scrape."""
+    data = _prometheus_api(port, "targets")
+    return {t["labels"]["job"]: t for t in data["activeTargets"]} if data else {}
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:<port><path>: status and body (error statuses included)."""
+    try:
+        with urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except HTTPError as exc:
+        return exc.code, exc.read().decode()

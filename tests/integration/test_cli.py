@@ -126,6 +126,30 @@ def test_help(command: list[str]) -> None:
         )
 
 
+def test_evaluate_help_lists_every_exit_code() -> None:
+    """`evaluate --help` documents exit codes 0, 1, 2 and 3."""
+    result = subprocess.run(
+        [sys.executable, "-m", "statemanager", "evaluate", "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    text = " ".join(result.stdout.split())
+    for code in ("exit 0: all agree", "1: something differs", "2: invalid configuration",
+                 "3: etcd cannot be read"):  # fmt: skip
+        assert code in text, text
+
+
+@pytest.mark.parametrize("command", ["status", "evaluate"])
+def test_no_endpoint_says_which_etcd_it_reads(command: str, layout: KeyLayout) -> None:
+    """Without etcd.endpoints, status/evaluate say that they read the development etcd, and
+    where, whether or not one answers there."""
+    result = cli([command], "", layout, STATEMANAGER_ETCD_TIMEOUT_SECONDS="1")
+    first = result.stderr.splitlines()[0]
+    assert first == (
+        "statemanager: etcd.endpoints is not set: reading the development etcd at "
+        "http://127.0.0.1:23790"
+    ), result.stderr
+
+
 @pytest.mark.parametrize("command", ["evaluate", "status"])
 def test_read_only_commands_show_only_their_flags(command: str) -> None:
     """`evaluate`/`status --help` list etcd, prefix, log and input flags, not the daemon's;

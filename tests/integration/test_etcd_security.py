@@ -10,8 +10,10 @@ from pathlib import Path
 
 import aetcd
 import pytest
+from structlog.testing import capture_logs
 
 from statemanager.config import ServerTls, TlsFiles
+from statemanager.errors import EtcdUnavailable
 from statemanager.etcd import EtcdClient, Put
 from statemanager.keys import KeyLayout
 from statemanager.localetcd import LocalEtcd, find_etcd, free_port
@@ -218,3 +220,27 @@ async def test_cluster_member_lost_during_churn(tmp_path: Path, layout: KeyLayou
     finally:
         for m in members:
             m.stop()
+
+
+async def test_failover_warns_once_per_outage_not_per_hop(server: LocalEtcd) -> None:
+    """Moving off a member that answered before is a warning; hopping on through members that
+    are all down (an outage, reported by the outage lines) is debug until one answers again."""
+    dead1, dead2 = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    client = EtcdClient([dead1, dead2, server.endpoint], timeout=1)
+    try:
+        with capture_logs() as logged:
+            for _ in range(2):
+                with pytest.raises(EtcdUnavailable):
+                    await client.revision()
+            await client.revision()  # the third member answers
+            server.kill()
+            for _ in range(4):
+                with pytest.raises(EtcdUnavailable):
+                    await client.revision()
+    finally:
+        await client.close()
+    hops = [(e["log_level"], e["unreachable"]) for e in logged if e["event"] == "etcd_failover"]
+    assert hops == [
+        ("warning", dead1), ("debug", dead2),
+        ("warning", server.endpoint), ("debug", dead1), ("debug", dead2), ("debug", server.endpoint),
+    ]  # fmt: skip

@@ -283,7 +283,7 @@ async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
 
     odd = pb.ContainerInfo(id="e1")  # every other field empty: a container of unknown status
     answer = await stub.SendChangedContainerList(listing(odd))
-    assert answer.resp == "stored 1 containers of node node-good, deleted 0"
+    assert answer.resp == "stored 1 containers of node node-1, deleted 0"
     assert await node_keys(etcd) == {"e1"}
     assert d.process is not None
     assert d.process.poll() is None

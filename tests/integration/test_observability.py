@@ -8,19 +8,16 @@ import json
 import re
 import signal
 import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from statemanager.localetcd import LocalEtcd, free_port
+from statemanager.localetcd import LocalEtcd
 
-from conftest import Daemon, Etcd, eventually, states_are
+from conftest import Daemon, Etcd, eventually, http_get, promql, scrape_job, states_are
 
 
 def samples(scrape: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -34,14 +31,6 @@ def samples(scrape: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def value(scrape: str, name: str, **labels: str) -> float:
     return samples(scrape).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 async def test_metrics_move_with_transitions(etcd: Etcd, daemon: Daemon) -> None:
@@ -76,6 +65,50 @@ async def test_metrics_move_with_transitions(etcd: Etcd, daemon: Daemon) -> None
         before, "statemanager_last_seen_revision"
     )
     assert value(after, "statemanager_ready") == 1
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+# Labels whose values are not a fixed list in the README: gRPC's status code names, and the
+# version strings of the build.
+OPEN_LABELS = {"code": {c.name for c in grpc.StatusCode}, "version": None, "python": None}
+
+
+def readme_metrics() -> dict[str, tuple[str, list[str], str]]:
+    """The README's metrics table: exported name -> (type, label names, the whole row)."""
+    section = README.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = (cells[1], re.findall(r"`([^`]+)`", cells[2]), line)
+    return rows
+
+
+def test_readme_metrics_table_matches_a_live_scrape(daemon: Daemon) -> None:
+    """Every family the running daemon serves is a row of the README's metrics table with its
+    type and label names, every label value it serves is named in that row, and every row is
+    served."""
+    documented = readme_metrics()
+    served = set()
+    for family in text_string_to_metric_families(daemon.scrape()):
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        base = name.removesuffix("_created")
+        if base != name and ({base, f"{base}_total"} & documented.keys()):
+            continue  # the creation time prometheus_client adds to counters and histograms
+        served.add(name)
+        assert name in documented, f"{name} is served but not in the README's metrics table"
+        kind, labels, row = documented[name]
+        assert kind == family.type, (name, kind, family.type)
+        for sample in family.samples:
+            got = {k: v for k, v in sample.labels.items() if k != "le"}
+            assert sorted(got) == sorted(labels), (name, got, labels)
+            for label, v in got.items():
+                if label in OPEN_LABELS:
+                    allowed = OPEN_LABELS[label]
+                    assert allowed is None or v in allowed, (name, label, v)
+                else:
+                    assert f"`{v}`" in row, f"{name}: {label}={v!r} not named in its README row"
+    assert served == documented.keys(), f"documented, not served: {documented.keys() - served}"
 
 
 def test_promtool_accepts_a_real_scrape(
@@ -180,62 +213,51 @@ async def test_journal_stream_lines_carry_their_priority(
         assert n == priority[record["level"]], record
 
 
-@pytest.fixture
-def prometheus_server(
-    tmp_path: Path, debian_tool: Callable[[str, str], str]
-) -> Iterator[Callable[[int], int]]:
-    """Starts Debian's Prometheus scraping 127.0.0.1:<port> every second; returns its port."""
-    binary = debian_tool("prometheus", "prometheus")
-    procs: list[subprocess.Popen[bytes]] = []
+async def test_etcd_outage_is_one_line_each_way(
+    server: LocalEtcd, private: Etcd, make_daemon: type[Daemon]
+) -> None:
+    """etcd down for several retries: one `etcd_unreachable` warning with the reason, retries
+    only at debug level, the demotion says why, and one `etcd_reachable` with the duration."""
+    d = make_daemon(STATEMANAGER_ETCD_TIMEOUT_SECONDS="1", STATEMANAGER_HA_LEASE_TTL_SECONDS="2")
+    d.start()
+    await d.wait_synced()
+    server.kill()
 
-    def start(target_port: int) -> int:
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            "  - job_name: statemanager\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
-        )
-        log = (tmp_path / "prometheus.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        return port
+    async def retried() -> bool:  # outage lasts for several retries of each loop
+        return len(d.events("election_retry")) >= 6 and len(d.events("watch_broken")) >= 3
 
-    yield start
-    for p in procs:
-        p.terminate()
-        p.wait(10)
+    await eventually(retried, 60, "several retries")
+    await asyncio.to_thread(server.start)
 
+    async def back() -> bool:
+        return bool(d.events("etcd_reachable"))
 
-def promql(port: int, query: str) -> list[dict[str, object]]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            body = json.loads(resp.read())
-    except OSError:
-        return []
-    return list(body["data"]["result"])
+    await eventually(back, 30, "the etcd_reachable line")
+    (down,) = d.events("etcd_unreachable")
+    assert down["level"] == "warning" and "UNAVAILABLE" in down["error"], down
+    (up,) = d.events("etcd_reachable")
+    assert up["down_for_seconds"] > 1 and up["failed_requests"] >= 6, up
+    assert all(e["level"] == "debug" for e in d.events("election_retry"))
+    assert all(e["level"] == "debug" for e in d.events("watch_broken"))
+    follower = [e for e in d.events("follower") if "unreachable" in e["why"]]
+    assert follower, d.events("follower")
+    await d.wait_synced()
+
+    async def leads_again() -> bool:
+        return value(d.scrape(), "statemanager_leader") == 1
+
+    await eventually(leads_again, 30, "leadership back")
+    assert value(d.scrape(), "statemanager_leader_changes_total") == 3  # lead, lose, lead
 
 
 async def test_real_prometheus_scrapes_the_daemon(
-    etcd: Etcd, daemon: Daemon, prometheus_server: Callable[[int], int]
+    etcd: Etcd, daemon: Daemon, prometheus_server: Callable[[list[dict[str, Any]]], int]
 ) -> None:
     """A real Prometheus scraping the daemon answers a PromQL query for a transition counter."""
     await etcd.package("p", ["m"])
     await etcd.container("c", "dead", "m")
     await states_are(etcd, {"pkg:p": "Error"})
-    port = prometheus_server(daemon.metrics_port)
+    port = prometheus_server([scrape_job("statemanager", daemon.metrics_port)])
     query = 'statemanager_transitions_total{resource="package",state="Error"}'
 
     async def answered() -> bool:
@@ -252,7 +274,8 @@ async def test_healthz_fails_when_the_event_loop_is_wedged(
     etcd: Etcd, daemon_factory: Callable[[], Daemon]
 ) -> None:
     """A blocked event loop (test hook: SIGUSR2) turns /healthz to 503 within about 10 s while
-    the HTTP thread keeps answering."""
+    the HTTP thread keeps answering; /status, which reads the index on the loop, answers 503
+    instead of hanging or reading it from the wrong thread."""
     d = daemon_factory()
     d.env["STATEMANAGER_TEST_HOOKS"] = "1"
     d.start()
@@ -267,4 +290,6 @@ async def test_healthz_fails_when_the_event_loop_is_wedged(
     await eventually(stuck, 20, "/healthz 503")
     assert "event loop stuck" in http_get(d.metrics_port, "/healthz")[1]
     assert http_get(d.metrics_port, "/readyz")[0] == 503
+    code, body = http_get(d.metrics_port, "/status")
+    assert code == 503 and "event loop did not answer" in body
     d.kill()  # a wedged loop cannot handle SIGTERM; that is what the watchdog is for

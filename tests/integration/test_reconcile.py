@@ -96,13 +96,6 @@ def start_daemon(
     return start
 
 
-async def scenario(etcd: Etcd, name: str, target: str) -> None:
-    doc = (
-        f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
-    )
-    await etcd.put(etcd.layout.scenarios + name, doc)
-
-
 async def trigger_keys(etcd: Etcd) -> list[str]:
     got = await etcd.client.get_prefix(f"{etcd.layout.own}triggers/".encode())
     return sorted(kv.key.decode() for kv in got)
@@ -135,9 +128,9 @@ async def test_error_sends_one_reconcile_per_scenario(
 ) -> None:
     """Running → Error: one Reconcile per targeting scenario, sorted, FAILED → RUNNING."""
     await controller.start()
-    await scenario(etcd, "zeta_recovery", "pay")
-    await scenario(etcd, "alpha_recovery", "pay")
-    await scenario(etcd, "other", "elsewhere")
+    await etcd.scenario("zeta_recovery", "pay")
+    await etcd.scenario("alpha_recovery", "pay")
+    await etcd.scenario("other", "elsewhere")
     d = await daemon_then_error(etcd, start_daemon)
     await calls(controller, 2)
     assert controller.scenarios() == ["alpha_recovery", "zeta_recovery"]
@@ -185,7 +178,7 @@ async def test_delivered_once_actioncontroller_starts(
     """ActionController down when the package enters Error, up 10 s later: delivered then;
     the state write did not wait for it, and unavailability is no refusal (never dead-lettered,
     however many attempts)."""
-    await scenario(etcd, "s", "pay")
+    await etcd.scenario("s", "pay")
     d = await daemon_then_error(etcd, start_daemon)
     await states_are(etcd, {"pkg:pay": "Error"}, timeout=3)
     assert len(await trigger_keys(etcd)) == 1
@@ -204,7 +197,7 @@ async def test_non_zero_status_is_retried_until_acknowledged(
     """Status 1 three times, then 0: four calls, then none."""
     controller.statuses = [1, 1, 1]
     await controller.start()
-    await scenario(etcd, "s", "pay")
+    await etcd.scenario("s", "pay")
     d = await daemon_then_error(etcd, start_daemon)
     await calls(controller, 4)
     await asyncio.sleep(2)
@@ -217,7 +210,7 @@ async def test_trigger_survives_a_daemon_crash(
     etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
 ) -> None:
     """Daemon SIGKILLed after the Error write, before delivery: delivered after restart."""
-    await scenario(etcd, "s", "pay")
+    await etcd.scenario("s", "pay")
     first = await daemon_then_error(etcd, start_daemon)
     await states_are(etcd, {"pkg:pay": "Error"})
     assert len(await trigger_keys(etcd)) == 1
@@ -233,7 +226,7 @@ async def test_trigger_dropped_when_package_recovers_first(
     etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
 ) -> None:
     """The package leaves Error before ActionController is back: no call, trigger removed."""
-    await scenario(etcd, "s", "pay")
+    await etcd.scenario("s", "pay")
     d = await daemon_then_error(etcd, start_daemon)
     await states_are(etcd, {"pkg:pay": "Error"})
     await etcd.container("c", "running", "m")
@@ -254,7 +247,7 @@ async def test_second_error_entry_is_a_second_trigger(
 ) -> None:
     """Error → Running → Error: a second trigger, a second call, with a newer revision."""
     await controller.start()
-    await scenario(etcd, "s", "pay")
+    await etcd.scenario("s", "pay")
     d = await daemon_then_error(etcd, start_daemon)
     await calls(controller, 1)
     await etcd.container("c", "running", "m")
@@ -296,7 +289,7 @@ async def test_mutual_tls(
         )
         d.start()
         await d.wait_synced()
-        await scenario(etcd, "s", "pay")
+        await etcd.scenario("s", "pay")
         await running_package(etcd)
         await etcd.container("c", "dead", "m")
         if trusted:
@@ -330,7 +323,7 @@ async def test_trigger_delivered_when_its_commit_answer_is_lost(
         )
         d.start()
         await d.wait_synced()
-        await scenario(private, "s", "pay")
+        await private.scenario("s", "pay")
         await running_package(private)
         proxy.lose_answer_to(f"{private.layout.own}triggers/pay".encode())
         await private.container("c", "dead", "m")
@@ -380,7 +373,7 @@ async def test_package_with_130_scenarios_enters_error_whole(
     await controller.start()
     names = [f"s{i:03}" for i in range(130)]  # more than etcd's --max-txn-ops (128)
     for name in names:
-        await scenario(etcd, name, "p1")
+        await etcd.scenario(name, "p1")
     d = start_daemon()
     await d.wait_synced()
     await etcd.package("p1", ["m1"])
@@ -404,7 +397,7 @@ async def test_outside_write_to_error_state_is_a_correction(
     """Someone writes Running over an Error package's state: it is put back as a correction,
     with no new trigger and no second Reconcile."""
     await controller.start()
-    await scenario(etcd, "s", "pay")
+    await etcd.scenario("s", "pay")
     d = start_daemon()
     await d.wait_synced()
     await etcd.package("pay", ["m"])
@@ -475,7 +468,7 @@ async def test_refused_trigger_is_dead_lettered_then_redelivered(
     and `triggers redeliver` puts it back: once ActionController accepts, it is delivered."""
     controller.refusal = (grpc.StatusCode.INTERNAL, PULLPIRI_REFUSAL)
     await controller.start()
-    await scenario(etcd, "s", "pay")
+    await etcd.scenario("s", "pay")
     d = await daemon_then_error(etcd, start_daemon)
     record = await dead_lettered(etcd)
     assert await trigger_keys(etcd) == []
@@ -526,7 +519,7 @@ async def test_old_refused_trigger_is_dead_lettered_and_dropped(
     the dead letter; usage errors exit 2, a package without a dead letter exits 1."""
     controller.refusal = (grpc.StatusCode.INVALID_ARGUMENT, "no such scenario")
     await controller.start()
-    await scenario(etcd, "s", "pay")
+    await etcd.scenario("s", "pay")
     d = daemon_factory()
     d.env.update(
         STATEMANAGER_ACTIONCONTROLLER_ADDRESS=f"127.0.0.1:{controller.port}",

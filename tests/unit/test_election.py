@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from structlog.testing import capture_logs
+
 from statemanager.election import Election
 from statemanager.errors import EtcdUnavailable
 from statemanager.etcd import KeyValue
+from statemanager.outage import Outage
 
 
 class FakeEtcd:
@@ -62,11 +65,31 @@ async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
 
 async def test_leads_survives_a_transient_error_and_resigns() -> None:
     """A lone candidate leads; one failed range pauses its writes but not its key; resign
-    removes the key."""
+    removes the key. Each leader/follower line says why; the outage is one line each way."""
     etcd = FakeEtcd()
     changes: list[bool] = []
-    election = Election(etcd, "/sm/", "node-a", ttl=3, on_change=changes.append)
+    election = Election(
+        etcd, "/sm/", "node-a", ttl=3, on_change=changes.append, reachability=Outage()
+    )
     task = asyncio.create_task(election.run())
+    with capture_logs() as logged:
+        await _hold_through_a_failed_range(election, etcd, changes, task)
+    await election.resign()
+    assert etcd.keys == {}
+    assert election.fence() is None
+    roles = [(e["event"], e["why"]) for e in logged if e["event"] in ("leader", "follower")]
+    assert roles == [
+        ("leader", "our candidate key is the oldest"),
+        ("follower", "etcd unreachable or refusing: cannot tell who leads"),
+        ("leader", "our candidate key is the oldest"),
+    ]
+    outage = [e["event"] for e in logged if e["event"].startswith("etcd_")]
+    assert outage == ["etcd_unreachable", "etcd_reachable"]
+
+
+async def _hold_through_a_failed_range(
+    election: Election, etcd: FakeEtcd, changes: list[bool], task: asyncio.Task[None]
+) -> None:
     try:
         fence = await asyncio.wait_for(election.wait_leader(), 5)
         assert election.leader_name() == "node-a"
@@ -80,15 +103,14 @@ async def test_leads_survives_a_transient_error_and_resigns() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await election.resign()
-    assert etcd.keys == {}
-    assert election.fence() is None
 
 
 async def test_a_lost_lease_starts_a_new_campaign() -> None:
     """When etcd says the lease is gone the daemon stops writing and campaigns with a new one."""
     etcd = FakeEtcd()
-    election = Election(etcd, "/sm/", "node-a", ttl=2, on_change=lambda _leading: None)
+    election = Election(
+        etcd, "/sm/", "node-a", ttl=2, on_change=lambda _leading: None, reachability=Outage()
+    )
     task = asyncio.create_task(election.run())
     try:
         first = await asyncio.wait_for(election.wait_leader(), 5)
@@ -109,7 +131,9 @@ async def test_an_earlier_run_under_our_name_is_removed_first() -> None:
     etcd = FakeEtcd()
     etcd.keys[b"/sm/leader/00000000000000aa"] = (b"node-a", 1)
     etcd.keys[b"/sm/leader/00000000000000bb"] = (b"node-b", 2)
-    election = Election(etcd, "/sm/", "node-a", ttl=3, on_change=lambda _leading: None)
+    election = Election(
+        etcd, "/sm/", "node-a", ttl=3, on_change=lambda _leading: None, reachability=Outage()
+    )
     task = asyncio.create_task(election.run())
     try:
         await _until(lambda: election.decided)
