@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from statemanager import __version__, bench, daemon, report, triggerscli
-from statemanager.config import LOG_FORMATS, OPTIONS, Settings, load
+from statemanager.config import LOG_FORMATS, OPTIONS, Option, Settings, load
 from statemanager.election import election_prefix
 from statemanager.errors import ConfigError, EtcdError, EtcdUnavailable
 from statemanager.etcd import EtcdClient
@@ -83,17 +83,19 @@ def _parser() -> argparse.ArgumentParser:
         for option in OPTIONS:
             if name in option.commands:
                 settings.add_argument(
-                    option.flag,
-                    dest=option.name,
-                    metavar="VALUE",
-                    # argparse %-formats help texts
-                    help=f"{option.help} (env {option.env}; default {option.default!r})".replace(
-                        "%", "%%"
-                    ),
+                    option.flag, dest=option.name, metavar="VALUE", help=_flag_help(option)
                 )
     text = "measure the daemon's throughput, latency and footprint against a private etcd"
     bench.add_arguments(commands.add_parser("bench", help=text, description=text))
     return parser
+
+
+def _flag_help(option: Option) -> str:
+    sources = f"env {option.env}"
+    if option.credential is not None:
+        sources += f"; systemd credential {option.credential.name}"
+    # argparse %-formats help texts
+    return f"{option.help} ({sources}; default {option.default!r})".replace("%", "%%")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -189,15 +189,26 @@ EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers"})
 
 
 @dataclass(frozen=True, slots=True)
+class Credential:
+    """A systemd credential (`LoadCredential=NAME:…`, read from `$CREDENTIALS_DIRECTORY/NAME`)
+    that supplies a secret setting nobody set otherwise: its text (`text`, a password) or
+    its path (a private key file)."""
+
+    name: str
+    text: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Option:
-    """One setting: its dotted name, parser (raises ValueError with the reason), help, and the
-    commands that take it as a flag."""
+    """One setting: its dotted name, parser (raises ValueError with the reason), help, the
+    commands that take it as a flag, and the systemd credential that may hold it."""
 
     name: str
     parse: Callable[[object], Any]
     default: Any
     help: str
     commands: frozenset[str] = DAEMON_ONLY
+    credential: Credential | None = None
 
     @property
     def env(self) -> str:
@@ -246,6 +257,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "PEM client key for mutual TLS",
         commands=EVERY_COMMAND,
+        credential=Credential("etcd-client-key"),
     ),
     Option(
         "etcd.username", _optional_text, None, "etcd user (auth enabled)", commands=EVERY_COMMAND
@@ -254,8 +266,9 @@ OPTIONS: tuple[Option, ...] = (
         "etcd.password",
         _optional_text,
         None,
-        "the etcd user's password; prefer the environment or a 0600 config file",
+        "the etcd user's password; under systemd prefer its credential to a variable",
         commands=EVERY_COMMAND,
+        credential=Credential("etcd-password", text=True),
     ),
     Option(
         "etcd.watch_silence_seconds",
@@ -347,7 +360,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "PEM client certificate for mutual TLS (with key_file)",
     ),
-    Option("actioncontroller.key_file", _readable_file, None, "PEM client key for mutual TLS"),
+    Option(
+        "actioncontroller.key_file",
+        _readable_file,
+        None,
+        "PEM client key for mutual TLS",
+        credential=Credential("actioncontroller-client-key"),
+    ),
     Option(
         "grpc.enabled",
         _flag,
@@ -361,7 +380,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "PEM certificate (chain) of that service; set (with tls_key_file): TLS only",
     ),
-    Option("grpc.tls_key_file", _readable_file, None, "PEM private key of tls_cert_file"),
+    Option(
+        "grpc.tls_key_file",
+        _readable_file,
+        None,
+        "PEM private key of tls_cert_file",
+        credential=Credential("grpc-server-key"),
+    ),
     Option(
         "grpc.tls_client_ca_file",
         _readable_file,
@@ -537,6 +562,26 @@ def _credentials(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return user, password
 
 
+def _systemd_credential(option: Option, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(raw value, where) from the option's credential when systemd passed it to the service;
+    a setting given any other way wins (see README.md, "Secrets")."""
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if option.credential is None or not directory:
+        return None
+    path = Path(directory) / option.credential.name
+    if not path.is_file():
+        return None
+    where = f"credential {option.credential.name} for {option.name}"
+    if not option.credential.text:
+        return str(path), where
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
+    # `echo secret > file` adds a newline that is no part of the secret.
+    return text.removesuffix("\n"), where
+
+
 def _web_config(path: Path | None) -> WebConfig:
     """The file read and checked now, so a mistake in it stops the start (exit 2)."""
     return webconfig.load(path) if path is not None else WebConfig()
@@ -547,7 +592,8 @@ def load(
     env: Mapping[str, str],
     flags: Mapping[str, object],
 ) -> Settings:
-    """Merge file < environment < flags (`flags` maps option names to given values)."""
+    """Merge systemd credential < file < environment < flags (`flags` maps option names to
+    given values)."""
     from_file = _read_file(path or DEFAULT_CONFIG_PATH, explicit=path is not None)
     values: dict[str, Any] = {}
     for option in OPTIONS:
@@ -558,6 +604,8 @@ def load(
             raw, where = env[option.env], option.env
         elif option.name in from_file:
             raw, where = from_file[option.name], f"{option.name} in {path or DEFAULT_CONFIG_PATH}"
+        elif (given := _systemd_credential(option, env)) is not None:
+            raw, where = given
         else:
             values[option.name] = option.default
             continue
