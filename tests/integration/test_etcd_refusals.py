@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -15,7 +14,7 @@ from urllib.request import urlopen
 import aetcd
 import pytest
 
-from statemanager.localetcd import LocalEtcd, find_etcd, free_port
+from statemanager.localetcd import LocalEtcd, free_port
 
 from conftest import Daemon, Etcd, eventually, states_are
 
@@ -43,19 +42,6 @@ def readyz(d: Daemon) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except URLError:
         return 0, ""
-
-
-def etcdctl(server: LocalEtcd, *args: str) -> str:
-    binary = str(Path(find_etcd()).with_name("etcdctl"))
-    done = subprocess.run(
-        [binary, "--endpoints", server.endpoint, *args],
-        env={"ETCDCTL_API": "3"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
 
 
 def metric(d: Daemon, line_start: str) -> float:
@@ -86,11 +72,11 @@ async def fill(private: Etcd, prefix: str) -> int:
 async def free_space(server: LocalEtcd, private: Etcd, filler: str) -> None:
     """What an operator does about NOSPACE: delete, compact, defragment, disarm the alarm."""
     await private.client.delete_prefix(filler.encode())
-    [status] = json.loads(etcdctl(server, "endpoint", "status", "--write-out", "json"))
+    [status] = json.loads(server.etcdctl("endpoint", "status", "--write-out", "json"))
     revision = int(status["Status"]["header"]["revision"])
-    etcdctl(server, "compact", str(revision))
-    etcdctl(server, "defrag")
-    etcdctl(server, "alarm", "disarm")
+    server.etcdctl("compact", str(revision))
+    server.etcdctl("defrag")
+    server.etcdctl("alarm", "disarm")
 
 
 @pytest.mark.parametrize("server", [("--quota-backend-bytes", str(QUOTA))], indirect=True)

@@ -4,7 +4,6 @@ tokens, a three-member cluster losing the member the daemon talks to, and no sec
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from statemanager.config import ServerTls, TlsFiles
 from statemanager.errors import EtcdUnavailable
 from statemanager.etcd import EtcdClient, Put
 from statemanager.keys import KeyLayout
-from statemanager.localetcd import LocalEtcd, find_etcd, free_port
+from statemanager.localetcd import LocalEtcd, free_port
 
 from conftest import Certs, Daemon, Etcd, cli, daemon_env, eventually
 from fleet import Churn, converged
@@ -128,13 +127,6 @@ async def _root_client(server: LocalEtcd, old: aetcd.Client | None = None) -> ae
     return client
 
 
-def etcdctl(endpoint: str, *args: str) -> str:
-    binary = str(Path(find_etcd()).with_name("etcdctl"))
-    result = subprocess.run([binary, "--endpoints", endpoint, *args], capture_output=True,
-                            text=True, check=True, env={"ETCDCTL_API": "3"}, timeout=30)  # fmt: skip
-    return result.stdout
-
-
 async def test_auth_tokens_expire_and_are_renewed(tmp_path: Path, layout: KeyLayout) -> None:
     """Auth on with 1 s tokens and an etcd restart (which forgets every token): the daemon keeps
     writing, its watch included, and its log never shows the password."""
@@ -142,8 +134,8 @@ async def test_auth_tokens_expire_and_are_renewed(tmp_path: Path, layout: KeyLay
                        extra_args=("--auth-token", "simple", "--auth-token-ttl", "1"))  # fmt: skip
     await asyncio.to_thread(server.start)
     try:
-        etcdctl(server.endpoint, "user", "add", f"root:{PASSWORD}")
-        etcdctl(server.endpoint, "auth", "enable")
+        server.etcdctl("user", "add", f"root:{PASSWORD}")
+        server.etcdctl("auth", "enable")
         # aetcd never renews its token, so the test side reconnects after every idle spell.
         etcd = Etcd(await _root_client(server), layout)
         churn = Churn(etcd, seed=21)
