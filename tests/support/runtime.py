@@ -65,6 +65,8 @@ class Runtime:
             self.metrics,
             max_backoff=2.0,
             silence_limit=3.0,
+            max_refusals=20,
+            max_age=3600.0,
         )
         self._listed = asyncio.Event()
         clock = asyncio.get_running_loop().time
