@@ -185,7 +185,7 @@ class ServerTls:
 # file serves them all, so a bad value is named wherever it is read); the flags only offer what
 # the command uses.
 DAEMON_ONLY = frozenset({"run"})
-EVERY_COMMAND = frozenset({"run", "evaluate", "status"})
+EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +335,20 @@ OPTIONS: tuple[Option, ...] = (
         "longest wait between retries of an undelivered reconcile trigger",
     ),
     Option(
+        "actioncontroller.max_refusals",
+        _positive_int,
+        10,
+        "refusals (a refusal gRPC code or non-zero status) after which a trigger moves to the "
+        "dead letters",
+    ),
+    Option(
+        "actioncontroller.max_trigger_age_seconds",
+        _positive,
+        3600.0,
+        "a trigger refused when this old (since the delivering daemon took it on) moves to the "
+        "dead letters",
+    ),
+    Option(
         "actioncontroller.ca_file",
         _readable_file,
         None,
@@ -432,6 +446,8 @@ class Settings:
     actioncontroller_address: str
     actioncontroller_timeout_seconds: float
     actioncontroller_max_backoff_seconds: float
+    actioncontroller_max_refusals: int
+    actioncontroller_max_trigger_age_seconds: float
     actioncontroller_tls: TlsFiles | None
     grpc_enabled: bool
     grpc_address: str
@@ -616,6 +632,8 @@ def load(
         actioncontroller_address=values["actioncontroller.address"],
         actioncontroller_timeout_seconds=values["actioncontroller.timeout_seconds"],
         actioncontroller_max_backoff_seconds=values["actioncontroller.max_backoff_seconds"],
+        actioncontroller_max_refusals=values["actioncontroller.max_refusals"],
+        actioncontroller_max_trigger_age_seconds=values["actioncontroller.max_trigger_age_seconds"],
         actioncontroller_tls=_tls_files(
             values, "actioncontroller", values["actioncontroller.ca_file"] is not None
         ),

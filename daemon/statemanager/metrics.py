@@ -134,8 +134,13 @@ class Metrics:
         )
         self.reconcile_triggers = counter(
             "reconcile_triggers",
-            "Reconcile triggers by what became of them (recorded, delivered, dropped).",
+            "Reconcile triggers by what became of them (recorded, delivered, dropped, "
+            "dead_lettered).",
             ("outcome",),
+        )
+        self.reconcile_dead_letters = gauge(
+            "reconcile_dead_letters",
+            "Triggers given up on after too many refusals, kept in etcd (on the leader).",
         )
         self.reconcile_pending = gauge(
             "reconcile_pending_triggers", "Reconcile triggers recorded and not yet delivered."
@@ -186,7 +191,7 @@ class Metrics:
             self.watch_restarts.labels(reason)
         for result in ("ok", "rejected", "unavailable", "error"):
             self.reconcile_requests.labels(result)
-        for outcome in ("recorded", "delivered", "dropped"):
+        for outcome in ("recorded", "delivered", "dropped", "dead_lettered"):
             self.reconcile_triggers.labels(outcome)
         for operation in ("range", "txn"):
             self.etcd_request_seconds.labels(operation)

@@ -44,6 +44,7 @@ KNOWN = frozenset(
         "statemanager_reconcile_requests_total",
         "statemanager_reconcile_triggers_total",
         "statemanager_reconcile_pending_triggers",
+        "statemanager_reconcile_dead_letters",
         "statemanager_reconcile_oldest_pending_timestamp_seconds",
         "statemanager_reconcile_no_scenario_total",
         "statemanager_resync_drift_total",

@@ -25,6 +25,7 @@ EXPECTED_ALERTS = {
     "StateManagerEtcdRefusingWrites": "critical",
     "StateManagerWritesRefused": "warning",
     "StateManagerReconcilePendingTooLong": "warning",
+    "StateManagerReconcileDeadLetters": "warning",
     "StateManagerNoLeader": "critical",
     "StateManagerSeveralLeaders": "warning",
     "StateManagerDrift": "warning",

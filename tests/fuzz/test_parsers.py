@@ -78,13 +78,12 @@ numbers = (
     st.integers()
     | st.integers(min_value=2**63 - 2, max_value=2**64 + 2).map(lambda n: n * (-1) ** (n % 2))
     | st.floats()  # NaN and infinities included
-    | st.integers(min_value=1, max_value=6000).map(lambda n: int("7" * n) if n < 4300 else 7)
 )
 json_scalars = st.none() | st.booleans() | numbers | odd_text
 json_trees = st.recursive(
     json_scalars,
     lambda kids: st.lists(kids, max_size=6) | st.dictionaries(odd_text, kids, max_size=6),
-    max_leaves=25,
+    max_leaves=12,
 )
 
 # Trees JSON and YAML writers write faithfully: no lone surrogates, numbers in a double's range.
@@ -107,9 +106,13 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+# One value of each JSON type and its edge cases: what a wrong type at a field looks like.
+wrong_values = json_scalars | st.sampled_from([[], {}, ["a"], {"a": 1}, [[[]]], {"name": {}}])
+
+
 def _maybe(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """A field's valid value, or any JSON value in its place (a wrong type at that field)."""
-    return st.one_of(valid, valid, json_trees)
+    return st.one_of(valid, valid, wrong_values)
 
 
 statuses = st.sampled_from(
@@ -121,13 +124,13 @@ states = st.fixed_dictionaries(
     optional={
         "ExitCode": _maybe(exit_codes),
         "OOMKilled": _maybe(st.sampled_from(["true", "false", "", "TRUE", True, False])),
-        "Pid": json_trees,
+        "Pid": wrong_values,
     },
 )
 container_docs = st.fixed_dictionaries(
     {"state": _maybe(states)},
     optional={
-        "id": json_trees,
+        "id": wrong_values,
         "names": _maybe(st.lists(odd_text, max_size=4)),
         "annotation": _maybe(st.dictionaries(st.just(MODEL_ANNOTATION) | odd_text, _maybe(names))),
         "node": _maybe(names),
@@ -179,10 +182,13 @@ _TAGS = [
 
 
 @st.composite
-def yaml_nodes(draw: st.DrawFn, depth: int = 0, anchors: list[str] | None = None) -> str:
-    """One YAML node in flow style, with anchors, aliases (defined, undefined, recursive) and
-    tags sprinkled in."""
-    anchors = [] if anchors is None else anchors
+def yaml_nodes(draw: st.DrawFn, depth: int = 0, state: dict[str, Any] | None = None) -> str:
+    """One YAML node in flow style, with anchors, aliases (defined, undefined, recursive),
+    tags and long numbers sprinkled in. `state` is shared by the nodes of one document: its
+    anchors, and a budget of nodes that keeps a document small (so examples stay cheap)."""
+    state = {"anchors": [], "budget": 40} if state is None else state
+    anchors: list[str] = state["anchors"]
+    state["budget"] -= 1
     prefix = ""
     if draw(st.integers(0, 9)) == 0:
         prefix += draw(st.sampled_from(_TAGS)) + " "
@@ -190,7 +196,8 @@ def yaml_nodes(draw: st.DrawFn, depth: int = 0, anchors: list[str] | None = None
         name = f"a{len(anchors)}" if draw(st.booleans()) else draw(st.sampled_from(["a0", "x"]))
         anchors.append(name)
         prefix += f"&{name} "
-    shape = draw(st.integers(0, 9 if depth < 5 else 4))
+    nested = depth < 5 and state["budget"] > 0
+    shape = draw(st.integers(0, 9 if nested else 5))
     if shape == 0 and anchors:
         return "*" + draw(st.sampled_from([*anchors, "undefined"]))
     if shape <= 2:
@@ -199,12 +206,15 @@ def yaml_nodes(draw: st.DrawFn, depth: int = 0, anchors: list[str] | None = None
         return prefix + _json_text(draw(odd_text))  # double-quoted: escapes, surrogates
     if shape == 4:
         return prefix + str(draw(numbers))
-    kids = st.lists(yaml_nodes(depth + 1, anchors), max_size=5)
-    if shape <= 6:
+    if shape == 5:  # long decimal or base-60 numbers
+        return prefix + draw(st.sampled_from(["7", "1:59", "0:"])) * draw(st.integers(1, 400))
+    kids = st.lists(yaml_nodes(depth + 1, state), max_size=4)
+    if shape <= 7:
         return prefix + "[" + ", ".join(draw(kids)) + "]"
-    keys = draw(kids)
-    values = draw(st.lists(yaml_nodes(depth + 1, anchors), min_size=len(keys), max_size=len(keys)))
-    return prefix + "{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, values, strict=True)) + "}"
+    pairs = draw(
+        st.lists(st.tuples(yaml_nodes(depth + 1, state), yaml_nodes(depth + 1, state)), max_size=4)
+    )
+    return prefix + "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
 
 
 @st.composite
@@ -212,7 +222,7 @@ def spec_docs(draw: st.DrawFn) -> dict[str, Any]:
     """A Package/Model/Scenario-shaped tree with a wrong type possible at every field; some
     subtrees shared, so the YAML writer emits anchors and aliases for them."""
     kind = draw(st.sampled_from([*SPEC_PARSERS, "x"]))
-    entry = st.fixed_dictionaries({"name": _maybe(few_names)}, optional={"node": json_trees})
+    entry = st.fixed_dictionaries({"name": _maybe(few_names)}, optional={"node": wrong_values})
     shared = draw(_maybe(entry))
     items = draw(st.lists(st.one_of(_maybe(entry), st.just(shared)), max_size=5))
     spec = {"models": _maybe(st.just(items)), "containers": _maybe(st.just(items))}
@@ -405,7 +415,7 @@ def values_for(draw: st.DrawFn, kind: Kind) -> bytes | None:
         "kind": spec_kind,
         "spec": {"models": listed, "containers": [{"name": "web"}], "target": target},
     }
-    return yaml.safe_dump(doc).encode()
+    return json.dumps(doc).encode()  # JSON is YAML too, and cheaper to write
 
 
 @st.composite
