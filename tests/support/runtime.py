@@ -42,8 +42,8 @@ class FakeActionController:
     async def reconcile(self, scenario: str) -> ReconcileOutcome:
         self.calls.append(scenario)
         if self.refusing:
-            return ReconcileOutcome(False, "rejected", "status 1")
-        return ReconcileOutcome(True, "ok", "")
+            return ReconcileOutcome(False, True, "rejected", "status 1")
+        return ReconcileOutcome(True, False, "ok", "")
 
 
 class Runtime:
