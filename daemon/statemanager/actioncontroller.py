@@ -2,6 +2,20 @@
 
 One grpc.aio channel with keepalive, a deadline on every call, TLS when a CA file is given.
 Callers get a `ReconcileOutcome`, never a grpc exception.
+
+Delivery policy, per answer (README, "Reconcile delivery"):
+
+- status 0: acknowledged (`ok`).
+- gRPC UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, CANCELLED: ActionController
+  is down, unreachable (TLS handshake failures included), overloaded or slow; the same request
+  may well succeed later. Retried with backoff for as long as it takes (`unavailable`).
+- any other gRPC code (INTERNAL, INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND,
+  UNIMPLEMENTED, PERMISSION_DENIED, UNAUTHENTICATED, UNKNOWN, ...): ActionController answered
+  and said no (`error`); a non-zero status in the response likewise (`rejected`). Both are
+  *refusals*: retried with backoff, but counted, and a trigger refused too often or for too
+  long moves to the dead letters. Pullpiri's ActionController answers INTERNAL "Invalid current
+  status: Failed" to every request for a package in Error, so without this limit such a trigger
+  would be retried forever.
 """
 
 from __future__ import annotations
@@ -23,13 +37,41 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 
+# The policy above, one entry per gRPC code (tests check that every code is in exactly one).
+RETRIED_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+REFUSAL_CODES = frozenset(
+    {
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ReconcileOutcome:
-    """`acknowledged` when ActionController answered status 0. `result` is a metric label:
-    ok, rejected (non-zero status), unavailable, or error (any other gRPC failure)."""
+    """`acknowledged` when ActionController answered status 0; `refused` when it answered no
+    (a refusal code or a non-zero status). `result` is a metric label: ok, rejected (non-zero
+    status), unavailable (a retried code) or error (a refusal code)."""
 
     acknowledged: bool
+    refused: bool
     result: str
     detail: str
 
@@ -55,15 +97,14 @@ class ActionControllerClient:
         try:
             response = await self._stub.Reconcile(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            unavailable = exc.code() in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-            )
             detail = f"{exc.code().name}: {exc.details()}"
-            return ReconcileOutcome(False, "unavailable" if unavailable else "error", detail)
+            if exc.code() in RETRIED_CODES:
+                return ReconcileOutcome(False, False, "unavailable", detail)
+            return ReconcileOutcome(False, True, "error", detail)
         if response.status == 0:
-            return ReconcileOutcome(True, "ok", response.desc)
-        return ReconcileOutcome(False, "rejected", f"status {response.status}: {response.desc}")
+            return ReconcileOutcome(True, False, "ok", response.desc)
+        detail = f"status {response.status}: {response.desc}"
+        return ReconcileOutcome(False, True, "rejected", detail)
 
     async def close(self) -> None:
         await self._channel.close()

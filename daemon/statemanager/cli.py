@@ -1,5 +1,6 @@
-"""Command line: `run` (the daemon), `evaluate` (what would change) and `status` (why);
-`--output json` documents are described in docs/cli.md."""
+"""Command line: `run` (the daemon), `evaluate` (what would change), `status` (why) and
+`triggers` (reconcile triggers and dead letters, in triggerscli.py); `--output json`
+documents are described in docs/cli.md."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import structlog
 
-from statemanager import __version__, bench, daemon, report
-from statemanager.config import LOG_FORMATS, OPTIONS, Settings, load
+from statemanager import __version__, bench, daemon, report, triggerscli
+from statemanager.config import LOG_FORMATS, OPTIONS, Option, Settings, load
 from statemanager.election import election_prefix
 from statemanager.errors import ConfigError, EtcdError, EtcdUnavailable
 from statemanager.etcd import EtcdClient
@@ -47,9 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         "3: etcd cannot be read)",
         "status": "show packages → models → containers with states and the rule behind each "
         "(exit 0; 1: a NAME matches nothing, 2: invalid configuration, 3: etcd cannot be read)",
+        "triggers": "list pending reconcile triggers and dead letters; redeliver or drop dead "
+        "letters (exit 0; 1: a named package has none, or it could not be moved, "
+        "2: invalid usage or configuration, 3: etcd cannot be read)",
     }
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
+        if name == "triggers":
+            triggerscli.add_arguments(sub)
         if name == "status":
             sub.add_argument(
                 "names",
@@ -77,17 +83,19 @@ def _parser() -> argparse.ArgumentParser:
         for option in OPTIONS:
             if name in option.commands:
                 settings.add_argument(
-                    option.flag,
-                    dest=option.name,
-                    metavar="VALUE",
-                    # argparse %-formats help texts
-                    help=f"{option.help} (env {option.env}; default {option.default!r})".replace(
-                        "%", "%%"
-                    ),
+                    option.flag, dest=option.name, metavar="VALUE", help=_flag_help(option)
                 )
     text = "measure the daemon's throughput, latency and footprint against a private etcd"
     bench.add_arguments(commands.add_parser("bench", help=text, description=text))
     return parser
+
+
+def _flag_help(option: Option) -> str:
+    sources = f"env {option.env}"
+    if option.credential is not None:
+        sources += f"; systemd credential {option.credential.name}"
+    # argparse %-formats help texts
+    return f"{option.help} ({sources}; default {option.default!r})".replace("%", "%%")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
     try:
+        if args.command == "triggers":
+            return asyncio.run(triggerscli.main(settings, args))
         return asyncio.run(_inspect(settings, args))
     except (EtcdUnavailable, EtcdError) as exc:
         print(f"statemanager: {exc}", file=sys.stderr)

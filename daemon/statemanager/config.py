@@ -79,7 +79,7 @@ def _positive(value: object) -> float:
         raise ValueError(f"{value!r} is not a number")
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int of 400 digits
         raise ValueError(f"{value!r} is not a number") from None
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{value!r} must be a positive, finite number")
@@ -185,19 +185,30 @@ class ServerTls:
 # file serves them all, so a bad value is named wherever it is read); the flags only offer what
 # the command uses.
 DAEMON_ONLY = frozenset({"run"})
-EVERY_COMMAND = frozenset({"run", "evaluate", "status"})
+EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers"})
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A systemd credential (`LoadCredential=NAME:…`, read from `$CREDENTIALS_DIRECTORY/NAME`)
+    that supplies a secret setting nobody set otherwise: its text (`text`, a password) or
+    its path (a private key file)."""
+
+    name: str
+    text: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One setting: its dotted name, parser (raises ValueError with the reason), help, and the
-    commands that take it as a flag."""
+    """One setting: its dotted name, parser (raises ValueError with the reason), help, the
+    commands that take it as a flag, and the systemd credential that may hold it."""
 
     name: str
     parse: Callable[[object], Any]
     default: Any
     help: str
     commands: frozenset[str] = DAEMON_ONLY
+    credential: Credential | None = None
 
     @property
     def env(self) -> str:
@@ -246,6 +257,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "PEM client key for mutual TLS",
         commands=EVERY_COMMAND,
+        credential=Credential("etcd-client-key"),
     ),
     Option(
         "etcd.username", _optional_text, None, "etcd user (auth enabled)", commands=EVERY_COMMAND
@@ -254,8 +266,9 @@ OPTIONS: tuple[Option, ...] = (
         "etcd.password",
         _optional_text,
         None,
-        "the etcd user's password; prefer the environment or a 0600 config file",
+        "the etcd user's password; under systemd prefer its credential to a variable",
         commands=EVERY_COMMAND,
+        credential=Credential("etcd-password", text=True),
     ),
     Option(
         "etcd.watch_silence_seconds",
@@ -322,6 +335,20 @@ OPTIONS: tuple[Option, ...] = (
         "longest wait between retries of an undelivered reconcile trigger",
     ),
     Option(
+        "actioncontroller.max_refusals",
+        _positive_int,
+        10,
+        "refusals (a refusal gRPC code or non-zero status) after which a trigger moves to the "
+        "dead letters",
+    ),
+    Option(
+        "actioncontroller.max_trigger_age_seconds",
+        _positive,
+        3600.0,
+        "a trigger refused when this old (since the delivering daemon took it on) moves to the "
+        "dead letters",
+    ),
+    Option(
         "actioncontroller.ca_file",
         _readable_file,
         None,
@@ -333,7 +360,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "PEM client certificate for mutual TLS (with key_file)",
     ),
-    Option("actioncontroller.key_file", _readable_file, None, "PEM client key for mutual TLS"),
+    Option(
+        "actioncontroller.key_file",
+        _readable_file,
+        None,
+        "PEM client key for mutual TLS",
+        credential=Credential("actioncontroller-client-key"),
+    ),
     Option(
         "grpc.enabled",
         _flag,
@@ -347,7 +380,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "PEM certificate (chain) of that service; set (with tls_key_file): TLS only",
     ),
-    Option("grpc.tls_key_file", _readable_file, None, "PEM private key of tls_cert_file"),
+    Option(
+        "grpc.tls_key_file",
+        _readable_file,
+        None,
+        "PEM private key of tls_cert_file",
+        credential=Credential("grpc-server-key"),
+    ),
     Option(
         "grpc.tls_client_ca_file",
         _readable_file,
@@ -407,6 +446,8 @@ class Settings:
     actioncontroller_address: str
     actioncontroller_timeout_seconds: float
     actioncontroller_max_backoff_seconds: float
+    actioncontroller_max_refusals: int
+    actioncontroller_max_trigger_age_seconds: float
     actioncontroller_tls: TlsFiles | None
     grpc_enabled: bool
     grpc_address: str
@@ -521,6 +562,26 @@ def _credentials(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return user, password
 
 
+def _systemd_credential(option: Option, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(raw value, where) from the option's credential when systemd passed it to the service;
+    a setting given any other way wins (see README.md, "Secrets")."""
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if option.credential is None or not directory:
+        return None
+    path = Path(directory) / option.credential.name
+    if not path.is_file():
+        return None
+    where = f"credential {option.credential.name} for {option.name}"
+    if not option.credential.text:
+        return str(path), where
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
+    # `echo secret > file` adds a newline that is no part of the secret.
+    return text.removesuffix("\n"), where
+
+
 def _web_config(path: Path | None) -> WebConfig:
     """The file read and checked now, so a mistake in it stops the start (exit 2)."""
     return webconfig.load(path) if path is not None else WebConfig()
@@ -531,7 +592,8 @@ def load(
     env: Mapping[str, str],
     flags: Mapping[str, object],
 ) -> Settings:
-    """Merge file < environment < flags (`flags` maps option names to given values)."""
+    """Merge systemd credential < file < environment < flags (`flags` maps option names to
+    given values)."""
     from_file = _read_file(path or DEFAULT_CONFIG_PATH, explicit=path is not None)
     values: dict[str, Any] = {}
     for option in OPTIONS:
@@ -542,6 +604,8 @@ def load(
             raw, where = env[option.env], option.env
         elif option.name in from_file:
             raw, where = from_file[option.name], f"{option.name} in {path or DEFAULT_CONFIG_PATH}"
+        elif (given := _systemd_credential(option, env)) is not None:
+            raw, where = given
         else:
             values[option.name] = option.default
             continue
@@ -568,6 +632,8 @@ def load(
         actioncontroller_address=values["actioncontroller.address"],
         actioncontroller_timeout_seconds=values["actioncontroller.timeout_seconds"],
         actioncontroller_max_backoff_seconds=values["actioncontroller.max_backoff_seconds"],
+        actioncontroller_max_refusals=values["actioncontroller.max_refusals"],
+        actioncontroller_max_trigger_age_seconds=values["actioncontroller.max_trigger_age_seconds"],
         actioncontroller_tls=_tls_files(
             values, "actioncontroller", values["actioncontroller.ca_file"] is not None
         ),

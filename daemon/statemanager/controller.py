@@ -9,6 +9,7 @@ by the event, and the error policy sits in one place (`_process`).
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 
 import structlog
@@ -17,7 +18,7 @@ from statemanager.election import Leadership
 from statemanager.errors import EtcdError, EtcdUnavailable, TooLarge
 from statemanager.etcd import Event, Fence, KeyValue
 from statemanager.index import Index
-from statemanager.ingest import Ingest, Report
+from statemanager.ingest import INTERNAL_ERROR, Ingest, Report
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
 from statemanager.planner import Change, plan
@@ -69,6 +70,9 @@ class Controller:
         # first unprocessed event for it arrived (event-to-write latency). Kept until written.
         self._causes: dict[WorkKey, int] = {}
         self._seen_at: dict[WorkKey, float] = {}
+        # Per key planning raised on: the cause revision it was last reported at (a bug's
+        # keys only, so this stays small).
+        self._quarantine_logged: dict[WorkKey, int] = {}
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -123,13 +127,21 @@ class Controller:
 
     def _report(self, reports: Sequence[Report]) -> None:
         for r in reports:
-            if r.rejected:
+            if r.kind == INTERNAL_ERROR:
+                self._quarantined(r.key, "ingest", r.revision, r.detail)
+            elif r.rejected:
                 self._metrics.invalid_inputs.labels(r.kind).inc()
                 log.warning(
                     "invalid_input", key=r.key, kind=r.kind, error=r.detail, revision=r.revision
                 )
             else:
                 log.warning("unassigned_container", key=r.key, error=r.detail, revision=r.revision)
+
+    def _quarantined(self, key: str, stage: str, revision: int, error: str) -> None:
+        """A key set aside after an unexpected exception: a bug to report with its traceback.
+        The key is retried when it changes; the rest goes on meanwhile."""
+        self._metrics.quarantined.labels(stage).inc()
+        log.error("key_quarantined", key=key, stage=stage, revision=revision, error=error)
 
     def _refresh_gauges(self) -> None:
         """Cheap: a handful of labels from counts the index keeps up to date."""
@@ -171,7 +183,7 @@ class Controller:
         on; a single change refused so is skipped and reported (its key comes back when its
         inputs change). Any other refusal (permission, bad request): defer and report."""
         started = time.perf_counter()
-        groups = plan(self.index, keys, self._writer.ours)
+        groups = self._plan(keys)
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
         causes = {k: self._causes.get(k, 0) for k in keys}
         todo = self._writer.batches(groups, fence)
@@ -215,6 +227,34 @@ class Controller:
                 self._causes.pop(key, None)
                 self._seen_at.pop(key, None)
         self._refresh_gauges()
+
+    def _plan(self, keys: list[WorkKey]) -> list[list[Change]]:
+        """`plan`, with a bug that planning raises on (not bad data: the parsers took that)
+        kept to the keys that hit it: each is quarantined, once per cause revision, and the
+        others are planned together. A quarantined key leaves this round like a written one,
+        so it is retried when something it depends on changes."""
+        try:
+            return plan(self.index, keys, self._writer.ours)
+        except Exception:
+            batch_error = traceback.format_exc()
+        healthy: list[WorkKey] = []
+        for key in keys:
+            try:  # a dry run: `ours` is left as it was
+                plan(self.index, [key], dict(self._writer.ours))
+                healthy.append(key)
+            except Exception:
+                self._quarantine_planning(key, traceback.format_exc())
+        if len(healthy) == len(keys):  # only the batch as a whole fails: set all of it aside
+            for key in keys:
+                self._quarantine_planning(key, batch_error)
+            return []
+        return self._plan(healthy)
+
+    def _quarantine_planning(self, key: WorkKey, error: str) -> None:
+        cause = self._causes.get(key, 0)
+        if self._quarantine_logged.get(key) != cause:
+            self._quarantine_logged[key] = cause
+            self._quarantined(str(key), "plan", cause, error)
 
     def _skip(self, change: Change, exc: TooLarge) -> None:
         """etcd will never accept this one change: say so and leave the key until its inputs

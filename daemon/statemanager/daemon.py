@@ -89,6 +89,8 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         metrics,
         settings.actioncontroller_max_backoff_seconds,
         settings.etcd_watch_silence_seconds,
+        settings.actioncontroller_max_refusals,
+        settings.actioncontroller_max_trigger_age_seconds,
     )
     listed = asyncio.Event()
 

@@ -39,7 +39,9 @@ class TxnLimits:
     max_ops: int = 128
     max_bytes: int = 1536 * 1024
 
-    OP_OVERHEAD_BYTES = 24  # tag, lengths and a revision of one operation: under 20 measured
+    # Tags, lengths and a revision of one operation: 11-13 bytes measured for keys up to 300
+    # bytes (tests/unit/test_txn_limits.py checks the bound on encoded requests).
+    OP_OVERHEAD_BYTES = 24
     HEADROOM_BYTES = 1024
 
     @property
@@ -158,15 +160,24 @@ class WatchBatch:
     liveness signal only, never a resume point, because etcd before 3.4.26/3.5.8 could send one
     ahead of undelivered events.
 
-    `header_revision` is the store's revision when etcd sent the response (every response has
-    one, a watch's "created" answer included): below a revision already delivered, it says
-    etcd's history was replaced (a wiped member, a restore from an older snapshot).
+    `header` is where etcd stood when it sent the response (every response has one, a watch's
+    "created" answer included): a revision below one already delivered, or a raft term below
+    one already seen, says etcd's history was replaced (a wiped member, a restore from an
+    older snapshot).
     """
 
     prefix: str | None  # None for a progress notification
     events: tuple[Event, ...]
     revision: int
-    header_revision: int
+    header: Header
+
+
+class Header(NamedTuple):
+    """Where etcd stood when it answered: its store revision and its raft term. Both only grow
+    while the cluster keeps its data; a wipe or a restore starts them again from low values."""
+
+    revision: int
+    raft_term: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +322,9 @@ class EtcdClient:
         self._current = 0
         self._conn = _Connection(self._endpoints[0], tls, max_response_bytes)
         self._closing: set[asyncio.Task[None]] = set()
+        # False from a failover until a request succeeds: further hops in between (every member
+        # down) are an outage, which the outage lines report, not news for each hop.
+        self._answered = True
 
     @classmethod
     def from_settings(
@@ -364,7 +378,10 @@ class EtcdClient:
             self._endpoints[self._current], self._tls, self._max_response_bytes
         )
         self._token = None
-        log.warning("etcd_failover", unreachable=failed.endpoint, trying=self._conn.endpoint)
+        (log.warning if self._answered else log.debug)(
+            "etcd_failover", unreachable=failed.endpoint, trying=self._conn.endpoint
+        )
+        self._answered = False
         task = asyncio.create_task(failed.channel.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -401,6 +418,7 @@ class EtcdClient:
                     continue  # the token expired: authenticate again and retry once
                 raise error from None
             self._observe(what, time.perf_counter() - started, None)
+            self._answered = True
             if self._refusals is not None and _writes(request):
                 self._refusals.accepted()
             return response
@@ -408,8 +426,12 @@ class EtcdClient:
 
     async def revision(self) -> int:
         """The store's current revision (a cheap health check)."""
+        return (await self.header()).revision
+
+    async def header(self) -> Header:
+        """Where etcd stands now, from a linearizable read (never a lagging member's view)."""
         resp = await self._call("kv", "Range", rpc.RangeRequest(key=b"\x00", limit=1), "range")
-        return int(resp.header.revision)
+        return _header(resp)
 
     async def get(self, key: bytes) -> KeyValue | None:
         resp = await self._call("kv", "Range", rpc.RangeRequest(key=key), "range")
@@ -453,33 +475,7 @@ class EtcdClient:
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
     ) -> TxnResult:
         """Apply `ops` atomically if every guard (and the fence) holds; otherwise read them."""
-        compare = [
-            rpc.Compare(
-                result=rpc.Compare.EQUAL,
-                target=rpc.Compare.MOD,
-                key=g.key,
-                mod_revision=g.mod_revision,
-            )
-            for g in guards
-        ]
-        failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key)) for g in guards]
-        if fence is not None:
-            compare.append(
-                rpc.Compare(
-                    result=rpc.Compare.EQUAL,
-                    target=rpc.Compare.CREATE,
-                    key=fence.key,
-                    create_revision=fence.create_revision,
-                )
-            )
-            failure.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=fence.key)))
-        success = [
-            rpc.RequestOp(request_put=rpc.PutRequest(key=op.key, value=op.value))
-            if isinstance(op, Put)
-            else rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=op.key))
-            for op in ops
-        ]
-        req = rpc.TxnRequest(compare=compare, success=success, failure=failure)
+        req = txn_request(guards, ops, fence)
         resp = await self._call("kv", "Txn", req, "txn")
         revision = int(resp.header.revision)
         if resp.succeeded:
@@ -516,6 +512,7 @@ class EtcdClient:
         finally:
             call.cancel()
         self._observe("lease", time.perf_counter() - started, None)
+        self._answered = True
         if resp is grpc.aio.EOF:
             raise EtcdUnavailable("etcd closed the lease keep-alive stream")
         return int(resp.TTL)
@@ -605,7 +602,7 @@ class EtcdClient:
                     raise Compacted(int(resp.compact_revision))
                 if resp.canceled:
                     raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
-                header = int(resp.header.revision)
+                header = _header(resp)
                 if not resp.events:
                     yield WatchBatch(None, (), 0, header)  # created or progress: liveness only
                     continue
@@ -630,6 +627,38 @@ async def _ask_progress(call: Any, every: float) -> None:
         return  # the stream is gone; the reader reports why
 
 
+def txn_request(guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None) -> Any:
+    """The TxnRequest for `EtcdClient.txn`: a compare per guard (and the fence), `ops` on
+    success, a read of every guarded key (and the fence) on failure."""
+    compare = [
+        rpc.Compare(
+            result=rpc.Compare.EQUAL,
+            target=rpc.Compare.MOD,
+            key=g.key,
+            mod_revision=g.mod_revision,
+        )
+        for g in guards
+    ]
+    failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key)) for g in guards]
+    if fence is not None:
+        compare.append(
+            rpc.Compare(
+                result=rpc.Compare.EQUAL,
+                target=rpc.Compare.CREATE,
+                key=fence.key,
+                create_revision=fence.create_revision,
+            )
+        )
+        failure.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=fence.key)))
+    success = [
+        rpc.RequestOp(request_put=rpc.PutRequest(key=op.key, value=op.value))
+        if isinstance(op, Put)
+        else rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=op.key))
+        for op in ops
+    ]
+    return rpc.TxnRequest(compare=compare, success=success, failure=failure)
+
+
 def _writes(request: Any) -> bool:
     """Whether etcd's space quota applies to `request`: a lease grant or a transaction with a
     put (under the NOSPACE alarm etcd still serves reads and deletes)."""
@@ -638,6 +667,10 @@ def _writes(request: Any) -> bool:
     if not isinstance(request, rpc.TxnRequest):
         return False
     return any(op.HasField("request_put") for op in [*request.success, *request.failure])
+
+
+def _header(resp: Any) -> Header:
+    return Header(int(resp.header.revision), int(resp.header.raft_term))
 
 
 def _kv(kv: Any) -> KeyValue:

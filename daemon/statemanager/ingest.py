@@ -4,11 +4,13 @@ This is where a container event goes first: the key's prefix says what it is, th
 parsed, and the index says which models and packages it makes dirty. A value that cannot be
 used is returned as a `Report` (the caller logs and counts it) and treated as absent, once
 per revision: the same bad value seen again at the same revision, as a relist does, is not
-reported twice.
+reported twice. A key whose ingestion raises anything else (a bug, not bad data) is
+quarantined the same way, so one key costs that key and never the daemon.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ from statemanager.inputs import (
 from statemanager.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
 
 UNASSIGNED = "unassigned"
+INTERNAL_ERROR = "internal_error"
 _STATE_RESOURCES = {Kind.MODEL_STATE: Resource.MODEL, Kind.PACKAGE_STATE: Resource.PACKAGE}
 _Put = Callable[[str, Any], set[WorkKey]]
 
@@ -32,7 +35,8 @@ _Put = Callable[[str, Any], set[WorkKey]]
 @dataclass(frozen=True, slots=True)
 class Report:
     """Something about one key an operator should hear once per revision: a rejected value
-    (`kind` one of inputs.BAD_INPUT_KINDS) or a container that belongs to no model
+    (`kind` one of inputs.BAD_INPUT_KINDS), a key quarantined after an unexpected exception
+    (`kind` INTERNAL_ERROR, `detail` the traceback) or a container that belongs to no model
     (`kind` UNASSIGNED; it is counted by a gauge, not as bad input)."""
 
     key: str
@@ -90,18 +94,21 @@ class Ingest:
             self._rejected.pop(key, None)
         else:
             known[key] = revision
-        reports: list[Report] = []
         try:
-            dirty = self._apply(kind, key, value, revision)
+            return self._apply(kind, key, value, revision), []
         except BadInput as exc:
-            if self._rejected.get(key) != revision:
-                text = key.decode("utf-8", "backslashreplace")
-                reports.append(Report(text, exc.kind, exc.detail, revision))
-            self._rejected[key] = revision
-            try:  # treat the key as absent: forget whatever its previous value said
-                dirty = self._apply(kind, key, None, revision)
-            except BadInput:
-                dirty = set()  # the key itself is unusable, so no value of it was ever applied
+            rejection, detail = exc.kind, exc.detail
+        except Exception:  # a bug, not bad data: it costs this key, never the daemon
+            rejection, detail = INTERNAL_ERROR, traceback.format_exc()
+        reports: list[Report] = []
+        if self._rejected.get(key) != revision:
+            text = key.decode("utf-8", "backslashreplace")
+            reports.append(Report(text, rejection, detail, revision))
+        self._rejected[key] = revision
+        try:  # treat the key as absent: forget whatever its previous value said
+            dirty = self._apply(kind, key, None, revision)
+        except Exception:  # BadInput: the key itself is unusable, so no value of it was ever
+            dirty = set()  # applied; anything else: the same bug again, already reported
         return dirty, reports
 
     def _unassigned_reports(self, revision: int) -> list[Report]:

@@ -64,6 +64,9 @@ class _SpecLoader(Composer, yaml.CSafeLoader):
     bomb is rejected after at most MAX_YAML_NODES steps, long before anything expands it —
     construction shares aliased objects, but any later walk of the value (formatting it,
     comparing it) would not. A document is never rejected for using anchors as such.
+
+    libyaml is required (PyYAML's wheels bundle it): without it this class cannot be defined
+    and the import fails loudly, rather than parsing with the much slower pure-Python scanner.
     """
 
     def __init__(self, text: str) -> None:
@@ -110,7 +113,9 @@ class _SpecLoader(Composer, yaml.CSafeLoader):
 
 def _typed_scalar(construct: Callable[[SafeConstructor, Node], object]) -> Any:
     """PyYAML's constructor for a typed scalar, bounded in length and total: on values such as
-    `!!int x`, `!!bool x` or `2001-13-45` PyYAML raises ValueError, KeyError or AttributeError."""
+    `!!int x`, `!!int ''`, `!!bool x`, `!!timestamp x` or `2001-13-45` PyYAML raises ValueError,
+    IndexError, KeyError, AttributeError (each conversion reads one scalar's text, nothing
+    else, so any of these means only that the text is not a value of that type)."""
 
     def run(loader: SafeConstructor, node: Node) -> object:
         what = node.tag.removeprefix(_TAG)
@@ -118,7 +123,7 @@ def _typed_scalar(construct: Callable[[SafeConstructor, Node], object]) -> Any:
             raise _invalid_yaml(f"{what} value longer than {MAX_YAML_SCALAR_CHARS} characters")
         try:
             return construct(loader, node)
-        except (ValueError, KeyError, AttributeError, OverflowError):
+        except (ValueError, LookupError, AttributeError, ArithmeticError):
             raise _invalid_yaml(f"invalid {what} value") from None
 
     return run

@@ -148,6 +148,20 @@ class LocalEtcd:
         finally:
             await client.close()
 
+    def etcdctl(self, *args: str) -> str:
+        """Run etcd's own `etcdctl` (shipped beside the etcd binary) against this member; its
+        stdout. Raises CalledProcessError when it fails."""
+        binary = str(Path(find_etcd()).with_name("etcdctl"))
+        done = subprocess.run(
+            [binary, "--endpoints", self.endpoint, *args],
+            env={"ETCDCTL_API": "3"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
     def stop(self) -> None:
         """SIGTERM and wait; SIGKILL if it does not exit in 10 s."""
         if self.process is None:

@@ -29,6 +29,7 @@ from statemanager.states import ContainerStatus, ModelState, PackageState
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 EXPOSITION_TYPE = CONTENT_TYPE_LATEST
 OTHER = "other"  # a written state that is not a state name (someone else wrote it)
+QUARANTINE_STAGES = ("ingest", "plan")  # where an unexpected exception set a key aside
 
 
 class Metrics:
@@ -59,6 +60,12 @@ class Metrics:
         )
         self.invalid_inputs = counter(
             "invalid_inputs", "Keys rejected as bad input (once per key and revision).", ("kind",)
+        )
+        self.quarantined = counter(
+            "quarantined",
+            "Keys set aside after an unexpected exception (a bug) while ingesting or planning"
+            " them (once per key and revision); retried when they change.",
+            ("stage",),
         )
         # Work.
         self.evaluation_seconds = histogram(
@@ -127,8 +134,13 @@ class Metrics:
         )
         self.reconcile_triggers = counter(
             "reconcile_triggers",
-            "Reconcile triggers by what became of them (recorded, delivered, dropped).",
+            "Reconcile triggers by what became of them (recorded, delivered, dropped, "
+            "dead_lettered).",
             ("outcome",),
+        )
+        self.reconcile_dead_letters = gauge(
+            "reconcile_dead_letters",
+            "Triggers given up on after too many refusals, kept in etcd (on the leader).",
         )
         self.reconcile_pending = gauge(
             "reconcile_pending_triggers", "Reconcile triggers recorded and not yet delivered."
@@ -173,11 +185,13 @@ class Metrics:
             self.etcd_refusals.labels(reason)
         for kind in BAD_INPUT_KINDS:
             self.invalid_inputs.labels(kind)
+        for stage in QUARANTINE_STAGES:
+            self.quarantined.labels(stage)
         for reason in ("unavailable", "silent", "compacted", "resync", "revision_backwards"):
             self.watch_restarts.labels(reason)
         for result in ("ok", "rejected", "unavailable", "error"):
             self.reconcile_requests.labels(result)
-        for outcome in ("recorded", "delivered", "dropped"):
+        for outcome in ("recorded", "delivered", "dropped", "dead_lettered"):
             self.reconcile_triggers.labels(outcome)
         for operation in ("range", "txn"):
             self.etcd_request_seconds.labels(operation)

@@ -46,10 +46,10 @@ def plan(
 
     `ours` holds, per key, the state this daemon's own commits last wrote there: the previous
     derived state. A key whose rules still give that value but which holds something else was
-    changed by someone else, and putting it back is a correction, not a transition; without an
-    entry the previous derived state is taken to be the value in etcd; so a key found agreeing
-    with the rules loses its entry here (the rules may have moved to what someone else wrote,
-    and a later change away from it is a transition again).
+    changed by someone else, and putting it back is a correction, not a transition. Without an
+    entry the previous derived state is taken to be the value in etcd, so a key found agreeing
+    with the rules loses its entry here: the rules may have moved to what someone else wrote,
+    and a later change away from it is a transition again.
     """
     if ours is None:
         ours = {}

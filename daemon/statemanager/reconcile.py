@@ -13,6 +13,13 @@ A trigger whose package is no longer in Error (as etcd has it when the attempt i
 dropped, logged. Removing a trigger is a transaction guarded by its revision, so a newer
 trigger for the same package (it entered Error again) is never removed by the older one's
 delivery.
+
+Refusals (see actioncontroller's delivery policy) are counted per trigger: the refusal that
+reaches `max_refusals`, or any refusal once the trigger is `max_age` old (since this daemon
+took it on), moves it to the dead letters in one transaction, guarded and fenced like the
+removal. Unavailability never does: it is retried for as long as it lasts. The dead letters
+are followed too (for the gauge); `statemanager triggers` redelivers one by putting its
+trigger back, which the watch then picks up like any other.
 """
 
 from __future__ import annotations
@@ -34,7 +41,16 @@ from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
 from statemanager.states import PackageState
-from statemanager.triggers import Trigger, decode, trigger_key, trigger_prefix
+from statemanager.triggers import (
+    DeadLetter,
+    Trigger,
+    dead_letter_key,
+    dead_letter_prefix,
+    decode,
+    encode_dead_letter,
+    trigger_key,
+    trigger_prefix,
+)
 
 log = structlog.get_logger("statemanager.reconcile")
 
@@ -73,6 +89,7 @@ class _Pending:
     taken_at: float  # unix time this process took it on, for the oldest-pending gauge
     due: float = 0.0
     attempts: int = 0
+    refusals: int = 0  # answers that said no (see actioncontroller's delivery policy)
     acknowledged: set[str] = field(default_factory=set)  # scenarios that answered status 0
     delivered: bool = False  # acknowledged by all; only its removal from etcd is outstanding
 
@@ -87,6 +104,8 @@ class ReconcileSender:
         metrics: Metrics,
         max_backoff: float,
         silence_limit: float,
+        max_refusals: int,
+        max_age: float,
     ) -> None:
         self._client = client
         self._store = store
@@ -95,9 +114,13 @@ class ReconcileSender:
         self._metrics = metrics
         self._max_backoff = max_backoff
         self._silence_limit = silence_limit
+        self._max_refusals = max_refusals
+        self._max_age = max_age
         self._prefix = trigger_prefix(layout)
+        self._dead_prefix = dead_letter_prefix(layout)
         # Every trigger in etcd as of the watch, by key; delivery works through it.
         self._pending: dict[bytes, _Pending] = {}
+        self._dead: set[bytes] = set()  # the dead-letter keys in etcd, for the gauge
         self._listed_for: Fence | None = None
         self._wake = asyncio.Event()
 
@@ -122,6 +145,7 @@ class ReconcileSender:
                 # again (what is still there keeps its attempts and backoff).
                 self._metrics.reconcile_pending.set(0)
                 self._metrics.reconcile_oldest.set(0)
+                self._metrics.reconcile_dead_letters.set(0)
 
     async def _deliver(
         self, fence: Fence, leadership: Leading, follower: asyncio.Task[None]
@@ -146,12 +170,14 @@ class ReconcileSender:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _follow(self, fence: Fence) -> None:
-        """Keep `_pending` equal to the trigger prefix in etcd: list, then watch from the
-        listed revision; list again whenever the watch breaks, goes silent or is compacted."""
+        """Keep `_pending` equal to the trigger prefix in etcd (and `_dead` to the dead
+        letters): list, then watch from the listed revision; list again whenever the watch
+        breaks, goes silent or is compacted."""
         backoff = Backoff(initial=0.2, cap=2.0)
         while True:
             try:
-                revision, listing = await self._store.snapshot([self._prefix])
+                revision, listing = await self._store.snapshot([self._prefix, self._dead_prefix])
+                self._dead = {kv.key for kv in listing[self._dead_prefix]}
                 # Under a leadership already listed for (an outage came and went), what is new
                 # was recorded meanwhile; under a new one, it was left by earlier leaders.
                 self._relisted(listing[self._prefix], resumed=fence != self._listed_for)
@@ -167,7 +193,8 @@ class ReconcileSender:
                 await asyncio.sleep(delay)
 
     async def _watch(self, start: int, backoff: Backoff) -> None:
-        stream = self._store.watch({self._prefix: start}, self._silence_limit / 3)
+        starts = {self._prefix: start, self._dead_prefix: start}
+        stream = self._store.watch(starts, self._silence_limit / 3)
         try:
             while True:
                 # Progress notifications are asked for every third of the limit: silence
@@ -176,7 +203,13 @@ class ReconcileSender:
                     batch = await anext(stream)
                 backoff.reset()
                 for event in batch.events:
-                    self._observe(event)
+                    if batch.prefix == self._dead_prefix:
+                        self._dead.discard(event.key)
+                        if event.value is not None:
+                            self._dead.add(event.key)
+                    else:
+                        self._observe(event)
+                self._update_gauges()
         finally:
             await stream.aclose()
 
@@ -207,7 +240,6 @@ class ReconcileSender:
             trigger = self._decode(event.key, event.value, event.revision)
             if trigger is not None:
                 self._take(trigger, recorded=True)
-        self._update_gauges()
 
     def _decode(self, key: bytes, value: bytes, revision: int) -> Trigger | None:
         trigger = decode(self._layout, key, value, revision)
@@ -255,6 +287,11 @@ class ReconcileSender:
                 pending.attempts += 1
                 outcome = await self._client.reconcile(scenario)
                 self._metrics.reconcile_requests.labels(outcome.result).inc()
+                if outcome.refused:
+                    pending.refusals += 1
+                    if self._given_up(pending):
+                        await self._dead_letter(pending, scenario, outcome.detail, fence)
+                        return
                 if not outcome.acknowledged:
                     delay = pending.backoff.next()
                     pending.due = time.monotonic() + delay
@@ -262,6 +299,7 @@ class ReconcileSender:
                         "reconcile_retry",
                         **_fields(trigger, scenario),
                         attempt=pending.attempts,
+                        refusals=pending.refusals,
                         result=outcome.result,
                         error=outcome.detail,
                         retry_in=round(delay, 2),
@@ -274,21 +312,48 @@ class ReconcileSender:
             pending.delivered = True
         await self._remove(pending, "delivered", fence)
 
-    async def _remove(self, pending: _Pending, outcome: str, fence: Fence) -> None:
+    def _given_up(self, pending: _Pending) -> bool:
+        too_old = time.time() - pending.taken_at >= self._max_age
+        return pending.refusals >= self._max_refusals or too_old
+
+    async def _dead_letter(
+        self, pending: _Pending, scenario: str, error: str, fence: Fence
+    ) -> None:
+        """Move the trigger to the dead letters: kept in etcd, no longer sent."""
+        trigger = pending.trigger
+        acknowledged = tuple(sorted(pending.acknowledged))
+        letter = DeadLetter(trigger, scenario, error, pending.refusals, acknowledged, time.time())
+        move = Put(dead_letter_key(self._layout, trigger.package), encode_dead_letter(letter))
+        if await self._remove(pending, "dead_lettered", fence, move):
+            log.warning(
+                "reconcile_dead_lettered",
+                **_fields(trigger, scenario),
+                refusals=pending.refusals,
+                error=error,
+            )
+
+    async def _remove(
+        self, pending: _Pending, outcome: str, fence: Fence, move: Put | None = None
+    ) -> bool:
+        """Delete the trigger (writing `move` in the same transaction); True when done."""
         trigger = pending.trigger
         key = trigger_key(self._layout, trigger.package)
+        ops: list[Put | Delete] = [Delete(key)] if move is None else [Delete(key), move]
         try:
-            result = await self._store.txn([Guard(key, trigger.revision)], [Delete(key)], fence)
+            result = await self._store.txn([Guard(key, trigger.revision)], ops, fence)
         except EtcdUnavailable as exc:
             self._defer(pending, exc)
-            return
+            return False
         if result.fenced:
-            return  # no longer leader: the next leader lists the trigger and decides
+            return False  # no longer leader: the next leader lists the trigger and decides
         # A failed guard means a newer trigger took the key; _take has replaced our entry then.
         if self._pending.get(key) is pending:
             del self._pending[key]
-        self._metrics.reconcile_triggers.labels(outcome).inc()
         self._update_gauges()
+        if not result.succeeded and move is not None:
+            return False  # nothing moved: the newer trigger is delivered on its own
+        self._metrics.reconcile_triggers.labels(outcome).inc()
+        return True
 
     def _defer(self, pending: _Pending, exc: EtcdUnavailable) -> None:
         pending.due = time.monotonic() + pending.backoff.next()
@@ -298,6 +363,7 @@ class ReconcileSender:
         self._metrics.reconcile_pending.set(len(self._pending))
         oldest = min((p.taken_at for p in self._pending.values()), default=0.0)
         self._metrics.reconcile_oldest.set(oldest)
+        self._metrics.reconcile_dead_letters.set(len(self._dead))
 
 
 def _fields(trigger: Trigger, scenario: str | None = None) -> dict[str, object]:

@@ -204,10 +204,13 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         for _ in range(_LIST_ATTEMPTS):
             try:
                 record = await self._store.get(record_key)
-                guards = await self._dropped(node, puts, record)
-                guards.append(Guard(record_key, record.mod_revision if record else 0))
-                ops: list[Put | Delete] = [*puts.values(), *(Delete(g.key) for g in guards[:-1])]
-                ops.append(Put(record_key, record_value))
+                dropped = await self._dropped(node, puts, record)
+                guards = [*dropped, Guard(record_key, record.mod_revision if record else 0)]
+                ops: list[Put | Delete] = [
+                    *puts.values(),
+                    *(Delete(g.key) for g in dropped),
+                    Put(record_key, record_value),
+                ]
                 self._check_fits(guards, ops, fence)
                 result = await self._store.txn(guards, ops, fence)
             except EtcdUnavailable as exc:
@@ -219,7 +222,7 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
             if result.fenced:
                 raise _Refused(grpc.StatusCode.UNAVAILABLE, self._not_leader())
             if result.succeeded:
-                return len(guards) - 1
+                return len(dropped)
         raise _Refused(
             grpc.StatusCode.ABORTED,
             f"node {node}'s containers changed under each of {_LIST_ATTEMPTS} attempts "

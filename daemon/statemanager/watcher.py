@@ -6,10 +6,11 @@ backstop, it relists and lets the controller diff; it hands events over and does
 
 etcd accepts a watch from a revision it has not reached yet and stays silent until it gets
 there, so after a member is wiped or restored from an older snapshot a resumed watch would hear
-nothing for a long time. Every watch response carries the store's revision: one below what was
-already delivered (confirmed by a linearizable read, since a lagging member may answer a little
-behind) means the history was replaced, and the answer is a full relist that trusts no revision
-learnt before.
+nothing for a long time, or resume in the middle of the new history if it has grown past the
+old revision. Every watch response carries the store's revision and raft term: a revision below
+what was already delivered, or a term below one already seen (confirmed by a linearizable read,
+since a lagging member may answer a little behind), means the history was replaced, and the
+answer is a full relist that trusts no revision learnt before.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import structlog
 from statemanager.backoff import Backoff
 from statemanager.controller import Controller
 from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
-from statemanager.etcd import KeyValue, WatchBatch
+from statemanager.etcd import Header, KeyValue, WatchBatch
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.outage import Outage
@@ -42,7 +43,7 @@ class WatchClient(Protocol):
         self, starts: Mapping[str, int], progress_every: float
     ) -> AsyncGenerator[WatchBatch, None]: ...
 
-    async def revision(self) -> int: ...
+    async def header(self) -> Header: ...
 
 
 class SilentWatch(EtcdUnavailable):
@@ -50,12 +51,14 @@ class SilentWatch(EtcdUnavailable):
 
 
 class HistoryReplaced(Exception):
-    """etcd's revision is below one already delivered: its history is not the one we followed."""
+    """etcd's revision is below one already delivered, or its raft term below one already
+    seen: its history is not the one we followed."""
 
-    def __init__(self, delivered: int, current: int) -> None:
-        super().__init__(f"etcd's revision went back from {delivered} to {current}")
-        self.delivered = delivered
-        self.current = current
+    def __init__(self, what: str, before: int, now: int) -> None:
+        super().__init__(f"etcd's {what} went back from {before} to {now}")
+        self.what = what
+        self.before = before
+        self.now = now
 
 
 class Watcher:
@@ -83,6 +86,7 @@ class Watcher:
         self._backoff = Backoff(initial=0.2, cap=2.0)  # bounds how long etcd's return goes unseen
         # Per prefix, the newest revision whose events have all been applied.
         self._delivered: dict[str, int] = {}
+        self._term = 0  # the highest raft term etcd has answered with
 
     async def run(self) -> None:
         """Run until cancelled; nothing etcd answers ends it (a refusal is retried as an outage)."""
@@ -114,12 +118,15 @@ class Watcher:
                 self._health.broken(f"{exc}: relisting")  # blind until the relist is applied
                 log.error(
                     "etcd_revision_backwards",
-                    delivered=exc.delivered,
-                    etcd_revision=exc.current,
+                    went_back=exc.what,
+                    before=exc.before,
+                    now=exc.now,
                     hint="etcd was wiped or restored from an older snapshot; relisting",
                 )
                 self._controller.forget_history()
-                self._delivered = {}  # so the relist reports no drift against the old history
+                # Learnt anew from the new history, so the relist reports no drift against the old.
+                self._delivered = {}
+                self._term = 0
                 listed = False
             except (EtcdUnavailable, EtcdError) as exc:
                 reason = "silent" if isinstance(exc, SilentWatch) else "unavailable"
@@ -153,7 +160,7 @@ class Watcher:
                         f"no events or progress for {self._silence_limit:g} s"
                     ) from None
                 self._backoff.reset()
-                await self._check_history(batch.header_revision)
+                await self._check_history(batch.header)
                 if batch.prefix is None:
                     self._health.watching()
                     continue  # progress notification: the stream is alive
@@ -164,11 +171,15 @@ class Watcher:
         finally:
             await stream.aclose()
 
-    async def _check_history(self, header_revision: int) -> None:
-        """Raise HistoryReplaced when etcd's revision is below the newest one delivered."""
+    async def _check_history(self, header: Header) -> None:
+        """Raise HistoryReplaced when etcd's revision is below the newest one delivered, or its
+        raft term below the highest one seen. The term catches a replaced history that has
+        already grown past our revision by the time we reconnect (it restarts at 2)."""
         newest = max(self._delivered.values(), default=0)
-        if header_revision >= newest:
-            return
-        current = await self._client.revision()  # linearizable: not a lagging member's view
-        if current < newest:
-            raise HistoryReplaced(newest, current)
+        if header.revision < newest or header.raft_term < self._term:
+            header = await self._client.header()  # linearizable: not a lagging member's view
+            if header.revision < newest:
+                raise HistoryReplaced("revision", newest, header.revision)
+            if header.raft_term < self._term:
+                raise HistoryReplaced("raft term", self._term, header.raft_term)
+        self._term = max(self._term, header.raft_term)

@@ -22,6 +22,7 @@ KNOWN = frozenset(
     {
         "statemanager_transitions_total",
         "statemanager_invalid_inputs_total",
+        "statemanager_quarantined_total",
         "statemanager_unassigned_containers",
         "statemanager_workqueue_depth",
         "statemanager_workqueue_adds_total",
@@ -43,6 +44,7 @@ KNOWN = frozenset(
         "statemanager_reconcile_requests_total",
         "statemanager_reconcile_triggers_total",
         "statemanager_reconcile_pending_triggers",
+        "statemanager_reconcile_dead_letters",
         "statemanager_reconcile_oldest_pending_timestamp_seconds",
         "statemanager_reconcile_no_scenario_total",
         "statemanager_resync_drift_total",

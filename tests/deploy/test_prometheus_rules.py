@@ -25,9 +25,11 @@ EXPECTED_ALERTS = {
     "StateManagerEtcdRefusingWrites": "critical",
     "StateManagerWritesRefused": "warning",
     "StateManagerReconcilePendingTooLong": "warning",
+    "StateManagerReconcileDeadLetters": "warning",
     "StateManagerNoLeader": "critical",
     "StateManagerSeveralLeaders": "warning",
     "StateManagerDrift": "warning",
+    "StateManagerKeyQuarantined": "warning",
     "PackagesInError": "critical",
     "PackagesDegraded": "warning",
 }

@@ -228,11 +228,13 @@ class Daemon:
     metrics_port: int
     process: subprocess.Popen[bytes] | None = None
     _log_file: Any = field(default=None, repr=False)
+    # What Python runs: the package, or a script that plants a fault first and then runs it.
+    program: list[str] = field(default_factory=lambda: ["-m", "statemanager"])
 
     def start(self) -> None:
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "statemanager", "run", "--config", os.devnull],
+            [sys.executable, *self.program, "run", "--config", os.devnull],
             env=self.env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

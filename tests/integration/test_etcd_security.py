@@ -4,17 +4,18 @@ tokens, a three-member cluster losing the member the daemon talks to, and no sec
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import aetcd
 import pytest
+from structlog.testing import capture_logs
 
 from statemanager.config import ServerTls, TlsFiles
+from statemanager.errors import EtcdUnavailable
 from statemanager.etcd import EtcdClient, Put
 from statemanager.keys import KeyLayout
-from statemanager.localetcd import LocalEtcd, find_etcd, free_port
+from statemanager.localetcd import LocalEtcd, free_port
 
 from conftest import Certs, Daemon, Etcd, cli, daemon_env, eventually
 from fleet import Churn, converged
@@ -126,13 +127,6 @@ async def _root_client(server: LocalEtcd, old: aetcd.Client | None = None) -> ae
     return client
 
 
-def etcdctl(endpoint: str, *args: str) -> str:
-    binary = str(Path(find_etcd()).with_name("etcdctl"))
-    result = subprocess.run([binary, "--endpoints", endpoint, *args], capture_output=True,
-                            text=True, check=True, env={"ETCDCTL_API": "3"}, timeout=30)  # fmt: skip
-    return result.stdout
-
-
 async def test_auth_tokens_expire_and_are_renewed(tmp_path: Path, layout: KeyLayout) -> None:
     """Auth on with 1 s tokens and an etcd restart (which forgets every token): the daemon keeps
     writing, its watch included, and its log never shows the password."""
@@ -140,8 +134,8 @@ async def test_auth_tokens_expire_and_are_renewed(tmp_path: Path, layout: KeyLay
                        extra_args=("--auth-token", "simple", "--auth-token-ttl", "1"))  # fmt: skip
     await asyncio.to_thread(server.start)
     try:
-        etcdctl(server.endpoint, "user", "add", f"root:{PASSWORD}")
-        etcdctl(server.endpoint, "auth", "enable")
+        server.etcdctl("user", "add", f"root:{PASSWORD}")
+        server.etcdctl("auth", "enable")
         # aetcd never renews its token, so the test side reconnects after every idle spell.
         etcd = Etcd(await _root_client(server), layout)
         churn = Churn(etcd, seed=21)
@@ -218,3 +212,27 @@ async def test_cluster_member_lost_during_churn(tmp_path: Path, layout: KeyLayou
     finally:
         for m in members:
             m.stop()
+
+
+async def test_failover_warns_once_per_outage_not_per_hop(server: LocalEtcd) -> None:
+    """Moving off a member that answered before is a warning; hopping on through members that
+    are all down (an outage, reported by the outage lines) is debug until one answers again."""
+    dead1, dead2 = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    client = EtcdClient([dead1, dead2, server.endpoint], timeout=1)
+    try:
+        with capture_logs() as logged:
+            for _ in range(2):
+                with pytest.raises(EtcdUnavailable):
+                    await client.revision()
+            await client.revision()  # the third member answers
+            server.kill()
+            for _ in range(4):
+                with pytest.raises(EtcdUnavailable):
+                    await client.revision()
+    finally:
+        await client.close()
+    hops = [(e["log_level"], e["unreachable"]) for e in logged if e["event"] == "etcd_failover"]
+    assert hops == [
+        ("warning", dead1), ("debug", dead2),
+        ("warning", server.endpoint), ("debug", dead1), ("debug", dead2), ("debug", server.endpoint),
+    ]  # fmt: skip

@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from urllib.error import HTTPError
 from urllib.request import urlopen
@@ -195,13 +196,25 @@ def _ready(daemon: Daemon) -> bool:
         return False
 
 
-@pytest.mark.parametrize("how", ["wiped", "restored"])
+@pytest.mark.parametrize(
+    ("how", "grown", "went_back"),
+    [("wiped", False, "revision"), ("restored", False, "revision"), ("wiped", True, "raft term")],
+    ids=["wiped", "restored", "wiped-and-grown"],
+)
 async def test_etcd_history_replaced_is_noticed_and_relisted(
-    private: Etcd, server: LocalEtcd, make_daemon: type[Daemon], tmp_path: Path, how: str
+    private: Etcd,
+    server: LocalEtcd,
+    make_daemon: type[Daemon],
+    tmp_path: Path,
+    how: str,
+    grown: bool,
+    went_back: str,
 ) -> None:
     """etcd wiped, or restored from an older snapshot, on the same ports: its revision is below
-    what the daemon delivered. The daemon says so (log, metric), relists, and writes the states
-    of what changes afterwards, instead of waiting silently for the old revision."""
+    what the daemon delivered, or (when the new history grew past it while the daemon was
+    away) its raft term is below the one the daemon saw. The daemon says so (log, metric),
+    relists, and writes the states of the new history, early changes included, instead of
+    waiting silently for the old revision or resuming in the middle of the new history."""
     await private.package("shop", ["web"])
     await private.container("w0", "running", "web")
     snapshot = tmp_path / "old.db"
@@ -212,19 +225,34 @@ async def test_etcd_history_replaced_is_noticed_and_relisted(
     )  # fmt: skip
     for i in range(1, 40):  # the daemon delivers a revision far above what etcd has later
         await private.container(f"w{i}", "running", "web")
+    # A restart, as every long-lived cluster has had: its raft term is above a new cluster's.
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.start)
     daemon = make_daemon()
     daemon.start()
     await daemon.wait_synced()
     await states_are(private, {"web": "Running", "pkg:shop": "Running"})
+    assert daemon.process is not None
 
+    if grown:
+        daemon.process.send_signal(signal.SIGSTOP)
     await asyncio.to_thread(_replace_history, server, how, snapshot)
-    await private.package("shop", ["web"])
+    await private.package("shop", ["web", "db"])  # early in the new history
+    if grown:  # the new history passes the daemon's revision before it reconnects
+        for i in range(150):
+            await private.put(f"{private.layout.own}filler", str(i))
+        daemon.process.send_signal(signal.SIGCONT)
+    changed = time.monotonic()
     await private.container("w0", "dead", "web")
-    await states_are(private, {"web": "Failed", "pkg:shop": "Error"}, timeout=30)
+    expected = {"web": "Failed", "db": "Pending", "pkg:shop": "Degraded"}
+    await states_are(private, expected, timeout=30)
+    print(f"\nhistory {how}{' and grown' if grown else ''}: states right "
+          f"{time.monotonic() - changed:.2f} s after the last change")  # fmt: skip
 
     noticed = daemon.events("etcd_revision_backwards")
     assert len(noticed) == 1, daemon.tail()
-    assert noticed[0]["etcd_revision"] < noticed[0]["delivered"]
+    assert noticed[0]["went_back"] == went_back
+    assert noticed[0]["now"] < noticed[0]["before"]
     assert 'statemanager_watch_restarts_total{reason="revision_backwards"} 1.0' in daemon.scrape()
 
     async def ready() -> bool:

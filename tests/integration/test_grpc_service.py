@@ -4,6 +4,7 @@ client exactly as NodeAgent and other Pullpiri components would call it."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -264,8 +265,10 @@ async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
                              grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     }  # fmt: skip
     for what, (request, code, says) in refused.items():
+        sent = time.perf_counter()
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await stub.SendChangedContainerList(request)
+        print(f"\n{what}: {code.name} in {time.perf_counter() - sent:.3f} s", end="")
         assert error.value.code() is code, (what, error.value.details())
         details = error.value.details() or ""
         assert says in details, (what, details)
@@ -283,7 +286,7 @@ async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
 
     odd = pb.ContainerInfo(id="e1")  # every other field empty: a container of unknown status
     answer = await stub.SendChangedContainerList(listing(odd))
-    assert answer.resp == "stored 1 containers of node node-good, deleted 0"
+    assert answer.resp == "stored 1 containers of node node-1, deleted 0"
     assert await node_keys(etcd) == {"e1"}
     assert d.process is not None
     assert d.process.poll() is None
@@ -350,16 +353,27 @@ async def _refused(channel: grpc.aio.Channel, cid: str) -> None:
 
 @pytest.mark.parametrize("mutual", [False, True], ids=["server-tls", "mutual-tls"])
 async def test_service_over_tls(
-    mutual: bool, etcd: Etcd, certs: Certs, daemon_factory: Callable[[], Daemon]
+    mutual: bool,
+    etcd: Etcd,
+    certs: Certs,
+    daemon_factory: Callable[[], Daemon],
+    tmp_path: Path,
 ) -> None:
     """With a certificate the service speaks only TLS; with a client CA it serves only clients
-    presenting a certificate that CA signed. Refused calls fail UNAVAILABLE and write nothing."""
+    presenting a certificate that CA signed. Refused calls fail UNAVAILABLE and write nothing.
+    (Mutual TLS takes its key from the `grpc-server-key` systemd credential.)"""
     d = daemon_factory()
     port = serving(d)
-    d.env.update(STATEMANAGER_GRPC_TLS_CERT_FILE=str(certs.server_cert),
-                 STATEMANAGER_GRPC_TLS_KEY_FILE=str(certs.server_key))  # fmt: skip
+    d.env["STATEMANAGER_GRPC_TLS_CERT_FILE"] = str(certs.server_cert)
     if mutual:
+        # The key as systemd passes a credential (LoadCredential=grpc-server-key:…).
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        shutil.copy(certs.server_key, credentials / "grpc-server-key")
+        d.env["CREDENTIALS_DIRECTORY"] = str(credentials)
         d.env["STATEMANAGER_GRPC_TLS_CLIENT_CA_FILE"] = str(certs.ca)
+    else:
+        d.env["STATEMANAGER_GRPC_TLS_KEY_FILE"] = str(certs.server_key)
     d.start()
     await d.wait_synced()
     assert d.events("grpc_serving")[0]["tls"] == ("mutual" if mutual else "server")

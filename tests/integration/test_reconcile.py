@@ -3,34 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator, Callable
+from subprocess import CompletedProcess
 
 import grpc
 import pytest
 
+from statemanager.keys import KeyLayout
 from statemanager.localetcd import LocalEtcd, free_port
 from statemanager.proto import actioncontroller_pb2 as pb
 from statemanager.proto import actioncontroller_pb2_grpc as pb_grpc
 
-from conftest import Certs, Daemon, Etcd, eventually, states_are
+from conftest import Certs, Daemon, Etcd, cli, eventually, states_are
 from faultproxy import FaultProxy
+
+# What Pullpiri's own ActionController answers a Reconcile with current = FAILED (its
+# manager.rs, reconcile_do), with gRPC code INTERNAL, every time.
+PULLPIRI_REFUSAL = "Invalid current status: Failed. Cannot reconcile from this state"
 
 
 class FakeActionController(pb_grpc.ActionControllerConnectionServicer):
-    """Records every Reconcile request; answers the queued statuses, then 0."""
+    """Records every Reconcile request; fails it with `refusal` (a gRPC code and message) while
+    that is set, else answers the queued statuses, then 0."""
 
     def __init__(self, port: int, tls: Certs | None = None) -> None:
         self.port = port
         self.tls = tls
         self.requests: list[pb.ReconcileRequest] = []
         self.statuses: list[int] = []
+        self.refusal: tuple[grpc.StatusCode, str] | None = None
         self._server: grpc.aio.Server | None = None
 
     async def Reconcile(
         self, request: pb.ReconcileRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReconcileResponse:
         self.requests.append(request)
+        if self.refusal is not None:
+            await context.abort(*self.refusal)
         status = self.statuses.pop(0) if self.statuses else 0
         return pb.ReconcileResponse(status=status, desc="ok" if status == 0 else "busy")
 
@@ -67,6 +78,9 @@ async def controller() -> AsyncIterator[FakeActionController]:
         await fake.stop()
 
 
+MAX_REFUSALS = 4  # the daemons of these tests give a trigger up after this many refusals
+
+
 @pytest.fixture
 def start_daemon(
     daemon_factory: Callable[[], Daemon], controller: FakeActionController
@@ -75,6 +89,7 @@ def start_daemon(
         d = daemon_factory()
         d.env["STATEMANAGER_ACTIONCONTROLLER_ADDRESS"] = f"127.0.0.1:{controller.port}"
         d.env["STATEMANAGER_ACTIONCONTROLLER_MAX_BACKOFF_SECONDS"] = "1"
+        d.env["STATEMANAGER_ACTIONCONTROLLER_MAX_REFUSALS"] = str(MAX_REFUSALS)
         d.start()
         return d
 
@@ -161,16 +176,19 @@ async def test_delivered_once_actioncontroller_starts(
     etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
 ) -> None:
     """ActionController down when the package enters Error, up 10 s later: delivered then;
-    the state write did not wait for it."""
+    the state write did not wait for it, and unavailability is no refusal (never dead-lettered,
+    however many attempts)."""
     await etcd.scenario("s", "pay")
     d = await daemon_then_error(etcd, start_daemon)
     await states_are(etcd, {"pkg:pay": "Error"}, timeout=3)
     assert len(await trigger_keys(etcd)) == 1
     await asyncio.sleep(10)
     assert d.events("reconcile_retry")
+    assert len(d.events("reconcile_retry")) > MAX_REFUSALS
     await controller.start()
     await calls(controller, 1)
     assert controller.scenarios() == ["s"]
+    assert not d.events("reconcile_dead_lettered")
 
 
 async def test_non_zero_status_is_retried_until_acknowledged(
@@ -416,3 +434,121 @@ async def test_outside_write_to_error_state_is_a_correction(
     into_error = [t for t in d.events("transition") if t["to_state"] == "Error"]
     assert len(into_error) == 1, into_error
     assert 'statemanager_corrections_total{resource="package"} 1.0' in d.scrape()
+
+
+async def dead_letter(etcd: Etcd, package: str = "pay") -> dict[str, object] | None:
+    value = await etcd.get(f"{etcd.layout.own}deadletters/{package}")
+    return None if value is None else dict(json.loads(value))
+
+
+async def dead_lettered(etcd: Etcd, timeout: float = 30) -> dict[str, object]:
+    async def there() -> bool:
+        return await dead_letter(etcd) is not None
+
+    await eventually(there, timeout, "the trigger moved to the dead letters")
+    record = await dead_letter(etcd)
+    assert record is not None
+    return record
+
+
+async def triggers_cli(etcd_endpoint: str, layout: KeyLayout, *args: str) -> CompletedProcess[str]:
+    # In a thread: the fake ActionController answers from this test's event loop meanwhile.
+    return await asyncio.to_thread(cli, ["triggers", *args], etcd_endpoint, layout)
+
+
+async def test_refused_trigger_is_dead_lettered_then_redelivered(
+    etcd: Etcd,
+    etcd_endpoint: str,
+    layout: KeyLayout,
+    controller: FakeActionController,
+    start_daemon: Callable[[], Daemon],
+) -> None:
+    """ActionController answers INTERNAL as Pullpiri's does: the trigger is refused
+    max_refusals times, moved to the dead letters (kept in etcd, counted, listed by the CLI),
+    and `triggers redeliver` puts it back: once ActionController accepts, it is delivered."""
+    controller.refusal = (grpc.StatusCode.INTERNAL, PULLPIRI_REFUSAL)
+    await controller.start()
+    await etcd.scenario("s", "pay")
+    d = await daemon_then_error(etcd, start_daemon)
+    record = await dead_lettered(etcd)
+    assert await trigger_keys(etcd) == []
+    assert record["package"] == "pay" and record["scenario"] == "s"
+    assert record["refusals"] == MAX_REFUSALS
+    assert record["error"] == f"INTERNAL: {PULLPIRI_REFUSAL}"
+    assert len(controller.requests) == MAX_REFUSALS
+    scrape = d.scrape()
+    assert "statemanager_reconcile_dead_letters 1.0" in scrape
+    assert 'statemanager_reconcile_triggers_total{outcome="dead_lettered"} 1.0' in scrape
+    assert f'statemanager_reconcile_requests_total{{result="error"}} {MAX_REFUSALS}.0' in scrape
+    (event,) = d.events("reconcile_dead_lettered")
+    assert event["scenario"] == "s" and event["refusals"] == MAX_REFUSALS
+
+    listed = await triggers_cli(etcd_endpoint, layout, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "dead-letter  pay  revision" in listed.stdout
+    assert f"after {MAX_REFUSALS} refusals; last by scenario s: INTERNAL: {PULLPIRI_REFUSAL}" in (
+        listed.stdout
+    )
+    assert len(controller.requests) == MAX_REFUSALS  # given up: nothing more was sent
+
+    controller.refusal = None
+    redelivered = await triggers_cli(etcd_endpoint, layout, "redeliver", "pay")
+    assert redelivered.returncode == 0, redelivered.stderr
+    assert "pay: redelivered (pending again)" in redelivered.stdout
+    await calls(controller, MAX_REFUSALS + 1)
+
+    async def delivered() -> bool:
+        return await trigger_keys(etcd) == [] and "dead_letters 0.0" in d.scrape()
+
+    await eventually(delivered, 10, "the redelivered trigger delivered and removed")
+    assert await dead_letter(etcd) is None
+    assert len(d.events("reconcile_delivered")) == 1
+    again = await triggers_cli(etcd_endpoint, layout, "redeliver", "pay")
+    assert again.returncode == 1
+    assert "no dead letter for package 'pay'" in again.stderr
+
+
+async def test_old_refused_trigger_is_dead_lettered_and_dropped(
+    etcd: Etcd,
+    etcd_endpoint: str,
+    layout: KeyLayout,
+    controller: FakeActionController,
+    daemon_factory: Callable[[], Daemon],
+) -> None:
+    """With a high refusal limit, the age limit gives the trigger up; `triggers drop` deletes
+    the dead letter; usage errors exit 2, a package without a dead letter exits 1."""
+    controller.refusal = (grpc.StatusCode.INVALID_ARGUMENT, "no such scenario")
+    await controller.start()
+    await etcd.scenario("s", "pay")
+    d = daemon_factory()
+    d.env.update(
+        STATEMANAGER_ACTIONCONTROLLER_ADDRESS=f"127.0.0.1:{controller.port}",
+        STATEMANAGER_ACTIONCONTROLLER_MAX_BACKOFF_SECONDS="1",
+        STATEMANAGER_ACTIONCONTROLLER_MAX_REFUSALS="1000",
+        STATEMANAGER_ACTIONCONTROLLER_MAX_TRIGGER_AGE_SECONDS="3",
+    )
+    d.start()
+    await d.wait_synced()
+    await running_package(etcd)
+    await etcd.container("c", "dead", "m")
+    record = await dead_lettered(etcd)
+    assert 1 < len(controller.requests) < 1000
+    assert record["refusals"] == len(controller.requests)
+
+    usage = await triggers_cli(etcd_endpoint, layout, "drop")
+    assert usage.returncode == 2
+    assert "takes PACKAGE... or --all" in usage.stderr
+    dropped = await triggers_cli(etcd_endpoint, layout, "drop", "--all")
+    assert dropped.returncode == 0, dropped.stderr
+    assert "pay: dropped" in dropped.stdout
+    assert await dead_letter(etcd) is None
+
+    async def gauge_cleared() -> bool:
+        return "statemanager_reconcile_dead_letters 0.0" in d.scrape()
+
+    await eventually(gauge_cleared, 10, "the dead-letter gauge back to 0")
+    listed = await triggers_cli(etcd_endpoint, layout, "list")
+    assert listed.returncode == 0
+    assert listed.stdout == "no pending triggers or dead letters\n"
+    missing = await triggers_cli(etcd_endpoint, layout, "drop", "pay")
+    assert missing.returncode == 1

@@ -37,6 +37,7 @@ from statemanager.etcd import (
     Event,
     Fence,
     Guard,
+    Header,
     KeyValue,
     Put,
     TxnResult,
@@ -52,6 +53,8 @@ MAX_TXN_OPS = 128
 # etcd's default --max-request-bytes; MemEtcd counts keys and values only (etcd counts the
 # encoded request), so it refuses a little later than etcd does.
 MAX_REQUEST_BYTES = 1536 * 1024
+# One member that never restarts: its raft term never changes.
+RAFT_TERM = 2
 # etcd raises a shorter lease TTL to 3/2 of its election timeout (1 s by default), rounded up.
 MIN_LEASE_TTL = 2
 
@@ -446,6 +449,13 @@ class MemEtcd:
         await self._request()
         return self._revision
 
+    async def header(self) -> Header:
+        await self._request()
+        return self._header()
+
+    def _header(self) -> Header:
+        return Header(self._revision, RAFT_TERM)
+
     async def get(self, key: bytes) -> KeyValue | None:
         await self._request()
         records = self.range_now(key).records
@@ -571,7 +581,7 @@ class MemEtcd:
             # Per prefix, the next revision to deliver (0: from now on, as etcd reads it).
             next_rev = {p: start or self._revision + 1 for p, start in starts.items()}
             for _ in starts:
-                yield WatchBatch(None, (), 0, self._revision)  # etcd's "created" response
+                yield WatchBatch(None, (), 0, self._header())  # etcd's "created" response
             caught_up = self._revision
             while True:
                 # History first, then each revision committed since: in order, whole revisions.
@@ -582,12 +592,12 @@ class MemEtcd:
                         events = tuple(e for e in self._history.get(rev, ()) if lo <= e.key < hi)
                         next_rev[prefix] = rev + 1
                         if events:
-                            yield WatchBatch(prefix, events, rev, self._revision)
+                            yield WatchBatch(prefix, events, rev, self._header())
                 item = await self._next(stream, progress_every)
                 if isinstance(item, BaseException):
                     raise item
                 if item is None:
-                    yield WatchBatch(None, (), 0, self._revision)  # progress notification
+                    yield WatchBatch(None, (), 0, self._header())  # progress notification
                 else:
                     caught_up = max(caught_up, item)
         finally:

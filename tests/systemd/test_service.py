@@ -115,8 +115,11 @@ def user_manager(tmp_path: Path, debian_tool: Callable[[str, str], str]) -> Iter
     runtime, config = tmp_path / "run", tmp_path / "config"
     runtime.mkdir(mode=0o700)
     (config / "systemd" / "user").mkdir(parents=True)
+    # The runtime directory is a shared mount: systemd mounts a unit's credentials
+    # (LoadCredential=) there from a child mount namespace, which a private one never sees.
     script = (
-        "mount --make-rprivate / && mount -t tmpfs tmpfs /run/systemd && "
+        f"mount --make-rprivate / && mount --bind {runtime} {runtime} && "
+        f"mount --make-shared {runtime} && mount -t tmpfs tmpfs /run/systemd && "
         f"mkdir -p /run/systemd/system && exec {systemd} --user"
     )
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(config)}
@@ -344,3 +347,33 @@ def test_start_limit_stops_a_crash_loop(user_manager: UserManager, tmp_path: Pat
     print(f"\nstart limit: gave up after {state['NRestarts']} restarts ({state['Result']})")
     # StartLimitBurst=5 starts ran (the restart systemd then counted was refused), no more.
     assert len(events(log, "metrics_bind_failed")) == 5
+
+
+def test_etcd_password_from_a_systemd_credential(user_manager: UserManager, tmp_path: Path) -> None:
+    """`LoadCredential=etcd-password:FILE` (a 0600 file the service user could not read
+    itself): the daemon authenticates to an etcd with auth enabled using it, and the password
+    shows neither in the unit's environment (`systemctl show`) nor in the log."""
+    password = f"credential-Pa55word-{os.getpid()}"
+    etcd = LocalEtcd(tmp_path / "etcd", free_port(), free_port())
+    etcd.start()
+    log = tmp_path / "daemon.log"
+    try:
+        etcd.etcdctl("user", "add", f"root:{password}")
+        etcd.etcdctl("auth", "enable")
+        secret = tmp_path / "etcd-password"
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+        extra = (
+            f"LoadCredential=etcd-password:{secret}\nEnvironment=STATEMANAGER_ETCD_USERNAME=root\n"
+        )
+        install(user_manager, etcd, log, extra=extra)
+        user_manager.systemctl("start", "statemanager.service")
+        wait_until("the first sync", lambda: bool(events(log, "synced")), timeout=60)
+        assert events(log, "etcd_authenticated")
+        shown = user_manager.systemctl("show", "statemanager.service")
+        assert password not in shown
+        user_manager.systemctl("stop", "statemanager.service")
+        assert user_manager.show("Result")["Result"] == "success"
+    finally:
+        etcd.stop()
+    assert password not in log.read_text()

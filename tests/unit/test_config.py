@@ -230,11 +230,13 @@ def test_invalid_toml(tmp_path: Path) -> None:
         pytest.param(b"a = " + b"[" * 5000 + b"]" * 5000, "nested too deeply", id="deep"),
         pytest.param(b"[ha]\nlease_ttl_seconds = " + b"1" * 5000, "4300 digits", id="5000-digits"),
         pytest.param(b"#" * (config.MAX_CONFIG_BYTES + 1), "larger than", id="oversized"),
+        pytest.param(b"[etcd]\ntimeout_seconds = " + b"9" * 400, "not a number", id="400-digits"),
     ],
 )
 def test_broken_file_is_config_error(tmp_path: Path, data: bytes, says: str) -> None:
     """A config file tomllib cannot read (UnicodeDecodeError, RecursionError and ValueError
-    escaped before) is a ConfigError naming the file and the problem."""
+    escaped before), or with a number too large for a float (OverflowError escaped), is a
+    ConfigError naming the file and the problem."""
     path = tmp_path / "statemanager.toml"
     path.write_bytes(data)
     message = _error(path, {}, {})
@@ -320,3 +322,58 @@ def test_nan_timeout_is_config_error(no_default_file: None) -> None:
     assert "STATEMANAGER_ETCD_TIMEOUT_SECONDS" in _error(
         None, {"STATEMANAGER_ETCD_TIMEOUT_SECONDS": "nan"}, {}
     )
+
+
+@pytest.fixture
+def credentials(tmp_path: Path) -> Path:
+    """A $CREDENTIALS_DIRECTORY as systemd lays it out for `LoadCredential=`."""
+    directory = tmp_path / "credentials"
+    directory.mkdir()
+    (directory / "etcd-password").write_text("from-credential\n")
+    return directory
+
+
+def test_password_from_systemd_credential(no_default_file: None, credentials: Path) -> None:
+    """With nothing else setting it, etcd.password is the `etcd-password` credential's text
+    (one trailing newline dropped); the username still has to be given."""
+    env = {"CREDENTIALS_DIRECTORY": str(credentials), "STATEMANAGER_ETCD_USERNAME": "sm"}
+    settings = load(None, env, {})
+    assert (settings.etcd_username, settings.etcd_password) == ("sm", "from-credential")
+    with pytest.raises(ConfigError, match=r"etcd\.username and etcd\.password go together"):
+        load(None, {"CREDENTIALS_DIRECTORY": str(credentials)}, {})
+
+
+def test_any_other_source_wins_over_a_credential(tmp_path: Path, credentials: Path) -> None:
+    """File, variable and flag each win over the credential; without CREDENTIALS_DIRECTORY (or
+    without that file in it) the credential is not consulted."""
+    path = write(tmp_path, '[etcd]\nusername = "sm"\npassword = "from-file"\n')
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    assert load(path, env, {}).etcd_password == "from-file"
+    empty = write(tmp_path, '[etcd]\nusername = "sm"\n')
+    assert load(empty, env, {}).etcd_password == "from-credential"
+    assert load(empty, env | {"STATEMANAGER_ETCD_PASSWORD": "from-env"}, {}).etcd_password == (
+        "from-env"
+    )
+    assert load(empty, env, {"etcd.password": "from-flag"}).etcd_password == "from-flag"
+    with pytest.raises(ConfigError, match="go together"):
+        load(empty, {}, {})
+    (credentials / "etcd-password").unlink()
+    with pytest.raises(ConfigError, match="go together"):
+        load(empty, env, {})
+
+
+def test_key_file_credentials_are_paths(no_default_file: None, credentials: Path) -> None:
+    """A private key credential stands for the key file setting: its path is used (and checked
+    as that setting would be), naming the credential when something is wrong."""
+    password = (credentials / "etcd-password").read_bytes()
+    (credentials / "etcd-password").unlink()
+    for name, setting in (("etcd-client-key", "etcd.cert_file"),
+                          ("actioncontroller-client-key", "actioncontroller.cert_file"),
+                          ("grpc-server-key", "grpc.tls_cert_file")):  # fmt: skip
+        (credentials / name).write_text("not a key")
+        with pytest.raises(ConfigError, match=rf"{setting} and .*key_file go together"):
+            load(None, {"CREDENTIALS_DIRECTORY": str(credentials)}, {})
+        (credentials / name).unlink()
+    (credentials / "etcd-password").write_bytes(b"\xff" + password)
+    with pytest.raises(ConfigError, match=r"credential etcd-password for etcd\.password"):
+        load(None, {"CREDENTIALS_DIRECTORY": str(credentials)}, {})

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from statemanager.index import Index
-from statemanager.ingest import UNASSIGNED, Ingest, Report
+from statemanager.ingest import INTERNAL_ERROR, UNASSIGNED, Ingest, Report
 from statemanager.keys import KeyLayout, Kind, Resource, WorkKey
 
 LAYOUT = KeyLayout()
@@ -306,3 +306,29 @@ def test_relist_after_forgetting_revisions_takes_every_listed_value(
     assert verdict is not None
     assert verdict.state == "Failed"
     assert index.written(model("m")).value == "Failed"
+
+
+class _BuggyIndex(Index):
+    """An index with a planted bug: storing a container named "poison" raises."""
+
+    def put_container(self, cid: str, info: Any) -> set[WorkKey]:
+        if "poison" in info.names:
+            raise ZeroDivisionError("planted bug")
+        return super().put_container(cid, info)
+
+
+def test_unexpected_exception_quarantines_only_that_key() -> None:
+    """A bug while ingesting one key (any exception, not BadInput) becomes an internal_error
+    report with the traceback, once per revision; the key counts as absent, others go on, and
+    the key is retried at its next revision."""
+    index = _BuggyIndex()
+    ingest = Ingest(LAYOUT, index, 1024)
+    ingest.apply(Kind.CONTAINER, C1, container("dead"), 1)
+    _, report = apply1(ingest, Kind.CONTAINER, C1, container(names=["poison"]), 2)
+    assert report is not None and report.kind == INTERNAL_ERROR and report.rejected
+    assert "ZeroDivisionError: planted bug" in report.detail and "Traceback" in report.detail
+    assert list(index.containers_of("m")) == []  # the dead container it replaced is gone
+    assert apply1(ingest, Kind.CONTAINER, C1, container(names=["poison"]), 2)[1] is None
+    assert apply1(ingest, Kind.CONTAINER, C2, container("running"), 3) == ({model("m")}, None)
+    assert apply1(ingest, Kind.CONTAINER, C1, container("dead"), 4) == ({model("m")}, None)
+    assert sorted(cid for cid, _ in index.containers_of("m")) == ["c1", "c2"]

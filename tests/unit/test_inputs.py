@@ -399,6 +399,9 @@ def test_node_bound() -> None:
         pytest.param("!!timestamp x", id="tagged-timestamp"),
         pytest.param("2001-13-45", id="impossible-date"),
         pytest.param("!!int 0b", id="empty-binary-int"),
+        pytest.param("!!int", id="empty-int"),
+        pytest.param("!!float ''", id="empty-float"),
+        pytest.param("!!bool", id="empty-bool"),
     ],
 )
 def test_typed_scalars_are_bounded_and_total(scalar: str) -> None:

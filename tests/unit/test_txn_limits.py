@@ -1,0 +1,78 @@
+"""Transactions the writer packs stay within etcd's limits, measured on the encoded request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from statemanager.etcd import Delete, Fence, Guard, Put, TxnLimits, TxnResult, txn_request
+from statemanager.index import Index
+from statemanager.inputs import ContainerInfo
+from statemanager.keys import MAX_NAME_LENGTH, KeyLayout
+from statemanager.metrics import Metrics
+from statemanager.planner import plan
+from statemanager.states import ContainerClass, ContainerStatus
+from statemanager.writer import StateWriter
+
+FENCE = Fence(b"/statemanager/leader/0123456789abcdef", 7)
+
+
+class RecordingClient:
+    """Accepts every transaction and keeps the encoded request."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult:
+        self.requests.append(txn_request(guards, ops, fence))
+        return TxnResult(True, len(self.requests), {})
+
+
+def _fleet(packages: int) -> Index:
+    """Packages with the longest names, each listing one model whose container is dead, each
+    with scenarios: every package enters Error and records a trigger."""
+    index = Index()
+    dead = ContainerInfo((), ContainerStatus.DEAD, ContainerClass.DEAD, None)
+    for i in range(packages):
+        name = f"{i:05}".ljust(MAX_NAME_LENGTH, "p")
+        model = f"{i:05}".ljust(MAX_NAME_LENGTH, "m")
+        index.put_package_spec(name, (model,))
+        index.put_container(f"c{i}", ContainerInfo((), dead.status, dead.cls, model))
+        index.put_scenario(f"s{i}", name)
+    return index
+
+
+@pytest.mark.parametrize(
+    "limits", [TxnLimits(), TxnLimits(max_bytes=16 * 1024), TxnLimits(max_ops=8)]
+)
+async def test_packed_transactions_fit_the_limits(limits: TxnLimits) -> None:
+    """Every transaction the writer sends is within max_ops (compares, each branch) and its
+    encoded size within max_bytes minus the headroom; every change is written once, and no
+    model is split from its package by the trigger records."""
+    index = _fleet(300)
+    client = RecordingClient()
+    writer = StateWriter(client, KeyLayout(), index, Metrics(), limits=limits)
+    groups = plan(index, sorted(index.all_keys()))
+    batches = writer.batches(groups, FENCE)
+    for batch in batches:
+        assert await writer.commit(batch, {}, FENCE) is not None
+    for request in client.requests:
+        assert len(request.SerializeToString()) <= limits.byte_budget
+        for branch in (request.compare, request.success, request.failure):
+            assert len(branch) <= limits.max_ops
+    written = [c.key for batch in batches for c in batch]
+    assert sorted(written) == sorted(index.all_keys())
+    assert len(written) == 600
+    triggers = sum(
+        op.HasField("request_put") and op.request_put.key.startswith(b"/statemanager/triggers/")
+        for request in client.requests
+        for op in request.success
+    )
+    assert triggers == 300
+    for batch in batches:
+        names = {c.key.name for c in batch}
+        assert all(next(iter(index.models_of(n))) in names for n in names if n.endswith("p"))
