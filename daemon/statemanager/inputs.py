@@ -64,6 +64,9 @@ class _SpecLoader(Composer, yaml.CSafeLoader):
     bomb is rejected after at most MAX_YAML_NODES steps, long before anything expands it —
     construction shares aliased objects, but any later walk of the value (formatting it,
     comparing it) would not. A document is never rejected for using anchors as such.
+
+    libyaml is required (PyYAML's wheels bundle it): without it this class cannot be defined
+    and the import fails loudly, rather than parsing with the much slower pure-Python scanner.
     """
 
     def __init__(self, text: str) -> None:

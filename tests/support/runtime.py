@@ -20,6 +20,7 @@ from statemanager.etcd import prefix_end
 from statemanager.health import Health
 from statemanager.keys import KeyLayout
 from statemanager.metrics import Metrics
+from statemanager.outage import Outage
 from statemanager.watcher import Watcher
 
 from support.memetcd import MemEtcd
@@ -35,9 +36,16 @@ class Runtime:
         self.mem = mem
         self.metrics = Metrics()
         self.listings = 0
+        outage = Outage(clock=asyncio.get_running_loop().time)
         self.controller = Controller(mem, LAYOUT, self.metrics, MAX_VALUE_BYTES)
         self.election = Election(
-            mem, LAYOUT.own, node, ttl, self._on_leadership, clock=asyncio.get_running_loop().time
+            mem,
+            LAYOUT.own,
+            node,
+            ttl,
+            self._on_leadership,
+            outage,
+            clock=asyncio.get_running_loop().time,
         )
         self.watcher = Watcher(
             mem,
@@ -48,6 +56,7 @@ class Runtime:
             silence_limit=3.0,
             resync_interval=3600.0,
             health=Health(stuck_after=10.0),
+            outage=outage,
         )
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -1,0 +1,72 @@
+"""A bug while planning some keys costs those keys only: the planning quarantine policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from statemanager import controller as controller_module
+from statemanager.controller import Controller
+from statemanager.keys import KeyLayout, Resource, WorkKey
+from statemanager.metrics import Metrics
+from statemanager.planner import plan
+
+GOOD = WorkKey(Resource.MODEL, "good")
+BAD = WorkKey(Resource.MODEL, "bad")
+OTHER = WorkKey(Resource.PACKAGE, "other")
+
+
+def _controller() -> tuple[Controller, Metrics]:
+    metrics = Metrics()
+    return Controller(
+        client=None, layout=KeyLayout(), metrics=metrics, max_value_bytes=4096
+    ), metrics  # type: ignore[arg-type]
+
+
+def _quarantined(metrics: Metrics) -> float:
+    return (
+        metrics.registry.get_sample_value("statemanager_quarantined_total", {"stage": "plan"})
+        or 0.0
+    )
+
+
+def test_the_key_that_raises_is_set_aside_and_the_rest_planned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planning that raises on one key plans every other key together and reports that key
+    once per cause revision, with the traceback."""
+
+    def buggy(index: Any, keys: Iterable[WorkKey], ours: Any = None) -> list[Any]:
+        keys = list(keys)
+        if BAD in keys:
+            raise KeyError("planted")
+        return [[key] for key in keys]  # one "group" per key: enough to see who was planned
+
+    monkeypatch.setattr(controller_module, "plan", buggy)
+    controller, metrics = _controller()
+    with capture_logs() as logs:
+        assert controller._plan([GOOD, BAD, OTHER]) == [[GOOD], [OTHER]]
+        assert controller._plan([BAD]) == []  # same cause revision: not reported again
+    [event] = [e for e in logs if e["event"] == "key_quarantined"]
+    assert event["key"] == "model/bad" and event["stage"] == "plan"
+    assert "KeyError: 'planted'" in event["error"]
+    assert _quarantined(metrics) == 1
+
+
+def test_a_batch_that_fails_only_as_a_whole_is_set_aside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When no single key makes planning raise but the batch does, every key of it is set
+    aside (rather than retried forever or ending the worker)."""
+
+    def buggy(index: Any, keys: Iterable[WorkKey], ours: Any = None) -> list[Any]:
+        keys = list(keys)
+        if len(keys) > 1:
+            raise RuntimeError("planted")
+        return plan(index, keys, ours)
+
+    monkeypatch.setattr(controller_module, "plan", buggy)
+    controller, metrics = _controller()
+    assert controller._plan([GOOD, OTHER]) == []
+    assert _quarantined(metrics) == 2
