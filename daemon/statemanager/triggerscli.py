@@ -68,9 +68,9 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
     if args.action != "list" and bool(args.packages) == bool(args.all):
         print(f"statemanager: triggers {args.action} takes PACKAGE... or --all", file=sys.stderr)
         return EXIT_USAGE
-    client = EtcdClient.from_settings(settings)
+    client = EtcdClient.from_settings(settings.etcd)
     try:
-        return await run(client, settings.layout, args.action, args.packages, args.all)
+        return await run(client, settings.prefixes.layout, args.action, args.packages, args.all)
     finally:
         await client.close()
 
