@@ -490,6 +490,14 @@ async def test_refused_trigger_is_dead_lettered_then_redelivered(
     assert f"after {MAX_REFUSALS} refusals; last by scenario s: INTERNAL: {PULLPIRI_REFUSAL}" in (
         listed.stdout
     )
+    as_json = await triggers_cli(etcd_endpoint, layout, "list", "--output", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    assert document["schema"] == "statemanager.triggers/v1"
+    assert document["pending"] == [] and document["problems"] == []
+    (letter,) = document["dead_letters"]
+    assert (letter["package"], letter["scenario"], letter["refusals"]) == ("pay", "s", MAX_REFUSALS)
+    assert letter["transition_id"] == record["transition_id"]
     assert len(controller.requests) == sent  # given up: nothing more was sent
 
     controller.refusal = None
@@ -540,6 +548,8 @@ async def test_old_refused_trigger_is_dead_lettered_and_dropped(
     usage = await triggers_cli(etcd_endpoint, layout, "drop")
     assert usage.returncode == 2
     assert "takes PACKAGE... or --all" in usage.stderr
+    usage = await triggers_cli(etcd_endpoint, layout, "drop", "pay", "--output", "json")
+    assert usage.returncode == 2
     dropped = await triggers_cli(etcd_endpoint, layout, "drop", "--all")
     assert dropped.returncode == 0, dropped.stderr
     assert "pay: dropped" in dropped.stdout
