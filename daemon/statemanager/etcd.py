@@ -133,6 +133,14 @@ class RefusalObserver(Protocol):
     def accepted(self) -> None: ...
 
 
+class Candidate(NamedTuple):
+    """A key of an election (`statemanager.election`): who campaigns, and its place in line."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+
+
 class KeyValue(NamedTuple):
     """A listed key; a plain tuple so the pure core can take it without importing this module."""
 
@@ -538,21 +546,26 @@ class EtcdClient:
             return int(resp.header.revision)
         return int(resp.responses[0].response_range.kvs[0].create_revision)
 
-    async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None:
-        """The key under `prefix` with the lowest create revision: (key, value, create_revision)."""
+    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]:
+        """Every key under `prefix` by ascending create revision, and the revision read at.
+        Meant for an election's candidates: one per daemon, so one unpaged read."""
         start = prefix.encode()
         req = rpc.RangeRequest(
             key=start,
             range_end=prefix_end(start),
-            limit=1,
             sort_order=rpc.RangeRequest.ASCEND,
             sort_target=rpc.RangeRequest.CREATE,
         )
         resp = await self._call("kv", "Range", req, "range")
-        if not resp.kvs:
-            return None
-        kv = resp.kvs[0]
-        return bytes(kv.key), bytes(kv.value), int(kv.create_revision)
+        found = [
+            Candidate(bytes(kv.key), bytes(kv.value), int(kv.create_revision)) for kv in resp.kvs
+        ]
+        return int(resp.header.revision), found
+
+    async def first_created(self, prefix: str) -> Candidate | None:
+        """The key under `prefix` with the lowest create revision: the election's leader."""
+        _, found = await self.candidates(prefix)
+        return found[0] if found else None
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
         """Every key under `prefix`, at one revision."""
