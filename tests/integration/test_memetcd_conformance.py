@@ -39,7 +39,12 @@ class Client(Protocol):
     async def revoke_lease(self, lease_id: int) -> None: ...
     async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int: ...
     async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None: ...
+    async def candidates(self, prefix: str) -> tuple[int, list[Any]]: ...
     async def get(self, key: bytes) -> Any: ...
+    async def revision(self) -> int: ...
+    async def header(self) -> Any: ...
+    async def delete(self, key: bytes) -> None: ...
+    async def list_prefix(self, prefix: str) -> Any: ...
     def watch(self, starts: Mapping[str, int], progress_every: float) -> Any: ...
 
 
@@ -274,6 +279,12 @@ async def _adapter_calls(d: Driver, note: Note) -> None:
     note("guarded txn ok", await c.txn([Guard(b"a", kv.mod_revision)], [Put(b"a", b"4")]))
     note("guarded txn stale", await c.txn([Guard(b"a", kv.mod_revision)], [Put(b"a", b"5")]))
     note("guard absent ok", await c.txn([Guard(b"g", 0)], [Put(b"g", b"1")]))
+    note("revision", await c.revision())
+    note("header", await c.header())
+    await c.delete(b"g")
+    await c.delete(b"g")  # absent: no new revision
+    note("after deletes", (await c.revision(), await c.get(b"g")))
+    note("list_prefix", await c.list_prefix("p/"))
     lease = await c.grant_lease(30)
     created = await c.create_if_absent(b"L/one", b"node-1", lease)
     note("create_if_absent", created)
@@ -281,6 +292,7 @@ async def _adapter_calls(d: Driver, note: Note) -> None:
     other = await c.grant_lease(30)
     note("second candidate", await c.create_if_absent(b"L/two", b"node-2", other))
     note("first_created", await c.first_created("L/"))
+    note("candidates", await c.candidates("L/"))
     note("keep_alive", await c.keep_alive(lease))
     fence = Fence(b"L/one", created)
     note("fenced txn ok", await c.txn([], [Put(b"s", b"1")], fence))

@@ -287,9 +287,12 @@ async def test_mutual_tls(
             STATEMANAGER_ACTIONCONTROLLER_CERT_FILE=str(certs.client_cert),
             STATEMANAGER_ACTIONCONTROLLER_KEY_FILE=str(certs.client_key),
         )
+        # Before the daemon starts: written just after its watch opens, the scenario could
+        # reach it after the container's death (etcd orders events across watches only once
+        # they have caught up), and then no trigger would be recorded.
+        await etcd.scenario("s", "pay")
         d.start()
         await d.wait_synced()
-        await etcd.scenario("s", "pay")
         await running_package(etcd)
         await etcd.container("c", "dead", "m")
         if trusted:
@@ -321,9 +324,9 @@ async def test_trigger_delivered_when_its_commit_answer_is_lost(
             STATEMANAGER_ACTIONCONTROLLER_ADDRESS=f"127.0.0.1:{fake.port}",
             STATEMANAGER_ACTIONCONTROLLER_MAX_BACKOFF_SECONDS="1",
         )
+        await private.scenario("s", "pay")  # before the start, as in test_mutual_tls
         d.start()
         await d.wait_synced()
-        await private.scenario("s", "pay")
         await running_package(private)
         proxy.lose_answer_to(f"{private.layout.own}triggers/pay".encode())
         await private.container("c", "dead", "m")
@@ -490,6 +493,14 @@ async def test_refused_trigger_is_dead_lettered_then_redelivered(
     assert f"after {MAX_REFUSALS} refusals; last by scenario s: INTERNAL: {PULLPIRI_REFUSAL}" in (
         listed.stdout
     )
+    as_json = await triggers_cli(etcd_endpoint, layout, "list", "--output", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    assert document["schema"] == "statemanager.triggers/v1"
+    assert document["pending"] == [] and document["problems"] == []
+    (letter,) = document["dead_letters"]
+    assert (letter["package"], letter["scenario"], letter["refusals"]) == ("pay", "s", MAX_REFUSALS)
+    assert letter["transition_id"] == record["transition_id"]
     assert len(controller.requests) == sent  # given up: nothing more was sent
 
     controller.refusal = None
@@ -540,6 +551,8 @@ async def test_old_refused_trigger_is_dead_lettered_and_dropped(
     usage = await triggers_cli(etcd_endpoint, layout, "drop")
     assert usage.returncode == 2
     assert "takes PACKAGE... or --all" in usage.stderr
+    usage = await triggers_cli(etcd_endpoint, layout, "drop", "pay", "--output", "json")
+    assert usage.returncode == 2
     dropped = await triggers_cli(etcd_endpoint, layout, "drop", "--all")
     assert dropped.returncode == 0, dropped.stderr
     assert "pay: dropped" in dropped.stdout
