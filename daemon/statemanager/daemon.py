@@ -81,17 +81,6 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         metrics,
         settings.inputs_max_value_bytes,
     )
-    sender = ReconcileSender(
-        actioncontroller,
-        client,
-        settings.layout,
-        controller.index,
-        metrics,
-        settings.actioncontroller_max_backoff_seconds,
-        settings.etcd_watch_silence_seconds,
-        settings.actioncontroller_max_refusals,
-        settings.actioncontroller_max_trigger_age_seconds,
-    )
     listed = asyncio.Event()
 
     def on_leadership(leading: bool) -> None:
@@ -107,13 +96,6 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         on_leadership,
         outage,
     )
-    stop = _handle_signals(settings, reload)
-    server = _serve_http(stop, metrics, health, controller, election, sender)
-    if server is None:
-        await client.close()
-        await actioncontroller.close()
-        return 1
-
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
     def on_listed(revision: int) -> None:
@@ -138,6 +120,24 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         health=health,
         outage=outage,
     )
+    sender = ReconcileSender(
+        actioncontroller,
+        client,
+        settings.layout,
+        controller.index,
+        watcher,  # how far the index has followed each prefix
+        metrics,
+        settings.actioncontroller_max_backoff_seconds,
+        settings.etcd_watch_silence_seconds,
+        settings.actioncontroller_max_refusals,
+        settings.actioncontroller_max_trigger_age_seconds,
+    )
+    stop = _handle_signals(settings, reload)
+    server = _serve_http(stop, metrics, health, controller, election, sender)
+    if server is None:
+        await client.close()
+        await actioncontroller.close()
+        return 1
     log.info(
         "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics_address
     )

@@ -10,9 +10,13 @@ A trigger is one package's entry into Error; it is sent to each scenario targeti
 (sorted by name, as the index has them at delivery) until ActionController answers status 0
 for each, with capped exponential backoff per trigger while it is down or answers non-zero.
 A trigger whose package is no longer in Error (as etcd has it when the attempt is due) is
-dropped, logged. Removing a trigger is a transaction guarded by its revision, so a newer
-trigger for the same package (it entered Error again) is never removed by the older one's
-delivery.
+dropped, logged. The index may not know every scenario yet: etcd delivers the daemon's prefix
+watches out of revision order while they catch up, so a Scenario written before the death that
+led to the Error can reach the index after it. "No scenario" is therefore concluded only once
+the index's Scenario view is known current as of the trigger's revision; then the trigger is
+dropped with a warning and a metric, and no request. Removing a trigger is a transaction
+guarded by its revision, so a newer trigger for the same package (it entered Error again) is
+never removed by the older one's delivery.
 
 Refusals (see actioncontroller's delivery policy) are counted per trigger: the refusal that
 reaches `max_refusals`, or any refusal once the trigger is `max_age` old (since this daemon
@@ -75,6 +79,14 @@ class TriggerStore(Protocol):
     ) -> TxnResult: ...
 
 
+class Applied(Protocol):
+    """How far the index has followed etcd (the watcher knows)."""
+
+    def applied(self, prefix: str) -> int:
+        """The newest revision up to which every event under `prefix` is in the index."""
+        ...
+
+
 class Leading(Protocol):
     """What the sender needs from the election: wait to lead, and whether it still does."""
 
@@ -102,6 +114,7 @@ class ReconcileSender:
         store: TriggerStore,
         layout: KeyLayout,
         index: Index,
+        applied: Applied,
         metrics: Metrics,
         max_backoff: float,
         silence_limit: float,
@@ -112,6 +125,7 @@ class ReconcileSender:
         self._store = store
         self._layout = layout
         self._index = index
+        self._applied = applied
         self._metrics = metrics
         self._max_backoff = max_backoff
         self._silence_limit = silence_limit
@@ -272,15 +286,26 @@ class ReconcileSender:
             # Read from etcd, not the index: the index follows another watch stream and may
             # not have seen the Error write that this trigger came with yet.
             key = self._layout.state_key(WorkKey(Resource.PACKAGE, trigger.package)).encode()
+            scenarios = self._index.scenarios_of(trigger.package)
             try:
                 found = await self._store.get(key)
+                known = bool(scenarios) or await self._scenarios_current(trigger)
             except EtcdUnavailable as exc:
                 self._defer(pending, exc)
                 return
             state = found.value.decode("utf-8", "replace") if found is not None else None
-            scenarios = self._index.scenarios_of(trigger.package)
-            if state != PackageState.ERROR or not scenarios:
+            if state != PackageState.ERROR:
                 log.info("reconcile_dropped", **_fields(trigger), package_state=state)
+                await self._remove(pending, "dropped", fence)
+                return
+            if not known:  # the watch is still bringing scenarios written before this Error
+                pending.due = time.monotonic() + pending.backoff.next()
+                log.info("reconcile_awaiting_scenarios", **_fields(trigger))
+                return
+            if not scenarios:
+                # Nobody to ask for a reconcile: say so rather than stay silent.
+                self._metrics.reconcile_no_scenario.inc()
+                log.warning("reconcile_no_scenario", **_fields(trigger))
                 await self._remove(pending, "dropped", fence)
                 return
             for scenario in scenarios:
@@ -313,6 +338,17 @@ class ReconcileSender:
                 )
             pending.delivered = True
         await self._remove(pending, "delivered", fence)
+
+    async def _scenarios_current(self, trigger: Trigger) -> bool:
+        """Whether the index's scenarios are etcd's as of `trigger`'s revision or later."""
+        prefix = self._layout.scenarios
+        applied = self._applied.applied(prefix)
+        if applied >= trigger.revision:
+            return True
+        # The index holds the prefix as etcd had it at `applied`; since then deletions can only
+        # take scenarios away, so no key modified since means none is missing.
+        _, listing = await self._store.snapshot([prefix])
+        return all(kv.mod_revision <= applied for kv in listing[prefix])
 
     def _given_up(self, pending: _Pending) -> bool:
         too_old = time.time() - pending.taken_at >= self._max_age

@@ -155,7 +155,7 @@ async def test_error_sends_one_reconcile_per_scenario(
 async def test_package_without_scenario_warns_and_sends_nothing(
     etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
 ) -> None:
-    """Error with no scenario: a warning and a metric, no request, no trigger."""
+    """Error with no scenario: a warning and a metric, no request; its trigger is removed."""
     await controller.start()
     d = start_daemon()
     await d.wait_synced()
@@ -168,8 +168,12 @@ async def test_package_without_scenario_warns_and_sends_nothing(
 
     await eventually(warned, 10, "the no-scenario warning")
     assert "statemanager_reconcile_no_scenario_total 1.0" in d.scrape()
+
+    async def removed() -> bool:
+        return await trigger_keys(etcd) == []
+
+    await eventually(removed, 10, "the trigger removed")
     assert controller.requests == []
-    assert await trigger_keys(etcd) == []
 
 
 async def test_delivered_once_actioncontroller_starts(
