@@ -127,6 +127,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         controller.index,
         watcher,  # how far the index has followed each prefix
         metrics,
+        outage,
         settings.actioncontroller_max_backoff_seconds,
         settings.etcd_watch_silence_seconds,
         settings.actioncontroller_max_refusals,

@@ -39,11 +39,12 @@ import structlog
 
 from statemanager.actioncontroller import ReconcileOutcome
 from statemanager.backoff import Backoff
-from statemanager.errors import Compacted, EtcdUnavailable
+from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.etcd import Delete, Event, Fence, Guard, KeyValue, Put, TxnResult, WatchBatch
 from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
+from statemanager.outage import Outage
 from statemanager.states import PackageState
 from statemanager.triggers import (
     DeadLetter,
@@ -116,6 +117,7 @@ class ReconcileSender:
         index: Index,
         applied: Applied,
         metrics: Metrics,
+        outage: Outage,
         max_backoff: float,
         silence_limit: float,
         max_refusals: int,
@@ -127,6 +129,7 @@ class ReconcileSender:
         self._index = index
         self._applied = applied
         self._metrics = metrics
+        self._outage = outage
         self._max_backoff = max_backoff
         self._silence_limit = silence_limit
         self._max_refusals = max_refusals
@@ -146,8 +149,8 @@ class ReconcileSender:
         return [(p.trigger, p.attempts) for p in items]
 
     async def run(self, leadership: Leading) -> None:
-        """Deliver triggers while this daemon leads (cancel to stop); only a permanent etcd
-        error escapes."""
+        """Deliver triggers while this daemon leads (cancel to stop); nothing etcd answers
+        ends it (a refusal is retried with backoff, like an outage)."""
         while True:
             fence = await leadership.wait_leader()
             follower = asyncio.create_task(self._follow(fence), name="reconcile-triggers")
@@ -198,9 +201,10 @@ class ReconcileSender:
                 self._relisted(listing[self._prefix], resumed=fence != self._listed_for)
                 self._listed_for = fence
                 await self._watch(revision + 1, backoff)
-            except (Compacted, EtcdUnavailable, TimeoutError) as exc:
+            except (Compacted, EtcdUnavailable, EtcdError, TimeoutError) as exc:
                 delay = backoff.next()
-                log.warning(
+                self._failed(exc)
+                self._log_failure(
                     "reconcile_watch_broken",
                     error=str(exc) or type(exc).__name__,
                     retry_in=round(delay, 2),
@@ -290,7 +294,7 @@ class ReconcileSender:
             try:
                 found = await self._store.get(key)
                 known = bool(scenarios) or await self._scenarios_current(trigger)
-            except EtcdUnavailable as exc:
+            except (EtcdUnavailable, EtcdError) as exc:
                 self._defer(pending, exc)
                 return
             state = found.value.decode("utf-8", "replace") if found is not None else None
@@ -380,7 +384,7 @@ class ReconcileSender:
         pending.removing = True
         try:
             result = await self._store.txn([Guard(key, trigger.revision)], ops, fence)
-        except EtcdUnavailable as exc:
+        except (EtcdUnavailable, EtcdError) as exc:
             self._defer(pending, exc)
             return False
         if result.fenced:
@@ -394,9 +398,20 @@ class ReconcileSender:
         self._metrics.reconcile_triggers.labels(outcome).inc()
         return True
 
-    def _defer(self, pending: _Pending, exc: EtcdUnavailable) -> None:
+    def _defer(self, pending: _Pending, exc: EtcdUnavailable | EtcdError) -> None:
         pending.due = time.monotonic() + pending.backoff.next()
-        log.warning("reconcile_deferred", **_fields(pending.trigger), error=str(exc))
+        self._failed(exc)
+        self._log_failure("reconcile_deferred", **_fields(pending.trigger), error=str(exc))
+
+    def _failed(self, exc: Exception) -> None:
+        """Report a request etcd failed or refused to the outage reporter (a broken or silent
+        stream, or a compaction, says nothing about etcd's reachability)."""
+        if isinstance(exc, (EtcdUnavailable, EtcdError)):
+            self._outage.failed(str(exc))
+
+    def _log_failure(self, event: str, **fields: object) -> None:
+        """A warning, or only a debug line while the outage reporter speaks for etcd."""
+        (log.debug if self._outage.down else log.warning)(event, **fields)
 
     def _update_gauges(self) -> None:
         self._metrics.reconcile_pending.set(len(self._pending))

@@ -81,6 +81,7 @@ class Runtime:
             self.controller.index,
             self.watcher,
             self.metrics,
+            outage,
             max_backoff=2.0,
             silence_limit=3.0,
             max_refusals=20,
