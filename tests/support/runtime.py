@@ -9,7 +9,6 @@ silence limits then pass instantly, and `until` waits on a condition with a virt
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from types import TracebackType
 
@@ -25,6 +24,7 @@ from statemanager.outage import Outage
 from statemanager.reconcile import ReconcileSender
 from statemanager.watcher import Watcher
 
+from support import documents
 from support.memetcd import MemEtcd
 
 LAYOUT = KeyLayout()
@@ -142,22 +142,18 @@ async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 
 
 def container(mem: MemEtcd, cid: str, model: str, status: str, exit_code: int = 0) -> int:
-    state = {"Status": status, "ExitCode": str(exit_code)}
-    doc = {"id": cid, "names": [f"{model}_{cid}"], "state": state}
-    doc["annotation"] = {"io.pullpiri.annotations.model": model}
-    return mem.put_now(f"{LAYOUT.containers}{cid}".encode(), json.dumps(doc).encode())
+    doc = documents.container(cid, {"Status": status, "ExitCode": str(exit_code)}, model)
+    return mem.put_now(f"{LAYOUT.containers}{cid}".encode(), doc.encode())
 
 
 def package(mem: MemEtcd, name: str, models: list[str]) -> int:
-    items = "".join(f"\n    - {{name: {m}, node: node-a}}" for m in models)
-    doc = f"kind: Package\nmetadata: {{name: {name}}}\nspec:\n  models:{items or ' []'}\n"
-    return mem.put_now(f"{LAYOUT.packages}{name}".encode(), doc.encode())
+    return mem.put_now(
+        f"{LAYOUT.packages}{name}".encode(), documents.package(name, models).encode()
+    )
 
 
 def scenario(mem: MemEtcd, name: str, target: str) -> int:
-    doc = (
-        f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
-    )
+    doc = documents.scenario(name, target)
     return mem.put_now(f"{LAYOUT.scenarios}{name}".encode(), doc.encode())
 
 
