@@ -20,7 +20,7 @@ import grpc
 import structlog
 from aetcd import rpc
 
-from statemanager.config import Settings, TlsFiles
+from statemanager.config import EtcdSettings, TlsFiles
 from statemanager.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 
 log = structlog.get_logger("statemanager.etcd")
@@ -131,6 +131,14 @@ class RefusalObserver(Protocol):
 
     def refused(self, reason: str, message: str) -> None: ...
     def accepted(self) -> None: ...
+
+
+class Candidate(NamedTuple):
+    """A key of an election (`statemanager.election`): who campaigns, and its place in line."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
 
 
 class KeyValue(NamedTuple):
@@ -329,16 +337,16 @@ class EtcdClient:
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        settings: EtcdSettings,
         observe: Callable[[str, float, str | None], None] | None = None,
         refusals: RefusalObserver | None = None,
     ) -> EtcdClient:
-        user, password = settings.etcd_username, settings.etcd_password
+        user, password = settings.username, settings.password
         return cls(
-            settings.etcd_endpoints,
-            settings.etcd_timeout_seconds,
+            settings.endpoints,
+            settings.timeout_seconds,
             observe,
-            settings.etcd_tls,
+            settings.tls,
             (user, password) if user is not None and password is not None else None,
             refusals=refusals,
         )
@@ -538,21 +546,26 @@ class EtcdClient:
             return int(resp.header.revision)
         return int(resp.responses[0].response_range.kvs[0].create_revision)
 
-    async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None:
-        """The key under `prefix` with the lowest create revision: (key, value, create_revision)."""
+    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]:
+        """Every key under `prefix` by ascending create revision, and the revision read at.
+        Meant for an election's candidates: one per daemon, so one unpaged read."""
         start = prefix.encode()
         req = rpc.RangeRequest(
             key=start,
             range_end=prefix_end(start),
-            limit=1,
             sort_order=rpc.RangeRequest.ASCEND,
             sort_target=rpc.RangeRequest.CREATE,
         )
         resp = await self._call("kv", "Range", req, "range")
-        if not resp.kvs:
-            return None
-        kv = resp.kvs[0]
-        return bytes(kv.key), bytes(kv.value), int(kv.create_revision)
+        found = [
+            Candidate(bytes(kv.key), bytes(kv.value), int(kv.create_revision)) for kv in resp.kvs
+        ]
+        return int(resp.header.revision), found
+
+    async def first_created(self, prefix: str) -> Candidate | None:
+        """The key under `prefix` with the lowest create revision: the election's leader."""
+        _, found = await self.candidates(prefix)
+        return found[0] if found else None
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
         """Every key under `prefix`, at one revision."""

@@ -9,6 +9,7 @@ and node count with every alias expanded, and the length of YAML numbers.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -211,14 +212,16 @@ def parse_container(raw: bytes) -> ContainerInfo:
     raw_names = doc.get("names", [])
     if not isinstance(raw_names, list):
         raise BadInput("wrong_type", f"names must be a list, got {type(raw_names).__name__}")
-    names = tuple(_string(n, "names[]") for n in raw_names)
+    # Interned: the index keeps every container's info, and a fleet repeats each model name
+    # (and each container and node name, across nodes) in many containers; one copy of each.
+    names = tuple(sys.intern(_string(n, "names[]")) for n in raw_names)
     annotation = _mapping(doc.get("annotation", {}), "annotation")
     model = annotation.get(MODEL_ANNOTATION)
     if model is not None:
-        model = _valid_name(model, f"annotation {MODEL_ANNOTATION}")
+        model = sys.intern(_valid_name(model, f"annotation {MODEL_ANNOTATION}"))
     node = doc.get("node")
     if node is not None:
-        node = _string(node, "node")
+        node = sys.intern(_string(node, "node"))
     return ContainerInfo(names, status, classify(status, exit_code, oom), model, node)
 
 

@@ -8,7 +8,8 @@ delete their keys in one revision; compaction; watches that replay history from 
 revision and then follow live changes, one response never splitting a revision.
 
 It offers the methods of `statemanager.etcd.EtcdClient` that the daemon's components use
-(snapshot, watch, txn, get, leases, create_if_absent, first_created, list_prefix, delete), with
+(snapshot, watch, txn, get, leases, create_if_absent, first_created, candidates, list_prefix,
+delete), with
 the same result types and the same error families (`EtcdUnavailable`, `Compacted`,
 `EtcdError`), so Watcher, Controller/StateWriter, Election, ReconcileSender and StateService
 can be handed one. `tests/integration/test_memetcd_conformance.py` runs the same operations
@@ -33,6 +34,7 @@ from typing import Literal
 
 from statemanager.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.etcd import (
+    Candidate,
     Delete,
     Event,
     Fence,
@@ -563,6 +565,12 @@ class MemEtcd:
         if not records:
             return None
         return records[0].key, records[0].value, records[0].create_revision
+
+    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]:
+        await self._request()
+        start = prefix.encode()
+        found = self.range_now(start, prefix_end(start), sort_by_create=True)
+        return found.revision, [Candidate(r.key, r.value, r.create_revision) for r in found.records]
 
     async def watch(
         self, starts: Mapping[str, int], progress_every: float

@@ -120,6 +120,23 @@ def test_parse_container_unknown_status_is_not_an_error() -> None:
     assert (info.status, info.cls) == (ContainerStatus.UNKNOWN, ContainerClass.ACTIVE)
 
 
+def test_parse_container_shares_repeated_names() -> None:
+    """Containers naming the same model, container name and node hold one string object for
+    each (the index keeps every container's info: a copy per container would add up)."""
+    raw = json.dumps(
+        {
+            "names": ["m1_app"],
+            "state": {"Status": "running"},
+            "annotation": {"io.pullpiri.annotations.model": "m1"},
+            "node": "node-a",
+        }
+    ).encode()
+    a, b = parse_container(raw), parse_container(bytes(raw))
+    assert a.model_annotation == "m1" and a.model_annotation is b.model_annotation
+    assert a.names[0] is b.names[0]
+    assert a.node is b.node
+
+
 def test_parse_container_without_annotation() -> None:
     """A container with no model annotation has none (name matching decides later)."""
     info = parse_container(_container_with(annotation={"other": "x"}))
