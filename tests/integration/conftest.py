@@ -27,6 +27,7 @@ from urllib.request import urlopen
 import aetcd
 import pytest
 
+from statemanager.config import OPTIONS
 from statemanager.keys import KeyLayout
 from statemanager.localetcd import LocalEtcd, free_port
 
@@ -187,14 +188,8 @@ def daemon_env(endpoint: str, layout: KeyLayout, metrics_port: int) -> dict[str,
         STATEMANAGER_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
         STATEMANAGER_LOG_FORMAT="json",
         STATEMANAGER_LOG_LEVEL="debug",
-        STATEMANAGER_PREFIXES_CONTAINERS=layout.containers,
-        STATEMANAGER_PREFIXES_PACKAGES=layout.packages,
-        STATEMANAGER_PREFIXES_MODELS=layout.models,
-        STATEMANAGER_PREFIXES_SCENARIOS=layout.scenarios,
-        STATEMANAGER_PREFIXES_MODEL_STATES=layout.model_states,
-        STATEMANAGER_PREFIXES_PACKAGE_STATES=layout.package_states,
-        STATEMANAGER_PREFIXES_OWN=layout.own,
     )
+    env.update({o.env: getattr(layout, o.key) for o in OPTIONS if o.section == "prefixes"})
     return env
 
 

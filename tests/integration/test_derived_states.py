@@ -6,6 +6,7 @@ import itertools
 import random
 import re
 from collections import Counter
+from typing import Any
 
 from statemanager.rules import model_verdict
 from statemanager.states import ContainerClass, classify, parse_status
@@ -99,10 +100,17 @@ async def test_package_spec_deleted(etcd: Etcd, daemon: Daemon) -> None:
     await states_are(etcd, {"pkg:gone": "Running", "m_empty": "Pending", "m_busy": "Running"})
     await etcd.delete(etcd.layout.packages + "gone")
     await states_are(etcd, {"pkg:gone": None, "m_empty": None, "m_busy": "Running"})
-    deletions = {t["name"]: t for t in daemon.events("transition") if t["to_state"] == "deleted"}
-    assert deletions["gone"]["reason"] == "its Package spec is gone"
-    assert deletions["m_empty"]["reason"] == "no package lists it and it has no containers"
-    assert deletions.keys() == {"gone", "m_empty"}
+
+    def deletions() -> dict[str, dict[str, Any]]:
+        return {t["name"]: t for t in daemon.events("transition") if t["to_state"] == "deleted"}
+
+    async def both_logged() -> bool:  # the line follows the commit etcd already shows
+        return {"gone", "m_empty"} <= deletions().keys()
+
+    await eventually(both_logged, what="both deletions logged")
+    assert deletions()["gone"]["reason"] == "its Package spec is gone"
+    assert deletions()["m_empty"]["reason"] == "no package lists it and it has no containers"
+    assert deletions().keys() == {"gone", "m_empty"}
 
 
 async def test_package_without_models_is_initializing(etcd: Etcd, daemon: Daemon) -> None:

@@ -289,9 +289,12 @@ async def test_mutual_tls(
             STATEMANAGER_ACTIONCONTROLLER_CERT_FILE=str(certs.client_cert),
             STATEMANAGER_ACTIONCONTROLLER_KEY_FILE=str(certs.client_key),
         )
+        # Before the daemon starts: written just after its watch opens, the scenario could
+        # reach it after the container's death (etcd orders events across watches only once
+        # they have caught up), and then no trigger would be recorded.
+        await etcd.scenario("s", "pay")
         d.start()
         await d.wait_synced()
-        await etcd.scenario("s", "pay")
         await running_package(etcd)
         await etcd.container("c", "dead", "m")
         if trusted:
@@ -323,9 +326,9 @@ async def test_trigger_delivered_when_its_commit_answer_is_lost(
             STATEMANAGER_ACTIONCONTROLLER_ADDRESS=f"127.0.0.1:{fake.port}",
             STATEMANAGER_ACTIONCONTROLLER_MAX_BACKOFF_SECONDS="1",
         )
+        await private.scenario("s", "pay")  # before the start, as in test_mutual_tls
         d.start()
         await d.wait_synced()
-        await private.scenario("s", "pay")
         await running_package(private)
         proxy.lose_answer_to(f"{private.layout.own}triggers/pay".encode())
         await private.container("c", "dead", "m")

@@ -257,7 +257,7 @@ async def test_sighup_rereads_the_web_config(secured_daemon: Daemon, certs: Cert
     await eventually(rotated, 10, "the new password to be accepted")
     assert https_get(port, "/healthz", certs)[0] == 401  # the old one no longer
     reloaded = secured_daemon.events("reloaded")[-1]
-    assert "metrics_web_config" in reloaded["changed"] and not reloaded["restart_needed"]
+    assert "metrics.web_config_file" in reloaded["changed"] and not reloaded["restart_needed"]
 
     web_config(path.parent, "tls_server_config: {cert_file: /nope.pem}\n")
     secured_daemon.process.send_signal(signal.SIGHUP)

@@ -9,6 +9,7 @@ silence limits then pass instantly, and `until` waits on a condition with a virt
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from types import TracebackType
 
@@ -133,12 +134,31 @@ class Runtime:
 
 
 async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Wait (virtual time) until `condition()` holds; fail after `timeout` virtual seconds."""
+    """Wait until `condition()` holds; fail after `timeout` virtual seconds, or after as many
+    real seconds: a task that never waits on a timer (a busy loop) stops virtual time, and the
+    test would otherwise hang instead of failing."""
     loop = asyncio.get_running_loop()
+    waiter = asyncio.current_task()
+    assert waiter is not None
+    stalled = threading.Event()
+
+    def stall() -> None:  # in the watchdog's thread
+        stalled.set()
+        loop.call_soon_threadsafe(waiter.cancel)
+
+    watchdog = threading.Timer(timeout, stall)
+    watchdog.start()
     deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+    try:
+        while not condition():
+            assert loop.time() < deadline, "condition not reached in time"
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        if stalled.is_set():
+            raise AssertionError("virtual time stalled: is a task busy-looping?") from None
+        raise
+    finally:
+        watchdog.cancel()
 
 
 def container(mem: MemEtcd, cid: str, model: str, status: str, exit_code: int = 0) -> int:
