@@ -20,7 +20,7 @@ import grpc
 import structlog
 from aetcd import rpc
 
-from statemanager.config import Settings, TlsFiles
+from statemanager.config import EtcdSettings, TlsFiles
 from statemanager.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 
 log = structlog.get_logger("statemanager.etcd")
@@ -337,16 +337,16 @@ class EtcdClient:
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        settings: EtcdSettings,
         observe: Callable[[str, float, str | None], None] | None = None,
         refusals: RefusalObserver | None = None,
     ) -> EtcdClient:
-        user, password = settings.etcd_username, settings.etcd_password
+        user, password = settings.username, settings.password
         return cls(
-            settings.etcd_endpoints,
-            settings.etcd_timeout_seconds,
+            settings.endpoints,
+            settings.timeout_seconds,
             observe,
-            settings.etcd_tls,
+            settings.tls,
             (user, password) if user is not None and password is not None else None,
             refusals=refusals,
         )

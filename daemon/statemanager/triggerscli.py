@@ -83,12 +83,13 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"statemanager: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    client = EtcdClient.from_settings(settings)
+    client = EtcdClient.from_settings(settings.etcd)
     try:
-        found = await _read(client, settings.layout)
+        layout = settings.prefixes.layout
+        found = await _read(client, layout)
         if args.action == "list":
             return _list(found, set(args.packages), args.output == "json")
-        return await _change(client, settings.layout, args.action, found, args.packages, args.all)
+        return await _change(client, layout, args.action, found, args.packages, args.all)
     finally:
         await client.close()
 

@@ -280,8 +280,8 @@ def test_reload_and_unexpected_signals(user_manager: UserManager, tmp_path: Path
         user_manager.systemctl("reload", "statemanager.service")
         wait_until("the reload line", lambda: bool(events(log, "reloaded")))
         (reloaded,) = events(log, "reloaded")
-        assert reloaded["changed"] == {"log_level": ["info", "debug"]}
-        assert reloaded["restart_needed"] == ["ha_lease_ttl_seconds"]
+        assert reloaded["changed"] == {"log.level": ["info", "debug"]}
+        assert reloaded["restart_needed"] == ["ha.lease_ttl_seconds"]
 
         config.write_text('[log]\nlevel = "loud"\n')
         user_manager.systemctl("reload", "statemanager.service")
