@@ -58,7 +58,7 @@ class NotLeader(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One state change as SPEC §5 defines it."""
+    """One state change as docs/contract.md, Transitions defines it."""
 
     transition_id: str
     resource: Resource
@@ -254,7 +254,8 @@ class StateWriter:
                 source=t.source,
             )
             if change.entering_error and not change.scenarios:
-                # SPEC §6: nobody to ask for a reconcile; say so rather than stay silent.
+                # Nobody to ask for a reconcile (docs/contract.md, Reconcile delivery): say so
+                # rather than stay silent.
                 self._metrics.reconcile_no_scenario.inc()
                 log.warning("reconcile_no_scenario", package=t.name, transition_id=tid)
         return transitions
