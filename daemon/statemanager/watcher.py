@@ -89,6 +89,11 @@ class Watcher:
         self._delivered: dict[str, int] = {}
         self._term = 0  # the highest raft term etcd has answered with
 
+    def applied(self, prefix: str) -> int:
+        """The newest revision up to which every event under `prefix` is in the index (0 before
+        the first listing)."""
+        return self._delivered.get(prefix, 0)
+
     async def run(self) -> None:
         """Run until cancelled; nothing etcd answers ends it (a refusal is retried as an outage)."""
         listed = False

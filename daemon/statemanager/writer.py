@@ -125,7 +125,7 @@ class StateWriter:
         """Operations and bytes `change` adds to a transaction, its trigger record included."""
         key = self._layout.state_key(change.key).encode()
         size = self._limits.guarded_write_bytes(key, change.new.encode() if change.new else None)
-        if not change.records_trigger:
+        if not change.entering_error:
             return 1, size
         record = trigger_key(self._layout, change.key.name)
         return 2, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
@@ -148,7 +148,7 @@ class StateWriter:
             for k, c in zip(keys, changes, strict=True)
         ]
         ids = {c.key: self._ids.next() for c in changes}
-        triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.records_trigger]
+        triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.entering_error]
         # Recorded in the same transaction as the Error state: a crash cannot separate them.
         ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
         result = await self._txn_with_retries(guards, ops, fence)
@@ -253,9 +253,4 @@ class StateWriter:
                 timestamp=logs.timestamp(t.timestamp_ns),  # the line's only timestamp
                 source=t.source,
             )
-            if change.entering_error and not change.scenarios:
-                # Nobody to ask for a reconcile (docs/contract.md, Reconcile delivery): say so
-                # rather than stay silent.
-                self._metrics.reconcile_no_scenario.inc()
-                log.warning("reconcile_no_scenario", package=t.name, transition_id=tid)
         return transitions

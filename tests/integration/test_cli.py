@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from statemanager.keys import KeyLayout
 
-from conftest import Daemon, Etcd, cli, daemon_env, states_are
+from conftest import DaemonMaker, Etcd, cli, daemon_env, states_are
 
 
 async def test_evaluate_reports_differences_then_agreement(
-    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: Callable[[], Daemon]
+    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: DaemonMaker
 ) -> None:
     """`evaluate` exits 1 and names each differing state, writes nothing; exits 0 once synced."""
     await etcd.package("payment_service", ["a", "b", "c"])
@@ -220,7 +219,7 @@ async def test_status_filters_by_package_or_model_name(
 
 
 async def test_status_json_follows_its_schema(
-    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: Callable[[], Daemon]
+    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: DaemonMaker
 ) -> None:
     """`status --output json` is one JSON document, schema statemanager.status/v1: packages
     with the models shown, models with state, rule, reason, written value and containers."""

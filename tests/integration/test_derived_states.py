@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from statemanager.rules import model_verdict
 from statemanager.states import ContainerClass, classify, parse_status
 
-from conftest import Daemon, Etcd, eventually, states_are
+from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
 from fleet import converged
+from support import documents
 
 BACKEND = "payment_service.backend_model"
 AUTH = "payment_service.auth_model"
@@ -162,7 +161,7 @@ async def test_burst_of_updates_to_one_model(etcd: Etcd, daemon: Daemon) -> None
 
 
 async def test_restart_catches_up_with_changes_made_while_down(
-    etcd: Etcd, daemon_factory: Callable[[], Daemon]
+    etcd: Etcd, daemon_factory: DaemonMaker
 ) -> None:
     """A daemon stopped while etcd changes writes the right states, deletions included, on start."""
     first = daemon_factory()
@@ -201,15 +200,9 @@ async def test_a_large_burst_fills_transactions_to_the_limit(etcd: Etcd, daemon:
     compares, one of them the leader fence) and the daemon keeps running."""
     ops = []
     for i in range(600):
-        doc = {
-            "state": {"Status": "running"},
-            "annotation": {"io.pullpiri.annotations.model": f"b{i}"},
-        }
-        ops.append(
-            etcd.client.transactions.put(
-                f"{etcd.layout.containers}burst{i}".encode(), json.dumps(doc).encode()
-            )
-        )
+        doc = documents.container(f"burst{i}", {"Status": "running"}, f"b{i}")
+        key = f"{etcd.layout.containers}burst{i}"
+        ops.append(etcd.client.transactions.put(key.encode(), doc.encode()))
     for start in range(0, len(ops), 120):
         await etcd.client.transaction(compare=[], success=ops[start : start + 120], failure=[])
 

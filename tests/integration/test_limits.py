@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from statemanager.etcd import EtcdClient
 
-from conftest import Daemon, Etcd, states_are
+from conftest import DaemonMaker, Etcd, states_are
+from support import documents
 
 
 async def test_listing_pages_halve_when_a_response_is_too_large(
@@ -27,20 +26,15 @@ async def test_listing_pages_halve_when_a_response_is_too_large(
 
 
 async def test_daemon_starts_over_a_listing_larger_than_64_mib(
-    private: Etcd, make_daemon: type[Daemon]
+    private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """300 container values of 240 KB (each under inputs.max_value_bytes, 72 MB together, over
     the 64 MiB receive limit in one page): the daemon lists them in smaller pages and syncs."""
     padding = "x" * 240_000
     for i in range(300):
-        doc = {
-            "id": f"c{i:03}",
-            "names": [f"big_c{i:03}"],
-            "state": {"Status": "running"},
-            "annotation": {"io.pullpiri.annotations.model": "big"},
-            "stats": {"padding": padding},
-        }
-        await private.put(f"{private.layout.containers}c{i:03}", json.dumps(doc))
+        cid = f"c{i:03}"
+        doc = documents.container(cid, {"Status": "running"}, "big", stats={"padding": padding})
+        await private.put(f"{private.layout.containers}{cid}", doc)
     await private.package("p", ["big"])
     d = make_daemon()
     d.start()

@@ -20,7 +20,17 @@ import pytest
 from statemanager import webconfig
 from statemanager.keys import KeyLayout
 
-from conftest import Certs, Daemon, cli, eventually, http_get, promql, scrape_job, scrape_targets
+from conftest import (
+    Certs,
+    Daemon,
+    DaemonMaker,
+    cli,
+    eventually,
+    http_get,
+    promql,
+    scrape_job,
+    scrape_targets,
+)
 
 PASSWORD = "correct horse"
 
@@ -80,9 +90,7 @@ def https_get(
 
 
 @pytest.fixture
-async def secured_daemon(
-    daemon_factory: Callable[[], Daemon], certs: Certs, tmp_path: Path
-) -> Daemon:
+async def secured_daemon(daemon_factory: DaemonMaker, certs: Certs, tmp_path: Path) -> Daemon:
     d = daemon_factory()
     d.env["STATEMANAGER_METRICS_WEB_CONFIG_FILE"] = str(secured(tmp_path, certs))
     d.start()

@@ -17,6 +17,8 @@ from statemanager.errors import EtcdUnavailable
 from statemanager.etcd import Candidate, Event, Header, KeyValue, WatchBatch
 from statemanager.outage import Outage
 
+from support.runtime import until
+
 pytestmark = pytest.mark.looptime
 
 A = b"/sm/leader/00000000000000aa"
@@ -134,13 +136,6 @@ async def _running(election: Election) -> AsyncIterator[None]:
             await task
 
 
-async def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait (virtual time) for a condition the election's own loop changes."""
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
 async def test_leads_survives_a_transient_error_and_resigns() -> None:
     """A lone candidate leads; one failed renewal pauses its writes but not its key; resign
     removes the key. Each leader/follower line says why; the outage is one line each way."""
@@ -152,8 +147,8 @@ async def test_leads_survives_a_transient_error_and_resigns() -> None:
             fence = await asyncio.wait_for(election.wait_leader(), 5)
             assert election.leader_name() == "node-a"
             etcd.fail_next_requests = 1
-            await _until(lambda: election.fence() is None)
-            await _until(lambda: election.fence() is not None)
+            await until(lambda: election.fence() is None)
+            await until(lambda: election.fence() is not None)
             assert election.fence() == fence  # same key, same place in line: no new campaign
             assert etcd.leases == 1
             assert changes == [True, False, True]
@@ -178,7 +173,7 @@ async def test_a_lost_lease_starts_a_new_campaign() -> None:
         first = await asyncio.wait_for(election.wait_leader(), 5)
         etcd.lease_alive = False
         etcd.remove(first.key)  # etcd deletes the key with the lease
-        await _until(lambda: etcd.leases >= 2)
+        await until(lambda: etcd.leases >= 2)
         etcd.lease_alive = True
         second = await asyncio.wait_for(election.wait_leader(), 5)
         assert second != first
@@ -191,7 +186,7 @@ async def test_an_earlier_run_under_our_name_is_removed_first() -> None:
     etcd.put(B, b"node-b")
     election = _election(etcd)
     async with _running(election):
-        await _until(lambda: election.decided)
+        await until(lambda: election.decided)
         assert election.fence() is None  # node-b now precedes us
         assert election.leader_name() == "node-b"
         assert A not in etcd.keys
@@ -205,7 +200,7 @@ async def test_a_follower_waits_on_a_watch_not_a_poll() -> None:
     election = _election(etcd)
     loop = asyncio.get_running_loop()
     async with _running(election):
-        await _until(lambda: election.decided)
+        await until(lambda: election.decided)
         assert election.leader_name() == "node-b"
         reads, keep_alives = etcd.reads, etcd.keep_alives
         await asyncio.sleep(60)  # a virtual minute of nothing changing
@@ -239,9 +234,9 @@ async def test_a_follower_learns_of_a_new_leader_ahead_of_its_predecessor() -> N
     etcd.put(B, b"node-b")
     election = _election(etcd, "node-c")
     async with _running(election):
-        await _until(lambda: election.leader_name() == "node-a")
+        await until(lambda: election.leader_name() == "node-a")
         etcd.remove(A)
-        await _until(lambda: election.leader_name() == "node-b")
+        await until(lambda: election.leader_name() == "node-b")
         assert election.fence() is None
         etcd.remove(B)
         await asyncio.wait_for(election.wait_leader(), 5)
@@ -256,7 +251,7 @@ async def test_a_leader_whose_key_is_deleted_campaigns_again() -> None:
         first = await asyncio.wait_for(election.wait_leader(), 5)
         keep_alives = etcd.keep_alives
         etcd.remove(first.key)
-        await _until(lambda: etcd.leases == 2)
+        await until(lambda: etcd.leases == 2)
         assert etcd.keep_alives == keep_alives
         second = await asyncio.wait_for(election.wait_leader(), 5)
         assert second.key != first.key
