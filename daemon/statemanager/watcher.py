@@ -1,8 +1,9 @@
 """Keeps the controller fed from etcd: list at one revision, then watch from the next one.
 
-Thin on purpose (STYLE 4). On a broken or silent stream it backs off and resumes each prefix
-from the revision after its last fully delivered one; on compaction, and periodically as a
-backstop, it relists and lets the controller diff; it hands events over and does nothing else.
+Thin on purpose (docs/design.md, The path of a container event). On a broken or silent
+stream it backs off and resumes each prefix from the revision after its last fully delivered
+one; on compaction, and periodically as a backstop, it relists and lets the controller diff;
+it hands events over and does nothing else.
 
 etcd accepts a watch from a revision it has not reached yet and stays silent until it gets
 there, so after a member is wiped or restored from an older snapshot a resumed watch would hear

@@ -60,7 +60,7 @@ class NotLeader(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One state change as SPEC §5 defines it."""
+    """One state change as docs/contract.md, Transitions defines it."""
 
     transition_id: str
     resource: Resource

@@ -1,4 +1,4 @@
-"""Reconcile triggers against a real grpc.aio ActionController in the test process (SPEC §6)."""
+"""Reconcile triggers against a real grpc.aio ActionController in the test process (docs/contract.md, Reconcile delivery)."""
 
 from __future__ import annotations
 
