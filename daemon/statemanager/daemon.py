@@ -1,7 +1,7 @@
 """`statemanager run`: wires the pieces together and supervises them until a stop signal.
 
 Every long-running task is named and watched: one that ends unexpectedly stops the daemon
-loudly (exit 1) rather than leaving a half-working process behind (STYLE, kopf).
+loudly (exit 1) rather than leaving a half-working process behind (as kopf does).
 
 Signals: SIGTERM and SIGINT stop it (exit 0); SIGHUP reloads the configuration (what can
 change while running: the settings config.py declares reloadable); every other signal whose
@@ -79,17 +79,6 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         metrics,
         settings.inputs.max_value_bytes,
     )
-    sender = ReconcileSender(
-        actioncontroller,
-        client,
-        settings.prefixes.layout,
-        controller.index,
-        metrics,
-        settings.actioncontroller.max_backoff_seconds,
-        settings.etcd.watch_silence_seconds,
-        settings.actioncontroller.max_refusals,
-        settings.actioncontroller.max_trigger_age_seconds,
-    )
     listed = asyncio.Event()
 
     def on_leadership(leading: bool) -> None:
@@ -105,13 +94,6 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         on_leadership,
         outage,
     )
-    stop = _handle_signals(settings, reload)
-    server = _serve_http(stop, metrics, health, controller, election, sender)
-    if server is None:
-        await client.close()
-        await actioncontroller.close()
-        return 1
-
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
     def on_listed(revision: int) -> None:
@@ -136,6 +118,25 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         health=health,
         outage=outage,
     )
+    sender = ReconcileSender(
+        actioncontroller,
+        client,
+        settings.prefixes.layout,
+        controller.index,
+        watcher,  # how far the index has followed each prefix
+        metrics,
+        outage,
+        settings.actioncontroller.max_backoff_seconds,
+        settings.etcd.watch_silence_seconds,
+        settings.actioncontroller.max_refusals,
+        settings.actioncontroller.max_trigger_age_seconds,
+    )
+    stop = _handle_signals(settings, reload)
+    server = _serve_http(stop, metrics, health, controller, election, sender)
+    if server is None:
+        await client.close()
+        await actioncontroller.close()
+        return 1
     log.info(
         "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics.address
     )

@@ -110,7 +110,7 @@ def test_config_file_is_read_and_flags_win(
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["evaluate"], ["status"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["evaluate"], ["status"], ["triggers"]])
 def test_help(command: list[str]) -> None:
     """`--help` works for the program and each command and lists the settings' flags."""
     result = subprocess.run(
@@ -123,6 +123,10 @@ def test_help(command: list[str]) -> None:
         assert (
             "--etcd-endpoints" in result.stdout and "STATEMANAGER_ETCD_ENDPOINTS" in result.stdout
         )
+    if not command:
+        assert all(name in result.stdout for name in ("run", "evaluate", "status", "triggers"))
+    if command == ["triggers"]:
+        assert "{list,redeliver,drop}" in result.stdout
 
 
 def test_evaluate_help_lists_every_exit_code() -> None:

@@ -1,4 +1,4 @@
-"""Reconcile triggers against a real grpc.aio ActionController in the test process (SPEC §6)."""
+"""Reconcile triggers against a real grpc.aio ActionController in the test process (docs/contract.md, Reconcile delivery)."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ async def test_error_sends_one_reconcile_per_scenario(
 async def test_package_without_scenario_warns_and_sends_nothing(
     etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
 ) -> None:
-    """Error with no scenario: a warning and a metric, no request, no trigger."""
+    """Error with no scenario: a warning and a metric, no request; its trigger is removed."""
     await controller.start()
     d = start_daemon()
     await d.wait_synced()
@@ -168,8 +168,12 @@ async def test_package_without_scenario_warns_and_sends_nothing(
 
     await eventually(warned, 10, "the no-scenario warning")
     assert "statemanager_reconcile_no_scenario_total 1.0" in d.scrape()
+
+    async def removed() -> bool:
+        return await trigger_keys(etcd) == []
+
+    await eventually(removed, 10, "the trigger removed")
     assert controller.requests == []
-    assert await trigger_keys(etcd) == []
 
 
 async def test_delivered_once_actioncontroller_starts(
@@ -315,8 +319,9 @@ async def test_trigger_delivered_when_its_commit_answer_is_lost(
     private: Etcd, server: LocalEtcd, make_daemon: DaemonMaker
 ) -> None:
     """The transaction writing Error and its trigger commits, but etcd's answer is lost (a proxy
-    swallows it and resets the connection): the writer's retry then finds its own write, and the
-    trigger still reaches ActionController, counted and logged as recorded."""
+    swallows it and resets the connection): the writer's retry then finds its own write and logs
+    its transitions (`answer_lost`), and the trigger still reaches ActionController, counted and
+    logged as recorded."""
     proxy = FaultProxy(server.client_port)
     await proxy.start()
     fake = FakeActionController(free_port())
@@ -365,6 +370,15 @@ async def test_trigger_delivered_when_its_commit_answer_is_lost(
         recorded = [(e["package"], e["revision"]) for e in d.events("reconcile_recorded")]
         delivered = [(e["package"], e["revision"]) for e in d.events("reconcile_delivered")]
         assert recorded == delivered and len(recorded) == 1
+        # The transitions of the write whose answer was lost are logged all the same, at the
+        # revision read back, the package's with the id its trigger carries.
+        lost = {e["name"]: e for e in d.events("transition") if e.get("answer_lost")}
+        assert set(lost) == {"m", "pay"}
+        assert (lost["m"]["to_state"], lost["pay"]["to_state"]) == ("Failed", "Error")
+        assert lost["pay"]["revision"] == lost["m"]["revision"] == recorded[0][1]
+        [trigger] = d.events("reconcile_recorded")
+        assert lost["pay"]["transition_id"] == trigger["transition_id"]
+        assert 'statemanager_transitions_total{resource="package",state="Error"} 1.0' in scrape
     finally:
         await fake.stop()
         await proxy.stop()

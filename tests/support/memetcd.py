@@ -171,6 +171,7 @@ class MemEtcd:
         self._leases: dict[int, _Lease] = {}
         self._lease_ids = itertools.count(lease_ids_from)
         self._streams: set[_Stream] = set()
+        self._lagging: set[str] = set()  # prefixes whose watches hold back (lag_watches)
         self._down = False
         self._lose_txn_responses = 0
         self._refusals: list[EtcdError | EtcdBusy] = []
@@ -209,6 +210,16 @@ class MemEtcd:
         """Every open watch stream raises EtcdUnavailable, as when etcd restarts."""
         for stream in self._streams:
             stream.queue.put_nowait(EtcdUnavailable("etcd watch failed: UNAVAILABLE"))
+
+    def lag_watches(self, prefix: str, lagging: bool = True) -> None:
+        """Watches of `prefix` deliver nothing while `lagging`, then catch up, after other
+        prefixes' later revisions: how etcd's watches on one stream reorder while catching up."""
+        if lagging:
+            self._lagging.add(prefix)
+            return
+        self._lagging.discard(prefix)
+        for stream in self._streams:
+            stream.queue.put_nowait(self._revision)
 
     def silence_watches(self) -> None:
         """Open streams go quiet (a half-open connection): no events, no progress."""
@@ -594,6 +605,8 @@ class MemEtcd:
             while True:
                 # History first, then each revision committed since: in order, whole revisions.
                 for prefix, (lo, hi) in ranges.items():
+                    if prefix in self._lagging:
+                        continue
                     if next_rev[prefix] < self._compacted:
                         raise Compacted(self._compacted)
                     for rev in range(next_rev[prefix], caught_up + 1):

@@ -58,17 +58,6 @@ class Runtime:
         self.listings = 0
         self.controller = Controller(mem, LAYOUT, self.metrics, MAX_VALUE_BYTES)
         self.actioncontroller = FakeActionController()
-        self.sender = ReconcileSender(
-            self.actioncontroller,
-            mem,
-            LAYOUT,
-            self.controller.index,
-            self.metrics,
-            max_backoff=2.0,
-            silence_limit=3.0,
-            max_refusals=20,
-            max_age=3600.0,
-        )
         self._listed = asyncio.Event()
         clock = asyncio.get_running_loop().time
         outage = Outage(clock=clock)
@@ -85,6 +74,19 @@ class Runtime:
             resync_interval=3600.0,
             health=Health(stuck_after=10.0),
             outage=outage,
+        )
+        self.sender = ReconcileSender(
+            self.actioncontroller,
+            mem,
+            LAYOUT,
+            self.controller.index,
+            self.watcher,
+            self.metrics,
+            outage,
+            max_backoff=2.0,
+            silence_limit=3.0,
+            max_refusals=20,
+            max_age=3600.0,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
