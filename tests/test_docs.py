@@ -90,3 +90,59 @@ def test_design_places_every_module() -> None:
         if m.name != "__init__.py" and "proto" not in m.parts and f"`{m.name}`" not in design
     ]
     assert missing == []
+
+
+# Documents that a clone of the repository does not have, as comments used to cite them.
+_OUTSIDE = re.compile(r"\.\./shared|\bSPEC\b|\bSTYLE\b|NOTES\.md|\b[Ii]ssues? \d+")
+# A citation of a section: "docs/contract.md, Writes".
+_SECTION = re.compile(r"\b(docs/[\w/.-]+\.md), ([A-Z][\w' ]*)")
+
+
+def _repository_text() -> list[tuple[str, str]]:
+    """(path, text) of every text file under daemon/, tests/, deploy/ and docs/, the README and
+    pyproject.toml (this file aside: it spells out what it looks for)."""
+    files = [ROOT / "README.md", ROOT / "pyproject.toml"]
+    for top in ("daemon", "tests", "deploy", "docs"):
+        files += [
+            p for p in (ROOT / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        ]
+    texts = []
+    for path in sorted(files):
+        if path == Path(__file__).resolve():
+            continue
+        try:
+            texts.append((str(path.relative_to(ROOT)), path.read_text()))
+        except UnicodeDecodeError:
+            continue  # binary
+    return texts
+
+
+def test_nothing_cites_documents_outside_the_repository() -> None:
+    """Code, tests, deploy files and docs cite only files in the repository."""
+    found = [
+        f"{path}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+        for path, text in _repository_text()
+        for m in _OUTSIDE.finditer(text)
+    ]
+    assert found == []
+
+
+def test_cited_doc_sections_exist() -> None:
+    """Every "docs/<file>.md, <Section>" citation names a file and one of its headings."""
+    for path, text in _repository_text():
+        for m in _SECTION.finditer(text):
+            doc = ROOT / m.group(1)
+            assert doc.is_file(), f"{path}: {m.group(0)}"
+            headings = re.findall(r"^#+ (.+)$", doc.read_text(), flags=re.MULTILINE)
+            cited = m.group(2)
+            assert any(cited.startswith(h) or h.startswith(cited) for h in headings), (
+                f"{path}: {m.group(0)}"
+            )
+
+
+def test_decision_records_are_indexed() -> None:
+    """docs/decisions/README.md links every decision record."""
+    folder = ROOT / "docs" / "decisions"
+    index = (folder / "README.md").read_text()
+    records = [p.name for p in sorted(folder.glob("*.md")) if p.name != "README.md"]
+    assert [r for r in records if f"]({r})" not in index] == []

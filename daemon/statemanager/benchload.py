@@ -77,7 +77,8 @@ class Fleet:
         return f"{self.layout.model_states}{self.model_name(j)}/state".encode()
 
     def container(self, i: int, dead: bool = False, tick: int = 0) -> Put:
-        """Container info as a node agent writes it (SPEC §2), with a small stats blob."""
+        """Container info as a node agent writes it (docs/contract.md, Reads), with a small
+        stats blob."""
         j = i % self.models
         model = self.model_name(j)
         state = {

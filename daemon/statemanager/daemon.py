@@ -1,7 +1,7 @@
 """`statemanager run`: wires the pieces together and supervises them until a stop signal.
 
 Every long-running task is named and watched: one that ends unexpectedly stops the daemon
-loudly (exit 1) rather than leaving a half-working process behind (STYLE, kopf).
+loudly (exit 1) rather than leaving a half-working process behind (as kopf does).
 
 Signals: SIGTERM and SIGINT stop it (exit 0); SIGHUP reloads the configuration (what can
 change while running: the settings config.py declares reloadable); every other signal whose

@@ -182,7 +182,8 @@ def _valid_name(value: object, where: str) -> str:
 
 
 def _flag(value: object, where: str) -> bool:
-    """Runtimes write booleans as "true"/"false" strings (SPEC §2); real booleans are accepted."""
+    """Runtimes write booleans as "true"/"false" strings (docs/contract.md, Reads); real
+    booleans are accepted."""
     if isinstance(value, bool):
         return value
     text = _string(value, where).strip().lower()
@@ -192,7 +193,7 @@ def _flag(value: object, where: str) -> bool:
 
 
 def parse_container(raw: bytes) -> ContainerInfo:
-    """Parse a container info JSON object (SPEC §2); extra fields are ignored."""
+    """Parse a container info JSON object (docs/contract.md, Reads); extra fields are ignored."""
     # orjson rejects what the stdlib's json lets through or dies on: nesting over 1,024 levels
     # (json recurses into RecursionError), NaN and Infinity, lone surrogates; an integer beyond
     # 64 bits becomes a float, never a 5,000-digit int (which json turns into ValueError).

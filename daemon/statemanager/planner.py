@@ -5,7 +5,7 @@ Computational: no I/O, and the only state it touches is the `ours` mapping a cal
 changes pulls in every package that lists it, and each such package pulls in its other models
 so their written states are brought up to date in the same transaction. After a group commits,
 every package state in etcd equals the rules applied to the model states written with it
-(SPEC §5), whatever order dirty keys were processed in.
+(docs/contract.md, Writes), whatever order dirty keys were processed in.
 """
 
 from __future__ import annotations

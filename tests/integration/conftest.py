@@ -75,7 +75,7 @@ async def private(server: LocalEtcd, layout: KeyLayout) -> AsyncIterator[Etcd]:
 
 @pytest.fixture
 def layout() -> KeyLayout:
-    """A key layout no other test uses (the SPEC layout under a unique root)."""
+    """A key layout no other test uses (the default layout under a unique root)."""
     root = f"/it{os.getpid()}-{next(_counter)}"
     base = KeyLayout()
     return KeyLayout(

@@ -1,5 +1,5 @@
 """Bad input never stops the daemon: each bad key is logged and counted once, and every valid
-key still gets its state (SPEC §7)."""
+key still gets its state (docs/contract.md, Reliability)."""
 
 from __future__ import annotations
 

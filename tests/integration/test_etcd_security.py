@@ -1,4 +1,4 @@
-"""Production etcd (issue 9): TLS with server verification and mutual TLS, auth with short-lived
+"""Production etcd: TLS with server verification and mutual TLS, auth with short-lived
 tokens, a three-member cluster losing the member the daemon talks to, and no secret in logs."""
 
 from __future__ import annotations

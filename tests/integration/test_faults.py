@@ -1,4 +1,4 @@
-"""Fault harness (issue 3): random container churn while etcd or the daemon is killed, paused or
+"""Fault harness: random container churn while etcd or the daemon is killed, paused or
 compacted; afterwards the written states must equal an oracle computed from the final keys
 (fleet.py)."""
 

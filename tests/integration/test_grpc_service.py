@@ -1,4 +1,4 @@
-"""Pullpiri's StateManager gRPC service served by the daemon (issue 10), driven by a grpc.aio
+"""Pullpiri's StateManager gRPC service served by the daemon, driven by a grpc.aio
 client exactly as NodeAgent and other Pullpiri components would call it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Several daemons, one writer (issue 7): three daemons against one real etcd, leader killed,
+"""Several daemons, one writer: three daemons against one real etcd, leader killed,
 terminated, paused past its lease, and etcd restarted under them."""
 
 from __future__ import annotations

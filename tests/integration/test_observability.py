@@ -1,5 +1,5 @@
 """What operators see: /metrics scraped over HTTP, /healthz and /readyz, JSON logs, and a real
-Prometheus server scraping the daemon (issue 5)."""
+Prometheus server scraping the daemon."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reconcile triggers against a real grpc.aio ActionController in the test process (SPEC §6)."""
+"""Reconcile triggers against a real grpc.aio ActionController in the test process (docs/contract.md, Reconcile delivery)."""
 
 from __future__ import annotations
 
@@ -319,8 +319,9 @@ async def test_trigger_delivered_when_its_commit_answer_is_lost(
     private: Etcd, server: LocalEtcd, make_daemon: DaemonMaker
 ) -> None:
     """The transaction writing Error and its trigger commits, but etcd's answer is lost (a proxy
-    swallows it and resets the connection): the writer's retry then finds its own write, and the
-    trigger still reaches ActionController, counted and logged as recorded."""
+    swallows it and resets the connection): the writer's retry then finds its own write and logs
+    its transitions (`answer_lost`), and the trigger still reaches ActionController, counted and
+    logged as recorded."""
     proxy = FaultProxy(server.client_port)
     await proxy.start()
     fake = FakeActionController(free_port())
@@ -369,6 +370,15 @@ async def test_trigger_delivered_when_its_commit_answer_is_lost(
         recorded = [(e["package"], e["revision"]) for e in d.events("reconcile_recorded")]
         delivered = [(e["package"], e["revision"]) for e in d.events("reconcile_delivered")]
         assert recorded == delivered and len(recorded) == 1
+        # The transitions of the write whose answer was lost are logged all the same, at the
+        # revision read back, the package's with the id its trigger carries.
+        lost = {e["name"]: e for e in d.events("transition") if e.get("answer_lost")}
+        assert set(lost) == {"m", "pay"}
+        assert (lost["m"]["to_state"], lost["pay"]["to_state"]) == ("Failed", "Error")
+        assert lost["pay"]["revision"] == lost["m"]["revision"] == recorded[0][1]
+        [trigger] = d.events("reconcile_recorded")
+        assert lost["pay"]["transition_id"] == trigger["transition_id"]
+        assert 'statemanager_transitions_total{resource="package",state="Error"} 1.0' in scrape
     finally:
         await fake.stop()
         await proxy.stop()

@@ -1,4 +1,4 @@
-"""The systemd unit (issue 6): `systemd-analyze verify` and `security`, then the real unit run by a
+"""The systemd unit: `systemd-analyze verify` and `security`, then the real unit run by a
 real systemd user manager (no PID 1 needed: a mount namespace with /run/systemd on a tmpfs).
 
 The unit under test is statemanager.service itself, with ExecStart pointed at this venv and a

@@ -80,7 +80,7 @@ def _kind_of(call: object) -> str:
 
 
 def test_parse_container_spec_example() -> None:
-    """The SPEC §2 example parses to its names, status, dead class (exit 137) and model."""
+    """The platform's example container info parses to its names, status, dead class (exit 137) and model."""
     info = parse_container(_json(SPEC_CONTAINER))
     assert info.names == ("payment_service.backend_model_web_server",)
     assert info.status is ContainerStatus.EXITED
@@ -89,7 +89,7 @@ def test_parse_container_spec_example() -> None:
 
 
 def test_parse_container_ignores_extra_fields() -> None:
-    """Unknown top-level and state fields do not affect parsing (SPEC §2)."""
+    """Unknown top-level and state fields do not affect parsing (docs/contract.md, Reads)."""
     doc = json.loads(json.dumps(SPEC_CONTAINER))
     doc["image"] = {"nested": [1, 2]}
     doc["state"]["Pid"] = 4242
@@ -216,7 +216,7 @@ def test_parse_container_huge_exit_code_is_not_an_integer() -> None:
 
 
 def test_parse_package_spec_example() -> None:
-    """A Package lists its models' names in order (SPEC §2 example)."""
+    """A Package lists its models' names in order (docs/contract.md, Reads)."""
     assert parse_package(PACKAGE_YAML, "payment_service") == (
         "payment_service.backend_model",
         "payment_service.auth_model",
@@ -224,12 +224,12 @@ def test_parse_package_spec_example() -> None:
 
 
 def test_parse_model_spec_example() -> None:
-    """A Model lists its containers' names in order (SPEC §2 example)."""
+    """A Model lists its containers' names in order (docs/contract.md, Reads)."""
     assert parse_model(MODEL_YAML, "payment_service.backend_model") == ("web_server", "database")
 
 
 def test_parse_scenario_spec_example() -> None:
-    """A Scenario gives the package it targets (SPEC §2 example)."""
+    """A Scenario gives the package it targets (docs/contract.md, Reads)."""
     assert parse_scenario(SCENARIO_YAML, "payment_recovery") == "payment_service"
 
 
