@@ -40,12 +40,14 @@ def plan(
 ) -> list[list[Change]]:
     """Write groups for `dirty`; each group lists model changes before package changes.
 
-    `ours` holds, per key, the state this daemon's own commits last wrote there: the previous
-    derived state. A key whose rules still give that value but which holds something else was
-    changed by someone else, and putting it back is a correction, not a transition. Without an
-    entry the previous derived state is taken to be the value in etcd, so a key found agreeing
-    with the rules loses its entry here: the rules may have moved to what someone else wrote,
-    and a later change away from it is a transition again.
+    `ours` holds, per key, the previous derived state: what this daemon's own commits last
+    wrote there, or the value a key was last found holding in agreement with the rules. A key
+    whose rules still give that state but which holds something else was changed by someone
+    else, and putting it back is a correction, not a transition. A key found agreeing with the
+    rules records that state here (the rules may have moved to what someone else wrote, and a
+    later change away from it is a transition again); the echo of our own write agrees too and
+    keeps the entry, so a later outside write is still told apart. Without an entry the
+    previous derived state is taken to be the value in etcd.
     """
     if ours is None:
         ours = {}
@@ -66,7 +68,7 @@ def plan(
             changed = new != written.value
             correction = changed and key in ours and ours[key] == new
             if not changed:
-                ours.pop(key, None)
+                _agrees(ours, key, new)
             if key.resource is Resource.MODEL:
                 if not changed:
                     continue
@@ -85,6 +87,14 @@ def plan(
         if models or packages:
             groups.append(models + [_with_cause(index, c, models) for c in packages])
     return groups
+
+
+def _agrees(ours: MutableMapping[WorkKey, str], key: WorkKey, state: str | None) -> None:
+    """`key` holds what the rules give: that is its previous derived state from now on."""
+    if state is None:
+        ours.pop(key, None)
+    else:
+        ours[key] = state
 
 
 def _with_cause(index: Index, change: Change, models: list[Change]) -> Change:

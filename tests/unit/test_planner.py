@@ -272,6 +272,21 @@ def test_putting_back_an_error_state_is_a_correction(payment: Index) -> None:
     assert not change.entering_error
 
 
+def test_echo_of_our_own_write_keeps_the_previous_derived_state(payment: Index) -> None:
+    """The watch echo of our Error write is evaluated (it agrees with the rules) before someone
+    overwrites the key: putting Error back is still a correction, not a second entry."""
+    put(payment, "c1", DEAD, "m")
+    put(payment, "c2", DEAD, "n")
+    payment.put_scenario("s", "p")
+    settled(payment)
+    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
+    assert plan(payment, [package("p")], ours) == []  # the echo: nothing to write
+    payment.observe_written(package("p"), "Running", 200)  # someone else's write
+    [[change]] = plan(payment, [package("p")], ours)
+    assert change.correction
+    assert not change.entering_error
+
+
 def test_error_after_recovering_to_an_outside_value_is_a_transition(payment: Index) -> None:
     """We wrote Error, someone wrote Running, the rules then gave Running too (nothing to
     write), then Error again: that is a real entry into Error, with a trigger."""
