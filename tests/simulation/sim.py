@@ -1,0 +1,718 @@
+"""A deterministic simulation of statemanager daemons under random faults (README, "Simulation").
+
+One seed makes one schedule (`make_schedule`, a pure function of `random.Random(seed)`): a
+starting fleet, then timed steps of fleet churn and faults for `FAULT_SECONDS` of virtual time.
+`simulate` runs two complete daemons' runtimes (watcher, worker, election, reconcile sender)
+against `MemEtcd` and a fake ActionController on looptime's virtual clock, applies the steps,
+then stops the faults and checks the invariants:
+
+- convergence: within `SETTLE_SECONDS` every state key equals the oracle's (tests/simulation/
+  oracle.py, the rules re-derived without the daemon's code) and no trigger is left;
+- atomic cascade: right after every committed state write, each package listing a model written
+  (and each package written) agrees with the model states in the store;
+- fencing: no write committed without its fence holding at that revision;
+- reconcile: each recorded trigger is delivered to every scenario of its package unless the
+  package left Error, a newer trigger took over, or it was dead-lettered; nothing is delivered
+  without a trigger; no trigger is recorded unless the package entered Error by the rules
+  (or leadership changed hands, when the new leader cannot know);
+- no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down;
+- no task of a daemon ends but by its stop.
+
+A daemon "paused" has each etcd request it sends held until the pause ends (then applied): a
+process stopped past its lease, whose last request reaches etcd late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import time as real_time
+import types
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import Any
+
+import looptime
+
+from statemanager import controller as controller_module
+from statemanager import logs
+from statemanager import reconcile as reconcile_module
+from statemanager import watcher as watcher_module
+from statemanager import writer as writer_module
+from statemanager.actioncontroller import ReconcileOutcome
+from statemanager.controller import Controller
+from statemanager.election import Election
+from statemanager.etcd import Delete, Fence, Guard, Put, TxnResult, WatchBatch, prefix_end
+from statemanager.health import Health
+from statemanager.keys import KeyLayout
+from statemanager.metrics import Metrics
+from statemanager.outage import Outage
+from statemanager.reconcile import ReconcileSender
+from statemanager.watcher import Watcher
+
+from simulation import oracle
+from support.memetcd import MemEtcd
+
+LAYOUT = KeyLayout()
+FAULT_SECONDS = 20.0
+SETTLE_SECONDS = 60.0
+SAMPLE_EVERY = 0.25
+MAX_REQUESTS_PER_SECOND = 200
+DAEMONS = 2
+TTL = 3
+TRIGGERS = f"{LAYOUT.own}triggers/"
+DEAD_LETTERS = f"{LAYOUT.own}deadletters/"
+PACKAGES = [f"p{i}" for i in range(3)]
+MODELS = [f"m{i}" for i in range(4)]
+CONTAINERS = [f"c{i}" for i in range(6)]
+SCENARIOS = [f"s{i}" for i in range(3)]
+STATUSES = ["running", "running", "exited", "dead", "paused", "created", "unknown"]
+STATE_VALUES = ["Running", "Error", "Failed", "Pending", "Degraded", "bogus"]
+
+
+class InvariantBroken(AssertionError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Step:
+    at: float
+    action: str
+    args: tuple[Any, ...] = ()
+
+    def __str__(self) -> str:
+        return f"t={self.at:6.2f}s {self.action} {' '.join(map(str, self.args))}".rstrip()
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+
+def _churn(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
+    roll = rng.random()
+    if roll < 0.40:
+        status = rng.choice(STATUSES)
+        code = rng.choice(["0", "1", "137"]) if status == "exited" else "0"
+        return "container", (rng.choice(CONTAINERS), rng.choice(MODELS), status, code)
+    if roll < 0.50:
+        return "delete_container", (rng.choice(CONTAINERS),)
+    if roll < 0.65:
+        models = rng.sample(MODELS, rng.randint(0, 3))
+        return "package", (rng.choice(PACKAGES), ",".join(models))
+    if roll < 0.70:
+        return "delete_package", (rng.choice(PACKAGES),)
+    if roll < 0.80:
+        return "scenario", (rng.choice(SCENARIOS), rng.choice(PACKAGES))
+    if roll < 0.85:
+        return "delete_scenario", (rng.choice(SCENARIOS),)
+    if roll < 0.90:
+        return "model_spec", (rng.choice(MODELS),)
+    key = rng.choice([LAYOUT.containers + rng.choice(CONTAINERS), "Package/" + rng.choice(PACKAGES)])
+    return "bad_value", (key, rng.choice(["{not json", "[]", "kind: Package\n", ""]))
+
+
+def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
+    kind = rng.choice(
+        [
+            "outage",
+            "break_watches",
+            "silence_watches",
+            "compact",
+            "lose_txn_response",
+            "refuse_txn",
+            "expire_lease",
+            "crash",
+            "pause",
+            "ac_down",
+            "ac_refuse",
+            "tamper",
+        ]
+    )
+    if kind in ("outage", "ac_down"):
+        return kind, (round(rng.uniform(0.5, 8.0), 2),)
+    if kind == "pause":
+        return kind, (rng.randrange(DAEMONS), round(rng.uniform(1.0, 2.5 * TTL), 2))
+    if kind == "crash":
+        return kind, (rng.randrange(DAEMONS), round(rng.uniform(0.0, 3.0), 2))
+    if kind == "lose_txn_response":
+        return kind, (rng.randint(1, 3),)
+    if kind == "ac_refuse":
+        return kind, (rng.randint(1, 4), rng.choice(["rejected", "error"]))
+    if kind == "tamper":
+        prefix = rng.choice([LAYOUT.model_states, LAYOUT.package_states])
+        name = rng.choice(MODELS if prefix == LAYOUT.model_states else PACKAGES)
+        return kind, (f"{prefix}{name}/state", rng.choice([*STATE_VALUES, None]))
+    return kind, ()
+
+
+def make_schedule(seed: int) -> list[Step]:
+    """The whole schedule of `seed`: every random choice of a run is made here."""
+    rng = random.Random(seed)
+    steps = [Step(0.0, *_churn(rng)) for _ in range(rng.randint(4, 10))]
+    times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(rng.randint(6, 20)))
+    for at in times:
+        steps.append(Step(at, *(_fault(rng) if rng.random() < 0.5 else _churn(rng))))
+    return steps
+
+
+# -- the pieces around the daemons ----------------------------------------------------------
+
+
+class FakeActionController:
+    """Answers Reconcile as told; records each acknowledged call with etcd's revision then."""
+
+    def __init__(self, mem: MemEtcd) -> None:
+        self._mem = mem
+        self.down = False
+        self.refusals: list[str] = []
+        self.acknowledged: list[tuple[str, int]] = []
+
+    async def reconcile(self, scenario: str) -> ReconcileOutcome:
+        await asyncio.sleep(0)
+        if self.down:
+            return ReconcileOutcome(False, False, "unavailable", "UNAVAILABLE: down")
+        if self.refusals:
+            result = self.refusals.pop(0)
+            return ReconcileOutcome(False, True, result, "INTERNAL: Invalid current status")
+        self.acknowledged.append((scenario, self._mem.current_revision))
+        return ReconcileOutcome(True, False, "ok", "")
+
+
+class Link:
+    """One daemon's connection to etcd: holds its requests while the daemon is paused, and
+    checks the atomic cascade right after each transaction it commits."""
+
+    def __init__(self, mem: MemEtcd, after_txn: Callable[[], None]) -> None:
+        self._mem = mem
+        self._after_txn = after_txn
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        self.endpoint = mem.endpoint
+
+    async def _gate(self) -> None:
+        await self.resumed.wait()
+
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult:
+        await self._gate()
+        try:
+            return await self._mem.txn(guards, ops, fence)
+        finally:
+            self._after_txn()
+
+    async def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]:
+        await self._gate()
+        stream = self._mem.watch(starts, progress_every)
+        try:
+            async for batch in stream:
+                await self._gate()
+                yield batch
+        finally:
+            await stream.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._mem, name)
+        if not asyncio.iscoroutinefunction(target):
+            return target
+
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            await self._gate()
+            return await target(*args, **kwargs)
+
+        return gated
+
+
+class Daemon:
+    """One daemon's runtime, wired as `statemanager run` wires it."""
+
+    def __init__(self, sim: Simulation, node: str) -> None:
+        self.node = node
+        self.link = Link(sim.mem, sim.after_txn)
+        clock = asyncio.get_running_loop().time
+        metrics = Metrics()
+        outage = Outage(clock=clock)
+        self.controller = Controller(self.link, LAYOUT, metrics, 262_144)  # type: ignore[arg-type]
+        self.sender = ReconcileSender(
+            sim.actioncontroller,
+            self.link,  # type: ignore[arg-type]
+            LAYOUT,
+            self.controller.index,
+            metrics,
+            max_backoff=2.0,
+            silence_limit=3.0,
+            max_refusals=3,
+            max_age=3600.0,
+        )
+        self.election = Election(
+            self.link,  # type: ignore[arg-type]
+            LAYOUT.own,
+            node,
+            TTL,
+            self._on_leadership,
+            outage,
+            clock=clock,
+        )
+        self.listed = asyncio.Event()
+        self.watcher = Watcher(
+            self.link,  # type: ignore[arg-type]
+            self.controller,
+            list(LAYOUT.watched().values()),
+            metrics,
+            lambda _revision: self.listed.set(),
+            silence_limit=3.0,
+            resync_interval=3600.0,
+            health=Health(stuck_after=10.0, clock=clock),
+            outage=outage,
+        )
+        self.tasks = [
+            asyncio.create_task(self.watcher.run(), name=f"{node}/watcher"),
+            asyncio.create_task(self.election.run(), name=f"{node}/election"),
+            asyncio.create_task(self.controller.run_worker(self.election), name=f"{node}/worker"),
+            asyncio.create_task(self._sender(), name=f"{node}/reconcile-sender"),
+        ]
+
+    def _on_leadership(self, leading: bool) -> None:
+        if leading:
+            self.controller.mark_all()
+
+    async def _sender(self) -> None:
+        await self.listed.wait()  # as the daemon: the sender needs the first listing's index
+        await self.sender.run(self.election)
+
+    def ended(self) -> list[str]:
+        return [
+            f"{t.get_name()}: {t.exception() if not t.cancelled() else 'cancelled'!r}"
+            for t in self.tasks
+            if t.done()
+        ]
+
+    async def stop(self) -> None:
+        self.link.resumed.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def _store(mem: MemEtcd, revision: int = 0) -> dict[str, bytes]:
+    return {
+        r.key.decode(): r.value
+        for r in mem.range_now(b"\x00", b"\x00", revision=revision).records
+    }
+
+
+def _container(cid: str, model: str, status: str, code: str) -> bytes:
+    doc = {
+        "id": cid,
+        "names": [f"{model}_{cid}"],
+        "state": {"Status": status, "ExitCode": code, "OOMKilled": "false"},
+        "annotation": {oracle.MODEL_ANNOTATION: model},
+    }
+    return json.dumps(doc).encode()
+
+
+class Simulation:
+    def __init__(self, schedule: list[Step], trace: Callable[[str], None]) -> None:
+        self.schedule = schedule
+        self.trace = trace
+        self.mem = MemEtcd()
+        self.actioncontroller = FakeActionController(self.mem)
+        self.daemons: list[Daemon | None] = []
+        self.failures: list[str] = []
+        # Packages whose inputs or state keys the simulation changed since they last agreed
+        # with the oracle: the daemon may still plan with the old view, the cascade is not
+        # judged for them meanwhile.
+        self.disturbed: set[str] = set()
+        self.error_entries: dict[str, list[int]] = {}  # package → revisions it entered Error
+        self._derived: dict[str, str] = {}
+        self._down_since: float | None = None
+        self._down_requests = 0
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def fail(self, what: str) -> None:
+        line = f"INVARIANT {what}"
+        if line not in self.failures:
+            self.failures.append(line)
+            self.trace(line)
+
+    # -- inputs, as the fleet and operators change them
+
+    def _input_changed(self, revision: int) -> None:
+        """Track entries into Error by the rules (for the trigger invariant)."""
+        derived = oracle.derive(_store(self.mem))
+        for key, value in derived.items():
+            if key.startswith(oracle.PACKAGE_STATES) and value == "Error":
+                if self._derived.get(key) != "Error":
+                    name = key[len(oracle.PACKAGE_STATES) : -len("/state")]
+                    self.error_entries.setdefault(name, []).append(revision)
+        self._derived = derived
+
+    def _put(self, key: str, value: bytes) -> int:
+        return self.mem.put_now(key.encode(), value)
+
+    def apply(self, step: Step) -> None:
+        self.trace(str(step))
+        if self.mem._down and step.action not in ("ac_down", "ac_refuse", "crash", "pause"):
+            self.trace("  (etcd is down: skipped)")
+            return
+        getattr(self, f"_do_{step.action}")(*step.args)
+
+    def _do_container(self, cid: str, model: str, status: str, code: str) -> None:
+        self._input_changed(self._put(LAYOUT.containers + cid, _container(cid, model, status, code)))
+
+    def _do_delete_container(self, cid: str) -> None:
+        self._input_changed(self.mem.delete_now((LAYOUT.containers + cid).encode()))
+
+    def _do_package(self, name: str, models: str) -> None:
+        items = "".join(f"\n    - {{name: {m}, node: node-a}}" for m in models.split(",") if m)
+        doc = f"kind: Package\nmetadata: {{name: {name}}}\nspec:\n  models:{items or ' []'}\n"
+        self.disturbed.add(name)
+        self._input_changed(self._put(LAYOUT.packages + name, doc.encode()))
+
+    def _do_delete_package(self, name: str) -> None:
+        self.disturbed.add(name)
+        self._input_changed(self.mem.delete_now((LAYOUT.packages + name).encode()))
+
+    def _do_scenario(self, name: str, target: str) -> None:
+        doc = f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
+        self._put(LAYOUT.scenarios + name, doc.encode())
+
+    def _do_delete_scenario(self, name: str) -> None:
+        self.mem.delete_now((LAYOUT.scenarios + name).encode())
+
+    def _do_model_spec(self, name: str) -> None:
+        doc = f"kind: Model\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: app, image: x}}]\n"
+        self._put(LAYOUT.models + name, doc.encode())
+
+    def _do_bad_value(self, key: str, value: str) -> None:
+        if key.startswith(LAYOUT.packages):
+            self.disturbed.add(key[len(LAYOUT.packages) :])
+        self._input_changed(self._put(key, value.encode()))
+
+    # -- faults
+
+    def _later(self, delay: float, action: Callable[[], None]) -> None:
+        self._timers.append(asyncio.get_running_loop().call_later(delay, action))
+
+    def _do_outage(self, seconds: float) -> None:
+        self.mem.outage()
+        self._down_since, self._down_requests = asyncio.get_running_loop().time(), self.mem.requests
+        self._later(seconds, self._restore)
+
+    def _restore(self) -> None:
+        if self._down_since is not None:
+            self._judge_busy()
+        self.mem.restore()
+        self._down_since = None
+
+    def _judge_busy(self) -> None:
+        assert self._down_since is not None
+        seconds = asyncio.get_running_loop().time() - self._down_since
+        requests = self.mem.requests - self._down_requests
+        if seconds >= 1.0 and requests > MAX_REQUESTS_PER_SECOND * seconds:
+            self.fail(f"busy loop: {requests} etcd requests in {seconds:.1f}s of outage")
+
+    def _do_break_watches(self) -> None:
+        self.mem.break_watches()
+
+    def _do_silence_watches(self) -> None:
+        self.mem.silence_watches()
+
+    def _do_compact(self) -> None:
+        if self.mem.current_revision > self.mem.compacted_revision:
+            self.mem.compact(self.mem.current_revision)
+
+    def _do_lose_txn_response(self, count: int) -> None:
+        self.mem.lose_next_txn_response(count)
+
+    def _do_refuse_txn(self) -> None:
+        self.mem.refuse_next_txn()
+
+    def _do_expire_lease(self) -> None:
+        leader = self.mem.range_now(
+            f"{LAYOUT.own}leader/".encode(), prefix_end(f"{LAYOUT.own}leader/".encode())
+        ).records
+        if leader:
+            self.mem.revoke_now(min(leader, key=lambda r: r.create_revision).lease)
+
+    def _do_crash(self, index: int, restart_after: float) -> None:
+        daemon = self.daemons[index]
+        if daemon is None:
+            return
+        self.daemons[index] = None
+        self._stop(daemon)
+        self._later(restart_after, lambda: self._start(index))
+
+    def _stop(self, daemon: Daemon) -> None:
+        if daemon.ended():
+            self.fail(f"task ended: {daemon.ended()}")
+        for task in daemon.tasks:
+            task.cancel()
+
+    def _start(self, index: int) -> None:
+        if self.daemons[index] is None:
+            self.daemons[index] = Daemon(self, f"node-{index}")
+
+    def _do_pause(self, index: int, seconds: float) -> None:
+        daemon = self.daemons[index]
+        if daemon is not None:
+            daemon.link.resumed.clear()
+            self._later(seconds, daemon.link.resumed.set)
+
+    def _do_ac_down(self, seconds: float) -> None:
+        self.actioncontroller.down = True
+        self._later(seconds, lambda: setattr(self.actioncontroller, "down", False))
+
+    def _do_ac_refuse(self, count: int, result: str) -> None:
+        self.actioncontroller.refusals += [result] * count
+
+    def _do_tamper(self, key: str, value: str | None) -> None:
+        self.disturbed.update(PACKAGES)
+        if value is None:
+            self.mem.delete_now(key.encode())
+        else:
+            self._put(key, value.encode())
+
+    # -- invariants
+
+    def after_txn(self) -> None:
+        """Right after a transaction committed: its fence held at its revision, and every
+        package touched agrees with the model states in the store (a split write breaks it)."""
+        if not self.mem.txn_log:
+            return
+        record = self.mem.txn_log[-1]
+        if not record.succeeded or record.revision != self.mem.current_revision:
+            return
+        if record.fence is not None:
+            leader = self.mem._at(record.fence.key, record.revision - 1)
+            if leader is None or leader.create_revision != record.fence.create_revision:
+                self.fail(f"fencing: revision {record.revision} committed without its fence")
+        store = _store(self.mem)
+        written = {k.decode() for k in record.written}
+        for key, value in store.items():
+            if not key.startswith(LAYOUT.packages):
+                continue
+            name = key[len(LAYOUT.packages) :]
+            models = oracle.package_models(key, value)
+            if models is None or name in self.disturbed:
+                continue
+            package_key = f"{LAYOUT.package_states}{name}/state"
+            model_keys = [f"{LAYOUT.model_states}{m}/state" for m in models]
+            if package_key not in written and not written & set(model_keys):
+                continue
+            states = [store.get(k, b"").decode() for k in model_keys]
+            expected = oracle.package_rule(states)
+            found = store.get(package_key, b"").decode()
+            if found != expected:
+                self.fail(
+                    f"atomic cascade: at revision {record.revision} {package_key}={found!r} "
+                    f"but its models {dict(zip(models, states, strict=True))} call for {expected}"
+                )
+
+    def _settle_disturbed(self) -> None:
+        store = _store(self.mem)
+        derived = oracle.derive(store)
+        for name in list(self.disturbed):
+            spec = store.get(LAYOUT.packages + name)
+            models = oracle.package_models(LAYOUT.packages + name, spec) if spec else []
+            keys = [f"{LAYOUT.package_states}{name}/state"]
+            keys += [f"{LAYOUT.model_states}{m}/state" for m in models or []]
+            if all(derived.get(k, "").encode() == store.get(k, b"") for k in keys):
+                self.disturbed.discard(name)
+
+    def _check_tasks(self) -> None:
+        for daemon in self.daemons:
+            if daemon is not None and daemon.ended():
+                self.fail(f"task ended: {daemon.ended()}")
+
+    def converged(self) -> bool:
+        store = _store(self.mem)
+        derived = oracle.derive(store)
+        states = {k: v.decode() for k, v in store.items() if k in oracle.state_keys(store)}
+        triggers = [k for k in store if k.startswith(TRIGGERS)]
+        return states == derived and not triggers
+
+    def differences(self) -> str:
+        store = _store(self.mem)
+        derived = oracle.derive(store)
+        lines = []
+        for key in sorted(oracle.state_keys(store) | derived.keys()):
+            found = store[key].decode() if key in store else None
+            if found != derived.get(key):
+                lines.append(f"  {key}: etcd {found!r}, rules {derived.get(key)!r}")
+        lines += [f"  trigger left: {k}" for k in store if k.startswith(TRIGGERS)]
+        return "\n".join(lines)
+
+    def _check_reconcile(self) -> None:
+        """Every trigger recorded is accounted for; every delivery has a trigger; every trigger
+        came from an entry into Error by the rules (or a leadership change)."""
+        triggers: dict[str, list[int]] = {}  # package → revisions its trigger was put at
+        fences: dict[int, int] = {}  # revision → the fence's create revision it was written with
+        for record in self.mem.txn_log:
+            if not record.succeeded:
+                continue
+            for key in record.written:
+                name = key.decode()
+                if name.startswith(TRIGGERS) and self._value_at(key, record.revision) is not None:
+                    triggers.setdefault(name[len(TRIGGERS) :], []).append(record.revision)
+                    if record.fence is not None:
+                        fences[record.revision] = record.fence.create_revision
+        acks = self.actioncontroller.acknowledged
+        final = _store(self.mem)
+        targets = oracle.scenarios(final)
+        for package, revisions in triggers.items():
+            state_key = f"{LAYOUT.package_states}{package}/state".encode()
+            for i, revision in enumerate(revisions):
+                later = revisions[i + 1] if i + 1 < len(revisions) else None
+                left = self._left_error(state_key, revision, later)
+                dead = self._dead_lettered_after(package, revision)
+                if later is None and not left and not dead:
+                    for scenario in sorted(targets.get(package, ())):
+                        if not any(s == scenario and at >= revision for s, at in acks):
+                            self.fail(
+                                f"reconcile: trigger {package}@{revision} never delivered to "
+                                f"{scenario}"
+                            )
+                previous = revisions[i - 1] if i else 0
+                entered = any(previous < r <= revision for r in self.error_entries.get(package, []))
+                new_leader = fences.get(revision) != fences.get(previous)
+                if not entered and not new_leader and previous:
+                    self.fail(
+                        f"reconcile: trigger {package}@{revision} recorded though {package} "
+                        f"did not enter Error by the rules since {previous} (same leader)"
+                    )
+        recorded = {p for p in triggers}
+        for scenario, at in acks:
+            if not any(
+                p in recorded and min(triggers[p]) <= at for p in PACKAGES if p in triggers
+            ):
+                self.fail(f"reconcile: {scenario} delivered at revision {at} with no trigger")
+
+    def _value_at(self, key: bytes, revision: int) -> bytes | None:
+        record = self.mem._at(key, revision)
+        return record.value if record is not None else None
+
+    def _left_error(self, key: bytes, revision: int, until: int | None) -> bool:
+        versions = self.mem._versions.get(key, [])
+        return any(
+            rev > revision
+            and (until is None or rev < until)
+            and (record is None or record.value != b"Error")
+            for rev, record in versions
+        )
+
+    def _dead_lettered_after(self, package: str, revision: int) -> bool:
+        versions = self.mem._versions.get(f"{DEAD_LETTERS}{package}".encode(), [])
+        return any(rev > revision and record is not None for rev, record in versions)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        steps = list(self.schedule)
+        while steps and steps[0].at == 0.0:
+            self.apply(steps.pop(0))
+        self.daemons = [Daemon(self, f"node-{i}") for i in range(DAEMONS)]
+        while steps:
+            await asyncio.sleep(max(0.0, start + steps[0].at - loop.time()))
+            self._check_tasks()
+            self._settle_disturbed()
+            self.apply(steps.pop(0))
+        await asyncio.sleep(max(0.0, start + FAULT_SECONDS - loop.time()))
+        self.trace(f"t={loop.time() - start:6.2f}s faults stop")
+        for timer in self._timers:
+            timer.cancel()
+        self._restore()
+        self.actioncontroller.down = False
+        self.actioncontroller.refusals.clear()
+        for i, daemon in enumerate(self.daemons):
+            if daemon is None:
+                self._start(i)
+            else:
+                daemon.link.resumed.set()
+        deadline = loop.time() + SETTLE_SECONDS
+        while not self.converged():
+            self._check_tasks()
+            self._settle_disturbed()
+            if loop.time() > deadline:
+                self.fail(
+                    f"convergence: not converged {SETTLE_SECONDS:.0f}s after the faults "
+                    f"stopped:\n{self.differences()}"
+                )
+                break
+            await asyncio.sleep(SAMPLE_EVERY)
+        self.trace(f"t={loop.time() - start:6.2f}s converged={not self.failures}")
+        # Let deliveries of the last triggers finish (a trigger's removal follows its ack).
+        await asyncio.sleep(1.0)
+        self._check_tasks()
+        for daemon in self.daemons:
+            if daemon is not None:
+                await daemon.stop()
+        self._check_reconcile()
+
+
+_FAKE_TIME = types.SimpleNamespace()
+
+
+def _virtual_time(loop: asyncio.AbstractEventLoop) -> types.SimpleNamespace:
+    """A `time` module for the daemon's modules that read the clock directly: virtual time,
+    so backoffs and due times follow looptime (and a run does not depend on the machine)."""
+    epoch = 1_800_000_000.0
+    return types.SimpleNamespace(
+        monotonic=loop.time,
+        perf_counter=loop.time,
+        time=lambda: epoch + loop.time(),
+        time_ns=lambda: int((epoch + loop.time()) * 1e9),
+    )
+
+
+_CLOCKED = (controller_module, reconcile_module, watcher_module, writer_module)
+
+
+def simulate(seed: int, trace: Callable[[str], None] | None = None) -> list[str]:
+    """Run `seed`'s schedule on a fresh virtual-time loop; the invariants it broke."""
+    lines: list[str] = []
+    sink = trace or lines.append
+    schedule = make_schedule(seed)
+    logs.configure("json", "critical")  # a run's thousands of lines cost more than the run
+    random.seed(seed)  # the daemon's jitter (backoffs, tenacity) draws from the global one
+    loop = looptime.new_event_loop(start=0, noop_cycles=1)
+    saved = {m: m.time for m in _CLOCKED}  # type: ignore[attr-defined]
+    try:
+        for module in _CLOCKED:
+            module.time = _virtual_time(loop)  # type: ignore[attr-defined]
+        sim = loop.run_until_complete(_run(schedule, sink))
+    finally:
+        for module, original in saved.items():
+            module.time = original  # type: ignore[attr-defined]
+        loop.close()
+    return sim.failures
+
+
+async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation:
+    sim = Simulation(schedule, trace)
+    try:
+        await sim.run()
+    finally:
+        for daemon in sim.daemons:
+            if daemon is not None:
+                await daemon.stop()
+    return sim
+
+
+def replay_command(seed: int) -> str:
+    return f"SIM_SEED={seed} .venv/bin/pytest tests/simulation -k replay -s"
+
+
+def main_soak(first: int, count: int) -> tuple[int, list[int], float]:
+    """Run `count` seeds from `first`; (runs, failing seeds, seconds)."""
+    started = real_time.perf_counter()
+    failing = [s for s in range(first, first + count) if simulate(s)]
+    return count, failing, real_time.perf_counter() - started
+
+
+

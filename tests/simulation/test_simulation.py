@@ -1,0 +1,52 @@
+"""The simulator's CI profile, its replay entry point and the seeds that found bugs.
+
+Profiles (README, "Simulation"): `SIM_SCHEDULES` (default 300) seeds from `SIM_FIRST` (default
+0) run in the normal test run; `SIM_SEED=n` with `-k replay` runs one seed and prints its trace.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from simulation.sim import replay_command, simulate
+
+SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "300"))
+FIRST = int(os.environ.get("SIM_FIRST", "0"))
+# Seeds that found a bug (README, "Simulation"): each must keep passing.
+REGRESSION_SEEDS: list[int] = []
+
+
+def _check(seed: int) -> None:
+    trace: list[str] = []
+    failures = simulate(seed, trace.append)
+    if failures:
+        pytest.fail(
+            f"seed {seed} broke an invariant; replay: {replay_command(seed)}\n" + "\n".join(trace),
+            pytrace=False,
+        )
+
+
+def test_schedules() -> None:
+    """The CI profile: every invariant over SIM_SCHEDULES random schedules."""
+    broken: list[int] = []
+    for seed in range(FIRST, FIRST + SCHEDULES):
+        if simulate(seed):
+            broken.append(seed)
+    if broken:
+        _check(broken[0])
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_regression_seed(seed: int) -> None:
+    _check(seed)
+
+
+@pytest.mark.skipif("SIM_SEED" not in os.environ, reason="set SIM_SEED to replay one schedule")
+def test_replay() -> None:
+    seed = int(os.environ["SIM_SEED"])
+    trace: list[str] = []
+    failures = simulate(seed, trace.append)
+    print("\n".join(trace))
+    assert not failures, f"replay: {replay_command(seed)}"
