@@ -5,6 +5,7 @@ imports nothing from the daemon: a bug shared by both could not be seen otherwis
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -22,7 +23,7 @@ MODEL_ANNOTATION = "io.pullpiri.annotations.model"
 
 def _yaml(value: bytes, kind: str, name: str) -> dict[str, Any] | None:
     try:
-        doc = yaml.safe_load(value)
+        doc = yaml.load(value, Loader=yaml.CSafeLoader)
     except yaml.YAMLError:
         return None
     if not isinstance(doc, dict) or doc.get("kind") != kind:
@@ -34,6 +35,7 @@ def _yaml(value: bytes, kind: str, name: str) -> dict[str, Any] | None:
     return spec if isinstance(spec, dict) else None
 
 
+@functools.lru_cache(maxsize=4096)  # a run parses the same few values again and again
 def container_class(value: bytes) -> tuple[str, str] | None:
     """(model, class) of a container value; None when it is not usable (treated as absent)."""
     try:
@@ -83,6 +85,7 @@ def package_rule(states: list[str]) -> str:
     return "Running"
 
 
+@functools.lru_cache(maxsize=4096)  # a run parses the same few values again and again
 def package_models(key: str, value: bytes) -> list[str] | None:
     spec = _yaml(value, "Package", key[len(PACKAGES) :])
     if spec is None or not isinstance(spec.get("models"), list):
@@ -91,6 +94,7 @@ def package_models(key: str, value: bytes) -> list[str] | None:
     return [n for n in names if isinstance(n, str)]
 
 
+@functools.lru_cache(maxsize=4096)  # a run parses the same few values again and again
 def scenario_target(key: str, value: bytes) -> str | None:
     spec = _yaml(value, "Scenario", key[len(SCENARIOS) :])
     target = spec.get("target") if spec is not None else None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import random
 import time as real_time
@@ -35,6 +36,7 @@ from typing import Any
 
 import looptime
 
+from simulation import oracle
 from statemanager import controller as controller_module
 from statemanager import logs
 from statemanager import reconcile as reconcile_module
@@ -51,7 +53,6 @@ from statemanager.outage import Outage
 from statemanager.reconcile import ReconcileSender
 from statemanager.watcher import Watcher
 
-from simulation import oracle
 from support.memetcd import MemEtcd
 
 LAYOUT = KeyLayout()
@@ -107,7 +108,9 @@ def _churn(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
         return "delete_scenario", (rng.choice(SCENARIOS),)
     if roll < 0.90:
         return "model_spec", (rng.choice(MODELS),)
-    key = rng.choice([LAYOUT.containers + rng.choice(CONTAINERS), "Package/" + rng.choice(PACKAGES)])
+    key = rng.choice(
+        [LAYOUT.containers + rng.choice(CONTAINERS), "Package/" + rng.choice(PACKAGES)]
+    )
     return "bad_value", (key, rng.choice(["{not json", "[]", "kind: Package\n", ""]))
 
 
@@ -225,6 +228,13 @@ class Link:
         return gated
 
 
+@functools.cache
+def _metrics() -> Metrics:
+    """One set of metrics for every daemon of every run: the simulation reads none, and a
+    registry costs more to build than a short run takes."""
+    return Metrics()
+
+
 class Daemon:
     """One daemon's runtime, wired as `statemanager run` wires it."""
 
@@ -232,7 +242,7 @@ class Daemon:
         self.node = node
         self.link = Link(sim.mem, sim.after_txn)
         clock = asyncio.get_running_loop().time
-        metrics = Metrics()
+        metrics = _metrics()
         outage = Outage(clock=clock)
         self.controller = Controller(self.link, LAYOUT, metrics, 262_144)  # type: ignore[arg-type]
         self.sender = ReconcileSender(
@@ -301,8 +311,7 @@ class Daemon:
 
 def _store(mem: MemEtcd, revision: int = 0) -> dict[str, bytes]:
     return {
-        r.key.decode(): r.value
-        for r in mem.range_now(b"\x00", b"\x00", revision=revision).records
+        r.key.decode(): r.value for r in mem.range_now(b"\x00", b"\x00", revision=revision).records
     }
 
 
@@ -346,10 +355,10 @@ class Simulation:
         """Track entries into Error by the rules (for the trigger invariant)."""
         derived = oracle.derive(_store(self.mem))
         for key, value in derived.items():
-            if key.startswith(oracle.PACKAGE_STATES) and value == "Error":
-                if self._derived.get(key) != "Error":
-                    name = key[len(oracle.PACKAGE_STATES) : -len("/state")]
-                    self.error_entries.setdefault(name, []).append(revision)
+            entering = value == "Error" and self._derived.get(key) != "Error"
+            if entering and key.startswith(oracle.PACKAGE_STATES):
+                name = key[len(oracle.PACKAGE_STATES) : -len("/state")]
+                self.error_entries.setdefault(name, []).append(revision)
         self._derived = derived
 
     def _put(self, key: str, value: bytes) -> int:
@@ -363,7 +372,9 @@ class Simulation:
         getattr(self, f"_do_{step.action}")(*step.args)
 
     def _do_container(self, cid: str, model: str, status: str, code: str) -> None:
-        self._input_changed(self._put(LAYOUT.containers + cid, _container(cid, model, status, code)))
+        self._input_changed(
+            self._put(LAYOUT.containers + cid, _container(cid, model, status, code))
+        )
 
     def _do_delete_container(self, cid: str) -> None:
         self._input_changed(self.mem.delete_now((LAYOUT.containers + cid).encode()))
@@ -548,11 +559,11 @@ class Simulation:
         lines += [f"  trigger left: {k}" for k in store if k.startswith(TRIGGERS)]
         return "\n".join(lines)
 
-    def _check_reconcile(self) -> None:
-        """Every trigger recorded is accounted for; every delivery has a trigger; every trigger
-        came from an entry into Error by the rules (or a leadership change)."""
-        triggers: dict[str, list[int]] = {}  # package → revisions its trigger was put at
-        fences: dict[int, int] = {}  # revision → the fence's create revision it was written with
+    def _triggers(self) -> tuple[dict[str, list[int]], dict[int, int]]:
+        """Package → the revisions its trigger was put at; revision → the create revision of
+        the fence it was written with."""
+        triggers: dict[str, list[int]] = {}
+        fences: dict[int, int] = {}
         for record in self.mem.txn_log:
             if not record.succeeded:
                 continue
@@ -562,47 +573,50 @@ class Simulation:
                     triggers.setdefault(name[len(TRIGGERS) :], []).append(record.revision)
                     if record.fence is not None:
                         fences[record.revision] = record.fence.create_revision
-        acks = self.actioncontroller.acknowledged
-        final = _store(self.mem)
-        targets = oracle.scenarios(final)
+        return triggers, fences
+
+    def _check_reconcile(self) -> None:
+        """Every trigger recorded is accounted for; every delivery has a trigger; every trigger
+        came from an entry into Error by the rules (or a leadership change)."""
+        triggers, fences = self._triggers()
+        targets = oracle.scenarios(_store(self.mem))
         for package, revisions in triggers.items():
-            state_key = f"{LAYOUT.package_states}{package}/state".encode()
             for i, revision in enumerate(revisions):
                 later = revisions[i + 1] if i + 1 < len(revisions) else None
-                left = self._left_error(state_key, revision, later)
-                dead = self._dead_lettered_after(package, revision)
-                if later is None and not left and not dead:
-                    for scenario in sorted(targets.get(package, ())):
-                        if not any(s == scenario and at >= revision for s, at in acks):
-                            self.fail(
-                                f"reconcile: trigger {package}@{revision} never delivered to "
-                                f"{scenario}"
-                            )
+                if later is None:
+                    self._check_delivered(package, revision, targets.get(package, set()))
                 previous = revisions[i - 1] if i else 0
-                entered = any(previous < r <= revision for r in self.error_entries.get(package, []))
-                new_leader = fences.get(revision) != fences.get(previous)
-                if not entered and not new_leader and previous:
+                entries = self.error_entries.get(package, [])
+                entered = any(previous < r <= revision for r in entries)
+                if previous and not entered and fences.get(revision) == fences.get(previous):
                     self.fail(
                         f"reconcile: trigger {package}@{revision} recorded though {package} "
                         f"did not enter Error by the rules since {previous} (same leader)"
                     )
-        recorded = {p for p in triggers}
-        for scenario, at in acks:
-            if not any(
-                p in recorded and min(triggers[p]) <= at for p in PACKAGES if p in triggers
-            ):
+        first = min((min(r) for r in triggers.values()), default=None)
+        for scenario, at in self.actioncontroller.acknowledged:
+            if first is None or at < first:
                 self.fail(f"reconcile: {scenario} delivered at revision {at} with no trigger")
+
+    def _check_delivered(self, package: str, revision: int, scenarios: set[str]) -> None:
+        """The newest trigger of `package` reached each scenario, unless the package left Error
+        or the trigger was dead-lettered after it."""
+        state_key = f"{LAYOUT.package_states}{package}/state".encode()
+        if self._left_error(state_key, revision) or self._dead_lettered_after(package, revision):
+            return
+        acks = self.actioncontroller.acknowledged
+        for scenario in sorted(scenarios):
+            if not any(s == scenario and at >= revision for s, at in acks):
+                self.fail(f"reconcile: trigger {package}@{revision} never delivered to {scenario}")
 
     def _value_at(self, key: bytes, revision: int) -> bytes | None:
         record = self.mem._at(key, revision)
         return record.value if record is not None else None
 
-    def _left_error(self, key: bytes, revision: int, until: int | None) -> bool:
+    def _left_error(self, key: bytes, revision: int) -> bool:
         versions = self.mem._versions.get(key, [])
         return any(
-            rev > revision
-            and (until is None or rev < until)
-            and (record is None or record.value != b"Error")
+            rev > revision and (record is None or record.value != b"Error")
             for rev, record in versions
         )
 
@@ -713,6 +727,3 @@ def main_soak(first: int, count: int) -> tuple[int, list[int], float]:
     started = real_time.perf_counter()
     failing = [s for s in range(first, first + count) if simulate(s)]
     return count, failing, real_time.perf_counter() - started
-
-
-
