@@ -64,11 +64,11 @@ DAEMONS = 2
 TTL = 3
 TRIGGERS = f"{LAYOUT.own}triggers/"
 DEAD_LETTERS = f"{LAYOUT.own}deadletters/"
-PACKAGES = [f"p{i}" for i in range(3)]
-MODELS = [f"m{i}" for i in range(4)]
-CONTAINERS = [f"c{i}" for i in range(6)]
-SCENARIOS = [f"s{i}" for i in range(3)]
-STATUSES = ["running", "running", "exited", "dead", "paused", "created", "unknown"]
+PACKAGES = [f"p{i}" for i in range(2)]
+MODELS = [f"m{i}" for i in range(3)]
+CONTAINERS = [f"c{i}" for i in range(4)]
+SCENARIOS = [f"s{i}" for i in range(2)]
+STATUSES = ["running", "running", "dead", "dead", "exited", "paused", "unknown"]
 STATE_VALUES = ["Running", "Error", "Failed", "Pending", "Degraded", "bogus"]
 
 
@@ -90,23 +90,27 @@ class Step:
 
 
 def _churn(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
+    """One change of the fleet or its specs. A small world (each container mostly stays with
+    its own model, packages of one or two models) so that packages do enter Error."""
     roll = rng.random()
-    if roll < 0.40:
+    if roll < 0.55:
+        i = rng.randrange(len(CONTAINERS))
+        model = MODELS[i % len(MODELS)] if rng.random() < 0.9 else rng.choice(MODELS)
         status = rng.choice(STATUSES)
-        code = rng.choice(["0", "1", "137"]) if status == "exited" else "0"
-        return "container", (rng.choice(CONTAINERS), rng.choice(MODELS), status, code)
-    if roll < 0.50:
+        code = rng.choice(["0", "137"]) if status == "exited" else "0"
+        return "container", (CONTAINERS[i], model, status, code)
+    if roll < 0.60:
         return "delete_container", (rng.choice(CONTAINERS),)
-    if roll < 0.65:
-        models = rng.sample(MODELS, rng.randint(0, 3))
+    if roll < 0.72:
+        models = rng.sample(MODELS, rng.choice([1, 1, 2, 2, 0, 3]))
         return "package", (rng.choice(PACKAGES), ",".join(models))
-    if roll < 0.70:
+    if roll < 0.75:
         return "delete_package", (rng.choice(PACKAGES),)
-    if roll < 0.80:
-        return "scenario", (rng.choice(SCENARIOS), rng.choice(PACKAGES))
     if roll < 0.85:
+        return "scenario", (rng.choice(SCENARIOS), rng.choice(PACKAGES))
+    if roll < 0.88:
         return "delete_scenario", (rng.choice(SCENARIOS),)
-    if roll < 0.90:
+    if roll < 0.92:
         return "model_spec", (rng.choice(MODELS),)
     key = rng.choice(
         [LAYOUT.containers + rng.choice(CONTAINERS), "Package/" + rng.choice(PACKAGES)]
@@ -114,9 +118,26 @@ def _churn(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
     return "bad_value", (key, rng.choice(["{not json", "[]", "kind: Package\n", ""]))
 
 
+def _start(rng: random.Random) -> list[tuple[str, tuple[Any, ...]]]:
+    """The fleet at time 0: every package with its models, containers for most models, a
+    scenario per package, then a little churn."""
+    steps: list[tuple[str, tuple[Any, ...]]] = []
+    for package in PACKAGES:
+        models = rng.sample(MODELS, rng.choice([1, 2]))
+        steps.append(("package", (package, ",".join(models))))
+    for i, scenario in enumerate(SCENARIOS):
+        steps.append(("scenario", (scenario, PACKAGES[i % len(PACKAGES)])))
+    for i, cid in enumerate(CONTAINERS):
+        steps.append(("container", (cid, MODELS[i % len(MODELS)], "running", "0")))
+    return steps + [_churn(rng) for _ in range(rng.randint(0, 4))]
+
+
 def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
     kind = rng.choice(
         [
+            "lose_txn_response",
+            "tamper",
+            "compact",
             "outage",
             "break_watches",
             "silence_watches",
@@ -138,7 +159,7 @@ def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
     if kind == "crash":
         return kind, (rng.randrange(DAEMONS), round(rng.uniform(0.0, 3.0), 2))
     if kind == "lose_txn_response":
-        return kind, (rng.randint(1, 3),)
+        return kind, (rng.randint(1, 6),)
     if kind == "ac_refuse":
         return kind, (rng.randint(1, 4), rng.choice(["rejected", "error"]))
     if kind == "tamper":
@@ -151,7 +172,7 @@ def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
 def make_schedule(seed: int) -> list[Step]:
     """The whole schedule of `seed`: every random choice of a run is made here."""
     rng = random.Random(seed)
-    steps = [Step(0.0, *_churn(rng)) for _ in range(rng.randint(4, 10))]
+    steps = [Step(0.0, *step) for step in _start(rng)]
     times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(rng.randint(6, 20)))
     for at in times:
         steps.append(Step(at, *(_fault(rng) if rng.random() < 0.5 else _churn(rng))))
