@@ -600,12 +600,10 @@ class Simulation:
         """Every trigger recorded is accounted for; every delivery has a trigger; every trigger
         came from an entry into Error by the rules (or a leadership change)."""
         triggers, fences = self._triggers()
-        targets = oracle.scenarios(_store(self.mem))
         for package, revisions in triggers.items():
             for i, revision in enumerate(revisions):
-                later = revisions[i + 1] if i + 1 < len(revisions) else None
-                if later is None:
-                    self._check_delivered(package, revision, targets.get(package, set()))
+                if i + 1 == len(revisions):
+                    self._check_delivered(package, revision, self._targeting(package, revision))
                 previous = revisions[i - 1] if i else 0
                 entries = self.error_entries.get(package, [])
                 entered = any(previous < r <= revision for r in entries)
@@ -618,6 +616,24 @@ class Simulation:
         for scenario, at in self.actioncontroller.acknowledged:
             if first is None or at < first:
                 self.fail(f"reconcile: {scenario} delivered at revision {at} with no trigger")
+
+    def _targeting(self, package: str, revision: int) -> set[str]:
+        """The scenarios that targeted `package` from `revision` on, without a break: the ones
+        its trigger must reach whenever it is delivered."""
+        found = set()
+        for scenario in SCENARIOS:
+            key = (LAYOUT.scenarios + scenario).encode()
+            versions = [
+                record
+                for rev, record in self.mem._versions.get(key, [])
+                if rev > revision or record is self.mem._at(key, revision)
+            ]
+            if versions and all(
+                r is not None and oracle.scenario_target(key.decode(), r.value) == package
+                for r in versions
+            ):
+                found.add(scenario)
+        return found
 
     def _check_delivered(self, package: str, revision: int, scenarios: set[str]) -> None:
         """The newest trigger of `package` reached each scenario, unless the package left Error
