@@ -79,7 +79,7 @@ def _positive(value: object) -> float:
         raise ValueError(f"{value!r} is not a number")
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int of 400 digits
         raise ValueError(f"{value!r} is not a number") from None
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{value!r} must be a positive, finite number")

@@ -92,6 +92,7 @@ class _Pending:
     refusals: int = 0  # answers that said no (see actioncontroller's delivery policy)
     acknowledged: set[str] = field(default_factory=set)  # scenarios that answered status 0
     delivered: bool = False  # acknowledged by all; only its removal from etcd is outstanding
+    removing: bool = False  # a removal (or move to the dead letters) has been sent
 
 
 class ReconcileSender:
@@ -235,7 +236,8 @@ class ReconcileSender:
             pending = self._pending.get(event.key)
             if pending is not None and pending.trigger.revision < event.revision:
                 del self._pending[event.key]
-                log.info("reconcile_removed", **_fields(pending.trigger))
+                if not pending.removing:  # our own removal, its answer still on the way
+                    log.info("reconcile_removed", **_fields(pending.trigger))
         else:
             trigger = self._decode(event.key, event.value, event.revision)
             if trigger is not None:
@@ -339,6 +341,7 @@ class ReconcileSender:
         trigger = pending.trigger
         key = trigger_key(self._layout, trigger.package)
         ops: list[Put | Delete] = [Delete(key)] if move is None else [Delete(key), move]
+        pending.removing = True
         try:
             result = await self._store.txn([Guard(key, trigger.revision)], ops, fence)
         except EtcdUnavailable as exc:

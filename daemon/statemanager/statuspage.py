@@ -118,11 +118,11 @@ class StatusPage:
         tree = itertools.chain.from_iterable(report.package_rows(index, p) for p in shown)
         rows = list(itertools.islice(tree, MAX_ROWS + 1))
         loose_from = None
-        if loose and len(rows) <= MAX_ROWS:
+        if loose and len(rows) < MAX_ROWS:
             loose_from = len(rows)
             more = itertools.chain.from_iterable(report.model_rows(index, m) for m in loose)
             rows += itertools.islice(more, MAX_ROWS + 1 - len(rows))
-        truncated = len(rows) > MAX_ROWS
+        truncated = len(rows) > MAX_ROWS or (bool(loose) and loose_from is None)
         leading = self._leadership.fence() is not None
         pending = self._triggers.pending() if leading else []  # only a leader's are current
         return _View(

@@ -56,7 +56,8 @@ Route = Callable[[Query], Response]  # query parameters → response; runs in an
 
 def health_routes(metrics: Metrics, health: Health) -> dict[str, Route]:
     """/metrics; /healthz (process alive, loop not stuck) and /readyz (first sync done, watch
-    healthy): 200 when true, 503 with the reason otherwise."""
+    healthy): 200 when true, 503 with the reason otherwise. Also makes `statemanager_ready`
+    follow /readyz."""
     metrics.follow_readiness(health)
 
     def probe(check: Callable[[], tuple[bool, str]]) -> Route:

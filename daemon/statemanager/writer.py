@@ -22,7 +22,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from statemanager import logs
@@ -181,7 +181,9 @@ class StateWriter:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(EtcdUnavailable),
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff),
+            # Full jitter over a capped exponential (tenacity's exponential_jitter would add up to
+            # a whole second to every retry, whatever the delay).
+            wait=wait_random_exponential(multiplier=0.05, max=self._max_backoff),
             before_sleep=count_retry,
             reraise=True,
         )

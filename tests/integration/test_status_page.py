@@ -86,18 +86,21 @@ async def test_status_page_in_a_real_browser(
 
 async def test_status_page_is_bounded_paged_and_filtered(etcd: Etcd, daemon: Daemon) -> None:
     """PACKAGES_PER_PAGE packages and MAX_ROWS rows a page, with a note when cut short; `?page=`
-    moves through the packages and `?package=` shows one."""
+    moves through the packages (models in no package close the last page) and `?package=`
+    shows one."""
     names = [f"p{i:02}" for i in range(PACKAGES_PER_PAGE + 1)]
     for name in names:
         await etcd.package(name, [])
     await etcd.package("big", ["big.m"])
+    await etcd.container("lonely", "running", "loose.m")  # a model in no package
     await asyncio.gather(
         *(etcd.container(f"c{i:04}", "running", "big.m") for i in range(MAX_ROWS + 5))
     )
     await states_are(etcd, {"pkg:big": "Running", f"pkg:{names[-1]}": "Initializing"})
 
     async def all_in_index() -> bool:
-        return f'statemanager_containers{{status="running"}} {MAX_ROWS + 5}.0' in daemon.scrape()
+        running = MAX_ROWS + 5 + 1  # and "lonely"
+        return f'statemanager_containers{{status="running"}} {running}.0' in daemon.scrape()
 
     await eventually(all_in_index, 30, "every container in the daemon's index")
     code, first = http_get(daemon.metrics_port, "/status")
@@ -112,6 +115,7 @@ async def test_status_page_is_bounded_paged_and_filtered(etcd: Etcd, daemon: Dae
     assert code == 200 and "Packages, page 2 of 2" in second
     assert second.count('<li class="d0">') == 2  # p49 and p50 (big, p00 … p48 on page 1)
     assert 'href="/status?page=1"' in second and "Only the first" not in second
+    assert "models in no package:" in second and "loose.m</b>" in second  # on the last page
 
     code, one = http_get(daemon.metrics_port, "/status?package=p07")
     assert code == 200 and one.count('<li class="d0">') == 1 and "p07" in one

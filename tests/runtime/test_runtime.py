@@ -1,11 +1,15 @@
 """The runtime in process on the in-memory etcd, on virtual time: guard conflicts, a fence lost
-in the middle of a batch, compaction while the watch was silent, broken streams."""
+in the middle of a batch, compaction while the watch was silent, broken streams, a commit whose
+answer was lost, a refused write, a crashed leader replaced within the lease TTL."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
+
+from statemanager.etcd import prefix_end
 
 from support.memetcd import MemEtcd
 from support.runtime import (
@@ -15,6 +19,7 @@ from support.runtime import (
     container,
     disagreements,
     package,
+    scenario,
     state,
     until,
 )
@@ -134,7 +139,7 @@ async def test_watch_resumes_after_broken_streams_without_loss() -> None:
                 continue
             churn()  # written while no stream is open: the resume must replay them
             churn()
-            await until(lambda: restarts() > before and mem.open_watches == 1)  # noqa: B023
+            await until(lambda: restarts() > before and mem.watching(LAYOUT.containers))  # noqa: B023
         await until(lambda: disagreements(mem) == [] and rt.controller.queue.idle())
         index = rt.controller.index
         seen = {cid: info.status.value for m in models for cid, info in index.containers_of(m)}
@@ -143,4 +148,65 @@ async def test_watch_resumes_after_broken_streams_without_loss() -> None:
         assert rt.sample("watch_restarts_total", reason="compacted") == 0
         assert rt.listings == 1
         assert rt.sample("resync_drift_total") == 0
+    assert_fenced(mem)
+
+
+async def test_commit_with_lost_answer_converges_and_reconciles() -> None:
+    """The transaction that writes Error commits but its answer is lost: the retry finds its
+    own write (guard conflict, nothing to do), and the trigger recorded with it is delivered
+    anyway, then removed."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    scenario(mem, "s", "p")
+    container(mem, "c", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        mem.lose_next_txn_response()
+        container(mem, "c", "m", "dead")
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+        triggers = LAYOUT.own.encode() + b"triggers/"
+        await until(lambda: mem.range_now(triggers, prefix_end(triggers)).count == 0)
+        assert state(mem, "package", "p") == "Error"
+        assert rt.sample("etcd_write_retries_total") >= 1
+        assert [r.lost for r in mem.txn_log].count(True) == 1
+    assert disagreements(mem) == []
+    assert_fenced(mem)
+
+
+async def test_refused_write_is_retried_not_dropped() -> None:
+    """etcd refusing a write (space quota alarm) delays it; the state is written once etcd
+    takes writes again, and nothing ends the daemon."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    container(mem, "c", "m", "running")
+    async with Runtime(mem):
+        await until(lambda: state(mem, "package", "p") == "Running")
+        for _ in range(3):
+            mem.refuse_next_txn()
+        container(mem, "c", "m", "paused")
+        await until(lambda: state(mem, "package", "p") == "Paused")
+    assert disagreements(mem) == []
+
+
+async def test_crashed_leader_is_replaced_within_the_lease_ttl() -> None:
+    """Two daemons: the leader dies without resigning; the follower, whose index is warm,
+    takes over once the lease lapses and writes the next change, within TTL + a second."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    container(mem, "c", "m", "running")
+    ttl = 6
+    async with Runtime(mem, "node-a", ttl) as a, Runtime(mem, "node-b", ttl) as b:
+        await until(lambda: a.election.fence() is not None and b.election.decided)
+        await until(lambda: state(mem, "package", "p") == "Running")
+        await a.crash()
+        loop = asyncio.get_running_loop()
+        crashed_at = loop.time()
+        container(mem, "c", "m", "exited")
+        await until(
+            lambda: (
+                state(mem, "package", "p") == "Running" and state(mem, "model", "m") == "Succeeded"
+            )
+        )
+        assert loop.time() - crashed_at <= ttl + 1.0
+        assert b.election.fence() is not None
     assert_fenced(mem)

@@ -146,7 +146,8 @@ class _Lease:
 class _Stream:
     """One open watch stream: revisions committed since it caught up are queued to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefixes: Sequence[str]) -> None:
+        self.prefixes = frozenset(prefixes)
         self.queue: asyncio.Queue[int | BaseException] = asyncio.Queue()
         self.silent = False
 
@@ -218,10 +219,9 @@ class MemEtcd:
     def current_revision(self) -> int:
         return self._revision
 
-    @property
-    def open_watches(self) -> int:
-        """Watch streams open now (one per watching client)."""
-        return len(self._streams)
+    def watching(self, prefix: str) -> bool:
+        """Whether an open watch stream covers `prefix` now."""
+        return any(prefix in stream.prefixes for stream in self._streams)
 
     @property
     def compacted_revision(self) -> int:
@@ -574,7 +574,7 @@ class MemEtcd:
         raising: EtcdUnavailable (broken, closed, down), Compacted (a start below history).
         """
         await self._request()
-        stream = _Stream()
+        stream = _Stream(list(starts))
         self._streams.add(stream)
         try:
             ranges = {p: (p.encode(), prefix_end(p.encode())) for p in starts}

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from statemanager import report
+from statemanager.actioncontroller import ReconcileOutcome
 from statemanager.controller import Controller
 from statemanager.election import Election
 from statemanager.etcd import prefix_end
@@ -21,6 +22,7 @@ from statemanager.health import Health
 from statemanager.keys import KeyLayout
 from statemanager.metrics import Metrics
 from statemanager.outage import Outage
+from statemanager.reconcile import ReconcileSender
 from statemanager.watcher import Watcher
 
 from support.memetcd import MemEtcd
@@ -29,23 +31,48 @@ LAYOUT = KeyLayout()
 MAX_VALUE_BYTES = 262_144
 
 
+class FakeActionController:
+    """ActionController's Reconcile as the sender sees it: records every call; answers status
+    0 unless `refusing` (a non-zero status)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.refusing = False
+
+    async def reconcile(self, scenario: str) -> ReconcileOutcome:
+        self.calls.append(scenario)
+        if self.refusing:
+            return ReconcileOutcome(False, True, "rejected", "status 1")
+        return ReconcileOutcome(True, False, "ok", "")
+
+
 class Runtime:
-    """One daemon's runtime (watcher, election, worker) in this process, on `mem`."""
+    """One daemon's runtime (watcher, election, worker, reconcile sender) in this process, on
+    `mem`, wired as `statemanager run` wires it. Leaving the `async with` (or `crash()`) stops
+    it without resigning, as a killed process would."""
 
     def __init__(self, mem: MemEtcd, node: str = "node-a", ttl: int = 6) -> None:
         self.mem = mem
         self.metrics = Metrics()
         self.listings = 0
-        outage = Outage(clock=asyncio.get_running_loop().time)
         self.controller = Controller(mem, LAYOUT, self.metrics, MAX_VALUE_BYTES)
-        self.election = Election(
+        self.actioncontroller = FakeActionController()
+        self.sender = ReconcileSender(
+            self.actioncontroller,
             mem,
-            LAYOUT.own,
-            node,
-            ttl,
-            self._on_leadership,
-            outage,
-            clock=asyncio.get_running_loop().time,
+            LAYOUT,
+            self.controller.index,
+            self.metrics,
+            max_backoff=2.0,
+            silence_limit=3.0,
+            max_refusals=20,
+            max_age=3600.0,
+        )
+        self._listed = asyncio.Event()
+        clock = asyncio.get_running_loop().time
+        outage = Outage(clock=clock)
+        self.election = Election(
+            mem, LAYOUT.own, node, ttl, self._on_leadership, outage, clock=clock
         )
         self.watcher = Watcher(
             mem,
@@ -62,6 +89,7 @@ class Runtime:
 
     def _on_listed(self, _revision: int) -> None:
         self.listings += 1
+        self._listed.set()
 
     def _on_leadership(self, leading: bool) -> None:
         if leading:
@@ -71,13 +99,29 @@ class Runtime:
         value = self.metrics.registry.get_sample_value(f"statemanager_{name}", labels)
         return value or 0.0
 
+    async def _send_after_listing(self) -> None:
+        # As the daemon does: the sender needs the index the first listing fills.
+        await self._listed.wait()
+        await self.sender.run(self.election)
+
     async def __aenter__(self) -> Runtime:
         self._tasks = [
             asyncio.create_task(self.watcher.run(), name="watcher"),
             asyncio.create_task(self.election.run(), name="election"),
             asyncio.create_task(self.controller.run_worker(self.election), name="worker"),
+            asyncio.create_task(self._send_after_listing(), name="reconcile-sender"),
         ]
         return self
+
+    async def crash(self) -> None:
+        """Stop every task at once, resigning nothing: the lease lingers until its TTL."""
+        ended = [t for t in self._tasks if t.done()]
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        # Nothing but the stop may end a task of the daemon.
+        assert not ended, [(t.get_name(), t.exception()) for t in ended if not t.cancelled()]
 
     async def __aexit__(
         self,
@@ -85,12 +129,7 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        ended = [t for t in self._tasks if t.done()]
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        # Nothing but the stop may end a task of the daemon.
-        assert not ended, [(t.get_name(), t.exception()) for t in ended if not t.cancelled()]
+        await self.crash()
 
 
 async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -113,6 +152,13 @@ def package(mem: MemEtcd, name: str, models: list[str]) -> int:
     items = "".join(f"\n    - {{name: {m}, node: node-a}}" for m in models)
     doc = f"kind: Package\nmetadata: {{name: {name}}}\nspec:\n  models:{items or ' []'}\n"
     return mem.put_now(f"{LAYOUT.packages}{name}".encode(), doc.encode())
+
+
+def scenario(mem: MemEtcd, name: str, target: str) -> int:
+    doc = (
+        f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
+    )
+    return mem.put_now(f"{LAYOUT.scenarios}{name}".encode(), doc.encode())
 
 
 def state(mem: MemEtcd, resource: str, name: str) -> str | None:

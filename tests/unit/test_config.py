@@ -230,11 +230,13 @@ def test_invalid_toml(tmp_path: Path) -> None:
         pytest.param(b"a = " + b"[" * 5000 + b"]" * 5000, "nested too deeply", id="deep"),
         pytest.param(b"[ha]\nlease_ttl_seconds = " + b"1" * 5000, "4300 digits", id="5000-digits"),
         pytest.param(b"#" * (config.MAX_CONFIG_BYTES + 1), "larger than", id="oversized"),
+        pytest.param(b"[etcd]\ntimeout_seconds = " + b"9" * 400, "not a number", id="400-digits"),
     ],
 )
 def test_broken_file_is_config_error(tmp_path: Path, data: bytes, says: str) -> None:
     """A config file tomllib cannot read (UnicodeDecodeError, RecursionError and ValueError
-    escaped before) is a ConfigError naming the file and the problem."""
+    escaped before), or with a number too large for a float (OverflowError escaped), is a
+    ConfigError naming the file and the problem."""
     path = tmp_path / "statemanager.toml"
     path.write_bytes(data)
     message = _error(path, {}, {})
