@@ -69,7 +69,9 @@ def plan(
             written = index.written(key)
             changed = new != written.value
             correction = changed and key in ours and ours[key] == new
-            if not changed:
+            if not changed and ours.get(key) != new:
+                # The rules moved to a value someone else wrote: what we wrote before is no
+                # longer the previous derived state. The key still holding ours keeps it.
                 ours.pop(key, None)
             if key.resource is Resource.MODEL:
                 if not changed:

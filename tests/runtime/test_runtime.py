@@ -210,3 +210,27 @@ async def test_crashed_leader_is_replaced_within_the_lease_ttl() -> None:
         assert loop.time() - crashed_at <= ttl + 1.0
         assert b.election.fence() is not None
     assert_fenced(mem)
+
+
+async def test_correction_after_an_outage_shorter_than_the_lease_sends_nothing() -> None:
+    """The leader loses etcd for less than its lease and leads again under the same fence;
+    someone then overwrites its Error package state: putting Error back is a correction, and
+    ActionController hears of the failure once (simulation seed 22 found the second call)."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    scenario(mem, "s", "p")
+    container(mem, "c", "m", "dead")
+    async with Runtime(mem) as rt:
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+        fences = {r.fence for r in mem.txn_log if r.fence is not None}
+        mem.outage()
+        await asyncio.sleep(2.0)
+        mem.restore()
+        await until(lambda: rt.election.fence() is not None)
+        mem.put_now(f"{LAYOUT.package_states}p/state".encode(), b"Degraded")
+        await until(lambda: state(mem, "package", "p") == "Error")
+        await asyncio.sleep(5.0)  # time for a wrongly recorded trigger to be delivered
+        assert rt.actioncontroller.calls == ["s"]
+        assert {r.fence for r in mem.txn_log if r.fence is not None} == fences
+        assert rt.sample("corrections_total", resource="package") == 1
+    assert_fenced(mem)

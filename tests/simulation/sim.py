@@ -43,19 +43,12 @@ from statemanager import reconcile as reconcile_module
 from statemanager import watcher as watcher_module
 from statemanager import writer as writer_module
 from statemanager.actioncontroller import ReconcileOutcome
-from statemanager.controller import Controller
-from statemanager.election import Election
 from statemanager.etcd import Delete, Fence, Guard, Put, TxnResult, WatchBatch, prefix_end
-from statemanager.health import Health
-from statemanager.keys import KeyLayout
 from statemanager.metrics import Metrics
-from statemanager.outage import Outage
-from statemanager.reconcile import ReconcileSender
-from statemanager.watcher import Watcher
 
 from support.memetcd import MemEtcd
+from support.runtime import LAYOUT, Runtime
 
-LAYOUT = KeyLayout()
 FAULT_SECONDS = 20.0
 SETTLE_SECONDS = 60.0
 SAMPLE_EVERY = 0.25
@@ -182,7 +175,7 @@ def make_schedule(seed: int) -> list[Step]:
 # -- the pieces around the daemons ----------------------------------------------------------
 
 
-class FakeActionController:
+class ScriptedActionController:
     """Answers Reconcile as told; records each acknowledged call with etcd's revision then."""
 
     def __init__(self, mem: MemEtcd) -> None:
@@ -257,74 +250,33 @@ def _metrics() -> Metrics:
 
 
 class Daemon:
-    """One daemon's runtime, wired as `statemanager run` wires it."""
+    """One daemon's runtime (tests/support/runtime.py) behind its own `Link`."""
 
     def __init__(self, sim: Simulation, node: str) -> None:
-        self.node = node
         self.link = Link(sim.mem, sim.after_txn)
-        clock = asyncio.get_running_loop().time
-        metrics = _metrics()
-        outage = Outage(clock=clock)
-        self.controller = Controller(self.link, LAYOUT, metrics, 262_144)  # type: ignore[arg-type]
-        self.sender = ReconcileSender(
-            sim.actioncontroller,
+        self.runtime = Runtime(
             self.link,  # type: ignore[arg-type]
-            LAYOUT,
-            self.controller.index,
-            metrics,
-            max_backoff=2.0,
-            silence_limit=3.0,
-            max_refusals=3,
-            max_age=3600.0,
-        )
-        self.election = Election(
-            self.link,  # type: ignore[arg-type]
-            LAYOUT.own,
             node,
             TTL,
-            self._on_leadership,
-            outage,
-            clock=clock,
+            actioncontroller=sim.actioncontroller,
+            metrics=_metrics(),
         )
-        self.listed = asyncio.Event()
-        self.watcher = Watcher(
-            self.link,  # type: ignore[arg-type]
-            self.controller,
-            list(LAYOUT.watched().values()),
-            metrics,
-            lambda _revision: self.listed.set(),
-            silence_limit=3.0,
-            resync_interval=3600.0,
-            health=Health(stuck_after=10.0, clock=clock),
-            outage=outage,
-        )
-        self.tasks = [
-            asyncio.create_task(self.watcher.run(), name=f"{node}/watcher"),
-            asyncio.create_task(self.election.run(), name=f"{node}/election"),
-            asyncio.create_task(self.controller.run_worker(self.election), name=f"{node}/worker"),
-            asyncio.create_task(self._sender(), name=f"{node}/reconcile-sender"),
-        ]
-
-    def _on_leadership(self, leading: bool) -> None:
-        if leading:
-            self.controller.mark_all()
-
-    async def _sender(self) -> None:
-        await self.listed.wait()  # as the daemon: the sender needs the first listing's index
-        await self.sender.run(self.election)
+        self.started = asyncio.create_task(self.runtime.__aenter__())
 
     def ended(self) -> list[str]:
         return [
             f"{t.get_name()}: {t.exception() if not t.cancelled() else 'cancelled'!r}"
-            for t in self.tasks
+            for t in self.runtime._tasks
             if t.done()
         ]
 
     async def stop(self) -> None:
+        """Stop as a crash does; a task that had ended already is reported by the caller."""
         self.link.resumed.set()
-        for task in self.tasks:
+        await self.started
+        for task in self.runtime._tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.runtime._tasks, return_exceptions=True)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -351,7 +303,7 @@ class Simulation:
         self.schedule = schedule
         self.trace = trace
         self.mem = MemEtcd()
-        self.actioncontroller = FakeActionController(self.mem)
+        self.actioncontroller = ScriptedActionController(self.mem)
         self.daemons: list[Daemon | None] = []
         self.failures: list[str] = []
         # Packages whose inputs or state keys the simulation changed since they last agreed
@@ -363,6 +315,7 @@ class Simulation:
         self._down_since: float | None = None
         self._down_requests = 0
         self._timers: list[asyncio.TimerHandle] = []
+        self._stopping: list[asyncio.Task[None]] = []
 
     def fail(self, what: str) -> None:
         line = f"INVARIANT {what}"
@@ -481,10 +434,8 @@ class Simulation:
         self._later(restart_after, lambda: self._start(index))
 
     def _stop(self, daemon: Daemon) -> None:
-        if daemon.ended():
-            self.fail(f"task ended: {daemon.ended()}")
-        for task in daemon.tasks:
-            task.cancel()
+        self._check_tasks()
+        self._stopping.append(asyncio.create_task(daemon.stop()))
 
     def _start(self, index: int) -> None:
         if self.daemons[index] is None:
@@ -703,6 +654,7 @@ class Simulation:
         for daemon in self.daemons:
             if daemon is not None:
                 await daemon.stop()
+        await asyncio.gather(*self._stopping)
         self._check_reconcile()
 
 
