@@ -169,7 +169,10 @@ class Controller:
         self._mark({key}, 0)
 
     def mark_all(self) -> None:
-        """Queue every model and package: a new leader evaluates everything once."""
+        """Queue every model and package: a new leader evaluates everything once. What this
+        daemon wrote before is no longer known to be the previous derived state: another leader
+        may have written since."""
+        self._writer.ours.clear()
         self._mark(self.index.all_keys(), 0)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
@@ -180,7 +183,6 @@ class Controller:
         on; a single change refused so is skipped and reported (its key comes back when its
         inputs change). Any other refusal (permission, bad request): defer and report."""
         started = time.perf_counter()
-        self._writer.writing_under(fence)
         groups = self._plan(keys)
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
         causes = {k: self._causes.get(k, 0) for k in keys}

@@ -47,9 +47,10 @@ def plan(
     `ours` holds, per key, the state this daemon's own commits last wrote there: the previous
     derived state. A key whose rules still give that value but which holds something else was
     changed by someone else, and putting it back is a correction, not a transition. Without an
-    entry the previous derived state is taken to be the value in etcd, so a key found agreeing
-    with the rules loses its entry here: the rules may have moved to what someone else wrote,
-    and a later change away from it is a transition again.
+    entry the previous derived state is taken to be the value in etcd. A key found agreeing
+    with the rules takes that value as its entry here: the rules may have moved to what
+    someone else wrote (a later change away from it is a transition again), or our own write
+    committed though its answer was lost.
     """
     if ours is None:
         ours = {}
@@ -69,10 +70,8 @@ def plan(
             written = index.written(key)
             changed = new != written.value
             correction = changed and key in ours and ours[key] == new
-            if not changed and ours.get(key) != new:
-                # The rules moved to a value someone else wrote: what we wrote before is no
-                # longer the previous derived state. The key still holding ours keeps it.
-                ours.pop(key, None)
+            if not changed:
+                _agreed(ours, key, new)
             if key.resource is Resource.MODEL:
                 if not changed:
                     continue
@@ -94,6 +93,16 @@ def plan(
         if models or packages:
             groups.append(models + [_with_cause(index, c, models) for c in packages])
     return groups
+
+
+def _agreed(ours: MutableMapping[WorkKey, str], key: WorkKey, state: str | None) -> None:
+    """etcd holds what the rules give for `key`: that is its previous derived state now,
+    whoever wrote it (someone else's value the rules moved to, or our own write whose answer
+    was lost)."""
+    if state is None:
+        ours.pop(key, None)
+    else:
+        ours[key] = state
 
 
 def _with_cause(index: Index, change: Change, models: list[Change]) -> Change:

@@ -104,21 +104,13 @@ class StateWriter:
         self._attempts = attempts
         self._max_backoff = max_backoff
         self._limits = limits
-        # Per key, the state this daemon's own commits last wrote under `_ours_fence`: the
-        # previous derived state, which tells a correction from a transition (planner.plan).
-        # Forgotten when the fence changes, because another leader may have derived and written
-        # since; kept when leadership is regained under the same fence (an etcd outage shorter
-        # than the lease): while our leader key lived, no other daemon could write.
+        # Per key, the previous derived state, which tells a correction from a transition
+        # (planner.plan): what this daemon's commits last wrote, or the value it last found in
+        # etcd agreeing with the rules. Forgotten when leadership changes hands, because
+        # another leader may have derived and written since.
         self.ours: dict[WorkKey, str] = {}
-        self._ours_fence: Fence | None = None
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
-
-    def writing_under(self, fence: Fence) -> None:
-        """The next writes carry `fence`: forget `ours` if it was learnt under another one."""
-        if fence != self._ours_fence:
-            self.ours.clear()
-            self._ours_fence = fence
 
     def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
         """Pack write groups into transactions etcd accepts, with `fence` on each."""
