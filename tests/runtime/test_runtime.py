@@ -213,9 +213,9 @@ async def test_crashed_leader_is_replaced_within_the_lease_ttl() -> None:
 
 
 async def test_correction_after_an_outage_shorter_than_the_lease_sends_nothing() -> None:
-    """The leader loses etcd for less than its lease and leads again under the same fence;
+    """The leader loses etcd for less than its lease and leads again (evaluating everything);
     someone then overwrites its Error package state: putting Error back is a correction, and
-    ActionController hears of the failure once (simulation seed 22 found the second call)."""
+    ActionController hears of the failure once (the simulation found the second call)."""
     mem = MemEtcd()
     package(mem, "p", ["m"])
     scenario(mem, "s", "p")
@@ -233,4 +233,25 @@ async def test_correction_after_an_outage_shorter_than_the_lease_sends_nothing()
         assert rt.actioncontroller.calls == ["s"]
         assert {r.fence for r in mem.txn_log if r.fence is not None} == fences
         assert rt.sample("corrections_total", resource="package") == 1
+    assert_fenced(mem)
+
+
+async def test_correction_after_a_lost_commit_answer_sends_nothing() -> None:
+    """The Error write commits but its answer is lost (the retry finds it there); someone
+    then overwrites the package state: putting Error back is a correction, not a second
+    entry into Error (the simulation found the second Reconcile)."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    scenario(mem, "s", "p")
+    container(mem, "c", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        mem.lose_next_txn_response()
+        container(mem, "c", "m", "dead")
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+        mem.put_now(f"{LAYOUT.package_states}p/state".encode(), b"Running")
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        await asyncio.sleep(5.0)  # time for a wrongly recorded trigger to be delivered
+        assert rt.actioncontroller.calls == ["s"]
+        assert state(mem, "package", "p") == "Error"
     assert_fenced(mem)

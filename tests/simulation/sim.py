@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import json
 import random
+import signal
 import time as real_time
 import types
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -53,6 +54,7 @@ FAULT_SECONDS = 20.0
 SETTLE_SECONDS = 60.0
 SAMPLE_EVERY = 0.25
 MAX_REQUESTS_PER_SECOND = 200
+CPU_LIMIT = 20.0
 DAEMONS = 2
 TTL = 3
 TRIGGERS = f"{LAYOUT.own}triggers/"
@@ -698,15 +700,26 @@ def simulate(seed: int, trace: Callable[[str], None] | None = None) -> list[str]
     random.seed(seed)  # the daemon's jitter (backoffs, tenacity) draws from the global one
     loop = looptime.new_event_loop(start=0, noop_cycles=1)
     saved = {m: m.time for m in _CLOCKED}  # type: ignore[attr-defined]
+    # A loop that spins without letting virtual time pass would hang the run: stop it after
+    # CPU_LIMIT seconds of processor time (a normal run takes a fraction of a second).
+    previous = signal.signal(signal.SIGPROF, lambda _sig, _frame: loop.stop())
+    signal.setitimer(signal.ITIMER_PROF, CPU_LIMIT)
     try:
         for module in _CLOCKED:
             module.time = _virtual_time(loop)  # type: ignore[attr-defined]
-        sim = loop.run_until_complete(_run(schedule, sink))
+        failures = loop.run_until_complete(_run(schedule, sink)).failures
+    except RuntimeError as exc:  # stopped by the limit
+        failures = [f"INVARIANT busy loop: over {CPU_LIMIT:.0f} s of CPU ({exc})"]
+        sink(failures[0])
     finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
         for module, original in saved.items():
             module.time = original  # type: ignore[attr-defined]
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
         loop.close()
-    return sim.failures
+    return failures
 
 
 async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation:
