@@ -6,10 +6,21 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 _apt_updated = False
+# Folders whose tests start a real etcd (and the daemon as a process): marked `integration`.
+_INTEGRATION = [Path(__file__).parent / folder for folder in ("integration", "systemd")]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need a real etcd, so `pytest -m "not integration"` runs the quick
+    in-process rest."""
+    for item in items:
+        if any(folder in item.path.parents for folder in _INTEGRATION):
+            item.add_marker(pytest.mark.integration)
 
 
 def _ensure(binary: str, package: str) -> str:

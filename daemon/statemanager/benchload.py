@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import time
@@ -33,6 +34,14 @@ from statemanager.keys import KeyLayout
 from statemanager.states import ModelState
 
 POLL_SECONDS = 0.02  # how often the daemon's /metrics is scraped while waiting for it
+# ... when only its CPU time is measured: a scrape costs the daemon about as much as a hundred
+# events, so 50 scrapes a second would be counted as its cost per event (Prometheus scrapes it
+# every 15-60 s); waiting up to this long for the catch-up adds only the daemon's idle cost.
+COST_POLL_SECONDS = 0.5
+# The replay's catch-up is polled this often: a 2.5% resolution on a 4 s catch-up, for about
+# as large a share of the daemon's CPU spent answering the scrapes.
+REPLAY_POLL_SECONDS = 0.1
+REPLAY_BATCH = 64  # no-op puts per transaction while the daemon is stopped: only the history counts
 SETTLE_SECONDS = 300.0  # longest wait for the daemon to go quiet before a phase
 # A daemon caught up this soon after the last write was waiting for the writer, not behind it.
 WRITER_BOUND_SECONDS = 0.1
@@ -68,7 +77,8 @@ class Fleet:
         return f"{self.layout.model_states}{self.model_name(j)}/state".encode()
 
     def container(self, i: int, dead: bool = False, tick: int = 0) -> Put:
-        """Container info as a node agent writes it (SPEC §2), with a small stats blob."""
+        """Container info as a node agent writes it (docs/contract.md, Reads), with a small
+        stats blob."""
         j = i % self.models
         model = self.model_name(j)
         state = {
@@ -201,11 +211,14 @@ async def offer(
 class Daemon:
     """What the load process can see of the daemon: its /metrics, its CPU time, etcd."""
 
-    def __init__(self, client: EtcdClient, fleet: Fleet, metrics_url: str, pid: int) -> None:
+    def __init__(
+        self, client: EtcdClient, fleet: Fleet, metrics_url: str, pid: int, poll: float
+    ) -> None:
         self.client = client
         self.fleet = fleet
         self.metrics_url = metrics_url
         self.pid = pid
+        self.poll = poll  # seconds between two scrapes while waiting for a catch-up
 
     async def metrics(self) -> dict[str, float]:
         return await asyncio.to_thread(scrape, self.metrics_url)
@@ -240,7 +253,7 @@ class Daemon:
                 states = await self.model_states()
                 if all(states.get(k) == v for k, v in expected.items()):
                     return time.perf_counter()
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(self.poll)
 
 
 class Toggler:
@@ -340,6 +353,44 @@ async def phase_intake(daemon: Daemon, args: argparse.Namespace) -> dict[str, An
         result["replay_per_s"] = statistics.median(result["replay_rates"])
         result["replay_cpu_per_event_ms"] = statistics.median(cpu for _, cpu in runs)
         progress(f"watch replay events/s: {', '.join(f'{r:.0f}' for r in result['replay_rates'])}")
+    if not (args.no_noop or args.no_watch):
+        result["stopped"] = await _stopped_replay(daemon, args)
+    return result
+
+
+async def _stopped_replay(daemon: Daemon, args: argparse.Namespace) -> dict[str, Any]:
+    """No-op intake by replay: the daemon is stopped (SIGSTOP) while N no-ops are written,
+    then resumed (SIGCONT) and timed until it has seen the last one; beside it, the same
+    revisions replayed from etcd's history by EtcdClient.watch in this process (the ceiling)."""
+    fleet, client, n = daemon.fleet, daemon.client, args.count
+    await daemon.settle()
+    first = await client.revision() + 1
+    tick = int(time.time()) + 1
+    puts = (fleet.noop(k, tick) for k in range(n))
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        _, _, last, _ = await offer(client, chunks(puts, REPLAY_BATCH), None, args.inflight)
+    finally:
+        resumed = time.perf_counter()
+        os.kill(daemon.pid, signal.SIGCONT)
+    daemon.poll, poll = REPLAY_POLL_SECONDS, daemon.poll
+    try:
+        async with asyncio.timeout(args.timeout):
+            done = await daemon.caught_up(last, None)
+    finally:
+        daemon.poll = poll
+    runs = [await _replay(client, fleet.layout.containers, first, last) for _ in range(args.repeat)]
+    result = {
+        "events": n,
+        "batch": REPLAY_BATCH,
+        "daemon_per_s": n / (done - resumed),
+        "ceiling_rates": [rate for rate, _ in runs],
+        "ceiling_per_s": statistics.median(rate for rate, _ in runs),
+    }
+    progress(
+        f"replay after a stop: daemon {result['daemon_per_s']:.0f}/s, "
+        f"etcd watch {result['ceiling_per_s']:.0f}/s"
+    )
     return result
 
 
@@ -526,6 +577,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--no-noop", action="store_true")
     parser.add_argument("--no-watch", action="store_true")
+    parser.add_argument("--poll", type=float, default=POLL_SECONDS, help="catch-up poll seconds")
     return parser
 
 
@@ -533,7 +585,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     fleet = Fleet(args.containers, args.models, args.packages)
     client = EtcdClient([args.endpoint], timeout=30.0)
     try:
-        return await PHASES[args.phase](Daemon(client, fleet, args.metrics, args.pid), args)
+        return await PHASES[args.phase](
+            Daemon(client, fleet, args.metrics, args.pid, args.poll), args
+        )
     finally:
         await client.close()
 

@@ -9,6 +9,7 @@ import asyncio
 import faulthandler
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -81,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
             help="TOML config file (default /etc/statemanager/statemanager.toml, may be absent)",
         )
         for option in OPTIONS:
-            if name in option.commands:
+            if name in option.declared.commands:
                 settings.add_argument(
                     option.flag, dest=option.name, metavar="VALUE", help=_flag_help(option)
                 )
@@ -92,10 +93,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _flag_help(option: Option) -> str:
     sources = f"env {option.env}"
-    if option.credential is not None:
-        sources += f"; systemd credential {option.credential.name}"
-    # argparse %-formats help texts
-    return f"{option.help} ({sources}; default {option.default!r})".replace("%", "%%")
+    credential = option.declared.credential
+    if credential is not None:
+        sources += f"; systemd credential {credential.name}"
+    text = f"{option.declared.help} ({sources}; default {option.shown_default})"
+    # The help is the README's Markdown: links read as their text, code as itself. argparse
+    # %-formats help texts.
+    return re.sub(r"\[([^]]+)\]\([^)]*\)", r"\1", text).replace("`", "").replace("%", "%%")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,10 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the very thing that is broken).
         wanted = flags.get("log.format") or os.environ.get("STATEMANAGER_LOG_FORMAT")
         return _config_error(str(exc), wanted)
-    configure(settings.log_format, settings.log_level)
+    configure(settings.log.format, settings.log.level)
     if args.command == "run":
         return _run(settings, lambda: load(args.config, os.environ, flags))
-    if not settings.etcd_endpoints:
+    if not settings.etcd.endpoints:
         # Never silently: an operator who forgot the setting must not mistake the development
         # etcd's (or no) answer for production's.
         print(
@@ -122,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{DEV_ENDPOINT}",
             file=sys.stderr,
         )
-        settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
+        settings = _with_endpoints(settings, (DEV_ENDPOINT,))
     try:
         if args.command == "triggers":
             return asyncio.run(triggerscli.main(settings, args))
@@ -145,16 +149,16 @@ def _run(settings: Settings, reload: Callable[[], Settings]) -> int:
     # to stderr (the journal): where the loop was stuck, not just that it was.
     faulthandler.enable(all_threads=True)
     local: LocalEtcd | None = None
-    if not settings.etcd_endpoints and "INVOCATION_ID" in os.environ:
+    if not settings.etcd.endpoints and "INVOCATION_ID" in os.environ:
         # Under systemd a missing endpoint is a configuration mistake, not a request for a
         # throwaway development etcd in the service's working directory.
         return _config_error(
             "etcd.endpoints is not set (set it in /etc/statemanager/statemanager.toml or "
             "STATEMANAGER_ETCD_ENDPOINTS)",
-            settings.log_format,
+            settings.log.format,
         )
-    if not settings.etcd_endpoints:
-        settings = replace(settings, etcd_endpoints=(DEV_ENDPOINT,))
+    if not settings.etcd.endpoints:
+        settings = _with_endpoints(settings, (DEV_ENDPOINT,))
         if not port_open(DEV_CLIENT_PORT):
             local = LocalEtcd(DEV_DATA_DIR.resolve(), DEV_CLIENT_PORT, DEV_PEER_PORT)
             structlog.get_logger("statemanager.cli").warning(
@@ -169,9 +173,7 @@ def _run(settings: Settings, reload: Callable[[], Settings]) -> int:
     def reread() -> Settings:
         # The endpoint chosen at start (perhaps the development etcd's) stays what it was.
         fresh = reload()
-        return (
-            fresh if fresh.etcd_endpoints else replace(fresh, etcd_endpoints=started.etcd_endpoints)
-        )
+        return fresh if fresh.etcd.endpoints else _with_endpoints(fresh, started.etcd.endpoints)
 
     try:
         return asyncio.run(daemon.run(settings, reread))
@@ -180,14 +182,20 @@ def _run(settings: Settings, reload: Callable[[], Settings]) -> int:
             local.stop()
 
 
+def _with_endpoints(settings: Settings, endpoints: tuple[str, ...]) -> Settings:
+    return replace(settings, etcd=replace(settings.etcd, endpoints=endpoints))
+
+
 async def _inspect(settings: Settings, args: argparse.Namespace) -> int:
-    client = EtcdClient.from_settings(settings)
+    client = EtcdClient.from_settings(settings.etcd)
     try:
-        revision, listing = await client.snapshot(list(settings.layout.watched().values()))
-        leader = await client.first_created(election_prefix(settings.layout.own))
+        revision, listing = await client.snapshot(list(settings.prefixes.layout.watched().values()))
+        leader = await client.first_created(election_prefix(settings.prefixes.layout.own))
     finally:
         await client.close()
-    snapshot = report.build(settings.layout, revision, listing, settings.inputs_max_value_bytes)
+    snapshot = report.build(
+        settings.prefixes.layout, revision, listing, settings.inputs.max_value_bytes
+    )
     as_json = args.output == "json"
     if args.command == "status":
         who = leader[1].decode("utf-8", "replace") if leader else None

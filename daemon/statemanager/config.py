@@ -1,9 +1,11 @@
 """Settings: a TOML file, overridden by `STATEMANAGER_*` environment variables, overridden by
-command-line flags (SPEC §8). Validated once, at start-up; an invalid value raises ConfigError
-naming the key in the form the user wrote it (file key, variable or flag).
+command-line flags (README.md, "Configuration"); a systemd credential stands in for a secret
+nobody set. Validated once, at start-up; an invalid value raises ConfigError naming the key in
+the form the user wrote it (file key, variable or flag).
 
-Every setting is `section.key`; its variable is `STATEMANAGER_SECTION_KEY` and its flag
-`--section-key`, so one table below defines all three, and which commands show the flag.
+Each setting is declared once, as a field of a section dataclass (`Settings.etcd.endpoints` is
+`[etcd]` `endpoints`): its type, parser, default, help, flags and credential. The file key,
+variable, flag, `--help` text and README row are all derived from that declaration.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import socket
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar, get_type_hints
 from urllib.parse import urlsplit
 
 from statemanager import webconfig
@@ -27,6 +29,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/statemanager/statemanager.toml")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_CONFIG_BYTES = 1 << 20  # a real config file is a few hundred bytes
+
+T = TypeVar("T")
+S = TypeVar("S")
 
 
 def _endpoints(value: object) -> tuple[str, ...]:
@@ -199,16 +204,406 @@ class Credential:
 
 
 @dataclass(frozen=True, slots=True)
-class Option:
-    """One setting: its dotted name, parser (raises ValueError with the reason), help, the
-    commands that take it as a flag, and the systemd credential that may hold it."""
+class Declaration(Generic[T]):
+    """Everything about one setting but its name, which is the section and field it is declared
+    as: parser (raises ValueError with the reason), default, help (Markdown: the README row's
+    text), the commands that take it as a flag, the systemd credential that may hold it, how
+    the default reads where its value says nothing (`shown`), and whether SIGHUP applies it."""
 
-    name: str
-    parse: Callable[[object], Any]
-    default: Any
+    parse: Callable[[object], T]
+    default: T
     help: str
-    commands: frozenset[str] = DAEMON_ONLY
-    credential: Credential | None = None
+    commands: frozenset[str]
+    credential: Credential | None
+    shown: str | None
+    reloadable: bool
+
+
+_DECLARATION = "statemanager.setting"  # the key of a declaration in its field's metadata
+
+
+def setting(
+    parse: Callable[[object], T],
+    default: T,
+    help: str,
+    *,
+    commands: frozenset[str] = DAEMON_ONLY,
+    credential: Credential | None = None,
+    shown: str | None = None,
+    reloadable: bool = False,
+    secret: bool = False,
+) -> T:
+    """A section field declaring one setting. Typed as its value, so mypy checks the parser's
+    result and the default against the field's annotation; `secret` keeps it out of reprs."""
+    declared = Declaration(parse, default, help, commands, credential, shown, reloadable)
+    return field(default=default, repr=not secret, metadata={_DECLARATION: declared})
+
+
+def _check_client_tls(section: str, files: TlsFiles, required: bool) -> None:
+    """A section's ca/cert/key files, checked to load together (a mismatched key or a file
+    that is not PEM is named at start-up, not at the first handshake)."""
+    ca, cert, key = files.ca_file, files.cert_file, files.key_file
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{section}.cert_file and {section}.key_file go together")
+    if not required:
+        if cert is not None:
+            raise ConfigError(f"{section}.cert_file is set but TLS is not in use")
+        return
+    try:
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{section}.ca_file {ca}: not a PEM CA certificate ({exc})") from None
+    if cert is not None and key is not None:
+        _load_pair(context, (f"{section}.cert_file", cert), (f"{section}.key_file", key))
+
+
+def _load_pair(context: ssl.SSLContext, cert: tuple[str, Path], key: tuple[str, Path]) -> None:
+    """Load a (setting name, path) certificate and key into `context`, or name both settings."""
+    try:
+        context.load_cert_chain(str(cert[1]), str(key[1]))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{cert[0]} {cert[1]} and {key[0]} {key[1]} do not load as a pair"
+            f" ({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})"
+        ) from None
+
+
+def _web_config(value: object) -> WebConfig:
+    """The file read and checked now, so a mistake in it stops the start (exit 2)."""
+    path = _readable_file(value)
+    return webconfig.load(path) if path is not None else WebConfig()
+
+
+_LAYOUT = KeyLayout()  # its defaults are the prefixes' (README.md, "Keys")
+
+# Each setting is one field of a section below: `[section]` `key` in the file,
+# STATEMANAGER_SECTION_KEY in the environment, --section-key on the command line, and one row
+# of the README's configuration table (tests/test_docs.py checks that table is generated from
+# here). A section's `check` tests the settings that go together (`load` calls it), naming
+# them as the file does.
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdSettings:
+    endpoints: tuple[str, ...] = setting(
+        _endpoints,
+        (),
+        "etcd client URLs, `http://host:port` or `https://host:port` (one scheme for all), "
+        "comma-separated in env/flags. Several: the daemon talks to one and moves to the next "
+        "when it is unreachable. None: `run` starts a development etcd.",
+        commands=EVERY_COMMAND,
+    )
+    timeout_seconds: float = setting(
+        _positive, 5.0, "deadline of every etcd request", commands=EVERY_COMMAND
+    )
+    ca_file: Path | None = setting(
+        _readable_file,
+        None,
+        "PEM CA of the etcd members' certificates (https endpoints; none: the system's CAs)",
+        commands=EVERY_COMMAND,
+    )
+    cert_file: Path | None = setting(
+        _readable_file,
+        None,
+        "PEM client certificate for mutual TLS (with `key_file`)",
+        commands=EVERY_COMMAND,
+    )
+    key_file: Path | None = setting(
+        _readable_file,
+        None,
+        "PEM client key for mutual TLS",
+        commands=EVERY_COMMAND,
+        credential=Credential("etcd-client-key"),
+    )
+    username: str | None = setting(
+        _optional_text, None, "etcd user when auth is enabled", commands=EVERY_COMMAND
+    )
+    password: str | None = setting(
+        _optional_text,
+        None,
+        "its password; under systemd give it as the `etcd-password` credential (see "
+        '"Secrets"), not a flag (visible in `ps`) or `Environment=` (visible in '
+        "`systemctl show`)",
+        commands=EVERY_COMMAND,
+        credential=Credential("etcd-password", text=True),
+        secret=True,
+    )
+    watch_silence_seconds: float = setting(
+        _positive,
+        60.0,
+        "a watch with neither events nor progress notifications this long is treated as "
+        "broken and resumed (progress is requested every third of it)",
+    )
+    resync_interval_seconds: float = setting(
+        _positive,
+        600.0,
+        "full relist and re-evaluation as a backstop, jittered ±20%; changes the watch missed "
+        "are logged as `resync_drift`",
+    )
+
+    def check(self) -> None:
+        if (self.username is None) != (self.password is None):
+            raise ConfigError("etcd.username and etcd.password go together")
+        if self.ca_file is not None and not self.secure:
+            raise ConfigError("etcd.ca_file is set but etcd.endpoints are not https://")
+        _check_client_tls("etcd", self._files, self.secure)
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.endpoints) and self.endpoints[0].startswith("https://")
+
+    @property
+    def _files(self) -> TlsFiles:
+        return TlsFiles(self.ca_file, self.cert_file, self.key_file)
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """Set exactly when the endpoints are https://."""
+        return self._files if self.secure else None
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixSettings:
+    containers: str = setting(
+        _prefix, _LAYOUT.containers, "container info keys", commands=EVERY_COMMAND
+    )
+    packages: str = setting(_prefix, _LAYOUT.packages, "Package spec keys", commands=EVERY_COMMAND)
+    models: str = setting(_prefix, _LAYOUT.models, "Model spec keys", commands=EVERY_COMMAND)
+    scenarios: str = setting(
+        _prefix, _LAYOUT.scenarios, "Scenario spec keys", commands=EVERY_COMMAND
+    )
+    model_states: str = setting(
+        _prefix, _LAYOUT.model_states, "written model states", commands=EVERY_COMMAND
+    )
+    package_states: str = setting(
+        _prefix, _LAYOUT.package_states, "written package states", commands=EVERY_COMMAND
+    )
+    own: str = setting(
+        _prefix,
+        _LAYOUT.own,
+        "the daemon's own keys: leader candidates under `leader/`, pending reconcile triggers "
+        "under `triggers/`, dead letters under `deadletters/`",
+        commands=EVERY_COMMAND,
+    )
+
+    def check(self) -> None:
+        named = [(f"prefixes.{f.name}", getattr(self, f.name)) for f in fields(self)]
+        for a, pa in named:
+            for b, pb in named:
+                if a != b and pb.startswith(pa):
+                    raise ConfigError(
+                        f"{b}: {pb!r} lies inside {a} {pa!r}; prefixes must not overlap"
+                    )
+
+    @property
+    def layout(self) -> KeyLayout:
+        return KeyLayout(
+            containers=self.containers,
+            packages=self.packages,
+            models=self.models,
+            scenarios=self.scenarios,
+            model_states=self.model_states,
+            package_states=self.package_states,
+            own=self.own,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ActionControllerSettings:
+    address: str = setting(_address, "127.0.0.1:47001", "ActionController gRPC `host:port`")
+    timeout_seconds: float = setting(_positive, 5.0, "deadline of every Reconcile call")
+    max_backoff_seconds: float = setting(
+        _positive,
+        30.0,
+        "longest wait between retries of an undelivered trigger (exponential from 0.5 s, jittered)",
+    )
+    max_refusals: int = setting(
+        _positive_int,
+        10,
+        "refusals (see [Reconcile delivery](#reconcile-delivery)) after which a trigger moves "
+        "to the dead letters",
+    )
+    max_trigger_age_seconds: float = setting(
+        _positive,
+        3600.0,
+        "a trigger refused when this old (counted from when the delivering daemon took it on) "
+        "moves to the dead letters",
+    )
+    ca_file: Path | None = setting(
+        _readable_file,
+        None,
+        "PEM CA of ActionController's certificate; set, the channel uses TLS",
+    )
+    cert_file: Path | None = setting(
+        _readable_file,
+        None,
+        "PEM client certificate for mutual TLS (needs `key_file` and `ca_file`)",
+    )
+    key_file: Path | None = setting(
+        _readable_file,
+        None,
+        "PEM client key for mutual TLS",
+        credential=Credential("actioncontroller-client-key"),
+    )
+
+    def check(self) -> None:
+        _check_client_tls("actioncontroller", self._files, self.ca_file is not None)
+
+    @property
+    def _files(self) -> TlsFiles:
+        return TlsFiles(self.ca_file, self.cert_file, self.key_file)
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """Set exactly when a CA is: the channel then uses TLS."""
+        return self._files if self.ca_file is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcSettings:
+    enabled: bool = setting(
+        _flag,
+        False,
+        "serve Pullpiri's StateManager gRPC service (`true`/`false`)",
+    )
+    address: str = setting(_address, "127.0.0.1:47006", "where that service listens")
+    tls_cert_file: Path | None = setting(
+        _readable_file,
+        None,
+        "PEM certificate (chain) of that service; set with `tls_key_file`, it serves TLS only",
+    )
+    tls_key_file: Path | None = setting(
+        _readable_file,
+        None,
+        "PEM private key of `tls_cert_file`",
+        credential=Credential("grpc-server-key"),
+    )
+    tls_client_ca_file: Path | None = setting(
+        _readable_file,
+        None,
+        "PEM CA: set, only clients presenting a certificate it signed are served (mutual TLS)",
+    )
+
+    def check(self) -> None:
+        """The certificate, key and client CA, checked to load at start-up."""
+        cert, key, ca = self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file
+        if (cert is None) != (key is None):
+            raise ConfigError("grpc.tls_cert_file and grpc.tls_key_file go together")
+        if cert is None or key is None:
+            if ca is not None:
+                raise ConfigError(
+                    "grpc.tls_client_ca_file needs grpc.tls_cert_file and tls_key_file"
+                )
+            return
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        _load_pair(context, ("grpc.tls_cert_file", cert), ("grpc.tls_key_file", key))
+        if ca is not None:
+            try:
+                context.load_verify_locations(cafile=str(ca))
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    f"grpc.tls_client_ca_file {ca}: not a PEM CA certificate ({exc})"
+                ) from None
+
+    @property
+    def tls(self) -> ServerTls | None:
+        """None: the service is plaintext."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return ServerTls(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    address: str = setting(
+        _address,
+        "127.0.0.1:9479",
+        "where the HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`, `/`) listens",
+    )
+    # The file's contents, read and checked: a SIGHUP applies them when they changed.
+    web_config_file: WebConfig = setting(
+        _web_config,
+        WebConfig(),
+        "web configuration file (Prometheus exporter-toolkit format) for that server: TLS, "
+        "client certificates, basic auth; see "
+        "[Securing the HTTP server](#securing-the-http-server). None: plain HTTP, no "
+        "authentication",
+        shown="none",
+        reloadable=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HaSettings:
+    node_name: str = setting(
+        _node_name,
+        socket.gethostname(),
+        "this daemon's name in the leader election; must be unique per daemon",
+        shown="the hostname",
+    )
+    lease_ttl_seconds: int = setting(
+        _lease_ttl,
+        10,
+        "leader lease TTL (≥ 2): a dead leader is replaced within it; renewed every third of it",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    format: str = setting(
+        _choice(LOG_FORMATS),
+        "auto",
+        "`json`, `console`, or `auto` (console on a terminal, JSON otherwise and under systemd)",
+        commands=EVERY_COMMAND,
+        reloadable=True,
+    )
+    level: str = setting(
+        _choice(LOG_LEVELS),
+        "info",
+        "`debug`, `info`, `warning`, `error`",
+        commands=EVERY_COMMAND,
+        reloadable=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InputSettings:
+    max_value_bytes: int = setting(
+        _positive_int,
+        256 * 1024,
+        "larger values are rejected as bad input",
+        commands=EVERY_COMMAND,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated settings, one section per `[table]` of the file; build with `load`."""
+
+    etcd: EtcdSettings
+    prefixes: PrefixSettings
+    actioncontroller: ActionControllerSettings
+    grpc: GrpcSettings
+    metrics: MetricsSettings
+    ha: HaSettings
+    log: LogSettings
+    inputs: InputSettings
+
+
+_SECTIONS: dict[str, type] = get_type_hints(Settings)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One declared setting under its dotted name `section.key`."""
+
+    section: str
+    key: str
+    declared: Declaration[object]
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
 
     @property
     def env(self) -> str:
@@ -218,247 +613,29 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace(".", "-").replace("_", "-")
 
+    @property
+    def shown_default(self) -> str:
+        """The default as the README shows it (Markdown)."""
+        default = self.declared.default
+        if self.declared.shown is not None:
+            return self.declared.shown
+        if default is None or default == ():
+            return "none"
+        if isinstance(default, bool):
+            return f"`{str(default).lower()}`"
+        if isinstance(default, float) and default.is_integer():
+            return f"`{int(default)}`"
+        return f"`{default}`"
 
-_LAYOUT = KeyLayout()  # the defaults of SPEC §2 and §5
+    def value(self, settings: Settings) -> object:
+        return getattr(getattr(settings, self.section), self.key)
 
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "etcd.endpoints",
-        _endpoints,
-        (),
-        "etcd client URLs, comma-separated in the environment and on the command line; "
-        "none configured: `run` starts a local development etcd",
-        commands=EVERY_COMMAND,
-    ),
-    Option(
-        "etcd.timeout_seconds",
-        _positive,
-        5.0,
-        "deadline of every etcd request",
-        commands=EVERY_COMMAND,
-    ),
-    Option(
-        "etcd.ca_file",
-        _readable_file,
-        None,
-        "PEM CA that signs the etcd members' certificates (https endpoints; default: system CAs)",
-        commands=EVERY_COMMAND,
-    ),
-    Option(
-        "etcd.cert_file",
-        _readable_file,
-        None,
-        "PEM client certificate for mutual TLS",
-        commands=EVERY_COMMAND,
-    ),
-    Option(
-        "etcd.key_file",
-        _readable_file,
-        None,
-        "PEM client key for mutual TLS",
-        commands=EVERY_COMMAND,
-        credential=Credential("etcd-client-key"),
-    ),
-    Option(
-        "etcd.username", _optional_text, None, "etcd user (auth enabled)", commands=EVERY_COMMAND
-    ),
-    Option(
-        "etcd.password",
-        _optional_text,
-        None,
-        "the etcd user's password; under systemd prefer its credential to a variable",
-        commands=EVERY_COMMAND,
-        credential=Credential("etcd-password", text=True),
-    ),
-    Option(
-        "etcd.watch_silence_seconds",
-        _positive,
-        60.0,
-        "a watch with neither events nor progress notifications this long is restarted",
-    ),
-    Option(
-        "etcd.resync_interval_seconds",
-        _positive,
-        600.0,
-        "full relist and re-evaluation as a backstop (jittered ±20%)",
-    ),
-    Option(
-        "prefixes.containers",
-        _prefix,
-        _LAYOUT.containers,
-        "container info keys",
-        commands=EVERY_COMMAND,
-    ),
-    Option(
-        "prefixes.packages", _prefix, _LAYOUT.packages, "Package spec keys", commands=EVERY_COMMAND
-    ),
-    Option("prefixes.models", _prefix, _LAYOUT.models, "Model spec keys", commands=EVERY_COMMAND),
-    Option(
-        "prefixes.scenarios",
-        _prefix,
-        _LAYOUT.scenarios,
-        "Scenario spec keys",
-        commands=EVERY_COMMAND,
-    ),
-    Option(
-        "prefixes.model_states",
-        _prefix,
-        _LAYOUT.model_states,
-        "written model states",
-        commands=EVERY_COMMAND,
-    ),
-    Option(
-        "prefixes.package_states",
-        _prefix,
-        _LAYOUT.package_states,
-        "written package states",
-        commands=EVERY_COMMAND,
-    ),
-    Option(
-        "prefixes.own",
-        _prefix,
-        _LAYOUT.own,
-        "everything else the daemon keeps in etcd",
-        commands=EVERY_COMMAND,
-    ),
-    Option(
-        "actioncontroller.address",
-        _address,
-        "127.0.0.1:47001",
-        "ActionController gRPC host:port",
-    ),
-    Option("actioncontroller.timeout_seconds", _positive, 5.0, "deadline of every Reconcile call"),
-    Option(
-        "actioncontroller.max_backoff_seconds",
-        _positive,
-        30.0,
-        "longest wait between retries of an undelivered reconcile trigger",
-    ),
-    Option(
-        "actioncontroller.max_refusals",
-        _positive_int,
-        10,
-        "refusals (a refusal gRPC code or non-zero status) after which a trigger moves to the "
-        "dead letters",
-    ),
-    Option(
-        "actioncontroller.max_trigger_age_seconds",
-        _positive,
-        3600.0,
-        "a trigger refused when this old (since the delivering daemon took it on) moves to the "
-        "dead letters",
-    ),
-    Option(
-        "actioncontroller.ca_file",
-        _readable_file,
-        None,
-        "PEM CA that signs ActionController's certificate; set: TLS",
-    ),
-    Option(
-        "actioncontroller.cert_file",
-        _readable_file,
-        None,
-        "PEM client certificate for mutual TLS (with key_file)",
-    ),
-    Option(
-        "actioncontroller.key_file",
-        _readable_file,
-        None,
-        "PEM client key for mutual TLS",
-        credential=Credential("actioncontroller-client-key"),
-    ),
-    Option(
-        "grpc.enabled",
-        _flag,
-        False,
-        "serve Pullpiri's StateManager gRPC service (drop-in for Pullpiri's own)",
-    ),
-    Option("grpc.address", _address, "127.0.0.1:47006", "host:port of that gRPC service"),
-    Option(
-        "grpc.tls_cert_file",
-        _readable_file,
-        None,
-        "PEM certificate (chain) of that service; set (with tls_key_file): TLS only",
-    ),
-    Option(
-        "grpc.tls_key_file",
-        _readable_file,
-        None,
-        "PEM private key of tls_cert_file",
-        credential=Credential("grpc-server-key"),
-    ),
-    Option(
-        "grpc.tls_client_ca_file",
-        _readable_file,
-        None,
-        "PEM CA; set: only clients with a certificate it signed are served (mutual TLS)",
-    ),
-    Option("metrics.address", _address, "127.0.0.1:9479", "Prometheus /metrics host:port"),
-    Option(
-        "metrics.web_config_file",
-        _readable_file,
-        None,
-        "exporter-toolkit web config (YAML): TLS, client certificates, basic auth for the "
-        "HTTP server",
-    ),
-    Option(
-        "ha.node_name",
-        _node_name,
-        socket.gethostname(),
-        "this daemon's name in the leader election; unique per daemon (default: hostname)",
-    ),
-    Option(
-        "ha.lease_ttl_seconds",
-        _lease_ttl,
-        10,
-        "leader lease TTL: a dead leader is replaced within it; renewed every third of it",
-    ),
-    Option(
-        "log.format",
-        _choice(LOG_FORMATS),
-        "auto",
-        "auto: console on a terminal, else JSON",
-        commands=EVERY_COMMAND,
-    ),
-    Option("log.level", _choice(LOG_LEVELS), "info", "lowest level logged", commands=EVERY_COMMAND),
-    Option(
-        "inputs.max_value_bytes",
-        _positive_int,
-        256 * 1024,
-        "larger container or spec values are rejected as bad input",
-        commands=EVERY_COMMAND,
-    ),
+
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(section, f.name, f.metadata[_DECLARATION])
+    for section, cls in _SECTIONS.items()
+    for f in fields(cls)
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Validated settings; build with `load` (defaults live in OPTIONS only)."""
-
-    etcd_endpoints: tuple[str, ...]
-    etcd_timeout_seconds: float
-    etcd_tls: TlsFiles | None  # set exactly when the endpoints are https://
-    etcd_username: str | None
-    etcd_password: str | None = field(repr=False)
-    etcd_watch_silence_seconds: float
-    etcd_resync_interval_seconds: float
-    layout: KeyLayout
-    actioncontroller_address: str
-    actioncontroller_timeout_seconds: float
-    actioncontroller_max_backoff_seconds: float
-    actioncontroller_max_refusals: int
-    actioncontroller_max_trigger_age_seconds: float
-    actioncontroller_tls: TlsFiles | None
-    grpc_enabled: bool
-    grpc_address: str
-    grpc_tls: ServerTls | None  # None: the service is plaintext
-    metrics_address: str
-    metrics_web_config: WebConfig
-    ha_node_name: str
-    ha_lease_ttl_seconds: int
-    log_format: str
-    log_level: str
-    inputs_max_value_bytes: int
 
 
 def _read_file(path: Path, explicit: bool) -> dict[str, object]:
@@ -496,83 +673,18 @@ def _read_file(path: Path, explicit: bool) -> dict[str, object]:
     return flat
 
 
-def _tls_files(values: Mapping[str, Any], section: str, required: bool) -> TlsFiles | None:
-    """The section's ca/cert/key files, checked to load together (a mismatched key or a file
-    that is not PEM is named at start-up, not at the first handshake)."""
-    ca, cert, key = (values[f"{section}.{n}"] for n in ("ca_file", "cert_file", "key_file"))
-    if (cert is None) != (key is None):
-        raise ConfigError(f"{section}.cert_file and {section}.key_file go together")
-    if not required:
-        if cert is not None:
-            raise ConfigError(f"{section}.cert_file is set but TLS is not in use")
-        return None
-    try:
-        context = ssl.create_default_context(cafile=str(ca) if ca else None)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"{section}.ca_file {ca}: not a PEM CA certificate ({exc})") from None
-    if cert is not None:
-        _load_pair(context, (f"{section}.cert_file", cert), (f"{section}.key_file", key))
-    return TlsFiles(ca, cert, key)
-
-
-def _load_pair(context: ssl.SSLContext, cert: tuple[str, Path], key: tuple[str, Path]) -> None:
-    """Load a (setting name, path) certificate and key into `context`, or name both settings."""
-    try:
-        context.load_cert_chain(str(cert[1]), str(key[1]))
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(
-            f"{cert[0]} {cert[1]} and {key[0]} {key[1]} do not load as a pair"
-            f" ({exc.__class__.__name__}: {getattr(exc, 'reason', None) or exc})"
-        ) from None
-
-
-def _grpc_tls(values: Mapping[str, Any]) -> ServerTls | None:
-    """The gRPC service's certificate, key and client CA, checked to load at start-up."""
-    cert, key, ca = (values[f"grpc.tls_{n}_file"] for n in ("cert", "key", "client_ca"))
-    if (cert is None) != (key is None):
-        raise ConfigError("grpc.tls_cert_file and grpc.tls_key_file go together")
-    if cert is None:
-        if ca is not None:
-            raise ConfigError("grpc.tls_client_ca_file needs grpc.tls_cert_file and tls_key_file")
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _load_pair(context, ("grpc.tls_cert_file", cert), ("grpc.tls_key_file", key))
-    if ca is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca))
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(
-                f"grpc.tls_client_ca_file {ca}: not a PEM CA certificate ({exc})"
-            ) from None
-    return ServerTls(cert, key, ca)
-
-
-def _etcd_tls(values: Mapping[str, Any]) -> TlsFiles | None:
-    endpoints = values["etcd.endpoints"]
-    secure = bool(endpoints) and endpoints[0].startswith("https://")
-    if values["etcd.ca_file"] is not None and not secure:
-        raise ConfigError("etcd.ca_file is set but etcd.endpoints are not https://")
-    return _tls_files(values, "etcd", secure)
-
-
-def _credentials(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    user, password = values["etcd.username"], values["etcd.password"]
-    if (user is None) != (password is None):
-        raise ConfigError("etcd.username and etcd.password go together")
-    return user, password
-
-
 def _systemd_credential(option: Option, env: Mapping[str, str]) -> tuple[str, str] | None:
     """(raw value, where) from the option's credential when systemd passed it to the service;
     a setting given any other way wins (see README.md, "Secrets")."""
+    credential = option.declared.credential
     directory = env.get("CREDENTIALS_DIRECTORY")
-    if option.credential is None or not directory:
+    if credential is None or not directory:
         return None
-    path = Path(directory) / option.credential.name
+    path = Path(directory) / credential.name
     if not path.is_file():
         return None
-    where = f"credential {option.credential.name} for {option.name}"
-    if not option.credential.text:
+    where = f"credential {credential.name} for {option.name}"
+    if not credential.text:
         return str(path), where
     try:
         text = path.read_text("utf-8")
@@ -582,9 +694,45 @@ def _systemd_credential(option: Option, env: Mapping[str, str]) -> tuple[str, st
     return text.removesuffix("\n"), where
 
 
-def _web_config(path: Path | None) -> WebConfig:
-    """The file read and checked now, so a mistake in it stops the start (exit 2)."""
-    return webconfig.load(path) if path is not None else WebConfig()
+def _value(
+    option: Option,
+    flags: Mapping[str, object],
+    env: Mapping[str, str],
+    from_file: Mapping[str, object],
+    path: Path,
+) -> object:
+    """The option parsed from the first source that gives it: flag, variable, file, systemd
+    credential; else its default."""
+    raw: object
+    if flags.get(option.name) is not None:
+        raw, where = flags[option.name], option.flag
+    elif option.env in env:
+        raw, where = env[option.env], option.env
+    elif option.name in from_file:
+        raw, where = from_file[option.name], f"{option.name} in {path}"
+    elif (given := _systemd_credential(option, env)) is not None:
+        raw, where = given
+    else:
+        return option.declared.default
+    try:
+        return option.declared.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _build(cls: Callable[..., S], values: Mapping[str, object]) -> S:
+    """A section (or the settings) from values keyed by field name. The one step mypy does not
+    follow; sound because each value comes from its own field's declared parser or default,
+    whose type `setting` ties to the field's annotation."""
+    return cls(**values)
+
+
+def _assemble(value_of: Callable[[Option], object]) -> Settings:
+    """Settings holding `value_of(option)` for every option."""
+    sections: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
+    for option in OPTIONS:
+        sections[option.section][option.key] = value_of(option)
+    return _build(Settings, {name: _build(_SECTIONS[name], v) for name, v in sections.items()})
 
 
 def load(
@@ -594,57 +742,20 @@ def load(
 ) -> Settings:
     """Merge systemd credential < file < environment < flags (`flags` maps option names to
     given values)."""
-    from_file = _read_file(path or DEFAULT_CONFIG_PATH, explicit=path is not None)
-    values: dict[str, Any] = {}
-    for option in OPTIONS:
-        raw: object
-        if flags.get(option.name) is not None:
-            raw, where = flags[option.name], option.flag
-        elif option.env in env:
-            raw, where = env[option.env], option.env
-        elif option.name in from_file:
-            raw, where = from_file[option.name], f"{option.name} in {path or DEFAULT_CONFIG_PATH}"
-        elif (given := _systemd_credential(option, env)) is not None:
-            raw, where = given
-        else:
-            values[option.name] = option.default
-            continue
-        try:
-            values[option.name] = option.parse(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    prefixes = {n: v for n, v in values.items() if n.startswith("prefixes.")}
-    for a, pa in prefixes.items():
-        for b, pb in prefixes.items():
-            if a != b and pb.startswith(pa):
-                raise ConfigError(f"{b}: {pb!r} lies inside {a} {pa!r}; prefixes must not overlap")
-    layout = KeyLayout(**{n.split(".", 1)[1]: v for n, v in prefixes.items()})
-    username, password = _credentials(values)
-    return Settings(
-        etcd_endpoints=values["etcd.endpoints"],
-        etcd_timeout_seconds=values["etcd.timeout_seconds"],
-        etcd_tls=_etcd_tls(values),
-        etcd_username=username,
-        etcd_password=password,
-        etcd_watch_silence_seconds=values["etcd.watch_silence_seconds"],
-        etcd_resync_interval_seconds=values["etcd.resync_interval_seconds"],
-        layout=layout,
-        actioncontroller_address=values["actioncontroller.address"],
-        actioncontroller_timeout_seconds=values["actioncontroller.timeout_seconds"],
-        actioncontroller_max_backoff_seconds=values["actioncontroller.max_backoff_seconds"],
-        actioncontroller_max_refusals=values["actioncontroller.max_refusals"],
-        actioncontroller_max_trigger_age_seconds=values["actioncontroller.max_trigger_age_seconds"],
-        actioncontroller_tls=_tls_files(
-            values, "actioncontroller", values["actioncontroller.ca_file"] is not None
-        ),
-        grpc_enabled=values["grpc.enabled"],
-        grpc_address=values["grpc.address"],
-        grpc_tls=_grpc_tls(values),
-        metrics_address=values["metrics.address"],
-        metrics_web_config=_web_config(values["metrics.web_config_file"]),
-        ha_node_name=values["ha.node_name"],
-        ha_lease_ttl_seconds=values["ha.lease_ttl_seconds"],
-        log_format=values["log.format"],
-        log_level=values["log.level"],
-        inputs_max_value_bytes=values["inputs.max_value_bytes"],
-    )
+    where = path or DEFAULT_CONFIG_PATH
+    from_file = _read_file(where, explicit=path is not None)
+    settings = _assemble(lambda option: _value(option, flags, env, from_file, where))
+    settings.prefixes.check()
+    settings.etcd.check()
+    settings.actioncontroller.check()
+    settings.grpc.check()
+    return settings
+
+
+def reloaded(current: Settings, fresh: Settings) -> tuple[Settings, list[Option]]:
+    """`current` with the reloadable settings of `fresh` applied, and every option whose value
+    differs between the two (those not reloadable need a restart). Both were checked when
+    loaded, and no check spans a reloadable setting, so the mix is not checked again."""
+    changed = [o for o in OPTIONS if o.value(current) != o.value(fresh)]
+    applied = _assemble(lambda o: o.value(fresh if o.declared.reloadable else current))
+    return applied, changed

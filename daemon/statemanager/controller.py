@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TypeVar
 
 import structlog
 
@@ -28,11 +29,21 @@ from statemanager.writer import NotLeader, StateWriter, TxnClient
 
 log = structlog.get_logger("statemanager.controller")
 
+_T = TypeVar("_T")
+
 BATCH_KEYS = 256  # dirty keys planned together; their writes are packed into transactions
 # The gauges' known label values (built once: the refresh runs after every batch).
 _STATUSES = frozenset(s.value for s in ContainerStatus)
 _MODEL_STATES = frozenset(s.value for s in ModelState)
 _PACKAGE_STATES = frozenset(s.value for s in PackageState)
+
+
+def _drained(items: list[_T]) -> Iterator[_T]:
+    """Yield `items` in order, taking each out of the list as it goes: a listing's values are
+    then freed while the index they become grows, instead of both being held at the peak."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 class _QueueMetrics:
@@ -79,17 +90,19 @@ class Controller:
     def load(
         self,
         revision: int,
-        listing: Mapping[str, Sequence[KeyValue]],
+        listing: Mapping[str, list[KeyValue]],
         delivered: Mapping[str, int] | None = None,
     ) -> None:
-        """Bring the index to a full listing taken at `revision` and queue every key.
+        """Bring the index to a full listing taken at `revision` and queue every key. The
+        listing is consumed (each list is emptied as it is applied).
 
         Used at start, after a compaction and for the periodic resync: keys deleted while we
         were blind are found by the diff, and queueing everything writes all differences.
         `delivered` (per prefix, the newest revision the watch applied) lets the diff tell
         changes the watch missed, which are logged as drift.
         """
-        result = self._ingest.resync_all(listing, revision, delivered)
+        drained = {prefix: _drained(items) for prefix, items in listing.items()}
+        result = self._ingest.resync_all(drained, revision, delivered)
         self._report(result.reports)
         if result.drifted:
             self._metrics.resync_drift.inc(len(result.drifted))

@@ -1,13 +1,13 @@
 """`statemanager run`: wires the pieces together and supervises them until a stop signal.
 
 Every long-running task is named and watched: one that ends unexpectedly stops the daemon
-loudly (exit 1) rather than leaving a half-working process behind (STYLE, kopf).
+loudly (exit 1) rather than leaving a half-working process behind (as kopf does).
 
 Signals: SIGTERM and SIGINT stop it (exit 0); SIGHUP reloads the configuration (what can
-change while running: the log level and format); every other signal whose default action
-would end the process silently stops it instead, logged, with leadership resigned and exit
-128 + the signal number, so systemd restarts it. SIGABRT and the fatal signals are left to
-faulthandler, which prints every thread's stack.
+change while running: the settings config.py declares reloadable); every other signal whose
+default action would end the process silently stops it instead, logged, with leadership
+resigned and exit 128 + the signal number, so systemd restarts it. SIGABRT and the fatal
+signals are left to faulthandler, which prints every thread's stack.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 import grpc
 import structlog
 
-from statemanager import __version__, logs, stateservice, web
+from statemanager import __version__, config, logs, stateservice, web
 from statemanager.actioncontroller import ActionControllerClient
 from statemanager.config import Settings
 from statemanager.controller import Controller
@@ -47,8 +47,6 @@ log = structlog.get_logger("statemanager.daemon")
 
 HEARTBEAT_SECONDS = 1.0
 RESIGN_SECONDS = 2.0
-# Settings a SIGHUP applies; any other changed setting is named in the log as needing a restart.
-RELOADABLE = ("log_format", "log_level", "metrics_web_config")
 # Signals that would end the process without a word (their default action is to terminate):
 # handled so that none does. SIGPIPE is ignored by Python already.
 _STOP_REQUESTS = (signal.SIGTERM, signal.SIGINT)
@@ -68,29 +66,18 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     notifier = Notifier()
     outage = Outage()
     client = EtcdClient.from_settings(
-        settings, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
+        settings.etcd, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
     )
     actioncontroller = ActionControllerClient(
-        settings.actioncontroller_address,
-        settings.actioncontroller_timeout_seconds,
-        settings.actioncontroller_tls,
+        settings.actioncontroller.address,
+        settings.actioncontroller.timeout_seconds,
+        settings.actioncontroller.tls,
     )
     controller = Controller(
         client,
-        settings.layout,
+        settings.prefixes.layout,
         metrics,
-        settings.inputs_max_value_bytes,
-    )
-    sender = ReconcileSender(
-        actioncontroller,
-        client,
-        settings.layout,
-        controller.index,
-        metrics,
-        settings.actioncontroller_max_backoff_seconds,
-        settings.etcd_watch_silence_seconds,
-        settings.actioncontroller_max_refusals,
-        settings.actioncontroller_max_trigger_age_seconds,
+        settings.inputs.max_value_bytes,
     )
     listed = asyncio.Event()
 
@@ -101,19 +88,12 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
 
     election = Election(
         client,
-        settings.layout.own,
-        settings.ha_node_name,
-        settings.ha_lease_ttl_seconds,
+        settings.prefixes.layout.own,
+        settings.ha.node_name,
+        settings.ha.lease_ttl_seconds,
         on_leadership,
         outage,
     )
-    stop = _handle_signals(settings, reload)
-    server = _serve_http(stop, metrics, health, controller, election, sender)
-    if server is None:
-        await client.close()
-        await actioncontroller.close()
-        return 1
-
     background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
 
     def on_listed(revision: int) -> None:
@@ -126,20 +106,39 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
                 )
             )
 
-    prefixes = list(settings.layout.watched().values())
+    prefixes = list(settings.prefixes.layout.watched().values())
     watcher = Watcher(
         client,
         controller,
         prefixes,
         metrics,
         on_listed,
-        silence_limit=settings.etcd_watch_silence_seconds,
-        resync_interval=settings.etcd_resync_interval_seconds,
+        silence_limit=settings.etcd.watch_silence_seconds,
+        resync_interval=settings.etcd.resync_interval_seconds,
         health=health,
         outage=outage,
     )
+    sender = ReconcileSender(
+        actioncontroller,
+        client,
+        settings.prefixes.layout,
+        controller.index,
+        watcher,  # how far the index has followed each prefix
+        metrics,
+        outage,
+        settings.actioncontroller.max_backoff_seconds,
+        settings.etcd.watch_silence_seconds,
+        settings.actioncontroller.max_refusals,
+        settings.actioncontroller.max_trigger_age_seconds,
+    )
+    stop = _handle_signals(settings, reload)
+    server = _serve_http(stop, metrics, health, controller, election, sender)
+    if server is None:
+        await client.close()
+        await actioncontroller.close()
+        return 1
     log.info(
-        "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics_address
+        "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics.address
     )
     supervised = [
         asyncio.create_task(watcher.run(), name="watcher"),
@@ -215,16 +214,16 @@ def _serve_http(
         sender,
         health.readiness,
         lambda: health.revision,
-        settings.ha_node_name,
+        settings.ha.node_name,
     )
     routes = {**web.health_routes(metrics, health), "/status": status.route}
     try:
         # Read at each connection: attribute reads are atomic, and SIGHUP replaces the settings.
         return web.serve(
-            settings.metrics_address, routes, lambda: signals.settings.metrics_web_config
+            settings.metrics.address, routes, lambda: signals.settings.metrics.web_config_file
         )
     except OSError as exc:
-        log.error("metrics_bind_failed", address=settings.metrics_address, error=str(exc))
+        log.error("metrics_bind_failed", address=settings.metrics.address, error=str(exc))
         return None
 
 
@@ -232,21 +231,21 @@ async def _serve_grpc(
     settings: Settings, controller: Controller, client: EtcdClient, election: Election
 ) -> grpc.aio.Server | None:
     """Pullpiri's StateManager service, when enabled."""
-    if not settings.grpc_enabled:
+    if not settings.grpc.enabled:
         return None
     service = StateService(
         controller.index,
-        settings.layout,
+        settings.prefixes.layout,
         client,
         election,
         controller.confirm,
-        settings.inputs_max_value_bytes,
+        settings.inputs.max_value_bytes,
     )
-    server = await stateservice.serve(service, settings.grpc_address, settings.grpc_tls)
-    tls = settings.grpc_tls
+    server = await stateservice.serve(service, settings.grpc.address, settings.grpc.tls)
+    tls = settings.grpc.tls
     log.info(
         "grpc_serving",
-        address=settings.grpc_address,
+        address=settings.grpc.address,
         tls="off" if tls is None else "mutual" if tls.client_ca else "server",
     )
     return server
@@ -300,19 +299,16 @@ def _reload(current: Settings, reload: Callable[[], Settings] | None) -> Setting
     except ConfigError as exc:
         log.error("reload_failed", error=str(exc), hint="running on with the previous settings")
         return current
-    logs.configure(fresh.log_format, fresh.log_level)
-    changed = [
-        f.name for f in fields(Settings) if getattr(current, f.name) != getattr(fresh, f.name)
-    ]
+    logs.configure(fresh.log.format, fresh.log.level)
+    applied, changed = config.reloaded(current, fresh)
     log.info(
         "reloaded",
         # Values of reloadable settings only: the others may be secrets (etcd.password).
-        changed={name: [getattr(current, name), getattr(fresh, name)] for name in changed
-                 if name in RELOADABLE},
-        restart_needed=[name for name in changed if name not in RELOADABLE],
+        changed={o.name: [o.value(current), o.value(fresh)] for o in changed
+                 if o.declared.reloadable},
+        restart_needed=[o.name for o in changed if not o.declared.reloadable],
     )  # fmt: skip
-    kept = {name: getattr(current, name) for name in changed if name not in RELOADABLE}
-    return replace(fresh, **kept)
+    return applied
 
 
 async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:

@@ -5,6 +5,12 @@ lease of its own; the key with the lowest create revision leads. The leader's ke
 revision form the `Fence` every state write and trigger record carries: when the lease lapses
 etcd deletes the key, and every write the deposed leader still attempts fails atomically.
 
+Nobody polls, as in etcd's `Campaign`: a follower reads the candidates, then waits on a watch
+for the deletion of the key just before its own (its predecessor, by create revision) and of
+the leader's key (so it knows who leads), from the revision after the one it read them at, so a
+deletion in between is not missed; then it reads again. A leader watches its own key only.
+Besides that, each daemon renews its lease every third of the TTL.
+
 Locally a leader also stops trusting itself once the last successful renewal is older than the
 TTL minus a margin, so a paused (SIGSTOP) leader stops writing before it even asks etcd.
 """
@@ -14,16 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Protocol
 
 import structlog
 
 from statemanager.backoff import Backoff
-from statemanager.errors import EtcdError, EtcdUnavailable
-from statemanager.etcd import Fence, KeyValue
+from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
+from statemanager.etcd import Candidate, Fence, KeyValue, WatchBatch
 
 log = structlog.get_logger("statemanager.election")
+
+# The election's watches need no progress notifications: a broken stream raises at once, and
+# an etcd that stops answering fails the next lease renewal, which starts the watch again.
+WATCH_PROGRESS_SECONDS = 300.0
 
 
 class ElectionClient(Protocol):
@@ -31,9 +41,12 @@ class ElectionClient(Protocol):
     async def keep_alive(self, lease_id: int) -> int: ...
     async def revoke_lease(self, lease_id: int) -> None: ...
     async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int: ...
-    async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None: ...
+    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]: ...
     async def list_prefix(self, prefix: str) -> list[KeyValue]: ...
     async def delete(self, key: bytes) -> None: ...
+    def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]: ...
 
 
 class Leadership(Protocol):
@@ -82,12 +95,11 @@ class Election:
         self._valid_until = 0.0
         self._fence: Fence | None = None
         self._lease = 0
-        self._became_leader = asyncio.Event()
+        self._writable = asyncio.Event()  # set whenever `fence()` may have become valid
+        self._wake = asyncio.Event()  # a watched key went, a watch broke, a write was fenced
         self._decided = False
         self._leader_name: str | None = None
-        # Renew at a third of the TTL; check who leads at least twice a second for fast handover.
         self._renew_every = ttl / 3
-        self._poll = min(0.5, ttl / 6)
         self._margin = min(1.0, ttl / 5)
 
     def leader_name(self) -> str | None:
@@ -111,13 +123,13 @@ class Election:
             fence = self.fence()
             if fence is not None:
                 return fence
-            self._became_leader.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._became_leader.wait(), self._poll)
+            self._writable.clear()
+            await self._writable.wait()
 
     def lost(self) -> None:
         """A write was fenced off: stop writing now; the campaign loop finds out where we stand."""
         self._set(False, None, "a write was fenced off: our leader key is gone or replaced")
+        self._wake.set()
 
     async def run(self) -> None:
         """Campaign and hold leadership until cancelled; etcd outages and refusals (a lease
@@ -144,39 +156,98 @@ class Election:
             self._lease = 0
 
     async def _campaign_and_hold(self, backoff: Backoff) -> None:
-        """Create our candidate key on a new lease, then renew it and watch who leads until the
-        lease is lost (LeaseLost). A failed request in between only makes us stop writing until
-        the next one succeeds: our key keeps its place in line while the lease lives."""
+        """Create our candidate key on a new lease, then hold it until the lease is lost
+        (LeaseLost): renew the lease every third of the TTL and, in between, wait on a watch for
+        who leads to change. A failed request only makes us stop writing until the next one
+        succeeds: our key keeps its place in line while the lease lives."""
         renewed = self._clock()
         self._lease = lease = await self._client.grant_lease(self._ttl)
         key = f"{self._prefix}{lease:016x}".encode()
         created = await self._client.create_if_absent(key, self._node.encode(), lease)
         fence = Fence(key, created)
+        self._valid_until = renewed + self._ttl - self._margin
         log.info("campaigning", node=self._node, key=key.decode(), lease=f"{lease:x}")
-        while True:
-            try:
-                if self._clock() - renewed >= self._renew_every:
-                    sent = self._clock()
-                    if await self._client.keep_alive(lease) <= 0:
-                        raise LeaseLost("our lease expired; campaigning again")
-                    renewed = sent
-                self._valid_until = renewed + self._ttl - self._margin
-                first = await self._client.first_created(self._prefix)
-            except LeaseLost:
-                raise
-            except EtcdUnavailable as exc:
-                await self._retry_after(exc, backoff)
-                continue
-            self._reachability.succeeded()
-            if first is None or first[2] > created:
-                raise LeaseLost("our candidate key is gone; campaigning again")
-            self._leader_name = first[1].decode("utf-8", "replace")
-            leading = first[0] == key
-            why = "our candidate key is the oldest" if leading else f"{self._leader_name} leads"
-            self._set(leading, fence, why)
-            self._decided = True
-            backoff.reset()
-            await asyncio.sleep(self._poll)
+        watch: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    if self._clock() - renewed >= self._renew_every:
+                        renewed = await self._renew(lease)
+                    if watch is None:
+                        watch = await self._place(fence, backoff)
+                    with contextlib.suppress(TimeoutError):
+                        wait = renewed + self._renew_every - self._clock()
+                        await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
+                    if self._wake.is_set():
+                        self._wake.clear()
+                        woken, watch = watch, None
+                        if woken.done():
+                            woken.result()  # raises what broke the watch
+                        woken.cancel()
+                except LeaseLost:
+                    raise
+                except EtcdUnavailable as exc:
+                    if watch is not None:
+                        watch.cancel()
+                        watch = None
+                    await self._retry_after(exc, backoff)
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    async def _renew(self, lease: int) -> float:
+        """Renew the lease once; returns when the request was sent, the start of the new
+        validity window (a leader trusts itself until TTL minus the margin after it)."""
+        sent = self._clock()
+        if await self._client.keep_alive(lease) <= 0:
+            raise LeaseLost("our lease expired; campaigning again")
+        self._valid_until = sent + self._ttl - self._margin
+        self._reachability.succeeded()
+        if self._leading:
+            self._writable.set()
+        return sent
+
+    async def _place(self, fence: Fence, backoff: Backoff) -> asyncio.Task[None]:
+        """Read the candidates, take our place (leader or follower), and start the watch that
+        wakes us when it may change: for a leader, its own key deleted from outside; for a
+        follower, its predecessor's key (its turn may have come) or the leader's (another
+        daemon may lead now)."""
+        revision, candidates = await self._client.candidates(self._prefix)
+        self._reachability.succeeded()
+        if Candidate(fence.key, self._node.encode(), fence.create_revision) not in candidates:
+            raise LeaseLost("our candidate key is gone; campaigning again")
+        leader = candidates[0]
+        self._leader_name = leader.value.decode("utf-8", "replace")
+        leading = leader.key == fence.key
+        why = "our candidate key is the oldest" if leading else f"{self._leader_name} leads"
+        self._set(leading, fence, why)
+        self._decided = True
+        backoff.reset()
+        if leading:
+            watched = {fence.key}
+        else:
+            predecessor = [c for c in candidates if c.create_revision < fence.create_revision][-1]
+            watched = {predecessor.key, leader.key}
+        watch = asyncio.create_task(self._until_deleted(watched, revision + 1), name="election")
+        watch.add_done_callback(self._watch_ended)
+        return watch
+
+    def _watch_ended(self, watch: asyncio.Task[None]) -> None:
+        if not watch.cancelled():  # we cancel it only when we no longer wait on it
+            self._wake.set()
+
+    async def _until_deleted(self, keys: set[bytes], start: int) -> None:
+        """Return once one of `keys` is deleted at revision `start` or later, or once that
+        history is compacted away (the caller reads again either way). Raises EtcdUnavailable
+        when the watch breaks."""
+        starts = {key.decode(): start for key in keys}  # a prefix that is the whole key
+        with contextlib.suppress(Compacted):
+            async with contextlib.aclosing(
+                self._client.watch(starts, WATCH_PROGRESS_SECONDS)
+            ) as batches:
+                async for batch in batches:
+                    if any(e.value is None and e.key in keys for e in batch.events):
+                        return
 
     async def _forget_earlier_self(self) -> None:
         """A key under our node name is an earlier run of this daemon (killed before its lease
@@ -209,6 +280,6 @@ class Election:
         self._leading = leading
         log.info("leader" if leading else "follower", node=self._node, why=why)
         if leading:
-            self._became_leader.set()
+            self._writable.set()
         if changed:
             self._on_change(leading)

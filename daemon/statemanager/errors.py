@@ -1,4 +1,5 @@
-"""The daemon's error hierarchy (STYLE 8). Each family is handled in exactly one place:
+"""The daemon's error hierarchy (docs/design.md, Errors). Each family is handled in exactly
+one place:
 
 - `BadInput`: a value in etcd that cannot be used; reported once per revision and treated as
   absent (controller).

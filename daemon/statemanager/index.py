@@ -57,7 +57,7 @@ class Index:
         # it happened (their own event, or a Model spec that stopped matching their names).
         self._became_unassigned: list[str] = []
         self._left_unassigned: set[str] = set()  # within one operation: moved, not new
-        # Name matching for containers without a model annotation (SPEC §2):
+        # Name matching for containers without a model annotation (docs/contract.md, Reads):
         # "{model}_{container}" → models whose spec lists it; container name → unannotated ids.
         self._model_spec: dict[str, tuple[str, ...]] = {}
         self._full_name_models: dict[str, set[str]] = {}
@@ -271,7 +271,8 @@ class Index:
     # -- queries ------------------------------------------------------------------------------
 
     def model_verdict(self, model: str) -> Verdict | None:
-        """The derived state, or None when the model should have no state key (SPEC §5)."""
+        """The derived state, or None when the model should have no state key
+        (docs/contract.md, Writes)."""
         counts = self._counts.get(model)
         if counts is None and model not in self._model_packages:
             return None

@@ -9,6 +9,7 @@ and node count with every alias expanded, and the length of YAML numbers.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -181,7 +182,8 @@ def _valid_name(value: object, where: str) -> str:
 
 
 def _flag(value: object, where: str) -> bool:
-    """Runtimes write booleans as "true"/"false" strings (SPEC §2); real booleans are accepted."""
+    """Runtimes write booleans as "true"/"false" strings (docs/contract.md, Reads); real
+    booleans are accepted."""
     if isinstance(value, bool):
         return value
     text = _string(value, where).strip().lower()
@@ -191,7 +193,7 @@ def _flag(value: object, where: str) -> bool:
 
 
 def parse_container(raw: bytes) -> ContainerInfo:
-    """Parse a container info JSON object (SPEC §2); extra fields are ignored."""
+    """Parse a container info JSON object (docs/contract.md, Reads); extra fields are ignored."""
     # orjson rejects what the stdlib's json lets through or dies on: nesting over 1,024 levels
     # (json recurses into RecursionError), NaN and Infinity, lone surrogates; an integer beyond
     # 64 bits becomes a float, never a 5,000-digit int (which json turns into ValueError).
@@ -211,14 +213,16 @@ def parse_container(raw: bytes) -> ContainerInfo:
     raw_names = doc.get("names", [])
     if not isinstance(raw_names, list):
         raise BadInput("wrong_type", f"names must be a list, got {type(raw_names).__name__}")
-    names = tuple(_string(n, "names[]") for n in raw_names)
+    # Interned: the index keeps every container's info, and a fleet repeats each model name
+    # (and each container and node name, across nodes) in many containers; one copy of each.
+    names = tuple(sys.intern(_string(n, "names[]")) for n in raw_names)
     annotation = _mapping(doc.get("annotation", {}), "annotation")
     model = annotation.get(MODEL_ANNOTATION)
     if model is not None:
-        model = _valid_name(model, f"annotation {MODEL_ANNOTATION}")
+        model = sys.intern(_valid_name(model, f"annotation {MODEL_ANNOTATION}"))
     node = doc.get("node")
     if node is not None:
-        node = _string(node, "node")
+        node = sys.intern(_string(node, "node"))
     return ContainerInfo(names, status, classify(status, exit_code, oom), model, node)
 
 

@@ -1,4 +1,5 @@
-"""The etcd key layout (SPEC §2, §5): which prefix a key belongs to and what name it carries.
+"""The etcd key layout (docs/contract.md, Reads and Writes): which prefix a key belongs to and
+what name it carries.
 
 Purely computational. Every prefix is configurable, so the layout is a value built from
 settings, not module constants.

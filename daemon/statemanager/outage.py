@@ -2,8 +2,9 @@
 reason), a reminder at most every `remind_every` seconds while it stays away, one line when it
 answers again (with how long it was gone).
 
-The election's requests are the probe (every daemon makes one at least twice a second, leader
-or not): they report failures and successes here. The watch reports its failures too (it is
+The election's requests are the probe (every daemon renews its lease every third of the TTL,
+leader or not, and its watch breaks as soon as the connection does): they report failures and
+successes here. The watch reports its failures too (it is
 often the first to notice); everything that fails meanwhile logs at debug level only, asking
 `down` first. Without this, each retry of each loop logged a warning with gRPC's long
 error text: tens of thousands of lines a day of one outage.

@@ -5,7 +5,7 @@ Computational: no I/O, and the only state it touches is the `ours` mapping a cal
 changes pulls in every package that lists it, and each such package pulls in its other models
 so their written states are brought up to date in the same transaction. After a group commits,
 every package state in etcd equals the rules applied to the model states written with it
-(SPEC §5), whatever order dirty keys were processed in.
+(docs/contract.md, Writes), whatever order dirty keys were processed in.
 """
 
 from __future__ import annotations
@@ -28,15 +28,11 @@ class Change:
     new: str | None
     verdict: Verdict | None
     cause: WorkKey | None  # for a cascaded package: the model change that pulled it in
-    # A package whose derived state becomes Error (SPEC §6), and how many scenarios target it.
+    # A package whose derived state becomes Error: it records a reconcile trigger, whatever
+    # scenarios the index knows now (they are resolved when the trigger is delivered).
     entering_error: bool = False
-    scenarios: int = 0
     # The rules give what this daemon last wrote here; someone else changed the key since.
     correction: bool = False
-
-    @property
-    def records_trigger(self) -> bool:
-        return self.entering_error and self.scenarios > 0
 
 
 def plan(
@@ -81,10 +77,7 @@ def plan(
                 if changed:
                     before = ours.get(key, written.value)
                     entering = new == PackageState.ERROR != before
-                    scenarios = len(index.scenarios_of(key.name)) if entering else 0
-                    packages.append(
-                        Change(key, written, new, verdict, cause, entering, scenarios, correction)
-                    )
+                    packages.append(Change(key, written, new, verdict, cause, entering, correction))
                 next_keys = [WorkKey(Resource.MODEL, m) for m in index.models_of(key.name)]
             for nxt in next_keys:
                 if nxt not in visited:

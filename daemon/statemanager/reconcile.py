@@ -10,9 +10,13 @@ A trigger is one package's entry into Error; it is sent to each scenario targeti
 (sorted by name, as the index has them at delivery) until ActionController answers status 0
 for each, with capped exponential backoff per trigger while it is down or answers non-zero.
 A trigger whose package is no longer in Error (as etcd has it when the attempt is due) is
-dropped, logged. Removing a trigger is a transaction guarded by its revision, so a newer
-trigger for the same package (it entered Error again) is never removed by the older one's
-delivery.
+dropped, logged. The index may not know every scenario yet: etcd delivers the daemon's prefix
+watches out of revision order while they catch up, so a Scenario written before the death that
+led to the Error can reach the index after it. "No scenario" is therefore concluded only once
+the index's Scenario view is known current as of the trigger's revision; then the trigger is
+dropped with a warning and a metric, and no request. Removing a trigger is a transaction
+guarded by its revision, so a newer trigger for the same package (it entered Error again) is
+never removed by the older one's delivery.
 
 Refusals (see actioncontroller's delivery policy) are counted per trigger: the refusal that
 reaches `max_refusals`, or any refusal once the trigger is `max_age` old (since this daemon
@@ -35,11 +39,12 @@ import structlog
 
 from statemanager.actioncontroller import ReconcileOutcome
 from statemanager.backoff import Backoff
-from statemanager.errors import Compacted, EtcdUnavailable
+from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.etcd import Delete, Event, Fence, Guard, KeyValue, Put, TxnResult, WatchBatch
 from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
+from statemanager.outage import Outage
 from statemanager.states import PackageState
 from statemanager.triggers import (
     DeadLetter,
@@ -75,6 +80,14 @@ class TriggerStore(Protocol):
     ) -> TxnResult: ...
 
 
+class Applied(Protocol):
+    """How far the index has followed etcd (the watcher knows)."""
+
+    def applied(self, prefix: str) -> int:
+        """The newest revision up to which every event under `prefix` is in the index."""
+        ...
+
+
 class Leading(Protocol):
     """What the sender needs from the election: wait to lead, and whether it still does."""
 
@@ -102,7 +115,9 @@ class ReconcileSender:
         store: TriggerStore,
         layout: KeyLayout,
         index: Index,
+        applied: Applied,
         metrics: Metrics,
+        outage: Outage,
         max_backoff: float,
         silence_limit: float,
         max_refusals: int,
@@ -112,7 +127,9 @@ class ReconcileSender:
         self._store = store
         self._layout = layout
         self._index = index
+        self._applied = applied
         self._metrics = metrics
+        self._outage = outage
         self._max_backoff = max_backoff
         self._silence_limit = silence_limit
         self._max_refusals = max_refusals
@@ -132,8 +149,8 @@ class ReconcileSender:
         return [(p.trigger, p.attempts) for p in items]
 
     async def run(self, leadership: Leading) -> None:
-        """Deliver triggers while this daemon leads (cancel to stop); only a permanent etcd
-        error escapes."""
+        """Deliver triggers while this daemon leads (cancel to stop); nothing etcd answers
+        ends it (a refusal is retried with backoff, like an outage)."""
         while True:
             fence = await leadership.wait_leader()
             follower = asyncio.create_task(self._follow(fence), name="reconcile-triggers")
@@ -184,9 +201,10 @@ class ReconcileSender:
                 self._relisted(listing[self._prefix], resumed=fence != self._listed_for)
                 self._listed_for = fence
                 await self._watch(revision + 1, backoff)
-            except (Compacted, EtcdUnavailable, TimeoutError) as exc:
+            except (Compacted, EtcdUnavailable, EtcdError, TimeoutError) as exc:
                 delay = backoff.next()
-                log.warning(
+                self._failed(exc)
+                self._log_failure(
                     "reconcile_watch_broken",
                     error=str(exc) or type(exc).__name__,
                     retry_in=round(delay, 2),
@@ -272,15 +290,26 @@ class ReconcileSender:
             # Read from etcd, not the index: the index follows another watch stream and may
             # not have seen the Error write that this trigger came with yet.
             key = self._layout.state_key(WorkKey(Resource.PACKAGE, trigger.package)).encode()
+            scenarios = self._index.scenarios_of(trigger.package)
             try:
                 found = await self._store.get(key)
-            except EtcdUnavailable as exc:
+                known = bool(scenarios) or await self._scenarios_current(trigger)
+            except (EtcdUnavailable, EtcdError) as exc:
                 self._defer(pending, exc)
                 return
             state = found.value.decode("utf-8", "replace") if found is not None else None
-            scenarios = self._index.scenarios_of(trigger.package)
-            if state != PackageState.ERROR or not scenarios:
+            if state != PackageState.ERROR:
                 log.info("reconcile_dropped", **_fields(trigger), package_state=state)
+                await self._remove(pending, "dropped", fence)
+                return
+            if not known:  # the watch is still bringing scenarios written before this Error
+                pending.due = time.monotonic() + pending.backoff.next()
+                log.info("reconcile_awaiting_scenarios", **_fields(trigger))
+                return
+            if not scenarios:
+                # Nobody to ask for a reconcile: say so rather than stay silent.
+                self._metrics.reconcile_no_scenario.inc()
+                log.warning("reconcile_no_scenario", **_fields(trigger))
                 await self._remove(pending, "dropped", fence)
                 return
             for scenario in scenarios:
@@ -314,6 +343,17 @@ class ReconcileSender:
             pending.delivered = True
         await self._remove(pending, "delivered", fence)
 
+    async def _scenarios_current(self, trigger: Trigger) -> bool:
+        """Whether the index's scenarios are etcd's as of `trigger`'s revision or later."""
+        prefix = self._layout.scenarios
+        applied = self._applied.applied(prefix)
+        if applied >= trigger.revision:
+            return True
+        # The index holds the prefix as etcd had it at `applied`; since then deletions can only
+        # take scenarios away, so no key modified since means none is missing.
+        _, listing = await self._store.snapshot([prefix])
+        return all(kv.mod_revision <= applied for kv in listing[prefix])
+
     def _given_up(self, pending: _Pending) -> bool:
         too_old = time.time() - pending.taken_at >= self._max_age
         return pending.refusals >= self._max_refusals or too_old
@@ -344,7 +384,7 @@ class ReconcileSender:
         pending.removing = True
         try:
             result = await self._store.txn([Guard(key, trigger.revision)], ops, fence)
-        except EtcdUnavailable as exc:
+        except (EtcdUnavailable, EtcdError) as exc:
             self._defer(pending, exc)
             return False
         if result.fenced:
@@ -358,9 +398,20 @@ class ReconcileSender:
         self._metrics.reconcile_triggers.labels(outcome).inc()
         return True
 
-    def _defer(self, pending: _Pending, exc: EtcdUnavailable) -> None:
+    def _defer(self, pending: _Pending, exc: EtcdUnavailable | EtcdError) -> None:
         pending.due = time.monotonic() + pending.backoff.next()
-        log.warning("reconcile_deferred", **_fields(pending.trigger), error=str(exc))
+        self._failed(exc)
+        self._log_failure("reconcile_deferred", **_fields(pending.trigger), error=str(exc))
+
+    def _failed(self, exc: Exception) -> None:
+        """Report a request etcd failed or refused to the outage reporter (a broken or silent
+        stream, or a compaction, says nothing about etcd's reachability)."""
+        if isinstance(exc, (EtcdUnavailable, EtcdError)):
+            self._outage.failed(str(exc))
+
+    def _log_failure(self, event: str, **fields: object) -> None:
+        """A warning, or only a debug line while the outage reporter speaks for etcd."""
+        (log.debug if self._outage.down else log.warning)(event, **fields)
 
     def _update_gauges(self) -> None:
         self._metrics.reconcile_pending.set(len(self._pending))

@@ -1,4 +1,5 @@
-"""The model and package rules of SPEC §4, first matching row wins. Purely computational.
+"""The model and package rules of docs/contract.md, Rules, first matching row wins. Purely
+computational.
 
 Each rule returns a `Verdict`: the state, the row that decided it and a sentence saying why, so
 `statemanager status` can show an operator the reason next to every state.

@@ -1,4 +1,5 @@
-"""State vocabularies and container classification (SPEC §3). Purely computational."""
+"""State vocabularies and container classification (docs/contract.md, Container states).
+Purely computational."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def parse_status(word: str) -> ContainerStatus:
 
 
 def classify(status: ContainerStatus, exit_code: str | None, oom_killed: bool) -> ContainerClass:
-    """SPEC §3: dead when `dead`, exited non-zero, or OOM-killed; exited 0 (or no code) is exited.
+    """Dead when `dead`, exited non-zero, or OOM-killed; exited 0 (or no code) is exited
+    (docs/contract.md, Container states).
 
     An exit code that is not an integer counts as non-zero: a container that exited and cannot
     say it succeeded has failed, which is the answer an operator would want paged.

@@ -1,5 +1,5 @@
-"""Pullpiri's StateManager gRPC service, served so this daemon can replace Pullpiri's own
-(issue 10): the only module that imports the generated StateManager stubs.
+"""Pullpiri's StateManager gRPC service, served so this daemon can replace Pullpiri's own:
+the only module that imports the generated StateManager stubs.
 
 One source of truth: `SendChangedContainerList` only writes container info where the watch
 reads it (and deletes the node's containers it no longer lists), so states are derived by the
@@ -309,7 +309,8 @@ def _request_problems(request: pb.StateChange) -> list[str]:
 
 
 def _container_json(container: pb.ContainerInfo, node: str) -> bytes:
-    """The container info JSON the watch reads (SPEC §2), plus the reporting node."""
+    """The container info JSON the watch reads (docs/contract.md, Reads), plus the reporting
+    node."""
     doc = {
         "id": container.id,
         "names": list(container.names),

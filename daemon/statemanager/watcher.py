@@ -1,8 +1,9 @@
 """Keeps the controller fed from etcd: list at one revision, then watch from the next one.
 
-Thin on purpose (STYLE 4). On a broken or silent stream it backs off and resumes each prefix
-from the revision after its last fully delivered one; on compaction, and periodically as a
-backstop, it relists and lets the controller diff; it hands events over and does nothing else.
+Thin on purpose (docs/design.md, The path of a container event). On a broken or silent
+stream it backs off and resumes each prefix from the revision after its last fully delivered
+one; on compaction, and periodically as a backstop, it relists and lets the controller diff;
+it hands events over and does nothing else.
 
 etcd accepts a watch from a revision it has not reached yet and stays silent until it gets
 there, so after a member is wiped or restored from an older snapshot a resumed watch would hear
@@ -87,6 +88,11 @@ class Watcher:
         # Per prefix, the newest revision whose events have all been applied.
         self._delivered: dict[str, int] = {}
         self._term = 0  # the highest raft term etcd has answered with
+
+    def applied(self, prefix: str) -> int:
+        """The newest revision up to which every event under `prefix` is in the index (0 before
+        the first listing)."""
+        return self._delivered.get(prefix, 0)
 
     async def run(self) -> None:
         """Run until cancelled; nothing etcd answers ends it (a refusal is retried as an outage)."""

@@ -4,7 +4,9 @@ Every write is one transaction guarded by the mod revision of each state key it 
 the index last saw it: a key someone else changed fails the guard, the transaction applies
 nothing, the index learns the current values from the same round trip and the keys are
 re-evaluated (never forced). Transient etcd errors are retried with capped, jittered backoff
-(tenacity); if they persist the caller re-queues the keys.
+(tenacity); if they persist the caller re-queues the keys. A retry whose guard fails because
+the attempt before it committed (its answer was lost) is told apart by reading back this
+transaction's own values, and its transitions are recorded all the same.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class NotLeader(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One state change as SPEC §5 defines it."""
+    """One state change as docs/contract.md, Transitions defines it."""
 
     transition_id: str
     resource: Resource
@@ -126,7 +128,7 @@ class StateWriter:
         """Operations and bytes `change` adds to a transaction, its trigger record included."""
         key = self._layout.state_key(change.key).encode()
         size = self._limits.guarded_write_bytes(key, change.new.encode() if change.new else None)
-        if not change.records_trigger:
+        if not change.entering_error:
             return 1, size
         record = trigger_key(self._layout, change.key.name)
         return 2, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
@@ -149,12 +151,15 @@ class StateWriter:
             for k, c in zip(keys, changes, strict=True)
         ]
         ids = {c.key: self._ids.next() for c in changes}
-        triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.records_trigger]
+        triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.entering_error]
         # Recorded in the same transaction as the Error state: a crash cannot separate them.
         ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
-        result = await self._txn_with_retries(guards, ops, fence)
+        result, retried = await self._txn_with_retries(guards, ops, fence)
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
+        landed = _own_write(keys, changes, result) if retried and not result.succeeded else None
+        if landed is not None:
+            return self._record(changes, causes, ids, landed, answer_lost=True)
         if not result.succeeded:
             self._metrics.write_conflicts.inc()
             for key, change in zip(keys, changes, strict=True):
@@ -170,7 +175,9 @@ class StateWriter:
 
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence
-    ) -> TxnResult:
+    ) -> tuple[TxnResult, bool]:
+        """etcd's answer, and whether an earlier attempt failed (it may have committed)."""
+
         def count_retry(state: RetryCallState) -> None:
             self._metrics.write_retries.inc()
             log.warning(
@@ -190,7 +197,8 @@ class StateWriter:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._client.txn(guards, ops, fence)
+                result = await self._client.txn(guards, ops, fence)
+                return result, attempt.retry_state.attempt_number > 1
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _record(
@@ -199,7 +207,11 @@ class StateWriter:
         causes: Mapping[WorkKey, int],
         ids: Mapping[WorkKey, str],
         revision: int,
+        answer_lost: bool = False,
     ) -> list[Transition]:
+        """Apply a committed write to the index, log and count its transitions and corrections.
+        `answer_lost`: etcd's answer never came; `revision` was read back from the keys."""
+        lost = {"answer_lost": True} if answer_lost else {}
         now = time.time_ns()
         transitions: list[Transition] = []
         for change in changes:
@@ -220,6 +232,7 @@ class StateWriter:
                     restored=change.new,
                     rule=verdict.rule if verdict else None,
                     revision=revision,
+                    **lost,
                 )
                 continue
             tid = ids[change.key]
@@ -253,9 +266,28 @@ class StateWriter:
                 caused_by=t.caused_by,
                 timestamp=logs.timestamp(t.timestamp_ns),  # the line's only timestamp
                 source=t.source,
+                **lost,
             )
-            if change.entering_error and not change.scenarios:
-                # SPEC §6: nobody to ask for a reconcile; say so rather than stay silent.
-                self._metrics.reconcile_no_scenario.inc()
-                log.warning("reconcile_no_scenario", package=t.name, transition_id=tid)
         return transitions
+
+
+def _own_write(keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult) -> int | None:
+    """The revision at which an earlier attempt of this transaction committed, read back from a
+    failed guard's answer: every key holds what it wrote (a deleted key is absent), each put
+    newer than its guard and all at one revision. None when anything differs (someone else
+    wrote: a real conflict) or nothing was put (a deletion carries no revision to check)."""
+    revisions: set[int] = set()
+    for key, change in zip(keys, changes, strict=True):
+        kv = result.current.get(key)
+        if change.new is None:
+            if kv is not None:
+                return None
+            continue
+        if (
+            kv is None
+            or kv.value != change.new.encode()
+            or kv.mod_revision <= change.old.mod_revision
+        ):
+            return None
+        revisions.add(kv.mod_revision)
+    return revisions.pop() if len(revisions) == 1 else None

@@ -2,9 +2,9 @@
 
 - `ci` (the default): a bounded number of examples from a fixed seed, so the normal `pytest`
   run is deterministic and takes seconds.
-- `long`: at least 100,000 examples per property, random, for a search of its own:
-  `HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/fuzz -p no:cacheprovider
-  --hypothesis-show-statistics` (README, "What happens to bad input").
+- `long`: 100,000 examples per property (HYPOTHESIS_LONG_EXAMPLES to change it), random,
+  for a search of its own: `HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/fuzz
+  -p no:cacheprovider --hypothesis-show-statistics` (README, "What happens to bad input").
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "long",
-    max_examples=100_000,
+    max_examples=int(os.environ.get("HYPOTHESIS_LONG_EXAMPLES", "100000")),
     deadline=None,
     suppress_health_check=_SLOW_BY_DESIGN,
 )

@@ -27,8 +27,11 @@ from urllib.request import urlopen
 import aetcd
 import pytest
 
+from statemanager.config import OPTIONS
 from statemanager.keys import KeyLayout
 from statemanager.localetcd import LocalEtcd, free_port
+
+from support import documents
 
 _counter = itertools.count(1)
 
@@ -72,7 +75,7 @@ async def private(server: LocalEtcd, layout: KeyLayout) -> AsyncIterator[Etcd]:
 
 @pytest.fixture
 def layout() -> KeyLayout:
-    """A key layout no other test uses (the SPEC layout under a unique root)."""
+    """A key layout no other test uses (the default layout under a unique root)."""
     root = f"/it{os.getpid()}-{next(_counter)}"
     base = KeyLayout()
     return KeyLayout(
@@ -109,25 +112,18 @@ class Etcd:
         return 0 if got is None else int(got.mod_revision)
 
     async def container(self, cid: str, status: str, model: str | None = None, **extra: Any) -> int:
+        """`extra`: more state fields (ExitCode, OOMKilled)."""
         state = {"Status": status, **{k: str(v) for k, v in extra.items()}}
-        doc: dict[str, Any] = {"id": cid, "names": [f"{model or 'x'}_{cid}"], "state": state}
-        if model is not None:
-            doc["annotation"] = {"io.pullpiri.annotations.model": model}
-        return await self.put(self.layout.containers + cid, json.dumps(doc))
+        return await self.put(self.layout.containers + cid, documents.container(cid, state, model))
 
     async def package(self, name: str, models: list[str]) -> int:
-        items = "".join(f"\n    - {{name: {m}, node: node-a}}" for m in models)
-        doc = f"kind: Package\nmetadata: {{name: {name}}}\nspec:\n  models:{items or ' []'}\n"
-        return await self.put(self.layout.packages + name, doc)
+        return await self.put(self.layout.packages + name, documents.package(name, models))
 
     async def model_spec(self, name: str, containers: list[str]) -> int:
-        items = "".join(f"\n    - {{name: {c}, image: img}}" for c in containers)
-        doc = f"kind: Model\nmetadata: {{name: {name}}}\nspec:\n  containers:{items}\n"
-        return await self.put(self.layout.models + name, doc)
+        return await self.put(self.layout.models + name, documents.model(name, containers))
 
     async def scenario(self, name: str, target: str) -> int:
-        doc = f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
-        return await self.put(self.layout.scenarios + name, doc)
+        return await self.put(self.layout.scenarios + name, documents.scenario(name, target))
 
     async def model_state(self, model: str) -> str | None:
         return await self.get(f"{self.layout.model_states}{model}/state")
@@ -192,14 +188,8 @@ def daemon_env(endpoint: str, layout: KeyLayout, metrics_port: int) -> dict[str,
         STATEMANAGER_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
         STATEMANAGER_LOG_FORMAT="json",
         STATEMANAGER_LOG_LEVEL="debug",
-        STATEMANAGER_PREFIXES_CONTAINERS=layout.containers,
-        STATEMANAGER_PREFIXES_PACKAGES=layout.packages,
-        STATEMANAGER_PREFIXES_MODELS=layout.models,
-        STATEMANAGER_PREFIXES_SCENARIOS=layout.scenarios,
-        STATEMANAGER_PREFIXES_MODEL_STATES=layout.model_states,
-        STATEMANAGER_PREFIXES_PACKAGE_STATES=layout.package_states,
-        STATEMANAGER_PREFIXES_OWN=layout.own,
     )
+    env.update({o.env: getattr(layout, o.key) for o in OPTIONS if o.section == "prefixes"})
     return env
 
 
@@ -286,30 +276,43 @@ class Daemon:
         return "\n".join(self.log_path.read_text().splitlines()[-n:])
 
 
-@pytest.fixture
-def daemon_factory(
-    etcd_endpoint: str, layout: KeyLayout, tmp_path: Path
-) -> Iterator[Callable[[], Daemon]]:
-    """Builds daemons for this test's layout; any still running at the end must stop with 0."""
-    made: list[Daemon] = []
+class DaemonMaker:
+    """Builds daemons against one etcd with this test's key layout; `maker(STATEMANAGER_X="v")`
+    adds settings. `stop_all` ends the test: every daemon still running (resumed first, if
+    paused) must stop on SIGTERM with exit code 0."""
 
-    def make() -> Daemon:
+    def __init__(self, endpoint: str, layout: KeyLayout, logs: Path) -> None:
+        self._endpoint = endpoint
+        self._layout = layout
+        self._logs = logs
+        self.made: list[Daemon] = []
+
+    def __call__(self, **env: str) -> Daemon:
         port = free_port()
-        d = Daemon(
-            daemon_env(etcd_endpoint, layout, port), tmp_path / f"daemon{len(made)}.log", port
-        )
-        made.append(d)
+        full = daemon_env(self._endpoint, self._layout, port)
+        full.update(env)
+        d = Daemon(full, self._logs / f"daemon{len(self.made)}-{port}.log", port)
+        self.made.append(d)
         return d
 
-    yield make
-    for d in made:
-        if d.process is not None:
-            code = d.stop()
-            assert code == 0, f"daemon exit code {code} on SIGTERM: {d.tail()}"
+    def stop_all(self) -> None:
+        for d in self.made:
+            if d.process is not None:
+                d.process.send_signal(signal.SIGCONT)
+                code = d.stop()
+                assert code == 0, f"daemon exit code {code} on SIGTERM: {d.tail()}"
 
 
 @pytest.fixture
-async def daemon(daemon_factory: Callable[[], Daemon]) -> Daemon:
+def daemon_factory(etcd_endpoint: str, layout: KeyLayout, tmp_path: Path) -> Iterator[DaemonMaker]:
+    """Daemons against the session's shared etcd."""
+    maker = DaemonMaker(etcd_endpoint, layout, tmp_path)
+    yield maker
+    maker.stop_all()
+
+
+@pytest.fixture
+async def daemon(daemon_factory: DaemonMaker) -> Daemon:
     """A running daemon that has finished its first sync."""
     d = daemon_factory()
     d.start()
@@ -357,23 +360,11 @@ def certs(
 
 
 @pytest.fixture
-def make_daemon(server: LocalEtcd, layout: KeyLayout, tmp_path: Path) -> Iterator[type[Daemon]]:
-    """Daemons against the private `server`; `make_daemon(STATEMANAGER_X="v")` adds settings."""
-    made: list[Daemon] = []
-
-    class PrivateDaemon(Daemon):
-        def __init__(self, **env: str) -> None:
-            port = free_port()
-            full = daemon_env(server.endpoint, layout, port)
-            full.update(env)
-            super().__init__(full, tmp_path / f"daemon{len(made)}.log", port)
-            made.append(self)
-
-    yield PrivateDaemon
-    for d in made:
-        if d.process is not None:
-            d.process.send_signal(signal.SIGCONT)
-            assert d.stop() == 0, d.tail()
+def make_daemon(server: LocalEtcd, layout: KeyLayout, tmp_path: Path) -> Iterator[DaemonMaker]:
+    """Daemons against the private `server`."""
+    maker = DaemonMaker(server.endpoint, layout, tmp_path)
+    yield maker
+    maker.stop_all()
 
 
 def scrape_job(name: str, port: int, **settings: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from statemanager.rules import model_verdict, package_verdict
 from statemanager.states import ContainerClass, classify, parse_status
 
 from conftest import Etcd, eventually
+from support import documents
 
 MODELS = [f"m{i:02d}" for i in range(60)]
 PACKAGES = [f"p{i:02d}" for i in range(15)]
@@ -54,14 +55,9 @@ class Churn:
 
     async def put_container(self, cid: str) -> None:
         model = MODELS[int(cid[1:]) % len(MODELS)]
-        doc = {
-            "id": cid,
-            "names": [f"{model}_{cid}"],
-            "state": self.rng.choice(STATUSES),
-            "annotation": {"io.pullpiri.annotations.model": model},
-            "stats": {"cpu": self.rng.random()},
-        }
-        await self.etcd.put(self.etcd.layout.containers + cid, json.dumps(doc))
+        state = self.rng.choice(STATUSES)
+        doc = documents.container(cid, state, model, stats={"cpu": self.rng.random()})
+        await self.etcd.put(self.etcd.layout.containers + cid, doc)
 
     async def step(self) -> None:
         roll = self.rng.random()
@@ -80,6 +76,15 @@ class Churn:
             except Exception:  # etcd down or restarting: keep trying
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0)
+
+    async def progressed(self, ops: int, timeout: float = 60.0) -> None:
+        """Wait until the running churn has made `ops` more operations."""
+        target = self.ops + ops
+
+        async def done() -> bool:
+            return self.ops >= target
+
+        await eventually(done, timeout, f"{ops} churn operations")
 
     def start(self) -> None:
         self._stop.clear()
@@ -100,7 +105,7 @@ async def oracle(etcd: Etcd) -> dict[str, str]:
         cls = classify(
             parse_status(state["Status"]), state.get("ExitCode"), state.get("OOMKilled") == "true"
         )
-        model = doc["annotation"]["io.pullpiri.annotations.model"]
+        model = doc["annotation"][documents.MODEL_ANNOTATION]
         counts.setdefault(model, Counter())[cls] += 1
     packages: dict[str, list[str]] = {}
     for kv in await etcd.client.get_prefix(etcd.layout.packages.encode()):

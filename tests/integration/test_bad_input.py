@@ -1,14 +1,13 @@
 """Bad input never stops the daemon: each bad key is logged and counted once, and every valid
-key still gets its state (SPEC §7)."""
+key still gets its state (docs/contract.md, Reliability)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import Daemon, Etcd, eventually, states_are
+from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
 
 
 def counter(scrape: str, name: str, **labels: str) -> float:
@@ -89,7 +88,7 @@ async def test_value_turning_bad_counts_as_absent(etcd: Etcd, daemon: Daemon) ->
 
 
 async def test_a_bug_on_one_key_quarantines_it_and_the_rest_goes_on(
-    etcd: Etcd, daemon_factory: Callable[[], Daemon]
+    etcd: Etcd, daemon_factory: DaemonMaker
 ) -> None:
     """The real daemon with bugs planted (planted_bug.py): one that raises while ingesting a
     container and one that raises while planning a model. Each key is quarantined (logged once

@@ -13,18 +13,25 @@ FIGURES = (
     "etcd_txn_per_s",
     "etcd_watch_events_per_s",
     "noop_events_per_s",
+    "noop_replay_per_s",
+    "etcd_watch_replay_per_s",
     "change_events_per_s",
     "change_ratio",
     "latency_p50_ms",
     "latency_p99_ms",
+    "latency_max_ms",
+    "change_cpu_ms",
+    "noop_cpu_ms",
     "cold_start_s",
+    "cold_start_cpu_s",
     "rss_mb",
     "scaling_ratio",
 )
 
 
 def test_quick_bench_reports_every_figure() -> None:
-    """A quick run exits 0 and prints one JSON object with every figure a positive number."""
+    """A quick run exits 0 and prints one JSON object with every figure a number, the
+    footprint ones positive (a rate may be 0 when a loaded machine kept the daemon behind)."""
     done = subprocess.run(
         [sys.executable, "-m", "statemanager", "bench", "--quick", "--json"],
         capture_output=True,
@@ -38,6 +45,17 @@ def test_quick_bench_reports_every_figure() -> None:
     for name in FIGURES:
         value = result[name]
         assert isinstance(value, int | float) and not isinstance(value, bool), (name, value)
-        assert value > 0, (name, value)
-    assert set(result["targets"]) >= {"noop_intake_ratio", "change_ratio", "latency_p99_ms"}
+        assert value >= 0, (name, value)
+    assert result["cold_start_s"] > 0 and result["rss_mb"] > 0
+    assert set(result["targets"]) >= {
+        "noop_intake_ratio",
+        "noop_replay_ratio",
+        "change_ratio",
+        "latency_p99_ms",
+        "latency_max_ms",
+        "change_cpu_ms",
+        "noop_cpu_ms",
+        "cold_start_s",
+        "rss_mb",
+    }
     assert result["machine"]["cpus"] > 0

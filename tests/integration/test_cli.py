@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from statemanager.keys import KeyLayout
 
-from conftest import Daemon, Etcd, cli, daemon_env, states_are
+from conftest import DaemonMaker, Etcd, cli, daemon_env, states_are
 
 
 async def test_evaluate_reports_differences_then_agreement(
-    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: Callable[[], Daemon]
+    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: DaemonMaker
 ) -> None:
     """`evaluate` exits 1 and names each differing state, writes nothing; exits 0 once synced."""
     await etcd.package("payment_service", ["a", "b", "c"])
@@ -111,7 +110,7 @@ def test_config_file_is_read_and_flags_win(
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["evaluate"], ["status"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["evaluate"], ["status"], ["triggers"]])
 def test_help(command: list[str]) -> None:
     """`--help` works for the program and each command and lists the settings' flags."""
     result = subprocess.run(
@@ -124,6 +123,10 @@ def test_help(command: list[str]) -> None:
         assert (
             "--etcd-endpoints" in result.stdout and "STATEMANAGER_ETCD_ENDPOINTS" in result.stdout
         )
+    if not command:
+        assert all(name in result.stdout for name in ("run", "evaluate", "status", "triggers"))
+    if command == ["triggers"]:
+        assert "{list,redeliver,drop}" in result.stdout
 
 
 def test_evaluate_help_lists_every_exit_code() -> None:
@@ -220,7 +223,7 @@ async def test_status_filters_by_package_or_model_name(
 
 
 async def test_status_json_follows_its_schema(
-    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: Callable[[], Daemon]
+    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: DaemonMaker
 ) -> None:
     """`status --output json` is one JSON document, schema statemanager.status/v1: packages
     with the models shown, models with state, rule, reason, written value and containers."""

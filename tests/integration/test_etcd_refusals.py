@@ -16,7 +16,7 @@ import pytest
 
 from statemanager.localetcd import LocalEtcd, free_port
 
-from conftest import Daemon, Etcd, eventually, states_are
+from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
 
 QUOTA = 2 * 1024 * 1024
 FILLER = b"f" * 200_000
@@ -81,7 +81,7 @@ async def free_space(server: LocalEtcd, private: Etcd, filler: str) -> None:
 
 @pytest.mark.parametrize("server", [("--quota-backend-bytes", str(QUOTA))], indirect=True)
 async def test_nospace_alarm_reported_then_caught_up(
-    server: LocalEtcd, private: Etcd, make_daemon: type[Daemon]
+    server: LocalEtcd, private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """NOSPACE: the daemon keeps running, /readyz says why in etcd's words, the metric counts
     it, nothing wrong is written; after compact + defrag + alarm disarm the states catch up."""
@@ -131,7 +131,7 @@ async def test_nospace_alarm_reported_then_caught_up(
 
 @pytest.mark.parametrize("server", [("--quota-backend-bytes", str(QUOTA))], indirect=True)
 async def test_daemon_started_under_nospace_waits_then_syncs(
-    server: LocalEtcd, private: Etcd, make_daemon: type[Daemon]
+    server: LocalEtcd, private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """Started while the NOSPACE alarm is raised (its lease grant is refused): it keeps running
     and unready with etcd's words, then leads and writes once the alarm is disarmed."""
@@ -163,7 +163,7 @@ async def test_daemon_started_under_nospace_waits_then_syncs(
     ids=["max-request-bytes", "max-txn-ops"],
 )
 async def test_transactions_etcd_refuses_as_too_large_are_split(
-    server: LocalEtcd, private: Etcd, make_daemon: type[Daemon]
+    server: LocalEtcd, private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """etcd run with lower limits than the defaults the daemon packs for: every state is still
     written (refused transactions are split), a single change etcd refuses even alone is

@@ -1,4 +1,4 @@
-"""Production etcd (issue 9): TLS with server verification and mutual TLS, auth with short-lived
+"""Production etcd: TLS with server verification and mutual TLS, auth with short-lived
 tokens, a three-member cluster losing the member the daemon talks to, and no secret in logs."""
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from statemanager.etcd import EtcdClient, Put
 from statemanager.keys import KeyLayout
 from statemanager.localetcd import LocalEtcd, free_port
 
-from conftest import Certs, Daemon, Etcd, cli, daemon_env, eventually
+from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, eventually
 from fleet import Churn, converged
 
 PASSWORD = "s3cret-Pa55word-for-tests"
 
 
 def tls_daemon(tmp_path: Path, layout: KeyLayout, endpoints: str, **env: str) -> Daemon:
-    port = free_port()
-    full = daemon_env(endpoints, layout, port)
-    full.update(env)
-    return Daemon(full, tmp_path / f"daemon-{port}.log", port)
+    return DaemonMaker(endpoints, layout, tmp_path)(**env)
 
 
 @pytest.fixture
@@ -199,9 +196,13 @@ async def test_cluster_member_lost_during_churn(tmp_path: Path, layout: KeyLayou
         try:
             await d.wait_synced()
             churn.start()
-            await asyncio.sleep(1)
+            await churn.progressed(50)
             members[0].kill()  # the daemon dials the first endpoint first
-            await asyncio.sleep(3)
+
+            async def failed_over() -> bool:
+                return bool(d.events("etcd_failover"))
+
+            await eventually(failed_over, 30, "the daemon to fail over")
             await churn.stop()
             took = await converged(etcd)
             print(f"\nmember killed: states right {took:.2f} s after churn stopped")

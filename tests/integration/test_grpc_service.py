@@ -1,4 +1,4 @@
-"""Pullpiri's StateManager gRPC service served by the daemon (issue 10), driven by a grpc.aio
+"""Pullpiri's StateManager gRPC service served by the daemon, driven by a grpc.aio
 client exactly as NodeAgent and other Pullpiri components would call it."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from statemanager.localetcd import free_port
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
-from conftest import Certs, Daemon, Etcd, cli, eventually, states_are
+from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, eventually, states_are
 
 
 def serving(d: Daemon, node: str = "node-a") -> int:
@@ -30,7 +30,7 @@ def serving(d: Daemon, node: str = "node-a") -> int:
     return port
 
 
-async def started(daemon_factory: Callable[[], Daemon]) -> tuple[Daemon, int]:
+async def started(daemon_factory: DaemonMaker) -> tuple[Daemon, int]:
     """A daemon serving the gRPC service, synced; and the service's port."""
     d = daemon_factory()
     port = serving(d)
@@ -80,7 +80,7 @@ def container(cid: str, status: str, model: str, exit_code: str = "0") -> pb.Con
 
 async def test_state_change_answers_every_error_code(
     etcd: Etcd,
-    daemon_factory: Callable[[], Daemon],
+    daemon_factory: DaemonMaker,
     stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
 ) -> None:
     """INVALID_REQUEST, RESOURCE_NOT_FOUND, INVALID_STATE_TRANSITION, SUCCESS with the cascade,
@@ -141,7 +141,7 @@ async def test_state_change_answers_every_error_code(
 
 async def test_container_list_drives_states_and_deletes_dropped_containers(
     etcd: Etcd,
-    daemon_factory: Callable[[], Daemon],
+    daemon_factory: DaemonMaker,
     stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
 ) -> None:
     """A node's container list is written where the watch reads it: a dead container cascades
@@ -200,7 +200,7 @@ async def node_keys(etcd: Etcd) -> set[str]:
 
 async def test_back_to_back_lists_leave_no_stale_container(
     etcd: Etcd,
-    daemon_factory: Callable[[], Daemon],
+    daemon_factory: DaemonMaker,
     stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
 ) -> None:
     """Lists sent back to back, faster than the watch feeds the daemon's index: each list's
@@ -227,7 +227,7 @@ async def test_back_to_back_lists_leave_no_stale_container(
 
 async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
     etcd: Etcd,
-    daemon_factory: Callable[[], Daemon],
+    daemon_factory: DaemonMaker,
     stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
 ) -> None:
     """Huge lists, megabyte strings, empty and odd fields: each answered with a gRPC error that
@@ -294,7 +294,7 @@ async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
 
 
 async def test_hostile_state_changes_get_clean_answers(
-    daemon_factory: Callable[[], Daemon],
+    daemon_factory: DaemonMaker,
     stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
 ) -> None:
     """Megabyte strings and odd values in every field of a StateChange: INVALID_REQUEST with
@@ -356,7 +356,7 @@ async def test_service_over_tls(
     mutual: bool,
     etcd: Etcd,
     certs: Certs,
-    daemon_factory: Callable[[], Daemon],
+    daemon_factory: DaemonMaker,
     tmp_path: Path,
 ) -> None:
     """With a certificate the service speaks only TLS; with a client CA it serves only clients

@@ -1,4 +1,4 @@
-"""Several daemons, one writer (issue 7): three daemons against one real etcd, leader killed,
+"""Several daemons, one writer: three daemons against one real etcd, leader killed,
 terminated, paused past its lease, and etcd restarted under them."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 from statemanager.etcd import Delete, EtcdClient, Fence, Put
 from statemanager.localetcd import LocalEtcd
 
-from conftest import Daemon, Etcd, eventually
+from conftest import Daemon, DaemonMaker, Etcd, eventually
 from fleet import Churn, converged
 
 TTL = 4  # seconds; short so the tests are quick, long enough for a loaded CI machine
@@ -38,7 +38,7 @@ async def the_leader(daemons: list[Daemon], timeout: float = 20.0) -> Daemon:
     return found[0]
 
 
-async def trio(private: Etcd, make_daemon: type[Daemon], seed: int) -> tuple[list[Daemon], Churn]:
+async def trio(private: Etcd, make_daemon: DaemonMaker, seed: int) -> tuple[list[Daemon], Churn]:
     churn = Churn(private, seed=seed)
     await churn.setup()
     daemons = [
@@ -66,7 +66,7 @@ async def time_until_written(private: Etcd, model: str, want: str, timeout: floa
     return time.monotonic() - started
 
 
-async def test_only_the_leader_writes(private: Etcd, make_daemon: type[Daemon]) -> None:
+async def test_only_the_leader_writes(private: Etcd, make_daemon: DaemonMaker) -> None:
     """With three daemons running churn, every transition comes from one of them."""
     daemons, churn = await trio(private, make_daemon, seed=11)
     leader = await the_leader(daemons)
@@ -80,7 +80,7 @@ async def test_only_the_leader_writes(private: Etcd, make_daemon: type[Daemon]) 
 
 
 async def test_killed_leader_is_replaced_within_the_ttl(
-    private: Etcd, make_daemon: type[Daemon]
+    private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """SIGKILL the leader: a follower writes the next change within TTL plus a small margin."""
     daemons, _ = await trio(private, make_daemon, seed=12)
@@ -89,12 +89,12 @@ async def test_killed_leader_is_replaced_within_the_ttl(
     await private.container("probe", "dead", "failover_probe")
     took = await time_until_written(private, "failover_probe", "Failed", TTL + 5)
     print(f"\nfailover after SIGKILL: {took:.2f} s (lease TTL {TTL} s)")
-    assert took < TTL + 3  # lease expiry (checked every ~0.5 s by etcd) + one poll + a write
+    assert took < TTL + 3  # lease expiry (checked every ~0.5 s by etcd) + a watch event + a write
     assert await the_leader(daemons) is not leader
 
 
 async def test_terminated_leader_hands_over_at_once(
-    private: Etcd, make_daemon: type[Daemon]
+    private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """SIGTERM the leader: it resigns, and the next daemon writes well within the TTL."""
     daemons, _ = await trio(private, make_daemon, seed=13)
@@ -107,7 +107,7 @@ async def test_terminated_leader_hands_over_at_once(
 
 
 async def test_paused_leader_is_deposed_and_cannot_write(
-    private: Etcd, make_daemon: type[Daemon]
+    private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """SIGSTOP the leader past its lease, change containers, SIGCONT: it writes nothing more,
     follows, and the states equal the oracle."""
@@ -117,10 +117,10 @@ async def test_paused_leader_is_deposed_and_cannot_write(
     written_before = len(leader.events("transition"))
     leader.process.send_signal(signal.SIGSTOP)
     try:
-        await asyncio.sleep(TTL + 1)
+        # Another daemon leads only once the paused leader's lease has lapsed.
+        await the_leader([d for d in daemons if d is not leader], timeout=TTL + 20)
         for _ in range(200):
             await churn.step()
-        await the_leader([d for d in daemons if d is not leader])
     finally:
         leader.process.send_signal(signal.SIGCONT)
     for _ in range(100):
@@ -136,12 +136,12 @@ async def test_paused_leader_is_deposed_and_cannot_write(
 
 
 async def test_etcd_restart_under_three_daemons(
-    private: Etcd, server: LocalEtcd, make_daemon: type[Daemon]
+    private: Etcd, server: LocalEtcd, make_daemon: DaemonMaker
 ) -> None:
     """etcd killed and restarted under three daemons: one leader again, states right."""
     daemons, churn = await trio(private, make_daemon, seed=15)
     server.kill()
-    await asyncio.sleep(2)
+    await asyncio.sleep(2)  # deliberately: etcd stays down for a while
     await asyncio.to_thread(server.start)
     for _ in range(200):
         await churn.step()

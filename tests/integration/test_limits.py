@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
+from statemanager.etcd import EtcdClient, Put
 
-from statemanager.etcd import EtcdClient
-
-from conftest import Daemon, Etcd, states_are
+from conftest import DaemonMaker, Etcd, states_are
+from support import documents
 
 
 async def test_listing_pages_halve_when_a_response_is_too_large(
     etcd: Etcd, etcd_endpoint: str
 ) -> None:
-    """Values that make a 1,000-key page exceed the receive limit are listed in smaller pages,
+    """Values that make a full page exceed the receive limit are listed in smaller pages,
     all of them, at one revision (here a 1 MiB limit and 40 values of 100 KB)."""
     prefix = etcd.layout.containers
     for i in range(40):
@@ -26,21 +25,39 @@ async def test_listing_pages_halve_when_a_response_is_too_large(
     assert revision > 0
 
 
+async def test_a_large_listing_takes_few_pages(etcd: Etcd, etcd_endpoint: str) -> None:
+    """12,000 small keys are listed in two range requests: etcd counts every key from a page's
+    start to the prefix's end for each page, so small pages make a large listing quadratic."""
+    prefix = etcd.layout.containers
+    ranges: list[str | None] = []
+    client = EtcdClient(
+        [etcd_endpoint],
+        timeout=10,
+        observe=lambda op, _s, code: ranges.append(code) if op == "range" else None,
+    )
+    try:
+        for start in range(0, 12_000, 100):
+            await client.txn(
+                (), [Put(f"{prefix}k{i:05}".encode(), b"{}") for i in range(start, start + 100)]
+            )
+        ranges.clear()
+        _, listing = await client.snapshot([prefix])
+    finally:
+        await client.close()
+    assert len(listing[prefix]) == 12_000
+    assert ranges == [None, None]
+
+
 async def test_daemon_starts_over_a_listing_larger_than_64_mib(
-    private: Etcd, make_daemon: type[Daemon]
+    private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """300 container values of 240 KB (each under inputs.max_value_bytes, 72 MB together, over
     the 64 MiB receive limit in one page): the daemon lists them in smaller pages and syncs."""
     padding = "x" * 240_000
     for i in range(300):
-        doc = {
-            "id": f"c{i:03}",
-            "names": [f"big_c{i:03}"],
-            "state": {"Status": "running"},
-            "annotation": {"io.pullpiri.annotations.model": "big"},
-            "stats": {"padding": padding},
-        }
-        await private.put(f"{private.layout.containers}c{i:03}", json.dumps(doc))
+        cid = f"c{i:03}"
+        doc = documents.container(cid, {"Status": "running"}, "big", stats={"padding": padding})
+        await private.put(f"{private.layout.containers}{cid}", doc)
     await private.package("p", ["big"])
     d = make_daemon()
     d.start()

@@ -39,6 +39,7 @@ class Client(Protocol):
     async def revoke_lease(self, lease_id: int) -> None: ...
     async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int: ...
     async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None: ...
+    async def candidates(self, prefix: str) -> tuple[int, list[Any]]: ...
     async def get(self, key: bytes) -> Any: ...
     async def revision(self) -> int: ...
     async def header(self) -> Any: ...
@@ -177,17 +178,23 @@ async def _outcome(call: Any) -> object:
 
 
 async def _watch(
-    client: Client, starts: Mapping[str, int], last: Mapping[str, int], timeout: float = 10.0
+    client: Client,
+    starts: Mapping[str, int],
+    last: Mapping[str, int],
+    timeout: float = 10.0,
+    created: asyncio.Event | None = None,
 ) -> dict[str, list[tuple[bytes, bytes | None, int]]] | str:
     """Every event per prefix until each prefix reached its `last` revision (`last` may be
     filled in while the watch runs), after checking that no batch splits a revision; or the
-    error family the watch raised."""
+    error family the watch raised. `created` is set at the first answer (etcd's "created")."""
     seen: dict[str, list[tuple[bytes, bytes | None, int]]] = {p: [] for p in starts}
     batches: dict[str, list[WatchBatch]] = {p: [] for p in starts}
     stream = client.watch(starts, progress_every=0.2)  # progress batches re-check `last`
     try:
         async with asyncio.timeout(timeout):
             async for batch in stream:
+                if created is not None:
+                    created.set()
                 if batch.prefix is not None:
                     batches[batch.prefix].append(batch)
                     seen[batch.prefix] += [(e.key, e.value, e.revision) for e in batch.events]
@@ -291,6 +298,7 @@ async def _adapter_calls(d: Driver, note: Note) -> None:
     other = await c.grant_lease(30)
     note("second candidate", await c.create_if_absent(b"L/two", b"node-2", other))
     note("first_created", await c.first_created("L/"))
+    note("candidates", await c.candidates("L/"))
     note("keep_alive", await c.keep_alive(lease))
     fence = Fence(b"L/one", created)
     note("fenced txn ok", await c.txn([], [Put(b"s", b"1")], fence))
@@ -324,8 +332,9 @@ async def _leases_and_watches(d: Driver, note: Note) -> int:
     # Watch: history from a revision, then live events written while it runs.
     starts = {"p/": 3, "q/": 1, "E/": 1, "a": 10}
     last: dict[str, int] = {}
-    live = asyncio.create_task(_watch(c, starts, last))
-    await asyncio.sleep(0.3)  # let the watch replay history and go live
+    created = asyncio.Event()
+    live = asyncio.create_task(_watch(c, starts, last, created=created))
+    await asyncio.wait_for(created.wait(), 10)  # the puts below are then live events
     revs = [await d.put(b"q/live", b"1"), await d.put(b"p/9", b"9"), await d.put(b"a", b"6")]
     note("live puts", revs)
     last.update({"p/": revs[1], "q/": revs[0], "E/": expired_at, "a": revs[2]})

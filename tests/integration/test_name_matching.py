@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 from statemanager.keys import KeyLayout
 
-from conftest import Daemon, Etcd, cli, states_are
+from conftest import DaemonMaker, Etcd, cli, states_are
 
 
 async def test_name_matched_container_is_not_reported_unassigned(
-    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: Callable[[], Daemon]
+    etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: DaemonMaker
 ) -> None:
     """A container whose name a Model spec lists, listed before that spec (its prefix comes
     first), is assigned: `status` and the daemon's start report nothing unassigned."""

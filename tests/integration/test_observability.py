@@ -1,5 +1,5 @@
 """What operators see: /metrics scraped over HTTP, /healthz and /readyz, JSON logs, and a real
-Prometheus server scraping the daemon (issue 5)."""
+Prometheus server scraping the daemon."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from statemanager.localetcd import LocalEtcd
 
-from conftest import Daemon, Etcd, eventually, http_get, promql, scrape_job, states_are
+from conftest import Daemon, DaemonMaker, Etcd, eventually, http_get, promql, scrape_job, states_are
 
 
 def samples(scrape: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -125,7 +125,7 @@ def test_promtool_accepts_a_real_scrape(
 
 
 async def test_health_endpoints_follow_sync_and_etcd(
-    server: LocalEtcd, private: Etcd, make_daemon: type[Daemon]
+    server: LocalEtcd, private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """/healthz stays 200 while alive; /readyz is 503 before the first sync and while etcd is
     down, 200 once synced and watching."""
@@ -185,7 +185,7 @@ async def test_logs_are_json_lines_with_event_level_timestamp(etcd: Etcd, daemon
 
 
 async def test_journal_stream_lines_carry_their_priority(
-    etcd: Etcd, daemon_factory: Callable[[], Daemon]
+    etcd: Etcd, daemon_factory: DaemonMaker
 ) -> None:
     """With stderr being the journal's stream (JOURNAL_STREAM names it), every line starts with
     the sd-daemon priority of its level, so `journalctl -p warning` finds the warnings."""
@@ -214,7 +214,7 @@ async def test_journal_stream_lines_carry_their_priority(
 
 
 async def test_etcd_outage_is_one_line_each_way(
-    server: LocalEtcd, private: Etcd, make_daemon: type[Daemon]
+    server: LocalEtcd, private: Etcd, make_daemon: DaemonMaker
 ) -> None:
     """etcd down for several retries: one `etcd_unreachable` warning with the reason, retries
     only at debug level, the demotion says why, and one `etcd_reachable` with the duration."""
@@ -271,7 +271,7 @@ async def test_real_prometheus_scrapes_the_daemon(
 
 
 async def test_healthz_fails_when_the_event_loop_is_wedged(
-    etcd: Etcd, daemon_factory: Callable[[], Daemon]
+    etcd: Etcd, daemon_factory: DaemonMaker
 ) -> None:
     """A blocked event loop (test hook: SIGUSR2) turns /healthz to 503 within about 10 s while
     the HTTP thread keeps answering; /status, which reads the index on the loop, answers 503

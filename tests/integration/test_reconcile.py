@@ -1,4 +1,4 @@
-"""Reconcile triggers against a real grpc.aio ActionController in the test process (SPEC §6)."""
+"""Reconcile triggers against a real grpc.aio ActionController in the test process (docs/contract.md, Reconcile delivery)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from statemanager.localetcd import LocalEtcd, free_port
 from statemanager.proto import actioncontroller_pb2 as pb
 from statemanager.proto import actioncontroller_pb2_grpc as pb_grpc
 
-from conftest import Certs, Daemon, Etcd, cli, eventually, states_are
+from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, eventually, states_are
 from faultproxy import FaultProxy
 
 # What Pullpiri's own ActionController answers a Reconcile with current = FAILED (its
@@ -83,7 +83,7 @@ MAX_REFUSALS = 4  # the daemons of these tests give a trigger up after this many
 
 @pytest.fixture
 def start_daemon(
-    daemon_factory: Callable[[], Daemon], controller: FakeActionController
+    daemon_factory: DaemonMaker, controller: FakeActionController
 ) -> Callable[[], Daemon]:
     def start() -> Daemon:
         d = daemon_factory()
@@ -155,7 +155,7 @@ async def test_error_sends_one_reconcile_per_scenario(
 async def test_package_without_scenario_warns_and_sends_nothing(
     etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
 ) -> None:
-    """Error with no scenario: a warning and a metric, no request, no trigger."""
+    """Error with no scenario: a warning and a metric, no request; its trigger is removed."""
     await controller.start()
     d = start_daemon()
     await d.wait_synced()
@@ -168,23 +168,29 @@ async def test_package_without_scenario_warns_and_sends_nothing(
 
     await eventually(warned, 10, "the no-scenario warning")
     assert "statemanager_reconcile_no_scenario_total 1.0" in d.scrape()
+
+    async def removed() -> bool:
+        return await trigger_keys(etcd) == []
+
+    await eventually(removed, 10, "the trigger removed")
     assert controller.requests == []
-    assert await trigger_keys(etcd) == []
 
 
 async def test_delivered_once_actioncontroller_starts(
     etcd: Etcd, controller: FakeActionController, start_daemon: Callable[[], Daemon]
 ) -> None:
-    """ActionController down when the package enters Error, up 10 s later: delivered then;
-    the state write did not wait for it, and unavailability is no refusal (never dead-lettered,
-    however many attempts)."""
+    """ActionController down when the package enters Error, up once the daemon has retried
+    more times than the refusal limit: delivered then; the state write did not wait for it, and
+    unavailability is no refusal (never dead-lettered, however many attempts)."""
     await etcd.scenario("s", "pay")
     d = await daemon_then_error(etcd, start_daemon)
     await states_are(etcd, {"pkg:pay": "Error"}, timeout=3)
     assert len(await trigger_keys(etcd)) == 1
-    await asyncio.sleep(10)
-    assert d.events("reconcile_retry")
-    assert len(d.events("reconcile_retry")) > MAX_REFUSALS
+
+    async def retried_beyond_the_refusal_limit() -> bool:
+        return len(d.events("reconcile_retry")) > MAX_REFUSALS
+
+    await eventually(retried_beyond_the_refusal_limit, 30, "retries past the refusal limit")
     await controller.start()
     await calls(controller, 1)
     assert controller.scenarios() == ["s"]
@@ -200,7 +206,7 @@ async def test_non_zero_status_is_retried_until_acknowledged(
     await etcd.scenario("s", "pay")
     d = await daemon_then_error(etcd, start_daemon)
     await calls(controller, 4)
-    await asyncio.sleep(2)
+    await asyncio.sleep(2)  # deliberately: a fifth call would show within this time
     assert len(controller.requests) == 4
     assert await trigger_keys(etcd) == []
     assert 'statemanager_reconcile_requests_total{result="rejected"} 3.0' in d.scrape()
@@ -237,7 +243,7 @@ async def test_trigger_dropped_when_package_recovers_first(
 
     await eventually(removed, 10, "the stale trigger removed")
     await controller.start()
-    await asyncio.sleep(2)
+    await asyncio.sleep(2)  # deliberately: a call would show within this time
     assert controller.requests == []
     assert d.events("reconcile_dropped")
 
@@ -272,7 +278,7 @@ async def test_committed_stubs_match_the_proto() -> None:
 
 @pytest.mark.parametrize("trusted", [True, False], ids=["right-ca", "wrong-ca"])
 async def test_mutual_tls(
-    etcd: Etcd, certs: Certs, daemon_factory: Callable[[], Daemon], trusted: bool
+    etcd: Etcd, certs: Certs, daemon_factory: DaemonMaker, trusted: bool
 ) -> None:
     """With ca/cert/key files the channel is mutual TLS; a CA that did not sign the server's
     certificate gets no request through, and the trigger stays pending."""
@@ -287,9 +293,12 @@ async def test_mutual_tls(
             STATEMANAGER_ACTIONCONTROLLER_CERT_FILE=str(certs.client_cert),
             STATEMANAGER_ACTIONCONTROLLER_KEY_FILE=str(certs.client_key),
         )
+        # Before the daemon starts: written just after its watch opens, the scenario could
+        # reach it after the container's death (etcd orders events across watches only once
+        # they have caught up), and then no trigger would be recorded.
+        await etcd.scenario("s", "pay")
         d.start()
         await d.wait_synced()
-        await etcd.scenario("s", "pay")
         await running_package(etcd)
         await etcd.container("c", "dead", "m")
         if trusted:
@@ -307,11 +316,12 @@ async def test_mutual_tls(
 
 
 async def test_trigger_delivered_when_its_commit_answer_is_lost(
-    private: Etcd, server: LocalEtcd, make_daemon: type[Daemon]
+    private: Etcd, server: LocalEtcd, make_daemon: DaemonMaker
 ) -> None:
     """The transaction writing Error and its trigger commits, but etcd's answer is lost (a proxy
-    swallows it and resets the connection): the writer's retry then finds its own write, and the
-    trigger still reaches ActionController, counted and logged as recorded."""
+    swallows it and resets the connection): the writer's retry then finds its own write and logs
+    its transitions (`answer_lost`), and the trigger still reaches ActionController, counted and
+    logged as recorded."""
     proxy = FaultProxy(server.client_port)
     await proxy.start()
     fake = FakeActionController(free_port())
@@ -321,9 +331,9 @@ async def test_trigger_delivered_when_its_commit_answer_is_lost(
             STATEMANAGER_ACTIONCONTROLLER_ADDRESS=f"127.0.0.1:{fake.port}",
             STATEMANAGER_ACTIONCONTROLLER_MAX_BACKOFF_SECONDS="1",
         )
+        await private.scenario("s", "pay")  # before the start, as in test_mutual_tls
         d.start()
         await d.wait_synced()
-        await private.scenario("s", "pay")
         await running_package(private)
         proxy.lose_answer_to(f"{private.layout.own}triggers/pay".encode())
         await private.container("c", "dead", "m")
@@ -360,6 +370,15 @@ async def test_trigger_delivered_when_its_commit_answer_is_lost(
         recorded = [(e["package"], e["revision"]) for e in d.events("reconcile_recorded")]
         delivered = [(e["package"], e["revision"]) for e in d.events("reconcile_delivered")]
         assert recorded == delivered and len(recorded) == 1
+        # The transitions of the write whose answer was lost are logged all the same, at the
+        # revision read back, the package's with the id its trigger carries.
+        lost = {e["name"]: e for e in d.events("transition") if e.get("answer_lost")}
+        assert set(lost) == {"m", "pay"}
+        assert (lost["m"]["to_state"], lost["pay"]["to_state"]) == ("Failed", "Error")
+        assert lost["pay"]["revision"] == lost["m"]["revision"] == recorded[0][1]
+        [trigger] = d.events("reconcile_recorded")
+        assert lost["pay"]["transition_id"] == trigger["transition_id"]
+        assert 'statemanager_transitions_total{resource="package",state="Error"} 1.0' in scrape
     finally:
         await fake.stop()
         await proxy.stop()
@@ -490,6 +509,14 @@ async def test_refused_trigger_is_dead_lettered_then_redelivered(
     assert f"after {MAX_REFUSALS} refusals; last by scenario s: INTERNAL: {PULLPIRI_REFUSAL}" in (
         listed.stdout
     )
+    as_json = await triggers_cli(etcd_endpoint, layout, "list", "--output", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    assert document["schema"] == "statemanager.triggers/v1"
+    assert document["pending"] == [] and document["problems"] == []
+    (letter,) = document["dead_letters"]
+    assert (letter["package"], letter["scenario"], letter["refusals"]) == ("pay", "s", MAX_REFUSALS)
+    assert letter["transition_id"] == record["transition_id"]
     assert len(controller.requests) == sent  # given up: nothing more was sent
 
     controller.refusal = None
@@ -514,7 +541,7 @@ async def test_old_refused_trigger_is_dead_lettered_and_dropped(
     etcd_endpoint: str,
     layout: KeyLayout,
     controller: FakeActionController,
-    daemon_factory: Callable[[], Daemon],
+    daemon_factory: DaemonMaker,
 ) -> None:
     """With a high refusal limit, the age limit gives the trigger up; `triggers drop` deletes
     the dead letter; usage errors exit 2, a package without a dead letter exits 1."""
@@ -540,6 +567,8 @@ async def test_old_refused_trigger_is_dead_lettered_and_dropped(
     usage = await triggers_cli(etcd_endpoint, layout, "drop")
     assert usage.returncode == 2
     assert "takes PACKAGE... or --all" in usage.stderr
+    usage = await triggers_cli(etcd_endpoint, layout, "drop", "pay", "--output", "json")
+    assert usage.returncode == 2
     dropped = await triggers_cli(etcd_endpoint, layout, "drop", "--all")
     assert dropped.returncode == 0, dropped.stderr
     assert "pay: dropped" in dropped.stdout

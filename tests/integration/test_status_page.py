@@ -12,7 +12,7 @@ from pathlib import Path
 from statemanager.localetcd import free_port
 from statemanager.statuspage import MAX_ROWS, PACKAGES_PER_PAGE
 
-from conftest import Daemon, Etcd, eventually, http_get, states_are
+from conftest import Daemon, DaemonMaker, Etcd, eventually, http_get, states_are
 
 EVIL_MODEL = '<i>evil&"x'  # names come from etcd: anyone who can write a key picks them
 EVIL_PACKAGE = "<b>pkg&'y"
@@ -30,7 +30,7 @@ def chromium(binary: str, profile: Path, *args: str) -> str:
 
 async def test_status_page_in_a_real_browser(
     etcd: Etcd,
-    daemon_factory: Callable[[], Daemon],
+    daemon_factory: DaemonMaker,
     tmp_path: Path,
     debian_tool: Callable[[str, str], str],
 ) -> None:

@@ -20,7 +20,17 @@ import pytest
 from statemanager import webconfig
 from statemanager.keys import KeyLayout
 
-from conftest import Certs, Daemon, cli, eventually, http_get, promql, scrape_job, scrape_targets
+from conftest import (
+    Certs,
+    Daemon,
+    DaemonMaker,
+    cli,
+    eventually,
+    http_get,
+    promql,
+    scrape_job,
+    scrape_targets,
+)
 
 PASSWORD = "correct horse"
 
@@ -80,9 +90,7 @@ def https_get(
 
 
 @pytest.fixture
-async def secured_daemon(
-    daemon_factory: Callable[[], Daemon], certs: Certs, tmp_path: Path
-) -> Daemon:
+async def secured_daemon(daemon_factory: DaemonMaker, certs: Certs, tmp_path: Path) -> Daemon:
     d = daemon_factory()
     d.env["STATEMANAGER_METRICS_WEB_CONFIG_FILE"] = str(secured(tmp_path, certs))
     d.start()
@@ -249,7 +257,7 @@ async def test_sighup_rereads_the_web_config(secured_daemon: Daemon, certs: Cert
     await eventually(rotated, 10, "the new password to be accepted")
     assert https_get(port, "/healthz", certs)[0] == 401  # the old one no longer
     reloaded = secured_daemon.events("reloaded")[-1]
-    assert "metrics_web_config" in reloaded["changed"] and not reloaded["restart_needed"]
+    assert "metrics.web_config_file" in reloaded["changed"] and not reloaded["restart_needed"]
 
     web_config(path.parent, "tls_server_config: {cert_file: /nope.pem}\n")
     secured_daemon.process.send_signal(signal.SIGHUP)

@@ -8,7 +8,8 @@ delete their keys in one revision; compaction; watches that replay history from 
 revision and then follow live changes, one response never splitting a revision.
 
 It offers the methods of `statemanager.etcd.EtcdClient` that the daemon's components use
-(snapshot, watch, txn, get, leases, create_if_absent, first_created, list_prefix, delete), with
+(snapshot, watch, txn, get, leases, create_if_absent, first_created, candidates, list_prefix,
+delete), with
 the same result types and the same error families (`EtcdUnavailable`, `Compacted`,
 `EtcdError`), so Watcher, Controller/StateWriter, Election, ReconcileSender and StateService
 can be handed one. `tests/integration/test_memetcd_conformance.py` runs the same operations
@@ -34,6 +35,7 @@ from typing import Literal
 
 from statemanager.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.etcd import (
+    Candidate,
     Delete,
     Event,
     Fence,
@@ -172,6 +174,7 @@ class MemEtcd:
         # A dict, not a set: streams are woken in the order they opened, whatever their ids,
         # so a simulation replays the same interleaving (tests/simulation).
         self._streams: dict[_Stream, None] = {}
+        self._lagging: set[str] = set()  # prefixes whose watches hold back (lag_watches)
         self._down = False
         self._lose_txn_responses = 0
         self._refusals: list[EtcdError | EtcdBusy] = []
@@ -210,6 +213,16 @@ class MemEtcd:
         """Every open watch stream raises EtcdUnavailable, as when etcd restarts."""
         for stream in self._streams:
             stream.queue.put_nowait(EtcdUnavailable("etcd watch failed: UNAVAILABLE"))
+
+    def lag_watches(self, prefix: str, lagging: bool = True) -> None:
+        """Watches of `prefix` deliver nothing while `lagging`, then catch up, after other
+        prefixes' later revisions: how etcd's watches on one stream reorder while catching up."""
+        if lagging:
+            self._lagging.add(prefix)
+            return
+        self._lagging.discard(prefix)
+        for stream in self._streams:
+            stream.queue.put_nowait(self._revision)
 
     def silence_watches(self) -> None:
         """Open streams go quiet (a half-open connection): no events, no progress."""
@@ -594,6 +607,12 @@ class MemEtcd:
             return None
         return records[0].key, records[0].value, records[0].create_revision
 
+    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]:
+        await self._request()
+        start = prefix.encode()
+        found = self.range_now(start, prefix_end(start), sort_by_create=True)
+        return found.revision, [Candidate(r.key, r.value, r.create_revision) for r in found.records]
+
     async def watch(
         self, starts: Mapping[str, int], progress_every: float
     ) -> AsyncGenerator[WatchBatch, None]:
@@ -616,6 +635,8 @@ class MemEtcd:
             while True:
                 # History first, then each revision committed since: in order, whole revisions.
                 for prefix, (lo, hi) in ranges.items():
+                    if prefix in self._lagging:
+                        continue
                     if next_rev[prefix] < self._compacted:
                         raise Compacted(self._compacted)
                     for rev in range(next_rev[prefix], caught_up + 1):

@@ -9,7 +9,7 @@ silence limits then pass instantly, and `until` waits on a condition with a virt
 from __future__ import annotations
 
 import asyncio
-import json
+import threading
 from collections.abc import Callable
 from types import TracebackType
 
@@ -25,6 +25,7 @@ from statemanager.outage import Outage
 from statemanager.reconcile import ReconcileClient, ReconcileSender
 from statemanager.watcher import Watcher
 
+from support import documents
 from support.memetcd import MemEtcd
 
 LAYOUT = KeyLayout()
@@ -65,17 +66,6 @@ class Runtime:
         self.listings = 0
         self.controller = Controller(mem, LAYOUT, self.metrics, MAX_VALUE_BYTES)
         self.actioncontroller = FakeActionController()
-        self.sender = ReconcileSender(
-            actioncontroller or self.actioncontroller,
-            mem,
-            LAYOUT,
-            self.controller.index,
-            self.metrics,
-            max_backoff=2.0,
-            silence_limit=3.0,
-            max_refusals=20,
-            max_age=3600.0,
-        )
         self._listed = asyncio.Event()
         clock = asyncio.get_running_loop().time
         outage = Outage(clock=clock)
@@ -92,6 +82,19 @@ class Runtime:
             resync_interval=3600.0,
             health=Health(stuck_after=10.0),
             outage=outage,
+        )
+        self.sender = ReconcileSender(
+            actioncontroller or self.actioncontroller,
+            mem,
+            LAYOUT,
+            self.controller.index,
+            self.watcher,
+            self.metrics,
+            outage,
+            max_backoff=2.0,
+            silence_limit=3.0,
+            max_refusals=20,
+            max_age=3600.0,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -141,31 +144,46 @@ class Runtime:
 
 
 async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Wait (virtual time) until `condition()` holds; fail after `timeout` virtual seconds."""
+    """Wait until `condition()` holds; fail after `timeout` virtual seconds, or after as many
+    real seconds: a task that never waits on a timer (a busy loop) stops virtual time, and the
+    test would otherwise hang instead of failing."""
     loop = asyncio.get_running_loop()
+    waiter = asyncio.current_task()
+    assert waiter is not None
+    stalled = threading.Event()
+
+    def stall() -> None:  # in the watchdog's thread
+        stalled.set()
+        loop.call_soon_threadsafe(waiter.cancel)
+
+    watchdog = threading.Timer(timeout, stall)
+    watchdog.start()
     deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+    try:
+        while not condition():
+            assert loop.time() < deadline, "condition not reached in time"
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        if stalled.is_set():
+            raise AssertionError("virtual time stalled: is a task busy-looping?") from None
+        raise
+    finally:
+        watchdog.cancel()
 
 
 def container(mem: MemEtcd, cid: str, model: str, status: str, exit_code: int = 0) -> int:
-    state = {"Status": status, "ExitCode": str(exit_code)}
-    doc = {"id": cid, "names": [f"{model}_{cid}"], "state": state}
-    doc["annotation"] = {"io.pullpiri.annotations.model": model}
-    return mem.put_now(f"{LAYOUT.containers}{cid}".encode(), json.dumps(doc).encode())
+    doc = documents.container(cid, {"Status": status, "ExitCode": str(exit_code)}, model)
+    return mem.put_now(f"{LAYOUT.containers}{cid}".encode(), doc.encode())
 
 
 def package(mem: MemEtcd, name: str, models: list[str]) -> int:
-    items = "".join(f"\n    - {{name: {m}, node: node-a}}" for m in models)
-    doc = f"kind: Package\nmetadata: {{name: {name}}}\nspec:\n  models:{items or ' []'}\n"
-    return mem.put_now(f"{LAYOUT.packages}{name}".encode(), doc.encode())
+    return mem.put_now(
+        f"{LAYOUT.packages}{name}".encode(), documents.package(name, models).encode()
+    )
 
 
 def scenario(mem: MemEtcd, name: str, target: str) -> int:
-    doc = (
-        f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
-    )
+    doc = documents.scenario(name, target)
     return mem.put_now(f"{LAYOUT.scenarios}{name}".encode(), doc.encode())
 
 

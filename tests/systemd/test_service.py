@@ -1,4 +1,4 @@
-"""The systemd unit (issue 6): `systemd-analyze verify` and `security`, then the real unit run by a
+"""The systemd unit: `systemd-analyze verify` and `security`, then the real unit run by a
 real systemd user manager (no PID 1 needed: a mount namespace with /run/systemd on a tmpfs).
 
 The unit under test is statemanager.service itself, with ExecStart pointed at this venv and a
@@ -280,8 +280,8 @@ def test_reload_and_unexpected_signals(user_manager: UserManager, tmp_path: Path
         user_manager.systemctl("reload", "statemanager.service")
         wait_until("the reload line", lambda: bool(events(log, "reloaded")))
         (reloaded,) = events(log, "reloaded")
-        assert reloaded["changed"] == {"log_level": ["info", "debug"]}
-        assert reloaded["restart_needed"] == ["ha_lease_ttl_seconds"]
+        assert reloaded["changed"] == {"log.level": ["info", "debug"]}
+        assert reloaded["restart_needed"] == ["ha.lease_ttl_seconds"]
 
         config.write_text('[log]\nlevel = "loud"\n')
         user_manager.systemctl("reload", "statemanager.service")

@@ -38,28 +38,28 @@ def no_default_file() -> None:
 def test_defaults(no_default_file: None) -> None:
     """With no file, variables or flags, every setting has its documented default."""
     settings = load(None, {}, {})
-    assert settings.etcd_endpoints == ()
-    assert settings.layout == KeyLayout()
-    assert settings.actioncontroller_address == "127.0.0.1:47001"
-    assert settings.metrics_address.startswith("127.0.0.1:")
-    assert (settings.log_format, settings.log_level) == ("auto", "info")
-    assert settings.inputs_max_value_bytes == 256 * 1024
+    assert settings.etcd.endpoints == ()
+    assert settings.prefixes.layout == KeyLayout()
+    assert settings.actioncontroller.address == "127.0.0.1:47001"
+    assert settings.metrics.address.startswith("127.0.0.1:")
+    assert (settings.log.format, settings.log.level) == ("auto", "info")
+    assert settings.inputs.max_value_bytes == 256 * 1024
 
 
 def test_file_values_used(config_file: Path) -> None:
     """Values in the TOML file override the defaults."""
     settings = load(config_file, {}, {})
-    assert settings.etcd_endpoints == ("http://file:2379",)
-    assert settings.etcd_timeout_seconds == 2.0
-    assert (settings.log_level, settings.log_format) == ("warning", "json")
+    assert settings.etcd.endpoints == ("http://file:2379",)
+    assert settings.etcd.timeout_seconds == 2.0
+    assert (settings.log.level, settings.log.format) == ("warning", "json")
 
 
 def test_env_overrides_file(config_file: Path) -> None:
     """A STATEMANAGER_* variable overrides the file; settings it does not name keep the file's."""
     env = {"STATEMANAGER_LOG_LEVEL": "debug"}
     settings = load(config_file, env, {})
-    assert settings.log_level == "debug"
-    assert settings.log_format == "json"
+    assert settings.log.level == "debug"
+    assert settings.log.format == "json"
 
 
 def test_flags_override_env_and_file(config_file: Path) -> None:
@@ -67,29 +67,29 @@ def test_flags_override_env_and_file(config_file: Path) -> None:
     env = {"STATEMANAGER_LOG_LEVEL": "debug", "STATEMANAGER_ETCD_ENDPOINTS": "http://env:2379"}
     flags = {"log.level": "error", "etcd.endpoints": "http://flag:2379"}
     settings = load(config_file, env, flags)
-    assert settings.log_level == "error"
-    assert settings.etcd_endpoints == ("http://flag:2379",)
+    assert settings.log.level == "error"
+    assert settings.etcd.endpoints == ("http://flag:2379",)
 
 
 def test_unset_flag_falls_through(config_file: Path) -> None:
     """A flag given as None (not passed on the command line) does not override anything."""
     settings = load(config_file, {"STATEMANAGER_LOG_LEVEL": "debug"}, {"log.level": None})
-    assert settings.log_level == "debug"
+    assert settings.log.level == "debug"
 
 
 def test_env_endpoints_comma_separated(no_default_file: None) -> None:
     """STATEMANAGER_ETCD_ENDPOINTS takes several comma-separated URLs, spaces trimmed."""
     env = {"STATEMANAGER_ETCD_ENDPOINTS": "http://a:2379, http://b:2379/,http://10.0.0.3:2379"}
     settings = load(None, env, {})
-    assert settings.etcd_endpoints == ("http://a:2379", "http://b:2379/", "http://10.0.0.3:2379")
+    assert settings.etcd.endpoints == ("http://a:2379", "http://b:2379/", "http://10.0.0.3:2379")
 
 
 def test_prefixes_build_the_layout(no_default_file: None) -> None:
     """Prefix settings end up in the key layout."""
     settings = load(None, {"STATEMANAGER_PREFIXES_OWN": "/sm/"}, {"prefixes.models": "M/"})
-    assert settings.layout.own == "/sm/"
-    assert settings.layout.models == "M/"
-    assert settings.layout.packages == KeyLayout().packages
+    assert settings.prefixes.layout.own == "/sm/"
+    assert settings.prefixes.layout.models == "M/"
+    assert settings.prefixes.layout.packages == KeyLayout().packages
 
 
 def _error(path: Path | None, env: dict[str, str], flags: dict[str, object]) -> str:
@@ -202,7 +202,7 @@ def test_file_endpoints_must_be_strings(tmp_path: Path) -> None:
 def test_invalid_file_value_overridden_is_not_an_error(tmp_path: Path) -> None:
     """A bad file value that an environment variable overrides is never parsed."""
     path = write(tmp_path, '[log]\nformat = "xml"\n')
-    assert load(path, {"STATEMANAGER_LOG_FORMAT": "console"}, {}).log_format == "console"
+    assert load(path, {"STATEMANAGER_LOG_FORMAT": "console"}, {}).log.format == "console"
 
 
 def test_unknown_file_key_named(tmp_path: Path) -> None:
@@ -274,7 +274,7 @@ def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
 
 def test_missing_default_file_is_fine(no_default_file: None) -> None:
     """When no path is given and the default file does not exist, defaults apply."""
-    assert load(None, {"STATEMANAGER_LOG_LEVEL": "debug"}, {}).log_level == "debug"
+    assert load(None, {"STATEMANAGER_LOG_LEVEL": "debug"}, {}).log.level == "debug"
 
 
 def test_default_path_is_read_when_no_path_given(
@@ -283,7 +283,7 @@ def test_default_path_is_read_when_no_path_given(
     """With no explicit path, the default config file is the one read."""
     path = write(tmp_path, '[log]\nlevel = "error"\n')
     monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", path)
-    assert load(None, {}, {}).log_level == "error"
+    assert load(None, {}, {}).log.level == "error"
 
 
 @pytest.mark.parametrize(
@@ -338,7 +338,7 @@ def test_password_from_systemd_credential(no_default_file: None, credentials: Pa
     (one trailing newline dropped); the username still has to be given."""
     env = {"CREDENTIALS_DIRECTORY": str(credentials), "STATEMANAGER_ETCD_USERNAME": "sm"}
     settings = load(None, env, {})
-    assert (settings.etcd_username, settings.etcd_password) == ("sm", "from-credential")
+    assert (settings.etcd.username, settings.etcd.password) == ("sm", "from-credential")
     with pytest.raises(ConfigError, match=r"etcd\.username and etcd\.password go together"):
         load(None, {"CREDENTIALS_DIRECTORY": str(credentials)}, {})
 
@@ -348,13 +348,13 @@ def test_any_other_source_wins_over_a_credential(tmp_path: Path, credentials: Pa
     without that file in it) the credential is not consulted."""
     path = write(tmp_path, '[etcd]\nusername = "sm"\npassword = "from-file"\n')
     env = {"CREDENTIALS_DIRECTORY": str(credentials)}
-    assert load(path, env, {}).etcd_password == "from-file"
+    assert load(path, env, {}).etcd.password == "from-file"
     empty = write(tmp_path, '[etcd]\nusername = "sm"\n')
-    assert load(empty, env, {}).etcd_password == "from-credential"
-    assert load(empty, env | {"STATEMANAGER_ETCD_PASSWORD": "from-env"}, {}).etcd_password == (
+    assert load(empty, env, {}).etcd.password == "from-credential"
+    assert load(empty, env | {"STATEMANAGER_ETCD_PASSWORD": "from-env"}, {}).etcd.password == (
         "from-env"
     )
-    assert load(empty, env, {"etcd.password": "from-flag"}).etcd_password == "from-flag"
+    assert load(empty, env, {"etcd.password": "from-flag"}).etcd.password == "from-flag"
     with pytest.raises(ConfigError, match="go together"):
         load(empty, {}, {})
     (credentials / "etcd-password").unlink()
@@ -377,3 +377,18 @@ def test_key_file_credentials_are_paths(no_default_file: None, credentials: Path
     (credentials / "etcd-password").write_bytes(b"\xff" + password)
     with pytest.raises(ConfigError, match=r"credential etcd-password for etcd\.password"):
         load(None, {"CREDENTIALS_DIRECTORY": str(credentials)}, {})
+
+
+def test_reload_applies_only_reloadable_settings(no_default_file: None) -> None:
+    """`reloaded` takes the log settings from the new configuration, keeps the running value of
+    every other setting, and names each changed setting by its file key."""
+    current = load(None, {}, {})
+    fresh = load(
+        None, {"STATEMANAGER_LOG_LEVEL": "debug", "STATEMANAGER_HA_LEASE_TTL_SECONDS": "30"}, {}
+    )
+    applied, changed = config.reloaded(current, fresh)
+    assert [o.name for o in changed] == ["ha.lease_ttl_seconds", "log.level"]
+    assert [o.declared.reloadable for o in changed] == [False, True]
+    assert applied.log.level == "debug"
+    assert applied.ha == current.ha
+    assert config.reloaded(current, current) == (current, [])

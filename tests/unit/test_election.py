@@ -1,79 +1,157 @@
-"""Election bookkeeping against a fake etcd: leadership, the validity deadline, and keeping our
-place in line through a transient error. (Real-etcd behaviour: tests/integration/test_ha.py.)"""
+"""Election bookkeeping against a fake etcd, on virtual time: leadership, keeping our place in
+line through a transient error, a lost lease, an earlier run's key, and a follower that waits
+on a watch of the keys before its own instead of polling. (Real etcd: tests/integration/test_ha.py;
+the whole runtime on the in-memory etcd: tests/runtime/test_election_watch.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
+import pytest
 from structlog.testing import capture_logs
 
 from statemanager.election import Election
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import KeyValue
+from statemanager.etcd import Candidate, Event, Header, KeyValue, WatchBatch
 from statemanager.outage import Outage
+
+from support.runtime import until
+
+pytestmark = pytest.mark.looptime
+
+A = b"/sm/leader/00000000000000aa"
+B = b"/sm/leader/00000000000000bb"
 
 
 class FakeEtcd:
-    """Just enough of etcd's lease and key behaviour for one candidate."""
+    """Just enough of etcd's lease, key and watch behaviour for an election: one revision per
+    change, deletions watchable from a revision, and counted requests."""
 
     def __init__(self) -> None:
         self.keys: dict[bytes, tuple[bytes, int]] = {}
         self.revision = 10
+        self.deletions: list[tuple[int, bytes]] = []
+        self._changed = asyncio.Condition()
         self.leases = 0
-        self.fail_next_ranges = 0
         self.lease_alive = True
+        self.fail_next_requests = 0
+        self.reads = 0
+        self.keep_alives = 0
+        self.watches = 0
+        self.after_next_read: Callable[[], None] | None = None
+
+    def _request(self) -> None:
+        if self.fail_next_requests:
+            self.fail_next_requests -= 1
+            raise EtcdUnavailable("etcd request failed: UNAVAILABLE")
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.revision += 1
+        self.keys[key] = (value, self.revision)
+
+    def remove(self, key: bytes) -> None:
+        """Delete `key` as etcd does (a lease expiry, a revoke, another client's delete)."""
+        if self.keys.pop(key, None) is None:
+            return
+        self.revision += 1
+        self.deletions.append((self.revision, key))
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     async def grant_lease(self, ttl: int) -> int:
+        self._request()
         self.leases += 1
         return self.leases
 
     async def keep_alive(self, lease_id: int) -> int:
+        self._request()
+        self.keep_alives += 1
         return 5 if self.lease_alive else 0
 
     async def revoke_lease(self, lease_id: int) -> None:
-        self.keys.clear()
+        for key in list(self.keys):
+            self.remove(key)
 
     async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int:
-        self.revision += 1
-        self.keys.setdefault(key, (value, self.revision))
+        self._request()
+        if key not in self.keys:
+            self.put(key, value)
         return self.keys[key][1]
 
-    async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None:
-        if self.fail_next_ranges:
-            self.fail_next_ranges -= 1
-            raise EtcdUnavailable("etcd range failed: UNAVAILABLE")
-        if not self.keys:
-            return None
-        key, (value, created) = min(self.keys.items(), key=lambda kv: kv[1][1])
-        return key, value, created
+    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]:
+        self._request()
+        self.reads += 1
+        found = sorted((Candidate(k, v, r) for k, (v, r) in self.keys.items()), key=lambda c: c[2])
+        revision = self.revision
+        action, self.after_next_read = self.after_next_read, None
+        if action is not None:
+            action()
+        return revision, found
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
         return [KeyValue(k, v, r) for k, (v, r) in self.keys.items()]
 
     async def delete(self, key: bytes) -> None:
-        self.keys.pop(key, None)
+        self.remove(key)
+
+    async def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]:
+        """Deletions under the watched prefixes from their start revisions, then live ones."""
+        self._request()
+        self.watches += 1
+        delivered = {prefix: start - 1 for prefix, start in starts.items()}
+        while True:
+            for revision, key in self.deletions:
+                for prefix, done in delivered.items():
+                    if revision > done and key.startswith(prefix.encode()):
+                        delivered[prefix] = revision
+                        event = Event(key, None, revision)
+                        yield WatchBatch(prefix, (event,), revision, Header(revision, 1))
+            async with self._changed:
+                await self._changed.wait()
 
 
-async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a condition the election's own loop changes (it exposes no event to wait on)."""
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+def _election(
+    etcd: FakeEtcd, node: str = "node-a", on_change: Callable[[bool], None] = lambda _l: None
+) -> Election:
+    clock = asyncio.get_running_loop().time
+    outage = Outage(clock=clock)
+    return Election(etcd, "/sm/", node, 3, on_change, reachability=outage, clock=clock)
+
+
+@contextlib.asynccontextmanager
+async def _running(election: Election) -> AsyncIterator[None]:
+    task = asyncio.create_task(election.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_leads_survives_a_transient_error_and_resigns() -> None:
-    """A lone candidate leads; one failed range pauses its writes but not its key; resign
+    """A lone candidate leads; one failed renewal pauses its writes but not its key; resign
     removes the key. Each leader/follower line says why; the outage is one line each way."""
     etcd = FakeEtcd()
     changes: list[bool] = []
-    election = Election(
-        etcd, "/sm/", "node-a", ttl=3, on_change=changes.append, reachability=Outage()
-    )
-    task = asyncio.create_task(election.run())
+    election = _election(etcd, on_change=changes.append)
     with capture_logs() as logged:
-        await _hold_through_a_failed_range(election, etcd, changes, task)
+        async with _running(election):
+            fence = await asyncio.wait_for(election.wait_leader(), 5)
+            assert election.leader_name() == "node-a"
+            etcd.fail_next_requests = 1
+            await until(lambda: election.fence() is None)
+            await until(lambda: election.fence() is not None)
+            assert election.fence() == fence  # same key, same place in line: no new campaign
+            assert etcd.leases == 1
+            assert changes == [True, False, True]
     await election.resign()
     assert etcd.keys == {}
     assert election.fence() is None
@@ -87,60 +165,93 @@ async def test_leads_survives_a_transient_error_and_resigns() -> None:
     assert outage == ["etcd_unreachable", "etcd_reachable"]
 
 
-async def _hold_through_a_failed_range(
-    election: Election, etcd: FakeEtcd, changes: list[bool], task: asyncio.Task[None]
-) -> None:
-    try:
-        fence = await asyncio.wait_for(election.wait_leader(), 5)
-        assert election.leader_name() == "node-a"
-        etcd.fail_next_ranges = 1
-        await _until(lambda: election.fence() is None)
-        await _until(lambda: election.fence() is not None)
-        assert election.fence() == fence  # same key, same place in line: no new campaign
-        assert etcd.leases == 1
-        assert changes == [True, False, True]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def test_a_lost_lease_starts_a_new_campaign() -> None:
     """When etcd says the lease is gone the daemon stops writing and campaigns with a new one."""
     etcd = FakeEtcd()
-    election = Election(
-        etcd, "/sm/", "node-a", ttl=2, on_change=lambda _leading: None, reachability=Outage()
-    )
-    task = asyncio.create_task(election.run())
-    try:
+    election = _election(etcd)
+    async with _running(election):
         first = await asyncio.wait_for(election.wait_leader(), 5)
         etcd.lease_alive = False
-        etcd.keys.clear()  # etcd deletes the key with the lease
-        await _until(lambda: etcd.leases >= 2)
+        etcd.remove(first.key)  # etcd deletes the key with the lease
+        await until(lambda: etcd.leases >= 2)
         etcd.lease_alive = True
         second = await asyncio.wait_for(election.wait_leader(), 5)
         assert second != first
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_an_earlier_run_under_our_name_is_removed_first() -> None:
     """A key left by an earlier run of this node is deleted instead of waited for."""
     etcd = FakeEtcd()
-    etcd.keys[b"/sm/leader/00000000000000aa"] = (b"node-a", 1)
-    etcd.keys[b"/sm/leader/00000000000000bb"] = (b"node-b", 2)
-    election = Election(
-        etcd, "/sm/", "node-a", ttl=3, on_change=lambda _leading: None, reachability=Outage()
-    )
-    task = asyncio.create_task(election.run())
-    try:
-        await _until(lambda: election.decided)
+    etcd.put(A, b"node-a")
+    etcd.put(B, b"node-b")
+    election = _election(etcd)
+    async with _running(election):
+        await until(lambda: election.decided)
         assert election.fence() is None  # node-b now precedes us
         assert election.leader_name() == "node-b"
-        assert b"/sm/leader/00000000000000aa" not in etcd.keys
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        assert A not in etcd.keys
+
+
+async def test_a_follower_waits_on_a_watch_not_a_poll() -> None:
+    """A follower reads the candidates once, then only renews its lease (every third of the
+    TTL) until its predecessor's key is deleted; then it reads again and leads at once."""
+    etcd = FakeEtcd()
+    etcd.put(B, b"node-b")
+    election = _election(etcd)
+    loop = asyncio.get_running_loop()
+    async with _running(election):
+        await until(lambda: election.decided)
+        assert election.leader_name() == "node-b"
+        reads, keep_alives = etcd.reads, etcd.keep_alives
+        await asyncio.sleep(60)  # a virtual minute of nothing changing
+        assert etcd.reads == reads == 1
+        assert 59 <= etcd.keep_alives - keep_alives <= 61  # ttl 3: one renewal a second
+        assert etcd.watches == 1
+        deleted_at = loop.time()
+        etcd.remove(B)
+        await asyncio.wait_for(election.wait_leader(), 5)
+        assert loop.time() - deleted_at < 0.1
+        assert etcd.reads == 2
+
+
+async def test_a_deletion_between_the_read_and_the_watch_is_not_missed() -> None:
+    """The watch starts just after the revision the candidates were read at: a predecessor
+    that goes before the watch exists is still seen going."""
+    etcd = FakeEtcd()
+    etcd.put(B, b"node-b")
+    etcd.after_next_read = lambda: etcd.remove(B)
+    election = _election(etcd)
+    async with _running(election):
+        await asyncio.wait_for(election.wait_leader(), 5)
+        assert etcd.reads == 2
+
+
+async def test_a_follower_learns_of_a_new_leader_ahead_of_its_predecessor() -> None:
+    """Three candidates: the last one watches its predecessor and the leader, so when the
+    leader goes it knows the new leader's name and stays a follower."""
+    etcd = FakeEtcd()
+    etcd.put(A, b"node-a")
+    etcd.put(B, b"node-b")
+    election = _election(etcd, "node-c")
+    async with _running(election):
+        await until(lambda: election.leader_name() == "node-a")
+        etcd.remove(A)
+        await until(lambda: election.leader_name() == "node-b")
+        assert election.fence() is None
+        etcd.remove(B)
+        await asyncio.wait_for(election.wait_leader(), 5)
+
+
+async def test_a_leader_whose_key_is_deleted_campaigns_again() -> None:
+    """A leader watches its own key: deleted from outside (its lease still alive), it stops
+    writing and campaigns with a new key at once, not at its next renewal."""
+    etcd = FakeEtcd()
+    election = _election(etcd)
+    async with _running(election):
+        first = await asyncio.wait_for(election.wait_leader(), 5)
+        keep_alives = etcd.keep_alives
+        etcd.remove(first.key)
+        await until(lambda: etcd.leases == 2)
+        assert etcd.keep_alives == keep_alives
+        second = await asyncio.wait_for(election.wait_leader(), 5)
+        assert second.key != first.key

@@ -80,7 +80,7 @@ def _kind_of(call: object) -> str:
 
 
 def test_parse_container_spec_example() -> None:
-    """The SPEC §2 example parses to its names, status, dead class (exit 137) and model."""
+    """The platform's example container info parses to its names, status, dead class (exit 137) and model."""
     info = parse_container(_json(SPEC_CONTAINER))
     assert info.names == ("payment_service.backend_model_web_server",)
     assert info.status is ContainerStatus.EXITED
@@ -89,7 +89,7 @@ def test_parse_container_spec_example() -> None:
 
 
 def test_parse_container_ignores_extra_fields() -> None:
-    """Unknown top-level and state fields do not affect parsing (SPEC §2)."""
+    """Unknown top-level and state fields do not affect parsing (docs/contract.md, Reads)."""
     doc = json.loads(json.dumps(SPEC_CONTAINER))
     doc["image"] = {"nested": [1, 2]}
     doc["state"]["Pid"] = 4242
@@ -118,6 +118,23 @@ def test_parse_container_unknown_status_is_not_an_error() -> None:
     """An unknown status word is parsed as `unknown` in the active class, not rejected."""
     info = parse_container(_state(Status="restarting"))
     assert (info.status, info.cls) == (ContainerStatus.UNKNOWN, ContainerClass.ACTIVE)
+
+
+def test_parse_container_shares_repeated_names() -> None:
+    """Containers naming the same model, container name and node hold one string object for
+    each (the index keeps every container's info: a copy per container would add up)."""
+    raw = json.dumps(
+        {
+            "names": ["m1_app"],
+            "state": {"Status": "running"},
+            "annotation": {"io.pullpiri.annotations.model": "m1"},
+            "node": "node-a",
+        }
+    ).encode()
+    a, b = parse_container(raw), parse_container(bytes(raw))
+    assert a.model_annotation == "m1" and a.model_annotation is b.model_annotation
+    assert a.names[0] is b.names[0]
+    assert a.node is b.node
 
 
 def test_parse_container_without_annotation() -> None:
@@ -199,7 +216,7 @@ def test_parse_container_huge_exit_code_is_not_an_integer() -> None:
 
 
 def test_parse_package_spec_example() -> None:
-    """A Package lists its models' names in order (SPEC §2 example)."""
+    """A Package lists its models' names in order (docs/contract.md, Reads)."""
     assert parse_package(PACKAGE_YAML, "payment_service") == (
         "payment_service.backend_model",
         "payment_service.auth_model",
@@ -207,12 +224,12 @@ def test_parse_package_spec_example() -> None:
 
 
 def test_parse_model_spec_example() -> None:
-    """A Model lists its containers' names in order (SPEC §2 example)."""
+    """A Model lists its containers' names in order (docs/contract.md, Reads)."""
     assert parse_model(MODEL_YAML, "payment_service.backend_model") == ("web_server", "database")
 
 
 def test_parse_scenario_spec_example() -> None:
-    """A Scenario gives the package it targets (SPEC §2 example)."""
+    """A Scenario gives the package it targets (docs/contract.md, Reads)."""
     assert parse_scenario(SCENARIO_YAML, "payment_recovery") == "payment_service"
 
 

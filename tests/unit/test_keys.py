@@ -37,7 +37,7 @@ def test_name_in_follows_configured_prefixes() -> None:
 
 
 def test_state_key() -> None:
-    """State keys are `{prefix}{name}/state` for models and packages (SPEC §5)."""
+    """State keys are `{prefix}{name}/state` for models and packages (docs/contract.md, Writes)."""
     assert LAYOUT.state_key(WorkKey(Resource.MODEL, "pay.backend")) == "/model/pay.backend/state"
     assert LAYOUT.state_key(WorkKey(Resource.PACKAGE, "pay")) == "/package/pay/state"
 

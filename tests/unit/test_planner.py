@@ -230,9 +230,9 @@ def test_pack_respects_max_bytes() -> None:
 
 def test_pack_counts_trigger_operations() -> None:
     """A change recording a trigger costs two operations; the group moves whole when it fits."""
-    error = Change(package("p"), Written("Running", 1, 1), "Error", None, model("a0"), True, 300)
+    error = Change(package("p"), Written("Running", 1, 1), "Error", None, model("a0"), True)
     groups = [_group("x", 1), [*_group("a", 1), error]]
-    batches = pack(groups, 3, 10**9, lambda c: (2 if c.records_trigger else 1, 1))
+    batches = pack(groups, 3, 10**9, lambda c: (2 if c.entering_error else 1, 1))
     assert _tags(batches) == [["x0"], ["a0", "p"]]
 
 
@@ -244,8 +244,17 @@ def test_many_scenarios_cost_one_trigger_record(payment: Index) -> None:
     put(payment, "c2", DEAD, "n")
     [group] = plan(payment, [model("m"), model("n")])
     [error] = [c for c in group if c.key == package("p")]
-    assert (error.new, error.entering_error, error.scenarios) == ("Error", True, 300)
-    assert error.records_trigger
+    assert (error.new, error.entering_error) == ("Error", True)
+
+
+def test_entering_error_without_known_scenario_records_a_trigger(payment: Index) -> None:
+    """No scenario in the index yet still records a trigger: the Scenario's event may arrive
+    after the container's death, so the scenarios are resolved when it is delivered."""
+    put(payment, "c1", DEAD, "m")
+    put(payment, "c2", DEAD, "n")
+    [group] = plan(payment, [model("m"), model("n")])
+    [error] = [c for c in group if c.key == package("p")]
+    assert (error.new, error.entering_error) == ("Error", True)
 
 
 def test_putting_back_an_error_state_is_a_correction(payment: Index) -> None:
@@ -261,7 +270,6 @@ def test_putting_back_an_error_state_is_a_correction(payment: Index) -> None:
     assert (change.old.value, change.new) == ("Running", "Error")
     assert change.correction
     assert not change.entering_error
-    assert not change.records_trigger
 
 
 def test_error_after_recovering_to_an_outside_value_is_a_transition(payment: Index) -> None:
@@ -285,7 +293,6 @@ def test_error_after_recovering_to_an_outside_value_is_a_transition(payment: Ind
     assert (error.old.value, error.new) == ("Running", "Error")
     assert error.entering_error
     assert not error.correction
-    assert error.records_trigger
 
 
 def test_an_error_state_replanned_unchanged_stays_ours(payment: Index) -> None:
@@ -302,4 +309,4 @@ def test_an_error_state_replanned_unchanged_stays_ours(payment: Index) -> None:
     [[change]] = plan(payment, [package("p")], ours)
     assert (change.old.value, change.new) == ("Degraded", "Error")
     assert change.correction
-    assert not change.records_trigger
+    assert not change.entering_error

@@ -1,4 +1,4 @@
-"""The model and package rule tables of SPEC §4, row by row, first match wins."""
+"""The model and package rule tables of docs/contract.md, Rules, row by row, first match wins."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_package_verdict_accepts_any_iterable() -> None:
 
 
 def test_verdict_states_are_the_written_strings() -> None:
-    """A verdict's state compares equal to the exact text written to etcd (SPEC §5)."""
+    """A verdict's state compares equal to the exact text written to etcd (docs/contract.md, Writes)."""
     assert model_verdict({DEAD: 1}).state == "Failed"
     assert package_verdict([RUNNING, FAILED]).state == "Degraded"
     assert package_verdict([]).state == "Initializing"

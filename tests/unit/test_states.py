@@ -1,4 +1,4 @@
-"""Container status parsing and classification (SPEC §3)."""
+"""Container status parsing and classification (docs/contract.md, Container states)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,59 @@
+"""The election of two daemons in process on the in-memory etcd, on virtual time: followers
+wait on a watch of the key before theirs instead of polling, and take over as soon as it goes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from support.memetcd import MemEtcd
+from support.runtime import Runtime, assert_fenced, container, package, state, until
+
+pytestmark = pytest.mark.looptime
+
+TTL = 6
+
+
+@contextlib.asynccontextmanager
+async def two_daemons() -> AsyncIterator[tuple[MemEtcd, Runtime, Runtime]]:
+    """node-a leading and node-b following, the one package written Running."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    container(mem, "c", "m", "running")
+    async with Runtime(mem, "node-a", TTL) as a, Runtime(mem, "node-b", TTL) as b:
+        await until(lambda: a.election.fence() is not None and b.election.decided)
+        await until(lambda: state(mem, "package", "p") == "Running")
+        yield mem, a, b
+    assert_fenced(mem)
+
+
+async def test_idle_daemons_only_renew_their_leases() -> None:
+    """A virtual minute with nothing changing: the two daemons' requests are their lease
+    renewals (every TTL/3 each), not a poll of who leads (twice a second each before)."""
+    async with two_daemons() as (mem, _a, b):
+        before = mem.requests
+        await asyncio.sleep(60)  # deliberately let a virtual minute pass
+        renewals = 2 * 60 / (TTL / 3)
+        assert mem.requests - before <= renewals + 2
+        assert b.election.leader_name() == "node-a"
+
+
+async def test_follower_takes_over_as_soon_as_the_leader_key_goes() -> None:
+    """The leader's key is deleted while its lease lives: the follower, watching it, leads
+    at once and writes the next change; the old leader campaigns again behind it and never
+    writes without the lead."""
+    async with two_daemons() as (mem, a, b):
+        fence = a.election.fence()
+        assert fence is not None
+        loop = asyncio.get_running_loop()
+        deleted_at = loop.time()
+        mem.delete_now(fence.key)
+        await until(lambda: b.election.fence() is not None)
+        assert loop.time() - deleted_at <= 0.1  # one step of `until`: no poll, no TTL
+        container(mem, "c", "m", "exited")
+        await until(lambda: state(mem, "model", "m") == "Succeeded")
+        await until(lambda: a.election.decided and a.election.leader_name() == "node-b")
+        assert a.election.fence() is None

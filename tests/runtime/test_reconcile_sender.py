@@ -1,0 +1,95 @@
+"""The reconcile sender in process: a Scenario watch delivered behind the container watch, etcd
+refusing the sender's requests, an etcd outage while it follows the triggers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from structlog.testing import capture_logs
+
+from statemanager.errors import EtcdError
+
+from support.memetcd import MemEtcd
+from support.runtime import LAYOUT, Runtime, container, package, scenario, state, until
+
+pytestmark = pytest.mark.looptime
+
+
+async def test_scenario_arriving_after_the_death_still_gets_its_reconcile() -> None:
+    """A Scenario written before the container dies reaches the index after the death (its
+    watch is still catching up): the package's entry into Error is reconciled all the same,
+    with no `no scenario` verdict on the way."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    container(mem, "c1", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        mem.lag_watches(LAYOUT.scenarios)
+        scenario(mem, "s", "p")
+        container(mem, "c1", "m", "dead")
+        await until(lambda: state(mem, "package", "p") == "Error")
+        await until(lambda: rt.sample("reconcile_triggers_total", outcome="recorded") == 1)
+        assert rt.controller.index.scenarios_of("p") == []
+        mem.lag_watches(LAYOUT.scenarios, lagging=False)
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+        await until(lambda: rt.sample("reconcile_triggers_total", outcome="delivered") == 1)
+        assert rt.sample("reconcile_no_scenario_total") == 0
+
+
+async def test_package_without_scenario_is_warned_counted_and_not_sent() -> None:
+    """No Scenario targets the package: its trigger ends with a `no scenario` count and no
+    request once the index is known current, without waiting for any Scenario event."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    scenario(mem, "other", "q")
+    container(mem, "c1", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        container(mem, "c1", "m", "dead")
+        await until(lambda: rt.sample("reconcile_no_scenario_total") == 1)
+        await until(lambda: not mem.range_now(f"{LAYOUT.own}triggers/p".encode()).records)
+        assert rt.actioncontroller.calls == []
+
+
+async def test_refused_removal_is_retried_not_fatal() -> None:
+    """etcd refuses the removal of a delivered trigger (permission denied, not an outage): the
+    sender backs off and removes it later; no task of the daemon ends."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    scenario(mem, "s", "p")
+    container(mem, "c1", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        rt.actioncontroller.refusing = True
+        container(mem, "c1", "m", "dead")
+        await until(lambda: len(rt.actioncontroller.calls) >= 1)
+        mem.refuse_next_txn(EtcdError("etcd refused txn: permission denied"))
+        with capture_logs() as logged:
+            rt.actioncontroller.refusing = False
+            await until(lambda: rt.sample("reconcile_triggers_total", outcome="delivered") == 1)
+        assert not mem.range_now(f"{LAYOUT.own}triggers/p".encode()).records
+    deferred = [e for e in logged if e["event"] == "reconcile_deferred"]
+    assert "permission denied" in deferred[0]["error"]
+
+
+async def test_outage_is_reported_once_not_per_watch_retry() -> None:
+    """30 s of etcd outage while the sender follows the triggers: one `etcd_unreachable` line,
+    no `reconcile_watch_broken` warning per retry, delivery works once etcd is back."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    scenario(mem, "s", "p")
+    container(mem, "c1", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        await until(lambda: mem.watching(f"{LAYOUT.own}triggers/"))
+        with capture_logs() as logged:
+            mem.outage()
+            await asyncio.sleep(30)
+            mem.restore()
+            await until(lambda: mem.watching(f"{LAYOUT.own}triggers/"))
+        container(mem, "c1", "m", "dead")
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+    warnings = [e["event"] for e in logged if e["log_level"] == "warning"]
+    assert warnings.count("etcd_unreachable") == 1
+    assert "reconcile_watch_broken" not in warnings, warnings
