@@ -266,6 +266,7 @@ class Daemon:
             actioncontroller=sim.actioncontroller,
             metrics=_metrics(),
         )
+        self.runtime.election._clock = Clock(asyncio.get_running_loop())
         self.started = asyncio.create_task(self.runtime.__aenter__())
 
     def ended(self) -> list[str]:
@@ -676,15 +677,30 @@ class Simulation:
 _FAKE_TIME = types.SimpleNamespace()
 
 
-def _virtual_time(loop: asyncio.AbstractEventLoop) -> types.SimpleNamespace:
+class Clock:
+    """Virtual time that also moves a nanosecond at every read, as a real clock moves while
+    code runs. Without it a loop that waits for "due minus now" could find a float sliver
+    left (1e-15 s), wait that long without the virtual clock moving, and spin forever: an
+    artifact of virtual time, not a daemon's behaviour."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._reads = 0
+
+    def __call__(self) -> float:
+        self._reads += 1
+        return self._loop.time() + self._reads * 1e-9
+
+
+def _virtual_time(clock: Clock) -> types.SimpleNamespace:
     """A `time` module for the daemon's modules that read the clock directly: virtual time,
     so backoffs and due times follow looptime (and a run does not depend on the machine)."""
     epoch = 1_800_000_000.0
     return types.SimpleNamespace(
-        monotonic=loop.time,
-        perf_counter=loop.time,
-        time=lambda: epoch + loop.time(),
-        time_ns=lambda: int((epoch + loop.time()) * 1e9),
+        monotonic=clock,
+        perf_counter=clock,
+        time=lambda: epoch + clock(),
+        time_ns=lambda: int((epoch + clock()) * 1e9),
     )
 
 
@@ -706,7 +722,7 @@ def simulate(seed: int, trace: Callable[[str], None] | None = None) -> list[str]
     signal.setitimer(signal.ITIMER_PROF, CPU_LIMIT)
     try:
         for module in _CLOCKED:
-            module.time = _virtual_time(loop)  # type: ignore[attr-defined]
+            module.time = _virtual_time(Clock(loop))  # type: ignore[attr-defined]
         failures = loop.run_until_complete(_run(schedule, sink)).failures
     except RuntimeError as exc:  # stopped by the limit
         failures = [f"INVARIANT busy loop: over {CPU_LIMIT:.0f} s of CPU ({exc})"]
