@@ -145,11 +145,8 @@ def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
             "ac_down",
             "ac_refuse",
             "tamper",
-            "restore_snapshot",
         ]
     )
-    if kind == "restore_snapshot":
-        return kind, (round(rng.uniform(0.0, 0.95), 2),)
     if kind in ("outage", "ac_down"):
         return kind, (round(rng.uniform(0.5, 8.0), 2),)
     if kind == "pause":
@@ -322,7 +319,6 @@ class Simulation:
         self._down_requests = 0
         self._timers: list[asyncio.TimerHandle] = []
         self._stopping: list[asyncio.Task[None]] = []
-        self.restored_at = 0  # the revision etcd was last restored to
 
     def fail(self, what: str) -> None:
         line = f"INVARIANT {what}"
@@ -461,19 +457,6 @@ class Simulation:
     def _do_ac_refuse(self, count: int, result: str) -> None:
         self.actioncontroller.refusals += [result] * count
 
-    def _do_restore_snapshot(self, fraction: float) -> None:
-        """etcd restored from an older snapshot (0: wiped): deliveries and entries into Error
-        after the snapshot's revision belong to a history that is gone."""
-        point = max(1, int(self.mem.current_revision * fraction))
-        self.mem.restore_snapshot(point)
-        self.disturbed.update(PACKAGES)
-        acks = self.actioncontroller.acknowledged
-        acks[:] = [(s, at) for s, at in acks if at <= point]
-        for entries in self.error_entries.values():
-            entries[:] = [r for r in entries if r <= point]
-        self._derived = oracle.derive(_store(self.mem))
-        self.restored_at = self.mem.current_revision
-
     def _do_tamper(self, key: str, value: str | None) -> None:
         self.disturbed.update(PACKAGES)
         if value is None:
@@ -578,7 +561,7 @@ class Simulation:
                 entries = self.error_entries.get(package, [])
                 entered = any(previous < r <= revision for r in entries)
                 same_leader = fences.get(revision) == fences.get(previous)
-                if previous > self.restored_at and not entered and same_leader:
+                if previous and not entered and same_leader:
                     self.fail(
                         f"reconcile: trigger {package}@{revision} recorded though {package} "
                         f"did not enter Error by the rules since {previous} (same leader)"

@@ -19,8 +19,7 @@ Faults are injected by the test: `outage()` (every request fails and open watche
 `restore()`), `lose_next_txn_response()` (commits, then the caller sees EtcdUnavailable),
 `refuse_next_txn()` (etcd's refusal, nothing applied), `break_watches()`, `silence_watches()`
 (open streams deliver nothing, not even progress notifications, until broken), `compact()`,
-`before_next_txn(action)` (another writer commits first), `restore_snapshot()` (etcd restored
-to an earlier revision, or wiped). `txn_log` records every guarded
+`before_next_txn(action)` (another writer commits first). `txn_log` records every guarded
 transaction with the fence it carried, for invariants such as "no write without the lead".
 """
 
@@ -228,33 +227,6 @@ class MemEtcd:
         """Open streams go quiet (a half-open connection): no events, no progress."""
         for stream in self._streams:
             stream.silent = True
-
-    def restore_snapshot(self, revision: int) -> None:
-        """etcd restored from a snapshot taken at `revision` (1: wiped): the store and its
-        revision go back there, open watches break (the member restarted), and keys of leases
-        that no longer exist expire at once, in one new revision, as etcd revokes them."""
-        for key in list(self._versions):
-            kept = [(rev, record) for rev, record in self._versions[key] if rev <= revision]
-            if kept:
-                self._versions[key] = kept
-            else:
-                del self._versions[key]
-                self._sorted_keys.remove(key)
-        self._history = {rev: e for rev, e in self._history.items() if rev <= revision}
-        self._revision = revision
-        self._compacted = min(self._compacted, revision)
-        self.break_watches()
-        for lease_id, lease in self._leases.items():  # the leases live on (a simplification)
-            lease.keys = {k for k in self._sorted_keys if self.lease_of(k) == lease_id}
-        orphans = [
-            key
-            for key in self._sorted_keys
-            if (record := self._latest(key)) is not None
-            and record.lease
-            and record.lease not in self._leases
-        ]
-        if orphans:
-            self._commit(dict.fromkeys(orphans))
 
     # -- the store ----------------------------------------------------------------------------
 
