@@ -138,3 +138,11 @@ def test_cited_doc_sections_exist() -> None:
             assert any(cited.startswith(h) or h.startswith(cited) for h in headings), (
                 f"{path}: {m.group(0)}"
             )
+
+
+def test_decision_records_are_indexed() -> None:
+    """docs/decisions/README.md links every decision record."""
+    folder = ROOT / "docs" / "decisions"
+    index = (folder / "README.md").read_text()
+    records = [p.name for p in sorted(folder.glob("*.md")) if p.name != "README.md"]
+    assert [r for r in records if f"]({r})" not in index] == []

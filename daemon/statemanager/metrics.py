@@ -187,7 +187,14 @@ class Metrics:
             self.invalid_inputs.labels(kind)
         for stage in QUARANTINE_STAGES:
             self.quarantined.labels(stage)
-        for reason in ("unavailable", "silent", "compacted", "resync", "revision_backwards"):
+        for reason in (
+            "unavailable",
+            "silent",
+            "compacted",
+            "resync",
+            "revision_backwards",
+            "too_large",
+        ):
             self.watch_restarts.labels(reason)
         for result in ("ok", "rejected", "unavailable", "error"):
             self.reconcile_requests.labels(result)

@@ -2,8 +2,8 @@
 
 Thin on purpose (docs/design.md, The path of a container event). On a broken or silent
 stream it backs off and resumes each prefix from the revision after its last fully delivered
-one; on compaction, and periodically as a backstop, it relists and lets the controller diff;
-it hands events over and does nothing else.
+one; on compaction, on a watch response over the receive limit, and periodically as a
+backstop, it relists and lets the controller diff; it hands events over and does nothing else.
 
 etcd accepts a watch from a revision it has not reached yet and stays silent until it gets
 there, so after a member is wiped or restored from an older snapshot a resumed watch would hear
@@ -26,7 +26,7 @@ import structlog
 
 from statemanager.backoff import Backoff
 from statemanager.controller import Controller
-from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
+from statemanager.errors import Compacted, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.etcd import Header, KeyValue, WatchBatch
 from statemanager.health import Health
 from statemanager.metrics import Metrics
@@ -135,6 +135,13 @@ class Watcher:
                 self._term = 0
                 listed = False
             except (EtcdUnavailable, EtcdError) as exc:
+                if isinstance(exc, TooLarge) and listed:
+                    # A watch response over the receive limit (one revision's events are never
+                    # split) fails the same way at every resume; a listing pages it.
+                    self._metrics.watch_restarts.labels("too_large").inc()
+                    log.warning("watch_response_too_large", error=str(exc), hint="relisting")
+                    listed = False
+                    continue
                 reason = "silent" if isinstance(exc, SilentWatch) else "unavailable"
                 self._metrics.watch_restarts.labels(reason).inc()
                 self._health.broken(f"etcd unreachable ({reason}): {exc}")

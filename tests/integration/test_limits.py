@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from statemanager.etcd import EtcdClient, Put
+import asyncio
+from collections.abc import Awaitable, Callable
 
-from conftest import DaemonMaker, Etcd, states_are
+from statemanager.controller import Controller
+from statemanager.etcd import EtcdClient, Put
+from statemanager.health import Health
+from statemanager.metrics import Metrics
+from statemanager.outage import Outage
+from statemanager.watcher import Watcher
+
+from conftest import DaemonMaker, Etcd, eventually, states_are
 from support import documents
 
 
@@ -67,3 +75,64 @@ async def test_daemon_starts_over_a_listing_larger_than_64_mib(
     assert 'statemanager_containers{status="running"} 300.0' in d.scrape()
     assert d.process is not None
     assert d.process.poll() is None, d.tail()
+
+
+async def test_watch_response_over_the_receive_limit_is_answered_with_a_relist(
+    etcd: Etcd, etcd_endpoint: str
+) -> None:
+    """One transaction of 12 container values of 100 KB: its watch response (a revision's events
+    are never split) exceeds a 1 MiB receive limit, and would at every resume. The watcher
+    relists in pages instead, gets all 12, and follows the watch again afterwards."""
+    client = EtcdClient([etcd_endpoint], timeout=10, max_response_bytes=1024 * 1024)
+    metrics = Metrics()
+    controller = Controller(client, etcd.layout, metrics, 262_144)
+    listings: list[int] = []
+    watcher = Watcher(
+        client,
+        controller,
+        list(etcd.layout.watched().values()),
+        metrics,
+        listings.append,
+        silence_limit=10.0,
+        resync_interval=3600.0,
+        health=Health(stuck_after=10.0),
+        outage=Outage(),
+    )
+    task = asyncio.create_task(watcher.run())
+
+    def holds(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+        async def poll() -> bool:
+            assert not task.done(), task  # nothing etcd answers ends the watcher
+            return check()
+
+        return poll
+
+    def containers() -> int:
+        return controller.index.sizes()[0]
+
+    try:
+        await eventually(holds(lambda: bool(listings)), 15, "the first listing")
+        stats = {"padding": "x" * 100_000}
+        docs = {
+            f"big{i:02}": documents.container(f"big{i:02}", {"Status": "running"}, "m", stats=stats)
+            for i in range(12)
+        }
+        await client.txn(
+            (),
+            [
+                Put(f"{etcd.layout.containers}{cid}".encode(), doc.encode())
+                for cid, doc in docs.items()
+            ],
+        )
+        await eventually(holds(lambda: containers() == 12), 20, "the big containers")
+        assert len(listings) == 2
+        restarts = metrics.registry.get_sample_value(
+            "statemanager_watch_restarts_total", {"reason": "too_large"}
+        )
+        assert restarts == 1
+        await etcd.container("small", "running", "m")
+        await eventually(holds(lambda: containers() == 13), 15, "a later event")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()

@@ -203,7 +203,7 @@ async def test_a_follower_waits_on_a_watch_not_a_poll() -> None:
         await until(lambda: election.decided)
         assert election.leader_name() == "node-b"
         reads, keep_alives = etcd.reads, etcd.keep_alives
-        await asyncio.sleep(60)  # a virtual minute of nothing changing
+        await asyncio.sleep(60)  # deliberately: a virtual minute passes, nothing changing
         assert etcd.reads == reads == 1
         assert 59 <= etcd.keep_alives - keep_alives <= 61  # ttl 3: one renewal a second
         assert etcd.watches == 1
