@@ -31,9 +31,13 @@ from statemanager.etcd import Candidate, Fence, KeyValue, WatchBatch
 
 log = structlog.get_logger("statemanager.election")
 
-# The election's watches need no progress notifications: a broken stream raises at once, and
-# an etcd that stops answering fails the next lease renewal, which starts the watch again.
-WATCH_PROGRESS_SECONDS = 300.0
+# A broken stream raises at once, and an etcd that stops answering fails the next lease
+# renewal, which starts the watch again. A stream that only goes silent (a half-open
+# connection while renewals still succeed) would leave a follower waiting forever for a dead
+# leader's key to go: progress notifications are asked for, and silence past the limit counts
+# as a broken watch (the candidates are read again).
+WATCH_PROGRESS_SECONDS = 5.0
+WATCH_SILENCE_SECONDS = 3 * WATCH_PROGRESS_SECONDS
 
 
 class ElectionClient(Protocol):
@@ -237,16 +241,20 @@ class Election:
             self._wake.set()
 
     async def _until_deleted(self, keys: set[bytes], start: int) -> None:
-        """Return once one of `keys` is deleted at revision `start` or later, or once that
-        history is compacted away (the caller reads again either way). Raises EtcdUnavailable
-        when the watch breaks."""
+        """Return once one of `keys` is deleted at revision `start` or later, once that
+        history is compacted away, or once the stream stays silent past the limit (the caller
+        reads again in each case). Raises EtcdUnavailable when the watch breaks."""
         starts = {key.decode(): start for key in keys}  # a prefix that is the whole key
-        with contextlib.suppress(Compacted):
+        with contextlib.suppress(Compacted, TimeoutError):
             async with contextlib.aclosing(
                 self._client.watch(starts, WATCH_PROGRESS_SECONDS)
             ) as batches:
-                async for batch in batches:
-                    if any(e.value is None and e.key in keys for e in batch.events):
+                while True:
+                    async with asyncio.timeout(WATCH_SILENCE_SECONDS):
+                        batch = await anext(batches, None)
+                    if batch is None or any(
+                        e.value is None and e.key in keys for e in batch.events
+                    ):
                         return
 
     async def _forget_earlier_self(self) -> None:

@@ -40,14 +40,13 @@ def plan(
 ) -> list[list[Change]]:
     """Write groups for `dirty`; each group lists model changes before package changes.
 
-    `ours` holds, per key, the previous derived state: what this daemon's own commits last
-    wrote there, or the value a key was last found holding in agreement with the rules. A key
-    whose rules still give that state but which holds something else was changed by someone
-    else, and putting it back is a correction, not a transition. A key found agreeing with the
-    rules records that state here (the rules may have moved to what someone else wrote, and a
-    later change away from it is a transition again); the echo of our own write agrees too and
-    keeps the entry, so a later outside write is still told apart. Without an entry the
-    previous derived state is taken to be the value in etcd.
+    `ours` holds, per key, the state this daemon's own commits last wrote there: the previous
+    derived state. A key whose rules still give that value but which holds something else was
+    changed by someone else, and putting it back is a correction, not a transition. Without an
+    entry the previous derived state is taken to be the value in etcd. A key found agreeing
+    with the rules takes that value as its entry here: the rules may have moved to what
+    someone else wrote (a later change away from it is a transition again), or our own write
+    committed though its answer was lost.
     """
     if ours is None:
         ours = {}
@@ -68,7 +67,7 @@ def plan(
             changed = new != written.value
             correction = changed and key in ours and ours[key] == new
             if not changed:
-                _agrees(ours, key, new)
+                _agreed(ours, key, new)
             if key.resource is Resource.MODEL:
                 if not changed:
                     continue
@@ -89,8 +88,10 @@ def plan(
     return groups
 
 
-def _agrees(ours: MutableMapping[WorkKey, str], key: WorkKey, state: str | None) -> None:
-    """`key` holds what the rules give: that is its previous derived state from now on."""
+def _agreed(ours: MutableMapping[WorkKey, str], key: WorkKey, state: str | None) -> None:
+    """etcd holds what the rules give for `key`: that is its previous derived state now,
+    whoever wrote it (someone else's value the rules moved to, or our own write whose answer
+    was lost)."""
     if state is None:
         ours.pop(key, None)
     else:

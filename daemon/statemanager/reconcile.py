@@ -89,10 +89,16 @@ class Applied(Protocol):
 
 
 class Leading(Protocol):
-    """What the sender needs from the election: wait to lead, and whether it still does."""
+    """What the sender needs from the election: wait to lead, whether it still does, and
+    report a write that was fenced off."""
 
     async def wait_leader(self) -> Fence: ...
     def fence(self) -> Fence | None: ...
+    def lost(self) -> None: ...
+
+
+class _FencedOff(Exception):
+    """A removal was fenced off: etcd says this daemon's leader key is gone or replaced."""
 
 
 @dataclass(slots=True)
@@ -179,8 +185,14 @@ class ReconcileSender:
                 (p for p in self._pending.values() if p.due <= now),
                 key=lambda p: p.trigger.package,
             )
-            for pending in due:
-                await self._attempt(pending, fence)
+            try:
+                for pending in due:
+                    await self._attempt(pending, fence)
+            except _FencedOff:
+                # Stop now and let the election find out where we stand (the next leader lists
+                # the trigger and decides): retrying at once would hammer etcd until its next look.
+                leadership.lost()
+                return
             upcoming = [p.due for p in self._pending.values()]
             # At most a second: a leadership change must stop delivery promptly.
             timeout = min([1.0, *(max(0.0, due - time.monotonic()) for due in upcoming)])
@@ -388,7 +400,7 @@ class ReconcileSender:
             self._defer(pending, exc)
             return False
         if result.fenced:
-            return False  # no longer leader: the next leader lists the trigger and decides
+            raise _FencedOff
         # A failed guard means a newer trigger took the key; _take has replaced our entry then.
         if self._pending.get(key) is pending:
             del self._pending[key]

@@ -106,9 +106,10 @@ class StateWriter:
         self._attempts = attempts
         self._max_backoff = max_backoff
         self._limits = limits
-        # Per key, the state this daemon's own commits last wrote: the previous derived state,
-        # which tells a correction from a transition (planner.plan). Forgotten when leadership
-        # changes hands, because another leader may have derived and written since.
+        # Per key, the previous derived state, which tells a correction from a transition
+        # (planner.plan): what this daemon's commits last wrote, or the value it last found in
+        # etcd agreeing with the rules. Forgotten when leadership changes hands, because
+        # another leader may have derived and written since.
         self.ours: dict[WorkKey, str] = {}
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from statemanager.election import WATCH_SILENCE_SECONDS
+
 from support.memetcd import MemEtcd
 from support.runtime import Runtime, assert_fenced, container, package, state, until
 
@@ -57,3 +59,17 @@ async def test_follower_takes_over_as_soon_as_the_leader_key_goes() -> None:
         await until(lambda: state(mem, "model", "m") == "Succeeded")
         await until(lambda: a.election.decided and a.election.leader_name() == "node-b")
         assert a.election.fence() is None
+
+
+async def test_follower_with_a_silent_watch_still_takes_over() -> None:
+    """Every watch stream goes silent (a half-open connection) while requests still succeed,
+    then the leader dies: the follower's renewals keep working, so only the silence limit on
+    its election watch makes it read the candidates again and take over (the simulation found
+    no daemon leading, for good)."""
+    async with two_daemons() as (mem, a, b):
+        mem.silence_watches()
+        await a.crash()
+        loop = asyncio.get_running_loop()
+        crashed_at = loop.time()
+        await until(lambda: b.election.fence() is not None, timeout=120)
+        assert loop.time() - crashed_at <= TTL + WATCH_SILENCE_SECONDS + 1.0

@@ -154,7 +154,8 @@ async def test_watch_resumes_after_broken_streams_without_loss() -> None:
 async def test_commit_with_lost_answer_converges_and_reconciles() -> None:
     """The transaction that writes Error commits but its answer is lost: the retry finds its
     own write (guard conflict, nothing to do), and the trigger recorded with it is delivered
-    anyway, then removed."""
+    anyway, then removed. Someone then overwrites the state: putting Error back is a
+    correction, not a second entry into Error (the simulation found a second Reconcile)."""
     mem = MemEtcd()
     package(mem, "p", ["m"])
     scenario(mem, "s", "p")
@@ -169,6 +170,11 @@ async def test_commit_with_lost_answer_converges_and_reconciles() -> None:
         assert state(mem, "package", "p") == "Error"
         assert rt.sample("etcd_write_retries_total") >= 1
         assert [r.lost for r in mem.txn_log].count(True) == 1
+        mem.put_now(f"{LAYOUT.package_states}p/state".encode(), b"Running")
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        await asyncio.sleep(5.0)  # time for a wrongly recorded trigger to be delivered
+        assert rt.actioncontroller.calls == ["s"]
+        assert state(mem, "package", "p") == "Error"
     assert disagreements(mem) == []
     assert_fenced(mem)
 
@@ -209,4 +215,28 @@ async def test_crashed_leader_is_replaced_within_the_lease_ttl() -> None:
         )
         assert loop.time() - crashed_at <= ttl + 1.0
         assert b.election.fence() is not None
+    assert_fenced(mem)
+
+
+async def test_correction_after_an_outage_shorter_than_the_lease_sends_nothing() -> None:
+    """The leader loses etcd for less than its lease and leads again (evaluating everything);
+    someone then overwrites its Error package state: putting Error back is a correction, and
+    ActionController hears of the failure once (the simulation found the second call)."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    scenario(mem, "s", "p")
+    container(mem, "c", "m", "dead")
+    async with Runtime(mem) as rt:
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+        fences = {r.fence for r in mem.txn_log if r.fence is not None}
+        mem.outage()
+        await asyncio.sleep(2.0)
+        mem.restore()
+        await until(lambda: rt.election.fence() is not None)
+        mem.put_now(f"{LAYOUT.package_states}p/state".encode(), b"Degraded")
+        await until(lambda: state(mem, "package", "p") == "Error")
+        await asyncio.sleep(5.0)  # time for a wrongly recorded trigger to be delivered
+        assert rt.actioncontroller.calls == ["s"]
+        assert {r.fence for r in mem.txn_log if r.fence is not None} == fences
+        assert rt.sample("corrections_total", resource="package") == 1
     assert_fenced(mem)

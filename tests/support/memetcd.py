@@ -170,7 +170,9 @@ class MemEtcd:
         self._history: dict[int, list[Event]] = {}
         self._leases: dict[int, _Lease] = {}
         self._lease_ids = itertools.count(lease_ids_from)
-        self._streams: set[_Stream] = set()
+        # A dict, not a set: streams are woken in the order they opened, whatever their ids,
+        # so a simulation replays the same interleaving (tests/simulation).
+        self._streams: dict[_Stream, None] = {}
         self._lagging: set[str] = set()  # prefixes whose watches hold back (lag_watches)
         self._down = False
         self._lose_txn_responses = 0
@@ -594,7 +596,7 @@ class MemEtcd:
         """
         await self._request()
         stream = _Stream(list(starts))
-        self._streams.add(stream)
+        self._streams[stream] = None
         try:
             ranges = {p: (p.encode(), prefix_end(p.encode())) for p in starts}
             # Per prefix, the next revision to deliver (0: from now on, as etcd reads it).
@@ -622,7 +624,7 @@ class MemEtcd:
                 else:
                     caught_up = max(caught_up, item)
         finally:
-            self._streams.discard(stream)
+            self._streams.pop(stream, None)
 
     async def _next(self, stream: _Stream, progress_every: float) -> int | BaseException | None:
         """The next committed revision or failure for `stream`; None when a progress

@@ -22,7 +22,7 @@ from statemanager.health import Health
 from statemanager.keys import KeyLayout
 from statemanager.metrics import Metrics
 from statemanager.outage import Outage
-from statemanager.reconcile import ReconcileSender
+from statemanager.reconcile import ReconcileClient, ReconcileSender
 from statemanager.watcher import Watcher
 
 from support import documents
@@ -52,9 +52,17 @@ class Runtime:
     `mem`, wired as `statemanager run` wires it. Leaving the `async with` (or `crash()`) stops
     it without resigning, as a killed process would."""
 
-    def __init__(self, mem: MemEtcd, node: str = "node-a", ttl: int = 6) -> None:
+    def __init__(
+        self,
+        mem: MemEtcd,
+        node: str = "node-a",
+        ttl: int = 6,
+        *,
+        actioncontroller: ReconcileClient | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.mem = mem
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.listings = 0
         self.controller = Controller(mem, LAYOUT, self.metrics, MAX_VALUE_BYTES)
         self.actioncontroller = FakeActionController()
@@ -76,7 +84,7 @@ class Runtime:
             outage=outage,
         )
         self.sender = ReconcileSender(
-            self.actioncontroller,
+            actioncontroller or self.actioncontroller,
             mem,
             LAYOUT,
             self.controller.index,

@@ -113,8 +113,11 @@ class FakeEtcd:
                         delivered[prefix] = revision
                         event = Event(key, None, revision)
                         yield WatchBatch(prefix, (event,), revision, Header(revision, 1))
-            async with self._changed:
-                await self._changed.wait()
+            try:
+                async with asyncio.timeout(progress_every), self._changed:
+                    await self._changed.wait()
+            except TimeoutError:  # quiet for a while: etcd's progress notification
+                yield WatchBatch(None, (), 0, Header(self.revision, 1))
 
 
 def _election(

@@ -308,3 +308,20 @@ def test_error_after_recovering_to_an_outside_value_is_a_transition(payment: Ind
     assert (error.old.value, error.new) == ("Running", "Error")
     assert error.entering_error
     assert not error.correction
+
+
+def test_an_error_state_replanned_unchanged_stays_ours(payment: Index) -> None:
+    """We wrote Error and a later round finds it still there and still right (nothing to
+    write): it stays ours, so when someone then overwrites it, putting it back is a correction
+    without a trigger, not a second entry into Error."""
+    put(payment, "c1", DEAD, "m")
+    put(payment, "c2", DEAD, "n")
+    payment.put_scenario("s", "p")
+    settled(payment)
+    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
+    assert plan(payment, payment.all_keys(), ours) == []  # say, a new leadership's full round
+    payment.observe_written(package("p"), "Degraded", 200)  # someone else's write
+    [[change]] = plan(payment, [package("p")], ours)
+    assert (change.old.value, change.new) == ("Degraded", "Error")
+    assert change.correction
+    assert not change.entering_error

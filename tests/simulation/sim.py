@@ -1,0 +1,743 @@
+"""A deterministic simulation of statemanager daemons under random faults (README, "Simulation").
+
+One seed makes one schedule (`make_schedule`, a pure function of `random.Random(seed)`): a
+starting fleet, then timed steps of fleet churn and faults for `FAULT_SECONDS` of virtual time.
+`simulate` runs two complete daemons' runtimes (watcher, worker, election, reconcile sender)
+against `MemEtcd` and a fake ActionController on looptime's virtual clock, applies the steps,
+then stops the faults and checks the invariants:
+
+- convergence: within `SETTLE_SECONDS` every state key equals the oracle's (tests/simulation/
+  oracle.py, the rules re-derived without the daemon's code) and no trigger is left;
+- atomic cascade: right after every committed state write, each package listing a model written
+  (and each package written) agrees with the model states in the store;
+- fencing: no write committed without its fence holding at that revision;
+- reconcile: each recorded trigger is delivered to every scenario of its package unless the
+  package left Error, a newer trigger took over, or it was dead-lettered; nothing is delivered
+  without a trigger; no trigger is recorded unless the package entered Error by the rules
+  (or leadership changed hands, when the new leader cannot know);
+- no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down;
+- no task of a daemon ends but by its stop.
+
+A daemon "paused" has each etcd request it sends held until the pause ends (then applied): a
+process stopped past its lease, whose last request reaches etcd late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import random
+import signal
+import time as real_time
+import types
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import Any
+
+import looptime
+
+from simulation import oracle
+from statemanager import controller as controller_module
+from statemanager import logs
+from statemanager import reconcile as reconcile_module
+from statemanager import watcher as watcher_module
+from statemanager import writer as writer_module
+from statemanager.actioncontroller import ReconcileOutcome
+from statemanager.etcd import Delete, Fence, Guard, Put, TxnResult, WatchBatch, prefix_end
+from statemanager.metrics import Metrics
+
+from support.memetcd import MemEtcd
+from support.runtime import LAYOUT, Runtime
+
+FAULT_SECONDS = 20.0
+SETTLE_SECONDS = 60.0
+SAMPLE_EVERY = 0.25
+MAX_REQUESTS_PER_SECOND = 200
+CPU_LIMIT = 20.0
+DAEMONS = 2
+TTL = 3
+TRIGGERS = f"{LAYOUT.own}triggers/"
+DEAD_LETTERS = f"{LAYOUT.own}deadletters/"
+PACKAGES = [f"p{i}" for i in range(2)]
+MODELS = [f"m{i}" for i in range(3)]
+CONTAINERS = [f"c{i}" for i in range(4)]
+SCENARIOS = [f"s{i}" for i in range(2)]
+STATUSES = ["running", "running", "dead", "dead", "exited", "paused", "unknown"]
+STATE_VALUES = ["Running", "Error", "Failed", "Pending", "Degraded", "bogus"]
+
+
+class InvariantBroken(AssertionError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Step:
+    at: float
+    action: str
+    args: tuple[Any, ...] = ()
+
+    def __str__(self) -> str:
+        return f"t={self.at:6.2f}s {self.action} {' '.join(map(str, self.args))}".rstrip()
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+
+def _churn(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
+    """One change of the fleet or its specs. A small world (each container mostly stays with
+    its own model, packages of one or two models) so that packages do enter Error."""
+    roll = rng.random()
+    if roll < 0.55:
+        i = rng.randrange(len(CONTAINERS))
+        model = MODELS[i % len(MODELS)] if rng.random() < 0.9 else rng.choice(MODELS)
+        status = rng.choice(STATUSES)
+        code = rng.choice(["0", "137"]) if status == "exited" else "0"
+        return "container", (CONTAINERS[i], model, status, code)
+    if roll < 0.60:
+        return "delete_container", (rng.choice(CONTAINERS),)
+    if roll < 0.72:
+        models = rng.sample(MODELS, rng.choice([1, 1, 2, 2, 0, 3]))
+        return "package", (rng.choice(PACKAGES), ",".join(models))
+    if roll < 0.75:
+        return "delete_package", (rng.choice(PACKAGES),)
+    if roll < 0.85:
+        return "scenario", (rng.choice(SCENARIOS), rng.choice(PACKAGES))
+    if roll < 0.88:
+        return "delete_scenario", (rng.choice(SCENARIOS),)
+    if roll < 0.92:
+        return "model_spec", (rng.choice(MODELS),)
+    key = rng.choice(
+        [LAYOUT.containers + rng.choice(CONTAINERS), "Package/" + rng.choice(PACKAGES)]
+    )
+    return "bad_value", (key, rng.choice(["{not json", "[]", "kind: Package\n", ""]))
+
+
+def _start(rng: random.Random) -> list[tuple[str, tuple[Any, ...]]]:
+    """The fleet at time 0: every package with its models, containers for most models, a
+    scenario per package, then a little churn."""
+    steps: list[tuple[str, tuple[Any, ...]]] = []
+    for package in PACKAGES:
+        models = rng.sample(MODELS, rng.choice([1, 2]))
+        steps.append(("package", (package, ",".join(models))))
+    for i, scenario in enumerate(SCENARIOS):
+        steps.append(("scenario", (scenario, PACKAGES[i % len(PACKAGES)])))
+    for i, cid in enumerate(CONTAINERS):
+        steps.append(("container", (cid, MODELS[i % len(MODELS)], "running", "0")))
+    return steps + [_churn(rng) for _ in range(rng.randint(0, 4))]
+
+
+def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
+    kind = rng.choice(
+        [
+            "lose_txn_response",
+            "tamper",
+            "compact",
+            "outage",
+            "break_watches",
+            "silence_watches",
+            "compact",
+            "lose_txn_response",
+            "refuse_txn",
+            "expire_lease",
+            "crash",
+            "pause",
+            "ac_down",
+            "ac_refuse",
+            "tamper",
+        ]
+    )
+    if kind in ("outage", "ac_down"):
+        return kind, (round(rng.uniform(0.5, 8.0), 2),)
+    if kind == "pause":
+        return kind, (rng.randrange(DAEMONS), round(rng.uniform(1.0, 2.5 * TTL), 2))
+    if kind == "crash":
+        return kind, (rng.randrange(DAEMONS), round(rng.uniform(0.0, 3.0), 2))
+    if kind == "lose_txn_response":
+        return kind, (rng.randint(1, 6),)
+    if kind == "ac_refuse":
+        return kind, (rng.randint(1, 4), rng.choice(["rejected", "error"]))
+    if kind == "tamper":
+        prefix = rng.choice([LAYOUT.model_states, LAYOUT.package_states])
+        name = rng.choice(MODELS if prefix == LAYOUT.model_states else PACKAGES)
+        return kind, (f"{prefix}{name}/state", rng.choice([*STATE_VALUES, None]))
+    return kind, ()
+
+
+def make_schedule(seed: int) -> list[Step]:
+    """The whole schedule of `seed`: every random choice of a run is made here."""
+    rng = random.Random(seed)
+    steps = [Step(0.0, *step) for step in _start(rng)]
+    times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(rng.randint(6, 20)))
+    for at in times:
+        steps.append(Step(at, *(_fault(rng) if rng.random() < 0.5 else _churn(rng))))
+    return steps
+
+
+# -- the pieces around the daemons ----------------------------------------------------------
+
+
+class ScriptedActionController:
+    """Answers Reconcile as told; records each acknowledged call with etcd's revision then."""
+
+    def __init__(self, mem: MemEtcd) -> None:
+        self._mem = mem
+        self.down = False
+        self.refusals: list[str] = []
+        self.acknowledged: list[tuple[str, int]] = []
+
+    async def reconcile(self, scenario: str) -> ReconcileOutcome:
+        await asyncio.sleep(0)
+        if self.down:
+            return ReconcileOutcome(False, False, "unavailable", "UNAVAILABLE: down")
+        if self.refusals:
+            result = self.refusals.pop(0)
+            return ReconcileOutcome(False, True, result, "INTERNAL: Invalid current status")
+        self.acknowledged.append((scenario, self._mem.current_revision))
+        return ReconcileOutcome(True, False, "ok", "")
+
+
+class Link:
+    """One daemon's connection to etcd: holds its requests while the daemon is paused, and
+    checks the atomic cascade right after each transaction it commits."""
+
+    def __init__(self, mem: MemEtcd, after_txn: Callable[[], None]) -> None:
+        self._mem = mem
+        self._after_txn = after_txn
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        self.endpoint = mem.endpoint
+
+    async def _gate(self) -> None:
+        await self.resumed.wait()
+
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult:
+        await self._gate()
+        try:
+            return await self._mem.txn(guards, ops, fence)
+        finally:
+            self._after_txn()
+
+    async def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]:
+        await self._gate()
+        stream = self._mem.watch(starts, progress_every)
+        try:
+            async for batch in stream:
+                await self._gate()
+                yield batch
+        finally:
+            await stream.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._mem, name)
+        if not asyncio.iscoroutinefunction(target):
+            return target
+
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            await self._gate()
+            return await target(*args, **kwargs)
+
+        return gated
+
+
+@functools.cache
+def _metrics() -> Metrics:
+    """One set of metrics for every daemon of every run: the simulation reads none, and a
+    registry costs more to build than a short run takes."""
+    return Metrics()
+
+
+class Daemon:
+    """One daemon's runtime (tests/support/runtime.py) behind its own `Link`."""
+
+    def __init__(self, sim: Simulation, node: str) -> None:
+        self.link = Link(sim.mem, sim.after_txn)
+        self.runtime = Runtime(
+            self.link,  # type: ignore[arg-type]
+            node,
+            TTL,
+            actioncontroller=sim.actioncontroller,
+            metrics=_metrics(),
+        )
+        self.runtime.election._clock = Clock(asyncio.get_running_loop())
+        self.started = asyncio.create_task(self.runtime.__aenter__())
+
+    def ended(self) -> list[str]:
+        return [
+            f"{t.get_name()}: {t.exception() if not t.cancelled() else 'cancelled'!r}"
+            for t in self.runtime._tasks
+            if t.done()
+        ]
+
+    async def stop(self) -> None:
+        """Stop as a crash does; a task that had ended already is reported by the caller."""
+        self.link.resumed.set()
+        await self.started
+        for task in self.runtime._tasks:
+            task.cancel()
+        await asyncio.gather(*self.runtime._tasks, return_exceptions=True)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def _store(mem: MemEtcd, revision: int = 0) -> dict[str, bytes]:
+    return {
+        r.key.decode(): r.value for r in mem.range_now(b"\x00", b"\x00", revision=revision).records
+    }
+
+
+def _container(cid: str, model: str, status: str, code: str) -> bytes:
+    doc = {
+        "id": cid,
+        "names": [f"{model}_{cid}"],
+        "state": {"Status": status, "ExitCode": code, "OOMKilled": "false"},
+        "annotation": {oracle.MODEL_ANNOTATION: model},
+    }
+    return json.dumps(doc).encode()
+
+
+class Simulation:
+    def __init__(self, schedule: list[Step], trace: Callable[[str], None]) -> None:
+        self.schedule = schedule
+        self.trace = trace
+        self.mem = MemEtcd()
+        self.actioncontroller = ScriptedActionController(self.mem)
+        self.daemons: list[Daemon | None] = []
+        self.failures: list[str] = []
+        # Packages whose inputs or state keys the simulation changed since they last agreed
+        # with the oracle: the daemon may still plan with the old view, the cascade is not
+        # judged for them meanwhile.
+        self.disturbed: set[str] = set()
+        self.error_entries: dict[str, list[int]] = {}  # package → revisions it entered Error
+        self._derived: dict[str, str] = {}
+        self._down_since: float | None = None
+        self._down_requests = 0
+        self._timers: list[asyncio.TimerHandle] = []
+        self._stopping: list[asyncio.Task[None]] = []
+
+    def fail(self, what: str) -> None:
+        line = f"INVARIANT {what}"
+        if line not in self.failures:
+            self.failures.append(line)
+            self.trace(line)
+
+    # -- inputs, as the fleet and operators change them
+
+    def _input_changed(self, revision: int) -> None:
+        """Track entries into Error by the rules (for the trigger invariant)."""
+        derived = oracle.derive(_store(self.mem))
+        for key, value in derived.items():
+            entering = value == "Error" and self._derived.get(key) != "Error"
+            if entering and key.startswith(oracle.PACKAGE_STATES):
+                name = key[len(oracle.PACKAGE_STATES) : -len("/state")]
+                self.error_entries.setdefault(name, []).append(revision)
+        self._derived = derived
+
+    def _put(self, key: str, value: bytes) -> int:
+        return self.mem.put_now(key.encode(), value)
+
+    def apply(self, step: Step) -> None:
+        self.trace(str(step))
+        if self.mem._down and step.action not in ("ac_down", "ac_refuse", "crash", "pause"):
+            self.trace("  (etcd is down: skipped)")
+            return
+        getattr(self, f"_do_{step.action}")(*step.args)
+
+    def _do_container(self, cid: str, model: str, status: str, code: str) -> None:
+        self._input_changed(
+            self._put(LAYOUT.containers + cid, _container(cid, model, status, code))
+        )
+
+    def _do_delete_container(self, cid: str) -> None:
+        self._input_changed(self.mem.delete_now((LAYOUT.containers + cid).encode()))
+
+    def _do_package(self, name: str, models: str) -> None:
+        items = "".join(f"\n    - {{name: {m}, node: node-a}}" for m in models.split(",") if m)
+        doc = f"kind: Package\nmetadata: {{name: {name}}}\nspec:\n  models:{items or ' []'}\n"
+        self.disturbed.add(name)
+        self._input_changed(self._put(LAYOUT.packages + name, doc.encode()))
+
+    def _do_delete_package(self, name: str) -> None:
+        self.disturbed.add(name)
+        self._input_changed(self.mem.delete_now((LAYOUT.packages + name).encode()))
+
+    def _do_scenario(self, name: str, target: str) -> None:
+        doc = f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
+        self._put(LAYOUT.scenarios + name, doc.encode())
+
+    def _do_delete_scenario(self, name: str) -> None:
+        self.mem.delete_now((LAYOUT.scenarios + name).encode())
+
+    def _do_model_spec(self, name: str) -> None:
+        doc = f"kind: Model\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: app, image: x}}]\n"
+        self._put(LAYOUT.models + name, doc.encode())
+
+    def _do_bad_value(self, key: str, value: str) -> None:
+        if key.startswith(LAYOUT.packages):
+            self.disturbed.add(key[len(LAYOUT.packages) :])
+        self._input_changed(self._put(key, value.encode()))
+
+    # -- faults
+
+    def _later(self, delay: float, action: Callable[[], None]) -> None:
+        self._timers.append(asyncio.get_running_loop().call_later(delay, action))
+
+    def _do_outage(self, seconds: float) -> None:
+        self.mem.outage()
+        self._down_since, self._down_requests = asyncio.get_running_loop().time(), self.mem.requests
+        self._later(seconds, self._restore)
+
+    def _restore(self) -> None:
+        if self._down_since is not None:
+            self._judge_busy()
+        self.mem.restore()
+        self._down_since = None
+
+    def _judge_busy(self) -> None:
+        assert self._down_since is not None
+        seconds = asyncio.get_running_loop().time() - self._down_since
+        requests = self.mem.requests - self._down_requests
+        if seconds >= 1.0 and requests > MAX_REQUESTS_PER_SECOND * seconds:
+            self.fail(f"busy loop: {requests} etcd requests in {seconds:.1f}s of outage")
+
+    def _do_break_watches(self) -> None:
+        self.mem.break_watches()
+
+    def _do_silence_watches(self) -> None:
+        self.mem.silence_watches()
+
+    def _do_compact(self) -> None:
+        if self.mem.current_revision > self.mem.compacted_revision:
+            self.mem.compact(self.mem.current_revision)
+
+    def _do_lose_txn_response(self, count: int) -> None:
+        self.mem.lose_next_txn_response(count)
+
+    def _do_refuse_txn(self) -> None:
+        self.mem.refuse_next_txn()
+
+    def _do_expire_lease(self) -> None:
+        leader = self.mem.range_now(
+            f"{LAYOUT.own}leader/".encode(), prefix_end(f"{LAYOUT.own}leader/".encode())
+        ).records
+        if leader:
+            self.mem.revoke_now(min(leader, key=lambda r: r.create_revision).lease)
+
+    def _do_crash(self, index: int, restart_after: float) -> None:
+        daemon = self.daemons[index]
+        if daemon is None:
+            return
+        self.daemons[index] = None
+        self._stop(daemon)
+        self._later(restart_after, lambda: self._start(index))
+
+    def _stop(self, daemon: Daemon) -> None:
+        self._check_tasks()
+        self._stopping.append(asyncio.create_task(daemon.stop()))
+
+    def _start(self, index: int) -> None:
+        if self.daemons[index] is None:
+            self.daemons[index] = Daemon(self, f"node-{index}")
+
+    def _do_pause(self, index: int, seconds: float) -> None:
+        daemon = self.daemons[index]
+        if daemon is not None:
+            daemon.link.resumed.clear()
+            self._later(seconds, daemon.link.resumed.set)
+
+    def _do_ac_down(self, seconds: float) -> None:
+        self.actioncontroller.down = True
+        self._later(seconds, lambda: setattr(self.actioncontroller, "down", False))
+
+    def _do_ac_refuse(self, count: int, result: str) -> None:
+        self.actioncontroller.refusals += [result] * count
+
+    def _do_tamper(self, key: str, value: str | None) -> None:
+        self.disturbed.update(PACKAGES)
+        if value is None:
+            self.mem.delete_now(key.encode())
+        else:
+            self._put(key, value.encode())
+
+    # -- invariants
+
+    def after_txn(self) -> None:
+        """Right after a transaction committed: its fence held at its revision, and every
+        package touched agrees with the model states in the store (a split write breaks it)."""
+        if not self.mem.txn_log:
+            return
+        record = self.mem.txn_log[-1]
+        if not record.succeeded or record.revision != self.mem.current_revision:
+            return
+        if record.fence is not None:
+            leader = self.mem._at(record.fence.key, record.revision - 1)
+            if leader is None or leader.create_revision != record.fence.create_revision:
+                self.fail(f"fencing: revision {record.revision} committed without its fence")
+        store = _store(self.mem)
+        written = {k.decode() for k in record.written}
+        for key, value in store.items():
+            if not key.startswith(LAYOUT.packages):
+                continue
+            name = key[len(LAYOUT.packages) :]
+            models = oracle.package_models(key, value)
+            if models is None or name in self.disturbed:
+                continue
+            package_key = f"{LAYOUT.package_states}{name}/state"
+            model_keys = [f"{LAYOUT.model_states}{m}/state" for m in models]
+            if package_key not in written and not written & set(model_keys):
+                continue
+            states = [store.get(k, b"").decode() for k in model_keys]
+            expected = oracle.package_rule(states)
+            found = store.get(package_key, b"").decode()
+            if found != expected:
+                self.fail(
+                    f"atomic cascade: at revision {record.revision} {package_key}={found!r} "
+                    f"but its models {dict(zip(models, states, strict=True))} call for {expected}"
+                )
+
+    def _settle_disturbed(self) -> None:
+        store = _store(self.mem)
+        derived = oracle.derive(store)
+        for name in list(self.disturbed):
+            spec = store.get(LAYOUT.packages + name)
+            models = oracle.package_models(LAYOUT.packages + name, spec) if spec else []
+            keys = [f"{LAYOUT.package_states}{name}/state"]
+            keys += [f"{LAYOUT.model_states}{m}/state" for m in models or []]
+            if all(derived.get(k, "").encode() == store.get(k, b"") for k in keys):
+                self.disturbed.discard(name)
+
+    def _check_tasks(self) -> None:
+        for daemon in self.daemons:
+            if daemon is not None and daemon.ended():
+                self.fail(f"task ended: {daemon.ended()}")
+
+    def converged(self) -> bool:
+        store = _store(self.mem)
+        derived = oracle.derive(store)
+        states = {k: v.decode() for k, v in store.items() if k in oracle.state_keys(store)}
+        triggers = [k for k in store if k.startswith(TRIGGERS)]
+        return states == derived and not triggers
+
+    def differences(self) -> str:
+        store = _store(self.mem)
+        derived = oracle.derive(store)
+        lines = []
+        for key in sorted(oracle.state_keys(store) | derived.keys()):
+            found = store[key].decode() if key in store else None
+            if found != derived.get(key):
+                lines.append(f"  {key}: etcd {found!r}, rules {derived.get(key)!r}")
+        lines += [f"  trigger left: {k}" for k in store if k.startswith(TRIGGERS)]
+        return "\n".join(lines)
+
+    def _triggers(self) -> tuple[dict[str, list[int]], dict[int, int]]:
+        """Package → the revisions its trigger was put at (as etcd's history has them now);
+        revision → the create revision of the fence it was written with."""
+        triggers: dict[str, list[int]] = {}
+        for key, versions in self.mem._versions.items():
+            if key.startswith(TRIGGERS.encode()):
+                puts = [rev for rev, record in versions if record is not None]
+                triggers[key.decode()[len(TRIGGERS) :]] = puts
+        fences = {  # the log's later records win: a restore reuses revision numbers
+            record.revision: record.fence.create_revision
+            for record in self.mem.txn_log
+            if record.succeeded and record.fence is not None
+        }
+        return triggers, fences
+
+    def _check_reconcile(self) -> None:
+        """Every trigger recorded is accounted for; every delivery has a trigger; every trigger
+        came from an entry into Error by the rules (or a leadership change)."""
+        triggers, fences = self._triggers()
+        for package, revisions in triggers.items():
+            for i, revision in enumerate(revisions):
+                if i + 1 == len(revisions):
+                    self._check_delivered(package, revision, self._targeting(package, revision))
+                previous = revisions[i - 1] if i else 0
+                entries = self.error_entries.get(package, [])
+                entered = any(previous < r <= revision for r in entries)
+                same_leader = fences.get(revision) == fences.get(previous)
+                if previous and not entered and same_leader:
+                    self.fail(
+                        f"reconcile: trigger {package}@{revision} recorded though {package} "
+                        f"did not enter Error by the rules since {previous} (same leader)"
+                    )
+        first = min((min(r) for r in triggers.values()), default=None)
+        for scenario, at in self.actioncontroller.acknowledged:
+            if first is None or at < first:
+                self.fail(f"reconcile: {scenario} delivered at revision {at} with no trigger")
+
+    def _targeting(self, package: str, revision: int) -> set[str]:
+        """The scenarios that targeted `package` from `revision` on, without a break: the ones
+        its trigger must reach whenever it is delivered."""
+        found = set()
+        for scenario in SCENARIOS:
+            key = (LAYOUT.scenarios + scenario).encode()
+            versions = [
+                record
+                for rev, record in self.mem._versions.get(key, [])
+                if rev > revision or record is self.mem._at(key, revision)
+            ]
+            if versions and all(
+                r is not None and oracle.scenario_target(key.decode(), r.value) == package
+                for r in versions
+            ):
+                found.add(scenario)
+        return found
+
+    def _check_delivered(self, package: str, revision: int, scenarios: set[str]) -> None:
+        """The newest trigger of `package` reached each scenario, unless the package left Error
+        or the trigger was dead-lettered after it."""
+        state_key = f"{LAYOUT.package_states}{package}/state".encode()
+        if self._left_error(state_key, revision) or self._dead_lettered_after(package, revision):
+            return
+        acks = self.actioncontroller.acknowledged
+        for scenario in sorted(scenarios):
+            if not any(s == scenario and at >= revision for s, at in acks):
+                self.fail(f"reconcile: trigger {package}@{revision} never delivered to {scenario}")
+
+    def _left_error(self, key: bytes, revision: int) -> bool:
+        versions = self.mem._versions.get(key, [])
+        return any(
+            rev > revision and (record is None or record.value != b"Error")
+            for rev, record in versions
+        )
+
+    def _dead_lettered_after(self, package: str, revision: int) -> bool:
+        versions = self.mem._versions.get(f"{DEAD_LETTERS}{package}".encode(), [])
+        return any(rev > revision and record is not None for rev, record in versions)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        steps = list(self.schedule)
+        while steps and steps[0].at == 0.0:
+            self.apply(steps.pop(0))
+        self.daemons = [Daemon(self, f"node-{i}") for i in range(DAEMONS)]
+        while steps:
+            await asyncio.sleep(max(0.0, start + steps[0].at - loop.time()))
+            self._check_tasks()
+            self._settle_disturbed()
+            self.apply(steps.pop(0))
+        await asyncio.sleep(max(0.0, start + FAULT_SECONDS - loop.time()))
+        self.trace(f"t={loop.time() - start:6.2f}s faults stop")
+        for timer in self._timers:
+            timer.cancel()
+        self._restore()
+        self.actioncontroller.down = False
+        self.actioncontroller.refusals.clear()
+        for i, daemon in enumerate(self.daemons):
+            if daemon is None:
+                self._start(i)
+            else:
+                daemon.link.resumed.set()
+        deadline = loop.time() + SETTLE_SECONDS
+        while not self.converged():
+            self._check_tasks()
+            self._settle_disturbed()
+            if loop.time() > deadline:
+                self.fail(
+                    f"convergence: not converged {SETTLE_SECONDS:.0f}s after the faults "
+                    f"stopped:\n{self.differences()}"
+                )
+                break
+            await asyncio.sleep(SAMPLE_EVERY)
+        self.trace(f"t={loop.time() - start:6.2f}s converged={not self.failures}")
+        # Let deliveries of the last triggers finish (a trigger's removal follows its ack).
+        await asyncio.sleep(1.0)
+        self._check_tasks()
+        for daemon in self.daemons:
+            if daemon is not None:
+                await daemon.stop()
+        await asyncio.gather(*self._stopping)
+        self._check_reconcile()
+
+
+_FAKE_TIME = types.SimpleNamespace()
+
+
+class Clock:
+    """Virtual time that also moves a nanosecond at every read, as a real clock moves while
+    code runs. Without it a loop that waits for "due minus now" could find a float sliver
+    left (1e-15 s), wait that long without the virtual clock moving, and spin forever: an
+    artifact of virtual time, not a daemon's behaviour."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._reads = 0
+
+    def __call__(self) -> float:
+        self._reads += 1
+        return self._loop.time() + self._reads * 1e-9
+
+
+def _virtual_time(clock: Clock) -> types.SimpleNamespace:
+    """A `time` module for the daemon's modules that read the clock directly: virtual time,
+    so backoffs and due times follow looptime (and a run does not depend on the machine)."""
+    epoch = 1_800_000_000.0
+    return types.SimpleNamespace(
+        monotonic=clock,
+        perf_counter=clock,
+        time=lambda: epoch + clock(),
+        time_ns=lambda: int((epoch + clock()) * 1e9),
+    )
+
+
+_CLOCKED = (controller_module, reconcile_module, watcher_module, writer_module)
+
+
+def simulate(seed: int, trace: Callable[[str], None] | None = None) -> list[str]:
+    """Run `seed`'s schedule on a fresh virtual-time loop; the invariants it broke."""
+    lines: list[str] = []
+    sink = trace or lines.append
+    schedule = make_schedule(seed)
+    logs.configure("json", "critical")  # a run's thousands of lines cost more than the run
+    random.seed(seed)  # the daemon's jitter (backoffs, tenacity) draws from the global one
+    loop = looptime.new_event_loop(start=0, noop_cycles=1)
+    saved = {m: m.time for m in _CLOCKED}  # type: ignore[attr-defined]
+    # A loop that spins without letting virtual time pass would hang the run: stop it after
+    # CPU_LIMIT seconds of processor time (a normal run takes a fraction of a second).
+    previous = signal.signal(signal.SIGPROF, lambda _sig, _frame: loop.stop())
+    signal.setitimer(signal.ITIMER_PROF, CPU_LIMIT)
+    try:
+        for module in _CLOCKED:
+            module.time = _virtual_time(Clock(loop))  # type: ignore[attr-defined]
+        failures = loop.run_until_complete(_run(schedule, sink)).failures
+    except RuntimeError as exc:  # stopped by the limit
+        failures = [f"INVARIANT busy loop: over {CPU_LIMIT:.0f} s of CPU ({exc})"]
+        sink(failures[0])
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+        for module, original in saved.items():
+            module.time = original  # type: ignore[attr-defined]
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.close()
+    return failures
+
+
+async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation:
+    sim = Simulation(schedule, trace)
+    try:
+        await sim.run()
+    finally:
+        for daemon in sim.daemons:
+            if daemon is not None:
+                await daemon.stop()
+    return sim
+
+
+def replay_command(seed: int) -> str:
+    return f"SIM_SEED={seed} .venv/bin/pytest tests/simulation -k replay -s"
+
+
+def main_soak(first: int, count: int) -> tuple[int, list[int], float]:
+    """Run `count` seeds from `first`; (runs, failing seeds, seconds)."""
+    started = real_time.perf_counter()
+    failing = [s for s in range(first, first + count) if simulate(s)]
+    return count, failing, real_time.perf_counter() - started
