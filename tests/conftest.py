@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 _apt_updated = False
 # Folders whose tests start a real etcd (and the daemon as a process): marked `integration`.
@@ -21,6 +22,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(folder in item.path.parents for folder in _INTEGRATION):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """A test that configures structlog (the simulation silences it) leaves it as it found it,
+    so `capture_logs` in later tests still sees every line."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def _ensure(binary: str, package: str) -> str:

@@ -36,10 +36,10 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 import looptime
+import structlog
 
 from simulation import oracle
 from statemanager import controller as controller_module
-from statemanager import logs
 from statemanager import reconcile as reconcile_module
 from statemanager import watcher as watcher_module
 from statemanager import writer as writer_module
@@ -690,12 +690,19 @@ def _virtual_time(clock: Clock) -> types.SimpleNamespace:
 _CLOCKED = (controller_module, reconcile_module, watcher_module, writer_module)
 
 
+def _drop_every_line(_logger: Any, _method: str, _event: Any) -> Any:
+    raise structlog.DropEvent
+
+
 def simulate(seed: int, trace: Callable[[str], None] | None = None) -> list[str]:
     """Run `seed`'s schedule on a fresh virtual-time loop; the invariants it broke."""
     lines: list[str] = []
     sink = trace or lines.append
     schedule = make_schedule(seed)
-    logs.configure("json", "critical")  # a run's thousands of lines cost more than the run
+    # A run's thousands of lines cost more than the run: drop them. Without caching, so the
+    # loggers are not bound to this configuration for the tests that run after (tests/conftest.py
+    # restores the previous one after each test).
+    structlog.configure(processors=[_drop_every_line], cache_logger_on_first_use=False)
     random.seed(seed)  # the daemon's jitter (backoffs, tenacity) draws from the global one
     loop = looptime.new_event_loop(start=0, noop_cycles=1)
     saved = {m: m.time for m in _CLOCKED}  # type: ignore[attr-defined]
