@@ -180,7 +180,8 @@ class ReconcileSender:
             if follower.done():
                 follower.result()  # a permanent etcd error: let the supervisor see it
             self._wake.clear()  # before looking, so a trigger taken meanwhile wakes us
-            now = time.monotonic()
+            # The loop's clock, not time.monotonic(): tests run the sender on virtual time.
+            now = asyncio.get_running_loop().time()
             due = sorted(
                 (p for p in self._pending.values() if p.due <= now),
                 key=lambda p: p.trigger.package,
@@ -194,8 +195,10 @@ class ReconcileSender:
                 leadership.lost()
                 return
             upcoming = [p.due for p in self._pending.values()]
-            # At most a second: a leadership change must stop delivery promptly.
-            timeout = min([1.0, *(max(0.0, due - time.monotonic()) for due in upcoming)])
+            # At most a second: a leadership change must stop delivery promptly. At least a
+            # millisecond: on a virtual clock a float sliver left would wait without time moving.
+            now = asyncio.get_running_loop().time()
+            timeout = min([1.0, *(max(0.001, due - now) for due in upcoming)])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -315,7 +318,7 @@ class ReconcileSender:
                 await self._remove(pending, "dropped", fence)
                 return
             if not known:  # the watch is still bringing scenarios written before this Error
-                pending.due = time.monotonic() + pending.backoff.next()
+                pending.due = asyncio.get_running_loop().time() + pending.backoff.next()
                 log.info("reconcile_awaiting_scenarios", **_fields(trigger))
                 return
             if not scenarios:
@@ -337,7 +340,7 @@ class ReconcileSender:
                         return
                 if not outcome.acknowledged:
                     delay = pending.backoff.next()
-                    pending.due = time.monotonic() + delay
+                    pending.due = asyncio.get_running_loop().time() + delay
                     log.warning(
                         "reconcile_retry",
                         **_fields(trigger, scenario),
@@ -411,7 +414,7 @@ class ReconcileSender:
         return True
 
     def _defer(self, pending: _Pending, exc: EtcdUnavailable | EtcdError) -> None:
-        pending.due = time.monotonic() + pending.backoff.next()
+        pending.due = asyncio.get_running_loop().time() + pending.backoff.next()
         self._failed(exc)
         self._log_failure("reconcile_deferred", **_fields(pending.trigger), error=str(exc))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -110,7 +109,9 @@ class Watcher:
                     self._on_listed(revision)
                     listed = True
                     # Jitter keeps a fleet of daemons from relisting in step.
-                    resync_at = time.monotonic() + self._resync_interval * random.uniform(0.8, 1.2)
+                    resync_at = asyncio.get_running_loop().time() + self._resync_interval * (
+                        random.uniform(0.8, 1.2)
+                    )
                 await self._follow(resync_at)
                 self._metrics.watch_restarts.labels("resync").inc()
                 log.info("resync_due")
@@ -160,14 +161,14 @@ class Watcher:
         stream = self._client.watch(starts, progress_every=self._silence_limit / 3)
         try:
             while True:
-                budget = min(self._silence_limit, resync_at - time.monotonic())
+                budget = min(self._silence_limit, resync_at - asyncio.get_running_loop().time())
                 if budget <= 0:
                     return
                 try:
                     async with asyncio.timeout(budget):
                         batch = await anext(stream)
                 except TimeoutError:
-                    if time.monotonic() >= resync_at:
+                    if asyncio.get_running_loop().time() >= resync_at:
                         return
                     raise SilentWatch(
                         f"no events or progress for {self._silence_limit:g} s"

@@ -41,7 +41,6 @@ import structlog
 from simulation import oracle
 from statemanager import controller as controller_module
 from statemanager import reconcile as reconcile_module
-from statemanager import watcher as watcher_module
 from statemanager import writer as writer_module
 from statemanager.actioncontroller import ReconcileOutcome
 from statemanager.etcd import Delete, Fence, Guard, Put, TxnResult, WatchBatch, prefix_end
@@ -687,7 +686,7 @@ def _virtual_time(clock: Clock) -> types.SimpleNamespace:
     )
 
 
-_CLOCKED = (controller_module, reconcile_module, watcher_module, writer_module)
+_CLOCKED = (controller_module, reconcile_module, writer_module)
 
 
 def _drop_every_line(_logger: Any, _method: str, _event: Any) -> Any:
