@@ -1,4 +1,5 @@
-"""Capped, jittered exponential backoff for loops that outlive one failure (watch, requeue).
+"""Capped, jittered exponential backoff for loops that outlive one failure (watch, requeue),
+and the wait of a loop woken early by an event (`wait_woken`).
 
 tenacity covers one operation's retries; these loops need a delay that grows while a fault
 lasts and resets after the first success, which tenacity's per-call state cannot express.
@@ -6,7 +7,22 @@ lasts and resets after the first success, which tenacity's per-call state cannot
 
 from __future__ import annotations
 
+import asyncio
 import random
+
+
+async def wait_woken(event: asyncio.Event, seconds: float) -> None:
+    """Wait until `event` is set or `seconds` pass, whichever comes first.
+
+    Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives just after
+    the event was set (it returns the event's result instead), and the loop around it then runs
+    on, uncancellable: a stop that never ends. `asyncio.timeout` re-raises the cancellation.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
 
 
 class Backoff:

@@ -13,7 +13,6 @@ signals are left to faulthandler, which prints every thread's stack.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import signal
@@ -46,7 +45,6 @@ from statemanager.watcher import Watcher
 log = structlog.get_logger("statemanager.daemon")
 
 HEARTBEAT_SECONDS = 1.0
-RESIGN_SECONDS = 2.0
 # Signals that would end the process without a word (their default action is to terminate):
 # handled so that none does. SIGPIPE is ignored by Python already.
 _STOP_REQUESTS = (signal.SIGTERM, signal.SIGINT)
@@ -163,10 +161,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         for task in everything:
             task.cancel()
         await asyncio.gather(*everything, return_exceptions=True)
-        # Hand over at once rather than after a lease TTL; bounded so a dead etcd cannot
-        # hold up the exit.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(election.resign(), RESIGN_SECONDS)
+        await election.resign()  # hand over at once rather than after a lease TTL
         if grpc_server is not None:
             await grpc_server.stop(grace=0.5)
         await client.close()

@@ -25,9 +25,11 @@ from typing import Protocol
 
 import structlog
 
-from statemanager.backoff import Backoff
+from statemanager.backoff import Backoff, wait_woken
 from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.etcd import Candidate, Fence, KeyValue, WatchBatch
+
+RESIGN_SECONDS = 2.0
 
 log = structlog.get_logger("statemanager.election")
 
@@ -149,14 +151,16 @@ class Election:
             except (EtcdUnavailable, EtcdError) as exc:
                 await self._retry_after(exc, backoff)
 
-    async def resign(self) -> None:
-        """Give up leadership now (SIGTERM) so another daemon takes over without waiting."""
+    async def resign(self, within: float = RESIGN_SECONDS) -> None:
+        """Give up leadership now (SIGTERM) so another daemon takes over without waiting;
+        bounded by `within` seconds so a dead etcd cannot hold up the exit."""
         self._set(False, None, "resigned: the daemon is stopping")
         if self._lease:
             try:
-                await self._client.revoke_lease(self._lease)  # deletes our key with it
-            except EtcdUnavailable as exc:
-                log.warning("resign_failed", error=str(exc))
+                async with asyncio.timeout(within):
+                    await self._client.revoke_lease(self._lease)  # deletes our key with it
+            except (EtcdUnavailable, TimeoutError) as exc:
+                log.warning("resign_failed", error=str(exc) or "no answer in time")
             self._lease = 0
 
     async def _campaign_and_hold(self, backoff: Backoff) -> None:
@@ -175,13 +179,15 @@ class Election:
         try:
             while True:
                 try:
-                    if self._clock() - renewed >= self._renew_every:
+                    # One deadline, compared and subtracted alike: `clock - renewed < every`
+                    # with `renewed + every - clock <= 0` (float rounding) made a zero wait
+                    # that never renewed, a busy loop that froze a virtual clock.
+                    if self._clock() >= renewed + self._renew_every:
                         renewed = await self._renew(lease)
                     if watch is None:
                         watch = await self._place(fence, backoff)
-                    with contextlib.suppress(TimeoutError):
-                        wait = renewed + self._renew_every - self._clock()
-                        await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
+                    wait = renewed + self._renew_every - self._clock()
+                    await wait_woken(self._wake, max(0.001, wait))
                     if self._wake.is_set():
                         self._wake.clear()
                         woken, watch = watch, None

@@ -29,7 +29,6 @@ trigger back, which the watch then picks up like any other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Protocol
 import structlog
 
 from statemanager.actioncontroller import ReconcileOutcome
-from statemanager.backoff import Backoff
+from statemanager.backoff import Backoff, wait_woken
 from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.etcd import Delete, Event, Fence, Guard, KeyValue, Put, TxnResult, WatchBatch
 from statemanager.index import Index
@@ -199,8 +198,7 @@ class ReconcileSender:
             # millisecond: on a virtual clock a float sliver left would wait without time moving.
             now = asyncio.get_running_loop().time()
             timeout = min([1.0, *(max(0.001, due - now) for due in upcoming)])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_woken(self._wake, timeout)
 
     async def _follow(self, fence: Fence) -> None:
         """Keep `_pending` equal to the trigger prefix in etcd (and `_dead` to the dead

@@ -73,3 +73,21 @@ async def test_follower_with_a_silent_watch_still_takes_over() -> None:
         crashed_at = loop.time()
         await until(lambda: b.election.fence() is not None, timeout=120)
         assert loop.time() - crashed_at <= TTL + WATCH_SILENCE_SECONDS + 1.0
+
+
+@pytest.mark.parametrize("yields", [0, 1, 2, 3])
+async def test_a_stop_just_after_a_wake_still_stops_the_election(yields: int) -> None:
+    """The stop (task cancellation) arrives a step or two after the election's wake event was
+    set: the election must end. With `asyncio.wait_for` on Python 3.11 it swallowed the
+    cancellation and ran on (the simulation's schedules that never finished stopping)."""
+    mem = MemEtcd()
+    async with Runtime(mem) as rt:
+        await until(lambda: rt.election.fence() is not None)
+        task = next(t for t in rt._tasks if t.get_name() == "election")
+        rt.election.lost()  # sets the wake event the campaign loop waits on
+        for _ in range(yields):
+            await asyncio.sleep(0)  # let the event's waiter finish first
+        task.cancel()
+        await until(task.done, timeout=5)
+        assert task.cancelled()
+        rt._tasks.remove(task)  # ended as asked; the harness reports tasks that ended alone

@@ -31,6 +31,7 @@ import json
 import random
 import signal
 import time as real_time
+import traceback
 import types
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
@@ -707,14 +708,34 @@ def simulate(seed: int, trace: Callable[[str], None] | None = None) -> list[str]
     saved = {m: m.time for m in _CLOCKED}  # type: ignore[attr-defined]
     # A loop that spins without letting virtual time pass would hang the run: stop it after
     # CPU_LIMIT seconds of processor time (a normal run takes a fraction of a second).
-    previous = signal.signal(signal.SIGPROF, lambda _sig, _frame: loop.stop())
+    spinning: list[str] = []
+
+    def stop(_sig: int, frame: types.FrameType | None) -> None:
+        # Where the processor was when the limit struck (a spinning loop is there), and where
+        # every task waits (a run that never ends while virtual time flows shows there).
+        spinning.extend(
+            f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+            for f in traceback.extract_stack(frame)[-8:]
+        )
+        loop.stop()
+
+    previous = signal.signal(signal.SIGPROF, stop)
     signal.setitimer(signal.ITIMER_PROF, CPU_LIMIT)
     try:
         for module in _CLOCKED:
             module.time = _virtual_time(Clock(loop))  # type: ignore[attr-defined]
         failures = loop.run_until_complete(_run(schedule, sink)).failures
     except RuntimeError as exc:  # stopped by the limit
-        failures = [f"INVARIANT busy loop: over {CPU_LIMIT:.0f} s of CPU ({exc})"]
+        where = " < ".join(reversed(spinning))
+        waiting = ", ".join(
+            f"{task.get_name()} at {frame.f_code.co_name}:{frame.f_lineno}"
+            for task in asyncio.all_tasks(loop)
+            for frame in task.get_stack()[-1:]
+        )
+        failures = [
+            f"INVARIANT busy loop or endless run: over {CPU_LIMIT:.0f} s of CPU ({exc}); "
+            f"running {where}; tasks waiting: {waiting}"
+        ]
         sink(failures[0])
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)

@@ -22,6 +22,15 @@ REGRESSION_SEEDS = [
     258,
     316,
     386,
+    # A stop never ended: the election's `asyncio.wait_for` swallowed the cancellation that
+    # arrived just after its wake event was set (Python 3.11), and its loop ran on.
+    2229,
+    2844,
+    3458,
+    3618,
+    4522,
+    4891,
+    6056,
 ]
 
 
