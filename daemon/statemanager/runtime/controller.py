@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import structlog
 
-from statemanager.adapters.etcd import Event, Fence, KeyValue
+from statemanager.adapters.etcd import Event, Fence, KeyValue, TxnClient
 from statemanager.core.errors import EtcdError, EtcdUnavailable, TooLarge
 from statemanager.core.index import Index
 from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
@@ -25,7 +25,7 @@ from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.election import Leadership
 from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.workqueue import WorkQueue
-from statemanager.runtime.writer import NotLeader, StateWriter, TxnClient
+from statemanager.runtime.writer import NotLeader, StateWriter
 
 log = structlog.get_logger("statemanager.controller")
 
