@@ -30,7 +30,6 @@ import functools
 import json
 import random
 import signal
-import time as real_time
 import traceback
 import types
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -761,10 +760,3 @@ async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation
 
 def replay_command(seed: int) -> str:
     return f"SIM_SEED={seed} .venv/bin/pytest tests/simulation -k replay -s"
-
-
-def main_soak(first: int, count: int) -> tuple[int, list[int], float]:
-    """Run `count` seeds from `first`; (runs, failing seeds, seconds)."""
-    started = real_time.perf_counter()
-    failing = [s for s in range(first, first + count) if simulate(s)]
-    return count, failing, real_time.perf_counter() - started
