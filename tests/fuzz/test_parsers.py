@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
+from yaml.constructor import SafeConstructor
+from yaml.nodes import Node
 
 from statemanager.app.config import load
 from statemanager.core.errors import BadInput, ConfigError
@@ -29,6 +31,8 @@ from statemanager.core.inputs import (
     BAD_INPUT_KINDS,
     MODEL_ANNOTATION,
     ContainerInfo,
+    _check_bounds,
+    _SpecLoader,
     parse_container,
     parse_model,
     parse_package,
@@ -311,6 +315,32 @@ def test_key_names_are_total(name: str, key: str) -> None:
     for kind, prefix in _LAYOUT.watched().items():
         found = _LAYOUT.name_in(kind, prefix + key)
         assert found is None or found in key
+
+
+class _PyYAMLConstructed(_SpecLoader):
+    """The spec loader with PyYAML's own constructor in place of the one-pass construction."""
+
+    def construct_document(self, node: Node) -> Any:
+        _check_bounds(node)
+        return SafeConstructor.construct_document(self, node)
+
+
+def _outcome(raw: bytes, loader: type[_SpecLoader]) -> str:
+    try:
+        return repr(yaml.load(raw.decode("utf-8", "replace"), Loader=loader))
+    except (yaml.YAMLError, BadInput) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@given(raw=yaml_texts() | mutations())
+@example(raw=b"a: &b {x: 1, y: [2]}\nc: {<<: *b, y: 3}\nd: {<<: [*b, {z: 4}]}\n")  # merges
+@example(raw=b"{=: v, 1: one, [l]: x}")  # a value key, a number key, a collection key
+@example(raw=b"s: !!set {a, b}\no: !!omap [a: 1]\np: !!pairs [a: 1, a: 2]\nm: !!map [x]\n")
+@example(raw=b"a: &a !!binary aGk=\nb: [*a, !!timestamp 2001-12-14, !!float .nan, ~, yes]\n")
+def test_one_pass_construction_builds_what_pyyaml_builds(raw: bytes) -> None:
+    """Any YAML text loads to the same value (same order, same types), or fails with the same
+    error, with the spec loader's one-pass construction as with PyYAML's constructor."""
+    assert _outcome(raw, _SpecLoader) == _outcome(raw, _PyYAMLConstructed)
 
 
 # -- valid documents parse to what they say ---------------------------------------------------

@@ -16,10 +16,8 @@ from typing import Any
 
 import orjson
 import yaml
-from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
-from yaml.events import AliasEvent, NodeEvent
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from statemanager.core.errors import BadInput
 from statemanager.core.keys import name_problem
@@ -50,66 +48,136 @@ BAD_INPUT_KINDS = (
 )
 
 _TAG = "tag:yaml.org,2002:"
+_NUMBER_TAGS = (_TAG + "int", _TAG + "float")
+_STR, _SEQ, _MAP = _TAG + "str", _TAG + "seq", _TAG + "map"
+_SCALAR_TAGS = frozenset(_TAG + t for t in ("null", "bool", "int", "float", "binary", "timestamp"))
 
 
 def _invalid_yaml(detail: str) -> BadInput:
     return BadInput("invalid_yaml", detail)
 
 
-class _SpecLoader(Composer, yaml.CSafeLoader):
-    """libyaml's safe loader (no arbitrary tags; its C scanner and parser), composed by
-    PyYAML's Python composer so that composition can count what it builds.
+class _SpecLoader(yaml.CSafeLoader):
+    """libyaml's safe loader (no arbitrary tags; its C scanner, parser and composer), whose
+    composed document is checked against the bounds before any Python object is built.
 
-    The counting is what makes aliases safe: `_nodes` is the size of the document composed so
-    far *with every alias expanded* (an alias adds the size of the node it names), so an alias
-    bomb is rejected after at most MAX_YAML_NODES steps, long before anything expands it —
-    construction shares aliased objects, but any later walk of the value (formatting it,
-    comparing it) would not. A document is never rejected for using anchors as such.
+    The check is what makes aliases safe: a document's size is counted *with every alias
+    expanded* (an alias counts as the size of the node it names), so an alias bomb is rejected
+    long before anything expands it — construction shares aliased objects, but any later walk
+    of the value (formatting it, comparing it) would not. A document is never rejected for
+    using anchors as such.
 
     libyaml is required (PyYAML's wheels bundle it): without it this class cannot be defined
     and the import fails loudly, rather than parsing with the much slower pure-Python scanner.
     """
 
-    def __init__(self, text: str) -> None:
-        yaml.CSafeLoader.__init__(self, text)
-        Composer.__init__(self)
-        self._nodes = 0
-        self._depth = 0
-        self._sizes: dict[Node, int] = {}  # expanded size of every anchored node composed
+    def construct_document(self, node: Node) -> Any:
+        _check_bounds(node)
+        try:
+            return _plain_value(self, node)
+        except (_NotPlain, yaml.YAMLError, BadInput):
+            # PyYAML's constructor decides, with its own errors in its own order.
+            self.constructed_objects = {}
+            self.recursive_objects = {}
+            return super().construct_document(node)
 
-    def _add(self, nodes: int) -> None:
-        self._nodes += nodes
-        if self._nodes > MAX_YAML_NODES:
-            raise _invalid_yaml(f"more than {MAX_YAML_NODES} nodes, an alias counted as its target")
 
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        """Composer.compose_node, counted. `index` is really the position in the parent: an
-        int in a sequence, the key node for a mapping value, None for a mapping key."""
-        if self.check_event(AliasEvent):
-            node = super().compose_node(parent, index)  # the anchored node
-            size = self._sizes.get(node) if node is not None else None
-            if size is None:  # still being composed: the alias is inside what it names
+class _NotPlain(Exception):
+    """The document needs PyYAML's full constructor: a set, an ordered map, a merge key, a tag
+    on a node of another kind or of no known type, a collection as a mapping key."""
+
+
+def _plain_value(loader: _SpecLoader, root: Node) -> Any:
+    """The value of a bounded document of plain mappings, sequences and scalars, built as
+    PyYAML's constructor builds it (an alias is the very object its anchor names; a number,
+    boolean, null, date or binary comes from the loader's own constructor) but in one
+    recursive pass instead of a pass of generators per collection: about half the
+    constructor's cost on real specs.
+    Raises _NotPlain (or the scalar constructor's error) where PyYAML would do more."""
+    built: dict[int, Any] = {}  # id(collection node) -> its value, for aliases
+
+    def build(node: Node) -> Any:
+        if isinstance(node, ScalarNode):
+            if node.tag == _STR:
+                return node.value
+            if node.tag in _SCALAR_TAGS:  # each a hashable value, built at once
+                return loader.construct_object(node)
+            raise _NotPlain
+        done = built.get(id(node))
+        if done is not None:
+            return done
+        if isinstance(node, SequenceNode) and node.tag == _SEQ:
+            items: list[Any] = []
+            built[id(node)] = items
+            for item in node.value:
+                items.append(build(item))
+            return items
+        if isinstance(node, MappingNode) and node.tag == _MAP:
+            mapping: dict[Any, Any] = {}
+            built[id(node)] = mapping
+            for key, value in node.value:
+                if not isinstance(key, ScalarNode):  # unhashable, for PyYAML to reject
+                    raise _NotPlain
+                mapping[build(key)] = build(value)
+            return mapping
+        raise _NotPlain
+
+    return build(root)
+
+
+def _check_bounds(root: Node) -> None:
+    """Raise unless `root`, with every alias expanded, holds at most MAX_YAML_NODES nodes and
+    its text nests at most MAX_YAML_DEPTH levels; read numbers as strings in mapping keys.
+
+    libyaml's composer makes every alias the very node object its anchor names, so the
+    composed document is a graph. The walk goes in document order and enters each node once,
+    at its first occurrence (the anchored one, which the text puts before any alias to it);
+    a later occurrence is an alias and counts as the size recorded then. The running count is
+    therefore what composing the text one event at a time would have counted, the depth is the
+    text's, and the walk's work is linear in the text, whatever the expanded size.
+    """
+    sizes: dict[int, int] = {}  # id(node) -> expanded size; -1 while the node is walked
+    count = 0
+
+    def walk(node: Node, depth: int, is_key: bool) -> None:
+        nonlocal count
+        size = sizes.get(id(node))
+        if size is not None:  # an alias
+            if size < 0:
                 raise _invalid_yaml("an alias refers to a node that contains it")
-            self._add(size)
-            return node
-        if self._depth == MAX_YAML_DEPTH:
+            count += size
+            if count > MAX_YAML_NODES:
+                raise _too_many()
+            return
+        if depth == MAX_YAML_DEPTH:
             raise _invalid_yaml(f"nested deeper than {MAX_YAML_DEPTH} levels")
-        event = self.peek_event()
-        anchored = isinstance(event, NodeEvent) and event.anchor is not None
-        before = self._nodes
-        self._add(1)
-        self._depth += 1
-        node = super().compose_node(parent, index)
-        self._depth -= 1
-        if node is not None and anchored:
-            self._sizes[node] = self._nodes - before
-        # A mapping key: numbers are read as strings, as JSON has them. The hash of an int or
-        # float is predictable, so thousands of keys crafted to collide would make building the
-        # dict quadratic; no field this daemon reads has a number as its key.
-        is_key = isinstance(parent, MappingNode) and index is None
-        if is_key and isinstance(node, ScalarNode) and node.tag in (_TAG + "int", _TAG + "float"):
-            node.tag = _TAG + "str"
-        return node
+        before = count
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise _too_many()
+        if isinstance(node, ScalarNode):
+            sizes[id(node)] = 1
+            # A mapping key: numbers are read as strings, as JSON has them. The hash of an int
+            # or float is predictable, so thousands of keys crafted to collide would make
+            # building the dict quadratic; no field this daemon reads has a number as its key.
+            if is_key and node.tag in _NUMBER_TAGS:
+                node.tag = _TAG + "str"
+            return
+        sizes[id(node)] = -1
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                walk(key, depth + 1, True)
+                walk(value, depth + 1, False)
+        else:
+            for item in node.value:
+                walk(item, depth + 1, False)
+        sizes[id(node)] = count - before
+
+    walk(root, 0, False)
+
+
+def _too_many() -> BadInput:
+    return _invalid_yaml(f"more than {MAX_YAML_NODES} nodes, an alias counted as its target")
 
 
 def _typed_scalar(construct: Callable[[SafeConstructor, Node], object]) -> Any:

@@ -54,7 +54,9 @@ def name_problem(name: str) -> str | None:
         return f"name longer than {MAX_NAME_LENGTH} characters"
     if "/" in name:
         return "name contains '/'"
-    if any(ch.isspace() or not ch.isprintable() for ch in name):
+    # Every whitespace character but the space is unprintable (Unicode separators and
+    # controls), so these two C-level scans find exactly the whitespace and control characters.
+    if " " in name or not name.isprintable():
         return "name contains whitespace or control characters"
     return None
 
