@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 
 from statemanager import __version__
-from statemanager.etcd import REFUSAL_REASONS
+from statemanager.etcderrors import REFUSAL_REASONS
 from statemanager.health import Health
 from statemanager.inputs import BAD_INPUT_KINDS
 from statemanager.states import ContainerStatus, ModelState, PackageState

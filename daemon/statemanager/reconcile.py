@@ -39,7 +39,17 @@ import structlog
 from statemanager.actioncontroller import ReconcileOutcome
 from statemanager.backoff import Backoff, wait_woken
 from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
-from statemanager.etcd import Delete, Event, Fence, Guard, KeyValue, Put, TxnResult, WatchBatch
+from statemanager.etcd import (
+    Delete,
+    Event,
+    Fence,
+    Guard,
+    KeyValue,
+    Put,
+    Snapshot,
+    TxnResult,
+    WatchBatch,
+)
 from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
@@ -64,9 +74,7 @@ class ReconcileClient(Protocol):
 
 
 class TriggerStore(Protocol):
-    async def snapshot(
-        self, prefixes: Sequence[str], page_size: int = ...
-    ) -> tuple[int, dict[str, list[KeyValue]]]: ...
+    async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
 
     def watch(
         self, starts: Mapping[str, int], progress_every: float

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import structlog
 
-from statemanager.etcd import REFUSALS
+from statemanager.etcderrors import REFUSALS
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 

@@ -25,7 +25,15 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from statemanager.config import Settings
-from statemanager.etcd import Delete, EtcdClient, Fence, Guard, KeyValue, Put, TxnResult
+from statemanager.etcd import (
+    Delete,
+    EtcdClient,
+    Fence,
+    Guard,
+    Put,
+    Snapshot,
+    TxnResult,
+)
 from statemanager.keys import KeyLayout
 from statemanager.triggers import (
     DeadLetter,
@@ -45,9 +53,7 @@ EXIT_OK, EXIT_NOT_DONE, EXIT_USAGE = 0, 1, 2
 
 
 class TriggerAdmin(Protocol):
-    async def snapshot(
-        self, prefixes: Sequence[str], page_size: int = ...
-    ) -> tuple[int, dict[str, list[KeyValue]]]: ...
+    async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
 
     async def txn(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None

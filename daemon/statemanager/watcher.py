@@ -26,7 +26,7 @@ import structlog
 from statemanager.backoff import Backoff
 from statemanager.controller import Controller
 from statemanager.errors import Compacted, EtcdError, EtcdUnavailable, TooLarge
-from statemanager.etcd import Header, KeyValue, WatchBatch
+from statemanager.etcd import Header, Snapshot, WatchBatch
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.outage import Outage
@@ -35,9 +35,7 @@ log = structlog.get_logger("statemanager.watcher")
 
 
 class WatchClient(Protocol):
-    async def snapshot(
-        self, prefixes: Sequence[str], page_size: int = ...
-    ) -> tuple[int, dict[str, list[KeyValue]]]: ...
+    async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
 
     def watch(
         self, starts: Mapping[str, int], progress_every: float

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from statemanager.election import Election
 from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import Candidate, Event, Header, KeyValue, WatchBatch
+from statemanager.etcd import Candidate, Candidates, Event, Header, KeyValue, WatchBatch
 from statemanager.outage import Outage
 
 from support.runtime import until
@@ -83,15 +83,17 @@ class FakeEtcd:
             self.put(key, value)
         return self.keys[key][1]
 
-    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]:
+    async def candidates(self, prefix: str) -> Candidates:
         self._request()
         self.reads += 1
-        found = sorted((Candidate(k, v, r) for k, (v, r) in self.keys.items()), key=lambda c: c[2])
+        found = sorted(
+            (Candidate(k, v, r) for k, (v, r) in self.keys.items()), key=lambda c: c.create_revision
+        )
         revision = self.revision
         action, self.after_next_read = self.after_next_read, None
         if action is not None:
             action()
-        return revision, found
+        return Candidates(revision, found)
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
         return [KeyValue(k, v, r) for k, (v, r) in self.keys.items()]
