@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from statemanager.controller import Controller
-from statemanager.etcd import EtcdClient, Put
-from statemanager.health import Health
-from statemanager.metrics import Metrics
-from statemanager.outage import Outage
-from statemanager.watcher import Watcher
+from statemanager.adapters.etcd import EtcdClient, Put
+from statemanager.runtime.controller import Controller
+from statemanager.runtime.health import Health
+from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.outage import Outage
+from statemanager.runtime.watcher import Watcher
 
 from conftest import DaemonMaker, Etcd, eventually, states_are
 from support import documents

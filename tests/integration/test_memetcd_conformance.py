@@ -18,10 +18,10 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from statemanager.errors import Compacted, EtcdUnavailable, StateManagerError
-from statemanager.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch
-from statemanager.etcderrors import classify
-from statemanager.localetcd import LocalEtcd
+from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch
+from statemanager.adapters.etcderrors import classify
+from statemanager.core.errors import Compacted, EtcdUnavailable, StateManagerError
+from statemanager.devtools.localetcd import LocalEtcd
 
 from support.memetcd import Compare, LeasedPut, MemEtcd, Range, Record
 

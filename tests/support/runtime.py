@@ -13,17 +13,17 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from statemanager import report
-from statemanager.actioncontroller import ReconcileOutcome
-from statemanager.controller import Controller
-from statemanager.election import Election
-from statemanager.etcd import prefix_end
-from statemanager.health import Health
-from statemanager.keys import KeyLayout
-from statemanager.metrics import Metrics
-from statemanager.outage import Outage
-from statemanager.reconcile import ReconcileClient, ReconcileSender
-from statemanager.watcher import Watcher
+from statemanager.adapters.actioncontroller import ReconcileOutcome
+from statemanager.adapters.etcd import prefix_end
+from statemanager.core import report
+from statemanager.core.keys import KeyLayout
+from statemanager.runtime.controller import Controller
+from statemanager.runtime.election import Election
+from statemanager.runtime.health import Health
+from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.outage import Outage
+from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender
+from statemanager.runtime.watcher import Watcher
 
 from support import documents
 from support.memetcd import MemEtcd

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from statemanager.controller import Controller
-from statemanager.etcd import KeyValue
-from statemanager.keys import KeyLayout, Resource, WorkKey
-from statemanager.metrics import Metrics
+from statemanager.adapters.etcd import KeyValue
+from statemanager.core.keys import KeyLayout, Resource, WorkKey
+from statemanager.runtime.controller import Controller
+from statemanager.runtime.metrics import Metrics
 
 LAYOUT = KeyLayout()
 

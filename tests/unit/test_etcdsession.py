@@ -12,10 +12,10 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from statemanager.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
-from statemanager.etcd import EtcdWatches
-from statemanager.etcderrors import Recovery, classify
-from statemanager.etcdsession import LEASE_KEEP_ALIVE, RANGE, TXN, EtcdSession, Metadata
+from statemanager.adapters.etcd import EtcdWatches
+from statemanager.adapters.etcderrors import Recovery, classify
+from statemanager.adapters.etcdsession import LEASE_KEEP_ALIVE, RANGE, TXN, EtcdSession, Metadata
+from statemanager.core.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 
 CODE = grpc.StatusCode
 OK = SimpleNamespace(answer="ok")

@@ -1,0 +1,518 @@
+"""The etcd adapter's facades: the only modules that import aetcd are this one and the
+session under it (`etcdsession.py`).
+
+It drives aetcd's generated etcd v3 stubs (`aetcd.rpc`) on a grpc.aio channel of its own,
+because the high-level client cannot read several prefixes at one revision, page a listing,
+expose watch response boundaries or progress notifications. Callers see small frozen values
+and the error families of `statemanager.core.errors`, never protobuf or grpc types. Three thin
+facades, `EtcdKV`, `EtcdLeases` and `EtcdWatches`, turn our values into requests and answers
+into our values; `EtcdClient` is the three on one session. Endpoints, TLS, the auth token and
+what happens when a request fails (the retry policy) are the session's alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import grpc
+import structlog
+from aetcd import rpc
+
+from statemanager.adapters.etcdsession import (
+    DELETE_RANGE,
+    LEASE_GRANT,
+    LEASE_KEEP_ALIVE,
+    LEASE_REVOKE,
+    MAX_RESPONSE_BYTES,
+    RANGE,
+    TXN,
+    WATCH,
+    EtcdSession,
+    RefusalObserver,
+)
+from statemanager.app.config import EtcdSettings, TlsFiles
+from statemanager.core.errors import Compacted, EtcdUnavailable, TooLarge
+
+log = structlog.get_logger("statemanager.etcd")
+
+
+@dataclass(frozen=True, slots=True)
+class TxnLimits:
+    """What etcd accepts in one transaction; whoever packs transactions must stay within it.
+
+    `max_ops` is etcd's --max-txn-ops (default 128): it caps the compares and each branch's
+    operations separately. `max_bytes` is --max-request-bytes (default 1.5 MiB) on the encoded
+    request. Byte costs are upper bounds: a key or value plus `OP_OVERHEAD_BYTES` per operation,
+    and `HEADROOM_BYTES` kept for the request's framing and etcd's own header.
+    """
+
+    max_ops: int = 128
+    max_bytes: int = 1536 * 1024
+
+    # Tags, lengths and a revision of one operation: 11-13 bytes measured for keys up to 300
+    # bytes (tests/unit/test_txn_limits.py checks the bound on encoded requests).
+    OP_OVERHEAD_BYTES = 24
+    HEADROOM_BYTES = 1024
+
+    @property
+    def byte_budget(self) -> int:
+        return self.max_bytes - self.HEADROOM_BYTES
+
+    def guarded_write_bytes(self, key: bytes, value: bytes | None) -> int:
+        """A guarded put or delete: the compare, the operation and the failure branch's read."""
+        return 3 * (len(key) + self.OP_OVERHEAD_BYTES) + len(value or b"")
+
+    def put_bytes(self, key: bytes, value: bytes) -> int:
+        """An unguarded put."""
+        return len(key) + len(value) + self.OP_OVERHEAD_BYTES
+
+    def chunks(
+        self, ops: Sequence[Put | Delete], fence: Fence | None
+    ) -> Iterator[list[Put | Delete]]:
+        """Unguarded `ops` in order, cut into transactions within the limits (with `fence`)."""
+        fence_ops, fence_bytes = (1, self.guarded_write_bytes(fence.key, None)) if fence else (0, 0)
+        chunk: list[Put | Delete] = []
+        size = 0
+        for op in ops:
+            cost = self.put_bytes(op.key, op.value if isinstance(op, Put) else b"")
+            if chunk and (
+                len(chunk) + 1 + fence_ops > self.max_ops
+                or size + cost + fence_bytes > self.byte_budget
+            ):
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(op)
+            size += cost
+        if chunk:
+            yield chunk
+
+
+TXN_LIMITS = TxnLimits()
+
+# A listing page holds at most this many keys, and fewer when its response would be over the
+# receive limit: etcd cannot cap a page by bytes, so a too-large page is asked again, halved.
+# Large, because etcd (3.5) counts every key from a page's start to the prefix's end to fill in
+# the response's `count`, whatever the limit: listing N keys costs etcd N²/(2 × PAGE_KEYS) key
+# visits. At 1,000,000 containers one 1,000-key page from the start took etcd 0.7-1 s, and
+# the 1,000 pages made the cold start take many minutes; 10,000 divides that by ten. A page of
+# container values is ~6 MB, well under the receive limit.
+PAGE_KEYS = 10_000
+
+
+class Candidate(NamedTuple):
+    """A key of an election (`statemanager.runtime.election`): who campaigns, and its
+    place in line."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+
+
+class KeyValue(NamedTuple):
+    """A listed key; a plain tuple so the pure core can take it without importing this module."""
+
+    key: bytes
+    value: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One key change; `value` is None for a deletion. `revision` is the change's revision."""
+
+    key: bytes
+    value: bytes | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """The events one watch response carried for one prefix.
+
+    etcd never splits one revision's events for a watcher across responses (we do not ask for
+    fragments), so after a batch is handled every revision up to `revision` is fully delivered
+    for that prefix. A batch without events (prefix None) is a progress notification: a
+    liveness signal only, never a resume point, because etcd before 3.4.26/3.5.8 could send one
+    ahead of undelivered events.
+
+    `header` is where etcd stood when it sent the response (every response has one, a watch's
+    "created" answer included): a revision below one already delivered, or a raft term below
+    one already seen, says etcd's history was replaced (a wiped member, a restore from an
+    older snapshot).
+    """
+
+    prefix: str | None  # None for a progress notification
+    events: tuple[Event, ...]
+    revision: int
+    header: Header
+
+
+class Header(NamedTuple):
+    """Where etcd stood when it answered: its store revision and its raft term. Both only grow
+    while the cluster keeps its data; a wipe or a restore starts them again from low values."""
+
+    revision: int
+    raft_term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """The transaction applies only while `key`'s mod revision is `mod_revision` (0: absent)."""
+
+    key: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The transaction applies only while `key` exists with this create revision: the leader
+    key of an election, so a deposed leader's write fails atomically (etcd concurrency's rule)."""
+
+    key: bytes
+    create_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """`succeeded` with the commit revision; otherwise `current` holds every guarded key as
+    etcd has it now (value None when absent), read in the same transaction, and `fenced` says
+    whether the fence (if any) no longer held."""
+
+    succeeded: bool
+    revision: int
+    current: Mapping[bytes, KeyValue | None]
+    fenced: bool = False
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range end that covers every key starting with `prefix` (etcd's clientv3 rule)."""
+    end = bytearray(prefix)
+    for i in range(len(end) - 1, -1, -1):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\x00"
+
+
+class Snapshot(NamedTuple):
+    """Every listed prefix's keys, all read at `revision`."""
+
+    revision: int
+    listing: dict[str, list[KeyValue]]
+
+
+class Candidates(NamedTuple):
+    """An election's candidates by ascending create revision, read at `revision`."""
+
+    revision: int
+    found: list[Candidate]
+
+
+class _Facade:
+    """A view of the session for one of etcd's services: it builds requests from our values
+    and reads our values from the answers; failures and retries are the session's."""
+
+    def __init__(self, session: EtcdSession) -> None:
+        self._session = session
+
+
+class EtcdKV(_Facade):
+    """Reads, guarded transactions and the election's keys."""
+
+    async def revision(self) -> int:
+        """The store's current revision (a cheap health check)."""
+        return (await self.header()).revision
+
+    async def header(self) -> Header:
+        """Where etcd stands now, from a linearizable read (never a lagging member's view)."""
+        resp = await self._session.call(RANGE, rpc.RangeRequest(key=b"\x00", limit=1))
+        return _header(resp)
+
+    async def get(self, key: bytes) -> KeyValue | None:
+        resp = await self._session.call(RANGE, rpc.RangeRequest(key=key))
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def snapshot(self, prefixes: Sequence[str], page_size: int = PAGE_KEYS) -> Snapshot:
+        """List every prefix at one revision, paging so no response grows without bound.
+
+        A page is at most `page_size` keys; one whose response would exceed the receive limit
+        (large values) is asked again with half as many keys, down to one, and later pages keep
+        the smaller size. Raises Compacted when the revision is compacted between pages (list
+        again), TooLarge only when a single key's response is over the limit.
+        """
+        revision = 0
+        listing: dict[str, list[KeyValue]] = {}
+        for prefix in prefixes:
+            start = prefix.encode()
+            end = prefix_end(start)
+            items: list[KeyValue] = []
+            while True:
+                req = rpc.RangeRequest(key=start, range_end=end, limit=page_size, revision=revision)
+                try:
+                    resp = await self._session.call(RANGE, req)
+                except TooLarge as exc:
+                    if page_size == 1:
+                        raise
+                    page_size = max(1, page_size // 2)
+                    log.info("etcd_page_halved", prefix=prefix, page_keys=page_size, error=str(exc))
+                    continue
+                revision = revision or int(resp.header.revision)
+                items.extend(_kv(kv) for kv in resp.kvs)
+                if not resp.more or not resp.kvs:
+                    break
+                start = bytes(resp.kvs[-1].key) + b"\x00"
+            listing[prefix] = items
+        return Snapshot(revision, listing)
+
+    async def list_prefix(self, prefix: str) -> list[KeyValue]:
+        """Every key under `prefix`, at one revision."""
+        return (await self.snapshot([prefix])).listing[prefix]
+
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult:
+        """Apply `ops` atomically if every guard (and the fence) holds; otherwise read them."""
+        resp = await self._session.call(TXN, txn_request(guards, ops, fence))
+        revision = int(resp.header.revision)
+        if resp.succeeded:
+            return TxnResult(True, revision, {})
+        current: dict[bytes, KeyValue | None] = {}
+        for guard, op in zip(guards, resp.responses, strict=False):
+            kvs = op.response_range.kvs
+            current[guard.key] = _kv(kvs[0]) if kvs else None
+        fenced = False
+        if fence is not None:
+            kvs = resp.responses[len(guards)].response_range.kvs
+            fenced = not kvs or int(kvs[0].create_revision) != fence.create_revision
+        return TxnResult(False, revision, current, fenced)
+
+    async def delete(self, key: bytes) -> None:
+        await self._session.call(DELETE_RANGE, rpc.DeleteRangeRequest(key=key))
+
+    async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int:
+        """Put `key` bound to the lease unless it exists; its create revision either way."""
+        req = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE, key=key, create_revision=0
+                )
+            ],
+            success=[
+                rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease_id))
+            ],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key))],
+        )
+        resp = await self._session.call(TXN, req)
+        if resp.succeeded:
+            return int(resp.header.revision)
+        return int(resp.responses[0].response_range.kvs[0].create_revision)
+
+    async def candidates(self, prefix: str) -> Candidates:
+        """Every key under `prefix` by ascending create revision, and the revision read at.
+        Meant for an election's candidates: one per daemon, so one unpaged read."""
+        start = prefix.encode()
+        req = rpc.RangeRequest(
+            key=start,
+            range_end=prefix_end(start),
+            sort_order=rpc.RangeRequest.ASCEND,
+            sort_target=rpc.RangeRequest.CREATE,
+        )
+        resp = await self._session.call(RANGE, req)
+        found = [
+            Candidate(bytes(kv.key), bytes(kv.value), int(kv.create_revision)) for kv in resp.kvs
+        ]
+        return Candidates(int(resp.header.revision), found)
+
+    async def first_created(self, prefix: str) -> Candidate | None:
+        """The key under `prefix` with the lowest create revision: the election's leader."""
+        found = (await self.candidates(prefix)).found
+        return found[0] if found else None
+
+
+class EtcdLeases(_Facade):
+    """Leases: granted, renewed one keep-alive at a time (the caller's loop), revoked."""
+
+    async def grant_lease(self, ttl: int) -> int:
+        return int((await self._session.call(LEASE_GRANT, rpc.LeaseGrantRequest(TTL=ttl))).ID)
+
+    async def keep_alive(self, lease_id: int) -> int:
+        """Renew a lease once; returns its remaining TTL in seconds, 0 when it is gone."""
+        resp = await self._session.call(LEASE_KEEP_ALIVE, rpc.LeaseKeepAliveRequest(ID=lease_id))
+        if resp is grpc.aio.EOF:
+            raise EtcdUnavailable("etcd closed the lease keep-alive stream")
+        return int(resp.TTL)
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        await self._session.call(LEASE_REVOKE, rpc.LeaseRevokeRequest(ID=lease_id))
+
+
+class EtcdWatches(_Facade):
+    """Watches of prefixes, all on one stream."""
+
+    async def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]:
+        """Watch each prefix from its start revision on one stream.
+
+        Every `progress_every` seconds it asks etcd for a progress notification, so a live
+        stream is never silent for long: a caller that hears nothing for a few such periods
+        knows the stream is dead even if TCP says otherwise. Ends only by raising:
+        EtcdUnavailable when the stream breaks or etcd cancels a watch, Compacted when a start
+        revision is no longer in history.
+        """
+        prefixes = list(starts)
+        # "hasleader": etcd cancels the watch if this member loses its leader, instead of
+        # leaving it open and silent on the minority side of a partition.
+        async with self._session.stream(WATCH, ("hasleader", "true")) as call:
+            for watch_id, prefix in enumerate(prefixes, start=1):
+                key = prefix.encode()
+                create = rpc.WatchCreateRequest(
+                    key=key,
+                    range_end=prefix_end(key),
+                    start_revision=starts[prefix],
+                    progress_notify=True,
+                    watch_id=watch_id,
+                )
+                await call.write(rpc.WatchRequest(create_request=create))
+            progress = asyncio.create_task(_ask_progress(call, progress_every), name="progress")
+            try:
+                while True:
+                    resp = await call.read()
+                    if resp is grpc.aio.EOF:
+                        raise EtcdUnavailable("etcd closed the watch stream")
+                    if resp.compact_revision:
+                        raise Compacted(int(resp.compact_revision))
+                    if resp.canceled:
+                        raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
+                    header = _header(resp)
+                    if not resp.events:
+                        yield WatchBatch(None, (), 0, header)  # created or progress: liveness
+                        continue
+                    events = tuple(_event(ev) for ev in resp.events)
+                    prefix = prefixes[resp.watch_id - 1]
+                    yield WatchBatch(prefix, events, events[-1].revision, header)
+            finally:
+                progress.cancel()
+
+
+class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
+    """A client of one etcd cluster: the KV, lease and watch facades on one `EtcdSession`,
+    which holds the endpoints, TLS, the auth token and the retry policy. Create and use it
+    inside the running event loop (grpc.aio)."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        timeout: float,
+        observe: Callable[[str, float, str | None], None] | None = None,
+        tls: TlsFiles | None = None,
+        credentials: tuple[str, str] | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        refusals: RefusalObserver | None = None,
+    ) -> None:
+        super().__init__(
+            EtcdSession(
+                endpoints,
+                timeout,
+                tls=tls,
+                credentials=credentials,
+                max_response_bytes=max_response_bytes,
+                observe=observe,
+                refusals=refusals,
+            )
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: EtcdSettings,
+        observe: Callable[[str, float, str | None], None] | None = None,
+        refusals: RefusalObserver | None = None,
+    ) -> EtcdClient:
+        user, password = settings.username, settings.password
+        return cls(
+            settings.endpoints,
+            settings.timeout_seconds,
+            observe,
+            settings.tls,
+            (user, password) if user is not None and password is not None else None,
+            refusals=refusals,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint requests go to now."""
+        return self._session.endpoint
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+async def _ask_progress(call: Any, every: float) -> None:
+    """Request a stream-wide progress notification every `every` seconds until cancelled."""
+    request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+    try:
+        while True:
+            await asyncio.sleep(every)
+            await call.write(request)
+    except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+        return  # the stream is gone; the reader reports why
+
+
+def txn_request(guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None) -> Any:
+    """The TxnRequest for `EtcdClient.txn`: a compare per guard (and the fence), `ops` on
+    success, a read of every guarded key (and the fence) on failure."""
+    compare = [
+        rpc.Compare(
+            result=rpc.Compare.EQUAL,
+            target=rpc.Compare.MOD,
+            key=g.key,
+            mod_revision=g.mod_revision,
+        )
+        for g in guards
+    ]
+    failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key)) for g in guards]
+    if fence is not None:
+        compare.append(
+            rpc.Compare(
+                result=rpc.Compare.EQUAL,
+                target=rpc.Compare.CREATE,
+                key=fence.key,
+                create_revision=fence.create_revision,
+            )
+        )
+        failure.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=fence.key)))
+    success = [
+        rpc.RequestOp(request_put=rpc.PutRequest(key=op.key, value=op.value))
+        if isinstance(op, Put)
+        else rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=op.key))
+        for op in ops
+    ]
+    return rpc.TxnRequest(compare=compare, success=success, failure=failure)
+
+
+def _header(resp: Any) -> Header:
+    return Header(int(resp.header.revision), int(resp.header.raft_term))
+
+
+def _kv(kv: Any) -> KeyValue:
+    return KeyValue(bytes(kv.key), bytes(kv.value), int(kv.mod_revision))
+
+
+def _event(ev: Any) -> Event:
+    deleted = ev.type == rpc.Event.DELETE
+    return Event(bytes(ev.kv.key), None if deleted else bytes(ev.kv.value), int(ev.kv.mod_revision))
