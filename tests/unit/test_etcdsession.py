@@ -215,6 +215,29 @@ async def test_a_call_is_retried_once_then_surfaces() -> None:
     assert await session.call(RANGE, RANGE_REQUEST) is OK
 
 
+async def test_a_call_on_a_channel_closed_under_it_is_retried_on_the_next_member() -> None:
+    """grpc.aio cancels a call whose channel is closed (another call's failover): not the
+    caller's cancellation, so the call goes to the next member."""
+    cluster = Cluster({"http://a:1": [asyncio.CancelledError()], "http://b:2": []})
+    session = cluster.session()
+    assert await session.call(RANGE, RANGE_REQUEST) is OK
+    assert cluster.requests("http://b:2") == ["Range"]
+    assert cluster.observed == [("range", "CANCELLED"), ("range", None)]
+
+
+async def test_the_callers_own_cancellation_stays_a_cancellation() -> None:
+    cluster = Cluster({"http://a:1": [], "http://b:2": []})
+    cluster.members["http://a:1"].gate = asyncio.Event()  # never set: the call hangs
+    session = cluster.session()
+    call = asyncio.create_task(session.call(RANGE, RANGE_REQUEST))
+    await asyncio.sleep(0)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert cluster.requests("http://b:2") == []
+    assert session.endpoint == "http://a:1"
+
+
 async def test_one_endpoint_unreachable_surfaces_without_retry() -> None:
     """With nowhere to fail over to, the call is not repeated on the same member."""
     cluster = Cluster({"http://a:1": [_error(CODE.UNAVAILABLE)]})

@@ -148,6 +148,8 @@ class Rpc:
 
 @dataclass(frozen=True, slots=True)
 class StreamRpc:
+    """A bidirectional streaming RPC (the watch): `what` names it in errors."""
+
     what: str
     method: Callable[[Connection], StreamMethod]
 
