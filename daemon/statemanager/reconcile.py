@@ -40,7 +40,6 @@ from statemanager.actioncontroller import ReconcileOutcome
 from statemanager.backoff import Backoff, wait_woken
 from statemanager.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.etcd import Delete, Event, Fence, Guard, KeyValue, Put, TxnResult, WatchBatch
-from statemanager.index import Index
 from statemanager.keys import KeyLayout, Resource, WorkKey
 from statemanager.metrics import Metrics
 from statemanager.outage import Outage
@@ -77,6 +76,12 @@ class TriggerStore(Protocol):
     async def txn(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
     ) -> TxnResult: ...
+
+
+class Scenarios(Protocol):
+    """Which scenarios target a package (the index knows)."""
+
+    def scenarios_of(self, package: str) -> list[str]: ...
 
 
 class Applied(Protocol):
@@ -116,10 +121,11 @@ class _Pending:
 class ReconcileSender:
     def __init__(
         self,
+        *,
         client: ReconcileClient,
         store: TriggerStore,
         layout: KeyLayout,
-        index: Index,
+        scenarios: Scenarios,
         applied: Applied,
         metrics: Metrics,
         outage: Outage,
@@ -131,7 +137,7 @@ class ReconcileSender:
         self._client = client
         self._store = store
         self._layout = layout
-        self._index = index
+        self._scenarios = scenarios
         self._applied = applied
         self._metrics = metrics
         self._outage = outage
@@ -303,7 +309,7 @@ class ReconcileSender:
             # Read from etcd, not the index: the index follows another watch stream and may
             # not have seen the Error write that this trigger came with yet.
             key = self._layout.state_key(WorkKey(Resource.PACKAGE, trigger.package)).encode()
-            scenarios = self._index.scenarios_of(trigger.package)
+            scenarios = self._scenarios.scenarios_of(trigger.package)
             try:
                 found = await self._store.get(key)
                 known = bool(scenarios) or await self._scenarios_current(trigger)

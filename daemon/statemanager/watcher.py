@@ -24,9 +24,8 @@ from typing import Protocol
 import structlog
 
 from statemanager.backoff import Backoff
-from statemanager.controller import Controller
 from statemanager.errors import Compacted, EtcdError, EtcdUnavailable, TooLarge
-from statemanager.etcd import Header, KeyValue, WatchBatch
+from statemanager.etcd import Event, Header, KeyValue, WatchBatch
 from statemanager.health import Health
 from statemanager.metrics import Metrics
 from statemanager.outage import Outage
@@ -44,6 +43,20 @@ class WatchClient(Protocol):
     ) -> AsyncGenerator[WatchBatch, None]: ...
 
     async def header(self) -> Header: ...
+
+
+class EventSink(Protocol):
+    """Where the watcher hands what etcd holds (the controller)."""
+
+    def load(
+        self,
+        revision: int,
+        listing: Mapping[str, list[KeyValue]],
+        delivered: Mapping[str, int] | None = ...,
+    ) -> None: ...
+
+    def apply(self, prefix: str, events: Sequence[Event]) -> None: ...
+    def forget_history(self) -> None: ...
 
 
 class SilentWatch(EtcdUnavailable):
@@ -64,8 +77,9 @@ class HistoryReplaced(Exception):
 class Watcher:
     def __init__(
         self,
+        *,
         client: WatchClient,
-        controller: Controller,
+        sink: EventSink,
         prefixes: Sequence[str],
         metrics: Metrics,
         on_listed: Callable[[int], None],
@@ -77,7 +91,7 @@ class Watcher:
         self._health = health
         self._outage = outage
         self._client = client
-        self._controller = controller
+        self._sink = sink
         self._prefixes = list(prefixes)
         self._metrics = metrics
         self._on_listed = on_listed
@@ -101,7 +115,7 @@ class Watcher:
             try:
                 if not listed:
                     revision, listing = await self._client.snapshot(self._prefixes)
-                    self._controller.load(revision, listing, self._delivered)
+                    self._sink.load(revision, listing, self._delivered)
                     self._delivered = dict.fromkeys(self._prefixes, revision)
                     self._metrics.last_revision.set(revision)
                     self._health.watching(revision)
@@ -130,7 +144,7 @@ class Watcher:
                     now=exc.now,
                     hint="etcd was wiped or restored from an older snapshot; relisting",
                 )
-                self._controller.forget_history()
+                self._sink.forget_history()
                 # Learnt anew from the new history, so the relist reports no drift against the old.
                 self._delivered = {}
                 self._term = 0
@@ -179,7 +193,7 @@ class Watcher:
                     self._health.watching()
                     continue  # progress notification: the stream is alive
                 self._health.watching(batch.revision)
-                self._controller.apply(batch.prefix, batch.events)
+                self._sink.apply(batch.prefix, batch.events)
                 self._delivered[batch.prefix] = batch.revision
                 self._metrics.last_revision.set(batch.revision)
         finally:

@@ -30,7 +30,7 @@ async def test_scenario_arriving_after_the_death_still_gets_its_reconcile() -> N
         container(mem, "c1", "m", "dead")
         await until(lambda: state(mem, "package", "p") == "Error")
         await until(lambda: rt.sample("reconcile_triggers_total", outcome="recorded") == 1)
-        assert rt.controller.index.scenarios_of("p") == []
+        assert rt.parts.index.scenarios_of("p") == []
         mem.lag_watches(LAYOUT.scenarios, lagging=False)
         await until(lambda: rt.actioncontroller.calls == ["s"])
         await until(lambda: rt.sample("reconcile_triggers_total", outcome="delivered") == 1)

@@ -12,7 +12,7 @@ from statemanager.proto import statemanager_pb2 as pb
 from statemanager.stateservice import StateService
 
 from support.memetcd import MemEtcd
-from support.runtime import LAYOUT, MAX_VALUE_BYTES, Runtime, package, state, until
+from support.runtime import LAYOUT, Runtime, package, state, until
 
 pytestmark = pytest.mark.looptime
 
@@ -29,11 +29,6 @@ class Context:
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
         raise Aborted(code, details)
-
-
-def service(rt: Runtime) -> StateService:
-    c = rt.controller
-    return StateService(c.index, LAYOUT, rt.mem, rt.election, c.confirm, MAX_VALUE_BYTES)
 
 
 def container_list(node: str, **statuses: str) -> pb.ContainerList:
@@ -62,8 +57,8 @@ async def test_container_lists_drive_states_through_the_watch() -> None:
     mem = MemEtcd()
     package(mem, "payment", ["payment.web"])
     async with Runtime(mem) as rt:
-        await until(lambda: rt.election.fence() is not None)
-        svc = service(rt)
+        await until(lambda: rt.parts.election.fence() is not None)
+        svc = rt.parts.service
         await send(svc, container_list("node-a", web="running", db="exited"))
         await until(lambda: state(mem, "package", "payment") == "Error")
         assert state(mem, "model", "payment.web") == "Failed"
@@ -77,9 +72,9 @@ async def test_follower_refuses_container_lists_and_names_the_leader() -> None:
     stores nothing."""
     mem = MemEtcd()
     async with Runtime(mem, "node-a") as a, Runtime(mem, "node-b") as b:
-        await until(lambda: a.election.fence() is not None and b.election.decided)
+        await until(lambda: a.parts.election.fence() is not None and b.parts.election.decided)
         with pytest.raises(Aborted) as refused:
-            await send(service(b), container_list("node-b", web="running"))
+            await send(b.parts.service, container_list("node-b", web="running"))
         assert refused.value.code is grpc.StatusCode.UNAVAILABLE
         assert "node-a" in refused.value.details
         assert mem.range_now(LAYOUT.containers.encode() + b"web").count == 0

@@ -262,8 +262,8 @@ class Daemon:
             TTL,
             actioncontroller=sim.actioncontroller,
             metrics=_metrics(),
+            clock=Clock(asyncio.get_running_loop()),
         )
-        self.runtime.election._clock = Clock(asyncio.get_running_loop())
         self.started = asyncio.create_task(self.runtime.__aenter__())
 
     def ended(self) -> list[str]:
