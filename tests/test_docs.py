@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from statemanager.config import OPTIONS, load
-from statemanager.metrics import Metrics
+from statemanager.app.config import OPTIONS, load
+from statemanager.runtime.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

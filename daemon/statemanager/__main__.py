@@ -1,5 +1,5 @@
 """`python -m statemanager` is the same as the `statemanager` console script."""
 
-from statemanager.cli import main
+from statemanager.app.cli import main
 
 raise SystemExit(main())

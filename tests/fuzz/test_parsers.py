@@ -21,11 +21,11 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statemanager.config import load
-from statemanager.errors import BadInput, ConfigError
-from statemanager.index import Index
-from statemanager.ingest import UNASSIGNED, Ingest
-from statemanager.inputs import (
+from statemanager.app.config import load
+from statemanager.core.errors import BadInput, ConfigError
+from statemanager.core.index import Index
+from statemanager.core.ingest import UNASSIGNED, Ingest
+from statemanager.core.inputs import (
     BAD_INPUT_KINDS,
     MODEL_ANNOTATION,
     ContainerInfo,
@@ -34,9 +34,9 @@ from statemanager.inputs import (
     parse_package,
     parse_scenario,
 )
-from statemanager.keys import KeyLayout, Kind, name_problem
-from statemanager.planner import plan
-from statemanager.states import ModelState, PackageState, classify, parse_status
+from statemanager.core.keys import KeyLayout, Kind, name_problem
+from statemanager.core.planner import plan
+from statemanager.core.states import ModelState, PackageState, classify, parse_status
 
 SPEC_PARSERS: dict[str, Callable[[bytes, str], object]] = {
     "Package": parse_package,

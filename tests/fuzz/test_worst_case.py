@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from statemanager.errors import BadInput
-from statemanager.inputs import (
+from statemanager.core.errors import BadInput
+from statemanager.core.inputs import (
     MAX_YAML_DEPTH,
     MAX_YAML_NODES,
     parse_container,

@@ -27,9 +27,9 @@ from urllib.request import urlopen
 import aetcd
 import pytest
 
-from statemanager.config import OPTIONS
-from statemanager.keys import KeyLayout
-from statemanager.localetcd import LocalEtcd, free_port
+from statemanager.app.config import OPTIONS
+from statemanager.core.keys import KeyLayout
+from statemanager.devtools.localetcd import LocalEtcd, free_port
 
 from support import documents
 

@@ -1,7 +1,7 @@
 """Random fleet churn and an oracle for fault and HA tests.
 
 The oracle is independent of the daemon's index: it groups containers by their model
-annotation itself and applies only the rule table (statemanager.rules), which the unit tests
+annotation itself and applies only the rule table (statemanager.core.rules), which the unit tests
 pin row by row.
 """
 
@@ -15,8 +15,8 @@ from collections import Counter
 
 import yaml
 
-from statemanager.rules import model_verdict, package_verdict
-from statemanager.states import ContainerClass, classify, parse_status
+from statemanager.core.rules import model_verdict, package_verdict
+from statemanager.core.states import ContainerClass, classify, parse_status
 
 from conftest import Etcd, eventually
 from support import documents

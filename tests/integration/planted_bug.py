@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from statemanager.cli import main
-from statemanager.index import Index
-from statemanager.keys import WorkKey
+from statemanager.app.cli import main
+from statemanager.core.index import Index
+from statemanager.core.keys import WorkKey
 
 _put_container = Index.put_container
 _verdict = Index.verdict

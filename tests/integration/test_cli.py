@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from statemanager.keys import KeyLayout
+from statemanager.core.keys import KeyLayout
 
 from conftest import DaemonMaker, Etcd, cli, daemon_env, states_are
 

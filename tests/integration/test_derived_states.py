@@ -8,8 +8,8 @@ import re
 from collections import Counter
 from typing import Any
 
-from statemanager.rules import model_verdict
-from statemanager.states import ContainerClass, classify, parse_status
+from statemanager.core.rules import model_verdict
+from statemanager.core.states import ContainerClass, classify, parse_status
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
 from fleet import converged

@@ -14,7 +14,7 @@ from urllib.request import urlopen
 import aetcd
 import pytest
 
-from statemanager.localetcd import LocalEtcd, free_port
+from statemanager.devtools.localetcd import LocalEtcd, free_port
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
 

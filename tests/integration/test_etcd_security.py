@@ -11,11 +11,11 @@ import aetcd
 import pytest
 from structlog.testing import capture_logs
 
-from statemanager.config import ServerTls, TlsFiles
-from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import EtcdClient, Put
-from statemanager.keys import KeyLayout
-from statemanager.localetcd import LocalEtcd, free_port
+from statemanager.adapters.etcd import EtcdClient, Put
+from statemanager.app.config import ServerTls, TlsFiles
+from statemanager.core.errors import EtcdUnavailable
+from statemanager.core.keys import KeyLayout
+from statemanager.devtools.localetcd import LocalEtcd, free_port
 
 from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, eventually
 from fleet import Churn, converged

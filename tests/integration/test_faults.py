@@ -15,8 +15,8 @@ from urllib.request import urlopen
 
 import pytest
 
-from statemanager.benchload import cpu_seconds
-from statemanager.localetcd import LocalEtcd, find_etcd
+from statemanager.devtools.benchload import cpu_seconds
+from statemanager.devtools.localetcd import LocalEtcd, find_etcd
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
 from fleet import CONTAINERS, PACKAGES, Churn, converged

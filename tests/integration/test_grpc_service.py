@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from statemanager.keys import KeyLayout
-from statemanager.localetcd import free_port
+from statemanager.core.keys import KeyLayout
+from statemanager.devtools.localetcd import free_port
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 

@@ -7,8 +7,8 @@ import asyncio
 import signal
 import time
 
-from statemanager.etcd import Delete, EtcdClient, Fence, Put
-from statemanager.localetcd import LocalEtcd
+from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Put
+from statemanager.devtools.localetcd import LocalEtcd
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually
 from fleet import Churn, converged

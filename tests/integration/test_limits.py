@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from statemanager.etcd import EtcdClient, Put
-from statemanager.metrics import Metrics
+from statemanager.adapters.etcd import EtcdClient, Put
+from statemanager.runtime.metrics import Metrics
 
 from conftest import DaemonMaker, Etcd, eventually, states_are
 from support import documents

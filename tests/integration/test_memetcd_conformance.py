@@ -18,9 +18,9 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from statemanager.errors import Compacted, EtcdUnavailable, StateManagerError
-from statemanager.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch, _translate
-from statemanager.localetcd import LocalEtcd
+from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch, _translate
+from statemanager.core.errors import Compacted, EtcdUnavailable, StateManagerError
+from statemanager.devtools.localetcd import LocalEtcd
 
 from support.memetcd import Compare, LeasedPut, MemEtcd, Range, Record
 

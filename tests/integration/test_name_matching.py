@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from statemanager.keys import KeyLayout
+from statemanager.core.keys import KeyLayout
 
 from conftest import DaemonMaker, Etcd, cli, states_are
 

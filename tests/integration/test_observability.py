@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from statemanager.localetcd import LocalEtcd
+from statemanager.devtools.localetcd import LocalEtcd
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually, http_get, promql, scrape_job, states_are
 

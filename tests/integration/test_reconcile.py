@@ -11,8 +11,8 @@ from subprocess import CompletedProcess
 import grpc
 import pytest
 
-from statemanager.keys import KeyLayout
-from statemanager.localetcd import LocalEtcd, free_port
+from statemanager.core.keys import KeyLayout
+from statemanager.devtools.localetcd import LocalEtcd, free_port
 from statemanager.proto import actioncontroller_pb2 as pb
 from statemanager.proto import actioncontroller_pb2_grpc as pb_grpc
 

@@ -9,8 +9,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from statemanager.localetcd import free_port
-from statemanager.statuspage import MAX_ROWS, PACKAGES_PER_PAGE
+from statemanager.app.statuspage import MAX_ROWS, PACKAGES_PER_PAGE
+from statemanager.devtools.localetcd import free_port
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually, http_get, states_are
 

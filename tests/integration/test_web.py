@@ -17,8 +17,8 @@ from typing import Any
 import bcrypt
 import pytest
 
-from statemanager import webconfig
-from statemanager.keys import KeyLayout
+from statemanager.app import webconfig
+from statemanager.core.keys import KeyLayout
 
 from conftest import (
     Certs,

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from statemanager import __version__
-from statemanager.keys import KeyLayout
+from statemanager.core.keys import KeyLayout
 
 from conftest import Etcd, daemon_env
 

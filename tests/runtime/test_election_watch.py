@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from statemanager.election import WATCH_SILENCE_SECONDS
+from statemanager.runtime.election import WATCH_SILENCE_SECONDS
 
 from support.memetcd import MemEtcd
 from support.runtime import Runtime, assert_fenced, container, package, state, until

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from statemanager.errors import EtcdError
+from statemanager.core.errors import EtcdError
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime, container, package, scenario, state, until

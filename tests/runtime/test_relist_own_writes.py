@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from statemanager.etcd import Event
+from statemanager.adapters.etcd import Event
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime, container, disagreements, package, state, until

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from statemanager.etcd import prefix_end
+from statemanager.adapters.etcd import prefix_end
 
 from support.memetcd import MemEtcd
 from support.runtime import (

@@ -8,8 +8,8 @@ from typing import Any, NoReturn
 import grpc
 import pytest
 
+from statemanager.adapters.stateservice import StateService
 from statemanager.proto import statemanager_pb2 as pb
-from statemanager.stateservice import StateService
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime, package, state, until

@@ -40,12 +40,12 @@ import looptime
 import structlog
 
 from simulation import oracle
-from statemanager import controller as controller_module
-from statemanager import reconcile as reconcile_module
-from statemanager import writer as writer_module
-from statemanager.actioncontroller import ReconcileOutcome
-from statemanager.etcd import Delete, Fence, Guard, Put, TxnResult, WatchBatch, prefix_end
-from statemanager.metrics import Metrics
+from statemanager.adapters.actioncontroller import ReconcileOutcome
+from statemanager.adapters.etcd import Delete, Fence, Guard, Put, TxnResult, WatchBatch, prefix_end
+from statemanager.runtime import controller as controller_module
+from statemanager.runtime import reconcile as reconcile_module
+from statemanager.runtime import writer as writer_module
+from statemanager.runtime.metrics import Metrics
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime

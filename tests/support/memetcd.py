@@ -7,7 +7,7 @@ a past revision; leases that expire on the event loop's clock (virtual under `lo
 delete their keys in one revision; compaction; watches that replay history from a start
 revision and then follow live changes, one response never splitting a revision.
 
-It offers the methods of `statemanager.etcd.EtcdClient` that the daemon's components use
+It offers the methods of `statemanager.adapters.etcd.EtcdClient` that the daemon's components use
 (snapshot, watch, txn, get, leases, create_if_absent, first_created, candidates, list_prefix,
 delete), with
 the same result types and the same error families (`EtcdUnavailable`, `Compacted`,
@@ -32,8 +32,7 @@ import itertools
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Literal
 
-from statemanager.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
-from statemanager.etcd import (
+from statemanager.adapters.etcd import (
     Candidate,
     Delete,
     Event,
@@ -46,6 +45,7 @@ from statemanager.etcd import (
     WatchBatch,
     prefix_end,
 )
+from statemanager.core.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 
 Target = Literal["value", "version", "create", "mod"]
 Op = Literal["==", "!=", "<", ">"]

@@ -14,9 +14,10 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from statemanager import daemon, report
-from statemanager.actioncontroller import ReconcileOutcome
-from statemanager.config import (
+from statemanager.adapters.actioncontroller import ReconcileOutcome
+from statemanager.adapters.etcd import prefix_end
+from statemanager.app import daemon
+from statemanager.app.config import (
     ActionControllerSettings,
     EtcdSettings,
     GrpcSettings,
@@ -27,12 +28,12 @@ from statemanager.config import (
     PrefixSettings,
     Settings,
 )
-from statemanager.daemon import Parts, Store
-from statemanager.etcd import prefix_end
-from statemanager.health import Health
-from statemanager.keys import KeyLayout
-from statemanager.metrics import Metrics
-from statemanager.reconcile import ReconcileClient
+from statemanager.app.daemon import Parts, Store
+from statemanager.core import report
+from statemanager.core.keys import KeyLayout
+from statemanager.runtime.health import Health
+from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.reconcile import ReconcileClient
 
 from support import documents
 from support.memetcd import MemEtcd

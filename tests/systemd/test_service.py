@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from statemanager.localetcd import LocalEtcd, free_port
+from statemanager.devtools.localetcd import LocalEtcd, free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 UNIT = ROOT / "statemanager.service"

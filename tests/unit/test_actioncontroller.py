@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from statemanager.actioncontroller import REFUSAL_CODES, RETRIED_CODES
+from statemanager.adapters.actioncontroller import REFUSAL_CODES, RETRIED_CODES
 
 
 def test_every_error_code_is_either_retried_or_a_refusal() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from statemanager import config
-from statemanager.config import DEFAULT_CONFIG_PATH, load
-from statemanager.errors import ConfigError
-from statemanager.keys import KeyLayout
+from statemanager.app import config
+from statemanager.app.config import DEFAULT_CONFIG_PATH, load
+from statemanager.core.errors import ConfigError
+from statemanager.core.keys import KeyLayout
 
 
 def write(tmp_path: Path, text: str) -> Path:

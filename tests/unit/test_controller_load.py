@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from statemanager.etcd import KeyValue
-from statemanager.keys import Resource, WorkKey
-from statemanager.metrics import Metrics
+from statemanager.adapters.etcd import KeyValue
+from statemanager.core.keys import Resource, WorkKey
+from statemanager.runtime.metrics import Metrics
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, daemon_settings, wire

@@ -12,10 +12,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 import pytest
 from structlog.testing import capture_logs
 
-from statemanager.election import Election
-from statemanager.errors import EtcdUnavailable
-from statemanager.etcd import Candidate, Event, Header, KeyValue, WatchBatch
-from statemanager.outage import Outage
+from statemanager.adapters.etcd import Candidate, Event, Header, KeyValue, WatchBatch
+from statemanager.core.errors import EtcdUnavailable
+from statemanager.runtime.election import Election
+from statemanager.runtime.outage import Outage
 
 from support.runtime import until
 

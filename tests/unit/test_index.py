@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from statemanager.index import Index, Written
-from statemanager.inputs import ContainerInfo
-from statemanager.keys import Resource, WorkKey
-from statemanager.states import ContainerClass, ContainerStatus
+from statemanager.core.index import Index, Written
+from statemanager.core.inputs import ContainerInfo
+from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.states import ContainerClass, ContainerStatus
 
 _STATUS = {
     ContainerClass.ACTIVE: ContainerStatus.RUNNING,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from statemanager.index import Index
-from statemanager.ingest import INTERNAL_ERROR, UNASSIGNED, Ingest, Report
-from statemanager.keys import KeyLayout, Kind, Resource, WorkKey
+from statemanager.core.index import Index
+from statemanager.core.ingest import INTERNAL_ERROR, UNASSIGNED, Ingest, Report
+from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey
 
 LAYOUT = KeyLayout()
 CONTAINERS = LAYOUT.containers

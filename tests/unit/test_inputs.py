@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from statemanager.errors import BadInput
-from statemanager.inputs import (
+from statemanager.core.errors import BadInput
+from statemanager.core.inputs import (
     BAD_INPUT_KINDS,
     MAX_YAML_DEPTH,
     MAX_YAML_NODES,
@@ -19,7 +19,7 @@ from statemanager.inputs import (
     parse_package,
     parse_scenario,
 )
-from statemanager.states import ContainerClass, ContainerStatus
+from statemanager.core.states import ContainerClass, ContainerStatus
 
 SPEC_CONTAINER = {
     "id": "3f2a",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from statemanager.keys import MAX_NAME_LENGTH, KeyLayout, Kind, Resource, WorkKey, name_problem
+from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Kind, Resource, WorkKey, name_problem
 
 LAYOUT = KeyLayout()
 

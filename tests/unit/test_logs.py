@@ -12,7 +12,7 @@ from typing import TextIO
 import pytest
 import structlog
 
-from statemanager import logs
+from statemanager.app import logs
 
 
 @pytest.fixture

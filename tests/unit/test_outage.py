@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from statemanager.outage import Outage
+from statemanager.runtime.outage import Outage
 
 
 def test_one_line_each_way_and_rate_limited_reminders() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from statemanager.index import Index, Written
-from statemanager.inputs import ContainerInfo
-from statemanager.keys import Resource, WorkKey
-from statemanager.planner import Change, pack, plan
-from statemanager.states import ContainerClass, ContainerStatus
+from statemanager.core.index import Index, Written
+from statemanager.core.inputs import ContainerInfo
+from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.planner import Change, pack, plan
+from statemanager.core.states import ContainerClass, ContainerStatus
 
 RUNNING = ContainerInfo((), ContainerStatus.RUNNING, ContainerClass.ACTIVE, None)
 DEAD = ContainerInfo((), ContainerStatus.DEAD, ContainerClass.DEAD, None)

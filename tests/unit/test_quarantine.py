@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from statemanager import controller as controller_module
-from statemanager.controller import Controller
-from statemanager.keys import Resource, WorkKey
-from statemanager.metrics import Metrics
-from statemanager.planner import plan
+from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.planner import plan
+from statemanager.runtime import controller as controller_module
+from statemanager.runtime.controller import Controller
+from statemanager.runtime.metrics import Metrics
 
 from support.memetcd import MemEtcd
 from support.runtime import daemon_settings, wire

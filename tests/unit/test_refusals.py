@@ -6,11 +6,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from statemanager.errors import EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
-from statemanager.etcd import _translate
-from statemanager.health import REFUSAL_MEMORY_SECONDS, Health
-from statemanager.metrics import Metrics
-from statemanager.refusals import RefusalReport
+from statemanager.adapters.etcd import _translate
+from statemanager.core.errors import EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
+from statemanager.runtime.health import REFUSAL_MEMORY_SECONDS, Health
+from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.refusals import RefusalReport
 
 CODE = grpc.StatusCode
 NOSPACE = "etcd refused txn: RESOURCE_EXHAUSTED: etcdserver: mvcc: database space exceeded"

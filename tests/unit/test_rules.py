@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from statemanager.rules import model_verdict, package_verdict
-from statemanager.states import ContainerClass, ModelState, PackageState
+from statemanager.core.rules import model_verdict, package_verdict
+from statemanager.core.states import ContainerClass, ModelState, PackageState
 
 DEAD = ContainerClass.DEAD
 EXITED = ContainerClass.EXITED

@@ -6,7 +6,7 @@ from itertools import pairwise
 
 import pytest
 
-from statemanager.shardsim import Costs, assignment, main, simulate
+from statemanager.devtools.shardsim import Costs, assignment, main, simulate
 
 MEMBERS = [f"d{i}" for i in range(4)]
 
@@ -46,7 +46,7 @@ def test_more_daemons_absorb_more_changes_each_holding_less() -> None:
 
 
 def test_the_command_prints_a_row_per_daemon_count(capsys: pytest.CaptureFixture[str]) -> None:
-    """`python -m statemanager.shardsim` prints figures for 1, 2, 4 and 8 daemons."""
+    """`python -m statemanager.devtools.shardsim` prints figures for 1, 2, 4 and 8 daemons."""
     assert main(["--packages", "2000", "--containers", "40000"]) == 0
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
     assert rows == ["1", "2", "4", "8"]

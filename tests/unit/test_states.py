@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from statemanager.states import ContainerClass, ContainerStatus, classify, parse_status
+from statemanager.core.states import ContainerClass, ContainerStatus, classify, parse_status
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from statemanager.health import Health
-from statemanager.systemd import Notifier
+from statemanager.app.systemd import Notifier
+from statemanager.runtime.health import Health
 
 
 @pytest.fixture

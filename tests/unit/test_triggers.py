@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from statemanager.keys import KeyLayout
-from statemanager.triggers import (
+from statemanager.core.keys import KeyLayout
+from statemanager.core.triggers import (
     MAX_ERROR_CHARS,
     DeadLetter,
     Trigger,

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from statemanager.etcd import Delete, Fence, Guard, Put, TxnLimits, TxnResult, txn_request
-from statemanager.index import Index
-from statemanager.inputs import ContainerInfo
-from statemanager.keys import MAX_NAME_LENGTH, KeyLayout
-from statemanager.metrics import Metrics
-from statemanager.planner import plan
-from statemanager.states import ContainerClass, ContainerStatus
-from statemanager.writer import StateWriter
+from statemanager.adapters.etcd import Delete, Fence, Guard, Put, TxnLimits, TxnResult, txn_request
+from statemanager.core.index import Index
+from statemanager.core.inputs import ContainerInfo
+from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout
+from statemanager.core.planner import plan
+from statemanager.core.states import ContainerClass, ContainerStatus
+from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.writer import StateWriter
 
 FENCE = Fence(b"/statemanager/leader/0123456789abcdef", 7)
 

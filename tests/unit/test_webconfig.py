@@ -8,9 +8,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from statemanager import webconfig
-from statemanager.errors import ConfigError
-from statemanager.webconfig import BasicAuth
+from statemanager.app import webconfig
+from statemanager.app.webconfig import BasicAuth
+from statemanager.core.errors import ConfigError
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()  # cost 4: fast tests
 

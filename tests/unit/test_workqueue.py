@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from statemanager.workqueue import ShutDown, WorkQueue
+from statemanager.runtime.workqueue import ShutDown, WorkQueue
 
 DEADLINE = 1.0  # generous: every wait below completes at once when the queue is correct
 SHORT = 0.05  # how long a "does not happen" check waits

@@ -1,0 +1,425 @@
+"""`statemanager run`: builds the runtime (`build`, the one place that wires it), starts it
+(`start`) and supervises it until a stop signal.
+
+Every long-running task is named and watched: one that ends unexpectedly stops the daemon
+loudly (exit 1) rather than leaving a half-working process behind (as kopf does).
+
+Signals: SIGTERM and SIGINT stop it (exit 0); SIGHUP reloads the configuration (what can
+change while running: the settings config.py declares reloadable); every other signal whose
+default action would end the process silently stops it instead, logged, with leadership
+resigned and exit 128 + the signal number, so systemd restarts it. SIGABRT and the fatal
+signals are left to faulthandler, which prints every thread's stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from typing import Any, Protocol
+
+import grpc
+import structlog
+
+from statemanager import __version__
+from statemanager.adapters import stateservice
+from statemanager.adapters.actioncontroller import ActionControllerClient
+from statemanager.adapters.etcd import EtcdClient
+from statemanager.adapters.stateservice import ServiceStore, StateService
+from statemanager.app import config, logs, web
+from statemanager.app.config import Settings
+from statemanager.app.statuspage import StatusPage
+from statemanager.app.systemd import Notifier
+from statemanager.core.errors import ConfigError
+from statemanager.core.index import Index
+from statemanager.core.ingest import Ingest
+from statemanager.core.keys import WorkKey
+from statemanager.runtime.controller import Controller
+from statemanager.runtime.election import Election, ElectionClient
+from statemanager.runtime.health import Health
+from statemanager.runtime.metrics import Metrics, QueueMetrics
+from statemanager.runtime.outage import Outage
+from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender, TriggerStore
+from statemanager.runtime.refusals import RefusalReport
+from statemanager.runtime.watcher import WatchClient, Watcher
+from statemanager.runtime.workqueue import WorkQueue
+from statemanager.runtime.writer import StateWriter
+
+log = structlog.get_logger("statemanager.daemon")
+
+HEARTBEAT_SECONDS = 1.0
+# Signals that would end the process without a word (their default action is to terminate):
+# handled so that none does. SIGPIPE is ignored by Python already.
+_STOP_REQUESTS = (signal.SIGTERM, signal.SIGINT)
+_UNEXPECTED = tuple(
+    getattr(signal, name)
+    for name in ("SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO",
+                 "SIGPWR", "SIGXCPU", "SIGXFSZ", "SIGSTKFLT", "SIGTRAP", "SIGSYS")
+    if hasattr(signal, name)
+)  # fmt: skip
+
+
+class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, Protocol):
+    """Everything the runtime asks of etcd: `EtcdClient` in production, an in-memory etcd in
+    the tests."""
+
+
+class Listings:
+    """The watcher's full listings (its `on_listed`), counted; the first one is waited on: the
+    reconcile sender needs the index it fills, and the first sync follows it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_revision = 0
+        self._first = asyncio.Event()
+
+    def listed(self, revision: int) -> None:
+        self.count += 1
+        if not self._first.is_set():
+            self.first_revision = revision
+            self._first.set()
+
+    async def first(self) -> int:
+        """The revision of the first listing, once it is in the index."""
+        await self._first.wait()
+        return self.first_revision
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The wired runtime `build` returns: `start` runs its loops, `run` serves and stops it."""
+
+    index: Index
+    queue: WorkQueue[WorkKey]
+    controller: Controller
+    election: Election
+    watcher: Watcher
+    sender: ReconcileSender
+    service: StateService
+    status: StatusPage
+    listings: Listings
+
+
+def build(
+    settings: Settings,
+    *,
+    store: Store,
+    actioncontroller: ReconcileClient,
+    metrics: Metrics,
+    health: Health,
+    clock: Callable[[], float] = time.monotonic,
+) -> Parts:
+    """Build the runtime on `store` (etcd) and `actioncontroller`, as `settings` say; call it
+    inside the running event loop.
+
+    The one place that builds things (the composition root): every object gets its
+    collaborators here, as keyword arguments typed by the small Protocols its module declares,
+    and builds none of its own. So who shares what is visible in one screen (one index, read by
+    the controller, the sender, the gRPC service and the status page; one outage reporter for
+    every etcd caller), no object reaches through another for a third, and the tests
+    (tests/support/runtime.py, the simulator) run the very wiring `statemanager run` runs, on
+    an in-memory etcd with their own settings and `clock` (the election's and the outage
+    reporter's; virtual time in tests).
+    """
+    layout = settings.prefixes.layout
+    outage = Outage(clock=clock)
+    index = Index()
+    queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
+    controller = Controller(
+        index=index,
+        ingest=Ingest(layout, index, settings.inputs.max_value_bytes),
+        queue=queue,
+        writer=StateWriter(store, layout, index, metrics),
+        layout=layout,
+        metrics=metrics,
+    )
+    election = Election(
+        client=store,
+        own_prefix=layout.own,
+        node=settings.ha.node_name,
+        ttl=settings.ha.lease_ttl_seconds,
+        on_change=functools.partial(_leadership_changed, controller, metrics),
+        reachability=outage,
+        clock=clock,
+    )
+    listings = Listings()
+    watcher = Watcher(
+        client=store,
+        sink=controller,
+        prefixes=list(layout.watched().values()),
+        metrics=metrics,
+        on_listed=listings.listed,
+        silence_limit=settings.etcd.watch_silence_seconds,
+        resync_interval=settings.etcd.resync_interval_seconds,
+        health=health,
+        outage=outage,
+    )
+    sender = ReconcileSender(
+        client=actioncontroller,
+        store=store,
+        layout=layout,
+        scenarios=index,
+        applied=watcher,  # how far the index has followed each prefix
+        metrics=metrics,
+        outage=outage,
+        max_backoff=settings.actioncontroller.max_backoff_seconds,
+        silence_limit=settings.etcd.watch_silence_seconds,
+        max_refusals=settings.actioncontroller.max_refusals,
+        max_age=settings.actioncontroller.max_trigger_age_seconds,
+    )
+    service = StateService(
+        index=index,
+        layout=layout,
+        store=store,
+        leadership=election,
+        on_confirmed=controller.confirm,
+        max_value_bytes=settings.inputs.max_value_bytes,
+    )
+    status = StatusPage(
+        loop=asyncio.get_running_loop(),
+        index=index,
+        leadership=election,
+        triggers=sender,
+        progress=health,
+        node=settings.ha.node_name,
+    )
+    return Parts(index, queue, controller, election, watcher, sender, service, status, listings)
+
+
+def _leadership_changed(controller: Controller, metrics: Metrics, leading: bool) -> None:
+    metrics.leadership(leading)
+    if leading:
+        controller.mark_all()  # a new leader evaluates everything once, writes differences
+
+
+def start(parts: Parts) -> list[asyncio.Task[None]]:
+    """Start the runtime's loops as named tasks: none of them ends unless cancelled, so the
+    caller treats any that does as a failure."""
+    return [
+        asyncio.create_task(parts.watcher.run(), name="watcher"),
+        asyncio.create_task(parts.election.run(), name="election"),
+        asyncio.create_task(parts.controller.run_worker(parts.election), name="worker"),
+        asyncio.create_task(_send_after_listing(parts), name="reconcile-sender"),
+    ]
+
+
+async def _send_after_listing(parts: Parts) -> None:
+    """The sender needs the index filled by the first listing to know the scenarios targeting a
+    trigger's package."""
+    await parts.listings.first()
+    await parts.sender.run(parts.election)
+
+
+async def run(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
+    """Run until a stop signal (exit 0; 128 + n for an unexpected signal n) or a task failure
+    (exit 1). `reload` reads the configuration again (SIGHUP); it raises ConfigError."""
+    metrics = Metrics()
+    health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
+    notifier = Notifier()
+    client = EtcdClient.from_settings(
+        settings.etcd, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
+    )
+    actioncontroller = ActionControllerClient(
+        settings.actioncontroller.address,
+        settings.actioncontroller.timeout_seconds,
+        settings.actioncontroller.tls,
+    )
+    parts = build(
+        settings, store=client, actioncontroller=actioncontroller, metrics=metrics, health=health
+    )
+    stop = _handle_signals(settings, reload)
+    server = _serve_http(stop, metrics, health, parts.status)
+    if server is None:
+        await client.close()
+        await actioncontroller.close()
+        return 1
+    log.info(
+        "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics.address
+    )
+    supervised = [
+        *start(parts),
+        asyncio.create_task(_heartbeat(health, notifier), name="heartbeat"),
+    ]
+    # Not supervised: ends on its own once the first sync is announced.
+    announcer = asyncio.create_task(_announce_sync(parts, metrics, health), name="sync")
+    grpc_server = await _serve_grpc(settings, parts.service)
+    # Ready as soon as the daemon serves: etcd being down is a state it reports and recovers
+    # from, not a failed start (docs/decisions/ready-before-etcd.md). /readyz waits for sync.
+    notifier.ready(health.status_line())
+    stopper = asyncio.create_task(stop.event.wait(), name="stop-signal")
+    code = 0
+    try:
+        code = await _supervise(stopper, supervised, stop)
+    finally:
+        (log.warning if code else log.info)("stopping", exit_code=code, signal=stop.name())
+        notifier.stopping()
+        parts.queue.shutdown()
+        everything = [*supervised, announcer, stopper]
+        for task in everything:
+            task.cancel()
+        await asyncio.gather(*everything, return_exceptions=True)
+        await parts.election.resign()  # hand over at once rather than after a lease TTL
+        if grpc_server is not None:
+            await grpc_server.stop(grace=0.5)
+        await client.close()
+        await actioncontroller.close()
+        server.shutdown()
+    return code
+
+
+async def _supervise(
+    stopper: asyncio.Task[Any], supervised: list[asyncio.Task[Any]], stop: _Signals
+) -> int:
+    """Wait for a stop signal (0 for SIGTERM/SIGINT, 128 + n for another signal n) or for any
+    supervised task to end, which is a failure (1)."""
+    done, _ = await asyncio.wait([stopper, *supervised], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if stop.received is not None and stop.received not in _STOP_REQUESTS:
+        code = 128 + stop.received
+    for task in done - {stopper}:
+        code = 1
+        failure = None if task.cancelled() else task.exception()
+        log.error(
+            "task_failed",
+            task=task.get_name(),
+            error=str(failure) if failure else "cancelled unexpectedly",
+            error_type=type(failure).__name__ if failure else "CancelledError",
+        )
+    return code
+
+
+def _serve_http(
+    signals: _Signals, metrics: Metrics, health: Health, status: StatusPage
+) -> ThreadingHTTPServer | None:
+    """/metrics, /healthz, /readyz and /status, secured as the web config file says (as of the
+    last reload); None (logged) when the address cannot be bound."""
+    settings = signals.settings
+    routes = {**web.health_routes(metrics, health), "/status": status.route}
+    try:
+        # Read at each connection: attribute reads are atomic, and SIGHUP replaces the settings.
+        return web.serve(
+            settings.metrics.address, routes, lambda: signals.settings.metrics.web_config_file
+        )
+    except OSError as exc:
+        log.error("metrics_bind_failed", address=settings.metrics.address, error=str(exc))
+        return None
+
+
+async def _serve_grpc(settings: Settings, service: StateService) -> grpc.aio.Server | None:
+    """Pullpiri's StateManager service, when enabled."""
+    if not settings.grpc.enabled:
+        return None
+    server = await stateservice.serve(service, settings.grpc.address, settings.grpc.tls)
+    tls = settings.grpc.tls
+    log.info(
+        "grpc_serving",
+        address=settings.grpc.address,
+        tls="off" if tls is None else "mutual" if tls.client_ca else "server",
+    )
+    return server
+
+
+@dataclass
+class _Signals:
+    """What the signals asked for: `event` is set by the first stop signal (`received`; waiting
+    on the event, unlike sleep, ends at once); SIGHUP replaces `settings` by a reload."""
+
+    event: asyncio.Event
+    settings: Settings
+    reload: Callable[[], Settings] | None
+    received: signal.Signals | None = None
+
+    def stop(self, sig: signal.Signals) -> None:
+        if self.received is None:
+            self.received = sig
+        self.event.set()
+
+    def name(self) -> str | None:
+        return self.received.name if self.received is not None else None
+
+    def hangup(self) -> None:
+        self.settings = _reload(self.settings, self.reload)
+
+
+def _handle_signals(settings: Settings, reload: Callable[[], Settings] | None) -> _Signals:
+    stop = _Signals(asyncio.Event(), settings, reload)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, stop.hangup)
+    hooks = os.environ.get("STATEMANAGER_TEST_HOOKS") == "1"
+    for sig in (*_STOP_REQUESTS, *_UNEXPECTED):
+        if not (hooks and sig == signal.SIGUSR2):
+            loop.add_signal_handler(sig, stop.stop, signal.Signals(sig))
+    if hooks:
+        # Test hook: SIGUSR2 blocks the event loop for an hour, as a bug would, so tests can
+        # show that /healthz fails and systemd's watchdog restarts a wedged daemon.
+        loop.add_signal_handler(signal.SIGUSR2, time.sleep, 3600)
+    return stop
+
+
+def _reload(current: Settings, reload: Callable[[], Settings] | None) -> Settings:
+    """Read the configuration again and apply what can change while running. Invalid new
+    configuration changes nothing (the daemon keeps running as it was) and says why."""
+    if reload is None:
+        log.warning("reload_unsupported", hint="started without a configuration to re-read")
+        return current
+    try:
+        fresh = reload()
+    except ConfigError as exc:
+        log.error("reload_failed", error=str(exc), hint="running on with the previous settings")
+        return current
+    logs.configure(fresh.log.format, fresh.log.level)
+    applied, changed = config.reloaded(current, fresh)
+    log.info(
+        "reloaded",
+        # Values of reloadable settings only: the others may be secrets (etcd.password).
+        changed={o.name: [o.value(current), o.value(fresh)] for o in changed
+                 if o.declared.reloadable},
+        restart_needed=[o.name for o in changed if not o.declared.reloadable],
+    )  # fmt: skip
+    return applied
+
+
+async def _heartbeat(health: Health, notifier: Notifier) -> None:
+    """Prove the event loop turns: /healthz and systemd's watchdog both hear it from here, so a
+    wedged loop fails the one and gets the process restarted by the other."""
+    period = min(HEARTBEAT_SECONDS, notifier.watchdog_interval or HEARTBEAT_SECONDS)
+    status = ""
+    while True:
+        health.beat()
+        if notifier.watchdog_interval is not None:
+            notifier.watchdog()
+        if health.status_line() != status:
+            status = health.status_line()
+            notifier.status(status)
+        await asyncio.sleep(period)
+
+
+async def _announce_sync(parts: Parts, metrics: Metrics, health: Health) -> None:
+    """Mark the first full sync done: as leader once everything listed has been evaluated and
+    written; as follower once the election has placed us (our index is warm, nothing to write)."""
+    revision = await parts.listings.first()
+    election = parts.election
+    # Two conditions owned by two objects, once per process: polling is the simple answer.
+    while not (parts.queue.idle() if election.fence() else election.decided):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    # The index is now mostly long-lived objects: keep the cyclic GC from rescanning them on
+    # every collection (its cost otherwise grows with the fleet; see `statemanager bench`).
+    gc.collect()
+    gc.freeze()
+    containers, models, packages = parts.index.sizes()
+    health.synced()
+    metrics.synced.set(1)
+    log.info(
+        "synced",
+        revision=revision,
+        role="leader" if election.fence() else "follower",
+        containers=containers,
+        models=models,
+        packages=packages,
+    )

@@ -1,0 +1,230 @@
+"""Turns raw etcd keys and values into index updates. Purely computational.
+
+This is where a container event goes first: the key's prefix says what it is, the value is
+parsed, and the index says which models and packages it makes dirty. A value that cannot be
+used is returned as a `Report` (the caller logs and counts it) and treated as absent, once
+per revision: the same bad value seen again at the same revision, as a relist does, is not
+reported twice. A key whose ingestion raises anything else (a bug, not bad data) is
+quarantined the same way, so one key costs that key and never the daemon.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from statemanager.core.errors import BadInput
+from statemanager.core.index import Index
+from statemanager.core.inputs import (
+    check_size,
+    parse_container,
+    parse_model,
+    parse_package,
+    parse_scenario,
+)
+from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
+
+UNASSIGNED = "unassigned"
+INTERNAL_ERROR = "internal_error"
+_STATE_RESOURCES = {Kind.MODEL_STATE: Resource.MODEL, Kind.PACKAGE_STATE: Resource.PACKAGE}
+_Put = Callable[[str, Any], set[WorkKey]]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Something about one key an operator should hear once per revision: a rejected value
+    (`kind` one of inputs.BAD_INPUT_KINDS), a key quarantined after an unexpected exception
+    (`kind` INTERNAL_ERROR, `detail` the traceback) or a container that belongs to no model
+    (`kind` UNASSIGNED; it is counted by a gauge, not as bad input)."""
+
+    key: str
+    kind: str
+    detail: str
+    revision: int
+
+    @property
+    def rejected(self) -> bool:
+        return self.kind != UNASSIGNED
+
+
+@dataclass(slots=True)
+class Resync:
+    """What a relist changed: dirty keys, reports, and keys whose change the watch had missed
+    (listed at a revision it claimed to have delivered: a bug signal, logged by the caller)."""
+
+    dirty: set[WorkKey]
+    reports: list[Report]
+    drifted: list[str]
+
+
+class Ingest:
+    def __init__(self, layout: KeyLayout, index: Index, max_value_bytes: int) -> None:
+        self._layout = layout
+        self._index = index
+        self._max_value_bytes = max_value_bytes
+        # Every key currently applied, by prefix kind, with its mod revision: a relist diffs
+        # against this to find keys deleted while the daemon was not watching.
+        self._known: dict[Kind, dict[bytes, int]] = {k: {} for k in Kind}
+        self._rejected: dict[bytes, int] = {}
+        # Spec kinds: how to parse a value, and the index's put and delete for it.
+        self._specs: dict[
+            Kind, tuple[Callable[[bytes, str], Any], _Put, Callable[[str], set[WorkKey]]]
+        ] = {
+            Kind.PACKAGE_SPEC: (parse_package, index.put_package_spec, index.delete_package_spec),
+            Kind.MODEL_SPEC: (parse_model, index.put_model_spec, index.delete_model_spec),
+            Kind.SCENARIO_SPEC: (parse_scenario, index.put_scenario, index.delete_scenario),
+        }
+
+    def apply(
+        self, kind: Kind, key: bytes, value: bytes | None, revision: int
+    ) -> tuple[set[WorkKey], list[Report]]:
+        """Apply one put (value) or delete (None) seen at `revision`."""
+        dirty, reports = self._apply_one(kind, key, value, revision)
+        return dirty, reports + self._unassigned_reports(revision)
+
+    def _apply_one(
+        self, kind: Kind, key: bytes, value: bytes | None, revision: int
+    ) -> tuple[set[WorkKey], list[Report]]:
+        """`apply` without judging which containers are left unassigned."""
+        known = self._known[kind]
+        if value is None:
+            known.pop(key, None)
+            self._rejected.pop(key, None)
+        else:
+            known[key] = revision
+        try:
+            return self._apply(kind, key, value, revision), []
+        except BadInput as exc:
+            rejection, detail = exc.kind, exc.detail
+        except Exception:  # a bug, not bad data: it costs this key, never the daemon
+            rejection, detail = INTERNAL_ERROR, traceback.format_exc()
+        reports: list[Report] = []
+        if self._rejected.get(key) != revision:
+            text = key.decode("utf-8", "backslashreplace")
+            reports.append(Report(text, rejection, detail, revision))
+        self._rejected[key] = revision
+        try:  # treat the key as absent: forget whatever its previous value said
+            dirty = self._apply(kind, key, None, revision)
+        except Exception:  # BadInput: the key itself is unusable, so no value of it was ever
+            dirty = set()  # applied; anything else: the same bug again, already reported
+        return dirty, reports
+
+    def _unassigned_reports(self, revision: int) -> list[Report]:
+        """Containers that became unassigned (by their own event or a Model spec's) since the
+        last look, not every stats-only rewrite of one that already was."""
+        detail = "no model annotation and no Model spec lists any of its names"
+        return [
+            Report(f"{self._layout.containers}{cid}", UNASSIGNED, detail, revision)
+            for cid in self._index.take_became_unassigned()
+        ]
+
+    def forget_revisions(self) -> None:
+        """Forget every revision learnt (etcd's history was replaced): the next resync applies
+        every listed key, and the index takes state keys as listed whatever revision it saw."""
+        for known in self._known.values():
+            for key in known:
+                known[key] = 0  # no listed key has mod revision 0: each one is applied again
+        self._rejected.clear()
+        self._index.forget_revisions()
+
+    def resync_all(
+        self,
+        listing: Mapping[str, Iterable[tuple[bytes, bytes, int]]],
+        revision: int,
+        delivered: Mapping[str, int] | None = None,
+    ) -> Resync:
+        """`resync` every prefix of a listing (prefix → (key, value, mod revision) items).
+
+        `delivered` maps a prefix to the newest revision the watch had fully applied for it;
+        a listed change at or below that revision is one the watch should have delivered.
+        """
+        kinds = {prefix: kind for kind, prefix in self._layout.watched().items()}
+        total = Resync(set(), [], [])
+        for prefix, items in listing.items():
+            part = self._resync(kinds[prefix], items, revision, (delivered or {}).get(prefix, 0))
+            total.dirty |= part.dirty
+            total.reports.extend(part.reports)
+            total.drifted.extend(part.drifted)
+        # Judged once the whole listing is applied: a container listed before the Model spec
+        # that names it is not unassigned, whatever order the prefixes came in.
+        total.reports.extend(self._unassigned_reports(revision))
+        return total
+
+    def resync(
+        self,
+        kind: Kind,
+        items: Iterable[tuple[bytes, bytes, int]],
+        revision: int,
+        delivered: int = 0,
+    ) -> Resync:
+        """Make the index match a full listing of `kind`'s prefix taken at `revision`.
+
+        Keys absent from the listing are deleted; keys whose mod revision changed are applied.
+        """
+        result = self._resync(kind, items, revision, delivered)
+        result.reports.extend(self._unassigned_reports(revision))
+        return result
+
+    def _resync(
+        self,
+        kind: Kind,
+        items: Iterable[tuple[bytes, bytes, int]],
+        revision: int,
+        delivered: int,
+    ) -> Resync:
+        result = Resync(set(), [], [])
+        seen: set[bytes] = set()
+        known = self._known[kind]
+        for key, value, mod_revision in items:
+            seen.add(key)
+            if known.get(key) == mod_revision:
+                continue
+            if mod_revision <= delivered:
+                result.drifted.append(key.decode("utf-8", "backslashreplace"))
+            more, reports = self._apply_one(kind, key, value, mod_revision)
+            result.dirty |= more
+            result.reports.extend(reports)
+        for key in sorted(self._held(kind) - seen):
+            more, _ = self._apply_one(kind, key, None, revision)
+            result.dirty |= more
+        return result
+
+    def _held(self, kind: Kind) -> set[bytes]:
+        """Every key of `kind` the index holds a value of: those applied from etcd and, for
+        state keys, those the daemon wrote. Its writes reach the index when etcd confirms them
+        but reach `_known` only with their watch echo; a relist that diffed `_known` alone
+        would never see the deletion of a written key whose echo was lost (compacted away)."""
+        held = set(self._known[kind])
+        resource = _STATE_RESOURCES.get(kind)
+        if resource is not None:
+            state_key = self._layout.state_key
+            held.update(state_key(k).encode() for k in self._index.written_keys(resource))
+        return held
+
+    def _apply(self, kind: Kind, key: bytes, value: bytes | None, revision: int) -> set[WorkKey]:
+        try:
+            text = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput("invalid_encoding", "key is not UTF-8") from None
+        name = self._layout.name_in(kind, text)
+        if name is None:
+            return set()  # a key under a state prefix that is not a state key: not ours
+        if value is not None:
+            check_size(value, self._max_value_bytes)
+        index = self._index
+        if kind is Kind.CONTAINER:
+            # The container id never becomes part of a key we write, so any id is acceptable.
+            if value is None:
+                return index.delete_container(name)
+            return index.put_container(name, parse_container(value))
+        problem = name_problem(name)
+        if problem:
+            raise BadInput("bad_name", f"{problem}: {name[:80]!r}")
+        resource = _STATE_RESOURCES.get(kind)
+        if resource is not None:
+            state = None if value is None else value.decode("utf-8", "replace")
+            return index.observe_written(WorkKey(resource, name), state, revision)
+        parse, put, delete = self._specs[kind]
+        return delete(name) if value is None else put(name, parse(value, name))

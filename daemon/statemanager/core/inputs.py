@@ -1,0 +1,283 @@
+"""Parsing of the values the daemon reads: container info JSON and Package/Model/Scenario YAML.
+
+Purely computational and total: for any bytes, a parser returns a value or raises `BadInput`
+with a short machine-readable `kind` (a metric label with a fixed set of values) and a human
+sentence; the caller reports it and treats the key as absent (README, "What happens to bad
+input"). The work is bounded too, whatever the bytes: JSON nesting depth, YAML nesting depth
+and node count with every alias expanded, and the length of YAML numbers.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, NodeEvent
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+from statemanager.core.errors import BadInput
+from statemanager.core.keys import name_problem
+from statemanager.core.states import ContainerClass, ContainerStatus, classify, parse_status
+
+MODEL_ANNOTATION = "io.pullpiri.annotations.model"
+
+# A spec document, with every alias expanded, may hold this many nodes: real Package/Model/
+# Scenario specs hold tens to a few thousand. It bounds a parse's time and memory whatever the
+# bytes (a 400-byte alias bomb expands to billions of nodes).
+MAX_YAML_NODES = 20_000
+# Real specs nest a dozen levels; the bound keeps the composer's recursion far from Python's
+# limit (libyaml alone allows 1,000 levels).
+MAX_YAML_DEPTH = 100
+# Numbers, booleans and dates in a spec are at most this long. PyYAML converts base-60 numbers
+# (`1:59:59:…`) with big-integer arithmetic whose cost grows with the square of their length.
+MAX_YAML_SCALAR_CHARS = 100
+
+BAD_INPUT_KINDS = (
+    "oversized",
+    "invalid_encoding",
+    "invalid_json",
+    "invalid_yaml",
+    "wrong_type",
+    "wrong_kind",
+    "bad_name",
+    "name_mismatch",
+)
+
+_TAG = "tag:yaml.org,2002:"
+
+
+def _invalid_yaml(detail: str) -> BadInput:
+    return BadInput("invalid_yaml", detail)
+
+
+class _SpecLoader(Composer, yaml.CSafeLoader):
+    """libyaml's safe loader (no arbitrary tags; its C scanner and parser), composed by
+    PyYAML's Python composer so that composition can count what it builds.
+
+    The counting is what makes aliases safe: `_nodes` is the size of the document composed so
+    far *with every alias expanded* (an alias adds the size of the node it names), so an alias
+    bomb is rejected after at most MAX_YAML_NODES steps, long before anything expands it —
+    construction shares aliased objects, but any later walk of the value (formatting it,
+    comparing it) would not. A document is never rejected for using anchors as such.
+
+    libyaml is required (PyYAML's wheels bundle it): without it this class cannot be defined
+    and the import fails loudly, rather than parsing with the much slower pure-Python scanner.
+    """
+
+    def __init__(self, text: str) -> None:
+        yaml.CSafeLoader.__init__(self, text)
+        Composer.__init__(self)
+        self._nodes = 0
+        self._depth = 0
+        self._sizes: dict[Node, int] = {}  # expanded size of every anchored node composed
+
+    def _add(self, nodes: int) -> None:
+        self._nodes += nodes
+        if self._nodes > MAX_YAML_NODES:
+            raise _invalid_yaml(f"more than {MAX_YAML_NODES} nodes, an alias counted as its target")
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        """Composer.compose_node, counted. `index` is really the position in the parent: an
+        int in a sequence, the key node for a mapping value, None for a mapping key."""
+        if self.check_event(AliasEvent):
+            node = super().compose_node(parent, index)  # the anchored node
+            size = self._sizes.get(node) if node is not None else None
+            if size is None:  # still being composed: the alias is inside what it names
+                raise _invalid_yaml("an alias refers to a node that contains it")
+            self._add(size)
+            return node
+        if self._depth == MAX_YAML_DEPTH:
+            raise _invalid_yaml(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        event = self.peek_event()
+        anchored = isinstance(event, NodeEvent) and event.anchor is not None
+        before = self._nodes
+        self._add(1)
+        self._depth += 1
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if node is not None and anchored:
+            self._sizes[node] = self._nodes - before
+        # A mapping key: numbers are read as strings, as JSON has them. The hash of an int or
+        # float is predictable, so thousands of keys crafted to collide would make building the
+        # dict quadratic; no field this daemon reads has a number as its key.
+        is_key = isinstance(parent, MappingNode) and index is None
+        if is_key and isinstance(node, ScalarNode) and node.tag in (_TAG + "int", _TAG + "float"):
+            node.tag = _TAG + "str"
+        return node
+
+
+def _typed_scalar(construct: Callable[[SafeConstructor, Node], object]) -> Any:
+    """PyYAML's constructor for a typed scalar, bounded in length and total: on values such as
+    `!!int x`, `!!int ''`, `!!bool x`, `!!timestamp x` or `2001-13-45` PyYAML raises ValueError,
+    IndexError, KeyError, AttributeError (each conversion reads one scalar's text, nothing
+    else, so any of these means only that the text is not a value of that type)."""
+
+    def run(loader: SafeConstructor, node: Node) -> object:
+        what = node.tag.removeprefix(_TAG)
+        if isinstance(node.value, str) and len(node.value) > MAX_YAML_SCALAR_CHARS:
+            raise _invalid_yaml(f"{what} value longer than {MAX_YAML_SCALAR_CHARS} characters")
+        try:
+            return construct(loader, node)
+        except (ValueError, LookupError, AttributeError, ArithmeticError):
+            raise _invalid_yaml(f"invalid {what} value") from None
+
+    return run
+
+
+for _scalar in ("int", "float", "bool", "timestamp"):
+    _SpecLoader.add_constructor(
+        _TAG + _scalar, _typed_scalar(SafeConstructor.yaml_constructors[_TAG + _scalar])
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """What the rules need from one container info value."""
+
+    names: tuple[str, ...]
+    status: ContainerStatus
+    cls: ContainerClass
+    model_annotation: str | None
+    # The node that reported it, when it came through SendChangedContainerList (statemanager's
+    # own field; Pullpiri's writers leave it out).
+    node: str | None = None
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput("invalid_encoding", f"not UTF-8: {exc.reason}") from None
+
+
+def check_size(raw: bytes, limit: int) -> None:
+    if len(raw) > limit:
+        raise BadInput("oversized", f"value of {len(raw)} bytes exceeds the {limit}-byte limit")
+
+
+def _mapping(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadInput("wrong_type", f"{where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _string(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadInput("wrong_type", f"{where} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _valid_name(value: object, where: str) -> str:
+    name = _string(value, where)
+    problem = name_problem(name)
+    if problem:
+        raise BadInput("bad_name", f"{where} {name[:80]!r}: {problem}")
+    return name
+
+
+def _flag(value: object, where: str) -> bool:
+    """Runtimes write booleans as "true"/"false" strings (docs/contract.md, Reads); real
+    booleans are accepted."""
+    if isinstance(value, bool):
+        return value
+    text = _string(value, where).strip().lower()
+    if text in ("true", "false", ""):
+        return text == "true"
+    raise BadInput("wrong_type", f'{where} must be "true" or "false", got {text[:20]!r}')
+
+
+def parse_container(raw: bytes) -> ContainerInfo:
+    """Parse a container info JSON object (docs/contract.md, Reads); extra fields are ignored."""
+    # orjson rejects what the stdlib's json lets through or dies on: nesting over 1,024 levels
+    # (json recurses into RecursionError), NaN and Infinity, lone surrogates; an integer beyond
+    # 64 bits becomes a float, never a 5,000-digit int (which json turns into ValueError).
+    try:
+        doc = orjson.loads(_utf8(raw))  # decoded first to tell bad encoding from bad JSON
+    except orjson.JSONDecodeError as exc:
+        raise BadInput("invalid_json", f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
+    doc = _mapping(doc, "container info")
+    state = _mapping(doc.get("state"), "state")
+    status = parse_status(_string(state.get("Status", ""), "state.Status"))
+    exit_code = state.get("ExitCode")
+    if isinstance(exit_code, int) and not isinstance(exit_code, bool):
+        exit_code = str(exit_code)  # Docker's own API gives an integer; same meaning
+    elif exit_code is not None:
+        exit_code = _string(exit_code, "state.ExitCode")
+    oom = _flag(state.get("OOMKilled", "false"), "state.OOMKilled")
+    raw_names = doc.get("names", [])
+    if not isinstance(raw_names, list):
+        raise BadInput("wrong_type", f"names must be a list, got {type(raw_names).__name__}")
+    # Interned: the index keeps every container's info, and a fleet repeats each model name
+    # (and each container and node name, across nodes) in many containers; one copy of each.
+    names = tuple(sys.intern(_string(n, "names[]")) for n in raw_names)
+    annotation = _mapping(doc.get("annotation", {}), "annotation")
+    model = annotation.get(MODEL_ANNOTATION)
+    if model is not None:
+        model = sys.intern(_valid_name(model, f"annotation {MODEL_ANNOTATION}"))
+    node = doc.get("node")
+    if node is not None:
+        node = sys.intern(_string(node, "node"))
+    return ContainerInfo(names, status, classify(status, exit_code, oom), model, node)
+
+
+def _shown(value: object) -> str:
+    """A value for an error message: a string's start, else only its type. Never the value
+    itself: formatting a YAML value walks it with every alias expanded."""
+    return repr(value[:80]) if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+def _spec_document(raw: bytes, kind: str, name: str) -> dict[str, Any]:
+    """Load one YAML document of `kind` whose metadata.name, if given, is the key's name."""
+    text = _utf8(raw)
+    try:
+        doc = yaml.load(text, Loader=_SpecLoader)  # a safe loader with bounds: see _SpecLoader
+    except yaml.YAMLError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInput("invalid_yaml", f"invalid YAML: {first_line}") from None
+    doc = _mapping(doc, f"{kind} document")
+    declared = doc.get("kind", kind)
+    if declared != kind:
+        raise BadInput("wrong_kind", f"kind is {_shown(declared)}, expected {kind!r}")
+    metadata = _mapping(doc.get("metadata", {}), "metadata")
+    declared_name = metadata.get("name", name)
+    if declared_name != name:
+        raise BadInput(
+            "name_mismatch", f"metadata.name {_shown(declared_name)} differs from the key"
+        )
+    return _mapping(doc.get("spec"), "spec")
+
+
+def _named_list(spec: dict[str, Any], field: str) -> tuple[str, ...]:
+    """`spec.<field>[].name`, duplicates dropped, order kept."""
+    items = spec.get(field, [])
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise BadInput("wrong_type", f"spec.{field} must be a list, got {type(items).__name__}")
+    names: dict[str, None] = {}
+    for item in items:
+        entry = _mapping(item, f"spec.{field}[]")
+        names[_valid_name(entry.get("name"), f"spec.{field}[].name")] = None
+    return tuple(names)
+
+
+def parse_package(raw: bytes, name: str) -> tuple[str, ...]:
+    """The model names a Package lists."""
+    return _named_list(_spec_document(raw, "Package", name), "models")
+
+
+def parse_model(raw: bytes, name: str) -> tuple[str, ...]:
+    """The container names a Model lists (NodeAgent names them `{model}_{container}`)."""
+    return _named_list(_spec_document(raw, "Model", name), "containers")
+
+
+def parse_scenario(raw: bytes, name: str) -> str:
+    """The package a Scenario targets."""
+    spec = _spec_document(raw, "Scenario", name)
+    return _valid_name(spec.get("target"), "spec.target")

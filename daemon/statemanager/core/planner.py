@@ -1,0 +1,141 @@
+"""Turns dirty work keys into the state writes that make etcd agree with the rules.
+
+Computational: no I/O, and the only state it touches is the `ours` mapping a caller passes to
+`plan`. A write group is a connected set of changes: a model whose state
+changes pulls in every package that lists it, and each such package pulls in its other models
+so their written states are brought up to date in the same transaction. After a group commits,
+every package state in etcd equals the rules applied to the model states written with it
+(docs/contract.md, Writes), whatever order dirty keys were processed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, replace
+
+from statemanager.core.index import Index, Written
+from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.rules import Verdict
+from statemanager.core.states import PackageState
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One state key going from `old` to `new` (None: the key is deleted)."""
+
+    key: WorkKey
+    old: Written
+    new: str | None
+    verdict: Verdict | None
+    cause: WorkKey | None  # for a cascaded package: the model change that pulled it in
+    # A package whose derived state becomes Error: it records a reconcile trigger, whatever
+    # scenarios the index knows now (they are resolved when the trigger is delivered).
+    entering_error: bool = False
+    # The rules give what this daemon last wrote here; someone else changed the key since.
+    correction: bool = False
+
+
+def plan(
+    index: Index, dirty: Iterable[WorkKey], ours: MutableMapping[WorkKey, str] | None = None
+) -> list[list[Change]]:
+    """Write groups for `dirty`; each group lists model changes before package changes.
+
+    `ours` holds, per key, the state this daemon's own commits last wrote there: the previous
+    derived state. A key whose rules still give that value but which holds something else was
+    changed by someone else, and putting it back is a correction, not a transition. Without an
+    entry the previous derived state is taken to be the value in etcd. A key found agreeing
+    with the rules takes that value as its entry here: the rules may have moved to what
+    someone else wrote (a later change away from it is a transition again), or our own write
+    committed though its answer was lost.
+    """
+    if ours is None:
+        ours = {}
+    visited: set[WorkKey] = set()
+    groups: list[list[Change]] = []
+    for start in dirty:
+        if start in visited:
+            continue
+        visited.add(start)
+        models: list[Change] = []
+        packages: list[Change] = []
+        frontier: list[tuple[WorkKey, WorkKey | None]] = [(start, None)]
+        while frontier:
+            key, cause = frontier.pop()
+            verdict = index.verdict(key)
+            new = verdict.state if verdict is not None else None
+            written = index.written(key)
+            changed = new != written.value
+            correction = changed and key in ours and ours[key] == new
+            if not changed:
+                _agreed(ours, key, new)
+            if key.resource is Resource.MODEL:
+                if not changed:
+                    continue
+                models.append(Change(key, written, new, verdict, None, correction=correction))
+                next_keys = [WorkKey(Resource.PACKAGE, p) for p in index.packages_of(key.name)]
+            else:
+                if changed:
+                    before = ours.get(key, written.value)
+                    entering = new == PackageState.ERROR != before
+                    packages.append(Change(key, written, new, verdict, cause, entering, correction))
+                next_keys = [WorkKey(Resource.MODEL, m) for m in index.models_of(key.name)]
+            for nxt in next_keys:
+                if nxt not in visited:
+                    visited.add(nxt)
+                    frontier.append((nxt, key if key.resource is Resource.MODEL else None))
+        if models or packages:
+            groups.append(models + [_with_cause(index, c, models) for c in packages])
+    return groups
+
+
+def _agreed(ours: MutableMapping[WorkKey, str], key: WorkKey, state: str | None) -> None:
+    """etcd holds what the rules give for `key`: that is its previous derived state now,
+    whoever wrote it (someone else's value the rules moved to, or our own write whose answer
+    was lost)."""
+    if state is None:
+        ours.pop(key, None)
+    else:
+        ours[key] = state
+
+
+def _with_cause(index: Index, change: Change, models: list[Change]) -> Change:
+    """Name a changed model of the package as its cause when the walk reached the package
+    first (it was dirty itself), so the answer never depends on the order keys were queued."""
+    if change.cause is not None:
+        return change
+    listed = set(index.models_of(change.key.name))
+    cause = next((m.key for m in models if m.key.name in listed), None)
+    return replace(change, cause=cause) if cause is not None else change
+
+
+def pack(
+    groups: Iterable[list[Change]],
+    max_ops: int,
+    max_bytes: int,
+    cost: Callable[[Change], tuple[int, int]],
+) -> list[list[Change]]:
+    """Pack whole groups into transactions of at most `max_ops` operations and `max_bytes`
+    bytes, `cost` giving each change's (operations, bytes), its trigger record included.
+
+    A group larger than the limits is split, models first, so a reader may briefly see new
+    model states before the package state they lead to; never the other way round.
+    """
+    batches: list[list[Change]] = []
+    current: list[Change] = []
+    ops = size = 0
+    for group in groups:
+        costs = [cost(c) for c in group]
+        group_ops, group_size = sum(c[0] for c in costs), sum(c[1] for c in costs)
+        if current and (ops + group_ops > max_ops or size + group_size > max_bytes):
+            batches.append(current)
+            current, ops, size = [], 0, 0
+        for change, (change_ops, change_size) in zip(group, costs, strict=True):
+            if current and (ops + change_ops > max_ops or size + change_size > max_bytes):
+                batches.append(current)
+                current, ops, size = [], 0, 0
+            current.append(change)
+            ops += change_ops
+            size += change_size
+    if current:
+        batches.append(current)
+    return batches

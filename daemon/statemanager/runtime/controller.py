@@ -1,0 +1,275 @@
+"""The reconcile loop: events in, guarded state writes out.
+
+Event handlers only mark work keys dirty (with the revision that dirtied them); one worker
+takes batches of keys, plans the writes from the index and commits them. Like client-go's
+sample-controller, the truth is read from the index when a key is processed, never carried
+by the event, and the error policy sits in one place (`_process`).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TypeVar
+
+import structlog
+
+from statemanager.adapters.etcd import Event, Fence, KeyValue
+from statemanager.core.errors import EtcdError, EtcdUnavailable, TooLarge
+from statemanager.core.index import Index
+from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
+from statemanager.core.keys import KeyLayout, Resource, WorkKey
+from statemanager.core.planner import Change, plan
+from statemanager.core.states import ContainerStatus, ModelState, PackageState
+from statemanager.runtime.election import Leadership
+from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.workqueue import WorkQueue
+from statemanager.runtime.writer import NotLeader, StateWriter
+
+log = structlog.get_logger("statemanager.controller")
+
+_T = TypeVar("_T")
+
+BATCH_KEYS = 256  # dirty keys planned together; their writes are packed into transactions
+# The gauges' known label values (built once: the refresh runs after every batch).
+_STATUSES = frozenset(s.value for s in ContainerStatus)
+_MODEL_STATES = frozenset(s.value for s in ModelState)
+_PACKAGE_STATES = frozenset(s.value for s in PackageState)
+
+
+def _drained(items: list[_T]) -> Iterator[_T]:
+    """Yield `items` in order, taking each out of the list as it goes: a listing's values are
+    then freed while the index they become grows, instead of both being held at the peak."""
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
+class Controller:
+    """Turns watch events into dirty work keys and works them off while leading.
+
+    Built by the composition root (daemon.py, `build`) around the index it shares with the
+    other readers: `ingest` must update that `index`, and `writer` must guard on it.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: Index,
+        ingest: Ingest,
+        queue: WorkQueue[WorkKey],
+        writer: StateWriter,
+        layout: KeyLayout,
+        metrics: Metrics,
+    ) -> None:
+        self._index = index
+        self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
+        self._ingest = ingest
+        self._metrics = metrics
+        self._queue = queue
+        self._writer = writer
+        # Per dirty key: the newest revision that dirtied it (a transition's cause) and when the
+        # first unprocessed event for it arrived (event-to-write latency). Kept until written.
+        self._causes: dict[WorkKey, int] = {}
+        self._seen_at: dict[WorkKey, float] = {}
+        # Per key planning raised on: the cause revision it was last reported at (a bug's
+        # keys only, so this stays small).
+        self._quarantine_logged: dict[WorkKey, int] = {}
+
+    # -- intake -------------------------------------------------------------------------------
+
+    def load(
+        self,
+        revision: int,
+        listing: Mapping[str, list[KeyValue]],
+        delivered: Mapping[str, int] | None = None,
+    ) -> None:
+        """Bring the index to a full listing taken at `revision` and queue every key. The
+        listing is consumed (each list is emptied as it is applied).
+
+        Used at start, after a compaction and for the periodic resync: keys deleted while we
+        were blind are found by the diff, and queueing everything writes all differences.
+        `delivered` (per prefix, the newest revision the watch applied) lets the diff tell
+        changes the watch missed, which are logged as drift.
+        """
+        drained = {prefix: _drained(items) for prefix, items in listing.items()}
+        result = self._ingest.resync_all(drained, revision, delivered)
+        self._report(result.reports)
+        if result.drifted:
+            self._metrics.resync_drift.inc(len(result.drifted))
+            log.error(
+                "resync_drift",
+                keys=len(result.drifted),
+                examples=result.drifted[:5],
+                hint="the watch missed these changes; please report it",
+            )
+        self._mark(result.dirty | self._index.all_keys(), revision)
+        self._refresh_gauges()
+
+    def forget_history(self) -> None:
+        """etcd's history was replaced (a wipe, a restore): every revision learnt so far belongs
+        to a history that no longer exists. The next `load` then takes each listed key as new."""
+        self._ingest.forget_revisions()
+        self._causes.clear()
+
+    def apply(self, prefix: str, events: Sequence[Event]) -> None:
+        """Apply one watch response's events for `prefix` (all of a revision's, never part)."""
+        kind = self._kinds[prefix]
+        for event in events:
+            dirty, reports = self._ingest.apply(kind, event.key, event.value, event.revision)
+            self._report(reports)
+            self._mark(dirty, event.revision)
+        self._metrics.last_event_time.set(time.time())
+
+    def _mark(self, keys: set[WorkKey], revision: int) -> None:
+        now = time.monotonic()
+        for key in keys:
+            if self._causes.get(key, 0) < revision:
+                self._causes[key] = revision
+            self._seen_at.setdefault(key, now)
+            self._queue.add(key)
+
+    def _report(self, reports: Sequence[Report]) -> None:
+        for r in reports:
+            if r.kind == INTERNAL_ERROR:
+                self._quarantined(r.key, "ingest", r.revision, r.detail)
+            elif r.rejected:
+                self._metrics.invalid_inputs.labels(r.kind).inc()
+                log.warning(
+                    "invalid_input", key=r.key, kind=r.kind, error=r.detail, revision=r.revision
+                )
+            else:
+                log.warning("unassigned_container", key=r.key, error=r.detail, revision=r.revision)
+
+    def _quarantined(self, key: str, stage: str, revision: int, error: str) -> None:
+        """A key set aside after an unexpected exception: a bug to report with its traceback.
+        The key is retried when it changes; the rest goes on meanwhile."""
+        self._metrics.quarantined.labels(stage).inc()
+        log.error("key_quarantined", key=key, stage=stage, revision=revision, error=error)
+
+    def _refresh_gauges(self) -> None:
+        """Cheap: a handful of labels from counts the index keeps up to date."""
+        m = self._metrics
+        m.set_counts(m.containers, self._index.status_counts(), _STATUSES)
+        m.set_counts(m.models, self._index.written_counts(Resource.MODEL), _MODEL_STATES)
+        m.set_counts(m.packages, self._index.written_counts(Resource.PACKAGE), _PACKAGE_STATES)
+        m.unassigned_containers.set(self._index.unassigned_count())
+
+    # -- work ---------------------------------------------------------------------------------
+
+    async def run_worker(self, leadership: Leadership) -> None:
+        """Process dirty keys while this daemon leads; a follower's keys wait in the queue
+        (deduplicated, so bounded by the number of models and packages)."""
+        while True:
+            fence = await leadership.wait_leader()
+            keys = await self._queue.get_batch(BATCH_KEYS)
+            try:
+                await self._process(keys, fence, leadership)
+            finally:
+                self._queue.done(keys)
+
+    def confirm(self, key: WorkKey) -> None:
+        """Someone asserted `key`'s state (gRPC StateChange): make sure etcd holds it."""
+        self._mark({key}, 0)
+
+    def mark_all(self) -> None:
+        """Queue every model and package: a new leader evaluates everything once. What this
+        daemon wrote before is no longer known to be the previous derived state: another leader
+        may have written since."""
+        self._writer.ours.clear()
+        self._mark(self._index.all_keys(), 0)
+
+    async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
+        """Plan and commit `keys`. The error policy of writing lives here, in one place: nothing
+        etcd answers ends the worker. Fenced off: stop and keep the keys for the next
+        leadership. Unreachable or busy (EtcdUnavailable, EtcdBusy): defer every key with a
+        growing delay. A transaction etcd can never accept (TooLarge): split it in two and go
+        on; a single change refused so is skipped and reported (its key comes back when its
+        inputs change). Any other refusal (permission, bad request): defer and report."""
+        started = time.perf_counter()
+        groups = self._plan(keys)
+        self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
+        causes = {k: self._causes.get(k, 0) for k in keys}
+        todo = self._writer.batches(groups, fence)
+        while todo:
+            batch = todo.pop(0)
+            try:
+                transitions = await self._writer.commit(batch, causes, fence)
+            except NotLeader as exc:
+                log.warning("write_fenced", keys=len(keys), error=str(exc))
+                leadership.lost()
+                self._queue.add_all(keys)  # for when this daemon leads again
+                return
+            except TooLarge as exc:
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    log.warning("write_split", changes=len(batch), reason=exc.reason)
+                    todo[:0] = [batch[:half], batch[half:]]
+                    continue
+                self._skip(batch[0], exc)
+                continue
+            except (EtcdUnavailable, EtcdError) as exc:
+                # Never dropped: each key comes back after its own growing delay, with its cause.
+                delays = [self._queue.add_rate_limited(key) for key in keys]
+                log.warning(
+                    "write_deferred", keys=len(keys), retry_in=round(min(delays), 2), error=str(exc)
+                )
+                self._metrics.queue_retries.inc(len(keys))
+                return
+            if transitions is None:  # a guard failed; the index is fresh, plan again
+                for change in batch:
+                    self._queue.add(change.key)
+                continue
+            now = time.monotonic()
+            for change in batch:
+                seen_at = self._seen_at.get(change.cause or change.key)
+                if seen_at is not None:
+                    self._metrics.event_to_write_seconds.observe(now - seen_at)
+        for key in keys:  # all written (or nothing to write): this round of events is done
+            self._queue.forget(key)
+            if key not in self._queue:
+                self._causes.pop(key, None)
+                self._seen_at.pop(key, None)
+        self._refresh_gauges()
+
+    def _plan(self, keys: list[WorkKey]) -> list[list[Change]]:
+        """`plan`, with a bug that planning raises on (not bad data: the parsers took that)
+        kept to the keys that hit it: each is quarantined, once per cause revision, and the
+        others are planned together. A quarantined key leaves this round like a written one,
+        so it is retried when something it depends on changes."""
+        try:
+            return plan(self._index, keys, self._writer.ours)
+        except Exception:
+            batch_error = traceback.format_exc()
+        healthy: list[WorkKey] = []
+        for key in keys:
+            try:  # a dry run: `ours` is left as it was
+                plan(self._index, [key], dict(self._writer.ours))
+                healthy.append(key)
+            except Exception:
+                self._quarantine_planning(key, traceback.format_exc())
+        if len(healthy) == len(keys):  # only the batch as a whole fails: set all of it aside
+            for key in keys:
+                self._quarantine_planning(key, batch_error)
+            return []
+        return self._plan(healthy)
+
+    def _quarantine_planning(self, key: WorkKey, error: str) -> None:
+        cause = self._causes.get(key, 0)
+        if self._quarantine_logged.get(key) != cause:
+            self._quarantine_logged[key] = cause
+            self._quarantined(str(key), "plan", cause, error)
+
+    def _skip(self, change: Change, exc: TooLarge) -> None:
+        """etcd will never accept this one change: say so and leave the key until its inputs
+        change (retrying it unchanged would fail the same way forever)."""
+        log.error(
+            "write_refused",
+            key=str(change.key),
+            to_state=change.new,
+            reason=exc.reason,
+            error=str(exc),
+            hint="etcd's --max-request-bytes or --max-txn-ops is below what one write needs",
+        )
+        self._metrics.writes_refused.inc()

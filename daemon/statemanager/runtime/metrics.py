@@ -1,0 +1,249 @@
+"""Prometheus metrics: the only module that imports prometheus_client (web.py serves them).
+
+Everything lives on a private registry (tests build their own `Metrics`), and no label takes
+values that grow with the fleet: labels are resource types, states, reasons, codes and kinds.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Set
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
+
+from statemanager import __version__
+from statemanager.adapters.etcd import REFUSAL_REASONS
+from statemanager.core.inputs import BAD_INPUT_KINDS
+from statemanager.core.states import ContainerStatus, ModelState, PackageState
+from statemanager.runtime.health import Health
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+EXPOSITION_TYPE = CONTENT_TYPE_LATEST
+OTHER = "other"  # a written state that is not a state name (someone else wrote it)
+QUARANTINE_STAGES = ("ingest", "plan")  # where an unexpected exception set a key aside
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(f"statemanager_{name}", doc, labels, registry=r)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(f"statemanager_{name}", doc, labels, registry=r)
+
+        def histogram(name: str, doc: str, labels: tuple[str, ...] = ()) -> Histogram:
+            return Histogram(
+                f"statemanager_{name}", doc, labels, buckets=_LATENCY_BUCKETS, registry=r
+            )
+
+        # State changes and what is in etcd now.
+        self.transitions = counter(
+            "transitions", "State transitions written to etcd.", ("resource", "state")
+        )
+        self.containers = gauge("containers", "Containers by status.", ("status",))
+        self.models = gauge("models", "Written model states, by state.", ("state",))
+        self.packages = gauge("packages", "Written package states, by state.", ("state",))
+        self.unassigned_containers = gauge(
+            "unassigned_containers", "Containers that belong to no model."
+        )
+        self.invalid_inputs = counter(
+            "invalid_inputs", "Keys rejected as bad input (once per key and revision).", ("kind",)
+        )
+        self.quarantined = counter(
+            "quarantined",
+            "Keys set aside after an unexpected exception (a bug) while ingesting or planning"
+            " them (once per key and revision); retried when they change.",
+            ("stage",),
+        )
+        # Work.
+        self.evaluation_seconds = histogram(
+            "evaluation_seconds", "Time to plan the writes for one batch of dirty keys."
+        )
+        self.event_to_write_seconds = histogram(
+            "event_to_write_seconds",
+            "From the watch delivering an event to the commit of the state write it caused.",
+        )
+        self.queue_depth = gauge("workqueue_depth", "Work keys waiting to be processed.")
+        self.queue_adds = counter("workqueue_adds", "Work keys added (not counting duplicates).")
+        self.queue_retries = counter(
+            "workqueue_retries", "Work keys put back after a write failed."
+        )
+        self.queue_wait_seconds = histogram(
+            "workqueue_wait_seconds", "Time a key waited in the queue before processing."
+        )
+        # etcd.
+        self.etcd_request_seconds = histogram(
+            "etcd_request_seconds", "etcd request duration.", ("operation",)
+        )
+        self.etcd_errors = counter(
+            "etcd_errors", "Failed etcd requests by gRPC status code.", ("operation", "code")
+        )
+        self.write_retries = counter(
+            "etcd_write_retries", "State write transactions retried after a transient error."
+        )
+        self.write_conflicts = counter(
+            "etcd_write_conflicts",
+            "State write transactions whose guard failed (someone else wrote a state key).",
+        )
+        self.watch_restarts = counter(
+            "watch_restarts", "Watch streams restarted, by reason.", ("reason",)
+        )
+        self.last_revision = gauge("last_seen_revision", "Newest etcd revision fully delivered.")
+        self.last_event_time = gauge(
+            "last_event_timestamp_seconds", "Unix time the watch last delivered events."
+        )
+        self.etcd_refusals = counter(
+            "etcd_refusals",
+            "Requests etcd refused by reason: nospace, too_many_requests (etcd cannot take "
+            "writes now; retried) or too_many_ops, request_too_large, response_too_large "
+            "(never as sent; split or skipped).",
+            ("reason",),
+        )
+        self.etcd_refusing_writes = gauge(
+            "etcd_refusing_writes", "1 while etcd refuses this daemon's writes (space, load)."
+        )
+        self.writes_refused = counter(
+            "writes_refused",
+            "State changes skipped because etcd refuses even a transaction of that one change.",
+        )
+        self.corrections = counter(
+            "corrections",
+            "State keys someone else changed, put back to the unchanged derived state.",
+            ("resource",),
+        )
+        self.resync_drift = counter(
+            "resync_drift", "Keys a relist found changed that the watch had not delivered."
+        )
+        # Reconcile.
+        self.reconcile_requests = counter(
+            "reconcile_requests",
+            "Reconcile calls to ActionController, by result (ok, rejected, unavailable, error).",
+            ("result",),
+        )
+        self.reconcile_triggers = counter(
+            "reconcile_triggers",
+            "Reconcile triggers by what became of them (recorded, delivered, dropped, "
+            "dead_lettered).",
+            ("outcome",),
+        )
+        self.reconcile_dead_letters = gauge(
+            "reconcile_dead_letters",
+            "Triggers given up on after too many refusals, kept in etcd (on the leader).",
+        )
+        self.reconcile_pending = gauge(
+            "reconcile_pending_triggers", "Reconcile triggers recorded and not yet delivered."
+        )
+        self.reconcile_oldest = gauge(
+            "reconcile_oldest_pending_timestamp_seconds",
+            "Unix time the oldest pending trigger was taken on (0 when none).",
+        )
+        self.reconcile_no_scenario = counter(
+            "reconcile_no_scenario",
+            "Packages that entered Error with no Scenario targeting them (no reconcile sent).",
+        )
+        # The daemon itself.
+        self.synced = gauge("synced", "1 once the first full sync is written.")
+        self.ready = gauge("ready", "1 while /readyz would answer 200.")
+        self.leader = gauge("leader", "1 while this daemon is the one that writes states.")
+        self.leader_changes = counter(
+            "leader_changes", "Times this daemon became or stopped being the leader."
+        )
+        # CPU, memory, open fds, start time (a restart shows as a new start time).
+        ProcessCollector(registry=r)
+        Info("statemanager_build", "Version of the daemon and of Python.", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        self._zero_fixed_labels()
+
+    def _zero_fixed_labels(self) -> None:
+        """Every fixed label value exists from the start at 0, so rate() and increase() see the
+        first event too (a series that appears at 1 has no increase to show)."""
+        for status in ContainerStatus:
+            self.containers.labels(status.value)
+        for model_state in [*ModelState, OTHER]:
+            self.models.labels(model_state)
+            self.transitions.labels("model", model_state)
+        for package_state in [*PackageState, OTHER]:
+            self.packages.labels(package_state)
+            self.transitions.labels("package", package_state)
+        for resource in ("model", "package"):
+            self.transitions.labels(resource, "deleted")
+            self.corrections.labels(resource)
+        for reason in REFUSAL_REASONS:
+            self.etcd_refusals.labels(reason)
+        for kind in BAD_INPUT_KINDS:
+            self.invalid_inputs.labels(kind)
+        for stage in QUARANTINE_STAGES:
+            self.quarantined.labels(stage)
+        for reason in (
+            "unavailable",
+            "silent",
+            "compacted",
+            "resync",
+            "revision_backwards",
+            "too_large",
+        ):
+            self.watch_restarts.labels(reason)
+        for result in ("ok", "rejected", "unavailable", "error"):
+            self.reconcile_requests.labels(result)
+        for outcome in ("recorded", "delivered", "dropped", "dead_lettered"):
+            self.reconcile_triggers.labels(outcome)
+        for operation in ("range", "txn"):
+            self.etcd_request_seconds.labels(operation)
+            for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                self.etcd_errors.labels(operation, code)
+
+    def set_counts(self, gauge: Gauge, counts: Mapping[str, int], known: Set[str]) -> None:
+        """Set a by-state gauge from counts; names outside `known` are summed into `other`."""
+        values = dict.fromkeys([*known, OTHER], 0)
+        for name, n in counts.items():
+            values[name if name in known else OTHER] += n
+        for name, n in values.items():
+            gauge.labels(name).set(n)
+
+    def leadership(self, leading: bool) -> None:
+        """This daemon became (True) or stopped being (False) the leader."""
+        self.leader.set(1 if leading else 0)
+        self.leader_changes.inc()
+
+    def observe_etcd(self, operation: str, seconds: float, code: str | None) -> None:
+        self.etcd_request_seconds.labels(operation).observe(seconds)
+        if code is not None:
+            self.etcd_errors.labels(operation, code).inc()
+
+    def exposition(self) -> bytes:
+        """Every metric in Prometheus' text format, to be served as EXPOSITION_TYPE."""
+        return generate_latest(self.registry)
+
+    def follow_readiness(self, health: Health) -> None:
+        """`statemanager_ready` reads /readyz's answer at each scrape."""
+        self.ready.set_function(lambda: 1.0 if health.readiness()[0] else 0.0)
+
+
+class QueueMetrics:
+    """The work queue's observer (`workqueue.QueueObserver`), here so the queue never imports
+    Prometheus."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def depth(self, depth: int) -> None:
+        self._m.queue_depth.set(depth)
+
+    def added(self) -> None:
+        self._m.queue_adds.inc()
+
+    def waited(self, seconds: float) -> None:
+        self._m.queue_wait_seconds.observe(seconds)

@@ -1,0 +1,213 @@
+"""Keeps the controller fed from etcd: list at one revision, then watch from the next one.
+
+Thin on purpose (docs/design.md, The path of a container event). On a broken or silent
+stream it backs off and resumes each prefix from the revision after its last fully delivered
+one; on compaction, on a watch response over the receive limit, and periodically as a
+backstop, it relists and lets the controller diff; it hands events over and does nothing else.
+
+etcd accepts a watch from a revision it has not reached yet and stays silent until it gets
+there, so after a member is wiped or restored from an older snapshot a resumed watch would hear
+nothing for a long time, or resume in the middle of the new history if it has grown past the
+old revision. Every watch response carries the store's revision and raft term: a revision below
+what was already delivered, or a term below one already seen (confirmed by a linearizable read,
+since a lagging member may answer a little behind), means the history was replaced, and the
+answer is a full relist that trusts no revision learnt before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import Protocol
+
+import structlog
+
+from statemanager.adapters.etcd import Event, Header, KeyValue, WatchBatch
+from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable, TooLarge
+from statemanager.runtime.backoff import Backoff
+from statemanager.runtime.health import Health
+from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.outage import Outage
+
+log = structlog.get_logger("statemanager.watcher")
+
+
+class WatchClient(Protocol):
+    async def snapshot(
+        self, prefixes: Sequence[str], page_size: int = ...
+    ) -> tuple[int, dict[str, list[KeyValue]]]: ...
+
+    def watch(
+        self, starts: Mapping[str, int], progress_every: float
+    ) -> AsyncGenerator[WatchBatch, None]: ...
+
+    async def header(self) -> Header: ...
+
+
+class EventSink(Protocol):
+    """Where the watcher hands what etcd holds (the controller)."""
+
+    def load(
+        self,
+        revision: int,
+        listing: Mapping[str, list[KeyValue]],
+        delivered: Mapping[str, int] | None = ...,
+    ) -> None: ...
+
+    def apply(self, prefix: str, events: Sequence[Event]) -> None: ...
+    def forget_history(self) -> None: ...
+
+
+class SilentWatch(EtcdUnavailable):
+    """Neither events nor progress notifications arrived within the silence limit."""
+
+
+class HistoryReplaced(Exception):
+    """etcd's revision is below one already delivered, or its raft term below one already
+    seen: its history is not the one we followed."""
+
+    def __init__(self, what: str, before: int, now: int) -> None:
+        super().__init__(f"etcd's {what} went back from {before} to {now}")
+        self.what = what
+        self.before = before
+        self.now = now
+
+
+class Watcher:
+    def __init__(
+        self,
+        *,
+        client: WatchClient,
+        sink: EventSink,
+        prefixes: Sequence[str],
+        metrics: Metrics,
+        on_listed: Callable[[int], None],
+        silence_limit: float,
+        resync_interval: float,
+        health: Health,
+        outage: Outage,
+    ) -> None:
+        self._health = health
+        self._outage = outage
+        self._client = client
+        self._sink = sink
+        self._prefixes = list(prefixes)
+        self._metrics = metrics
+        self._on_listed = on_listed
+        self._silence_limit = silence_limit
+        self._resync_interval = resync_interval
+        self._backoff = Backoff(initial=0.2, cap=2.0)  # bounds how long etcd's return goes unseen
+        # Per prefix, the newest revision whose events have all been applied.
+        self._delivered: dict[str, int] = {}
+        self._term = 0  # the highest raft term etcd has answered with
+
+    def applied(self, prefix: str) -> int:
+        """The newest revision up to which every event under `prefix` is in the index (0 before
+        the first listing)."""
+        return self._delivered.get(prefix, 0)
+
+    async def run(self) -> None:
+        """Run until cancelled; nothing etcd answers ends it (a refusal is retried as an outage)."""
+        listed = False
+        resync_at = 0.0
+        while True:
+            try:
+                if not listed:
+                    revision, listing = await self._client.snapshot(self._prefixes)
+                    self._sink.load(revision, listing, self._delivered)
+                    self._delivered = dict.fromkeys(self._prefixes, revision)
+                    self._metrics.last_revision.set(revision)
+                    self._health.watching(revision)
+                    log.info("listed", revision=revision)
+                    self._on_listed(revision)
+                    listed = True
+                    # Jitter keeps a fleet of daemons from relisting in step.
+                    resync_at = asyncio.get_running_loop().time() + self._resync_interval * (
+                        random.uniform(0.8, 1.2)
+                    )
+                await self._follow(resync_at)
+                self._metrics.watch_restarts.labels("resync").inc()
+                log.info("resync_due")
+                listed = False
+            except Compacted as exc:
+                self._metrics.watch_restarts.labels("compacted").inc()
+                log.warning("watch_compacted", compact_revision=exc.compact_revision)
+                listed = False  # relist; the controller diffs, deletions included
+            except HistoryReplaced as exc:
+                self._metrics.watch_restarts.labels("revision_backwards").inc()
+                self._health.broken(f"{exc}: relisting")  # blind until the relist is applied
+                log.error(
+                    "etcd_revision_backwards",
+                    went_back=exc.what,
+                    before=exc.before,
+                    now=exc.now,
+                    hint="etcd was wiped or restored from an older snapshot; relisting",
+                )
+                self._sink.forget_history()
+                # Learnt anew from the new history, so the relist reports no drift against the old.
+                self._delivered = {}
+                self._term = 0
+                listed = False
+            except (EtcdUnavailable, EtcdError) as exc:
+                if isinstance(exc, TooLarge) and listed:
+                    # A watch response over the receive limit (one revision's events are never
+                    # split) fails the same way at every resume; a listing pages it.
+                    self._metrics.watch_restarts.labels("too_large").inc()
+                    log.warning("watch_response_too_large", error=str(exc), hint="relisting")
+                    listed = False
+                    continue
+                reason = "silent" if isinstance(exc, SilentWatch) else "unavailable"
+                self._metrics.watch_restarts.labels(reason).inc()
+                self._health.broken(f"etcd unreachable ({reason}): {exc}")
+                delay = self._backoff.next()
+                if not isinstance(exc, SilentWatch):  # silence is the stream's, not etcd's
+                    self._outage.failed(str(exc))
+                # During an etcd outage the outage lines say it all; each retry only at debug.
+                (log.debug if self._outage.down else log.warning)(
+                    "watch_broken", reason=reason, error=str(exc), retry_in=round(delay, 2)
+                )
+                await asyncio.sleep(delay)
+
+    async def _follow(self, resync_at: float) -> None:
+        """Apply watch batches until the resync is due (returns) or the stream fails (raises)."""
+        starts = {prefix: revision + 1 for prefix, revision in self._delivered.items()}
+        stream = self._client.watch(starts, progress_every=self._silence_limit / 3)
+        try:
+            while True:
+                budget = min(self._silence_limit, resync_at - asyncio.get_running_loop().time())
+                if budget <= 0:
+                    return
+                try:
+                    async with asyncio.timeout(budget):
+                        batch = await anext(stream)
+                except TimeoutError:
+                    if asyncio.get_running_loop().time() >= resync_at:
+                        return
+                    raise SilentWatch(
+                        f"no events or progress for {self._silence_limit:g} s"
+                    ) from None
+                self._backoff.reset()
+                await self._check_history(batch.header)
+                if batch.prefix is None:
+                    self._health.watching()
+                    continue  # progress notification: the stream is alive
+                self._health.watching(batch.revision)
+                self._sink.apply(batch.prefix, batch.events)
+                self._delivered[batch.prefix] = batch.revision
+                self._metrics.last_revision.set(batch.revision)
+        finally:
+            await stream.aclose()
+
+    async def _check_history(self, header: Header) -> None:
+        """Raise HistoryReplaced when etcd's revision is below the newest one delivered, or its
+        raft term below the highest one seen. The term catches a replaced history that has
+        already grown past our revision by the time we reconnect (it restarts at 2)."""
+        newest = max(self._delivered.values(), default=0)
+        if header.revision < newest or header.raft_term < self._term:
+            header = await self._client.header()  # linearizable: not a lagging member's view
+            if header.revision < newest:
+                raise HistoryReplaced("revision", newest, header.revision)
+            if header.raft_term < self._term:
+                raise HistoryReplaced("raft term", self._term, header.raft_term)
+        self._term = max(self._term, header.raft_term)

@@ -1,0 +1,293 @@
+"""Commits planned state changes to etcd as guarded transactions and records the transitions.
+
+Every write is one transaction guarded by the mod revision of each state key it touches, as
+the index last saw it: a key someone else changed fails the guard, the transaction applies
+nothing, the index learns the current values from the same round trip and the keys are
+re-evaluated (never forced). Transient etcd errors are retried with capped, jittered backoff
+(tenacity); if they persist the caller re-queues the keys. A retry whose guard fails because
+the attempt before it committed (its answer was lost) is told apart by reading back this
+transaction's own values, and its transitions are recorded all the same.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from statemanager.adapters.etcd import TXN_LIMITS, Delete, Fence, Guard, Put, TxnLimits, TxnResult
+from statemanager.app import logs
+from statemanager.core.errors import EtcdUnavailable
+from statemanager.core.index import Index
+from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
+from statemanager.core.planner import Change, pack
+from statemanager.core.triggers import Trigger, encode, trigger_key
+from statemanager.runtime.metrics import Metrics
+
+log = structlog.get_logger("statemanager.writer")
+
+DELETED = "deleted"  # a transition's to_state in logs and metrics when the key is deleted
+_DELETED_BECAUSE = {
+    Resource.PACKAGE: "its Package spec is gone",
+    Resource.MODEL: "no package lists it and it has no containers",
+}
+
+SOURCE = "statemanager"
+
+
+class TxnClient(Protocol):
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult: ...
+
+
+class NotLeader(Exception):
+    """The write was fenced off: this daemon does not (or no longer) lead. Nothing was written;
+    the keys wait for the next leadership (this daemon's or another's, which re-evaluates all)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change as docs/contract.md, Transitions defines it."""
+
+    transition_id: str
+    resource: Resource
+    name: str
+    from_state: str | None
+    to_state: str | None
+    rule: str | None
+    reason: str | None
+    timestamp_ns: int
+    cause_revision: int
+    revision: int
+    caused_by: str | None
+    source: str = SOURCE
+
+
+class TransitionIds:
+    """Unique ids: a random per-process prefix and a counter (cheaper than uuid4 per change)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
+
+
+class StateWriter:
+    def __init__(
+        self,
+        client: TxnClient,
+        layout: KeyLayout,
+        index: Index,
+        metrics: Metrics,
+        attempts: int = 5,
+        max_backoff: float = 2.0,
+        limits: TxnLimits = TXN_LIMITS,
+    ) -> None:
+        self._client = client
+        self._layout = layout
+        self._index = index
+        self._metrics = metrics
+        self._ids = TransitionIds()
+        self._attempts = attempts
+        self._max_backoff = max_backoff
+        self._limits = limits
+        # Per key, the previous derived state, which tells a correction from a transition
+        # (planner.plan): what this daemon's commits last wrote, or the value it last found in
+        # etcd agreeing with the rules. Forgotten when leadership changes hands, because
+        # another leader may have derived and written since.
+        self.ours: dict[WorkKey, str] = {}
+        # The largest a trigger record's value can be (a transition id is under 40 characters).
+        self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
+
+    def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
+        """Pack write groups into transactions etcd accepts, with `fence` on each."""
+        fence_bytes = self._limits.guarded_write_bytes(fence.key, None)
+        return pack(
+            groups,
+            self._limits.max_ops - 1,  # one compare (and one failure read) go to the fence
+            self._limits.byte_budget - fence_bytes,
+            self._cost,
+        )
+
+    def _cost(self, change: Change) -> tuple[int, int]:
+        """Operations and bytes `change` adds to a transaction, its trigger record included."""
+        key = self._layout.state_key(change.key).encode()
+        size = self._limits.guarded_write_bytes(key, change.new.encode() if change.new else None)
+        if not change.entering_error:
+            return 1, size
+        record = trigger_key(self._layout, change.key.name)
+        return 2, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
+
+    async def commit(
+        self, changes: Sequence[Change], causes: Mapping[WorkKey, int], fence: Fence
+    ) -> list[Transition] | None:
+        """Write `changes` in one transaction. Returns the transitions (corrections are logged,
+        not returned), or None when a guard failed (the index now holds etcd's current values;
+        re-plan the keys).
+
+        Raises EtcdUnavailable when etcd stayed unreachable (or busy) through every retry,
+        NotLeader when the fence failed, EtcdError when etcd refused the transaction (TooLarge:
+        split it).
+        """
+        keys = [self._layout.state_key(c.key).encode() for c in changes]
+        guards = [Guard(k, c.old.mod_revision) for k, c in zip(keys, changes, strict=True)]
+        ops: list[Put | Delete] = [
+            Put(k, c.new.encode()) if c.new is not None else Delete(k)
+            for k, c in zip(keys, changes, strict=True)
+        ]
+        ids = {c.key: self._ids.next() for c in changes}
+        triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.entering_error]
+        # Recorded in the same transaction as the Error state: a crash cannot separate them.
+        ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
+        result, retried = await self._txn_with_retries(guards, ops, fence)
+        if result.fenced:
+            raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
+        landed = _own_write(keys, changes, result) if retried and not result.succeeded else None
+        if landed is not None:
+            return self._record(changes, causes, ids, landed, answer_lost=True)
+        if not result.succeeded:
+            self._metrics.write_conflicts.inc()
+            for key, change in zip(keys, changes, strict=True):
+                kv = result.current.get(key)
+                value = kv.value.decode("utf-8", "replace") if kv is not None else None
+                # A key found absent is known absent as of the transaction's revision.
+                seen = kv.mod_revision if kv is not None else result.revision
+                self._index.observe_written(change.key, value, seen)
+            return None
+        # The reconcile sender learns the triggers from etcd (it watches their prefix), so a
+        # lost response here loses no delivery.
+        return self._record(changes, causes, ids, result.revision)
+
+    async def _txn_with_retries(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence
+    ) -> tuple[TxnResult, bool]:
+        """etcd's answer, and whether an earlier attempt failed (it may have committed)."""
+
+        def count_retry(state: RetryCallState) -> None:
+            self._metrics.write_retries.inc()
+            log.warning(
+                "etcd_write_retry",
+                attempt=state.attempt_number,
+                error=str(state.outcome.exception()) if state.outcome else None,
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(EtcdUnavailable),
+            stop=stop_after_attempt(self._attempts),
+            # Full jitter over a capped exponential (tenacity's exponential_jitter would add up to
+            # a whole second to every retry, whatever the delay).
+            wait=wait_random_exponential(multiplier=0.05, max=self._max_backoff),
+            before_sleep=count_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                result = await self._client.txn(guards, ops, fence)
+                return result, attempt.retry_state.attempt_number > 1
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _record(
+        self,
+        changes: Sequence[Change],
+        causes: Mapping[WorkKey, int],
+        ids: Mapping[WorkKey, str],
+        revision: int,
+        answer_lost: bool = False,
+    ) -> list[Transition]:
+        """Apply a committed write to the index, log and count its transitions and corrections.
+        `answer_lost`: etcd's answer never came; `revision` was read back from the keys."""
+        lost = {"answer_lost": True} if answer_lost else {}
+        now = time.time_ns()
+        transitions: list[Transition] = []
+        for change in changes:
+            self._index.observe_written(change.key, change.new, revision)
+            if change.new is None:
+                self.ours.pop(change.key, None)
+            else:
+                self.ours[change.key] = change.new
+            verdict = change.verdict
+            if change.correction:
+                # The rules did not move: someone else changed the key and it is put back.
+                self._metrics.corrections.labels(change.key.resource.value).inc()
+                log.info(
+                    "correction",
+                    type=change.key.resource.value,
+                    name=change.key.name,
+                    found=change.old.value,
+                    restored=change.new,
+                    rule=verdict.rule if verdict else None,
+                    revision=revision,
+                    **lost,
+                )
+                continue
+            tid = ids[change.key]
+            cause_key = change.cause or change.key
+            t = Transition(
+                transition_id=tid,
+                resource=change.key.resource,
+                name=change.key.name,
+                from_state=change.old.value,
+                to_state=change.new,
+                rule=verdict.rule if verdict else None,
+                reason=verdict.reason if verdict else None,
+                timestamp_ns=now,
+                cause_revision=causes.get(cause_key, causes.get(change.key, 0)),
+                revision=revision,
+                caused_by=ids.get(change.cause) if change.cause else None,
+            )
+            transitions.append(t)
+            self._metrics.transitions.labels(t.resource.value, t.to_state or DELETED).inc()
+            log.info(
+                "transition",
+                transition_id=t.transition_id,
+                type=t.resource.value,
+                name=t.name,
+                from_state=t.from_state,
+                to_state=t.to_state or DELETED,
+                rule=t.rule,
+                reason=t.reason or _DELETED_BECAUSE[t.resource],
+                cause_revision=t.cause_revision,
+                revision=t.revision,
+                caused_by=t.caused_by,
+                timestamp=logs.timestamp(t.timestamp_ns),  # the line's only timestamp
+                source=t.source,
+                **lost,
+            )
+        return transitions
+
+
+def _own_write(keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult) -> int | None:
+    """The revision at which an earlier attempt of this transaction committed, read back from a
+    failed guard's answer: every key holds what it wrote (a deleted key is absent), each put
+    newer than its guard and all at one revision. None when anything differs (someone else
+    wrote: a real conflict) or nothing was put (a deletion carries no revision to check)."""
+    revisions: set[int] = set()
+    for key, change in zip(keys, changes, strict=True):
+        kv = result.current.get(key)
+        if change.new is None:
+            if kv is not None:
+                return None
+            continue
+        if (
+            kv is None
+            or kv.value != change.new.encode()
+            or kv.mod_revision <= change.old.mod_revision
+        ):
+            return None
+        revisions.add(kv.mod_revision)
+    return revisions.pop() if len(revisions) == 1 else None
