@@ -259,18 +259,24 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     finally:
         (log.warning if code else log.info)("stopping", exit_code=code, signal=stop.name())
         notifier.stopping()
-        parts.queue.shutdown()
-        everything = [*supervised, announcer, stopper]
-        for task in everything:
-            task.cancel()
-        await asyncio.gather(*everything, return_exceptions=True)
-        await parts.election.resign()  # hand over at once rather than after a lease TTL
-        if grpc_server is not None:
-            await grpc_server.stop(grace=0.5)
+        await _stop(parts, [*supervised, announcer, stopper], grpc_server)
         await client.close()
         await actioncontroller.close()
         server.shutdown()
     return code
+
+
+async def _stop(
+    parts: Parts, tasks: list[asyncio.Task[Any]], grpc_server: grpc.aio.Server | None
+) -> None:
+    """Stop taking work, end every task, hand leadership over and stop serving gRPC."""
+    parts.queue.shutdown()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await parts.election.resign()  # hand over at once rather than after a lease TTL
+    if grpc_server is not None:
+        await grpc_server.stop(grace=0.5)
 
 
 async def _supervise(
