@@ -20,7 +20,7 @@ import grpc
 import structlog
 from aetcd import rpc
 
-from statemanager.app.config import EtcdSettings, TlsFiles
+from statemanager.adapters.tls import TlsFiles
 from statemanager.core.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 
 log = structlog.get_logger("statemanager.etcd")
@@ -130,6 +130,22 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+class ConnectionSettings(Protocol):
+    """What `EtcdClient.from_settings` reads; the application's `[etcd]` settings section
+    (app/config.py) is one."""
+
+    @property
+    def endpoints(self) -> tuple[str, ...]: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+    @property
+    def tls(self) -> TlsFiles | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+
+
 class RefusalObserver(Protocol):
     """Told of every refusal (EtcdBusy and TooLarge: reason and the message with etcd's words)
     and of every transaction etcd accepted, so "etcd refuses writes" can end."""
@@ -232,6 +248,14 @@ class TxnResult:
     revision: int
     current: Mapping[bytes, KeyValue | None]
     fenced: bool = False
+
+
+class TxnClient(Protocol):
+    """One guarded transaction: what the state writer and the gRPC service write through."""
+
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult: ...
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -343,7 +367,7 @@ class EtcdClient:
     @classmethod
     def from_settings(
         cls,
-        settings: EtcdSettings,
+        settings: ConnectionSettings,
         observe: Callable[[str, float, str | None], None] | None = None,
         refusals: RefusalObserver | None = None,
     ) -> EtcdClient:
