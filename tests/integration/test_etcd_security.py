@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from statemanager.adapters.etcd import EtcdClient, Put
-from statemanager.app.config import ServerTls, TlsFiles
+from statemanager.adapters.tls import ServerTls, TlsFiles
 from statemanager.core.errors import EtcdUnavailable
 from statemanager.core.keys import KeyLayout
 from statemanager.devtools.localetcd import LocalEtcd, free_port

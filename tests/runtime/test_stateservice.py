@@ -3,57 +3,27 @@ container list flows through the watch into states; a follower refuses and names
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
-
 import grpc
 import pytest
 
-from statemanager.adapters.stateservice import StateService
 from statemanager.proto import statemanager_pb2 as pb
 
 from support.memetcd import MemEtcd
-from support.runtime import LAYOUT, MAX_VALUE_BYTES, Runtime, package, state, until
+from support.runtime import LAYOUT, Runtime, package, state, until
+from support.servicer import Aborted, container_list, send_list, service
 
 pytestmark = pytest.mark.looptime
 
 
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class Context:
-    """The part of a grpc.aio servicer context the service uses: abort."""
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
-        raise Aborted(code, details)
-
-
-def service(rt: Runtime) -> StateService:
-    c = rt.controller
-    return StateService(c.index, LAYOUT, rt.mem, rt.election, c.confirm, MAX_VALUE_BYTES)
-
-
-def container_list(node: str, **statuses: str) -> pb.ContainerList:
-    model = "payment.web"
-    return pb.ContainerList(
-        node_name=node,
-        containers=[
-            pb.ContainerInfo(
-                id=cid,
-                names=[f"{model}_{cid}"],
-                state={"Status": status, "ExitCode": "1" if status == "exited" else "0"},
-                annotation={"io.pullpiri.annotations.model": model},
-            )
+def web_list(node: str, **statuses: str) -> pb.ContainerList:
+    """`node`'s list of payment.web containers: id=status each."""
+    return container_list(
+        node,
+        [
+            (cid, "payment.web", status, "1" if status == "exited" else "0")
             for cid, status in statuses.items()
         ],
     )
-
-
-async def send(svc: StateService, request: pb.ContainerList) -> Any:
-    return await svc.SendChangedContainerList(request, Context())  # type: ignore[arg-type]
 
 
 async def test_container_lists_drive_states_through_the_watch() -> None:
@@ -62,12 +32,12 @@ async def test_container_lists_drive_states_through_the_watch() -> None:
     mem = MemEtcd()
     package(mem, "payment", ["payment.web"])
     async with Runtime(mem) as rt:
-        await until(lambda: rt.election.fence() is not None)
+        await until(lambda: rt.parts.election.fence() is not None)
         svc = service(rt)
-        await send(svc, container_list("node-a", web="running", db="exited"))
+        await send_list(svc, web_list("node-a", web="running", db="exited"))
         await until(lambda: state(mem, "package", "payment") == "Error")
         assert state(mem, "model", "payment.web") == "Failed"
-        await send(svc, container_list("node-a", web="running"))
+        await send_list(svc, web_list("node-a", web="running"))
         await until(lambda: state(mem, "package", "payment") == "Running")
         assert mem.range_now(f"{LAYOUT.containers}db".encode()).count == 0
 
@@ -77,9 +47,9 @@ async def test_follower_refuses_container_lists_and_names_the_leader() -> None:
     stores nothing."""
     mem = MemEtcd()
     async with Runtime(mem, "node-a") as a, Runtime(mem, "node-b") as b:
-        await until(lambda: a.election.fence() is not None and b.election.decided)
+        await until(lambda: a.parts.election.fence() is not None and b.parts.election.decided)
         with pytest.raises(Aborted) as refused:
-            await send(service(b), container_list("node-b", web="running"))
+            await send_list(service(b), web_list("node-b", web="running"))
         assert refused.value.code is grpc.StatusCode.UNAVAILABLE
         assert "node-a" in refused.value.details
         assert mem.range_now(LAYOUT.containers.encode() + b"web").count == 0

@@ -3,8 +3,9 @@
 One seed makes one schedule (`make_schedule`, a pure function of `random.Random(seed)`): a
 starting fleet, then timed steps of fleet churn and faults for `FAULT_SECONDS` of virtual time.
 `simulate` runs two complete daemons' runtimes (watcher, worker, election, reconcile sender)
-against `MemEtcd` and a fake ActionController on looptime's virtual clock, applies the steps,
-then stops the faults and checks the invariants:
+against `MemEtcd` and a fake ActionController on looptime's virtual clock, applies the steps
+(nodes' container lists go through the leader's StateManager service, the gRPC service's write
+path, called in process), then stops the faults and checks the invariants:
 
 - convergence: within `SETTLE_SECONDS` every state key equals the oracle's (tests/simulation/
   oracle.py, the rules re-derived without the daemon's code) and no trigger is left;
@@ -16,7 +17,8 @@ then stops the faults and checks the invariants:
   without a trigger; no trigger is recorded unless the package entered Error by the rules
   (or leadership changed hands, when the new leader cannot know);
 - no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down;
-- no task of a daemon ends but by its stop.
+- no task of a daemon ends but by its stop; the service answers every list (an abort with a
+  status code is an answer; an exception escaping it is not).
 
 A daemon "paused" has each etcd request it sends held until the pause ends (then applied): a
 process stopped past its lease, whose last request reaches etcd late.
@@ -30,7 +32,6 @@ import functools
 import json
 import random
 import signal
-import time as real_time
 import traceback
 import types
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -42,6 +43,8 @@ import structlog
 from simulation import oracle
 from statemanager.adapters.actioncontroller import ReconcileOutcome
 from statemanager.adapters.etcd import Delete, Fence, Guard, Put, TxnResult, WatchBatch, prefix_end
+from statemanager.adapters.stateservice import StateService
+from statemanager.proto import statemanager_pb2 as pb
 from statemanager.runtime import controller as controller_module
 from statemanager.runtime import reconcile as reconcile_module
 from statemanager.runtime import writer as writer_module
@@ -49,6 +52,7 @@ from statemanager.runtime.metrics import Metrics
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime
+from support.servicer import Aborted, container_list, send_list, service
 
 FAULT_SECONDS = 20.0
 SETTLE_SECONDS = 60.0
@@ -63,6 +67,7 @@ PACKAGES = [f"p{i}" for i in range(2)]
 MODELS = [f"m{i}" for i in range(3)]
 CONTAINERS = [f"c{i}" for i in range(4)]
 SCENARIOS = [f"s{i}" for i in range(2)]
+NODES = [f"n{i}" for i in range(2)]  # nodes reporting their containers through the service
 STATUSES = ["running", "running", "dead", "dead", "exited", "paused", "unknown"]
 STATE_VALUES = ["Running", "Error", "Failed", "Pending", "Degraded", "bogus"]
 
@@ -164,14 +169,31 @@ def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
     return kind, ()
 
 
+def _node_lists(rng: random.Random) -> list[Step]:
+    """Container lists sent by the nodes (each its own containers, `n0c0`…), at random times:
+    some of the node's containers, each in a random state; an empty list removes them all."""
+    steps = []
+    for _ in range(rng.randint(0, 6)):
+        node = rng.choice(NODES)
+        listed = []
+        for j in rng.sample(range(2), rng.randint(0, 2)):
+            status = rng.choice(STATUSES)
+            code = rng.choice(["0", "137"]) if status == "exited" else "0"
+            listed.append(f"{node}c{j}:{rng.choice(MODELS)}:{status}:{code}")
+        steps.append(Step(round(rng.uniform(0.5, FAULT_SECONDS), 2), "node_list", (node, *listed)))
+    return steps
+
+
 def make_schedule(seed: int) -> list[Step]:
-    """The whole schedule of `seed`: every random choice of a run is made here."""
+    """The whole schedule of `seed`: every random choice of a run is made here. The nodes'
+    lists come from a second generator, so adding them left every earlier seed's steps as
+    they were (the regression seeds still replay the schedules that found their bugs)."""
     rng = random.Random(seed)
     steps = [Step(0.0, *step) for step in _start(rng)]
     times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(rng.randint(6, 20)))
     for at in times:
         steps.append(Step(at, *(_fault(rng) if rng.random() < 0.5 else _churn(rng))))
-    return steps
+    return sorted(steps + _node_lists(random.Random(f"{seed}/nodes")), key=lambda s: s.at)
 
 
 # -- the pieces around the daemons ----------------------------------------------------------
@@ -262,8 +284,8 @@ class Daemon:
             TTL,
             actioncontroller=sim.actioncontroller,
             metrics=_metrics(),
+            clock=Clock(asyncio.get_running_loop()),
         )
-        self.runtime.election._clock = Clock(asyncio.get_running_loop())
         self.started = asyncio.create_task(self.runtime.__aenter__())
 
     def ended(self) -> list[str]:
@@ -319,6 +341,7 @@ class Simulation:
         self._down_requests = 0
         self._timers: list[asyncio.TimerHandle] = []
         self._stopping: list[asyncio.Task[None]] = []
+        self._lists: list[asyncio.Task[None]] = []
 
     def fail(self, what: str) -> None:
         line = f"INVARIANT {what}"
@@ -343,7 +366,8 @@ class Simulation:
 
     def apply(self, step: Step) -> None:
         self.trace(str(step))
-        if self.mem._down and step.action not in ("ac_down", "ac_refuse", "crash", "pause"):
+        unaffected = ("ac_down", "ac_refuse", "crash", "pause", "node_list")
+        if self.mem._down and step.action not in unaffected:
             self.trace("  (etcd is down: skipped)")
             return
         getattr(self, f"_do_{step.action}")(*step.args)
@@ -376,6 +400,35 @@ class Simulation:
     def _do_model_spec(self, name: str) -> None:
         doc = f"kind: Model\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: app, image: x}}]\n"
         self._put(LAYOUT.models + name, doc.encode())
+
+    def _do_node_list(self, node: str, *listed: str) -> None:
+        """The node sends its list to whichever daemon leads (a follower would refuse it and
+        name the leader; the node agent asks the leader)."""
+        leader = next(
+            (
+                d
+                for d in self.daemons
+                if d is not None and d.runtime.parts.election.fence() is not None
+            ),
+            None,
+        )
+        if leader is None:
+            self.trace("  (no leader: not sent)")
+            return
+        containers = []
+        for entry in listed:
+            cid, model, status, code = entry.split(":")
+            containers.append((cid, model, status, code))
+        request = container_list(node, containers)
+        self._lists.append(asyncio.create_task(self._send(service(leader.runtime), request)))
+
+    async def _send(self, svc: StateService, request: pb.ContainerList) -> None:
+        try:
+            await send_list(svc, request)
+        except Aborted as refused:  # an answer: the node sends again on its next change
+            self.trace(f"  list of {request.node_name} refused: {refused}")
+        except Exception as exc:  # any other escape breaks the invariant
+            self.fail(f"service: a container list raised {exc!r}")
 
     def _do_bad_value(self, key: str, value: str) -> None:
         if key.startswith(LAYOUT.packages):
@@ -474,6 +527,8 @@ class Simulation:
         record = self.mem.txn_log[-1]
         if not record.succeeded or record.revision != self.mem.current_revision:
             return
+        if any(k.startswith(LAYOUT.containers.encode()) for k in record.written):
+            self._input_changed(record.revision)  # a node's list, stored by the service
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -649,6 +704,7 @@ class Simulation:
         self.trace(f"t={loop.time() - start:6.2f}s converged={not self.failures}")
         # Let deliveries of the last triggers finish (a trigger's removal follows its ack).
         await asyncio.sleep(1.0)
+        await asyncio.gather(*self._lists)
         self._check_tasks()
         for daemon in self.daemons:
             if daemon is not None:
@@ -761,10 +817,3 @@ async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation
 
 def replay_command(seed: int) -> str:
     return f"SIM_SEED={seed} .venv/bin/pytest tests/simulation -k replay -s"
-
-
-def main_soak(first: int, count: int) -> tuple[int, list[int], float]:
-    """Run `count` seeds from `first`; (runs, failing seeds, seconds)."""
-    started = real_time.perf_counter()
-    failing = [s for s in range(first, first + count) if simulate(s)]
-    return count, failing, real_time.perf_counter() - started

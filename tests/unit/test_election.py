@@ -127,7 +127,15 @@ def _election(
 ) -> Election:
     clock = asyncio.get_running_loop().time
     outage = Outage(clock=clock)
-    return Election(etcd, "/sm/", node, 3, on_change, reachability=outage, clock=clock)
+    return Election(
+        client=etcd,
+        own_prefix="/sm/",
+        node=node,
+        ttl=3,
+        on_change=on_change,
+        reachability=outage,
+        clock=clock,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from statemanager.app.config import TlsFiles
+from statemanager.adapters.tls import TlsFiles
 from statemanager.proto import actioncontroller_pb2 as pb
 from statemanager.proto import actioncontroller_pb2_grpc as pb_grpc
 

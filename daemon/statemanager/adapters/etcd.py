@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 import structlog
@@ -33,7 +33,7 @@ from statemanager.adapters.etcdsession import (
     EtcdSession,
     RefusalObserver,
 )
-from statemanager.app.config import EtcdSettings, TlsFiles
+from statemanager.adapters.tls import TlsFiles
 from statemanager.core.errors import Compacted, EtcdUnavailable, TooLarge
 
 log = structlog.get_logger("statemanager.etcd")
@@ -100,6 +100,22 @@ TXN_LIMITS = TxnLimits()
 # the 1,000 pages made the cold start take many minutes; 10,000 divides that by ten. A page of
 # container values is ~6 MB, well under the receive limit.
 PAGE_KEYS = 10_000
+
+
+class ConnectionSettings(Protocol):
+    """What `EtcdClient.from_settings` reads; the application's `[etcd]` settings section
+    (app/config.py) is one."""
+
+    @property
+    def endpoints(self) -> tuple[str, ...]: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+    @property
+    def tls(self) -> TlsFiles | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
 
 
 class Candidate(NamedTuple):
@@ -196,6 +212,14 @@ class TxnResult:
     revision: int
     current: Mapping[bytes, KeyValue | None]
     fenced: bool = False
+
+
+class TxnClient(Protocol):
+    """One guarded transaction: what the state writer and the gRPC service write through."""
+
+    async def txn(
+        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
+    ) -> TxnResult: ...
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -439,7 +463,7 @@ class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
     @classmethod
     def from_settings(
         cls,
-        settings: EtcdSettings,
+        settings: ConnectionSettings,
         observe: Callable[[str, float, str | None], None] | None = None,
         refusals: RefusalObserver | None = None,
     ) -> EtcdClient:

@@ -19,7 +19,7 @@ import structlog
 from aetcd import rpc
 
 from statemanager.adapters.etcderrors import Failure, Recovery, classify
-from statemanager.app.config import TlsFiles
+from statemanager.adapters.tls import TlsFiles
 from statemanager.core.errors import EtcdBusy, EtcdUnavailable, TooLarge
 
 log = structlog.get_logger("statemanager.etcd")

@@ -20,15 +20,14 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError, Message
 
-from statemanager.adapters.etcd import TXN_LIMITS, Delete, Fence, Guard, KeyValue, Put
-from statemanager.app.config import ServerTls
+from statemanager.adapters.etcd import TXN_LIMITS, Delete, Fence, Guard, KeyValue, Put, TxnClient
+from statemanager.adapters.tls import ServerTls
 from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.core.index import Index
 from statemanager.core.inputs import check_size, parse_container
 from statemanager.core.keys import KeyLayout, Resource, WorkKey, name_problem
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
-from statemanager.runtime.writer import TxnClient
 
 log = structlog.get_logger("statemanager.stateservice")
 
@@ -51,6 +50,7 @@ class ServiceLeadership(Protocol):
 class StateService(pb_grpc.StateManagerConnectionServicer):
     def __init__(
         self,
+        *,
         index: Index,
         layout: KeyLayout,
         store: ServiceStore,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Generic, TypeVar, get_type_hints
 from urllib.parse import urlsplit
 
+from statemanager.adapters.tls import ServerTls, TlsFiles
 from statemanager.app import webconfig
 from statemanager.app.webconfig import WebConfig
 from statemanager.core.errors import ConfigError
@@ -149,41 +150,6 @@ def _prefix(value: object) -> str:
     if not isinstance(value, str) or not value or any(c.isspace() for c in value):
         raise ValueError(f"{value!r} must be a non-empty key prefix without spaces")
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """PEM files for a TLS channel: the CA that signs the server (None: the system's trusted
-    CAs), and a client certificate and key for mutual TLS."""
-
-    ca_file: Path | None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-    def pem(self) -> tuple[bytes | None, bytes | None, bytes | None]:
-        """(root certificates, private key, certificate chain), the order gRPC's
-        `ssl_channel_credentials` takes them in."""
-
-        def read(path: Path | None) -> bytes | None:
-            return path.read_bytes() if path else None
-
-        return read(self.ca_file), read(self.key_file), read(self.cert_file)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerTls:
-    """Serve clients over TLS with this certificate; with `client_ca`, require client
-    certificates signed by it (mutual TLS)."""
-
-    cert_file: Path
-    key_file: Path
-    client_ca: Path | None = None
-
-    def pem(self) -> tuple[bytes, bytes, bytes | None]:
-        """(private key, certificate chain, client CA), as gRPC's `ssl_server_credentials`
-        takes them."""
-        ca = self.client_ca.read_bytes() if self.client_ca else None
-        return self.key_file.read_bytes(), self.cert_file.read_bytes(), ca
 
 
 # The commands whose flags a setting gets. Every command reads the whole configuration (one

@@ -1,7 +1,8 @@
 """structlog set-up: JSON lines under systemd or when not on a terminal, console on a terminal.
 
-Every line carries one `timestamp` (UTC, nanoseconds), `level` and `logger` (the module's
-logger name). When stderr is the journal's stream, each line starts with the sd-daemon(3)
+Every line carries one `timestamp` (UTC, nanoseconds), `level` and `logger` (the component's
+logger name, e.g. `statemanager.watcher`: kept when modules moved into layers, as operators
+filter on it). When stderr is the journal's stream, each line starts with the sd-daemon(3)
 priority prefix (`<3>` error … `<7>` debug), so journald files it at the line's level and
 `journalctl -p err` finds errors. Level and format can be changed while running (`configure`
 again, as SIGHUP does): loggers already handed out follow, because the level filter and the
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import structlog
+
+from statemanager.core.timestamps import timestamp
 
 # sd-daemon(3) priorities (syslog's) for structlog's level names.
 _PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
@@ -53,12 +56,6 @@ def stderr_is_journal(stream: TextIO, env: Mapping[str, str] = os.environ) -> bo
     except (OSError, ValueError):
         return False
     return env.get("JOURNAL_STREAM", "") == f"{st.st_dev}:{st.st_ino}"
-
-
-def timestamp(ns: int) -> str:
-    """ISO 8601 UTC with nanoseconds: the one timestamp format of every line."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest:09d}Z"
 
 
 def configure(fmt: str, level: str, stream: TextIO | None = None) -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from statemanager.adapters.etcd import EtcdClient
-from statemanager.app.config import ServerTls, TlsFiles
+from statemanager.adapters.tls import ServerTls, TlsFiles
 from statemanager.core.errors import EtcdError, EtcdUnavailable
 
 DEV_DATA_DIR = Path(".statemanager/etcd")

@@ -81,6 +81,7 @@ def election_prefix(own_prefix: str) -> str:
 class Election:
     def __init__(
         self,
+        *,
         client: ElectionClient,
         own_prefix: str,
         node: str,

@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 from tenacity import (
@@ -27,12 +26,21 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from statemanager.adapters.etcd import TXN_LIMITS, Delete, Fence, Guard, Put, TxnLimits, TxnResult
-from statemanager.app import logs
+from statemanager.adapters.etcd import (
+    TXN_LIMITS,
+    Delete,
+    Fence,
+    Guard,
+    Put,
+    TxnClient,
+    TxnLimits,
+    TxnResult,
+)
 from statemanager.core.errors import EtcdUnavailable
 from statemanager.core.index import Index
 from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, pack
+from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger, encode, trigger_key
 from statemanager.runtime.metrics import Metrics
 
@@ -45,12 +53,6 @@ _DELETED_BECAUSE = {
 }
 
 SOURCE = "statemanager"
-
-
-class TxnClient(Protocol):
-    async def txn(
-        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
-    ) -> TxnResult: ...
 
 
 class NotLeader(Exception):
@@ -264,7 +266,7 @@ class StateWriter:
                 cause_revision=t.cause_revision,
                 revision=t.revision,
                 caused_by=t.caused_by,
-                timestamp=logs.timestamp(t.timestamp_ns),  # the line's only timestamp
+                timestamp=timestamp(t.timestamp_ns),  # the line's only timestamp
                 source=t.source,
                 **lost,
             )
