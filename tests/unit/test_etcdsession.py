@@ -40,7 +40,7 @@ class FakeMember:
         self.closed = False
         self.gate: asyncio.Event | None = None  # when set, requests wait for it
         self.kv = SimpleNamespace(Range=self._method("Range"), Txn=self._method("Txn"))
-        self.lease = SimpleNamespace()
+        self.lease = SimpleNamespace(LeaseKeepAlive=self._open_keep_alive)
         self.watch = SimpleNamespace(Watch=self._open_watch)
         self.auth = SimpleNamespace(Authenticate=self._authenticate)
 
@@ -53,8 +53,21 @@ class FakeMember:
 
         return send
 
-    async def keep_alive_once(self, request: Any, *, timeout: float, metadata: Metadata) -> Any:
-        return await self._method("LeaseKeepAlive")(request, timeout=timeout, metadata=metadata)
+    def _open_keep_alive(self, *, timeout: float, metadata: Metadata) -> Any:
+        """A keep-alive stream whose one answer is the next scripted outcome."""
+        renew = self._method("LeaseKeepAlive")
+
+        class Call:
+            async def write(self, request: Any) -> None:
+                self.request = request
+
+            async def read(self) -> Any:
+                return await renew(self.request, timeout=timeout, metadata=metadata)
+
+            def cancel(self) -> None:
+                pass
+
+        return Call()
 
     async def _authenticate(self, request: Any, *, timeout: float) -> Any:
         self.tokens += 1

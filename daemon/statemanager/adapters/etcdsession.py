@@ -76,16 +76,6 @@ class Connection(Protocol):
     @property
     def auth(self) -> Any: ...
 
-    async def keep_alive_once(
-        self,
-        request: Any,
-        *,
-        timeout: float,  # noqa: ASYNC109 - the gRPC deadline, as the stubs' methods take it
-        metadata: Metadata,
-    ) -> Any:
-        """One lease renewal on its own keep-alive stream: the response, or grpc.aio.EOF."""
-        ...
-
     async def close(self) -> None: ...
 
 
@@ -107,22 +97,28 @@ class GrpcConnection:
         self.lease = rpc.LeaseStub(self._channel)
         self.auth = rpc.AuthStub(self._channel)
 
-    async def keep_alive_once(
-        self,
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _one_renewal(lease: Any) -> UnaryMethod:
+    """LeaseKeepAlive is a stream: one renewal is a request and its answer (or grpc.aio.EOF)
+    on a call of its own, so it takes the request/response path."""
+
+    async def renew(
         request: Any,
         *,
         timeout: float,  # noqa: ASYNC109 - the gRPC deadline, as the stubs' methods take it
         metadata: Metadata,
     ) -> Any:
-        call = self.lease.LeaseKeepAlive(timeout=timeout, metadata=metadata)
+        call = lease.LeaseKeepAlive(timeout=timeout, metadata=metadata)
         try:
             await call.write(request)
             return await call.read()
         finally:
             call.cancel()
 
-    async def close(self) -> None:
-        await self._channel.close()
+    return renew
 
 
 def _reads(_request: Any) -> bool:
@@ -159,7 +155,7 @@ TXN = Rpc("txn", "txn", lambda c: c.kv.Txn, writes=_txn_puts)
 DELETE_RANGE = Rpc("delete", "delete", lambda c: c.kv.DeleteRange)
 LEASE_GRANT = Rpc("lease", "lease", lambda c: c.lease.LeaseGrant, writes=lambda _r: True)
 LEASE_REVOKE = Rpc("lease", "lease", lambda c: c.lease.LeaseRevoke)
-LEASE_KEEP_ALIVE = Rpc("lease keep-alive", "lease", lambda c: c.keep_alive_once)
+LEASE_KEEP_ALIVE = Rpc("lease keep-alive", "lease", lambda c: _one_renewal(c.lease))
 WATCH = StreamRpc("watch", lambda c: c.watch.Watch)
 
 
