@@ -101,7 +101,7 @@ async def trigger_keys(etcd: Etcd) -> list[str]:
     return sorted(kv.key.decode() for kv in got)
 
 
-async def calls(controller: FakeActionController, n: int, timeout: float = 15.0) -> None:
+async def calls(controller: FakeActionController, n: int, timeout: float = 30.0) -> None:
     async def enough() -> bool:
         return len(controller.requests) >= n
 
