@@ -152,9 +152,11 @@ async def etcd(etcd_endpoint: str, layout: KeyLayout) -> AsyncIterator[Etcd]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 15.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
 ) -> None:
-    """Poll `check` until it holds or the deadline passes (never a bare sleep)."""
+    """Poll `check` until it holds or the deadline passes (never a bare sleep). The default
+    deadline is generous: a condition that holds costs no wait, and a CI machine busier than
+    this one must not fail a test that is only slow."""
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
@@ -162,7 +164,7 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
-async def states_are(etcd: Etcd, expected: dict[str, str | None], timeout: float = 15.0) -> None:
+async def states_are(etcd: Etcd, expected: dict[str, str | None], timeout: float = 30.0) -> None:
     """Wait until every listed model/package state key holds the value (None: absent)."""
 
     async def check() -> bool:

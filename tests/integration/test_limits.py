@@ -6,14 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from statemanager.adapters.etcd import EtcdClient, Put
-from statemanager.runtime.controller import Controller
-from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics
-from statemanager.runtime.outage import Outage
-from statemanager.runtime.watcher import Watcher
 
 from conftest import DaemonMaker, Etcd, eventually, states_are
 from support import documents
+from support.runtime import daemon_settings, wire
 
 
 async def test_listing_pages_halve_when_a_response_is_too_large(
@@ -85,20 +82,8 @@ async def test_watch_response_over_the_receive_limit_is_answered_with_a_relist(
     relists in pages instead, gets all 12, and follows the watch again afterwards."""
     client = EtcdClient([etcd_endpoint], timeout=10, max_response_bytes=1024 * 1024)
     metrics = Metrics()
-    controller = Controller(client, etcd.layout, metrics, 262_144)
-    listings: list[int] = []
-    watcher = Watcher(
-        client,
-        controller,
-        list(etcd.layout.watched().values()),
-        metrics,
-        listings.append,
-        silence_limit=10.0,
-        resync_interval=3600.0,
-        health=Health(stuck_after=10.0),
-        outage=Outage(),
-    )
-    task = asyncio.create_task(watcher.run())
+    parts = wire(client, daemon_settings(layout=etcd.layout, silence_limit=10.0), metrics=metrics)
+    task = asyncio.create_task(parts.watcher.run())
 
     def holds(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         async def poll() -> bool:
@@ -108,10 +93,10 @@ async def test_watch_response_over_the_receive_limit_is_answered_with_a_relist(
         return poll
 
     def containers() -> int:
-        return controller.index.sizes()[0]
+        return parts.index.sizes()[0]
 
     try:
-        await eventually(holds(lambda: bool(listings)), 15, "the first listing")
+        await eventually(holds(lambda: parts.listings.count > 0), 15, "the first listing")
         stats = {"padding": "x" * 100_000}
         docs = {
             f"big{i:02}": documents.container(f"big{i:02}", {"Status": "running"}, "m", stats=stats)
@@ -125,7 +110,7 @@ async def test_watch_response_over_the_receive_limit_is_answered_with_a_relist(
             ],
         )
         await eventually(holds(lambda: containers() == 12), 20, "the big containers")
-        assert len(listings) == 2
+        assert parts.listings.count == 2
         restarts = metrics.registry.get_sample_value(
             "statemanager_watch_restarts_total", {"reason": "too_large"}
         )

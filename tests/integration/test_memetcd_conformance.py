@@ -18,7 +18,8 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch, _translate
+from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch
+from statemanager.adapters.etcderrors import classify
 from statemanager.core.errors import Compacted, EtcdUnavailable, StateManagerError
 from statemanager.devtools.localetcd import LocalEtcd
 
@@ -116,7 +117,7 @@ class RealDriver:
             return await getattr(self._kv, method)(request, timeout=5)
         except grpc.aio.AioRpcError as exc:
             # The adapter's own translation: the families the daemon would see.
-            raise _translate(exc, method.lower()) from None
+            raise classify(exc.code(), exc.details() or "", method.lower()).error from None
 
     async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         resp = await self._call("Put", rpc.PutRequest(key=key, value=value, lease=lease))

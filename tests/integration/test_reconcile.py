@@ -101,7 +101,7 @@ async def trigger_keys(etcd: Etcd) -> list[str]:
     return sorted(kv.key.decode() for kv in got)
 
 
-async def calls(controller: FakeActionController, n: int, timeout: float = 15.0) -> None:
+async def calls(controller: FakeActionController, n: int, timeout: float = 30.0) -> None:
     async def enough() -> bool:
         return len(controller.requests) >= n
 
@@ -443,6 +443,12 @@ async def test_outside_write_to_error_state_is_a_correction(
         return not await etcd.client.get_prefix(triggers.encode())
 
     await eventually(no_trigger_left, 10, "no trigger pending")
+
+    async def correction_logged() -> bool:
+        return bool(d.events("correction"))
+
+    # The line follows the commit that etcd already shows.
+    await eventually(correction_logged, 10, "the correction's log line")
     assert len(controller.requests) == 1, controller.scenarios()
     [correction] = d.events("correction")
     assert (correction["name"], correction["found"], correction["restored"]) == (

@@ -26,7 +26,7 @@ async def two_daemons() -> AsyncIterator[tuple[MemEtcd, Runtime, Runtime]]:
     package(mem, "p", ["m"])
     container(mem, "c", "m", "running")
     async with Runtime(mem, "node-a", TTL) as a, Runtime(mem, "node-b", TTL) as b:
-        await until(lambda: a.election.fence() is not None and b.election.decided)
+        await until(lambda: a.parts.election.fence() is not None and b.parts.election.decided)
         await until(lambda: state(mem, "package", "p") == "Running")
         yield mem, a, b
     assert_fenced(mem)
@@ -40,7 +40,7 @@ async def test_idle_daemons_only_renew_their_leases() -> None:
         await asyncio.sleep(60)  # deliberately let a virtual minute pass
         renewals = 2 * 60 / (TTL / 3)
         assert mem.requests - before <= renewals + 2
-        assert b.election.leader_name() == "node-a"
+        assert b.parts.election.leader_name() == "node-a"
 
 
 async def test_follower_takes_over_as_soon_as_the_leader_key_goes() -> None:
@@ -48,17 +48,17 @@ async def test_follower_takes_over_as_soon_as_the_leader_key_goes() -> None:
     at once and writes the next change; the old leader campaigns again behind it and never
     writes without the lead."""
     async with two_daemons() as (mem, a, b):
-        fence = a.election.fence()
+        fence = a.parts.election.fence()
         assert fence is not None
         loop = asyncio.get_running_loop()
         deleted_at = loop.time()
         mem.delete_now(fence.key)
-        await until(lambda: b.election.fence() is not None)
+        await until(lambda: b.parts.election.fence() is not None)
         assert loop.time() - deleted_at <= 0.1  # one step of `until`: no poll, no TTL
         container(mem, "c", "m", "exited")
         await until(lambda: state(mem, "model", "m") == "Succeeded")
-        await until(lambda: a.election.decided and a.election.leader_name() == "node-b")
-        assert a.election.fence() is None
+        await until(lambda: a.parts.election.decided and a.parts.election.leader_name() == "node-b")
+        assert a.parts.election.fence() is None
 
 
 async def test_follower_with_a_silent_watch_still_takes_over() -> None:
@@ -71,7 +71,7 @@ async def test_follower_with_a_silent_watch_still_takes_over() -> None:
         await a.crash()
         loop = asyncio.get_running_loop()
         crashed_at = loop.time()
-        await until(lambda: b.election.fence() is not None, timeout=120)
+        await until(lambda: b.parts.election.fence() is not None, timeout=120)
         assert loop.time() - crashed_at <= TTL + WATCH_SILENCE_SECONDS + 1.0
 
 
@@ -82,9 +82,9 @@ async def test_a_stop_just_after_a_wake_still_stops_the_election(yields: int) ->
     cancellation and ran on (the simulation's schedules that never finished stopping)."""
     mem = MemEtcd()
     async with Runtime(mem) as rt:
-        await until(lambda: rt.election.fence() is not None)
+        await until(lambda: rt.parts.election.fence() is not None)
         task = next(t for t in rt._tasks if t.get_name() == "election")
-        rt.election.lost()  # sets the wake event the campaign loop waits on
+        rt.parts.election.lost()  # sets the wake event the campaign loop waits on
         for _ in range(yields):
             await asyncio.sleep(0)  # let the event's waiter finish first
         task.cancel()

@@ -30,7 +30,7 @@ async def test_scenario_arriving_after_the_death_still_gets_its_reconcile() -> N
         container(mem, "c1", "m", "dead")
         await until(lambda: state(mem, "package", "p") == "Error")
         await until(lambda: rt.sample("reconcile_triggers_total", outcome="recorded") == 1)
-        assert rt.controller.index.scenarios_of("p") == []
+        assert rt.parts.index.scenarios_of("p") == []
         mem.lag_watches(LAYOUT.scenarios, lagging=False)
         await until(lambda: rt.actioncontroller.calls == ["s"])
         await until(lambda: rt.sample("reconcile_triggers_total", outcome="delivered") == 1)
@@ -93,3 +93,35 @@ async def test_outage_is_reported_once_not_per_watch_retry() -> None:
     warnings = [e["event"] for e in logged if e["log_level"] == "warning"]
     assert warnings.count("etcd_unreachable") == 1
     assert "reconcile_watch_broken" not in warnings, warnings
+
+
+async def test_a_new_entry_into_error_supersedes_the_trigger_being_retried() -> None:
+    """ActionController refuses the first delivery; while the sender backs off, the package
+    leaves Error and enters it again. The newer trigger replaces the older one: one Reconcile
+    is delivered, for the newer entry, and no trigger is left."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    scenario(mem, "s", "p")
+    container(mem, "c", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        fake = rt.actioncontroller
+        fake.refusing = True
+        trigger = f"{LAYOUT.own}triggers/p".encode()
+        with capture_logs() as logs:
+            container(mem, "c", "m", "dead")
+            await until(lambda: fake.calls == ["s"])  # refused; the sender backs off
+            first = mem.range_now(trigger).records[0].mod_revision
+            container(mem, "c", "m", "running")
+            await until(lambda: state(mem, "package", "p") == "Running")
+            container(mem, "c", "m", "dead")
+            await until(lambda: mem.range_now(trigger).count == 1)
+            await until(lambda: mem.range_now(trigger).records[0].mod_revision > first)
+            fake.refusing = False
+            await until(lambda: mem.range_now(trigger).count == 0)
+        superseded = [e for e in logs if e["event"] == "reconcile_superseded"]
+        assert len(superseded) == 1 and superseded[0]["by"] > first
+        assert rt.sample("reconcile_triggers_total", outcome="recorded") == 2
+        assert rt.sample("reconcile_triggers_total", outcome="delivered") == 1
+        assert rt.sample("reconcile_triggers_total", outcome="dropped") == 0
+        assert fake.calls[-1] == "s" and fake.calls.count("s") >= 2

@@ -26,7 +26,7 @@ async def test_relist_puts_back_a_written_key_whose_echo_was_lost() -> None:
         key = f"{LAYOUT.containers}c2".encode()
         value = mem.range_now(key).records[0].value
         # Delivered as the watch would have, just before the stream went quiet for good.
-        rt.controller.apply(LAYOUT.containers, [Event(key, value, revision)])
+        rt.parts.controller.apply(LAYOUT.containers, [Event(key, value, revision)])
         await until(lambda: state(mem, "model", "solo") == "Running")
         mem.delete_now(f"{LAYOUT.model_states}solo/state".encode())
         mem.compact(mem.current_revision)

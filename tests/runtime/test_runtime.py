@@ -140,8 +140,8 @@ async def test_watch_resumes_after_broken_streams_without_loss() -> None:
             churn()  # written while no stream is open: the resume must replay them
             churn()
             await until(lambda: restarts() > before and mem.watching(LAYOUT.containers))  # noqa: B023
-        await until(lambda: disagreements(mem) == [] and rt.controller.queue.idle())
-        index = rt.controller.index
+        await until(lambda: disagreements(mem) == [] and rt.parts.queue.idle())
+        index = rt.parts.index
         seen = {cid: info.status.value for m in models for cid, info in index.containers_of(m)}
         assert seen == last
         assert restarts() >= 15 + 4
@@ -202,7 +202,7 @@ async def test_crashed_leader_is_replaced_within_the_lease_ttl() -> None:
     container(mem, "c", "m", "running")
     ttl = 6
     async with Runtime(mem, "node-a", ttl) as a, Runtime(mem, "node-b", ttl) as b:
-        await until(lambda: a.election.fence() is not None and b.election.decided)
+        await until(lambda: a.parts.election.fence() is not None and b.parts.election.decided)
         await until(lambda: state(mem, "package", "p") == "Running")
         await a.crash()
         loop = asyncio.get_running_loop()
@@ -214,7 +214,7 @@ async def test_crashed_leader_is_replaced_within_the_lease_ttl() -> None:
             )
         )
         assert loop.time() - crashed_at <= ttl + 1.0
-        assert b.election.fence() is not None
+        assert b.parts.election.fence() is not None
     assert_fenced(mem)
 
 
@@ -232,7 +232,7 @@ async def test_correction_after_an_outage_shorter_than_the_lease_sends_nothing()
         mem.outage()
         await asyncio.sleep(2.0)
         mem.restore()
-        await until(lambda: rt.election.fence() is not None)
+        await until(lambda: rt.parts.election.fence() is not None)
         mem.put_now(f"{LAYOUT.package_states}p/state".encode(), b"Degraded")
         await until(lambda: state(mem, "package", "p") == "Error")
         await asyncio.sleep(5.0)  # time for a wrongly recorded trigger to be delivered

@@ -32,7 +32,7 @@ async def test_container_lists_drive_states_through_the_watch() -> None:
     mem = MemEtcd()
     package(mem, "payment", ["payment.web"])
     async with Runtime(mem) as rt:
-        await until(lambda: rt.election.fence() is not None)
+        await until(lambda: rt.parts.election.fence() is not None)
         svc = service(rt)
         await send_list(svc, web_list("node-a", web="running", db="exited"))
         await until(lambda: state(mem, "package", "payment") == "Error")
@@ -47,7 +47,7 @@ async def test_follower_refuses_container_lists_and_names_the_leader() -> None:
     stores nothing."""
     mem = MemEtcd()
     async with Runtime(mem, "node-a") as a, Runtime(mem, "node-b") as b:
-        await until(lambda: a.election.fence() is not None and b.election.decided)
+        await until(lambda: a.parts.election.fence() is not None and b.parts.election.decided)
         with pytest.raises(Aborted) as refused:
             await send_list(service(b), web_list("node-b", web="running"))
         assert refused.value.code is grpc.StatusCode.UNAVAILABLE

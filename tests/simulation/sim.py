@@ -284,8 +284,8 @@ class Daemon:
             TTL,
             actioncontroller=sim.actioncontroller,
             metrics=_metrics(),
+            clock=Clock(asyncio.get_running_loop()),
         )
-        self.runtime.election._clock = Clock(asyncio.get_running_loop())
         self.started = asyncio.create_task(self.runtime.__aenter__())
 
     def ended(self) -> list[str]:
@@ -405,7 +405,11 @@ class Simulation:
         """The node sends its list to whichever daemon leads (a follower would refuse it and
         name the leader; the node agent asks the leader)."""
         leader = next(
-            (d for d in self.daemons if d is not None and d.runtime.election.fence() is not None),
+            (
+                d
+                for d in self.daemons
+                if d is not None and d.runtime.parts.election.fence() is not None
+            ),
             None,
         )
         if leader is None:

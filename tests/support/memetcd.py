@@ -34,6 +34,7 @@ from typing import Literal
 
 from statemanager.adapters.etcd import (
     Candidate,
+    Candidates,
     Delete,
     Event,
     Fence,
@@ -41,6 +42,7 @@ from statemanager.adapters.etcd import (
     Header,
     KeyValue,
     Put,
+    Snapshot,
     TxnResult,
     WatchBatch,
     prefix_end,
@@ -476,9 +478,7 @@ class MemEtcd:
         records = self.range_now(key).records
         return records[0].kv() if records else None
 
-    async def snapshot(
-        self, prefixes: Sequence[str], page_size: int = 1000
-    ) -> tuple[int, dict[str, list[KeyValue]]]:
+    async def snapshot(self, prefixes: Sequence[str], page_size: int = 1000) -> Snapshot:
         """Every prefix at one revision. Each prefix is one read (`page_size` is the adapter's
         concern, not etcd's) and a scheduling point, so a compaction can land between two reads
         and the next one raises Compacted, as a real listing does."""
@@ -490,11 +490,10 @@ class MemEtcd:
             found = self.range_now(start, prefix_end(start), revision=revision)
             revision = revision or found.revision
             listing[prefix] = [r.kv() for r in found.records]
-        return revision, listing
+        return Snapshot(revision, listing)
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
-        _, listing = await self.snapshot([prefix])
-        return listing[prefix]
+        return (await self.snapshot([prefix])).listing[prefix]
 
     async def txn(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
@@ -571,19 +570,21 @@ class MemEtcd:
         assert records is not None
         return records[0].create_revision
 
-    async def first_created(self, prefix: str) -> tuple[bytes, bytes, int] | None:
+    async def first_created(self, prefix: str) -> Candidate | None:
         await self._request()
         start = prefix.encode()
         records = self.range_now(start, prefix_end(start), limit=1, sort_by_create=True).records
         if not records:
             return None
-        return records[0].key, records[0].value, records[0].create_revision
+        return Candidate(records[0].key, records[0].value, records[0].create_revision)
 
-    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]:
+    async def candidates(self, prefix: str) -> Candidates:
         await self._request()
         start = prefix.encode()
         found = self.range_now(start, prefix_end(start), sort_by_create=True)
-        return found.revision, [Candidate(r.key, r.value, r.create_revision) for r in found.records]
+        return Candidates(
+            found.revision, [Candidate(r.key, r.value, r.create_revision) for r in found.records]
+        )
 
     async def watch(
         self, starts: Mapping[str, int], progress_every: float

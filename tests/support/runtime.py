@@ -9,21 +9,31 @@ silence limits then pass instantly, and `until` waits on a condition with a virt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Callable
 from types import TracebackType
 
 from statemanager.adapters.actioncontroller import ReconcileOutcome
 from statemanager.adapters.etcd import prefix_end
+from statemanager.app import daemon
+from statemanager.app.config import (
+    ActionControllerSettings,
+    EtcdSettings,
+    GrpcSettings,
+    HaSettings,
+    InputSettings,
+    LogSettings,
+    MetricsSettings,
+    PrefixSettings,
+    Settings,
+)
+from statemanager.app.daemon import Parts, Store
 from statemanager.core import report
 from statemanager.core.keys import KeyLayout
-from statemanager.runtime.controller import Controller
-from statemanager.runtime.election import Election
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics
-from statemanager.runtime.outage import Outage
-from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender
-from statemanager.runtime.watcher import Watcher
+from statemanager.runtime.reconcile import ReconcileClient
 
 from support import documents
 from support.memetcd import MemEtcd
@@ -47,10 +57,49 @@ class FakeActionController:
         return ReconcileOutcome(True, False, "ok", "")
 
 
+def daemon_settings(
+    node: str = "node-a", ttl: int = 6, layout: KeyLayout = LAYOUT, silence_limit: float = 3.0
+) -> Settings:
+    """The daemon's settings as in-process tests run it: a short silence limit and reconcile
+    backoff, a resync that never comes due in a test."""
+    return Settings(
+        etcd=EtcdSettings(watch_silence_seconds=silence_limit, resync_interval_seconds=3600.0),
+        prefixes=PrefixSettings(**dataclasses.asdict(layout)),
+        actioncontroller=ActionControllerSettings(
+            max_backoff_seconds=2.0, max_refusals=20, max_trigger_age_seconds=3600.0
+        ),
+        grpc=GrpcSettings(),
+        metrics=MetricsSettings(),
+        ha=HaSettings(node_name=node, lease_ttl_seconds=ttl),
+        log=LogSettings(),
+        inputs=InputSettings(max_value_bytes=MAX_VALUE_BYTES),
+    )
+
+
+def wire(
+    store: Store,
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    actioncontroller: ReconcileClient | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Parts:
+    """The daemon's runtime, built as `statemanager run` builds it (daemon.py, `build`), on
+    `store` and the loop's clock (virtual under looptime); call it in a running loop."""
+    return daemon.build(
+        settings,
+        store=store,
+        actioncontroller=actioncontroller or FakeActionController(),
+        metrics=metrics,
+        health=Health(stuck_after=10.0),
+        clock=clock or asyncio.get_running_loop().time,
+    )
+
+
 class Runtime:
     """One daemon's runtime (watcher, election, worker, reconcile sender) in this process, on
-    `mem`, wired as `statemanager run` wires it. Leaving the `async with` (or `crash()`) stops
-    it without resigning, as a killed process would."""
+    `mem`, wired and started as `statemanager run` does. Leaving the `async with` (or
+    `crash()`) stops it without resigning, as a killed process would."""
 
     def __init__(
         self,
@@ -60,68 +109,30 @@ class Runtime:
         *,
         actioncontroller: ReconcileClient | None = None,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.mem = mem
         self.metrics = metrics or Metrics()
-        self.listings = 0
-        self.controller = Controller(mem, LAYOUT, self.metrics, MAX_VALUE_BYTES)
         self.actioncontroller = FakeActionController()
-        self._listed = asyncio.Event()
-        clock = asyncio.get_running_loop().time
-        outage = Outage(clock=clock)
-        self.election = Election(
-            mem, LAYOUT.own, node, ttl, self._on_leadership, outage, clock=clock
-        )
-        self.watcher = Watcher(
+        self.parts = wire(
             mem,
-            self.controller,
-            list(LAYOUT.watched().values()),
-            self.metrics,
-            self._on_listed,
-            silence_limit=3.0,
-            resync_interval=3600.0,
-            health=Health(stuck_after=10.0),
-            outage=outage,
-        )
-        self.sender = ReconcileSender(
-            actioncontroller or self.actioncontroller,
-            mem,
-            LAYOUT,
-            self.controller.index,
-            self.watcher,
-            self.metrics,
-            outage,
-            max_backoff=2.0,
-            silence_limit=3.0,
-            max_refusals=20,
-            max_age=3600.0,
+            daemon_settings(node, ttl),
+            actioncontroller=actioncontroller or self.actioncontroller,
+            metrics=self.metrics,
+            clock=clock,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _on_listed(self, _revision: int) -> None:
-        self.listings += 1
-        self._listed.set()
-
-    def _on_leadership(self, leading: bool) -> None:
-        if leading:
-            self.controller.mark_all()
+    @property
+    def listings(self) -> int:
+        return self.parts.listings.count
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(f"statemanager_{name}", labels)
         return value or 0.0
 
-    async def _send_after_listing(self) -> None:
-        # As the daemon does: the sender needs the index the first listing fills.
-        await self._listed.wait()
-        await self.sender.run(self.election)
-
     async def __aenter__(self) -> Runtime:
-        self._tasks = [
-            asyncio.create_task(self.watcher.run(), name="watcher"),
-            asyncio.create_task(self.election.run(), name="election"),
-            asyncio.create_task(self.controller.run_worker(self.election), name="worker"),
-            asyncio.create_task(self._send_after_listing(), name="reconcile-sender"),
-        ]
+        self._tasks = daemon.start(self.parts)
         return self
 
     async def crash(self) -> None:

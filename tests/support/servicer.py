@@ -11,7 +11,7 @@ import grpc
 from statemanager.adapters.stateservice import StateService
 from statemanager.proto import statemanager_pb2 as pb
 
-from support.runtime import LAYOUT, MAX_VALUE_BYTES, Runtime
+from support.runtime import Runtime
 
 MODEL_ANNOTATION = "io.pullpiri.annotations.model"
 
@@ -49,9 +49,8 @@ def container_list(node: str, containers: Iterable[tuple[str, str, str, str]]) -
 
 
 def service(rt: Runtime) -> StateService:
-    """The service as `rt`'s daemon serves it: its index, store, election and confirmation."""
-    c = rt.controller
-    return StateService(c.index, LAYOUT, rt.mem, rt.election, c.confirm, MAX_VALUE_BYTES)
+    """The service as `rt`'s daemon serves it (wired by the daemon's `build`)."""
+    return rt.parts.service
 
 
 async def send_list(service: StateService, request: pb.ContainerList) -> Any:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from statemanager.adapters.etcd import KeyValue
-from statemanager.core.keys import KeyLayout, Resource, WorkKey
-from statemanager.runtime.controller import Controller
+from statemanager.core.keys import Resource, WorkKey
 from statemanager.runtime.metrics import Metrics
 
-LAYOUT = KeyLayout()
+from support.memetcd import MemEtcd
+from support.runtime import LAYOUT, daemon_settings, wire
 
 
 def _container(model: str) -> bytes:
@@ -17,22 +17,17 @@ def _container(model: str) -> bytes:
     return json.dumps(doc).encode()
 
 
-def test_load_applies_the_listing_and_frees_each_value_once_applied() -> None:
+async def test_load_applies_the_listing_and_frees_each_value_once_applied() -> None:
     """Every listed container reaches the index, and the listing holds none of them after the
     load (each item is dropped once applied): the listing does not sit beside the index."""
-    controller = Controller(
-        client=None,  # type: ignore[arg-type]  # load never writes
-        layout=LAYOUT,
-        metrics=Metrics(),
-        max_value_bytes=4096,
-    )
+    parts = wire(MemEtcd(), daemon_settings(), metrics=Metrics())
     items = [
         KeyValue(f"{LAYOUT.containers}c{i}".encode(), _container(f"m{i % 3}"), 10 + i)
         for i in range(9)
     ]
     listing = {LAYOUT.containers: items}
-    controller.load(20, listing)
+    parts.controller.load(20, listing)
     assert listing[LAYOUT.containers] == []
-    assert controller.index.sizes() == (9, 3, 0)
-    assert [cid for cid, _ in controller.index.containers_of("m1")] == ["c1", "c4", "c7"]
-    assert WorkKey(Resource.MODEL, "m2") in controller.queue
+    assert parts.index.sizes() == (9, 3, 0)
+    assert [cid for cid, _ in parts.index.containers_of("m1")] == ["c1", "c4", "c7"]
+    assert WorkKey(Resource.MODEL, "m2") in parts.queue

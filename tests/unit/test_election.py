@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 import pytest
 from structlog.testing import capture_logs
 
-from statemanager.adapters.etcd import Candidate, Event, Header, KeyValue, WatchBatch
+from statemanager.adapters.etcd import Candidate, Candidates, Event, Header, KeyValue, WatchBatch
 from statemanager.core.errors import EtcdUnavailable
 from statemanager.runtime.election import Election
 from statemanager.runtime.outage import Outage
@@ -83,15 +83,17 @@ class FakeEtcd:
             self.put(key, value)
         return self.keys[key][1]
 
-    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]:
+    async def candidates(self, prefix: str) -> Candidates:
         self._request()
         self.reads += 1
-        found = sorted((Candidate(k, v, r) for k, (v, r) in self.keys.items()), key=lambda c: c[2])
+        found = sorted(
+            (Candidate(k, v, r) for k, (v, r) in self.keys.items()), key=lambda c: c.create_revision
+        )
         revision = self.revision
         action, self.after_next_read = self.after_next_read, None
         if action is not None:
             action()
-        return revision, found
+        return Candidates(revision, found)
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
         return [KeyValue(k, v, r) for k, (v, r) in self.keys.items()]
@@ -125,7 +127,15 @@ def _election(
 ) -> Election:
     clock = asyncio.get_running_loop().time
     outage = Outage(clock=clock)
-    return Election(etcd, "/sm/", node, 3, on_change, reachability=outage, clock=clock)
+    return Election(
+        client=etcd,
+        own_prefix="/sm/",
+        node=node,
+        ttl=3,
+        on_change=on_change,
+        reachability=outage,
+        clock=clock,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -8,11 +8,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from statemanager.core.keys import KeyLayout, Resource, WorkKey
+from statemanager.core.keys import Resource, WorkKey
 from statemanager.core.planner import plan
 from statemanager.runtime import controller as controller_module
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.metrics import Metrics
+
+from support.memetcd import MemEtcd
+from support.runtime import daemon_settings, wire
 
 GOOD = WorkKey(Resource.MODEL, "good")
 BAD = WorkKey(Resource.MODEL, "bad")
@@ -20,10 +23,10 @@ OTHER = WorkKey(Resource.PACKAGE, "other")
 
 
 def _controller() -> tuple[Controller, Metrics]:
+    """A controller as the daemon wires it (planning never touches etcd); in a running loop."""
     metrics = Metrics()
-    return Controller(
-        client=None, layout=KeyLayout(), metrics=metrics, max_value_bytes=4096
-    ), metrics  # type: ignore[arg-type]
+    parts = wire(MemEtcd(), daemon_settings(), metrics=metrics)
+    return parts.controller, metrics
 
 
 def _quarantined(metrics: Metrics) -> float:
@@ -33,7 +36,7 @@ def _quarantined(metrics: Metrics) -> float:
     )
 
 
-def test_the_key_that_raises_is_set_aside_and_the_rest_planned(
+async def test_the_key_that_raises_is_set_aside_and_the_rest_planned(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Planning that raises on one key plans every other key together and reports that key
@@ -56,7 +59,9 @@ def test_the_key_that_raises_is_set_aside_and_the_rest_planned(
     assert _quarantined(metrics) == 1
 
 
-def test_a_batch_that_fails_only_as_a_whole_is_set_aside(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_batch_that_fails_only_as_a_whole_is_set_aside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """When no single key makes planning raise but the batch does, every key of it is set
     aside (rather than retried forever or ending the worker)."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from statemanager.adapters.etcd import _translate
+from statemanager.adapters.etcderrors import classify
 from statemanager.core.errors import EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.runtime.health import REFUSAL_MEMORY_SECONDS, Health
 from statemanager.runtime.metrics import Metrics
@@ -71,10 +71,6 @@ def test_too_large_is_counted_but_not_a_readiness_problem() -> None:
     assert _sample(metrics, "statemanager_etcd_refusing_writes") == 0
 
 
-def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
-
-
 @pytest.mark.parametrize(
     ("code", "details", "what", "reason"),
     [
@@ -87,7 +83,7 @@ def test_not_now_refusals_are_busy(
     code: grpc.StatusCode, details: str, what: str, reason: str
 ) -> None:
     """A full database or too many requests: transient (retried), with its reason and etcd's words."""
-    error = _translate(_error(code, details), what)
+    error = classify(code, details, what).error
     assert isinstance(error, EtcdBusy)
     assert isinstance(error, EtcdUnavailable)
     assert error.reason == reason
@@ -122,7 +118,7 @@ def test_never_refusals_are_too_large(
     code: grpc.StatusCode, details: str, what: str, reason: str
 ) -> None:
     """Too many operations, a request or response too large: TooLarge, never transient."""
-    error = _translate(_error(code, details), what)
+    error = classify(code, details, what).error
     assert isinstance(error, TooLarge)
     assert not isinstance(error, EtcdUnavailable)
     assert error.reason == reason
@@ -130,5 +126,5 @@ def test_never_refusals_are_too_large(
 
 def test_other_refusals_stay_plain_errors() -> None:
     """A permission refusal is an EtcdError that is neither busy nor too large."""
-    error = _translate(_error(CODE.PERMISSION_DENIED, "etcdserver: permission denied"), "txn")
+    error = classify(CODE.PERMISSION_DENIED, "etcdserver: permission denied", "txn").error
     assert type(error) is EtcdError

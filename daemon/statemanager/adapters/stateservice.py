@@ -50,6 +50,7 @@ class ServiceLeadership(Protocol):
 class StateService(pb_grpc.StateManagerConnectionServicer):
     def __init__(
         self,
+        *,
         index: Index,
         layout: KeyLayout,
         store: ServiceStore,

@@ -201,7 +201,7 @@ async def _inspect(settings: Settings, args: argparse.Namespace) -> int:
     )
     as_json = args.output == "json"
     if args.command == "status":
-        who = leader[1].decode("utf-8", "replace") if leader else None
+        who = leader.value.decode("utf-8", "replace") if leader else None
         view = report.select(snapshot, args.names)
         if as_json:
             print(json.dumps(report.status_document(snapshot, view, who), indent=2))

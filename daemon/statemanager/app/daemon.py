@@ -1,4 +1,5 @@
-"""`statemanager run`: wires the pieces together and supervises them until a stop signal.
+"""`statemanager run`: builds the runtime (`build`, the one place that wires it), starts it
+(`start`) and supervises it until a stop signal.
 
 Every long-running task is named and watched: one that ends unexpectedly stops the daemon
 loudly (exit 1) rather than leaving a half-working process behind (as kopf does).
@@ -13,14 +14,15 @@ signals are left to faulthandler, which prints every thread's stack.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -29,20 +31,25 @@ from statemanager import __version__
 from statemanager.adapters import stateservice
 from statemanager.adapters.actioncontroller import ActionControllerClient
 from statemanager.adapters.etcd import EtcdClient
-from statemanager.adapters.stateservice import StateService
+from statemanager.adapters.stateservice import ServiceStore, StateService
 from statemanager.app import config, logs, web
 from statemanager.app.config import Settings
 from statemanager.app.statuspage import StatusPage
 from statemanager.app.systemd import Notifier
 from statemanager.core.errors import ConfigError
+from statemanager.core.index import Index
+from statemanager.core.ingest import Ingest
+from statemanager.core.keys import WorkKey
 from statemanager.runtime.controller import Controller
-from statemanager.runtime.election import Election
+from statemanager.runtime.election import Election, ElectionClient
 from statemanager.runtime.health import Health
-from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.metrics import Metrics, QueueMetrics
 from statemanager.runtime.outage import Outage
-from statemanager.runtime.reconcile import ReconcileSender
+from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender, TriggerStore
 from statemanager.runtime.refusals import RefusalReport
-from statemanager.runtime.watcher import Watcher
+from statemanager.runtime.watcher import WatchClient, Watcher
+from statemanager.runtime.workqueue import WorkQueue
+from statemanager.runtime.writer import StateWriter
 
 log = structlog.get_logger("statemanager.daemon")
 
@@ -58,13 +65,163 @@ _UNEXPECTED = tuple(
 )  # fmt: skip
 
 
+class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, Protocol):
+    """Everything the runtime asks of etcd: `EtcdClient` in production, an in-memory etcd in
+    the tests."""
+
+
+class Listings:
+    """The watcher's full listings (its `on_listed`), counted; the first one is waited on: the
+    reconcile sender needs the index it fills, and the first sync follows it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_revision = 0
+        self._first = asyncio.Event()
+
+    def listed(self, revision: int) -> None:
+        self.count += 1
+        if not self._first.is_set():
+            self.first_revision = revision
+            self._first.set()
+
+    async def first(self) -> int:
+        """The revision of the first listing, once it is in the index."""
+        await self._first.wait()
+        return self.first_revision
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The wired runtime `build` returns: `start` runs its loops, `run` serves and stops it."""
+
+    index: Index
+    queue: WorkQueue[WorkKey]
+    controller: Controller
+    election: Election
+    watcher: Watcher
+    sender: ReconcileSender
+    service: StateService
+    status: StatusPage
+    listings: Listings
+
+
+def build(
+    settings: Settings,
+    *,
+    store: Store,
+    actioncontroller: ReconcileClient,
+    metrics: Metrics,
+    health: Health,
+    clock: Callable[[], float] = time.monotonic,
+) -> Parts:
+    """Build the runtime on `store` (etcd) and `actioncontroller`, as `settings` say; call it
+    inside the running event loop.
+
+    The one place that builds things (the composition root): every object gets its
+    collaborators here, as keyword arguments typed by the small Protocols its module declares,
+    and builds none of its own. So who shares what is visible in one screen (one index, read by
+    the controller, the sender, the gRPC service and the status page; one outage reporter for
+    every etcd caller), no object reaches through another for a third, and the tests
+    (tests/support/runtime.py, the simulator) run the very wiring `statemanager run` runs, on
+    an in-memory etcd with their own settings and `clock` (the election's and the outage
+    reporter's; virtual time in tests).
+    """
+    layout = settings.prefixes.layout
+    outage = Outage(clock=clock)
+    index = Index()
+    queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
+    controller = Controller(
+        index=index,
+        ingest=Ingest(layout, index, settings.inputs.max_value_bytes),
+        queue=queue,
+        writer=StateWriter(store, layout, index, metrics),
+        layout=layout,
+        metrics=metrics,
+    )
+    election = Election(
+        client=store,
+        own_prefix=layout.own,
+        node=settings.ha.node_name,
+        ttl=settings.ha.lease_ttl_seconds,
+        on_change=functools.partial(_leadership_changed, controller, metrics),
+        reachability=outage,
+        clock=clock,
+    )
+    listings = Listings()
+    watcher = Watcher(
+        client=store,
+        sink=controller,
+        prefixes=list(layout.watched().values()),
+        metrics=metrics,
+        on_listed=listings.listed,
+        silence_limit=settings.etcd.watch_silence_seconds,
+        resync_interval=settings.etcd.resync_interval_seconds,
+        health=health,
+        outage=outage,
+    )
+    sender = ReconcileSender(
+        client=actioncontroller,
+        store=store,
+        layout=layout,
+        scenarios=index,
+        applied=watcher,  # how far the index has followed each prefix
+        metrics=metrics,
+        outage=outage,
+        max_backoff=settings.actioncontroller.max_backoff_seconds,
+        silence_limit=settings.etcd.watch_silence_seconds,
+        max_refusals=settings.actioncontroller.max_refusals,
+        max_age=settings.actioncontroller.max_trigger_age_seconds,
+    )
+    service = StateService(
+        index=index,
+        layout=layout,
+        store=store,
+        leadership=election,
+        on_confirmed=controller.confirm,
+        max_value_bytes=settings.inputs.max_value_bytes,
+    )
+    status = StatusPage(
+        loop=asyncio.get_running_loop(),
+        index=index,
+        leadership=election,
+        triggers=sender,
+        progress=health,
+        node=settings.ha.node_name,
+    )
+    return Parts(index, queue, controller, election, watcher, sender, service, status, listings)
+
+
+def _leadership_changed(controller: Controller, metrics: Metrics, leading: bool) -> None:
+    metrics.leadership(leading)
+    if leading:
+        controller.mark_all()  # a new leader evaluates everything once, writes differences
+
+
+def start(parts: Parts) -> list[asyncio.Task[None]]:
+    """Start the runtime's loops as named tasks: none of them ends unless cancelled, so the
+    caller treats any that does as a failure."""
+    return [
+        asyncio.create_task(parts.watcher.run(), name="watcher"),
+        asyncio.create_task(parts.election.run(), name="election"),
+        asyncio.create_task(parts.controller.run_worker(parts.election), name="worker"),
+        asyncio.create_task(_send_after_listing(parts), name="reconcile-sender"),
+    ]
+
+
+async def _send_after_listing(parts: Parts) -> None:
+    """The sender needs the index filled by the first listing to know the scenarios targeting a
+    trigger's package."""
+    await parts.listings.first()
+    await parts.sender.run(parts.election)
+
+
 async def run(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
     """Run until a stop signal (exit 0; 128 + n for an unexpected signal n) or a task failure
     (exit 1). `reload` reads the configuration again (SIGHUP); it raises ConfigError."""
     metrics = Metrics()
     health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
     notifier = Notifier()
-    outage = Outage()
     client = EtcdClient.from_settings(
         settings.etcd, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
     )
@@ -73,66 +230,11 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         settings.actioncontroller.timeout_seconds,
         settings.actioncontroller.tls,
     )
-    controller = Controller(
-        client,
-        settings.prefixes.layout,
-        metrics,
-        settings.inputs.max_value_bytes,
-    )
-    listed = asyncio.Event()
-
-    def on_leadership(leading: bool) -> None:
-        metrics.leadership(leading)
-        if leading:
-            controller.mark_all()  # a new leader evaluates everything once, writes differences
-
-    election = Election(
-        client,
-        settings.prefixes.layout.own,
-        settings.ha.node_name,
-        settings.ha.lease_ttl_seconds,
-        on_leadership,
-        outage,
-    )
-    background: list[asyncio.Task[None]] = []  # not supervised: ends on its own
-
-    def on_listed(revision: int) -> None:
-        listed.set()
-        if not background:
-            background.append(
-                asyncio.create_task(
-                    _announce_sync(controller, election, metrics, health, revision),
-                    name="sync",
-                )
-            )
-
-    prefixes = list(settings.prefixes.layout.watched().values())
-    watcher = Watcher(
-        client,
-        controller,
-        prefixes,
-        metrics,
-        on_listed,
-        silence_limit=settings.etcd.watch_silence_seconds,
-        resync_interval=settings.etcd.resync_interval_seconds,
-        health=health,
-        outage=outage,
-    )
-    sender = ReconcileSender(
-        actioncontroller,
-        client,
-        settings.prefixes.layout,
-        controller.index,
-        watcher,  # how far the index has followed each prefix
-        metrics,
-        outage,
-        settings.actioncontroller.max_backoff_seconds,
-        settings.etcd.watch_silence_seconds,
-        settings.actioncontroller.max_refusals,
-        settings.actioncontroller.max_trigger_age_seconds,
+    parts = build(
+        settings, store=client, actioncontroller=actioncontroller, metrics=metrics, health=health
     )
     stop = _handle_signals(settings, reload)
-    server = _serve_http(stop, metrics, health, controller, election, sender)
+    server = _serve_http(stop, metrics, health, parts.status)
     if server is None:
         await client.close()
         await actioncontroller.close()
@@ -141,13 +243,12 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics.address
     )
     supervised = [
-        asyncio.create_task(watcher.run(), name="watcher"),
-        asyncio.create_task(election.run(), name="election"),
-        asyncio.create_task(controller.run_worker(election), name="worker"),
-        asyncio.create_task(_after(listed, sender.run(election)), name="reconcile-sender"),
+        *start(parts),
         asyncio.create_task(_heartbeat(health, notifier), name="heartbeat"),
     ]
-    grpc_server = await _serve_grpc(settings, controller, client, election)
+    # Not supervised: ends on its own once the first sync is announced.
+    announcer = asyncio.create_task(_announce_sync(parts, metrics, health), name="sync")
+    grpc_server = await _serve_grpc(settings, parts.service)
     # Ready as soon as the daemon serves: etcd being down is a state it reports and recovers
     # from, not a failed start (docs/decisions/ready-before-etcd.md). /readyz waits for sync.
     notifier.ready(health.status_line())
@@ -158,18 +259,24 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     finally:
         (log.warning if code else log.info)("stopping", exit_code=code, signal=stop.name())
         notifier.stopping()
-        controller.queue.shutdown()
-        everything = [*supervised, *background, stopper]
-        for task in everything:
-            task.cancel()
-        await asyncio.gather(*everything, return_exceptions=True)
-        await election.resign()  # hand over at once rather than after a lease TTL
-        if grpc_server is not None:
-            await grpc_server.stop(grace=0.5)
+        await _stop(parts, [*supervised, announcer, stopper], grpc_server)
         await client.close()
         await actioncontroller.close()
         server.shutdown()
     return code
+
+
+async def _stop(
+    parts: Parts, tasks: list[asyncio.Task[Any]], grpc_server: grpc.aio.Server | None
+) -> None:
+    """Stop taking work, end every task, hand leadership over and stop serving gRPC."""
+    parts.queue.shutdown()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await parts.election.resign()  # hand over at once rather than after a lease TTL
+    if grpc_server is not None:
+        await grpc_server.stop(grace=0.5)
 
 
 async def _supervise(
@@ -194,25 +301,11 @@ async def _supervise(
 
 
 def _serve_http(
-    signals: _Signals,
-    metrics: Metrics,
-    health: Health,
-    controller: Controller,
-    election: Election,
-    sender: ReconcileSender,
+    signals: _Signals, metrics: Metrics, health: Health, status: StatusPage
 ) -> ThreadingHTTPServer | None:
     """/metrics, /healthz, /readyz and /status, secured as the web config file says (as of the
     last reload); None (logged) when the address cannot be bound."""
     settings = signals.settings
-    status = StatusPage(
-        asyncio.get_running_loop(),
-        controller.index,
-        election,
-        sender,
-        health.readiness,
-        lambda: health.revision,
-        settings.ha.node_name,
-    )
     routes = {**web.health_routes(metrics, health), "/status": status.route}
     try:
         # Read at each connection: attribute reads are atomic, and SIGHUP replaces the settings.
@@ -224,20 +317,10 @@ def _serve_http(
         return None
 
 
-async def _serve_grpc(
-    settings: Settings, controller: Controller, client: EtcdClient, election: Election
-) -> grpc.aio.Server | None:
+async def _serve_grpc(settings: Settings, service: StateService) -> grpc.aio.Server | None:
     """Pullpiri's StateManager service, when enabled."""
     if not settings.grpc.enabled:
         return None
-    service = StateService(
-        controller.index,
-        settings.prefixes.layout,
-        client,
-        election,
-        controller.confirm,
-        settings.inputs.max_value_bytes,
-    )
     server = await stateservice.serve(service, settings.grpc.address, settings.grpc.tls)
     tls = settings.grpc.tls
     log.info(
@@ -308,13 +391,6 @@ def _reload(current: Settings, reload: Callable[[], Settings] | None) -> Setting
     return applied
 
 
-async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` once `event` is set: the sender needs the index filled by the first listing
-    to know the scenarios targeting a trigger's package."""
-    await event.wait()
-    await work
-
-
 async def _heartbeat(health: Health, notifier: Notifier) -> None:
     """Prove the event loop turns: /healthz and systemd's watchdog both hear it from here, so a
     wedged loop fails the one and gets the process restarted by the other."""
@@ -330,23 +406,19 @@ async def _heartbeat(health: Health, notifier: Notifier) -> None:
         await asyncio.sleep(period)
 
 
-async def _announce_sync(
-    controller: Controller,
-    election: Election,
-    metrics: Metrics,
-    health: Health,
-    revision: int,
-) -> None:
+async def _announce_sync(parts: Parts, metrics: Metrics, health: Health) -> None:
     """Mark the first full sync done: as leader once everything listed has been evaluated and
     written; as follower once the election has placed us (our index is warm, nothing to write)."""
+    revision = await parts.listings.first()
+    election = parts.election
     # Two conditions owned by two objects, once per process: polling is the simple answer.
-    while not (controller.queue.idle() if election.fence() else election.decided):  # noqa: ASYNC110
+    while not (parts.queue.idle() if election.fence() else election.decided):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     # The index is now mostly long-lived objects: keep the cyclic GC from rescanning them on
     # every collection (its cost otherwise grows with the fleet; see `statemanager bench`).
     gc.collect()
     gc.freeze()
-    containers, models, packages = controller.index.sizes()
+    containers, models, packages = parts.index.sizes()
     health.synced()
     metrics.synced.set(1)
     log.info(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import html
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlencode
@@ -38,6 +38,14 @@ LOOP_TIMEOUT = 2.0
 class Leadership(Protocol):
     def leader_name(self) -> str | None: ...
     def fence(self) -> Fence | None: ...
+
+
+class Progress(Protocol):
+    """How far the daemon has got (health.py's Health)."""
+
+    @property
+    def revision(self) -> int: ...
+    def readiness(self) -> tuple[bool, str]: ...
 
 
 class PendingTriggers(Protocol):
@@ -69,20 +77,19 @@ class _View:
 class StatusPage:
     def __init__(
         self,
+        *,
         loop: asyncio.AbstractEventLoop,
         index: Index,
         leadership: Leadership,
         triggers: PendingTriggers,
-        readiness: Callable[[], tuple[bool, str]],
-        revision: Callable[[], int],
+        progress: Progress,
         node: str,
     ) -> None:
         self._loop = loop
         self._index = index
         self._leadership = leadership
         self._triggers = triggers
-        self._readiness = readiness
-        self._revision = revision
+        self._progress = progress
         self._node = node
 
     def route(self, query: Query) -> Response:
@@ -129,8 +136,8 @@ class StatusPage:
             node=self._node,
             leading=leading,
             leader=self._leadership.leader_name(),
-            revision=self._revision(),
-            readiness=self._readiness(),
+            revision=self._progress.revision,
+            readiness=self._progress.readiness(),
             sizes=index.sizes(),
             unassigned=index.unassigned_count(),
             triggers=[(t, index.scenarios_of(t.package), n) for t, n in pending[:MAX_TRIGGERS]],

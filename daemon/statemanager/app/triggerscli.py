@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Guard, KeyValue, Put, TxnResult
+from statemanager.adapters.etcd import (
+    Delete,
+    EtcdClient,
+    Fence,
+    Guard,
+    Put,
+    Snapshot,
+    TxnResult,
+)
 from statemanager.app.config import Settings
 from statemanager.core.keys import KeyLayout
 from statemanager.core.triggers import (
@@ -45,9 +53,7 @@ EXIT_OK, EXIT_NOT_DONE, EXIT_USAGE = 0, 1, 2
 
 
 class TriggerAdmin(Protocol):
-    async def snapshot(
-        self, prefixes: Sequence[str], page_size: int = ...
-    ) -> tuple[int, dict[str, list[KeyValue]]]: ...
+    async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
 
     async def txn(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import structlog
 
-from statemanager.adapters.etcd import Event, Fence, KeyValue, TxnClient
+from statemanager.adapters.etcd import Event, Fence, KeyValue
 from statemanager.core.errors import EtcdError, EtcdUnavailable, TooLarge
 from statemanager.core.index import Index
 from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
@@ -46,37 +46,29 @@ def _drained(items: list[_T]) -> Iterator[_T]:
         yield items.pop()
 
 
-class _QueueMetrics:
-    """The work queue's observer, kept here so the queue never imports Prometheus."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._m = metrics
-
-    def depth(self, depth: int) -> None:
-        self._m.queue_depth.set(depth)
-
-    def added(self) -> None:
-        self._m.queue_adds.inc()
-
-    def waited(self, seconds: float) -> None:
-        self._m.queue_wait_seconds.observe(seconds)
-
-
 class Controller:
+    """Turns watch events into dirty work keys and works them off while leading.
+
+    Built by the composition root (daemon.py, `build`) around the index it shares with the
+    other readers: `ingest` must update that `index`, and `writer` must guard on it.
+    """
+
     def __init__(
         self,
-        client: TxnClient,
+        *,
+        index: Index,
+        ingest: Ingest,
+        queue: WorkQueue[WorkKey],
+        writer: StateWriter,
         layout: KeyLayout,
         metrics: Metrics,
-        max_value_bytes: int,
     ) -> None:
-        self.index = Index()
-        self._layout = layout
+        self._index = index
         self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
-        self._ingest = Ingest(layout, self.index, max_value_bytes)
+        self._ingest = ingest
         self._metrics = metrics
-        self.queue: WorkQueue[WorkKey] = WorkQueue(_QueueMetrics(metrics))
-        self._writer = StateWriter(client, layout, self.index, metrics)
+        self._queue = queue
+        self._writer = writer
         # Per dirty key: the newest revision that dirtied it (a transition's cause) and when the
         # first unprocessed event for it arrived (event-to-write latency). Kept until written.
         self._causes: dict[WorkKey, int] = {}
@@ -112,7 +104,7 @@ class Controller:
                 examples=result.drifted[:5],
                 hint="the watch missed these changes; please report it",
             )
-        self._mark(result.dirty | self.index.all_keys(), revision)
+        self._mark(result.dirty | self._index.all_keys(), revision)
         self._refresh_gauges()
 
     def forget_history(self) -> None:
@@ -136,7 +128,7 @@ class Controller:
             if self._causes.get(key, 0) < revision:
                 self._causes[key] = revision
             self._seen_at.setdefault(key, now)
-            self.queue.add(key)
+            self._queue.add(key)
 
     def _report(self, reports: Sequence[Report]) -> None:
         for r in reports:
@@ -159,10 +151,10 @@ class Controller:
     def _refresh_gauges(self) -> None:
         """Cheap: a handful of labels from counts the index keeps up to date."""
         m = self._metrics
-        m.set_counts(m.containers, self.index.status_counts(), _STATUSES)
-        m.set_counts(m.models, self.index.written_counts(Resource.MODEL), _MODEL_STATES)
-        m.set_counts(m.packages, self.index.written_counts(Resource.PACKAGE), _PACKAGE_STATES)
-        m.unassigned_containers.set(self.index.unassigned_count())
+        m.set_counts(m.containers, self._index.status_counts(), _STATUSES)
+        m.set_counts(m.models, self._index.written_counts(Resource.MODEL), _MODEL_STATES)
+        m.set_counts(m.packages, self._index.written_counts(Resource.PACKAGE), _PACKAGE_STATES)
+        m.unassigned_containers.set(self._index.unassigned_count())
 
     # -- work ---------------------------------------------------------------------------------
 
@@ -171,11 +163,11 @@ class Controller:
         (deduplicated, so bounded by the number of models and packages)."""
         while True:
             fence = await leadership.wait_leader()
-            keys = await self.queue.get_batch(BATCH_KEYS)
+            keys = await self._queue.get_batch(BATCH_KEYS)
             try:
                 await self._process(keys, fence, leadership)
             finally:
-                self.queue.done(keys)
+                self._queue.done(keys)
 
     def confirm(self, key: WorkKey) -> None:
         """Someone asserted `key`'s state (gRPC StateChange): make sure etcd holds it."""
@@ -186,7 +178,7 @@ class Controller:
         daemon wrote before is no longer known to be the previous derived state: another leader
         may have written since."""
         self._writer.ours.clear()
-        self._mark(self.index.all_keys(), 0)
+        self._mark(self._index.all_keys(), 0)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
         """Plan and commit `keys`. The error policy of writing lives here, in one place: nothing
@@ -207,7 +199,7 @@ class Controller:
             except NotLeader as exc:
                 log.warning("write_fenced", keys=len(keys), error=str(exc))
                 leadership.lost()
-                self.queue.add_all(keys)  # for when this daemon leads again
+                self._queue.add_all(keys)  # for when this daemon leads again
                 return
             except TooLarge as exc:
                 if len(batch) > 1:
@@ -219,7 +211,7 @@ class Controller:
                 continue
             except (EtcdUnavailable, EtcdError) as exc:
                 # Never dropped: each key comes back after its own growing delay, with its cause.
-                delays = [self.queue.add_rate_limited(key) for key in keys]
+                delays = [self._queue.add_rate_limited(key) for key in keys]
                 log.warning(
                     "write_deferred", keys=len(keys), retry_in=round(min(delays), 2), error=str(exc)
                 )
@@ -227,7 +219,7 @@ class Controller:
                 return
             if transitions is None:  # a guard failed; the index is fresh, plan again
                 for change in batch:
-                    self.queue.add(change.key)
+                    self._queue.add(change.key)
                 continue
             now = time.monotonic()
             for change in batch:
@@ -235,8 +227,8 @@ class Controller:
                 if seen_at is not None:
                     self._metrics.event_to_write_seconds.observe(now - seen_at)
         for key in keys:  # all written (or nothing to write): this round of events is done
-            self.queue.forget(key)
-            if key not in self.queue:
+            self._queue.forget(key)
+            if key not in self._queue:
                 self._causes.pop(key, None)
                 self._seen_at.pop(key, None)
         self._refresh_gauges()
@@ -247,13 +239,13 @@ class Controller:
         others are planned together. A quarantined key leaves this round like a written one,
         so it is retried when something it depends on changes."""
         try:
-            return plan(self.index, keys, self._writer.ours)
+            return plan(self._index, keys, self._writer.ours)
         except Exception:
             batch_error = traceback.format_exc()
         healthy: list[WorkKey] = []
         for key in keys:
             try:  # a dry run: `ours` is left as it was
-                plan(self.index, [key], dict(self._writer.ours))
+                plan(self._index, [key], dict(self._writer.ours))
                 healthy.append(key)
             except Exception:
                 self._quarantine_planning(key, traceback.format_exc())

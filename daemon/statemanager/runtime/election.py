@@ -25,7 +25,7 @@ from typing import Protocol
 
 import structlog
 
-from statemanager.adapters.etcd import Candidate, Fence, KeyValue, WatchBatch
+from statemanager.adapters.etcd import Candidate, Candidates, Fence, KeyValue, WatchBatch
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.runtime.backoff import Backoff, wait_woken
 
@@ -47,7 +47,7 @@ class ElectionClient(Protocol):
     async def keep_alive(self, lease_id: int) -> int: ...
     async def revoke_lease(self, lease_id: int) -> None: ...
     async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int: ...
-    async def candidates(self, prefix: str) -> tuple[int, list[Candidate]]: ...
+    async def candidates(self, prefix: str) -> Candidates: ...
     async def list_prefix(self, prefix: str) -> list[KeyValue]: ...
     async def delete(self, key: bytes) -> None: ...
     def watch(
@@ -81,6 +81,7 @@ def election_prefix(own_prefix: str) -> str:
 class Election:
     def __init__(
         self,
+        *,
         client: ElectionClient,
         own_prefix: str,
         node: str,

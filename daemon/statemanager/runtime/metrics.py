@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 
 from statemanager import __version__
-from statemanager.adapters.etcd import REFUSAL_REASONS
+from statemanager.adapters.etcderrors import REFUSAL_REASONS
 from statemanager.core.inputs import BAD_INPUT_KINDS
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.health import Health
@@ -230,3 +230,20 @@ class Metrics:
     def follow_readiness(self, health: Health) -> None:
         """`statemanager_ready` reads /readyz's answer at each scrape."""
         self.ready.set_function(lambda: 1.0 if health.readiness()[0] else 0.0)
+
+
+class QueueMetrics:
+    """The work queue's observer (`workqueue.QueueObserver`), here so the queue never imports
+    Prometheus."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def depth(self, depth: int) -> None:
+        self._m.queue_depth.set(depth)
+
+    def added(self) -> None:
+        self._m.queue_adds.inc()
+
+    def waited(self, seconds: float) -> None:
+        self._m.queue_wait_seconds.observe(seconds)

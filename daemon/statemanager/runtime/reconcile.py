@@ -44,11 +44,11 @@ from statemanager.adapters.etcd import (
     Guard,
     KeyValue,
     Put,
+    Snapshot,
     TxnResult,
     WatchBatch,
 )
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
-from statemanager.core.index import Index
 from statemanager.core.keys import KeyLayout, Resource, WorkKey
 from statemanager.core.states import PackageState
 from statemanager.core.triggers import (
@@ -73,9 +73,7 @@ class ReconcileClient(Protocol):
 
 
 class TriggerStore(Protocol):
-    async def snapshot(
-        self, prefixes: Sequence[str], page_size: int = ...
-    ) -> tuple[int, dict[str, list[KeyValue]]]: ...
+    async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
 
     def watch(
         self, starts: Mapping[str, int], progress_every: float
@@ -86,6 +84,12 @@ class TriggerStore(Protocol):
     async def txn(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
     ) -> TxnResult: ...
+
+
+class Scenarios(Protocol):
+    """Which scenarios target a package (the index knows)."""
+
+    def scenarios_of(self, package: str) -> list[str]: ...
 
 
 class Applied(Protocol):
@@ -125,10 +129,11 @@ class _Pending:
 class ReconcileSender:
     def __init__(
         self,
+        *,
         client: ReconcileClient,
         store: TriggerStore,
         layout: KeyLayout,
-        index: Index,
+        scenarios: Scenarios,
         applied: Applied,
         metrics: Metrics,
         outage: Outage,
@@ -140,7 +145,7 @@ class ReconcileSender:
         self._client = client
         self._store = store
         self._layout = layout
-        self._index = index
+        self._scenarios = scenarios
         self._applied = applied
         self._metrics = metrics
         self._outage = outage
@@ -312,7 +317,7 @@ class ReconcileSender:
             # Read from etcd, not the index: the index follows another watch stream and may
             # not have seen the Error write that this trigger came with yet.
             key = self._layout.state_key(WorkKey(Resource.PACKAGE, trigger.package)).encode()
-            scenarios = self._index.scenarios_of(trigger.package)
+            scenarios = self._scenarios.scenarios_of(trigger.package)
             try:
                 found = await self._store.get(key)
                 known = bool(scenarios) or await self._scenarios_current(trigger)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import structlog
 
-from statemanager.adapters.etcd import REFUSALS
+from statemanager.adapters.etcderrors import REFUSALS
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics
 

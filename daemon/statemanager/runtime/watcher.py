@@ -23,10 +23,9 @@ from typing import Protocol
 
 import structlog
 
-from statemanager.adapters.etcd import Header, KeyValue, WatchBatch
+from statemanager.adapters.etcd import Event, Header, KeyValue, Snapshot, WatchBatch
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.runtime.backoff import Backoff
-from statemanager.runtime.controller import Controller
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.outage import Outage
@@ -35,15 +34,27 @@ log = structlog.get_logger("statemanager.watcher")
 
 
 class WatchClient(Protocol):
-    async def snapshot(
-        self, prefixes: Sequence[str], page_size: int = ...
-    ) -> tuple[int, dict[str, list[KeyValue]]]: ...
+    async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
 
     def watch(
         self, starts: Mapping[str, int], progress_every: float
     ) -> AsyncGenerator[WatchBatch, None]: ...
 
     async def header(self) -> Header: ...
+
+
+class EventSink(Protocol):
+    """Where the watcher hands what etcd holds (the controller)."""
+
+    def load(
+        self,
+        revision: int,
+        listing: Mapping[str, list[KeyValue]],
+        delivered: Mapping[str, int] | None = ...,
+    ) -> None: ...
+
+    def apply(self, prefix: str, events: Sequence[Event]) -> None: ...
+    def forget_history(self) -> None: ...
 
 
 class SilentWatch(EtcdUnavailable):
@@ -64,8 +75,9 @@ class HistoryReplaced(Exception):
 class Watcher:
     def __init__(
         self,
+        *,
         client: WatchClient,
-        controller: Controller,
+        sink: EventSink,
         prefixes: Sequence[str],
         metrics: Metrics,
         on_listed: Callable[[int], None],
@@ -77,7 +89,7 @@ class Watcher:
         self._health = health
         self._outage = outage
         self._client = client
-        self._controller = controller
+        self._sink = sink
         self._prefixes = list(prefixes)
         self._metrics = metrics
         self._on_listed = on_listed
@@ -101,7 +113,7 @@ class Watcher:
             try:
                 if not listed:
                     revision, listing = await self._client.snapshot(self._prefixes)
-                    self._controller.load(revision, listing, self._delivered)
+                    self._sink.load(revision, listing, self._delivered)
                     self._delivered = dict.fromkeys(self._prefixes, revision)
                     self._metrics.last_revision.set(revision)
                     self._health.watching(revision)
@@ -130,7 +142,7 @@ class Watcher:
                     now=exc.now,
                     hint="etcd was wiped or restored from an older snapshot; relisting",
                 )
-                self._controller.forget_history()
+                self._sink.forget_history()
                 # Learnt anew from the new history, so the relist reports no drift against the old.
                 self._delivered = {}
                 self._term = 0
@@ -179,7 +191,7 @@ class Watcher:
                     self._health.watching()
                     continue  # progress notification: the stream is alive
                 self._health.watching(batch.revision)
-                self._controller.apply(batch.prefix, batch.events)
+                self._sink.apply(batch.prefix, batch.events)
                 self._delivered[batch.prefix] = batch.revision
                 self._metrics.last_revision.set(batch.revision)
         finally:
