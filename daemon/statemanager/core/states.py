@@ -26,6 +26,10 @@ class ContainerClass(enum.Enum):
     NOT_STARTED = "not started"  # paused, created or initialized
     ACTIVE = "active"  # running or unknown: anything that makes a model Running
 
+    # By identity, as equality is: Enum's own __hash__ is Python code, and every container
+    # event and every model evaluation looks classes up in a Counter.
+    __hash__ = object.__hash__
+
 
 class ModelState(enum.StrEnum):
     PENDING = "Pending"

@@ -36,6 +36,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # Per by-state gauge, the value each label was last set to (set_counts).
+        self._by_state: dict[Gauge, dict[str, int]] = {}
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(f"statemanager_{name}", doc, labels, registry=r)
@@ -210,8 +212,13 @@ class Metrics:
         values = dict.fromkeys([*known, OTHER], 0)
         for name, n in counts.items():
             values[name if name in known else OTHER] += n
+        # Runs after every write batch, and a batch moves one or two labels at most: only
+        # those are set (a labelled child's lookup and set cost more than the whole diff).
+        last = self._by_state.setdefault(gauge, {})
         for name, n in values.items():
-            gauge.labels(name).set(n)
+            if last.get(name) != n:
+                gauge.labels(name).set(n)
+                last[name] = n
 
     def leadership(self, leading: bool) -> None:
         """This daemon became (True) or stopped being (False) the leader."""
