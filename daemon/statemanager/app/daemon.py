@@ -131,11 +131,13 @@ def build(
     outage = Outage(clock=clock)
     index = Index()
     queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
+    previous: dict[WorkKey, str] = {}  # per key, the previous derived state (planner.plan)
     controller = Controller(
         index=index,
         ingest=Ingest(layout, index, settings.inputs.max_value_bytes),
         queue=queue,
-        writer=StateWriter(store, layout, index, metrics),
+        writer=StateWriter(store, layout, index, metrics, previous=previous),
+        previous=previous,
         layout=layout,
         metrics=metrics,
     )

@@ -60,6 +60,7 @@ class Controller:
         ingest: Ingest,
         queue: WorkQueue[WorkKey],
         writer: StateWriter,
+        previous: dict[WorkKey, str],
         layout: KeyLayout,
         metrics: Metrics,
     ) -> None:
@@ -69,6 +70,7 @@ class Controller:
         self._metrics = metrics
         self._queue = queue
         self._writer = writer
+        self._previous = previous  # the previous derived states the writer keeps (plan)
         # Per dirty key: the newest revision that dirtied it (a transition's cause) and when the
         # first unprocessed event for it arrived (event-to-write latency). Kept until written.
         self._causes: dict[WorkKey, int] = {}
@@ -177,7 +179,7 @@ class Controller:
         """Queue every model and package: a new leader evaluates everything once. What this
         daemon wrote before is no longer known to be the previous derived state: another leader
         may have written since."""
-        self._writer.ours.clear()
+        self._previous.clear()
         self._mark(self._index.all_keys(), 0)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
@@ -239,13 +241,13 @@ class Controller:
         others are planned together. A quarantined key leaves this round like a written one,
         so it is retried when something it depends on changes."""
         try:
-            return plan(self._index, keys, self._writer.ours)
+            return plan(self._index, keys, self._previous)
         except Exception:
             batch_error = traceback.format_exc()
         healthy: list[WorkKey] = []
         for key in keys:
             try:  # a dry run: `ours` is left as it was
-                plan(self._index, [key], dict(self._writer.ours))
+                plan(self._index, [key], dict(self._previous))
                 healthy.append(key)
             except Exception:
                 self._quarantine_planning(key, traceback.format_exc())

@@ -99,6 +99,7 @@ class StateWriter:
         attempts: int = 5,
         max_backoff: float = 2.0,
         limits: TxnLimits = TXN_LIMITS,
+        previous: dict[WorkKey, str] | None = None,
     ) -> None:
         self._client = client
         self._layout = layout
@@ -110,9 +111,9 @@ class StateWriter:
         self._limits = limits
         # Per key, the previous derived state, which tells a correction from a transition
         # (planner.plan): what this daemon's commits last wrote, or the value it last found in
-        # etcd agreeing with the rules. Forgotten when leadership changes hands, because
-        # another leader may have derived and written since.
-        self.ours: dict[WorkKey, str] = {}
+        # etcd agreeing with the rules. Shared with the controller, which plans with it and
+        # forgets it when leadership changes hands (another leader may have written since).
+        self._previous = {} if previous is None else previous
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
 
@@ -219,9 +220,9 @@ class StateWriter:
         for change in changes:
             self._index.observe_written(change.key, change.new, revision)
             if change.new is None:
-                self.ours.pop(change.key, None)
+                self._previous.pop(change.key, None)
             else:
-                self.ours[change.key] = change.new
+                self._previous[change.key] = change.new
             verdict = change.verdict
             if change.correction:
                 # The rules did not move: someone else changed the key and it is put back.
