@@ -325,3 +325,15 @@ def test_an_error_state_replanned_unchanged_stays_ours(payment: Index) -> None:
     assert (change.old.value, change.new) == ("Degraded", "Error")
     assert change.correction
     assert not change.entering_error
+
+
+def test_a_model_moved_to_what_someone_else_wrote_still_cascades(payment: Index) -> None:
+    """Someone writes m's state before its container dies; the rules then give that very
+    state: nothing to write for m, but p derives from m and must be planned (it was left
+    Running forever: the simulation's seed 17307)."""
+    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
+    payment.observe_written(model("m"), "Failed", 100)  # someone else's write
+    dirty = put(payment, "c1", DEAD, "m")
+    verdict = payment.verdict(package("p"))
+    assert verdict is not None and verdict.state != "Running"
+    assert summary(plan(payment, dirty, ours)) == [[(package("p"), "Running", verdict.state)]]

@@ -65,13 +65,16 @@ def plan(
             new = verdict.state if verdict is not None else None
             written = index.written(key)
             changed = new != written.value
-            correction = changed and key in ours and ours[key] == new
-            if not changed:
-                _agreed(ours, key, new)
+            previous = ours.get(key)
+            correction = changed and previous == new
+            _agreed(ours, key, new, changed)
             if key.resource is Resource.MODEL:
-                if not changed:
+                if changed:
+                    models.append(Change(key, written, new, verdict, None, correction=correction))
+                elif previous in (None, new):
+                    # Unmoved. A model whose derived state moved pulls in its packages even
+                    # when etcd holds the new state already (someone else wrote it there).
                     continue
-                models.append(Change(key, written, new, verdict, None, correction=correction))
                 next_keys = [WorkKey(Resource.PACKAGE, p) for p in index.packages_of(key.name)]
             else:
                 if changed:
@@ -88,10 +91,14 @@ def plan(
     return groups
 
 
-def _agreed(ours: MutableMapping[WorkKey, str], key: WorkKey, state: str | None) -> None:
-    """etcd holds what the rules give for `key`: that is its previous derived state now,
-    whoever wrote it (someone else's value the rules moved to, or our own write whose answer
-    was lost)."""
+def _agreed(
+    ours: MutableMapping[WorkKey, str], key: WorkKey, state: str | None, changed: bool
+) -> None:
+    """Unless `changed`, etcd holds what the rules give for `key`: that is its previous derived
+    state now, whoever wrote it (someone else's value the rules moved to, or our own write
+    whose answer was lost)."""
+    if changed:
+        return
     if state is None:
         ours.pop(key, None)
     else:
