@@ -125,3 +125,28 @@ async def test_a_new_entry_into_error_supersedes_the_trigger_being_retried() -> 
         assert rt.sample("reconcile_triggers_total", outcome="delivered") == 1
         assert rt.sample("reconcile_triggers_total", outcome="dropped") == 0
         assert fake.calls[-1] == "s" and fake.calls.count("s") >= 2
+
+
+async def test_a_scenario_retargeted_just_before_the_death_is_asked_too() -> None:
+    """s1 targets p; s0 is moved from q to p just before p's container dies, and its change is
+    still on the way to the index (its watch lags). The delivery waits for the index to have
+    the scenarios as of the Error: both are asked (before, s1 alone, and the trigger was
+    removed: the simulation's seed 42829)."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    package(mem, "q", ["n"])
+    scenario(mem, "s0", "q")
+    scenario(mem, "s1", "p")
+    container(mem, "c", "m", "running")
+    container(mem, "d", "n", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        mem.lag_watches(LAYOUT.scenarios)
+        scenario(mem, "s0", "p")
+        container(mem, "c", "m", "dead")
+        await until(lambda: state(mem, "package", "p") == "Error")
+        await asyncio.sleep(3)  # deliberately: a delivery to s1 alone would happen meanwhile
+        assert rt.actioncontroller.calls == []
+        mem.lag_watches(LAYOUT.scenarios, lagging=False)
+        await until(lambda: sorted(rt.actioncontroller.calls) == ["s0", "s1"])
+        await until(lambda: mem.range_now(f"{LAYOUT.own}triggers/p".encode()).count == 0)

@@ -35,6 +35,9 @@ REGRESSION_SEEDS = [
     # else had written there, so the planner wrote nothing for the model and never re-derived
     # the package.
     17307,
+    # A scenario retargeted to the package just before its Error had not reached the index;
+    # the trigger went to the other scenario alone and was removed.
+    42829,
 ]
 
 

@@ -320,7 +320,9 @@ class ReconcileSender:
             scenarios = self._scenarios.scenarios_of(trigger.package)
             try:
                 found = await self._store.get(key)
-                known = bool(scenarios) or await self._scenarios_current(trigger)
+                # Even with scenarios known: one retargeted to this package just before the
+                # Error may not have reached the index yet, and would never be asked.
+                known = await self._scenarios_current(trigger)
             except (EtcdUnavailable, EtcdError) as exc:
                 self._defer(pending, exc)
                 return
@@ -329,7 +331,7 @@ class ReconcileSender:
                 log.info("reconcile_dropped", **_fields(trigger), package_state=state)
                 await self._remove(pending, "dropped", fence)
                 return
-            if not known:  # the watch is still bringing scenarios written before this Error
+            if not known:  # the watch is still bringing scenario changes made before this Error
                 pending.due = asyncio.get_running_loop().time() + pending.backoff.next()
                 log.info("reconcile_awaiting_scenarios", **_fields(trigger))
                 return
