@@ -331,10 +331,11 @@ class Simulation:
         self.actioncontroller = ScriptedActionController(self.mem)
         self.daemons: list[Daemon | None] = []
         self.failures: list[str] = []
-        # Packages whose inputs or state keys the simulation changed since they last agreed
-        # with the oracle: the daemon may still plan with the old view, the cascade is not
-        # judged for them meanwhile.
-        self.disturbed: set[str] = set()
+        # Packages whose inputs or state keys the simulation changed, with the prefix and
+        # revision of each change, until they agree with the oracle and every daemon's index
+        # has followed those prefixes past those revisions: until then a daemon may plan with
+        # the old view, and the cascade is not judged for them.
+        self.disturbed: dict[str, dict[str, int]] = {}
         self.error_entries: dict[str, list[int]] = {}  # package → revisions it entered Error
         self._derived: dict[str, str] = {}
         self._down_since: float | None = None
@@ -383,12 +384,10 @@ class Simulation:
     def _do_package(self, name: str, models: str) -> None:
         items = "".join(f"\n    - {{name: {m}, node: node-a}}" for m in models.split(",") if m)
         doc = f"kind: Package\nmetadata: {{name: {name}}}\nspec:\n  models:{items or ' []'}\n"
-        self.disturbed.add(name)
-        self._input_changed(self._put(LAYOUT.packages + name, doc.encode()))
+        self._input_changed(self._disturb([name], LAYOUT.packages + name, doc.encode()))
 
     def _do_delete_package(self, name: str) -> None:
-        self.disturbed.add(name)
-        self._input_changed(self.mem.delete_now((LAYOUT.packages + name).encode()))
+        self._input_changed(self._disturb([name], LAYOUT.packages + name, None))
 
     def _do_scenario(self, name: str, target: str) -> None:
         doc = f"kind: Scenario\nmetadata: {{name: {name}}}\nspec: {{action: update, target: {target}}}\n"
@@ -432,8 +431,10 @@ class Simulation:
 
     def _do_bad_value(self, key: str, value: str) -> None:
         if key.startswith(LAYOUT.packages):
-            self.disturbed.add(key[len(LAYOUT.packages) :])
-        self._input_changed(self._put(key, value.encode()))
+            revision = self._disturb([key[len(LAYOUT.packages) :]], key, value.encode())
+        else:
+            revision = self._put(key, value.encode())
+        self._input_changed(revision)
 
     # -- faults
 
@@ -511,11 +512,16 @@ class Simulation:
         self.actioncontroller.refusals += [result] * count
 
     def _do_tamper(self, key: str, value: str | None) -> None:
-        self.disturbed.update(PACKAGES)
-        if value is None:
-            self.mem.delete_now(key.encode())
-        else:
-            self._put(key, value.encode())
+        self._disturb(PACKAGES, key, None if value is None else value.encode())
+
+    def _disturb(self, packages: Sequence[str], key: str, value: bytes | None) -> int:
+        """Put (or with None delete) `key`, disturbing `packages`; the revision."""
+        revision = self.mem.delete_now(key.encode()) if value is None else self._put(key, value)
+        prefix = max((p for p in LAYOUT.watched().values() if key.startswith(p)), key=len)
+        for name in packages:
+            marks = self.disturbed.setdefault(name, {})
+            marks[prefix] = max(marks.get(prefix, 0), revision)
+        return revision
 
     # -- invariants
 
@@ -558,13 +564,24 @@ class Simulation:
     def _settle_disturbed(self) -> None:
         store = _store(self.mem)
         derived = oracle.derive(store)
-        for name in list(self.disturbed):
+        for name, marks in list(self.disturbed.items()):
+            if not self._followed(marks):
+                continue
             spec = store.get(LAYOUT.packages + name)
             models = oracle.package_models(LAYOUT.packages + name, spec) if spec else []
             keys = [f"{LAYOUT.package_states}{name}/state"]
             keys += [f"{LAYOUT.model_states}{m}/state" for m in models or []]
             if all(derived.get(k, "").encode() == store.get(k, b"") for k in keys):
-                self.disturbed.discard(name)
+                del self.disturbed[name]
+
+    def _followed(self, marks: Mapping[str, int]) -> bool:
+        """Whether every running daemon's index has followed each prefix past its revision."""
+        return all(
+            daemon.runtime.parts.watcher.applied(prefix) >= revision
+            for daemon in self.daemons
+            if daemon is not None
+            for prefix, revision in marks.items()
+        )
 
     def _check_tasks(self) -> None:
         for daemon in self.daemons:
