@@ -240,3 +240,27 @@ async def test_correction_after_an_outage_shorter_than_the_lease_sends_nothing()
         assert {r.fence for r in mem.txn_log if r.fence is not None} == fences
         assert rt.sample("corrections_total", resource="package") == 1
     assert_fenced(mem)
+
+
+async def test_a_write_landed_unanswered_then_overwritten_is_put_back_as_a_correction() -> None:
+    """The Error write lands but every answer to it (and to its retries) is lost; someone then
+    overwrites the state before the daemon plans again. The watch showed the write landing,
+    so putting Error back is a correction: one trigger, one Reconcile (before, a second
+    entry into Error: the simulation's seed 49567 and ten more in 100,000)."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    scenario(mem, "s", "p")
+    container(mem, "c", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        mem.lose_next_txn_response(5)  # the write and every retry of it
+        container(mem, "c", "m", "dead")
+        await until(lambda: state(mem, "package", "p") == "Error")
+        mem.put_now(f"{LAYOUT.package_states}p/state".encode(), b"bogus")
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        assert state(mem, "package", "p") == "Error"
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+        await asyncio.sleep(5.0)  # deliberately: time for a second trigger to be delivered
+        assert rt.actioncontroller.calls == ["s"]
+        assert rt.sample("reconcile_triggers_total", outcome="recorded") == 1
+    assert_fenced(mem)

@@ -28,7 +28,7 @@ from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_prob
 
 UNASSIGNED = "unassigned"
 INTERNAL_ERROR = "internal_error"
-_STATE_RESOURCES = {Kind.MODEL_STATE: Resource.MODEL, Kind.PACKAGE_STATE: Resource.PACKAGE}
+STATE_RESOURCES = {Kind.MODEL_STATE: Resource.MODEL, Kind.PACKAGE_STATE: Resource.PACKAGE}
 _Put = Callable[[str, Any], set[WorkKey]]
 
 
@@ -197,7 +197,7 @@ class Ingest:
         but reach `_known` only with their watch echo; a relist that diffed `_known` alone
         would never see the deletion of a written key whose echo was lost (compacted away)."""
         held = set(self._known[kind])
-        resource = _STATE_RESOURCES.get(kind)
+        resource = STATE_RESOURCES.get(kind)
         if resource is not None:
             state_key = self._layout.state_key
             held.update(state_key(k).encode() for k in self._index.written_keys(resource))
@@ -222,7 +222,7 @@ class Ingest:
         problem = name_problem(name)
         if problem:
             raise BadInput("bad_name", f"{problem}: {name[:80]!r}")
-        resource = _STATE_RESOURCES.get(kind)
+        resource = STATE_RESOURCES.get(kind)
         if resource is not None:
             state = None if value is None else value.decode("utf-8", "replace")
             return index.observe_written(WorkKey(resource, name), state, revision)

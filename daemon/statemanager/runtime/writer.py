@@ -114,8 +114,21 @@ class StateWriter:
         # etcd agreeing with the rules. Shared with the controller, which plans with it and
         # forgets it when leadership changes hands (another leader may have written since).
         self._previous = {} if previous is None else previous
+        # Per key, the state a transaction not answered yet (or whose answers were all lost)
+        # may have written. The key's next watch event tells (`echoed`): the guard kept every
+        # other write out between the index's view and that transaction, so if it landed, that
+        # event is ours.
+        self._unconfirmed: dict[WorkKey, str | None] = {}
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
+
+    def echoed(self, key: WorkKey, value: str | None) -> None:
+        """The watch brought `key`'s next value after a transaction of ours was sent and not
+        answered: when it is what that transaction wrote, it landed, and that state is the
+        previous derived state (else, with the answers lost, a put-back after someone else's
+        write would count as a new entry into Error: a second Reconcile)."""
+        if key in self._unconfirmed and self._unconfirmed.pop(key) == value and value is not None:
+            self._previous[key] = value
 
     def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
         """Pack write groups into transactions etcd accepts, with `fence` on each."""
@@ -157,7 +170,11 @@ class StateWriter:
         triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.entering_error]
         # Recorded in the same transaction as the Error state: a crash cannot separate them.
         ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
+        # Until etcd answers (its answer may be lost and the attempt have landed all the same).
+        self._unconfirmed.update((c.key, c.new) for c in changes)
         result, retried = await self._txn_with_retries(guards, ops, fence)
+        for change in changes:
+            self._unconfirmed.pop(change.key, None)
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
         landed = _own_write(keys, changes, result) if retried and not result.succeeded else None
