@@ -125,6 +125,7 @@ class FakeEtcd:
 def _election(
     etcd: FakeEtcd, node: str = "node-a", on_change: Callable[[bool], None] = lambda _l: None
 ) -> Election:
+    """An election on `etcd`; `on_change` hears whether it leads."""
     clock = asyncio.get_running_loop().time
     outage = Outage(clock=clock)
     return Election(
@@ -132,7 +133,7 @@ def _election(
         own_prefix="/sm/",
         node=node,
         ttl=3,
-        on_change=on_change,
+        on_change=lambda leading, _fence: on_change(leading),
         reachability=outage,
         clock=clock,
     )

@@ -30,7 +30,7 @@ import structlog
 from statemanager import __version__
 from statemanager.adapters import stateservice
 from statemanager.adapters.actioncontroller import ActionControllerClient
-from statemanager.adapters.etcd import EtcdClient
+from statemanager.adapters.etcd import EtcdClient, Fence
 from statemanager.adapters.stateservice import ServiceStore, StateService
 from statemanager.app import config, logs, web
 from statemanager.app.config import Settings
@@ -194,10 +194,12 @@ def build(
     return Parts(index, queue, controller, election, watcher, sender, service, status, listings)
 
 
-def _leadership_changed(controller: Controller, metrics: Metrics, leading: bool) -> None:
+def _leadership_changed(
+    controller: Controller, metrics: Metrics, leading: bool, fence: Fence | None
+) -> None:
     metrics.leadership(leading)
     if leading:
-        controller.mark_all()  # a new leader evaluates everything once, writes differences
+        controller.mark_all(fence)  # a new leader evaluates everything once, writes differences
 
 
 def start(parts: Parts) -> list[asyncio.Task[None]]:

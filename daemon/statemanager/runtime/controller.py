@@ -67,6 +67,7 @@ class Controller:
         self._index = index
         self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
         self._layout = layout
+        self._led_with: Fence | None = None  # the leader key of the last mark_all
         self._ingest = ingest
         self._metrics = metrics
         self._queue = queue
@@ -185,11 +186,14 @@ class Controller:
         """Someone asserted `key`'s state (gRPC StateChange): make sure etcd holds it."""
         self._mark({key}, 0)
 
-    def mark_all(self) -> None:
+    def mark_all(self, fence: Fence | None) -> None:
         """Queue every model and package: a new leader evaluates everything once. What this
-        daemon wrote before is no longer known to be the previous derived state: another leader
-        may have written since."""
-        self._previous.clear()
+        daemon wrote before stays the previous derived state only when it leads again with the
+        leader key it last led with (same create revision): that key stayed the oldest, so no
+        other daemon led meanwhile. With a new key another leader may have written since."""
+        if fence is None or fence != self._led_with:
+            self._previous.clear()
+        self._led_with = fence
         self._mark(self._index.all_keys(), 0)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:

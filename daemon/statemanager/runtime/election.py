@@ -86,7 +86,7 @@ class Election:
         own_prefix: str,
         node: str,
         ttl: int,
-        on_change: Callable[[bool], None],
+        on_change: Callable[[bool, Fence | None], None],
         reachability: Reachability,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -297,4 +297,4 @@ class Election:
         if leading:
             self._writable.set()
         if changed:
-            self._on_change(leading)
+            self._on_change(leading, fence)
