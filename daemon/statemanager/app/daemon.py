@@ -132,11 +132,12 @@ def build(
     index = Index()
     queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
     previous: dict[WorkKey, str] = {}  # per key, the previous derived state (planner.plan)
+    writer = StateWriter(store, layout, index, metrics, previous=previous)
     controller = Controller(
         index=index,
-        ingest=Ingest(layout, index, settings.inputs.max_value_bytes),
+        ingest=Ingest(layout, index, settings.inputs.max_value_bytes, on_state=writer.echoed),
         queue=queue,
-        writer=StateWriter(store, layout, index, metrics, previous=previous),
+        writer=writer,
         previous=previous,
         layout=layout,
         metrics=metrics,

@@ -28,7 +28,7 @@ from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_prob
 
 UNASSIGNED = "unassigned"
 INTERNAL_ERROR = "internal_error"
-STATE_RESOURCES = {Kind.MODEL_STATE: Resource.MODEL, Kind.PACKAGE_STATE: Resource.PACKAGE}
+_STATE_RESOURCES = {Kind.MODEL_STATE: Resource.MODEL, Kind.PACKAGE_STATE: Resource.PACKAGE}
 _Put = Callable[[str, Any], set[WorkKey]]
 
 
@@ -60,10 +60,19 @@ class Resync:
 
 
 class Ingest:
-    def __init__(self, layout: KeyLayout, index: Index, max_value_bytes: int) -> None:
+    def __init__(
+        self,
+        layout: KeyLayout,
+        index: Index,
+        max_value_bytes: int,
+        on_state: Callable[[WorkKey, str | None], None] | None = None,
+    ) -> None:
         self._layout = layout
         self._index = index
         self._max_value_bytes = max_value_bytes
+        # Told every state key's value as etcd holds it (the writer's check of its own writes
+        # whose answers were lost), before the index records it.
+        self._on_state = on_state
         # Every key currently applied, by prefix kind, with its mod revision: a relist diffs
         # against this to find keys deleted while the daemon was not watching.
         self._known: dict[Kind, dict[bytes, int]] = {k: {} for k in Kind}
@@ -197,7 +206,7 @@ class Ingest:
         but reach `_known` only with their watch echo; a relist that diffed `_known` alone
         would never see the deletion of a written key whose echo was lost (compacted away)."""
         held = set(self._known[kind])
-        resource = STATE_RESOURCES.get(kind)
+        resource = _STATE_RESOURCES.get(kind)
         if resource is not None:
             state_key = self._layout.state_key
             held.update(state_key(k).encode() for k in self._index.written_keys(resource))
@@ -222,9 +231,12 @@ class Ingest:
         problem = name_problem(name)
         if problem:
             raise BadInput("bad_name", f"{problem}: {name[:80]!r}")
-        resource = STATE_RESOURCES.get(kind)
+        resource = _STATE_RESOURCES.get(kind)
         if resource is not None:
             state = None if value is None else value.decode("utf-8", "replace")
-            return index.observe_written(WorkKey(resource, name), state, revision)
+            work_key = WorkKey(resource, name)
+            if self._on_state is not None:
+                self._on_state(work_key, state)
+            return index.observe_written(work_key, state, revision)
         parse, put, delete = self._specs[kind]
         return delete(name) if value is None else put(name, parse(value, name))

@@ -18,8 +18,8 @@ import structlog
 from statemanager.adapters.etcd import Event, Fence, KeyValue
 from statemanager.core.errors import EtcdError, EtcdUnavailable, TooLarge
 from statemanager.core.index import Index
-from statemanager.core.ingest import INTERNAL_ERROR, STATE_RESOURCES, Ingest, Report
-from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey
+from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
+from statemanager.core.keys import KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, plan
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.election import Leadership
@@ -66,7 +66,6 @@ class Controller:
     ) -> None:
         self._index = index
         self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
-        self._layout = layout
         self._led_with: Fence | None = None  # the leader key of the last mark_all
         self._ingest = ingest
         self._metrics = metrics
@@ -120,20 +119,11 @@ class Controller:
     def apply(self, prefix: str, events: Sequence[Event]) -> None:
         """Apply one watch response's events for `prefix` (all of a revision's, never part)."""
         kind = self._kinds[prefix]
-        resource = STATE_RESOURCES.get(kind)
         for event in events:
-            if resource is not None:  # a state key: perhaps the echo of an unanswered write
-                self._echo(resource, kind, event)
             dirty, reports = self._ingest.apply(kind, event.key, event.value, event.revision)
             self._report(reports)
             self._mark(dirty, event.revision)
         self._metrics.last_event_time.set(time.time())
-
-    def _echo(self, resource: Resource, kind: Kind, event: Event) -> None:
-        name = self._layout.name_in(kind, event.key.decode("utf-8", "replace"))
-        if name is not None:
-            value = event.value.decode("utf-8", "replace") if event.value is not None else None
-            self._writer.echoed(WorkKey(resource, name), value)
 
     def _mark(self, keys: set[WorkKey], revision: int) -> None:
         now = time.monotonic()

@@ -115,7 +115,7 @@ class StateWriter:
         # forgets it when leadership changes hands (another leader may have written since).
         self._previous = {} if previous is None else previous
         # Per key, the state a transaction not answered yet (or whose answers were all lost)
-        # may have written. The key's next watch event tells (`echoed`): the guard kept every
+        # may have written. The key's next value etcd shows tells (`echoed`): the guard kept every
         # other write out between the index's view and that transaction, so if it landed, that
         # event is ours.
         self._unconfirmed: dict[WorkKey, str | None] = {}
@@ -123,10 +123,11 @@ class StateWriter:
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
 
     def echoed(self, key: WorkKey, value: str | None) -> None:
-        """The watch brought `key`'s next value after a transaction of ours was sent and not
-        answered: when it is what that transaction wrote, it landed, and that state is the
-        previous derived state (else, with the answers lost, a put-back after someone else's
-        write would count as a new entry into Error: a second Reconcile)."""
+        """etcd showed `key`'s next value (a watch event or a listing, through ingest) after a
+        transaction of ours was sent and not answered: when it is what that transaction wrote,
+        it landed, and that state is the previous derived state (else, with the answers lost, a
+        put-back after someone else's write would count as a new entry into Error: a second
+        Reconcile)."""
         if key in self._unconfirmed and self._unconfirmed.pop(key) == value and value is not None:
             self._previous[key] = value
 
