@@ -12,14 +12,16 @@ import random
 
 
 async def wait_woken(event: asyncio.Event, seconds: float) -> None:
-    """Wait until `event` is set or `seconds` pass, whichever comes first.
+    """Wait until `event` is set or `seconds` pass, whichever comes first; at least a
+    millisecond: a due time just reached can leave a float sliver (or nothing) to wait, and on
+    a virtual clock (tests) a wait that sets no timer lets no time pass, a loop that spins.
 
     Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives just after
     the event was set (it returns the event's result instead), and the loop around it then runs
     on, uncancellable: a stop that never ends. `asyncio.timeout` re-raises the cancellation.
     """
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(max(0.001, seconds)):
             await event.wait()
     except TimeoutError:
         pass

@@ -187,8 +187,7 @@ class Election:
                         renewed = await self._renew(lease)
                     if watch is None:
                         watch = await self._place(fence, backoff)
-                    wait = renewed + self._renew_every - self._clock()
-                    await wait_woken(self._wake, max(0.001, wait))
+                    await wait_woken(self._wake, renewed + self._renew_every - self._clock())
                     if self._wake.is_set():
                         self._wake.clear()
                         woken, watch = watch, None

@@ -208,11 +208,9 @@ class ReconcileSender:
                 leadership.lost()
                 return
             upcoming = [p.due for p in self._pending.values()]
-            # At most a second: a leadership change must stop delivery promptly. At least a
-            # millisecond: on a virtual clock a float sliver left would wait without time moving.
+            # At most a second: a leadership change must stop delivery promptly.
             now = asyncio.get_running_loop().time()
-            timeout = min([1.0, *(max(0.001, due - now) for due in upcoming)])
-            await wait_woken(self._wake, timeout)
+            await wait_woken(self._wake, min([1.0, *(due - now for due in upcoming)]))
 
     async def _follow(self, fence: Fence) -> None:
         """Keep `_pending` equal to the trigger prefix in etcd (and `_dead` to the dead
