@@ -11,7 +11,16 @@ from structlog.testing import capture_logs
 from statemanager.core.errors import EtcdError
 
 from support.memetcd import MemEtcd
-from support.runtime import LAYOUT, Runtime, container, package, scenario, state, until
+from support.runtime import (
+    LAYOUT,
+    Runtime,
+    container,
+    package,
+    scenario,
+    state,
+    trigger_revision,
+    until,
+)
 
 pytestmark = pytest.mark.looptime
 
@@ -48,7 +57,7 @@ async def test_package_without_scenario_is_warned_counted_and_not_sent() -> None
         await until(lambda: state(mem, "package", "p") == "Running")
         container(mem, "c1", "m", "dead")
         await until(lambda: rt.sample("reconcile_no_scenario_total") == 1)
-        await until(lambda: not mem.range_now(f"{LAYOUT.own}triggers/p".encode()).records)
+        await until(lambda: trigger_revision(mem, "p") == 0)
         assert rt.actioncontroller.calls == []
 
 
@@ -68,7 +77,7 @@ async def test_refused_removal_is_retried_not_fatal() -> None:
         with capture_logs() as logged:
             rt.actioncontroller.refusing = False
             await until(lambda: rt.sample("reconcile_triggers_total", outcome="delivered") == 1)
-        assert not mem.range_now(f"{LAYOUT.own}triggers/p".encode()).records
+        assert trigger_revision(mem, "p") == 0
     deferred = [e for e in logged if e["event"] == "reconcile_deferred"]
     assert "permission denied" in deferred[0]["error"]
 
@@ -107,18 +116,16 @@ async def test_a_new_entry_into_error_supersedes_the_trigger_being_retried() -> 
         await until(lambda: state(mem, "package", "p") == "Running")
         fake = rt.actioncontroller
         fake.refusing = True
-        trigger = f"{LAYOUT.own}triggers/p".encode()
         with capture_logs() as logs:
             container(mem, "c", "m", "dead")
             await until(lambda: fake.calls == ["s"])  # refused; the sender backs off
-            first = mem.range_now(trigger).records[0].mod_revision
+            first = trigger_revision(mem, "p")
             container(mem, "c", "m", "running")
             await until(lambda: state(mem, "package", "p") == "Running")
             container(mem, "c", "m", "dead")
-            await until(lambda: mem.range_now(trigger).count == 1)
-            await until(lambda: mem.range_now(trigger).records[0].mod_revision > first)
+            await until(lambda: trigger_revision(mem, "p") > first)
             fake.refusing = False
-            await until(lambda: mem.range_now(trigger).count == 0)
+            await until(lambda: trigger_revision(mem, "p") == 0)
         superseded = [e for e in logs if e["event"] == "reconcile_superseded"]
         assert len(superseded) == 1 and superseded[0]["by"] > first
         assert rt.sample("reconcile_triggers_total", outcome="recorded") == 2
@@ -149,4 +156,4 @@ async def test_a_scenario_retargeted_just_before_the_death_is_asked_too() -> Non
         assert rt.actioncontroller.calls == []
         mem.lag_watches(LAYOUT.scenarios, lagging=False)
         await until(lambda: sorted(rt.actioncontroller.calls) == ["s0", "s1"])
-        await until(lambda: mem.range_now(f"{LAYOUT.own}triggers/p".encode()).count == 0)
+        await until(lambda: trigger_revision(mem, "p") == 0)

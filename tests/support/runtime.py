@@ -31,6 +31,7 @@ from statemanager.app.config import (
 from statemanager.app.daemon import Parts, Store
 from statemanager.core import report
 from statemanager.core.keys import KeyLayout
+from statemanager.core.triggers import trigger_key
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.reconcile import ReconcileClient
@@ -196,6 +197,12 @@ def package(mem: MemEtcd, name: str, models: list[str]) -> int:
 def scenario(mem: MemEtcd, name: str, target: str) -> int:
     doc = documents.scenario(name, target)
     return mem.put_now(f"{LAYOUT.scenarios}{name}".encode(), doc.encode())
+
+
+def trigger_revision(mem: MemEtcd, package: str) -> int:
+    """The mod revision of `package`'s pending reconcile trigger; 0 when there is none."""
+    records = mem.range_now(trigger_key(LAYOUT, package)).records
+    return records[0].mod_revision if records else 0
 
 
 def state(mem: MemEtcd, resource: str, name: str) -> str | None:
