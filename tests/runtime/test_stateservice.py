@@ -10,7 +10,7 @@ from statemanager.proto import statemanager_pb2 as pb
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime, package, state, until
-from support.servicer import Aborted, container_list, send_list, service
+from support.servicer import Aborted, container_list, send_list
 
 pytestmark = pytest.mark.looptime
 
@@ -33,7 +33,7 @@ async def test_container_lists_drive_states_through_the_watch() -> None:
     package(mem, "payment", ["payment.web"])
     async with Runtime(mem) as rt:
         await until(lambda: rt.parts.election.fence() is not None)
-        svc = service(rt)
+        svc = rt.parts.service
         await send_list(svc, web_list("node-a", web="running", db="exited"))
         await until(lambda: state(mem, "package", "payment") == "Error")
         assert state(mem, "model", "payment.web") == "Failed"
@@ -49,7 +49,7 @@ async def test_follower_refuses_container_lists_and_names_the_leader() -> None:
     async with Runtime(mem, "node-a") as a, Runtime(mem, "node-b") as b:
         await until(lambda: a.parts.election.fence() is not None and b.parts.election.decided)
         with pytest.raises(Aborted) as refused:
-            await send_list(service(b), web_list("node-b", web="running"))
+            await send_list(b.parts.service, web_list("node-b", web="running"))
         assert refused.value.code is grpc.StatusCode.UNAVAILABLE
         assert "node-a" in refused.value.details
         assert mem.range_now(LAYOUT.containers.encode() + b"web").count == 0

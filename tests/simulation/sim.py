@@ -52,7 +52,7 @@ from statemanager.runtime.metrics import Metrics
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime
-from support.servicer import Aborted, container_list, send_list, service
+from support.servicer import Aborted, container_list, send_list
 
 FAULT_SECONDS = 20.0
 SETTLE_SECONDS = 60.0
@@ -419,7 +419,7 @@ class Simulation:
             cid, model, status, code = entry.split(":")
             containers.append((cid, model, status, code))
         request = container_list(node, containers)
-        self._lists.append(asyncio.create_task(self._send(service(leader.runtime), request)))
+        self._lists.append(asyncio.create_task(self._send(leader.runtime.parts.service, request)))
 
     async def _send(self, svc: StateService, request: pb.ContainerList) -> None:
         try:

@@ -11,9 +11,7 @@ import grpc
 from statemanager.adapters.stateservice import StateService
 from statemanager.proto import statemanager_pb2 as pb
 
-from support.runtime import Runtime
-
-MODEL_ANNOTATION = "io.pullpiri.annotations.model"
+from support.documents import MODEL_ANNOTATION
 
 
 class Aborted(Exception):
@@ -46,11 +44,6 @@ def container_list(node: str, containers: Iterable[tuple[str, str, str, str]]) -
             for cid, model, status, code in containers
         ],
     )
-
-
-def service(rt: Runtime) -> StateService:
-    """The service as `rt`'s daemon serves it (wired by the daemon's `build`)."""
-    return rt.parts.service
 
 
 async def send_list(service: StateService, request: pb.ContainerList) -> Any:
