@@ -10,6 +10,7 @@ the error family of compaction, future revisions and refusals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -341,8 +342,19 @@ async def _leases_and_watches(d: Driver, note: Note) -> int:
     last.update({"p/": revs[1], "q/": revs[0], "E/": expired_at, "a": revs[2]})
     note("watch history and live", await live)
     note("watch replay", await _watch(c, starts, last))
+    note("progress answer", await _barrier(c, {"p/": revs[2] + 1, "q/": revs[2] + 1}))
 
     return revs[2]
+
+
+async def _barrier(client: Client, starts: Mapping[str, int]) -> int:
+    """The revision of a fresh stream's first answer to the stream-wide progress request (the
+    watcher's barrier), skipping the "created" answers, which carry none."""
+    async with asyncio.timeout(10), contextlib.aclosing(client.watch(starts, 60.0)) as stream:
+        async for batch in stream:
+            if batch.prefix is None and batch.revision:
+                return batch.revision
+    raise AssertionError("the watch ended")
 
 
 async def _compaction(d: Driver, note: Note, now: int) -> None:

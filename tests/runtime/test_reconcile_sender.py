@@ -25,6 +25,13 @@ from support.runtime import (
 pytestmark = pytest.mark.looptime
 
 
+async def _following_live(rt: Runtime, mem: MemEtcd) -> None:
+    """Wait until the watcher has caught up (it holds a fresh stream's events until etcd says
+    every prefix has) and applied the daemon's own last write: from then on a lagging prefix
+    is a live watch falling behind, not a catch-up."""
+    await until(lambda: rt.parts.watcher.applied(LAYOUT.package_states) == mem.current_revision)
+
+
 async def test_scenario_arriving_after_the_death_still_gets_its_reconcile() -> None:
     """A Scenario written before the container dies reaches the index after the death (its
     watch is still catching up): the package's entry into Error is reconciled all the same,
@@ -34,6 +41,7 @@ async def test_scenario_arriving_after_the_death_still_gets_its_reconcile() -> N
     container(mem, "c1", "m", "running")
     async with Runtime(mem) as rt:
         await until(lambda: state(mem, "package", "p") == "Running")
+        await _following_live(rt, mem)
         mem.lag_watches(LAYOUT.scenarios)
         scenario(mem, "s", "p")
         container(mem, "c1", "m", "dead")
@@ -148,6 +156,7 @@ async def test_a_scenario_retargeted_just_before_the_death_is_asked_too() -> Non
     container(mem, "d", "n", "running")
     async with Runtime(mem) as rt:
         await until(lambda: state(mem, "package", "p") == "Running")
+        await _following_live(rt, mem)
         mem.lag_watches(LAYOUT.scenarios)
         scenario(mem, "s0", "p")
         container(mem, "c", "m", "dead")

@@ -33,6 +33,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Literal
 
 from statemanager.adapters.etcd import (
+    FIRST_PROGRESS_ASK,
     Candidate,
     Candidates,
     Delete,
@@ -591,9 +592,12 @@ class MemEtcd:
     ) -> AsyncGenerator[WatchBatch, None]:
         """One stream for every prefix, from its start revision: history first, then live.
 
-        Each batch is one prefix's events of one revision. A created watch and every
-        `progress_every` seconds of quiet yield a progress batch (prefix None). Ends only by
-        raising: EtcdUnavailable (broken, closed, down), Compacted (a start below history).
+        Each batch is one prefix's events of one revision. A created watch yields a batch
+        without events (prefix None, revision 0). Quiet periods starting at FIRST_PROGRESS_ASK
+        and doubling up to `progress_every` yield the answer to the adapter's stream-wide
+        progress request (prefix None, the current revision), unless a prefix of the stream is
+        lagging: etcd ignores the request while a watch is catching up. Ends only by raising:
+        EtcdUnavailable (broken, closed, down), Compacted (a start below history).
         """
         await self._request()
         stream = _Stream(list(starts))
@@ -605,6 +609,7 @@ class MemEtcd:
             for _ in starts:
                 yield WatchBatch(None, (), 0, self._header())  # etcd's "created" response
             caught_up = self._revision
+            quiet = min(FIRST_PROGRESS_ASK, progress_every)
             while True:
                 # History first, then each revision committed since: in order, whole revisions.
                 for prefix, (lo, hi) in ranges.items():
@@ -617,22 +622,25 @@ class MemEtcd:
                         next_rev[prefix] = rev + 1
                         if events:
                             yield WatchBatch(prefix, events, rev, self._header())
-                item = await self._next(stream, progress_every)
+                item = await self._next(stream, quiet)
                 if isinstance(item, BaseException):
                     raise item
                 if item is None:
-                    yield WatchBatch(None, (), 0, self._header())  # progress notification
+                    quiet = min(quiet * 2, progress_every)
+                    if not stream.prefixes & self._lagging:  # every watch is caught up
+                        yield WatchBatch(None, (), self._revision, self._header())
                 else:
                     caught_up = max(caught_up, item)
         finally:
             self._streams.pop(stream, None)
 
-    async def _next(self, stream: _Stream, progress_every: float) -> int | BaseException | None:
-        """The next committed revision or failure for `stream`; None when a progress
-        notification is due. A silent stream waits for a failure only."""
+    async def _next(self, stream: _Stream, quiet: float) -> int | BaseException | None:
+        """The next committed revision or failure for `stream`; None after `quiet` seconds
+        without one (a progress notification is due). A silent stream waits for a failure
+        only."""
         while True:
             try:
-                async with asyncio.timeout(None if stream.silent else progress_every):
+                async with asyncio.timeout(None if stream.silent else quiet):
                     item = await stream.queue.get()
             except TimeoutError:
                 if stream.silent:

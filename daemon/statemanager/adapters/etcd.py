@@ -101,6 +101,10 @@ TXN_LIMITS = TxnLimits()
 # container values is ~6 MB, well under the receive limit.
 PAGE_KEYS = 10_000
 
+# Seconds after a watch stream opens before the first stream-wide progress request: the
+# watcher applies nothing until the answer comes (runtime/watcher.py), so it is asked early.
+FIRST_PROGRESS_ASK = 0.05
+
 
 class ConnectionSettings(Protocol):
     """What `EtcdClient.from_settings` reads; the application's `[etcd]` settings section
@@ -150,9 +154,12 @@ class WatchBatch:
 
     etcd never splits one revision's events for a watcher across responses (we do not ask for
     fragments), so after a batch is handled every revision up to `revision` is fully delivered
-    for that prefix. A batch without events (prefix None) is a progress notification: a
-    liveness signal only, never a resume point, because etcd before 3.4.26/3.5.8 could send one
-    ahead of undelivered events.
+    for that prefix. A batch without events (prefix None) is a watch's "created" answer or a
+    progress notification: a liveness signal, never a resume point, because etcd before
+    3.4.26/3.5.8 could send one ahead of undelivered events. Its `revision` is 0, except for an
+    answer to the stream-wide progress request, which carries etcd's revision: etcd sends it
+    only once every watch on the stream has delivered all events up to that revision, so it
+    marks a point where the prefixes agree (a barrier; early, as said, on older etcd).
 
     `header` is where etcd stood when it sent the response (every response has one, a watch's
     "created" answer included): a revision below one already delivered, or a raft term below
@@ -424,7 +431,10 @@ class EtcdWatches(_Facade):
                         raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
                     header = _header(resp)
                     if not resp.events:
-                        yield WatchBatch(None, (), 0, header)  # created or progress: liveness
+                        # Created, a watch's own progress, or the stream-wide progress answer
+                        # (watch id -1): only the last is a barrier.
+                        barrier = header.revision if resp.watch_id == -1 else 0
+                        yield WatchBatch(None, (), barrier, header)
                         continue
                     events = tuple(_event(ev) for ev in resp.events)
                     prefix = prefixes[resp.watch_id - 1]
@@ -487,12 +497,16 @@ class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
 
 
 async def _ask_progress(call: Any, every: float) -> None:
-    """Request a stream-wide progress notification every `every` seconds until cancelled."""
+    """Request a stream-wide progress notification soon after the stream opens, then at
+    doubling intervals up to every `every` seconds, until cancelled. The early asks end the
+    watcher's catch-up quickly; etcd ignores an ask while a watch is still catching up."""
     request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+    delay = min(FIRST_PROGRESS_ASK, every)
     try:
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(delay)
             await call.write(request)
+            delay = min(delay * 2, every)
     except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
         return  # the stream is gone; the reader reports why
 

@@ -403,7 +403,7 @@ async def _replay(client: EtcdClient, prefix: str, first: int, last: int) -> tup
     try:
         async for batch in stream:
             events += len(batch.events)
-            if batch.revision >= last:
+            if batch.events and batch.revision >= last:  # not a progress answer
                 break
     finally:
         await stream.aclose()

@@ -168,9 +168,19 @@ class Watcher:
                 await asyncio.sleep(delay)
 
     async def _follow(self, resync_at: float) -> None:
-        """Apply watch batches until the resync is due (returns) or the stream fails (raises)."""
+        """Apply watch batches until the resync is due (returns) or the stream fails (raises).
+
+        A resumed stream first replays each prefix's missed history, one prefix after another:
+        applied as they came, the index would mix one prefix's newer events with another's
+        older state, a combination etcd never held, and the controller would write states
+        derived from it (a package out of Error and back in, with a second Reconcile). So
+        batches are held until etcd's first stream-wide progress answer says every prefix has
+        caught up, then applied together. Once caught up, etcd sends each revision's events to
+        every watch in revision order.
+        """
         starts = {prefix: revision + 1 for prefix, revision in self._delivered.items()}
         stream = self._client.watch(starts, progress_every=self._silence_limit / 3)
+        held: list[tuple[str, WatchBatch]] | None = []  # None once caught up
         try:
             while True:
                 budget = min(self._silence_limit, resync_at - asyncio.get_running_loop().time())
@@ -187,15 +197,24 @@ class Watcher:
                     ) from None
                 self._backoff.reset()
                 await self._check_history(batch.header)
-                if batch.prefix is None:
+                if batch.prefix is not None and held is not None:
+                    held.append((batch.prefix, batch))
+                elif batch.prefix is not None:
+                    self._apply(batch.prefix, batch)
+                else:  # created or progress: the stream is alive
                     self._health.watching()
-                    continue  # progress notification: the stream is alive
-                self._health.watching(batch.revision)
-                self._sink.apply(batch.prefix, batch.events)
-                self._delivered[batch.prefix] = batch.revision
-                self._metrics.last_revision.set(batch.revision)
+                    if batch.revision and held is not None:
+                        for prefix, waiting in held:
+                            self._apply(prefix, waiting)
+                        held = None
         finally:
             await stream.aclose()
+
+    def _apply(self, prefix: str, batch: WatchBatch) -> None:
+        self._health.watching(batch.revision)
+        self._sink.apply(prefix, batch.events)
+        self._delivered[prefix] = batch.revision
+        self._metrics.last_revision.set(batch.revision)
 
     async def _check_history(self, header: Header) -> None:
         """Raise HistoryReplaced when etcd's revision is below the newest one delivered, or its
