@@ -20,6 +20,8 @@ FIGURES = (
     "latency_p50_ms",
     "latency_p99_ms",
     "latency_max_ms",
+    "etcd_commit_p99_ms",
+    "etcd_commit_max_ms",
     "change_cpu_ms",
     "noop_cpu_ms",
     "cold_start_s",

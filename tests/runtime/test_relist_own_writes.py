@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+from typing import Any
+
 import pytest
 
 from statemanager.adapters.etcd import Event
+from statemanager.runtime.controller import Controller
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime, container, disagreements, package, state, until
@@ -34,3 +38,32 @@ async def test_relist_puts_back_a_written_key_whose_echo_was_lost() -> None:
         await until(lambda: rt.sample("watch_restarts_total", reason="compacted") == 1)
         await until(lambda: state(mem, "model", "solo") == "Running")
     assert disagreements(mem) == []
+
+
+async def test_listings_pause_the_cycle_collector_and_resume_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cycle collector is off while a listing is loaded (start, and the relist after a
+    compaction) and back on afterwards, so a long run never keeps it off."""
+    seen: list[bool] = []
+    original = Controller.load
+
+    def load(self: Controller, *args: Any, **kwargs: Any) -> None:
+        seen.append(gc.isenabled())
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Controller, "load", load)
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    container(mem, "c1", "m", "running")
+    assert gc.isenabled()
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        mem.silence_watches()
+        container(mem, "c1", "m", "exited", 1)
+        mem.compact(mem.current_revision)
+        mem.break_watches()
+        await until(lambda: state(mem, "package", "p") == "Error")
+        assert rt.listings == 2
+        assert gc.isenabled()
+    assert seen == [False, False]

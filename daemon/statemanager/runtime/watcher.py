@@ -17,8 +17,10 @@ answer is a full relist that trusts no revision learnt before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import random
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -55,6 +57,24 @@ class EventSink(Protocol):
 
     def apply(self, prefix: str, events: Sequence[Event]) -> None: ...
     def forget_history(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while a listing is read and loaded.
+
+    A listing builds a few objects per key (a million and more at 100,000 containers), and
+    every full collection while it grows walks everything built so far: seven of them took
+    ~0.4 s of a 100,000-container cold start. Nothing made meanwhile is cyclic garbage worth
+    collecting early; the collector resumes its usual schedule afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class SilentWatch(EtcdUnavailable):
@@ -112,8 +132,9 @@ class Watcher:
         while True:
             try:
                 if not listed:
-                    revision, listing = await self._client.snapshot(self._prefixes)
-                    self._sink.load(revision, listing, self._delivered)
+                    with _cyclic_gc_paused():
+                        revision, listing = await self._client.snapshot(self._prefixes)
+                        self._sink.load(revision, listing, self._delivered)
                     self._delivered = dict.fromkeys(self._prefixes, revision)
                     self._metrics.last_revision.set(revision)
                     self._health.watching(revision)
