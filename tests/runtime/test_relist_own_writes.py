@@ -9,6 +9,7 @@ import pytest
 
 from statemanager.adapters.etcd import Event
 from statemanager.runtime.controller import Controller
+from statemanager.runtime.watcher import NEVER
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime, container, disagreements, package, state, until
@@ -40,23 +41,24 @@ async def test_relist_puts_back_a_written_key_whose_echo_was_lost() -> None:
     assert disagreements(mem) == []
 
 
-async def test_listings_pause_the_cycle_collector_and_resume_it(
+async def test_listings_hold_off_full_collections_and_restore_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The cycle collector is off while a listing is loaded (start, and the relist after a
-    compaction) and back on afterwards, so a long run never keeps it off."""
-    seen: list[bool] = []
+    """While a listing is loaded (at start, and the relist after a compaction) the cycle
+    collector makes no full collection but keeps its young ones (they free PyYAML's cyclic
+    garbage); its thresholds are back afterwards, so a long run keeps the usual schedule."""
+    seen: list[tuple[bool, tuple[int, int, int]]] = []
     original = Controller.load
 
     def load(self: Controller, *args: Any, **kwargs: Any) -> None:
-        seen.append(gc.isenabled())
+        seen.append((gc.isenabled(), gc.get_threshold()))
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(Controller, "load", load)
+    young, middle, old = gc.get_threshold()
     mem = MemEtcd()
     package(mem, "p", ["m"])
     container(mem, "c1", "m", "running")
-    assert gc.isenabled()
     async with Runtime(mem) as rt:
         await until(lambda: state(mem, "package", "p") == "Running")
         mem.silence_watches()
@@ -65,5 +67,5 @@ async def test_listings_pause_the_cycle_collector_and_resume_it(
         mem.break_watches()
         await until(lambda: state(mem, "package", "p") == "Error")
         assert rt.listings == 2
-        assert gc.isenabled()
-    assert seen == [False, False]
+        assert gc.get_threshold() == (young, middle, old)
+    assert seen == [(True, (young, middle, NEVER))] * 2
