@@ -95,35 +95,37 @@ def _plain_value(loader: _SpecLoader, root: Node) -> Any:
     recursive pass instead of a pass of generators per collection: about half the
     constructor's cost on real specs.
     Raises _NotPlain (or the scalar constructor's error) where PyYAML would do more."""
-    built: dict[int, Any] = {}  # id(collection node) -> its value, for aliases
+    return _build(loader, root, {})
 
-    def build(node: Node) -> Any:
-        if isinstance(node, ScalarNode):
-            if node.tag == _STR:
-                return node.value
-            if node.tag in _SCALAR_TAGS:  # each a hashable value, built at once
-                return loader.construct_object(node)
-            raise _NotPlain
-        done = built.get(id(node))
-        if done is not None:
-            return done
-        if isinstance(node, SequenceNode) and node.tag == _SEQ:
-            items: list[Any] = []
-            built[id(node)] = items
-            for item in node.value:
-                items.append(build(item))
-            return items
-        if isinstance(node, MappingNode) and node.tag == _MAP:
-            mapping: dict[Any, Any] = {}
-            built[id(node)] = mapping
-            for key, value in node.value:
-                if not isinstance(key, ScalarNode):  # unhashable, for PyYAML to reject
-                    raise _NotPlain
-                mapping[build(key)] = build(value)
-            return mapping
+
+def _build(loader: _SpecLoader, node: Node, built: dict[int, Any]) -> Any:
+    """`_plain_value` of `node`; `built` maps id(collection node) to its value, for aliases.
+    A module function, not a closure: a recursive closure is a reference cycle, and each one
+    would keep its document alive until the cycle collector came by."""
+    if isinstance(node, ScalarNode):
+        if node.tag == _STR:
+            return node.value
+        if node.tag in _SCALAR_TAGS:  # each a hashable value, built at once
+            return loader.construct_object(node)
         raise _NotPlain
-
-    return build(root)
+    done = built.get(id(node))
+    if done is not None:
+        return done
+    if isinstance(node, SequenceNode) and node.tag == _SEQ:
+        items: list[Any] = []
+        built[id(node)] = items
+        for item in node.value:
+            items.append(_build(loader, item, built))
+        return items
+    if isinstance(node, MappingNode) and node.tag == _MAP:
+        mapping: dict[Any, Any] = {}
+        built[id(node)] = mapping
+        for key, value in node.value:
+            if not isinstance(key, ScalarNode):  # unhashable, for PyYAML to reject
+                raise _NotPlain
+            mapping[_build(loader, key, built)] = _build(loader, value, built)
+        return mapping
+    raise _NotPlain
 
 
 def _check_bounds(root: Node) -> None:
@@ -137,44 +139,49 @@ def _check_bounds(root: Node) -> None:
     therefore what composing the text one event at a time would have counted, the depth is the
     text's, and the walk's work is linear in the text, whatever the expanded size.
     """
-    sizes: dict[int, int] = {}  # id(node) -> expanded size; -1 while the node is walked
-    count = 0
+    _Bounds().walk(root, 0, False)
 
-    def walk(node: Node, depth: int, is_key: bool) -> None:
-        nonlocal count
-        size = sizes.get(id(node))
+
+class _Bounds:
+    """The running state of one `_check_bounds` walk (an object, not a recursive closure,
+    which would be a reference cycle holding the document until the cycle collector ran)."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[int, int] = {}  # id(node) -> expanded size; -1 while it is walked
+        self.count = 0
+
+    def walk(self, node: Node, depth: int, is_key: bool) -> None:
+        size = self.sizes.get(id(node))
         if size is not None:  # an alias
             if size < 0:
                 raise _invalid_yaml("an alias refers to a node that contains it")
-            count += size
-            if count > MAX_YAML_NODES:
+            self.count += size
+            if self.count > MAX_YAML_NODES:
                 raise _too_many()
             return
         if depth == MAX_YAML_DEPTH:
             raise _invalid_yaml(f"nested deeper than {MAX_YAML_DEPTH} levels")
-        before = count
-        count += 1
-        if count > MAX_YAML_NODES:
+        before = self.count
+        self.count += 1
+        if self.count > MAX_YAML_NODES:
             raise _too_many()
         if isinstance(node, ScalarNode):
-            sizes[id(node)] = 1
+            self.sizes[id(node)] = 1
             # A mapping key: numbers are read as strings, as JSON has them. The hash of an int
             # or float is predictable, so thousands of keys crafted to collide would make
             # building the dict quadratic; no field this daemon reads has a number as its key.
             if is_key and node.tag in _NUMBER_TAGS:
                 node.tag = _TAG + "str"
             return
-        sizes[id(node)] = -1
+        self.sizes[id(node)] = -1
         if isinstance(node, MappingNode):
             for key, value in node.value:
-                walk(key, depth + 1, True)
-                walk(value, depth + 1, False)
+                self.walk(key, depth + 1, True)
+                self.walk(value, depth + 1, False)
         else:
             for item in node.value:
-                walk(item, depth + 1, False)
-        sizes[id(node)] = count - before
-
-    walk(root, 0, False)
+                self.walk(item, depth + 1, False)
+        self.sizes[id(node)] = self.count - before
 
 
 def _count_nodes(text: str) -> None:
