@@ -332,3 +332,24 @@ def test_unexpected_exception_quarantines_only_that_key() -> None:
     assert apply1(ingest, Kind.CONTAINER, C2, container("running"), 3) == ({model("m")}, None)
     assert apply1(ingest, Kind.CONTAINER, C1, container("dead"), 4) == ({model("m")}, None)
     assert sorted(cid for cid, _ in index.containers_of("m")) == ["c1", "c2"]
+
+
+def test_key_not_utf8_is_rejected_once_and_its_deletion_by_relist_seen(
+    ingest: Ingest, index: Index
+) -> None:
+    """A container key with bytes that are not UTF-8 is reported (invalid_encoding) and
+    applies nothing; a relist at the same revision reports nothing new; when a relist no longer
+    lists it, it is forgotten, so the same key coming back at that revision is reported again."""
+    bad = CONTAINERS.encode() + b"\xff\xfe"
+    dirty, report = apply1(ingest, Kind.CONTAINER, bad, container(), 7)
+    assert report is not None
+    assert (dirty, report.kind, report.key) == (
+        set(),
+        "invalid_encoding",
+        f"{CONTAINERS}\\xff\\xfe",
+    )
+    assert list(index.containers_of("m")) == []
+    relisted = ingest.resync(Kind.CONTAINER, [(bad, container(), 7), (C1, container(), 8)], 9)
+    assert [r.kind for r in relisted.reports] == []
+    assert ingest.resync(Kind.CONTAINER, [(C1, container(), 8)], 10).reports == []
+    assert apply1(ingest, Kind.CONTAINER, bad, container(), 7)[1] is not None

@@ -7,6 +7,7 @@ package → scenarios, and per-model counts of container classes (model rules ne
 
 Invariants:
 - every container id is in exactly one of `_model_containers[m]` (its model) or `_unassigned`;
+- a container's model is its annotation, else `_matched[cid]` (found by name);
 - `_counts[m]` sums the classes of the containers in `_model_containers[m]`;
 - `_model_packages[m]` holds p exactly when `_package_models[p]` lists m.
 """
@@ -21,12 +22,6 @@ from statemanager.core.inputs import ContainerInfo
 from statemanager.core.keys import Resource, WorkKey
 from statemanager.core.rules import Verdict, model_verdict, package_verdict
 from statemanager.core.states import ContainerClass
-
-
-@dataclass(slots=True)
-class _Container:
-    model: str | None
-    info: ContainerInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +44,13 @@ def _name_matched(info: ContainerInfo) -> tuple[str, ...]:
 
 class Index:
     def __init__(self) -> None:
-        self._containers: dict[str, _Container] = {}
-        self._model_containers: dict[str, set[str]] = {}
+        # Every container's info, and for the few without a model annotation the model their
+        # name matched: no wrapper object per container (docs/design.md, Footprint).
+        self._containers: dict[str, ContainerInfo] = {}
+        self._matched: dict[str, str] = {}
+        # A dict per model as an ordered set of its container ids: a five-entry dict takes a
+        # quarter of a five-entry set's memory.
+        self._model_containers: dict[str, dict[str, None]] = {}
         self._counts: dict[str, Counter[ContainerClass]] = {}
         self._unassigned: set[str] = set()
         # Containers that became unassigned since the last take_became_unassigned(), however
@@ -77,17 +77,19 @@ class Index:
     def put_container(self, cid: str, info: ContainerInfo) -> set[WorkKey]:
         old = self._containers.get(cid)
         model = info.model_annotation or self._match_by_name(info.names)
-        if old is not None and old.model == model and old.info.cls is info.cls:
-            self._statuses[old.info.status] -= 1
+        if old is not None and self._model_of(cid, old) == model and old.cls is info.cls:
+            self._statuses[old.status] -= 1
             self._statuses[info.status] += 1
-            if _name_matched(old.info) != _name_matched(info):
-                self._forget_names(cid, old.info)
+            if _name_matched(old) != _name_matched(info):
+                self._forget_names(cid, old)
                 self._remember_names(cid, info)
-            self._move_node(cid, old.info.node, info.node)
-            old.info = info
+            self._move_node(cid, old.node, info.node)
+            self._containers[cid] = info
+            self._remember_model(cid, info, model)
             return set()  # the common stats-only rewrite: nothing the rules see has changed
         dirty = self.delete_container(cid)
-        self._containers[cid] = _Container(model, info)
+        self._containers[cid] = info
+        self._remember_model(cid, info, model)
         self._move_node(cid, None, info.node)
         self._statuses[info.status] += 1
         self._remember_names(cid, info)
@@ -100,11 +102,21 @@ class Index:
         old = self._containers.pop(cid, None)
         if old is None:
             return set()
-        self._move_node(cid, old.info.node, None)
-        self._statuses[old.info.status] -= 1
-        self._forget_names(cid, old.info)
-        self._detach(cid, old.model, old.info.cls)
-        return {WorkKey(Resource.MODEL, old.model)} if old.model is not None else set()
+        model = old.model_annotation or self._matched.pop(cid, None)
+        self._move_node(cid, old.node, None)
+        self._statuses[old.status] -= 1
+        self._forget_names(cid, old)
+        self._detach(cid, model, old.cls)
+        return {WorkKey(Resource.MODEL, model)} if model is not None else set()
+
+    def _model_of(self, cid: str, info: ContainerInfo) -> str | None:
+        return info.model_annotation or self._matched.get(cid)
+
+    def _remember_model(self, cid: str, info: ContainerInfo, model: str | None) -> None:
+        if info.model_annotation is None and model is not None:
+            self._matched[cid] = model
+        else:
+            self._matched.pop(cid, None)
 
     def _move_node(self, cid: str, old: str | None, new: str | None) -> None:
         if old == new:
@@ -125,7 +137,7 @@ class Index:
             else:
                 self._became_unassigned.append(cid)
             return
-        self._model_containers.setdefault(model, set()).add(cid)
+        self._model_containers.setdefault(model, {})[cid] = None
         self._counts.setdefault(model, Counter())[cls] += 1
 
     def _detach(self, cid: str, model: str | None, cls: ContainerClass) -> None:
@@ -134,7 +146,7 @@ class Index:
             self._left_unassigned.add(cid)
             return
         members = self._model_containers[model]
-        members.discard(cid)
+        del members[cid]
         counts = self._counts[model]
         counts[cls] -= 1
         if not members:
@@ -189,8 +201,7 @@ class Index:
         dirty: set[WorkKey] = set()
         for full in old_full ^ new_full:
             for cid in list(self._name_containers.get(full, ())):
-                entry = self._containers[cid]
-                dirty |= self.put_container(cid, entry.info)
+                dirty |= self.put_container(cid, self._containers[cid])
         return dirty
 
     def put_package_spec(self, package: str, models: tuple[str, ...]) -> set[WorkKey]:
@@ -301,7 +312,7 @@ class Index:
 
     def containers_of(self, model: str) -> Iterator[tuple[str, ContainerInfo]]:
         for cid in sorted(self._model_containers.get(model, ())):
-            yield cid, self._containers[cid].info
+            yield cid, self._containers[cid]
 
     def status_counts(self) -> Counter[str]:
         """Containers by status word."""

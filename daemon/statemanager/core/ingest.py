@@ -59,6 +59,15 @@ class Resync:
     drifted: list[str]
 
 
+def _utf8(name: str) -> bool:
+    """Whether a name read from a key with bad bytes escaped came from valid UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Ingest:
     def __init__(
         self,
@@ -74,8 +83,10 @@ class Ingest:
         # whose answers were lost), before the index records it.
         self._on_state = on_state
         # Every key currently applied, by prefix kind, with its mod revision: a relist diffs
-        # against this to find keys deleted while the daemon was not watching.
-        self._known: dict[Kind, dict[bytes, int]] = {k: {} for k in Kind}
+        # against this to find keys deleted while the daemon was not watching. Keyed by the
+        # name in the key, the very string the index keys by, not by the key's bytes: a
+        # second copy of every key would cost ~120 bytes per container.
+        self._known: dict[Kind, dict[str, int]] = {k: {} for k in Kind}
         self._rejected: dict[bytes, int] = {}
         # Spec kinds: how to parse a value, and the index's put and delete for it.
         self._specs: dict[
@@ -97,28 +108,47 @@ class Ingest:
         self, kind: Kind, key: bytes, value: bytes | None, revision: int
     ) -> tuple[set[WorkKey], list[Report]]:
         """`apply` without judging which containers are left unassigned."""
+        name = self._name(kind, key)
+        if name is None:
+            return set(), []  # a key under a state prefix that is not a state key: not ours
+        return self._apply_named(kind, key, name, value, revision)
+
+    def _apply_named(
+        self, kind: Kind, key: bytes, name: str, value: bytes | None, revision: int
+    ) -> tuple[set[WorkKey], list[Report]]:
         known = self._known[kind]
         if value is None:
-            known.pop(key, None)
+            known.pop(name, None)
             self._rejected.pop(key, None)
         else:
-            known[key] = revision
+            known[name] = revision
         try:
-            return self._apply(kind, key, value, revision), []
+            return self._apply(kind, name, value, revision), []
         except BadInput as exc:
             rejection, detail = exc.kind, exc.detail
         except Exception:  # a bug, not bad data: it costs this key, never the daemon
             rejection, detail = INTERNAL_ERROR, traceback.format_exc()
+        reports = self._reject(key, rejection, detail, revision)
+        try:  # treat the key as absent: forget whatever its previous value said
+            dirty = self._apply(kind, name, None, revision)
+        except Exception:  # BadInput: the key itself is unusable, so no value of it was ever
+            dirty = set()  # applied; anything else: the same bug again, already reported
+        return dirty, reports
+
+    def _reject(self, key: bytes, rejection: str, detail: str, revision: int) -> list[Report]:
+        """A report of `key`'s rejection, unless it was already made for this revision."""
         reports: list[Report] = []
         if self._rejected.get(key) != revision:
             text = key.decode("utf-8", "backslashreplace")
             reports.append(Report(text, rejection, detail, revision))
         self._rejected[key] = revision
-        try:  # treat the key as absent: forget whatever its previous value said
-            dirty = self._apply(kind, key, None, revision)
-        except Exception:  # BadInput: the key itself is unusable, so no value of it was ever
-            dirty = set()  # applied; anything else: the same bug again, already reported
-        return dirty, reports
+        return reports
+
+    def _name(self, kind: Kind, key: bytes) -> str | None:
+        """The resource name in `key` (None when the key is not one of ours). A key that is not
+        UTF-8 gets a name too (its bad bytes escaped as lone surrogates, reversibly), so it is
+        known and its deletion seen like any other key's; `_apply` rejects it."""
+        return self._layout.name_in(kind, key.decode("utf-8", "surrogateescape"))
 
     def _unassigned_reports(self, revision: int) -> list[Report]:
         """Containers that became unassigned (by their own event or a Model spec's) since the
@@ -184,42 +214,41 @@ class Ingest:
         delivered: int,
     ) -> Resync:
         result = Resync(set(), [], [])
-        seen: set[bytes] = set()
+        seen: set[str] = set()
         known = self._known[kind]
         for key, value, mod_revision in items:
-            seen.add(key)
-            if known.get(key) == mod_revision:
+            name = self._name(kind, key)
+            if name is None:
+                continue
+            seen.add(name)
+            if known.get(name) == mod_revision:
                 continue
             if mod_revision <= delivered:
                 result.drifted.append(key.decode("utf-8", "backslashreplace"))
-            more, reports = self._apply_one(kind, key, value, mod_revision)
+            more, reports = self._apply_named(kind, key, name, value, mod_revision)
             result.dirty |= more
             result.reports.extend(reports)
-        for key in sorted(self._held(kind) - seen):
-            more, _ = self._apply_one(kind, key, None, revision)
+        for name in sorted(self._held(kind) - seen):
+            key = self._layout.key_of(kind, name).encode("utf-8", "surrogateescape")
+            more, _ = self._apply_named(kind, key, name, None, revision)
             result.dirty |= more
         return result
 
-    def _held(self, kind: Kind) -> set[bytes]:
-        """Every key of `kind` the index holds a value of: those applied from etcd and, for
-        state keys, those the daemon wrote. Its writes reach the index when etcd confirms them
-        but reach `_known` only with their watch echo; a relist that diffed `_known` alone
-        would never see the deletion of a written key whose echo was lost (compacted away)."""
+    def _held(self, kind: Kind) -> set[str]:
+        """The name of every key of `kind` the index holds a value of: those applied from etcd
+        and, for state keys, those the daemon wrote. Its writes reach the index when etcd
+        confirms them but reach `_known` only with their watch echo; a relist that diffed
+        `_known` alone would never see the deletion of a written key whose echo was lost
+        (compacted away)."""
         held = set(self._known[kind])
         resource = _STATE_RESOURCES.get(kind)
         if resource is not None:
-            state_key = self._layout.state_key
-            held.update(state_key(k).encode() for k in self._index.written_keys(resource))
+            held.update(k.name for k in self._index.written_keys(resource))
         return held
 
-    def _apply(self, kind: Kind, key: bytes, value: bytes | None, revision: int) -> set[WorkKey]:
-        try:
-            text = key.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadInput("invalid_encoding", "key is not UTF-8") from None
-        name = self._layout.name_in(kind, text)
-        if name is None:
-            return set()  # a key under a state prefix that is not a state key: not ours
+    def _apply(self, kind: Kind, name: str, value: bytes | None, revision: int) -> set[WorkKey]:
+        if not name.isascii() and not _utf8(name):
+            raise BadInput("invalid_encoding", "key is not UTF-8")
         if value is not None:
             check_size(value, self._max_value_bytes)
         index = self._index

@@ -102,6 +102,13 @@ class KeyLayout:
                 return None
         return rest
 
+    def key_of(self, kind: Kind, name: str) -> str:
+        """The key under `kind`'s prefix that carries `name` (the inverse of `name_in`)."""
+        prefix: str = getattr(self, _PREFIX_FIELD[kind])
+        if kind in (Kind.MODEL_STATE, Kind.PACKAGE_STATE):
+            return f"{prefix}{name}/state"
+        return prefix + name
+
     def state_key(self, key: WorkKey) -> str:
-        prefix = self.model_states if key.resource is Resource.MODEL else self.package_states
-        return f"{prefix}{key.name}/state"
+        kind = Kind.MODEL_STATE if key.resource is Resource.MODEL else Kind.PACKAGE_STATE
+        return self.key_of(kind, key.name)
