@@ -35,7 +35,7 @@ import signal
 import traceback
 import types
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import looptime
 import structlog
@@ -53,6 +53,8 @@ from statemanager.runtime.metrics import Metrics
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime
 from support.servicer import Aborted, container_list, send_list
+
+T = TypeVar("T")
 
 FAULT_SECONDS = 20.0
 SETTLE_SECONDS = 60.0
@@ -767,11 +769,16 @@ def _drop_every_line(_logger: Any, _method: str, _event: Any) -> Any:
     raise structlog.DropEvent
 
 
-def simulate(seed: int, trace: Callable[[str], None] | None = None) -> list[str]:
-    """Run `seed`'s schedule on a fresh virtual-time loop; the invariants it broke."""
+def simulate(
+    seed: int, trace: Callable[[str], None] | None = None, keep: Sequence[int] | None = None
+) -> list[str]:
+    """Run `seed`'s schedule on a fresh virtual-time loop; the invariants it broke. `keep`
+    runs only those steps of it (their indices), as `shrink` found them."""
     lines: list[str] = []
     sink = trace or lines.append
     schedule = make_schedule(seed)
+    if keep is not None:
+        schedule = [schedule[i] for i in keep]
     # A run's thousands of lines cost more than the run: drop them. Without caching, so the
     # loggers are not bound to this configuration for the tests that run after (tests/conftest.py
     # restores the previous one after each test).
@@ -832,5 +839,36 @@ async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation
     return sim
 
 
-def replay_command(seed: int) -> str:
-    return f"SIM_SEED={seed} .venv/bin/pytest tests/simulation -k replay -s"
+def replay_command(seed: int, keep: Sequence[int] | None = None) -> str:
+    steps = "" if keep is None else f"SIM_KEEP={','.join(map(str, keep)) or '-'} "
+    return f"SIM_SEED={seed} {steps}.venv/bin/pytest tests/simulation -k replay -s"
+
+
+def invariant(failure: str) -> str:
+    """Which invariant a failure line names ("INVARIANT reconcile: ..." -> "INVARIANT reconcile")."""
+    return failure.split(":", 1)[0]
+
+
+def shrink(seed: int, failures: Sequence[str]) -> list[int]:
+    """The indices of a small part of `seed`'s schedule that still breaks the first of
+    `failures`' invariants: a shorter trace to read. Each run is deterministic, so the part
+    replays exactly (`simulate(seed, keep=...)`)."""
+    broken = invariant(failures[0])
+    return minimize(
+        list(range(len(make_schedule(seed)))),
+        lambda kept: any(invariant(f) == broken for f in simulate(seed, keep=kept)),
+    )
+
+
+def minimize(items: list[T], fails: Callable[[list[T]], bool]) -> list[T]:
+    """Drop one item at a time, keeping each drop after which `fails` still holds, until no
+    single item can go (one-at-a-time delta debugging: quadratic in the worst case, and a
+    schedule has a few dozen steps)."""
+    changed = True
+    while changed:
+        changed = False
+        for i in reversed(range(len(items))):
+            candidate = items[:i] + items[i + 1 :]
+            if fails(candidate):
+                items, changed = candidate, True
+    return items

@@ -1,7 +1,8 @@
 """The simulator's CI profile, its replay entry point and the seeds that found bugs.
 
 Profiles (README, "Simulation"): `SIM_SCHEDULES` (default 1,000) seeds from `SIM_FIRST` (default
-0) run in the normal test run; `SIM_SEED=n` with `-k replay` runs one seed and prints its trace.
+0) run in the normal test run; `SIM_SEED=n` with `-k replay` runs one seed and prints its trace
+(`SIM_KEEP=i,j,...` only those steps of it, as a shrunk failure prints them).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from simulation.sim import replay_command, simulate
+from simulation.sim import make_schedule, minimize, replay_command, shrink, simulate
 
 SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "1000"))
 FIRST = int(os.environ.get("SIM_FIRST", "0"))
@@ -56,8 +57,15 @@ def _check(seed: int) -> None:
     trace: list[str] = []
     failures = simulate(seed, trace.append)
     if failures:
+        keep = shrink(seed, failures)
+        shrunk: list[str] = []
+        simulate(seed, shrunk.append, keep)
         pytest.fail(
-            f"seed {seed} broke an invariant; replay: {replay_command(seed)}\n" + "\n".join(trace),
+            f"seed {seed} broke an invariant; replay: {replay_command(seed)}\n"
+            + "\n".join(trace)
+            + f"\n\nthe same invariant broken by {len(keep)} of its steps; replay: "
+            + f"{replay_command(seed, keep)}\n"
+            + "\n".join(shrunk),
             pytrace=False,
         )
 
@@ -81,8 +89,37 @@ def test_regression_seed(seed: int) -> None:
 
 @pytest.mark.skipif("SIM_SEED" not in os.environ, reason="set SIM_SEED to replay one schedule")
 def test_replay() -> None:
+    """SIM_SEED's schedule, or with SIM_KEEP (step indices, as a shrunk failure prints them)
+    only those of its steps."""
     seed = int(os.environ["SIM_SEED"])
+    kept = os.environ.get("SIM_KEEP")
+    keep = None if kept is None else [int(i) for i in kept.split(",") if i not in ("", "-")]
     trace: list[str] = []
-    failures = simulate(seed, trace.append)
+    failures = simulate(seed, trace.append, keep)
     print("\n".join(trace))
-    assert not failures, f"replay: {replay_command(seed)}"
+    assert not failures, f"replay: {replay_command(seed, keep)}"
+
+
+def test_minimize_keeps_only_what_the_failure_needs() -> None:
+    """The shrinker's search: of twelve steps, a failure that needs steps 3 and 8 (in that
+    order) is left with exactly those two, each other one tried and dropped."""
+    tried: list[list[int]] = []
+
+    def fails(kept: list[int]) -> bool:
+        tried.append(kept)
+        return 3 in kept and 8 in kept and kept.index(3) < kept.index(8)
+
+    assert minimize(list(range(12)), fails) == [3, 8]
+    assert len(tried) >= 12
+
+
+def test_a_kept_part_of_a_schedule_runs_exactly_those_steps() -> None:
+    """What a shrunk failure replays: `keep` runs the chosen steps of the seed's schedule, in
+    their order, and no other."""
+    schedule = make_schedule(7)
+    keep = [0, 1, len(schedule) - 1]
+    trace: list[str] = []
+    simulate(7, trace.append, keep)
+    steps = [line for line in trace if line.startswith("t=") and "converged" not in line]
+    assert steps[: len(keep)] == [str(schedule[i]) for i in keep]
+    assert str(schedule[2]) not in trace
