@@ -50,9 +50,9 @@ async def test_listings_hold_off_full_collections_and_restore_them(
     seen: list[tuple[bool, tuple[int, int, int]]] = []
     original = Controller.load
 
-    def load(self: Controller, *args: Any, **kwargs: Any) -> None:
+    async def load(self: Controller, *args: Any, **kwargs: Any) -> int:
         seen.append((gc.isenabled(), gc.get_threshold()))
-        original(self, *args, **kwargs)
+        return await original(self, *args, **kwargs)
 
     monkeypatch.setattr(Controller, "load", load)
     young, middle, old = gc.get_threshold()

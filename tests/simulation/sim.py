@@ -42,7 +42,16 @@ import structlog
 
 from simulation import oracle
 from statemanager.adapters.actioncontroller import ReconcileOutcome
-from statemanager.adapters.etcd import Delete, Fence, Guard, Put, TxnResult, WatchBatch, prefix_end
+from statemanager.adapters.etcd import (
+    Delete,
+    Fence,
+    Guard,
+    Page,
+    Put,
+    TxnResult,
+    WatchBatch,
+    prefix_end,
+)
 from statemanager.adapters.stateservice import StateService
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.runtime import controller as controller_module
@@ -255,6 +264,20 @@ class Link:
                 yield batch
         finally:
             await stream.aclose()
+
+    async def pages(
+        self, prefixes: Sequence[str], page_size: int = 1000
+    ) -> AsyncGenerator[Page, None]:
+        listing = self._mem.pages(prefixes, page_size)
+        try:
+            while True:
+                await self._gate()  # each page is a read, held like any other request
+                page = await anext(listing, None)
+                if page is None:
+                    return
+                yield page
+        finally:
+            await listing.aclose()
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._mem, name)

@@ -42,10 +42,12 @@ from statemanager.adapters.etcd import (
     Guard,
     Header,
     KeyValue,
+    Page,
     Put,
     Snapshot,
     TxnResult,
     WatchBatch,
+    collect,
     prefix_end,
 )
 from statemanager.core.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
@@ -480,18 +482,26 @@ class MemEtcd:
         return records[0].kv() if records else None
 
     async def snapshot(self, prefixes: Sequence[str], page_size: int = 1000) -> Snapshot:
-        """Every prefix at one revision. Each prefix is one read (`page_size` is the adapter's
-        concern, not etcd's) and a scheduling point, so a compaction can land between two reads
-        and the next one raises Compacted, as a real listing does."""
+        return await collect(self.pages(prefixes, page_size))
+
+    async def pages(
+        self, prefixes: Sequence[str], page_size: int = 1000
+    ) -> AsyncGenerator[Page, None]:
+        """Every prefix at one revision, `page_size` keys a page. Each page is one read and a
+        scheduling point, so a fault or a compaction can land between two pages and the next
+        read raises, as a real listing does."""
         revision = 0
-        listing: dict[str, list[KeyValue]] = {}
         for prefix in prefixes:
-            await self._request()
             start = prefix.encode()
-            found = self.range_now(start, prefix_end(start), revision=revision)
-            revision = revision or found.revision
-            listing[prefix] = [r.kv() for r in found.records]
-        return Snapshot(revision, listing)
+            while True:
+                await self._request()
+                end = prefix_end(prefix.encode())
+                found = self.range_now(start, end, limit=page_size, revision=revision)
+                revision = revision or found.revision
+                yield Page(prefix, revision, [r.kv() for r in found.records])
+                if not found.more or not found.records:
+                    break
+                start = found.records[-1].key + b"\x00"
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
         return (await self.snapshot([prefix])).listing[prefix]

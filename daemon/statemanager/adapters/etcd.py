@@ -13,7 +13,7 @@ what happens when a request fails (the retry policy) are the session's alone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -246,6 +246,24 @@ class Snapshot(NamedTuple):
     listing: dict[str, list[KeyValue]]
 
 
+class Page(NamedTuple):
+    """One page of a listing: some of `prefix`'s keys, read at `revision` like every other
+    page of the same listing. Every prefix yields at least one page (empty when it has no key)."""
+
+    prefix: str
+    revision: int
+    items: list[KeyValue]
+
+
+async def collect(pages: AsyncIterator[Page]) -> Snapshot:
+    """A whole listing from its pages."""
+    revision, listing = 0, dict[str, list[KeyValue]]()
+    async for page in pages:
+        revision = page.revision
+        listing.setdefault(page.prefix, []).extend(page.items)
+    return Snapshot(revision, listing)
+
+
 class Candidates(NamedTuple):
     """An election's candidates by ascending create revision, read at `revision`."""
 
@@ -278,7 +296,14 @@ class EtcdKV(_Facade):
         return _kv(resp.kvs[0]) if resp.kvs else None
 
     async def snapshot(self, prefixes: Sequence[str], page_size: int = PAGE_KEYS) -> Snapshot:
-        """List every prefix at one revision, paging so no response grows without bound.
+        """Every prefix at one revision (`pages`, collected)."""
+        return await collect(self.pages(prefixes, page_size))
+
+    async def pages(
+        self, prefixes: Sequence[str], page_size: int = PAGE_KEYS
+    ) -> AsyncGenerator[Page, None]:
+        """List every prefix at one revision, a page at a time, so no response grows without
+        bound and a caller can apply each page and let it go before the next arrives.
 
         A page is at most `page_size` keys; one whose response would exceed the receive limit
         (large values) is asked again with half as many keys, down to one, and later pages keep
@@ -286,11 +311,9 @@ class EtcdKV(_Facade):
         again), TooLarge only when a single key's response is over the limit.
         """
         revision = 0
-        listing: dict[str, list[KeyValue]] = {}
         for prefix in prefixes:
             start = prefix.encode()
             end = prefix_end(start)
-            items: list[KeyValue] = []
             while True:
                 req = rpc.RangeRequest(key=start, range_end=end, limit=page_size, revision=revision)
                 try:
@@ -302,12 +325,10 @@ class EtcdKV(_Facade):
                     log.info("etcd_page_halved", prefix=prefix, page_keys=page_size, error=str(exc))
                     continue
                 revision = revision or int(resp.header.revision)
-                items.extend(_kv(kv) for kv in resp.kvs)
+                yield Page(prefix, revision, [_kv(kv) for kv in resp.kvs])
                 if not resp.more or not resp.kvs:
                     break
                 start = bytes(resp.kvs[-1].key) + b"\x00"
-            listing[prefix] = items
-        return Snapshot(revision, listing)
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
         """Every key under `prefix`, at one revision."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from statemanager.core.errors import BadInput
@@ -47,6 +47,15 @@ class Report:
     @property
     def rejected(self) -> bool:
         return self.kind != UNASSIGNED
+
+
+@dataclass(slots=True)
+class Relist:
+    """A listing being applied page by page (`Ingest.relist`)."""
+
+    delivered: dict[str, int]
+    seen: dict[Kind, set[str]] = field(default_factory=dict)  # names listed, per kind
+    result: Resync = field(default_factory=lambda: Resync(set(), [], []))
 
 
 @dataclass(slots=True)
@@ -88,6 +97,7 @@ class Ingest:
         # second copy of every key would cost ~120 bytes per container.
         self._known: dict[Kind, dict[str, int]] = {k: {} for k in Kind}
         self._rejected: dict[bytes, int] = {}
+        self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
         # Spec kinds: how to parse a value, and the index's put and delete for it.
         self._specs: dict[
             Kind, tuple[Callable[[bytes, str], Any], _Put, Callable[[str], set[WorkKey]]]
@@ -168,54 +178,24 @@ class Ingest:
         self._rejected.clear()
         self._index.forget_revisions()
 
-    def resync_all(
-        self,
-        listing: Mapping[str, Iterable[tuple[bytes, bytes, int]]],
-        revision: int,
-        delivered: Mapping[str, int] | None = None,
-    ) -> Resync:
-        """`resync` every prefix of a listing (prefix → (key, value, mod revision) items).
+    def relist(self, delivered: Mapping[str, int] | None = None) -> Relist:
+        """Begin applying a full listing taken at one revision, a page at a time (`page`, then
+        `finish`): each page's keys are applied as it comes, so the listing never sits whole
+        beside the index; keys absent from the whole listing are deleted at the end.
 
         `delivered` maps a prefix to the newest revision the watch had fully applied for it;
         a listed change at or below that revision is one the watch should have delivered.
+        Until `finish`, the index is part old and part new: nothing should plan on it.
         """
-        kinds = {prefix: kind for kind, prefix in self._layout.watched().items()}
-        total = Resync(set(), [], [])
-        for prefix, items in listing.items():
-            part = self._resync(kinds[prefix], items, revision, (delivered or {}).get(prefix, 0))
-            total.dirty |= part.dirty
-            total.reports.extend(part.reports)
-            total.drifted.extend(part.drifted)
-        # Judged once the whole listing is applied: a container listed before the Model spec
-        # that names it is not unassigned, whatever order the prefixes came in.
-        total.reports.extend(self._unassigned_reports(revision))
-        return total
+        return Relist(dict(delivered or {}))
 
-    def resync(
-        self,
-        kind: Kind,
-        items: Iterable[tuple[bytes, bytes, int]],
-        revision: int,
-        delivered: int = 0,
-    ) -> Resync:
-        """Make the index match a full listing of `kind`'s prefix taken at `revision`.
-
-        Keys absent from the listing are deleted; keys whose mod revision changed are applied.
-        """
-        result = self._resync(kind, items, revision, delivered)
-        result.reports.extend(self._unassigned_reports(revision))
-        return result
-
-    def _resync(
-        self,
-        kind: Kind,
-        items: Iterable[tuple[bytes, bytes, int]],
-        revision: int,
-        delivered: int,
-    ) -> Resync:
-        result = Resync(set(), [], [])
-        seen: set[str] = set()
+    def page(self, relist: Relist, prefix: str, items: Iterable[tuple[bytes, bytes, int]]) -> None:
+        """Apply one page of `prefix`'s (key, value, mod revision) items to `relist`."""
+        kind = self._kinds[prefix]
+        seen = relist.seen.setdefault(kind, set())
         known = self._known[kind]
+        result = relist.result
+        delivered = relist.delivered.get(prefix, 0)
         for key, value, mod_revision in items:
             name = self._name(kind, key)
             if name is None:
@@ -228,11 +208,46 @@ class Ingest:
             more, reports = self._apply_named(kind, key, name, value, mod_revision)
             result.dirty |= more
             result.reports.extend(reports)
-        for name in sorted(self._held(kind) - seen):
-            key = self._layout.key_of(kind, name).encode("utf-8", "surrogateescape")
-            more, _ = self._apply_named(kind, key, name, None, revision)
-            result.dirty |= more
+
+    def finish(self, relist: Relist, revision: int) -> Resync:
+        """Delete what the listing (taken at `revision`) did not hold; what it all changed.
+        Containers left unassigned are judged once the whole listing is applied: one listed
+        before the Model spec that names it is not unassigned, whatever order pages came in."""
+        result = relist.result
+        for kind, seen in relist.seen.items():
+            for name in sorted(self._held(kind) - seen):
+                key = self._layout.key_of(kind, name).encode("utf-8", "surrogateescape")
+                more, _ = self._apply_named(kind, key, name, None, revision)
+                result.dirty |= more
+        result.reports.extend(self._unassigned_reports(revision))
         return result
+
+    def resync_all(
+        self,
+        listing: Mapping[str, Iterable[tuple[bytes, bytes, int]]],
+        revision: int,
+        delivered: Mapping[str, int] | None = None,
+    ) -> Resync:
+        """A whole listing (prefix → items) applied at once: `relist`, a page per prefix,
+        `finish`."""
+        relist = self.relist(delivered)
+        for prefix, items in listing.items():
+            self.page(relist, prefix, items)
+        return self.finish(relist, revision)
+
+    def resync(
+        self,
+        kind: Kind,
+        items: Iterable[tuple[bytes, bytes, int]],
+        revision: int,
+        delivered: int = 0,
+    ) -> Resync:
+        """Make the index match a full listing of `kind`'s prefix taken at `revision`.
+
+        Keys absent from the listing are deleted; keys whose mod revision changed are applied.
+        """
+        prefix = self._layout.watched()[kind]
+        return self.resync_all({prefix: items}, revision, {prefix: delivered})
 
     def _held(self, kind: Kind) -> set[str]:
         """The name of every key of `kind` the index holds a value of: those applied from etcd

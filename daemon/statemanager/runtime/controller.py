@@ -8,14 +8,15 @@ by the event, and the error policy sits in one place (`_process`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 import structlog
 
-from statemanager.adapters.etcd import Event, Fence, KeyValue
+from statemanager.adapters.etcd import Event, Fence, KeyValue, Page
 from statemanager.core.errors import EtcdError, EtcdUnavailable, TooLarge
 from statemanager.core.index import Index
 from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
@@ -79,25 +80,38 @@ class Controller:
         # Per key planning raised on: the cause revision it was last reported at (a bug's
         # keys only, so this stays small).
         self._quarantine_logged: dict[WorkKey, int] = {}
+        # Set while the index holds a whole listing (clear before the first and during each
+        # relist); held by the worker around each batch it plans and writes.
+        self._whole = asyncio.Event()
+        self._planning = asyncio.Lock()
 
     # -- intake -------------------------------------------------------------------------------
 
-    def load(
-        self,
-        revision: int,
-        listing: Mapping[str, list[KeyValue]],
-        delivered: Mapping[str, int] | None = None,
-    ) -> None:
-        """Bring the index to a full listing taken at `revision` and queue every key. The
-        listing is consumed (each list is emptied as it is applied).
+    async def load(
+        self, pages: AsyncIterator[Page], delivered: Mapping[str, int] | None = None
+    ) -> int:
+        """Bring the index to a full listing, read and applied a page at a time, and queue
+        every key; returns the listing's revision. Each page's values are let go as they are
+        applied, so the listing never sits whole beside the index (docs/design.md, Footprint).
+
+        While it runs the index is part old, part new, so the worker plans nothing from the
+        first page until the last is applied; a listing that fails half-way (etcd gone, history
+        compacted) leaves the worker waiting for the next whole one.
 
         Used at start, after a compaction and for the periodic resync: keys deleted while we
         were blind are found by the diff, and queueing everything writes all differences.
         `delivered` (per prefix, the newest revision the watch applied) lets the diff tell
         changes the watch missed, which are logged as drift.
         """
-        drained = {prefix: _drained(items) for prefix, items in listing.items()}
-        result = self._ingest.resync_all(drained, revision, delivered)
+        async with self._planning:  # a batch being planned or written finishes first
+            self._whole.clear()
+            relist = self._ingest.relist(delivered)
+            revision = 0
+            async for page in pages:
+                revision = page.revision
+                items: Iterator[KeyValue] = _drained(page.items)
+                self._ingest.page(relist, page.prefix, items)
+            result = self._ingest.finish(relist, revision)
         self._report(result.reports)
         if result.drifted:
             self._metrics.resync_drift.inc(len(result.drifted))
@@ -109,6 +123,8 @@ class Controller:
             )
         self._mark(result.dirty | self._index.all_keys(), revision)
         self._refresh_gauges()
+        self._whole.set()
+        return revision
 
     def forget_history(self) -> None:
         """etcd's history was replaced (a wipe, a restore): every revision learnt so far belongs
@@ -166,9 +182,16 @@ class Controller:
         (deduplicated, so bounded by the number of models and packages)."""
         while True:
             fence = await leadership.wait_leader()
+            # A batch taken from a part-applied listing would hold keys its end marks again.
+            await self._whole.wait()
             keys = await self._queue.get_batch(BATCH_KEYS)
             try:
-                await self._process(keys, fence, leadership)
+                while True:  # until planned on a whole listing (one may begin meanwhile)
+                    await self._whole.wait()
+                    async with self._planning:
+                        if self._whole.is_set():
+                            await self._process(keys, fence, leadership)
+                            break
             finally:
                 self._queue.done(keys)
 

@@ -20,12 +20,12 @@ import asyncio
 import contextlib
 import gc
 import random
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import structlog
 
-from statemanager.adapters.etcd import Event, Header, KeyValue, Snapshot, WatchBatch
+from statemanager.adapters.etcd import Event, Header, Page, WatchBatch
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable, TooLarge
 from statemanager.runtime.backoff import Backoff
 from statemanager.runtime.health import Health
@@ -38,7 +38,9 @@ NEVER = 2**31 - 1  # a collection threshold that is never reached
 
 
 class WatchClient(Protocol):
-    async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
+    def pages(
+        self, prefixes: Sequence[str], page_size: int = ...
+    ) -> AsyncGenerator[Page, None]: ...
 
     def watch(
         self, starts: Mapping[str, int], progress_every: float
@@ -50,12 +52,9 @@ class WatchClient(Protocol):
 class EventSink(Protocol):
     """Where the watcher hands what etcd holds (the controller)."""
 
-    def load(
-        self,
-        revision: int,
-        listing: Mapping[str, list[KeyValue]],
-        delivered: Mapping[str, int] | None = ...,
-    ) -> None: ...
+    async def load(
+        self, pages: AsyncIterator[Page], delivered: Mapping[str, int] | None = ...
+    ) -> int: ...
 
     def apply(self, prefix: str, events: Sequence[Event]) -> None: ...
     def forget_history(self) -> None: ...
@@ -136,8 +135,8 @@ class Watcher:
             try:
                 if not listed:
                     with _no_full_collections():
-                        revision, listing = await self._client.snapshot(self._prefixes)
-                        self._sink.load(revision, listing, self._delivered)
+                        async with contextlib.aclosing(self._client.pages(self._prefixes)) as pages:
+                            revision = await self._sink.load(pages, self._delivered)
                     self._delivered = dict.fromkeys(self._prefixes, revision)
                     self._metrics.last_revision.set(revision)
                     self._health.watching(revision)
