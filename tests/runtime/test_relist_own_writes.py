@@ -45,8 +45,9 @@ async def test_listings_hold_off_full_collections_and_restore_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """While a listing is loaded (at start, and the relist after a compaction) the cycle
-    collector makes no full collection but keeps its young ones (they free PyYAML's cyclic
-    garbage); its thresholds are back afterwards, so a long run keeps the usual schedule."""
+    collector makes no full collection but keeps its young ones (they free the cyclic garbage
+    made meanwhile); its thresholds are back afterwards, so a long run keeps the usual
+    schedule."""
     seen: list[tuple[bool, tuple[int, int, int]]] = []
     original = Controller.load
 

@@ -67,9 +67,10 @@ def _no_full_collections() -> Iterator[None]:
 
     A listing builds a few long-lived objects per key (a million and more at 100,000
     containers), and each full collection while that heap grows walks all of it: seven took
-    ~0.4 s of a 100,000-container cold start. The young collections go on: parsing specs
-    leaves cyclic garbage (PyYAML's loaders) that only they free; with the collector off
-    altogether it piled up to 600 MB. The usual schedule resumes afterwards.
+    ~0.4 s of a 100,000-container cold start. The young collections go on, so cyclic garbage
+    made meanwhile is still freed: with the collector off altogether, the cycles spec parsing
+    made then (recursive closures, since untangled) piled up to 600 MB. The usual schedule
+    resumes afterwards.
     """
     young, middle, old = gc.get_threshold()
     gc.set_threshold(young, middle, NEVER)
