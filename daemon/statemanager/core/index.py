@@ -137,8 +137,12 @@ class Index:
             else:
                 self._became_unassigned.append(cid)
             return
-        self._model_containers.setdefault(model, {})[cid] = None
-        self._counts.setdefault(model, Counter())[cls] += 1
+        members = self._model_containers.get(model)
+        if members is None:  # not setdefault: that would build a Counter for every container
+            members = self._model_containers[model] = {}
+            self._counts[model] = Counter()
+        members[cid] = None
+        self._counts[model][cls] += 1
 
     def _detach(self, cid: str, model: str | None, cls: ContainerClass) -> None:
         if model is None:
