@@ -53,6 +53,44 @@ async def test_a_large_listing_takes_few_pages(etcd: Etcd, etcd_endpoint: str) -
     assert ranges == [None, None]
 
 
+async def test_the_next_page_is_read_while_the_caller_applies_one(
+    etcd: Etcd, etcd_endpoint: str
+) -> None:
+    """A listing asks etcd for its next page before it hands one over, so etcd reads while
+    the caller applies; a caller that stops after one page leaves no request behind."""
+    prefix = etcd.layout.containers
+    ranges: list[str | None] = []
+    client = EtcdClient(
+        [etcd_endpoint],
+        timeout=10,
+        observe=lambda op, _s, code: ranges.append(code) if op == "range" else None,
+    )
+    try:
+        await client.txn((), [Put(f"{prefix}k{i:02}".encode(), b"{}") for i in range(25)])
+        ranges.clear()
+        pages = client.pages([prefix], page_size=10)
+        first = await anext(pages)
+        assert len(first.items) == 10
+
+        async def second_page_asked() -> bool:
+            return len(ranges) == 2
+
+        await eventually(second_page_asked, what="the second page's range answered")
+        rest = [page async for page in pages]
+        assert [len(page.items) for page in rest] == [10, 5]
+        assert len(ranges) == 3
+
+        ranges.clear()
+        pages = client.pages([prefix], page_size=10)
+        await anext(pages)
+        await pages.aclose()  # stopped after one page: the next one's request is dropped
+        _, listing = await client.snapshot([prefix])  # and the client goes on working
+        assert len(listing[prefix]) == 25
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    finally:
+        await client.close()
+
+
 async def test_daemon_starts_over_a_listing_larger_than_64_mib(
     private: Etcd, make_daemon: DaemonMaker
 ) -> None:

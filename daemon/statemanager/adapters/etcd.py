@@ -13,6 +13,7 @@ what happens when a request fails (the retry policy) are the session's alone.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -246,6 +247,13 @@ class Snapshot(NamedTuple):
     listing: dict[str, list[KeyValue]]
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Take an abandoned request's outcome, so an error nobody awaits is not reported as
+    never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 class Page(NamedTuple):
     """One page of a listing: some of `prefix`'s keys, read at `revision` like every other
     page of the same listing. Every prefix yields at least one page (empty when it has no key)."""
@@ -309,26 +317,54 @@ class EtcdKV(_Facade):
         (large values) is asked again with half as many keys, down to one, and later pages keep
         the smaller size. Raises Compacted when the revision is compacted between pages (list
         again), TooLarge only when a single key's response is over the limit.
+
+        The next page is asked for before this one is handed over, so etcd reads it while the
+        caller applies this one (etcd's share of a large listing is about as long as the
+        caller's, on another core): at most one response waits beside the page being applied.
         """
-        revision = 0
-        for prefix in prefixes:
-            start = prefix.encode()
-            end = prefix_end(start)
+        cursors = deque((p, p.encode(), prefix_end(p.encode())) for p in prefixes)
+        if not cursors:
+            return
+        prefix, start, end = cursors.popleft()
+        resp, page_size = await self._page(prefix, start, end, page_size, 0)
+        revision = int(resp.header.revision)  # the first page's: every other page is read at it
+        following: asyncio.Future[tuple[Any, int]] | None = None
+        try:
             while True:
-                req = rpc.RangeRequest(key=start, range_end=end, limit=page_size, revision=revision)
-                try:
-                    resp = await self._session.call(RANGE, req)
-                except TooLarge as exc:
-                    if page_size == 1:
-                        raise
-                    page_size = max(1, page_size // 2)
-                    log.info("etcd_page_halved", prefix=prefix, page_keys=page_size, error=str(exc))
-                    continue
-                revision = revision or int(resp.header.revision)
-                yield Page(prefix, revision, [_kv(kv) for kv in resp.kvs])
-                if not resp.more or not resp.kvs:
-                    break
-                start = bytes(resp.kvs[-1].key) + b"\x00"
+                after = None
+                if resp.more and resp.kvs:
+                    after = (prefix, bytes(resp.kvs[-1].key) + b"\x00", end)
+                elif cursors:
+                    after = cursors.popleft()
+                page = Page(prefix, revision, [_kv(kv) for kv in resp.kvs])
+                resp = None  # the raw response goes before the next one arrives
+                if after is None:
+                    yield page
+                    return
+                following = asyncio.ensure_future(self._page(*after, page_size, revision))
+                yield page
+                prefix, start, end = after
+                resp, page_size = await following
+                following = None
+        finally:
+            if following is not None:  # the caller stopped early
+                following.add_done_callback(_retrieve)
+                following.cancel()
+
+    async def _page(
+        self, prefix: str, start: bytes, end: bytes, page_size: int, revision: int
+    ) -> tuple[Any, int]:
+        """etcd's answer for up to `page_size` keys from `start`, and the page size it took:
+        halved while the response is over the receive limit."""
+        while True:
+            req = rpc.RangeRequest(key=start, range_end=end, limit=page_size, revision=revision)
+            try:
+                return await self._session.call(RANGE, req), page_size
+            except TooLarge as exc:
+                if page_size == 1:
+                    raise
+                page_size = max(1, page_size // 2)
+                log.info("etcd_page_halved", prefix=prefix, page_keys=page_size, error=str(exc))
 
     async def list_prefix(self, prefix: str) -> list[KeyValue]:
         """Every key under `prefix`, at one revision."""
