@@ -25,6 +25,7 @@ from statemanager.core.keys import name_problem
 from statemanager.core.states import ContainerClass, ContainerStatus, classify, parse_status
 
 MODEL_ANNOTATION = "io.pullpiri.annotations.model"
+_MODEL_FIELD = f"annotation {MODEL_ANNOTATION}"
 
 # A spec document, with every alias expanded, may hold this many nodes: real Package/Model/
 # Scenario specs hold tens to a few thousand. It bounds a parse's time and memory whatever the
@@ -290,8 +291,9 @@ def parse_container(raw: bytes) -> ContainerInfo:
     # (json recurses into RecursionError), NaN and Infinity, lone surrogates; an integer beyond
     # 64 bits becomes a float, never a 5,000-digit int (which json turns into ValueError).
     try:
-        doc = orjson.loads(_utf8(raw))  # decoded first to tell bad encoding from bad JSON
+        doc = orjson.loads(raw)  # orjson checks the encoding as it reads
     except orjson.JSONDecodeError as exc:
+        _utf8(raw)  # bad encoding is told apart from bad JSON
         raise BadInput("invalid_json", f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
     doc = _mapping(doc, "container info")
     state = _mapping(doc.get("state"), "state")
@@ -307,11 +309,14 @@ def parse_container(raw: bytes) -> ContainerInfo:
         raise BadInput("wrong_type", f"names must be a list, got {type(raw_names).__name__}")
     # Interned: the index keeps every container's info, and a fleet repeats each model name
     # (and each container and node name, across nodes) in many containers; one copy of each.
-    names = tuple(sys.intern(_string(n, "names[]")) for n in raw_names)
+    try:
+        names = tuple(map(sys.intern, raw_names))
+    except TypeError:  # not a string: say which
+        names = tuple(_string(n, "names[]") for n in raw_names)
     annotation = _mapping(doc.get("annotation", {}), "annotation")
     model = annotation.get(MODEL_ANNOTATION)
     if model is not None:
-        model = sys.intern(_valid_name(model, f"annotation {MODEL_ANNOTATION}"))
+        model = sys.intern(_valid_name(model, _MODEL_FIELD))
     node = doc.get("node")
     if node is not None:
         node = sys.intern(_string(node, "node"))
