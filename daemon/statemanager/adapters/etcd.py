@@ -570,34 +570,30 @@ async def _ask_progress(call: Any, every: float) -> None:
 
 def txn_request(guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None) -> Any:
     """The TxnRequest for `EtcdClient.txn`: a compare per guard (and the fence), `ops` on
-    success, a read of every guarded key (and the fence) on failure."""
-    compare = [
-        rpc.Compare(
-            result=rpc.Compare.EQUAL,
-            target=rpc.Compare.MOD,
-            key=g.key,
-            mod_revision=g.mod_revision,
+    success, a read of every guarded key (and the fence) on failure. Each part is built in
+    place (`add`): a message built apart and then put in a repeated field is built twice."""
+    txn = rpc.TxnRequest()
+    compare, success, failure = txn.compare, txn.success, txn.failure
+    for g in guards:
+        compare.add(
+            result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, key=g.key, mod_revision=g.mod_revision
         )
-        for g in guards
-    ]
-    failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key)) for g in guards]
+        failure.add().request_range.key = g.key
     if fence is not None:
-        compare.append(
-            rpc.Compare(
-                result=rpc.Compare.EQUAL,
-                target=rpc.Compare.CREATE,
-                key=fence.key,
-                create_revision=fence.create_revision,
-            )
+        compare.add(
+            result=rpc.Compare.EQUAL,
+            target=rpc.Compare.CREATE,
+            key=fence.key,
+            create_revision=fence.create_revision,
         )
-        failure.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=fence.key)))
-    success = [
-        rpc.RequestOp(request_put=rpc.PutRequest(key=op.key, value=op.value))
-        if isinstance(op, Put)
-        else rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=op.key))
-        for op in ops
-    ]
-    return rpc.TxnRequest(compare=compare, success=success, failure=failure)
+        failure.add().request_range.key = fence.key
+    for op in ops:
+        if isinstance(op, Put):
+            put = success.add().request_put
+            put.key, put.value = op.key, op.value
+        else:
+            success.add().request_delete_range.key = op.key
+    return txn
 
 
 def _header(resp: Any) -> Header:
