@@ -209,3 +209,10 @@ def test_specs_as_written_are_read_without_libyaml(text: str) -> None:
 )
 def test_what_the_reader_leaves_to_libyaml(text: str) -> None:
     assert plainyaml.load(text) is None
+
+
+def test_scalars_are_typed_by_the_loaders_own_table() -> None:
+    """The reader resolves a scalar's type with the very table the safe loader uses, which has
+    no resolver for every first character (PyYAML would try those on every scalar)."""
+    assert _SpecLoader.yaml_implicit_resolvers is plainyaml._RESOLVERS
+    assert None not in plainyaml._RESOLVERS
