@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from statemanager.adapters.etcd import EtcdClient, Put
+from statemanager.adapters.etcd import PAGE_SHARE, EtcdClient, Put
 from statemanager.runtime.metrics import Metrics
 
 from conftest import DaemonMaker, Etcd, eventually, states_are
@@ -89,6 +89,28 @@ async def test_the_next_page_is_read_while_the_caller_applies_one(
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     finally:
         await client.close()
+
+
+async def test_pages_are_larger_while_much_of_the_prefix_is_left(
+    etcd: Etcd, etcd_endpoint: str
+) -> None:
+    """etcd counts every key left for each page, so a page is at least 1/PAGE_SHARE of what
+    is left: 2,000 keys listed from 10-key pages take about half the requests fixed pages
+    would."""
+    prefix = etcd.layout.containers
+    client = EtcdClient([etcd_endpoint], timeout=10)
+    try:
+        for start in range(0, 2000, 100):
+            await client.txn(
+                (), [Put(f"{prefix}k{i:04}".encode(), b"{}") for i in range(start, start + 100)]
+            )
+        sizes = [len(page.items) async for page in client.pages([prefix], page_size=10)]
+    finally:
+        await client.close()
+    assert sum(sizes) == 2000
+    assert sizes[:2] == [10, (2000 - 10) // PAGE_SHARE]
+    assert len(sizes) < 2000 // 10 * 3 // 5
+    assert sizes[-1] <= 10  # once little is left, pages are back to the asked size
 
 
 async def test_daemon_starts_over_a_listing_larger_than_64_mib(
