@@ -16,10 +16,10 @@ walks them); at a million containers that was the largest part of a cold start.
 safe loader (`core/inputs.py::_SpecLoader`) would build, or None for anything it does not
 handle with certainty: any character outside printable ASCII, quotes, comments, anchors,
 aliases, tags, block scalars, directives or document markers, a scalar spanning lines, a flow
-collection spanning lines, a trailing comma, a scalar that YAML 1.1 would read as anything
-but a string, null, a boolean or a small decimal integer, a key that is not a string,
-indentation it does not recognise. None is never an error: the caller reads the text with
-libyaml, which gives the value or the precise error.
+collection spanning lines or holding another collection, a trailing comma, a scalar that
+YAML 1.1 would read as anything but a string, null, a boolean or a small decimal integer, a
+key that is not a string, indentation it does not recognise. None is never an error: the
+caller reads the text with libyaml, which gives the value or the precise error.
 
 What "exactly" means is pinned by a differential test against libyaml on generated and mutated
 documents (`tests/fuzz/test_plainyaml.py`).
