@@ -335,7 +335,7 @@ class EtcdKV(_Facade):
         cursors = deque((p, p.encode(), prefix_end(p.encode())) for p in prefixes)
         if not cursors:
             return
-        ceiling = MAX_PAGE_KEYS  # lowered to the size that fitted when a page is halved
+        ceiling = max(MAX_PAGE_KEYS, page_size)  # lowered to what fitted when a page is halved
         prefix, start, end = cursors.popleft()
         asked = page_size
         resp, fitted = await self._page(prefix, start, end, asked, 0)
