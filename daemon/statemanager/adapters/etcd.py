@@ -105,8 +105,9 @@ PAGE_KEYS = 10_000
 # left. etcd's time for a page grows with the keys left (~0.7 µs each, counting), the daemon's
 # with the keys in the page (~30 µs each, parsing and indexing): pages this large keep etcd's
 # counting shorter than the daemon's work on the page before, so with the read-ahead the
-# daemon never waits on it. At 1,000,000 containers with 10,000-key pages the daemon waited
-# ~0.3 s a page for the first fifty.
+# daemon never waits on it. At 1,000,000 containers etcd takes ~0.7 s for a first 10,000-key
+# page and the daemon ~0.3 s to apply one: with fixed pages it would wait through most of the
+# listing's first half.
 PAGE_SHARE = 40
 MAX_PAGE_KEYS = 50_000  # ~30 MB of container values: under the receive limit, halved if not
 
