@@ -13,6 +13,29 @@ from support import documents
 from support.runtime import daemon_settings, wire
 
 
+def counting_ranges(endpoint: str) -> tuple[EtcdClient, list[str | None]]:
+    """A client, and the outcome of each range request it makes (None: answered)."""
+    ranges: list[str | None] = []
+    client = EtcdClient(
+        [endpoint],
+        timeout=10,
+        observe=lambda op, _s, code: ranges.append(code) if op == "range" else None,
+    )
+    return client, ranges
+
+
+async def put_keys(client: EtcdClient, prefix: str, count: int) -> None:
+    """`count` small keys under `prefix`, 100 a transaction, in key order."""
+    for start in range(0, count, 100):
+        await client.txn(
+            (),
+            [
+                Put(f"{prefix}k{i:05}".encode(), b"{}")
+                for i in range(start, min(count, start + 100))
+            ],
+        )
+
+
 async def test_listing_pages_halve_when_a_response_is_too_large(
     etcd: Etcd, etcd_endpoint: str
 ) -> None:
@@ -34,17 +57,9 @@ async def test_a_large_listing_takes_few_pages(etcd: Etcd, etcd_endpoint: str) -
     """12,000 small keys are listed in two range requests: etcd counts every key from a page's
     start to the prefix's end for each page, so small pages make a large listing quadratic."""
     prefix = etcd.layout.containers
-    ranges: list[str | None] = []
-    client = EtcdClient(
-        [etcd_endpoint],
-        timeout=10,
-        observe=lambda op, _s, code: ranges.append(code) if op == "range" else None,
-    )
+    client, ranges = counting_ranges(etcd_endpoint)
     try:
-        for start in range(0, 12_000, 100):
-            await client.txn(
-                (), [Put(f"{prefix}k{i:05}".encode(), b"{}") for i in range(start, start + 100)]
-            )
+        await put_keys(client, prefix, 12_000)
         ranges.clear()
         _, listing = await client.snapshot([prefix])
     finally:
@@ -59,14 +74,9 @@ async def test_the_next_page_is_read_while_the_caller_applies_one(
     """A listing asks etcd for its next page before it hands one over, so etcd reads while
     the caller applies; a caller that stops after one page leaves no request behind."""
     prefix = etcd.layout.containers
-    ranges: list[str | None] = []
-    client = EtcdClient(
-        [etcd_endpoint],
-        timeout=10,
-        observe=lambda op, _s, code: ranges.append(code) if op == "range" else None,
-    )
+    client, ranges = counting_ranges(etcd_endpoint)
     try:
-        await client.txn((), [Put(f"{prefix}k{i:02}".encode(), b"{}") for i in range(25)])
+        await put_keys(client, prefix, 25)
         ranges.clear()
         pages = client.pages([prefix], page_size=10)
         first = await anext(pages)
@@ -100,10 +110,7 @@ async def test_pages_are_larger_while_much_of_the_prefix_is_left(
     prefix = etcd.layout.containers
     client = EtcdClient([etcd_endpoint], timeout=10)
     try:
-        for start in range(0, 2000, 100):
-            await client.txn(
-                (), [Put(f"{prefix}k{i:04}".encode(), b"{}") for i in range(start, start + 100)]
-            )
+        await put_keys(client, prefix, 2000)
         sizes = [len(page.items) async for page in client.pages([prefix], page_size=10)]
     finally:
         await client.close()
