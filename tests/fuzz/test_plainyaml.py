@@ -12,7 +12,7 @@ characters. Profiles (examples, seed): conftest.py.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import pytest
 import yaml
@@ -80,7 +80,8 @@ def trees(keys: st.SearchStrategy[str], leaves: st.SearchStrategy[str]) -> st.Se
     ).filter(lambda tree: isinstance(tree, dict | list))
 
 
-def flat(value: object) -> bool:
+def flat(value: object) -> TypeGuard[dict[str, str] | list[str]]:
+    """A collection of non-empty scalars only: one a flow collection can hold."""
     return isinstance(value, dict | list) and all(
         isinstance(v, str) and v for v in (value.values() if isinstance(value, dict) else value)
     )
@@ -104,7 +105,7 @@ def documents(
         if isinstance(value, str):
             return [f"{head}{draw(gap)}{value}" if value else head]
         if flat(value) and draw(st.booleans()):
-            return [f"{head}{draw(gap)}{flow(value, draw(st.sampled_from(['', ' '])))}"]  # type: ignore[arg-type]
+            return [f"{head}{draw(gap)}{flow(value, draw(st.sampled_from(['', ' '])))}"]
         if isinstance(value, list) and in_mapping and draw(st.booleans()):
             return [head, *block(value, indent)]  # a sequence at its key's indentation
         return [head, *block(value, indent + step)]

@@ -68,7 +68,7 @@ class Resync:
     drifted: list[str]
 
 
-def _utf8(name: str) -> bool:
+def _was_utf8(name: str) -> bool:
     """Whether a name read from a key with bad bytes escaped came from valid UTF-8."""
     try:
         name.encode("utf-8")
@@ -262,7 +262,7 @@ class Ingest:
         return held
 
     def _apply(self, kind: Kind, name: str, value: bytes | None, revision: int) -> set[WorkKey]:
-        if not name.isascii() and not _utf8(name):
+        if not name.isascii() and not _was_utf8(name):
             raise BadInput("invalid_encoding", "key is not UTF-8")
         if value is not None:
             check_size(value, self._max_value_bytes)

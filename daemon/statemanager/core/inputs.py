@@ -312,7 +312,9 @@ def parse_container(raw: bytes) -> ContainerInfo:
     try:
         names = tuple(map(sys.intern, raw_names))
     except TypeError:  # not a string: say which
-        names = tuple(_string(n, "names[]") for n in raw_names)
+        for n in raw_names:
+            _string(n, "names[]")
+        raise
     annotation = _mapping(doc.get("annotation", {}), "annotation")
     model = annotation.get(MODEL_ANNOTATION)
     if model is not None:
