@@ -18,7 +18,7 @@ from statemanager.devtools.localetcd import free_port
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
-from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, states_are
+from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, client_pair, states_are
 
 
 def serving(d: Daemon, node: str = "node-a") -> int:
@@ -418,3 +418,52 @@ def test_grpc_tls_settings_checked_at_start(
     result = cli(["run"], etcd_endpoint, layout, STATEMANAGER_GRPC_ENABLED="true", **env)
     assert result.returncode == 2, result.stderr
     assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_node_identity_needs_mutual_tls(etcd_endpoint: str, layout: KeyLayout) -> None:
+    """Binding nodes to certificates without client certificates is a configuration error."""
+    result = cli(
+        ["run"], etcd_endpoint, layout, STATEMANAGER_GRPC_ENABLED="true",
+        STATEMANAGER_GRPC_NODE_IDENTITY="true",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "grpc.node_identity needs grpc.tls_client_ca_file" in result.stderr
+
+
+async def test_a_node_reports_only_for_itself(
+    etcd: Etcd, certs: Certs, daemon_factory: DaemonMaker
+) -> None:
+    """With `grpc.node_identity` a list's node_name must be the client certificate's CN or a
+    SAN: node-1 stores its own list, and its list under node-2's name is refused
+    PERMISSION_DENIED, logged, counted, nothing stored; node-2's certificate still works."""
+    d = daemon_factory()
+    port = serving(d)
+    d.env.update(
+        STATEMANAGER_GRPC_TLS_CERT_FILE=str(certs.server_cert),
+        STATEMANAGER_GRPC_TLS_KEY_FILE=str(certs.server_key),
+        STATEMANAGER_GRPC_TLS_CLIENT_CA_FILE=str(certs.ca),
+        STATEMANAGER_GRPC_NODE_IDENTITY="true",
+    )
+    d.start()
+    await d.wait_synced()
+
+    async def send(pair: tuple[Path, Path], node: str) -> pb.SendContainerListResponse:
+        async with _tls_channel(port, certs.ca, pair) as channel:
+            stub = pb_grpc.StateManagerConnectionStub(channel)  # type: ignore[no-untyped-call]
+            request = pb.ContainerList(node_name=node, containers=[container("c", "running", "m")])
+            answer: pb.SendContainerListResponse = await stub.SendChangedContainerList(request)
+            return answer
+
+    one, two = client_pair(certs, "node-1"), client_pair(certs, "node-2")
+    await send(one, "node-1")
+    assert await listed(etcd, "node-1") == {"c"}
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await send(one, "node-2")
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "node-1" in (refused.value.details() or "")
+    assert await listed(etcd, "node-2") == set()
+    await send(two, "node-2")
+    assert await listed(etcd, "node-2") == {"c"}
+    assert 'statemanager_container_lists_total{result="not_this_node"} 1.0' in d.scrape()
+    assert 'statemanager_container_lists_total{result="stored"} 2.0' in d.scrape()
+    assert [e["code"] for e in d.events("container_list_refused")] == ["PERMISSION_DENIED"]

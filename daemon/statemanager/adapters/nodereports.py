@@ -42,6 +42,8 @@ from statemanager.core.nodelists import (
 
 log = structlog.get_logger("statemanager.nodereports")
 
+# What became of a node's list, as the service answers it (statemanager_container_lists_total).
+LIST_RESULTS = ("stored", "invalid", "not_this_node", "conflict", "unavailable")
 ATTEMPTS = 3  # a list written again when a concurrent report of the same node beat it
 # The most bytes of container lines in one chunk: several chunks fit one transaction, and a
 # chunk is a value the daemon accepts (`inputs.max_value_bytes`, at least this large).

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -21,7 +21,7 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 
 from statemanager.adapters.etcd import Fence, KeyValue, TxnClient
-from statemanager.adapters.nodereports import CHUNK_BYTES, Conflict, NodeReports
+from statemanager.adapters.nodereports import CHUNK_BYTES, Conflict, NodeReports, Stored
 from statemanager.adapters.tls import ServerTls
 from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable
 from statemanager.core.index import Index
@@ -61,11 +61,15 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         leadership: ServiceLeadership,
         on_confirmed: Callable[[WorkKey], None],
         max_value_bytes: int,
+        on_list: Callable[[str], None],
+        node_identity: bool = False,
     ) -> None:
         self._index = index
         self._layout = layout
         self._store = store
         self._reports = NodeReports(store, layout, min(CHUNK_BYTES, max_value_bytes))
+        self._on_list = on_list  # told each list's result, one of LIST_RESULTS
+        self._node_identity = node_identity
         self._leadership = leadership
         self._on_confirmed = on_confirmed
         self._max_value_bytes = max_value_bytes
@@ -148,21 +152,14 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         node = request.node_name
         try:
             containers = self._containers(request)
-            stored = await self._reports.store(node, containers)
+            if self._node_identity:
+                _check_identity(node, context.auth_context())
+            stored = await self._store_list(node, containers)
         except _Refused as exc:
+            self._on_list(exc.result)
             log.info("container_list_refused", node=_clip(node), code=exc.code.name, error=exc.text)
             await context.abort(exc.code, exc.text)
-        except Conflict as exc:
-            log.info("container_list_refused", node=node, code="ABORTED", error=str(exc))
-            await context.abort(grpc.StatusCode.ABORTED, str(exc))
-        except EtcdUnavailable as exc:
-            text = f"etcd unavailable: {exc}; the node's previous list stays current"
-            log.info("container_list_refused", node=node, code="UNAVAILABLE", error=text)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, text)
-        except EtcdError as exc:
-            text = f"etcd refused the list: {exc}; the node's previous list stays current"
-            log.info("container_list_refused", node=node, code="UNAVAILABLE", error=text)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, text)
+        self._on_list("stored")
         log.info(
             "container_list",
             node=node,
@@ -176,6 +173,20 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
             resp=f"stored {len(containers)} containers of node {node} at revision "
             f"{stored.revision}, replacing its list of {stored.previous or 0}"
         )
+
+    async def _store_list(self, node: str, containers: dict[str, bytes]) -> Stored:
+        """The list stored as node's current one; _Refused with why when it was not."""
+        kept = "the node's previous list stays current"
+        try:
+            return await self._reports.store(node, containers)
+        except Conflict as exc:
+            raise _Refused(grpc.StatusCode.ABORTED, str(exc), "conflict") from None
+        except EtcdUnavailable as exc:
+            text = f"etcd unavailable: {exc}; {kept}"
+            raise _Refused(grpc.StatusCode.UNAVAILABLE, text, "unavailable") from None
+        except EtcdError as exc:
+            text = f"etcd refused the list: {exc}; {kept}"
+            raise _Refused(grpc.StatusCode.UNAVAILABLE, text, "unavailable") from None
 
     def _containers(self, request: pb.ContainerList) -> dict[str, bytes]:
         """The list's container info values by id; _Refused unless every one is a value the
@@ -205,12 +216,32 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
 
 
 class _Refused(Exception):
-    """The answer to a request that was not (or not wholly) stored: nothing was written."""
+    """The answer to a request that was not (or not wholly) stored: nothing was written;
+    `result` is one of nodereports.LIST_RESULTS."""
 
-    def __init__(self, code: grpc.StatusCode, text: str) -> None:
+    def __init__(self, code: grpc.StatusCode, text: str, result: str = "invalid") -> None:
         super().__init__(text)
         self.code = code
         self.text = text
+        self.result = result
+
+
+# Where gRPC's auth context puts a verified client certificate's names.
+_CERT_NAMES = ("x509_common_name", "x509_subject_alternative_name")
+
+
+def _check_identity(node: str, auth: Mapping[str, Iterable[bytes]]) -> None:
+    """_Refused unless `node` is the client certificate's CN or one of its SANs (a node
+    reports only for itself, as Kubernetes' NodeRestriction limits kubelets)."""
+    names = {n.decode("utf-8", "replace") for field in _CERT_NAMES for n in auth.get(field, ())}
+    if node not in names:
+        shown = ", ".join(sorted(names)) or "no certificate"
+        raise _Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"node_name {_clip(node)!r} is not this client's certificate identity ({shown}): "
+            "a node reports only its own containers",
+            "not_this_node",
+        )
 
 
 def _clip(text: str, most: int = 80) -> str:

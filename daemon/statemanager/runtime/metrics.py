@@ -22,6 +22,7 @@ from prometheus_client import (
 
 from statemanager import __version__
 from statemanager.adapters.etcderrors import REFUSAL_REASONS
+from statemanager.adapters.nodereports import LIST_RESULTS
 from statemanager.core.inputs import BAD_INPUT_KINDS
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.health import Health
@@ -155,6 +156,13 @@ class Metrics:
             "reconcile_no_scenario",
             "Packages that entered Error with no Scenario targeting them (no reconcile sent).",
         )
+        # Pullpiri's StateManager gRPC service.
+        self.container_lists = counter(
+            "container_lists",
+            "Nodes' container lists received, by result (stored, invalid, not_this_node, "
+            "conflict, unavailable).",
+            ("result",),
+        )
         # The daemon itself.
         self.synced = gauge("synced", "1 once the first full sync is written.")
         self.ready = gauge("ready", "1 while /readyz would answer 200.")
@@ -183,25 +191,19 @@ class Metrics:
         for resource in ("model", "package"):
             self.transitions.labels(resource, "deleted")
             self.corrections.labels(resource)
-        for reason in REFUSAL_REASONS:
-            self.etcd_refusals.labels(reason)
-        for kind in BAD_INPUT_KINDS:
-            self.invalid_inputs.labels(kind)
-        for stage in QUARANTINE_STAGES:
-            self.quarantined.labels(stage)
-        for reason in (
-            "unavailable",
-            "silent",
-            "compacted",
-            "resync",
-            "revision_backwards",
-            "too_large",
-        ):
-            self.watch_restarts.labels(reason)
-        for result in ("ok", "rejected", "unavailable", "error"):
-            self.reconcile_requests.labels(result)
-        for outcome in ("recorded", "delivered", "dropped", "dead_lettered"):
-            self.reconcile_triggers.labels(outcome)
+        restarts = ("unavailable", "silent", "compacted", "resync", "revision_backwards")
+        one_label: tuple[tuple[Counter, tuple[str, ...]], ...] = (
+            (self.etcd_refusals, REFUSAL_REASONS),
+            (self.invalid_inputs, BAD_INPUT_KINDS),
+            (self.quarantined, QUARANTINE_STAGES),
+            (self.watch_restarts, (*restarts, "too_large")),
+            (self.reconcile_requests, ("ok", "rejected", "unavailable", "error")),
+            (self.reconcile_triggers, ("recorded", "delivered", "dropped", "dead_lettered")),
+            (self.container_lists, LIST_RESULTS),
+        )
+        for metric, values in one_label:
+            for value in values:
+                metric.labels(value)
         for operation in ("range", "txn"):
             self.etcd_request_seconds.labels(operation)
             for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
