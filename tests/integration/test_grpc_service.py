@@ -4,7 +4,6 @@ client exactly as NodeAgent and other Pullpiri components would call it."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,21 +13,11 @@ import grpc
 import pytest
 
 from statemanager.core.keys import KeyLayout
-from statemanager.devtools.localetcd import free_port
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
+from cluster import container, listed, serving
 from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, client_pair, states_are
-
-
-def serving(d: Daemon, node: str = "node-a") -> int:
-    port = free_port()
-    d.env.update(
-        STATEMANAGER_GRPC_ENABLED="true",
-        STATEMANAGER_GRPC_ADDRESS=f"127.0.0.1:{port}",
-        STATEMANAGER_HA_NODE_NAME=node,
-    )
-    return port
 
 
 async def started(daemon_factory: DaemonMaker) -> tuple[Daemon, int]:
@@ -66,17 +55,6 @@ def change(**fields: object) -> pb.StateChange:
     }
     base.update(fields)
     return pb.StateChange(**base)  # type: ignore[arg-type]
-
-
-def container(cid: str, status: str, model: str, exit_code: str = "0") -> pb.ContainerInfo:
-    return pb.ContainerInfo(
-        id=cid,
-        names=[f"{model}_{cid}"],
-        image="registry/app:1",
-        state={"Status": status, "ExitCode": exit_code},
-        annotation={"io.pullpiri.annotations.model": model},
-        stats={"cpu": "0.5"},
-    )
 
 
 async def test_state_change_answers_every_error_code(
@@ -188,19 +166,6 @@ async def test_container_list_drives_states_and_deletes_dropped_containers(
         )
     assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "a/b" in (bad.value.details() or "")
-
-
-async def listed(etcd: Etcd, node: str) -> set[str]:
-    """Ids in `node`'s current list as etcd holds it (docs/contract.md, Node lists); only the
-    current generation is left."""
-    base = f"{etcd.layout.node_lists}{node}/"
-    pointer = json.loads(await etcd.get(base + "list") or "null")
-    if pointer is None:
-        return set()
-    chunks = await etcd.client.get_prefix(f"{base}gen/".encode())
-    assert {kv.key.decode().split("/")[-2] for kv in chunks} <= {pointer["generation"]}
-    assert len(chunks) == pointer["chunks"]
-    return {line.split(b"\t")[0].decode() for kv in chunks for line in kv.value.split(b"\n")}
 
 
 async def test_back_to_back_lists_leave_no_stale_container(
