@@ -4,6 +4,7 @@ a list written half-way is never seen."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -193,3 +194,24 @@ async def test_the_etcd_outage_answer_says_the_previous_list_stays() -> None:
         assert refused.value.code is grpc.StatusCode.UNAVAILABLE
         assert "previous list stays current" in refused.value.details
         assert mem.range_now(LAYOUT.node_lists.encode(), b"\x00").count == 0
+
+
+async def test_concurrent_lists_of_one_node_leave_one_whole_list() -> None:
+    """Two large lists of one node at once: each is stored whole in turn (the one beaten at
+    the pointer writes again), the chunks of the beaten attempt are removed, and etcd ends
+    holding exactly one of the two."""
+    mem = MemEtcd()
+    async with Runtime(mem) as rt:
+        await until(lambda: rt.parts.election.fence() is not None)
+        lists = [
+            container_list("edge", [(f"{tag}{i}", "m", "running", "0") for i in range(10_000)])
+            for tag in ("x", "y")
+        ]
+        before = len(mem.txn_log)
+        answers = await asyncio.gather(*(send_list(rt.parts.service, r) for r in lists))
+        assert all(a.resp.startswith("stored 10000 containers") for a in answers)
+        assert any(not r.succeeded for r in mem.txn_log[before:])  # one was beaten
+        assert generations(mem, "edge") == {current_generation(mem, "edge").encode()}
+        await until(lambda: len(rt.parts.index.containers_on("edge")) == 10_000)
+        shown = rt.parts.index.containers_on("edge")
+        assert shown in ({f"x{i}" for i in range(10_000)}, {f"y{i}" for i in range(10_000)})

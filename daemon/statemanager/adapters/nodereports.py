@@ -114,11 +114,24 @@ class NodeReports:
         batches = list(TXN_LIMITS.chunks([*puts, *flip], pointer_key))
         if len(batches) > 1:  # the chunks first, then the flip alone
             batches = [*TXN_LIMITS.chunks(puts, pointer_key), flip]
-        for ops in batches:
-            result = await self._store.txn([guard], ops)
-            if not result.succeeded:
-                return None
+        try:
+            for ops in batches:
+                result = await self._store.txn([guard], ops)
+                if not result.succeeded:
+                    await self._abandon(ours)
+                    return None
+        except EtcdError:
+            await self._abandon(ours)
+            raise
         return Stored(generation, len(chunks), result.revision, _count(current))
+
+    async def _abandon(self, generation: bytes) -> None:
+        """Delete the chunks of a generation that was not made current (best effort: a
+        later list of the node deletes whatever is left)."""
+        try:
+            await self._store.txn([], [Delete(generation, prefix_end(generation))])
+        except EtcdError as exc:
+            log.info("node_list_cleanup_deferred", generation=generation.decode(), error=str(exc))
 
     async def _drop_legacy(self, node: str) -> None:
         """Delete the container keys format 1 stored for `node` (each only while it still names
