@@ -254,10 +254,13 @@ class Link:
             self._after_txn()
 
     async def watch(
-        self, starts: Mapping[str, int], progress_every: float
+        self,
+        starts: Mapping[str, int],
+        progress_every: float,
+        together: Sequence[Sequence[str]] = (),
     ) -> AsyncGenerator[WatchBatch, None]:
         await self._gate()
-        stream = self._mem.watch(starts, progress_every)
+        stream = self._mem.watch(starts, progress_every, together)
         try:
             async for batch in stream:
                 await self._gate()

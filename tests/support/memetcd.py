@@ -612,9 +612,17 @@ class MemEtcd:
         )
 
     async def watch(
-        self, starts: Mapping[str, int], progress_every: float
+        self,
+        starts: Mapping[str, int],
+        progress_every: float,
+        together: Sequence[Sequence[str]] = (),
     ) -> AsyncGenerator[WatchBatch, None]:
         """One stream for every prefix, from its start revision: history first, then live.
+
+        `together` (prefixes etcd watches as one range) changes nothing here: each prefix's
+        events come as batches of their own, which etcd may do for one range too (a response
+        can end at any revision boundary); keys between them, which the adapter drops, are
+        not delivered either.
 
         Each batch is one prefix's events of one revision. A created watch yields a batch
         without events (prefix None, revision 0). Quiet periods starting at FIRST_PROGRESS_ASK

@@ -76,3 +76,11 @@ def test_name_problem_rejects(name: str) -> None:
 def test_name_problem_accepts(name: str) -> None:
     """Ordinary Pullpiri resource names, up to 253 characters, can form a key."""
     assert name_problem(name) is None
+
+
+def test_adjacent_state_prefixes_are_watched_together() -> None:
+    """The default state prefixes sit side by side in key order: one range; a prefix between
+    them (here the containers') keeps them apart."""
+    assert KeyLayout().watched_together() == [["/model/", "/package/"]]
+    apart = KeyLayout(containers="/n/containers/")
+    assert apart.watched_together() == []

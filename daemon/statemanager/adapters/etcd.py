@@ -184,6 +184,9 @@ class WatchBatch:
     events: tuple[Event, ...]
     revision: int
     header: Header
+    # Events of keys under none of the watched prefixes that a watch of several prefixes'
+    # common range carried (`EtcdWatches.watch`'s `together`): dropped, and counted here.
+    foreign: int = 0
 
 
 class Header(NamedTuple):
@@ -476,9 +479,19 @@ class EtcdWatches(_Facade):
     """Watches of prefixes, all on one stream."""
 
     async def watch(
-        self, starts: Mapping[str, int], progress_every: float
+        self,
+        starts: Mapping[str, int],
+        progress_every: float,
+        together: Sequence[Sequence[str]] = (),
     ) -> AsyncGenerator[WatchBatch, None]:
         """Watch each prefix from its start revision on one stream.
+
+        Each group of prefixes in `together` is watched as one range, from the first to the end
+        of the last, so one transaction writing under several of them comes back as one
+        response instead of one per prefix (a gRPC message costs more than its events: docs/
+        design.md, Cost per event). Its events are handed over per prefix, each prefix's
+        from its own start revision; keys under none of them are dropped and counted
+        (`WatchBatch.foreign`). Group only prefixes with no other watched prefix between them.
 
         Every `progress_every` seconds it asks etcd for a progress notification, so a live
         stream is never silent for long: a caller that hears nothing for a few such periods
@@ -486,16 +499,16 @@ class EtcdWatches(_Facade):
         EtcdUnavailable when the stream breaks or etcd cancels a watch, Compacted when a start
         revision is no longer in history.
         """
-        prefixes = list(starts)
+        grouped = {p for group in together for p in group}
+        watches = [sorted(g) for g in together] + [[p] for p in starts if p not in grouped]
         # "hasleader": etcd cancels the watch if this member loses its leader, instead of
         # leaving it open and silent on the minority side of a partition.
         async with self._session.stream(WATCH, ("hasleader", "true")) as call:
-            for watch_id, prefix in enumerate(prefixes, start=1):
-                key = prefix.encode()
+            for watch_id, prefixes in enumerate(watches, start=1):
                 create = rpc.WatchCreateRequest(
-                    key=key,
-                    range_end=prefix_end(key),
-                    start_revision=starts[prefix],
+                    key=prefixes[0].encode(),
+                    range_end=prefix_end(prefixes[-1].encode()),
+                    start_revision=min(starts[p] for p in prefixes),
                     progress_notify=True,
                     watch_id=watch_id,
                 )
@@ -518,10 +531,35 @@ class EtcdWatches(_Facade):
                         yield WatchBatch(None, (), barrier, header)
                         continue
                     events = tuple(_event(ev) for ev in resp.events)
-                    prefix = prefixes[resp.watch_id - 1]
-                    yield WatchBatch(prefix, events, events[-1].revision, header)
+                    prefixes = watches[resp.watch_id - 1]
+                    if len(prefixes) == 1:
+                        yield WatchBatch(prefixes[0], events, events[-1].revision, header)
+                        continue
+                    for batch in _split(events, prefixes, starts, header):
+                        yield batch
             finally:
                 progress.cancel()
+
+
+def _split(
+    events: tuple[Event, ...], prefixes: Sequence[str], starts: Mapping[str, int], header: Header
+) -> Iterator[WatchBatch]:
+    """One response of a watch of several prefixes: a batch without a prefix counting foreign
+    keys (if any), then a batch per prefix with events, each from that prefix's start."""
+    revision = events[-1].revision  # the response holds whole revisions, for every prefix
+    encoded = [(p, p.encode()) for p in prefixes]
+    split: dict[str, list[Event]] = {}
+    foreign = 0
+    for event in events:
+        prefix = next((p for p, b in encoded if event.key.startswith(b)), None)
+        if prefix is None:
+            foreign += 1
+        elif event.revision >= starts[prefix]:
+            split.setdefault(prefix, []).append(event)
+    if foreign:
+        yield WatchBatch(None, (), 0, header, foreign)
+    for prefix, mine in split.items():
+        yield WatchBatch(prefix, tuple(mine), revision, header)
 
 
 class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):

@@ -157,6 +157,7 @@ def build(
         client=store,
         sink=controller,
         prefixes=list(layout.watched().values()),
+        together=layout.watched_together(),
         metrics=metrics,
         on_listed=listings.listed,
         silence_limit=settings.etcd.watch_silence_seconds,

@@ -73,6 +73,9 @@ _PREFIX_FIELD = {
 }
 
 
+_STATE_KINDS = (Kind.MODEL_STATE, Kind.PACKAGE_STATE)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
     """Prefixes of the keys the daemon reads and writes."""
@@ -93,6 +96,22 @@ class KeyLayout:
     def watched(self) -> dict[Kind, str]:
         """Every prefix the daemon lists and watches, by the kind of key under it."""
         return {kind: getattr(self, field) for kind, field in _PREFIX_FIELD.items()}
+
+    def watched_together(self) -> list[list[str]]:
+        """Groups of state prefixes to watch as one range (the daemon's own writes to them then
+        come back as one watch response): runs of state prefixes with no other watched prefix
+        between them in key order."""
+        order = sorted(self.watched().items(), key=lambda item: item[1])
+        groups: list[list[str]] = []
+        run: list[str] = []
+        for kind, prefix in [*order, (None, "")]:
+            if kind in _STATE_KINDS:
+                run.append(prefix)
+                continue
+            if len(run) > 1:
+                groups.append(run)
+            run = []
+        return groups
 
     def name_in(self, kind: Kind, key: str) -> str | None:
         """The resource name in a key listed under `kind`'s prefix; None when the key is not one

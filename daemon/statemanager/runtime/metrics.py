@@ -126,6 +126,11 @@ class Metrics:
             "State keys someone else changed, put back to the unchanged derived state.",
             ("resource",),
         )
+        self.watch_foreign_events = counter(
+            "watch_foreign_events",
+            "Events of keys outside the watched prefixes that a watch of adjacent state "
+            "prefixes' common range carried (dropped).",
+        )
         self.resync_drift = counter(
             "resync_drift", "Keys a relist found changed that the watch had not delivered."
         )

@@ -43,7 +43,10 @@ class WatchClient(Protocol):
     ) -> AsyncGenerator[Page, None]: ...
 
     def watch(
-        self, starts: Mapping[str, int], progress_every: float
+        self,
+        starts: Mapping[str, int],
+        progress_every: float,
+        together: Sequence[Sequence[str]] = ...,
     ) -> AsyncGenerator[WatchBatch, None]: ...
 
     async def header(self) -> Header: ...
@@ -102,6 +105,7 @@ class Watcher:
         client: WatchClient,
         sink: EventSink,
         prefixes: Sequence[str],
+        together: Sequence[Sequence[str]] = (),
         metrics: Metrics,
         on_listed: Callable[[int], None],
         silence_limit: float,
@@ -114,6 +118,7 @@ class Watcher:
         self._client = client
         self._sink = sink
         self._prefixes = list(prefixes)
+        self._together = together  # groups of prefixes watched as one range
         self._metrics = metrics
         self._on_listed = on_listed
         self._silence_limit = silence_limit
@@ -203,7 +208,9 @@ class Watcher:
         every watch in revision order.
         """
         starts = {prefix: revision + 1 for prefix, revision in self._delivered.items()}
-        stream = self._client.watch(starts, progress_every=self._silence_limit / 3)
+        stream = self._client.watch(
+            starts, progress_every=self._silence_limit / 3, together=self._together
+        )
         held: list[tuple[str, WatchBatch]] | None = []  # None once caught up
         try:
             while True:
@@ -221,6 +228,8 @@ class Watcher:
                     ) from None
                 self._backoff.reset()
                 await self._check_history(batch.header)
+                if batch.foreign:
+                    self._metrics.watch_foreign_events.inc(batch.foreign)
                 if batch.prefix is not None and held is not None:
                     held.append((batch.prefix, batch))
                 elif batch.prefix is not None:
