@@ -24,6 +24,7 @@ from statemanager.app.config import LOG_FORMATS, OPTIONS, Option, Settings, load
 from statemanager.app.logs import configure
 from statemanager.core import report
 from statemanager.core.errors import ConfigError, EtcdError, EtcdUnavailable
+from statemanager.core.records import LaterFormat
 from statemanager.devtools import bench
 from statemanager.devtools.localetcd import (
     DEV_CLIENT_PORT,
@@ -33,7 +34,7 @@ from statemanager.devtools.localetcd import (
     LocalEtcd,
     port_open,
 )
-from statemanager.runtime.election import election_prefix
+from statemanager.runtime.election import candidate_node, election_prefix
 
 EXIT_OK, EXIT_DIFFERS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -201,7 +202,12 @@ async def _inspect(settings: Settings, args: argparse.Namespace) -> int:
     )
     as_json = args.output == "json"
     if args.command == "status":
-        who = leader.value.decode("utf-8", "replace") if leader else None
+        node = None if leader is None else candidate_node(leader.value)
+        who = (
+            node
+            if not isinstance(node, LaterFormat)
+            else (f"unknown (its leader key is in format {node.format}, newer than this reads)")
+        )
         view = report.select(snapshot, args.names)
         if as_json:
             print(json.dumps(report.status_document(snapshot, view, who), indent=2))

@@ -23,6 +23,7 @@ from prometheus_client import (
 from statemanager import __version__
 from statemanager.adapters.etcderrors import REFUSAL_REASONS
 from statemanager.core.inputs import BAD_INPUT_KINDS
+from statemanager.core.records import RECORDS
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.health import Health
 
@@ -156,6 +157,12 @@ class Metrics:
             "Packages that entered Error with no Scenario targeting them (no reconcile sent).",
         )
         # The daemon itself.
+        self.records_unknown_format = counter(
+            "records_unknown_format",
+            "Records under the daemon's own prefix in a format newer than it knows, left as "
+            "they are (once per key and format), by record.",
+            ("record",),
+        )
         self.synced = gauge("synced", "1 once the first full sync is written.")
         self.ready = gauge("ready", "1 while /readyz would answer 200.")
         self.leader = gauge("leader", "1 while this daemon is the one that writes states.")
@@ -183,25 +190,21 @@ class Metrics:
         for resource in ("model", "package"):
             self.transitions.labels(resource, "deleted")
             self.corrections.labels(resource)
-        for reason in REFUSAL_REASONS:
-            self.etcd_refusals.labels(reason)
-        for kind in BAD_INPUT_KINDS:
-            self.invalid_inputs.labels(kind)
-        for stage in QUARANTINE_STAGES:
-            self.quarantined.labels(stage)
-        for reason in (
-            "unavailable",
-            "silent",
-            "compacted",
-            "resync",
-            "revision_backwards",
-            "too_large",
-        ):
-            self.watch_restarts.labels(reason)
-        for result in ("ok", "rejected", "unavailable", "error"):
-            self.reconcile_requests.labels(result)
-        for outcome in ("recorded", "delivered", "dropped", "dead_lettered"):
-            self.reconcile_triggers.labels(outcome)
+        one_label: tuple[tuple[Counter, tuple[str, ...]], ...] = (
+            (self.etcd_refusals, REFUSAL_REASONS),
+            (self.invalid_inputs, BAD_INPUT_KINDS),
+            (self.quarantined, QUARANTINE_STAGES),
+            (
+                self.watch_restarts,
+                ("unavailable", "silent", "compacted", "resync", "revision_backwards", "too_large"),
+            ),
+            (self.reconcile_requests, ("ok", "rejected", "unavailable", "error")),
+            (self.reconcile_triggers, ("recorded", "delivered", "dropped", "dead_lettered")),
+            (self.records_unknown_format, RECORDS),
+        )
+        for counter, values in one_label:
+            for value in values:
+                counter.labels(value)
         for operation in ("range", "txn"):
             self.etcd_request_seconds.labels(operation)
             for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
