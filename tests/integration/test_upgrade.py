@@ -1,0 +1,264 @@
+"""Upgrading: the previous release and this version on one real etcd, each leading in turn and
+side by side (README.md, Upgrading; docs/contract.md, Records).
+
+The previous release is built from a pinned commit, as there is no tag yet: OLD (035f44f) is
+the last commit before record formats were numbered, the code installations run today, so it
+is the version an operator upgrades from and the one this version runs beside during a
+rolling upgrade. The first releases (up to 6aa985a), whose triggers were one record per
+scenario, are not run here: they read today's per-package trigger key as unreadable, so no
+later version can run beside them, and what is left of them is their records. Those records
+are tested byte for byte as they wrote them (tests/runtime/test_record_formats.py).
+
+The wheel is built from `git archive OLD` with this repository's own build helpers
+(test_wheel.py), once per module, into a fresh virtualenv.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+from collections import Counter
+from typing import Any
+
+import grpc
+import pytest
+from test_grpc_service import container, serving
+from test_reconcile import PULLPIRI_REFUSAL, FakeActionController, controller, triggers_cli
+from test_wheel import ROOT, build, install
+
+from statemanager.core.keys import KeyLayout
+from statemanager.proto import statemanager_pb2 as pb
+from statemanager.proto import statemanager_pb2_grpc as pb_grpc
+
+from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
+
+__all__ = ["controller"]  # the fixture, used by name
+
+OLD = "035f44f323ca9a802faf378a3b439bad87971c0d"
+MAX_REFUSALS = 2
+PACKAGES = ("pay", "up", "web", "api")  # each: model {p}m, scenario {p}_fix
+
+
+@pytest.fixture(scope="module")
+def old_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The interpreter of a new virtualenv holding the previous release's wheel alone."""
+    root = tmp_path_factory.mktemp("previous-release")
+    source = root / "source"
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", OLD],
+                             capture_output=True, check=True, timeout=60).stdout  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(source, filter="data")
+    venv = install(build(source, root / "dist"), root / "venv")
+    return str(venv / "bin" / "python")
+
+
+class Fleet:
+    """The daemons of one test, old and new, sharing a fake ActionController, and one node's
+    container list sent to whichever daemon the test names."""
+
+    def __init__(
+        self, factory: DaemonMaker, controller: FakeActionController, old_python: str
+    ) -> None:
+        self._factory = factory
+        self._controller = controller
+        self._old_python = old_python
+        self.ports: dict[int, int] = {}  # gRPC port by id(daemon)
+
+    async def start(self, node: str, old: bool) -> Daemon:
+        d = self._factory()
+        self.ports[id(d)] = serving(d, node)
+        d.env.update(
+            STATEMANAGER_ACTIONCONTROLLER_ADDRESS=f"127.0.0.1:{self._controller.port}",
+            STATEMANAGER_ACTIONCONTROLLER_MAX_BACKOFF_SECONDS="1",
+            STATEMANAGER_ACTIONCONTROLLER_MAX_REFUSALS=str(MAX_REFUSALS),
+        )
+        if old:  # that installation alone: nothing of this checkout on its path
+            d.python = self._old_python
+            d.env.pop("PYTHONPATH", None)
+        d.start()
+        await d.wait_synced()
+        return d
+
+    async def node_list(self, d: Daemon, **statuses: str) -> str:
+        """Send node-1's whole list to `d`: container `{cid}` of model `{cid[:-1]}m`."""
+        listed = [container(cid, status, f"{cid[:-1]}m") for cid, status in statuses.items()]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.ports[id(d)]}") as channel:
+            stub = pb_grpc.StateManagerConnectionStub(channel)  # type: ignore[no-untyped-call]
+            answer = await stub.SendChangedContainerList(
+                pb.ContainerList(node_name="node-1", containers=listed)
+            )
+        return str(answer.resp)
+
+
+@pytest.fixture
+async def fleet(
+    etcd: Etcd, daemon_factory: DaemonMaker, controller: FakeActionController, old_python: str
+) -> Fleet:
+    for p in PACKAGES:
+        await etcd.package(p, [f"{p}m"])
+        await etcd.scenario(f"{p}_fix", p)
+    return Fleet(daemon_factory, controller, old_python)
+
+
+async def records(etcd: Etcd) -> dict[str, tuple[Any, int]]:
+    """Every trigger and dead letter in etcd: its key after `{own}`, JSON value, mod revision."""
+    own = etcd.layout.own
+    found = {}
+    for prefix in ("triggers/", "deadletters/"):
+        for kv in await etcd.client.get_prefix(f"{own}{prefix}".encode()):
+            found[kv.key.decode()[len(own) :]] = (json.loads(kv.value), int(kv.mod_revision))
+    return found
+
+
+async def has(etcd: Etcd, *keys: str) -> None:
+    """Wait until the triggers and dead letters in etcd are exactly `keys`."""
+
+    async def exactly() -> bool:
+        return sorted(await records(etcd)) == sorted(keys)
+
+    await eventually(exactly, 30, f"records {keys}")
+
+
+async def leader_values(etcd: Etcd) -> list[bytes]:
+    return [kv.value for kv in await etcd.client.get_prefix(f"{etcd.layout.own}leader/".encode())]
+
+
+async def takes_over(successor: Daemon, predecessor: Daemon) -> None:
+    """`predecessor` (leading) stops on SIGTERM, resigning; `successor` leads."""
+
+    async def leads() -> bool:
+        return bool(successor.events("leader"))
+
+    assert successor.events("follower") and not successor.events("leader")
+    assert predecessor.stop() == 0
+    await eventually(leads, 20, "the successor leading")
+
+
+RUNNING = dict.fromkeys(("pay1", "up1", "up2", "web1", "api1"), "running")
+AFTER_UPGRADE = {**RUNNING, "pay1": "dead", "up2": None}  # up2 no longer listed
+
+
+def listing(**changes: str | None) -> dict[str, str]:
+    """node-1's containers after the upgrade, with `changes` (None: not listed)."""
+    merged = {**AFTER_UPGRADE, **changes}
+    return {cid: status for cid, status in merged.items() if status is not None}
+
+
+async def test_upgrade_and_back_keeps_every_record(
+    etcd: Etcd,
+    etcd_endpoint: str,
+    layout: KeyLayout,
+    controller: FakeActionController,
+    fleet: Fleet,
+    old_python: str,
+) -> None:
+    """The old release records a dead letter (ActionController refusing), a pending trigger
+    (ActionController down) and a node's list; the new version joins it, takes over (a rolling
+    upgrade: both run, one leads), delivers the trigger once, lists the dead letter, keeps it
+    and the node's list; it records its own dead letter and pending trigger; the old release
+    joins again and takes over: it lists both, keeps them and delivers the pending one once.
+    Every entry into Error gets exactly its Reconcile calls, whoever leads."""
+    old = await old_records(etcd, controller, fleet)
+    new = await upgrade(etcd, etcd_endpoint, layout, controller, fleet, old)
+    at_new = await new_records(etcd, controller, fleet, new)
+    back = await fleet.start("old", old=True)
+    await takes_over(back, new)
+
+    async def retried() -> bool:
+        return any(e.get("package") == "api" for e in back.events("reconcile_retry"))
+
+    await eventually(retried, 20, "the old release retrying the new version's trigger")
+    assert await records(etcd) == at_new
+    listed = await triggers_cli(etcd_endpoint, layout, "list", "--output", "json",
+                                python=old_python)  # fmt: skip
+    document = json.loads(listed.stdout)
+    assert [d["package"] for d in document["dead_letters"]] == ["pay", "web"]
+    assert [t["package"] for t in document["pending"]] == ["api"]
+    assert document["problems"] == []
+    controller.refusal = None
+    await controller.start()
+    await has(etcd, "deadletters/pay", "deadletters/web")
+    assert await records(etcd) == {k: v for k, v in at_new.items() if k != "triggers/api"}
+    assert Counter(controller.scenarios()) == {
+        "pay_fix": MAX_REFUSALS,
+        "up_fix": 1,
+        "web_fix": MAX_REFUSALS,
+        "api_fix": 1,
+    }
+    answer = await fleet.node_list(back, **listing(web1="dead", api1="dead", pay1=None))
+    assert answer == "stored 3 containers of node node-1, deleted 1"
+    for d in (old, new, back):
+        assert not d.events("reconcile_trigger_unreadable"), d.tail()
+        assert not d.events("record_unknown_format"), d.tail()
+
+
+async def old_records(etcd: Etcd, controller: FakeActionController, fleet: Fleet) -> Daemon:
+    """The old release leads alone and records, in its formats, node-1's list, a dead letter
+    (`pay`, ActionController refusing) and a pending trigger (`up`, ActionController down)."""
+    controller.refusal = (grpc.StatusCode.INTERNAL, PULLPIRI_REFUSAL)
+    await controller.start()
+    old = await fleet.start("old", old=True)
+    assert await fleet.node_list(old, **RUNNING) == "stored 5 containers of node node-1, deleted 0"
+    await states_are(etcd, {f"pkg:{p}": "Running" for p in PACKAGES})
+    await fleet.node_list(old, **{**RUNNING, "pay1": "dead"})
+    await has(etcd, "deadletters/pay")
+    await controller.stop()
+    await fleet.node_list(old, **{**RUNNING, "pay1": "dead", "up1": "dead", "up2": "dead"})
+    await has(etcd, "deadletters/pay", "triggers/up")
+    found = await records(etcd)
+    # Formats from before they were numbered.
+    assert found["triggers/up"][0].keys() == {"package", "transition_id"}
+    assert "format" not in found["deadletters/pay"][0]
+    assert await leader_values(etcd) == [b"old"]
+    return old
+
+
+async def upgrade(
+    etcd: Etcd,
+    etcd_endpoint: str,
+    layout: KeyLayout,
+    controller: FakeActionController,
+    fleet: Fleet,
+    old: Daemon,
+) -> Daemon:
+    """Rolling upgrade: the new version joins as a follower, the old release leaves; the new
+    one delivers the pending trigger once, keeps and lists the dead letter, and takes over
+    node-1's list (a container no longer listed is deleted)."""
+    letter = (await records(etcd))["deadletters/pay"]
+    new = await fleet.start("new", old=False)
+    await takes_over(new, old)
+    assert await leader_values(etcd) == [b'{"format": 2, "node": "new"}']
+    controller.refusal = None
+    await controller.start()
+    await has(etcd, "deadletters/pay")
+    assert (await records(etcd))["deadletters/pay"] == letter
+    assert Counter(controller.scenarios()) == {"pay_fix": MAX_REFUSALS, "up_fix": 1}
+    listed = await triggers_cli(etcd_endpoint, layout, "list", "--output", "json")
+    document = json.loads(listed.stdout)
+    assert [d["package"] for d in document["dead_letters"]] == ["pay"]
+    assert document["pending"] == document["problems"] == []
+    assert await fleet.node_list(new, **listing()) == (
+        "stored 4 containers of node node-1, deleted 1"
+    )
+    await states_are(etcd, {"pkg:up": "Running"})
+    assert await etcd.get(f"{layout.containers}up2") is None
+    return new
+
+
+async def new_records(
+    etcd: Etcd, controller: FakeActionController, fleet: Fleet, new: Daemon
+) -> dict[str, tuple[Any, int]]:
+    """The new version records its own dead letter (`web`) and pending trigger (`api`), in
+    its formats; returns the records in etcd then."""
+    controller.refusal = (grpc.StatusCode.INTERNAL, PULLPIRI_REFUSAL)
+    await fleet.node_list(new, **listing(web1="dead"))
+    await has(etcd, "deadletters/pay", "deadletters/web")
+    await controller.stop()
+    await fleet.node_list(new, **listing(web1="dead", api1="dead"))
+    await has(etcd, "deadletters/pay", "deadletters/web", "triggers/api")
+    found = await records(etcd)
+    assert found["triggers/api"][0]["format"] == 2
+    assert found["deadletters/web"][0]["format"] == 1
+    return found
