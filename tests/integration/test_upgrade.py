@@ -262,3 +262,61 @@ async def new_records(
     assert found["triggers/api"][0]["format"] == 2
     assert found["deadletters/web"][0]["format"] == 1
     return found
+
+
+async def test_first_release_records_are_delivered_listed_or_left(
+    etcd: Etcd,
+    etcd_endpoint: str,
+    layout: KeyLayout,
+    controller: FakeActionController,
+    daemon_factory: DaemonMaker,
+) -> None:
+    """What 6aa985a left when stopped while `up` waited in Error for its Reconcile: one
+    format-1 trigger per scenario, `{own}triggers/up/{scenario}`. This version lists it with
+    its scenario and sends each one Reconcile, then removes it. Beside it, a newer daemon's
+    trigger and dead letter (format 9): listed as problems naming the format, never sent,
+    dropped or changed, reported once and counted."""
+    own = layout.own
+    for package in ("up", "q"):  # in Error, as the daemon left them
+        await etcd.package(package, [f"{package}m"])
+        await etcd.container(f"{package}1", "dead", f"{package}m")
+        await etcd.put(f"{layout.model_states}{package}m/state", "Failed")
+        await etcd.put(f"{layout.package_states}{package}/state", "Error")
+    for name in ("up_recovery", "up_restart"):
+        await etcd.scenario(name, "up")
+        body = {"package": "up", "scenario": name, "transition_id": "6aa985a-1"}  # its order
+        await etcd.put(f"{own}triggers/up/{name}", json.dumps(body))
+    await etcd.scenario("q_fix", "q")
+    later = {f"{own}triggers/q": '{"format": 9, "package": "q"}',
+             f"{own}deadletters/q": '{"format": 9, "package": "q"}'}  # fmt: skip
+    for key, value in later.items():
+        await etcd.put(key, value)
+
+    listed = await triggers_cli(etcd_endpoint, layout, "list", "--output", "json")
+    document = json.loads(listed.stdout)
+    assert [(t["package"], t["scenario"]) for t in document["pending"]] == [
+        ("up", "up_recovery"),
+        ("up", "up_restart"),
+    ]
+    assert document["problems"] == [
+        {"key": key, "detail": "format 9, newer than this statemanager reads; left as it is"}
+        for key in (f"{own}triggers/q", f"{own}deadletters/q")
+    ]
+    dropped = await triggers_cli(etcd_endpoint, layout, "drop", "q")
+    assert dropped.returncode == 1
+    text = await triggers_cli(etcd_endpoint, layout, "list")
+    assert "pending      up  revision" in text.stdout and "for scenario up_restart" in text.stdout
+
+    await controller.start()
+    d = daemon_factory()
+    d.env["STATEMANAGER_ACTIONCONTROLLER_ADDRESS"] = f"127.0.0.1:{controller.port}"
+    d.start()
+    await d.wait_synced()
+    await has(etcd, "triggers/q", "deadletters/q")
+    assert sorted(controller.scenarios()) == ["up_recovery", "up_restart"]
+    assert not d.events("reconcile_trigger_unreadable")
+    scrape = d.scrape()
+    for record in ("trigger", "dead_letter"):
+        assert f'statemanager_records_unknown_format_total{{record="{record}"}} 1.0' in scrape
+    for key, value in later.items():
+        assert await etcd.get(key) == value
