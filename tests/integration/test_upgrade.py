@@ -51,6 +51,9 @@ def old_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(source, filter="data")
     venv = install(build(source, root / "dist"), root / "venv")
+    version = subprocess.run([venv / "bin" / "statemanager", "--version"], capture_output=True,
+                             text=True, check=True, timeout=60).stdout  # fmt: skip
+    assert version == "statemanager 0.1.0\n"
     return str(venv / "bin" / "python")
 
 
