@@ -32,7 +32,7 @@ from statemanager.core.keys import KeyLayout
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
-from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
+from conftest import Daemon, DaemonMaker, Etcd, eventually, http_get, states_are
 
 __all__ = ["controller"]  # the fixture, used by name
 
@@ -278,7 +278,8 @@ async def test_first_release_records_are_delivered_listed_or_left(
     format-1 trigger per scenario, `{own}triggers/up/{scenario}`. This version lists it with
     its scenario and sends each one Reconcile, then removes it. Beside it, a newer daemon's
     trigger and dead letter (format 9): listed as problems naming the format, never sent,
-    dropped or changed, reported once and counted."""
+    dropped or changed, reported once and counted. ActionController is down when the daemon
+    starts, as it was when that release stopped, and comes up later."""
     own = layout.own
     for package in ("up", "q"):  # in Error, as the daemon left them
         await etcd.package(package, [f"{package}m"])
@@ -310,11 +311,19 @@ async def test_first_release_records_are_delivered_listed_or_left(
     text = await triggers_cli(etcd_endpoint, layout, "list")
     assert "pending      up  revision" in text.stdout and "for scenario up_restart" in text.stdout
 
-    await controller.start()
-    d = daemon_factory()
+    d = daemon_factory()  # ActionController down, as when the first release stopped
     d.env["STATEMANAGER_ACTIONCONTROLLER_ADDRESS"] = f"127.0.0.1:{controller.port}"
     d.start()
     await d.wait_synced()
+
+    async def retried() -> bool:
+        return len(d.events("reconcile_retry")) >= 2
+
+    await eventually(retried, 20, "both triggers attempted")
+    page = http_get(d.metrics_port, "/status")[1]
+    for name in ("up_recovery", "up_restart"):  # each goes to its one scenario
+        assert f"package <b>up</b> → {name} <span" in page
+    await controller.start()
     await has(etcd, "triggers/q", "deadletters/q")
     assert sorted(controller.scenarios()) == ["up_recovery", "up_restart"]
     assert not d.events("reconcile_trigger_unreadable")
