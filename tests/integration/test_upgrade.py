@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import tarfile
 from collections import Counter
@@ -25,6 +26,7 @@ from typing import Any
 import grpc
 import pytest
 from test_grpc_service import container, serving
+from test_ha import TTL, the_leader
 from test_reconcile import PULLPIRI_REFUSAL, FakeActionController, controller, triggers_cli
 from test_wheel import ROOT, build, install
 
@@ -33,6 +35,7 @@ from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually, http_get, states_are
+from fleet import Churn, converged
 
 __all__ = ["controller"]  # the fixture, used by name
 
@@ -332,3 +335,48 @@ async def test_first_release_records_are_delivered_listed_or_left(
         assert f'statemanager_records_unknown_format_total{{record="{record}"}} 1.0' in scrape
     for key, value in later.items():
         assert await etcd.get(key) == value
+
+
+@pytest.mark.parametrize("paused", ["old", "new"])
+async def test_a_paused_leader_of_either_version_is_fenced_out(
+    etcd: Etcd, daemon_factory: DaemonMaker, old_python: str, paused: str
+) -> None:
+    """A rolling upgrade's worst moment: the leader, of either version, pauses (SIGSTOP) past
+    its lease while the fleet churns; the other version takes over, and when the paused one
+    resumes it writes nothing more (its writes are fenced on a leader key the other version
+    wrote in its own format) and follows; the states end equal to the rules' (the oracle)."""
+    churn = Churn(etcd, seed=29)
+    await churn.setup()
+    daemons = []
+    for version in (paused, "new" if paused == "old" else "old"):  # the first one leads
+        d = daemon_factory(
+            STATEMANAGER_HA_NODE_NAME=version, STATEMANAGER_HA_LEASE_TTL_SECONDS=str(TTL)
+        )
+        if version == "old":
+            d.python = old_python
+            d.env.pop("PYTHONPATH", None)
+        d.start()
+        await d.wait_synced()
+        daemons.append(d)
+    leader, other = daemons
+    assert await the_leader(daemons) is leader and leader.process is not None
+    await converged(etcd)
+    written_before = len(leader.events("transition"))
+    leader.process.send_signal(signal.SIGSTOP)
+    try:
+        await the_leader([other], timeout=TTL + 20)
+        for _ in range(100):
+            await churn.step()
+    finally:
+        leader.process.send_signal(signal.SIGCONT)
+    for _ in range(50):
+        await churn.step()
+    await converged(etcd)
+
+    async def following() -> bool:
+        return bool(leader.events("follower"))
+
+    await eventually(following, 10, "the resumed leader following")
+    assert await the_leader(daemons) is other
+    assert len(leader.events("transition")) == written_before
+    assert other.events("transition")
