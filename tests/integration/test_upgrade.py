@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import subprocess
 import tarfile
 from collections import Counter
@@ -26,7 +25,7 @@ from typing import Any
 import grpc
 import pytest
 from test_grpc_service import container, serving
-from test_ha import TTL, the_leader
+from test_ha import TTL, paused_past_its_lease, the_leader
 from test_reconcile import PULLPIRI_REFUSAL, FakeActionController, controller, triggers_cli
 from test_wheel import ROOT, build, install
 
@@ -359,24 +358,7 @@ async def test_a_paused_leader_of_either_version_is_fenced_out(
         await d.wait_synced()
         daemons.append(d)
     leader, other = daemons
-    assert await the_leader(daemons) is leader and leader.process is not None
+    assert await the_leader(daemons) is leader
     await converged(etcd)
-    written_before = len(leader.events("transition"))
-    leader.process.send_signal(signal.SIGSTOP)
-    try:
-        await the_leader([other], timeout=TTL + 20)
-        for _ in range(100):
-            await churn.step()
-    finally:
-        leader.process.send_signal(signal.SIGCONT)
-    for _ in range(50):
-        await churn.step()
-    await converged(etcd)
-
-    async def following() -> bool:
-        return bool(leader.events("follower"))
-
-    await eventually(following, 10, "the resumed leader following")
-    assert await the_leader(daemons) is other
-    assert len(leader.events("transition")) == written_before
+    await paused_past_its_lease(etcd, leader, [other], churn)
     assert other.events("transition")
