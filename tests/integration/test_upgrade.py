@@ -31,7 +31,7 @@ from statemanager.core.keys import KeyLayout
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
-from conftest import Daemon, DaemonMaker, Etcd, eventually, http_get, states_are
+from conftest import Daemon, DaemonMaker, Etcd, cli, eventually, http_get, states_are
 from fleet import Churn, converged
 
 __all__ = ["controller"]  # the fixture, used by name
@@ -139,14 +139,11 @@ async def takes_over(successor: Daemon, predecessor: Daemon) -> None:
     await eventually(leads, 20, "the successor leading")
 
 
-RUNNING = dict.fromkeys(("pay1", "up1", "up2", "web1", "api1"), "running")
-AFTER_UPGRADE = {**RUNNING, "pay1": "dead", "up2": None}  # up2 no longer listed
-
-
-def listing(**changes: str | None) -> dict[str, str]:
-    """node-1's containers after the upgrade, with `changes` (None: not listed)."""
-    merged = {**AFTER_UPGRADE, **changes}
-    return {cid: status for cid, status in merged.items() if status is not None}
+async def containers(etcd: Etcd, **statuses: str) -> None:
+    """Put container `{cid}` of model `{cid[:-1]}m` with each status, as Pullpiri's own
+    components write container keys (no node list)."""
+    for cid, status in statuses.items():
+        await etcd.container(cid, status, f"{cid[:-1]}m")
 
 
 async def test_upgrade_and_back_keeps_every_record(
@@ -157,15 +154,15 @@ async def test_upgrade_and_back_keeps_every_record(
     fleet: Fleet,
     old_python: str,
 ) -> None:
-    """The old release records a dead letter (ActionController refusing), a pending trigger
-    (ActionController down) and a node's list; the new version joins it, takes over (a rolling
-    upgrade: both run, one leads), delivers the trigger once, lists the dead letter, keeps it
-    and the node's list; it records its own dead letter and pending trigger; the old release
-    joins again and takes over: it lists both, keeps them and delivers the pending one once.
-    Every entry into Error gets exactly its Reconcile calls, whoever leads."""
+    """The old release records a dead letter (ActionController refusing) and a pending
+    trigger (ActionController down); the new version joins it, takes over (a rolling upgrade:
+    both run, one leads), delivers the trigger once, lists the dead letter and keeps it; it
+    records its own dead letter and pending trigger; the old release joins again and takes
+    over: it lists both, keeps them and delivers the pending one once. Every entry into Error
+    gets exactly its Reconcile calls, whoever leads."""
     old = await old_records(etcd, controller, fleet)
     new = await upgrade(etcd, etcd_endpoint, layout, controller, fleet, old)
-    at_new = await new_records(etcd, controller, fleet, new)
+    at_new = await new_records(etcd, controller)
     back = await fleet.start("old", old=True)
     await takes_over(back, new)
 
@@ -190,25 +187,23 @@ async def test_upgrade_and_back_keeps_every_record(
         "web_fix": MAX_REFUSALS,
         "api_fix": 1,
     }
-    answer = await fleet.node_list(back, **listing(web1="dead", api1="dead", pay1=None))
-    assert answer == "stored 3 containers of node node-1, deleted 1"
     for d in (old, new, back):
         assert not d.events("reconcile_trigger_unreadable"), d.tail()
         assert not d.events("record_unknown_format"), d.tail()
 
 
 async def old_records(etcd: Etcd, controller: FakeActionController, fleet: Fleet) -> Daemon:
-    """The old release leads alone and records, in its formats, node-1's list, a dead letter
-    (`pay`, ActionController refusing) and a pending trigger (`up`, ActionController down)."""
+    """The old release leads alone and records, in its formats, a dead letter (`pay`,
+    ActionController refusing) and a pending trigger (`up`, ActionController down)."""
     controller.refusal = (grpc.StatusCode.INTERNAL, PULLPIRI_REFUSAL)
     await controller.start()
     old = await fleet.start("old", old=True)
-    assert await fleet.node_list(old, **RUNNING) == "stored 5 containers of node node-1, deleted 0"
+    await containers(etcd, pay1="running", up1="running", web1="running", api1="running")
     await states_are(etcd, {f"pkg:{p}": "Running" for p in PACKAGES})
-    await fleet.node_list(old, **{**RUNNING, "pay1": "dead"})
+    await containers(etcd, pay1="dead")
     await has(etcd, "deadletters/pay")
     await controller.stop()
-    await fleet.node_list(old, **{**RUNNING, "pay1": "dead", "up1": "dead", "up2": "dead"})
+    await containers(etcd, up1="dead")
     await has(etcd, "deadletters/pay", "triggers/up")
     found = await records(etcd)
     # Formats from before they were numbered.
@@ -227,8 +222,7 @@ async def upgrade(
     old: Daemon,
 ) -> Daemon:
     """Rolling upgrade: the new version joins as a follower, the old release leaves; the new
-    one delivers the pending trigger once, keeps and lists the dead letter, and takes over
-    node-1's list (a container no longer listed is deleted)."""
+    one delivers the pending trigger once, keeps and lists the dead letter."""
     letter = (await records(etcd))["deadletters/pay"]
     new = await fleet.start("new", old=False)
     await takes_over(new, old)
@@ -242,29 +236,51 @@ async def upgrade(
     document = json.loads(listed.stdout)
     assert [d["package"] for d in document["dead_letters"]] == ["pay"]
     assert document["pending"] == document["problems"] == []
-    assert await fleet.node_list(new, **listing()) == (
-        "stored 4 containers of node node-1, deleted 1"
-    )
-    await states_are(etcd, {"pkg:up": "Running"})
-    assert await etcd.get(f"{layout.containers}up2") is None
     return new
 
 
-async def new_records(
-    etcd: Etcd, controller: FakeActionController, fleet: Fleet, new: Daemon
-) -> dict[str, tuple[Any, int]]:
-    """The new version records its own dead letter (`web`) and pending trigger (`api`), in
-    its formats; returns the records in etcd then."""
+async def new_records(etcd: Etcd, controller: FakeActionController) -> dict[str, tuple[Any, int]]:
+    """The new version (leading) records its own dead letter (`web`) and pending trigger
+    (`api`), in its formats; returns the records in etcd then."""
     controller.refusal = (grpc.StatusCode.INTERNAL, PULLPIRI_REFUSAL)
-    await fleet.node_list(new, **listing(web1="dead"))
+    await containers(etcd, web1="dead")
     await has(etcd, "deadletters/pay", "deadletters/web")
     await controller.stop()
-    await fleet.node_list(new, **listing(web1="dead", api1="dead"))
+    await containers(etcd, api1="dead")
     await has(etcd, "deadletters/pay", "deadletters/web", "triggers/api")
     found = await records(etcd)
     assert found["triggers/api"][0]["format"] == 2
     assert found["deadletters/web"][0]["format"] == 1
     return found
+
+
+async def test_the_old_release_s_node_list_is_taken_over_whole(
+    etcd: Etcd, layout: KeyLayout, fleet: Fleet, etcd_endpoint: str
+) -> None:
+    """A node's list stored by the old release (format 1: a container key per container and
+    the node's ids record) is read whole by the new version when it takes over (it changes no
+    state), and the node's next list, stored by the new version in format 2, replaces it: the
+    format-1 keys go, the states follow the new list alone. (One way only: the old release
+    does not read format-2 lists; README.md, Upgrading.)"""
+    old = await fleet.start("old", old=True)
+    first = {"pay1": "running", "pay2": "running", "up1": "running"}
+    assert await fleet.node_list(old, **first) == "stored 3 containers of node node-1, deleted 0"
+    await states_are(etcd, {"pkg:pay": "Running", "pkg:up": "Running"})
+    format_1 = [f"{layout.containers}{cid}" for cid in first]
+    format_1.append(f"{layout.own}nodes/node-1/containers")
+    assert all([await etcd.get(key) is not None for key in format_1])
+
+    new = await fleet.start("new", old=False)
+    await takes_over(new, old)
+    await new.wait_synced()
+    answer = await fleet.node_list(new, pay1="running", up1="dead")
+    assert answer.startswith("stored 2 containers of node node-1"), answer
+    await states_are(etcd, {"pkg:pay": "Running", "pkg:up": "Error"})
+    assert [await etcd.get(key) for key in format_1] == [None] * 4
+    evaluate = cli(["evaluate"], etcd_endpoint, layout)
+    assert evaluate.returncode == 0, evaluate.stdout + evaluate.stderr
+    transitions = [(e["name"], e["to_state"]) for e in new.events("transition")]
+    assert transitions == [("upm", "Failed"), ("up", "Error")]  # none at the takeover
 
 
 async def test_first_release_records_are_delivered_listed_or_left(

@@ -188,6 +188,8 @@ def build(
         leadership=election,
         on_confirmed=controller.confirm,
         max_value_bytes=settings.inputs.max_value_bytes,
+        on_list=lambda result: metrics.container_lists.labels(result).inc(),
+        node_identity=settings.grpc.node_identity,
     )
     status = StatusPage(
         loop=asyncio.get_running_loop(),

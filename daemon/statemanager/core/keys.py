@@ -23,6 +23,7 @@ class Kind(enum.Enum):
     SCENARIO_SPEC = "scenario_spec"
     MODEL_STATE = "model_state"
     PACKAGE_STATE = "package_state"
+    NODE_LIST = "node_list"  # what nodes reported through the gRPC service (core/nodelists.py)
 
 
 class Resource(enum.StrEnum):
@@ -68,6 +69,7 @@ _PREFIX_FIELD = {
     Kind.SCENARIO_SPEC: "scenarios",
     Kind.MODEL_STATE: "model_states",
     Kind.PACKAGE_STATE: "package_states",
+    Kind.NODE_LIST: "node_lists",
 }
 
 
@@ -82,6 +84,11 @@ class KeyLayout:
     model_states: str = "/model/"
     package_states: str = "/package/"
     own: str = "/statemanager/"
+
+    @property
+    def node_lists(self) -> str:
+        """Where nodes' container lists are kept: under the daemon's own prefix."""
+        return f"{self.own}nodes/"
 
     def watched(self) -> dict[Kind, str]:
         """Every prefix the daemon lists and watches, by the kind of key under it."""

@@ -22,6 +22,7 @@ from prometheus_client import (
 
 from statemanager import __version__
 from statemanager.adapters.etcderrors import REFUSAL_REASONS
+from statemanager.adapters.nodereports import LIST_RESULTS
 from statemanager.core.inputs import BAD_INPUT_KINDS
 from statemanager.core.records import RECORDS
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
@@ -156,6 +157,13 @@ class Metrics:
             "reconcile_no_scenario",
             "Packages that entered Error with no Scenario targeting them (no reconcile sent).",
         )
+        # Pullpiri's StateManager gRPC service.
+        self.container_lists = counter(
+            "container_lists",
+            "Nodes' container lists received, by result (stored, invalid, not_this_node, "
+            "conflict, unavailable).",
+            ("result",),
+        )
         # The daemon itself.
         self.records_unknown_format = counter(
             "records_unknown_format",
@@ -190,21 +198,20 @@ class Metrics:
         for resource in ("model", "package"):
             self.transitions.labels(resource, "deleted")
             self.corrections.labels(resource)
+        restarts = ("unavailable", "silent", "compacted", "resync", "revision_backwards")
         one_label: tuple[tuple[Counter, tuple[str, ...]], ...] = (
             (self.etcd_refusals, REFUSAL_REASONS),
             (self.invalid_inputs, BAD_INPUT_KINDS),
             (self.quarantined, QUARANTINE_STAGES),
-            (
-                self.watch_restarts,
-                ("unavailable", "silent", "compacted", "resync", "revision_backwards", "too_large"),
-            ),
+            (self.watch_restarts, (*restarts, "too_large")),
             (self.reconcile_requests, ("ok", "rejected", "unavailable", "error")),
             (self.reconcile_triggers, ("recorded", "delivered", "dropped", "dead_lettered")),
+            (self.container_lists, LIST_RESULTS),
             (self.records_unknown_format, RECORDS),
         )
-        for counter, values in one_label:
+        for metric, values in one_label:
             for value in values:
-                counter.labels(value)
+                metric.labels(value)
         for operation in ("range", "txn"):
             self.etcd_request_seconds.labels(operation)
             for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
