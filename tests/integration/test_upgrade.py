@@ -284,11 +284,11 @@ async def test_the_old_release_s_node_list_is_taken_over_whole(
 
 
 async def test_first_release_records_are_delivered_listed_or_left(
+    daemon_factory: DaemonMaker,
+    controller: FakeActionController,
     etcd: Etcd,
     etcd_endpoint: str,
     layout: KeyLayout,
-    controller: FakeActionController,
-    daemon_factory: DaemonMaker,
 ) -> None:
     """What 6aa985a left when stopped while `up` waited in Error for its Reconcile: one
     format-1 trigger per scenario, `{own}triggers/up/{scenario}`. This version lists it with

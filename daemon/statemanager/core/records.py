@@ -12,7 +12,7 @@ never delivered, overwritten or deleted, only reported (once per record) and cou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 # The `record` label of statemanager_records_unknown_format_total, one per kind of record.
 LEADER_KEY, TRIGGER, DEAD_LETTER = "leader_key", "trigger", "dead_letter"
@@ -25,6 +25,13 @@ class LaterFormat:
 
     record: str  # one of RECORDS
     format: int
+
+
+class LaterFormatReporter(Protocol):
+    """Told of each record a newer daemon wrote, every time a reader meets it (it reports each
+    once: runtime/records.py)."""
+
+    def report(self, key: bytes, later: LaterFormat) -> None: ...
 
 
 def format_of(body: dict[str, Any], unnumbered: int) -> int | None:

@@ -30,7 +30,7 @@ import structlog
 
 from statemanager.adapters.etcd import Candidate, Candidates, Fence, KeyValue, WatchBatch
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
-from statemanager.core.records import LEADER_KEY, LaterFormat, format_of
+from statemanager.core.records import LEADER_KEY, LaterFormat, LaterFormatReporter, format_of
 from statemanager.runtime.backoff import Backoff, wait_woken
 
 RESIGN_SECONDS = 2.0
@@ -106,12 +106,6 @@ def candidate_node(value: bytes) -> str | LaterFormat:
         if version == LEADER_KEY_FORMAT and isinstance(node, str):
             return node
     return value.decode("utf-8", "replace")
-
-
-class LaterFormatReporter(Protocol):
-    """Told of each candidate key a newer daemon wrote (runtime/records.py)."""
-
-    def report(self, key: bytes, later: LaterFormat) -> None: ...
 
 
 class Election:

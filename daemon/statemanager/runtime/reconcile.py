@@ -57,7 +57,7 @@ from statemanager.adapters.etcd import (
 )
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.core.keys import KeyLayout, Resource, WorkKey
-from statemanager.core.records import LaterFormat
+from statemanager.core.records import LaterFormat, LaterFormatReporter
 from statemanager.core.states import PackageState
 from statemanager.core.triggers import (
     DeadLetter,
@@ -116,12 +116,6 @@ class Leading(Protocol):
     async def wait_leader(self) -> Fence: ...
     def fence(self) -> Fence | None: ...
     def lost(self) -> None: ...
-
-
-class LaterFormatReporter(Protocol):
-    """Told of each trigger or dead letter a newer daemon wrote (runtime/records.py)."""
-
-    def report(self, key: bytes, later: LaterFormat) -> None: ...
 
 
 class _FencedOff(Exception):
