@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
+import uvloop
 
 from statemanager.adapters.etcd import EtcdClient
 from statemanager.app import daemon, triggerscli
@@ -98,7 +99,9 @@ def _run(settings: Settings, reload: Callable[[], Settings]) -> int:
         return fresh if fresh.etcd.endpoints else _with_endpoints(fresh, started.etcd.endpoints)
 
     try:
-        return asyncio.run(daemon.run(settings, reread))
+        # uvloop: a quarter less CPU per gRPC message than asyncio's own loop (docs/design.md,
+        # Cost per event); everything the daemon asks of a loop it has.
+        return uvloop.run(daemon.run(settings, reread))
     finally:
         if local is not None:
             local.stop()
