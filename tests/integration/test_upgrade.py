@@ -222,20 +222,22 @@ async def upgrade(
     old: Daemon,
 ) -> Daemon:
     """Rolling upgrade: the new version joins as a follower, the old release leaves; the new
-    one delivers the pending trigger once, keeps and lists the dead letter."""
+    one lists the pending trigger and the dead letter, delivers the trigger once and keeps the
+    dead letter."""
     letter = (await records(etcd))["deadletters/pay"]
     new = await fleet.start("new", old=False)
     await takes_over(new, old)
     assert await leader_values(etcd) == [b'{"format": 2, "node": "new"}']
+    listed = await triggers_cli(etcd_endpoint, layout, "list", "--output", "json")
+    document = json.loads(listed.stdout)
+    assert [(t["package"], t["scenario"]) for t in document["pending"]] == [("up", None)]
+    assert [d["package"] for d in document["dead_letters"]] == ["pay"]
+    assert document["problems"] == []
     controller.refusal = None
     await controller.start()
     await has(etcd, "deadletters/pay")
     assert (await records(etcd))["deadletters/pay"] == letter
     assert Counter(controller.scenarios()) == {"pay_fix": MAX_REFUSALS, "up_fix": 1}
-    listed = await triggers_cli(etcd_endpoint, layout, "list", "--output", "json")
-    document = json.loads(listed.stdout)
-    assert [d["package"] for d in document["dead_letters"]] == ["pay"]
-    assert document["pending"] == document["problems"] == []
     return new
 
 
