@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from statemanager import __version__
 from statemanager.app.config import OPTIONS, load
 from statemanager.runtime.metrics import Metrics
 
@@ -146,3 +147,17 @@ def test_decision_records_are_indexed() -> None:
     index = (folder / "README.md").read_text()
     records = [p.name for p in sorted(folder.glob("*.md")) if p.name != "README.md"]
     assert [r for r in records if f"]({r})" not in index] == []
+
+
+def test_changelog_opens_with_unreleased_and_names_every_metric() -> None:
+    """CHANGELOG.md starts with its Unreleased section, which names the package's version
+    (the one it is to be released as) unless that version has its own section; every metric
+    family the daemon exports is named in it."""
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    sections = re.findall(r"^## \[([^\]]+)\]", changelog, flags=re.MULTILINE)
+    assert sections[0] == "Unreleased"
+    unreleased = changelog.split("## [", 2)[1]
+    assert __version__ in sections or f"To be released as {__version__}" in unreleased
+    for family in Metrics().registry.collect():
+        if family.name.startswith("statemanager_"):
+            assert family.name in changelog, family.name

@@ -48,6 +48,7 @@ KNOWN = frozenset(
         "statemanager_reconcile_oldest_pending_timestamp_seconds",
         "statemanager_reconcile_no_scenario_total",
         "statemanager_resync_drift_total",
+        "statemanager_records_unknown_format_total",
         "statemanager_synced",
         "statemanager_ready",
         "statemanager_leader",

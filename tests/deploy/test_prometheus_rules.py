@@ -30,6 +30,7 @@ EXPECTED_ALERTS = {
     "StateManagerSeveralLeaders": "warning",
     "StateManagerDrift": "warning",
     "StateManagerKeyQuarantined": "warning",
+    "StateManagerRecordsOfNewerFormat": "warning",
     "PackagesInError": "critical",
     "PackagesDegraded": "warning",
 }

@@ -196,13 +196,14 @@ def daemon_env(endpoint: str, layout: KeyLayout, metrics_port: int) -> dict[str,
 
 
 def cli(
-    args: list[str], endpoint: str, layout: KeyLayout, **env: str
+    args: list[str], endpoint: str, layout: KeyLayout, python: str = sys.executable, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run a `statemanager` command against `endpoint` with this test's key layout."""
+    """Run a `statemanager` command against `endpoint` with this test's key layout (with
+    `python`: another installation's, e.g. an earlier release's)."""
     full_env = daemon_env(endpoint, layout, 1)
     full_env.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "statemanager", *args, "--config", os.devnull],
+        [python, "-m", "statemanager", *args, "--config", os.devnull],
         env=full_env,
         capture_output=True,
         text=True,
@@ -222,11 +223,12 @@ class Daemon:
     _log_file: Any = field(default=None, repr=False)
     # What Python runs: the package, or a script that plants a fault first and then runs it.
     program: list[str] = field(default_factory=lambda: ["-m", "statemanager"])
+    python: str = sys.executable  # or another installation's (an earlier release's)
 
     def start(self) -> None:
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, *self.program, "run", "--config", os.devnull],
+            [self.python, *self.program, "run", "--config", os.devnull],
             env=self.env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -90,19 +90,28 @@ async def test_paused_leader_is_deposed_and_cannot_write(
     follows, and the states equal the oracle."""
     daemons, churn = await trio(private, make_daemon, seed=14)
     leader = await the_leader(daemons)
+    await paused_past_its_lease(private, leader, [d for d in daemons if d is not leader], churn)
+
+
+async def paused_past_its_lease(
+    etcd: Etcd, leader: Daemon, others: list[Daemon], churn: Churn
+) -> None:
+    """SIGSTOP `leader` until one of `others` leads, churning meanwhile, then SIGCONT and
+    churn on: the states converge to the oracle, and the resumed daemon follows and has
+    written nothing since it was paused."""
     assert leader.process is not None
     written_before = len(leader.events("transition"))
     leader.process.send_signal(signal.SIGSTOP)
     try:
         # Another daemon leads only once the paused leader's lease has lapsed.
-        await the_leader([d for d in daemons if d is not leader], timeout=TTL + 20)
+        await the_leader(others, timeout=TTL + 20)
         for _ in range(200):
             await churn.step()
     finally:
         leader.process.send_signal(signal.SIGCONT)
     for _ in range(100):
         await churn.step()
-    await converged(private)
+    await converged(etcd)
 
     async def following() -> bool:
         return bool(leader.events("follower"))

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from statemanager import __version__
 from statemanager.devtools.localetcd import LocalEtcd
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually, http_get, promql, scrape_job, states_are
@@ -40,7 +41,7 @@ async def test_metrics_move_with_transitions(etcd: Etcd, daemon: Daemon) -> None
     assert value(before, "statemanager_leader") == 1
     build = [k for k in samples(before) if k[0] == "statemanager_build_info"]
     assert len(build) == 1
-    assert dict(build[0][1])["version"] == "0.1.0"
+    assert dict(build[0][1])["version"] == __version__
     await etcd.package("p", ["a", "b"])
     await etcd.container("c1", "running", "a")
     await etcd.container("c2", "dead", "b")

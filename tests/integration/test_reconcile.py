@@ -476,9 +476,12 @@ async def dead_lettered(etcd: Etcd, timeout: float = 30) -> dict[str, object]:
     return record
 
 
-async def triggers_cli(etcd_endpoint: str, layout: KeyLayout, *args: str) -> CompletedProcess[str]:
+async def triggers_cli(
+    etcd_endpoint: str, layout: KeyLayout, *args: str, python: str = sys.executable
+) -> CompletedProcess[str]:
+    """`statemanager triggers ARGS` (run by `python`'s installation)."""
     # In a thread: the fake ActionController answers from this test's event loop meanwhile.
-    return await asyncio.to_thread(cli, ["triggers", *args], etcd_endpoint, layout)
+    return await asyncio.to_thread(cli, ["triggers", *args], etcd_endpoint, layout, python)
 
 
 async def test_refused_trigger_is_dead_lettered_then_redelivered(

@@ -17,6 +17,7 @@ from typing import Any
 import bcrypt
 import pytest
 
+from statemanager import __version__
 from statemanager.app import webconfig
 from statemanager.core.keys import KeyLayout
 
@@ -170,7 +171,7 @@ async def test_landing_page_links_every_endpoint(secured_daemon: Daemon, certs: 
     status, headers, body = https_get(secured_daemon.metrics_port, "/", certs)
     assert status == 200
     assert headers["Content-Type"].startswith("text/html")
-    assert "Version 0.1.0" in body
+    assert f"Version {__version__}" in body
     for path in ("/metrics", "/healthz", "/readyz", "/status"):
         assert f'<a href="{path}">' in body
 

@@ -28,6 +28,22 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, code: int
     return done.stdout
 
 
+def build(source: Path, dist: Path) -> Path:
+    """Build the sdist of the source tree `source` and the wheel from it, as `python -m build`
+    does, into `dist`; returns the wheel."""
+    run([sys.executable, "-m", "build", "--outdir", str(dist), str(source)], cwd=dist.parent)
+    (wheel,) = dist.glob("statemanager-*-py3-none-any.whl")
+    return wheel
+
+
+def install(wheel: Path, venv: Path) -> Path:
+    """A new virtualenv at `venv` holding `wheel` and its pinned dependencies alone; returns
+    `venv`."""
+    run([sys.executable, "-m", "venv", str(venv)], cwd=venv.parent)
+    run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], cwd=venv.parent)
+    return venv
+
+
 async def test_built_wheel_installs_and_runs(
     tmp_path: Path, etcd: Etcd, etcd_endpoint: str, layout: KeyLayout
 ) -> None:
@@ -41,9 +57,8 @@ async def test_built_wheel_installs_and_runs(
         ".git", ".venv", "*.egg-info", "__pycache__", "build", "dist", ".statemanager",
         ".*_cache"))  # fmt: skip
     dist = tmp_path / "dist"
-    run([sys.executable, "-m", "build", "--outdir", str(dist), str(checkout)], cwd=tmp_path)
+    wheel = build(checkout, dist)
     (sdist,) = dist.glob("statemanager-*.tar.gz")
-    (wheel,) = dist.glob("statemanager-*-py3-none-any.whl")
     assert sdist.name == f"statemanager-{__version__}.tar.gz"
 
     shipped = set(zipfile.ZipFile(wheel).namelist())
@@ -57,9 +72,7 @@ async def test_built_wheel_installs_and_runs(
                      "proto/statemanager_pb2.pyi", "proto/statemanager_pb2_grpc.py"):  # fmt: skip
         assert f"statemanager/{required}" in shipped
 
-    venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
-    run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], cwd=tmp_path)
+    venv = install(wheel, tmp_path / "venv")
     installed = venv / "bin" / "statemanager"
     # Nothing from this checkout may leak in: no PYTHONPATH, run from elsewhere.
     env = {k: v for k, v in daemon_env(etcd_endpoint, layout, 1).items() if k != "PYTHONPATH"}

@@ -14,8 +14,10 @@ from structlog.testing import capture_logs
 
 from statemanager.adapters.etcd import Candidate, Candidates, Event, Header, KeyValue, WatchBatch
 from statemanager.core.errors import EtcdUnavailable
-from statemanager.runtime.election import Election
+from statemanager.runtime.election import Election, candidate_value
+from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.outage import Outage
+from statemanager.runtime.records import LaterFormats
 
 from support.runtime import until
 
@@ -123,9 +125,13 @@ class FakeEtcd:
 
 
 def _election(
-    etcd: FakeEtcd, node: str = "node-a", on_change: Callable[[bool], None] = lambda _l: None
+    etcd: FakeEtcd,
+    node: str = "node-a",
+    on_change: Callable[[bool], None] = lambda _l: None,
+    metrics: Metrics | None = None,
 ) -> Election:
-    """An election on `etcd`; `on_change` hears whether it leads."""
+    """An election on `etcd`; `on_change` hears whether it leads; `metrics` counts the keys
+    of later formats it meets."""
     clock = asyncio.get_running_loop().time
     outage = Outage(clock=clock)
     return Election(
@@ -135,6 +141,7 @@ def _election(
         ttl=3,
         on_change=lambda leading, _fence: on_change(leading),
         reachability=outage,
+        later_formats=LaterFormats(metrics or Metrics()),
         clock=clock,
     )
 
@@ -204,6 +211,40 @@ async def test_an_earlier_run_under_our_name_is_removed_first() -> None:
         assert election.fence() is None  # node-b now precedes us
         assert election.leader_name() == "node-b"
         assert A not in etcd.keys
+
+
+async def test_candidate_keys_of_every_format() -> None:
+    """Our key's value is format 2 (`{"format": 2, "node": ...}`); an earlier release's bare
+    node name is read as its name, and an earlier run of ours in that format is removed; a key
+    of a later format keeps its place in line, is never deleted, and is reported once."""
+    etcd = FakeEtcd()
+    newer = b"/sm/leader/0000000000000001"
+    etcd.put(newer, b'{"format": 9, "node": "node-a", "more": [1]}')
+    etcd.put(A, b"node-a")  # format 1: an earlier run of this node
+    etcd.put(B, b"node-b")
+    metrics = Metrics()
+    election = _election(etcd, metrics=metrics)
+    with capture_logs() as logged:
+        async with _running(election):
+            await until(lambda: election.decided)
+            assert A not in etcd.keys
+            assert etcd.keys[newer][0] == b'{"format": 9, "node": "node-a", "more": [1]}'
+            assert election.leader_name() == (
+                "unknown (a newer statemanager's key /sm/leader/0000000000000001)"
+            )
+            assert election.fence() is None
+            ours = [v for k, (v, _) in etcd.keys.items() if k not in (newer, B)]
+            assert ours == [candidate_value("node-a")] == [b'{"format": 2, "node": "node-a"}']
+            etcd.remove(newer)
+            await until(lambda: election.leader_name() == "node-b")
+    reports = [e for e in logged if e["event"] == "record_unknown_format"]
+    assert [(e["key"], e["format"], e["record"]) for e in reports] == [
+        ("/sm/leader/0000000000000001", 9, "leader_key")
+    ]
+    sample = metrics.registry.get_sample_value(
+        "statemanager_records_unknown_format_total", {"record": "leader_key"}
+    )
+    assert sample == 1
 
 
 async def test_a_follower_waits_on_a_watch_not_a_poll() -> None:

@@ -1,4 +1,5 @@
-"""Dead-letter records: what the sender writes, the CLI reads back; anything else is refused."""
+"""Trigger and dead-letter records: what the sender writes, the CLI reads back, in every
+format so far; a later format is told apart; anything else is refused."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import json
 import pytest
 
 from statemanager.core.keys import KeyLayout
+from statemanager.core.records import LaterFormat
 from statemanager.core.triggers import (
     MAX_ERROR_CHARS,
     DeadLetter,
     Trigger,
     dead_letter_key,
+    decode,
     decode_dead_letter,
+    encode,
     encode_dead_letter,
+    record_key,
+    trigger_key,
 )
 
 LAYOUT = KeyLayout()
@@ -63,3 +69,68 @@ def _with(**changes: object) -> bytes:
 def test_foreign_records_are_refused(key: bytes, value: bytes) -> None:
     """A value or key the daemon did not write decodes to None, never raises."""
     assert decode_dead_letter(LAYOUT, key, value, 1) is None
+
+
+def test_every_trigger_format_decodes() -> None:
+    """Format 2 as written now (`"format": 2`) and as written before formats were numbered
+    (no field); format 1, one record per scenario, as the first releases wrote it."""
+    key = trigger_key(LAYOUT, "pay")
+    assert json.loads(encode(Trigger("pay", "t1", 0))) == {
+        "format": 2,
+        "package": "pay",
+        "transition_id": "t1",
+    }
+    assert decode(LAYOUT, key, encode(Trigger("pay", "t1", 0)), 9) == Trigger("pay", "t1", 9)
+    unnumbered = b'{"package": "pay", "transition_id": "t1"}'
+    assert decode(LAYOUT, key, unnumbered, 9) == Trigger("pay", "t1", 9)
+    old = b'{"package": "up", "scenario": "up_recovery", "transition_id": "t0"}'
+    legacy = decode(LAYOUT, b"/statemanager/triggers/up/up_recovery", old, 5)
+    assert legacy == Trigger("up", "t0", 5, "up_recovery")
+    assert isinstance(legacy, Trigger)
+    assert record_key(LAYOUT, legacy) == b"/statemanager/triggers/up/up_recovery"
+    assert legacy.identity() == "up/up_recovery@5"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "version"),
+    [
+        (b"/statemanager/triggers/pay", b'{"format": 3}', 3),
+        (b"/statemanager/triggers/pay/s/extra", b'{"format": 7, "x": 1}', 7),
+        (b"/statemanager/triggers/a b", b'{"format": 3}', 3),
+    ],
+)
+def test_later_trigger_formats_are_told_apart(key: bytes, value: bytes, version: int) -> None:
+    """A newer daemon's record, whatever its key, is LaterFormat (to be left alone)."""
+    assert decode(LAYOUT, key, value, 1) == LaterFormat("trigger", version)
+
+
+def test_later_dead_letter_format_is_told_apart() -> None:
+    value = _with(format=2)
+    assert decode_dead_letter(LAYOUT, dead_letter_key(LAYOUT, "pay"), value, 1) == LaterFormat(
+        "dead_letter", 2
+    )
+    unnumbered = json.loads(encode_dead_letter(LETTER))
+    del unnumbered["format"]
+    decoded = decode_dead_letter(
+        LAYOUT, dead_letter_key(LAYOUT, "pay"), json.dumps(unnumbered).encode(), 3
+    )
+    assert isinstance(decoded, DeadLetter) and decoded.trigger == LETTER.trigger
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (b"/statemanager/triggers/pay", b'{"format": 1, "transition_id": "t"}'),
+        (b"/statemanager/triggers/pay/s", b'{"format": 2, "transition_id": "t"}'),
+        (b"/statemanager/triggers/pay/s", b'{"transition_id": 5}'),
+        (b"/statemanager/triggers/pay/a b", b'{"transition_id": "t"}'),
+        (b"/statemanager/triggers/pay/s/t", b'{"transition_id": "t"}'),
+        (b"/statemanager/triggers/pay", b'{"format": true, "transition_id": "t"}'),
+        (b"/statemanager/triggers/pay", b'{"format": 0, "transition_id": "t"}'),
+        (b"/statemanager/triggers/pay", b'{"format": "2", "transition_id": "t"}'),
+        (b"/statemanager/triggers/", b'{"transition_id": "t"}'),
+    ],
+)
+def test_foreign_triggers_are_refused(key: bytes, value: bytes) -> None:
+    """A key or value no version wrote decodes to None, never raises."""
+    assert decode(LAYOUT, key, value, 1) is None

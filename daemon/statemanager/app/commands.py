@@ -25,7 +25,8 @@ from statemanager.app.config import LOG_FORMATS, OPTIONS, Settings, load
 from statemanager.app.logs import configure
 from statemanager.core import report
 from statemanager.core.errors import ConfigError, EtcdError, EtcdUnavailable
-from statemanager.runtime.election import election_prefix
+from statemanager.core.records import LaterFormat
+from statemanager.runtime.election import candidate_node, election_prefix
 
 if TYPE_CHECKING:
     from statemanager.devtools.localetcd import LocalEtcd
@@ -143,7 +144,12 @@ async def _inspect(settings: Settings, args: argparse.Namespace) -> int:
     )
     as_json = args.output == "json"
     if args.command == "status":
-        who = leader.value.decode("utf-8", "replace") if leader else None
+        node = None if leader is None else candidate_node(leader.value)
+        who = (
+            node
+            if not isinstance(node, LaterFormat)
+            else (f"unknown (its leader key is in format {node.format}, newer than this reads)")
+        )
         view = report.select(snapshot, args.names)
         if as_json:
             print(json.dumps(report.status_document(snapshot, view, who), indent=2))

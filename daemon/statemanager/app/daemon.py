@@ -47,6 +47,7 @@ from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics, QueueMetrics
 from statemanager.runtime.outage import Outage
 from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender, TriggerStore
+from statemanager.runtime.records import LaterFormats
 from statemanager.runtime.refusals import RefusalReport
 from statemanager.runtime.watcher import WatchClient, Watcher
 from statemanager.runtime.workqueue import WorkQueue
@@ -143,6 +144,7 @@ def build(
         layout=layout,
         metrics=metrics,
     )
+    later_formats = LaterFormats(metrics)  # one report per record, whoever meets it
     election = Election(
         client=store,
         own_prefix=layout.own,
@@ -150,6 +152,7 @@ def build(
         ttl=settings.ha.lease_ttl_seconds,
         on_change=functools.partial(_leadership_changed, controller, metrics),
         reachability=outage,
+        later_formats=later_formats,
         clock=clock,
     )
     listings = Listings()
@@ -173,6 +176,7 @@ def build(
         applied=watcher,  # how far the index has followed each prefix
         metrics=metrics,
         outage=outage,
+        later_formats=later_formats,
         max_backoff=settings.actioncontroller.max_backoff_seconds,
         silence_limit=settings.etcd.watch_silence_seconds,
         max_refusals=settings.actioncontroller.max_refusals,

@@ -140,7 +140,7 @@ class StatusPage:
             readiness=self._progress.readiness(),
             sizes=index.sizes(),
             unassigned=index.unassigned_count(),
-            triggers=[(t, index.scenarios_of(t.package), n) for t, n in pending[:MAX_TRIGGERS]],
+            triggers=[(t, _targets(index, t), n) for t, n in pending[:MAX_TRIGGERS]],
             trigger_count=len(pending),
             rows=rows[:MAX_ROWS],
             loose_from=loose_from,
@@ -246,3 +246,11 @@ def _render(view: _View) -> bytes:
             nav.append(_link("next ›", page=view.page + 1))
         parts.append(f"<p>{' · '.join(nav)}</p>")
     return page("statemanager status", "\n".join(parts))
+
+
+def _targets(index: Index, trigger: Trigger) -> list[str]:
+    """The scenarios `trigger` goes to: the one a format-1 record names, or those targeting
+    its package now."""
+    return (
+        [trigger.scenario] if trigger.scenario is not None else index.scenarios_of(trigger.package)
+    )

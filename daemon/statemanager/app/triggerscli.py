@@ -9,6 +9,11 @@ the package), so a record that changed since it was read is never overwritten; t
 writes are not fenced on leadership, which only protects the daemons' own writes.
 `list --output json` prints one `statemanager.triggers/v1` document (docs/cli.md).
 
+Every format of trigger and dead letter this version knows is listed (core/triggers.py); a
+record in a later format, written by a newer statemanager, is listed as a problem naming its
+format, and `redeliver` and `drop` leave it as it is (there is no dead letter of this format to
+act on).
+
 Exit codes, as for the other commands: 0 done; 1 a named package has no dead letter, or it
 could not be moved (changed meanwhile, or a newer trigger is pending); 2 usage or config;
 3 etcd unreachable.
@@ -35,6 +40,7 @@ from statemanager.adapters.etcd import (
 )
 from statemanager.app.config import Settings
 from statemanager.core.keys import KeyLayout
+from statemanager.core.records import LaterFormat
 from statemanager.core.triggers import (
     DeadLetter,
     Trigger,
@@ -116,17 +122,25 @@ async def _read(client: TriggerAdmin, layout: KeyLayout) -> Found:
     found = Found(revision, [], {}, [])
     for key, value, mod_revision in listing[prefixes[0]]:
         trigger = decode(layout, key, value, mod_revision)
-        if trigger is None:
-            found.problems.append((key.decode("utf-8", "replace"), "not a trigger"))
-        else:
+        if isinstance(trigger, Trigger):
             found.pending.append(trigger)
+        else:
+            found.problems.append(_problem(key, trigger, "not a trigger"))
     for key, value, mod_revision in listing[prefixes[1]]:
         letter = decode_dead_letter(layout, key, value, mod_revision)
-        if letter is None:
-            found.problems.append((key.decode("utf-8", "replace"), "not a dead letter"))
-        else:
+        if isinstance(letter, DeadLetter):
             found.letters[letter.trigger.package] = letter
+        else:
+            found.problems.append(_problem(key, letter, "not a dead letter"))
     return found
+
+
+def _problem(key: bytes, later: LaterFormat | None, otherwise: str) -> tuple[str, str]:
+    """The listing's line for a record it cannot show: one in a later format, or none we wrote."""
+    if later is None:
+        return key.decode("utf-8", "replace"), otherwise
+    detail = f"format {later.format}, newer than this statemanager reads; left as it is"
+    return key.decode("utf-8", "replace"), detail
 
 
 async def _change(
@@ -160,9 +174,10 @@ def _list(found: Found, only: set[str], as_json: bool) -> int:
     for key, what in found.problems:
         print(f"warning: {key}: {what}", file=sys.stderr)
     for trigger in pending:
+        only_for = "" if trigger.scenario is None else f"  for scenario {trigger.scenario}"
         print(
             f"pending      {trigger.package}  revision {trigger.revision}"
-            f"  transition {trigger.transition_id}"
+            f"  transition {trigger.transition_id}{only_for}"
         )
     for letter in letters:
         acknowledged = ", ".join(letter.acknowledged) or "none"
@@ -186,7 +201,12 @@ def _document(
         "schema": "statemanager.triggers/v1",
         "revision": found.revision,
         "pending": [
-            {"package": t.package, "revision": t.revision, "transition_id": t.transition_id}
+            {
+                "package": t.package,
+                "revision": t.revision,
+                "transition_id": t.transition_id,
+                "scenario": t.scenario,
+            }
             for t in pending
         ],
         "dead_letters": [

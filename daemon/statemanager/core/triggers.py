@@ -2,9 +2,11 @@
 
 Purely computational, and the only place that encodes or decodes a trigger record.
 
-Format: one record per entry of a package into Error, at key `{own}triggers/{package}`, with a
-JSON object as value: `{"package": "<name>", "transition_id": "<id of the Error transition>"}`
-(readers ignore fields they do not know). It is written in the same transaction as the
+Format 2 (written now): one record per entry of a package into Error, at key
+`{own}triggers/{package}`, with a JSON object as value:
+`{"format": 2, "package": "<name>", "transition_id": "<id of the Error transition>"}`
+(readers ignore fields they do not know; records written before formats were numbered have no
+`format` field and are format 2 by their key). It is written in the same transaction as the
 package's `Error` state, so a crash between the write and the gRPC calls loses nothing. Its mod
 revision is the revision of that Error write: with the package name it identifies one entry
 into Error, so a duplicate after a crash can be told apart, and a newer entry overwrites the
@@ -16,13 +18,21 @@ That keeps a record one operation of bounded size (a name is at most 253 charact
 however many scenarios target a package, recording its trigger can neither push a transaction
 over etcd's limits nor split a model's state write from its packages'.
 
-Dead letters: a trigger ActionController kept refusing is moved (in one transaction, fenced
-like every write) to `{own}deadletters/{package}`, a JSON object with the trigger's fields, its
-revision, the refused scenario, ActionController's last answer (at most 1,000 characters), the
-number of refusals, the scenarios that had acknowledged and the unix time it was given up:
-`{"package", "transition_id", "revision", "scenario", "error", "refusals", "acknowledged",
-"dead_lettered_at"}`. It stays there until an operator redelivers it (puts the trigger back)
-or drops it (`statemanager triggers`).
+Format 1 (written by the first releases, read still): one record per scenario targeting the
+package when it entered Error, at `{own}triggers/{package}/{scenario}`, value
+`{"package", "scenario", "transition_id"}`; it is delivered to its one scenario and removed
+like a format-2 record.
+
+Dead letters, format 1: a trigger ActionController kept refusing is moved (in one transaction,
+fenced like every write) to `{own}deadletters/{package}`, a JSON object with the trigger's
+fields, its revision, the refused scenario, ActionController's last answer (at most 1,000
+characters), the number of refusals, the scenarios that had acknowledged and the unix time it
+was given up: `{"format": 1, "package", "transition_id", "revision", "scenario", "error",
+"refusals", "acknowledged", "dead_lettered_at"}` (no `format` field before formats were
+numbered). It stays there until an operator redelivers it (puts the trigger back) or drops it
+(`statemanager triggers`).
+
+A record in a later format than these decodes to `LaterFormat` (core/records.py).
 """
 
 from __future__ import annotations
@@ -33,18 +43,26 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from statemanager.core.keys import KeyLayout, name_problem
+from statemanager.core.records import DEAD_LETTER, TRIGGER, LaterFormat, format_of
+
+TRIGGER_FORMAT = 2  # the trigger format this daemon writes (and the newest it reads)
+DEAD_LETTER_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """One entry of `package` into Error, to be delivered to each scenario targeting it."""
+    """One entry of `package` into Error, to be delivered to each scenario targeting it (or,
+    from a format-1 record, to the one scenario it names)."""
 
     package: str
     transition_id: str
     revision: int  # of the Error write; 0 until committed
+    scenario: str | None = None  # named by a format-1 record only
 
     def identity(self) -> str:
-        return f"{self.package}@{self.revision}"
+        if self.scenario is None:
+            return f"{self.package}@{self.revision}"
+        return f"{self.package}/{self.scenario}@{self.revision}"
 
 
 def trigger_prefix(layout: KeyLayout) -> str:
@@ -52,41 +70,59 @@ def trigger_prefix(layout: KeyLayout) -> str:
 
 
 def trigger_key(layout: KeyLayout, package: str) -> bytes:
+    """Where the trigger of `package`'s entry into Error is written (format 2)."""
     return f"{trigger_prefix(layout)}{package}".encode()
 
 
+def record_key(layout: KeyLayout, trigger: Trigger) -> bytes:
+    """The key `trigger` was read from: its package's, or for a format-1 record its package's
+    and scenario's."""
+    if trigger.scenario is None:
+        return trigger_key(layout, trigger.package)
+    return f"{trigger_prefix(layout)}{trigger.package}/{trigger.scenario}".encode()
+
+
 def encode(trigger: Trigger) -> bytes:
-    return json.dumps(
-        {"package": trigger.package, "transition_id": trigger.transition_id}, sort_keys=True
-    ).encode()
+    """The format-2 record of `trigger` (a scenario it names is not part of it)."""
+    body = {"format": TRIGGER_FORMAT, "package": trigger.package}
+    return json.dumps({**body, "transition_id": trigger.transition_id}, sort_keys=True).encode()
 
 
-def decode(layout: KeyLayout, key: bytes, value: bytes, mod_revision: int) -> Trigger | None:
-    """The trigger stored at `key`, or None when the key or value is not one we wrote."""
+def decode(
+    layout: KeyLayout, key: bytes, value: bytes, mod_revision: int
+) -> Trigger | LaterFormat | None:
+    """The trigger stored at `key` (format 1 or 2), LaterFormat for a record of a newer
+    daemon's, or None when the key or value is not one any version wrote."""
     record = _record(trigger_prefix(layout), key, value)
     if record is None:
         return None
-    package, body = record
+    name, body = record
+    package, per_scenario, scenario = name.partition("/")
+    version = format_of(body, 1 if per_scenario else 2)
+    if version is not None and version > TRIGGER_FORMAT:
+        return LaterFormat(TRIGGER, version)
     transition_id = body.get("transition_id")
-    if not isinstance(transition_id, str):
+    if (
+        version != (1 if per_scenario else 2)
+        or name_problem(package)
+        or (per_scenario and name_problem(scenario))
+        or not isinstance(transition_id, str)
+    ):
         return None
-    return Trigger(package, transition_id, mod_revision)
+    return Trigger(package, transition_id, mod_revision, scenario or None)
 
 
 def _record(prefix: str, key: bytes, value: bytes) -> tuple[str, dict[str, Any]] | None:
-    """The package a record under `prefix` is keyed by and its JSON object, or None when the
-    key or value is not one we wrote."""
+    """What follows `prefix` in a record's key (not checked: its shape depends on the format)
+    and the record's JSON object, or None when the key or value is not one we wrote."""
     raw = prefix.encode()
     if not key.startswith(raw):
-        return None
-    package = key[len(raw) :].decode("utf-8", "replace")
-    if name_problem(package):
         return None
     try:
         body = json.loads(value)
     except (ValueError, RecursionError):
         return None
-    return (package, body) if isinstance(body, dict) else None
+    return (key[len(raw) :].decode("utf-8", "replace"), body) if isinstance(body, dict) else None
 
 
 MAX_ERROR_CHARS = 1000  # of ActionController's answer kept in a dead letter: bounds its size
@@ -115,6 +151,7 @@ def dead_letter_key(layout: KeyLayout, package: str) -> bytes:
 
 def encode_dead_letter(letter: DeadLetter) -> bytes:
     body = {
+        "format": DEAD_LETTER_FORMAT,
         "package": letter.trigger.package,
         "transition_id": letter.trigger.transition_id,
         "revision": letter.trigger.revision,
@@ -129,17 +166,23 @@ def encode_dead_letter(letter: DeadLetter) -> bytes:
 
 def decode_dead_letter(
     layout: KeyLayout, key: bytes, value: bytes, mod_revision: int
-) -> DeadLetter | None:
-    """The dead letter stored at `key`, or None when the key or value is not one we wrote."""
+) -> DeadLetter | LaterFormat | None:
+    """The dead letter stored at `key`, LaterFormat for a record of a newer daemon's, or None
+    when the key or value is not one any version wrote."""
     record = _record(dead_letter_prefix(layout), key, value)
     if record is None:
         return None
     package, body = record
+    version = format_of(body, 1)
+    if version is not None and version > DEAD_LETTER_FORMAT:
+        return LaterFormat(DEAD_LETTER, version)
     transition_id, scenario, error = (body.get(f) for f in ("transition_id", "scenario", "error"))
     revision, refusals, at = (body.get(f) for f in ("revision", "refusals", "dead_lettered_at"))
     acknowledged = body.get("acknowledged")
     if not (
-        isinstance(transition_id, str)
+        version is not None
+        and not name_problem(package)
+        and isinstance(transition_id, str)
         and isinstance(scenario, str)
         and isinstance(error, str)
         and _finite_number(revision)

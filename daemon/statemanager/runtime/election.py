@@ -1,7 +1,9 @@
 """Leader election on an etcd lease, after etcd's `client/v3/concurrency` Election.
 
-Every daemon campaigns by creating `{own}leader/{lease id}` (value: its node name) bound to a
-lease of its own; the key with the lowest create revision leads. The leader's key and create
+Every daemon campaigns by creating `{own}leader/{lease id}` bound to a lease of its own, its
+value `{"format": 2, "node": "<its node name>"}` (format 1, written by earlier releases and read
+still, was the bare node name; a later format is left alone and reported, see
+runtime/records.py); the key with the lowest create revision leads. The leader's key and create
 revision form the `Fence` every state write and trigger record carries: when the lease lapses
 etcd deletes the key, and every write the deposed leader still attempts fails atomically.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Protocol
@@ -27,6 +30,7 @@ import structlog
 
 from statemanager.adapters.etcd import Candidate, Candidates, Fence, KeyValue, WatchBatch
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
+from statemanager.core.records import LEADER_KEY, LaterFormat, LaterFormatReporter, format_of
 from statemanager.runtime.backoff import Backoff, wait_woken
 
 RESIGN_SECONDS = 2.0
@@ -78,6 +82,32 @@ def election_prefix(own_prefix: str) -> str:
     return f"{own_prefix}leader/"
 
 
+LEADER_KEY_FORMAT = 2
+
+
+def candidate_value(node: str) -> bytes:
+    """The value of a candidate key of `node` (format 2)."""
+    return json.dumps({"format": LEADER_KEY_FORMAT, "node": node}, sort_keys=True).encode()
+
+
+def candidate_node(value: bytes) -> str | LaterFormat:
+    """The node name a candidate key's value holds, in format 1 (the bare name) or 2, or
+    LaterFormat for a newer daemon's. A value that is neither reads as a bare name: any bytes
+    were a valid format-1 value, and a name is only shown, never trusted."""
+    try:
+        body = json.loads(value) if value.startswith(b"{") else None
+    except (ValueError, RecursionError):
+        body = None
+    if isinstance(body, dict):
+        version = format_of(body, 0)
+        if version is not None and version > LEADER_KEY_FORMAT:
+            return LaterFormat(LEADER_KEY, version)
+        node = body.get("node")
+        if version == LEADER_KEY_FORMAT and isinstance(node, str):
+            return node
+    return value.decode("utf-8", "replace")
+
+
 class Election:
     def __init__(
         self,
@@ -88,11 +118,14 @@ class Election:
         ttl: int,
         on_change: Callable[[bool, Fence | None], None],
         reachability: Reachability,
+        later_formats: LaterFormatReporter,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._prefix = election_prefix(own_prefix)
         self._node = node
+        self._value = candidate_value(node)
+        self._later_formats = later_formats
         self._ttl = ttl
         self._on_change = on_change
         self._reachability = reachability
@@ -172,7 +205,7 @@ class Election:
         renewed = self._clock()
         self._lease = lease = await self._client.grant_lease(self._ttl)
         key = f"{self._prefix}{lease:016x}".encode()
-        created = await self._client.create_if_absent(key, self._node.encode(), lease)
+        created = await self._client.create_if_absent(key, self._value, lease)
         fence = Fence(key, created)
         self._valid_until = renewed + self._ttl - self._margin
         log.info("campaigning", node=self._node, key=key.decode(), lease=f"{lease:x}")
@@ -224,10 +257,10 @@ class Election:
         daemon may lead now)."""
         revision, candidates = await self._client.candidates(self._prefix)
         self._reachability.succeeded()
-        if Candidate(fence.key, self._node.encode(), fence.create_revision) not in candidates:
+        if Candidate(fence.key, self._value, fence.create_revision) not in candidates:
             raise LeaseLost("our candidate key is gone; campaigning again")
         leader = candidates[0]
-        self._leader_name = leader.value.decode("utf-8", "replace")
+        self._leader_name = self._node_of(leader.key, leader.value)
         leading = leader.key == fence.key
         why = "our candidate key is the oldest" if leading else f"{self._leader_name} leads"
         self._set(leading, fence, why)
@@ -267,9 +300,18 @@ class Election:
         """A key under our node name is an earlier run of this daemon (killed before its lease
         lapsed): remove it rather than wait a TTL behind ourselves. Node names must be unique."""
         for kv in await self._client.list_prefix(self._prefix):
-            if kv.value == self._node.encode():
+            if self._node_of(kv.key, kv.value) == self._node:
                 await self._client.delete(kv.key)
                 log.info("removed_earlier_candidate", key=kv.key.decode("utf-8", "replace"))
+
+    def _node_of(self, key: bytes, value: bytes) -> str:
+        """The node a candidate key names; a newer daemon's format is reported, and named so
+        (its key keeps its place in line all the same: the order is by create revision)."""
+        node = candidate_node(value)
+        if isinstance(node, LaterFormat):
+            self._later_formats.report(key, node)
+            return f"unknown (a newer statemanager's key {key.decode('utf-8', 'replace')})"
+        return node
 
     async def _retry_after(self, exc: EtcdUnavailable | EtcdError, backoff: Backoff) -> None:
         """A request failed: stop writing, report it, wait a backoff. The outage itself is

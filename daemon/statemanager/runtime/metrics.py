@@ -24,6 +24,7 @@ from statemanager import __version__
 from statemanager.adapters.etcderrors import REFUSAL_REASONS
 from statemanager.adapters.nodereports import LIST_RESULTS
 from statemanager.core.inputs import BAD_INPUT_KINDS
+from statemanager.core.records import RECORDS
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.health import Health
 
@@ -169,6 +170,12 @@ class Metrics:
             ("result",),
         )
         # The daemon itself.
+        self.records_unknown_format = counter(
+            "records_unknown_format",
+            "Records under the daemon's own prefix in a format newer than it knows, left as "
+            "they are (once per key and format), by record.",
+            ("record",),
+        )
         self.synced = gauge("synced", "1 once the first full sync is written.")
         self.ready = gauge("ready", "1 while /readyz would answer 200.")
         self.leader = gauge("leader", "1 while this daemon is the one that writes states.")
@@ -205,6 +212,7 @@ class Metrics:
             (self.reconcile_requests, ("ok", "rejected", "unavailable", "error")),
             (self.reconcile_triggers, ("recorded", "delivered", "dropped", "dead_lettered")),
             (self.container_lists, LIST_RESULTS),
+            (self.records_unknown_format, RECORDS),
         )
         for metric, values in one_label:
             for value in values:

@@ -24,6 +24,13 @@ took it on), moves it to the dead letters in one transaction, guarded and fenced
 removal. Unavailability never does: it is retried for as long as it lasts. The dead letters
 are followed too (for the gauge); `statemanager triggers` redelivers one by putting its
 trigger back, which the watch then picks up like any other.
+
+Records of every trigger format are delivered (core/triggers.py): a format-1 record, one per
+scenario, written by the first releases, is sent to the scenario it names and removed alone,
+guarded on its own revision. A trigger or dead letter in a format newer than this daemon knows
+is never sent, removed or overwritten; it is reported once (runtime/records.py). A trigger
+refused until given up on stays pending rather than overwrite such a dead letter of its
+package.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from statemanager.adapters.etcd import (
 )
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.core.keys import KeyLayout, Resource, WorkKey
+from statemanager.core.records import LaterFormat, LaterFormatReporter
 from statemanager.core.states import PackageState
 from statemanager.core.triggers import (
     DeadLetter,
@@ -57,8 +65,9 @@ from statemanager.core.triggers import (
     dead_letter_key,
     dead_letter_prefix,
     decode,
+    decode_dead_letter,
     encode_dead_letter,
-    trigger_key,
+    record_key,
     trigger_prefix,
 )
 from statemanager.runtime.backoff import Backoff, wait_woken
@@ -137,6 +146,7 @@ class ReconcileSender:
         applied: Applied,
         metrics: Metrics,
         outage: Outage,
+        later_formats: LaterFormatReporter,
         max_backoff: float,
         silence_limit: float,
         max_refusals: int,
@@ -157,7 +167,9 @@ class ReconcileSender:
         self._dead_prefix = dead_letter_prefix(layout)
         # Every trigger in etcd as of the watch, by key; delivery works through it.
         self._pending: dict[bytes, _Pending] = {}
-        self._dead: set[bytes] = set()  # the dead-letter keys in etcd, for the gauge
+        # The dead-letter keys in etcd (for the gauge), each True when in a later format.
+        self._dead: dict[bytes, bool] = {}
+        self._later = later_formats
         self._listed_for: Fence | None = None
         self._wake = asyncio.Event()
 
@@ -220,7 +232,9 @@ class ReconcileSender:
         while True:
             try:
                 revision, listing = await self._store.snapshot([self._prefix, self._dead_prefix])
-                self._dead = {kv.key for kv in listing[self._dead_prefix]}
+                self._dead = {}
+                for kv in listing[self._dead_prefix]:
+                    self._letter(kv)
                 # Under a leadership already listed for (an outage came and went), what is new
                 # was recorded meanwhile; under a new one, it was left by earlier leaders.
                 self._relisted(listing[self._prefix], resumed=fence != self._listed_for)
@@ -248,9 +262,9 @@ class ReconcileSender:
                 backoff.reset()
                 for event in batch.events:
                     if batch.prefix == self._dead_prefix:
-                        self._dead.discard(event.key)
+                        self._dead.pop(event.key, None)
                         if event.value is not None:
-                            self._dead.add(event.key)
+                            self._letter(KeyValue(event.key, event.value, event.revision))
                     else:
                         self._observe(event)
                 self._update_gauges()
@@ -288,15 +302,25 @@ class ReconcileSender:
 
     def _decode(self, key: bytes, value: bytes, revision: int) -> Trigger | None:
         trigger = decode(self._layout, key, value, revision)
+        if isinstance(trigger, LaterFormat):
+            self._later.report(key, trigger)
+            return None
         if trigger is None:
             log.warning("reconcile_trigger_unreadable", key=key.decode("utf-8", "replace"))
         return trigger
+
+    def _letter(self, kv: KeyValue) -> None:
+        """Note a dead letter in etcd (reporting one in a later format)."""
+        letter = decode_dead_letter(self._layout, kv.key, kv.value, kv.mod_revision)
+        if isinstance(letter, LaterFormat):
+            self._later.report(kv.key, letter)
+        self._dead[kv.key] = isinstance(letter, LaterFormat)
 
     def _take(self, trigger: Trigger, recorded: bool) -> None:
         """Make `trigger` pending unless it already is; a newer one replaces an older one.
         `recorded`: it appeared while this daemon leads (counted here, once), rather than
         being left by an earlier leader or run."""
-        key = trigger_key(self._layout, trigger.package)
+        key = record_key(self._layout, trigger)
         known = self._pending.get(key)
         if known is not None and known.trigger.revision >= trigger.revision:
             return
@@ -315,12 +339,9 @@ class ReconcileSender:
             # Read from etcd, not the index: the index follows another watch stream and may
             # not have seen the Error write that this trigger came with yet.
             key = self._layout.state_key(WorkKey(Resource.PACKAGE, trigger.package)).encode()
-            scenarios = self._scenarios.scenarios_of(trigger.package)
             try:
                 found = await self._store.get(key)
-                # Even with scenarios known: one retargeted to this package just before the
-                # Error may not have reached the index yet, and would never be asked.
-                known = await self._scenarios_current(trigger)
+                scenarios = await self._targets(trigger)
             except (EtcdUnavailable, EtcdError) as exc:
                 self._defer(pending, exc)
                 return
@@ -329,7 +350,7 @@ class ReconcileSender:
                 log.info("reconcile_dropped", **_fields(trigger), package_state=state)
                 await self._remove(pending, "dropped", fence)
                 return
-            if not known:  # the watch is still bringing scenario changes made before this Error
+            if scenarios is None:  # the watch still brings scenario changes made before it
                 pending.due = asyncio.get_running_loop().time() + pending.backoff.next()
                 log.info("reconcile_awaiting_scenarios", **_fields(trigger))
                 return
@@ -370,6 +391,15 @@ class ReconcileSender:
             pending.delivered = True
         await self._remove(pending, "delivered", fence)
 
+    async def _targets(self, trigger: Trigger) -> list[str] | None:
+        """The scenarios to send `trigger` to, or None while the index may still miss one."""
+        if trigger.scenario is not None:
+            return [trigger.scenario]  # a format-1 record: the one scenario it was written for
+        scenarios = self._scenarios.scenarios_of(trigger.package)
+        # Even with scenarios known: one retargeted to this package just before the Error may
+        # not have reached the index yet, and would never be asked.
+        return scenarios if await self._scenarios_current(trigger) else None
+
     async def _scenarios_current(self, trigger: Trigger) -> bool:
         """Whether the index's scenarios are etcd's as of `trigger`'s revision or later."""
         prefix = self._layout.scenarios
@@ -390,9 +420,16 @@ class ReconcileSender:
     ) -> None:
         """Move the trigger to the dead letters: kept in etcd, no longer sent."""
         trigger = pending.trigger
+        dead = dead_letter_key(self._layout, trigger.package)
+        if self._dead.get(dead):
+            # A newer daemon's dead letter holds the key: overwriting it would lose it, so the
+            # trigger stays pending (retried at the longest backoff) until that one is gone.
+            pending.due = asyncio.get_running_loop().time() + self._max_backoff
+            log.warning("reconcile_dead_letter_taken", **_fields(trigger, scenario), error=error)
+            return
         acknowledged = tuple(sorted(pending.acknowledged))
         letter = DeadLetter(trigger, scenario, error, pending.refusals, acknowledged, time.time())
-        move = Put(dead_letter_key(self._layout, trigger.package), encode_dead_letter(letter))
+        move = Put(dead, encode_dead_letter(letter))
         if await self._remove(pending, "dead_lettered", fence, move):
             log.warning(
                 "reconcile_dead_lettered",
@@ -406,7 +443,7 @@ class ReconcileSender:
     ) -> bool:
         """Delete the trigger (writing `move` in the same transaction); True when done."""
         trigger = pending.trigger
-        key = trigger_key(self._layout, trigger.package)
+        key = record_key(self._layout, trigger)
         ops: list[Put | Delete] = [Delete(key)] if move is None else [Delete(key), move]
         pending.removing = True
         try:
