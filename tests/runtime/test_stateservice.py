@@ -215,3 +215,21 @@ async def test_concurrent_lists_of_one_node_leave_one_whole_list() -> None:
         await until(lambda: len(rt.parts.index.containers_on("edge")) == 10_000)
         shown = rt.parts.index.containers_on("edge")
         assert shown in ({f"x{i}" for i in range(10_000)}, {f"y{i}" for i in range(10_000)})
+
+
+async def test_a_newer_daemons_list_is_left_as_it_is() -> None:
+    """A node's pointer in a later format is not replaced (FAILED_PRECONDITION, nothing
+    written) and is reported as a newer daemon's record, not as bad input."""
+    mem = MemEtcd()
+    pointer = f"{LAYOUT.node_lists}edge/list".encode()
+    newer = b'{"format": 3, "generation": "g", "parts": []}'
+    mem.put_now(pointer, newer)
+    async with Runtime(mem) as rt:
+        await until(lambda: rt.parts.election.fence() is not None)
+        with pytest.raises(Aborted) as refused:
+            await send_list(rt.parts.service, web_list("edge", web="running"))
+        assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
+        assert "newer statemanager (format 3)" in refused.value.details
+        assert mem.range_now(pointer).records[0].value == newer
+        assert rt.sample("records_unknown_format_total", record="node_list") == 1
+        assert rt.sample("invalid_inputs_total", kind="wrong_type") == 0

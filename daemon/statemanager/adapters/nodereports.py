@@ -39,11 +39,12 @@ from statemanager.core.nodelists import (
     parse_pointer,
     pointer_value,
 )
+from statemanager.core.records import LATER_FORMAT
 
 log = structlog.get_logger("statemanager.nodereports")
 
 # What became of a node's list, as the service answers it (statemanager_container_lists_total).
-LIST_RESULTS = ("stored", "invalid", "not_this_node", "conflict", "unavailable")
+LIST_RESULTS = ("stored", "invalid", "not_this_node", "conflict", "later_format", "unavailable")
 ATTEMPTS = 3  # a list written again when a concurrent report of the same node beat it
 # The most bytes of container lines in one chunk: several chunks fit one transaction, and a
 # chunk is a value the daemon accepts (`inputs.max_value_bytes`, at least this large).
@@ -58,6 +59,11 @@ class ReportStore(TxnClient, Protocol):
 
 class Conflict(Exception):
     """Another report of the same node was made current under every attempt: nothing stored."""
+
+
+class NewerList(Exception):
+    """The node's current list was stored by a newer statemanager (a later format): this one
+    leaves it as it is and stores nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,7 @@ class NodeReports:
         base = f"{self._layout.node_lists}{node}/"
         pointer_key = f"{base}{POINTER}".encode()
         current = await self._store.get(pointer_key)
+        _check_format(current)
         guard = Guard(pointer_key, current.mod_revision if current else 0)
         generation = secrets.token_hex(8)
         generations = f"{base}{GENERATIONS}/".encode()
@@ -152,6 +159,21 @@ class NodeReports:
             await self._store.txn([Guard(record_key, record.mod_revision)], [Delete(record_key)])
         except EtcdError as exc:
             log.info("node_list_cleanup_deferred", node=node, error=str(exc))
+
+
+def _check_format(pointer: KeyValue | None) -> None:
+    """NewerList when `pointer` is in a format later than this daemon's."""
+    if pointer is None:
+        return
+    try:
+        parse_pointer(pointer.value)
+    except BadInput as exc:
+        if exc.kind == LATER_FORMAT:
+            raise NewerList(
+                f"{pointer.key.decode('utf-8', 'replace')} was stored by a newer statemanager "
+                f"(format {exc.detail}); this daemon does not replace it: send the list to one "
+                "of the newer version"
+            ) from None
 
 
 def _count(pointer: KeyValue | None) -> int | None:

@@ -21,7 +21,13 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 
 from statemanager.adapters.etcd import Fence, KeyValue, TxnClient
-from statemanager.adapters.nodereports import CHUNK_BYTES, Conflict, NodeReports, Stored
+from statemanager.adapters.nodereports import (
+    CHUNK_BYTES,
+    Conflict,
+    NewerList,
+    NodeReports,
+    Stored,
+)
 from statemanager.adapters.tls import ServerTls
 from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable
 from statemanager.core.index import Index
@@ -181,6 +187,8 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
             return await self._reports.store(node, containers)
         except Conflict as exc:
             raise _Refused(grpc.StatusCode.ABORTED, str(exc), "conflict") from None
+        except NewerList as exc:
+            raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, str(exc), "later_format") from None
         except EtcdUnavailable as exc:
             text = f"etcd unavailable: {exc}; {kept}"
             raise _Refused(grpc.StatusCode.UNAVAILABLE, text, "unavailable") from None

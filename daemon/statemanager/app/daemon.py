@@ -135,6 +135,7 @@ def build(
     queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
     previous: dict[WorkKey, str] = {}  # per key, the previous derived state (planner.plan)
     writer = StateWriter(store, layout, index, metrics, previous=previous)
+    later_formats = LaterFormats(metrics)  # one report per record, whoever meets it
     controller = Controller(
         index=index,
         ingest=Ingest(layout, index, settings.inputs.max_value_bytes, on_state=writer.echoed),
@@ -143,8 +144,8 @@ def build(
         previous=previous,
         layout=layout,
         metrics=metrics,
+        later_formats=later_formats,
     )
-    later_formats = LaterFormats(metrics)  # one report per record, whoever meets it
     election = Election(
         client=store,
         own_prefix=layout.own,

@@ -26,6 +26,7 @@ from statemanager.core.errors import BadInput
 from statemanager.core.index import Index
 from statemanager.core.inputs import ContainerInfo, parse_container
 from statemanager.core.keys import WorkKey, name_problem
+from statemanager.core.records import LATER_FORMAT, format_of
 
 FORMAT = 2  # format 1: one container key per container and an ids record (docs/contract.md)
 POINTER = "list"
@@ -71,7 +72,10 @@ def parse_pointer(raw: bytes) -> Pointer:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadInput("invalid_json", f"node list pointer: {exc.msg}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    version = format_of(doc, FORMAT) if isinstance(doc, dict) else None
+    if version is not None and version > FORMAT:
+        raise BadInput(LATER_FORMAT, str(version))  # a newer daemon's: left as it is
+    if not isinstance(doc, dict) or version != FORMAT:
         raise BadInput("wrong_type", f"not a format-{FORMAT} node list pointer")
     generation = doc.get("generation")
     if not isinstance(generation, str) or name_problem(generation):

@@ -22,6 +22,7 @@ from statemanager.core.index import Index
 from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
 from statemanager.core.keys import KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, plan
+from statemanager.core.records import LATER_FORMAT, NODE_LIST, LaterFormat, LaterFormatReporter
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.election import Leadership
 from statemanager.runtime.metrics import Metrics
@@ -64,8 +65,10 @@ class Controller:
         previous: dict[WorkKey, str],
         layout: KeyLayout,
         metrics: Metrics,
+        later_formats: LaterFormatReporter,
     ) -> None:
         self._index = index
+        self._later_formats = later_formats
         self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
         self._led_with: Fence | None = None  # the leader key of the last mark_all
         self._ingest = ingest
@@ -151,7 +154,9 @@ class Controller:
 
     def _report(self, reports: Sequence[Report]) -> None:
         for r in reports:
-            if r.kind == INTERNAL_ERROR:
+            if r.kind == LATER_FORMAT:  # a newer daemon's node list: not bad input
+                self._later_formats.report(r.key.encode(), LaterFormat(NODE_LIST, int(r.detail)))
+            elif r.kind == INTERNAL_ERROR:
                 self._quarantined(r.key, "ingest", r.revision, r.detail)
             elif r.rejected:
                 self._metrics.invalid_inputs.labels(r.kind).inc()
