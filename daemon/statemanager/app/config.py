@@ -344,6 +344,12 @@ class PrefixSettings:
     package_states: str = setting(
         _prefix, _LAYOUT.package_states, "written package states", commands=EVERY_COMMAND
     )
+    scenario_states: str = setting(
+        _prefix,
+        _LAYOUT.scenario_states,
+        "scenario states (set through SendStateChange, deleted with their Scenario spec)",
+        commands=EVERY_COMMAND,
+    )
     own: str = setting(
         _prefix,
         _LAYOUT.own,
@@ -370,6 +376,7 @@ class PrefixSettings:
             scenarios=self.scenarios,
             model_states=self.model_states,
             package_states=self.package_states,
+            scenario_states=self.scenario_states,
             own=self.own,
         )
 

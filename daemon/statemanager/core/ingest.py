@@ -28,7 +28,11 @@ from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_prob
 
 UNASSIGNED = "unassigned"
 INTERNAL_ERROR = "internal_error"
-_STATE_RESOURCES = {Kind.MODEL_STATE: Resource.MODEL, Kind.PACKAGE_STATE: Resource.PACKAGE}
+_STATE_RESOURCES = {
+    Kind.MODEL_STATE: Resource.MODEL,
+    Kind.PACKAGE_STATE: Resource.PACKAGE,
+    Kind.SCENARIO_STATE: Resource.SCENARIO,
+}
 _Put = Callable[[str, Any], set[WorkKey]]
 
 

@@ -23,13 +23,16 @@ class Kind(enum.Enum):
     SCENARIO_SPEC = "scenario_spec"
     MODEL_STATE = "model_state"
     PACKAGE_STATE = "package_state"
+    SCENARIO_STATE = "scenario_state"
 
 
 class Resource(enum.StrEnum):
-    """The two resource types whose states the daemon derives and writes."""
+    """The resource types whose state keys the daemon writes: models and packages (derived by
+    the rules), scenarios (asserted through SendStateChange, deleted with their spec)."""
 
     MODEL = "model"
     PACKAGE = "package"
+    SCENARIO = "scenario"
 
 
 class WorkKey(NamedTuple):
@@ -68,7 +71,14 @@ _PREFIX_FIELD = {
     Kind.SCENARIO_SPEC: "scenarios",
     Kind.MODEL_STATE: "model_states",
     Kind.PACKAGE_STATE: "package_states",
+    Kind.SCENARIO_STATE: "scenario_states",
 }
+_STATE_KINDS = {
+    Resource.MODEL: Kind.MODEL_STATE,
+    Resource.PACKAGE: Kind.PACKAGE_STATE,
+    Resource.SCENARIO: Kind.SCENARIO_STATE,
+}
+_STATE_FAMILIES = frozenset(_STATE_KINDS.values())  # keys shaped `{prefix}{name}/state`
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +91,7 @@ class KeyLayout:
     scenarios: str = "Scenario/"
     model_states: str = "/model/"
     package_states: str = "/package/"
+    scenario_states: str = "/scenario/"
     own: str = "/statemanager/"
 
     def watched(self) -> dict[Kind, str]:
@@ -94,7 +105,7 @@ class KeyLayout:
         if not key.startswith(prefix):
             return None
         rest = key[len(prefix) :]
-        if kind in (Kind.MODEL_STATE, Kind.PACKAGE_STATE):
+        if kind in _STATE_FAMILIES:
             if not rest.endswith("/state"):
                 return None
             rest = rest[: -len("/state")]
@@ -105,10 +116,9 @@ class KeyLayout:
     def key_of(self, kind: Kind, name: str) -> str:
         """The key under `kind`'s prefix that carries `name` (the inverse of `name_in`)."""
         prefix: str = getattr(self, _PREFIX_FIELD[kind])
-        if kind in (Kind.MODEL_STATE, Kind.PACKAGE_STATE):
+        if kind in _STATE_FAMILIES:
             return f"{prefix}{name}/state"
         return prefix + name
 
     def state_key(self, key: WorkKey) -> str:
-        kind = Kind.MODEL_STATE if key.resource is Resource.MODEL else Kind.PACKAGE_STATE
-        return self.key_of(kind, key.name)
+        return self.key_of(_STATE_KINDS[key.resource], key.name)
