@@ -85,6 +85,7 @@ def layout() -> KeyLayout:
         scenarios=f"{root}/{base.scenarios}",
         model_states=f"{root}{base.model_states}",
         package_states=f"{root}{base.package_states}",
+        scenario_states=f"{root}{base.scenario_states}",
         own=f"{root}{base.own}",
     )
 

@@ -384,7 +384,9 @@ class PrefixSettings:
 @dataclass(frozen=True, slots=True)
 class ActionControllerSettings:
     address: str = setting(_address, "127.0.0.1:47001", "ActionController gRPC `host:port`")
-    timeout_seconds: float = setting(_positive, 5.0, "deadline of every Reconcile call")
+    timeout_seconds: float = setting(
+        _positive, 5.0, "deadline of every Reconcile and OffloadModel call"
+    )
     max_backoff_seconds: float = setting(
         _positive,
         30.0,

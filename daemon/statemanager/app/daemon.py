@@ -32,7 +32,7 @@ from statemanager import __version__
 from statemanager.adapters import stateservice
 from statemanager.adapters.actioncontroller import ActionControllerClient
 from statemanager.adapters.etcd import EtcdClient, Fence
-from statemanager.adapters.stateservice import ServiceStore, StateService
+from statemanager.adapters.stateservice import Offloader, ServiceStore, StateService
 from statemanager.app import config, logs, web
 from statemanager.app.config import Settings
 from statemanager.app.statuspage import StatusPage
@@ -115,9 +115,11 @@ def build(
     metrics: Metrics,
     health: Health,
     clock: Callable[[], float] = time.monotonic,
+    offloader: Offloader | None = None,
 ) -> Parts:
     """Build the runtime on `store` (etcd) and `actioncontroller`, as `settings` say; call it
-    inside the running event loop.
+    inside the running event loop. `offloader` (ActionController's OffloadModel) serves
+    TriggerOffloading; without it the service answers that none is configured.
 
     The one place that builds things (the composition root): every object gets its
     collaborators here, as keyword arguments typed by the small Protocols its module declares,
@@ -182,8 +184,11 @@ def build(
         layout=layout,
         store=store,
         leadership=election,
+        progress=health,
         on_confirmed=controller.confirm,
         max_value_bytes=settings.inputs.max_value_bytes,
+        metrics=metrics,
+        offloader=offloader,
     )
     status = StatusPage(
         loop=asyncio.get_running_loop(),
@@ -256,7 +261,12 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         settings.actioncontroller.tls,
     )
     parts = build(
-        settings, store=client, actioncontroller=actioncontroller, metrics=metrics, health=health
+        settings,
+        store=client,
+        actioncontroller=actioncontroller,
+        metrics=metrics,
+        health=health,
+        offloader=actioncontroller,
     )
     stop = _handle_signals(settings, reload)
     server = _serve_http(stop, metrics, health, parts.status)
