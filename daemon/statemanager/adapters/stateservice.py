@@ -578,10 +578,30 @@ def _handler(
     )
 
 
-async def serve(service: StateService, address: str, tls: ServerTls | None) -> grpc.aio.Server:
+PENDING_PER_CALL = 10  # calls gRPC may queue, per call the service may handle at once
+
+
+def server_options(max_calls: int) -> list[tuple[str, int]]:
+    """gRPC core's queue of calls received and not yet taken by the service: at its default
+    (1,000) a burst of 2,000 callers sees ~10 % of its calls CANCELLED before they reach the
+    service. The service takes calls off it at a few thousand a second whatever they ask, so
+    a burst waits there, not in handlers; the handlers' limit (`max_calls`, RESOURCE_EXHAUSTED
+    beyond) is what fills when etcd is slow or unreachable (docs/contract.md, Bursts)."""
+    pending = PENDING_PER_CALL * max_calls
+    return [
+        ("grpc.server.max_pending_requests", pending),
+        ("grpc.server.max_pending_requests_hard_limit", pending),
+    ]
+
+
+async def serve(
+    service: StateService, address: str, tls: ServerTls | None, max_calls: int
+) -> grpc.aio.Server:
     """Start serving on `address`: plaintext, or only TLS with `tls` (and only clients whose
-    certificate `tls.client_ca` signed, when it is set)."""
-    server = grpc.aio.server()
+    certificate `tls.client_ca` signed, when it is set). At most `max_calls` calls are
+    handled at once (more are answered RESOURCE_EXHAUSTED), and PENDING_PER_CALL times as many
+    may wait in gRPC's queue."""
+    server = grpc.aio.server(options=server_options(max_calls), maximum_concurrent_rpcs=max_calls)
     add_to_server(service, server)
     if tls is None:
         server.add_insecure_port(address)

@@ -442,6 +442,12 @@ class GrpcSettings:
         "serve Pullpiri's StateManager gRPC service (`true`/`false`)",
     )
     address: str = setting(_address, "127.0.0.1:47006", "where that service listens")
+    max_concurrent_rpcs: int = setting(
+        _positive_int,
+        10_000,
+        "calls that service handles at once (more are answered `RESOURCE_EXHAUSTED`); as many "
+        "more may wait in gRPC's queue (see [Bursts](#bursts))",
+    )
     tls_cert_file: Path | None = setting(
         _readable_file,
         None,

@@ -356,12 +356,15 @@ async def _serve_grpc(settings: Settings, service: StateService) -> grpc.aio.Ser
     """Pullpiri's StateManager service, when enabled."""
     if not settings.grpc.enabled:
         return None
-    server = await stateservice.serve(service, settings.grpc.address, settings.grpc.tls)
+    server = await stateservice.serve(
+        service, settings.grpc.address, settings.grpc.tls, settings.grpc.max_concurrent_rpcs
+    )
     tls = settings.grpc.tls
     log.info(
         "grpc_serving",
         address=settings.grpc.address,
         tls="off" if tls is None else "mutual" if tls.client_ca else "server",
+        max_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
     )
     return server
 
