@@ -10,13 +10,13 @@ from typing import Any
 
 import grpc
 import pytest
-from test_grpc_service import serving
 
 from statemanager.devtools import burst
 from statemanager.devtools.localetcd import LocalEtcd
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
 from conftest import DaemonMaker, Etcd, states_are
+from test_grpc_service import serving
 
 
 @pytest.fixture

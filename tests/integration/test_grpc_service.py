@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -37,20 +37,6 @@ async def started(daemon_factory: DaemonMaker) -> tuple[Daemon, int]:
     d.start()
     await d.wait_synced()
     return d, port
-
-
-@pytest.fixture
-async def stub_for() -> AsyncIterator[Callable[[int], pb_grpc.StateManagerConnectionStub]]:
-    channels: list[grpc.aio.Channel] = []
-
-    def make(port: int) -> pb_grpc.StateManagerConnectionStub:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        channels.append(channel)
-        return pb_grpc.StateManagerConnectionStub(channel)  # type: ignore[no-untyped-call]
-
-    yield make
-    for channel in channels:
-        await channel.close()
 
 
 def change(**fields: object) -> pb.StateChange:

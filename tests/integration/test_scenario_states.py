@@ -7,16 +7,14 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
-
-from test_grpc_service import change, serving, stub_for
+from typing import Any
 
 from statemanager.devtools.localetcd import LocalEtcd
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually
-
-__all__ = ["stub_for"]  # a fixture these tests use
+from test_grpc_service import change, serving
 
 Stubs = Callable[[int], pb_grpc.StateManagerConnectionStub]
 SCENARIO = pb.ResourceType.SCENARIO
@@ -166,11 +164,16 @@ async def test_the_state_is_deleted_with_the_scenario(
     assert ok.error_code == pb.ErrorCode.SUCCESS
     await etcd.delete(f"{etcd.layout.scenarios}s")
 
-    async def gone() -> bool:
-        return await etcd.get(state_key(etcd, "s")) is None
+    def deletions() -> list[dict[str, Any]]:
+        lines = leader.events("transition")
+        return [e for e in lines if e["name"] == "s" and e["to_state"] == "deleted"]
 
-    await eventually(gone, what="the scenario's state key deleted")
-    [line] = [e for e in leader.events("transition") if e["type"] == "scenario" and e["name"] == "s" and e["to_state"] == "deleted"]  # fmt: skip
+    async def deleted() -> bool:  # the line follows the commit the test may see first
+        return await etcd.get(state_key(etcd, "s")) is None and bool(deletions())
+
+    await eventually(deleted, what="the scenario's state key deleted, and logged")
+    [line] = deletions()
+    assert line["type"] == "scenario"
     assert line["reason"] == "its Scenario spec is gone"
     assert 'statemanager_transitions_total{resource="scenario",state="deleted"} 1.0' in (
         leader.scrape()

@@ -133,10 +133,14 @@ class ActionControllerClient:
         return ReconcileOutcome(False, True, "rejected", detail)
 
     async def offload(self, order: OffloadOrder) -> OffloadOutcome:
-        """Ask ActionController to move a model between nodes (OffloadModel), once."""
+        """Ask ActionController to move a model between nodes (OffloadModel), once: the call
+        waits up to the deadline for the channel to connect (PolicyManager never sends it
+        again, so a channel between reconnection attempts must not lose it)."""
         try:
             response = await self._stub.OffloadModel(
-                pb.OffloadModelRequest(**asdict(order)), timeout=self._timeout
+                pb.OffloadModelRequest(**asdict(order)),
+                timeout=self._timeout,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             return OffloadOutcome(False, False, f"{exc.code().name}: {exc.details()}")
