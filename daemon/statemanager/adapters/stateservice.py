@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -276,15 +276,8 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         transition_id = (
             f"offload-{request.model_name}-{request.source_node}-{time.time_ns() // 1_000_000}"
         )
-        order = OffloadOrder(
-            scenario_name=request.scenario_name,
-            package_name=request.package_name,
-            model_name=request.model_name,
-            source_node=request.source_node,
-            target_node=request.target_node,
-            policy_name=request.policy_name,
-            reason=request.reason,
-        )
+        # The request's fields are OffloadModelRequest's, one for one (names and numbers).
+        order = OffloadOrder(*(getattr(request, f.name) for f in fields(OffloadOrder)))
         if self._offloader is None:
             outcome = OffloadOutcome(False, False, "no ActionController is configured")
         else:

@@ -554,37 +554,12 @@ def _bursts(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {"largest_full_burst": largest, "bursts": rows, "machine": _machine()}
 
 
-def main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
-    if args.burst:
-        workdir = Path(tempfile.mkdtemp(prefix="statemanager-burst-"))
-        try:
-            bursts = _bursts(args, workdir)
-        except KeyboardInterrupt:
-            return 130
-        except (BenchError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-            progress(f"failed: {exc}")
-            return 1
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        rows = "\n".join(json.dumps(r) for r in bursts["bursts"])
-        print(json.dumps(bursts, indent=2) if args.json else f"{rows}\nlargest burst answered "
-              f"in full: {bursts['largest_full_burst']} calls")  # fmt: skip
-        return 0
+def _full(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Every figure of the full benchmark, with its targets and what it ran on."""
     sizes = _settings(args)
-    workdir = Path(tempfile.mkdtemp(prefix="statemanager-bench-"))
     started = time.monotonic()
-    try:
-        machine = _machine()
-        measured = measure(args, sizes, workdir)
-    except KeyboardInterrupt:
-        progress("interrupted; etcd and the daemon are stopped")
-        return 130
-    except (BenchError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-        progress(f"failed: {exc}")
-        return 1
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    machine = _machine()
+    measured = measure(args, sizes, workdir)
     details = measured.pop("details")
     result: dict[str, Any] = dict.fromkeys(FIGURES)
     result.update(measured)
@@ -595,5 +570,27 @@ def main(args: argparse.Namespace) -> int:
     result["seconds"] = round(time.monotonic() - started, 1)
     result["notes"] = NOTES
     result["details"] = details
-    print(json.dumps(result, indent=2) if args.json else _table(result))
+    return result
+
+
+def _burst_table(result: dict[str, Any]) -> str:
+    rows = [json.dumps(row) for row in result["bursts"]]
+    return "\n".join([*rows, f"largest burst answered in full: {result['largest_full_burst']}"])
+
+
+def main(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="statemanager-bench-"))
+    try:
+        result = _bursts(args, workdir) if args.burst else _full(args, workdir)
+    except KeyboardInterrupt:
+        progress("interrupted; etcd and the daemon are stopped")
+        return 130
+    except (BenchError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        progress(f"failed: {exc}")
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    table = _burst_table if args.burst else _table
+    print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
