@@ -364,6 +364,19 @@ def certs(
     )  # fmt: skip
 
 
+def client_pair(certs: Certs, name: str) -> tuple[Path, Path]:
+    """A client certificate and key for CN `name` (and DNS SAN `name`), signed by `certs.ca`."""
+    d = certs.ca.parent
+    if not (d / f"{name}.pem").exists():
+        (d / f"{name}.ext").write_text(f"subjectAltName=DNS:{name}\n")
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                 "-extfile", f"{name}.ext", cwd=d)  # fmt: skip
+    return d / f"{name}.pem", d / f"{name}.key"
+
+
 @pytest.fixture
 def make_daemon(server: LocalEtcd, layout: KeyLayout, tmp_path: Path) -> Iterator[DaemonMaker]:
     """Daemons against the private `server`."""

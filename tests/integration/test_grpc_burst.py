@@ -15,8 +15,8 @@ from statemanager.devtools import burst
 from statemanager.devtools.localetcd import LocalEtcd
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
+from cluster import serving
 from conftest import DaemonMaker, Etcd, states_are
-from test_grpc_service import serving
 
 
 @pytest.fixture

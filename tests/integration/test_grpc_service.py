@@ -13,21 +13,11 @@ import grpc
 import pytest
 
 from statemanager.core.keys import KeyLayout
-from statemanager.devtools.localetcd import free_port
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
-from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, eventually, states_are
-
-
-def serving(d: Daemon, node: str = "node-a") -> int:
-    port = free_port()
-    d.env.update(
-        STATEMANAGER_GRPC_ENABLED="true",
-        STATEMANAGER_GRPC_ADDRESS=f"127.0.0.1:{port}",
-        STATEMANAGER_HA_NODE_NAME=node,
-    )
-    return port
+from cluster import container, listed, serving
+from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, client_pair, eventually, states_are
 
 
 async def started(daemon_factory: DaemonMaker) -> tuple[Daemon, int]:
@@ -51,17 +41,6 @@ def change(**fields: object) -> pb.StateChange:
     }
     base.update(fields)
     return pb.StateChange(**base)  # type: ignore[arg-type]
-
-
-def container(cid: str, status: str, model: str, exit_code: str = "0") -> pb.ContainerInfo:
-    return pb.ContainerInfo(
-        id=cid,
-        names=[f"{model}_{cid}"],
-        image="registry/app:1",
-        state={"Status": status, "ExitCode": exit_code},
-        annotation={"io.pullpiri.annotations.model": model},
-        stats={"cpu": "0.5"},
-    )
 
 
 async def test_state_change_answers_every_error_code(
@@ -146,7 +125,7 @@ async def test_container_list_drives_states_and_deletes_dropped_containers(
     stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
 ) -> None:
     """A node's container list is written where the watch reads it: a dead container cascades
-    to the package; a container the node stops listing is deleted."""
+    to the package; a container the node stops listing goes."""
     _, port = await started(daemon_factory)
     await etcd.package("pay", ["backend", "auth"])
     stub = stub_for(port)
@@ -155,7 +134,8 @@ async def test_container_list_drives_states_and_deletes_dropped_containers(
         containers=[container("b1", "running", "backend"), container("a1", "running", "auth")],
     )
     answer = await stub.SendChangedContainerList(first)
-    assert answer.resp == "stored 2 containers of node node-1, deleted 0"
+    assert answer.resp.startswith("stored 2 containers of node node-1 at revision ")
+    assert answer.resp.endswith(", replacing its list of 0")
     await states_are(etcd, {"backend": "Running", "auth": "Running", "pkg:pay": "Running"})
 
     failed = pb.ContainerList(
@@ -176,13 +156,9 @@ async def test_container_list_drives_states_and_deletes_dropped_containers(
         node_name="node-1", containers=[container("b1", "running", "backend")]
     )
     answer = await stub.SendChangedContainerList(dropped)
-    assert answer.resp == "stored 1 containers of node node-1, deleted 1"
-
-    async def deleted() -> bool:
-        return await etcd.get(etcd.layout.containers + "a1") is None
-
-    await eventually(deleted, 10, "the dropped container deleted")
-    assert await etcd.get(etcd.layout.containers + "x1") is not None  # another node's: kept
+    assert answer.resp.endswith(", replacing its list of 2")
+    assert await listed(etcd, "node-1") == {"b1"}
+    assert await listed(etcd, "node-2") == {"x1"}  # another node's: kept
     await states_are(etcd, {"auth": "Running", "pkg:pay": "Running"})
 
     with pytest.raises(grpc.aio.AioRpcError) as bad:
@@ -193,19 +169,13 @@ async def test_container_list_drives_states_and_deletes_dropped_containers(
     assert "a/b" in (bad.value.details() or "")
 
 
-async def node_keys(etcd: Etcd) -> set[str]:
-    """Ids of every container key in etcd."""
-    prefix = etcd.layout.containers
-    return {kv.key.decode()[len(prefix) :] for kv in await etcd.client.get_prefix(prefix.encode())}
-
-
 async def test_back_to_back_lists_leave_no_stale_container(
     etcd: Etcd,
     daemon_factory: DaemonMaker,
     stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
 ) -> None:
-    """Lists sent back to back, faster than the watch feeds the daemon's index: each list's
-    deletions come from etcd, so afterwards etcd holds exactly the node's last list."""
+    """Lists sent back to back, faster than the watch feeds the daemon's index: each replaces
+    the node's list whole, so afterwards etcd holds exactly the node's last list."""
     _, port = await started(daemon_factory)
     stub = stub_for(port)
 
@@ -223,7 +193,7 @@ async def test_back_to_back_lists_leave_no_stale_container(
             pb.ContainerList(node_name="node-1", containers=full[:2])
         )
     await flooding
-    assert await node_keys(etcd) - {f"other-{i}" for i in range(100)} == {"r14-0", "r14-1"}
+    assert await listed(etcd, "node-1") == {"r14-0", "r14-1"}
 
 
 async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
@@ -231,9 +201,9 @@ async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
     daemon_factory: DaemonMaker,
     stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
 ) -> None:
-    """Huge lists, megabyte strings, empty and odd fields: each answered with a gRPC error that
-    says why and nothing of it stored (a list is one transaction, whole or not at all), or
-    stored cleanly; the daemon keeps serving."""
+    """Megabyte strings, empty and odd fields, a message over the limit: each answered with a
+    gRPC error that says why and nothing of it stored, or stored cleanly (100,000 bare
+    containers too); the daemon keeps serving."""
     d, port = await started(daemon_factory)
     stub = stub_for(port)
     megabyte = "x" * (1 << 20)
@@ -242,13 +212,6 @@ async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
         return pb.ContainerList(node_name=node, containers=containers)
 
     refused = {
-        "100k containers": (listing(*(pb.ContainerInfo(id=f"c{i}") for i in range(100_000))),
-                            grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 127"),
-        "over one txn of ops": (listing(*(container(f"c{i}", "running", "m") for i in range(200))),
-                                grpc.StatusCode.RESOURCE_EXHAUSTED, "whole or not at all"),
-        "over one txn of bytes": (
-            listing(*(pb.ContainerInfo(id=f"c{i}", image="i" * 20_000) for i in range(100))),
-            grpc.StatusCode.RESOURCE_EXHAUSTED, "bytes"),
         "value over max": (listing(pb.ContainerInfo(id="c1", image=megabyte)),
                            grpc.StatusCode.INVALID_ARGUMENT, "exceeds"),
         "megabyte node": (listing(container("c1", "running", "m"), node=megabyte),
@@ -261,9 +224,9 @@ async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
                           grpc.StatusCode.INVALID_ARGUMENT, "listed twice"),
         "model not a name": (listing(container("c1", "running", "a/b")),
                              grpc.StatusCode.INVALID_ARGUMENT, "c1"),
-        "over gRPC's size": (listing(*(pb.ContainerInfo(id=f"c{i}", image=megabyte)
-                                       for i in range(5))),
-                             grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+        "over the message limit": (listing(*(pb.ContainerInfo(id=f"c{i}", image=megabyte)
+                                             for i in range(65))),
+                                   grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     }  # fmt: skip
     for what, (request, code, says) in refused.items():
         sent = time.perf_counter()
@@ -285,10 +248,13 @@ async def test_hostile_container_lists_get_clean_errors_and_store_nothing(
                 assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT, error.value
                 assert "not a valid statemanager." in (error.value.details() or "")
 
+    many = listing(*(pb.ContainerInfo(id=f"c{i}") for i in range(100_000)))  # ~1 MB, 9 chunks
+    answer = await stub.SendChangedContainerList(many)
+    assert answer.resp.startswith("stored 100000 containers of node node-1 at revision ")
     odd = pb.ContainerInfo(id="e1")  # every other field empty: a container of unknown status
     answer = await stub.SendChangedContainerList(listing(odd))
-    assert answer.resp == "stored 1 containers of node node-1, deleted 0"
-    assert await node_keys(etcd) == {"e1"}
+    assert answer.resp.endswith(", replacing its list of 100000")
+    assert await listed(etcd, "node-1") == {"e1"}
     assert d.process is not None
     assert d.process.poll() is None
     assert "statemanager_synced 1.0" in d.scrape()
@@ -381,8 +347,8 @@ async def test_service_over_tls(
 
     client = (certs.client_cert, certs.client_key)
     answer = await _container_list(_tls_channel(port, certs.ca, client), "good")
-    assert answer.resp == "stored 1 containers of node node-good, deleted 0"
-    assert await etcd.get(etcd.layout.containers + "good") is not None
+    assert answer.resp.startswith("stored 1 containers of node node-good at revision ")
+    assert await listed(etcd, "node-good") == {"good"}
 
     await _refused(grpc.aio.insecure_channel(f"127.0.0.1:{port}"), "plaintext")
     await _refused(_tls_channel(port, certs.other_ca, client), "unverified-server")
@@ -394,11 +360,9 @@ async def test_service_over_tls(
     else:
         await _container_list(without_cert, "no-cert")
         await _container_list(stranger, "stranger")
-    written = {
-        kv.key.decode() for kv in await etcd.client.get_prefix(etcd.layout.containers.encode())
-    }
     expected = ["good"] if mutual else ["good", "no-cert", "stranger"]
-    assert written == {etcd.layout.containers + cid for cid in expected}
+    for cid in ("good", "no-cert", "stranger"):
+        assert await listed(etcd, f"node-{cid}") == ({cid} if cid in expected else set())
 
 
 @pytest.mark.parametrize(
@@ -420,3 +384,52 @@ def test_grpc_tls_settings_checked_at_start(
     result = cli(["run"], etcd_endpoint, layout, STATEMANAGER_GRPC_ENABLED="true", **env)
     assert result.returncode == 2, result.stderr
     assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_node_identity_needs_mutual_tls(etcd_endpoint: str, layout: KeyLayout) -> None:
+    """Binding nodes to certificates without client certificates is a configuration error."""
+    result = cli(
+        ["run"], etcd_endpoint, layout, STATEMANAGER_GRPC_ENABLED="true",
+        STATEMANAGER_GRPC_NODE_IDENTITY="true",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "grpc.node_identity needs grpc.tls_client_ca_file" in result.stderr
+
+
+async def test_a_node_reports_only_for_itself(
+    etcd: Etcd, certs: Certs, daemon_factory: DaemonMaker
+) -> None:
+    """With `grpc.node_identity` a list's node_name must be the client certificate's CN or a
+    SAN: node-1 stores its own list, and its list under node-2's name is refused
+    PERMISSION_DENIED, logged, counted, nothing stored; node-2's certificate still works."""
+    d = daemon_factory()
+    port = serving(d)
+    d.env.update(
+        STATEMANAGER_GRPC_TLS_CERT_FILE=str(certs.server_cert),
+        STATEMANAGER_GRPC_TLS_KEY_FILE=str(certs.server_key),
+        STATEMANAGER_GRPC_TLS_CLIENT_CA_FILE=str(certs.ca),
+        STATEMANAGER_GRPC_NODE_IDENTITY="true",
+    )
+    d.start()
+    await d.wait_synced()
+
+    async def send(pair: tuple[Path, Path], node: str) -> pb.SendContainerListResponse:
+        async with _tls_channel(port, certs.ca, pair) as channel:
+            stub = pb_grpc.StateManagerConnectionStub(channel)  # type: ignore[no-untyped-call]
+            request = pb.ContainerList(node_name=node, containers=[container("c", "running", "m")])
+            answer: pb.SendContainerListResponse = await stub.SendChangedContainerList(request)
+            return answer
+
+    one, two = client_pair(certs, "node-1"), client_pair(certs, "node-2")
+    await send(one, "node-1")
+    assert await listed(etcd, "node-1") == {"c"}
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await send(one, "node-2")
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "node-1" in (refused.value.details() or "")
+    assert await listed(etcd, "node-2") == set()
+    await send(two, "node-2")
+    assert await listed(etcd, "node-2") == {"c"}
+    assert 'statemanager_container_lists_total{result="not_this_node"} 1.0' in d.scrape()
+    assert 'statemanager_container_lists_total{result="stored"} 2.0' in d.scrape()
+    assert [e["code"] for e in d.events("container_list_refused")] == ["PERMISSION_DENIED"]

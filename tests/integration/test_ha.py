@@ -10,32 +10,9 @@ import time
 from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Put
 from statemanager.devtools.localetcd import LocalEtcd
 
+from cluster import TTL, is_leader, the_leader
 from conftest import Daemon, DaemonMaker, Etcd, eventually
 from fleet import Churn, converged
-
-TTL = 4  # seconds; short so the tests are quick, long enough for a loaded CI machine
-
-
-def is_leader(d: Daemon) -> bool:
-    """What the daemon's own /metrics says (statemanager_leader)."""
-    try:
-        scrape = d.scrape()
-    except OSError:
-        return False
-    return "\nstatemanager_leader 1.0" in scrape
-
-
-async def the_leader(daemons: list[Daemon], timeout: float = 20.0) -> Daemon:
-    """Wait until exactly one running daemon says it leads; return it."""
-    found: list[Daemon] = []
-
-    async def one() -> bool:
-        running = [d for d in daemons if d.process is not None and d.process.poll() is None]
-        found[:] = [d for d in running if is_leader(d)]
-        return len(found) == 1
-
-    await eventually(one, timeout, "exactly one leader")
-    return found[0]
 
 
 async def trio(private: Etcd, make_daemon: DaemonMaker, seed: int) -> tuple[list[Daemon], Churn]:

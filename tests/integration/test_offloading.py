@@ -14,9 +14,9 @@ from statemanager.proto import actioncontroller_pb2 as ac_pb
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
+from cluster import serving
 from conftest import Daemon, DaemonMaker
 from fakeactioncontroller import FakeActionController, fake_controller
-from test_grpc_service import serving
 
 Stubs = Callable[[int], pb_grpc.StateManagerConnectionStub]
 REQUEST = pb.OffloadingRequest(

@@ -13,8 +13,9 @@ from statemanager.devtools.localetcd import LocalEtcd
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
+from cluster import serving
 from conftest import Daemon, DaemonMaker, Etcd, eventually
-from test_grpc_service import change, serving
+from test_grpc_service import change
 
 Stubs = Callable[[int], pb_grpc.StateManagerConnectionStub]
 SCENARIO = pb.ResourceType.SCENARIO

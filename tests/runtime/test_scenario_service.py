@@ -18,29 +18,21 @@ from support.runtime import LAYOUT, MAX_VALUE_BYTES
 STATE_KEY = LAYOUT.key_of(Kind.SCENARIO_STATE, "s").encode()
 
 
-class _NoLeader:
-    def fence(self) -> None:
-        return None
-
-    def leader_name(self) -> None:
-        return None
-
-
 class _Listed:
     revision = 1
 
 
 def service(mem: MemEtcd) -> StateService:
-    """The service alone on `mem`, as a follower: scenario changes need no leadership."""
+    """The service alone on `mem`, with no election: scenario changes need no leadership."""
     mem.put_now(f"{LAYOUT.scenarios}s".encode(), documents.scenario("s", "shop").encode())
     return StateService(
         index=Index(),
         layout=LAYOUT,
         store=mem,
-        leadership=_NoLeader(),
         progress=_Listed(),
         on_confirmed=lambda key: None,
         max_value_bytes=MAX_VALUE_BYTES,
+        on_list=lambda result: None,
         metrics=Metrics(),
         offloader=None,
     )

@@ -18,6 +18,7 @@ MODELS = "Model/"
 SCENARIOS = "Scenario/"
 MODEL_STATES = "/model/"
 PACKAGE_STATES = "/package/"
+NODE_LISTS = "/statemanager/nodes/"
 MODEL_ANNOTATION = "io.pullpiri.annotations.model"
 
 
@@ -114,12 +115,34 @@ def derive(store: Mapping[str, bytes]) -> dict[str, str]:
             models = package_models(key, value)
             if models is not None:
                 packages[key[len(PACKAGES) :]] = models
+    for value in node_list_containers(store):
+        found = container_class(value)
+        if found is not None:
+            classes.setdefault(found[0], []).append(found[1])
     listed = {m for models in packages.values() for m in models}
     models = {m: model_rule(classes.get(m, [])) for m in listed | classes.keys()}
     states = {f"{MODEL_STATES}{m}/state": s for m, s in models.items()}
     for p, names in packages.items():
         states[f"{PACKAGE_STATES}{p}/state"] = package_rule([models[m] for m in names])
     return states
+
+
+def node_list_containers(store: Mapping[str, bytes]) -> list[bytes]:
+    """The container values of every node's current list: the generation its pointer names,
+    only when every chunk it counts is there (a list is seen whole or not at all). The
+    simulation's nodes report distinct container ids, so no claim is contested."""
+    values = []
+    for key, value in store.items():
+        if not (key.startswith(NODE_LISTS) and key.endswith("/list")):
+            continue
+        pointer = json.loads(value)
+        base = f"{key[: -len('list')]}gen/{pointer['generation']}/"
+        chunks = [store.get(f"{base}{i:06d}") for i in range(pointer["chunks"])]
+        if all(c is not None for c in chunks):
+            for chunk in chunks:
+                assert chunk is not None
+                values += [line.split(b"\t", 1)[1] for line in chunk.split(b"\n")]
+    return values
 
 
 def scenarios(store: Mapping[str, bytes]) -> dict[str, set[str]]:

@@ -368,6 +368,7 @@ class Simulation:
         self._timers: list[asyncio.TimerHandle] = []
         self._stopping: list[asyncio.Task[None]] = []
         self._lists: list[asyncio.Task[None]] = []
+        self._node_sends: dict[str, asyncio.Task[None]] = {}
 
     def fail(self, what: str) -> None:
         line = f"INVARIANT {what}"
@@ -426,30 +427,31 @@ class Simulation:
         self._put(LAYOUT.models + name, doc.encode())
 
     def _do_node_list(self, node: str, *listed: str) -> None:
-        """The node sends its list to whichever daemon leads (a follower would refuse it and
-        name the leader; the node agent asks the leader)."""
-        leader = next(
-            (
-                d
-                for d in self.daemons
-                if d is not None and d.runtime.parts.election.fence() is not None
-            ),
-            None,
-        )
-        if leader is None:
-            self.trace("  (no leader: not sent)")
+        """The node's agent sends its whole list once, to the one daemon it is configured
+        with (leader or not), after its previous send ended, and never again: a refused or
+        unsent list is lost until the node's next change (NodeAgent's behaviour)."""
+        target = self.daemons[NODES.index(node) % len(self.daemons)]
+        if target is None:
+            self.trace("  (its daemon is down: the list is lost)")
             return
         containers = []
         for entry in listed:
             cid, model, status, code = entry.split(":")
             containers.append((cid, model, status, code))
         request = container_list(node, containers)
-        self._lists.append(asyncio.create_task(self._send(leader.runtime.parts.service, request)))
+        before = self._node_sends.get(node)
+        task = asyncio.create_task(self._send(before, target.runtime.parts.service, request))
+        self._node_sends[node] = task
+        self._lists.append(task)
 
-    async def _send(self, svc: StateService, request: pb.ContainerList) -> None:
+    async def _send(
+        self, before: asyncio.Task[None] | None, svc: StateService, request: pb.ContainerList
+    ) -> None:
+        if before is not None:
+            await asyncio.wait([before])
         try:
             await send_list(svc, request)
-        except Aborted as refused:  # an answer: the node sends again on its next change
+        except Aborted as refused:  # an answer: the node sends again on its next change only
             self.trace(f"  list of {request.node_name} refused: {refused}")
         except Exception as exc:  # any other escape breaks the invariant
             self.fail(f"service: a container list raised {exc!r}")
@@ -558,7 +560,7 @@ class Simulation:
         record = self.mem.txn_log[-1]
         if not record.succeeded or record.revision != self.mem.current_revision:
             return
-        if any(k.startswith(LAYOUT.containers.encode()) for k in record.written):
+        if any(k.startswith(LAYOUT.node_lists.encode()) for k in record.written):
             self._input_changed(record.revision)  # a node's list, stored by the service
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)

@@ -94,6 +94,13 @@ class Compare:
     operand: bytes | int
 
 
+def _covers(delete: Delete, key: bytes) -> bool:
+    """Whether `delete` (one key, or a range) deletes `key`."""
+    if delete.range_end is None:
+        return key == delete.key
+    return delete.key <= key and (delete.range_end == b"\x00" or key < delete.range_end)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Range:
     """A read inside a transaction: one key, or every key in [key, range_end)."""
@@ -311,8 +318,8 @@ class MemEtcd:
             raise TooLarge("request_too_large", "etcd refused txn: request is too large")
         for branch in (success, failure):
             puts = [op.key for op in branch if isinstance(op, Put)]
-            deleted = {op.key for op in branch if isinstance(op, Delete)}
-            if len(puts) != len(set(puts)) or deleted & set(puts):
+            deletes = [op for op in branch if isinstance(op, Delete)]
+            if len(puts) != len(set(puts)) or any(_covers(d, k) for d in deletes for k in puts):
                 raise EtcdError("etcd refused txn: INVALID_ARGUMENT: duplicate key given in txn")
         succeeded = all(self._holds(c) for c in compares)
         # Operations apply in order at the next revision; a Range sees the writes before it.
@@ -324,19 +331,26 @@ class MemEtcd:
                 responses.append(self._read_staged(op, staged))
                 continue
             responses.append(None)
+            if isinstance(op, Delete):
+                self._stage_delete(op, staged)
+                continue
             old = staged[op.key] if op.key in staged else self._latest(op.key)
-            if isinstance(op, Put):
-                lease = op.lease if isinstance(op, LeasedPut) else 0
-                if lease and lease not in self._leases:
-                    raise EtcdUnavailable("etcd txn failed: NOT_FOUND: requested lease not found")
-                created = old.create_revision if old is not None else rev
-                version = old.version + 1 if old is not None else 1
-                staged[op.key] = Record(op.key, op.value, created, rev, version, lease)
-            elif old is not None:
-                staged[op.key] = None
+            lease = op.lease if isinstance(op, LeasedPut) else 0
+            if lease and lease not in self._leases:
+                raise EtcdUnavailable("etcd txn failed: NOT_FOUND: requested lease not found")
+            created = old.create_revision if old is not None else rev
+            version = old.version + 1 if old is not None else 1
+            staged[op.key] = Record(op.key, op.value, created, rev, version, lease)
         if staged:
             self._commit(staged)
         return RawTxnResult(succeeded, self._revision, tuple(responses))
+
+    def _stage_delete(self, op: Delete, staged: dict[bytes, Record | None]) -> None:
+        """Stage the deletion of every key `op` covers that exists (staged or stored)."""
+        keys = self._keys_in(op.key, op.range_end) if op.range_end else [op.key]
+        for key in keys:
+            if (staged[key] if key in staged else self._latest(key)) is not None:
+                staged[key] = None
 
     def _read_staged(self, op: Range, staged: Mapping[bytes, Record | None]) -> list[Record]:
         keys = set(self._keys_in(op.key, op.range_end))

@@ -63,3 +63,32 @@ def test_a_forbidden_import_breaks_its_contract(
     result = lint_imports(copy, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert broken in result.stdout.split("Broken contracts")[-1]
+
+
+def _loaded_after(code: str) -> set[str]:
+    """The package's modules loaded in a fresh interpreter after running `code`."""
+    probe = f"import sys\n{code}\nprint('\\n'.join(sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    return {m for m in result.stdout.split() if m.startswith("statemanager")}
+
+
+def test_the_daemon_never_loads_devtools() -> None:
+    """The daemon's modules and the `run` command's parser load nothing of `devtools`."""
+    loaded = _loaded_after(
+        "from statemanager.app import cli, commands, daemon\n"
+        "cli._parser(['run', '--etcd-endpoints', 'http://127.0.0.1:1']).parse_args("
+        "['run', '--etcd-endpoints', 'http://127.0.0.1:1'])"
+    )
+    assert "statemanager.app.daemon" in loaded
+    assert not {m for m in loaded if m.startswith("statemanager.devtools")}
+
+
+def test_version_and_help_load_only_the_command_line() -> None:
+    """`--version` parses with the command line module alone (no config, no clients)."""
+    loaded = _loaded_after(
+        "from statemanager.app import cli\n"
+        "try:\n    cli.main(['--version'])\nexcept SystemExit:\n    pass"
+    )
+    assert loaded == {"statemanager", "statemanager.app", "statemanager.app.cli"}

@@ -71,10 +71,13 @@ class TxnLimits:
         return len(key) + len(value) + self.OP_OVERHEAD_BYTES
 
     def chunks(
-        self, ops: Sequence[Put | Delete], fence: Fence | None
+        self, ops: Sequence[Put | Delete], guard_key: bytes | None
     ) -> Iterator[list[Put | Delete]]:
-        """Unguarded `ops` in order, cut into transactions within the limits (with `fence`)."""
-        fence_ops, fence_bytes = (1, self.guarded_write_bytes(fence.key, None)) if fence else (0, 0)
+        """Unguarded `ops` in order, cut into transactions within the limits, each also carrying
+        one compare on `guard_key` (a guard or a fence) when it is given."""
+        fence_ops, fence_bytes = (
+            (1, self.guarded_write_bytes(guard_key, None)) if guard_key else (0, 0)
+        )
         chunk: list[Put | Delete] = []
         size = 0
         for op in ops:
@@ -199,7 +202,10 @@ class Put:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
+    """Delete `key`, or with `range_end` every key in [key, range_end) (etcd's DeleteRange)."""
+
     key: bytes
+    range_end: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,7 +616,10 @@ def txn_request(guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fen
             put = success.add().request_put
             put.key, put.value = op.key, op.value
         else:
-            success.add().request_delete_range.key = op.key
+            delete = success.add().request_delete_range
+            delete.key = op.key
+            if op.range_end is not None:
+                delete.range_end = op.range_end
     return txn
 
 

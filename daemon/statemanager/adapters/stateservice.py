@@ -1,14 +1,14 @@
 """Pullpiri's StateManager gRPC service, served so this daemon can replace Pullpiri's own:
 the only module that imports the generated StateManager stubs.
 
-One source of truth: `SendChangedContainerList` only writes container info where the watch
-reads it (and deletes the node's containers it no longer lists), so states are derived by the
-normal path. `SendStateChange` never forces a model or package state: it checks the request
-against what the rules derive from this daemon's index (any daemon answers, saying at which
-etcd revision) and answers with the cascade, or with the error code that explains the
-refusal. A scenario's state is not derived but asserted: a change is judged against the
-scenario lifecycle (core/scenarios.py) and the state stored in etcd, and stored by one
-transaction guarded on the key's mod revision, so of two daemons answering concurrent
+One source of truth: `SendChangedContainerList` only stores the node's whole list where the
+watch reads it (adapters/nodereports.py), so states are derived by the normal path; any daemon
+stores one, leader or follower. `SendStateChange` never forces a model or package state: it
+checks the request against what the rules derive from this daemon's index (any daemon
+answers, saying at which etcd revision) and answers with the cascade, or with the error code
+that explains the refusal. A scenario's state is not derived but asserted: a change is judged
+against the scenario lifecycle (core/scenarios.py) and the state stored in etcd, and stored
+by one transaction guarded on the key's mod revision, so of two daemons answering concurrent
 changes only one wins. `TriggerOffloading` is forwarded to ActionController's OffloadModel.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, TypeVar
 
@@ -25,12 +25,14 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 
 from statemanager.adapters.actioncontroller import OffloadOrder, OffloadOutcome
-from statemanager.adapters.etcd import TXN_LIMITS, Delete, Fence, Guard, KeyValue, Put, TxnClient
+from statemanager.adapters.etcd import Guard, KeyValue, Put, TxnClient
+from statemanager.adapters.nodereports import CHUNK_BYTES, Conflict, NodeReports, Stored
 from statemanager.adapters.tls import ServerTls
-from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable, TooLarge
+from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable
 from statemanager.core.index import Index
 from statemanager.core.inputs import check_size, parse_container, parse_scenario
 from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
+from statemanager.core.nodelists import chunk_line
 from statemanager.core.scenarios import Step, decide, is_initialisation
 from statemanager.core.timestamps import timestamp
 from statemanager.proto import statemanager_pb2 as pb
@@ -41,18 +43,15 @@ log = structlog.get_logger("statemanager.stateservice")
 _RESOURCES = {pb.ResourceType.MODEL: Resource.MODEL, pb.ResourceType.PACKAGE: Resource.PACKAGE}
 _Req = TypeVar("_Req", bound=Message)
 _Resp = TypeVar("_Resp", bound=Message)
-_LIST_ATTEMPTS = 3  # a node's list read and written again when a concurrent change beat it
 _SCENARIO_ATTEMPTS = 3  # a scenario change judged again when a concurrent change beat it
 _MAX_TEXT = 1024  # characters in a StateChange's free-text fields (ids, states, source)
+# The largest request served (gRPC's default is 4 MiB): a node's whole list, ~130,000
+# containers of Pullpiri's usual ~500 bytes. Larger ones get RESOURCE_EXHAUSTED from gRPC.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ServiceStore(TxnClient, Protocol):
     async def get(self, key: bytes) -> KeyValue | None: ...
-
-
-class ServiceLeadership(Protocol):
-    def fence(self) -> Fence | None: ...
-    def leader_name(self) -> str | None: ...
 
 
 class IndexProgress(Protocol):
@@ -81,28 +80,27 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         index: Index,
         layout: KeyLayout,
         store: ServiceStore,
-        leadership: ServiceLeadership,
         progress: IndexProgress,
         on_confirmed: Callable[[WorkKey], None],
         max_value_bytes: int,
+        on_list: Callable[[str], None],
         metrics: ServiceMetrics,
         offloader: Offloader | None,
+        node_identity: bool = False,
     ) -> None:
         """`offloader` None: TriggerOffloading answers `accepted = false` (no ActionController
         to forward to: in-process tests)."""
         self._index = index
         self._layout = layout
         self._store = store
-        self._leadership = leadership
+        self._reports = NodeReports(store, layout, min(CHUNK_BYTES, max_value_bytes))
+        self._on_list = on_list  # told each list's result, one of LIST_RESULTS
+        self._node_identity = node_identity
         self._progress = progress
         self._on_confirmed = on_confirmed
         self._max_value_bytes = max_value_bytes
         self._metrics = metrics
         self._offloader = offloader
-
-    def _not_leader(self) -> str:
-        leader = self._leadership.leader_name() or "unknown (election in progress)"
-        return f"this daemon is not the leader; the leader is {leader}"
 
     async def SendStateChange(
         self,
@@ -317,145 +315,97 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
     ) -> pb.SendContainerListResponse:
         node = request.node_name
         try:
-            puts = self._puts(request)
-            fence = self._leadership.fence()
-            if fence is None:
-                raise _Refused(grpc.StatusCode.UNAVAILABLE, self._not_leader())
-            deleted = await self._store_list(node, puts, fence)
+            containers = self._containers(request)
+            if self._node_identity:
+                _check_identity(node, context.auth_context())
+            stored = await self._store_list(node, containers)
         except _Refused as exc:
+            self._on_list(exc.result)
             log.info("container_list_refused", node=_clip(node), code=exc.code.name, error=exc.text)
             await context.abort(exc.code, exc.text)
-        log.info("container_list", node=node, stored=len(puts), deleted=deleted)
+        self._on_list("stored")
+        log.info(
+            "container_list",
+            node=node,
+            containers=len(containers),
+            previous=stored.previous,
+            generation=stored.generation,
+            chunks=stored.chunks,
+            revision=stored.revision,
+        )
         return pb.SendContainerListResponse(
-            resp=f"stored {len(puts)} containers of node {node}, deleted {deleted}"
+            resp=f"stored {len(containers)} containers of node {node} at revision "
+            f"{stored.revision}, replacing its list of {stored.previous or 0}"
         )
 
-    def _puts(self, request: pb.ContainerList) -> dict[str, Put]:
-        """The container keys a list writes, by id; _Refused unless every one of them is a
-        value the watch accepts (so the service never stores what it would then reject)."""
+    async def _store_list(self, node: str, containers: dict[str, bytes]) -> Stored:
+        """The list stored as node's current one; _Refused with why when it was not."""
+        kept = "the node's previous list stays current"
+        try:
+            return await self._reports.store(node, containers)
+        except Conflict as exc:
+            raise _Refused(grpc.StatusCode.ABORTED, str(exc), "conflict") from None
+        except EtcdUnavailable as exc:
+            text = f"etcd unavailable: {exc}; {kept}"
+            raise _Refused(grpc.StatusCode.UNAVAILABLE, text, "unavailable") from None
+        except EtcdError as exc:
+            text = f"etcd refused the list: {exc}; {kept}"
+            raise _Refused(grpc.StatusCode.UNAVAILABLE, text, "unavailable") from None
+
+    def _containers(self, request: pb.ContainerList) -> dict[str, bytes]:
+        """The list's container info values by id; _Refused unless every one is a value the
+        watch accepts (so the service never stores what it would then reject)."""
         node = request.node_name
         problem = name_problem(node)
         if problem:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"node_name: {problem}")
-        most = TXN_LIMITS.max_ops - 1  # the node's record takes one operation
-        if len(request.containers) > most:
-            raise _Refused(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{len(request.containers)} containers in one list; at most {most}: a list is "
-                "stored in one etcd transaction, whole or not at all",
-            )
-        puts: dict[str, Put] = {}
+        containers: dict[str, bytes] = {}
         for container in request.containers:
             cid = container.id
-            bad = name_problem(cid) or ("listed twice" if cid in puts else None)
+            bad = name_problem(cid) or ("listed twice" if cid in containers else None)
             if bad:
                 raise _Refused(
                     grpc.StatusCode.INVALID_ARGUMENT, f"container id {_clip(cid)!r}: {bad}"
                 )
             value = _container_json(container, node)
             try:
-                check_size(value, self._max_value_bytes)
+                check_size(chunk_line(cid, value), self._max_value_bytes)
                 parse_container(value)
             except BadInput as exc:
                 raise _Refused(
                     grpc.StatusCode.INVALID_ARGUMENT, f"container {cid}: {exc.detail}"
                 ) from None
-            puts[cid] = Put(self._key(cid), value)
-        return puts
-
-    async def _store_list(self, node: str, puts: dict[str, Put], fence: Fence) -> int:
-        """Store a node's list in one fenced transaction: its containers, the deletion of those
-        it reported before and lists no more, and its record of what it listed. Returns how
-        many were deleted.
-
-        What to delete is read from etcd, never from the watch-fed index (which lags behind the
-        previous list when lists come back to back): the node's record of its last list, plus
-        the index's idea as a hint, each candidate read and deleted only if it still says this
-        node, guarded on its mod revision like the record; a guard that fails means a
-        concurrent change, so everything is read again.
-        """
-        record_key = self._record_key(node)
-        record_value = "\n".join(sorted(puts)).encode()
-        for _ in range(_LIST_ATTEMPTS):
-            try:
-                record = await self._store.get(record_key)
-                dropped = await self._dropped(node, puts, record)
-                guards = [*dropped, Guard(record_key, record.mod_revision if record else 0)]
-                ops: list[Put | Delete] = [
-                    *puts.values(),
-                    *(Delete(g.key) for g in dropped),
-                    Put(record_key, record_value),
-                ]
-                self._check_fits(guards, ops, fence)
-                result = await self._store.txn(guards, ops, fence)
-            except EtcdUnavailable as exc:
-                raise _Refused(grpc.StatusCode.UNAVAILABLE, f"etcd unavailable: {exc}") from None
-            except TooLarge as exc:
-                raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
-            except EtcdError as exc:
-                raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
-            if result.fenced:
-                raise _Refused(grpc.StatusCode.UNAVAILABLE, self._not_leader())
-            if result.succeeded:
-                return len(dropped)
-        raise _Refused(
-            grpc.StatusCode.ABORTED,
-            f"node {node}'s containers changed under each of {_LIST_ATTEMPTS} attempts "
-            "(lists of one node sent concurrently?); nothing was stored",
-        )
-
-    async def _dropped(
-        self, node: str, puts: dict[str, Put], record: KeyValue | None
-    ) -> list[Guard]:
-        """Guards on the container keys this node reported before and no longer lists."""
-        before = set(record.value.decode("utf-8", "replace").split()) if record else set()
-        candidates = (before | self._index.containers_on(node)) - puts.keys()
-        guards = []
-        for cid in sorted(candidates):
-            if name_problem(cid):
-                continue  # not an id this service could have written
-            kv = await self._store.get(self._key(cid))
-            if kv is not None and _reported_by(kv.value) == node:
-                guards.append(Guard(kv.key, kv.mod_revision))
-        return guards
-
-    def _check_fits(self, guards: list[Guard], ops: list[Put | Delete], fence: Fence) -> None:
-        """_Refused unless the transaction is within etcd's limits: it is sent whole or not."""
-        limits = TXN_LIMITS
-        compares = len(guards) + 1  # and the fence
-        size = limits.guarded_write_bytes(fence.key, None)
-        size += sum(limits.put_bytes(op.key, op.value) if isinstance(op, Put) else 0 for op in ops)
-        size += sum(limits.guarded_write_bytes(g.key, None) for g in guards)
-        if max(compares, len(ops)) > limits.max_ops or size > limits.byte_budget:
-            raise _Refused(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this list needs {len(ops)} operations, {compares} compares and about {size} "
-                f"bytes in one etcd transaction; etcd takes {limits.max_ops} and "
-                f"{limits.byte_budget} bytes: send fewer or smaller containers",
-            )
-
-    def _key(self, cid: str) -> bytes:
-        return f"{self._layout.containers}{cid}".encode()
-
-    def _record_key(self, node: str) -> bytes:
-        return f"{self._layout.own}nodes/{node}/containers".encode()
+            containers[cid] = value
+        return containers
 
 
 class _Refused(Exception):
-    """The answer to a request that was not (or not wholly) stored: nothing was written."""
+    """The answer to a request that was not (or not wholly) stored: nothing was written;
+    `result` is one of nodereports.LIST_RESULTS."""
 
-    def __init__(self, code: grpc.StatusCode, text: str) -> None:
+    def __init__(self, code: grpc.StatusCode, text: str, result: str = "invalid") -> None:
         super().__init__(text)
         self.code = code
         self.text = text
+        self.result = result
 
 
-def _reported_by(value: bytes) -> str | None:
-    """The node that reported a stored container value through this service, if any."""
-    try:
-        return parse_container(value).node
-    except BadInput:
-        return None
+# Where gRPC's auth context puts a verified client certificate's names.
+_CERT_NAMES = ("x509_common_name", "x509_subject_alternative_name")
+
+
+def _check_identity(node: str, auth: Mapping[str, Iterable[bytes]]) -> None:
+    """_Refused unless `node` is the client certificate's CN or one of its SANs (a node
+    reports only for itself, as Kubernetes' NodeRestriction limits kubelets)."""
+    names = {n.decode("utf-8", "replace") for field in _CERT_NAMES for n in auth.get(field, ())}
+    if node not in names:
+        shown = ", ".join(sorted(names)) or "no certificate"
+        raise _Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"node_name {_clip(node)!r} is not this client's certificate identity ({shown}): "
+            "a node reports only its own containers",
+            "not_this_node",
+        )
 
 
 def _clip(text: str, most: int = 80) -> str:
@@ -594,7 +544,8 @@ async def serve(
     certificate `tls.client_ca` signed, when it is set). At most `max_calls` calls are
     handled at once (more are answered RESOURCE_EXHAUSTED), and PENDING_PER_CALL times as many
     may wait in gRPC's queue."""
-    server = grpc.aio.server(options=server_options(max_calls), maximum_concurrent_rpcs=max_calls)
+    options = [*server_options(max_calls), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_calls)
     add_to_server(service, server)
     if tls is None:
         server.add_insecure_port(address)

@@ -354,7 +354,8 @@ class PrefixSettings:
         _prefix,
         _LAYOUT.own,
         "the daemon's own keys: leader candidates under `leader/`, pending reconcile triggers "
-        "under `triggers/`, dead letters under `deadletters/`",
+        "under `triggers/`, dead letters under `deadletters/`, nodes' container lists under "
+        "`nodes/`",
         commands=EVERY_COMMAND,
     )
 
@@ -464,10 +465,19 @@ class GrpcSettings:
         None,
         "PEM CA: set, only clients presenting a certificate it signed are served (mutual TLS)",
     )
+    node_identity: bool = setting(
+        _flag,
+        False,
+        "with `tls_client_ca_file`: a container list's `node_name` must be the client "
+        "certificate's CN or one of its SANs, else it is refused `PERMISSION_DENIED` (a node "
+        "reports only for itself)",
+    )
 
     def check(self) -> None:
         """The certificate, key and client CA, checked to load at start-up."""
         cert, key, ca = self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file
+        if self.node_identity and ca is None:
+            raise ConfigError("grpc.node_identity needs grpc.tls_client_ca_file (mutual TLS)")
         if (cert is None) != (key is None):
             raise ConfigError("grpc.tls_cert_file and grpc.tls_key_file go together")
         if cert is None or key is None:

@@ -183,10 +183,11 @@ def build(
         index=index,
         layout=layout,
         store=store,
-        leadership=election,
         progress=health,
         on_confirmed=controller.confirm,
         max_value_bytes=settings.inputs.max_value_bytes,
+        on_list=lambda result: metrics.container_lists.labels(result).inc(),
+        node_identity=settings.grpc.node_identity,
         metrics=metrics,
         offloader=offloader,
     )

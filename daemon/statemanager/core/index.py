@@ -335,6 +335,10 @@ class Index:
         """State keys of `resource` by the value etcd holds (which may be no state name)."""
         return self._written_counts[resource]
 
+    def container(self, cid: str) -> ContainerInfo | None:
+        """The info the rules see for container `cid`, if any."""
+        return self._containers.get(cid)
+
     def containers_on(self, node: str) -> set[str]:
         """Ids of the containers `node` reported through the gRPC service."""
         return self._node_containers.get(node, set())

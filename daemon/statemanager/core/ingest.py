@@ -25,6 +25,7 @@ from statemanager.core.inputs import (
     parse_scenario,
 )
 from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
+from statemanager.core.nodelists import NodeLists
 
 UNASSIGNED = "unassigned"
 INTERNAL_ERROR = "internal_error"
@@ -91,6 +92,7 @@ class Ingest:
     ) -> None:
         self._layout = layout
         self._index = index
+        self.node_lists = NodeLists(index)
         self._max_value_bytes = max_value_bytes
         # Told every state key's value as etcd holds it (the writer's check of its own writes
         # whose answers were lost), before the index records it.
@@ -274,8 +276,10 @@ class Ingest:
         if kind is Kind.CONTAINER:
             # The container id never becomes part of a key we write, so any id is acceptable.
             if value is None:
-                return index.delete_container(name)
-            return index.put_container(name, parse_container(value))
+                return self.node_lists.delete_container_key(name)
+            return self.node_lists.put_container_key(name, parse_container(value))
+        if kind is Kind.NODE_LIST:
+            return self.node_lists.apply(name, value, revision)
         problem = name_problem(name)
         if problem:
             raise BadInput("bad_name", f"{problem}: {name[:80]!r}")

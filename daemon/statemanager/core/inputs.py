@@ -47,6 +47,7 @@ BAD_INPUT_KINDS = (
     "wrong_kind",
     "bad_name",
     "name_mismatch",
+    "incomplete_list",
 )
 
 _TAG = "tag:yaml.org,2002:"

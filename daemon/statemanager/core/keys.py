@@ -24,6 +24,7 @@ class Kind(enum.Enum):
     MODEL_STATE = "model_state"
     PACKAGE_STATE = "package_state"
     SCENARIO_STATE = "scenario_state"
+    NODE_LIST = "node_list"  # what nodes reported through the gRPC service (core/nodelists.py)
 
 
 class Resource(enum.StrEnum):
@@ -72,6 +73,7 @@ _PREFIX_FIELD = {
     Kind.MODEL_STATE: "model_states",
     Kind.PACKAGE_STATE: "package_states",
     Kind.SCENARIO_STATE: "scenario_states",
+    Kind.NODE_LIST: "node_lists",
 }
 _STATE_KINDS = {
     Resource.MODEL: Kind.MODEL_STATE,
@@ -93,6 +95,11 @@ class KeyLayout:
     package_states: str = "/package/"
     scenario_states: str = "/scenario/"
     own: str = "/statemanager/"
+
+    @property
+    def node_lists(self) -> str:
+        """Where nodes' container lists are kept: under the daemon's own prefix."""
+        return f"{self.own}nodes/"
 
     def watched(self) -> dict[Kind, str]:
         """Every prefix the daemon lists and watches, by the kind of key under it."""

@@ -22,6 +22,7 @@ from prometheus_client import (
 
 from statemanager import __version__
 from statemanager.adapters.etcderrors import REFUSAL_REASONS
+from statemanager.adapters.nodereports import LIST_RESULTS
 from statemanager.core.inputs import BAD_INPUT_KINDS
 from statemanager.core.scenarios import ScenarioState
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
@@ -164,6 +165,13 @@ class Metrics:
             "reconcile_no_scenario",
             "Packages that entered Error with no Scenario targeting them (no reconcile sent).",
         )
+        # Pullpiri's StateManager gRPC service.
+        self.container_lists = counter(
+            "container_lists",
+            "Nodes' container lists received, by result (stored, invalid, not_this_node, "
+            "conflict, unavailable).",
+            ("result",),
+        )
         # The daemon itself.
         self.synced = gauge("synced", "1 once the first full sync is written.")
         self.ready = gauge("ready", "1 while /readyz would answer 200.")
@@ -181,18 +189,17 @@ class Metrics:
     def _zero_fixed_labels(self) -> None:
         """Every fixed label value exists from the start at 0, so rate() and increase() see the
         first event too (a series that appears at 1 has no increase to show)."""
+        restarts = ("unavailable", "silent", "compacted", "resync", "revision_backwards")
         one_label: list[tuple[Counter | Gauge, Iterable[str]]] = [
             (self.containers, [status.value for status in ContainerStatus]),
             (self.offloading_requests, OFFLOADING_RESULTS),
             (self.etcd_refusals, REFUSAL_REASONS),
             (self.invalid_inputs, BAD_INPUT_KINDS),
             (self.quarantined, QUARANTINE_STAGES),
-            (
-                self.watch_restarts,
-                ("unavailable", "silent", "compacted", "resync", "revision_backwards", "too_large"),
-            ),
+            (self.watch_restarts, (*restarts, "too_large")),
             (self.reconcile_requests, ("ok", "rejected", "unavailable", "error")),
             (self.reconcile_triggers, ("recorded", "delivered", "dropped", "dead_lettered")),
+            (self.container_lists, LIST_RESULTS),
         ]
         for metric, values in one_label:
             for value in values:
