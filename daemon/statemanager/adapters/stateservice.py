@@ -522,18 +522,22 @@ def _handler(
 
 
 PENDING_PER_CALL = 10  # calls gRPC may queue, per call the service may handle at once
+MAX_WAIT_SECONDS = 120  # how long a call may wait in that queue (gRPC's default: 30 s)
 
 
 def server_options(max_calls: int) -> list[tuple[str, int]]:
     """gRPC core's queue of calls received and not yet taken by the service: at its default
-    (1,000) a burst of 2,000 callers sees ~10 % of its calls CANCELLED before they reach the
-    service. The service takes calls off it at a few thousand a second whatever they ask, so
-    a burst waits there, not in handlers; the handlers' limit (`max_calls`, RESOURCE_EXHAUSTED
-    beyond) is what fills when etcd is slow or unreachable (docs/contract.md, Bursts)."""
+    size (1,000) a burst of 2,000 callers sees ~10 % of its calls CANCELLED before they reach
+    the service, and at its default wait (30 s) so does every call of a burst the service has
+    not reached by then. The service takes calls off it at a few thousand a second whatever
+    they ask, so a burst waits there, not in handlers; the handlers' limit (`max_calls`,
+    RESOURCE_EXHAUSTED beyond) is what fills when etcd is slow or unreachable
+    (docs/contract.md, Bursts)."""
     pending = PENDING_PER_CALL * max_calls
     return [
         ("grpc.server.max_pending_requests", pending),
         ("grpc.server.max_pending_requests_hard_limit", pending),
+        ("grpc.server_max_unrequested_time_in_server", MAX_WAIT_SECONDS),
     ]
 
 
