@@ -446,8 +446,8 @@ class GrpcSettings:
     max_concurrent_rpcs: int = setting(
         _positive_int,
         10_000,
-        "calls that service handles at once (more are answered `RESOURCE_EXHAUSTED`); as many "
-        "more may wait in gRPC's queue (see [Bursts](#bursts))",
+        "calls that service handles at once (more are answered `RESOURCE_EXHAUSTED`); 10 times "
+        "as many may wait in gRPC's queue (see [Bursts](#bursts))",
     )
     tls_cert_file: Path | None = setting(
         _readable_file,
