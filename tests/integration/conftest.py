@@ -25,11 +25,13 @@ from urllib.parse import urlencode, urlsplit
 from urllib.request import urlopen
 
 import aetcd
+import grpc
 import pytest
 
 from statemanager.app.config import OPTIONS
 from statemanager.core.keys import KeyLayout
 from statemanager.devtools.localetcd import LocalEtcd, free_port
+from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
 from support import documents
 
@@ -85,6 +87,7 @@ def layout() -> KeyLayout:
         scenarios=f"{root}/{base.scenarios}",
         model_states=f"{root}{base.model_states}",
         package_states=f"{root}{base.package_states}",
+        scenario_states=f"{root}{base.scenario_states}",
         own=f"{root}{base.own}",
     )
 
@@ -451,3 +454,18 @@ def http_get(port: int, path: str) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+async def stub_for() -> AsyncIterator[Callable[[int], pb_grpc.StateManagerConnectionStub]]:
+    """`stub_for(port)`: a StateManager client on its own channel to 127.0.0.1:port."""
+    channels: list[grpc.aio.Channel] = []
+
+    def make(port: int) -> pb_grpc.StateManagerConnectionStub:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
+        return pb_grpc.StateManagerConnectionStub(channel)  # type: ignore[no-untyped-call]
+
+    yield make
+    for channel in channels:
+        await channel.close()

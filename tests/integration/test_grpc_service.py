@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -17,7 +17,7 @@ from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
 from cluster import container, listed, serving
-from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, client_pair, states_are
+from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, client_pair, eventually, states_are
 
 
 async def started(daemon_factory: DaemonMaker) -> tuple[Daemon, int]:
@@ -27,20 +27,6 @@ async def started(daemon_factory: DaemonMaker) -> tuple[Daemon, int]:
     d.start()
     await d.wait_synced()
     return d, port
-
-
-@pytest.fixture
-async def stub_for() -> AsyncIterator[Callable[[int], pb_grpc.StateManagerConnectionStub]]:
-    channels: list[grpc.aio.Channel] = []
-
-    def make(port: int) -> pb_grpc.StateManagerConnectionStub:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        channels.append(channel)
-        return pb_grpc.StateManagerConnectionStub(channel)  # type: ignore[no-untyped-call]
-
-    yield make
-    for channel in channels:
-        await channel.close()
 
 
 def change(**fields: object) -> pb.StateChange:
@@ -62,8 +48,9 @@ async def test_state_change_answers_every_error_code(
     daemon_factory: DaemonMaker,
     stub_for: Callable[[int], pb_grpc.StateManagerConnectionStub],
 ) -> None:
-    """INVALID_REQUEST, RESOURCE_NOT_FOUND, INVALID_STATE_TRANSITION, SUCCESS with the cascade,
-    and RESOURCE_UNAVAILABLE from a follower naming the leader."""
+    """INVALID_REQUEST, RESOURCE_NOT_FOUND, INVALID_STATE_TRANSITION, SUCCESS with the cascade;
+    a follower answers from its own index too, each answer naming the etcd revision it was
+    judged at."""
     leader = daemon_factory()
     port = serving(leader, "node-a")
     leader.start()
@@ -96,8 +83,9 @@ async def test_state_change_answers_every_error_code(
     missing = await stub.SendStateChange(change(resource_name="nope"))
     assert missing.error_code == pb.ErrorCode.RESOURCE_NOT_FOUND
     assert "nope" in missing.error_details
-    scenario = await stub.SendStateChange(change(resource_type=pb.ResourceType.SCENARIO))
-    assert scenario.error_code == pb.ErrorCode.RESOURCE_NOT_FOUND
+    volume = await stub.SendStateChange(change(resource_type=pb.ResourceType.VOLUME))
+    assert volume.error_code == pb.ErrorCode.RESOURCE_NOT_FOUND
+    assert "not volume" in volume.error_details
 
     contradicts = await stub.SendStateChange(change(target_state="Failed"))
     assert contradicts.error_code == pb.ErrorCode.INVALID_STATE_TRANSITION
@@ -105,17 +93,30 @@ async def test_state_change_answers_every_error_code(
 
     await etcd.container("w1", "dead", "web")
     await states_are(etcd, {"web": "Failed", "pkg:shop": "Degraded"})
-    ok = await stub.SendStateChange(change(target_state="Failed"))
-    assert ok.error_code == pb.ErrorCode.SUCCESS, ok.error_details
-    assert ok.message.splitlines() == [
-        "model web: Failed (M2, 1 of 1 containers dead)",
-        "package shop: Degraded (P3, 1 of 2 models Failed)",
-    ]
-    assert ok.timestamp_ns > 0
+    dead_at = await etcd.mod_revision(f"{etcd.layout.model_states}web/state")
+    for port_ in (port, follower_port):
+        confirm = stub_for(port_).SendStateChange
+        ok = await confirm(change(target_state="Failed"))
 
-    busy = await stub_for(follower_port).SendStateChange(change(target_state="Failed"))
-    assert busy.error_code == pb.ErrorCode.RESOURCE_UNAVAILABLE
-    assert "node-a" in busy.error_details
+        async def caught_up() -> bool:  # a follower's index may lag the leader's write a little
+            nonlocal ok
+            ok = await confirm(change(target_state="Failed"))  # noqa: B023 - awaited right here
+            return ok.error_code == pb.ErrorCode.SUCCESS
+
+        await eventually(caught_up, what="the daemon's index to show web Failed")
+        *cascade, at = ok.message.splitlines()
+        assert cascade == [
+            "model web: Failed (M2, 1 of 1 containers dead)",
+            "package shop: Degraded (P3, 1 of 2 models Failed)",
+        ]
+        assert at.startswith("answered from this daemon's index at etcd revision ")
+        assert int(at.rsplit(" ", 1)[1]) >= dead_at
+        assert ok.timestamp_ns > 0
+    behind = await stub_for(follower_port).SendStateChange(
+        change(current_state="Failed", target_state="Running")
+    )
+    assert behind.error_code == pb.ErrorCode.INVALID_STATE_TRANSITION
+    assert "at etcd revision" in behind.message
 
 
 async def test_container_list_drives_states_and_deletes_dropped_containers(

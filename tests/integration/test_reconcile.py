@@ -14,9 +14,9 @@ import pytest
 from statemanager.core.keys import KeyLayout
 from statemanager.devtools.localetcd import LocalEtcd, free_port
 from statemanager.proto import actioncontroller_pb2 as pb
-from statemanager.proto import actioncontroller_pb2_grpc as pb_grpc
 
 from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, eventually, states_are
+from fakeactioncontroller import FakeActionController, fake_controller
 from faultproxy import FaultProxy
 
 # What Pullpiri's own ActionController answers a Reconcile with current = FAILED (its
@@ -24,58 +24,10 @@ from faultproxy import FaultProxy
 PULLPIRI_REFUSAL = "Invalid current status: Failed. Cannot reconcile from this state"
 
 
-class FakeActionController(pb_grpc.ActionControllerConnectionServicer):
-    """Records every Reconcile request; fails it with `refusal` (a gRPC code and message) while
-    that is set, else answers the queued statuses, then 0."""
-
-    def __init__(self, port: int, tls: Certs | None = None) -> None:
-        self.port = port
-        self.tls = tls
-        self.requests: list[pb.ReconcileRequest] = []
-        self.statuses: list[int] = []
-        self.refusal: tuple[grpc.StatusCode, str] | None = None
-        self._server: grpc.aio.Server | None = None
-
-    async def Reconcile(
-        self, request: pb.ReconcileRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ReconcileResponse:
-        self.requests.append(request)
-        if self.refusal is not None:
-            await context.abort(*self.refusal)
-        status = self.statuses.pop(0) if self.statuses else 0
-        return pb.ReconcileResponse(status=status, desc="ok" if status == 0 else "busy")
-
-    async def start(self) -> None:
-        self._server = grpc.aio.server()
-        pb_grpc.add_ActionControllerConnectionServicer_to_server(self, self._server)
-        address = f"127.0.0.1:{self.port}"
-        if self.tls is None:
-            self._server.add_insecure_port(address)
-        else:  # mutual TLS: the client must present a certificate signed by the CA
-            credentials = grpc.ssl_server_credentials(
-                [(self.tls.server_key.read_bytes(), self.tls.server_cert.read_bytes())],
-                root_certificates=self.tls.ca.read_bytes(),
-                require_client_auth=True,
-            )
-            self._server.add_secure_port(address, credentials)
-        await self._server.start()
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop(None)
-            self._server = None
-
-    def scenarios(self) -> list[str]:
-        return [r.scenario_name for r in self.requests]
-
-
 @pytest.fixture
 async def controller() -> AsyncIterator[FakeActionController]:
-    fake = FakeActionController(free_port())
-    try:
+    async with fake_controller() as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 MAX_REFUSALS = 4  # the daemons of these tests give a trigger up after this many refusals

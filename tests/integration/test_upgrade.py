@@ -22,7 +22,6 @@ from typing import Any
 
 import grpc
 import pytest
-from test_grpc_service import container, serving
 from test_ha import TTL, paused_past_its_lease, the_leader
 from test_reconcile import PULLPIRI_REFUSAL, FakeActionController, controller, triggers_cli
 from test_wheel import ROOT, build, install
@@ -33,6 +32,7 @@ from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
 from conftest import Daemon, DaemonMaker, Etcd, cli, eventually, http_get, states_are
 from fleet import Churn, converged
+from test_grpc_service import container, serving
 
 __all__ = ["controller"]  # the fixture, used by name
 

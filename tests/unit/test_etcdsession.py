@@ -39,6 +39,7 @@ class FakeMember:
         self.tokens = 0
         self.closed = False
         self.gate: asyncio.Event | None = None  # when set, requests wait for it
+        self.write_failure: BaseException | None = None  # raised by the next stream write
         self.kv = SimpleNamespace(Range=self._method("Range"), Txn=self._method("Txn"))
         self.lease = SimpleNamespace(LeaseKeepAlive=self._open_keep_alive)
         self.watch = SimpleNamespace(Watch=self._open_watch)
@@ -79,7 +80,9 @@ class FakeMember:
 
         class Call:
             async def write(self, request: Any) -> None:
-                pass
+                failure, member.write_failure = member.write_failure, None
+                if failure is not None:
+                    raise failure
 
             async def read(self) -> Any:
                 return member._next(member._outcomes, grpc.aio.EOF)
@@ -371,3 +374,17 @@ async def test_a_broken_watch_fails_over_and_surfaces() -> None:
     assert cluster.requests("http://b:2") == []
     assert session.endpoint == "http://b:2"
     assert dict(cluster.members["http://a:1"].received[0][1])["hasleader"] == "true"
+
+
+async def test_a_watch_stream_ended_while_it_is_created_fails_over_and_surfaces() -> None:
+    """grpc.aio refuses a write to a stream that has ended (InvalidStateError, "RPC already
+    finished"), as when etcd dies between two watch creations: an outage like any other, never
+    an exception that ends the watcher."""
+    cluster = Cluster({"http://a:1": [], "http://b:2": []})
+    finished = asyncio.InvalidStateError("RPC already finished.")
+    cluster.members["http://a:1"].write_failure = finished
+    session = cluster.session(CREDENTIALS)
+    with pytest.raises(EtcdUnavailable, match="the stream ended"):
+        async for _ in EtcdWatches(session).watch({"/p/": 1, "/q/": 1}, progress_every=60):
+            pass
+    assert session.endpoint == "http://b:2"

@@ -79,8 +79,9 @@ def test_name_problem_accepts(name: str) -> None:
 
 
 def test_adjacent_state_prefixes_are_watched_together() -> None:
-    """The default state prefixes sit side by side in key order: one range; a prefix between
-    them (here the containers') keeps them apart."""
+    """The default model and package state prefixes sit side by side in key order: one range
+    (the containers' prefix lies between them and the scenario states'); a prefix between
+    two keeps them apart."""
     assert KeyLayout().watched_together() == [["/model/", "/package/"]]
     apart = KeyLayout(containers="/n/containers/")
-    assert apart.watched_together() == []
+    assert apart.watched_together() == [["/package/", "/scenario/"]]

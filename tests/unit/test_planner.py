@@ -337,3 +337,36 @@ def test_a_model_moved_to_what_someone_else_wrote_still_cascades(payment: Index)
     verdict = payment.verdict(package("p"))
     assert verdict is not None and verdict.state != "Running"
     assert summary(plan(payment, dirty, ours)) == [[(package("p"), "Running", verdict.state)]]
+
+
+def scenario(name: str) -> WorkKey:
+    return WorkKey(Resource.SCENARIO, name)
+
+
+def test_scenario_state_is_deleted_with_its_spec_and_otherwise_left_alone(payment: Index) -> None:
+    """A scenario's state key is never derived: whatever a daemon stored stays while its spec
+    exists (even when someone else rewrites it); once the spec is gone, the key is deleted, a
+    group of its own."""
+    payment.put_scenario("s", "p")
+    assert payment.observe_written(scenario("s"), "Waiting", 10) == {scenario("s")}
+    assert plan(payment, [scenario("s")]) == []
+    assert scenario("s") not in payment.all_keys()
+    payment.observe_written(scenario("s"), "garbage", 11)
+    assert plan(payment, [scenario("s")]) == []
+
+    assert payment.delete_scenario("s") == {scenario("s")}
+    assert scenario("s") in payment.all_keys()  # a leader's full round finds it too
+    groups = plan(payment, [scenario("s"), model("m"), scenario("s")])
+    assert summary(groups) == [[(scenario("s"), "garbage", None)]]
+    assert groups[0][0].old.mod_revision == 11  # the deletion is guarded on what was seen
+
+    payment.observe_written(scenario("s"), None, 12)
+    assert plan(payment, [scenario("s")]) == []
+    assert payment.delete_scenario("s") == set()  # no state key: nothing to delete
+
+
+def test_scenario_state_without_any_spec_is_an_orphan() -> None:
+    """A state key found for a scenario whose spec never was (or was invalid) is deleted."""
+    index = Index()
+    index.observe_written(scenario("ghost"), "Idle", 3)
+    assert summary(plan(index, index.all_keys())) == [[(scenario("ghost"), "Idle", None)]]

@@ -1,7 +1,7 @@
 """ActionController client: the only module that imports the generated ActionController stubs.
 
 One grpc.aio channel with keepalive, a deadline on every call, TLS when a CA file is given.
-Callers get a `ReconcileOutcome`, never a grpc exception.
+Callers get a `ReconcileOutcome` or an `OffloadOutcome`, never a grpc exception.
 
 Delivery policy, per answer (README, "Reconcile delivery"):
 
@@ -20,7 +20,7 @@ Delivery policy, per answer (README, "Reconcile delivery"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
@@ -76,6 +76,32 @@ class ReconcileOutcome:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class OffloadOrder:
+    """What a TriggerOffloading asks: move `model_name` of `package_name` (in
+    `scenario_name`) from `source_node` to `target_node`, as `policy_name` decided, for
+    `reason`. The fields of ActionController's OffloadModelRequest, one for one."""
+
+    scenario_name: str
+    package_name: str
+    model_name: str
+    source_node: str
+    target_node: str
+    policy_name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OffloadOutcome:
+    """ActionController's answer to OffloadModel: `success` and `message` as it answered;
+    `reached` is False when no answer came (down, unreachable, timed out, or a gRPC error:
+    `message` then says which)."""
+
+    reached: bool
+    success: bool
+    message: str
+
+
 class ActionControllerClient:
     """Create inside the running event loop (grpc.aio)."""
 
@@ -105,6 +131,20 @@ class ActionControllerClient:
             return ReconcileOutcome(True, False, "ok", response.desc)
         detail = f"status {response.status}: {response.desc}"
         return ReconcileOutcome(False, True, "rejected", detail)
+
+    async def offload(self, order: OffloadOrder) -> OffloadOutcome:
+        """Ask ActionController to move a model between nodes (OffloadModel), once: the call
+        waits up to the deadline for the channel to connect (PolicyManager never sends it
+        again, so a channel between reconnection attempts must not lose it)."""
+        try:
+            response = await self._stub.OffloadModel(
+                pb.OffloadModelRequest(**asdict(order)),
+                timeout=self._timeout,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            return OffloadOutcome(False, False, f"{exc.code().name}: {exc.details()}")
+        return OffloadOutcome(True, response.success, response.message)
 
     async def close(self) -> None:
         await self._channel.close()

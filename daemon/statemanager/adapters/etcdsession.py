@@ -170,7 +170,8 @@ class _Failed(Exception):
 
 @contextlib.contextmanager
 def _classified(what: str, authenticating: bool) -> Iterator[None]:
-    """Turn a failed gRPC call into `_Failed`. grpc.aio cancels calls on a channel that is
+    """Turn a failed gRPC call into `_Failed` (a write to a stream that has ended too). grpc.aio
+    cancels calls on a channel that is
     closed under them (a failover closes the old one): that CancelledError means "the endpoint
     was left", not ours to propagate. Only a cancellation of the calling task itself (it is
     `cancelling()`) stays a cancellation."""
@@ -186,6 +187,11 @@ def _classified(what: str, authenticating: bool) -> Iterator[None]:
             raise
         closed = EtcdUnavailable(f"etcd {what}: connection closed by a failover")
         raise _Failed(Failure(closed, Recovery.FAIL_OVER), "CANCELLED") from None
+    except asyncio.InvalidStateError as exc:
+        # grpc.aio refuses a write to a stream that has already ended ("RPC already
+        # finished"): etcd went away between two writes, e.g. while a watch is created.
+        ended = EtcdUnavailable(f"etcd {what}: the stream ended ({exc})")
+        raise _Failed(Failure(ended, Recovery.FAIL_OVER), "UNAVAILABLE") from None
 
 
 class EtcdSession:

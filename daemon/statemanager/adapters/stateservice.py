@@ -3,9 +3,13 @@ the only module that imports the generated StateManager stubs.
 
 One source of truth: `SendChangedContainerList` only stores the node's whole list where the
 watch reads it (adapters/nodereports.py), so states are derived by the normal path; any daemon
-stores one, leader or follower. `SendStateChange` never forces a state: it checks the request
-against what the rules derive and answers with the cascade, or with the error code that
-explains the refusal (leader only; a follower names the leader).
+stores one, leader or follower. `SendStateChange` never forces a model or package state: it
+checks the request against what the rules derive from this daemon's index (any daemon
+answers, saying at which etcd revision) and answers with the cascade, or with the error code
+that explains the refusal. A scenario's state is not derived but asserted: a change is judged
+against the scenario lifecycle (core/scenarios.py) and the state stored in etcd, and stored
+by one transaction guarded on the key's mod revision, so of two daemons answering concurrent
+changes only one wins. `TriggerOffloading` is forwarded to ActionController's OffloadModel.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, TypeVar
 
 import grpc
 import structlog
 from google.protobuf.message import DecodeError, Message
 
-from statemanager.adapters.etcd import Fence, KeyValue, TxnClient
+from statemanager.adapters.actioncontroller import OffloadOrder, OffloadOutcome
+from statemanager.adapters.etcd import Guard, KeyValue, Put, TxnClient
 from statemanager.adapters.nodereports import (
     CHUNK_BYTES,
     Conflict,
@@ -31,9 +36,11 @@ from statemanager.adapters.nodereports import (
 from statemanager.adapters.tls import ServerTls
 from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable
 from statemanager.core.index import Index
-from statemanager.core.inputs import check_size, parse_container
-from statemanager.core.keys import KeyLayout, Resource, WorkKey, name_problem
+from statemanager.core.inputs import check_size, parse_container, parse_scenario
+from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
 from statemanager.core.nodelists import chunk_line
+from statemanager.core.scenarios import Step, decide, is_initialisation
+from statemanager.core.timestamps import timestamp
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.proto import statemanager_pb2_grpc as pb_grpc
 
@@ -42,6 +49,7 @@ log = structlog.get_logger("statemanager.stateservice")
 _RESOURCES = {pb.ResourceType.MODEL: Resource.MODEL, pb.ResourceType.PACKAGE: Resource.PACKAGE}
 _Req = TypeVar("_Req", bound=Message)
 _Resp = TypeVar("_Resp", bound=Message)
+_SCENARIO_ATTEMPTS = 3  # a scenario change judged again when a concurrent change beat it
 _MAX_TEXT = 1024  # characters in a StateChange's free-text fields (ids, states, source)
 # The largest request served (gRPC's default is 4 MiB): a node's whole list, ~130,000
 # containers of Pullpiri's usual ~500 bytes. Larger ones get RESOURCE_EXHAUSTED from gRPC.
@@ -52,9 +60,23 @@ class ServiceStore(TxnClient, Protocol):
     async def get(self, key: bytes) -> KeyValue | None: ...
 
 
-class ServiceLeadership(Protocol):
-    def fence(self) -> Fence | None: ...
-    def leader_name(self) -> str | None: ...
+class IndexProgress(Protocol):
+    @property
+    def revision(self) -> int:
+        """The newest etcd revision the index has followed etcd to (0 before any listing)."""
+        ...
+
+
+class ServiceMetrics(Protocol):
+    def scenario_transition(self, state: str) -> None: ...
+    def offloading(self, result: str) -> None: ...
+
+
+class Offloader(Protocol):
+    async def offload(self, order: OffloadOrder) -> OffloadOutcome: ...
+
+
+_Answer = tuple[int, str, str]  # a StateChangeResponse's error code, message and details
 
 
 class StateService(pb_grpc.StateManagerConnectionServicer):
@@ -64,25 +86,27 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         index: Index,
         layout: KeyLayout,
         store: ServiceStore,
-        leadership: ServiceLeadership,
+        progress: IndexProgress,
         on_confirmed: Callable[[WorkKey], None],
         max_value_bytes: int,
         on_list: Callable[[str], None],
+        metrics: ServiceMetrics,
+        offloader: Offloader | None,
         node_identity: bool = False,
     ) -> None:
+        """`offloader` None: TriggerOffloading answers `accepted = false` (no ActionController
+        to forward to: in-process tests)."""
         self._index = index
         self._layout = layout
         self._store = store
         self._reports = NodeReports(store, layout, min(CHUNK_BYTES, max_value_bytes))
         self._on_list = on_list  # told each list's result, one of LIST_RESULTS
         self._node_identity = node_identity
-        self._leadership = leadership
+        self._progress = progress
         self._on_confirmed = on_confirmed
         self._max_value_bytes = max_value_bytes
-
-    def _not_leader(self) -> str:
-        leader = self._leadership.leader_name() or "unknown (election in progress)"
-        return f"this daemon is not the leader; the leader is {leader}"
+        self._metrics = metrics
+        self._offloader = offloader
 
     async def SendStateChange(
         self,
@@ -112,27 +136,122 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         problems = _request_problems(request)
         if problems:
             return reply(pb.ErrorCode.INVALID_REQUEST, details="; ".join(problems))
+        if request.resource_type == pb.ResourceType.SCENARIO:
+            return reply(*await self._scenario_change(request))
+        return reply(*self._derived_change(request))
+
+    def _derived_change(self, request: pb.StateChange) -> _Answer:
+        """A model or package change, answered from this daemon's index (leader or follower):
+        confirmed when the rules derive the target, never forced."""
         resource = _RESOURCES.get(request.resource_type)
         type_name = pb.ResourceType.Name(request.resource_type).lower()
         if resource is None:
-            return reply(
+            return (
                 pb.ErrorCode.RESOURCE_NOT_FOUND,
-                details=f"statemanager derives model and package states only, not {type_name}",
+                "",
+                f"statemanager keeps model, package and scenario states only, not {type_name}",
             )
-        if self._leadership.fence() is None:
-            return reply(pb.ErrorCode.RESOURCE_UNAVAILABLE, details=self._not_leader())
+        revision = self._progress.revision
+        if revision == 0:
+            return (
+                pb.ErrorCode.RESOURCE_UNAVAILABLE,
+                "",
+                "this daemon has not read etcd yet (it is starting, or etcd is unreachable)",
+            )
+        at = f"answered from this daemon's index at etcd revision {revision}"
         key = WorkKey(resource, request.resource_name)
         verdict = self._index.verdict(key)
         if verdict is None:
-            return reply(pb.ErrorCode.RESOURCE_NOT_FOUND, details=f"no {type_name} {key.name!r}")
+            return pb.ErrorCode.RESOURCE_NOT_FOUND, at, f"no {type_name} {key.name!r}"
         if request.target_state != verdict.state:
-            return reply(
+            return (
                 pb.ErrorCode.INVALID_STATE_TRANSITION,
-                details=f"{type_name} {key.name} is {verdict.state} by the rules "
+                at,
+                f"{type_name} {key.name} is {verdict.state} by the rules "
                 f"({verdict.rule}: {verdict.reason}), not {request.target_state}",
             )
         self._on_confirmed(key)
-        return reply(pb.ErrorCode.SUCCESS, message="\n".join(self._cascade(key)))
+        return pb.ErrorCode.SUCCESS, "\n".join([*self._cascade(key), at]), ""
+
+    async def _scenario_change(self, request: pb.StateChange) -> _Answer:
+        """Judge a scenario change against the lifecycle and the stored state, and store it
+        (docs/contract.md, Scenario states). Any daemon answers: the write is guarded on the
+        state key's mod revision and on the Scenario spec's, so it never overwrites a change
+        it did not judge from, nor outlives a spec deleted meanwhile; a lost race is judged
+        again from what etcd holds then."""
+        name = request.resource_name
+        state_key = self._layout.key_of(Kind.SCENARIO_STATE, name).encode()
+        spec_key = self._layout.key_of(Kind.SCENARIO_SPEC, name).encode()
+        try:
+            spec, stored = await self._store.get(spec_key), await self._store.get(state_key)
+            for _ in range(_SCENARIO_ATTEMPTS):
+                if spec is None:
+                    return (
+                        pb.ErrorCode.RESOURCE_NOT_FOUND,
+                        "",
+                        f"no scenario {name!r}: {spec_key.decode()} is not in etcd",
+                    )
+                try:
+                    parse_scenario(spec.value, name)
+                except BadInput as exc:
+                    return (
+                        pb.ErrorCode.RESOURCE_NOT_FOUND,
+                        "",
+                        f"{spec_key.decode()} is no valid Scenario ({exc.kind}: {exc.detail})",
+                    )
+                value = stored.value.decode("utf-8", "replace") if stored else None
+                step = decide(value, request.current_state, request.target_state)
+                if isinstance(step, str):
+                    return pb.ErrorCode.INVALID_STATE_TRANSITION, "", f"scenario {name}: {step}"
+                if step.unchanged:
+                    return pb.ErrorCode.SUCCESS, f"scenario {name} is {step.to_state} already", ""
+                guards = [
+                    Guard(spec_key, spec.mod_revision),
+                    Guard(state_key, stored.mod_revision if stored else 0),
+                ]
+                result = await self._store.txn(guards, [Put(state_key, step.to_state.encode())])
+                if result.succeeded:
+                    self._scenario_transition(request, value, step, result.revision)
+                    return (
+                        pb.ErrorCode.SUCCESS,
+                        f"scenario {name}: {value or '(none)'} → {step.to_state} ({step.event}) "
+                        f"at etcd revision {result.revision}",
+                        "",
+                    )
+                spec, stored = result.current.get(spec_key), result.current.get(state_key)
+        except EtcdUnavailable as exc:
+            return pb.ErrorCode.RESOURCE_UNAVAILABLE, "", f"etcd unavailable: {exc}"
+        except EtcdError as exc:
+            return pb.ErrorCode.INTERNAL_ERROR, "", f"etcd refused: {exc}"
+        return (
+            pb.ErrorCode.RESOURCE_UNAVAILABLE,
+            "",
+            f"scenario {name}'s state changed under each of {_SCENARIO_ATTEMPTS} attempts "
+            "(changes of one scenario sent concurrently?); nothing was stored",
+        )
+
+    def _scenario_transition(
+        self, request: pb.StateChange, stored: str | None, step: Step, revision: int
+    ) -> None:
+        """Log and count a committed scenario change, as the writer does model and package
+        transitions (docs/contract.md, Transitions)."""
+        self._metrics.scenario_transition(step.to_state)
+        log.info(
+            "transition",
+            transition_id=_clip(request.transition_id),
+            type=Resource.SCENARIO.value,
+            name=request.resource_name,
+            from_state=stored,
+            to_state=step.to_state.value,
+            rule=step.event,
+            reason=f"requested by {_clip(request.source)}"
+            + ("" if stored is not None else ", judged from its current_state: none stored"),
+            cause_revision=None,
+            revision=revision,
+            caused_by=None,
+            timestamp=timestamp(time.time_ns()),
+            source=_clip(request.source),
+        )
 
     def _cascade(self, key: WorkKey) -> list[str]:
         """The confirmed state and, for a model, the state of every package it moves."""
@@ -149,6 +268,51 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
                     f"{k.resource} {k.name}: {verdict.state} ({verdict.rule}, {verdict.reason})"
                 )
         return lines
+
+    async def TriggerOffloading(
+        self,
+        request: pb.OffloadingRequest,
+        context: grpc.aio.ServicerContext[pb.OffloadingRequest, pb.OffloadingResponse],
+    ) -> pb.OffloadingResponse:
+        """Forward PolicyManager's offloading to ActionController's OffloadModel, once, and
+        answer its result; `accepted = false` with the reason when no answer came. Any daemon
+        answers. The transition id is the one Pullpiri's StateManager makes."""
+        transition_id = (
+            f"offload-{request.model_name}-{request.source_node}-{time.time_ns() // 1_000_000}"
+        )
+        # The request's fields are OffloadModelRequest's, one for one (names and numbers).
+        order = OffloadOrder(*(getattr(request, f.name) for f in fields(OffloadOrder)))
+        if self._offloader is None:
+            outcome = OffloadOutcome(False, False, "no ActionController is configured")
+        else:
+            outcome = await self._offloader.offload(order)
+        result = "accepted" if outcome.success else "refused" if outcome.reached else "unavailable"
+        self._metrics.offloading(result)
+        message = outcome.message if outcome.reached else f"Failed to offload: {outcome.message}"
+        log.info(
+            "offloading",
+            transition_id=transition_id,
+            scenario=_clip(order.scenario_name),
+            package=_clip(order.package_name),
+            model=_clip(order.model_name),
+            source_node=_clip(order.source_node),
+            target_node=_clip(order.target_node),
+            policy=_clip(order.policy_name),
+            reason=_clip(order.reason),
+            result=result,
+            message=_clip(message, _MAX_TEXT),
+        )
+        return pb.OffloadingResponse(
+            accepted=outcome.success, message=message, transition_id=transition_id
+        )
+
+    async def SendAction(
+        self, request: pb.Action, context: grpc.aio.ServicerContext[pb.Action, pb.Response]
+    ) -> pb.Response:
+        """Pullpiri's legacy call, answered as its own StateManager does: gRPC UNAVAILABLE with
+        the action's text as the status message (its first 1,024 characters)."""
+        log.info("send_action", action=_clip(request.action))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, _clip(request.action, _MAX_TEXT))
 
     async def SendChangedContainerList(
         self,
@@ -258,6 +422,7 @@ def _clip(text: str, most: int = 80) -> str:
 
 
 def _request_problems(request: pb.StateChange) -> list[str]:
+    """What makes a request invalid whatever etcd holds (INVALID_REQUEST)."""
     problems = []
     for field in ("resource_name", "transition_id", "source"):
         if not getattr(request, field):
@@ -274,7 +439,24 @@ def _request_problems(request: pb.StateChange) -> list[str]:
         problems.append("timestamp_ns must be positive")
     if request.current_state == request.target_state:
         problems.append(f"current_state and target_state are both {_clip(request.target_state)!r}")
+    elif request.resource_type == pb.ResourceType.SCENARIO:
+        problems += _scenario_problems(request)
     return problems
+
+
+def _scenario_problems(request: pb.StateChange) -> list[str]:
+    """Pullpiri's StateManager refuses empty states (its receiver's validate_state_change);
+    the ApiServer's initialisation (empty current state, target idle) is let through."""
+    if not request.target_state.strip():
+        return ["target_state is empty"]
+    if not request.current_state.strip() and not is_initialisation(
+        request.current_state, request.target_state
+    ):
+        return [
+            "current_state is empty (only the ApiServer's initialisation, empty → idle, "
+            "may leave it empty)"
+        ]
+    return []
 
 
 def _container_json(container: pb.ContainerInfo, node: str) -> bytes:
@@ -303,6 +485,10 @@ def add_to_server(service: StateService, server: grpc.aio.Server) -> None:
         "SendChangedContainerList": _handler(
             service.SendChangedContainerList, pb.ContainerList, pb.SendContainerListResponse
         ),
+        "TriggerOffloading": _handler(
+            service.TriggerOffloading, pb.OffloadingRequest, pb.OffloadingResponse
+        ),
+        "SendAction": _handler(service.SendAction, pb.Action, pb.Response),
     }
     generic = grpc.method_handlers_generic_handler("statemanager.StateManagerConnection", handlers)
     server.add_generic_rpc_handlers((generic,))
@@ -343,10 +529,35 @@ def _handler(
     )
 
 
-async def serve(service: StateService, address: str, tls: ServerTls | None) -> grpc.aio.Server:
+PENDING_PER_CALL = 10  # calls gRPC may queue, per call the service may handle at once
+MAX_WAIT_SECONDS = 120  # how long a call may wait in that queue (gRPC's default: 30 s)
+
+
+def server_options(max_calls: int) -> list[tuple[str, int]]:
+    """gRPC core's queue of calls received and not yet taken by the service: at its default
+    size (1,000) a burst of 2,000 callers sees ~10 % of its calls CANCELLED before they reach
+    the service, and at its default wait (30 s) so does every call of a burst the service has
+    not reached by then. The service takes calls off it at a few thousand a second whatever
+    they ask, so a burst waits there, not in handlers; the handlers' limit (`max_calls`,
+    RESOURCE_EXHAUSTED beyond) is what fills when etcd is slow or unreachable
+    (docs/contract.md, Bursts)."""
+    pending = PENDING_PER_CALL * max_calls
+    return [
+        ("grpc.server.max_pending_requests", pending),
+        ("grpc.server.max_pending_requests_hard_limit", pending),
+        ("grpc.server_max_unrequested_time_in_server", MAX_WAIT_SECONDS),
+    ]
+
+
+async def serve(
+    service: StateService, address: str, tls: ServerTls | None, max_calls: int
+) -> grpc.aio.Server:
     """Start serving on `address`: plaintext, or only TLS with `tls` (and only clients whose
-    certificate `tls.client_ca` signed, when it is set)."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+    certificate `tls.client_ca` signed, when it is set). At most `max_calls` calls are
+    handled at once (more are answered RESOURCE_EXHAUSTED), and PENDING_PER_CALL times as many
+    may wait in gRPC's queue."""
+    options = [*server_options(max_calls), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_calls)
     add_to_server(service, server)
     if tls is None:
         server.add_insecure_port(address)

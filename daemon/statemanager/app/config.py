@@ -344,6 +344,12 @@ class PrefixSettings:
     package_states: str = setting(
         _prefix, _LAYOUT.package_states, "written package states", commands=EVERY_COMMAND
     )
+    scenario_states: str = setting(
+        _prefix,
+        _LAYOUT.scenario_states,
+        "scenario states (set through SendStateChange, deleted with their Scenario spec)",
+        commands=EVERY_COMMAND,
+    )
     own: str = setting(
         _prefix,
         _LAYOUT.own,
@@ -371,6 +377,7 @@ class PrefixSettings:
             scenarios=self.scenarios,
             model_states=self.model_states,
             package_states=self.package_states,
+            scenario_states=self.scenario_states,
             own=self.own,
         )
 
@@ -378,7 +385,9 @@ class PrefixSettings:
 @dataclass(frozen=True, slots=True)
 class ActionControllerSettings:
     address: str = setting(_address, "127.0.0.1:47001", "ActionController gRPC `host:port`")
-    timeout_seconds: float = setting(_positive, 5.0, "deadline of every Reconcile call")
+    timeout_seconds: float = setting(
+        _positive, 5.0, "deadline of every Reconcile and OffloadModel call"
+    )
     max_backoff_seconds: float = setting(
         _positive,
         30.0,
@@ -434,6 +443,12 @@ class GrpcSettings:
         "serve Pullpiri's StateManager gRPC service (`true`/`false`)",
     )
     address: str = setting(_address, "127.0.0.1:47006", "where that service listens")
+    max_concurrent_rpcs: int = setting(
+        _positive_int,
+        10_000,
+        "calls that service handles at once (more are answered `RESOURCE_EXHAUSTED`); 10 times "
+        "as many may wait in gRPC's queue (see [Bursts](#bursts))",
+    )
     tls_cert_file: Path | None = setting(
         _readable_file,
         None,

@@ -32,7 +32,7 @@ from statemanager import __version__
 from statemanager.adapters import stateservice
 from statemanager.adapters.actioncontroller import ActionControllerClient
 from statemanager.adapters.etcd import EtcdClient, Fence
-from statemanager.adapters.stateservice import ServiceStore, StateService
+from statemanager.adapters.stateservice import Offloader, ServiceStore, StateService
 from statemanager.app import config, logs, web
 from statemanager.app.config import Settings
 from statemanager.app.statuspage import StatusPage
@@ -116,9 +116,11 @@ def build(
     metrics: Metrics,
     health: Health,
     clock: Callable[[], float] = time.monotonic,
+    offloader: Offloader | None = None,
 ) -> Parts:
     """Build the runtime on `store` (etcd) and `actioncontroller`, as `settings` say; call it
-    inside the running event loop.
+    inside the running event loop. `offloader` (ActionController's OffloadModel) serves
+    TriggerOffloading; without it the service answers that none is configured.
 
     The one place that builds things (the composition root): every object gets its
     collaborators here, as keyword arguments typed by the small Protocols its module declares,
@@ -187,11 +189,13 @@ def build(
         index=index,
         layout=layout,
         store=store,
-        leadership=election,
+        progress=health,
         on_confirmed=controller.confirm,
         max_value_bytes=settings.inputs.max_value_bytes,
         on_list=lambda result: metrics.container_lists.labels(result).inc(),
         node_identity=settings.grpc.node_identity,
+        metrics=metrics,
+        offloader=offloader,
     )
     status = StatusPage(
         loop=asyncio.get_running_loop(),
@@ -264,7 +268,12 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         settings.actioncontroller.tls,
     )
     parts = build(
-        settings, store=client, actioncontroller=actioncontroller, metrics=metrics, health=health
+        settings,
+        store=client,
+        actioncontroller=actioncontroller,
+        metrics=metrics,
+        health=health,
+        offloader=actioncontroller,
     )
     stop = _handle_signals(settings, reload)
     server = _serve_http(stop, metrics, health, parts.status)
@@ -354,12 +363,15 @@ async def _serve_grpc(settings: Settings, service: StateService) -> grpc.aio.Ser
     """Pullpiri's StateManager service, when enabled."""
     if not settings.grpc.enabled:
         return None
-    server = await stateservice.serve(service, settings.grpc.address, settings.grpc.tls)
+    server = await stateservice.serve(
+        service, settings.grpc.address, settings.grpc.tls, settings.grpc.max_concurrent_rpcs
+    )
     tls = settings.grpc.tls
     log.info(
         "grpc_serving",
         address=settings.grpc.address,
         tls="off" if tls is None else "mutual" if tls.client_ca else "server",
+        max_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
     )
     return server
 

@@ -234,19 +234,28 @@ class Index:
         return dirty
 
     def put_scenario(self, scenario: str, target: str) -> set[WorkKey]:
-        self.delete_scenario(scenario)
+        self._unlink_scenario(scenario)
         self._scenario_target[scenario] = target
         self._package_scenarios.setdefault(target, set()).add(scenario)
-        return set()  # scenarios decide who is told about Error, never a state
+        return set()  # scenarios decide who is told about Error, never a derived state
 
     def delete_scenario(self, scenario: str) -> set[WorkKey]:
+        """Forget a deleted Scenario spec; its state key, if any, is to be deleted with it."""
+        self._unlink_scenario(scenario)
+        key = WorkKey(Resource.SCENARIO, scenario)
+        return {key} if self.written(key).value is not None else set()
+
+    def _unlink_scenario(self, scenario: str) -> None:
         target = self._scenario_target.pop(scenario, None)
         if target is not None:
             scenarios = self._package_scenarios[target]
             scenarios.discard(scenario)
             if not scenarios:
                 del self._package_scenarios[target]
-        return set()
+
+    def has_scenario(self, scenario: str) -> bool:
+        """Whether a valid `Scenario/{scenario}` spec is known."""
+        return scenario in self._scenario_target
 
     # -- written states -----------------------------------------------------------------------
 
@@ -348,9 +357,14 @@ class Index:
         return len(self._unassigned)
 
     def all_keys(self) -> set[WorkKey]:
-        """Every model and package that has, or should have, a state key."""
+        """Every model and package that has, or should have, a state key, and every scenario
+        state key left without its spec."""
         keys = {WorkKey(Resource.MODEL, m) for m in self.names(Resource.MODEL)}
         keys |= {WorkKey(Resource.PACKAGE, p) for p in self.names(Resource.PACKAGE)}
+        # A scenario's state key is written through the gRPC service, never derived: only one
+        # whose spec is gone needs the writer (it is deleted).
+        scenarios = self.written_keys(Resource.SCENARIO)
+        keys.update(k for k in scenarios if not self.has_scenario(k.name))
         return keys
 
     def names(self, resource: Resource) -> set[str]:

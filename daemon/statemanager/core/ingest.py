@@ -29,7 +29,11 @@ from statemanager.core.nodelists import NodeLists
 
 UNASSIGNED = "unassigned"
 INTERNAL_ERROR = "internal_error"
-_STATE_RESOURCES = {Kind.MODEL_STATE: Resource.MODEL, Kind.PACKAGE_STATE: Resource.PACKAGE}
+_STATE_RESOURCES = {
+    Kind.MODEL_STATE: Resource.MODEL,
+    Kind.PACKAGE_STATE: Resource.PACKAGE,
+    Kind.SCENARIO_STATE: Resource.SCENARIO,
+}
 _Put = Callable[[str, Any], set[WorkKey]]
 
 

@@ -23,14 +23,17 @@ class Kind(enum.Enum):
     SCENARIO_SPEC = "scenario_spec"
     MODEL_STATE = "model_state"
     PACKAGE_STATE = "package_state"
+    SCENARIO_STATE = "scenario_state"
     NODE_LIST = "node_list"  # what nodes reported through the gRPC service (core/nodelists.py)
 
 
 class Resource(enum.StrEnum):
-    """The two resource types whose states the daemon derives and writes."""
+    """The resource types whose state keys the daemon writes: models and packages (derived by
+    the rules), scenarios (asserted through SendStateChange, deleted with their spec)."""
 
     MODEL = "model"
     PACKAGE = "package"
+    SCENARIO = "scenario"
 
 
 class WorkKey(NamedTuple):
@@ -69,11 +72,15 @@ _PREFIX_FIELD = {
     Kind.SCENARIO_SPEC: "scenarios",
     Kind.MODEL_STATE: "model_states",
     Kind.PACKAGE_STATE: "package_states",
+    Kind.SCENARIO_STATE: "scenario_states",
     Kind.NODE_LIST: "node_lists",
 }
-
-
-_STATE_KINDS = (Kind.MODEL_STATE, Kind.PACKAGE_STATE)
+_STATE_KINDS = {
+    Resource.MODEL: Kind.MODEL_STATE,
+    Resource.PACKAGE: Kind.PACKAGE_STATE,
+    Resource.SCENARIO: Kind.SCENARIO_STATE,
+}
+_STATE_FAMILIES = frozenset(_STATE_KINDS.values())  # keys shaped `{prefix}{name}/state`
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,7 @@ class KeyLayout:
     scenarios: str = "Scenario/"
     model_states: str = "/model/"
     package_states: str = "/package/"
+    scenario_states: str = "/scenario/"
     own: str = "/statemanager/"
 
     @property
@@ -105,7 +113,7 @@ class KeyLayout:
         groups: list[list[str]] = []
         run: list[str] = []
         for kind, prefix in [*order, (None, "")]:
-            if kind in _STATE_KINDS:
+            if kind in _STATE_FAMILIES:
                 run.append(prefix)
                 continue
             if len(run) > 1:
@@ -120,7 +128,7 @@ class KeyLayout:
         if not key.startswith(prefix):
             return None
         rest = key[len(prefix) :]
-        if kind in (Kind.MODEL_STATE, Kind.PACKAGE_STATE):
+        if kind in _STATE_FAMILIES:
             if not rest.endswith("/state"):
                 return None
             rest = rest[: -len("/state")]
@@ -131,10 +139,9 @@ class KeyLayout:
     def key_of(self, kind: Kind, name: str) -> str:
         """The key under `kind`'s prefix that carries `name` (the inverse of `name_in`)."""
         prefix: str = getattr(self, _PREFIX_FIELD[kind])
-        if kind in (Kind.MODEL_STATE, Kind.PACKAGE_STATE):
+        if kind in _STATE_FAMILIES:
             return f"{prefix}{name}/state"
         return prefix + name
 
     def state_key(self, key: WorkKey) -> str:
-        kind = Kind.MODEL_STATE if key.resource is Resource.MODEL else Kind.PACKAGE_STATE
-        return self.key_of(kind, key.name)
+        return self.key_of(_STATE_KINDS[key.resource], key.name)

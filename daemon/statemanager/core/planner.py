@@ -5,7 +5,9 @@ Computational: no I/O, and the only state it touches is the `ours` mapping a cal
 changes pulls in every package that lists it, and each such package pulls in its other models
 so their written states are brought up to date in the same transaction. After a group commits,
 every package state in etcd equals the rules applied to the model states written with it
-(docs/contract.md, Writes), whatever order dirty keys were processed in.
+(docs/contract.md, Writes), whatever order dirty keys were processed in. A scenario's state
+key is written by the gRPC service, not here: the planner only deletes it once its Scenario
+spec is gone, a group of its own.
 """
 
 from __future__ import annotations
@@ -50,10 +52,11 @@ def plan(
     """
     if ours is None:
         ours = {}
+    dirty = list(dirty)
     visited: set[WorkKey] = set()
-    groups: list[list[Change]] = []
+    groups = [[c] for c in _orphaned_scenario_states(index, dirty)]
     for start in dirty:
-        if start in visited:
+        if start in visited or start.resource is Resource.SCENARIO:
             continue
         visited.add(start)
         models: list[Change] = []
@@ -89,6 +92,18 @@ def plan(
         if models or packages:
             groups.append(models + [_with_cause(index, c, models) for c in packages])
     return groups
+
+
+def _orphaned_scenario_states(index: Index, dirty: Iterable[WorkKey]) -> list[Change]:
+    """The deletion of each dirty scenario state key whose spec is gone (docs/contract.md,
+    Scenario states). Its value is asserted through the gRPC service, never derived: nothing
+    else about it is the planner's business, and it is never put back."""
+    changes = []
+    for key in dict.fromkeys(k for k in dirty if k.resource is Resource.SCENARIO):
+        written = index.written(key)
+        if written.value is not None and not index.has_scenario(key.name):
+            changes.append(Change(key, written, None, None, None))
+    return changes
 
 
 def _agreed(

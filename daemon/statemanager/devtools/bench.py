@@ -11,6 +11,7 @@ elsewhere. Progress goes to stderr, the result (a table, or JSON) to stdout.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -24,12 +25,13 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from statemanager.devtools import burst
 from statemanager.devtools.benchload import COST_POLL_SECONDS, Fleet, cpu_seconds, peak_rss_mb
 from statemanager.devtools.localetcd import LocalEtcd, find_etcd, free_port
 
@@ -177,6 +179,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--scaling-packages", type=_pair, help="the two fleet sizes compared (100,10000)")
     add("--scaling-rate", type=float, help=f"offered rate when scaling ({FULL.scaling_rate})")
     add("--scaling-seconds", type=float, help=f"events per fleet / rate ({FULL.scaling_seconds})")
+    add(
+        "--burst",
+        type=_numbers,
+        help="measure only the gRPC service instead: bursts of these many concurrent calls, "
+        "comma-separated (e.g. 2000,4000,8000; devtools/burst.py)",
+    )
+    add("--max-concurrent-rpcs", type=int, help="grpc.max_concurrent_rpcs for --burst")
 
 
 class Rig:
@@ -218,10 +227,13 @@ class Rig:
         result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
         return result
 
-    def start_daemon(self, timeout: float = 900.0) -> tuple[float, float, float]:
-        """Start the daemon; returns (seconds until /readyz said 200, its CPU seconds by then,
-        VmHWM then in MB)."""
+    def start_daemon(
+        self, timeout: float = 900.0, settings: Mapping[str, str] | None = None
+    ) -> tuple[float, float, float]:
+        """Start the daemon, `settings` added to its environment; returns (seconds until
+        /readyz said 200, its CPU seconds by then, VmHWM then in MB)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("STATEMANAGER_")}
+        env.update(settings or {})
         env.update(
             STATEMANAGER_ETCD_ENDPOINTS=self.etcd.endpoint,
             STATEMANAGER_METRICS_ADDRESS=f"127.0.0.1:{self.metrics_port}",
@@ -297,9 +309,11 @@ def _answers_200(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def running(workdir: Path, fleet: Fleet) -> Iterator[tuple[Rig, float, float, float]]:
-    """A rig with etcd up, the fleet loaded and the daemon synced: (rig, cold start s, its CPU
-    s, RSS MB).
+def running(
+    workdir: Path, fleet: Fleet, settings: Mapping[str, str] | None = None
+) -> Iterator[tuple[Rig, float, float, float]]:
+    """A rig with etcd up, the fleet loaded and the daemon synced (with `settings` in its
+    environment): (rig, cold start s, its CPU s, RSS MB).
     etcd and the daemon are stopped on the way out, whatever happened."""
     rig = Rig(workdir, fleet)
     try:
@@ -311,7 +325,7 @@ def running(workdir: Path, fleet: Fleet) -> Iterator[tuple[Rig, float, float, fl
         )
         rig.load("load", "--inflight", "8")
         progress(f"{workdir.name}: starting the daemon")
-        cold, cpu, rss = rig.start_daemon()
+        cold, cpu, rss = rig.start_daemon(settings=settings)
         progress(
             f"{workdir.name}: daemon ready after {cold:.2f} s ({cpu:.2f} s CPU), "
             f"peak RSS {rss:.0f} MB"
@@ -517,22 +531,35 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so etcd and the daemon are stopped
 
 
-def main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
+def _bursts(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The largest burst the gRPC service answers in full, of the sizes asked for."""
+    fleet = Fleet(100, 20, 5)
+    port = free_port()
+    settings = {
+        "STATEMANAGER_GRPC_ENABLED": "true",
+        "STATEMANAGER_GRPC_ADDRESS": f"127.0.0.1:{port}",
+    }
+    if args.max_concurrent_rpcs:
+        settings["STATEMANAGER_GRPC_MAX_CONCURRENT_RPCS"] = str(args.max_concurrent_rpcs)
+    with running(workdir, fleet, settings):
+        progress(f"bursts of {', '.join(map(str, args.burst))} concurrent calls")
+        measured = asyncio.run(
+            burst.measure(f"127.0.0.1:{port}", args.burst, fleet.model_name(0), "Running")
+        )
+    rows = [
+        {"calls": size, "seconds": round(b.seconds, 2), "full": b.full, **b.outcomes}
+        for size, b in measured
+    ]
+    largest = max((size for size, b in measured if b.full), default=0)
+    return {"largest_full_burst": largest, "bursts": rows, "machine": _machine()}
+
+
+def _full(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Every figure of the full benchmark, with its targets and what it ran on."""
     sizes = _settings(args)
-    workdir = Path(tempfile.mkdtemp(prefix="statemanager-bench-"))
     started = time.monotonic()
-    try:
-        machine = _machine()
-        measured = measure(args, sizes, workdir)
-    except KeyboardInterrupt:
-        progress("interrupted; etcd and the daemon are stopped")
-        return 130
-    except (BenchError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-        progress(f"failed: {exc}")
-        return 1
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    machine = _machine()
+    measured = measure(args, sizes, workdir)
     details = measured.pop("details")
     result: dict[str, Any] = dict.fromkeys(FIGURES)
     result.update(measured)
@@ -543,5 +570,27 @@ def main(args: argparse.Namespace) -> int:
     result["seconds"] = round(time.monotonic() - started, 1)
     result["notes"] = NOTES
     result["details"] = details
-    print(json.dumps(result, indent=2) if args.json else _table(result))
+    return result
+
+
+def _burst_table(result: dict[str, Any]) -> str:
+    rows = [json.dumps(row) for row in result["bursts"]]
+    return "\n".join([*rows, f"largest burst answered in full: {result['largest_full_burst']}"])
+
+
+def main(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="statemanager-bench-"))
+    try:
+        result = _bursts(args, workdir) if args.burst else _full(args, workdir)
+    except KeyboardInterrupt:
+        progress("interrupted; etcd and the daemon are stopped")
+        return 130
+    except (BenchError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        progress(f"failed: {exc}")
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    table = _burst_table if args.burst else _table
+    print(json.dumps(result, indent=2) if args.json else table(result))
     return 0

@@ -24,19 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)statemanager/proto/actioncontroller.proto\x12\x10\x61\x63tioncontroller\"\x85\x01\n\x10ReconcileRequest\x12\x15\n\rscenario_name\x18\x01 \x01(\t\x12,\n\x07\x63urrent\x18\x02 \x01(\x0e\x32\x1b.actioncontroller.PodStatus\x12,\n\x07\x64\x65sired\x18\x03 \x01(\x0e\x32\x1b.actioncontroller.PodStatus\"1\n\x11ReconcileResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x65sc\x18\x02 \x01(\t*Z\n\tPodStatus\x12\x08\n\x04NONE\x10\x00\x12\x08\n\x04INIT\x10\x01\x12\t\n\x05READY\x10\x02\x12\x0b\n\x07RUNNING\x10\x03\x12\x08\n\x04\x44ONE\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0b\n\x07UNKNOWN\x10\x06\x32r\n\x1a\x41\x63tionControllerConnection\x12T\n\tReconcile\x12\".actioncontroller.ReconcileRequest\x1a#.actioncontroller.ReconcileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)statemanager/proto/actioncontroller.proto\x12\x10\x61\x63tioncontroller\"\x85\x01\n\x10ReconcileRequest\x12\x15\n\rscenario_name\x18\x01 \x01(\t\x12,\n\x07\x63urrent\x18\x02 \x01(\x0e\x32\x1b.actioncontroller.PodStatus\x12,\n\x07\x64\x65sired\x18\x03 \x01(\x0e\x32\x1b.actioncontroller.PodStatus\"1\n\x11ReconcileResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x65sc\x18\x02 \x01(\t\"\xa5\x01\n\x13OffloadModelRequest\x12\x15\n\rscenario_name\x18\x01 \x01(\t\x12\x14\n\x0cpackage_name\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x13\n\x0bsource_node\x18\x04 \x01(\t\x12\x13\n\x0btarget_node\x18\x05 \x01(\t\x12\x13\n\x0bpolicy_name\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"O\n\x14OffloadModelResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x15\n\rtransition_id\x18\x03 \x01(\t*Z\n\tPodStatus\x12\x08\n\x04NONE\x10\x00\x12\x08\n\x04INIT\x10\x01\x12\t\n\x05READY\x10\x02\x12\x0b\n\x07RUNNING\x10\x03\x12\x08\n\x04\x44ONE\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0b\n\x07UNKNOWN\x10\x06\x32\xd1\x01\n\x1a\x41\x63tionControllerConnection\x12T\n\tReconcile\x12\".actioncontroller.ReconcileRequest\x1a#.actioncontroller.ReconcileResponse\x12]\n\x0cOffloadModel\x12%.actioncontroller.OffloadModelRequest\x1a&.actioncontroller.OffloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'statemanager.proto.actioncontroller_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PODSTATUS']._serialized_start=250
-  _globals['_PODSTATUS']._serialized_end=340
+  _globals['_PODSTATUS']._serialized_start=499
+  _globals['_PODSTATUS']._serialized_end=589
   _globals['_RECONCILEREQUEST']._serialized_start=64
   _globals['_RECONCILEREQUEST']._serialized_end=197
   _globals['_RECONCILERESPONSE']._serialized_start=199
   _globals['_RECONCILERESPONSE']._serialized_end=248
-  _globals['_ACTIONCONTROLLERCONNECTION']._serialized_start=342
-  _globals['_ACTIONCONTROLLERCONNECTION']._serialized_end=456
+  _globals['_OFFLOADMODELREQUEST']._serialized_start=251
+  _globals['_OFFLOADMODELREQUEST']._serialized_end=416
+  _globals['_OFFLOADMODELRESPONSE']._serialized_start=418
+  _globals['_OFFLOADMODELRESPONSE']._serialized_end=497
+  _globals['_ACTIONCONTROLLERCONNECTION']._serialized_start=592
+  _globals['_ACTIONCONTROLLERCONNECTION']._serialized_end=801
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,11 @@ class ActionControllerConnectionStub:
                 request_serializer=statemanager_dot_proto_dot_actioncontroller__pb2.ReconcileRequest.SerializeToString,
                 response_deserializer=statemanager_dot_proto_dot_actioncontroller__pb2.ReconcileResponse.FromString,
                 _registered_method=True)
+        self.OffloadModel = channel.unary_unary(
+                '/actioncontroller.ActionControllerConnection/OffloadModel',
+                request_serializer=statemanager_dot_proto_dot_actioncontroller__pb2.OffloadModelRequest.SerializeToString,
+                response_deserializer=statemanager_dot_proto_dot_actioncontroller__pb2.OffloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class ActionControllerConnectionServicer:
@@ -50,6 +55,13 @@ class ActionControllerConnectionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OffloadModel(self, request, context):
+        """Move a model from one node to another; StateManager forwards TriggerOffloading here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActionControllerConnectionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +69,11 @@ def add_ActionControllerConnectionServicer_to_server(servicer, server):
                     servicer.Reconcile,
                     request_deserializer=statemanager_dot_proto_dot_actioncontroller__pb2.ReconcileRequest.FromString,
                     response_serializer=statemanager_dot_proto_dot_actioncontroller__pb2.ReconcileResponse.SerializeToString,
+            ),
+            'OffloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffloadModel,
+                    request_deserializer=statemanager_dot_proto_dot_actioncontroller__pb2.OffloadModelRequest.FromString,
+                    response_serializer=statemanager_dot_proto_dot_actioncontroller__pb2.OffloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +103,33 @@ class ActionControllerConnection:
             '/actioncontroller.ActionControllerConnection/Reconcile',
             statemanager_dot_proto_dot_actioncontroller__pb2.ReconcileRequest.SerializeToString,
             statemanager_dot_proto_dot_actioncontroller__pb2.ReconcileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actioncontroller.ActionControllerConnection/OffloadModel',
+            statemanager_dot_proto_dot_actioncontroller__pb2.OffloadModelRequest.SerializeToString,
+            statemanager_dot_proto_dot_actioncontroller__pb2.OffloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

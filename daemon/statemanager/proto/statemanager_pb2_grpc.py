@@ -39,6 +39,16 @@ class StateManagerConnectionStub:
                 request_serializer=statemanager_dot_proto_dot_statemanager__pb2.StateChange.SerializeToString,
                 response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.StateChangeResponse.FromString,
                 _registered_method=True)
+        self.TriggerOffloading = channel.unary_unary(
+                '/statemanager.StateManagerConnection/TriggerOffloading',
+                request_serializer=statemanager_dot_proto_dot_statemanager__pb2.OffloadingRequest.SerializeToString,
+                response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.OffloadingResponse.FromString,
+                _registered_method=True)
+        self.SendAction = channel.unary_unary(
+                '/statemanager.StateManagerConnection/SendAction',
+                request_serializer=statemanager_dot_proto_dot_statemanager__pb2.Action.SerializeToString,
+                response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.Response.FromString,
+                _registered_method=True)
         self.SendChangedContainerList = channel.unary_unary(
                 '/statemanager.StateManagerConnection/SendChangedContainerList',
                 request_serializer=statemanager_dot_proto_dot_statemanager__pb2.ContainerList.SerializeToString,
@@ -51,6 +61,20 @@ class StateManagerConnectionServicer:
 
     def SendStateChange(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerOffloading(self, request, context):
+        """Forwarded to ActionController's OffloadModel (README.md, "Offloading").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendAction(self, request, context):
+        """Legacy: answered UNAVAILABLE with the action text, as Pullpiri's own StateManager does.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -68,6 +92,16 @@ def add_StateManagerConnectionServicer_to_server(servicer, server):
                     servicer.SendStateChange,
                     request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.StateChange.FromString,
                     response_serializer=statemanager_dot_proto_dot_statemanager__pb2.StateChangeResponse.SerializeToString,
+            ),
+            'TriggerOffloading': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerOffloading,
+                    request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.OffloadingRequest.FromString,
+                    response_serializer=statemanager_dot_proto_dot_statemanager__pb2.OffloadingResponse.SerializeToString,
+            ),
+            'SendAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendAction,
+                    request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.Action.FromString,
+                    response_serializer=statemanager_dot_proto_dot_statemanager__pb2.Response.SerializeToString,
             ),
             'SendChangedContainerList': grpc.unary_unary_rpc_method_handler(
                     servicer.SendChangedContainerList,
@@ -102,6 +136,60 @@ class StateManagerConnection:
             '/statemanager.StateManagerConnection/SendStateChange',
             statemanager_dot_proto_dot_statemanager__pb2.StateChange.SerializeToString,
             statemanager_dot_proto_dot_statemanager__pb2.StateChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerOffloading(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statemanager.StateManagerConnection/TriggerOffloading',
+            statemanager_dot_proto_dot_statemanager__pb2.OffloadingRequest.SerializeToString,
+            statemanager_dot_proto_dot_statemanager__pb2.OffloadingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statemanager.StateManagerConnection/SendAction',
+            statemanager_dot_proto_dot_statemanager__pb2.Action.SerializeToString,
+            statemanager_dot_proto_dot_statemanager__pb2.Response.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,7 +7,7 @@ values that grow with the fleet: labels are resource types, states, reasons, cod
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,6 +25,7 @@ from statemanager.adapters.etcderrors import REFUSAL_REASONS
 from statemanager.adapters.nodereports import LIST_RESULTS
 from statemanager.core.inputs import BAD_INPUT_KINDS
 from statemanager.core.records import RECORDS
+from statemanager.core.scenarios import ScenarioState
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.health import Health
 
@@ -32,6 +33,9 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 EXPOSITION_TYPE = CONTENT_TYPE_LATEST
 OTHER = "other"  # a written state that is not a state name (someone else wrote it)
 QUARANTINE_STAGES = ("ingest", "plan")  # where an unexpected exception set a key aside
+# What became of a TriggerOffloading: ActionController accepted it, answered no, or could not
+# be asked (down, unreachable, timed out).
+OFFLOADING_RESULTS = ("accepted", "refused", "unavailable")
 
 
 class Metrics:
@@ -55,6 +59,11 @@ class Metrics:
         # State changes and what is in etcd now.
         self.transitions = counter(
             "transitions", "State transitions written to etcd.", ("resource", "state")
+        )
+        self.offloading_requests = counter(
+            "offloading_requests",
+            "TriggerOffloading requests forwarded to ActionController's OffloadModel, by result.",
+            ("result",),
         )
         self.containers = gauge("containers", "Containers by status.", ("status",))
         self.models = gauge("models", "Written model states, by state.", ("state",))
@@ -192,19 +201,10 @@ class Metrics:
     def _zero_fixed_labels(self) -> None:
         """Every fixed label value exists from the start at 0, so rate() and increase() see the
         first event too (a series that appears at 1 has no increase to show)."""
-        for status in ContainerStatus:
-            self.containers.labels(status.value)
-        for model_state in [*ModelState, OTHER]:
-            self.models.labels(model_state)
-            self.transitions.labels("model", model_state)
-        for package_state in [*PackageState, OTHER]:
-            self.packages.labels(package_state)
-            self.transitions.labels("package", package_state)
-        for resource in ("model", "package"):
-            self.transitions.labels(resource, "deleted")
-            self.corrections.labels(resource)
         restarts = ("unavailable", "silent", "compacted", "resync", "revision_backwards")
-        one_label: tuple[tuple[Counter, tuple[str, ...]], ...] = (
+        one_label: list[tuple[Counter | Gauge, Iterable[str]]] = [
+            (self.containers, [status.value for status in ContainerStatus]),
+            (self.offloading_requests, OFFLOADING_RESULTS),
             (self.etcd_refusals, REFUSAL_REASONS),
             (self.invalid_inputs, BAD_INPUT_KINDS),
             (self.quarantined, QUARANTINE_STAGES),
@@ -213,10 +213,25 @@ class Metrics:
             (self.reconcile_triggers, ("recorded", "delivered", "dropped", "dead_lettered")),
             (self.container_lists, LIST_RESULTS),
             (self.records_unknown_format, RECORDS),
-        )
+        ]
         for metric, values in one_label:
             for value in values:
                 metric.labels(value)
+        for gauge, resource, states in (
+            (self.models, "model", [*ModelState, OTHER]),
+            (self.packages, "package", [*PackageState, OTHER]),
+        ):
+            self.corrections.labels(resource)
+            for state in states:
+                gauge.labels(state)
+        transitions = {
+            "model": [*ModelState, OTHER],
+            "package": [*PackageState, OTHER],
+            "scenario": [*ScenarioState],  # set through the gRPC service: never other
+        }
+        for resource, states in transitions.items():
+            for state in [*states, "deleted"]:
+                self.transitions.labels(resource, state)
         for operation in ("range", "txn"):
             self.etcd_request_seconds.labels(operation)
             for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
@@ -239,6 +254,14 @@ class Metrics:
         """This daemon became (True) or stopped being (False) the leader."""
         self.leader.set(1 if leading else 0)
         self.leader_changes.inc()
+
+    def scenario_transition(self, state: str) -> None:
+        """A scenario state change the gRPC service committed (the leader counts deletions)."""
+        self.transitions.labels("scenario", state).inc()
+
+    def offloading(self, result: str) -> None:
+        """A TriggerOffloading answered: one of OFFLOADING_RESULTS."""
+        self.offloading_requests.labels(result).inc()
 
     def observe_etcd(self, operation: str, seconds: float, code: str | None) -> None:
         self.etcd_request_seconds.labels(operation).observe(seconds)

@@ -50,6 +50,7 @@ DELETED = "deleted"  # a transition's to_state in logs and metrics when the key 
 _DELETED_BECAUSE = {
     Resource.PACKAGE: "its Package spec is gone",
     Resource.MODEL: "no package lists it and it has no containers",
+    Resource.SCENARIO: "its Scenario spec is gone",
 }
 
 SOURCE = "statemanager"
