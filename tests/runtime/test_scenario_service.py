@@ -94,3 +94,26 @@ async def test_losing_every_attempt_stores_nothing() -> None:
     assert answer.error_code == pb.ErrorCode.RESOURCE_UNAVAILABLE
     assert "changed under each of 3 attempts" in answer.error_details
     assert stored(mem) == b"Idle"
+
+
+async def test_a_change_whose_answer_was_lost_is_answered_as_stored() -> None:
+    """etcd applied the put but its answer was lost: the key read back holds the change, so
+    the caller (who never retries) hears SUCCESS, and it was stored once."""
+    mem = MemEtcd()
+    svc = service(mem)
+    mem.lose_next_txn_response()
+    answer = await send(svc, "idle", "waiting")
+    assert answer.error_code == pb.ErrorCode.SUCCESS, answer.error_details
+    assert stored(mem) == b"Waiting"
+    assert sum(STATE_KEY in r.written for r in mem.txn_log) == 1
+
+
+async def test_a_lost_answer_that_did_not_land_is_refused() -> None:
+    """Unreachable etcd: the change is not stored and the caller is told so."""
+    mem = MemEtcd()
+    svc = service(mem)
+    mem.outage()
+    answer = await send(svc, "idle", "waiting")
+    assert answer.error_code == pb.ErrorCode.RESOURCE_UNAVAILABLE
+    mem.restore()
+    assert stored(mem) is None

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import itertools
 import json
 import random
 import signal
@@ -53,6 +54,7 @@ from statemanager.adapters.etcd import (
     prefix_end,
 )
 from statemanager.adapters.stateservice import StateService
+from statemanager.core.keys import Kind
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.runtime import controller as controller_module
 from statemanager.runtime import reconcile as reconcile_module
@@ -61,7 +63,7 @@ from statemanager.runtime.metrics import Metrics
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime
-from support.servicer import Aborted, container_list, send_list
+from support.servicer import Aborted, Context, container_list, send_list
 
 T = TypeVar("T")
 
@@ -195,16 +197,51 @@ def _node_lists(rng: random.Random) -> list[Step]:
     return steps
 
 
+# What the platform's callers send for a scenario (current, target), as they believe it is:
+# the ApiServer's reset when a Scenario is applied, FilterGateway's steps, PolicyManager's
+# decision through FilterGateway, ActionController's completion.
+SCENARIO_CALLS = [
+    ("", "idle"),
+    ("idle", "waiting"),
+    ("waiting", "satisfied"),
+    ("satisfied", "allowed"),
+    ("satisfied", "denied"),
+    ("allowed", "completed"),
+]
+
+
+def _scenario_changes(rng: random.Random) -> list[Step]:
+    """Scenario state changes from the platform's callers, each sent once to the one daemon
+    its caller is configured with (leader or not), at random times; mostly the lifecycle's
+    next step, sometimes a stale or repeated one."""
+    steps = []
+    at = 0.5
+    for _ in range(rng.randint(0, 10)):
+        at = round(min(FAULT_SECONDS, at + rng.uniform(0.1, 2.0)), 2)
+        current, target = rng.choice(SCENARIO_CALLS)
+        steps.append(
+            Step(
+                at,
+                "scenario_change",
+                (rng.choice(SCENARIOS), current, target, rng.randrange(DAEMONS)),
+            )
+        )
+    return steps
+
+
 def make_schedule(seed: int) -> list[Step]:
     """The whole schedule of `seed`: every random choice of a run is made here. The nodes'
-    lists come from a second generator, so adding them left every earlier seed's steps as
-    they were (the regression seeds still replay the schedules that found their bugs)."""
+    lists and the scenario changes come from generators of their own, so adding them left
+    every earlier seed's steps as they were (the regression seeds still replay the schedules
+    that found their bugs)."""
     rng = random.Random(seed)
     steps = [Step(0.0, *step) for step in _start(rng)]
     times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(rng.randint(6, 20)))
     for at in times:
         steps.append(Step(at, *(_fault(rng) if rng.random() < 0.5 else _churn(rng))))
-    return sorted(steps + _node_lists(random.Random(f"{seed}/nodes")), key=lambda s: s.at)
+    steps += _node_lists(random.Random(f"{seed}/nodes"))
+    steps += _scenario_changes(random.Random(f"{seed}/scenarios"))
+    return sorted(steps, key=lambda s: s.at)
 
 
 # -- the pieces around the daemons ----------------------------------------------------------
@@ -372,6 +409,12 @@ class Simulation:
         self._stopping: list[asyncio.Task[None]] = []
         self._lists: list[asyncio.Task[None]] = []
         self._node_sends: dict[str, asyncio.Task[None]] = {}
+        self._scenario_sends: dict[str, asyncio.Task[None]] = {}
+        self._checked_revision = 0  # the commit after_txn last looked at
+        # Per scenario: the targets of changes answered SUCCESS (stored), in answer order, and
+        # every write of its state key (None: deleted), in commit order.
+        self.scenario_accepted: dict[str, list[str]] = {}
+        self.scenario_written: dict[str, list[str | None]] = {}
 
     def fail(self, what: str) -> None:
         line = f"INVARIANT {what}"
@@ -446,6 +489,46 @@ class Simulation:
         task = asyncio.create_task(self._send(before, target.runtime.parts.service, request))
         self._node_sends[node] = task
         self._lists.append(task)
+
+    def _do_scenario_change(self, name: str, current: str, target: str, index: int) -> None:
+        """A caller sends one scenario change, once, to its daemon; changes of one scenario go
+        out one after another (each caller acts on the step before)."""
+        target_daemon = self.daemons[index]
+        if target_daemon is None:
+            self.trace("  (its daemon is down: the change is lost)")
+            return
+        request = pb.StateChange(
+            resource_type=pb.ResourceType.SCENARIO,
+            resource_name=name,
+            current_state=current,
+            target_state=target,
+            transition_id=f"sim-{len(self._lists)}",
+            timestamp_ns=1,
+            source="filtergateway",
+        )
+        before = self._scenario_sends.get(name)
+        task = asyncio.create_task(
+            self._send_change(before, target_daemon.runtime.parts.service, request)
+        )
+        self._scenario_sends[name] = task
+        self._lists.append(task)
+
+    async def _send_change(
+        self, before: asyncio.Task[None] | None, svc: StateService, request: pb.StateChange
+    ) -> None:
+        if before is not None:
+            await asyncio.wait([before])
+        try:
+            answer = await svc.SendStateChange(request, Context())  # type: ignore[arg-type]
+        except Exception as exc:  # an answer is always a message, never an escape
+            self.fail(f"service: a scenario change raised {exc!r}")
+            return
+        code = pb.ErrorCode.Name(answer.error_code)
+        self.trace(f"  {request.resource_name} {request.target_state}: {code}")
+        if answer.error_code == pb.ErrorCode.SUCCESS and "already" not in answer.message:
+            self.scenario_accepted.setdefault(request.resource_name, []).append(
+                request.target_state.capitalize()
+            )
 
     async def _send(
         self, before: asyncio.Task[None] | None, svc: StateService, request: pb.ContainerList
@@ -563,8 +646,18 @@ class Simulation:
         record = self.mem.txn_log[-1]
         if not record.succeeded or record.revision != self.mem.current_revision:
             return
+        if record.revision == self._checked_revision:
+            return  # a refused or failed txn after it calls this again for the same commit
+        self._checked_revision = record.revision
         if any(k.startswith(LAYOUT.node_lists.encode()) for k in record.written):
             self._input_changed(record.revision)  # a node's list, stored by the service
+        for key in record.written:
+            name = LAYOUT.name_in(Kind.SCENARIO_STATE, key.decode())
+            if name is not None:
+                now = self.mem._at(key, record.revision)
+                self.scenario_written.setdefault(name, []).append(
+                    now.value.decode() if now else None
+                )
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -758,6 +851,23 @@ class Simulation:
                 await daemon.stop()
         await asyncio.gather(*self._stopping)
         self._check_reconcile()
+        self._check_scenarios()
+
+    def _check_scenarios(self) -> None:
+        """Every accepted scenario change is stored exactly once, in the order accepted, and
+        each stored state follows the one before by the lifecycle (or is a reset to Idle, or
+        follows a deletion with its spec)."""
+        for name in sorted(self.scenario_accepted.keys() | self.scenario_written.keys()):
+            written = self.scenario_written.get(name, [])
+            stored = [w for w in written if w is not None]
+            accepted = self.scenario_accepted.get(name, [])
+            if stored != accepted:
+                self.fail(f"scenario {name}: accepted {accepted} but stored {stored}")
+            for before, after in itertools.pairwise([None, *written]):
+                if after is None or after == "Idle" or before is None:
+                    continue
+                if (before.lower(), after.lower()) not in SCENARIO_CALLS:
+                    self.fail(f"scenario {name}: stored {before} then {after}")
 
 
 _FAKE_TIME = types.SimpleNamespace()

@@ -25,7 +25,7 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 
 from statemanager.adapters.actioncontroller import OffloadOrder, OffloadOutcome
-from statemanager.adapters.etcd import Guard, KeyValue, Put, TxnClient
+from statemanager.adapters.etcd import Guard, KeyValue, Put, TxnClient, TxnResult
 from statemanager.adapters.nodereports import (
     CHUNK_BYTES,
     Conflict,
@@ -209,7 +209,7 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
                     Guard(spec_key, spec.mod_revision),
                     Guard(state_key, stored.mod_revision if stored else 0),
                 ]
-                result = await self._store.txn(guards, [Put(state_key, step.to_state.encode())])
+                result = await self._settled(guards, state_key, step.to_state.encode())
                 if result.succeeded:
                     self._scenario_transition(request, value, step, result.revision)
                     return (
@@ -229,6 +229,19 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
             f"scenario {name}'s state changed under each of {_SCENARIO_ATTEMPTS} attempts "
             "(changes of one scenario sent concurrently?); nothing was stored",
         )
+
+    async def _settled(self, guards: list[Guard], key: bytes, value: bytes) -> TxnResult:
+        """The guarded put of a scenario's state; when etcd's answer is lost, the key read back
+        says whether it landed (our value, newer than its guard: committed), so a change that
+        was stored is never answered as refused. EtcdUnavailable when that is unknowable."""
+        try:
+            return await self._store.txn(guards, [Put(key, value)])
+        except EtcdUnavailable:
+            now = await self._store.get(key)
+            if now is None or now.value != value or now.mod_revision <= guards[-1].mod_revision:
+                raise
+            log.info("answer_lost", key=key.decode("utf-8", "replace"), revision=now.mod_revision)
+            return TxnResult(True, now.mod_revision, {})
 
     def _scenario_transition(
         self, request: pb.StateChange, stored: str | None, step: Step, revision: int
