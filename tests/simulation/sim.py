@@ -651,13 +651,7 @@ class Simulation:
         self._checked_revision = record.revision
         if any(k.startswith(LAYOUT.node_lists.encode()) for k in record.written):
             self._input_changed(record.revision)  # a node's list, stored by the service
-        for key in record.written:
-            name = LAYOUT.name_in(Kind.SCENARIO_STATE, key.decode())
-            if name is not None:
-                now = self.mem._at(key, record.revision)
-                self.scenario_written.setdefault(name, []).append(
-                    now.value.decode() if now else None
-                )
+        self._record_scenario_writes(record.written, record.revision)
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -683,6 +677,14 @@ class Simulation:
                     f"atomic cascade: at revision {record.revision} {package_key}={found!r} "
                     f"but its models {dict(zip(models, states, strict=True))} call for {expected}"
                 )
+
+    def _record_scenario_writes(self, written: Sequence[bytes], revision: int) -> None:
+        for key in written:
+            name = LAYOUT.name_in(Kind.SCENARIO_STATE, key.decode())
+            if name is not None:
+                now = self.mem._at(key, revision)
+                value = now.value.decode() if now else None
+                self.scenario_written.setdefault(name, []).append(value)
 
     def _settle_disturbed(self) -> None:
         store = _store(self.mem)
