@@ -91,9 +91,10 @@ async def test_state_change_answers_every_error_code(
     assert contradicts.error_code == pb.ErrorCode.INVALID_STATE_TRANSITION
     assert "is Running by the rules (M5" in contradicts.error_details
 
-    await etcd.container("w1", "dead", "web")
+    # The revision of the input that makes web Failed: a daemon confirming Failed has read it
+    # (a follower may not have read the leader's state write yet).
+    dead_at = await etcd.container("w1", "dead", "web")
     await states_are(etcd, {"web": "Failed", "pkg:shop": "Degraded"})
-    dead_at = await etcd.mod_revision(f"{etcd.layout.model_states}web/state")
     for port_ in (port, follower_port):
         confirm = stub_for(port_).SendStateChange
         ok = await confirm(change(target_state="Failed"))
