@@ -35,7 +35,7 @@ import random
 import signal
 import traceback
 import types
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import looptime
@@ -486,7 +486,10 @@ class Simulation:
             containers.append((cid, model, status, code))
         request = container_list(node, containers)
         before = self._node_sends.get(node)
-        task = asyncio.create_task(self._send(before, target.runtime.parts.service, request))
+        service = target.runtime.parts.service
+        task = asyncio.create_task(
+            self._in_turn(before, lambda: self._send(service, request), "a container list")
+        )
         self._node_sends[node] = task
         self._lists.append(task)
 
@@ -507,22 +510,27 @@ class Simulation:
             source="filtergateway",
         )
         before = self._scenario_sends.get(name)
+        service = target_daemon.runtime.parts.service
         task = asyncio.create_task(
-            self._send_change(before, target_daemon.runtime.parts.service, request)
+            self._in_turn(before, lambda: self._send_change(service, request), "a scenario change")
         )
         self._scenario_sends[name] = task
         self._lists.append(task)
 
-    async def _send_change(
-        self, before: asyncio.Task[None] | None, svc: StateService, request: pb.StateChange
+    async def _in_turn(
+        self, before: asyncio.Task[None] | None, call: Callable[[], Awaitable[None]], what: str
     ) -> None:
+        """Run `call` once `before` (the same caller's previous send) has ended: a caller sends
+        one thing at a time. An escape from the service breaks the invariant (it answers)."""
         if before is not None:
             await asyncio.wait([before])
         try:
-            answer = await svc.SendStateChange(request, Context())  # type: ignore[arg-type]
-        except Exception as exc:  # an answer is always a message, never an escape
-            self.fail(f"service: a scenario change raised {exc!r}")
-            return
+            await call()
+        except Exception as exc:
+            self.fail(f"service: {what} raised {exc!r}")
+
+    async def _send_change(self, svc: StateService, request: pb.StateChange) -> None:
+        answer = await svc.SendStateChange(request, Context())  # type: ignore[arg-type]
         code = pb.ErrorCode.Name(answer.error_code)
         self.trace(f"  {request.resource_name} {request.target_state}: {code}")
         if answer.error_code == pb.ErrorCode.SUCCESS and "already" not in answer.message:
@@ -530,17 +538,11 @@ class Simulation:
                 request.target_state.capitalize()
             )
 
-    async def _send(
-        self, before: asyncio.Task[None] | None, svc: StateService, request: pb.ContainerList
-    ) -> None:
-        if before is not None:
-            await asyncio.wait([before])
+    async def _send(self, svc: StateService, request: pb.ContainerList) -> None:
         try:
             await send_list(svc, request)
         except Aborted as refused:  # an answer: the node sends again on its next change only
             self.trace(f"  list of {request.node_name} refused: {refused}")
-        except Exception as exc:  # any other escape breaks the invariant
-            self.fail(f"service: a container list raised {exc!r}")
 
     def _do_bad_value(self, key: str, value: str) -> None:
         if key.startswith(LAYOUT.packages):
