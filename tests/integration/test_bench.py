@@ -28,6 +28,12 @@ FIGURES = (
     "cold_start_cpu_s",
     "rss_mb",
     "scaling_ratio",
+    "latency_p99_vs_commit",
+    "edge_ready_s",
+    "edge_rss_idle_mb",
+    "edge_idle_cpu_pct",
+    "version_s",
+    "help_s",
 )
 
 
@@ -59,5 +65,11 @@ def test_quick_bench_reports_every_figure() -> None:
         "noop_cpu_ms",
         "cold_start_s",
         "rss_mb",
+        "latency_p99_vs_commit",
+        "edge_ready_s",
+        "edge_rss_idle_mb",
+        "edge_idle_cpu_pct",
+        "version_s",
+        "help_s",
     }
     assert result["machine"]["cpus"] > 0

@@ -31,11 +31,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from statemanager.devtools import burst
+from statemanager.devtools import burst, edge
 from statemanager.devtools.benchload import COST_POLL_SECONDS, Fleet, cpu_seconds, peak_rss_mb
 from statemanager.devtools.localetcd import LocalEtcd, find_etcd, free_port
 
-PARTS = ("txn", "watch", "noop", "change", "latency", "cost", "scaling")
+PARTS = ("txn", "watch", "noop", "change", "latency", "cost", "scaling", "edge")
 FIGURES = (
     "etcd_txn_per_s",
     "etcd_watch_events_per_s",
@@ -51,6 +51,7 @@ FIGURES = (
     "latency_max_ms",
     "etcd_commit_p99_ms",
     "etcd_commit_max_ms",
+    "latency_p99_vs_commit",
     "change_cpu_ms",
     "noop_cpu_ms",
     "cold_start_s",
@@ -59,6 +60,7 @@ FIGURES = (
     "rss_mb_end",
     "scaling_ratio",
     "scaling_ratio_noop",
+    *edge.TARGETS,
 )
 # Room for several 100k-container fleets and their history (etcd's default quota is 2 GiB).
 # A transaction of 128 container puts is ~70 KiB, far below --max-request-bytes' 1.5 MiB.
@@ -120,6 +122,9 @@ NOTES = {
     "write until caught up, idle costs included (median of --repeat runs); the catch-up is "
     "polled every 0.5 s there, as the daemon's /metrics scrapes would otherwise be counted",
     "rss_mb": "the daemon's VmHWM right after the first sync; rss_mb_end is VmHWM at the end",
+    "latency_p99_vs_commit": "latency_p99_ms / etcd_commit_p99_ms of the same run: how far the "
+    "daemon's tail is above one etcd commit's",
+    **{figure: text for figure, (_, text) in edge.TARGETS.items()},
     "scaling_ratio": "daemon CPU seconds (utime+stime) per change event at the largest "
     "--scaling-packages fleet / at the smallest (median of --repeat runs each), same offered "
     "rate and event count, fleets shaped like the main one, each in a fresh etcd; idle costs "
@@ -413,22 +418,34 @@ def measure(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, 
             out["change_cpu_ms"] = cost["change_cpu_per_event_ms"]
             out["noop_cpu_ms"] = cost["noop_cpu_per_event_ms"]
         out["rss_mb_end"] = peak_rss_mb(rig.pid)
+    if out.get("latency_p99_ms") and out.get("etcd_commit_p99_ms"):
+        out["latency_p99_vs_commit"] = out["latency_p99_ms"] / out["etcd_commit_p99_ms"]
     details["daemon_log"] = rig.log_events()
     details["daemon_exit_code"] = rig.exit_code
     if "scaling" not in skip:
-        costs = {}
-        for packages in sizes.scaling_packages:
-            scaled = _scaled(fleet, packages)
-            with running(workdir / f"scaling-{packages}", scaled) as (scaling_rig, *_):
-                costs[packages] = scaling_rig.load(
-                    "cost", *_cost_options(args, sizes, sizes.scaling_rate)
-                )
-        details["scaling"] = {str(p): c for p, c in costs.items()}
-        small, large = (costs[p] for p in sizes.scaling_packages)
-        out["scaling_ratio"] = large["change_cpu_per_event_ms"] / small["change_cpu_per_event_ms"]
-        out["scaling_ratio_noop"] = large["noop_cpu_per_event_ms"] / small["noop_cpu_per_event_ms"]
+        details["scaling"] = _scaling(args, sizes, fleet, workdir, out)
+    if "edge" not in skip:
+        out.update(edge.measure(running, workdir / "edge", args.quick))
     out["details"] = details
     return out
+
+
+def _scaling(
+    args: argparse.Namespace, sizes: Sizes, fleet: Fleet, workdir: Path, out: dict[str, Any]
+) -> dict[str, Any]:
+    """The cost per event at the two --scaling-packages fleets: their ratios go into `out`;
+    returns each fleet's cost figures."""
+    costs = {}
+    for packages in sizes.scaling_packages:
+        scaled = _scaled(fleet, packages)
+        with running(workdir / f"scaling-{packages}", scaled) as (scaling_rig, *_):
+            costs[packages] = scaling_rig.load(
+                "cost", *_cost_options(args, sizes, sizes.scaling_rate)
+            )
+    small, large = (costs[p] for p in sizes.scaling_packages)
+    out["scaling_ratio"] = large["change_cpu_per_event_ms"] / small["change_cpu_per_event_ms"]
+    out["scaling_ratio_noop"] = large["noop_cpu_per_event_ms"] / small["noop_cpu_per_event_ms"]
+    return {str(p): c for p, c in costs.items()}
 
 
 def _cost_options(args: argparse.Namespace, sizes: Sizes, rate: float | None = None) -> list[str]:
@@ -491,6 +508,8 @@ def _targets(out: dict[str, Any], args: argparse.Namespace, sizes: Sizes) -> dic
         "scaling_ratio": target(
             out.get("scaling_ratio"), 1.2, False, "" if scaling else "target is 10,000 vs 100"
         ),
+        "latency_p99_vs_commit": target(out.get("latency_p99_vs_commit"), 1.5, False, at_rate),
+        **{f: target(out.get(f), limit, False) for f, (limit, _) in edge.TARGETS.items()},
     }
 
 
