@@ -2,7 +2,9 @@
 
 Profiles (README, "Simulation"): `SIM_SCHEDULES` (default 1,000) seeds from `SIM_FIRST` (default
 0) run in the normal test run; `SIM_SEED=n` with `-k replay` runs one seed and prints its trace
-(`SIM_KEEP=i,j,...` only those steps of it, as a shrunk failure prints them).
+(`SIM_KEEP=i,j,...` only those steps of it, as a shrunk failure prints them). `SIM_STOP=first`
+ends the schedules at the first broken one and `SIM_SHRINK=0` reports it unshrunk (the bug
+zoo's hunts, tests/simulation/zoo/run.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from simulation.sim import make_schedule, minimize, replay_command, shrink, simu
 
 SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "1000"))
 FIRST = int(os.environ.get("SIM_FIRST", "0"))
+STOP_AT_FIRST = os.environ.get("SIM_STOP") == "first"
+SHRINK = os.environ.get("SIM_SHRINK", "1") != "0"
 # Seeds that found a bug (README, "Simulation"): each must keep passing.
 REGRESSION_SEEDS = [
     # A correction recorded a second trigger (planner: a key found agreeing with the rules
@@ -56,6 +60,11 @@ REGRESSION_SEEDS = [
 def _check(seed: int) -> None:
     trace: list[str] = []
     failures = simulate(seed, trace.append)
+    if failures and not SHRINK:
+        pytest.fail(
+            f"seed {seed} broke an invariant; replay: {replay_command(seed)}\n" + "\n".join(trace),
+            pytrace=False,
+        )
     if failures:
         keep = shrink(seed, failures)
         shrunk: list[str] = []
@@ -75,7 +84,18 @@ def test_schedules() -> None:
     """The CI profile: every invariant over SIM_SCHEDULES random schedules (with -s it prints
     how many ran and how long they took)."""
     started = time.perf_counter()
-    broken = [seed for seed in range(FIRST, FIRST + SCHEDULES) if simulate(seed)]
+    broken: list[int] = []
+    for seed in range(FIRST, FIRST + SCHEDULES):
+        if not simulate(seed):
+            continue
+        if not broken:
+            print(
+                f"first broken seed {seed} after {seed - FIRST + 1} schedules in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
+        broken.append(seed)
+        if STOP_AT_FIRST:
+            break
     print(f"{SCHEDULES} schedules from seed {FIRST} in {time.perf_counter() - started:.1f} s")
     if broken:
         print(f"broken seeds: {broken}")
