@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import functools
 import json
 import random
@@ -59,7 +60,7 @@ from statemanager.runtime import reconcile as reconcile_module
 from statemanager.runtime import writer as writer_module
 from statemanager.runtime.metrics import Metrics
 
-from support.memetcd import MemEtcd
+from support.memetcd import RAFT_TERM, MemEtcd, StoreSnapshot
 from support.runtime import LAYOUT, Runtime
 from support.servicer import Aborted, container_list, send_list
 
@@ -81,6 +82,7 @@ SCENARIOS = [f"s{i}" for i in range(2)]
 NODES = [f"n{i}" for i in range(2)]  # nodes reporting their containers through the service
 STATUSES = ["running", "running", "dead", "dead", "exited", "paused", "unknown"]
 STATE_VALUES = ["Running", "Error", "Failed", "Pending", "Degraded", "bogus"]
+CALL_DEADLINE = 5.0  # ActionController's answer, when slow, comes this long after the call
 
 
 class InvariantBroken(AssertionError):
@@ -143,26 +145,57 @@ def _start(rng: random.Random) -> list[tuple[str, tuple[Any, ...]]]:
     return steps + [_churn(rng) for _ in range(rng.randint(0, 4))]
 
 
-def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
-    kind = rng.choice(
-        [
-            "lose_txn_response",
-            "tamper",
-            "compact",
-            "outage",
-            "break_watches",
-            "silence_watches",
-            "compact",
-            "lose_txn_response",
-            "refuse_txn",
-            "expire_lease",
-            "crash",
-            "pause",
-            "ac_down",
-            "ac_refuse",
-            "tamper",
-        ]
-    )
+# The fault kinds of the first generator, with its weights (a kind listed twice is drawn twice as
+# often). Regression seeds replay schedules drawn from these alone (Mode.FIRST).
+FIRST_FAULTS = [
+    "lose_txn_response",
+    "tamper",
+    "compact",
+    "outage",
+    "break_watches",
+    "silence_watches",
+    "compact",
+    "lose_txn_response",
+    "refuse_txn",
+    "expire_lease",
+    "crash",
+    "pause",
+    "ac_down",
+    "ac_refuse",
+    "tamper",
+]
+# Faults added since: the member restarted (raft term up), restored from an older snapshot or
+# wiped (revision back, term a new cluster's), an outside delete or overwrite of a state key
+# the daemon has just written while its watches are blind and history is compacted, the
+# leader's lease expiring while its transaction is on the way, the daemons' wall clock
+# jumping, ActionController answering after the call's deadline, a prefix's watch lagging.
+LATER_FAULTS = [
+    "restart_etcd",
+    "restore",
+    "wipe",
+    "blind_tamper",
+    "expire_lease_in_txn",
+    "clock_jump",
+    "ac_slow",
+    "lag_watches",
+]
+FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
+
+
+class Mode(enum.Enum):
+    """How a seed's schedule is drawn. FIRST: the first generator's faults at its weights (the
+    regression seeds were found so, and replay so). UNIFORM: every fault kind, each as likely,
+    at the first generator's density. SWARM: each seed enables a random subset of the fault
+    kinds and a higher, random density, so rare combinations occur (Groce et al., "Swarm
+    Testing", ISSTA 2012); the CI profile's default."""
+
+    FIRST = "first"
+    UNIFORM = "uniform"
+    SWARM = "swarm"
+
+
+def _fault(rng: random.Random, kinds: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+    kind = rng.choice(kinds)
     if kind in ("outage", "ac_down"):
         return kind, (round(rng.uniform(0.5, 8.0), 2),)
     if kind == "pause":
@@ -177,6 +210,17 @@ def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
         prefix = rng.choice([LAYOUT.model_states, LAYOUT.package_states])
         name = rng.choice(MODELS if prefix == LAYOUT.model_states else PACKAGES)
         return kind, (f"{prefix}{name}/state", rng.choice([*STATE_VALUES, None]))
+    if kind == "blind_tamper":
+        return kind, (rng.choice([None, None, *STATE_VALUES]),)
+    if kind == "restore":
+        return kind, (round(rng.uniform(0.5, 10.0), 2),)
+    if kind == "clock_jump":
+        return kind, (rng.choice([-1, 1]) * round(10 ** rng.uniform(0, 5), 1),)
+    if kind == "ac_slow":
+        return kind, (rng.randint(1, 3),)
+    if kind == "lag_watches":
+        prefix = rng.choice(sorted(LAYOUT.watched().values()))
+        return kind, (prefix, round(rng.uniform(0.2, 4.0), 2))
     return kind, ()
 
 
@@ -195,15 +239,23 @@ def _node_lists(rng: random.Random) -> list[Step]:
     return steps
 
 
-def make_schedule(seed: int) -> list[Step]:
+def make_schedule(seed: int, mode: Mode = Mode.FIRST) -> list[Step]:
     """The whole schedule of `seed`: every random choice of a run is made here. The nodes'
     lists come from a second generator, so adding them left every earlier seed's steps as
-    they were (the regression seeds still replay the schedules that found their bugs)."""
+    they were (the regression seeds still replay the schedules that found their bugs, in
+    Mode.FIRST)."""
     rng = random.Random(seed)
     steps = [Step(0.0, *step) for step in _start(rng)]
-    times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(rng.randint(6, 20)))
+    kinds, share, count = FIRST_FAULTS, 0.5, rng.randint(6, 20)
+    if mode is not Mode.FIRST:
+        swarm = random.Random(f"{seed}/swarm")  # the FIRST draws above stay as they were
+        kinds = FAULTS
+        if mode is Mode.SWARM:
+            kinds = [k for k in FAULTS if swarm.random() < 0.5] or [swarm.choice(FAULTS)]
+            share, count = swarm.uniform(0.4, 0.8), swarm.randint(10, 30)
+    times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(count))
     for at in times:
-        steps.append(Step(at, *(_fault(rng) if rng.random() < 0.5 else _churn(rng))))
+        steps.append(Step(at, *(_fault(rng, kinds) if rng.random() < share else _churn(rng))))
     return sorted(steps + _node_lists(random.Random(f"{seed}/nodes")), key=lambda s: s.at)
 
 
@@ -217,10 +269,22 @@ class ScriptedActionController:
         self._mem = mem
         self.down = False
         self.refusals: list[str] = []
+        self.slow = 0  # calls still to answer past their deadline
         self.acknowledged: list[tuple[str, int]] = []
+        # Acknowledged calls of a history etcd no longer has (wiped or restored since).
+        self.replaced: list[tuple[str, int]] = []
 
     async def reconcile(self, scenario: str) -> ReconcileOutcome:
         await asyncio.sleep(0)
+        if self.slow:
+            # It acts, but only once the caller's deadline has passed: the caller sees
+            # DEADLINE_EXCEEDED (and sends again) for a call that took effect.
+            self.slow -= 1
+            history = self._mem.replaced
+            await asyncio.sleep(CALL_DEADLINE)
+            acks = self.acknowledged if history == self._mem.replaced else self.replaced
+            acks.append((scenario, self._mem.current_revision))
+            return ReconcileOutcome(False, False, "unavailable", "DEADLINE_EXCEEDED: slow")
         if self.down:
             return ReconcileOutcome(False, False, "unavailable", "UNAVAILABLE: down")
         if self.refusals:
@@ -312,6 +376,9 @@ class Daemon:
             clock=Clock(asyncio.get_running_loop()),
         )
         self.started = asyncio.create_task(self.runtime.__aenter__())
+        # The listings it must have made before its index is of etcd's current history (one
+        # more than it had made when that history replaced the one it followed).
+        self.listings_needed = 0
 
     def ended(self) -> list[str]:
         return [
@@ -349,9 +416,10 @@ def _container(cid: str, model: str, status: str, code: str) -> bytes:
 
 
 class Simulation:
-    def __init__(self, schedule: list[Step], trace: Callable[[str], None]) -> None:
+    def __init__(self, schedule: list[Step], trace: Callable[[str], None], wall: Wall) -> None:
         self.schedule = schedule
         self.trace = trace
+        self.wall = wall
         self.mem = MemEtcd()
         self.actioncontroller = ScriptedActionController(self.mem)
         self.daemons: list[Daemon | None] = []
@@ -368,6 +436,9 @@ class Simulation:
         self._timers: list[asyncio.TimerHandle] = []
         self._stopping: list[asyncio.Task[None]] = []
         self._lists: list[asyncio.Task[None]] = []
+        self._snapshots: list[tuple[float, StoreSnapshot]] = []  # one per step, to restore
+        self._blind: list[str | None] = []  # blind tampers waiting for the next state write
+        self._judged = 0  # transactions in etcd's log judged by after_txn
 
     def fail(self, what: str) -> None:
         line = f"INVARIANT {what}"
@@ -392,7 +463,10 @@ class Simulation:
 
     def apply(self, step: Step) -> None:
         self.trace(str(step))
-        unaffected = ("ac_down", "ac_refuse", "crash", "pause", "node_list")
+        if not self.mem._down:
+            self._snapshots.append((step.at, self.mem.snapshot_now()))
+        unaffected = ("ac_down", "ac_refuse", "ac_slow", "crash", "pause", "node_list")
+        unaffected += ("clock_jump",)
         if self.mem._down and step.action not in unaffected:
             self.trace("  (etcd is down: skipped)")
             return
@@ -539,6 +613,97 @@ class Simulation:
     def _do_tamper(self, key: str, value: str | None) -> None:
         self._disturb(PACKAGES, key, None if value is None else value.encode())
 
+    def _do_ac_slow(self, count: int) -> None:
+        self.actioncontroller.slow += count
+
+    def _do_clock_jump(self, seconds: float) -> None:
+        """The daemons' wall clock jumps (an NTP step, a wrong RTC); their monotonic and the
+        loop's clocks go on."""
+        self.wall.offset += seconds
+
+    def _do_lag_watches(self, prefix: str, seconds: float) -> None:
+        self.mem.lag_watches(prefix)
+        self._later(seconds, lambda: self.mem.lag_watches(prefix, False))
+
+    def _do_expire_lease_in_txn(self) -> None:
+        """The leader's lease expires while its next transaction is on the way to etcd."""
+        self.mem.before_next_txn(self._do_expire_lease)
+
+    def _do_restart_etcd(self) -> None:
+        self.mem.restart()
+
+    def _do_restore(self, back: float) -> None:
+        """etcd restored from the newest snapshot at least `back` seconds old (wiped when
+        there is none)."""
+        now = self._snapshots[-1][0] if self._snapshots else 0.0
+        older = [snap for at, snap in self._snapshots if at <= now - back]
+        self._replace_visibly(older[-1] if older else None, True)
+
+    def _do_wipe(self) -> None:
+        self._replace_visibly(None, True)
+
+    def _replace_visibly(self, snapshot: StoreSnapshot | None, first: bool) -> None:
+        """Replace etcd's history once every running daemon has seen a raft term above a new
+        cluster's. The daemon counts on it (runtime/watcher.py): a replaced history that has
+        grown past its revision before it reconnects shows only by the term going back, so a
+        second wipe or restore before the member restarted again is invisible to it, and the
+        simulation does not make one. When a daemon has not seen such a term, the member
+        restarts first and the replacement comes three seconds later, or not at all."""
+        unseen = [
+            d
+            for d in self.daemons
+            if d is not None and d.runtime.parts.watcher.raft_term() <= RAFT_TERM
+        ]
+        valid = snapshot is None or snapshot in [s for _, s in self._snapshots]
+        if not unseen and valid:
+            self._replace(snapshot)
+        elif first and valid:
+            self.mem.restart()
+            self.trace("  (the member restarts first; the history is replaced in 3 s)")
+            self._later(3.0, lambda: self._replace_visibly(snapshot, False))
+        else:
+            self.trace("  (history not replaced: a daemon would not see it)")
+
+    def _replace(self, snapshot: StoreSnapshot | None) -> None:
+        """Replace etcd's history, and judge what follows against the new one: entries into
+        Error and deliveries of the replaced history are set aside, and every package counts
+        as disturbed until each running daemon has listed the new history."""
+        self.mem.replace_history(snapshot)
+        revision = self.mem.current_revision
+        self.trace(f"  history replaced: revision {revision}")
+        self._snapshots = [(at, s) for at, s in self._snapshots if s.revision <= revision]
+        for package, entries in self.error_entries.items():
+            self.error_entries[package] = [r for r in entries if r <= revision]
+        acks = self.actioncontroller.acknowledged
+        self.actioncontroller.replaced += [a for a in acks if a[1] > revision]
+        acks[:] = [a for a in acks if a[1] <= revision]
+        self._derived = {}
+        self._input_changed(revision)
+        for daemon in self.daemons:
+            if daemon is not None:
+                daemon.listings_needed = daemon.runtime.listings + 1
+        for name in PACKAGES:
+            marks = self.disturbed.setdefault(name, {})
+            marks.update(dict.fromkeys(LAYOUT.watched().values(), revision))
+
+    def _do_blind_tamper(self, value: str | None) -> None:
+        """Right after the next committed state write, the watches go silent (its echo is
+        lost), someone else deletes or overwrites a key it wrote, and history is compacted:
+        the daemons learn of it only by relisting."""
+        self._blind.append(value)
+
+    def _strike_blind(self, written: Sequence[str]) -> None:
+        self.mem.silence_watches()
+        key, value = sorted(written)[0], self._blind.pop(0)
+
+        def strike() -> None:
+            if self.mem._down:
+                return
+            self._disturb(PACKAGES, key, None if value is None else value.encode())
+            self._do_compact()
+
+        self._later(0.05, strike)
+
     def _disturb(self, packages: Sequence[str], key: str, value: bytes | None) -> int:
         """Put (or with None delete) `key`, disturbing `packages`; the revision."""
         revision = self.mem.delete_now(key.encode()) if value is None else self._put(key, value)
@@ -553,13 +718,19 @@ class Simulation:
     def after_txn(self) -> None:
         """Right after a transaction committed: its fence held at its revision, and every
         package touched agrees with the model states in the store (a split write breaks it)."""
-        if not self.mem.txn_log:
-            return
+        if len(self.mem.txn_log) == self._judged:
+            return  # this call reached no store (refused, or etcd down)
+        self._judged = len(self.mem.txn_log)
         record = self.mem.txn_log[-1]
         if not record.succeeded or record.revision != self.mem.current_revision:
             return
         if any(k.startswith(LAYOUT.containers.encode()) for k in record.written):
             self._input_changed(record.revision)  # a node's list, stored by the service
+        states = [
+            k.decode() for k in record.written if k.decode() in oracle.state_keys([k.decode()])
+        ]
+        if self._blind and states:
+            self._strike_blind(states)
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -601,10 +772,10 @@ class Simulation:
 
     def _followed(self, marks: Mapping[str, int]) -> bool:
         """Whether every running daemon's index has followed each prefix past its revision."""
-        return all(
+        running = [daemon for daemon in self.daemons if daemon is not None]
+        return all(d.runtime.listings >= d.listings_needed for d in running) and all(
             daemon.runtime.parts.watcher.applied(prefix) >= revision
-            for daemon in self.daemons
-            if daemon is not None
+            for daemon in running
             for prefix, revision in marks.items()
         )
 
@@ -679,7 +850,7 @@ class Simulation:
                 for rev, record in self.mem._versions.get(key, [])
                 if rev > revision or record is self.mem._at(key, revision)
             ]
-            if versions and all(
+            if self.mem._at(key, revision) is not None and all(
                 r is not None and oracle.scenario_target(key.decode(), r.value) == package
                 for r in versions
             ):
@@ -727,6 +898,11 @@ class Simulation:
         self._restore()
         self.actioncontroller.down = False
         self.actioncontroller.refusals.clear()
+        self.actioncontroller.slow = 0
+        self.mem._before_txn.clear()
+        self._blind.clear()
+        for prefix in LAYOUT.watched().values():
+            self.mem.lag_watches(prefix, False)
         for i, daemon in enumerate(self.daemons):
             if daemon is None:
                 self._start(i)
@@ -773,15 +949,23 @@ class Clock:
         return self._loop.time() + self._reads * 1e-9
 
 
-def _virtual_time(clock: Clock) -> types.SimpleNamespace:
+@dataclasses.dataclass(slots=True)
+class Wall:
+    """How far the daemons' wall clock is from virtual time (a clock_jump moves it)."""
+
+    offset: float = 0.0
+
+
+def _virtual_time(clock: Clock, wall: Wall) -> types.SimpleNamespace:
     """A `time` module for the daemon's modules that read the clock directly: virtual time,
-    so backoffs and due times follow looptime (and a run does not depend on the machine)."""
+    so backoffs and due times follow looptime (and a run does not depend on the machine);
+    the wall clock is virtual time plus the `wall` offset."""
     epoch = 1_800_000_000.0
     return types.SimpleNamespace(
         monotonic=clock,
         perf_counter=clock,
-        time=lambda: epoch + clock(),
-        time_ns=lambda: int((epoch + clock()) * 1e9),
+        time=lambda: epoch + wall.offset + clock(),
+        time_ns=lambda: int((epoch + wall.offset + clock()) * 1e9),
     )
 
 
@@ -793,13 +977,16 @@ def _drop_every_line(_logger: Any, _method: str, _event: Any) -> Any:
 
 
 def simulate(
-    seed: int, trace: Callable[[str], None] | None = None, keep: Sequence[int] | None = None
+    seed: int,
+    trace: Callable[[str], None] | None = None,
+    keep: Sequence[int] | None = None,
+    mode: Mode = Mode.FIRST,
 ) -> list[str]:
-    """Run `seed`'s schedule on a fresh virtual-time loop; the invariants it broke. `keep`
-    runs only those steps of it (their indices), as `shrink` found them."""
+    """Run `seed`'s schedule (drawn in `mode`) on a fresh virtual-time loop; the invariants it
+    broke. `keep` runs only those steps of it (their indices), as `shrink` found them."""
     lines: list[str] = []
     sink = trace or lines.append
-    schedule = make_schedule(seed)
+    schedule = make_schedule(seed, mode)
     if keep is not None:
         schedule = [schedule[i] for i in keep]
     # A run's thousands of lines cost more than the run: drop them. Without caching, so the
@@ -824,10 +1011,11 @@ def simulate(
 
     previous = signal.signal(signal.SIGPROF, stop)
     signal.setitimer(signal.ITIMER_PROF, CPU_LIMIT)
+    wall = Wall()
     try:
         for module in _CLOCKED:
-            module.time = _virtual_time(Clock(loop))  # type: ignore[attr-defined]
-        failures = loop.run_until_complete(_run(schedule, sink)).failures
+            module.time = _virtual_time(Clock(loop), wall)  # type: ignore[attr-defined]
+        failures = loop.run_until_complete(_run(schedule, sink, wall)).failures
     except RuntimeError as exc:  # stopped by the limit
         where = " < ".join(reversed(spinning))
         waiting = ", ".join(
@@ -851,8 +1039,8 @@ def simulate(
     return failures
 
 
-async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation:
-    sim = Simulation(schedule, trace)
+async def _run(schedule: list[Step], trace: Callable[[str], None], wall: Wall) -> Simulation:
+    sim = Simulation(schedule, trace, wall)
     try:
         await sim.run()
     finally:
@@ -862,9 +1050,9 @@ async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation
     return sim
 
 
-def replay_command(seed: int, keep: Sequence[int] | None = None) -> str:
+def replay_command(seed: int, keep: Sequence[int] | None = None, mode: Mode = Mode.FIRST) -> str:
     steps = "" if keep is None else f"SIM_KEEP={','.join(map(str, keep)) or '-'} "
-    return f"SIM_SEED={seed} {steps}.venv/bin/pytest tests/simulation -k replay -s"
+    return f"SIM_SEED={seed} SIM_MODE={mode.value} {steps}.venv/bin/pytest tests/simulation -k replay -s"
 
 
 def invariant(failure: str) -> str:
@@ -872,14 +1060,14 @@ def invariant(failure: str) -> str:
     return failure.split(":", 1)[0]
 
 
-def shrink(seed: int, failures: Sequence[str]) -> list[int]:
+def shrink(seed: int, failures: Sequence[str], mode: Mode = Mode.FIRST) -> list[int]:
     """The indices of a small part of `seed`'s schedule that still breaks the first of
     `failures`' invariants: a shorter trace to read. Each run is deterministic, so the part
-    replays exactly (`simulate(seed, keep=...)`)."""
+    replays exactly (`simulate(seed, keep=..., mode=...)`)."""
     broken = invariant(failures[0])
     return minimize(
-        list(range(len(make_schedule(seed)))),
-        lambda kept: any(invariant(f) == broken for f in simulate(seed, keep=kept)),
+        list(range(len(make_schedule(seed, mode)))),
+        lambda kept: any(invariant(f) == broken for f in simulate(seed, keep=kept, mode=mode)),
     )
 
 

@@ -58,6 +58,7 @@ class EventSink(Protocol):
 
     def apply(self, prefix: str, events: Sequence[Event]) -> None: ...
     def forget_history(self) -> None: ...
+    def newest_answer(self) -> int: ...
 
 
 @contextlib.contextmanager
@@ -127,6 +128,11 @@ class Watcher:
         """The newest revision up to which every event under `prefix` is in the index (0 before
         the first listing)."""
         return self._delivered.get(prefix, 0)
+
+    def raft_term(self) -> int:
+        """The highest raft term etcd has answered with in the history followed (0 before an
+        answer, and again once that history was replaced)."""
+        return self._term
 
     async def run(self) -> None:
         """Run until cancelled; nothing etcd answers ends it (a refusal is retried as an outage)."""
@@ -241,10 +247,11 @@ class Watcher:
         self._metrics.last_revision.set(batch.revision)
 
     async def _check_history(self, header: Header) -> None:
-        """Raise HistoryReplaced when etcd's revision is below the newest one delivered, or its
-        raft term below the highest one seen. The term catches a replaced history that has
-        already grown past our revision by the time we reconnect (it restarts at 2)."""
-        newest = max(self._delivered.values(), default=0)
+        """Raise HistoryReplaced when etcd's revision is below the newest one delivered or
+        answered to one of our writes (whose echo may not have come yet), or its raft term
+        below the highest one seen. The term catches a replaced history that has already
+        grown past our revision by the time we reconnect (it restarts at 2)."""
+        newest = max(self._sink.newest_answer(), *self._delivered.values(), 0)
         if header.revision < newest or header.raft_term < self._term:
             header = await self._client.header()  # linearizable: not a lagging member's view
             if header.revision < newest:

@@ -119,6 +119,9 @@ class StateWriter:
         # other write out between the index's view and that transaction, so if it landed, that
         # event is ours.
         self._unconfirmed: dict[WorkKey, str | None] = {}
+        # The newest revision etcd answered one of our transactions with, in the history the
+        # watcher follows (forgotten when that history is replaced).
+        self._newest = 0
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
 
@@ -130,6 +133,16 @@ class StateWriter:
         Reconcile)."""
         if key in self._unconfirmed and self._unconfirmed.pop(key) == value and value is not None:
             self._previous[key] = value
+
+    def newest_answer(self) -> int:
+        """The newest revision etcd answered one of this daemon's transactions with (0 when
+        none since the history was last replaced): etcd's revision is never below it while
+        its history stays the one the daemon follows."""
+        return self._newest
+
+    def forget_history(self) -> None:
+        """etcd's history was replaced: the revisions of earlier answers belong to no history."""
+        self._newest = 0
 
     def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
         """Pack write groups into transactions etcd accepts, with `fence` on each."""
@@ -176,6 +189,18 @@ class StateWriter:
         result, retried = await self._txn_with_retries(guards, ops, fence)
         for change in changes:
             self._unconfirmed.pop(change.key, None)
+        # A revision below one etcd gave before (our last answer, or a revision the index saw
+        # a key at): etcd's history was replaced, a wipe or a restore the watcher has not
+        # noticed yet. A failed guard would teach the index nothing (it keeps the newer
+        # revision), and planning again at once would retry the same guard in a tight loop:
+        # defer, as while etcd is unreachable, until the watcher has relisted.
+        floor = max(self._newest, *(c.old.seen for c in changes))
+        if result.revision < floor:
+            raise EtcdUnavailable(
+                f"etcd answered at revision {result.revision}, below revision {floor} it gave "
+                "before: its history was replaced"
+            )
+        self._newest = result.revision
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
         landed = _own_write(keys, changes, result) if retried and not result.succeeded else None

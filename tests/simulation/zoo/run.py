@@ -79,7 +79,7 @@ def hunt(bug: str, schedules: int = 1000, swarm: bool = True, budget: float = 60
             "SIM_FIRST": "0",
             "SIM_STOP": "first",
             "SIM_SHRINK": "0",
-            "SIM_SWARM": "1" if swarm else "0",
+            "SIM_MODE": "swarm" if swarm else "uniform",
         }
         command = [sys.executable, "-m", "pytest", "tests/simulation", "-k", "schedules"]
         command += ["-q", "-s", "-p", "no:cacheprovider"]
