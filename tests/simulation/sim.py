@@ -82,6 +82,7 @@ SCENARIOS = [f"s{i}" for i in range(2)]
 NODES = [f"n{i}" for i in range(2)]  # nodes reporting their containers through the service
 STATUSES = ["running", "running", "dead", "dead", "exited", "paused", "unknown"]
 STATE_VALUES = ["Running", "Error", "Failed", "Pending", "Degraded", "bogus"]
+REPLACE_AFTER = 8.0  # seconds from a restart to the replacement of history it makes visible
 CALL_DEADLINE = 5.0  # ActionController's answer, when slow, comes this long after the call
 
 
@@ -643,26 +644,30 @@ class Simulation:
         self._replace_visibly(None, True)
 
     def _replace_visibly(self, snapshot: StoreSnapshot | None, first: bool) -> None:
-        """Replace etcd's history once every running daemon has seen a raft term above a new
-        cluster's. The daemon counts on it (runtime/watcher.py): a replaced history that has
-        grown past its revision before it reconnects shows only by the term going back, so a
-        second wipe or restore before the member restarted again is invisible to it, and the
-        simulation does not make one. When a daemon has not seen such a term, the member
-        restarts first and the replacement comes three seconds later, or not at all."""
-        unseen = [
-            d
-            for d in self.daemons
-            if d is not None and d.runtime.parts.watcher.raft_term() <= RAFT_TERM
-        ]
-        valid = snapshot is None or snapshot in [s for _, s in self._snapshots]
-        if not unseen and valid:
+        """Replace etcd's history as the daemon can tell (runtime/watcher.py): a replaced
+        history that has grown past the daemon's revision before it reconnects shows only by
+        the raft term going back, so the member must have run at a term above a new cluster's
+        since its last replacement (each run starts at such a term: a cluster that has run has
+        been restarted). A second wipe or restore before the member restarted again is
+        invisible to a daemon, and the simulation does not make one: the member restarts
+        first and the history is replaced REPLACE_AFTER seconds later (longer than a pause and
+        a reconnection's backoff), unless another replacement came first."""
+        if self.mem.current_term > RAFT_TERM:
             self._replace(snapshot)
-        elif first and valid:
+        elif first:
             self.mem.restart()
-            self.trace("  (the member restarts first; the history is replaced in 3 s)")
-            self._later(3.0, lambda: self._replace_visibly(snapshot, False))
-        else:
-            self.trace("  (history not replaced: a daemon would not see it)")
+            self.trace(
+                f"  (the member restarts first; the history is replaced in {REPLACE_AFTER:g} s)"
+            )
+            replaced = self.mem.replaced
+            self._later(
+                REPLACE_AFTER,
+                lambda: (
+                    self._replace_visibly(snapshot, False)
+                    if self.mem.replaced == replaced
+                    else None
+                ),
+            )
 
     def _replace(self, snapshot: StoreSnapshot | None) -> None:
         """Replace etcd's history, and judge what follows against the new one: entries into
@@ -885,6 +890,7 @@ class Simulation:
         steps = list(self.schedule)
         while steps and steps[0].at == 0.0:
             self.apply(steps.pop(0))
+        self.mem.restart()  # it has run: its raft term is above a new cluster's
         self.daemons = [Daemon(self, f"node-{i}") for i in range(DAEMONS)]
         while steps:
             await asyncio.sleep(max(0.0, start + steps[0].at - loop.time()))

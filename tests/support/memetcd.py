@@ -311,6 +311,11 @@ class MemEtcd:
         return any(prefix in stream.prefixes for stream in self._streams)
 
     @property
+    def current_term(self) -> int:
+        """The raft term etcd answers with now."""
+        return self._term
+
+    @property
     def compacted_revision(self) -> int:
         return self._compacted
 

@@ -129,11 +129,6 @@ class Watcher:
         the first listing)."""
         return self._delivered.get(prefix, 0)
 
-    def raft_term(self) -> int:
-        """The highest raft term etcd has answered with in the history followed (0 before an
-        answer, and again once that history was replaced)."""
-        return self._term
-
     async def run(self) -> None:
         """Run until cancelled; nothing etcd answers ends it (a refusal is retried as an outage)."""
         listed = False
