@@ -70,6 +70,9 @@ FAULT_SECONDS = 20.0
 SETTLE_SECONDS = 60.0
 SAMPLE_EVERY = 0.25
 MAX_REQUESTS_PER_SECOND = 200
+# etcd requests one daemon may send without virtual time passing; more is a loop that never
+# waits (on real time: etcd hammered until something else changes).
+MAX_REQUESTS_PER_INSTANT = 5000
 CPU_LIMIT = 20.0
 DAEMONS = 2
 TTL = 3
@@ -82,6 +85,8 @@ SCENARIOS = [f"s{i}" for i in range(2)]
 NODES = [f"n{i}" for i in range(2)]  # nodes reporting their containers through the service
 STATUSES = ["running", "running", "dead", "dead", "exited", "paused", "unknown"]
 STATE_VALUES = ["Running", "Error", "Failed", "Pending", "Degraded", "bogus"]
+MODEL_VALUES = ["Pending", "Running", "Succeeded", "Failed"]
+PACKAGE_VALUES = ["Initializing", "Running", "Degraded", "Error", "Paused"]
 REPLACE_AFTER = 8.0  # seconds from a restart to the replacement of history it makes visible
 CALL_DEADLINE = 5.0  # ActionController's answer, when slow, comes this long after the call
 
@@ -166,15 +171,20 @@ FIRST_FAULTS = [
     "tamper",
 ]
 # Faults added since: the member restarted (raft term up), restored from an older snapshot or
-# wiped (revision back, term a new cluster's), an outside delete or overwrite of a state key
-# the daemon has just written while its watches are blind and history is compacted, the
-# leader's lease expiring while its transaction is on the way, the daemons' wall clock
-# jumping, ActionController answering after the call's deadline, a prefix's watch lagging.
+# wiped (revision back, term a new cluster's); right after the daemon's next state write, an
+# outside delete or overwrite of a key it wrote, while its watches are blind and history is
+# compacted (blind_tamper) or not (race_tamper), or etcd restored to the revision before it
+# while its echo is lost (blind_restore); an outside write of a valid state (overwrite_state);
+# the leader's lease expiring while its transaction is on the way; the daemons' wall clock
+# jumping; ActionController answering after the call's deadline; a prefix's watch lagging.
 LATER_FAULTS = [
     "restart_etcd",
     "restore",
     "wipe",
     "blind_tamper",
+    "race_tamper",
+    "blind_restore",
+    "overwrite_state",
     "expire_lease_in_txn",
     "clock_jump",
     "ac_slow",
@@ -211,8 +221,13 @@ def _fault(rng: random.Random, kinds: Sequence[str]) -> tuple[str, tuple[Any, ..
         prefix = rng.choice([LAYOUT.model_states, LAYOUT.package_states])
         name = rng.choice(MODELS if prefix == LAYOUT.model_states else PACKAGES)
         return kind, (f"{prefix}{name}/state", rng.choice([*STATE_VALUES, None]))
-    if kind == "blind_tamper":
+    if kind in ("blind_tamper", "race_tamper"):
         return kind, (rng.choice([None, None, *STATE_VALUES]),)
+    if kind == "overwrite_state":
+        model = rng.random() < 0.5
+        name = rng.choice(MODELS if model else PACKAGES)
+        key = f"{LAYOUT.model_states if model else LAYOUT.package_states}{name}/state"
+        return kind, (key, rng.choice([None, *(MODEL_VALUES if model else PACKAGE_VALUES)]))
     if kind == "restore":
         return kind, (round(rng.uniform(0.5, 10.0), 2),)
     if kind == "clock_jump":
@@ -295,9 +310,16 @@ class ScriptedActionController:
         return ReconcileOutcome(True, False, "ok", "")
 
 
+class Spinning(BaseException):
+    """A daemon sent MAX_REQUESTS_PER_INSTANT etcd requests without virtual time passing. Not
+    an Exception: no handler of the daemon's may swallow it, and the task it ends is reported
+    (the invariant that no task ends but by its stop)."""
+
+
 class Link:
-    """One daemon's connection to etcd: holds its requests while the daemon is paused, and
-    checks the atomic cascade right after each transaction it commits."""
+    """One daemon's connection to etcd: holds its requests while the daemon is paused, ends a
+    task that sends requests without ever letting time pass, and checks the atomic cascade
+    right after each transaction it commits."""
 
     def __init__(self, mem: MemEtcd, after_txn: Callable[[], None]) -> None:
         self._mem = mem
@@ -305,8 +327,16 @@ class Link:
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.endpoint = mem.endpoint
+        self._instant = -1.0  # the virtual time of the last request
+        self._burst = 0  # requests sent at that time
 
     async def _gate(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now != self._instant:
+            self._instant, self._burst = now, 0
+        self._burst += 1
+        if self._burst > MAX_REQUESTS_PER_INSTANT:
+            raise Spinning(f"{self._burst - 1} etcd requests without virtual time passing")
         await self.resumed.wait()
 
     async def txn(
@@ -438,7 +468,8 @@ class Simulation:
         self._stopping: list[asyncio.Task[None]] = []
         self._lists: list[asyncio.Task[None]] = []
         self._snapshots: list[tuple[float, StoreSnapshot]] = []  # one per step, to restore
-        self._blind: list[str | None] = []  # blind tampers waiting for the next state write
+        # What happens right after the next committed state write: (fault, value) each.
+        self._after_write: list[tuple[str, str | None]] = []
         self._judged = 0  # transactions in etcd's log judged by after_txn
 
     def fail(self, what: str) -> None:
@@ -695,19 +726,41 @@ class Simulation:
         """Right after the next committed state write, the watches go silent (its echo is
         lost), someone else deletes or overwrites a key it wrote, and history is compacted:
         the daemons learn of it only by relisting."""
-        self._blind.append(value)
+        self._after_write.append(("blind_tamper", value))
 
-    def _strike_blind(self, written: Sequence[str]) -> None:
-        self.mem.silence_watches()
-        key, value = sorted(written)[0], self._blind.pop(0)
+    def _do_race_tamper(self, value: str | None) -> None:
+        """Right after the next committed state write, someone else deletes or overwrites a
+        key it wrote (its echo and the outside write arrive one after the other)."""
+        self._after_write.append(("race_tamper", value))
+
+    def _do_blind_restore(self) -> None:
+        """Right after the next committed state write, the watches go silent (its echo is
+        lost) and etcd is restored to the revision before it."""
+        self._after_write.append(("blind_restore", None))
+
+    def _do_overwrite_state(self, key: str, value: str | None) -> None:
+        self._do_tamper(key, value)
+
+    def _strike(self, revision: int, written: Sequence[str]) -> None:
+        """The fault waiting for this state write (at `revision`, keys `written`)."""
+        fault, value = self._after_write.pop(0)
+        key = sorted(written)[0]
+        if fault == "blind_restore":
+            self.mem.silence_watches()
+            compacted = self.mem.compacted_revision
+            self._replace_visibly(StoreSnapshot(max(revision - 1, compacted), compacted), True)
+            return
+        if fault == "blind_tamper":
+            self.mem.silence_watches()
 
         def strike() -> None:
             if self.mem._down:
                 return
             self._disturb(PACKAGES, key, None if value is None else value.encode())
-            self._do_compact()
+            if fault == "blind_tamper":
+                self._do_compact()
 
-        self._later(0.05, strike)
+        self._later(0.05 if fault == "blind_tamper" else 0.0, strike)
 
     def _disturb(self, packages: Sequence[str], key: str, value: bytes | None) -> int:
         """Put (or with None delete) `key`, disturbing `packages`; the revision."""
@@ -734,8 +787,8 @@ class Simulation:
         states = [
             k.decode() for k in record.written if k.decode() in oracle.state_keys([k.decode()])
         ]
-        if self._blind and states:
-            self._strike_blind(states)
+        if self._after_write and states:
+            self._strike(record.revision, states)
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -906,7 +959,7 @@ class Simulation:
         self.actioncontroller.refusals.clear()
         self.actioncontroller.slow = 0
         self.mem._before_txn.clear()
-        self._blind.clear()
+        self._after_write.clear()
         for prefix in LAYOUT.watched().values():
             self.mem.lag_watches(prefix, False)
         for i, daemon in enumerate(self.daemons):

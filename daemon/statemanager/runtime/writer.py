@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from tenacity import (
@@ -31,6 +32,7 @@ from statemanager.adapters.etcd import (
     Delete,
     Fence,
     Guard,
+    KeyValue,
     Put,
     TxnClient,
     TxnLimits,
@@ -41,7 +43,7 @@ from statemanager.core.index import Index
 from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, pack
 from statemanager.core.timestamps import timestamp
-from statemanager.core.triggers import Trigger, encode, trigger_key
+from statemanager.core.triggers import Trigger, decode, encode, trigger_key
 from statemanager.runtime.metrics import Metrics
 
 log = structlog.get_logger("statemanager.writer")
@@ -89,10 +91,16 @@ class TransitionIds:
         return f"{self._prefix}-{next(self._counter):x}"
 
 
+class WriterClient(TxnClient, Protocol):
+    """The writer's etcd: guarded transactions, and reading one key back."""
+
+    async def get(self, key: bytes) -> KeyValue | None: ...
+
+
 class StateWriter:
     def __init__(
         self,
-        client: TxnClient,
+        client: WriterClient,
         layout: KeyLayout,
         index: Index,
         metrics: Metrics,
@@ -168,7 +176,9 @@ class StateWriter:
     ) -> list[Transition] | None:
         """Write `changes` in one transaction. Returns the transitions (corrections are logged,
         not returned), or None when a guard failed (the index now holds etcd's current values;
-        re-plan the keys).
+        re-plan the keys). A guard that failed because an earlier attempt landed is told by
+        the keys holding this transaction's values, or else by a trigger record it wrote
+        still being there: its transitions are then recorded (`answer_lost`) all the same.
 
         Raises EtcdUnavailable when etcd stayed unreachable (or busy) through every retry,
         NotLeader when the fence failed, EtcdError when etcd refused the transaction (TooLarge:
@@ -206,6 +216,13 @@ class StateWriter:
         landed = _own_write(keys, changes, result) if retried and not result.succeeded else None
         if landed is not None:
             return self._record(changes, causes, ids, landed, answer_lost=True)
+        if retried and not result.succeeded and triggers:
+            witnessed = await self._trigger_landed(triggers)
+            if witnessed is not None:
+                # An earlier attempt landed, and someone else changed a key since: what it
+                # wrote is the previous derived state (putting it back is a correction), and
+                # the index takes what etcd holds now (below), to plan again.
+                self._record(changes, causes, ids, witnessed, answer_lost=True)
         if not result.succeeded:
             self._metrics.write_conflicts.inc()
             for key, change in zip(keys, changes, strict=True):
@@ -218,6 +235,22 @@ class StateWriter:
         # The reconcile sender learns the triggers from etcd (it watches their prefix), so a
         # lost response here loses no delivery.
         return self._record(changes, causes, ids, result.revision)
+
+    async def _trigger_landed(self, triggers: Sequence[Trigger]) -> int | None:
+        """The revision an earlier attempt of this transaction landed at, when etcd still holds
+        one of the trigger records it wrote (each names this transaction's transition id, so
+        no one else wrote it); None when none is there, or etcd cannot say now. The state
+        keys cannot tell when someone else changed them since."""
+        for trigger in triggers:
+            key = trigger_key(self._layout, trigger.package)
+            try:
+                kv = await self._client.get(key)
+            except EtcdUnavailable:
+                return None
+            found = decode(self._layout, key, kv.value, kv.mod_revision) if kv else None
+            if found is not None and found.transition_id == trigger.transition_id:
+                return kv.mod_revision if kv is not None else None
+        return None
 
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence
