@@ -1,7 +1,8 @@
 """A deterministic simulation of statemanager daemons under random faults (README, "Simulation").
 
-One seed makes one schedule (`make_schedule`, a pure function of `random.Random(seed)`): a
-starting fleet, then timed steps of fleet churn and faults for `FAULT_SECONDS` of virtual time.
+One seed makes one schedule (`make_schedule`, a pure function of the seed and its `Mode`): a
+starting fleet, then timed steps of fleet churn and faults for `FAULT_SECONDS` of virtual time
+(in swarm mode, the default, each seed enables its own subset of the fault kinds).
 `simulate` runs two complete daemons' runtimes (watcher, worker, election, reconcile sender)
 against `MemEtcd` and a fake ActionController on looptime's virtual clock, applies the steps
 (nodes' container lists go through the leader's StateManager service, the gRPC service's write
@@ -16,12 +17,15 @@ path, called in process), then stops the faults and checks the invariants:
   package left Error, a newer trigger took over, or it was dead-lettered; nothing is delivered
   without a trigger; no trigger is recorded unless the package entered Error by the rules
   (or leadership changed hands, when the new leader cannot know);
-- no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down;
+- no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down,
+  and no daemon sends `MAX_REQUESTS_PER_INSTANT` requests without virtual time passing;
 - no task of a daemon ends but by its stop; the service answers every list (an abort with a
   status code is an answer; an exception escaping it is not).
 
 A daemon "paused" has each etcd request it sends held until the pause ends (then applied): a
-process stopped past its lease, whose last request reaches etcd late.
+process stopped past its lease, whose last request reaches etcd late. When etcd's history is
+replaced (a wipe, a restore), what the invariants judge is the new history: entries into Error
+and deliveries of the old one are set aside.
 """
 
 from __future__ import annotations
