@@ -63,11 +63,10 @@ REGRESSION_SEEDS = [
 SWARM_REGRESSION_SEEDS = [
     # etcd restored below a write of ours whose echo had not come: the watcher compared with
     # the revisions it had delivered only, resumed, and the index kept the lost write.
-    222,
-    528,
+    726,
     # etcd wiped: a failed guard taught the index nothing (its revision was newer) and the
     # worker sent the same transaction again at once, forever.
-    483,
+    2628,
 ]
 
 
