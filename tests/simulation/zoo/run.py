@@ -45,17 +45,20 @@ class Hunt:
     schedules: int | None
     seconds: float
     problem: str = ""
+    as_is: tuple[int, ...] = ()  # seeds that break the checkout as it is too (skipped)
 
     @property
     def found(self) -> bool:
         return self.seed is not None
 
     def row(self) -> str:
+        skipped = f" (the checkout as it is breaks at {list(self.as_is)})" if self.as_is else ""
         if self.problem:
             return f"| {self.bug} | no: {self.problem} | | | {self.seconds:.1f} |"
         if not self.found:
-            return f"| {self.bug} | no | | | {self.seconds:.1f} |"
-        return f"| {self.bug} | yes | {self.seed} | {self.schedules} | {self.seconds:.1f} |"
+            return f"| {self.bug} | no{skipped} | | | {self.seconds:.1f} |"
+        found = f"| {self.bug} | yes{skipped} | {self.seed} | {self.schedules} |"
+        return f"{found} {self.seconds:.1f} |"
 
 
 def bugs() -> list[str]:
@@ -70,15 +73,17 @@ def hunt(
     an invariant on the checkout as it is, too, found something else: the hunt goes on after
     it, and its seconds and schedules count."""
     spent, ran = 0.0, 0
+    as_is: tuple[int, ...] = ()
     while True:
         found = _hunt(bug, schedules - ran, swarm, budget - spent, first + ran)
         spent += found.seconds
         if found.seed is None or not _breaks_as_is(found.seed, swarm):
             count = None if found.schedules is None else ran + found.schedules
-            return dataclasses.replace(found, schedules=count, seconds=spent)
+            return dataclasses.replace(found, schedules=count, seconds=spent, as_is=as_is)
+        as_is += (found.seed,)
         ran = found.seed + 1 - first
         if ran >= schedules:
-            return Hunt(bug, None, None, spent)
+            return Hunt(bug, None, None, spent, as_is=as_is)
 
 
 def _breaks_as_is(seed: int, swarm: bool) -> bool:
