@@ -9,15 +9,18 @@ from statemanager.adapters.etcd import Event
 from statemanager.runtime.backoff import Backoff
 
 from support.memetcd import MemEtcd, StoreSnapshot
-from support.runtime import LAYOUT, Runtime, container, disagreements, package, state, until
+from support.runtime import (
+    LAYOUT,
+    container,
+    deliver,
+    disagreements,
+    package,
+    state,
+    synced_then_deaf,
+    until,
+)
 
 pytestmark = pytest.mark.looptime
-
-
-def _deliver(rt: Runtime, mem: MemEtcd, key: bytes, revision: int) -> None:
-    """Hand the daemon a container's event as its watch would have, the stream being silent."""
-    value = mem.range_now(key).records[0].value
-    rt.parts.controller.apply(LAYOUT.containers, [Event(key, value, revision)])
 
 
 async def test_a_restore_below_a_write_whose_echo_had_not_come_is_noticed() -> None:
@@ -26,13 +29,9 @@ async def test_a_restore_below_a_write_whose_echo_had_not_come_is_noticed() -> N
     had. Only the answer tells that etcd went back: the daemon relists and writes the state
     again."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    container(mem, "c1", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
-        mem.silence_watches()
+    async with synced_then_deaf(mem) as rt:
         revision = container(mem, "c2", "solo", "running")  # a model with no state key yet
-        _deliver(rt, mem, f"{LAYOUT.containers}c2".encode(), revision)
+        deliver(rt, mem, "c2", revision)
         await until(lambda: state(mem, "model", "solo") == "Running")
         mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
         assert state(mem, "model", "solo") is None
@@ -48,19 +47,16 @@ async def test_a_write_against_a_wiped_etcd_waits_for_the_relist() -> None:
     higher). The write is deferred, not sent again at once in a loop that lets no time pass;
     once the watcher has relisted, the states of what is written anew are right."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    container(mem, "c1", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
+    async with synced_then_deaf(mem) as rt:
         old = rt.parts.election.fence()
         rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
-        mem.silence_watches()
         revision = container(mem, "c1", "m", "dead")
         key = f"{LAYOUT.containers}c1".encode()
         value = mem.range_now(key).records[0].value
         mem.replace_history(None)
         await until(lambda: rt.parts.election.fence() not in (None, old))
         assert rt.sample("watch_restarts_total", reason="revision_backwards") == 0
+        # The change as the watch would have brought it, had the stream not gone quiet.
         rt.parts.controller.apply(LAYOUT.containers, [Event(key, value, revision)])
         await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
         package(mem, "p", ["m"])
