@@ -5,18 +5,17 @@ compacted; afterwards the written states must equal an oracle computed from the 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 from urllib.error import HTTPError
 from urllib.request import urlopen
 
 import pytest
+from etcdhistory import replace_history, save_snapshot
 
 from statemanager.devtools.benchload import cpu_seconds
-from statemanager.devtools.localetcd import LocalEtcd, find_etcd
+from statemanager.devtools.localetcd import LocalEtcd
 
 from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
 from fleet import CONTAINERS, PACKAGES, Churn, converged
@@ -166,28 +165,6 @@ async def test_periodic_resync_writes_nothing_when_all_is_right(
     await converged(private)
 
 
-def _etcd_tool(name: str) -> str:
-    """An etcd companion binary (etcdctl, etcdutl) installed beside the etcd the tests run."""
-    return str(Path(find_etcd()).with_name(name))
-
-
-def _replace_history(server: LocalEtcd, how: str, snapshot: Path) -> None:
-    """Stop etcd and give it a data dir with an older history: none at all ("wiped") or the
-    `snapshot` taken earlier ("restored"); start it again on the same ports."""
-    server.stop()
-    shutil.rmtree(server.data_dir)
-    if how == "restored":
-        restore = "etcdutl" if Path(_etcd_tool("etcdutl")).exists() else "etcdctl"
-        subprocess.run(
-            [_etcd_tool(restore), "snapshot", "restore", str(snapshot),
-             "--data-dir", str(server.data_dir), "--name", server.name,
-             "--initial-cluster", server.initial_cluster,
-             "--initial-advertise-peer-urls", server.peer_url],
-            check=True, capture_output=True,
-        )  # fmt: skip
-    server.start()
-
-
 def _ready(daemon: Daemon) -> bool:
     try:
         with urlopen(f"http://127.0.0.1:{daemon.metrics_port}/readyz", timeout=5) as resp:
@@ -218,11 +195,7 @@ async def test_etcd_history_replaced_is_noticed_and_relisted(
     await private.package("shop", ["web"])
     await private.container("w0", "running", "web")
     snapshot = tmp_path / "old.db"
-    await asyncio.to_thread(
-        subprocess.run,
-        [_etcd_tool("etcdctl"), "--endpoints", server.endpoint, "snapshot", "save", str(snapshot)],
-        check=True, capture_output=True, env={"ETCDCTL_API": "3"},
-    )  # fmt: skip
+    await asyncio.to_thread(save_snapshot, server, snapshot)
     for i in range(1, 40):  # the daemon delivers a revision far above what etcd has later
         await private.container(f"w{i}", "running", "web")
     # A restart, as every long-lived cluster has had: its raft term is above a new cluster's.
@@ -236,7 +209,7 @@ async def test_etcd_history_replaced_is_noticed_and_relisted(
 
     if grown:
         daemon.process.send_signal(signal.SIGSTOP)
-    await asyncio.to_thread(_replace_history, server, how, snapshot)
+    await asyncio.to_thread(replace_history, server, how, snapshot)
     await private.package("shop", ["web", "db"])  # early in the new history
     if grown:  # the new history passes the daemon's revision before it reconnects
         for i in range(150):

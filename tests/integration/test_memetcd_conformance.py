@@ -3,8 +3,9 @@
 One scripted sequence of operations runs against a fresh real etcd (raw v3 stubs for the
 generic calls, the daemon's own EtcdClient adapter for the calls the daemon makes) and against
 MemEtcd; each step's answer goes into a trace, and the two traces must be equal: revisions,
-values, create/mod revisions and versions, compare outcomes, watch events, lease expiry and
-the error family of compaction, future revisions and refusals.
+values, create/mod revisions and versions, compare outcomes, watch events, lease expiry, the
+error family of compaction, future revisions and refusals, and the raft term and store after
+a restart, a restore from a snapshot and a wipe.
 """
 
 from __future__ import annotations
@@ -12,19 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import pytest
 from aetcd import rpc
+from etcdhistory import replace_history, save_snapshot
 
 from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch
 from statemanager.adapters.etcderrors import classify
 from statemanager.core.errors import Compacted, EtcdUnavailable, StateManagerError
 from statemanager.devtools.localetcd import LocalEtcd
 
-from support.memetcd import Compare, LeasedPut, MemEtcd, Range, Record
+from support.memetcd import Compare, LeasedPut, MemEtcd, Range, Record, StoreSnapshot
+
+T = TypeVar("T")
 
 Row = tuple[bytes, bytes, int, int, int]  # key, value, create revision, mod revision, version
 
@@ -51,7 +56,8 @@ class Client(Protocol):
 
 
 class Driver(Protocol):
-    """Generic etcd calls (put, range, txn with any compare, compact) and the adapter."""
+    """Generic etcd calls (put, range, txn with any compare, compact), the adapter, and what an
+    operator does to the member (restart it, save a snapshot, restore it or wipe it)."""
 
     @property
     def client(self) -> Client: ...
@@ -64,6 +70,9 @@ class Driver(Protocol):
         self, compares: Sequence[Compare], success: Sequence[Any], failure: Sequence[Any]
     ) -> tuple[bool, int, list[list[Row] | None]]: ...
     async def compact(self, revision: int) -> None: ...
+    async def restart(self) -> None: ...
+    async def save(self) -> None: ...
+    async def replace(self, how: str) -> None: ...
 
 
 def _rows(records: Sequence[Record]) -> list[Row]:
@@ -74,6 +83,7 @@ class MemDriver:
     def __init__(self, mem: MemEtcd) -> None:
         self.client = mem
         self._mem = mem
+        self._saved: StoreSnapshot | None = None
 
     async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         return self._mem.put_now(key, value, lease)
@@ -97,6 +107,15 @@ class MemDriver:
     async def compact(self, revision: int) -> None:
         self._mem.compact(revision)
 
+    async def restart(self) -> None:
+        self._mem.restart()
+
+    async def save(self) -> None:
+        self._saved = self._mem.snapshot_now()
+
+    async def replace(self, how: str) -> None:
+        self._mem.replace_history(self._saved if how == "restored" else None)
+
 
 _RESULTS = {"==": rpc.Compare.EQUAL, "!=": rpc.Compare.NOT_EQUAL, "<": rpc.Compare.LESS}
 _RESULTS[">"] = rpc.Compare.GREATER
@@ -109,9 +128,23 @@ _TARGETS = {
 
 
 class RealDriver:
-    def __init__(self, channel: grpc.aio.Channel, client: EtcdClient) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, client: EtcdClient, server: LocalEtcd, snapshot: Path
+    ) -> None:
         self.client = client
         self._kv = rpc.KVStub(channel)
+        self._server = server
+        self._snapshot = snapshot
+
+    async def restart(self) -> None:
+        await asyncio.to_thread(self._server.stop)
+        await asyncio.to_thread(self._server.start)
+
+    async def save(self) -> None:
+        await asyncio.to_thread(save_snapshot, self._server, self._snapshot)
+
+    async def replace(self, how: str) -> None:
+        await asyncio.to_thread(replace_history, self._server, how, self._snapshot)
 
     async def _call(self, method: str, request: Any) -> Any:
         try:
@@ -229,6 +262,7 @@ async def scenario(d: Driver) -> list[tuple[str, object]]:
     await _adapter_calls(d, note)
     now = await _leases_and_watches(d, note)
     await _compaction(d, note, now)
+    await _history_replaced(d, note)
     return trace
 
 
@@ -369,12 +403,49 @@ async def _compaction(d: Driver, note: Note, now: int) -> None:
     note("compact future", await _outcome(d.compact(now + 5)))
 
 
+async def _settled(call: Callable[[], Awaitable[T]]) -> T:
+    """`call`'s answer once the member answers again after a restart (a few seconds at most:
+    the client reconnects with backoff)."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                return await call()
+            except EtcdUnavailable:
+                await asyncio.sleep(0.2)
+
+
+async def _history_replaced(d: Driver, note: Note) -> None:
+    """A restart raises the raft term and keeps everything; a restore from a snapshot brings
+    back the store, history and leases as of the snapshot, its revision lower and its term a
+    new cluster's; a wipe leaves nothing (revision 1)."""
+    c = d.client
+    lease = await c.grant_lease(30)
+    note("leased key", await c.create_if_absent(b"H/leased", b"v", lease))
+    saved = await d.put(b"H/a", b"1")
+    await d.save()
+    note("puts after the snapshot", [await d.put(b"H/b", b"2"), await d.put(b"H/a", b"3")])
+    await d.restart()
+    note("header after a restart", await _settled(c.header))
+    note("keys after a restart", await _settled(lambda: d.range(b"H/", b"H0")))
+    note("lease after a restart", await _settled(lambda: c.keep_alive(lease)))
+    await d.replace("restored")
+    note("header after a restore", await _settled(c.header))
+    note("keys after a restore", await _settled(lambda: d.range(b"H/", b"H0")))
+    note("lease after a restore", await _settled(lambda: c.keep_alive(lease)))
+    note("put after a restore", await d.put(b"H/c", b"4"))
+    note("watch after a restore", await _watch(c, {"H/": saved}, {"H/": saved + 1}))
+    await d.replace("wiped")
+    note("header after a wipe", await _settled(c.header))
+    note("keys after a wipe", await _settled(lambda: d.range(b"\x00", b"\x00")))
+    note("lease after a wipe", await _settled(lambda: c.keep_alive(lease)))
+
+
 @pytest.fixture
-async def real(server: LocalEtcd) -> AsyncIterator[RealDriver]:
+async def real(server: LocalEtcd, tmp_path: Path) -> AsyncIterator[RealDriver]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.client_port}")
     client = EtcdClient([server.endpoint], timeout=5)
     try:
-        yield RealDriver(channel, client)
+        yield RealDriver(channel, client, server, tmp_path / "saved.db")
     finally:
         await client.close()
         await channel.close()
@@ -382,7 +453,8 @@ async def real(server: LocalEtcd) -> AsyncIterator[RealDriver]:
 
 async def test_memetcd_answers_as_a_real_etcd(real: RealDriver) -> None:
     """The same operations give the same revisions, values, compare outcomes, watch events,
-    lease expiry and error families on MemEtcd as on a fresh real etcd."""
+    lease expiry, error families and raft terms, before and after the member is restarted,
+    restored and wiped, on MemEtcd as on a fresh real etcd."""
     expected = await scenario(real)
     got = await scenario(MemDriver(MemEtcd()))
     for (what, want), (_, answer) in zip(expected, got, strict=True):

@@ -7,12 +7,21 @@ from typing import Any
 
 import pytest
 
-from statemanager.adapters.etcd import Event
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.watcher import NEVER
 
 from support.memetcd import MemEtcd
-from support.runtime import LAYOUT, Runtime, container, disagreements, package, state, until
+from support.runtime import (
+    LAYOUT,
+    Runtime,
+    container,
+    deliver,
+    disagreements,
+    package,
+    state,
+    synced_then_deaf,
+    until,
+)
 
 pytestmark = pytest.mark.looptime
 
@@ -22,16 +31,10 @@ async def test_relist_puts_back_a_written_key_whose_echo_was_lost() -> None:
     someone deletes the key and history is compacted. The relist that the compacted resume
     forces finds the key gone, though the watch never showed it there, and writes it again."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    container(mem, "c1", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
-        mem.silence_watches()
+    async with synced_then_deaf(mem) as rt:
         revision = container(mem, "c2", "solo", "running")  # a model with no state key yet
-        key = f"{LAYOUT.containers}c2".encode()
-        value = mem.range_now(key).records[0].value
         # Delivered as the watch would have, just before the stream went quiet for good.
-        rt.parts.controller.apply(LAYOUT.containers, [Event(key, value, revision)])
+        deliver(rt, mem, "c2", revision)
         await until(lambda: state(mem, "model", "solo") == "Running")
         mem.delete_now(f"{LAYOUT.model_states}solo/state".encode())
         mem.compact(mem.current_revision)

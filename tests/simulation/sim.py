@@ -1,7 +1,8 @@
 """A deterministic simulation of statemanager daemons under random faults (README, "Simulation").
 
-One seed makes one schedule (`make_schedule`, a pure function of `random.Random(seed)`): a
-starting fleet, then timed steps of fleet churn and faults for `FAULT_SECONDS` of virtual time.
+One seed makes one schedule (`make_schedule`, a pure function of the seed and its `Mode`): a
+starting fleet, then timed steps of fleet churn and faults for `FAULT_SECONDS` of virtual time
+(in swarm mode, the default, each seed enables its own subset of the fault kinds).
 `simulate` runs two complete daemons' runtimes (watcher, worker, election, reconcile sender)
 against `MemEtcd` and a fake ActionController on looptime's virtual clock, applies the steps
 (nodes' container lists go through the leader's StateManager service, the gRPC service's write
@@ -16,18 +17,22 @@ path, called in process), then stops the faults and checks the invariants:
   package left Error, a newer trigger took over, or it was dead-lettered; nothing is delivered
   without a trigger; no trigger is recorded unless the package entered Error by the rules
   (or leadership changed hands, when the new leader cannot know);
-- no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down;
+- no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down,
+  and no daemon sends `MAX_REQUESTS_PER_INSTANT` requests without virtual time passing;
 - no task of a daemon ends but by its stop; the service answers every list (an abort with a
   status code is an answer; an exception escaping it is not).
 
 A daemon "paused" has each etcd request it sends held until the pause ends (then applied): a
-process stopped past its lease, whose last request reaches etcd late.
+process stopped past its lease, whose last request reaches etcd late. When etcd's history is
+replaced (a wipe, a restore), what the invariants judge is the new history: entries into Error
+and deliveries of the old one are set aside.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import functools
 import itertools
 import json
@@ -61,7 +66,7 @@ from statemanager.runtime import reconcile as reconcile_module
 from statemanager.runtime import writer as writer_module
 from statemanager.runtime.metrics import Metrics
 
-from support.memetcd import MemEtcd
+from support.memetcd import RAFT_TERM, MemEtcd, StoreSnapshot
 from support.runtime import LAYOUT, Runtime
 from support.servicer import Aborted, Context, container_list, send_list
 
@@ -71,6 +76,9 @@ FAULT_SECONDS = 20.0
 SETTLE_SECONDS = 60.0
 SAMPLE_EVERY = 0.25
 MAX_REQUESTS_PER_SECOND = 200
+# etcd requests one daemon may send without virtual time passing; more is a loop that never
+# waits (on real time: etcd hammered until something else changes).
+MAX_REQUESTS_PER_INSTANT = 5000
 CPU_LIMIT = 20.0
 DAEMONS = 2
 TTL = 3
@@ -83,6 +91,10 @@ SCENARIOS = [f"s{i}" for i in range(2)]
 NODES = [f"n{i}" for i in range(2)]  # nodes reporting their containers through the service
 STATUSES = ["running", "running", "dead", "dead", "exited", "paused", "unknown"]
 STATE_VALUES = ["Running", "Error", "Failed", "Pending", "Degraded", "bogus"]
+MODEL_VALUES = ["Pending", "Running", "Succeeded", "Failed"]
+PACKAGE_VALUES = ["Initializing", "Running", "Degraded", "Error", "Paused"]
+REPLACE_AFTER = 8.0  # seconds from a restart to the replacement of history it makes visible
+CALL_DEADLINE = 5.0  # ActionController's answer, when slow, comes this long after the call
 
 
 class InvariantBroken(AssertionError):
@@ -145,26 +157,64 @@ def _start(rng: random.Random) -> list[tuple[str, tuple[Any, ...]]]:
     return steps + [_churn(rng) for _ in range(rng.randint(0, 4))]
 
 
-def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
-    kind = rng.choice(
-        [
-            "lose_txn_response",
-            "tamper",
-            "compact",
-            "outage",
-            "break_watches",
-            "silence_watches",
-            "compact",
-            "lose_txn_response",
-            "refuse_txn",
-            "expire_lease",
-            "crash",
-            "pause",
-            "ac_down",
-            "ac_refuse",
-            "tamper",
-        ]
-    )
+# The fault kinds of the first generator, with its weights (a kind listed twice is drawn twice as
+# often). Regression seeds replay schedules drawn from these alone (Mode.FIRST).
+FIRST_FAULTS = [
+    "lose_txn_response",
+    "tamper",
+    "compact",
+    "outage",
+    "break_watches",
+    "silence_watches",
+    "compact",
+    "lose_txn_response",
+    "refuse_txn",
+    "expire_lease",
+    "crash",
+    "pause",
+    "ac_down",
+    "ac_refuse",
+    "tamper",
+]
+# Faults added since: the member restarted (raft term up), restored from an older snapshot or
+# wiped (revision back, term a new cluster's); right after the daemon's next state write, an
+# outside delete or overwrite of a key it wrote, while its watches are blind and history is
+# compacted (blind_tamper) or not (race_tamper), or etcd restored to the revision before it
+# while its echo is lost (blind_restore); an outside write of a valid state (overwrite_state),
+# or of a package in Error set back by hand (reset_error);
+# the leader's lease expiring while its transaction is on the way; the daemons' wall clock
+# jumping; ActionController answering after the call's deadline; a prefix's watch lagging.
+LATER_FAULTS = [
+    "restart_etcd",
+    "restore",
+    "wipe",
+    "blind_tamper",
+    "race_tamper",
+    "blind_restore",
+    "overwrite_state",
+    "expire_lease_in_txn",
+    "clock_jump",
+    "ac_slow",
+    "lag_watches",
+    "reset_error",
+]
+FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
+
+
+class Mode(enum.Enum):
+    """How a seed's schedule is drawn. FIRST: the first generator's faults at its weights (the
+    regression seeds were found so, and replay so). UNIFORM: every fault kind, each as likely,
+    at the first generator's density. SWARM: each seed enables a random subset of the fault
+    kinds and a higher, random density, so rare combinations occur (Groce et al., "Swarm
+    Testing", ISSTA 2012); the CI profile's default."""
+
+    FIRST = "first"
+    UNIFORM = "uniform"
+    SWARM = "swarm"
+
+
+def _fault(rng: random.Random, kinds: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+    kind = rng.choice(kinds)
     if kind in ("outage", "ac_down"):
         return kind, (round(rng.uniform(0.5, 8.0), 2),)
     if kind == "pause":
@@ -179,7 +229,30 @@ def _fault(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
         prefix = rng.choice([LAYOUT.model_states, LAYOUT.package_states])
         name = rng.choice(MODELS if prefix == LAYOUT.model_states else PACKAGES)
         return kind, (f"{prefix}{name}/state", rng.choice([*STATE_VALUES, None]))
-    return kind, ()
+    return kind, _later_fault_args(rng, kind)
+
+
+def _later_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
+    """The arguments of a fault of LATER_FAULTS (none for the others)."""
+    if kind in ("blind_tamper", "race_tamper"):
+        return (rng.choice([None, None, *STATE_VALUES]),)
+    if kind == "overwrite_state":
+        model = rng.random() < 0.5
+        name = rng.choice(MODELS if model else PACKAGES)
+        key = f"{LAYOUT.model_states if model else LAYOUT.package_states}{name}/state"
+        return (key, rng.choice([None, *(MODEL_VALUES if model else PACKAGE_VALUES)]))
+    if kind == "reset_error":
+        return (rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")]),)
+    if kind == "restore":
+        return (round(rng.uniform(0.5, 10.0), 2),)
+    if kind == "clock_jump":
+        return (rng.choice([-1, 1]) * round(10 ** rng.uniform(0, 5), 1),)
+    if kind == "ac_slow":
+        return (rng.randint(1, 3),)
+    if kind == "lag_watches":
+        prefix = rng.choice(sorted(LAYOUT.watched().values()))
+        return (prefix, round(rng.uniform(0.2, 4.0), 2))
+    return ()
 
 
 def _node_lists(rng: random.Random) -> list[Step]:
@@ -229,16 +302,23 @@ def _scenario_changes(rng: random.Random) -> list[Step]:
     return steps
 
 
-def make_schedule(seed: int) -> list[Step]:
+def make_schedule(seed: int, mode: Mode = Mode.FIRST) -> list[Step]:
     """The whole schedule of `seed`: every random choice of a run is made here. The nodes'
     lists and the scenario changes come from generators of their own, so adding them left
     every earlier seed's steps as they were (the regression seeds still replay the schedules
-    that found their bugs)."""
+    that found their bugs, in Mode.FIRST)."""
     rng = random.Random(seed)
     steps = [Step(0.0, *step) for step in _start(rng)]
-    times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(rng.randint(6, 20)))
+    kinds, share, count = FIRST_FAULTS, 0.5, rng.randint(6, 20)
+    if mode is not Mode.FIRST:
+        swarm = random.Random(f"{seed}/swarm")  # the FIRST draws above stay as they were
+        kinds = FAULTS
+        if mode is Mode.SWARM:
+            kinds = [k for k in FAULTS if swarm.random() < 0.5] or [swarm.choice(FAULTS)]
+            share, count = swarm.uniform(0.4, 0.8), swarm.randint(10, 30)
+    times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(count))
     for at in times:
-        steps.append(Step(at, *(_fault(rng) if rng.random() < 0.5 else _churn(rng))))
+        steps.append(Step(at, *(_fault(rng, kinds) if rng.random() < share else _churn(rng))))
     steps += _node_lists(random.Random(f"{seed}/nodes"))
     steps += _scenario_changes(random.Random(f"{seed}/scenarios"))
     return sorted(steps, key=lambda s: s.at)
@@ -254,10 +334,22 @@ class ScriptedActionController:
         self._mem = mem
         self.down = False
         self.refusals: list[str] = []
+        self.slow = 0  # calls still to answer past their deadline
         self.acknowledged: list[tuple[str, int]] = []
+        # Acknowledged calls of a history etcd no longer has (wiped or restored since).
+        self.replaced: list[tuple[str, int]] = []
 
     async def reconcile(self, scenario: str) -> ReconcileOutcome:
         await asyncio.sleep(0)
+        if self.slow:
+            # It acts, but only once the caller's deadline has passed: the caller sees
+            # DEADLINE_EXCEEDED (and sends again) for a call that took effect.
+            self.slow -= 1
+            history = self._mem.replaced
+            await asyncio.sleep(CALL_DEADLINE)
+            acks = self.acknowledged if history == self._mem.replaced else self.replaced
+            acks.append((scenario, self._mem.current_revision))
+            return ReconcileOutcome(False, False, "unavailable", "DEADLINE_EXCEEDED: slow")
         if self.down:
             return ReconcileOutcome(False, False, "unavailable", "UNAVAILABLE: down")
         if self.refusals:
@@ -267,9 +359,16 @@ class ScriptedActionController:
         return ReconcileOutcome(True, False, "ok", "")
 
 
+class Spinning(BaseException):
+    """A daemon sent MAX_REQUESTS_PER_INSTANT etcd requests without virtual time passing. Not
+    an Exception: no handler of the daemon's may swallow it, and the task it ends is reported
+    (the invariant that no task ends but by its stop)."""
+
+
 class Link:
-    """One daemon's connection to etcd: holds its requests while the daemon is paused, and
-    checks the atomic cascade right after each transaction it commits."""
+    """One daemon's connection to etcd: holds its requests while the daemon is paused, ends a
+    task that sends requests without ever letting time pass, and checks the atomic cascade
+    right after each transaction it commits."""
 
     def __init__(self, mem: MemEtcd, after_txn: Callable[[], None]) -> None:
         self._mem = mem
@@ -277,8 +376,16 @@ class Link:
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.endpoint = mem.endpoint
+        self._instant = -1.0  # the virtual time of the last request
+        self._burst = 0  # requests sent at that time
 
     async def _gate(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now != self._instant:
+            self._instant, self._burst = now, 0
+        self._burst += 1
+        if self._burst > MAX_REQUESTS_PER_INSTANT:
+            raise Spinning(f"{self._burst - 1} etcd requests without virtual time passing")
         await self.resumed.wait()
 
     async def txn(
@@ -352,6 +459,9 @@ class Daemon:
             clock=Clock(asyncio.get_running_loop()),
         )
         self.started = asyncio.create_task(self.runtime.__aenter__())
+        # The listings it must have made before its index is of etcd's current history (one
+        # more than it had made when that history replaced the one it followed).
+        self.listings_needed = 0
 
     def ended(self) -> list[str]:
         return [
@@ -389,9 +499,10 @@ def _container(cid: str, model: str, status: str, code: str) -> bytes:
 
 
 class Simulation:
-    def __init__(self, schedule: list[Step], trace: Callable[[str], None]) -> None:
+    def __init__(self, schedule: list[Step], trace: Callable[[str], None], wall: Wall) -> None:
         self.schedule = schedule
         self.trace = trace
+        self.wall = wall
         self.mem = MemEtcd()
         self.actioncontroller = ScriptedActionController(self.mem)
         self.daemons: list[Daemon | None] = []
@@ -410,11 +521,16 @@ class Simulation:
         self._lists: list[asyncio.Task[None]] = []
         self._node_sends: dict[str, asyncio.Task[None]] = {}
         self._scenario_sends: dict[str, asyncio.Task[None]] = {}
-        self._checked_revision = 0  # the commit after_txn last looked at
         # Per scenario: the targets of changes answered SUCCESS (stored), in answer order, and
-        # every write of its state key (None: deleted), in commit order.
+        # its state key's values in commit order (None: deleted), each with whether a write
+        # made it (True) or a replaced history (False: etcd restored or wiped).
         self.scenario_accepted: dict[str, list[str]] = {}
-        self.scenario_written: dict[str, list[str | None]] = {}
+        self.scenario_written: dict[str, list[tuple[str | None, bool]]] = {}
+        self._snapshots: list[tuple[float, StoreSnapshot]] = []  # one per step, to restore
+        # What happens right after the next committed state write: (fault, value) each.
+        self._after_write: list[tuple[str, str | None]] = []
+        self._judged = 0  # transactions in etcd's log judged by after_txn
+        self._replaced_at = -REPLACE_AFTER  # loop time of the last replacement of history
 
     def fail(self, what: str) -> None:
         line = f"INVARIANT {what}"
@@ -439,7 +555,10 @@ class Simulation:
 
     def apply(self, step: Step) -> None:
         self.trace(str(step))
-        unaffected = ("ac_down", "ac_refuse", "crash", "pause", "node_list")
+        if not self.mem._down:
+            self._snapshots.append((step.at, self.mem.snapshot_now()))
+        unaffected = ("ac_down", "ac_refuse", "ac_slow", "crash", "pause", "node_list")
+        unaffected += ("clock_jump",)
         if self.mem._down and step.action not in unaffected:
             self.trace("  (etcd is down: skipped)")
             return
@@ -629,6 +748,154 @@ class Simulation:
     def _do_tamper(self, key: str, value: str | None) -> None:
         self._disturb(PACKAGES, key, None if value is None else value.encode())
 
+    def _do_ac_slow(self, count: int) -> None:
+        self.actioncontroller.slow += count
+
+    def _do_clock_jump(self, seconds: float) -> None:
+        """The daemons' wall clock jumps (an NTP step, a wrong RTC); their monotonic and the
+        loop's clocks go on."""
+        self.wall.offset += seconds
+
+    def _do_lag_watches(self, prefix: str, seconds: float) -> None:
+        self.mem.lag_watches(prefix)
+        self._later(seconds, lambda: self.mem.lag_watches(prefix, False))
+
+    def _do_expire_lease_in_txn(self) -> None:
+        """The leader's lease expires while its next transaction is on the way to etcd."""
+        self.mem.before_next_txn(self._do_expire_lease)
+
+    def _do_restart_etcd(self) -> None:
+        if self._settled_since_replaced():
+            self.mem.restart()
+
+    def _settled_since_replaced(self) -> bool:
+        """Whether the last replacement of etcd's history is REPLACE_AFTER seconds old: every
+        daemon has reconnected to the new history since. A restart before that, with a
+        daemon still away, would bring the term back up to what it saw before, and the
+        replacement (revision outgrown meanwhile) would not show to it at all: a limit of
+        what etcd's headers tell, which the simulation does not make (traced when skipped)."""
+        settled = asyncio.get_running_loop().time() - self._replaced_at >= REPLACE_AFTER
+        if not settled:
+            self.trace("  (skipped: the history was replaced less than 8 s ago)")
+        return settled
+
+    def _do_restore(self, back: float) -> None:
+        """etcd restored from the newest snapshot at least `back` seconds old (wiped when
+        there is none)."""
+        now = self._snapshots[-1][0] if self._snapshots else 0.0
+        older = [snap for at, snap in self._snapshots if at <= now - back]
+        self._replace_visibly(older[-1] if older else None, True)
+
+    def _do_wipe(self) -> None:
+        self._replace_visibly(None, True)
+
+    def _replace_visibly(self, snapshot: StoreSnapshot | None, first: bool) -> None:
+        """Replace etcd's history as the daemon can tell (runtime/watcher.py): a replaced
+        history that has grown past the daemon's revision before it reconnects shows only by
+        the raft term going back, so the member must have run at a term above a new cluster's
+        since its last replacement (each run starts at such a term: a cluster that has run has
+        been restarted). A second wipe or restore before the member restarted again is
+        invisible to a daemon, and the simulation does not make one: the member restarts
+        first (see `_settled_since_replaced`) and the history is replaced REPLACE_AFTER seconds
+        later (longer than a pause and a reconnection's backoff), unless another replacement
+        came first."""
+        if self.mem.current_term > RAFT_TERM:
+            self._replace(snapshot)
+        elif first and self._settled_since_replaced():
+            self.mem.restart()
+            self.trace(
+                f"  (the member restarts first; the history is replaced in {REPLACE_AFTER:g} s)"
+            )
+            replaced = self.mem.replaced
+            self._later(
+                REPLACE_AFTER,
+                lambda: (
+                    self._replace_visibly(snapshot, False)
+                    if self.mem.replaced == replaced
+                    else None
+                ),
+            )
+
+    def _replace(self, snapshot: StoreSnapshot | None) -> None:
+        """Replace etcd's history, and judge what follows against the new one: entries into
+        Error and deliveries of the replaced history are set aside, and every package counts
+        as disturbed until each running daemon has listed the new history."""
+        self.mem.replace_history(snapshot)
+        self._replaced_at = asyncio.get_running_loop().time()
+        revision = self.mem.current_revision
+        for name in SCENARIOS:  # what a restore keeps of a scenario's state is its new past
+            now = self.mem._at(LAYOUT.key_of(Kind.SCENARIO_STATE, name).encode(), revision)
+            entry = (now.value.decode() if now else None, False)
+            self.scenario_written.setdefault(name, []).append(entry)
+        self.trace(f"  history replaced: revision {revision}")
+        self._snapshots = [(at, s) for at, s in self._snapshots if s.revision <= revision]
+        for package, entries in self.error_entries.items():
+            self.error_entries[package] = [r for r in entries if r <= revision]
+        acks = self.actioncontroller.acknowledged
+        self.actioncontroller.replaced += [a for a in acks if a[1] > revision]
+        acks[:] = [a for a in acks if a[1] <= revision]
+        self._derived = {}
+        self._input_changed(revision)
+        for daemon in self.daemons:
+            if daemon is not None:
+                daemon.listings_needed = daemon.runtime.listings + 1
+        for name in PACKAGES:
+            marks = self.disturbed.setdefault(name, {})
+            marks.update(dict.fromkeys(LAYOUT.watched().values(), revision))
+
+    def _do_blind_tamper(self, value: str | None) -> None:
+        """Right after the next committed state write, the watches go silent (its echo is
+        lost), someone else deletes or overwrites a key it wrote, and history is compacted:
+        the daemons learn of it only by relisting."""
+        self._after_write.append(("blind_tamper", value))
+
+    def _do_race_tamper(self, value: str | None) -> None:
+        """Right after the next committed state write, someone else deletes or overwrites a
+        key it wrote (its echo and the outside write arrive one after the other)."""
+        self._after_write.append(("race_tamper", value))
+
+    def _do_blind_restore(self) -> None:
+        """Right after the next committed state write, the watches go silent (its echo is
+        lost) and etcd is restored to the revision before it."""
+        self._after_write.append(("blind_restore", None))
+
+    def _do_overwrite_state(self, key: str, value: str | None) -> None:
+        self._do_tamper(key, value)
+
+    def _do_reset_error(self, value: str | None) -> None:
+        """Someone sets a package that etcd holds in Error to `value` (deletes its state with
+        None), as an operator resetting it by hand would: the rules still give Error, so
+        putting it back is a correction, never a new entry into Error."""
+        store = _store(self.mem)
+        erring = [
+            key
+            for key in sorted(oracle.state_keys(store))
+            if key.startswith(LAYOUT.package_states) and store[key] == b"Error"
+        ]
+        if erring:
+            self._do_tamper(erring[0], value)
+
+    def _strike(self, revision: int, written: Sequence[str]) -> None:
+        """The fault waiting for this state write (at `revision`, keys `written`)."""
+        fault, value = self._after_write.pop(0)
+        key = sorted(written)[0]
+        if fault == "blind_restore":
+            self.mem.silence_watches()
+            compacted = self.mem.compacted_revision
+            self._replace_visibly(StoreSnapshot(max(revision - 1, compacted), compacted), True)
+            return
+        if fault == "blind_tamper":
+            self.mem.silence_watches()
+
+        def strike() -> None:
+            if self.mem._down:
+                return
+            self._disturb(PACKAGES, key, None if value is None else value.encode())
+            if fault == "blind_tamper":
+                self._do_compact()
+
+        self._later(0.05 if fault == "blind_tamper" else 0.0, strike)
+
     def _disturb(self, packages: Sequence[str], key: str, value: bytes | None) -> int:
         """Put (or with None delete) `key`, disturbing `packages`; the revision."""
         revision = self.mem.delete_now(key.encode()) if value is None else self._put(key, value)
@@ -643,17 +910,20 @@ class Simulation:
     def after_txn(self) -> None:
         """Right after a transaction committed: its fence held at its revision, and every
         package touched agrees with the model states in the store (a split write breaks it)."""
-        if not self.mem.txn_log:
-            return
+        if len(self.mem.txn_log) == self._judged:
+            return  # this call reached no store (refused, or etcd down)
+        self._judged = len(self.mem.txn_log)
         record = self.mem.txn_log[-1]
         if not record.succeeded or record.revision != self.mem.current_revision:
             return
-        if record.revision == self._checked_revision:
-            return  # a refused or failed txn after it calls this again for the same commit
-        self._checked_revision = record.revision
         if any(k.startswith(LAYOUT.node_lists.encode()) for k in record.written):
             self._input_changed(record.revision)  # a node's list, stored by the service
         self._record_scenario_writes(record.written, record.revision)
+        states = [
+            k.decode() for k in record.written if k.decode() in oracle.state_keys([k.decode()])
+        ]
+        if self._after_write and states:
+            self._strike(record.revision, states)
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -686,7 +956,7 @@ class Simulation:
             if name is not None:
                 now = self.mem._at(key, revision)
                 value = now.value.decode() if now else None
-                self.scenario_written.setdefault(name, []).append(value)
+                self.scenario_written.setdefault(name, []).append((value, True))
 
     def _settle_disturbed(self) -> None:
         store = _store(self.mem)
@@ -703,10 +973,10 @@ class Simulation:
 
     def _followed(self, marks: Mapping[str, int]) -> bool:
         """Whether every running daemon's index has followed each prefix past its revision."""
-        return all(
+        running = [daemon for daemon in self.daemons if daemon is not None]
+        return all(d.runtime.listings >= d.listings_needed for d in running) and all(
             daemon.runtime.parts.watcher.applied(prefix) >= revision
-            for daemon in self.daemons
-            if daemon is not None
+            for daemon in running
             for prefix, revision in marks.items()
         )
 
@@ -781,7 +1051,7 @@ class Simulation:
                 for rev, record in self.mem._versions.get(key, [])
                 if rev > revision or record is self.mem._at(key, revision)
             ]
-            if versions and all(
+            if self.mem._at(key, revision) is not None and all(
                 r is not None and oracle.scenario_target(key.decode(), r.value) == package
                 for r in versions
             ):
@@ -816,6 +1086,7 @@ class Simulation:
         steps = list(self.schedule)
         while steps and steps[0].at == 0.0:
             self.apply(steps.pop(0))
+        self.mem.restart()  # it has run: its raft term is above a new cluster's
         self.daemons = [Daemon(self, f"node-{i}") for i in range(DAEMONS)]
         while steps:
             await asyncio.sleep(max(0.0, start + steps[0].at - loop.time()))
@@ -829,6 +1100,11 @@ class Simulation:
         self._restore()
         self.actioncontroller.down = False
         self.actioncontroller.refusals.clear()
+        self.actioncontroller.slow = 0
+        self.mem._before_txn.clear()
+        self._after_write.clear()
+        for prefix in LAYOUT.watched().values():
+            self.mem.lag_watches(prefix, False)
         for i, daemon in enumerate(self.daemons):
             if daemon is None:
                 self._start(i)
@@ -863,12 +1139,12 @@ class Simulation:
         follows a deletion with its spec)."""
         for name in sorted(self.scenario_accepted.keys() | self.scenario_written.keys()):
             written = self.scenario_written.get(name, [])
-            stored = [w for w in written if w is not None]
+            stored = [value for value, by_write in written if by_write and value is not None]
             accepted = self.scenario_accepted.get(name, [])
             if stored != accepted:
                 self.fail(f"scenario {name}: accepted {accepted} but stored {stored}")
-            for before, after in itertools.pairwise([None, *written]):
-                if after is None or after == "Idle" or before is None:
+            for (before, _), (after, by_write) in itertools.pairwise([(None, True), *written]):
+                if not by_write or after is None or after == "Idle" or before is None:
                     continue
                 if (before.lower(), after.lower()) not in SCENARIO_CALLS:
                     self.fail(f"scenario {name}: stored {before} then {after}")
@@ -892,15 +1168,23 @@ class Clock:
         return self._loop.time() + self._reads * 1e-9
 
 
-def _virtual_time(clock: Clock) -> types.SimpleNamespace:
+@dataclasses.dataclass(slots=True)
+class Wall:
+    """How far the daemons' wall clock is from virtual time (a clock_jump moves it)."""
+
+    offset: float = 0.0
+
+
+def _virtual_time(clock: Clock, wall: Wall) -> types.SimpleNamespace:
     """A `time` module for the daemon's modules that read the clock directly: virtual time,
-    so backoffs and due times follow looptime (and a run does not depend on the machine)."""
+    so backoffs and due times follow looptime (and a run does not depend on the machine);
+    the wall clock is virtual time plus the `wall` offset."""
     epoch = 1_800_000_000.0
     return types.SimpleNamespace(
         monotonic=clock,
         perf_counter=clock,
-        time=lambda: epoch + clock(),
-        time_ns=lambda: int((epoch + clock()) * 1e9),
+        time=lambda: epoch + wall.offset + clock(),
+        time_ns=lambda: int((epoch + wall.offset + clock()) * 1e9),
     )
 
 
@@ -912,13 +1196,16 @@ def _drop_every_line(_logger: Any, _method: str, _event: Any) -> Any:
 
 
 def simulate(
-    seed: int, trace: Callable[[str], None] | None = None, keep: Sequence[int] | None = None
+    seed: int,
+    trace: Callable[[str], None] | None = None,
+    keep: Sequence[int] | None = None,
+    mode: Mode = Mode.FIRST,
 ) -> list[str]:
-    """Run `seed`'s schedule on a fresh virtual-time loop; the invariants it broke. `keep`
-    runs only those steps of it (their indices), as `shrink` found them."""
+    """Run `seed`'s schedule (drawn in `mode`) on a fresh virtual-time loop; the invariants it
+    broke. `keep` runs only those steps of it (their indices), as `shrink` found them."""
     lines: list[str] = []
     sink = trace or lines.append
-    schedule = make_schedule(seed)
+    schedule = make_schedule(seed, mode)
     if keep is not None:
         schedule = [schedule[i] for i in keep]
     # A run's thousands of lines cost more than the run: drop them. Without caching, so the
@@ -943,10 +1230,11 @@ def simulate(
 
     previous = signal.signal(signal.SIGPROF, stop)
     signal.setitimer(signal.ITIMER_PROF, CPU_LIMIT)
+    wall = Wall()
     try:
         for module in _CLOCKED:
-            module.time = _virtual_time(Clock(loop))  # type: ignore[attr-defined]
-        failures = loop.run_until_complete(_run(schedule, sink)).failures
+            module.time = _virtual_time(Clock(loop), wall)  # type: ignore[attr-defined]
+        failures = loop.run_until_complete(_run(schedule, sink, wall)).failures
     except RuntimeError as exc:  # stopped by the limit
         where = " < ".join(reversed(spinning))
         waiting = ", ".join(
@@ -970,8 +1258,8 @@ def simulate(
     return failures
 
 
-async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation:
-    sim = Simulation(schedule, trace)
+async def _run(schedule: list[Step], trace: Callable[[str], None], wall: Wall) -> Simulation:
+    sim = Simulation(schedule, trace, wall)
     try:
         await sim.run()
     finally:
@@ -981,9 +1269,9 @@ async def _run(schedule: list[Step], trace: Callable[[str], None]) -> Simulation
     return sim
 
 
-def replay_command(seed: int, keep: Sequence[int] | None = None) -> str:
+def replay_command(seed: int, keep: Sequence[int] | None = None, mode: Mode = Mode.FIRST) -> str:
     steps = "" if keep is None else f"SIM_KEEP={','.join(map(str, keep)) or '-'} "
-    return f"SIM_SEED={seed} {steps}.venv/bin/pytest tests/simulation -k replay -s"
+    return f"SIM_SEED={seed} SIM_MODE={mode.value} {steps}.venv/bin/pytest tests/simulation -k replay -s"
 
 
 def invariant(failure: str) -> str:
@@ -991,14 +1279,14 @@ def invariant(failure: str) -> str:
     return failure.split(":", 1)[0]
 
 
-def shrink(seed: int, failures: Sequence[str]) -> list[int]:
+def shrink(seed: int, failures: Sequence[str], mode: Mode = Mode.FIRST) -> list[int]:
     """The indices of a small part of `seed`'s schedule that still breaks the first of
     `failures`' invariants: a shorter trace to read. Each run is deterministic, so the part
-    replays exactly (`simulate(seed, keep=...)`)."""
+    replays exactly (`simulate(seed, keep=..., mode=...)`)."""
     broken = invariant(failures[0])
     return minimize(
-        list(range(len(make_schedule(seed)))),
-        lambda kept: any(invariant(f) == broken for f in simulate(seed, keep=kept)),
+        list(range(len(make_schedule(seed, mode)))),
+        lambda kept: any(invariant(f) == broken for f in simulate(seed, keep=kept, mode=mode)),
     )
 
 

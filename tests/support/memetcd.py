@@ -19,8 +19,11 @@ Faults are injected by the test: `outage()` (every request fails and open watche
 `restore()`), `lose_next_txn_response()` (commits, then the caller sees EtcdUnavailable),
 `refuse_next_txn()` (etcd's refusal, nothing applied), `break_watches()`, `silence_watches()`
 (open streams deliver nothing, not even progress notifications, until broken), `compact()`,
-`before_next_txn(action)` (another writer commits first). `txn_log` records every guarded
-transaction with the fence it carried, for invariants such as "no write without the lead".
+`before_next_txn(action)` (another writer commits first), `restart()` (the member restarts:
+its raft term goes up), `replace_history()` (etcd wiped, or restored from a `snapshot_now()`
+taken earlier: the revision goes back, the raft term starts again). `txn_log` records every
+guarded transaction with the fence it carried, for invariants such as "no write without the
+lead".
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ MAX_TXN_OPS = 128
 # etcd's default --max-request-bytes; MemEtcd counts keys and values only (etcd counts the
 # encoded request), so it refuses a little later than etcd does.
 MAX_REQUEST_BYTES = 1536 * 1024
-# One member that never restarts: its raft term never changes.
+# The raft term of a new cluster's first leader (one member: it elects itself at once). Each
+# restart of the member elects it again in the next term; a wiped or restored etcd is a new
+# cluster and starts here again.
 RAFT_TERM = 2
 # etcd raises a shorter lease TTL to 3/2 of its election timeout (1 s by default), rounded up.
 MIN_LEASE_TTL = 2
@@ -149,6 +154,15 @@ class TxnRecord:
     lost: bool = False
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """What `etcdctl snapshot save` keeps of a store, as a token for `replace_history`: the
+    revision it was taken at and the compacted revision then."""
+
+    revision: int
+    compacted: int
+
+
 @dataclasses.dataclass(slots=True)
 class _Lease:
     ttl: int
@@ -174,6 +188,8 @@ class MemEtcd:
     def __init__(self, *, lease_ids_from: int = 0x694D_0000_0000) -> None:
         self._revision = 1  # an empty etcd answers revision 1
         self._compacted = 0
+        self._term = RAFT_TERM
+        self.replaced = 0  # how many times the history was replaced (wiped or restored)
         # key -> versions in revision order; a deleted key's last version is None at the
         # delete's revision. MVCC reads at a revision pick the newest version at or below it.
         self._versions: dict[bytes, list[tuple[int, Record | None]]] = {}
@@ -182,6 +198,7 @@ class MemEtcd:
         self._history: dict[int, list[Event]] = {}
         self._leases: dict[int, _Lease] = {}
         self._lease_ids = itertools.count(lease_ids_from)
+        self._ttls: dict[int, int] = {}  # every lease ever granted: its TTL (for a restore)
         # A dict, not a set: streams are woken in the order they opened, whatever their ids,
         # so a simulation replays the same interleaving (tests/simulation).
         self._streams: dict[_Stream, None] = {}
@@ -240,6 +257,56 @@ class MemEtcd:
         for stream in self._streams:
             stream.silent = True
 
+    def restart(self) -> None:
+        """The member restarts: open watches break, it elects itself in the next raft term,
+        and as the new leader it renews every lease for its whole TTL (etcd's lessor does on
+        promotion). Keys, revisions and history stay."""
+        self.break_watches()
+        self._term += 1
+        for lease in self._leases.values():
+            lease.deadline = self._loop_time() + lease.ttl
+            self._arm(lease)
+
+    def snapshot_now(self) -> StoreSnapshot:
+        """A snapshot of the store now (`etcdctl snapshot save`), for `replace_history`."""
+        return StoreSnapshot(self._revision, self._compacted)
+
+    def replace_history(self, snapshot: StoreSnapshot | None) -> None:
+        """etcd wiped (`snapshot` None: empty, revision 1) or restored from `snapshot` (every
+        key, revision and event as of then; what came after is gone), as a new cluster: open
+        watches break and the raft term starts again at RAFT_TERM. A restore brings back the
+        leases its keys were bound to, each renewed for its whole TTL (etcd's lessor does when
+        the restored member becomes leader); a wipe has none. History this store compacted
+        after the snapshot is not kept, so the restored store answers as compacted up to
+        where it no longer has it."""
+        self.break_watches()
+        self._term = RAFT_TERM
+        self.replaced += 1
+        revision = snapshot.revision if snapshot is not None else 1
+        for lease_id in list(self._leases):
+            lease = self._leases.pop(lease_id)
+            if lease.timer is not None:
+                lease.timer.cancel()
+        for key in list(self._versions):
+            kept = [v for v in self._versions[key] if v[0] <= revision]
+            if kept:
+                self._versions[key] = kept
+            else:
+                del self._versions[key]
+        self._sorted_keys = sorted(self._versions)
+        self._history = {rev: ev for rev, ev in self._history.items() if rev <= revision}
+        self._revision = revision
+        compacted = 0 if snapshot is None else max(snapshot.compacted, self._compacted)
+        self._compacted = min(compacted, revision)
+        for key in self._sorted_keys:
+            record = self._latest(key)
+            if record is not None and record.lease:
+                if record.lease not in self._leases:
+                    ttl = self._ttls[record.lease]
+                    self._leases[record.lease] = _Lease(ttl, self._loop_time() + ttl)
+                    self._arm(self._leases[record.lease])
+                self._leases[record.lease].keys.add(key)
+
     # -- the store ----------------------------------------------------------------------------
 
     @property
@@ -249,6 +316,11 @@ class MemEtcd:
     def watching(self, prefix: str) -> bool:
         """Whether an open watch stream covers `prefix` now."""
         return any(prefix in stream.prefixes for stream in self._streams)
+
+    @property
+    def current_term(self) -> int:
+        """The raft term etcd answers with now."""
+        return self._term
 
     @property
     def compacted_revision(self) -> int:
@@ -488,7 +560,7 @@ class MemEtcd:
         return self._header()
 
     def _header(self) -> Header:
-        return Header(self._revision, RAFT_TERM)
+        return Header(self._revision, self._term)
 
     async def get(self, key: bytes) -> KeyValue | None:
         await self._request()
@@ -563,6 +635,7 @@ class MemEtcd:
         await self._request()
         lease_id = next(self._lease_ids)
         ttl = max(ttl, MIN_LEASE_TTL)
+        self._ttls[lease_id] = ttl
         lease = _Lease(ttl, self._loop_time() + ttl)
         self._leases[lease_id] = lease
         self._arm(lease)

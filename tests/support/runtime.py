@@ -9,13 +9,14 @@ silence limits then pass instantly, and `until` waits on a condition with a virt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 from statemanager.adapters.actioncontroller import ReconcileOutcome
-from statemanager.adapters.etcd import prefix_end
+from statemanager.adapters.etcd import Event, prefix_end
 from statemanager.app import daemon
 from statemanager.app.config import (
     ActionControllerSettings,
@@ -230,3 +231,23 @@ def assert_fenced(mem: MemEtcd) -> None:
             continue
         before = mem.range_now(record.fence.key, revision=record.revision - 1).records
         assert before and before[0].create_revision == record.fence.create_revision, record
+
+
+@contextlib.asynccontextmanager
+async def synced_then_deaf(mem: MemEtcd) -> AsyncIterator[Runtime]:
+    """A daemon on `mem`, which holds package p of model m with container c1 running: synced
+    (p Running), then its watches silenced, so the test hands it events itself
+    (`deliver`) and decides which of them it hears."""
+    package(mem, "p", ["m"])
+    container(mem, "c1", "m", "running")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        mem.silence_watches()
+        yield rt
+
+
+def deliver(rt: Runtime, mem: MemEtcd, cid: str, revision: int) -> None:
+    """Hand the daemon container `cid`'s event at `revision`, as its watch would have."""
+    key = f"{LAYOUT.containers}{cid}".encode()
+    value = mem.range_now(key, revision=revision).records[0].value
+    rt.parts.controller.apply(LAYOUT.containers, [Event(key, value, revision)])

@@ -133,7 +133,12 @@ class Controller:
         """etcd's history was replaced (a wipe, a restore): every revision learnt so far belongs
         to a history that no longer exists. The next `load` then takes each listed key as new."""
         self._ingest.forget_revisions()
+        self._writer.forget_history()
         self._causes.clear()
+
+    def newest_answer(self) -> int:
+        """The newest revision etcd answered one of our writes with (StateWriter.newest_answer)."""
+        return self._writer.newest_answer()
 
     def apply(self, prefix: str, events: Sequence[Event]) -> None:
         """Apply one watch response's events for `prefix` (all of a revision's, never part)."""

@@ -61,6 +61,7 @@ class EventSink(Protocol):
 
     def apply(self, prefix: str, events: Sequence[Event]) -> None: ...
     def forget_history(self) -> None: ...
+    def newest_answer(self) -> int: ...
 
 
 @contextlib.contextmanager
@@ -250,10 +251,11 @@ class Watcher:
         self._metrics.last_revision.set(batch.revision)
 
     async def _check_history(self, header: Header) -> None:
-        """Raise HistoryReplaced when etcd's revision is below the newest one delivered, or its
-        raft term below the highest one seen. The term catches a replaced history that has
-        already grown past our revision by the time we reconnect (it restarts at 2)."""
-        newest = max(self._delivered.values(), default=0)
+        """Raise HistoryReplaced when etcd's revision is below the newest one delivered or
+        answered to one of our writes (whose echo may not have come yet), or its raft term
+        below the highest one seen. The term catches a replaced history that has already
+        grown past our revision by the time we reconnect (it restarts at 2)."""
+        newest = max(self._sink.newest_answer(), *self._delivered.values(), 0)
         if header.revision < newest or header.raft_term < self._term:
             header = await self._client.header()  # linearizable: not a lagging member's view
             if header.revision < newest:

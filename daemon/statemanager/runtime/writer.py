@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from tenacity import (
@@ -31,6 +32,7 @@ from statemanager.adapters.etcd import (
     Delete,
     Fence,
     Guard,
+    KeyValue,
     Put,
     TxnClient,
     TxnLimits,
@@ -41,7 +43,7 @@ from statemanager.core.index import Index
 from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, pack
 from statemanager.core.timestamps import timestamp
-from statemanager.core.triggers import Trigger, encode, trigger_key
+from statemanager.core.triggers import Trigger, decode, encode, trigger_key
 from statemanager.runtime.metrics import Metrics
 
 log = structlog.get_logger("statemanager.writer")
@@ -90,10 +92,16 @@ class TransitionIds:
         return f"{self._prefix}-{next(self._counter):x}"
 
 
+class WriterClient(TxnClient, Protocol):
+    """The writer's etcd: guarded transactions, and reading one key back."""
+
+    async def get(self, key: bytes) -> KeyValue | None: ...
+
+
 class StateWriter:
     def __init__(
         self,
-        client: TxnClient,
+        client: WriterClient,
         layout: KeyLayout,
         index: Index,
         metrics: Metrics,
@@ -120,6 +128,9 @@ class StateWriter:
         # other write out between the index's view and that transaction, so if it landed, that
         # event is ours.
         self._unconfirmed: dict[WorkKey, str | None] = {}
+        # The newest revision etcd answered one of our transactions with, in the history the
+        # watcher follows (forgotten when that history is replaced).
+        self._newest = 0
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
 
@@ -131,6 +142,16 @@ class StateWriter:
         Reconcile)."""
         if key in self._unconfirmed and self._unconfirmed.pop(key) == value and value is not None:
             self._previous[key] = value
+
+    def newest_answer(self) -> int:
+        """The newest revision etcd answered one of this daemon's transactions with (0 when
+        none since the history was last replaced): etcd's revision is never below it while
+        its history stays the one the daemon follows."""
+        return self._newest
+
+    def forget_history(self) -> None:
+        """etcd's history was replaced: the revisions of earlier answers belong to no history."""
+        self._newest = 0
 
     def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
         """Pack write groups into transactions etcd accepts, with `fence` on each."""
@@ -156,7 +177,9 @@ class StateWriter:
     ) -> list[Transition] | None:
         """Write `changes` in one transaction. Returns the transitions (corrections are logged,
         not returned), or None when a guard failed (the index now holds etcd's current values;
-        re-plan the keys).
+        re-plan the keys). A guard that failed because an earlier attempt landed is told by
+        the keys holding this transaction's values, or else by a trigger record it wrote
+        still being there: its transitions are then recorded (`answer_lost`) all the same.
 
         Raises EtcdUnavailable when etcd stayed unreachable (or busy) through every retry,
         NotLeader when the fence failed, EtcdError when etcd refused the transaction (TooLarge:
@@ -177,11 +200,30 @@ class StateWriter:
         result, retried = await self._txn_with_retries(guards, ops, fence)
         for change in changes:
             self._unconfirmed.pop(change.key, None)
+        # A revision below one etcd gave before (our last answer, or a revision the index saw
+        # a key at): etcd's history was replaced, a wipe or a restore the watcher has not
+        # noticed yet. A failed guard would teach the index nothing (it keeps the newer
+        # revision), and planning again at once would retry the same guard in a tight loop:
+        # defer, as while etcd is unreachable, until the watcher has relisted.
+        floor = max(self._newest, *(c.old.seen for c in changes))
+        if result.revision < floor:
+            raise EtcdUnavailable(
+                f"etcd answered at revision {result.revision}, below revision {floor} it gave "
+                "before: its history was replaced"
+            )
+        self._newest = result.revision
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
         landed = _own_write(keys, changes, result) if retried and not result.succeeded else None
         if landed is not None:
             return self._record(changes, causes, ids, landed, answer_lost=True)
+        if retried and not result.succeeded and triggers:
+            witnessed = await self._trigger_landed(triggers)
+            if witnessed is not None:
+                # An earlier attempt landed, and someone else changed a key since: what it
+                # wrote is the previous derived state (putting it back is a correction), and
+                # the index takes what etcd holds now (below), to plan again.
+                self._record(changes, causes, ids, witnessed, answer_lost=True)
         if not result.succeeded:
             self._metrics.write_conflicts.inc()
             for key, change in zip(keys, changes, strict=True):
@@ -194,6 +236,22 @@ class StateWriter:
         # The reconcile sender learns the triggers from etcd (it watches their prefix), so a
         # lost response here loses no delivery.
         return self._record(changes, causes, ids, result.revision)
+
+    async def _trigger_landed(self, triggers: Sequence[Trigger]) -> int | None:
+        """The revision an earlier attempt of this transaction landed at, when etcd still holds
+        one of the trigger records it wrote (each names this transaction's transition id, so
+        no one else wrote it); None when none is there, or etcd cannot say now. The state
+        keys cannot tell when someone else changed them since."""
+        for trigger in triggers:
+            key = trigger_key(self._layout, trigger.package)
+            try:
+                kv = await self._client.get(key)
+            except EtcdUnavailable:
+                return None
+            found = decode(self._layout, key, kv.value, kv.mod_revision) if kv else None
+            if isinstance(found, Trigger) and found.transition_id == trigger.transition_id:
+                return kv.mod_revision if kv is not None else None
+        return None
 
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence

@@ -1,0 +1,65 @@
+"""etcd's history replaced under a running daemon (a wipe, a restore from a snapshot), in the
+corners the simulator's restore and wipe faults found (tests/simulation)."""
+
+from __future__ import annotations
+
+import pytest
+
+from statemanager.adapters.etcd import Event
+from statemanager.runtime.backoff import Backoff
+
+from support.memetcd import MemEtcd, StoreSnapshot
+from support.runtime import (
+    LAYOUT,
+    container,
+    deliver,
+    disagreements,
+    package,
+    state,
+    synced_then_deaf,
+    until,
+)
+
+pytestmark = pytest.mark.looptime
+
+
+async def test_a_restore_below_a_write_whose_echo_had_not_come_is_noticed() -> None:
+    """The daemon writes a state (etcd answers at W) whose echo never comes; etcd is then
+    restored to W - 1, at or above every revision the watch delivered, with the raft term it
+    had. Only the answer tells that etcd went back: the daemon relists and writes the state
+    again."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        revision = container(mem, "c2", "solo", "running")  # a model with no state key yet
+        deliver(rt, mem, "c2", revision)
+        await until(lambda: state(mem, "model", "solo") == "Running")
+        mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
+        assert state(mem, "model", "solo") is None
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: state(mem, "model", "solo") == "Running")
+    assert disagreements(mem) == []
+
+
+async def test_a_write_against_a_wiped_etcd_waits_for_the_relist() -> None:
+    """etcd is wiped; the daemon leads again in the new history, and before its watcher has
+    noticed (slow to reconnect here) the worker writes a change: the guard fails against the
+    new history, which a failed guard cannot teach the index (the revisions it knows are
+    higher). The write is deferred, not sent again at once in a loop that lets no time pass;
+    once the watcher has relisted, the states of what is written anew are right."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        old = rt.parts.election.fence()
+        rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
+        revision = container(mem, "c1", "m", "dead")
+        key = f"{LAYOUT.containers}c1".encode()
+        value = mem.range_now(key).records[0].value
+        mem.replace_history(None)
+        await until(lambda: rt.parts.election.fence() not in (None, old))
+        assert rt.sample("watch_restarts_total", reason="revision_backwards") == 0
+        # The change as the watch would have brought it, had the stream not gone quiet.
+        rt.parts.controller.apply(LAYOUT.containers, [Event(key, value, revision)])
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        package(mem, "p", ["m"])
+        container(mem, "c1", "m", "dead")
+        await until(lambda: state(mem, "package", "p") == "Error")
+    assert disagreements(mem) == []

@@ -1,0 +1,66 @@
+"""A write whose every answer was lost, on the in-memory etcd and virtual time."""
+
+from __future__ import annotations
+
+import pytest
+
+from statemanager.core.triggers import trigger_key
+
+from support.memetcd import MemEtcd
+from support.runtime import LAYOUT, container, deliver, state, synced_then_deaf, until
+
+pytestmark = pytest.mark.looptime
+
+
+async def test_an_error_write_landed_unheard_then_overwritten_is_put_back_as_a_correction() -> None:
+    """A package's Error (with its trigger) lands, but etcd's answer is lost and so is the
+    watch echo; someone else sets the package to Running before the retry, whose guard then
+    fails. The keys cannot show the write landed; its trigger record, naming this write's
+    transition, can: Error is put back as a correction, and no second trigger is recorded."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        revision = container(mem, "c1", "m", "dead")
+        mem.lose_next_txn_response()
+        mem.before_next_txn(lambda: None)  # the first attempt lands as sent
+        package_state = f"{LAYOUT.package_states}p/state".encode()
+        mem.before_next_txn(lambda: mem.put_now(package_state, b"Running"))
+        deliver(rt, mem, "c1", revision)
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        await until(lambda: state(mem, "package", "p") == "Error")
+    puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+    assert len(puts) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: nothing left in etcd shows the write landed once its trigger was delivered",
+)
+async def test_an_error_write_landed_unheard_delivered_then_overwritten_records_no_second_trigger() -> (
+    None
+):
+    """As above, but the trigger is delivered and removed before the retry (the sender
+    watches etcd, so it can see the write the writer never heard of): neither the keys nor a
+    trigger record show the write landed, and putting Error back records a second trigger.
+    Found by the simulator's swarm schedules (an Error write with every answer lost, its
+    echo lost, its trigger delivered, the package overwritten)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        revision = container(mem, "c1", "m", "dead")
+        mem.lose_next_txn_response()
+        mem.before_next_txn(lambda: None)  # the first attempt lands as sent
+        package_state = f"{LAYOUT.package_states}p/state".encode()
+
+        overwritten: list[int] = []
+
+        def delivered_then_overwritten() -> None:
+            mem.delete_now(trigger_key(LAYOUT, "p"))
+            overwritten.append(mem.put_now(package_state, b"Running"))
+
+        mem.before_next_txn(delivered_then_overwritten)
+        deliver(rt, mem, "c1", revision)
+        # Error is put back after the overwrite (as a correction, or as a new entry).
+        await until(
+            lambda: bool(overwritten) and mem.range_now(package_state).records[0].value == b"Error"
+        )
+    puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+    assert len(puts) == 1
