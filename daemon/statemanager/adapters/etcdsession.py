@@ -190,7 +190,8 @@ def _classified(what: str, authenticating: bool) -> Iterator[None]:
     except asyncio.InvalidStateError as exc:
         # grpc.aio refuses a write to a stream that has already ended ("RPC already
         # finished"): etcd went away between two writes, e.g. while a watch is created.
-        ended = EtcdUnavailable(f"etcd {what}: the stream ended ({exc})")
+        # Worded as the other unavailable failures are (the code the metric counts it under).
+        ended = EtcdUnavailable(f"etcd {what} failed: UNAVAILABLE: the stream ended ({exc})")
         raise _Failed(Failure(ended, Recovery.FAIL_OVER), "UNAVAILABLE") from None
 
 
