@@ -209,6 +209,12 @@ class Watcher:
         every watch in revision order.
         """
         starts = {prefix: revision + 1 for prefix, revision in self._delivered.items()}
+        # Our writes answered before this stream opened: a replaced history (a restore or wipe
+        # restarts the member, so it breaks every stream) shows on the new stream as a
+        # revision below them. Writes answered while it is open need no such check: a response
+        # sent before one committed is normal then, and asking etcd about each would cost a
+        # request per change.
+        answered = self._sink.newest_answer()
         stream = self._client.watch(
             starts, progress_every=self._silence_limit / 3, together=self._together
         )
@@ -228,7 +234,7 @@ class Watcher:
                         f"no events or progress for {self._silence_limit:g} s"
                     ) from None
                 self._backoff.reset()
-                await self._check_history(batch.header)
+                await self._check_history(batch.header, answered)
                 if batch.foreign:
                     self._metrics.watch_foreign_events.inc(batch.foreign)
                 if batch.prefix is not None and held is not None:
@@ -250,12 +256,13 @@ class Watcher:
         self._delivered[prefix] = batch.revision
         self._metrics.last_revision.set(batch.revision)
 
-    async def _check_history(self, header: Header) -> None:
+    async def _check_history(self, header: Header, answered: int) -> None:
         """Raise HistoryReplaced when etcd's revision is below the newest one delivered or
-        answered to one of our writes (whose echo may not have come yet), or its raft term
+        answered to one of our writes before the stream opened (`answered`: its echo may not
+        have come yet), or its raft term
         below the highest one seen. The term catches a replaced history that has already
         grown past our revision by the time we reconnect (it restarts at 2)."""
-        newest = max(self._sink.newest_answer(), *self._delivered.values(), 0)
+        newest = max(answered, *self._delivered.values(), 0)
         if header.revision < newest or header.raft_term < self._term:
             header = await self._client.header()  # linearizable: not a lagging member's view
             if header.revision < newest:
