@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from statemanager.devtools import burst, edge
+from statemanager.devtools import burst, edge, lists
 from statemanager.devtools.benchload import COST_POLL_SECONDS, Fleet, cpu_seconds, peak_rss_mb
 from statemanager.devtools.localetcd import LocalEtcd, find_etcd, free_port
 
@@ -191,6 +192,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "comma-separated (e.g. 2000,4000,8000; devtools/burst.py)",
     )
     add("--max-concurrent-rpcs", type=int, help="grpc.max_concurrent_rpcs for --burst")
+    add(
+        "--lists",
+        type=_numbers,
+        help="measure only the gRPC service instead: one node's whole list of these many "
+        "containers each, comma-separated (e.g. 10000,100000,200000; devtools/lists.py)",
+    )
 
 
 class Rig:
@@ -550,9 +557,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so etcd and the daemon are stopped
 
 
-def _bursts(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """The largest burst the gRPC service answers in full, of the sizes asked for."""
-    fleet = Fleet(100, 20, 5)
+SERVICE_FLEET = Fleet(100, 20, 5)  # the fleet behind --burst and --lists
+
+
+@contextlib.contextmanager
+def _serving(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[Rig, str]]:
+    """A rig whose daemon serves the gRPC service, and the service's address."""
     port = free_port()
     settings = {
         "STATEMANAGER_GRPC_ENABLED": "true",
@@ -560,10 +570,16 @@ def _bursts(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
     if args.max_concurrent_rpcs:
         settings["STATEMANAGER_GRPC_MAX_CONCURRENT_RPCS"] = str(args.max_concurrent_rpcs)
-    with running(workdir, fleet, settings):
+    with running(workdir, SERVICE_FLEET, settings) as (rig, *_):
+        yield rig, f"127.0.0.1:{port}"
+
+
+def _bursts(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The largest burst the gRPC service answers in full, of the sizes asked for."""
+    with _serving(args, workdir) as (_, target):
         progress(f"bursts of {', '.join(map(str, args.burst))} concurrent calls")
         measured = asyncio.run(
-            burst.measure(f"127.0.0.1:{port}", args.burst, fleet.model_name(0), "Running")
+            burst.measure(target, args.burst, SERVICE_FLEET.model_name(0), "Running")
         )
     rows = [
         {"calls": size, "seconds": round(b.seconds, 2), "full": b.full, **b.outcomes}
@@ -571,6 +587,19 @@ def _bursts(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ]
     largest = max((size for size, b in measured if b.full), default=0)
     return {"largest_full_burst": largest, "bursts": rows, "machine": _machine()}
+
+
+def _lists(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The largest node list the gRPC service stores, of the sizes asked for, and how fast."""
+    models = [SERVICE_FLEET.model_name(j) for j in range(SERVICE_FLEET.models)]
+    with _serving(args, workdir) as (rig, target):
+        progress(f"node lists of {', '.join(map(str, args.lists))} containers")
+        measured = asyncio.run(
+            lists.measure(target, rig.etcd.endpoint, args.lists, models, "/model/")
+        )
+    rows = [dataclasses.asdict(m) for m in measured]
+    largest = max((m.containers for m in measured if m.refused is None), default=0)
+    return {"largest_list_stored": largest, "lists": rows, "machine": _machine()}
 
 
 def _full(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -597,11 +626,21 @@ def _burst_table(result: dict[str, Any]) -> str:
     return "\n".join([*rows, f"largest burst answered in full: {result['largest_full_burst']}"])
 
 
+def _lists_table(result: dict[str, Any]) -> str:
+    rows = [json.dumps(row) for row in result["lists"]]
+    return "\n".join([*rows, f"largest list stored: {result['largest_list_stored']}"])
+
+
 def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="statemanager-bench-"))
     try:
-        result = _bursts(args, workdir) if args.burst else _full(args, workdir)
+        if args.burst:
+            result = _bursts(args, workdir)
+        elif args.lists:
+            result = _lists(args, workdir)
+        else:
+            result = _full(args, workdir)
     except KeyboardInterrupt:
         progress("interrupted; etcd and the daemon are stopped")
         return 130
@@ -610,6 +649,6 @@ def main(args: argparse.Namespace) -> int:
         return 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    table = _burst_table if args.burst else _table
+    table = _burst_table if args.burst else _lists_table if args.lists else _table
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
