@@ -64,9 +64,10 @@ SWARM_REGRESSION_SEEDS = [
     # etcd restored below a write of ours whose echo had not come: the watcher compared with
     # the revisions it had delivered only, resumed, and the index kept the lost write.
     726,
-    # etcd wiped: a failed guard taught the index nothing (its revision was newer) and the
-    # worker sent the same transaction again at once, forever.
+    # etcd wiped or restored: a failed guard taught the index nothing (its revision was newer)
+    # and the worker sent the same transaction again at once, forever.
     2628,
+    5357,
 ]
 
 

@@ -201,15 +201,22 @@ class StateWriter:
         for change in changes:
             self._unconfirmed.pop(change.key, None)
         # A revision below one etcd gave before (our last answer, or a revision the index saw
-        # a key at): etcd's history was replaced, a wipe or a restore the watcher has not
-        # noticed yet. A failed guard would teach the index nothing (it keeps the newer
-        # revision), and planning again at once would retry the same guard in a tight loop:
-        # defer, as while etcd is unreachable, until the watcher has relisted.
+        # a key at), or a key last modified before the revision we knew it modified at: etcd's
+        # history was replaced, a wipe or a restore the watcher has not noticed yet. A failed
+        # guard would teach the index nothing (it keeps the newer revision), and planning
+        # again at once would retry the same guard in a tight loop: defer, as while etcd is
+        # unreachable, until the watcher has relisted.
         floor = max(self._newest, *(c.old.seen for c in changes))
-        if result.revision < floor:
+        older = [
+            kv.mod_revision
+            for key, change in zip(keys, changes, strict=True)
+            if (kv := result.current.get(key)) is not None
+            and kv.mod_revision < change.old.mod_revision
+        ]
+        if result.revision < floor or older:
             raise EtcdUnavailable(
-                f"etcd answered at revision {result.revision}, below revision {floor} it gave "
-                "before: its history was replaced"
+                f"etcd answered at revision {result.revision} (keys modified at {older}), "
+                f"below revisions it gave before ({floor}): its history was replaced"
             )
         self._newest = result.revision
         if result.fenced:
