@@ -28,6 +28,9 @@ FIGURES = (
     "cold_start_cpu_s",
     "rss_mb",
     "scaling_ratio",
+)
+# Figures with a target of their own (the latency against etcd's commit, the edge footprint).
+JUDGED = (
     "latency_p99_vs_commit",
     "edge_ready_s",
     "edge_rss_idle_mb",
@@ -50,7 +53,7 @@ def test_quick_bench_reports_every_figure() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     print(json.dumps(result, indent=2))
-    for name in FIGURES:
+    for name in (*FIGURES, *JUDGED):
         value = result[name]
         assert isinstance(value, int | float) and not isinstance(value, bool), (name, value)
         assert value >= 0, (name, value)
@@ -65,11 +68,6 @@ def test_quick_bench_reports_every_figure() -> None:
         "noop_cpu_ms",
         "cold_start_s",
         "rss_mb",
-        "latency_p99_vs_commit",
-        "edge_ready_s",
-        "edge_rss_idle_mb",
-        "edge_idle_cpu_pct",
-        "version_s",
-        "help_s",
+        *JUDGED,
     }
     assert result["machine"]["cpus"] > 0

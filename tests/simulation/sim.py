@@ -604,13 +604,8 @@ class Simulation:
             cid, model, status, code = entry.split(":")
             containers.append((cid, model, status, code))
         request = container_list(node, containers)
-        before = self._node_sends.get(node)
         service = target.runtime.parts.service
-        task = asyncio.create_task(
-            self._in_turn(before, lambda: self._send(service, request), "a container list")
-        )
-        self._node_sends[node] = task
-        self._lists.append(task)
+        self._in_turn(self._node_sends, node, lambda: self._send(service, request), "a list")
 
     def _do_scenario_change(self, name: str, current: str, target: str, index: int) -> None:
         """A caller sends one scenario change, once, to its daemon; changes of one scenario go
@@ -628,25 +623,32 @@ class Simulation:
             timestamp_ns=1,
             source="filtergateway",
         )
-        before = self._scenario_sends.get(name)
         service = target_daemon.runtime.parts.service
-        task = asyncio.create_task(
-            self._in_turn(before, lambda: self._send_change(service, request), "a scenario change")
+        self._in_turn(
+            self._scenario_sends, name, lambda: self._send_change(service, request), "a change"
         )
-        self._scenario_sends[name] = task
-        self._lists.append(task)
 
-    async def _in_turn(
-        self, before: asyncio.Task[None] | None, call: Callable[[], Awaitable[None]], what: str
+    def _in_turn(
+        self,
+        sends: dict[str, asyncio.Task[None]],
+        caller: str,
+        call: Callable[[], Awaitable[None]],
+        what: str,
     ) -> None:
-        """Run `call` once `before` (the same caller's previous send) has ended: a caller sends
-        one thing at a time. An escape from the service breaks the invariant (it answers)."""
-        if before is not None:
-            await asyncio.wait([before])
-        try:
-            await call()
-        except Exception as exc:
-            self.fail(f"service: {what} raised {exc!r}")
+        """Run `call` once `caller`'s previous send (in `sends`) has ended: a caller sends one
+        thing at a time. An escape from the service breaks the invariant (it answers)."""
+        before = sends.get(caller)
+
+        async def send() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            try:
+                await call()
+            except Exception as exc:
+                self.fail(f"service: {what} raised {exc!r}")
+
+        sends[caller] = asyncio.create_task(send())
+        self._lists.append(sends[caller])
 
     async def _send_change(self, svc: StateService, request: pb.StateChange) -> None:
         answer = await svc.SendStateChange(request, Context())  # type: ignore[arg-type]
