@@ -12,6 +12,7 @@ nobody points at; the node's next list deletes them.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,7 +35,6 @@ from statemanager.core.nodelists import (
     LEGACY_RECORD,
     POINTER,
     Pointer,
-    chunk_line,
     pack_chunks,
     parse_pointer,
     pointer_value,
@@ -85,15 +85,14 @@ class NodeReports:
         self._layout = layout
         self._chunk_bytes = chunk_bytes
 
-    async def store(self, node: str, containers: dict[str, bytes]) -> Stored:
-        """Make `containers` (id → info JSON) node's current list, whole; Conflict when a
-        concurrent report of the node won every attempt; etcd's errors as they come (then the
+    async def store(self, node: str, lines: Sequence[bytes]) -> Stored:
+        """Make `lines` (one container each: `nodelists.chunk_line`) node's current list,
+        whole; Conflict when a concurrent report of the node won every attempt, NewerList when
+        a newer statemanager stored its current one; etcd's errors as they come (then the
         previous list is still current)."""
-        chunks = pack_chunks(
-            (chunk_line(cid, value) for cid, value in containers.items()), self._chunk_bytes
-        )
+        chunks = pack_chunks(lines, self._chunk_bytes)
         for _ in range(ATTEMPTS):
-            stored = await self._attempt(node, chunks, len(containers))
+            stored = await self._attempt(node, chunks, len(lines))
             if stored is not None:
                 await self._drop_legacy(node)
                 return stored
@@ -107,7 +106,7 @@ class NodeReports:
         base = f"{self._layout.node_lists}{node}/"
         pointer_key = f"{base}{POINTER}".encode()
         current = await self._store.get(pointer_key)
-        _check_format(current)
+        previous = _previous_count(current)
         guard = Guard(pointer_key, current.mod_revision if current else 0)
         generation = secrets.token_hex(8)
         generations = f"{base}{GENERATIONS}/".encode()
@@ -130,7 +129,7 @@ class NodeReports:
         except EtcdError:
             await self._abandon(ours)
             raise
-        return Stored(generation, len(chunks), result.revision, _count(current))
+        return Stored(generation, len(chunks), result.revision, previous)
 
     async def _abandon(self, generation: bytes) -> None:
         """Delete the chunks of a generation that was not made current (best effort: a
@@ -161,12 +160,14 @@ class NodeReports:
             log.info("node_list_cleanup_deferred", node=node, error=str(exc))
 
 
-def _check_format(pointer: KeyValue | None) -> None:
-    """NewerList when `pointer` is in a format later than this daemon's."""
+def _previous_count(pointer: KeyValue | None) -> int | None:
+    """How many containers the node's current list (`pointer`) has: None when it has none
+    this daemon can read (it is replaced all the same); NewerList when it is in a format
+    later than this daemon's (it is left as it is)."""
     if pointer is None:
-        return
+        return None
     try:
-        parse_pointer(pointer.value)
+        return parse_pointer(pointer.value).containers
     except BadInput as exc:
         if exc.kind == LATER_FORMAT:
             raise NewerList(
@@ -174,14 +175,6 @@ def _check_format(pointer: KeyValue | None) -> None:
                 f"(format {exc.detail}); this daemon does not replace it: send the list to one "
                 "of the newer version"
             ) from None
-
-
-def _count(pointer: KeyValue | None) -> int | None:
-    if pointer is None:
-        return None
-    try:
-        return parse_pointer(pointer.value).containers
-    except BadInput:  # an unreadable pointer is replaced all the same
         return None
 
 

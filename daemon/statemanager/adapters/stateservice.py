@@ -361,7 +361,7 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         """The list stored as node's current one; _Refused with why when it was not."""
         kept = "the node's previous list stays current"
         try:
-            return await self._reports.store(node, containers)
+            return await self._reports.store(node, list(containers.values()))
         except Conflict as exc:
             raise _Refused(grpc.StatusCode.ABORTED, str(exc), "conflict") from None
         except NewerList as exc:
@@ -374,8 +374,9 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
             raise _Refused(grpc.StatusCode.UNAVAILABLE, text, "unavailable") from None
 
     def _containers(self, request: pb.ContainerList) -> dict[str, bytes]:
-        """The list's container info values by id; _Refused unless every one is a value the
-        watch accepts (so the service never stores what it would then reject)."""
+        """The list's containers by id, each as its line of a stored chunk (id, tab, info
+        JSON); _Refused unless every one is a value the watch accepts (so the service never
+        stores what it would then reject)."""
         node = request.node_name
         problem = name_problem(node)
         if problem:
@@ -389,14 +390,15 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
                     grpc.StatusCode.INVALID_ARGUMENT, f"container id {_clip(cid)!r}: {bad}"
                 )
             value = _container_json(container, node)
+            line = chunk_line(cid, value)
             try:
-                check_size(chunk_line(cid, value), self._max_value_bytes)
+                check_size(line, self._max_value_bytes)
                 parse_container(value)
             except BadInput as exc:
                 raise _Refused(
                     grpc.StatusCode.INVALID_ARGUMENT, f"container {cid}: {exc.detail}"
                 ) from None
-            containers[cid] = value
+            containers[cid] = line
         return containers
 
 

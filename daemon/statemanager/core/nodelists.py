@@ -183,7 +183,7 @@ class NodeLists:
         current = self._current.get(key.node)
         # A chunk of the pointer's generation after the pointer (an outside write, or the
         # pointer seen first): the list is read again.
-        if pointer is not None and pointer[0].generation == key.generation and current:
+        if pointer is not None and pointer[0].generation == key.generation and current is not None:
             return self._make_current(key.node)
         return set()
 

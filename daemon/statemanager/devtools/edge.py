@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from statemanager.devtools.benchload import Fleet, cpu_seconds
+from statemanager.devtools.benchload import Fleet, cpu_seconds, status_mb
 
 FLEET = Fleet(100, 20, 5)
 SETTLE_SECONDS = 5.0  # after ready, before idle is measured: the first sync's aftermath
@@ -36,14 +36,6 @@ TARGETS = {
     "version_s": (0.1, "`statemanager --version`, median wall time of 5 runs"),
     "help_s": (0.1, "`statemanager --help`, median wall time of 5 runs"),
 }
-
-
-def rss_mb(pid: int) -> float:
-    """The process's resident set now (VmRSS), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def command_seconds(*args: str) -> float:
@@ -68,7 +60,7 @@ def measure(
     with running(workdir, FLEET) as (rig, ready, _, _):
         out["edge_ready_s"] = ready
         time.sleep(QUICK_SECONDS if quick else SETTLE_SECONDS)
-        out["edge_rss_idle_mb"] = rss_mb(rig.pid)
+        out["edge_rss_idle_mb"] = status_mb(rig.pid, "VmRSS")
         before, started = cpu_seconds(rig.pid), time.monotonic()
         time.sleep(QUICK_SECONDS if quick else IDLE_SECONDS)
         used = cpu_seconds(rig.pid) - before
