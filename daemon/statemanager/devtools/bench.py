@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import FrameType
@@ -138,6 +138,7 @@ class BenchError(Exception):
 
 
 def progress(message: str) -> None:
+    """Print `message` to stderr as one `bench:` progress line."""
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
@@ -213,6 +214,7 @@ class Rig:
 
     @property
     def pid(self) -> int:
+        """The running daemon's process id (there must be one)."""
         assert self.daemon is not None
         return self.daemon.pid
 
@@ -273,6 +275,8 @@ class Rig:
         return ready, cpu_seconds(self.daemon.pid), peak_rss_mb(self.daemon.pid)
 
     def stop_daemon(self) -> None:
+        """Stop the daemon if one runs (SIGTERM, then SIGKILL after 30 s) and keep its exit
+        code in `exit_code`."""
         if self.daemon is None:
             return
         if self.daemon.poll() is None:
@@ -364,66 +368,16 @@ def _scaled(fleet: Fleet, packages: int) -> Fleet:
 
 
 def measure(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    """Every figure of the parts not skipped, with their raw results under `details`."""
     skip = set(args.skip)
     fleet = Fleet(sizes.containers, sizes.models, sizes.packages)
-    repeat = str(args.repeat)
     out: dict[str, Any] = {}
     details: dict[str, Any] = {}
     with running(workdir / "main", fleet) as (rig, cold, cpu, rss):
         out["cold_start_s"], out["cold_start_cpu_s"], out["rss_mb"] = cold, cpu, rss
-        if "txn" not in skip:
-            txn = rig.load("txn", "--count", str(sizes.txns), "--repeat", repeat)
-            details["txn"] = txn
-            out["etcd_txn_per_s"] = txn["median"]
-        if not {"noop", "watch"} <= skip:
-            intake = rig.load(
-                "intake",
-                "--count", str(sizes.noop_events),
-                "--batch", str(args.noop_batch),
-                "--repeat", repeat,
-                "--inflight", PACED_INFLIGHT,
-                *(["--no-noop"] if "noop" in skip else []),
-                *(["--no-watch"] if "watch" in skip else []),
-            )  # fmt: skip
-            details["intake"] = intake
-            out["noop_events_per_s"] = intake.get("noop_per_s")
-            out["noop_writer_bound"] = intake.get("writer_bound")
-            out["etcd_watch_events_per_s"] = intake.get("replay_per_s")
-            if "stopped" in intake:
-                out["noop_replay_per_s"] = intake["stopped"]["daemon_per_s"]
-                out["etcd_watch_replay_per_s"] = intake["stopped"]["ceiling_per_s"]
-        if "change" not in skip:
-            steps = rig.load(
-                "steps",
-                "--rates", ",".join(str(r) for r in args.step_rates),
-                "--seconds", str(sizes.step_seconds),
-                "--inflight", PACED_INFLIGHT,
-            )  # fmt: skip
-            details["change_steps"] = steps["steps"]
-            out["change_events_per_s"] = steps["sustained_per_s"]
-            out["change_drain_per_s"] = steps["drain_per_s"]
-            if out.get("etcd_txn_per_s"):
-                out["change_ratio"] = steps["sustained_per_s"] / out["etcd_txn_per_s"]
-        if "latency" not in skip:
-            latency = rig.load(
-                "latency",
-                "--rate", str(args.rate),
-                "--seconds", str(sizes.latency_seconds),
-                "--inflight", PACED_INFLIGHT,
-            )  # fmt: skip
-            details["latency"] = latency
-            out.update(
-                latency_p50_ms=latency["p50_ms"],
-                latency_p99_ms=latency["p99_ms"],
-                latency_max_ms=latency["max_ms"],
-                etcd_commit_p99_ms=latency["commit_p99_ms"],
-                etcd_commit_max_ms=latency["commit_max_ms"],
-            )
-        if "cost" not in skip:
-            cost = rig.load("cost", *_cost_options(args, sizes))
-            details["cost"] = cost
-            out["change_cpu_ms"] = cost["change_cpu_per_event_ms"]
-            out["noop_cpu_ms"] = cost["noop_cpu_per_event_ms"]
+        for name, parts, step in _MAIN_STEPS:
+            if not parts <= skip:
+                details[name] = step(rig, args, sizes, out)
         out["rss_mb_end"] = peak_rss_mb(rig.pid)
     if out.get("latency_p99_ms") and out.get("etcd_commit_p99_ms"):
         out["latency_p99_vs_commit"] = out["latency_p99_ms"] / out["etcd_commit_p99_ms"]
@@ -435,6 +389,91 @@ def measure(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, 
         out.update(edge.measure(running, workdir / "edge", args.quick))
     out["details"] = details
     return out
+
+
+# A step of the main rig: (rig, args, sizes, figures so far) -> its raw result; it adds its
+# figures to the dict it is given.
+Step = Callable[[Rig, argparse.Namespace, Sizes, dict[str, Any]], Any]
+
+
+def _txn(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """etcd's guarded-transaction ceiling (`etcd_txn_per_s`)."""
+    txn = rig.load("txn", "--count", str(sizes.txns), "--repeat", str(args.repeat))
+    out["etcd_txn_per_s"] = txn["median"]
+    return txn
+
+
+def _intake(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """No-op intake, paced and by replay, and etcd's watch ceilings beside it."""
+    skip = set(args.skip)
+    intake = rig.load(
+        "intake",
+        "--count", str(sizes.noop_events),
+        "--batch", str(args.noop_batch),
+        "--repeat", str(args.repeat),
+        "--inflight", PACED_INFLIGHT,
+        *(["--no-noop"] if "noop" in skip else []),
+        *(["--no-watch"] if "watch" in skip else []),
+    )  # fmt: skip
+    out["noop_events_per_s"] = intake.get("noop_per_s")
+    out["noop_writer_bound"] = intake.get("writer_bound")
+    out["etcd_watch_events_per_s"] = intake.get("replay_per_s")
+    if "stopped" in intake:
+        out["noop_replay_per_s"] = intake["stopped"]["daemon_per_s"]
+        out["etcd_watch_replay_per_s"] = intake["stopped"]["ceiling_per_s"]
+    return intake
+
+
+def _change(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """The highest change rate kept up with, stepping up through --step-rates."""
+    steps = rig.load(
+        "steps",
+        "--rates", ",".join(str(r) for r in args.step_rates),
+        "--seconds", str(sizes.step_seconds),
+        "--inflight", PACED_INFLIGHT,
+    )  # fmt: skip
+    out["change_events_per_s"] = steps["sustained_per_s"]
+    out["change_drain_per_s"] = steps["drain_per_s"]
+    if out.get("etcd_txn_per_s"):
+        out["change_ratio"] = steps["sustained_per_s"] / out["etcd_txn_per_s"]
+    return steps["steps"]
+
+
+def _latency(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """Change latency at --rate, beside etcd's own commit times in the same run."""
+    latency = rig.load(
+        "latency",
+        "--rate", str(args.rate),
+        "--seconds", str(sizes.latency_seconds),
+        "--inflight", PACED_INFLIGHT,
+    )  # fmt: skip
+    out.update(
+        latency_p50_ms=latency["p50_ms"],
+        latency_p99_ms=latency["p99_ms"],
+        latency_max_ms=latency["max_ms"],
+        etcd_commit_p99_ms=latency["commit_p99_ms"],
+        etcd_commit_max_ms=latency["commit_max_ms"],
+    )
+    return latency
+
+
+def _cost(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """The daemon's CPU per change and per no-op at --rate."""
+    cost = rig.load("cost", *_cost_options(args, sizes))
+    out["change_cpu_ms"] = cost["change_cpu_per_event_ms"]
+    out["noop_cpu_ms"] = cost["noop_cpu_per_event_ms"]
+    return cost
+
+
+# The main rig's steps in the order they run: (its key in `details`, the parts of --skip that
+# name it: it runs unless all are skipped, step).
+_MAIN_STEPS: tuple[tuple[str, set[str], Step], ...] = (
+    ("txn", {"txn"}, _txn),
+    ("intake", {"noop", "watch"}, _intake),
+    ("change_steps", {"change"}, _change),
+    ("latency", {"latency"}, _latency),
+    ("cost", {"cost"}, _cost),
+)
 
 
 def _scaling(
@@ -632,6 +671,8 @@ def _lists_table(result: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run the benchmark `args` ask for and print its result; 0 when it ran, 1 when a part
+    failed, 130 when interrupted. etcd, the daemon and the work directory never outlive it."""
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="statemanager-bench-"))
     try:
