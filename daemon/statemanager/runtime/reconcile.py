@@ -76,6 +76,11 @@ from statemanager.runtime.outage import Outage
 
 log = structlog.get_logger("statemanager.reconcile")
 
+# The longest the delivery loop sleeps with nothing due. Every delivery looks at the fence
+# first, so this does not bound what a deposed leader sends; it bounds how long one goes on
+# following the trigger prefix and reporting its pending gauges (scraped every 15-60 s).
+LOOK_SECONDS = 10.0
+
 
 class ReconcileClient(Protocol):
     async def reconcile(self, scenario: str) -> ReconcileOutcome: ...
@@ -220,9 +225,8 @@ class ReconcileSender:
                 leadership.lost()
                 return
             upcoming = [p.due for p in self._pending.values()]
-            # At most a second: a leadership change must stop delivery promptly.
             now = asyncio.get_running_loop().time()
-            await wait_woken(self._wake, min([1.0, *(due - now for due in upcoming)]))
+            await wait_woken(self._wake, min([LOOK_SECONDS, *(due - now for due in upcoming)]))
 
     async def _follow(self, fence: Fence) -> None:
         """Keep `_pending` equal to the trigger prefix in etcd (and `_dead` to the dead
