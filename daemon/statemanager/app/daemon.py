@@ -458,9 +458,10 @@ async def _announce_sync(parts: Parts, metrics: Metrics, health: Health) -> None
     written; as follower once the election has placed us (our index is warm, nothing to write)."""
     revision = await parts.listings.first()
     election = parts.election
-    # Two conditions owned by two objects, once per process: polling is the simple answer.
+    # Two conditions owned by two objects, once per process: polling is the simple answer,
+    # often enough not to delay readiness (a small node is ready ~0.1 s after the listing).
     while not (parts.queue.idle() if election.fence() else election.decided):  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
     containers, models, packages = parts.index.sizes()
     health.synced()
     metrics.synced.set(1)
