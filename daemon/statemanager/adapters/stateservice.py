@@ -25,20 +25,14 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 
 from statemanager.adapters.actioncontroller import OffloadOrder, OffloadOutcome
-from statemanager.adapters.etcd import Guard, KeyValue, Put, TxnClient, TxnResult
-from statemanager.adapters.nodereports import (
-    CHUNK_BYTES,
-    Conflict,
-    NewerList,
-    NodeReports,
-    Stored,
-)
+from statemanager.adapters.nodereports import CHUNK_BYTES, Conflict, NewerList, NodeReports, Stored
 from statemanager.adapters.tls import ServerTls
 from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable
 from statemanager.core.index import Index
 from statemanager.core.inputs import check_size, parse_container, parse_scenario
 from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
 from statemanager.core.nodelists import chunk_line
+from statemanager.core.ports import Guard, KeyValue, Put, TxnClient, TxnResult
 from statemanager.core.scenarios import Step, decide, is_initialisation
 from statemanager.core.timestamps import timestamp
 from statemanager.proto import statemanager_pb2 as pb

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlencode
 
-from statemanager.adapters.etcd import Fence
 from statemanager.app.web import HTML, Query, Response, page
 from statemanager.core import report
 from statemanager.core.index import Index
+from statemanager.core.ports import Fence
 from statemanager.core.report import Row
 from statemanager.core.triggers import Trigger
 

@@ -28,8 +28,8 @@ from typing import Protocol
 
 import structlog
 
-from statemanager.adapters.etcd import Candidate, Candidates, Fence, KeyValue, WatchBatch
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
+from statemanager.core.ports import Candidate, Candidates, Fence, KeyValue, WatchBatch
 from statemanager.core.records import LEADER_KEY, LaterFormat, LaterFormatReporter, format_of
 from statemanager.runtime.backoff import Backoff, wait_woken
 

@@ -21,9 +21,9 @@ from prometheus_client import (
 )
 
 from statemanager import __version__
-from statemanager.adapters.etcderrors import REFUSAL_REASONS
-from statemanager.adapters.nodereports import LIST_RESULTS
 from statemanager.core.inputs import BAD_INPUT_KINDS
+from statemanager.core.nodelists import LIST_RESULTS
+from statemanager.core.ports import REFUSAL_REASONS
 from statemanager.core.records import RECORDS
 from statemanager.core.scenarios import ScenarioState
 from statemanager.core.states import ContainerStatus, ModelState, PackageState

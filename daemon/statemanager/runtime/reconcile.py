@@ -43,20 +43,20 @@ from typing import Protocol
 
 import structlog
 
-from statemanager.adapters.actioncontroller import ReconcileOutcome
-from statemanager.adapters.etcd import (
+from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
+from statemanager.core.keys import KeyLayout, Resource, WorkKey
+from statemanager.core.ports import (
     Delete,
     Event,
     Fence,
     Guard,
     KeyValue,
     Put,
+    ReconcileOutcome,
     Snapshot,
     TxnResult,
     WatchBatch,
 )
-from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
-from statemanager.core.keys import KeyLayout, Resource, WorkKey
 from statemanager.core.records import LaterFormat, LaterFormatReporter
 from statemanager.core.states import PackageState
 from statemanager.core.triggers import (

@@ -27,7 +27,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from statemanager.adapters.etcd import (
+from statemanager.core.errors import EtcdUnavailable
+from statemanager.core.index import Index
+from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
+from statemanager.core.planner import Change, pack
+from statemanager.core.ports import (
     TXN_LIMITS,
     Delete,
     Fence,
@@ -38,10 +42,6 @@ from statemanager.adapters.etcd import (
     TxnLimits,
     TxnResult,
 )
-from statemanager.core.errors import EtcdUnavailable
-from statemanager.core.index import Index
-from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
-from statemanager.core.planner import Change, pack
 from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger, decode, encode, trigger_key
 from statemanager.runtime.metrics import Metrics
