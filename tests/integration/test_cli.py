@@ -305,3 +305,28 @@ def test_run_under_systemd_without_endpoints_is_a_config_error(layout: KeyLayout
     result = cli(["run"], "", layout, INVOCATION_ID="0123456789abcdef")
     assert result.returncode == 2
     assert "etcd.endpoints is not set" in result.stderr
+
+
+# Runs the command line as `python -m statemanager` does and, as the process exits, logs the
+# package's modules it had loaded.
+_REPORT_MODULES = """
+import atexit, json, sys
+atexit.register(lambda: print(json.dumps({"event": "modules_loaded",
+    "modules": sorted(m for m in sys.modules if m.startswith("statemanager"))}), flush=True))
+from statemanager.app.cli import main
+raise SystemExit(main())
+"""
+
+
+async def test_the_running_daemon_never_loads_devtools(daemon_factory: DaemonMaker) -> None:
+    """`run` with etcd endpoints, built by the composition root, synced and stopped, has loaded
+    no module of `statemanager.devtools` (its sys.modules as it exits)."""
+    d = daemon_factory()
+    d.program = ["-c", _REPORT_MODULES]
+    d.start()
+    await d.wait_synced()
+    assert d.stop() == 0
+    [report] = d.events("modules_loaded")
+    assert "statemanager.app.daemon" in report["modules"]
+    assert "statemanager.runtime.writer" in report["modules"]
+    assert [m for m in report["modules"] if m.startswith("statemanager.devtools")] == []

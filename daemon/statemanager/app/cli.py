@@ -4,7 +4,7 @@ documents are described in docs/cli.md.
 
 This module only parses: a command's work is in commands.py (or devtools' bench), imported
 when that command runs, and only the chosen command's arguments are declared. So `--version`
-and `--help` load nothing else, and the daemon never loads `devtools`.
+and `--help` load nothing else, and a daemon given etcd endpoints never loads `devtools`.
 """
 
 from __future__ import annotations
