@@ -88,7 +88,7 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
         help="TOML config file (default /etc/statemanager/statemanager.toml, may be absent)",
     )
     for option in OPTIONS:
-        if name in option.declared.commands:
+        if name in option.commands:
             settings.add_argument(
                 option.flag, dest=option.name, metavar="VALUE", help=_flag_help(option)
             )

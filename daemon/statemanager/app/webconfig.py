@@ -57,7 +57,7 @@ _CACHE_SIZE = 256
 
 
 class BasicAuth:
-    """Checks `Authorization: Basic` headers against bcrypt hashes.
+    """BasicAuth checks `Authorization: Basic` headers against bcrypt hashes.
 
     bcrypt is slow on purpose (tens to hundreds of milliseconds at cost 10), and Prometheus sends
     the same credentials with every scrape, so outcomes are cached (as exporter-toolkit does),
@@ -74,8 +74,8 @@ class BasicAuth:
         self._lock = threading.Lock()
 
     def check(self, header: str | None) -> bool:
-        """True when `header` (an Authorization header value, or None) names a configured user
-        with the right password."""
+        """Check is true when `header` (an Authorization header value, or None) names a
+        configured user with the right password."""
         if header is None:
             return False
         scheme, _, encoded = header.partition(" ")
@@ -107,9 +107,9 @@ class BasicAuth:
 
 @dataclass(frozen=True, slots=True)
 class WebConfig:
-    """What the web configuration file asks for: TLS (None: plain HTTP) and basic auth (None:
-    no authentication). Two are equal when read from the same bytes (the file and every file
-    it names), so a reload can tell whether anything changed."""
+    """WebConfig is what the web configuration file asks for: TLS (None: plain HTTP) and basic
+    auth (None: no authentication). Two are equal when read from the same bytes (the file and
+    every file it names), so a reload can tell whether anything changed."""
 
     tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
     auth: BasicAuth | None = field(default=None, compare=False, repr=False)
