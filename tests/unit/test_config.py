@@ -229,6 +229,41 @@ def test_a_file_value_of_the_wrong_type_is_named(
     assert _error(path, {}, {}) == f"{named} in {path}: expected {expected}, not {given}"
 
 
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        (
+            {"ETCD_ENDPOINTS": "https://a:2379", "ETCD_CA_FILE": "junk"},
+            "etcd.ca_file {junk}: not a PEM CA certificate",
+        ),
+        ({"ACTIONCONTROLLER_CA_FILE": "junk"}, "actioncontroller.ca_file {junk}: not a PEM CA"),
+        (
+            {"ACTIONCONTROLLER_CA_FILE": "junk", "ACTIONCONTROLLER_CERT_FILE": "junk"},
+            "actioncontroller.cert_file and actioncontroller.key_file go together",
+        ),
+        (
+            {"ACTIONCONTROLLER_CERT_FILE": "junk", "ACTIONCONTROLLER_KEY_FILE": "junk"},
+            "actioncontroller.cert_file is set but TLS is not in use",
+        ),
+        ({"ETCD_CA_FILE": "junk"}, "etcd.ca_file is set but etcd.endpoints are not https://"),
+        ({"GRPC_TLS_KEY_FILE": "junk"}, "grpc.tls_cert_file and grpc.tls_key_file go together"),
+        (
+            {"GRPC_TLS_CERT_FILE": "junk", "GRPC_TLS_KEY_FILE": "junk"},
+            "grpc.tls_cert_file {junk} and grpc.tls_key_file {junk} do not load as a pair",
+        ),
+    ],
+)
+def test_each_sections_tls_files_are_checked_under_its_keys(
+    no_default_file: None, tmp_path: Path, env: dict[str, str], says: str
+) -> None:
+    """The TLS-files group of etcd, actioncontroller and grpc is checked the same way, its
+    errors naming the section's keys; each section adds when TLS is in use."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not PEM\n")
+    given = {f"STATEMANAGER_{k}": str(junk) if v == "junk" else v for k, v in env.items()}
+    assert says.format(junk=junk) in _error(None, given, {})
+
+
 def test_environment_and_flags_are_text_parsed_into_their_types(no_default_file: None) -> None:
     """Variables and flags are always text: numbers, booleans and lists are parsed from it."""
     settings = load(

@@ -267,18 +267,30 @@ class TlsFileSettings:
 
 @dataclass(frozen=True, slots=True)
 class _Group:
-    """The settings of a group field: (attribute, file key, declaration), in the README's
-    order."""
+    """A TLS-files group field's file keys, and its settings as (attribute, file key,
+    declaration) in the README's order."""
 
+    keys: TlsKeys
     settings: tuple[tuple[str, str, Declaration[object]], ...]
 
 
+_CLIENT_CERT = "PEM client certificate for mutual TLS (with `key_file`)"
+_CLIENT_KEY = "PEM client key for mutual TLS"
+
+
 def tls_files(
-    keys: TlsKeys, *, ca: str, cert: str, key: str, credential: str, order: str = "ca cert key"
+    keys: TlsKeys,
+    *,
+    ca: str,
+    credential: str,
+    cert: str = _CLIENT_CERT,
+    key: str = _CLIENT_KEY,
+    order: str = "ca cert key",
 ) -> TlsFileSettings:
-    """Declares a section's TLS-files group: its CA, certificate and key settings
-    under `keys`, with their help texts (`ca`, `cert`, `key`), the systemd credential that may
-    hold the key file, and the order of their rows (attribute names)."""
+    """Declares a section's TLS-files group: its CA, certificate and key settings under `keys`,
+    with their help texts (a client's certificate and key by default), the systemd credential
+    that may hold the key file, and the order of their rows (attribute names). `load` checks
+    the group after its section."""
     helps = {"ca": ca, "cert": cert, "key": key}
     names = {"ca": keys.ca, "cert": keys.cert, "key": keys.key}
 
@@ -286,7 +298,7 @@ def tls_files(
         held = Credential(credential) if attribute == "key" else None
         return Declaration(_readable_file, None, helps[attribute], None, held, None, False)
 
-    group = _Group(tuple((a, names[a], declared(a)) for a in order.split()))
+    group = _Group(keys, tuple((a, names[a], declared(a)) for a in order.split()))
     return field(default=TlsFileSettings(), metadata={_GROUP: group})
 
 
@@ -307,7 +319,7 @@ class _Section:
     one row of the README's configuration table (tests/test_docs.py checks that table is
     generated from here). COMMANDS are those whose flags its settings are, unless a setting
     says otherwise; `check` tests the settings that go together, naming them as the file does
-    (`load` calls every section's)."""
+    (`load` calls every section's, then checks its TLS-files groups)."""
 
     __slots__ = ()
     COMMANDS: ClassVar[frozenset[str]] = EVERY_COMMAND
@@ -331,8 +343,6 @@ class EtcdSettings(_Section):
     files: TlsFileSettings = tls_files(
         CLIENT_TLS_KEYS,
         ca="PEM CA of the etcd members' certificates (https endpoints; none: the system's CAs)",
-        cert="PEM client certificate for mutual TLS (with `key_file`)",
-        key="PEM client key for mutual TLS",
         credential="etcd-client-key",
     )
     username: str | None = setting(_optional_text, None, "etcd user when auth is enabled")
@@ -361,15 +371,14 @@ class EtcdSettings(_Section):
     )
 
     def check(self) -> None:
-        """Check raises ConfigError unless the user comes with a password, TLS files are set
-        only for https:// endpoints, and the files load."""
+        """Check raises ConfigError unless the user comes with a password and TLS files are
+        set only for https:// endpoints."""
         if (self.username is None) != (self.password is None):
             raise ConfigError("etcd.username and etcd.password go together")
         if self.files.ca is not None and not self.secure:
             raise ConfigError("etcd.ca_file is set but etcd.endpoints are not https://")
         if self.files.cert is not None and not self.secure:
             raise ConfigError("etcd.cert_file is set but TLS is not in use")
-        self.files.check("etcd", CLIENT_TLS_KEYS)
 
     @property
     def secure(self) -> bool:
@@ -460,17 +469,14 @@ class ActionControllerSettings(_Section):
     files: TlsFileSettings = tls_files(
         CLIENT_TLS_KEYS,
         ca="PEM CA of ActionController's certificate; set, the channel uses TLS",
-        cert="PEM client certificate for mutual TLS (needs `key_file` and `ca_file`)",
-        key="PEM client key for mutual TLS",
         credential="actioncontroller-client-key",
+        cert="PEM client certificate for mutual TLS (needs `key_file` and `ca_file`)",
     )
 
     def check(self) -> None:
-        """Check raises ConfigError unless a client certificate comes with a CA (TLS), and the
-        files load."""
+        """Check raises ConfigError unless a client certificate comes with a CA (TLS)."""
         if self.files.cert is not None and self.files.ca is None:
             raise ConfigError("actioncontroller.cert_file is set but TLS is not in use")
-        self.files.check("actioncontroller", CLIENT_TLS_KEYS)
 
     @property
     def tls(self) -> TlsFiles | None:
@@ -513,13 +519,12 @@ class GrpcSettings(_Section):
     )
 
     def check(self) -> None:
-        """Check raises ConfigError unless node identity comes with a client CA, a client CA
-        with the server's certificate and key, and the files load."""
+        """Check raises ConfigError unless node identity comes with a client CA, and a client
+        CA with the server's certificate and key."""
         if self.node_identity and self.files.ca is None:
             raise ConfigError("grpc.node_identity needs grpc.tls_client_ca_file (mutual TLS)")
         if self.files.ca is not None and (self.files.cert is None or self.files.key is None):
             raise ConfigError("grpc.tls_client_ca_file needs grpc.tls_cert_file and tls_key_file")
-        self.files.check("grpc", SERVER_TLS_KEYS)
 
     @property
     def tls(self) -> ServerTls | None:
@@ -711,6 +716,13 @@ def _options(section: str, cls: type[_Section]) -> Iterator[Option]:
 OPTIONS: tuple[Option, ...] = tuple(
     option for section, cls in _SECTIONS.items() for option in _options(section, cls)
 )
+# (section, field, file keys) of every TLS-files group.
+_TLS_GROUPS = tuple(
+    (section, f.name, f.metadata[_GROUP].keys)
+    for section, cls in _SECTIONS.items()
+    for f in fields(cls)  # type: ignore[arg-type]  # every section is a dataclass
+    if _GROUP in f.metadata
+)
 
 
 def _read_file(path: Path, explicit: bool) -> dict[str, object]:
@@ -845,6 +857,9 @@ def load(
     for name in _SECTIONS:
         section: _Section = getattr(settings, name)
         section.check()
+    for name, group, keys in _TLS_GROUPS:
+        files: TlsFileSettings = getattr(getattr(settings, name), group)
+        files.check(name, keys)
     return settings
 
 
