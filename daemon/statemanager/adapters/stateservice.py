@@ -51,10 +51,14 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ServiceStore(TxnClient, Protocol):
+    """ServiceStore reads keys and applies guarded transactions for the service's writes."""
+
     async def get(self, key: bytes) -> KeyValue | None: ...
 
 
 class IndexProgress(Protocol):
+    """IndexProgress tells the revision the index answers from."""
+
     @property
     def revision(self) -> int:
         """The newest etcd revision the index has followed etcd to (0 before any listing)."""
@@ -62,11 +66,15 @@ class IndexProgress(Protocol):
 
 
 class ServiceMetrics(Protocol):
+    """ServiceMetrics counts the scenario transitions and offloadings the service answered."""
+
     def scenario_transition(self, state: str) -> None: ...
     def offloading(self, result: str) -> None: ...
 
 
 class Offloader(Protocol):
+    """Offloader forwards an offloading to ActionController and says how it answered."""
+
     async def offload(self, order: OffloadOrder) -> OffloadOutcome: ...
 
 
@@ -74,6 +82,8 @@ _Answer = tuple[int, str, str]  # a StateChangeResponse's error code, message an
 
 
 class StateService(pb_grpc.StateManagerConnectionServicer):
+    """StateService answers Pullpiri's StateManager gRPC calls (docs/contract.md)."""
+
     def __init__(
         self,
         *,
@@ -107,6 +117,9 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         request: pb.StateChange,
         context: grpc.aio.ServicerContext[pb.StateChange, pb.StateChangeResponse],
     ) -> pb.StateChangeResponse:
+        """SendStateChange confirms a model or package state the rules derive, or judges and
+        stores a scenario's; a refusal's code and details say why."""
+
         def reply(code: int, message: str = "", details: str = "") -> pb.StateChangeResponse:
             log.info(
                 "state_change_request",
@@ -331,6 +344,8 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         request: pb.ContainerList,
         context: grpc.aio.ServicerContext[pb.ContainerList, pb.SendContainerListResponse],
     ) -> pb.SendContainerListResponse:
+        """SendChangedContainerList stores a node's whole container list, replacing its last
+        (docs/contract.md, Node lists); the answer says what was stored or why not."""
         node = request.node_name
         try:
             containers = self._containers(request)

@@ -99,7 +99,7 @@ class StatusPage:
         self._node = node
 
     def route(self, query: Query) -> Response:
-        """GET /status[?package=NAME][&page=N], from an HTTP thread."""
+        """Route answers GET /status[?package=NAME][&page=N] from an HTTP thread."""
         package = query.get("package", [""])[-1] or None
         number = query.get("page", ["1"])[-1]
         if not number.isdigit() or int(number) < 1:

@@ -261,7 +261,7 @@ class Metrics:
                 self.etcd_errors.labels(operation, code)
 
     def set_counts(self, gauge: Gauge, counts: Mapping[str, int], known: Set[str]) -> None:
-        """Set a by-state gauge from counts; names outside `known` are summed into `other`."""
+        """Sets a by-state gauge from counts; names outside `known` are summed into `other`."""
         values = dict.fromkeys([*known, OTHER], 0)
         for name, n in counts.items():
             values[name if name in known else OTHER] += n
@@ -274,30 +274,30 @@ class Metrics:
                 last[name] = n
 
     def leadership(self, leading: bool) -> None:
-        """This daemon became (True) or stopped being (False) the leader."""
+        """Records that this daemon became (True) or stopped being (False) the leader."""
         self.leader.set(1 if leading else 0)
         self.leader_changes.inc()
 
     def scenario_transition(self, state: str) -> None:
-        """A scenario state change the gRPC service committed (the leader counts deletions)."""
+        """Counts a scenario state change the gRPC service committed (deletions: the leader)."""
         self.transitions.labels("scenario", state).inc()
 
     def offloading(self, result: str) -> None:
-        """A TriggerOffloading answered: one of OFFLOADING_RESULTS."""
+        """Counts a TriggerOffloading answered with `result`, one of OFFLOADING_RESULTS."""
         self.offloading_requests.labels(result).inc()
 
     def observe_etcd(self, operation: str, seconds: float, code: str | None) -> None:
-        """One etcd request's duration, and its failure's gRPC status code (None: it succeeded)."""
+        """Records one etcd request's duration and its failure's gRPC status code (None: none)."""
         self.etcd_request_seconds.labels(operation).observe(seconds)
         if code is not None:
             self.etcd_errors.labels(operation, code).inc()
 
     def exposition(self) -> bytes:
-        """Every metric in Prometheus' text format, to be served as EXPOSITION_TYPE."""
+        """Returns every metric in Prometheus' text format, to be served as EXPOSITION_TYPE."""
         return generate_latest(self.registry)
 
     def follow_readiness(self, health: Health) -> None:
-        """`statemanager_ready` reads /readyz's answer at each scrape."""
+        """Makes `statemanager_ready` read /readyz's answer at each scrape."""
         self.ready.set_function(lambda: 1.0 if health.readiness()[0] else 0.0)
 
 
@@ -309,13 +309,13 @@ class QueueMetrics:
         self._m = metrics
 
     def depth(self, depth: int) -> None:
-        """The queue holds `depth` keys now."""
+        """Records that the queue holds `depth` keys now."""
         self._m.queue_depth.set(depth)
 
     def added(self) -> None:
-        """A key not already waiting was added."""
+        """Counts a key added that was not already waiting."""
         self._m.queue_adds.inc()
 
     def waited(self, seconds: float) -> None:
-        """A key was taken after waiting `seconds` in the queue."""
+        """Records a key taken after waiting `seconds` in the queue."""
         self._m.queue_wait_seconds.observe(seconds)
