@@ -11,10 +11,11 @@ import aetcd
 import pytest
 from structlog.testing import capture_logs
 
-from statemanager.adapters.etcd import EtcdClient, Put
+from statemanager.adapters.etcd import EtcdClient
 from statemanager.adapters.tls import ServerTls, TlsFiles
 from statemanager.core.errors import EtcdUnavailable
 from statemanager.core.keys import KeyLayout
+from statemanager.core.ports import Put
 from statemanager.devtools.localetcd import LocalEtcd, free_port
 
 from conftest import Certs, Daemon, DaemonMaker, Etcd, cli, eventually

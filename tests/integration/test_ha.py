@@ -7,7 +7,8 @@ import asyncio
 import signal
 import time
 
-from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Put
+from statemanager.adapters.etcd import EtcdClient
+from statemanager.core.ports import Delete, Fence, Put
 from statemanager.devtools.localetcd import LocalEtcd
 
 from cluster import TTL, is_leader, the_leader

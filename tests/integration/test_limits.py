@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from statemanager.adapters.etcd import PAGE_SHARE, EtcdClient, Put
+from statemanager.adapters.etcd import PAGE_SHARE, EtcdClient
+from statemanager.core.ports import Put
 from statemanager.runtime.metrics import Metrics
 
 from conftest import DaemonMaker, Etcd, eventually, states_are

@@ -22,9 +22,10 @@ import pytest
 from aetcd import rpc
 from etcdhistory import replace_history, save_snapshot
 
-from statemanager.adapters.etcd import Delete, EtcdClient, Fence, Guard, Put, WatchBatch
+from statemanager.adapters.etcd import EtcdClient
 from statemanager.adapters.etcderrors import classify
 from statemanager.core.errors import Compacted, EtcdUnavailable, StateManagerError
+from statemanager.core.ports import Delete, Fence, Guard, Put, WatchBatch
 from statemanager.devtools.localetcd import LocalEtcd
 
 from support.memetcd import Compare, LeasedPut, MemEtcd, Range, Record, StoreSnapshot

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from statemanager.adapters.etcd import EtcdClient, Put, WatchBatch
+from statemanager.adapters.etcd import EtcdClient
+from statemanager.core.ports import Put, WatchBatch
 
 from conftest import Etcd
 

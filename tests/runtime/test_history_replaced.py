@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from statemanager.adapters.etcd import Event
+from statemanager.core.ports import Event
 from statemanager.runtime.backoff import Backoff
 
 from support.memetcd import MemEtcd, StoreSnapshot

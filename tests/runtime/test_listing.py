@@ -8,8 +8,8 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from statemanager.adapters.etcd import KeyValue, Page
 from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.ports import KeyValue, Page
 
 from support.memetcd import MemEtcd
 from support.runtime import LAYOUT, Runtime, container, package, state, until

@@ -11,10 +11,10 @@ from typing import Any
 import grpc
 import pytest
 
-from statemanager.adapters.etcd import TxnResult
 from statemanager.core.index import Index
 from statemanager.core.ingest import Ingest
 from statemanager.core.keys import KeyLayout
+from statemanager.core.ports import TxnResult
 from statemanager.proto import statemanager_pb2 as pb
 
 from support.memetcd import MemEtcd

@@ -47,19 +47,19 @@ import looptime
 import structlog
 
 from simulation import oracle
-from statemanager.adapters.actioncontroller import ReconcileOutcome
-from statemanager.adapters.etcd import (
+from statemanager.adapters.etcd import prefix_end
+from statemanager.adapters.stateservice import StateService
+from statemanager.core.keys import Kind
+from statemanager.core.ports import (
     Delete,
     Fence,
     Guard,
     Page,
     Put,
+    ReconcileOutcome,
     TxnResult,
     WatchBatch,
-    prefix_end,
 )
-from statemanager.adapters.stateservice import StateService
-from statemanager.core.keys import Kind
 from statemanager.proto import statemanager_pb2 as pb
 from statemanager.runtime import controller as controller_module
 from statemanager.runtime import reconcile as reconcile_module

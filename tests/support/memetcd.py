@@ -35,8 +35,9 @@ import itertools
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Literal
 
-from statemanager.adapters.etcd import (
-    FIRST_PROGRESS_ASK,
+from statemanager.adapters.etcd import FIRST_PROGRESS_ASK, collect, prefix_end
+from statemanager.core.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
+from statemanager.core.ports import (
     Candidate,
     Candidates,
     Delete,
@@ -50,10 +51,7 @@ from statemanager.adapters.etcd import (
     Snapshot,
     TxnResult,
     WatchBatch,
-    collect,
-    prefix_end,
 )
-from statemanager.core.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
 
 Target = Literal["value", "version", "create", "mod"]
 Op = Literal["==", "!=", "<", ">"]

@@ -15,8 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
-from statemanager.adapters.actioncontroller import ReconcileOutcome
-from statemanager.adapters.etcd import Event, prefix_end
+from statemanager.adapters.etcd import prefix_end
 from statemanager.app import daemon
 from statemanager.app.config import (
     ActionControllerSettings,
@@ -32,6 +31,7 @@ from statemanager.app.config import (
 from statemanager.app.daemon import Parts, Store
 from statemanager.core import report
 from statemanager.core.keys import KeyLayout
+from statemanager.core.ports import Event, ReconcileOutcome
 from statemanager.core.triggers import trigger_key
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics

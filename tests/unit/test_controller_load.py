@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator
 
-from statemanager.adapters.etcd import KeyValue, Page
 from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.ports import KeyValue, Page
 from statemanager.runtime.metrics import Metrics
 
 from support.memetcd import MemEtcd

@@ -12,8 +12,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 import pytest
 from structlog.testing import capture_logs
 
-from statemanager.adapters.etcd import Candidate, Candidates, Event, Header, KeyValue, WatchBatch
 from statemanager.core.errors import EtcdUnavailable
+from statemanager.core.ports import Candidate, Candidates, Event, Header, KeyValue, WatchBatch
 from statemanager.runtime.election import Election, candidate_value
 from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.outage import Outage

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from statemanager.adapters.etcd import Delete, Fence, Guard, Put, TxnLimits, TxnResult, txn_request
+from statemanager.adapters.etcd import txn_request
 from statemanager.core.index import Index
 from statemanager.core.inputs import ContainerInfo
 from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout
 from statemanager.core.planner import plan
+from statemanager.core.ports import Delete, Fence, Guard, Put, TxnLimits, TxnResult
 from statemanager.core.states import ContainerClass, ContainerStatus
 from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.writer import StateWriter

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from statemanager.adapters.tls import TlsFiles
+from statemanager.core.ports import ReconcileOutcome
 from statemanager.proto import actioncontroller_pb2 as pb
 from statemanager.proto import actioncontroller_pb2_grpc as pb_grpc
 
@@ -62,18 +63,6 @@ REFUSAL_CODES = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileOutcome:
-    """`acknowledged` when ActionController answered status 0; `refused` when it answered no
-    (a refusal code or a non-zero status). `result` is a metric label: ok, rejected (non-zero
-    status), unavailable (a retried code) or error (a refusal code)."""
-
-    acknowledged: bool
-    refused: bool
-    result: str
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -36,65 +35,24 @@ from statemanager.adapters.etcdsession import (
 )
 from statemanager.adapters.tls import TlsFiles
 from statemanager.core.errors import Compacted, EtcdUnavailable, TooLarge
+from statemanager.core.ports import (
+    Candidate,
+    Candidates,
+    Delete,
+    Event,
+    Fence,
+    Guard,
+    Header,
+    KeyValue,
+    Page,
+    Put,
+    Snapshot,
+    TxnResult,
+    WatchBatch,
+)
 
 log = structlog.get_logger("statemanager.etcd")
 
-
-@dataclass(frozen=True, slots=True)
-class TxnLimits:
-    """What etcd accepts in one transaction; whoever packs transactions must stay within it.
-
-    `max_ops` is etcd's --max-txn-ops (default 128): it caps the compares and each branch's
-    operations separately. `max_bytes` is --max-request-bytes (default 1.5 MiB) on the encoded
-    request. Byte costs are upper bounds: a key or value plus `OP_OVERHEAD_BYTES` per operation,
-    and `HEADROOM_BYTES` kept for the request's framing and etcd's own header.
-    """
-
-    max_ops: int = 128
-    max_bytes: int = 1536 * 1024
-
-    # Tags, lengths and a revision of one operation: 11-13 bytes measured for keys up to 300
-    # bytes (tests/unit/test_txn_limits.py checks the bound on encoded requests).
-    OP_OVERHEAD_BYTES = 24
-    HEADROOM_BYTES = 1024
-
-    @property
-    def byte_budget(self) -> int:
-        return self.max_bytes - self.HEADROOM_BYTES
-
-    def guarded_write_bytes(self, key: bytes, value: bytes | None) -> int:
-        """A guarded put or delete: the compare, the operation and the failure branch's read."""
-        return 3 * (len(key) + self.OP_OVERHEAD_BYTES) + len(value or b"")
-
-    def put_bytes(self, key: bytes, value: bytes) -> int:
-        """An unguarded put."""
-        return len(key) + len(value) + self.OP_OVERHEAD_BYTES
-
-    def chunks(
-        self, ops: Sequence[Put | Delete], guard_key: bytes | None
-    ) -> Iterator[list[Put | Delete]]:
-        """Unguarded `ops` in order, cut into transactions within the limits, each also carrying
-        one compare on `guard_key` (a guard or a fence) when it is given."""
-        fence_ops, fence_bytes = (
-            (1, self.guarded_write_bytes(guard_key, None)) if guard_key else (0, 0)
-        )
-        chunk: list[Put | Delete] = []
-        size = 0
-        for op in ops:
-            cost = self.put_bytes(op.key, op.value if isinstance(op, Put) else b"")
-            if chunk and (
-                len(chunk) + 1 + fence_ops > self.max_ops
-                or size + cost + fence_bytes > self.byte_budget
-            ):
-                yield chunk
-                chunk, size = [], 0
-            chunk.append(op)
-            size += cost
-        if chunk:
-            yield chunk
-
-
-TXN_LIMITS = TxnLimits()
 
 # A listing page holds at most this many keys, and fewer when its response would be over the
 # receive limit: etcd cannot cap a page by bytes, so a too-large page is asked again, halved.
@@ -120,8 +78,8 @@ FIRST_PROGRESS_ASK = 0.05
 
 
 class ConnectionSettings(Protocol):
-    """What `EtcdClient.from_settings` reads; the application's `[etcd]` settings section
-    (app/config.py) is one."""
+    """ConnectionSettings is what `EtcdClient.from_settings` reads; the application's `[etcd]`
+    settings section (app/config.py) is one."""
 
     @property
     def endpoints(self) -> tuple[str, ...]: ...
@@ -135,119 +93,6 @@ class ConnectionSettings(Protocol):
     def password(self) -> str | None: ...
 
 
-class Candidate(NamedTuple):
-    """A key of an election (`statemanager.runtime.election`): who campaigns, and its
-    place in line."""
-
-    key: bytes
-    value: bytes
-    create_revision: int
-
-
-class KeyValue(NamedTuple):
-    """A listed key; a plain tuple so the pure core can take it without importing this module."""
-
-    key: bytes
-    value: bytes
-    mod_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One key change; `value` is None for a deletion. `revision` is the change's revision."""
-
-    key: bytes
-    value: bytes | None
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class WatchBatch:
-    """The events one watch response carried for one prefix.
-
-    etcd never splits one revision's events for a watcher across responses (we do not ask for
-    fragments), so after a batch is handled every revision up to `revision` is fully delivered
-    for that prefix. A batch without events (prefix None) is a watch's "created" answer or a
-    progress notification: a liveness signal, never a resume point, because etcd before
-    3.4.26/3.5.8 could send one ahead of undelivered events. Its `revision` is 0, except for an
-    answer to the stream-wide progress request, which carries etcd's revision: etcd sends it
-    only once every watch on the stream has delivered all events up to that revision, so it
-    marks a point where the prefixes agree (a barrier; early, as said, on older etcd).
-
-    `header` is where etcd stood when it sent the response (every response has one, a watch's
-    "created" answer included): a revision below one already delivered, or a raft term below
-    one already seen, says etcd's history was replaced (a wiped member, a restore from an
-    older snapshot).
-    """
-
-    prefix: str | None  # None for a progress notification
-    events: tuple[Event, ...]
-    revision: int
-    header: Header
-    # Events of keys under none of the watched prefixes that a watch of several prefixes'
-    # common range carried (`EtcdWatches.watch`'s `together`): dropped, and counted here.
-    foreign: int = 0
-
-
-class Header(NamedTuple):
-    """Where etcd stood when it answered: its store revision and its raft term. Both only grow
-    while the cluster keeps its data; a wipe or a restore starts them again from low values."""
-
-    revision: int
-    raft_term: int
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    key: bytes
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """Delete `key`, or with `range_end` every key in [key, range_end) (etcd's DeleteRange)."""
-
-    key: bytes
-    range_end: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Guard:
-    """The transaction applies only while `key`'s mod revision is `mod_revision` (0: absent)."""
-
-    key: bytes
-    mod_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """The transaction applies only while `key` exists with this create revision: the leader
-    key of an election, so a deposed leader's write fails atomically (etcd concurrency's rule)."""
-
-    key: bytes
-    create_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    """`succeeded` with the commit revision; otherwise `current` holds every guarded key as
-    etcd has it now (value None when absent), read in the same transaction, and `fenced` says
-    whether the fence (if any) no longer held."""
-
-    succeeded: bool
-    revision: int
-    current: Mapping[bytes, KeyValue | None]
-    fenced: bool = False
-
-
-class TxnClient(Protocol):
-    """One guarded transaction: what the state writer and the gRPC service write through."""
-
-    async def txn(
-        self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
-    ) -> TxnResult: ...
-
-
 def prefix_end(prefix: bytes) -> bytes:
     """The range end that covers every key starting with `prefix` (etcd's clientv3 rule)."""
     end = bytearray(prefix)
@@ -258,27 +103,11 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\x00"
 
 
-class Snapshot(NamedTuple):
-    """Every listed prefix's keys, all read at `revision`."""
-
-    revision: int
-    listing: dict[str, list[KeyValue]]
-
-
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Take an abandoned request's outcome, so an error nobody awaits is not reported as
     never retrieved."""
     if not future.cancelled():
         future.exception()
-
-
-class Page(NamedTuple):
-    """One page of a listing: some of `prefix`'s keys, read at `revision` like every other
-    page of the same listing. Every prefix yields at least one page (empty when it has no key)."""
-
-    prefix: str
-    revision: int
-    items: list[KeyValue]
 
 
 async def collect(pages: AsyncIterator[Page]) -> Snapshot:
@@ -290,13 +119,6 @@ async def collect(pages: AsyncIterator[Page]) -> Snapshot:
     return Snapshot(revision, listing)
 
 
-class Candidates(NamedTuple):
-    """An election's candidates by ascending create revision, read at `revision`."""
-
-    revision: int
-    found: list[Candidate]
-
-
 class _Facade:
     """A view of the session for one of etcd's services: it builds requests from our values
     and reads our values from the answers; failures and retries are the session's."""
@@ -306,7 +128,7 @@ class _Facade:
 
 
 class EtcdKV(_Facade):
-    """Reads, guarded transactions and the election's keys."""
+    """EtcdKV reads keys, applies guarded transactions and keeps the election's keys."""
 
     async def revision(self) -> int:
         """The store's current revision (a cheap health check)."""
@@ -318,6 +140,7 @@ class EtcdKV(_Facade):
         return _header(resp)
 
     async def get(self, key: bytes) -> KeyValue | None:
+        """Get returns `key`'s value and revisions, or None when it does not exist."""
         resp = await self._session.call(RANGE, rpc.RangeRequest(key=key))
         return _kv(resp.kvs[0]) if resp.kvs else None
 
@@ -328,19 +151,14 @@ class EtcdKV(_Facade):
     async def pages(
         self, prefixes: Sequence[str], page_size: int = PAGE_KEYS
     ) -> AsyncGenerator[Page, None]:
-        """List every prefix at one revision, a page at a time, so no response grows without
-        bound and a caller can apply each page and let it go before the next arrives.
+        """Pages lists every prefix at one revision, a page of at most `page_size` keys at a
+        time, so no response grows without bound and each page can be let go before the next.
 
-        A page is at most `page_size` keys; one whose response would exceed the receive limit
-        (large values) is asked again with half as many keys, down to one, and later pages keep
-        the smaller size. Raises Compacted when the revision is compacted between pages (list
-        again), TooLarge only when a single key's response is over the limit.
-
+        A page over the receive limit is asked again with half the keys, down to one (later
+        pages keep that size); a page is larger while much of its prefix is left (PAGE_SHARE).
         The next page is asked for before this one is handed over, so etcd reads it while the
-        caller applies this one (etcd's share of a large listing is about as long as the
-        caller's, on another core): at most one response waits beside the page being applied.
-        A page is larger while much of its prefix is left (PAGE_SHARE), but never larger than
-        one that had to be halved.
+        caller applies this one. Raises Compacted when the revision is compacted between pages
+        (list again), TooLarge only when a single key's response is over the limit.
         """
         cursors = deque((p, p.encode(), prefix_end(p.encode())) for p in prefixes)
         if not cursors:
@@ -416,6 +234,7 @@ class EtcdKV(_Facade):
         return TxnResult(False, revision, current, fenced)
 
     async def delete(self, key: bytes) -> None:
+        """Delete removes `key` unconditionally (a missing key is no error)."""
         await self._session.call(DELETE_RANGE, rpc.DeleteRangeRequest(key=key))
 
     async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int:
@@ -459,9 +278,11 @@ class EtcdKV(_Facade):
 
 
 class EtcdLeases(_Facade):
-    """Leases: granted, renewed one keep-alive at a time (the caller's loop), revoked."""
+    """EtcdLeases grants leases, renews them one keep-alive at a time (the caller's loop) and
+    revokes them."""
 
     async def grant_lease(self, ttl: int) -> int:
+        """Creates a lease of `ttl` seconds and returns its id."""
         return int((await self._session.call(LEASE_GRANT, rpc.LeaseGrantRequest(TTL=ttl))).ID)
 
     async def keep_alive(self, lease_id: int) -> int:
@@ -472,11 +293,12 @@ class EtcdLeases(_Facade):
         return int(resp.TTL)
 
     async def revoke_lease(self, lease_id: int) -> None:
+        """Ends the lease, deleting every key bound to it."""
         await self._session.call(LEASE_REVOKE, rpc.LeaseRevokeRequest(ID=lease_id))
 
 
 class EtcdWatches(_Facade):
-    """Watches of prefixes, all on one stream."""
+    """EtcdWatches watches prefixes, all on one stream."""
 
     async def watch(
         self,
@@ -484,20 +306,17 @@ class EtcdWatches(_Facade):
         progress_every: float,
         together: Sequence[Sequence[str]] = (),
     ) -> AsyncGenerator[WatchBatch, None]:
-        """Watch each prefix from its start revision on one stream.
+        """Watch yields the events under each prefix from its start revision, all on one
+        stream; it ends only by raising EtcdUnavailable (the stream broke, etcd cancelled a
+        watch) or Compacted (a start revision is no longer in history).
 
         Each group of prefixes in `together` is watched as one range, from the first to the end
-        of the last, so one transaction writing under several of them comes back as one
-        response instead of one per prefix (a gRPC message costs more than its events: docs/
-        design.md, Cost per event). Its events are handed over per prefix, each prefix's
-        from its own start revision; keys under none of them are dropped and counted
+        of the last, so a transaction writing under several comes back as one response (a gRPC
+        message costs more than its events: docs/design.md, Cost per event); its events are
+        handed over per prefix, keys under none of them dropped and counted
         (`WatchBatch.foreign`). Group only prefixes with no other watched prefix between them.
-
-        Every `progress_every` seconds it asks etcd for a progress notification, so a live
-        stream is never silent for long: a caller that hears nothing for a few such periods
-        knows the stream is dead even if TCP says otherwise. Ends only by raising:
-        EtcdUnavailable when the stream breaks or etcd cancels a watch, Compacted when a start
-        revision is no longer in history.
+        A progress notification is asked for every `progress_every` seconds, so a caller that
+        hears nothing for a few such periods knows the stream is dead.
         """
         grouped = {p for group in together for p in group}
         watches = [sorted(g) for g in together] + [[p] for p in starts if p not in grouped]
@@ -516,29 +335,35 @@ class EtcdWatches(_Facade):
             progress = asyncio.create_task(_ask_progress(call, progress_every), name="progress")
             try:
                 while True:
-                    resp = await call.read()
-                    if resp is grpc.aio.EOF:
-                        raise EtcdUnavailable("etcd closed the watch stream")
-                    if resp.compact_revision:
-                        raise Compacted(int(resp.compact_revision))
-                    if resp.canceled:
-                        raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
-                    header = _header(resp)
-                    if not resp.events:
-                        # Created, a watch's own progress, or the stream-wide progress answer
-                        # (watch id -1): only the last is a barrier.
-                        barrier = header.revision if resp.watch_id == -1 else 0
-                        yield WatchBatch(None, (), barrier, header)
-                        continue
-                    events = tuple(_event(ev) for ev in resp.events)
-                    prefixes = watches[resp.watch_id - 1]
-                    if len(prefixes) == 1:
-                        yield WatchBatch(prefixes[0], events, events[-1].revision, header)
-                        continue
-                    for batch in _split(events, prefixes, starts, header):
+                    for batch in _batches(await call.read(), watches, starts):
                         yield batch
             finally:
                 progress.cancel()
+
+
+def _batches(
+    resp: Any, watches: Sequence[Sequence[str]], starts: Mapping[str, int]
+) -> Iterator[WatchBatch]:
+    """The batches of one watch response (`watches[i]` are the prefixes of watch id i + 1);
+    raises EtcdUnavailable or Compacted when the response ends the stream."""
+    if resp is grpc.aio.EOF:
+        raise EtcdUnavailable("etcd closed the watch stream")
+    if resp.compact_revision:
+        raise Compacted(int(resp.compact_revision))
+    if resp.canceled:
+        raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
+    header = _header(resp)
+    if not resp.events:
+        # Created, a watch's own progress, or the stream-wide progress answer (watch id -1):
+        # only the last is a barrier.
+        yield WatchBatch(None, (), header.revision if resp.watch_id == -1 else 0, header)
+        return
+    events = tuple(_event(ev) for ev in resp.events)
+    prefixes = watches[resp.watch_id - 1]
+    if len(prefixes) == 1:
+        yield WatchBatch(prefixes[0], events, events[-1].revision, header)
+        return
+    yield from _split(events, prefixes, starts, header)
 
 
 def _split(
@@ -563,9 +388,11 @@ def _split(
 
 
 class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
-    """A client of one etcd cluster: the KV, lease and watch facades on one `EtcdSession`,
-    which holds the endpoints, TLS, the auth token and the retry policy. Create and use it
-    inside the running event loop (grpc.aio)."""
+    """EtcdClient is a client of one etcd cluster; create and use it inside the running event
+    loop (grpc.aio).
+
+    It is the KV, lease and watch facades on one `EtcdSession`, which holds the endpoints, TLS,
+    the auth token and the retry policy."""
 
     def __init__(
         self,
@@ -596,6 +423,7 @@ class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
         observe: Callable[[str, float, str | None], None] | None = None,
         refusals: RefusalObserver | None = None,
     ) -> EtcdClient:
+        """Builds a client of the endpoints, TLS and credentials `settings` name."""
         user, password = settings.username, settings.password
         return cls(
             settings.endpoints,
@@ -612,6 +440,7 @@ class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
         return self._session.endpoint
 
     async def close(self) -> None:
+        """Close ends the session's channel; the client is unusable after."""
         await self._session.close()
 
 

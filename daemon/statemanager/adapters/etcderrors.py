@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from statemanager.core.errors import Compacted, EtcdBusy, EtcdError, EtcdUnavailable, TooLarge
+from statemanager.core.ports import REFUSED_NOT_NOW
 
 # Codes that mean "etcd could not answer now"; anything else is a refusal that retrying will
 # not fix (bad request, permission) and is raised as EtcdError. Refusals that depend on the
@@ -29,20 +30,18 @@ _PERMANENT = frozenset(
 # The endpoint did not answer (down, unreachable, partitioned from its leader, too slow).
 _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
-# etcd's refusals by what they mean, matched on its error text (etcd answers RESOURCE_EXHAUSTED
-# for a full database, for too many requests and, through gRPC, for an over-large response).
-# "never": this request cannot succeed as sent (split it or skip it); "not now": etcd cannot
-# take writes at the moment (back off and try again).
-REFUSALS: dict[str, tuple[str, str]] = {
-    "database space exceeded": ("nospace", "not now"),
-    "too many requests": ("too_many_requests", "not now"),
-    "too many operations in txn request": ("too_many_ops", "never"),
-    "request is too large": ("request_too_large", "never"),
+# etcd's refusals by reason (`core/ports.py` says what each reason means), matched on its error
+# text (etcd answers RESOURCE_EXHAUSTED for a full database, for too many requests and, through
+# gRPC, for an over-large response).
+REFUSALS: dict[str, str] = {
+    "database space exceeded": "nospace",
+    "too many requests": "too_many_requests",
+    "too many operations in txn request": "too_many_ops",
+    "request is too large": "request_too_large",
     # gRPC's own limit, ours on a response or etcd's on a request (--max-request-bytes plus
     # gRPC overhead): which one is known from the operation (a range reads, the rest send).
-    "received message larger than max": ("response_too_large", "never"),
+    "received message larger than max": "response_too_large",
 }
-REFUSAL_REASONS = tuple(dict.fromkeys(reason for reason, _ in REFUSALS.values()))
 
 
 class Recovery(enum.Enum):
@@ -77,13 +76,14 @@ def classify(
     if code is grpc.StatusCode.OUT_OF_RANGE and "compacted" in detail:
         return Failure(Compacted(0), Recovery.SURFACE)
     lowered = detail.lower()
-    refusal = next((v for words, v in REFUSALS.items() if words in lowered), None)
-    if refusal is not None:
-        reason, when = refusal
+    reason = next((v for words, v in REFUSALS.items() if words in lowered), None)
+    if reason is not None:
         if reason == "response_too_large" and what != "range":
             reason = "request_too_large"
         message = f"etcd refused {what}: {code.name}: {detail}"
-        error = TooLarge(reason, message) if when == "never" else EtcdBusy(reason, message)
+        error = (
+            EtcdBusy(reason, message) if reason in REFUSED_NOT_NOW else TooLarge(reason, message)
+        )
         return Failure(error, Recovery.SURFACE)
     if code is grpc.StatusCode.UNAUTHENTICATED and authenticating:
         return Failure(EtcdUnavailable(f"etcd {what}: auth token expired"), Recovery.REAUTHENTICATE)

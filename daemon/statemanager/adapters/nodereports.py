@@ -18,15 +18,7 @@ from typing import Protocol
 
 import structlog
 
-from statemanager.adapters.etcd import (
-    TXN_LIMITS,
-    Delete,
-    Guard,
-    KeyValue,
-    Put,
-    TxnClient,
-    prefix_end,
-)
+from statemanager.adapters.etcd import prefix_end
 from statemanager.core.errors import BadInput, EtcdError
 from statemanager.core.inputs import parse_container
 from statemanager.core.keys import KeyLayout
@@ -39,12 +31,12 @@ from statemanager.core.nodelists import (
     parse_pointer,
     pointer_value,
 )
+from statemanager.core.ports import TXN_LIMITS, Delete, Guard, KeyValue, Put, TxnClient
 from statemanager.core.records import LATER_FORMAT
 
 log = structlog.get_logger("statemanager.nodereports")
 
 # What became of a node's list, as the service answers it (statemanager_container_lists_total).
-LIST_RESULTS = ("stored", "invalid", "not_this_node", "conflict", "later_format", "unavailable")
 ATTEMPTS = 3  # a list written again when a concurrent report of the same node beat it
 # The most bytes of container lines in one chunk: several chunks fit one transaction, and a
 # chunk is a value the daemon accepts (`inputs.max_value_bytes`, at least this large).

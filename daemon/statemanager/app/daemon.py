@@ -31,7 +31,7 @@ import structlog
 from statemanager import __version__
 from statemanager.adapters import stateservice
 from statemanager.adapters.actioncontroller import ActionControllerClient
-from statemanager.adapters.etcd import EtcdClient, Fence
+from statemanager.adapters.etcd import EtcdClient
 from statemanager.adapters.stateservice import Offloader, ServiceStore, StateService
 from statemanager.app import config, logs, web
 from statemanager.app.config import Settings
@@ -41,6 +41,7 @@ from statemanager.core.errors import ConfigError
 from statemanager.core.index import Index
 from statemanager.core.ingest import Ingest
 from statemanager.core.keys import WorkKey
+from statemanager.core.ports import Fence
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.election import Election, ElectionClient
 from statemanager.runtime.health import Health

@@ -29,17 +29,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from statemanager.adapters.etcd import (
-    Delete,
-    EtcdClient,
-    Fence,
-    Guard,
-    Put,
-    Snapshot,
-    TxnResult,
-)
+from statemanager.adapters.etcd import EtcdClient
 from statemanager.app.config import Settings
 from statemanager.core.keys import KeyLayout
+from statemanager.core.ports import Delete, Fence, Guard, Put, Snapshot, TxnResult
 from statemanager.core.records import LaterFormat
 from statemanager.core.triggers import (
     DeadLetter,

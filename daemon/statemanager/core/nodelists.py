@@ -28,6 +28,9 @@ from statemanager.core.inputs import ContainerInfo, parse_container
 from statemanager.core.keys import WorkKey, name_problem
 from statemanager.core.records import LATER_FORMAT, format_of
 
+# What became of one node list sent to the service (a metric label).
+LIST_RESULTS = ("stored", "invalid", "not_this_node", "conflict", "later_format", "unavailable")
+
 FORMAT = 2  # format 1: one container key per container and an ids record (docs/contract.md)
 POINTER = "list"
 GENERATIONS = "gen"

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 # The `record` label of statemanager_records_unknown_format_total, one per kind of record.
 LEADER_KEY, TRIGGER, DEAD_LETTER = "leader_key", "trigger", "dead_letter"
-NODE_LIST = "node_list"
-RECORDS = (LEADER_KEY, TRIGGER, DEAD_LETTER, NODE_LIST)
+NODE_LIST, HISTORY = "node_list", "history"
+RECORDS = (LEADER_KEY, TRIGGER, DEAD_LETTER, NODE_LIST, HISTORY)
 # The BadInput kind of a watched record (a node list's pointer) in a later format: its detail is
 # the format; the controller reports it as such, not as bad input.
 LATER_FORMAT = "later_format"

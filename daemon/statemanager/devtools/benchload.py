@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from itertools import chain, count, islice
 from typing import Any
 
-from statemanager.adapters.etcd import TXN_LIMITS, EtcdClient, Guard, Put, WatchBatch
+from statemanager.adapters.etcd import EtcdClient
 from statemanager.core.keys import KeyLayout
+from statemanager.core.ports import TXN_LIMITS, Guard, Put, WatchBatch
 from statemanager.core.states import ModelState
 
 POLL_SECONDS = 0.02  # how often the daemon's /metrics is scraped while waiting for it

@@ -16,12 +16,12 @@ from typing import TypeVar
 
 import structlog
 
-from statemanager.adapters.etcd import Event, Fence, KeyValue, Page
 from statemanager.core.errors import EtcdError, EtcdUnavailable, TooLarge
 from statemanager.core.index import Index
 from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
 from statemanager.core.keys import KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, plan
+from statemanager.core.ports import Event, Fence, KeyValue, Page
 from statemanager.core.records import LATER_FORMAT, NODE_LIST, LaterFormat, LaterFormatReporter
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.election import Leadership

@@ -28,8 +28,8 @@ from typing import Protocol
 
 import structlog
 
-from statemanager.adapters.etcd import Candidate, Candidates, Fence, KeyValue, WatchBatch
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
+from statemanager.core.ports import Candidate, Candidates, Fence, KeyValue, WatchBatch
 from statemanager.core.records import LEADER_KEY, LaterFormat, LaterFormatReporter, format_of
 from statemanager.runtime.backoff import Backoff, wait_woken
 
@@ -42,7 +42,7 @@ log = structlog.get_logger("statemanager.election")
 # connection while renewals still succeed) would leave a follower waiting forever for a dead
 # leader's key to go: progress notifications are asked for, and silence past the limit counts
 # as a broken watch (the candidates are read again). A progress answer costs the daemon about
-# 0.9 ms of CPU (docs/design.md, Periodic wake-ups): every 10 s, a silent stream is found within
+# 1 ms of CPU (docs/design.md, Periodic wake-ups): every 10 s, a silent stream is found within
 # 30 s, in a fault that renewals on the same connection survive.
 WATCH_PROGRESS_SECONDS = 10.0
 WATCH_SILENCE_SECONDS = 3 * WATCH_PROGRESS_SECONDS

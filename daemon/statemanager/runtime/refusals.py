@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import structlog
 
-from statemanager.adapters.etcderrors import REFUSALS
+from statemanager.core.ports import REFUSED_NOT_NOW
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics
 
 log = structlog.get_logger("statemanager.etcd")
-
-_NOT_NOW = frozenset(reason for reason, when in REFUSALS.values() if when == "not now")
 
 
 class RefusalReport:
@@ -26,7 +24,7 @@ class RefusalReport:
 
     def refused(self, reason: str, message: str) -> None:
         self._metrics.etcd_refusals.labels(reason).inc()
-        if reason not in _NOT_NOW:
+        if reason not in REFUSED_NOT_NOW:
             return  # the caller splits or skips the request and says so
         if not self._health.etcd_refusing():
             log.error("etcd_refusing_writes", reason=reason, error=message)

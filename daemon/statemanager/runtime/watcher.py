@@ -25,8 +25,8 @@ from typing import Protocol
 
 import structlog
 
-from statemanager.adapters.etcd import Event, Header, Page, WatchBatch
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable, TooLarge
+from statemanager.core.ports import Event, Header, Page, WatchBatch
 from statemanager.runtime.backoff import Backoff
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics

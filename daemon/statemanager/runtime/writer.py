@@ -15,7 +15,6 @@ import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -27,7 +26,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from statemanager.adapters.etcd import (
+from statemanager.core.errors import EtcdUnavailable
+from statemanager.core.history import Transition
+from statemanager.core.index import Index
+from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
+from statemanager.core.planner import Change, pack
+from statemanager.core.ports import (
     TXN_LIMITS,
     Delete,
     Fence,
@@ -38,10 +42,6 @@ from statemanager.adapters.etcd import (
     TxnLimits,
     TxnResult,
 )
-from statemanager.core.errors import EtcdUnavailable
-from statemanager.core.index import Index
-from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
-from statemanager.core.planner import Change, pack
 from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger, decode, encode, trigger_key
 from statemanager.runtime.metrics import Metrics
@@ -55,30 +55,10 @@ _DELETED_BECAUSE = {
     Resource.SCENARIO: "its Scenario spec is gone",
 }
 
-SOURCE = "statemanager"
-
 
 class NotLeader(Exception):
     """The write was fenced off: this daemon does not (or no longer) lead. Nothing was written;
     the keys wait for the next leadership (this daemon's or another's, which re-evaluates all)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One state change as docs/contract.md, Transitions defines it."""
-
-    transition_id: str
-    resource: Resource
-    name: str
-    from_state: str | None
-    to_state: str | None
-    rule: str | None
-    reason: str | None
-    timestamp_ns: int
-    cause_revision: int
-    revision: int
-    caused_by: str | None
-    source: str = SOURCE
 
 
 class TransitionIds:
