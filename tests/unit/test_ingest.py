@@ -20,9 +20,9 @@ BAD = b"{not json"
 
 def apply1(ingest: Ingest, *args: Any) -> tuple[set[WorkKey], Report | None]:
     """`Ingest.apply` for one event that makes at most one report: (dirty, that report)."""
-    dirty, reports = ingest.apply(*args)
-    assert len(reports) <= 1, reports
-    return dirty, (reports[0] if reports else None)
+    applied = ingest.apply(*args)
+    assert len(applied.reports) <= 1, applied.reports
+    return applied.dirty, (applied.reports[0] if applied.reports else None)
 
 
 def model(name: str) -> WorkKey:
@@ -257,10 +257,10 @@ def test_containers_unassigned_by_a_model_spec_change_are_reported() -> None:
     apply1(ingest, Kind.MODEL_SPEC, b"Model/m", spec, 2)
     for key, name in ((C1, "m_web"), (C2, "m_db")):
         apply1(ingest, Kind.CONTAINER, key, container(model_name=None, names=[name]), 3)
-    dirty, reports = ingest.apply(Kind.MODEL_SPEC, b"Model/m", b"spec: {containers: []}", 4)
-    assert dirty == {WorkKey(Resource.MODEL, "m")}
-    assert sorted(r.key for r in reports) == sorted([C1.decode(), C2.decode()])
-    assert all(r.kind == UNASSIGNED and r.revision == 4 for r in reports)
+    applied = ingest.apply(Kind.MODEL_SPEC, b"Model/m", b"spec: {containers: []}", 4)
+    assert applied.dirty == {WorkKey(Resource.MODEL, "m")}
+    assert sorted(r.key for r in applied.reports) == sorted([C1.decode(), C2.decode()])
+    assert all(r.kind == UNASSIGNED and r.revision == 4 for r in applied.reports)
 
 
 def test_relist_deletes_a_written_state_key_whose_echo_was_lost(

@@ -136,15 +136,13 @@ def build(
     outage = Outage(clock=clock)
     index = Index()
     queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
-    previous: dict[WorkKey, str] = {}  # per key, the previous derived state (planner.plan)
-    writer = StateWriter(store, layout, index, metrics, previous=previous)
+    writer = StateWriter(store, layout, index, metrics)
     later_formats = LaterFormats(metrics)  # one report per record, whoever meets it
     controller = Controller(
         index=index,
-        ingest=Ingest(layout, index, settings.inputs.max_value_bytes, on_state=writer.echoed),
+        ingest=Ingest(layout, index, settings.inputs.max_value_bytes),
         queue=queue,
         writer=writer,
-        previous=previous,
         layout=layout,
         metrics=metrics,
         later_formats=later_formats,

@@ -62,7 +62,6 @@ class Controller:
         ingest: Ingest,
         queue: WorkQueue[WorkKey],
         writer: StateWriter,
-        previous: dict[WorkKey, str],
         layout: KeyLayout,
         metrics: Metrics,
         later_formats: LaterFormatReporter,
@@ -70,12 +69,10 @@ class Controller:
         self._index = index
         self._later_formats = later_formats
         self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
-        self._led_with: Fence | None = None  # the leader key of the last mark_all
         self._ingest = ingest
         self._metrics = metrics
         self._queue = queue
         self._writer = writer
-        self._previous = previous  # the previous derived states the writer keeps (plan)
         # Per dirty key: the newest revision that dirtied it (a transition's cause) and when the
         # first unprocessed event for it arrived (event-to-write latency). Kept until written.
         self._causes: dict[WorkKey, int] = {}
@@ -115,6 +112,7 @@ class Controller:
                 items: Iterator[KeyValue] = _drained(page.items)
                 self._ingest.page(relist, page.prefix, items)
             result = self._ingest.finish(relist, revision)
+            self._writer.echoed(result.states)
         self._report(result.reports)
         if result.drifted:
             self._metrics.resync_drift.inc(len(result.drifted))
@@ -144,9 +142,10 @@ class Controller:
         """Apply one watch response's events for `prefix` (all of a revision's, never part)."""
         kind = self._kinds[prefix]
         for event in events:
-            dirty, reports = self._ingest.apply(kind, event.key, event.value, event.revision)
-            self._report(reports)
-            self._mark(dirty, event.revision)
+            applied = self._ingest.apply(kind, event.key, event.value, event.revision)
+            self._writer.echoed(applied.states)
+            self._report(applied.reports)
+            self._mark(applied.dirty, event.revision)
         self._metrics.last_event_time.set(time.time())
 
     def _mark(self, keys: set[WorkKey], revision: int) -> None:
@@ -212,11 +211,8 @@ class Controller:
     def mark_all(self, fence: Fence | None) -> None:
         """Queue every model and package: a new leader evaluates everything once. What this
         daemon wrote before stays the previous derived state only when it leads again with the
-        leader key it last led with (same create revision): that key stayed the oldest, so no
-        other daemon led meanwhile. With a new key another leader may have written since."""
-        if fence is None or fence != self._led_with:
-            self._previous.clear()
-        self._led_with = fence
+        same leader key (PreviousStates.leading)."""
+        self._writer.leading(fence)
         self._mark(self._index.all_keys(), 0)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
@@ -278,13 +274,16 @@ class Controller:
         others are planned together. A quarantined key leaves this round like a written one,
         so it is retried when something it depends on changes."""
         try:
-            return plan(self._index, keys, self._previous)
+            planned = plan(self._index, keys, self._writer.previous)
         except Exception:
             batch_error = traceback.format_exc()
+        else:
+            self._writer.agreed(planned.agreed)
+            return planned.groups
         healthy: list[WorkKey] = []
         for key in keys:
-            try:  # a dry run: `ours` is left as it was
-                plan(self._index, [key], dict(self._previous))
+            try:  # a dry run: what it found agreeing is left unapplied
+                plan(self._index, [key], self._writer.previous)
                 healthy.append(key)
             except Exception:
                 self._quarantine_planning(key, traceback.format_exc())
