@@ -216,12 +216,14 @@ class Controller:
         self._mark(self._index.all_keys(), 0)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
-        """Plan and commit `keys`. The error policy of writing lives here, in one place: nothing
-        etcd answers ends the worker. Fenced off: stop and keep the keys for the next
+        """Plan and commit `keys`; the error policy of writing lives here, in one place.
+
+        Nothing etcd answers ends the worker. Fenced off: stop and keep the keys for the next
         leadership. Unreachable or busy (EtcdUnavailable, EtcdBusy): defer every key with a
         growing delay. A transaction etcd can never accept (TooLarge): split it in two and go
         on; a single change refused so is skipped and reported (its key comes back when its
-        inputs change). Any other refusal (permission, bad request): defer and report."""
+        inputs change). Any other refusal (permission, bad request): defer and report.
+        """
         started = time.perf_counter()
         groups = self._plan(keys)
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
@@ -237,31 +239,48 @@ class Controller:
                 self._queue.add_all(keys)  # for when this daemon leads again
                 return
             except TooLarge as exc:
-                if len(batch) > 1:
-                    half = len(batch) // 2
-                    log.warning("write_split", changes=len(batch), reason=exc.reason)
-                    todo[:0] = [batch[:half], batch[half:]]
-                    continue
-                self._skip(batch[0], exc)
+                todo[:0] = self._split(batch, exc)
                 continue
             except (EtcdUnavailable, EtcdError) as exc:
-                # Never dropped: each key comes back after its own growing delay, with its cause.
-                delays = [self._queue.add_rate_limited(key) for key in keys]
-                log.warning(
-                    "write_deferred", keys=len(keys), retry_in=round(min(delays), 2), error=str(exc)
-                )
-                self._metrics.queue_retries.inc(len(keys))
+                self._defer(keys, exc)
                 return
-            if transitions is None:  # a guard failed; the index is fresh, plan again
-                for change in batch:
-                    self._queue.add(change.key)
-                continue
-            now = time.monotonic()
+            self._written(batch, transitions is not None)
+        self._done(keys)
+
+    def _split(self, batch: list[Change], exc: TooLarge) -> list[list[Change]]:
+        """The halves of a transaction etcd refused as too large; none for a single change,
+        which is skipped."""
+        if len(batch) > 1:
+            half = len(batch) // 2
+            log.warning("write_split", changes=len(batch), reason=exc.reason)
+            return [batch[:half], batch[half:]]
+        self._skip(batch[0], exc)
+        return []
+
+    def _defer(self, keys: list[WorkKey], exc: EtcdError | EtcdUnavailable) -> None:
+        """Never dropped: each key comes back after its own growing delay, with its cause."""
+        delays = [self._queue.add_rate_limited(key) for key in keys]
+        log.warning(
+            "write_deferred", keys=len(keys), retry_in=round(min(delays), 2), error=str(exc)
+        )
+        self._metrics.queue_retries.inc(len(keys))
+
+    def _written(self, batch: list[Change], committed: bool) -> None:
+        """A transaction was answered: its keys' latency observed, or, when a guard failed
+        (the index is fresh), its keys queued to be planned again."""
+        if not committed:
             for change in batch:
-                seen_at = self._seen_at.get(change.cause or change.key)
-                if seen_at is not None:
-                    self._metrics.event_to_write_seconds.observe(now - seen_at)
-        for key in keys:  # all written (or nothing to write): this round of events is done
+                self._queue.add(change.key)
+            return
+        now = time.monotonic()
+        for change in batch:
+            seen_at = self._seen_at.get(change.cause or change.key)
+            if seen_at is not None:
+                self._metrics.event_to_write_seconds.observe(now - seen_at)
+
+    def _done(self, keys: list[WorkKey]) -> None:
+        """All written (or nothing to write): this round of events for `keys` is done."""
+        for key in keys:
             self._queue.forget(key)
             if key not in self._queue:
                 self._causes.pop(key, None)
