@@ -83,6 +83,7 @@ class Listings:
         self._first = asyncio.Event()
 
     def listed(self, revision: int) -> None:
+        """Count a full listing at `revision`; the first one wakes `first`."""
         self.count += 1
         if not self._first.is_set():
             self.first_revision = revision

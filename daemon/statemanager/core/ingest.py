@@ -53,6 +53,7 @@ class Report:
 
     @property
     def rejected(self) -> bool:
+        """Whether the value was refused (anything but a container that belongs to no model)."""
         return self.kind != UNASSIGNED
 
 

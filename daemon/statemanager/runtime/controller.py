@@ -49,7 +49,7 @@ def _drained(items: list[_T]) -> Iterator[_T]:
 
 
 class Controller:
-    """Turns watch events into dirty work keys and works them off while leading.
+    """Controller turns watch events into dirty work keys and works them off while leading.
 
     Built by the composition root (daemon.py, `build`) around the index it shares with the
     other readers: `ingest` must update that `index`, and `writer` must guard on it.
@@ -90,18 +90,16 @@ class Controller:
     async def load(
         self, pages: AsyncIterator[Page], delivered: Mapping[str, int] | None = None
     ) -> int:
-        """Bring the index to a full listing, read and applied a page at a time, and queue
-        every key; returns the listing's revision. Each page's values are let go as they are
-        applied, so the listing never sits whole beside the index (docs/design.md, Footprint).
+        """Load brings the index to a full listing, applied a page at a time, and queues every
+        key; returns the listing's revision.
 
-        While it runs the index is part old, part new, so the worker plans nothing from the
-        first page until the last is applied; a listing that fails half-way (etcd gone, history
-        compacted) leaves the worker waiting for the next whole one.
-
-        Used at start, after a compaction and for the periodic resync: keys deleted while we
-        were blind are found by the diff, and queueing everything writes all differences.
-        `delivered` (per prefix, the newest revision the watch applied) lets the diff tell
-        changes the watch missed, which are logged as drift.
+        Each page's values are let go as they are applied, so the listing never sits whole
+        beside the index (docs/design.md, Footprint). Meanwhile the index is part old, part
+        new: the worker plans nothing until the last page is applied, and a listing that fails
+        half-way leaves it waiting for the next whole one. Used at start, after a compaction
+        and for the periodic resync: the diff finds keys deleted while the daemon was blind,
+        and queueing everything writes all differences. `delivered` (per prefix, the newest
+        revision the watch applied) tells the changes the watch missed, logged as drift.
         """
         async with self._planning:  # a batch being planned or written finishes first
             self._whole.clear()

@@ -38,6 +38,9 @@ NEVER = 2**31 - 1  # a collection threshold that is never reached
 
 
 class WatchClient(Protocol):
+    """The watcher's etcd: paged listings, a watch from given revisions, and a linearizable
+    read of its header."""
+
     def pages(
         self, prefixes: Sequence[str], page_size: int = ...
     ) -> AsyncGenerator[Page, None]: ...

@@ -101,6 +101,7 @@ class TransitionIds:
         self._counter = itertools.count(1)
 
     def next(self) -> str:
+        """A new id, unlike any other this process gives."""
         return f"{self._prefix}-{next(self._counter):x}"
 
 
