@@ -263,6 +263,17 @@ def test_containers_unassigned_by_a_model_spec_change_are_reported() -> None:
     assert all(r.kind == UNASSIGNED and r.revision == 4 for r in applied.reports)
 
 
+def test_state_keys_applied_are_returned_in_order(ingest: Ingest) -> None:
+    """Each state key's value ingest applies, from a watch event or a listing (its deletions
+    included), is returned for the writer to check its unanswered writes against; other
+    keys' are not."""
+    applied = ingest.apply(Kind.MODEL_STATE, b"/model/m/state", b"Running", 5)
+    assert applied.states == [(model("m"), "Running")]
+    assert ingest.apply(Kind.CONTAINER, C1, container(), 6).states == []
+    listing = {LAYOUT.model_states: [], LAYOUT.package_states: [(b"/package/p/state", b"Error", 7)]}
+    assert ingest.resync_all(listing, 9).states == [(package("p"), "Error"), (model("m"), None)]
+
+
 def test_relist_deletes_a_written_state_key_whose_echo_was_lost(
     ingest: Ingest, index: Index
 ) -> None:

@@ -278,6 +278,20 @@ def test_entering_error_without_known_scenario_records_a_trigger(payment: Index)
     assert (error.new, error.entering_error) == ("Error", True)
 
 
+def test_a_plan_returns_the_keys_found_agreeing_and_changes_nothing(payment: Index) -> None:
+    """Keys etcd already holds the rules' state for are returned as agreeing (the writer makes
+    that their previous state); the previous states the planner reads are left as they were."""
+    previous = PreviousStates()
+    previous.committed(package("p"), "Degraded")
+    put(payment, "c1", DEAD, "m")
+    payment.observe_written(model("m"), "Failed", 100)  # someone else wrote the rules' state
+    result = plan(payment, [model("m"), model("n")], previous)
+    assert result.agreed[model("m")] == "Failed" and result.agreed[model("n")] == "Running"
+    assert package("p") not in result.agreed  # it changes
+    assert previous.previous(package("p")) == "Degraded"
+    assert previous.previous(model("m")) is None
+
+
 def test_putting_back_an_error_state_is_a_correction(payment: Index) -> None:
     """Someone overwrites an Error package's state: putting Error back is a correction, and the
     package does not enter Error again (previous derived state, not the written value)."""
