@@ -274,6 +274,14 @@ def test_state_keys_applied_are_returned_in_order(ingest: Ingest) -> None:
     assert ingest.resync_all(listing, 9).states == [(package("p"), "Error"), (model("m"), None)]
 
 
+def test_a_page_returns_its_state_keys_when_applied(ingest: Ingest) -> None:
+    """A listing's page returns the state keys it applied at once, not at `finish`: a listing
+    that fails after it leaves them applied, and the next one skips them."""
+    items = [(b"/package/p/state", b"Error", 7)]
+    assert ingest.page(ingest.relist(), LAYOUT.package_states, items) == [(package("p"), "Error")]
+    assert ingest.page(ingest.relist(), LAYOUT.package_states, items) == []
+
+
 def test_relist_deletes_a_written_state_key_whose_echo_was_lost(
     ingest: Ingest, index: Index
 ) -> None:

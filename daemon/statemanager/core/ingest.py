@@ -200,12 +200,17 @@ class Ingest:
         """
         return Relist(dict(delivered or {}))
 
-    def page(self, relist: Relist, prefix: str, items: Iterable[tuple[bytes, bytes, int]]) -> None:
-        """Apply one page of `prefix`'s (key, value, mod revision) items to `relist`."""
+    def page(
+        self, relist: Relist, prefix: str, items: Iterable[tuple[bytes, bytes, int]]
+    ) -> list[StateSeen]:
+        """Page applies one page of `prefix`'s (key, value, mod revision) items to `relist` and
+        returns the state keys it applied: hand them on at once, since a listing that fails
+        later leaves them applied, and the next one skips them (same mod revisions)."""
         kind = self._kinds[prefix]
         seen = relist.seen.setdefault(kind, set())
         known = self._known[kind]
         result = relist.result
+        applied = Applied()
         delivered = relist.delivered.get(prefix, 0)
         for key, value, mod_revision in items:
             name = self._name(kind, key)
@@ -216,10 +221,15 @@ class Ingest:
                 continue
             if mod_revision <= delivered:
                 result.drifted.append(key.decode("utf-8", "backslashreplace"))
-            result.reports += self._apply_or_reject(kind, key, name, value, mod_revision, result)
+            result.reports += self._apply_or_reject(kind, key, name, value, mod_revision, applied)
+        result.dirty |= applied.dirty
+        return applied.states
 
     def finish(self, relist: Relist, revision: int) -> Resync:
-        """Delete what the listing (taken at `revision`) did not hold; what it all changed.
+        """Finish deletes what the listing (taken at `revision`) did not hold and returns what
+        the listing changed; its `states` are the state keys those deletions applied (each
+        page returned its own).
+
         Containers left unassigned are judged once the whole listing is applied: one listed
         before the Model spec that names it is not unassigned, whatever order pages came in."""
         result = relist.result
@@ -238,11 +248,12 @@ class Ingest:
         delivered: Mapping[str, int] | None = None,
     ) -> Resync:
         """A whole listing (prefix → items) applied at once: `relist`, a page per prefix,
-        `finish`."""
+        `finish`; its `states` are every state key applied, pages' and deletions'."""
         relist = self.relist(delivered)
-        for prefix, items in listing.items():
-            self.page(relist, prefix, items)
-        return self.finish(relist, revision)
+        states = [s for prefix, items in listing.items() for s in self.page(relist, prefix, items)]
+        result = self.finish(relist, revision)
+        result.states[:0] = states
+        return result
 
     def resync(
         self,

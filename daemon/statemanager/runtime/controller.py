@@ -108,7 +108,7 @@ class Controller:
             async for page in pages:
                 revision = page.revision
                 items: Iterator[KeyValue] = _drained(page.items)
-                self._ingest.page(relist, page.prefix, items)
+                self._writer.echoed(self._ingest.page(relist, page.prefix, items))
             result = self._ingest.finish(relist, revision)
             self._writer.echoed(result.states)
         self._report(result.reports)
