@@ -8,16 +8,11 @@ re-evaluated (never forced). Transient etcd errors are retried with capped, jitt
 the attempt before it committed (its answer was lost) is told apart by reading back this
 transaction's own values, and its transitions are recorded all the same.
 
-The writer owns the previous derived states (core/previous.py): its commits and the echoes of
-its unanswered writes set them, and it alone changes them; the planner reads them through
-`previous`, and the controller hands on what it learns (`echoed`, `agreed`, `leading`).
-
-Two paths change a state key's entry in the index, both with etcd's answers: ingest with what
-the watch and the listings show, and the writer with what etcd answered its transactions. The
-writer's answers are recorded here, at once, because the worker plans again right after a
-failed guard and must plan on the values that failed it; sending them round through the
-controller and ingest would add a hop and change nothing. The two cannot undo each other:
-`Index.observe_written` keeps the newer revision of a key, whichever path brings it.
+The writer owns the previous derived states (core/previous.py) and alone changes them; the
+planner reads them through `previous`, and the controller hands on what it learns (`echoed`,
+`agreed`, `leading`). It records etcd's answers to its own transactions in the index itself,
+beside ingest: the worker plans again right after a failed guard, on the values that failed it
+(docs/design.md, The path of a container event).
 """
 
 from __future__ import annotations
