@@ -50,6 +50,7 @@ from statemanager.runtime.outage import Outage
 from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender, TriggerStore
 from statemanager.runtime.records import LaterFormats
 from statemanager.runtime.refusals import RefusalReport
+from statemanager.runtime.triggerfeed import TriggerFeed
 from statemanager.runtime.watcher import WatchClient, Watcher
 from statemanager.runtime.workqueue import WorkQueue
 from statemanager.runtime.writer import StateWriter
@@ -226,19 +227,28 @@ def _watcher(shared: _Shared, controller: Controller, listings: Listings) -> Wat
 def _sender(
     shared: _Shared, actioncontroller: ReconcileClient, watcher: Watcher
 ) -> ReconcileSender:
-    """The reconcile sender, reading scenarios from the index `watcher` fills."""
+    """The reconcile sender, delivering what its trigger feed follows in etcd and reading
+    scenarios from the index `watcher` fills."""
     settings = shared.settings
+    feed = TriggerFeed(
+        store=shared.store,
+        layout=settings.prefixes.layout,
+        metrics=shared.metrics,
+        outage=shared.outage,
+        later_formats=shared.later_formats,
+        max_backoff=settings.actioncontroller.max_backoff_seconds,
+        silence_limit=settings.etcd.watch_silence_seconds,
+    )
     return ReconcileSender(
         client=actioncontroller,
+        feed=feed,
         store=shared.store,
         layout=settings.prefixes.layout,
         scenarios=shared.index,
         applied=watcher,  # how far the index has followed each prefix
         metrics=shared.metrics,
         outage=shared.outage,
-        later_formats=shared.later_formats,
         max_backoff=settings.actioncontroller.max_backoff_seconds,
-        silence_limit=settings.etcd.watch_silence_seconds,
         max_refusals=settings.actioncontroller.max_refusals,
         max_age=settings.actioncontroller.max_trigger_age_seconds,
     )
