@@ -140,7 +140,8 @@ class TriggerFeed:
         self._update_gauges()
 
     def later_dead_letter(self, key: bytes) -> bool:
-        """Whether the dead letter at `key` is in a format newer than this daemon knows."""
+        """later_dead_letter tells whether the dead letter at `key` is in a format newer than
+        this daemon knows."""
         return self._dead.get(key, False)
 
     async def follow(self, fence: Fence) -> None:
@@ -279,7 +280,7 @@ class TriggerFeed:
 
 
 def log_fields(trigger: Trigger, scenario: str | None = None) -> dict[str, object]:
-    """Log_fields are the log fields that identify one delivery (an idempotency key for
+    """log_fields returns the log fields that identify one delivery (an idempotency key for
     ActionController): the package's entry into Error and, once known, its scenario."""
     fields: dict[str, object] = {
         "package": trigger.package,
