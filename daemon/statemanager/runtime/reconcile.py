@@ -111,8 +111,8 @@ class _FencedOff(Exception):
 
 
 class ReconcileSender:
-    """ReconcileSender delivers the triggers in etcd to ActionController while this daemon
-    leads (see the module docstring)."""
+    """ReconcileSender delivers the triggers its feed holds to ActionController while this
+    daemon leads, and removes each from etcd once done (see the module docstring)."""
 
     def __init__(
         self,
