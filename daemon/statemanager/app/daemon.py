@@ -32,6 +32,7 @@ from statemanager import __version__
 from statemanager.adapters import stateservice
 from statemanager.adapters.actioncontroller import ActionControllerClient
 from statemanager.adapters.etcd import EtcdClient
+from statemanager.adapters.queryservice import QueryService, QueryStore
 from statemanager.adapters.stateservice import Offloader, ServiceStore, StateService
 from statemanager.app import config, logs, web
 from statemanager.app.config import Settings
@@ -44,6 +45,7 @@ from statemanager.core.keys import WorkKey
 from statemanager.core.ports import Fence
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.election import Election, ElectionClient
+from statemanager.runtime.feed import FeedClient, TransitionFeed
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics, QueueMetrics
 from statemanager.runtime.outage import Outage
@@ -68,7 +70,9 @@ _UNEXPECTED = tuple(
 )  # fmt: skip
 
 
-class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, Protocol):
+class Store(
+    WatchClient, ElectionClient, TriggerStore, ServiceStore, QueryStore, FeedClient, Protocol
+):
     """Everything the runtime asks of etcd: `EtcdClient` in production, an in-memory etcd in
     the tests."""
 
@@ -107,6 +111,8 @@ class Parts:
     service: StateService
     status: StatusPage
     listings: Listings
+    feed: TransitionFeed
+    queries: QueryService
 
 
 def build(
@@ -198,6 +204,15 @@ def build(
         metrics=metrics,
         offloader=offloader,
     )
+    feed = TransitionFeed(client=store, layout=layout, metrics=metrics, later_formats=later_formats)
+    queries = QueryService(
+        index=index,
+        layout=layout,
+        store=store,
+        progress=health,
+        feed=feed,
+        resync=watcher.resync,
+    )
     status = StatusPage(
         loop=asyncio.get_running_loop(),
         index=index,
@@ -206,7 +221,19 @@ def build(
         progress=health,
         node=settings.ha.node_name,
     )
-    return Parts(index, queue, controller, election, watcher, sender, service, status, listings)
+    return Parts(
+        index,
+        queue,
+        controller,
+        election,
+        watcher,
+        sender,
+        service,
+        status,
+        listings,
+        feed,
+        queries,
+    )
 
 
 def _leadership_changed(
@@ -225,6 +252,7 @@ def start(parts: Parts) -> list[asyncio.Task[None]]:
         asyncio.create_task(parts.election.run(), name="election"),
         asyncio.create_task(parts.controller.run_worker(parts.election), name="worker"),
         asyncio.create_task(_send_after_listing(parts), name="reconcile-sender"),
+        asyncio.create_task(parts.feed.run(), name="transition-feed"),
     ]
 
 
@@ -291,7 +319,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     ]
     # Not supervised: ends on its own once the first sync is announced.
     announcer = asyncio.create_task(_announce_sync(parts, metrics, health), name="sync")
-    grpc_server = await _serve_grpc(settings, parts.service)
+    grpc_server = await _serve_grpc(settings, parts.service, parts.queries)
     # Ready as soon as the daemon serves: etcd being down is a state it reports and recovers
     # from, not a failed start (docs/decisions/ready-before-etcd.md). /readyz waits for sync.
     notifier.ready(health.status_line())
@@ -360,12 +388,18 @@ def _serve_http(
         return None
 
 
-async def _serve_grpc(settings: Settings, service: StateService) -> grpc.aio.Server | None:
-    """Pullpiri's StateManager service, when enabled."""
+async def _serve_grpc(
+    settings: Settings, service: StateService, queries: QueryService
+) -> grpc.aio.Server | None:
+    """Pullpiri's StateManager service, with its planned queries, when enabled."""
     if not settings.grpc.enabled:
         return None
     server = await stateservice.serve(
-        service, settings.grpc.address, settings.grpc.tls, settings.grpc.max_concurrent_rpcs
+        service,
+        settings.grpc.address,
+        settings.grpc.tls,
+        settings.grpc.max_concurrent_rpcs,
+        queries,
     )
     tls = settings.grpc.tls
     log.info(

@@ -178,6 +178,15 @@ class Metrics:
             "conflict, unavailable).",
             ("result",),
         )
+        # SubscribeToStateChanges (runtime/feed.py).
+        self.subscribers = gauge(
+            "subscribers", "Streams of SubscribeToStateChanges open on this daemon."
+        )
+        self.subscribers_cut_off = counter(
+            "subscribers_cut_off",
+            "Subscribers cut off because their buffer of transitions overflowed (they resume "
+            "from the revision the stream's end names).",
+        )
         # The daemon itself.
         self.records_unknown_format = counter(
             "records_unknown_format",

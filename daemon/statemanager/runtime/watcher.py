@@ -128,11 +128,25 @@ class Watcher:
         # Per prefix, the newest revision whose events have all been applied.
         self._delivered: dict[str, int] = {}
         self._term = 0  # the highest raft term etcd has answered with
+        # Relists asked for (`resync`), each told the revision of the first listing begun
+        # after it was asked; and the wait for the next batch, cut short by such an ask.
+        self._resyncs: list[asyncio.Future[int]] = []
+        self._waiting: asyncio.Timeout | None = None
 
     def applied(self, prefix: str) -> int:
         """The newest revision up to which every event under `prefix` is in the index (0 before
         the first listing)."""
         return self._delivered.get(prefix, 0)
+
+    def resync(self) -> asyncio.Future[int]:
+        """Relist now rather than at the next periodic resync (ForceSynchronization): the
+        future gets the revision of the first listing begun after this call, once the
+        controller has it (every key queued for evaluation)."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._resyncs.append(done)
+        if self._waiting is not None:
+            self._waiting.reschedule(asyncio.get_running_loop().time())
+        return done
 
     async def run(self) -> None:
         """Run until cancelled; nothing etcd answers ends it (a refusal is retried as an outage)."""
@@ -141,14 +155,7 @@ class Watcher:
         while True:
             try:
                 if not listed:
-                    with _no_full_collections():
-                        async with contextlib.aclosing(self._client.pages(self._prefixes)) as pages:
-                            revision = await self._sink.load(pages, self._delivered)
-                    self._delivered = dict.fromkeys(self._prefixes, revision)
-                    self._metrics.last_revision.set(revision)
-                    self._health.watching(revision)
-                    log.info("listed", revision=revision)
-                    self._on_listed(revision)
+                    await self._list()
                     listed = True
                     # Jitter keeps a fleet of daemons from relisting in step.
                     resync_at = asyncio.get_running_loop().time() + self._resync_interval * (
@@ -156,7 +163,7 @@ class Watcher:
                     )
                 await self._follow(resync_at)
                 self._metrics.watch_restarts.labels("resync").inc()
-                log.info("resync_due")
+                log.info("resync_due", asked=len(self._resyncs))
                 listed = False
             except Compacted as exc:
                 self._metrics.watch_restarts.labels("compacted").inc()
@@ -197,6 +204,26 @@ class Watcher:
                 )
                 await asyncio.sleep(delay)
 
+    async def _list(self) -> None:
+        """List every prefix into the index and tell whoever asked for a relist before it
+        began (`resync`); one that fails leaves them to the next."""
+        asked, self._resyncs = self._resyncs, []
+        try:
+            with _no_full_collections():
+                async with contextlib.aclosing(self._client.pages(self._prefixes)) as pages:
+                    revision = await self._sink.load(pages, self._delivered)
+        except BaseException:
+            self._resyncs[:0] = asked
+            raise
+        self._delivered = dict.fromkeys(self._prefixes, revision)
+        self._metrics.last_revision.set(revision)
+        self._health.watching(revision)
+        log.info("listed", revision=revision)
+        self._on_listed(revision)
+        for done in asked:
+            if not done.done():
+                done.set_result(revision)
+
     async def _follow(self, resync_at: float) -> None:
         """Apply watch batches until the resync is due (returns) or the stream fails (raises).
 
@@ -221,18 +248,9 @@ class Watcher:
         held: list[tuple[str, WatchBatch]] | None = []  # None once caught up
         try:
             while True:
-                budget = min(self._silence_limit, resync_at - asyncio.get_running_loop().time())
-                if budget <= 0:
+                batch = await self._next(stream, resync_at)
+                if batch is None:
                     return
-                try:
-                    async with asyncio.timeout(budget):
-                        batch = await anext(stream)
-                except TimeoutError:
-                    if asyncio.get_running_loop().time() >= resync_at:
-                        return
-                    raise SilentWatch(
-                        f"no events or progress for {self._silence_limit:g} s"
-                    ) from None
                 self._backoff.reset()
                 await self._check_history(batch.header, answered)
                 if batch.foreign:
@@ -249,6 +267,22 @@ class Watcher:
                         held = None
         finally:
             await stream.aclose()
+
+    async def _next(self, stream: AsyncIterator[WatchBatch], resync_at: float) -> WatchBatch | None:
+        """The stream's next batch; None when a relist is due (periodic, or asked for by
+        `resync`, which cuts the wait short); SilentWatch when none comes in time."""
+        budget = min(self._silence_limit, resync_at - asyncio.get_running_loop().time())
+        if budget <= 0 or self._resyncs:
+            return None
+        try:
+            async with asyncio.timeout(budget) as self._waiting:
+                return await anext(stream)
+        except TimeoutError:
+            if self._resyncs or asyncio.get_running_loop().time() >= resync_at:
+                return None
+            raise SilentWatch(f"no events or progress for {self._silence_limit:g} s") from None
+        finally:
+            self._waiting = None
 
     def _apply(self, prefix: str, batch: WatchBatch) -> None:
         self._health.watching(batch.revision)
