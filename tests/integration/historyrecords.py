@@ -20,8 +20,10 @@ async def record(
     to_state: str | None,
     from_state: str | None = None,
     timestamp_ns: int | None = None,
+    reason_bytes: int = 0,
 ) -> int:
-    """Write `name`'s `generation`-th transition; the revision it was committed at."""
+    """Write `name`'s `generation`-th transition (its reason padded to `reason_bytes`); the
+    revision it was committed at."""
     t = Transition(
         transition_id=f"t-{name}-{generation}",
         resource=resource,
@@ -29,7 +31,7 @@ async def record(
         from_state=from_state,
         to_state=to_state,
         rule="test",
-        reason=f"written by the test, generation {generation}",
+        reason=f"written by the test, generation {generation}".ljust(reason_bytes, "."),
         timestamp_ns=timestamp_ns or time.time_ns(),
         cause_revision=0,
         revision=0,

@@ -244,7 +244,10 @@ class TransitionFeed:
                     mine = tuple(t for t in transitions if wanted(t))
                     if mine and revision <= until:
                         yield Committed(revision, mine)
-                if batch.revision >= until:  # events up to it, or a barrier past it
+                # Only events say how far it got: etcd before 3.5.8 may send a progress
+                # answer ahead of events still to come. Past `until` the buffer takes over
+                # (it holds the same events; `stream` skips what was handed out already).
+                if batch.prefix is not None and batch.revision >= until:
                     return
 
 
