@@ -156,7 +156,7 @@ def _prefix(value: object) -> str:
 # file serves them all, so a bad value is named wherever it is read); the flags only offer what
 # the command uses.
 DAEMON_ONLY = frozenset({"run"})
-EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers"})
+EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers", "watch"})
 
 
 @dataclass(frozen=True, slots=True)

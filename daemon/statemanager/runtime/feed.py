@@ -108,7 +108,8 @@ class Subscription:
         """Every wanted revision after `after`, in order; raises CutOff (naming the revision
         to resume after), or Compacted when the revision to resume from is no longer in etcd's
         history."""
-        joined_at = self.joined_at if self.joined_at is not None else await self.ready()
+        await self._ready.wait()
+        joined_at = self.joined_at or 0
         if self.after < joined_at:
             async for item in self._feed.replay(self.after, joined_at, self.wanted):
                 self.after = item.revision
