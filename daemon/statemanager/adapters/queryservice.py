@@ -13,6 +13,7 @@ field numbers are Pullpiri's; the fields with no meaning here stay empty, as doc
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
@@ -385,7 +386,7 @@ class QueryService:
         self,
         request: pb.StateChangeSubscriptionRequest,
         context: grpc.aio.ServicerContext[pb.StateChangeSubscriptionRequest, pb.StateChangeEvent],
-    ) -> AsyncIterator[pb.StateChangeEvent]:
+    ) -> AsyncIterator[bytes]:
         """Every transition committed from now on (or after `filter["after_revision"]`) of the
         requested type and names, as it commits. The initial metadata names the revision the
         stream delivers after; a stream the daemon ends names, in its status message and
@@ -401,7 +402,7 @@ class QueryService:
             await context.send_initial_metadata([(REVISION_METADATA, str(start))])
             async for committed in subscription.stream():
                 for t in committed.transitions:
-                    yield _event(t)
+                    yield _encoded(t)
         except CutOff as exc:
             resume = str(exc.resume_after)
             context.set_trailing_metadata([(RESUME_METADATA, resume)])
@@ -476,6 +477,13 @@ def _entry(t: Transition) -> pb.StateTransitionHistory:
         source=t.source,
         success=True,  # only committed transitions are recorded
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded(t: Transition) -> bytes:
+    """A transition's StateChangeEvent, serialized once however many subscribers it goes to
+    (the cache holds the latest few thousand: every subscriber within its buffer)."""
+    return _event(t).SerializeToString()
 
 
 def _event(t: Transition) -> pb.StateChangeEvent:

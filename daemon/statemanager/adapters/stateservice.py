@@ -526,9 +526,7 @@ def add_to_server(
                 queries.GetRecoveryStatus, pb.RecoveryStatusRequest, pb.RecoveryStatusResponse
             ),
             "SubscribeToStateChanges": _stream_handler(
-                queries.SubscribeToStateChanges,
-                pb.StateChangeSubscriptionRequest,
-                pb.StateChangeEvent,
+                queries.SubscribeToStateChanges, pb.StateChangeSubscriptionRequest
             ),
         }
     generic = grpc.method_handlers_generic_handler("statemanager.StateManagerConnection", handlers)
@@ -581,15 +579,15 @@ def _handler(
 
 
 def _stream_handler(
-    behaviour: Callable[[_Req, grpc.aio.ServicerContext[_Req, _Resp]], AsyncIterator[_Resp]],
+    behaviour: Callable[[_Req, grpc.aio.ServicerContext[_Req, Any]], AsyncIterator[bytes]],
     request_type: type[_Req],
-    response_type: type[_Resp],
-) -> grpc.RpcMethodHandler[_Req, _Resp]:
-    """`_handler` for a call answered by a stream."""
+) -> grpc.RpcMethodHandler[_Req, bytes]:
+    """`_handler` for a call answered by a stream of messages `behaviour` serializes itself
+    (one serialization of a transition serves every subscriber)."""
 
     async def handle(
-        request: _Req | _Malformed, context: grpc.aio.ServicerContext[_Req, _Resp]
-    ) -> AsyncIterator[_Resp]:
+        request: _Req | _Malformed, context: grpc.aio.ServicerContext[_Req, Any]
+    ) -> AsyncIterator[bytes]:
         await _refuse_malformed(request, request_type, context)
         async for response in behaviour(request, context):  # type: ignore[arg-type]
             yield response
@@ -597,7 +595,7 @@ def _stream_handler(
     return grpc.unary_stream_rpc_method_handler(
         handle,
         request_deserializer=_parser(request_type),  # type: ignore[arg-type]  # see handle
-        response_serializer=response_type.SerializeToString,
+        response_serializer=bytes,
     )
 
 
