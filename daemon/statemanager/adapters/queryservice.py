@@ -95,13 +95,18 @@ class QueryService:
         progress: IndexRevision,
         feed: Feed,
         resync: Callable[[], Awaitable[int]],
+        rested: Callable[[], Awaitable[None]],
     ) -> None:
+        """`rested` returns once the daemon's own work allows: each message of a stream of
+        transitions waits for it, so subscribers take only the time the daemon leaves over
+        (one that falls behind so is cut off; it never delays a change)."""
         self._index = index
         self._layout = layout
         self._store = store
         self._progress = progress
         self._feed = feed
         self._resync = resync
+        self._rested = rested
 
     # -- one resource -------------------------------------------------------------------------
 
@@ -402,6 +407,7 @@ class QueryService:
             await context.send_initial_metadata([(REVISION_METADATA, str(start))])
             async for committed in subscription.stream():
                 for t in committed.transitions:
+                    await self._rested()
                     yield _encoded(t)
         except CutOff as exc:
             resume = str(exc.resume_after)

@@ -212,6 +212,7 @@ def build(
         progress=health,
         feed=feed,
         resync=watcher.resync,
+        rested=controller.rested,
     )
     status = StatusPage(
         loop=asyncio.get_running_loop(),

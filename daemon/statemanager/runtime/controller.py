@@ -87,6 +87,10 @@ class Controller:
         # relist); held by the worker around each batch it plans and writes.
         self._whole = asyncio.Event()
         self._planning = asyncio.Lock()
+        # Clear while the worker has a batch in hand: what can wait (the streams of
+        # transitions to subscribers) waits for it (`rested`), so it never slows a change.
+        self._resting = asyncio.Event()
+        self._resting.set()
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -200,10 +204,16 @@ class Controller:
                     await self._whole.wait()
                     async with self._planning:
                         if self._whole.is_set():
+                            self._resting.clear()
                             await self._process(keys, fence, leadership)
                             break
             finally:
+                self._resting.set()
                 self._queue.done(keys)
+
+    async def rested(self) -> None:
+        """Return once the worker has no batch in hand (at once when it has none)."""
+        await self._resting.wait()
 
     def confirm(self, key: WorkKey) -> None:
         """Someone asserted `key`'s state (gRPC StateChange): make sure etcd holds it."""
