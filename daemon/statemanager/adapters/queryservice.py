@@ -117,13 +117,10 @@ class QueryService:
     ) -> pb.ResourceStateResponse:
         """The state etcd holds (as this daemon's index has it), the time and generation of its
         last recorded change and its RECENT latest transitions."""
-        key = self._key(request.resource_type, request.resource_name)
-        if isinstance(key, str):
-            return pb.ResourceStateResponse(success=False, message=key)
-        try:
-            at, history = await self._history(key)
-        except (EtcdUnavailable, EtcdError) as exc:
-            return pb.ResourceStateResponse(success=False, message=_etcd_problem(exc))
+        found = await self._history(request.resource_type, request.resource_name)
+        if isinstance(found, str):
+            return pb.ResourceStateResponse(success=False, message=found)
+        key, at, history = found
         state = self._state(key, history)
         if not state.current_state and not history:
             return pb.ResourceStateResponse(
@@ -146,13 +143,10 @@ class QueryService:
     ) -> pb.ResourceStateHistoryResponse:
         """The retained transitions whose time is within [start_time_ns, end_time_ns] (0: no
         bound), the newest `limit` of them (≤ 0: all), oldest first."""
-        key = self._key(request.resource_type, request.resource_name)
-        if isinstance(key, str):
-            return pb.ResourceStateHistoryResponse(success=False, message=key)
-        try:
-            at, history = await self._history(key)
-        except (EtcdUnavailable, EtcdError) as exc:
-            return pb.ResourceStateHistoryResponse(success=False, message=_etcd_problem(exc))
+        found = await self._history(request.resource_type, request.resource_name)
+        if isinstance(found, str):
+            return pb.ResourceStateHistoryResponse(success=False, message=found)
+        key, at, history = found
         end = request.end_time_ns or None
         chosen = [
             t
@@ -180,11 +174,20 @@ class QueryService:
             return _NOT_READ
         return WorkKey(resource, name)
 
-    async def _history(self, key: WorkKey) -> tuple[int, list[tuple[int, Transition]]]:
-        """The retained transitions of `key` by generation, oldest first, and the revision
-        they were read at. A record this daemon cannot read is skipped and logged."""
+    async def _history(
+        self, resource_type: int, name: str
+    ) -> tuple[WorkKey, int, list[tuple[int, Transition]]] | str:
+        """The resource a request names, its retained transitions by generation, oldest
+        first, and the revision they were read at; or why there are none to give. A record
+        this daemon cannot read is skipped and logged."""
+        key = self._key(resource_type, name)
+        if isinstance(key, str):
+            return key
         prefix = history_prefix(self._layout, key)
-        snapshot = await self._store.snapshot([prefix])
+        try:
+            snapshot = await self._store.snapshot([prefix])
+        except (EtcdUnavailable, EtcdError) as exc:
+            return _etcd_problem(exc)
         found = []
         for kv in snapshot.listing.get(prefix, []):
             try:
@@ -195,7 +198,7 @@ class QueryService:
                 continue
             if not isinstance(record, LaterFormat):
                 found.append((generation, record))
-        return snapshot.revision, sorted(found, key=lambda gt: gt[0])
+        return key, snapshot.revision, sorted(found, key=lambda gt: gt[0])
 
     def _state(
         self, key: WorkKey, history: Sequence[tuple[int, Transition]] = ()

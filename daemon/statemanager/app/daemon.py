@@ -45,7 +45,7 @@ from statemanager.core.keys import WorkKey
 from statemanager.core.ports import Fence
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.election import Election, ElectionClient
-from statemanager.runtime.feed import FeedClient, TransitionFeed
+from statemanager.runtime.feed import TransitionFeed
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics, QueueMetrics
 from statemanager.runtime.outage import Outage
@@ -70,9 +70,7 @@ _UNEXPECTED = tuple(
 )  # fmt: skip
 
 
-class Store(
-    WatchClient, ElectionClient, TriggerStore, ServiceStore, QueryStore, FeedClient, Protocol
-):
+class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, QueryStore, Protocol):
     """Everything the runtime asks of etcd: `EtcdClient` in production, an in-memory etcd in
     the tests."""
 

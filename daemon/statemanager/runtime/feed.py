@@ -21,36 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from itertools import groupby
-from typing import Protocol
 
 import structlog
 
 from statemanager.core.errors import BadInput, Compacted, EtcdError, EtcdUnavailable
 from statemanager.core.history import Transition, decode, history_prefix
 from statemanager.core.keys import KeyLayout
-from statemanager.core.ports import Event, Header, WatchBatch
+from statemanager.core.ports import Event
 from statemanager.core.records import LaterFormat, LaterFormatReporter
 from statemanager.core.subscriptions import FEED_LOST, FELL_BEHIND, Committed, CutOff, Wanted
 from statemanager.runtime.backoff import Backoff
 from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.watcher import WatchClient
 
 log = structlog.get_logger("statemanager.feed")
 
 BUFFER = 1024  # revisions buffered per subscriber before it is cut off
 PROGRESS_SECONDS = 5.0  # etcd's progress answers: how soon an idle feed notices it is unwanted
-
-
-class FeedClient(Protocol):
-    def watch(
-        self,
-        starts: Mapping[str, int],
-        progress_every: float,
-        together: Sequence[Sequence[str]] = ...,
-    ) -> AsyncGenerator[WatchBatch, None]: ...
-
-    async def header(self) -> Header: ...
 
 
 class Subscription:
@@ -136,7 +125,7 @@ class TransitionFeed:
     def __init__(
         self,
         *,
-        client: FeedClient,
+        client: WatchClient,
         layout: KeyLayout,
         metrics: Metrics,
         later_formats: LaterFormatReporter,
