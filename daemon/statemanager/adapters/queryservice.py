@@ -97,8 +97,8 @@ class QueryService:
         resync: Callable[[], Awaitable[int]],
         rested: Callable[[], Awaitable[None]],
     ) -> None:
-        """`rested` returns once the daemon's own work allows: each message of a stream of
-        transitions waits for it, so subscribers take only the time the daemon leaves over
+        """`rested` returns once the daemon's own work leaves time: each message of a stream
+        of transitions waits for it, so subscribers take only the time the daemon leaves over
         (one that falls behind so is cut off; it never delays a change)."""
         self._index = index
         self._layout = layout

@@ -210,7 +210,7 @@ def build(
         progress=health,
         feed=feed,
         resync=watcher.resync,
-        rested=controller.rested,
+        rested=functools.partial(_quiet, controller, feed),
     )
     status = StatusPage(
         loop=asyncio.get_running_loop(),
@@ -233,6 +233,13 @@ def build(
         feed,
         queries,
     )
+
+
+async def _quiet(controller: Controller, feed: TransitionFeed) -> None:
+    """Return once the daemon's own work leaves time for a subscriber's message: no change
+    queued or being written, and the event loop on time."""
+    await controller.rested()
+    await feed.calm()
 
 
 def _leadership_changed(

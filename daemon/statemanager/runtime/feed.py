@@ -39,6 +39,10 @@ from statemanager.runtime.watcher import WatchClient
 log = structlog.get_logger("statemanager.feed")
 
 BUFFER = 1024  # revisions buffered per subscriber before it is cut off
+# The event loop's lateness over which messages to subscribers wait (`calm`), and how often
+# it is sampled while anyone subscribes.
+MAX_LAG_SECONDS = 0.005
+LAG_PROBE_SECONDS = 0.01
 PROGRESS_SECONDS = 5.0  # etcd's progress answers: how soon an idle feed notices it is unwanted
 
 
@@ -137,6 +141,8 @@ class TransitionFeed:
         self._later_formats = later_formats
         self._subscribers: set[Subscription] = set()
         self._wanted = asyncio.Event()  # set while anyone subscribes
+        self._calm = asyncio.Event()  # clear while the event loop runs late (`calm`)
+        self._calm.set()
         self._position = 0  # the revision up to which every record was handed out; 0: idle
 
     def subscribe(self, wanted: Wanted, after: int | None = None) -> Subscription:
@@ -157,7 +163,34 @@ class TransitionFeed:
             self._wanted.clear()
 
     async def run(self) -> None:
-        """Feed the subscribers while there are any; nothing etcd answers ends it."""
+        """Feed the subscribers while there are any, and watch how late the event loop runs
+        meanwhile (`calm`); nothing etcd answers ends it."""
+        async with asyncio.TaskGroup() as both:
+            both.create_task(self._feed())
+            both.create_task(self._watch_lag())
+
+    async def calm(self) -> None:
+        """Return once the event loop keeps time (at once, as a rule): a message to a
+        subscriber waits while it lags, so the daemon's own work goes first whatever the
+        number of subscribers; the ones that fall behind so are cut off."""
+        await self._calm.wait()
+
+    async def _watch_lag(self) -> None:
+        """While anyone subscribes, sleep LAG_PROBE_SECONDS at a time and clear `calm` while
+        the wake-up comes more than MAX_LAG_SECONDS late."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._wanted.is_set():
+                self._calm.set()
+                await self._wanted.wait()
+            before = loop.time()
+            await asyncio.sleep(LAG_PROBE_SECONDS)
+            if loop.time() - before - LAG_PROBE_SECONDS > MAX_LAG_SECONDS:
+                self._calm.clear()
+            else:
+                self._calm.set()
+
+    async def _feed(self) -> None:
         backoff = Backoff(initial=0.2, cap=2.0)
         while True:
             await self._wanted.wait()
