@@ -618,11 +618,15 @@ def _subscribed(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     options += ["--inflight", PACED_INFLIGHT]
     with _serving(args, workdir, Fleet(*subscribers.FLEET)) as (rig, target):
         progress("change latency without subscribers")
+        cpu = cpu_seconds(rig.pid)
         alone = rig.load("latency", *options)
+        alone["daemon_cpu_s"] = cpu_seconds(rig.pid) - cpu
         progress(f"change latency with {args.subscribers} subscribers")
         run = functools.partial(rig.load, "latency", *options)
+        cpu = cpu_seconds(rig.pid)
         subscribed = asyncio.run(subscribers.measure(target, args.subscribers, run))
-    figures = ("p50_ms", "p99_ms", "max_ms", "commit_p99_ms")
+        subscribed.latency["daemon_cpu_s"] = cpu_seconds(rig.pid) - cpu
+    figures = ("p50_ms", "p99_ms", "max_ms", "commit_p99_ms", "daemon_cpu_s")
     return {
         "subscribers": args.subscribers,
         "alone": {f: alone[f] for f in figures},
