@@ -22,7 +22,7 @@ from statemanager.devtools.localetcd import free_port
 from statemanager.proto import statemanager_pb2 as ours
 
 from cluster import serving
-from conftest import DaemonMaker, Etcd, eventually, states_are
+from conftest import Daemon, DaemonMaker, Etcd, eventually, states_are
 from historyrecords import record
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "pullpiri"
@@ -161,8 +161,8 @@ async def _line(client: asyncio.subprocess.Process) -> dict[str, Any]:
     return parsed
 
 
-async def _seeded(etcd: Etcd, daemon_factory: DaemonMaker, now: int) -> int:
-    """A daemon serving gRPC (its port) over: package `pay` in Error with its Reconcile
+async def _seeded(etcd: Etcd, daemon_factory: DaemonMaker, now: int) -> tuple[Daemon, int]:
+    """A daemon serving gRPC (and its port) over: package `pay` in Error with its Reconcile
     pending, a dead letter for `gone`, three recorded transitions of `hist` at now + 1..3."""
     # Package `pay` enters Error with ActionController down: its trigger stays pending.
     await etcd.package("pay", ["m"])
@@ -183,7 +183,7 @@ async def _seeded(etcd: Etcd, daemon_factory: DaemonMaker, now: int) -> int:
     await states_are(etcd, {"pkg:pay": "Error"})
     pending = f"{etcd.layout.own}triggers/pay"
     await eventually(lambda: _has(etcd, pending), what="pay's trigger recorded")
-    return port
+    return daemon, port
 
 
 async def test_a_client_built_from_pullpiris_file_calls_every_planned_rpc(
@@ -191,7 +191,7 @@ async def test_a_client_built_from_pullpiris_file_calls_every_planned_rpc(
 ) -> None:
     generated = generate(tmp_path)
     now = time.time_ns()
-    port = await _seeded(etcd, daemon_factory, now)
+    daemon, port = await _seeded(etcd, daemon_factory, now)
     package = "PACKAGE"  # protobuf's JSON names Pullpiri's enum values: RESOURCE_TYPE_PACKAGE
     requests = {
         "GetResourceState": [
@@ -229,6 +229,9 @@ async def test_a_client_built_from_pullpiris_file_calls_every_planned_rpc(
     for line in answers:
         by_rpc.setdefault(line["rpc"], []).append(line["answer"])
     _check_queries(by_rpc, now)
+    relisted = [e["revision"] for e in daemon.events("listed")]
+    assert len(relisted) == 2  # ForceSynchronization relisted, at the revision it answered
+    assert str(relisted[1]) in by_rpc["ForceSynchronization"][0]["message"]
 
     subscribed = await _line(client)
     assert subscribed["subscribed"] > 0
