@@ -47,8 +47,8 @@ PROGRESS_SECONDS = 5.0  # etcd's progress answers: how soon an idle feed notices
 
 
 class Subscription:
-    """One subscriber's view of the feed: `next()` hands out what it wants, a revision at a
-    time, from `after` on; `close()` when done (the feed stops filling it)."""
+    """One subscriber's view of the feed: `stream()` hands out what it wants, a revision at a
+    time, after `after`; `close()` when done (the feed stops filling it)."""
 
     def __init__(self, feed: TransitionFeed, wanted: Wanted, after: int | None) -> None:
         self._feed = feed
@@ -89,7 +89,7 @@ class Subscription:
         return True
 
     def _end(self, why: CutOff) -> None:
-        """Make `why` the next thing `next()` raises, ahead of anything still buffered: what
+        """Make `why` the next thing `stream()` raises, ahead of anything still buffered: what
         is buffered is not sent, so the resume point stays the last revision handed out."""
         self._ended = True
         while not self._queue.empty():
