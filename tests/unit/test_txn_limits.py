@@ -57,7 +57,7 @@ async def test_packed_transactions_fit_the_limits(limits: TxnLimits) -> None:
     index = _fleet(300)
     client = RecordingClient()
     writer = StateWriter(client, KeyLayout(), index, Metrics(), limits=limits)
-    groups = plan(index, sorted(index.all_keys()))
+    groups = plan(index, sorted(index.all_keys())).groups
     batches = writer.batches(groups, FENCE)
     for batch in batches:
         assert await writer.commit(batch, {}, FENCE) is not None
