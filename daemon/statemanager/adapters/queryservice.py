@@ -62,6 +62,8 @@ _SEVERITY |= {"Degraded": pb.SEVERITY_WARNING}
 
 
 class QueryStore(Protocol):
+    """The reads the queries make of etcd: one key, or prefixes at one revision."""
+
     async def get(self, key: bytes) -> KeyValue | None: ...
     async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
 
@@ -74,12 +76,16 @@ class IndexRevision(Protocol):
 
 
 class Subscription(Protocol):
+    """One subscriber's transitions (runtime/feed.py's Subscription)."""
+
     async def ready(self) -> int: ...
     def stream(self) -> AsyncIterator[Committed]: ...
     def close(self) -> None: ...
 
 
 class Feed(Protocol):
+    """Where subscriptions to the committed transitions come from (runtime/feed.py)."""
+
     def subscribe(self, wanted: Wanted, after: int | None = None) -> Subscription: ...
 
 

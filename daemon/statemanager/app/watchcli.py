@@ -39,6 +39,7 @@ EXIT_OK, EXIT_CUT_OFF, EXIT_USAGE = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare `watch`'s own arguments (cli.py adds the settings flags)."""
     parser.add_argument(
         "names", nargs="*", metavar="NAME", help="only these resources' transitions (any type)"
     )

@@ -118,6 +118,8 @@ class Subscription:
                 yield got
 
     def close(self) -> None:
+        """End the subscription: the feed stops filling it (and stops watching when it was the
+        last)."""
         self._ended = True
         self._feed.leave(self)
 
@@ -157,6 +159,7 @@ class TransitionFeed:
         return sub
 
     def leave(self, sub: Subscription) -> None:
+        """Stop filling `sub`; with nobody left, the watch closes at its next answer."""
         self._subscribers.discard(sub)
         self._metrics.subscribers.set(len(self._subscribers))
         if not self._subscribers:
