@@ -1,5 +1,6 @@
 """Command line: `run` (the daemon), `evaluate` (what would change), `status` (why),
-`triggers` (reconcile triggers and dead letters, in triggerscli.py) and `bench`; `--output json`
+`triggers` (reconcile triggers and dead letters, in triggerscli.py), `watch` (transitions as
+they commit, in watchcli.py) and `bench`; `--output json`
 documents are described in docs/cli.md.
 
 This module only parses: a command's work is in commands.py (or devtools' bench), imported
@@ -31,6 +32,8 @@ HELPS = {
     "triggers": "list pending reconcile triggers and dead letters; redeliver or drop dead "
     "letters (exit 0; 1: a named package has none, or it could not be moved, "
     "2: invalid usage or configuration, 3: etcd cannot be read)",
+    "watch": "print transitions as etcd commits them, from any node (exit 0 when stopped; "
+    "1: cut off, 2: invalid usage or configuration, 3: etcd cannot be read)",
     "bench": "measure the daemon's throughput, latency and footprint against a private etcd",
 }
 
@@ -63,6 +66,10 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
 
     if name == "triggers":
         triggerscli.add_arguments(sub)
+    if name == "watch":
+        from statemanager.app import watchcli  # noqa: PLC0415
+
+        watchcli.add_arguments(sub)
     if name == "status":
         sub.add_argument(
             "names",

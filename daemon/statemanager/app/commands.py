@@ -1,4 +1,5 @@
-"""The commands `run`, `evaluate`, `status` and `triggers` (cli.py parses their arguments).
+"""The commands `run`, `evaluate`, `status`, `triggers` and `watch` (cli.py parses their
+arguments).
 
 `devtools` is imported only where a command starts or reads the development etcd (no etcd
 endpoints configured), so the daemon of a deployment never loads it.
@@ -20,7 +21,7 @@ import structlog
 import uvloop
 
 from statemanager.adapters.etcd import EtcdClient
-from statemanager.app import daemon, triggerscli
+from statemanager.app import daemon, triggerscli, watchcli
 from statemanager.app.config import LOG_FORMATS, OPTIONS, Settings, load
 from statemanager.app.logs import configure
 from statemanager.core import report
@@ -35,7 +36,8 @@ EXIT_OK, EXIT_DIFFERS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run `run`, `evaluate`, `status` or `triggers` as parsed by cli.py; the exit status."""
+    """Run `run`, `evaluate`, `status`, `triggers` or `watch` as parsed by cli.py; the exit
+    status."""
     # A command without a setting's flag still reads it from the environment and the file.
     flags = {o.name: getattr(args, o.name, None) for o in OPTIONS}
     try:
@@ -62,6 +64,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.command == "triggers":
             return asyncio.run(triggerscli.main(settings, args))
+        if args.command == "watch":
+            return asyncio.run(watchcli.main(settings, args))
         return asyncio.run(_inspect(settings, args))
     except (EtcdUnavailable, EtcdError) as exc:
         print(f"statemanager: {exc}", file=sys.stderr)

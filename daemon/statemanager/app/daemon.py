@@ -32,6 +32,7 @@ from statemanager import __version__
 from statemanager.adapters import stateservice
 from statemanager.adapters.actioncontroller import ActionControllerClient
 from statemanager.adapters.etcd import EtcdClient
+from statemanager.adapters.queryservice import QueryService, QueryStore
 from statemanager.adapters.stateservice import Offloader, ServiceStore, StateService
 from statemanager.app import config, logs, web
 from statemanager.app.config import Settings
@@ -44,12 +45,14 @@ from statemanager.core.keys import WorkKey
 from statemanager.core.ports import Fence
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.election import Election, ElectionClient
+from statemanager.runtime.feed import TransitionFeed
 from statemanager.runtime.health import Health
 from statemanager.runtime.metrics import Metrics, QueueMetrics
 from statemanager.runtime.outage import Outage
 from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender, TriggerStore
 from statemanager.runtime.records import LaterFormats
 from statemanager.runtime.refusals import RefusalReport
+from statemanager.runtime.triggerfeed import TriggerFeed
 from statemanager.runtime.watcher import WatchClient, Watcher
 from statemanager.runtime.workqueue import WorkQueue
 from statemanager.runtime.writer import StateWriter
@@ -70,7 +73,7 @@ _UNEXPECTED = tuple(
 )  # fmt: skip
 
 
-class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, Protocol):
+class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, QueryStore, Protocol):
     """Everything the runtime asks of etcd: `EtcdClient` in production, an in-memory etcd in
     the tests."""
 
@@ -110,6 +113,8 @@ class Parts:
     service: StateService
     status: StatusPage
     listings: Listings
+    feed: TransitionFeed
+    queries: QueryService
 
 
 def build(
@@ -151,6 +156,13 @@ def build(
     watcher = _watcher(shared, controller, listings)
     sender = _sender(shared, actioncontroller, watcher)
     service = _service(shared, controller, offloader)
+    feed = TransitionFeed(
+        client=store,
+        layout=settings.prefixes.layout,
+        metrics=metrics,
+        later_formats=shared.later_formats,
+    )
+    queries = _queries(shared, controller, watcher, feed)
     status = StatusPage(
         loop=asyncio.get_running_loop(),
         index=shared.index,
@@ -160,7 +172,17 @@ def build(
         node=settings.ha.node_name,
     )
     return Parts(
-        shared.index, queue, controller, election, watcher, sender, service, status, listings
+        shared.index,
+        queue,
+        controller,
+        election,
+        watcher,
+        sender,
+        service,
+        status,
+        listings,
+        feed,
+        queries,
     )
 
 
@@ -228,19 +250,28 @@ def _watcher(shared: _Shared, controller: Controller, listings: Listings) -> Wat
 def _sender(
     shared: _Shared, actioncontroller: ReconcileClient, watcher: Watcher
 ) -> ReconcileSender:
-    """The reconcile sender, reading scenarios from the index `watcher` fills."""
+    """The reconcile sender, delivering what its trigger feed follows in etcd and reading
+    scenarios from the index `watcher` fills."""
     settings = shared.settings
+    feed = TriggerFeed(
+        store=shared.store,
+        layout=settings.prefixes.layout,
+        metrics=shared.metrics,
+        outage=shared.outage,
+        later_formats=shared.later_formats,
+        max_backoff=settings.actioncontroller.max_backoff_seconds,
+        silence_limit=settings.etcd.watch_silence_seconds,
+    )
     return ReconcileSender(
         client=actioncontroller,
+        feed=feed,
         store=shared.store,
         layout=settings.prefixes.layout,
         scenarios=shared.index,
         applied=watcher,  # how far the index has followed each prefix
         metrics=shared.metrics,
         outage=shared.outage,
-        later_formats=shared.later_formats,
         max_backoff=settings.actioncontroller.max_backoff_seconds,
-        silence_limit=settings.etcd.watch_silence_seconds,
         max_refusals=settings.actioncontroller.max_refusals,
         max_age=settings.actioncontroller.max_trigger_age_seconds,
     )
@@ -264,6 +295,29 @@ def _service(shared: _Shared, controller: Controller, offloader: Offloader | Non
     )
 
 
+def _queries(
+    shared: _Shared, controller: Controller, watcher: Watcher, feed: TransitionFeed
+) -> QueryService:
+    """The queries Pullpiri's service plans: states from the index, history and records from
+    etcd, relists through the watcher, streams from the feed making way for the controller."""
+    return QueryService(
+        index=shared.index,
+        layout=shared.settings.prefixes.layout,
+        store=shared.store,
+        progress=shared.health,
+        feed=feed,
+        resync=watcher.resync,
+        rested=functools.partial(_quiet, controller, feed),
+    )
+
+
+async def _quiet(controller: Controller, feed: TransitionFeed) -> None:
+    """Return once the daemon's own work leaves time for a subscriber's message: no change
+    queued or being written, and the event loop on time."""
+    await controller.rested()
+    await feed.calm()
+
+
 def _leadership_changed(
     controller: Controller, metrics: Metrics, leading: bool, fence: Fence | None
 ) -> None:
@@ -280,6 +334,7 @@ def start(parts: Parts) -> list[asyncio.Task[None]]:
         asyncio.create_task(parts.election.run(), name="election"),
         asyncio.create_task(parts.controller.run_worker(parts.election), name="worker"),
         asyncio.create_task(_send_after_listing(parts), name="reconcile-sender"),
+        asyncio.create_task(parts.feed.run(), name="transition-feed"),
     ]
 
 
@@ -357,7 +412,7 @@ async def _supervised(parts: Parts, stop: _Signals, metrics: Metrics, health: He
     ]
     # Not supervised: ends on its own once the first sync is announced.
     announcer = asyncio.create_task(_announce_sync(parts, metrics, health), name="sync")
-    grpc_server = await _serve_grpc(stop.settings, parts.service)
+    grpc_server = await _serve_grpc(stop.settings, parts.service, parts.queries)
     # Ready as soon as the daemon serves: etcd being down is a state it reports and recovers
     # from, not a failed start (docs/decisions/ready-before-etcd.md). /readyz waits for sync.
     notifier.ready(health.status_line())
@@ -423,12 +478,18 @@ def _serve_http(
         return None
 
 
-async def _serve_grpc(settings: Settings, service: StateService) -> grpc.aio.Server | None:
-    """Pullpiri's StateManager service, when enabled."""
+async def _serve_grpc(
+    settings: Settings, service: StateService, queries: QueryService
+) -> grpc.aio.Server | None:
+    """Pullpiri's StateManager service, with its planned queries, when enabled."""
     if not settings.grpc.enabled:
         return None
     server = await stateservice.serve(
-        service, settings.grpc.address, settings.grpc.tls, settings.grpc.max_concurrent_rpcs
+        service,
+        settings.grpc.address,
+        settings.grpc.tls,
+        settings.grpc.max_concurrent_rpcs,
+        queries,
     )
     tls = settings.grpc.tls
     log.info(

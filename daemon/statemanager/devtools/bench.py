@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -32,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from statemanager.devtools import burst, edge, lists
+from statemanager.devtools import burst, edge, lists, subscribers
 from statemanager.devtools.benchload import COST_POLL_SECONDS, Fleet, cpu_seconds, peak_rss_mb
 from statemanager.devtools.localetcd import LocalEtcd, find_etcd, free_port
 
@@ -193,6 +194,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "comma-separated (e.g. 2000,4000,8000; devtools/burst.py)",
     )
     add("--max-concurrent-rpcs", type=int, help="grpc.max_concurrent_rpcs for --burst")
+    add(
+        "--subscribers",
+        type=int,
+        help="only the change latency alone and with this many SubscribeToStateChanges streams",
+    )
     add(
         "--lists",
         type=_numbers,
@@ -603,7 +609,9 @@ SERVICE_FLEET = Fleet(100, 20, 5)  # the fleet behind --burst and --lists
 
 
 @contextlib.contextmanager
-def _serving(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[Rig, str]]:
+def _serving(
+    args: argparse.Namespace, workdir: Path, fleet: Fleet = SERVICE_FLEET
+) -> Iterator[tuple[Rig, str]]:
     """A rig whose daemon serves the gRPC service, and the service's address."""
     port = free_port()
     settings = {
@@ -612,7 +620,7 @@ def _serving(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[Rig, str
     }
     if args.max_concurrent_rpcs:
         settings["STATEMANAGER_GRPC_MAX_CONCURRENT_RPCS"] = str(args.max_concurrent_rpcs)
-    with running(workdir, SERVICE_FLEET, settings) as (rig, *_):
+    with running(workdir, fleet, settings) as (rig, *_):
         yield rig, f"127.0.0.1:{port}"
 
 
@@ -642,6 +650,34 @@ def _lists(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     rows = [dataclasses.asdict(m) for m in measured]
     largest = max((m.containers for m in measured if m.refused is None), default=0)
     return {"largest_list_stored": largest, "lists": rows, "machine": _machine()}
+
+
+def _subscribed(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The change latency alone, then with `--subscribers` streams reading every transition
+    (devtools/subscribers.py)."""
+    sizes = _settings(args)
+    options = ["--rate", str(args.rate), "--seconds", str(sizes.latency_seconds)]
+    options += ["--inflight", PACED_INFLIGHT]
+    with _serving(args, workdir, Fleet(*subscribers.FLEET)) as (rig, target):
+        progress("change latency without subscribers")
+        cpu = cpu_seconds(rig.pid)
+        alone = rig.load("latency", *options)
+        alone["daemon_cpu_s"] = cpu_seconds(rig.pid) - cpu
+        progress(f"change latency with {args.subscribers} subscribers")
+        run = functools.partial(rig.load, "latency", *options)
+        cpu = cpu_seconds(rig.pid)
+        subscribed = asyncio.run(subscribers.measure(target, args.subscribers, run))
+        subscribed.latency["daemon_cpu_s"] = cpu_seconds(rig.pid) - cpu
+    figures = ("p50_ms", "p99_ms", "max_ms", "commit_p99_ms", "daemon_cpu_s")
+    return {
+        "subscribers": args.subscribers,
+        "alone": {f: alone[f] for f in figures},
+        "subscribed": {f: subscribed.latency[f] for f in figures},
+        "received_min": subscribed.received_min,
+        "received_max": subscribed.received_max,
+        "ended_by_the_daemon": subscribed.ended,
+        "machine": _machine(),
+    }
 
 
 def _full(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -683,6 +719,8 @@ def main(args: argparse.Namespace) -> int:
             result = _bursts(args, workdir)
         elif args.lists:
             result = _lists(args, workdir)
+        elif args.subscribers:
+            result = _subscribed(args, workdir)
         else:
             result = _full(args, workdir)
     except KeyboardInterrupt:
@@ -694,5 +732,6 @@ def main(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     table = _burst_table if args.burst else _lists_table if args.lists else _table
-    print(json.dumps(result, indent=2) if args.json else table(result))
+    as_json = args.json or args.subscribers  # a handful of figures: the JSON is the table
+    print(json.dumps(result, indent=2) if as_json else table(result))
     return 0
