@@ -163,7 +163,8 @@ def _skips(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The bench flags; size flags default to the full run's, or --quick's, values."""
+    """Add the bench's flags to `parser`; size flags default to the full run's, or --quick's,
+    values."""
     add = parser.add_argument
     add("--quick", action="store_true", help="small fleet and short steps: a smoke run")
     add("--json", action="store_true", help="print one JSON object instead of a table")

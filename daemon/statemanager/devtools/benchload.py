@@ -164,7 +164,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the process's peak resident set size."""
+    """The peak resident set size (VmHWM) of process `pid`, in MB."""
     return status_mb(pid, "VmHWM")
 
 

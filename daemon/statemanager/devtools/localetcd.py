@@ -171,7 +171,7 @@ class LocalEtcd:
         return done.stdout
 
     def stop(self) -> None:
-        """SIGTERM and wait; SIGKILL if it does not exit in 10 s."""
+        """Stop the etcd process: SIGTERM and wait; SIGKILL if it does not exit in 10 s."""
         if self.process is None:
             return
         if self.process.poll() is None:
