@@ -104,3 +104,16 @@ def test_health_before_sync_after_sync_and_when_etcd_breaks() -> None:
     assert health.liveness()[0] is False
     health.beat()
     assert health.liveness()[0] is True
+
+
+def test_the_revision_only_grows_until_a_listing_sets_it() -> None:
+    """One stream's watches deliver their prefixes in no order between them: an older batch of
+    one prefix after a newer one of another leaves the revision where it was. A listing (after
+    a wipe or a restore, at a lower revision) sets it."""
+    health = Health(stuck_after=10)
+    health.watching(10)
+    health.watching(4)
+    assert health.revision == 10
+    health.listed(3)
+    assert health.revision == 3
+    assert health.status_line() == "syncing: writing the states of etcd revision 3"

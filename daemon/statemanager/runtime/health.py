@@ -35,11 +35,20 @@ class Health:
         self._synced = True
 
     def watching(self, revision: int | None = None) -> None:
-        """The watch delivered something (events up to `revision`, or a progress note)."""
+        """The watch delivered something (events up to `revision`, or a progress note).
+
+        The revision only grows: one stream's watches deliver their prefixes' events in no
+        order between them, so a prefix's batch may come after another's newer one."""
         self._watching = True
         self._problem = ""
         if revision is not None:
-            self._revision = revision
+            self._revision = max(self._revision, revision)
+
+    def listed(self, revision: int) -> None:
+        """A listing of every prefix at `revision` is in the index: the watch starts from
+        there (after a wipe or a restore, a revision lower than before)."""
+        self._revision = revision
+        self.watching()
 
     def broken(self, problem: str) -> None:
         self._watching = False

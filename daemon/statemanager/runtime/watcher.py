@@ -184,7 +184,7 @@ class Watcher:
             raise
         self._delivered = dict.fromkeys(self._prefixes, revision)
         self._metrics.last_revision.set(revision)
-        self._health.watching(revision)
+        self._health.listed(revision)
         log.info("listed", revision=revision)
         self._on_listed(revision)
         for done in asked:
