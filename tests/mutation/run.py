@@ -11,6 +11,7 @@ memory are left out (they measure the copy, not the core).
 
     .venv/bin/pip install mutmut==3.8.1
     .venv/bin/python tests/mutation/run.py [--tests tests/unit/ tests/fuzz/] [--children 2]
+        [--keep DIR]
 """
 
 from __future__ import annotations
@@ -47,9 +48,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", nargs="+", default=["tests/unit/", "tests/fuzz/"])
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once")
+    parser.add_argument(
+        "--keep", type=Path, help="make the copy here and keep it (`mutmut show NAME` in it)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
-        copy = Path(scratch) / "repo"
+        copy = args.keep.resolve() if args.keep else Path(scratch) / "repo"
         shutil.copytree(ROOT, copy, ignore=SKIP)
         (copy / "daemon").rename(copy / "src")
         with (copy / "pyproject.toml").open("a") as pyproject:
