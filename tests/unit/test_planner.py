@@ -370,3 +370,60 @@ def test_scenario_state_without_any_spec_is_an_orphan() -> None:
     index = Index()
     index.observe_written(scenario("ghost"), "Idle", 3)
     assert summary(plan(index, index.all_keys())) == [[(scenario("ghost"), "Idle", None)]]
+
+
+def test_every_dirty_key_is_planned_after_one_that_is_skipped(payment: Index) -> None:
+    """A scenario key or a key already visited does not end the walk over the dirty keys."""
+    put(payment, "c1", DEAD, "m")
+    scenario = WorkKey(Resource.SCENARIO, "s")
+    groups = plan(payment, [scenario, package("p"), package("p"), model("m")])
+    assert summary(groups) == [
+        [(model("m"), "Running", "Failed"), (package("p"), "Running", "Degraded")]
+    ]
+
+
+def test_a_model_change_carries_its_verdict_and_a_put_back_is_a_correction(payment: Index) -> None:
+    """Each change names the rule that decided it; a key someone else changed away from what
+    this daemon wrote, and which the rules still give, is put back as a correction."""
+    payment.observe_written(model("m"), "Failed", 100)  # someone else's write
+    ours = {model("m"): "Running"}
+    [[change]] = plan(payment, [model("m")], ours)
+    assert (change.new, change.correction) == ("Running", True)
+    assert change.verdict is not None and change.verdict.rule == "M5"
+    [[fresh]] = plan(payment, [model("m")])  # without a record of ours: a transition
+    assert fresh.correction is False
+
+
+def test_a_moved_model_already_in_etcd_is_its_package_changes_cause(payment: Index) -> None:
+    """A model whose derived state moved to what etcd already holds (someone else wrote it)
+    pulls in its package, and is named as the cause of the package's change."""
+    put(payment, "c1", DEAD, "m")
+    payment.observe_written(model("m"), "Failed", 100)
+    ours = {model("m"): "Running"}
+    [[change]] = plan(payment, [model("m")], ours)
+    assert (change.key, change.new, change.cause) == (package("p"), "Degraded", model("m"))
+    assert ours[model("m")] == "Failed"  # agreeing now: the new previous state
+
+
+def test_a_key_agreeing_with_no_state_forgets_ours() -> None:
+    """A model that should have no key and has none leaves no entry in `ours`, whether it had
+    one or not."""
+    index = Index()
+    assert plan(index, [model("gone")], {}) == []
+    ours = {model("gone"): "Running"}
+    assert plan(index, [model("gone")], ours) == []
+    assert ours == {}
+
+
+def _unit(change: Change) -> tuple[int, int]:
+    return 1, 10
+
+
+def test_pack_fills_transactions_to_their_byte_limit_exactly() -> None:
+    """Groups and changes fill a transaction up to `max_bytes` inclusive, and each new
+    transaction starts empty."""
+    changes = [Change(model(f"m{i}"), Written(None, 0, 0), "Running", None, None) for i in range(4)]
+    singles = [[c] for c in changes]
+    assert pack(singles, 100, 20, _unit) == [changes[:2], changes[2:]]
+    assert pack([changes], 100, 20, _unit) == [changes[:2], changes[2:]]  # one group split
+    assert pack(singles, 100, 19, _unit) == singles
