@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -487,3 +488,72 @@ def test_check_size_rejects_oversized() -> None:
     assert info.value.kind == "oversized"
     assert "11" in info.value.detail
     assert "10" in info.value.detail
+
+
+_WS = "name contains whitespace or control characters"
+_LONG = "x" * 100
+_LIMIT = inputs.MAX_YAML_SCALAR_CHARS
+
+
+@pytest.mark.parametrize(
+    ("parse", "raw", "kind", "detail"),
+    [
+        ("package", b"spec: {models: [{name: a b}]}", "bad_name", f"spec.models[].name 'a b': {_WS}"),
+        ("package", f"spec: {{models: [{{name: {_LONG} y}}]}}".encode(), "bad_name",
+         f"spec.models[].name {_LONG[:80]!r}: {_WS}"),
+        ("package", b"spec: {models: {name: a}}", "wrong_type", "spec.models must be a list, got dict"),
+        ("package", b"spec: {models: [a]}", "wrong_type", "spec.models[] must be a mapping, got str"),
+        ("package", b"spec: {models: [{name: 5}]}", "wrong_type",
+         "spec.models[].name must be a string, got int"),
+        ("package", b"kind: Model\nspec: {}", "wrong_kind", "kind is 'Model', expected 'Package'"),
+        ("package", b"kind: [1]\nspec: {}", "wrong_kind", "kind is a list, expected 'Package'"),
+        ("package", f"metadata: {{name: {_LONG}}}\nspec: {{}}".encode(), "name_mismatch",
+         f"metadata.name {_LONG[:80]!r} differs from the key"),
+        ("package", b"metadata: {name: 7}\nspec: {}", "name_mismatch",
+         "metadata.name a int differs from the key"),
+        ("package", b"- a", "wrong_type", "Package document must be a mapping, got list"),
+        ("package", b"x: !!int abc\nspec: {}", "invalid_yaml", "invalid int value"),
+        ("package", b"x: !!timestamp 2001-13-45\nspec: {}", "invalid_yaml", "invalid timestamp value"),
+        ("package", f"x: !!int {'1' * (_LIMIT + 1)}\nspec: {{}}".encode(), "invalid_yaml",
+         f"int value longer than {_LIMIT} characters"),
+        ("scenario", b"spec: {target: a b}", "bad_name", f"spec.target 'a b': {_WS}"),
+        ("scenario", b"spec: {}", "wrong_type", "spec.target must be a string, got NoneType"),
+        ("container", b'{"state": {"Status": "running"}, "names": "x"}', "wrong_type",
+         "names must be a list, got str"),
+        ("container", b'{"state": {"Status": "running"}, "names": [1]}', "wrong_type",
+         "names[] must be a string, got int"),
+        ("container", b'{"state": {"Status": "running", "OOMKilled": "maybe"}}', "wrong_type",
+         "state.OOMKilled must be \"true\" or \"false\", got 'maybe'"),
+        ("container", b'{"state": {"Status": "running", "ExitCode": 1.5}}', "wrong_type",
+         "state.ExitCode must be a string, got float"),
+        ("container", b'{"state": {"Status": "running"}, "node": 4}', "wrong_type",
+         "node must be a string, got int"),
+    ],
+)  # fmt: skip
+def test_bad_input_says_exactly_what_is_wrong(
+    parse: str, raw: bytes, kind: str, detail: str
+) -> None:
+    """Each rejection names its kind and, in words an operator can act on, the field, what it
+    should be and what it is (a string's start only, else its type)."""
+    if parse == "container":
+        call = functools.partial(inputs.parse_container, raw)
+    else:
+        call = functools.partial(getattr(inputs, f"parse_{parse}"), raw, "p")
+    with pytest.raises(BadInput) as caught:
+        call()
+    assert (caught.value.kind, caught.value.detail) == (kind, detail)
+
+
+@pytest.mark.parametrize(
+    ("raw", "models"),
+    [
+        (f"x: !!int {'1' * _LIMIT}\nspec: {{models: [{{name: a}}]}}".encode(), ("a",)),
+        (b"spec: {models: [{name: a}, {name: a}, {name: b}]}", ("a", "b")),
+        (b"spec: {models: }", ()),
+        (b"spec: {}", ()),
+    ],
+)
+def test_package_model_lists(raw: bytes, models: tuple[str, ...]) -> None:
+    """A package's models in order, duplicates dropped; none when the list is null or absent;
+    a typed scalar of exactly the length limit is read."""
+    assert inputs.parse_package(raw, "p") == models
