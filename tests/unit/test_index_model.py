@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 
@@ -28,6 +30,7 @@ SPEC_NAMES = ["web", "db", "api"]
 FULL_NAMES = [f"{m}_{c}" for m in MODELS for c in SPEC_NAMES] + ["x_web"]
 NODES = [None, "n1", "n2"]
 VALUES = [None, "Running", "Failed", "Pending", "Degraded", "junk"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -159,56 +162,58 @@ def _expected(naive: Naive) -> dict[str, object]:
     }
 
 
+def _put(
+    table: dict[str, T], name: str, value: T, put: Callable[[str, T], set[WorkKey]]
+) -> set[WorkKey]:
+    table[name] = value
+    return put(name, value)
+
+
+def _delete(table: dict[str, T], name: str, delete: Callable[[str], set[WorkKey]]) -> set[WorkKey]:
+    table.pop(name, None)
+    return delete(name)
+
+
+def _container(rng: random.Random, old: ContainerInfo | None) -> ContainerInfo:
+    if old is not None and rng.random() < 0.3:  # a rewrite that keeps what the rules see
+        return old._replace(status=rng.choice(list(ContainerStatus)), node=rng.choice(NODES))
+    return ContainerInfo(
+        tuple(rng.sample(FULL_NAMES, rng.randrange(3))),
+        rng.choice(list(ContainerStatus)),
+        rng.choice(list(ContainerClass)),
+        rng.choice([None, None, *ALL_MODELS]),
+        rng.choice(NODES),
+    )
+
+
 def _event(rng: random.Random, index: Index, naive: Naive, revision: int) -> set[WorkKey]:
     """One random event applied to both; the index's dirty keys."""
     roll = rng.random()
     if roll < 0.4:
         cid = rng.choice(CIDS)
-        old = naive.containers.get(cid)
-        if old is not None and rng.random() < 0.3:  # a rewrite that keeps what the rules see
-            info = old._replace(status=rng.choice(list(ContainerStatus)), node=rng.choice(NODES))
-        else:
-            info = ContainerInfo(
-                tuple(rng.sample(FULL_NAMES, rng.randrange(3))),
-                rng.choice(list(ContainerStatus)),
-                rng.choice(list(ContainerClass)),
-                rng.choice([None, None, *MODELS, "x"]),
-                rng.choice(NODES),
-            )
-        naive.containers[cid] = info
-        return index.put_container(cid, info)
+        info = _container(rng, naive.containers.get(cid))
+        return _put(naive.containers, cid, info, index.put_container)
     if roll < 0.5:
-        cid = rng.choice(CIDS)
-        naive.containers.pop(cid, None)
-        return index.delete_container(cid)
+        return _delete(naive.containers, rng.choice(CIDS), index.delete_container)
     if roll < 0.6:
-        model = rng.choice(MODELS)
         spec = tuple(rng.sample(SPEC_NAMES, rng.randrange(len(SPEC_NAMES) + 1)))
-        naive.model_specs[model] = spec
-        return index.put_model_spec(model, spec)
+        return _put(naive.model_specs, rng.choice(MODELS), spec, index.put_model_spec)
     if roll < 0.65:
-        model = rng.choice(MODELS)
-        naive.model_specs.pop(model, None)
-        return index.delete_model_spec(model)
+        return _delete(naive.model_specs, rng.choice(MODELS), index.delete_model_spec)
     if roll < 0.73:
-        package = rng.choice(PACKAGES)
-        models = tuple(rng.sample([*MODELS, "x"], rng.randrange(4)))
-        naive.package_specs[package] = models
-        return index.put_package_spec(package, models)
+        models = tuple(rng.sample(ALL_MODELS, rng.randrange(4)))
+        return _put(naive.package_specs, rng.choice(PACKAGES), models, index.put_package_spec)
     if roll < 0.77:
-        package = rng.choice(PACKAGES)
-        naive.package_specs.pop(package, None)
-        return index.delete_package_spec(package)
+        return _delete(naive.package_specs, rng.choice(PACKAGES), index.delete_package_spec)
     if roll < 0.82:
-        scenario, target = rng.choice(SCENARIOS), rng.choice(PACKAGES)
-        naive.scenarios[scenario] = target
-        return index.put_scenario(scenario, target)
+        target = rng.choice(PACKAGES)
+        return _put(naive.scenarios, rng.choice(SCENARIOS), target, index.put_scenario)
     if roll < 0.85:
         scenario = rng.choice(SCENARIOS)
-        naive.scenarios.pop(scenario, None)
-        dirty = index.delete_scenario(scenario)
         key = WorkKey(Resource.SCENARIO, scenario)
-        assert dirty == ({key} if naive.written.get(key, Written(None, 0, 0)).value else set())
+        held = naive.written.get(key, Written(None, 0, 0)).value is not None
+        dirty = _delete(naive.scenarios, scenario, index.delete_scenario)
+        assert dirty == ({key} if held else set())
         return dirty
     if roll < 0.99:
         resource = rng.choice(list(Resource))
