@@ -114,16 +114,21 @@ class Step:
 # -- schedules ------------------------------------------------------------------------------
 
 
+def _container_change(rng: random.Random) -> tuple[str, str, str, str]:
+    """A container's new value: its id, model, status and exit code."""
+    i = rng.randrange(len(CONTAINERS))
+    model = MODELS[i % len(MODELS)] if rng.random() < 0.9 else rng.choice(MODELS)
+    status = rng.choice(STATUSES)
+    code = rng.choice(["0", "137"]) if status == "exited" else "0"
+    return CONTAINERS[i], model, status, code
+
+
 def _churn(rng: random.Random) -> tuple[str, tuple[Any, ...]]:
     """One change of the fleet or its specs. A small world (each container mostly stays with
     its own model, packages of one or two models) so that packages do enter Error."""
     roll = rng.random()
     if roll < 0.55:
-        i = rng.randrange(len(CONTAINERS))
-        model = MODELS[i % len(MODELS)] if rng.random() < 0.9 else rng.choice(MODELS)
-        status = rng.choice(STATUSES)
-        code = rng.choice(["0", "137"]) if status == "exited" else "0"
-        return "container", (CONTAINERS[i], model, status, code)
+        return "container", _container_change(rng)
     if roll < 0.60:
         return "delete_container", (rng.choice(CONTAINERS),)
     if roll < 0.72:
@@ -181,7 +186,8 @@ FIRST_FAULTS = [
 # outside delete or overwrite of a key it wrote, while its watches are blind and history is
 # compacted (blind_tamper) or not (race_tamper), or etcd restored to the revision before it
 # while its echo is lost (blind_restore); an outside write of a valid state (overwrite_state),
-# or of a package in Error set back by hand (reset_error);
+# or of a package in Error set back by hand (reset_error); a container change whose model
+# state someone else writes at once, as the rules now give it (write_ahead);
 # the leader's lease expiring while its transaction is on the way; the daemons' wall clock
 # jumping; ActionController answering after the call's deadline; a prefix's watch lagging.
 LATER_FAULTS = [
@@ -197,6 +203,7 @@ LATER_FAULTS = [
     "ac_slow",
     "lag_watches",
     "reset_error",
+    "write_ahead",
 ]
 FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
 
@@ -243,6 +250,8 @@ def _later_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
         return (key, rng.choice([None, *(MODEL_VALUES if model else PACKAGE_VALUES)]))
     if kind == "reset_error":
         return (rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")]),)
+    if kind == "write_ahead":
+        return _container_change(rng)
     if kind == "restore":
         return (round(rng.uniform(0.5, 10.0), 2),)
     if kind == "clock_jump":
@@ -863,6 +872,18 @@ class Simulation:
 
     def _do_overwrite_state(self, key: str, value: str | None) -> None:
         self._do_tamper(key, value)
+
+    def _do_write_ahead(self, cid: str, model: str, status: str, code: str) -> None:
+        """A container changes, and at once someone else writes its model's state as the
+        rules now give it (another writer ahead of the daemons: a deposed leader's last
+        transaction landing, a second tool): the daemons find the model agreeing, and must
+        still re-derive what depends on it."""
+        self._do_container(cid, model, status, code)
+        store = _store(self.mem)
+        key = f"{LAYOUT.model_states}{model}/state"
+        derived = oracle.derive(store).get(key)
+        if derived is not None and store.get(key) != derived.encode():
+            self._do_tamper(key, derived)
 
     def _do_reset_error(self, value: str | None) -> None:
         """Someone sets a package that etcd holds in Error to `value` (deletes its state with
