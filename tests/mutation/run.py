@@ -11,12 +11,13 @@ memory are left out (they measure the copy, not the core).
 
     .venv/bin/pip install mutmut==3.8.1
     .venv/bin/python tests/mutation/run.py [--tests tests/unit/ tests/fuzz/] [--children 2]
-        [--keep DIR]
+        [--keep DIR [--again]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -44,6 +45,19 @@ def settings(tests: list[str]) -> str:
     ).replace("'", '"')
 
 
+def refresh(copy: Path) -> None:
+    """Bring a kept copy's code and tests to the checkout's, and mark every mutant that
+    survived (exit code 0) or that no test reached (33) as not yet tested: mutmut then tests
+    those alone (a changed function's mutants it makes and tests anew by itself)."""
+    shutil.copytree(ROOT / "daemon", copy / "src", ignore=SKIP, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "tests", copy / "tests", ignore=SKIP, dirs_exist_ok=True)
+    for meta in (copy / "mutants").rglob("*.meta"):
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        data["exit_code_by_key"] = {k: None if v in (0, 33) else v for k, v in codes.items()}
+        meta.write_text(json.dumps(data))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", nargs="+", default=["tests/unit/", "tests/fuzz/"])
@@ -51,13 +65,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--keep", type=Path, help="make the copy here and keep it (`mutmut show NAME` in it)"
     )
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="with --keep: bring the kept copy's code and tests up to date and test again only "
+        "the mutants that survived or that no test reached",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
         copy = args.keep.resolve() if args.keep else Path(scratch) / "repo"
-        shutil.copytree(ROOT, copy, ignore=SKIP)
-        (copy / "daemon").rename(copy / "src")
-        with (copy / "pyproject.toml").open("a") as pyproject:
-            pyproject.write(settings(args.tests))
+        if args.again:
+            refresh(copy)
+        else:
+            shutil.copytree(ROOT, copy, ignore=SKIP)
+            (copy / "daemon").rename(copy / "src")
+            with (copy / "pyproject.toml").open("a") as pyproject:
+                pyproject.write(settings(args.tests))
         env = {**os.environ, "PYTHONPATH": str(copy / "src"), "PYTHONWARNINGS": "ignore"}
         mutmut = [sys.executable, "-m", "mutmut"]
         run = subprocess.run(
@@ -78,7 +101,8 @@ def main(argv: list[str]) -> int:
         f"{uncovered} reached by no test, {suspicious} suspicious, {skipped} skipped"
     )
     reached = total - uncovered - skipped
-    print(f"score: {(killed + timeout) / max(reached, 1):.1%} of the mutants some test reaches")
+    print(f"score: {(killed + timeout) / max(total, 1):.1%} of all mutants, "
+          f"{(killed + timeout) / max(reached, 1):.1%} of those some test reaches")  # fmt: skip
     return 0 if done == total else 1
 
 
