@@ -45,12 +45,19 @@ def settings(tests: list[str]) -> str:
     ).replace("'", '"')
 
 
-def refresh(copy: Path) -> None:
-    """Bring a kept copy's code and tests to the checkout's, and mark every mutant that
-    survived (exit code 0) or that no test reached (33) as not yet tested: mutmut then tests
-    those alone (a changed function's mutants it makes and tests anew by itself)."""
+def refresh(copy: Path, tests: list[str]) -> None:
+    """Bring a kept copy's code and `tests` folders to the checkout's, leave the other test
+    folders without tests, and mark every mutant that survived (exit code 0) or that no test
+    reached (33) as not yet tested: mutmut then tests those alone (a changed function's
+    mutants it makes and tests anew by itself)."""
     shutil.copytree(ROOT / "daemon", copy / "src", ignore=SKIP, dirs_exist_ok=True)
     shutil.copytree(ROOT / "tests", copy / "tests", ignore=SKIP, dirs_exist_ok=True)
+    kept = [(copy / t).resolve() for t in tests]
+    for base in (copy / "tests", copy / "mutants" / "tests"):
+        for test in base.rglob("test_*.py"):
+            inside = test.resolve().relative_to(base.resolve())
+            if not any((copy / "tests" / inside).is_relative_to(k) for k in kept):
+                test.unlink()
     for meta in (copy / "mutants").rglob("*.meta"):
         data = json.loads(meta.read_text())
         codes = data.get("exit_code_by_key", {})
@@ -69,13 +76,14 @@ def main(argv: list[str]) -> int:
         "--again",
         action="store_true",
         help="with --keep: bring the kept copy's code and tests up to date and test again only "
-        "the mutants that survived or that no test reached",
+        "the mutants that survived or that no test reached, with the --tests folders alone (a "
+        "folder whose tests did not change cannot kill a mutant it let survive)",
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
         copy = args.keep.resolve() if args.keep else Path(scratch) / "repo"
         if args.again:
-            refresh(copy)
+            refresh(copy, args.tests)
         else:
             shutil.copytree(ROOT, copy, ignore=SKIP)
             (copy / "daemon").rename(copy / "src")
