@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
 from statemanager.core import inputs
 from statemanager.core.errors import BadInput
@@ -557,3 +558,49 @@ def test_package_model_lists(raw: bytes, models: tuple[str, ...]) -> None:
     """A package's models in order, duplicates dropped; none when the list is null or absent;
     a typed scalar of exactly the length limit is read."""
     assert inputs.parse_package(raw, "p") == models
+
+
+def _aliased(extra: int) -> str:
+    """An anchored list of 100 scalars (101 nodes) named 196 times, and `extra` scalars:
+    19,901 nodes with every alias expanded, plus `extra`."""
+    return "a: &x [" + "b, " * 99 + "b]\nc: [" + "*x, " * 196 + "d, " * extra + "]"
+
+
+def _nodes(text: str) -> int:
+    walk = inputs._Bounds()
+    walk.walk(yaml.compose(text, Loader=inputs._SpecLoader), 0, False)
+    return walk.count
+
+
+def test_nodes_are_counted_with_every_alias_expanded() -> None:
+    """An alias counts as the size of the node it names: a scalar 1, a collection itself and
+    all it holds."""
+    assert _nodes("a: b") == 3
+    assert _nodes("a: &x b\nc: *x") == 5
+    assert _nodes("a: &x [b, c]\nd: *x\ne: *x") == 13
+    assert _nodes(_aliased(99)) == 20_000
+
+
+def test_the_node_and_depth_bounds_are_exact() -> None:
+    """MAX_YAML_NODES nodes and MAX_YAML_DEPTH levels are read; one more is rejected, saying
+    which bound it broke; an alias inside the node it names is rejected."""
+    assert inputs._libyaml(_aliased(99))["c"][-1] == "d"
+    with pytest.raises(BadInput) as caught:
+        inputs._libyaml(_aliased(100))
+    assert caught.value.detail == "more than 20000 nodes, an alias counted as its target"
+    deepest = "[" * inputs.MAX_YAML_DEPTH + "]" * inputs.MAX_YAML_DEPTH
+    assert isinstance(inputs._libyaml(deepest), list)
+    with pytest.raises(BadInput) as caught:
+        inputs._libyaml("[" + deepest + "]")
+    assert caught.value.detail == f"nested deeper than {inputs.MAX_YAML_DEPTH} levels"
+    with pytest.raises(BadInput) as caught:
+        inputs._libyaml("a: &x [*x]")
+    assert caught.value.detail == "an alias refers to a node that contains it"
+
+
+def test_number_keys_are_strings_and_number_values_numbers() -> None:
+    """A mapping key that YAML reads as a number is kept as its text; numbers elsewhere, and
+    keys of other types, are what YAML reads."""
+    assert inputs._libyaml("{1: a, 2.5: b, true: c, k: [1, 2.5], v: 3}") == {
+        "1": "a", "2.5": "b", True: "c", "k": [1, 2.5], "v": 3,
+    }  # fmt: skip
