@@ -604,3 +604,25 @@ def test_number_keys_are_strings_and_number_values_numbers() -> None:
     assert inputs._libyaml("{1: a, 2.5: b, true: c, k: [1, 2.5], v: 3}") == {
         "1": "a", "2.5": "b", True: "c", "k": [1, 2.5], "v": 3,
     }  # fmt: skip
+
+
+def _fast(text: str) -> object:
+    """The value the one-pass builder (inputs._plain_value) gives, without PyYAML's
+    constructor to fall back on."""
+    loader = inputs._SpecLoader(text)
+    try:
+        return inputs._plain_value(loader, loader.get_single_node())
+    finally:
+        loader.dispose()
+
+
+def test_plain_documents_are_built_in_one_pass() -> None:
+    """The builder gives PyYAML's value itself, an alias the very object its anchor names;
+    what needs PyYAML's full constructor it leaves to it."""
+    text = 'a: &x [1, b, {c: d}]\nb: *x\nk: {e: null, f: true, g: 2001-12-14}\n"q": "x"'
+    value = _fast(text)
+    assert value == yaml.safe_load(text)
+    assert isinstance(value, dict) and value["a"] is value["b"]
+    for text in ["!!set {a}", "? [a]\n: b", "<<: {a: 1}", "!!omap [a: 1]"]:
+        with pytest.raises(inputs._NotPlain):
+            _fast(text)
