@@ -401,6 +401,7 @@ def test_a_relist_judges_drift_by_what_the_watch_applied(ingest: Ingest) -> None
     assert result.drifted == [C2.decode(), "/pullpiri/metrics/containers/c\\xff"]
     fresh = Ingest(LAYOUT, Index(), 1024)
     assert fresh.resync(Kind.CONTAINER, [(C1, container(), 1)], 9).drifted == []
+    assert fresh.resync_all({CONTAINERS: [(C2, container(), 1)]}, 9).drifted == []
 
 
 def test_a_relist_reads_on_past_keys_that_are_not_ours(ingest: Ingest, index: Index) -> None:

@@ -353,3 +353,40 @@ def test_lists_and_keys_against_a_model(seed: int) -> None:
         seen = {cid: store.index.container(cid) for cid in CIDS}
         if any((i and i.cls) != (before[c] and before[c].cls) for c, i in seen.items()):  # type: ignore[union-attr]
             assert WorkKey(Resource.MODEL, MODEL) in dirty, (seed, step)
+
+
+def test_a_chunk_rewritten_after_its_pointer_is_read_again() -> None:
+    """A chunk of the current generation written after the pointer (an outside write) makes
+    the list read again; a chunk of another generation changes nothing."""
+    store = Store()
+    store.report("a", "g1", {"c1": "running"})
+    store.put(Kind.NODE_LIST, "a/gen/g1/000000", chunk_line("c1", info("dead", "a")))
+    assert store.status("c1") == "dead"
+    store.put(Kind.NODE_LIST, "a/gen/g9/000000", chunk_line("c1", info("exited", "a")))
+    assert store.status("c1") == "dead"
+
+
+def test_deleted_chunks_are_forgotten_one_by_one() -> None:
+    """A deleted chunk no longer counts towards its generation; the others still do; deleting
+    a chunk or a pointer never seen is nothing."""
+    store = Store()
+    assert store.put(Kind.NODE_LIST, "z/gen/g1/000000", None) == set()
+    assert store.put(Kind.NODE_LIST, "z/list", None) == set()
+    for i in range(2):
+        store.put(Kind.NODE_LIST, f"a/gen/g1/{i:06d}", chunk_line(f"c{i}", info("running", "a")))
+    store.put(Kind.NODE_LIST, "a/gen/g1/000001", None)
+    store.put(Kind.NODE_LIST, "a/list", pointer_value(Pointer("g1", 2, 2)))
+    assert store.reports == ["incomplete_list"]
+    store.put(Kind.NODE_LIST, "a/gen/g1/000001", chunk_line("c1", info("running", "a")))
+    store.put(Kind.NODE_LIST, "a/list", pointer_value(Pointer("g1", 2, 2)))
+    assert (store.status("c0"), store.status("c1")) == ("running", "running")
+
+
+def test_chunk_lines_split_at_the_first_tab_and_keep_odd_ids() -> None:
+    """The id ends at the first tab (JSON may hold tabs as whitespace); an id that is not
+    UTF-8 is read with its bad bytes replaced, not refused."""
+    [(cid, found)] = parse_chunk(b'c1\t{"state":\t{"Status": "dead"}}', "a")
+    assert (cid, found.status.value) == ("c1", "dead")
+    [(odd, _)] = parse_chunk(b"c\xff\t" + info("running"), "a")
+    assert odd == "c\ufffd"
+    assert pack_chunks([b"ab", b"cd", b"ef", b"gh"], 6) == [b"ab\ncd", b"ef\ngh"]
