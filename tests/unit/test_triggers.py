@@ -162,3 +162,13 @@ def test_a_trigger_is_removed_from_the_key_it_was_read_from() -> None:
         trigger = decode(LAYOUT, key, value, 9)
         assert isinstance(trigger, Trigger)
         assert record_key(LAYOUT, trigger) == key
+
+
+def test_a_key_that_is_not_utf8_is_no_record() -> None:
+    """A key under the triggers or dead letters prefix whose name is not UTF-8 was written by
+    no version: it decodes to nothing (it once decoded with the bad bytes replaced, a trigger
+    whose record_key was another key, so its removal could never remove it)."""
+    trigger = b'{"format": 2, "package": "p", "transition_id": "t"}'
+    assert decode(LAYOUT, b"/statemanager/triggers/p\xff", trigger, 3) is None
+    letter = encode_dead_letter(LETTER)
+    assert decode_dead_letter(LAYOUT, b"/statemanager/deadletters/p\xff", letter, 3) is None
