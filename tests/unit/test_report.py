@@ -256,3 +256,32 @@ def test_states_that_agree_have_no_differences() -> None:
     assert not any(
         "etcd says" in line for line in report.render_status(agreeing, report.select(agreeing))
     )
+
+
+def test_a_package_without_models_is_shown_only_unfiltered_or_named() -> None:
+    """A package listing no models shows in the whole status and when named, not when only
+    other names are asked for; a package's written state is shown as etcd holds it."""
+    listing = {
+        LAYOUT.containers: [_container("c1", {"Status": "running"}, "web")],
+        LAYOUT.packages: [(b"Package/idle", documents.package("idle", []).encode(), 2),
+                          (b"Package/shop", documents.package("shop", ["web"]).encode(), 2)],
+        LAYOUT.package_states: [(b"/package/idle/state", b"Initializing", 4)],
+    }  # fmt: skip
+    snapshot = report.build(LAYOUT, 9, listing, 1 << 20)
+    assert [p for p, _ in report.select(snapshot).packages] == ["idle", "shop"]
+    assert [p for p, _ in report.select(snapshot, ["idle"]).packages] == ["idle"]
+    assert [p for p, _ in report.select(snapshot, ["web"]).packages] == ["shop"]
+    document = report.status_document(snapshot, report.select(snapshot, ["idle"]), None)
+    assert document["packages"] == [
+        {"name": "idle", "state": "Initializing", "rule": "P1", "reason": "no models",
+         "written": "Initializing", "models": []},
+    ]  # fmt: skip
+
+
+def test_reports_carry_the_listings_revision(snapshot: report.Snapshot) -> None:
+    """A rejected key's report names its own mod revision; a container left unassigned, the
+    revision of the listing the snapshot was built from."""
+    assert [(r.kind, r.revision) for r in snapshot.reports] == [
+        ("invalid_json", 4),
+        ("unassigned", 9),
+    ]
