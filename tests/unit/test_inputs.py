@@ -529,6 +529,22 @@ _LIMIT = inputs.MAX_YAML_SCALAR_CHARS
          "state.ExitCode must be a string, got float"),
         ("container", b'{"state": {"Status": "running"}, "node": 4}', "wrong_type",
          "node must be a string, got int"),
+        ("container", b"[]", "wrong_type", "container info must be a mapping, got list"),
+        ("container", b"{}", "wrong_type", "state must be a mapping, got NoneType"),
+        ("container", b'{"state": {"Status": 3}}', "wrong_type",
+         "state.Status must be a string, got int"),
+        ("container", b'{"state": {}, "annotation": []}', "wrong_type",
+         "annotation must be a mapping, got list"),
+        ("container", b'{"state": {"OOMKilled": 5}}', "wrong_type",
+         "state.OOMKilled must be a string, got int"),
+        ("container", b'{"state": {"OOMKilled": "' + b"y" * 30 + b'"}}', "wrong_type",
+         f'state.OOMKilled must be "true" or "false", got {"y" * 20!r}'),
+        ("container", b'{"state": {}, "annotation": {"io.pullpiri.annotations.model": 5}}',
+         "wrong_type", "annotation io.pullpiri.annotations.model must be a string, got int"),
+        ("package", b'spec: {models: [{name: ""}]}', "bad_name",
+         "spec.models[].name '': empty name"),
+        ("package", b"spec: {models: [{name: a/b}]}", "bad_name",
+         "spec.models[].name 'a/b': name contains '/'"),
     ],
 )  # fmt: skip
 def test_bad_input_says_exactly_what_is_wrong(
@@ -626,3 +642,9 @@ def test_plain_documents_are_built_in_one_pass() -> None:
     for text in ["!!set {a}", "? [a]\n: b", "<<: {a: 1}", "!!omap [a: 1]"]:
         with pytest.raises(inputs._NotPlain):
             _fast(text)
+
+
+def test_a_container_without_status_or_flags_is_unknown_and_not_oom_killed() -> None:
+    """No `Status` reads as an unknown status; an empty `OOMKilled` as false."""
+    info = inputs.parse_container(b'{"state": {"OOMKilled": ""}}')
+    assert (info.status, info.cls) == (ContainerStatus.UNKNOWN, ContainerClass.ACTIVE)

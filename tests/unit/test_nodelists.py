@@ -390,3 +390,19 @@ def test_chunk_lines_split_at_the_first_tab_and_keep_odd_ids() -> None:
     [(odd, _)] = parse_chunk(b"c\xff\t" + info("running"), "a")
     assert odd == "c\ufffd"
     assert pack_chunks([b"ab", b"cd", b"ef", b"gh"], 6) == [b"ab\ncd", b"ef\ngh"]
+
+
+def test_a_list_that_cannot_be_current_says_why() -> None:
+    """A list missing chunks, or naming one id twice, is bad input with the node and what is
+    wrong."""
+    store = Store()
+    with pytest.raises(BadInput) as caught:
+        store.ingest.node_lists.apply("a/list", pointer_value(Pointer("g2", 3, 3)), 1)
+    assert (caught.value.kind, caught.value.detail) == (
+        "incomplete_list", "node a's list g2 has 0 of its 3 chunks",
+    )  # fmt: skip
+    twice = chunk_line("c1", info("dead")) + b"\n" + chunk_line("c1", info("running"))
+    store.ingest.node_lists.apply("a/gen/g1/000000", twice, 2)
+    with pytest.raises(BadInput) as caught:
+        store.ingest.node_lists.apply("a/list", pointer_value(Pointer("g1", 1, 2)), 3)
+    assert (caught.value.kind, caught.value.detail) == ("wrong_type", "node a's list has c1 twice")
