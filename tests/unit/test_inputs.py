@@ -545,6 +545,10 @@ _LIMIT = inputs.MAX_YAML_SCALAR_CHARS
          "spec.models[].name '': empty name"),
         ("package", b"spec: {models: [{name: a/b}]}", "bad_name",
          "spec.models[].name 'a/b': name contains '/'"),
+        ("package", b"a: [", "invalid_yaml", "invalid YAML: while parsing a flow node"),
+        ("package", b"metadata: []\nspec: {}", "wrong_type", "metadata must be a mapping, got list"),
+        ("package", b"spec: 3", "wrong_type", "spec must be a mapping, got int"),
+        ("package", b"a: \xff", "invalid_encoding", "not UTF-8: invalid start byte"),
     ],
 )  # fmt: skip
 def test_bad_input_says_exactly_what_is_wrong(
