@@ -548,6 +548,7 @@ _LIMIT = inputs.MAX_YAML_SCALAR_CHARS
         ("package", b"a: [", "invalid_yaml", "invalid YAML: while parsing a flow node"),
         ("package", b"metadata: []\nspec: {}", "wrong_type", "metadata must be a mapping, got list"),
         ("package", b"spec: 3", "wrong_type", "spec must be a mapping, got int"),
+        ("package", b"5", "wrong_type", "Package document must be a mapping, got int"),
         ("package", b"a: \xff", "invalid_encoding", "not UTF-8: invalid start byte"),
     ],
 )  # fmt: skip
@@ -613,6 +614,10 @@ def test_the_node_and_depth_bounds_are_exact() -> None:
     with pytest.raises(BadInput) as caught:
         inputs._libyaml("[" + deepest + "]")
     assert caught.value.detail == f"nested deeper than {inputs.MAX_YAML_DEPTH} levels"
+    shallow = "[" * (inputs.MAX_YAML_DEPTH - 2) + "{a: b}" + "]" * (inputs.MAX_YAML_DEPTH - 2)
+    assert isinstance(inputs._libyaml(shallow), list)  # its key and value at the last level
+    aliases_last = "a: &x [" + "b, " * 99 + "b]\nc: [" + "d, " * 99 + "*x, " * 196 + "]"
+    assert len(inputs._libyaml(aliases_last)["c"]) == 295  # an alias makes it 20,000 exactly
     with pytest.raises(BadInput) as caught:
         inputs._libyaml("a: &x [*x]")
     assert caught.value.detail == "an alias refers to a node that contains it"
@@ -640,9 +645,9 @@ def test_plain_documents_are_built_in_one_pass() -> None:
     """The builder gives PyYAML's value itself, an alias the very object its anchor names;
     what needs PyYAML's full constructor it leaves to it."""
     text = 'a: &x [1, b, {c: d}]\nb: *x\nk: {e: null, f: true, g: 2001-12-14}\n"q": "x"'
-    value = _fast(text)
-    assert value == yaml.safe_load(text)
-    assert isinstance(value, dict) and value["a"] is value["b"]
+    value = _fast(text + "\nm: &y {k: v}\nn: *y")
+    assert value == yaml.safe_load(text + "\nm: &y {k: v}\nn: *y")
+    assert isinstance(value, dict) and value["a"] is value["b"] and value["m"] is value["n"]
     for text in ["!!set {a}", "? [a]\n: b", "<<: {a: 1}", "!!omap [a: 1]"]:
         with pytest.raises(inputs._NotPlain):
             _fast(text)
