@@ -406,3 +406,19 @@ def test_a_list_that_cannot_be_current_says_why() -> None:
     with pytest.raises(BadInput) as caught:
         store.ingest.node_lists.apply("a/list", pointer_value(Pointer("g1", 1, 2)), 3)
     assert (caught.value.kind, caught.value.detail) == ("wrong_type", "node a's list has c1 twice")
+
+
+def test_superseding_and_restoring_keys_dirty_every_model_touched() -> None:
+    """A node's first list hides its old keys and its dropped list restores them: each model
+    they and its claims touch is dirty, not only the last one."""
+    store = Store()
+    store.put(Kind.CONTAINER, "k1", info("running", node="a", model="m1"))
+    store.put(Kind.CONTAINER, "k2", info("running", node="a", model="m2"))
+    for i, (cid, model_name) in enumerate([("c3", "m3"), ("c4", "m4")]):
+        store.put(
+            Kind.NODE_LIST, f"a/gen/g1/{i:06d}", chunk_line(cid, info("dead", "a", model_name))
+        )
+    dirty = store.put(Kind.NODE_LIST, "a/list", pointer_value(Pointer("g1", 2, 2)))
+    assert dirty == {WorkKey(Resource.MODEL, m) for m in ("m1", "m2", "m3", "m4")}
+    dirty = store.put(Kind.NODE_LIST, "a/list", None)
+    assert dirty == {WorkKey(Resource.MODEL, m) for m in ("m1", "m2", "m3", "m4")}

@@ -45,7 +45,7 @@ def test_what_the_reader_reads_itself(text: str, value: object) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["---\na: b", "a: b\n...", "a: b\n---", "a: 012", "a: 1.5", "a : b", "a:b: c", "a: {k : v}", "a: {a:b: c}", "a: [x, ]", "[]",
+    ["---\na: b", "a: b\n...", "a: b\n---", "... a: b", "a:\n  - x\n- y", "k: {a}", "a: 012", "a: 1.5", "a : b", "a:b: c", "a: {k : v}", "a: {a:b: c}", "a: [x, ]", "[]",
      "a: {b: [c]}", "a: {X k: v}, ", "a: {k: v,}", "a: [x]]", "a: {k: v]"],
 )  # fmt: skip
 def test_what_the_reader_declines(text: str) -> None:

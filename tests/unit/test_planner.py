@@ -427,3 +427,13 @@ def test_pack_fills_transactions_to_their_byte_limit_exactly() -> None:
     assert pack(singles, 100, 20, _unit) == [changes[:2], changes[2:]]
     assert pack([changes], 100, 20, _unit) == [changes[:2], changes[2:]]  # one group split
     assert pack(singles, 100, 19, _unit) == singles
+
+
+def test_pack_starts_a_group_in_a_new_transaction_when_the_whole_group_would_not_fit() -> None:
+    """A group that fits a transaction of its own is not split because its first change
+    would still fit the current one."""
+    small, big1, big2 = (Change(model(n), Written(None, 0, 0), "Running", None, None)
+                         for n in ("a", "b", "c"))  # fmt: skip
+    sizes = {"a": 5, "b": 10, "c": 10}
+    packed = pack([[small], [big1, big2]], 100, 20, lambda c: (1, sizes[c.key.name]))
+    assert packed == [[small], [big1, big2]]
