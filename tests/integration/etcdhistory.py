@@ -1,11 +1,15 @@
-"""A real etcd's history replaced under a running client, as an operator does it: a snapshot
-saved, then the member wiped or restored from it on the same ports (tests/integration)."""
+"""A real etcd's history read back, and replaced under a running client as an operator does it:
+a snapshot saved, then the member wiped or restored from it on the same ports
+(tests/integration)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
+
+import aetcd
 
 from statemanager.devtools.localetcd import LocalEtcd, find_etcd
 
@@ -38,3 +42,26 @@ def replace_history(server: LocalEtcd, how: str, snapshot: Path) -> None:
             check=True, capture_output=True,
         )  # fmt: skip
     server.start()
+
+
+async def values_written(
+    client: aetcd.Client, prefixes: list[str], suffix: str
+) -> dict[str, list[str | None]]:
+    """Every value each key under `prefixes` ending in `suffix` held, oldest first (None:
+    deleted), from etcd's own history (a watch from revision 1, which needs that history
+    uncompacted): what was written, not what a reader happened to see."""
+    root = os.path.commonpath(prefixes)
+    mark = f"{root}/~history-read".encode()  # under no prefix a daemon watches
+    await client.put(mark, b"")  # the watch ends at this event, after everything before it
+    values: dict[str, list[str | None]] = {}
+    watch = await client.watch_prefix(root.encode(), start_revision=1)
+    async for event in watch:
+        if event.kv.key == mark:
+            break
+        key = event.kv.key.decode()
+        if key.endswith(suffix) and key.startswith(tuple(prefixes)):
+            value = event.kv.value.decode() if event.kind == "PUT" else None
+            values.setdefault(key, []).append(value)
+    await watch.cancel()
+    await client.delete(mark)
+    return values

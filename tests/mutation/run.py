@@ -11,11 +11,13 @@ memory are left out (they measure the copy, not the core).
 
     .venv/bin/pip install mutmut==3.8.1
     .venv/bin/python tests/mutation/run.py [--tests tests/unit/ tests/fuzz/] [--children 2]
+        [--keep DIR [--again]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -43,17 +45,50 @@ def settings(tests: list[str]) -> str:
     ).replace("'", '"')
 
 
+def refresh(copy: Path, tests: list[str]) -> None:
+    """Bring a kept copy's code and `tests` folders to the checkout's, leave the other test
+    folders without tests, and mark every mutant that survived (exit code 0) or that no test
+    reached (33) as not yet tested: mutmut then tests those alone (a changed function's
+    mutants it makes and tests anew by itself)."""
+    shutil.copytree(ROOT / "daemon", copy / "src", ignore=SKIP, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "tests", copy / "tests", ignore=SKIP, dirs_exist_ok=True)
+    kept = [(copy / t).resolve() for t in tests]
+    for base in (copy / "tests", copy / "mutants" / "tests"):
+        for test in base.rglob("test_*.py"):
+            inside = test.resolve().relative_to(base.resolve())
+            if not any((copy / "tests" / inside).is_relative_to(k) for k in kept):
+                test.unlink()
+    for meta in (copy / "mutants").rglob("*.meta"):
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        data["exit_code_by_key"] = {k: None if v in (0, 33) else v for k, v in codes.items()}
+        meta.write_text(json.dumps(data))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", nargs="+", default=["tests/unit/", "tests/fuzz/"])
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once")
+    parser.add_argument(
+        "--keep", type=Path, help="make the copy here and keep it (`mutmut show NAME` in it)"
+    )
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="with --keep: bring the kept copy's code and tests up to date and test again only "
+        "the mutants that survived or that no test reached, with the --tests folders alone (a "
+        "folder whose tests did not change cannot kill a mutant it let survive)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
-        copy = Path(scratch) / "repo"
-        shutil.copytree(ROOT, copy, ignore=SKIP)
-        (copy / "daemon").rename(copy / "src")
-        with (copy / "pyproject.toml").open("a") as pyproject:
-            pyproject.write(settings(args.tests))
+        copy = args.keep.resolve() if args.keep else Path(scratch) / "repo"
+        if args.again:
+            refresh(copy, args.tests)
+        else:
+            shutil.copytree(ROOT, copy, ignore=SKIP)
+            (copy / "daemon").rename(copy / "src")
+            with (copy / "pyproject.toml").open("a") as pyproject:
+                pyproject.write(settings(args.tests))
         env = {**os.environ, "PYTHONPATH": str(copy / "src"), "PYTHONWARNINGS": "ignore"}
         mutmut = [sys.executable, "-m", "mutmut"]
         run = subprocess.run(
@@ -74,7 +109,8 @@ def main(argv: list[str]) -> int:
         f"{uncovered} reached by no test, {suspicious} suspicious, {skipped} skipped"
     )
     reached = total - uncovered - skipped
-    print(f"score: {(killed + timeout) / max(reached, 1):.1%} of the mutants some test reaches")
+    print(f"score: {(killed + timeout) / max(total, 1):.1%} of all mutants, "
+          f"{(killed + timeout) / max(reached, 1):.1%} of those some test reaches")  # fmt: skip
     return 0 if done == total else 1
 
 

@@ -4,8 +4,9 @@ Profiles (README, "Simulation"): `SIM_SCHEDULES` (default 1,000) seeds from `SIM
 0) run in the normal test run; `SIM_SEED=n` with `-k replay` runs one seed and prints its trace
 (`SIM_KEEP=i,j,...` only those steps of it, as a shrunk failure prints them). `SIM_MODE` says
 how schedules are drawn (sim.Mode): `swarm` (the default), `uniform` (every fault kind each
-seed, as likely: swarm testing off) or `first` (the first generator's, which the regression
-seeds replay). `SIM_STOP=first`
+seed, as likely: swarm testing off), `first` (the first generator's, which the regression
+seeds replay) or `swarm-first` (swarm over the kinds it began with, which the swarm
+regression seeds replay). `SIM_STOP=first`
 ends the schedules at the first broken one and `SIM_SHRINK=0` reports it unshrunk (the bug
 zoo's hunts, tests/simulation/zoo/run.py).
 """
@@ -59,7 +60,7 @@ REGRESSION_SEEDS = [
     # and recorded a second trigger.
     100243,
 ]
-# Seeds of swarm schedules (Mode.SWARM) that found a bug.
+# Seeds of swarm schedules that found a bug (replayed as found: Mode.SWARM_FIRST).
 SWARM_REGRESSION_SEEDS = [
     # etcd restored below a write of ours whose echo had not come: the watcher compared with
     # the revisions it had delivered only, resumed, and the index kept the lost write.
@@ -120,7 +121,7 @@ def test_schedules() -> None:
 @pytest.mark.parametrize(
     ("seed", "mode"),
     [(seed, Mode.FIRST) for seed in REGRESSION_SEEDS]
-    + [(seed, Mode.SWARM) for seed in SWARM_REGRESSION_SEEDS],
+    + [(seed, Mode.SWARM_FIRST) for seed in SWARM_REGRESSION_SEEDS],
 )
 def test_regression_seed(seed: int, mode: Mode) -> None:
     _check(seed, mode)

@@ -320,3 +320,38 @@ def test_containers_are_tracked_per_reporting_node() -> None:
     index.delete_container("c1")
     index.put_container("c2", info(None))
     assert index.containers_on("b") == set()
+
+
+def test_names_added_by_a_stats_only_rewrite_are_matched_later() -> None:
+    """A rewrite that keeps the container's model but adds a name registers it: a Model spec
+    that lists the new name later moves the container."""
+    index = Index()
+    index.put_model_spec("m", ("web",))
+    index.put_container("c", info(names=("m_web",)))
+    index.put_container("c", info(names=("y_b", "m_web")))
+    index.put_model_spec("y", ("b",))
+    assert [cid for cid, _ in index.containers_of("y")] == ["c"]
+
+
+def test_a_full_name_two_models_list_stays_matched_when_one_stops() -> None:
+    """`a_b` listing `c` and `a` listing `b_c` both name `a_b_c`: when one spec goes, the
+    other still matches it."""
+    index = Index()
+    index.put_model_spec("a_b", ("c",))
+    index.put_model_spec("a", ("b_c",))
+    index.put_container("k", info(names=("a_b_c",)))
+    index.delete_model_spec("a_b")
+    assert [cid for cid, _ in index.containers_of("a")] == ["k"]
+
+
+def test_a_match_remembered_before_an_annotation_is_forgotten() -> None:
+    """Matched by name, then annotated, then matching nothing, then matched again: the
+    container is assigned again (no match from before the annotation lingers)."""
+    index = Index()
+    index.put_model_spec("m", ("web",))
+    index.put_container("c", info(names=("m_web",)))
+    index.put_container("c", info(model="m", names=("m_web",)))
+    index.put_container("c", info(names=("zz",)))
+    assert index.is_unassigned("c")
+    assert index.put_container("c", info(names=("m_web",))) == {model("m")}
+    assert not index.is_unassigned("c")

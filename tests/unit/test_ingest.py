@@ -372,3 +372,79 @@ def test_key_not_utf8_is_rejected_once_and_its_deletion_by_relist_seen(
     assert [r.kind for r in relisted.reports] == []
     assert ingest.resync(Kind.CONTAINER, [(C1, container(), 8)], 10).reports == []
     assert apply1(ingest, Kind.CONTAINER, bad, container(), 7)[1] is not None
+
+
+def test_reports_say_exactly_what_and_when(ingest: Ingest) -> None:
+    """An unassigned container, a key that is not UTF-8, a bad name and a name mismatch are
+    each reported with their kind, detail and the revision they were seen at."""
+    _, report = apply1(ingest, Kind.CONTAINER, C1, container(model_name=None), 5)
+    assert report == Report(
+        "/pullpiri/metrics/containers/c1", UNASSIGNED,
+        "no model annotation and no Model spec lists any of its names", 5,
+    )  # fmt: skip
+    _, report = apply1(ingest, Kind.PACKAGE_SPEC, b"Package/p\xff", b"spec: {}", 6)
+    assert report == Report("Package/p\\xff", "invalid_encoding", "key is not UTF-8", 6)
+    long_bad = "a b" + "c" * 100
+    _, report = apply1(ingest, Kind.PACKAGE_SPEC, f"Package/{long_bad}".encode(), b"x: 1", 7)
+    assert report is not None and report.kind == "bad_name"
+    assert report.detail.endswith(f": {long_bad[:80]!r}")
+    _, report = apply1(ingest, Kind.PACKAGE_SPEC, b"Package/p", b"metadata: {name: q}", 8)
+    assert report is not None and report.kind == "name_mismatch"
+
+
+def test_names_in_any_utf8_are_applied(ingest: Ingest, index: Index) -> None:
+    """A key that is UTF-8 but not ASCII is applied like any other."""
+    dirty, report = apply1(ingest, Kind.CONTAINER, f"{CONTAINERS}café".encode(), container(), 5)
+    assert (dirty, report) == ({model("m")}, None)
+    assert [cid for cid, _ in index.containers_of("m")] == ["café"]
+
+
+def test_state_keys_are_told_to_on_state_as_etcd_holds_them(index: Index) -> None:
+    """Every state key's value (bad bytes replaced) and deletion goes to `on_state` first."""
+    told: list[tuple[WorkKey, str | None]] = []
+    ingest = Ingest(LAYOUT, index, 1024, on_state=lambda k, v: told.append((k, v)))
+    ingest.apply(Kind.MODEL_STATE, b"/model/m/state", b"Run\xffning", 5)
+    ingest.apply(Kind.MODEL_STATE, b"/model/m/state", None, 6)
+    assert told == [(model("m"), "Run\ufffdning"), (model("m"), None)]
+    assert index.written(model("m")).value is None
+
+
+def test_a_relist_judges_drift_by_what_the_watch_applied(ingest: Ingest) -> None:
+    """A listed key the watch applied at its mod revision is no drift; one changed at or
+    below the delivered revision that the watch did not apply is, its key shown with bad
+    bytes escaped; with no delivered revision nothing is."""
+    ingest.apply(Kind.CONTAINER, C1, container(), 5)
+    listing = [(C1, container(), 5), (C2, container(), 7), (CONTAINERS.encode() + b"c\xff",
+               container(), 3)]  # fmt: skip
+    result = ingest.resync(Kind.CONTAINER, listing, 9, delivered=7)
+    assert result.drifted == [C2.decode(), "/pullpiri/metrics/containers/c\\xff"]
+    fresh = Ingest(LAYOUT, Index(), 1024)
+    assert fresh.resync(Kind.CONTAINER, [(C1, container(), 1)], 9).drifted == []
+    assert fresh.resync_all({CONTAINERS: [(C2, container(), 1)]}, 9).drifted == []
+
+
+def test_a_relist_reads_on_past_keys_that_are_not_ours(ingest: Ingest, index: Index) -> None:
+    """A key under a state prefix that is not a state key is skipped, not the end of the
+    page."""
+    listing = [(b"/model/m/other", b"x", 2), (b"/model/m/state", b"Running", 3)]
+    ingest.resync(Kind.MODEL_STATE, listing, 9)
+    assert index.written(model("m")).value == "Running"
+
+
+def test_a_resync_reports_at_its_revision(ingest: Ingest) -> None:
+    """Containers left unassigned by a resync are reported at the listing's revision."""
+    result = ingest.resync(Kind.CONTAINER, [(C1, container(model_name=None), 4)], 9)
+    assert [(r.kind, r.revision) for r in result.reports] == [(UNASSIGNED, 9)]
+    deleted = ingest.resync(Kind.CONTAINER, [], 12)  # the deletion is applied at 12
+    assert deleted.dirty == set() and deleted.reports == []
+
+
+def test_after_history_is_replaced_every_listed_key_is_applied_again(
+    ingest: Ingest, index: Index
+) -> None:
+    """After forget_revisions a listed key is applied even at the mod revision the old
+    history had for it (revision 1 included)."""
+    ingest.apply(Kind.MODEL_STATE, b"/model/m/state", b"Running", 1)
+    ingest.forget_revisions()
+    ingest.resync(Kind.MODEL_STATE, [(b"/model/m/state", b"Failed", 1)], 1)
+    assert index.written(model("m")).value == "Failed"

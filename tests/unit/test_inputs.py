@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import pytest
+import yaml
 
 from statemanager.core import inputs
 from statemanager.core.errors import BadInput
@@ -487,3 +489,171 @@ def test_check_size_rejects_oversized() -> None:
     assert info.value.kind == "oversized"
     assert "11" in info.value.detail
     assert "10" in info.value.detail
+
+
+_WS = "name contains whitespace or control characters"
+_LONG = "x" * 100
+_LIMIT = inputs.MAX_YAML_SCALAR_CHARS
+
+
+@pytest.mark.parametrize(
+    ("parse", "raw", "kind", "detail"),
+    [
+        ("package", b"spec: {models: [{name: a b}]}", "bad_name", f"spec.models[].name 'a b': {_WS}"),
+        ("package", f"spec: {{models: [{{name: {_LONG} y}}]}}".encode(), "bad_name",
+         f"spec.models[].name {_LONG[:80]!r}: {_WS}"),
+        ("package", b"spec: {models: {name: a}}", "wrong_type", "spec.models must be a list, got dict"),
+        ("package", b"spec: {models: [a]}", "wrong_type", "spec.models[] must be a mapping, got str"),
+        ("package", b"spec: {models: [{name: 5}]}", "wrong_type",
+         "spec.models[].name must be a string, got int"),
+        ("package", b"kind: Model\nspec: {}", "wrong_kind", "kind is 'Model', expected 'Package'"),
+        ("package", b"kind: [1]\nspec: {}", "wrong_kind", "kind is a list, expected 'Package'"),
+        ("package", f"metadata: {{name: {_LONG}}}\nspec: {{}}".encode(), "name_mismatch",
+         f"metadata.name {_LONG[:80]!r} differs from the key"),
+        ("package", b"metadata: {name: 7}\nspec: {}", "name_mismatch",
+         "metadata.name a int differs from the key"),
+        ("package", b"- a", "wrong_type", "Package document must be a mapping, got list"),
+        ("package", b"x: !!int abc\nspec: {}", "invalid_yaml", "invalid int value"),
+        ("package", b"x: !!timestamp 2001-13-45\nspec: {}", "invalid_yaml", "invalid timestamp value"),
+        ("package", f"x: !!int {'1' * (_LIMIT + 1)}\nspec: {{}}".encode(), "invalid_yaml",
+         f"int value longer than {_LIMIT} characters"),
+        ("scenario", b"spec: {target: a b}", "bad_name", f"spec.target 'a b': {_WS}"),
+        ("scenario", b"spec: {}", "wrong_type", "spec.target must be a string, got NoneType"),
+        ("container", b'{"state": {"Status": "running"}, "names": "x"}', "wrong_type",
+         "names must be a list, got str"),
+        ("container", b'{"state": {"Status": "running"}, "names": [1]}', "wrong_type",
+         "names[] must be a string, got int"),
+        ("container", b'{"state": {"Status": "running", "OOMKilled": "maybe"}}', "wrong_type",
+         "state.OOMKilled must be \"true\" or \"false\", got 'maybe'"),
+        ("container", b'{"state": {"Status": "running", "ExitCode": 1.5}}', "wrong_type",
+         "state.ExitCode must be a string, got float"),
+        ("container", b'{"state": {"Status": "running"}, "node": 4}', "wrong_type",
+         "node must be a string, got int"),
+        ("container", b"[]", "wrong_type", "container info must be a mapping, got list"),
+        ("container", b"{}", "wrong_type", "state must be a mapping, got NoneType"),
+        ("container", b'{"state": {"Status": 3}}', "wrong_type",
+         "state.Status must be a string, got int"),
+        ("container", b'{"state": {}, "annotation": []}', "wrong_type",
+         "annotation must be a mapping, got list"),
+        ("container", b'{"state": {"OOMKilled": 5}}', "wrong_type",
+         "state.OOMKilled must be a string, got int"),
+        ("container", b'{"state": {"OOMKilled": "' + b"y" * 30 + b'"}}', "wrong_type",
+         f'state.OOMKilled must be "true" or "false", got {"y" * 20!r}'),
+        ("container", b'{"state": {}, "annotation": {"io.pullpiri.annotations.model": 5}}',
+         "wrong_type", "annotation io.pullpiri.annotations.model must be a string, got int"),
+        ("package", b'spec: {models: [{name: ""}]}', "bad_name",
+         "spec.models[].name '': empty name"),
+        ("package", b"spec: {models: [{name: a/b}]}", "bad_name",
+         "spec.models[].name 'a/b': name contains '/'"),
+        ("package", b"a: [", "invalid_yaml", "invalid YAML: while parsing a flow node"),
+        ("package", b"metadata: []\nspec: {}", "wrong_type", "metadata must be a mapping, got list"),
+        ("package", b"spec: 3", "wrong_type", "spec must be a mapping, got int"),
+        ("package", b"5", "wrong_type", "Package document must be a mapping, got int"),
+        ("package", b"a: \xff", "invalid_encoding", "not UTF-8: invalid start byte"),
+    ],
+)  # fmt: skip
+def test_bad_input_says_exactly_what_is_wrong(
+    parse: str, raw: bytes, kind: str, detail: str
+) -> None:
+    """Each rejection names its kind and, in words an operator can act on, the field, what it
+    should be and what it is (a string's start only, else its type)."""
+    if parse == "container":
+        call = functools.partial(inputs.parse_container, raw)
+    else:
+        call = functools.partial(getattr(inputs, f"parse_{parse}"), raw, "p")
+    with pytest.raises(BadInput) as caught:
+        call()
+    assert (caught.value.kind, caught.value.detail) == (kind, detail)
+
+
+@pytest.mark.parametrize(
+    ("raw", "models"),
+    [
+        (f"x: !!int {'1' * _LIMIT}\nspec: {{models: [{{name: a}}]}}".encode(), ("a",)),
+        (b"spec: {models: [{name: a}, {name: a}, {name: b}]}", ("a", "b")),
+        (b"spec: {models: }", ()),
+        (b"spec: {}", ()),
+    ],
+)
+def test_package_model_lists(raw: bytes, models: tuple[str, ...]) -> None:
+    """A package's models in order, duplicates dropped; none when the list is null or absent;
+    a typed scalar of exactly the length limit is read."""
+    assert inputs.parse_package(raw, "p") == models
+
+
+def _aliased(extra: int) -> str:
+    """An anchored list of 100 scalars (101 nodes) named 196 times, and `extra` scalars:
+    19,901 nodes with every alias expanded, plus `extra`."""
+    return "a: &x [" + "b, " * 99 + "b]\nc: [" + "*x, " * 196 + "d, " * extra + "]"
+
+
+def _nodes(text: str) -> int:
+    walk = inputs._Bounds()
+    walk.walk(yaml.compose(text, Loader=inputs._SpecLoader), 0, False)
+    return walk.count
+
+
+def test_nodes_are_counted_with_every_alias_expanded() -> None:
+    """An alias counts as the size of the node it names: a scalar 1, a collection itself and
+    all it holds."""
+    assert _nodes("a: b") == 3
+    assert _nodes("a: &x b\nc: *x") == 5
+    assert _nodes("a: &x [b, c]\nd: *x\ne: *x") == 13
+    assert _nodes(_aliased(99)) == 20_000
+
+
+def test_the_node_and_depth_bounds_are_exact() -> None:
+    """MAX_YAML_NODES nodes and MAX_YAML_DEPTH levels are read; one more is rejected, saying
+    which bound it broke; an alias inside the node it names is rejected."""
+    assert inputs._libyaml(_aliased(99))["c"][-1] == "d"
+    with pytest.raises(BadInput) as caught:
+        inputs._libyaml(_aliased(100))
+    assert caught.value.detail == "more than 20000 nodes, an alias counted as its target"
+    deepest = "[" * inputs.MAX_YAML_DEPTH + "]" * inputs.MAX_YAML_DEPTH
+    assert isinstance(inputs._libyaml(deepest), list)
+    with pytest.raises(BadInput) as caught:
+        inputs._libyaml("[" + deepest + "]")
+    assert caught.value.detail == f"nested deeper than {inputs.MAX_YAML_DEPTH} levels"
+    shallow = "[" * (inputs.MAX_YAML_DEPTH - 2) + "{a: b}" + "]" * (inputs.MAX_YAML_DEPTH - 2)
+    assert isinstance(inputs._libyaml(shallow), list)  # its key and value at the last level
+    aliases_last = "a: &x [" + "b, " * 99 + "b]\nc: [" + "d, " * 99 + "*x, " * 196 + "]"
+    assert len(inputs._libyaml(aliases_last)["c"]) == 295  # an alias makes it 20,000 exactly
+    with pytest.raises(BadInput) as caught:
+        inputs._libyaml("a: &x [*x]")
+    assert caught.value.detail == "an alias refers to a node that contains it"
+
+
+def test_number_keys_are_strings_and_number_values_numbers() -> None:
+    """A mapping key that YAML reads as a number is kept as its text; numbers elsewhere, and
+    keys of other types, are what YAML reads."""
+    assert inputs._libyaml("{1: a, 2.5: b, true: c, k: [1, 2.5], v: 3}") == {
+        "1": "a", "2.5": "b", True: "c", "k": [1, 2.5], "v": 3,
+    }  # fmt: skip
+
+
+def _fast(text: str) -> object:
+    """The value the one-pass builder (inputs._plain_value) gives, without PyYAML's
+    constructor to fall back on."""
+    loader = inputs._SpecLoader(text)
+    try:
+        return inputs._plain_value(loader, loader.get_single_node())
+    finally:
+        loader.dispose()
+
+
+def test_plain_documents_are_built_in_one_pass() -> None:
+    """The builder gives PyYAML's value itself, an alias the very object its anchor names;
+    what needs PyYAML's full constructor it leaves to it."""
+    text = 'a: &x [1, b, {c: d}]\nb: *x\nk: {e: null, f: true, g: 2001-12-14}\n"q": "x"'
+    value = _fast(text + "\nm: &y {k: v}\nn: *y")
+    assert value == yaml.safe_load(text + "\nm: &y {k: v}\nn: *y")
+    assert isinstance(value, dict) and value["a"] is value["b"] and value["m"] is value["n"]
+    for text in ["!!set {a}", "? [a]\n: b", "<<: {a: 1}", "!!omap [a: 1]"]:
+        with pytest.raises(inputs._NotPlain):
+            _fast(text)
+
+
+def test_a_container_without_status_or_flags_is_unknown_and_not_oom_killed() -> None:
+    """No `Status` reads as an unknown status; an empty `OOMKilled` as false."""
+    info = inputs.parse_container(b'{"state": {"OOMKilled": ""}}')
+    assert (info.status, info.cls) == (ContainerStatus.UNKNOWN, ContainerClass.ACTIVE)

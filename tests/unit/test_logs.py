@@ -13,6 +13,7 @@ import pytest
 import structlog
 
 from statemanager.app import logs
+from statemanager.core.timestamps import timestamp
 
 
 @pytest.fixture
@@ -82,3 +83,9 @@ def test_level_and_format_change_for_loggers_already_in_use(stream: TextIO) -> N
     assert len(got) == 2
     assert json.loads(got[0])["event"] == "json"
     assert "shown" in got[1] and not got[1].startswith("{")
+
+
+def test_timestamps_carry_every_nanosecond() -> None:
+    """Nanoseconds since the epoch become UTC seconds and nine digits of fraction."""
+    assert timestamp(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456789Z"
+    assert timestamp(999_999_999) == "1970-01-01T00:00:00.999999999Z"

@@ -405,3 +405,73 @@ def test_scenario_state_without_any_spec_is_an_orphan() -> None:
     index = Index()
     index.observe_written(scenario("ghost"), "Idle", 3)
     assert summary(planned(index, index.all_keys())) == [[(scenario("ghost"), "Idle", None)]]
+
+
+def test_every_dirty_key_is_planned_after_one_that_is_skipped(payment: Index) -> None:
+    """A scenario key or a key already visited does not end the walk over the dirty keys."""
+    put(payment, "c1", DEAD, "m")
+    scenario = WorkKey(Resource.SCENARIO, "s")
+    groups = planned(payment, [scenario, package("p"), package("p"), model("m")])
+    assert summary(groups) == [
+        [(model("m"), "Running", "Failed"), (package("p"), "Running", "Degraded")]
+    ]
+
+
+def test_a_model_change_carries_its_verdict_and_a_put_back_is_a_correction(payment: Index) -> None:
+    """Each change names the rule that decided it; a key someone else changed away from what
+    this daemon wrote, and which the rules still give, is put back as a correction."""
+    payment.observe_written(model("m"), "Failed", 100)  # someone else's write
+    previous = PreviousStates()
+    previous.committed(model("m"), "Running")
+    [[change]] = planned(payment, [model("m")], previous)
+    assert (change.new, change.correction) == ("Running", True)
+    assert change.verdict is not None and change.verdict.rule == "M5"
+    [[fresh]] = planned(payment, [model("m")])  # no previous state known: a transition
+    assert fresh.correction is False
+
+
+def test_a_moved_model_already_in_etcd_is_its_package_changes_cause(payment: Index) -> None:
+    """A model whose derived state moved to what etcd already holds (someone else wrote it)
+    pulls in its package, and is named as the cause of the package's change."""
+    put(payment, "c1", DEAD, "m")
+    payment.observe_written(model("m"), "Failed", 100)
+    previous = PreviousStates()
+    previous.committed(model("m"), "Running")
+    [[change]] = planned(payment, [model("m")], previous)
+    assert (change.key, change.new, change.cause) == (package("p"), "Degraded", model("m"))
+    assert previous.previous(model("m")) == "Failed"  # agreeing now: the new previous state
+
+
+def test_a_key_agreeing_with_no_state_forgets_its_previous_state() -> None:
+    """A model that should have no key and has none is left with no previous derived state,
+    whether it had one or not."""
+    index = Index()
+    assert planned(index, [model("gone")], PreviousStates()) == []
+    previous = PreviousStates()
+    previous.committed(model("gone"), "Running")
+    assert planned(index, [model("gone")], previous) == []
+    assert previous.previous(model("gone")) is None
+
+
+def _unit(change: Change) -> tuple[int, int]:
+    return 1, 10
+
+
+def test_pack_fills_transactions_to_their_byte_limit_exactly() -> None:
+    """Groups and changes fill a transaction up to `max_bytes` inclusive, and each new
+    transaction starts empty."""
+    changes = [Change(model(f"m{i}"), Written(None, 0, 0), "Running", None, None) for i in range(4)]
+    singles = [[c] for c in changes]
+    assert pack(singles, 100, 20, _unit) == [changes[:2], changes[2:]]
+    assert pack([changes], 100, 20, _unit) == [changes[:2], changes[2:]]  # one group split
+    assert pack(singles, 100, 19, _unit) == singles
+
+
+def test_pack_starts_a_group_in_a_new_transaction_when_the_whole_group_would_not_fit() -> None:
+    """A group that fits a transaction of its own is not split because its first change
+    would still fit the current one."""
+    small, big1, big2 = (Change(model(n), Written(None, 0, 0), "Running", None, None)
+                         for n in ("a", "b", "c"))  # fmt: skip
+    sizes = {"a": 5, "b": 10, "c": 10}
+    packed = pack([[small], [big1, big2]], 100, 20, lambda c: (1, sizes[c.key.name]))
+    assert packed == [[small], [big1, big2]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from statemanager.core import rules
 from statemanager.core.rules import model_verdict, package_verdict
 from statemanager.core.states import ContainerClass, ModelState, PackageState
 
@@ -16,6 +17,13 @@ PENDING = ModelState.PENDING
 RUNNING = ModelState.RUNNING
 SUCCEEDED = ModelState.SUCCEEDED
 FAILED = ModelState.FAILED
+
+
+@pytest.fixture(autouse=True)
+def _fresh_verdicts() -> None:
+    """Each test's verdicts computed here, not taken from the cache an earlier test filled."""
+    rules._model_verdict.cache_clear()
+    rules._package_verdict.cache_clear()
 
 
 MODEL_ROWS = [
@@ -87,12 +95,36 @@ def test_verdict_reason_counts_the_deciding_class() -> None:
 
 
 @pytest.mark.parametrize(
+    ("counts", "reason"),
+    [
+        pytest.param({ACTIVE: 1, EXITED: 1}, "1 of 2 containers running or unknown", id="one"),
+        pytest.param(
+            {EXITED: 1, NOT_STARTED: 2}, "0 of 3 containers running or unknown", id="none"
+        ),
+        pytest.param({EXITED: 2}, "all 2 containers exited", id="M3"),
+        pytest.param({NOT_STARTED: 1}, "all 1 containers not started", id="M4"),
+    ],
+)
+def test_model_reason_counts_containers_running(
+    counts: dict[ContainerClass, int], reason: str
+) -> None:
+    """M5's reason counts the running (or unknown) containers, zero included; M3 and M4 say
+    "all" of the total."""
+    assert model_verdict(counts).reason == reason
+
+
+@pytest.mark.parametrize(
     ("states", "reason"),
     [
         pytest.param([RUNNING], "all 1 models Running", id="only-running"),
         pytest.param([RUNNING, RUNNING], "all 2 models Running", id="all-running"),
         pytest.param([PENDING, RUNNING, RUNNING], "2 Running, 1 Pending of 3 models", id="mixed"),
         pytest.param([SUCCEEDED, PENDING], "1 Pending, 1 Succeeded of 2 models", id="tie-by-name"),
+        pytest.param(
+            [SUCCEEDED, RUNNING, PENDING, SUCCEEDED],
+            "2 Succeeded, 1 Pending, 1 Running of 4 models",
+            id="most-then-by-name",
+        ),
     ],
 )
 def test_p6_reason_says_what_is_true(states: list[str], reason: str) -> None:

@@ -133,3 +133,19 @@ def test_refusals_say_what_they_were_judged_from(
     got = decide(stored, "idle", target)
     assert isinstance(got, str)
     assert says in got
+
+
+@pytest.mark.parametrize(
+    ("stored", "target", "why"),
+    [
+        ("satisfied", "idle", "the scenario is Satisfied (stored); Satisfied → Idle is not in "
+         "the lifecycle (from Satisfied: Allowed, Denied)"),
+        ("denied", "idle", "the scenario is Denied (stored); Denied → Idle is not in the "
+         "lifecycle (from Denied: none (final))"),
+    ],
+)  # fmt: skip
+def test_a_refusal_lists_the_states_the_scenario_may_go_to(
+    stored: str, target: str, why: str
+) -> None:
+    """The sentence names every next state the lifecycle allows, or says there is none."""
+    assert decide(stored, "x", target) == why

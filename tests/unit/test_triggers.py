@@ -134,3 +134,41 @@ def test_later_dead_letter_format_is_told_apart() -> None:
 def test_foreign_triggers_are_refused(key: bytes, value: bytes) -> None:
     """A key or value no version wrote decodes to None, never raises."""
     assert decode(LAYOUT, key, value, 1) is None
+
+
+def test_records_are_stored_exactly_as_documented() -> None:
+    """The stored bytes of a trigger and a dead letter: the module docstring's fields, keys
+    sorted (one record, one byte string, whichever daemon wrote it)."""
+    assert encode(Trigger("pay", "ab12-3", 41, "ignored")) == (
+        b'{"format": 2, "package": "pay", "transition_id": "ab12-3"}'
+    )
+    assert json.loads(encode_dead_letter(LETTER)) == {
+        "format": 1, "package": "pay", "transition_id": "ab12-3", "revision": 41, "scenario": "s",
+        "error": "INTERNAL: no", "refusals": 10, "acknowledged": ["a", "b"],
+        "dead_lettered_at": 1.5e9,
+    }  # fmt: skip
+    keys = list(json.loads(encode_dead_letter(LETTER)))
+    assert keys == sorted(keys)
+    assert encode_dead_letter(LETTER).startswith(b'{"acknowledged": ["a", "b"], ')
+
+
+def test_a_trigger_is_removed_from_the_key_it_was_read_from() -> None:
+    """record_key gives a format-2 trigger's package key and a format-1 trigger's per-scenario
+    key, each the key it decodes from."""
+    for key, value in [
+        (b"/statemanager/triggers/pay", encode(Trigger("pay", "t", 0))),
+        (b"/statemanager/triggers/pay/s1", b'{"package": "pay", "transition_id": "t"}'),
+    ]:
+        trigger = decode(LAYOUT, key, value, 9)
+        assert isinstance(trigger, Trigger)
+        assert record_key(LAYOUT, trigger) == key
+
+
+def test_a_key_that_is_not_utf8_is_no_record() -> None:
+    """A key under the triggers or dead letters prefix whose name is not UTF-8 was written by
+    no version: it decodes to nothing (it once decoded with the bad bytes replaced, a trigger
+    whose record_key was another key, so its removal could never remove it)."""
+    trigger = b'{"format": 2, "package": "p", "transition_id": "t"}'
+    assert decode(LAYOUT, b"/statemanager/triggers/p\xff", trigger, 3) is None
+    letter = encode_dead_letter(LETTER)
+    assert decode_dead_letter(LAYOUT, b"/statemanager/deadletters/p\xff", letter, 3) is None

@@ -266,8 +266,10 @@ class NodeLists:
             best = max(others, key=lambda n: self._current[n].revision)
             self._owner[cid] = best
             return self._index.put_container(cid, self._current[best].containers[cid])
-        if cid in self._shadowed:
-            return self._index.put_container(cid, self._shadowed.pop(cid))
+        key = self._shadowed.get(cid)
+        if key is not None and key.node not in self._current:  # not a listed node's old key
+            del self._shadowed[cid]
+            return self._index.put_container(cid, key)
         return self._index.delete_container(cid)
 
     # -- container keys -----------------------------------------------------------------------

@@ -69,6 +69,13 @@ class _Declined(Exception):
     """The text is outside the subset: libyaml reads it."""
 
 
+def _within(depth: int) -> None:
+    """Decline a collection nested deeper than MAX_DEPTH (checked by each collection, since
+    a mapping's sequence and a sequence entry's mapping are entered without a block)."""
+    if depth > MAX_DEPTH:
+        raise _Declined
+
+
 def load(text: str) -> Any | None:
     """The value of a document in the subset (see the module docstring), or None."""
     if len(text) > MAX_CHARS or _DECLINED.search(text):
@@ -110,8 +117,6 @@ class _Reader:
 
     def block(self, indent: int, depth: int) -> Any:
         """The block collection whose first line is the next one, at `indent`."""
-        if depth > MAX_DEPTH:
-            raise _Declined
         if _is_sequence_entry(self.contents[self.at]):
             return self.sequence(indent, depth)
         return self.mapping(indent, None, depth)
@@ -124,6 +129,7 @@ class _Reader:
         return self.block(deeper, depth + 1) if deeper > indent else None
 
     def sequence(self, indent: int, depth: int) -> list[Any]:
+        _within(depth)
         items: list[Any] = []
         indents, contents = self.indents, self.contents
         while indents[self.at] == indent and _is_sequence_entry(contents[self.at]):
@@ -151,6 +157,7 @@ class _Reader:
     def mapping(self, indent: int, first: str | None, depth: int) -> dict[Any, Any]:
         """A block mapping at `indent`; `first` is its first entry when it began on a
         sequence entry's line (the line is then the next one, at another indentation)."""
+        _within(depth)
         mapping: dict[Any, Any] = {}
         indents, contents = self.indents, self.contents
         while first is not None or indents[self.at] == indent:

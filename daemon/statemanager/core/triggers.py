@@ -119,10 +119,11 @@ def _record(prefix: str, key: bytes, value: bytes) -> tuple[str, dict[str, Any]]
     if not key.startswith(raw):
         return None
     try:
+        name = key[len(raw) :].decode("utf-8")  # no version wrote a key that is not UTF-8
         body = json.loads(value)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
-    return (key[len(raw) :].decode("utf-8", "replace"), body) if isinstance(body, dict) else None
+    return (name, body) if isinstance(body, dict) else None
 
 
 MAX_ERROR_CHARS = 1000  # of ActionController's answer kept in a dead letter: bounds its size
