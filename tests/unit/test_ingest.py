@@ -399,13 +399,11 @@ def test_names_in_any_utf8_are_applied(ingest: Ingest, index: Index) -> None:
     assert [cid for cid, _ in index.containers_of("m")] == ["café"]
 
 
-def test_state_keys_are_told_to_on_state_as_etcd_holds_them(index: Index) -> None:
-    """Every state key's value (bad bytes replaced) and deletion goes to `on_state` first."""
-    told: list[tuple[WorkKey, str | None]] = []
-    ingest = Ingest(LAYOUT, index, 1024, on_state=lambda k, v: told.append((k, v)))
-    ingest.apply(Kind.MODEL_STATE, b"/model/m/state", b"Run\xffning", 5)
-    ingest.apply(Kind.MODEL_STATE, b"/model/m/state", None, 6)
-    assert told == [(model("m"), "Run\ufffdning"), (model("m"), None)]
+def test_state_keys_are_reported_as_etcd_holds_them(ingest: Ingest, index: Index) -> None:
+    """Every state key's value (bad bytes replaced) and deletion is among the applied states."""
+    put = ingest.apply(Kind.MODEL_STATE, b"/model/m/state", b"Run\xffning", 5)
+    deleted = ingest.apply(Kind.MODEL_STATE, b"/model/m/state", None, 6)
+    assert [*put.states, *deleted.states] == [(model("m"), "Run\ufffdning"), (model("m"), None)]
     assert index.written(model("m")).value is None
 
 
