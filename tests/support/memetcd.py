@@ -9,7 +9,7 @@ revision and then follow live changes, one response never splitting a revision.
 
 It offers the methods of `statemanager.adapters.etcd.EtcdClient` that the daemon's components use
 (snapshot, watch, txn, get, leases, create_if_absent, first_created, candidates, list_prefix,
-delete), with
+last_keys, delete), with
 the same result types and the same error families (`EtcdUnavailable`, `Compacted`,
 `EtcdError`), so Watcher, Controller/StateWriter, Election, ReconcileSender and StateService
 can be handed one. `tests/integration/test_memetcd_conformance.py` runs the same operations
@@ -624,6 +624,12 @@ class MemEtcd:
             fenced = not records or records[0].create_revision != fence.create_revision
             self.txn_log[-1] = dataclasses.replace(self.txn_log[-1], fenced=fenced)
         return TxnResult(False, result.revision, current, fenced)
+
+    async def last_keys(self, ranges: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
+        """etcd's Range newest first with limit 1, keys only, per range, at one revision."""
+        await self._request()
+        found = (self.range_now(start, end).records for start, end in ranges)
+        return [records[-1].key if records else None for records in found]
 
     async def delete(self, key: bytes) -> None:
         await self._request()

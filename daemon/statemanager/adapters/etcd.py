@@ -36,6 +36,7 @@ from statemanager.adapters.etcdsession import (
 from statemanager.adapters.tls import TlsFiles
 from statemanager.core.errors import Compacted, EtcdUnavailable, TooLarge
 from statemanager.core.ports import (
+    TXN_LIMITS,
     Candidate,
     Candidates,
     Delete,
@@ -236,6 +237,22 @@ class EtcdKV(_Facade):
             kvs = resp.responses[len(guards)].response_range.kvs
             fenced = not kvs or int(kvs[0].create_revision) != fence.create_revision
         return TxnResult(False, revision, current, fenced)
+
+    async def last_keys(self, ranges: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
+        """Per range [start, end), its greatest key (None when empty): one transaction of
+        keys-only reads, newest first, limit 1, per `TXN_LIMITS.max_ops` ranges."""
+        found: list[bytes | None] = []
+        for first in range(0, len(ranges), TXN_LIMITS.max_ops):
+            txn = rpc.TxnRequest()
+            for start, end in ranges[first : first + TXN_LIMITS.max_ops]:
+                read = txn.success.add().request_range
+                read.key, read.range_end, read.limit, read.keys_only = start, end, 1, True
+                read.sort_order, read.sort_target = rpc.RangeRequest.DESCEND, rpc.RangeRequest.KEY
+            resp = await self._session.call(TXN, txn)
+            for op in resp.responses:
+                kvs = op.response_range.kvs
+                found.append(bytes(kvs[0].key) if kvs else None)
+        return found
 
     async def delete(self, key: bytes) -> None:
         await self._session.call(DELETE_RANGE, rpc.DeleteRangeRequest(key=key))

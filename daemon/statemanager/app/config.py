@@ -99,6 +99,18 @@ def _positive_int(value: object) -> int:
     return int(number)
 
 
+def _count(value: object) -> int:
+    if value in (0, "0"):
+        return 0
+    return _positive_int(value)
+
+
+def _seconds_or_off(value: object) -> float:
+    if value in (0, "0", "off"):
+        return 0.0
+    return _positive(value)
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
     def parse(value: object) -> str:
         if not isinstance(value, str) or value.lower() not in options:
@@ -156,7 +168,7 @@ def _prefix(value: object) -> str:
 # file serves them all, so a bad value is named wherever it is read); the flags only offer what
 # the command uses.
 DAEMON_ONLY = frozenset({"run"})
-EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers"})
+EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers", "history"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,6 +580,25 @@ class InputSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HistorySettings:
+    keep: int = setting(
+        _count,
+        100,
+        "transition records kept per model, package and scenario "
+        "([History](docs/contract.md#history)); older ones are deleted by the write that adds "
+        "one. 0 records no history",
+        commands=EVERY_COMMAND,
+    )
+    max_age_seconds: float = setting(
+        _seconds_or_off,
+        30 * 24 * 3600.0,
+        "records older than this are removed by the leader (hourly, or every quarter of it "
+        "when shorter), all but each resource's newest unless that records its deletion; "
+        "0 keeps them until `history.keep` retires them",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Validated settings, one section per `[table]` of the file; build with `load`."""
 
@@ -579,6 +610,7 @@ class Settings:
     ha: HaSettings
     log: LogSettings
     inputs: InputSettings
+    history: HistorySettings
 
 
 _SECTIONS: dict[str, type] = get_type_hints(Settings)

@@ -41,10 +41,11 @@ from statemanager.core.errors import ConfigError
 from statemanager.core.index import Index
 from statemanager.core.ingest import Ingest
 from statemanager.core.keys import WorkKey
-from statemanager.core.ports import Fence
+from statemanager.core.ports import Fence, LastKeys
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.election import Election, ElectionClient
 from statemanager.runtime.health import Health
+from statemanager.runtime.history import HistoryHeads, HistoryPruner, PrunerStore
 from statemanager.runtime.metrics import Metrics, QueueMetrics
 from statemanager.runtime.outage import Outage
 from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender, TriggerStore
@@ -57,6 +58,7 @@ from statemanager.runtime.writer import StateWriter
 log = structlog.get_logger("statemanager.daemon")
 
 HEARTBEAT_SECONDS = 1.0
+PRUNE_INTERVAL_SECONDS = 3600.0  # history older than history.max_age_seconds goes hourly
 # Signals that would end the process without a word (their default action is to terminate):
 # handled so that none does. SIGPIPE is ignored by Python already.
 _STOP_REQUESTS = (signal.SIGTERM, signal.SIGINT)
@@ -68,7 +70,9 @@ _UNEXPECTED = tuple(
 )  # fmt: skip
 
 
-class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, Protocol):
+class Store(
+    WatchClient, ElectionClient, TriggerStore, ServiceStore, LastKeys, PrunerStore, Protocol
+):
     """Everything the runtime asks of etcd: `EtcdClient` in production, an in-memory etcd in
     the tests."""
 
@@ -107,6 +111,7 @@ class Parts:
     service: StateService
     status: StatusPage
     listings: Listings
+    pruner: HistoryPruner | None  # None: no history, or no maximum age
 
 
 def build(
@@ -137,7 +142,18 @@ def build(
     index = Index()
     queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
     previous: dict[WorkKey, str] = {}  # per key, the previous derived state (planner.plan)
-    writer = StateWriter(store, layout, index, metrics, previous=previous)
+    keep = settings.history.keep
+    heads = HistoryHeads(store, layout, metrics)  # reports foreign history keys once each
+    writer = StateWriter(
+        store,
+        layout,
+        index,
+        metrics,
+        previous=previous,
+        history=heads,
+        keep=keep,
+        node=settings.ha.node_name,
+    )
     later_formats = LaterFormats(metrics)  # one report per record, whoever meets it
     controller = Controller(
         index=index,
@@ -197,6 +213,9 @@ def build(
         node_identity=settings.grpc.node_identity,
         metrics=metrics,
         offloader=offloader,
+        history=heads if keep else None,
+        keep=keep,
+        node=settings.ha.node_name,
     )
     status = StatusPage(
         loop=asyncio.get_running_loop(),
@@ -206,7 +225,23 @@ def build(
         progress=health,
         node=settings.ha.node_name,
     )
-    return Parts(index, queue, controller, election, watcher, sender, service, status, listings)
+    max_age = settings.history.max_age_seconds
+    pruner = (
+        HistoryPruner(
+            store=store,
+            layout=layout,
+            heads=heads,
+            later_formats=later_formats,
+            max_age=max_age,
+            interval=min(PRUNE_INTERVAL_SECONDS, max_age / 4),
+            wall_clock=time.time_ns,
+        )
+        if keep and max_age
+        else None
+    )
+    return Parts(
+        index, queue, controller, election, watcher, sender, service, status, listings, pruner
+    )
 
 
 def _leadership_changed(
@@ -220,12 +255,15 @@ def _leadership_changed(
 def start(parts: Parts) -> list[asyncio.Task[None]]:
     """Start the runtime's loops as named tasks: none of them ends unless cancelled, so the
     caller treats any that does as a failure."""
-    return [
+    tasks = [
         asyncio.create_task(parts.watcher.run(), name="watcher"),
         asyncio.create_task(parts.election.run(), name="election"),
         asyncio.create_task(parts.controller.run_worker(parts.election), name="worker"),
         asyncio.create_task(_send_after_listing(parts), name="reconcile-sender"),
     ]
+    if parts.pruner is not None:
+        tasks.append(asyncio.create_task(parts.pruner.run(parts.election), name="history-pruner"))
+    return tasks
 
 
 async def _send_after_listing(parts: Parts) -> None:

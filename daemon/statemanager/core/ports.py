@@ -190,6 +190,16 @@ class TxnClient(Protocol):
     ) -> TxnResult: ...
 
 
+class LastKeys(Protocol):
+    """The greatest key of several ranges in one round trip: how the newest record of a
+    resource's history is found (core/history.py)."""
+
+    async def last_keys(self, ranges: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
+        """Per range [start, end), its greatest key (None when it holds none), every range read
+        at one revision."""
+        ...
+
+
 class Snapshot(NamedTuple):
     """Every listed prefix's keys, all read at `revision`."""
 

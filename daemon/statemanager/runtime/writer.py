@@ -7,6 +7,9 @@ re-evaluated (never forced). Transient etcd errors are retried with capped, jitt
 (tenacity); if they persist the caller re-queues the keys. A retry whose guard fails because
 the attempt before it committed (its answer was lost) is told apart by reading back this
 transaction's own values, and its transitions are recorded all the same.
+
+Each transition's history record goes in the transaction that writes its state, the records a
+resource keeps beyond `keep` deleted in it too (docs/decisions/transition-history.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -27,7 +31,8 @@ from tenacity import (
 )
 
 from statemanager.core.errors import EtcdUnavailable
-from statemanager.core.history import Transition
+from statemanager.core.history import Transition, history_key, record_ops
+from statemanager.core.history import encode as encode_record
 from statemanager.core.index import Index
 from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, pack
@@ -78,6 +83,14 @@ class WriterClient(TxnClient, Protocol):
     async def get(self, key: bytes) -> KeyValue | None: ...
 
 
+class Generations(Protocol):
+    """Where resources' histories stand in etcd (runtime/history.py, HistoryHeads)."""
+
+    async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]: ...
+
+    async def empty(self, resource: Resource) -> bool: ...
+
+
 class StateWriter:
     def __init__(
         self,
@@ -89,7 +102,12 @@ class StateWriter:
         max_backoff: float = 2.0,
         limits: TxnLimits = TXN_LIMITS,
         previous: dict[WorkKey, str] | None = None,
+        history: Generations | None = None,
+        keep: int = 0,
+        node: str | None = None,
     ) -> None:
+        """`history` and `keep` > 0: record each transition, keeping the last `keep` per
+        resource; `node` names this daemon in the records."""
         self._client = client
         self._layout = layout
         self._index = index
@@ -113,6 +131,26 @@ class StateWriter:
         self._newest = 0
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
+        self._history = history if keep > 0 else None
+        self._keep = keep
+        self._node = node
+        # Per model and package, the generation of its newest history record, and the types
+        # whose history was empty (every generation 0 but those written since): right while
+        # this daemon leads under `_history_fence`, since only the fenced leader writes them.
+        # A scenario's is read for each write (any daemon's gRPC service writes them).
+        self._generations: dict[WorkKey, int] = {}
+        self._complete: set[Resource] = set()
+        self._history_fence: Fence | None = None
+        # A record's bytes but for its texts: ids of 40 characters, the longest node name,
+        # 20-digit numbers.
+        self._record_bytes = len(
+            encode_record(
+                Transition(
+                    "x" * 40, Resource.PACKAGE, "", None, None, None, None, 10**19, 10**19, 0,
+                    "x" * 40, node="x" * MAX_NAME_LENGTH,
+                )
+            )
+        )  # fmt: skip
 
     def echoed(self, key: WorkKey, value: str | None) -> None:
         """etcd showed `key`'s next value (a watch event or a listing, through ingest) after a
@@ -135,6 +173,8 @@ class StateWriter:
 
     def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
         """Pack write groups into transactions etcd accepts, with `fence` on each."""
+        if fence != self._history_fence:
+            self._forget_generations()  # learnt under another leadership
         fence_bytes = self._limits.guarded_write_bytes(fence.key, None)
         return pack(
             groups,
@@ -144,13 +184,80 @@ class StateWriter:
         )
 
     def _cost(self, change: Change) -> tuple[int, int]:
-        """Operations and bytes `change` adds to a transaction, its trigger record included."""
+        """Operations and bytes `change` adds to a transaction, its trigger and history records
+        included (the retention delete counted unless the generation is known to need none)."""
         key = self._layout.state_key(change.key).encode()
-        size = self._limits.guarded_write_bytes(key, change.new.encode() if change.new else None)
-        if not change.entering_error:
-            return 1, size
-        record = trigger_key(self._layout, change.key.name)
-        return 2, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
+        ops, size = (
+            1,
+            self._limits.guarded_write_bytes(key, change.new.encode() if change.new else None),
+        )
+        if change.entering_error:
+            record = trigger_key(self._layout, change.key.name)
+            ops, size = ops + 1, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
+        if self._history is None or change.correction:
+            return ops, size
+        record = history_key(self._layout, change.key, 0).encode()
+        texts = (
+            change.old.value,
+            change.new,
+            *((change.verdict.rule, change.verdict.reason) if change.verdict else ()),
+        )
+        value = self._record_bytes + sum(len(t.encode()) for t in texts if t)
+        ops, size = ops + 1, size + self._limits.put_bytes(record, b"x" * value)
+        if self._next_generation(change.key, unknown=self._keep + 1) > self._keep:
+            ops, size = ops + 1, size + 2 * self._limits.put_bytes(record, b"")
+        return ops, size
+
+    def _next_generation(self, key: WorkKey, unknown: int = 0) -> int:
+        """The generation `key`'s next record takes; `unknown` when that is not known yet."""
+        if key in self._generations:
+            return self._generations[key] + 1
+        known = key.resource in self._complete and self._history_fence is not None
+        return 1 if known else unknown
+
+    async def _read_generations(self, changes: Sequence[Change], fence: Fence) -> None:
+        """Learn the newest history generation of every key `changes` record a transition of
+        that is not known under `fence` (a leadership other than the one they were learnt
+        under knows none: another leader may have written since)."""
+        assert self._history is not None
+        if fence != self._history_fence:
+            self._forget_generations()
+            self._complete = {
+                r for r in (Resource.MODEL, Resource.PACKAGE) if await self._history.empty(r)
+            }
+            self._history_fence = fence
+        unknown = [
+            c.key
+            for c in changes
+            if not c.correction
+            and (c.key.resource is Resource.SCENARIO or not self._next_generation(c.key))
+        ]
+        if unknown:
+            self._generations.update(await self._history.newest(unknown))
+
+    def _forget_generations(self) -> None:
+        self._generations.clear()
+        self._complete.clear()
+        self._history_fence = None
+
+    def _history_ops(self, planned: Mapping[WorkKey, Transition]) -> list[Put | Delete]:
+        """Each planned transition's history record, and the deletion of what it retires."""
+        ops: list[Put | Delete] = []
+        for key, t in planned.items():
+            generation = self._next_generation(key)
+            ops += record_ops(self._layout, key, generation, encode_record(t), self._keep)
+        return ops
+
+    def _recorded(self, planned: Mapping[WorkKey, Transition], landed: bool) -> None:
+        """After a transaction: its records are the newest when it `landed`; when whether it
+        did is unknown, every generation is read again before the next write."""
+        if not landed:
+            self._forget_generations()
+            return
+        for key in planned:
+            self._generations[key] = self._next_generation(key)
+        for key in [k for k in planned if k.resource is Resource.SCENARIO]:
+            del self._generations[key]  # read again for its next write
 
     async def commit(
         self, changes: Sequence[Change], causes: Mapping[WorkKey, int], fence: Fence
@@ -172,14 +279,26 @@ class StateWriter:
             for k, c in zip(keys, changes, strict=True)
         ]
         ids = {c.key: self._ids.next() for c in changes}
+        now = time.time_ns()
+        planned = {
+            c.key: self._transition(c, causes, ids, now) for c in changes if not c.correction
+        }
         triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.entering_error]
         # Recorded in the same transaction as the Error state: a crash cannot separate them.
         ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
+        if self._history is not None and planned:
+            await self._read_generations(changes, fence)
+            ops += self._history_ops(planned)  # the state and its history never disagree
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
         self._unconfirmed.update((c.key, c.new) for c in changes)
-        result, retried = await self._txn_with_retries(guards, ops, fence)
-        for change in changes:
-            self._unconfirmed.pop(change.key, None)
+        try:
+            result, retried = await self._txn_with_retries(guards, ops, fence)
+        except EtcdUnavailable:
+            self._recorded(planned, landed=False)  # an attempt may have landed
+            raise
+        finally:
+            for change in changes:
+                self._unconfirmed.pop(change.key, None)
         # A revision below one etcd gave before (our last answer, or a revision the index saw
         # a key at), or a key last modified before the revision we knew it modified at: etcd's
         # history was replaced, a wipe or a restore the watcher has not noticed yet. A failed
@@ -203,14 +322,18 @@ class StateWriter:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
         landed = _own_write(keys, changes, result) if retried and not result.succeeded else None
         if landed is not None:
-            return self._record(changes, causes, ids, landed, answer_lost=True)
+            self._recorded(planned, landed=True)
+            return self._record(changes, planned, landed, answer_lost=True)
+        witnessed = None
         if retried and not result.succeeded and triggers:
             witnessed = await self._trigger_landed(triggers)
             if witnessed is not None:
                 # An earlier attempt landed, and someone else changed a key since: what it
                 # wrote is the previous derived state (putting it back is a correction), and
                 # the index takes what etcd holds now (below), to plan again.
-                self._record(changes, causes, ids, witnessed, answer_lost=True)
+                self._record(changes, planned, witnessed, answer_lost=True)
+        # A failed guard after a retry may hide an earlier attempt that landed.
+        self._recorded(planned, landed=result.succeeded or witnessed is not None or not retried)
         if not result.succeeded:
             self._metrics.write_conflicts.inc()
             for key, change in zip(keys, changes, strict=True):
@@ -222,7 +345,7 @@ class StateWriter:
             return None
         # The reconcile sender learns the triggers from etcd (it watches their prefix), so a
         # lost response here loses no delivery.
-        return self._record(changes, causes, ids, result.revision)
+        return self._record(changes, planned, result.revision)
 
     async def _trigger_landed(self, triggers: Sequence[Trigger]) -> int | None:
         """The revision an earlier attempt of this transaction landed at, when etcd still holds
@@ -268,18 +391,41 @@ class StateWriter:
                 return result, attempt.retry_state.attempt_number > 1
         raise AssertionError("unreachable: tenacity reraises the last error")
 
+    def _transition(
+        self,
+        change: Change,
+        causes: Mapping[WorkKey, int],
+        ids: Mapping[WorkKey, str],
+        now: int,
+    ) -> Transition:
+        """The transition `change` makes (its revision 0 until committed)."""
+        verdict = change.verdict
+        cause_key = change.cause or change.key
+        return Transition(
+            transition_id=ids[change.key],
+            resource=change.key.resource,
+            name=change.key.name,
+            from_state=change.old.value,
+            to_state=change.new,
+            rule=verdict.rule if verdict else None,
+            reason=verdict.reason if verdict else None,
+            timestamp_ns=now,
+            cause_revision=causes.get(cause_key, causes.get(change.key, 0)),
+            revision=0,
+            caused_by=ids.get(change.cause) if change.cause else None,
+            node=self._node,
+        )
+
     def _record(
         self,
         changes: Sequence[Change],
-        causes: Mapping[WorkKey, int],
-        ids: Mapping[WorkKey, str],
+        planned: Mapping[WorkKey, Transition],
         revision: int,
         answer_lost: bool = False,
     ) -> list[Transition]:
         """Apply a committed write to the index, log and count its transitions and corrections.
         `answer_lost`: etcd's answer never came; `revision` was read back from the keys."""
         lost = {"answer_lost": True} if answer_lost else {}
-        now = time.time_ns()
         transitions: list[Transition] = []
         for change in changes:
             self._index.observe_written(change.key, change.new, revision)
@@ -302,21 +448,7 @@ class StateWriter:
                     **lost,
                 )
                 continue
-            tid = ids[change.key]
-            cause_key = change.cause or change.key
-            t = Transition(
-                transition_id=tid,
-                resource=change.key.resource,
-                name=change.key.name,
-                from_state=change.old.value,
-                to_state=change.new,
-                rule=verdict.rule if verdict else None,
-                reason=verdict.reason if verdict else None,
-                timestamp_ns=now,
-                cause_revision=causes.get(cause_key, causes.get(change.key, 0)),
-                revision=revision,
-                caused_by=ids.get(change.cause) if change.cause else None,
-            )
+            t = replace(planned[change.key], revision=revision)
             transitions.append(t)
             self._metrics.transitions.labels(t.resource.value, t.to_state or DELETED).inc()
             log.info(

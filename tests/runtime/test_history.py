@@ -1,0 +1,97 @@
+"""Transition history written with the states, on the in-memory etcd and virtual time."""
+
+from __future__ import annotations
+
+import pytest
+
+from statemanager.app.config import HistorySettings
+from statemanager.core.history import history_prefix
+
+from support.memetcd import MemEtcd
+from support.runtime import (
+    LAYOUT,
+    Runtime,
+    container,
+    history,
+    package,
+    state,
+    state_revisions,
+    until,
+)
+
+pytestmark = pytest.mark.looptime
+
+
+async def test_each_package_transition_is_recorded_with_its_state_write() -> None:
+    """Running → Degraded → Error → Running: exactly those records, in generation order, each
+    committed at its state write's revision, with the rule and the model change behind it."""
+    mem = MemEtcd()
+    package(mem, "p", ["m1", "m2"])
+    container(mem, "c1", "m1", "running")
+    container(mem, "c2", "m2", "running")
+    async with Runtime(mem):
+        for cid, status, expected in [
+            (None, None, "Running"),
+            ("c1", "dead", "Degraded"),
+            ("c2", "dead", "Error"),
+            ("c1", "running", None),
+            ("c2", "running", "Running"),
+        ]:
+            if cid is not None and status is not None:
+                container(mem, cid, "m1" if cid == "c1" else "m2", status)
+            if expected is not None:
+                await until(lambda e=expected: state(mem, "package", "p") == e)  # type: ignore[misc]
+    records = history(mem, "package", "p")
+    assert [(t.from_state, t.to_state) for _, t in records] == [
+        (None, "Running"),
+        ("Running", "Degraded"),
+        ("Degraded", "Error"),
+        ("Error", "Running"),
+    ]
+    assert [g for g, _ in records] == [1, 2, 3, 4]
+    writes = state_revisions(mem, "package", "p")
+    assert [t.revision for _, t in records] == [rev for rev, _ in writes]
+    assert [t.rule for _, t in records] == ["P6", "P3", "P2", "P6"]
+    assert all(t.caused_by and t.node == "node-a" for _, t in records)
+    models = {t.transition_id for _, t in history(mem, "model", "m1") + history(mem, "model", "m2")}
+    assert {t.caused_by for _, t in records} <= models
+
+
+async def test_ten_thousand_transitions_leave_the_last_keep() -> None:
+    """A package flipped Running ↔ Paused 10,000 times keeps exactly its last `keep` records,
+    the newest matching the state in etcd."""
+    mem = MemEtcd()
+    keep = 100
+    package(mem, "p", ["m"])
+    container(mem, "c", "m", "running")
+    async with Runtime(mem, history=HistorySettings(keep=keep, max_age_seconds=0)):
+        await until(lambda: state(mem, "package", "p") == "Running")
+        for i in range(1, 10_000):
+            status, expected = ("paused", "Paused") if i % 2 else ("running", "Running")
+            container(mem, "c", "m", status)
+            await until(lambda e=expected: state(mem, "package", "p") == e)  # type: ignore[misc]
+    records = history(mem, "package", "p")
+    assert [g for g, _ in records] == list(range(10_000 - keep + 1, 10_001))
+    assert records[-1][1].to_state == state(mem, "package", "p") == "Paused"
+    assert len(history(mem, "model", "m")) == keep
+
+
+async def test_a_foreign_key_under_the_history_prefix_is_reported_and_skipped() -> None:
+    """Keys someone else put under a resource's history (sorting above its records) are bad
+    input: counted once each, left alone, and the records go on from the right generation."""
+    mem = MemEtcd()
+    package(mem, "p", ["m"])
+    container(mem, "c", "m", "running")
+    prefix = history_prefix(LAYOUT)
+    mem.put_now(f"{prefix}package/p/000000000001/x".encode(), b"junk")
+    mem.put_now(f"{prefix}package/p/zzz".encode(), b"{}")
+    async with Runtime(mem) as rt:
+        await until(lambda: state(mem, "package", "p") == "Running")
+        container(mem, "c", "m", "dead")
+        await until(lambda: state(mem, "package", "p") == "Error")
+        assert rt.sample("invalid_inputs_total", kind="history_key") == 2
+    foreign = [f"{prefix}package/p/000000000001/x", f"{prefix}package/p/zzz"]
+    for key in foreign:  # left as they were
+        assert mem.range_now(key.encode()).records
+        mem.delete_now(key.encode())
+    assert [g for g, _ in history(mem, "package", "p")] == [1, 2]
