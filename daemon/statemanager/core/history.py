@@ -78,11 +78,14 @@ def record_ops(
     layout: KeyLayout, key: WorkKey, generation: int, record: bytes, keep: int
 ) -> list[Put | Delete]:
     """The operations that record `key`'s `generation`-th change and keep only its last `keep`:
-    the record's put and, once there are more than `keep`, one range delete of every
-    generation up to `generation - keep` (records a smaller `keep` left behind included)."""
+    the record's put and, once there are more than `keep`, one range delete of generations
+    `generation - 2·keep` to `generation - keep`. The window is bounded so the delete's work is
+    (etcd visits every key a range covers, deleted ones too until compaction); it reaches
+    `keep` back, so a `keep` lowered to no less than half catches up at once, and the records a
+    lower one leaves behind go by age (`history.max_age_seconds`)."""
     ops: list[Put | Delete] = [Put(history_key(layout, key, generation).encode(), record)]
     if generation > keep:
-        start, _ = history_range(layout, key)
+        start = history_key(layout, key, max(0, generation - 2 * keep)).encode()
         ops.append(Delete(start, history_key(layout, key, generation - keep + 1).encode()))
     return ops
 
