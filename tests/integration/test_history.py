@@ -1,0 +1,173 @@
+"""Transition history against a real etcd: records written with the states they record, kept
+across a leader failover, foreign keys reported, and `statemanager history`."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+
+from statemanager.core.history import Transition, decode, history_prefix, parse_history_key
+from statemanager.core.keys import Resource, WorkKey
+
+from support import documents
+
+from cluster import the_leader
+from conftest import Daemon, DaemonMaker, Etcd, cli, eventually
+from fleet import converged
+from test_ha import trio
+
+pytestmark = pytest.mark.integration
+
+
+async def records(etcd: Etcd) -> dict[WorkKey, list[tuple[int, Transition]]]:
+    """Every resource's history records in etcd, oldest first, with their generations."""
+    found: dict[WorkKey, list[tuple[int, Transition]]] = defaultdict(list)
+    prefix = history_prefix(etcd.layout)
+    for kv in await etcd.client.get_prefix(prefix.encode()):
+        key, generation = parse_history_key(etcd.layout, kv.key.decode())
+        record = decode(etcd.layout, kv.key, kv.value, int(kv.mod_revision))
+        assert isinstance(record, Transition)
+        found[key].append((generation, record))
+    return found
+
+
+async def test_a_package_history_holds_its_transitions_at_its_writes(
+    etcd: Etcd, daemon: Daemon
+) -> None:
+    """Running → Degraded → Error → Running: exactly those records, in order, each committed
+    at the revision of the state write it records."""
+    await etcd.package("pay", ["pay.a", "pay.b"])
+    steps = [
+        ([("a1", "pay.a", "running"), ("b1", "pay.b", "running")], "Running"),
+        ([("a1", "pay.a", "dead")], "Degraded"),
+        ([("b1", "pay.b", "dead")], "Error"),
+        ([("a1", "pay.a", "running"), ("b1", "pay.b", "running")], "Running"),
+    ]
+    state_key = f"{etcd.layout.package_states}pay/state"
+    written = []
+    for containers, want in steps:  # each step's containers in one transaction
+        puts = [
+            etcd.client.transactions.put(
+                f"{etcd.layout.containers}{cid}".encode(),
+                documents.container(cid, {"Status": status}, model).encode(),
+            )
+            for cid, model, status in containers
+        ]
+        await etcd.client.transaction(compare=[], success=puts, failure=[])
+
+        async def reached(want: str = want) -> bool:
+            return await etcd.package_state("pay") == want
+
+        await eventually(reached, what=f"pay {want}")
+        written.append(await etcd.mod_revision(state_key))
+    history = (await records(etcd))[WorkKey(Resource.PACKAGE, "pay")]
+    assert [(t.from_state, t.to_state) for _, t in history] == [
+        (None, "Running"),
+        ("Running", "Degraded"),
+        ("Degraded", "Error"),
+        ("Error", "Running"),
+    ]
+    assert [g for g, _ in history] == [1, 2, 3, 4]
+    assert [t.revision for _, t in history] == written
+
+
+async def test_history_goes_on_across_a_failover(private: Etcd, make_daemon: DaemonMaker) -> None:
+    """Three daemons under churn, the leader killed: every resource's records run on with no
+    gap or repeated generation, each taking up where the one before left, the last one the
+    state etcd holds; some resource's history was written by two leaders."""
+    daemons, churn = await trio(private, make_daemon, seed=27)
+    leader = await the_leader(daemons)
+    for _ in range(150):
+        await churn.step()
+    await converged(private)
+    leader.kill()
+    await the_leader(daemons)
+    for _ in range(150):
+        await churn.step()
+    await converged(private)
+    history = await records(private)
+    states = await private.states()
+    writers = set()
+    for key, runs in history.items():
+        generations = [g for g, _ in runs]
+        assert generations == list(range(generations[0], generations[0] + len(runs))), key
+        for (_, before), (_, after) in zip(runs, runs[1:], strict=False):
+            assert after.from_state == before.to_state, (key, before, after)
+            assert after.revision > before.revision
+        state_key = private.layout.state_key(key)
+        assert runs[-1][1].to_state == states.get(state_key), key
+        writers |= {(key, t.node) for _, t in runs}
+    by_key = defaultdict(set)
+    for key, node in writers:
+        by_key[key].add(node)
+    assert any(len(nodes) == 2 for nodes in by_key.values())
+
+
+async def test_a_foreign_key_under_the_history_prefix_is_reported(
+    etcd: Etcd, daemon: Daemon
+) -> None:
+    """A key no daemon wrote, sorting above a package's records, is counted as bad input;
+    the daemon goes on recording from the right generation and leaves the key alone."""
+    foreign = f"{history_prefix(etcd.layout)}package/pay/zzz"
+    await etcd.put(foreign, "not a record")
+    await etcd.package("pay", ["pay.a"])
+    await etcd.container("a1", "running", "pay.a")
+
+    async def running() -> bool:
+        return await etcd.package_state("pay") == "Running"
+
+    await eventually(running)
+    assert 'statemanager_invalid_inputs_total{kind="history_key"} 1.0' in daemon.scrape()
+    await etcd.container("a1", "dead", "pay.a")
+
+    async def error() -> bool:
+        return await etcd.package_state("pay") == "Error"
+
+    await eventually(error)
+    assert await etcd.get(foreign) == "not a record"
+    await etcd.delete(foreign)
+    history = (await records(etcd))[WorkKey(Resource.PACKAGE, "pay")]
+    assert [(g, t.to_state) for g, t in history] == [(1, "Running"), (2, "Error")]
+    assert daemon.process is not None and daemon.process.poll() is None
+
+
+async def test_the_history_command(etcd: Etcd, daemon: Daemon, etcd_endpoint: str) -> None:
+    """`statemanager history NAME`: the records oldest first, as text and as
+    statemanager.history/v1; exit 1 for a name without history, 2 for a bad --since."""
+    await etcd.package("pay", ["pay.a"])
+    await etcd.container("a1", "running", "pay.a")
+
+    async def running() -> bool:
+        return await etcd.package_state("pay") == "Running"
+
+    await eventually(running)
+    await etcd.container("a1", "dead", "pay.a")
+
+    async def error() -> bool:
+        return await etcd.package_state("pay") == "Error"
+
+    await eventually(error)
+    text = cli(["history", "pay"], etcd_endpoint, etcd.layout)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert "package pay" in lines[0]
+    assert "Running → Error" in lines[-1] and "P2" in lines[-1]
+    doc = cli(["history", "pay", "--output", "json"], etcd_endpoint, etcd.layout)
+    assert doc.returncode == 0, doc.stderr
+    body = json.loads(doc.stdout)
+    assert body["schema"] == "statemanager.history/v1"
+    assert [(r["from"], r["to"]) for r in body["records"]] == [
+        (None, "Running"),
+        ("Running", "Error"),
+    ]
+    assert body["records"][1]["revision"] == await etcd.mod_revision(
+        f"{etcd.layout.package_states}pay/state"
+    )
+    model = cli(
+        ["history", "pay.a", "--type", "model", "--since", "1h"], etcd_endpoint, etcd.layout
+    )
+    assert model.returncode == 0 and "Running → Failed" in model.stdout
+    assert cli(["history", "nobody"], etcd_endpoint, etcd.layout).returncode == 1
+    assert cli(["history", "pay", "--since", "soon"], etcd_endpoint, etcd.layout).returncode == 2
