@@ -3,20 +3,20 @@ across a leader failover, foreign keys reported, and `statemanager history`."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 
 import pytest
+from test_ha import trio
 
 from statemanager.core.history import Transition, decode, history_prefix, parse_history_key
 from statemanager.core.keys import Resource, WorkKey
 
-from support import documents
-
 from cluster import the_leader
 from conftest import Daemon, DaemonMaker, Etcd, cli, eventually
 from fleet import converged
-from test_ha import trio
+from support import documents
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ async def test_history_goes_on_across_a_failover(private: Etcd, make_daemon: Dae
     for key, runs in history.items():
         generations = [g for g, _ in runs]
         assert generations == list(range(generations[0], generations[0] + len(runs))), key
-        for (_, before), (_, after) in zip(runs, runs[1:], strict=False):
+        for (_, before), (_, after) in itertools.pairwise(runs):
             assert after.from_state == before.to_state, (key, before, after)
             assert after.revision > before.revision
         state_key = private.layout.state_key(key)
