@@ -69,7 +69,8 @@ def plan(
             written = index.written(key)
             changed = new != written.value
             previous = ours.get(key)
-            correction = changed and previous == new
+            # No entry is no knowledge (a deletion leaves none): not a previous deletion.
+            correction = changed and previous is not None and previous == new
             _agreed(ours, key, new, changed)
             if key.resource is Resource.MODEL:
                 if changed:

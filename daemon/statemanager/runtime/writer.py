@@ -168,8 +168,10 @@ class StateWriter:
         return self._newest
 
     def forget_history(self) -> None:
-        """etcd's history was replaced: the revisions of earlier answers belong to no history."""
+        """etcd's history was replaced: the revisions of earlier answers, and the generations
+        of history records learnt, belong to no history."""
         self._newest = 0
+        self._forget_generations()
 
     def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
         """Pack write groups into transactions etcd accepts, with `fence` on each."""
