@@ -41,6 +41,9 @@ class Transition:
     caused_by: str | None
     source: str = SOURCE
     node: str | None = None  # the daemon (its ha.node_name) that wrote the record
+    # A key someone else changed, put back to the state the rules still give: recorded so the
+    # history replays to every state the daemon writes, but no transition (docs/contract.md).
+    correction: bool = False
 
 
 def history_prefix(layout: KeyLayout, key: WorkKey | None = None) -> str:
@@ -116,6 +119,7 @@ def encode(t: Transition) -> bytes:
             "caused_by": t.caused_by,
             "source": t.source,
             "node": t.node,
+            "correction": t.correction,
         }
     )
 
@@ -140,12 +144,13 @@ def decode(
         raise BadInput("history_record", f"{key!r}: no valid format")
     if version > FORMAT:
         return LaterFormat(HISTORY, version)
-    tid, ts, cause, source, node = (
+    tid, ts, cause, source, node, correction = (
         body.get("transition_id"),
         body.get("timestamp_ns"),
         body.get("cause_revision"),
         body.get("source"),
         body.get("node"),
+        body.get("correction", False),
     )
     texts = [body.get(f) for f in _TEXT_FIELDS]
     if (
@@ -154,6 +159,7 @@ def decode(
         or not _is_int(ts)
         or not _is_int(cause)
         or any(v is not None and not isinstance(v, str) for v in [*texts, node])
+        or not isinstance(correction, bool)
     ):
         raise BadInput("history_record", f"{key!r}: fields missing or of the wrong type")
     from_state, to_state, rule, reason, caused_by = texts
@@ -171,6 +177,7 @@ def decode(
         caused_by,
         source,
         node,
+        correction,
     )
 
 

@@ -69,8 +69,7 @@ def plan(
             written = index.written(key)
             changed = new != written.value
             previous = ours.get(key)
-            # No entry is no knowledge (a deletion leaves none): not a previous deletion.
-            correction = changed and previous is not None and previous == new
+            correction = changed and previous == new
             _agreed(ours, key, new, changed)
             if key.resource is Resource.MODEL:
                 if changed:

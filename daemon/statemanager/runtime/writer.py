@@ -196,7 +196,7 @@ class StateWriter:
         if change.entering_error:
             record = trigger_key(self._layout, change.key.name)
             ops, size = ops + 1, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
-        if self._history is None or change.correction:
+        if self._history is None:
             return ops, size
         record = history_key(self._layout, change.key, 0).encode()
         texts = (
@@ -231,8 +231,7 @@ class StateWriter:
         unknown = [
             c.key
             for c in changes
-            if not c.correction
-            and (c.key.resource is Resource.SCENARIO or not self._next_generation(c.key))
+            if c.key.resource is Resource.SCENARIO or not self._next_generation(c.key)
         ]
         if unknown:
             self._generations.update(await self._history.newest(unknown))
@@ -282,9 +281,8 @@ class StateWriter:
         ]
         ids = {c.key: self._ids.next() for c in changes}
         now = time.time_ns()
-        planned = {
-            c.key: self._transition(c, causes, ids, now) for c in changes if not c.correction
-        }
+        # Corrections too: the history replays to every state this daemon writes.
+        planned = {c.key: self._transition(c, causes, ids, now) for c in changes}
         triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.entering_error]
         # Recorded in the same transaction as the Error state: a crash cannot separate them.
         ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
@@ -416,6 +414,7 @@ class StateWriter:
             revision=0,
             caused_by=ids.get(change.cause) if change.cause else None,
             node=self._node,
+            correction=change.correction,
         )
 
     def _record(
