@@ -332,8 +332,10 @@ class StateWriter:
                 # wrote is the previous derived state (putting it back is a correction), and
                 # the index takes what etcd holds now (below), to plan again.
                 self._record(changes, planned, witnessed, answer_lost=True)
-        # A failed guard after a retry may hide an earlier attempt that landed.
-        self._recorded(planned, landed=result.succeeded or witnessed is not None or not retried)
+        if result.succeeded or witnessed is not None:
+            self._recorded(planned, landed=True)
+        elif retried:  # a failed guard after a retry may hide an earlier attempt that landed
+            self._recorded(planned, landed=False)
         if not result.succeeded:
             self._metrics.write_conflicts.inc()
             for key, change in zip(keys, changes, strict=True):
