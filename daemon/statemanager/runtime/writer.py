@@ -30,8 +30,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from statemanager.core.errors import EtcdUnavailable
-from statemanager.core.history import Transition, history_key, record_ops
+from statemanager.core.errors import BadInput, EtcdUnavailable
+from statemanager.core.history import Transition, history_key, history_prefix, record_ops
+from statemanager.core.history import decode as decode_record
 from statemanager.core.history import encode as encode_record
 from statemanager.core.index import Index
 from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
@@ -320,22 +321,17 @@ class StateWriter:
         self._newest = result.revision
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
-        landed = _own_write(keys, changes, result) if retried and not result.succeeded else None
-        if landed is not None:
-            self._recorded(planned, landed=True)
-            return self._record(changes, planned, landed, answer_lost=True)
-        witnessed = None
-        if retried and not result.succeeded and triggers:
-            witnessed = await self._trigger_landed(triggers)
-            if witnessed is not None:
+        if result.succeeded or retried:
+            landed, held = await self._outcome(keys, changes, result, planned, triggers)
+            # A failed guard after a retry may hide an earlier attempt that landed unseen.
+            self._recorded(planned, landed=landed is not None)
+            if landed is not None:
+                transitions = self._record(changes, planned, landed, not result.succeeded)
+                if held:
+                    return transitions
                 # An earlier attempt landed, and someone else changed a key since: what it
                 # wrote is the previous derived state (putting it back is a correction), and
                 # the index takes what etcd holds now (below), to plan again.
-                self._record(changes, planned, witnessed, answer_lost=True)
-        if result.succeeded or witnessed is not None:
-            self._recorded(planned, landed=True)
-        elif retried:  # a failed guard after a retry may hide an earlier attempt that landed
-            self._recorded(planned, landed=False)
         if not result.succeeded:
             self._metrics.write_conflicts.inc()
             for key, change in zip(keys, changes, strict=True):
@@ -345,24 +341,50 @@ class StateWriter:
                 seen = kv.mod_revision if kv is not None else result.revision
                 self._index.observe_written(change.key, value, seen)
             return None
-        # The reconcile sender learns the triggers from etcd (it watches their prefix), so a
-        # lost response here loses no delivery.
-        return self._record(changes, planned, result.revision)
+        raise AssertionError("unreachable: a success is recorded above")
 
-    async def _trigger_landed(self, triggers: Sequence[Trigger]) -> int | None:
+    async def _outcome(
+        self,
+        keys: Sequence[bytes],
+        changes: Sequence[Change],
+        result: TxnResult,
+        planned: Mapping[WorkKey, Transition],
+        triggers: Sequence[Trigger],
+    ) -> tuple[int | None, bool]:
+        """The revision this transaction landed at (None: it did not, or it cannot be told),
+        and whether the keys still hold what it wrote. A success says so; after a failed guard
+        on a retry, with history each write names itself in etcd (the keys' values cannot:
+        someone else may have written the same), and without it the keys, or else a trigger
+        record, may tell. The reconcile sender learns triggers from etcd (it watches their
+        prefix), so a lost answer loses no delivery."""
+        if result.succeeded:
+            return result.revision, True
+        own = _own_write(keys, changes, result)
+        if own is not None and self._history is None:
+            return own, True
+        landed = await self._landed(planned if self._history else {}, triggers)
+        return landed, landed is not None and landed == own
+
+    async def _landed(
+        self, planned: Mapping[WorkKey, Transition], triggers: Sequence[Trigger]
+    ) -> int | None:
         """The revision an earlier attempt of this transaction landed at, when etcd still holds
-        one of the trigger records it wrote (each names this transaction's transition id, so
-        no one else wrote it); None when none is there, or etcd cannot say now. The state
-        keys cannot tell when someone else changed them since."""
-        for trigger in triggers:
-            key = trigger_key(self._layout, trigger.package)
+        one of the history or trigger records it wrote (each names this transaction's
+        transition id, so no one else wrote it); None when none is there, or etcd cannot say
+        now. The state keys cannot tell when someone else changed them since, nor whether
+        someone else wrote the very values this transaction did."""
+        wrote: list[tuple[bytes, str]] = [
+            (history_key(self._layout, k, self._next_generation(k)).encode(), t.transition_id)
+            for k, t in planned.items()
+        ]
+        wrote += [(trigger_key(self._layout, t.package), t.transition_id) for t in triggers]
+        for key, transition_id in wrote:
             try:
                 kv = await self._client.get(key)
             except EtcdUnavailable:
                 return None
-            found = decode(self._layout, key, kv.value, kv.mod_revision) if kv else None
-            if isinstance(found, Trigger) and found.transition_id == trigger.transition_id:
-                return kv.mod_revision if kv is not None else None
+            if kv is not None and _names(self._layout, kv, transition_id):
+                return kv.mod_revision
         return None
 
     async def _txn_with_retries(
@@ -471,6 +493,16 @@ class StateWriter:
                 **lost,
             )
         return transitions
+
+
+def _names(layout: KeyLayout, kv: KeyValue, transition_id: str) -> bool:
+    """Whether the history or trigger record `kv` is one of transition `transition_id`."""
+    decoder = decode_record if kv.key.startswith(history_prefix(layout).encode()) else decode
+    try:
+        found = decoder(layout, kv.key, kv.value, kv.mod_revision)
+    except BadInput:
+        return False
+    return isinstance(found, Transition | Trigger) and found.transition_id == transition_id
 
 
 def _own_write(keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult) -> int | None:
