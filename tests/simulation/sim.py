@@ -22,8 +22,8 @@ path, called in process), then stops the faults and checks the invariants:
 - no task of a daemon ends but by its stop; the service answers every list (an abort with a
   status code is an answer; an exception escaping it is not);
 - history: every transition a writer reports committed has exactly one record, put in its
-  transaction; every record is put once, at a write of its resource's state key that went
-  from the record's `from` to its `to`; a resource's records are in generation order at
+  transaction; every record is put by one transition (twice only by a retry that landed
+  twice), at a write of its resource's state key from the record's `from` to its `to`; a resource's records are in generation order at
   rising revisions with no generation skipped; and the newest one's `to` is the state etcd
   holds, unless someone else wrote that key last.
 
@@ -1168,21 +1168,25 @@ class Simulation:
             puts = [(rev, record) for rev, record in versions if record is not None]
             if not key.startswith(prefix) or not puts:
                 continue
-            if len(puts) > 1:
-                self.fail(f"history: {key.decode()} put {len(puts)} times")
-            rev, record = puts[0]
-            found = decode(LAYOUT, key, record.value, rev)
-            assert isinstance(found, Transition), found
             resource, generation = parse_history_key(LAYOUT, key.decode())
-            runs.setdefault(resource, []).append((generation, found))
             state_key = LAYOUT.state_key(resource).encode()
             writes = {r: w.value.decode() if w else None for r, w in self.mem._versions[state_key]}
-            before = self.mem._at(state_key, rev - 1)
-            if (
-                writes.get(rev, "(no write)") != found.to_state
-                or (before.value.decode() if before else None) != found.from_state
-            ):
-                self.fail(f"history: {key.decode()} at {rev} is no write of {state_key.decode()}")
+            records = [decode(LAYOUT, key, record.value, rev) for rev, record in puts]
+            for found in records:
+                assert isinstance(found, Transition), found
+                before = self.mem._at(state_key, found.revision - 1)
+                if (
+                    writes.get(found.revision, "(no write)") != found.to_state
+                    or (before.value.decode() if before else None) != found.from_state
+                ):
+                    self.fail(f"history: {key.decode()} at {found.revision} is no write of it")
+            # Put again only by a retry of its transaction that landed twice (someone else had
+            # put the key its guard found back as it was).
+            if len({r.transition_id for r in records if isinstance(r, Transition)}) > 1:
+                self.fail(f"history: {key.decode()} put by {len(records)} transitions")
+            last = records[-1]
+            assert isinstance(last, Transition)
+            runs.setdefault(resource, []).append((generation, last))
         daemon_writes = {
             (r.revision, k)
             for r in self.mem.txn_log[self._log_from :]
