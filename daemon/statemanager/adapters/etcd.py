@@ -241,17 +241,25 @@ class EtcdKV(_Facade):
     async def last_keys(self, ranges: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
         """Per range [start, end), its greatest key (None when empty): one transaction of
         keys-only reads, newest first, limit 1, per `TXN_LIMITS.max_ops` ranges."""
-        found: list[bytes | None] = []
+        return [kv.key if kv else None for kv in await self._last(ranges, keys_only=True)]
+
+    async def last_records(self, ranges: Sequence[tuple[bytes, bytes]]) -> list[KeyValue | None]:
+        """Per range [start, end), its greatest key with its value (None when empty)."""
+        return await self._last(ranges, keys_only=False)
+
+    async def _last(
+        self, ranges: Sequence[tuple[bytes, bytes]], keys_only: bool
+    ) -> list[KeyValue | None]:
+        found: list[KeyValue | None] = []
         for first in range(0, len(ranges), TXN_LIMITS.max_ops):
             txn = rpc.TxnRequest()
             for start, end in ranges[first : first + TXN_LIMITS.max_ops]:
                 read = txn.success.add().request_range
-                read.key, read.range_end, read.limit, read.keys_only = start, end, 1, True
+                read.key, read.range_end, read.limit, read.keys_only = start, end, 1, keys_only
                 read.sort_order, read.sort_target = rpc.RangeRequest.DESCEND, rpc.RangeRequest.KEY
             resp = await self._session.call(TXN, txn)
-            for op in resp.responses:
-                kvs = op.response_range.kvs
-                found.append(bytes(kvs[0].key) if kvs else None)
+            found += [_kv(op.response_range.kvs[0]) if op.response_range.kvs else None
+                      for op in resp.responses]  # fmt: skip
         return found
 
     async def delete(self, key: bytes) -> None:

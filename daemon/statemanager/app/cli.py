@@ -1,5 +1,6 @@
 """Command line: `run` (the daemon), `evaluate` (what would change), `status` (why),
-`triggers` (reconcile triggers and dead letters, in triggerscli.py) and `bench`; `--output json`
+`triggers` (reconcile triggers and dead letters, in triggerscli.py), `history` (a resource's
+recorded state changes, in historycli.py) and `bench`; `--output json`
 documents are described in docs/cli.md.
 
 This module only parses: a command's work is in commands.py (or devtools' bench), imported
@@ -31,6 +32,9 @@ HELPS = {
     "triggers": "list pending reconcile triggers and dead letters; redeliver or drop dead "
     "letters (exit 0; 1: a named package has none, or it could not be moved, "
     "2: invalid usage or configuration, 3: etcd cannot be read)",
+    "history": "list a model's, package's or scenario's retained state changes, oldest first "
+    "(exit 0; 1: NAME has no history, 2: invalid usage or configuration, "
+    "3: etcd cannot be read)",
     "bench": "measure the daemon's throughput, latency and footprint against a private etcd",
 }
 
@@ -58,11 +62,13 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
 
         bench.add_arguments(sub)
         return
-    from statemanager.app import triggerscli  # noqa: PLC0415
+    from statemanager.app import historycli, triggerscli  # noqa: PLC0415
     from statemanager.app.config import OPTIONS  # noqa: PLC0415
 
     if name == "triggers":
         triggerscli.add_arguments(sub)
+    if name == "history":
+        historycli.add_arguments(sub)
     if name == "status":
         sub.add_argument(
             "names",

@@ -1,4 +1,5 @@
-"""The commands `run`, `evaluate`, `status` and `triggers` (cli.py parses their arguments).
+"""The commands `run`, `evaluate`, `status`, `triggers` and `history` (cli.py parses their
+arguments).
 
 `devtools` is imported only where a command starts or reads the development etcd (no etcd
 endpoints configured), so the daemon of a deployment never loads it.
@@ -20,7 +21,7 @@ import structlog
 import uvloop
 
 from statemanager.adapters.etcd import EtcdClient
-from statemanager.app import daemon, triggerscli
+from statemanager.app import daemon, historycli, triggerscli
 from statemanager.app.config import LOG_FORMATS, OPTIONS, Settings, load
 from statemanager.app.logs import configure
 from statemanager.core import report
@@ -62,6 +63,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.command == "triggers":
             return asyncio.run(triggerscli.main(settings, args))
+        if args.command == "history":
+            return asyncio.run(historycli.main(settings, args))
         return asyncio.run(_inspect(settings, args))
     except (EtcdUnavailable, EtcdError) as exc:
         print(f"statemanager: {exc}", file=sys.stderr)
