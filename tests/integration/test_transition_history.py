@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections import defaultdict
 
 import pytest
@@ -135,7 +136,8 @@ async def test_a_foreign_key_under_the_history_prefix_is_reported(
 
 async def test_the_history_command(etcd: Etcd, daemon: Daemon, etcd_endpoint: str) -> None:
     """`statemanager history NAME`: the records oldest first, as text and as
-    statemanager.history/v1; exit 1 for a name without history, 2 for a bad --since."""
+    statemanager.history/v1; exit 1 for a name without history, 2 for a bad --since; `status`
+    shows how long each state has been held, from the newest record."""
     await etcd.package("pay", ["pay.a"])
     await etcd.container("a1", "running", "pay.a")
 
@@ -169,5 +171,12 @@ async def test_the_history_command(etcd: Etcd, daemon: Daemon, etcd_endpoint: st
         ["history", "pay.a", "--type", "model", "--since", "1h"], etcd_endpoint, etcd.layout
     )
     assert model.returncode == 0 and "Running → Failed" in model.stdout
+    status = cli(["status", "pay"], etcd_endpoint, etcd.layout)
+    assert re.search(r"package pay: Error for \d+s \(P2", status.stdout), status.stdout
+    assert re.search(r"model pay\.a: Failed for \d+s \(M2", status.stdout), status.stdout
+    as_json = json.loads(
+        cli(["status", "pay", "--output", "json"], etcd_endpoint, etcd.layout).stdout
+    )
+    assert as_json["packages"][0]["changed_at"] == body["records"][1]["timestamp"]
     assert cli(["history", "nobody"], etcd_endpoint, etcd.layout).returncode == 1
     assert cli(["history", "pay", "--since", "soon"], etcd_endpoint, etcd.layout).returncode == 2

@@ -20,8 +20,15 @@ import time
 from statemanager.adapters.etcd import EtcdClient
 from statemanager.app.config import Settings
 from statemanager.core.errors import BadInput
-from statemanager.core.history import Transition, decode, history_prefix, parse_history_key
-from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.history import (
+    Transition,
+    decode,
+    history_prefix,
+    history_range,
+    parse_history_key,
+)
+from statemanager.core.index import Index
+from statemanager.core.keys import KeyLayout, Resource, WorkKey
 from statemanager.core.records import LaterFormat
 from statemanager.core.timestamps import timestamp
 
@@ -143,3 +150,21 @@ def render(name: str, revision: int, records: list[tuple[int, Transition]]) -> l
         line += "  (correction: put back after someone else's write)" if t.correction else ""
         lines.append(line)
     return lines
+
+
+async def changed_at(
+    client: EtcdClient, layout: KeyLayout, index: Index, keys: list[WorkKey]
+) -> dict[WorkKey, int]:
+    """Per key, when (ns) the state etcd holds was written, by its newest history record; a
+    key whose newest record wrote something else (someone else changed it since) or that has
+    none (written before history, or by someone else) has no entry."""
+    changed: dict[WorkKey, int] = {}
+    found = await client.last_records([history_range(layout, key) for key in keys])
+    for key, kv in zip(keys, found, strict=True):
+        try:
+            record = decode(layout, kv.key, kv.value, kv.mod_revision) if kv else None
+        except BadInput:
+            continue  # someone else's key: `history` reports it
+        if isinstance(record, Transition) and record.to_state == index.written(key).value:
+            changed[key] = record.timestamp_ns
+    return changed
