@@ -15,7 +15,7 @@ from statemanager.core.history import Transition, decode, history_prefix, parse_
 from statemanager.core.keys import Resource, WorkKey
 
 from cluster import the_leader
-from conftest import Daemon, DaemonMaker, Etcd, cli, eventually
+from conftest import Daemon, DaemonMaker, Etcd, cli, eventually, http_get
 from fleet import converged
 from support import documents
 
@@ -180,3 +180,25 @@ async def test_the_history_command(etcd: Etcd, daemon: Daemon, etcd_endpoint: st
     assert as_json["packages"][0]["changed_at"] == body["records"][1]["timestamp"]
     assert cli(["history", "nobody"], etcd_endpoint, etcd.layout).returncode == 1
     assert cli(["history", "pay", "--since", "soon"], etcd_endpoint, etcd.layout).returncode == 2
+
+
+async def test_the_status_page_shows_transitions(etcd: Etcd, daemon: Daemon) -> None:
+    """/status lists each package's last transitions with their times; a package's own page
+    lists its whole retained history, newest first."""
+    await etcd.package("pay", ["pay.a"])
+    for status, want in [("running", "Running"), ("dead", "Error"), ("running", "Running")]:
+        await etcd.container("a1", status, "pay.a")
+
+        async def reached(want: str = want) -> bool:
+            return await etcd.package_state("pay") == want
+
+        await eventually(reached, what=f"pay {want}")
+    code, all_packages = http_get(daemon.metrics_port, "/status")
+    assert code == 200 and "Last transitions" in all_packages
+    recent = all_packages.split("<h2>Last transitions</h2>")[1]
+    line = next(li for li in recent.split("<li>") if 'package=pay"' in li)
+    assert line.count(" → ") == 3 and re.search(r"\d{4}-\d\d-\d\dT[\d:.]+Z \(\d+s ago\)", line)
+    assert line.index("Error → Running") < line.index("Running → Error")  # newest first
+    code, one = http_get(daemon.metrics_port, "/status?package=pay")
+    assert code == 200 and "History: 3 changes kept, newest first" in one
+    assert "(none) → Running" in one and "P2: all 1 models Failed" in one

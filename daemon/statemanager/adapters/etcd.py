@@ -238,28 +238,21 @@ class EtcdKV(_Facade):
             fenced = not kvs or int(kvs[0].create_revision) != fence.create_revision
         return TxnResult(False, revision, current, fenced)
 
-    async def last_keys(self, ranges: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
-        """Per range [start, end), its greatest key (None when empty): one transaction of
-        keys-only reads, newest first, limit 1, per `TXN_LIMITS.max_ops` ranges."""
-        return [kv.key if kv else None for kv in await self._last(ranges, keys_only=True)]
-
-    async def last_records(self, ranges: Sequence[tuple[bytes, bytes]]) -> list[KeyValue | None]:
-        """Per range [start, end), its greatest key with its value (None when empty)."""
-        return await self._last(ranges, keys_only=False)
-
-    async def _last(
-        self, ranges: Sequence[tuple[bytes, bytes]], keys_only: bool
-    ) -> list[KeyValue | None]:
-        found: list[KeyValue | None] = []
+    async def newest(
+        self, ranges: Sequence[tuple[bytes, bytes]], limit: int = 1, keys_only: bool = False
+    ) -> list[list[KeyValue]]:
+        """Per range [start, end), its `limit` greatest keys (0: all), greatest first: one
+        transaction of reads sorted by key, descending, per `TXN_LIMITS.max_ops` ranges (only
+        the first transaction's ranges are read at its revision)."""
+        found: list[list[KeyValue]] = []
         for first in range(0, len(ranges), TXN_LIMITS.max_ops):
             txn = rpc.TxnRequest()
             for start, end in ranges[first : first + TXN_LIMITS.max_ops]:
                 read = txn.success.add().request_range
-                read.key, read.range_end, read.limit, read.keys_only = start, end, 1, keys_only
+                read.key, read.range_end, read.limit, read.keys_only = start, end, limit, keys_only
                 read.sort_order, read.sort_target = rpc.RangeRequest.DESCEND, rpc.RangeRequest.KEY
             resp = await self._session.call(TXN, txn)
-            found += [_kv(op.response_range.kvs[0]) if op.response_range.kvs else None
-                      for op in resp.responses]  # fmt: skip
+            found += [[_kv(kv) for kv in op.response_range.kvs] for op in resp.responses]
         return found
 
     async def delete(self, key: bytes) -> None:

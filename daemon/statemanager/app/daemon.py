@@ -41,7 +41,7 @@ from statemanager.core.errors import ConfigError
 from statemanager.core.index import Index
 from statemanager.core.ingest import Ingest
 from statemanager.core.keys import WorkKey
-from statemanager.core.ports import Fence, LastKeys
+from statemanager.core.ports import Fence, Newest
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.election import Election, ElectionClient
 from statemanager.runtime.health import Health
@@ -70,9 +70,7 @@ _UNEXPECTED = tuple(
 )  # fmt: skip
 
 
-class Store(
-    WatchClient, ElectionClient, TriggerStore, ServiceStore, LastKeys, PrunerStore, Protocol
-):
+class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, Newest, PrunerStore, Protocol):
     """Everything the runtime asks of etcd: `EtcdClient` in production, an in-memory etcd in
     the tests."""
 
@@ -224,6 +222,8 @@ def build(
         triggers=sender,
         progress=health,
         node=settings.ha.node_name,
+        history=store if settings.history.keep else None,
+        layout=layout,
     )
     max_age = settings.history.max_age_seconds
     pruner = (

@@ -159,8 +159,9 @@ async def changed_at(
     key whose newest record wrote something else (someone else changed it since) or that has
     none (written before history, or by someone else) has no entry."""
     changed: dict[WorkKey, int] = {}
-    found = await client.last_records([history_range(layout, key) for key in keys])
-    for key, kv in zip(keys, found, strict=True):
+    found = await client.newest([history_range(layout, key) for key in keys])
+    for key, kvs in zip(keys, found, strict=True):
+        kv = kvs[0] if kvs else None
         try:
             record = decode(layout, kv.key, kv.value, kv.mod_revision) if kv else None
         except BadInput:

@@ -190,13 +190,15 @@ class TxnClient(Protocol):
     ) -> TxnResult: ...
 
 
-class LastKeys(Protocol):
-    """The greatest key of several ranges in one round trip: how the newest record of a
-    resource's history is found (core/history.py)."""
+class Newest(Protocol):
+    """The greatest keys of several ranges in one round trip: how the newest records of
+    resources' histories are found (core/history.py)."""
 
-    async def last_keys(self, ranges: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
-        """Per range [start, end), its greatest key (None when it holds none), every range read
-        at one revision."""
+    async def newest(
+        self, ranges: Sequence[tuple[bytes, bytes]], limit: int = 1, keys_only: bool = False
+    ) -> list[list[KeyValue]]:
+        """Per range [start, end), its `limit` greatest keys (0: all), greatest first, every
+        range read at one revision; `keys_only`: values left empty."""
         ...
 
 

@@ -25,7 +25,7 @@ from statemanager.core.history import (
     newest_generation,
 )
 from statemanager.core.keys import KeyLayout, Resource, WorkKey
-from statemanager.core.ports import TXN_LIMITS, Delete, Fence, KeyValue, LastKeys, Page, TxnClient
+from statemanager.core.ports import TXN_LIMITS, Delete, Fence, KeyValue, Newest, Page, TxnClient
 from statemanager.core.records import LaterFormat, LaterFormatReporter
 from statemanager.runtime.election import Leadership
 from statemanager.runtime.metrics import Metrics
@@ -39,7 +39,7 @@ class HistoryHeads:
     """The generation of resources' newest history records, read from etcd, with every key
     under the history prefix that is no record reported as bad input (once per key)."""
 
-    def __init__(self, store: LastKeys, layout: KeyLayout, metrics: Metrics) -> None:
+    def __init__(self, store: Newest, layout: KeyLayout, metrics: Metrics) -> None:
         self._store = store
         self._layout = layout
         self._metrics = metrics
@@ -49,7 +49,7 @@ class HistoryHeads:
         """Per key, its newest record's generation (0: none), in one round trip unless someone
         else's keys sort above a resource's records (each costs one more read, below it)."""
         ranges = {key: history_range(self._layout, key) for key in keys}
-        pending = list(zip(keys, await self._store.last_keys(list(ranges.values())), strict=True))
+        pending = list(zip(keys, await self._last(list(ranges.values())), strict=True))
         found: dict[WorkKey, int] = {}
         while pending:
             below: list[tuple[WorkKey, bytes]] = []
@@ -62,7 +62,7 @@ class HistoryHeads:
                     below.append((key, last))
             ends = [(ranges[key][0], last) for key, last in below]
             pending = (
-                list(zip([k for k, _ in below], await self._store.last_keys(ends), strict=True))
+                list(zip([k for k, _ in below], await self._last(ends), strict=True))
                 if below
                 else []
             )
@@ -71,7 +71,11 @@ class HistoryHeads:
     async def empty(self, resource: Resource) -> bool:
         """Whether no key at all is under the history prefix of `resource`'s type."""
         start = f"{history_prefix(self._layout)}{resource.value}/".encode()
-        return (await self._store.last_keys([(start, start[:-1] + b"0")]))[0] is None
+        return (await self._last([(start, start[:-1] + b"0")]))[0] is None
+
+    async def _last(self, ranges: list[tuple[bytes, bytes]]) -> list[bytes | None]:
+        found = await self._store.newest(ranges, 1, keys_only=True)
+        return [kvs[0].key if kvs else None for kvs in found]
 
     def report(self, key: bytes, exc: BadInput) -> None:
         """Report a key under the history prefix that is no record a daemon wrote (once)."""
