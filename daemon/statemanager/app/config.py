@@ -367,7 +367,7 @@ class PrefixSettings:
         _LAYOUT.own,
         "the daemon's own keys: leader candidates under `leader/`, pending reconcile triggers "
         "under `triggers/`, dead letters under `deadletters/`, nodes' container lists under "
-        "`nodes/`",
+        "`nodes/`, state histories under `history/`",
         commands=EVERY_COMMAND,
     )
 

@@ -142,6 +142,10 @@ class StateWriter:
         self._generations: dict[WorkKey, int] = {}
         self._complete: set[Resource] = set()
         self._history_fence: Fence | None = None
+        # A history key's bytes but for the resource's name.
+        self._history_key_bytes = {
+            r: len(history_key(layout, WorkKey(r, ""), 0).encode()) for r in Resource
+        }
         # A record's bytes but for its texts: ids of 40 characters, the longest node name,
         # 20-digit numbers.
         self._record_bytes = len(
@@ -199,16 +203,14 @@ class StateWriter:
             ops, size = ops + 1, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
         if self._history is None:
             return ops, size
-        record = history_key(self._layout, change.key, 0).encode()
-        texts = (
-            change.old.value,
-            change.new,
-            *((change.verdict.rule, change.verdict.reason) if change.verdict else ()),
-        )
+        verdict = change.verdict
+        texts = (change.old.value, change.new, *((verdict.rule, verdict.reason) if verdict else ()))
         value = self._record_bytes + sum(len(t.encode()) for t in texts if t)
-        ops, size = ops + 1, size + self._limits.put_bytes(record, b"x" * value)
+        key_bytes = self._history_key_bytes[change.key.resource] + len(change.key.name.encode())
+        put = self._limits.put_bytes(b"", b"") + key_bytes  # a put's overhead and its key
+        ops, size = ops + 1, size + put + value
         if self._next_generation(change.key, unknown=self._keep + 1) > self._keep:
-            ops, size = ops + 1, size + 2 * self._limits.put_bytes(record, b"")
+            ops, size = ops + 1, size + 2 * put  # a range delete: two keys
         return ops, size
 
     def _next_generation(self, key: WorkKey, unknown: int = 0) -> int:
