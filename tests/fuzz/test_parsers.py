@@ -467,11 +467,11 @@ def test_rules_never_raise_for_any_index_content(
     index = Index()
     ingest = Ingest(_LAYOUT, index, max_value_bytes=4096)
     for revision, (kind, key, value) in enumerate(history, start=1):
-        _, reports = ingest.apply(kind, key, value, revision)
+        reports = ingest.apply(kind, key, value, revision).reports
         assert {r.kind for r in reports} <= {*BAD_INPUT_KINDS, UNASSIGNED}
     keys = index.all_keys()
     allowed = {*ModelState, *PackageState, None}
-    assert all(change.new in allowed for group in plan(index, keys) for change in group)
+    assert all(change.new in allowed for group in plan(index, keys).groups for change in group)
 
 
 # -- config files -----------------------------------------------------------------------------

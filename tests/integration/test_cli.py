@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from statemanager.core.keys import KeyLayout
 
-from conftest import DaemonMaker, Etcd, cli, daemon_env, states_are
+from conftest import DaemonMaker, Etcd, cli, daemon_env, eventually, states_are
 
 
 async def test_evaluate_reports_differences_then_agreement(
@@ -309,3 +310,89 @@ def test_run_under_systemd_without_endpoints_is_a_config_error(layout: KeyLayout
     result = cli(["run"], "", layout, INVOCATION_ID="0123456789abcdef")
     assert result.returncode == 2
     assert "etcd.endpoints is not set" in result.stderr
+
+
+def test_a_file_value_of_the_wrong_type_exits_2_naming_key_file_and_type(
+    tmp_path: Path, etcd_endpoint: str, layout: KeyLayout
+) -> None:
+    """A quoted number in the file stops every command with exit 2 and one line naming the
+    key, the file and the type expected; the same text from the environment is parsed."""
+    config = tmp_path / "sm.toml"
+    config.write_text('[etcd]\ntimeout_seconds = "5"\n')
+    env = daemon_env(etcd_endpoint, layout, 1)
+    for command in (["run"], ["evaluate"], ["status"], ["triggers", "list"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "statemanager", *command, "--config", str(config)],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert json.loads(line)["error"] == (
+            f"etcd.timeout_seconds in {config}: expected a number, not a string"
+        )
+    result = cli(["status"], etcd_endpoint, layout, STATEMANAGER_ETCD_TIMEOUT_SECONDS="5")
+    assert result.returncode == 0, result.stderr
+
+
+async def test_reload_of_a_wrongly_typed_file_keeps_the_settings(
+    tmp_path: Path, daemon_factory: DaemonMaker
+) -> None:
+    """SIGHUP with a file value of the wrong type logs `reload_failed` naming it and changes
+    nothing: the next valid file is compared with the settings from before."""
+    config = tmp_path / "sm.toml"
+    config.write_text('[log]\nlevel = "info"\n')
+    d = daemon_factory()
+    del d.env["STATEMANAGER_LOG_LEVEL"]
+    # The command line with this file: argparse takes the last --config given.
+    d.program = [
+        "-c",
+        "import sys\nfrom statemanager.app.cli import main\n"
+        f"raise SystemExit(main([*sys.argv[1:], '--config', {str(config)!r}]))",
+    ]
+    d.start()
+    await d.wait_synced()
+    assert d.process is not None
+
+    config.write_text('[log]\nlevel = "debug"\n[ha]\nlease_ttl_seconds = "30"\n')
+    d.process.send_signal(signal.SIGHUP)
+
+    async def failed() -> bool:
+        return bool(d.events("reload_failed"))
+
+    await eventually(failed, 10, "the reload to fail")
+    assert d.events("reload_failed")[-1]["error"] == (
+        f"ha.lease_ttl_seconds in {config}: expected a whole number, not a string"
+    )
+    config.write_text('[log]\nlevel = "debug"\n')
+    d.process.send_signal(signal.SIGHUP)
+
+    async def reloaded() -> bool:
+        return bool(d.events("reloaded"))
+
+    await eventually(reloaded, 10, "the valid file to be applied")
+    assert d.events("reloaded")[-1]["changed"] == {"log.level": ["info", "debug"]}
+
+
+# Runs the command line as `python -m statemanager` does and, as the process exits, logs the
+# package's modules it had loaded.
+_REPORT_MODULES = """
+import atexit, json, sys
+atexit.register(lambda: print(json.dumps({"event": "modules_loaded",
+    "modules": sorted(m for m in sys.modules if m.startswith("statemanager"))}), flush=True))
+from statemanager.app.cli import main
+raise SystemExit(main())
+"""
+
+
+async def test_the_running_daemon_never_loads_devtools(daemon_factory: DaemonMaker) -> None:
+    """`run` with etcd endpoints, built by the composition root, synced and stopped, has loaded
+    no module of `statemanager.devtools` (its sys.modules as it exits)."""
+    d = daemon_factory()
+    d.program = ["-c", _REPORT_MODULES]
+    d.start()
+    await d.wait_synced()
+    assert d.stop() == 0
+    [report] = d.events("modules_loaded")
+    assert "statemanager.app.daemon" in report["modules"]
+    assert "statemanager.runtime.writer" in report["modules"]
+    assert [m for m in report["modules"] if m.startswith("statemanager.devtools")] == []

@@ -18,6 +18,7 @@ from support.runtime import (
     package,
     scenario,
     state,
+    synced,
     trigger_revision,
     until,
 )
@@ -37,10 +38,7 @@ async def test_scenario_arriving_after_the_death_still_gets_its_reconcile() -> N
     watch is still catching up): the package's entry into Error is reconciled all the same,
     with no `no scenario` verdict on the way."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    container(mem, "c1", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
+    async with synced(mem, "c1", target=None) as rt:
         await _following_live(rt, mem)
         mem.lag_watches(LAYOUT.scenarios)
         scenario(mem, "s", "p")
@@ -73,11 +71,7 @@ async def test_refused_removal_is_retried_not_fatal() -> None:
     """etcd refuses the removal of a delivered trigger (permission denied, not an outage): the
     sender backs off and removes it later; no task of the daemon ends."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    scenario(mem, "s", "p")
-    container(mem, "c1", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
+    async with synced(mem, "c1") as rt:
         rt.actioncontroller.refusing = True
         container(mem, "c1", "m", "dead")
         await until(lambda: len(rt.actioncontroller.calls) >= 1)
@@ -94,11 +88,7 @@ async def test_outage_is_reported_once_not_per_watch_retry() -> None:
     """30 s of etcd outage while the sender follows the triggers: one `etcd_unreachable` line,
     no `reconcile_watch_broken` warning per retry, delivery works once etcd is back."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    scenario(mem, "s", "p")
-    container(mem, "c1", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
+    async with synced(mem, "c1") as rt:
         await until(lambda: mem.watching(f"{LAYOUT.own}triggers/"))
         with capture_logs() as logged:
             mem.outage()
@@ -117,11 +107,7 @@ async def test_a_new_entry_into_error_supersedes_the_trigger_being_retried() -> 
     leaves Error and enters it again. The newer trigger replaces the older one: one Reconcile
     is delivered, for the newer entry, and no trigger is left."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    scenario(mem, "s", "p")
-    container(mem, "c", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
+    async with synced(mem) as rt:
         fake = rt.actioncontroller
         fake.refusing = True
         with capture_logs() as logs:

@@ -21,6 +21,7 @@ from support.runtime import (
     package,
     scenario,
     state,
+    synced,
     until,
 )
 
@@ -31,10 +32,7 @@ async def test_guard_conflict_replans_on_the_current_value() -> None:
     """A state key another writer changes between plan and commit fails the guard; the daemon
     re-plans from the value etcd returned and writes the rules' state over it, never blindly."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    container(mem, "c1", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
+    async with synced(mem, "c1", target=None) as rt:
         model_key = f"{LAYOUT.model_states}m/state".encode()
         mem.before_next_txn(lambda: mem.put_now(model_key, b"Succeeded"))
         container(mem, "c1", "m", "exited", exit_code=137)
@@ -157,11 +155,7 @@ async def test_commit_with_lost_answer_converges_and_reconciles() -> None:
     anyway, then removed. Someone then overwrites the state: putting Error back is a
     correction, not a second entry into Error (the simulation found a second Reconcile)."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    scenario(mem, "s", "p")
-    container(mem, "c", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
+    async with synced(mem) as rt:
         mem.lose_next_txn_response()
         container(mem, "c", "m", "dead")
         await until(lambda: rt.actioncontroller.calls == ["s"])
@@ -183,10 +177,7 @@ async def test_refused_write_is_retried_not_dropped() -> None:
     """etcd refusing a write (space quota alarm) delays it; the state is written once etcd
     takes writes again, and nothing ends the daemon."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    container(mem, "c", "m", "running")
-    async with Runtime(mem):
-        await until(lambda: state(mem, "package", "p") == "Running")
+    async with synced(mem, target=None):
         for _ in range(3):
             mem.refuse_next_txn()
         container(mem, "c", "m", "paused")
@@ -248,11 +239,7 @@ async def test_a_write_landed_unanswered_then_overwritten_is_put_back_as_a_corre
     so putting Error back is a correction: one trigger, one Reconcile (before, a second
     entry into Error: the simulation's seed 49567 and ten more in 100,000)."""
     mem = MemEtcd()
-    package(mem, "p", ["m"])
-    scenario(mem, "s", "p")
-    container(mem, "c", "m", "running")
-    async with Runtime(mem) as rt:
-        await until(lambda: state(mem, "package", "p") == "Running")
+    async with synced(mem) as rt:
         mem.lose_next_txn_response(5)  # the write and every retry of it
         container(mem, "c", "m", "dead")
         await until(lambda: state(mem, "package", "p") == "Error")

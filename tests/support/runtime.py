@@ -262,14 +262,23 @@ def assert_fenced(mem: MemEtcd) -> None:
 
 
 @contextlib.asynccontextmanager
-async def synced_then_deaf(mem: MemEtcd) -> AsyncIterator[Runtime]:
-    """A daemon on `mem`, which holds package p of model m with container c1 running: synced
-    (p Running), then its watches silenced, so the test hands it events itself
-    (`deliver`) and decides which of them it hears."""
+async def synced(mem: MemEtcd, cid: str = "c", target: str | None = "s") -> AsyncIterator[Runtime]:
+    """A daemon on `mem`, which holds package p of model m with container `cid` running and
+    scenario `target` targeting p (None: no scenario), yielded once synced (p Running)."""
     package(mem, "p", ["m"])
-    container(mem, "c1", "m", "running")
+    if target is not None:
+        scenario(mem, target, "p")
+    container(mem, cid, "m", "running")
     async with Runtime(mem) as rt:
         await until(lambda: state(mem, "package", "p") == "Running")
+        yield rt
+
+
+@contextlib.asynccontextmanager
+async def synced_then_deaf(mem: MemEtcd) -> AsyncIterator[Runtime]:
+    """`synced` with container c1 and no scenario, then its watches silenced, so the test
+    hands it events itself (`deliver`) and decides which of them it hears."""
+    async with synced(mem, "c1", target=None) as rt:
         mem.silence_watches()
         yield rt
 

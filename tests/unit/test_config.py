@@ -193,10 +193,107 @@ def test_invalid_file_value_names_key(tmp_path: Path) -> None:
     assert str(path) in message
 
 
-def test_file_endpoints_must_be_strings(tmp_path: Path) -> None:
-    """etcd.endpoints in the file must be a list of strings."""
-    path = write(tmp_path, "[etcd]\nendpoints = [2379]\n")
-    assert "etcd.endpoints" in _error(path, {}, {})
+@pytest.mark.parametrize(
+    ("text", "named", "expected", "given"),
+    [
+        ('[etcd]\ntimeout_seconds = "5"', "etcd.timeout_seconds", "a number", "a string"),
+        ('[grpc]\nenabled = "yes"', "grpc.enabled", "true or false", "a string"),
+        ("[grpc]\nenabled = 1", "grpc.enabled", "true or false", "an integer"),
+        (
+            "[actioncontroller]\nmax_refusals = 10.0",
+            "actioncontroller.max_refusals",
+            "a whole number",
+            "a float",
+        ),
+        ("[ha]\nlease_ttl_seconds = true", "ha.lease_ttl_seconds", "a whole number", "a boolean"),
+        (
+            "[etcd]\nwatch_silence_seconds = false",
+            "etcd.watch_silence_seconds",
+            "a number",
+            "a boolean",
+        ),
+        ('[etcd]\nendpoints = "http://a:2379"', "etcd.endpoints", "a list of text", "a string"),
+        ("[etcd]\nendpoints = [2379]", "etcd.endpoints", "a list of text", "an array"),
+        ("[log]\nlevel = 3", "log.level", "text (a string)", "an integer"),
+        ("[etcd]\nca_file = {path = 'ca.pem'}", "etcd.ca_file", "text (a string)", "a table"),
+        ("[grpc]\ntls_cert_file = 1979-05-27", "grpc.tls_cert_file", "text (a string)", "a date"),
+    ],
+)
+def test_a_file_value_of_the_wrong_type_is_named(
+    tmp_path: Path, text: str, named: str, expected: str, given: str
+) -> None:
+    """A file's value is held to its setting's type (docs/decisions/typed-config.md): one of
+    another TOML type, a quoted number or boolean too, raises ConfigError naming the key, the
+    file and the type expected."""
+    path = write(tmp_path, text + "\n")
+    assert _error(path, {}, {}) == f"{named} in {path}: expected {expected}, not {given}"
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        (
+            {"ETCD_ENDPOINTS": "https://a:2379", "ETCD_CA_FILE": "junk"},
+            "etcd.ca_file {junk}: not a PEM CA certificate",
+        ),
+        ({"ACTIONCONTROLLER_CA_FILE": "junk"}, "actioncontroller.ca_file {junk}: not a PEM CA"),
+        (
+            {"ACTIONCONTROLLER_CA_FILE": "junk", "ACTIONCONTROLLER_CERT_FILE": "junk"},
+            "actioncontroller.cert_file and actioncontroller.key_file go together",
+        ),
+        (
+            {"ACTIONCONTROLLER_CERT_FILE": "junk", "ACTIONCONTROLLER_KEY_FILE": "junk"},
+            "actioncontroller.cert_file is set but TLS is not in use",
+        ),
+        ({"ETCD_CA_FILE": "junk"}, "etcd.ca_file is set but etcd.endpoints are not https://"),
+        ({"GRPC_TLS_KEY_FILE": "junk"}, "grpc.tls_cert_file and grpc.tls_key_file go together"),
+        (
+            {"GRPC_TLS_CERT_FILE": "junk", "GRPC_TLS_KEY_FILE": "junk"},
+            "grpc.tls_cert_file {junk} and grpc.tls_key_file {junk} do not load as a pair",
+        ),
+    ],
+)
+def test_each_sections_tls_files_are_checked_under_its_keys(
+    no_default_file: None, tmp_path: Path, env: dict[str, str], says: str
+) -> None:
+    """The TLS-files group of etcd, actioncontroller and grpc is checked the same way, its
+    errors naming the section's keys; each section adds when TLS is in use."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not PEM\n")
+    given = {f"STATEMANAGER_{k}": str(junk) if v == "junk" else v for k, v in env.items()}
+    assert says.format(junk=junk) in _error(None, given, {})
+
+
+def test_environment_and_flags_are_text_parsed_into_their_types(no_default_file: None) -> None:
+    """Variables and flags are always text: numbers, booleans and lists are parsed from it."""
+    settings = load(
+        None,
+        {
+            "STATEMANAGER_ETCD_TIMEOUT_SECONDS": "2.5",
+            "STATEMANAGER_GRPC_ENABLED": "yes",
+            "STATEMANAGER_ETCD_ENDPOINTS": "http://a:2379,http://b:2379",
+        },
+        {"actioncontroller.max_refusals": "7", "grpc.node_identity": "false"},
+    )
+    assert settings.etcd.timeout_seconds == 2.5
+    assert settings.etcd.endpoints == ("http://a:2379", "http://b:2379")
+    assert (settings.grpc.enabled, settings.grpc.node_identity) == (True, False)
+    assert settings.actioncontroller.max_refusals == 7
+
+
+def test_a_file_of_typed_values_loads(tmp_path: Path) -> None:
+    """Each type as TOML writes it: numbers (an integer where a number is asked), booleans,
+    text and lists of text."""
+    path = write(
+        tmp_path,
+        '[etcd]\nendpoints = ["http://a:2379"]\ntimeout_seconds = 3\n'
+        "watch_silence_seconds = 12.5\n[grpc]\nenabled = true\nmax_concurrent_rpcs = 50\n"
+        '[log]\nlevel = "debug"\n',
+    )
+    settings = load(path, {}, {})
+    assert (settings.etcd.timeout_seconds, settings.etcd.watch_silence_seconds) == (3.0, 12.5)
+    assert (settings.grpc.enabled, settings.grpc.max_concurrent_rpcs) == (True, 50)
+    assert settings.log.level == "debug"
 
 
 def test_invalid_file_value_overridden_is_not_an_error(tmp_path: Path) -> None:

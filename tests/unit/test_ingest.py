@@ -20,9 +20,9 @@ BAD = b"{not json"
 
 def apply1(ingest: Ingest, *args: Any) -> tuple[set[WorkKey], Report | None]:
     """`Ingest.apply` for one event that makes at most one report: (dirty, that report)."""
-    dirty, reports = ingest.apply(*args)
-    assert len(reports) <= 1, reports
-    return dirty, (reports[0] if reports else None)
+    applied = ingest.apply(*args)
+    assert len(applied.reports) <= 1, applied.reports
+    return applied.dirty, (applied.reports[0] if applied.reports else None)
 
 
 def model(name: str) -> WorkKey:
@@ -257,10 +257,29 @@ def test_containers_unassigned_by_a_model_spec_change_are_reported() -> None:
     apply1(ingest, Kind.MODEL_SPEC, b"Model/m", spec, 2)
     for key, name in ((C1, "m_web"), (C2, "m_db")):
         apply1(ingest, Kind.CONTAINER, key, container(model_name=None, names=[name]), 3)
-    dirty, reports = ingest.apply(Kind.MODEL_SPEC, b"Model/m", b"spec: {containers: []}", 4)
-    assert dirty == {WorkKey(Resource.MODEL, "m")}
-    assert sorted(r.key for r in reports) == sorted([C1.decode(), C2.decode()])
-    assert all(r.kind == UNASSIGNED and r.revision == 4 for r in reports)
+    applied = ingest.apply(Kind.MODEL_SPEC, b"Model/m", b"spec: {containers: []}", 4)
+    assert applied.dirty == {WorkKey(Resource.MODEL, "m")}
+    assert sorted(r.key for r in applied.reports) == sorted([C1.decode(), C2.decode()])
+    assert all(r.kind == UNASSIGNED and r.revision == 4 for r in applied.reports)
+
+
+def test_state_keys_applied_are_returned_in_order(ingest: Ingest) -> None:
+    """Each state key's value ingest applies, from a watch event or a listing (its deletions
+    included), is returned for the writer to check its unanswered writes against; other
+    keys' are not."""
+    applied = ingest.apply(Kind.MODEL_STATE, b"/model/m/state", b"Running", 5)
+    assert applied.states == [(model("m"), "Running")]
+    assert ingest.apply(Kind.CONTAINER, C1, container(), 6).states == []
+    listing = {LAYOUT.model_states: [], LAYOUT.package_states: [(b"/package/p/state", b"Error", 7)]}
+    assert ingest.resync_all(listing, 9).states == [(package("p"), "Error"), (model("m"), None)]
+
+
+def test_a_page_returns_its_state_keys_when_applied(ingest: Ingest) -> None:
+    """A listing's page returns the state keys it applied at once, not at `finish`: a listing
+    that fails after it leaves them applied, and the next one skips them."""
+    items = [(b"/package/p/state", b"Error", 7)]
+    assert ingest.page(ingest.relist(), LAYOUT.package_states, items) == [(package("p"), "Error")]
+    assert ingest.page(ingest.relist(), LAYOUT.package_states, items) == []
 
 
 def test_relist_deletes_a_written_state_key_whose_echo_was_lost(

@@ -48,9 +48,9 @@ class Store:
     def put(self, kind: Kind, name: str, value: bytes | None) -> set[WorkKey]:
         self.revision += 1
         key = LAYOUT.key_of(kind, name).encode()
-        dirty, reports = self.ingest.apply(kind, key, value, self.revision)
-        self.reports += [r.kind for r in reports if r.rejected]
-        return dirty
+        applied = self.ingest.apply(kind, key, value, self.revision)
+        self.reports += [r.kind for r in applied.reports if r.rejected]
+        return applied.dirty
 
     def report(self, node: str, generation: str, containers: dict[str, str]) -> None:
         """A node's list as the service writes it: one chunk per container, then the pointer."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 
 from statemanager.core.index import Index, Written
 from statemanager.core.inputs import ContainerInfo
 from statemanager.core.keys import Resource, WorkKey
 from statemanager.core.planner import Change, pack, plan
+from statemanager.core.previous import PreviousStates
 from statemanager.core.states import ContainerClass, ContainerStatus
 
 RUNNING = ContainerInfo((), ContainerStatus.RUNNING, ContainerClass.ACTIVE, None)
@@ -37,6 +40,24 @@ def settled(index: Index) -> None:
         index.observe_written(key, verdict.state if verdict else None, rev)
 
 
+def planned(
+    index: Index, dirty: Iterable[WorkKey], previous: PreviousStates | None = None
+) -> list[list[Change]]:
+    """`plan`'s write groups; what it found agreeing is applied to `previous`, as the writer
+    applies it."""
+    result = plan(index, dirty, previous or PreviousStates())
+    if previous is not None:
+        previous.agreed(result.agreed)
+    return result.groups
+
+
+def derived_now(index: Index) -> PreviousStates:
+    """Previous derived states as after this daemon wrote every state the rules give now."""
+    previous = PreviousStates()
+    previous.agreed({k: v.state for k in index.all_keys() if (v := index.verdict(k)) is not None})
+    return previous
+
+
 @pytest.fixture
 def payment() -> Index:
     """Package p lists models m and n, each with one running container, all states written."""
@@ -50,13 +71,13 @@ def payment() -> Index:
 
 def test_unchanged_keys_plan_nothing(payment: Index) -> None:
     """Dirty keys whose written state already equals the verdict produce no group."""
-    assert plan(payment, [model("m"), model("n"), package("p")]) == []
+    assert planned(payment, [model("m"), model("n"), package("p")]) == []
 
 
 def test_model_change_cascades_to_package_in_one_group(payment: Index) -> None:
     """A model change and the package change it causes form one group, models first."""
     dirty = put(payment, "c1", DEAD, "m")
-    groups = plan(payment, dirty)
+    groups = planned(payment, dirty)
     assert summary(groups) == [
         [(model("m"), "Running", "Failed"), (package("p"), "Running", "Degraded")]
     ]
@@ -72,14 +93,14 @@ def test_model_change_not_changing_package_writes_model_only(payment: Index) -> 
     payment.put_container(
         "c1", ContainerInfo((), ContainerStatus.EXITED, ContainerClass.EXITED, "m")
     )
-    assert summary(plan(payment, [model("m")])) == [[(model("m"), "Running", "Succeeded")]]
+    assert summary(planned(payment, [model("m")])) == [[(model("m"), "Running", "Succeeded")]]
 
 
 def test_all_models_failing_in_one_batch(payment: Index) -> None:
     """Two model changes in one package land in one group, both models before the package."""
     put(payment, "c1", DEAD, "m")
     put(payment, "c2", DEAD, "n")
-    groups = plan(payment, [model("m"), model("n")])
+    groups = planned(payment, [model("m"), model("n")])
     assert len(groups) == 1
     kinds = [c.key.resource for c in groups[0]]
     assert kinds == [Resource.MODEL, Resource.MODEL, Resource.PACKAGE]
@@ -90,7 +111,7 @@ def test_all_models_failing_in_one_batch(payment: Index) -> None:
 def test_models_before_packages_when_package_dirty_first(payment: Index) -> None:
     """Even when the package is dirtied first, the group lists model changes before it."""
     put(payment, "c1", DEAD, "m")
-    [group] = plan(payment, [package("p"), model("m")])
+    [group] = planned(payment, [package("p"), model("m")])
     assert [c.key for c in group] == [model("m"), package("p")]
 
 
@@ -99,7 +120,7 @@ def test_model_in_two_packages_cascades_to_both(payment: Index) -> None:
     payment.put_package_spec("q", ("m",))
     settled(payment)
     put(payment, "c1", DEAD, "m")
-    [group] = plan(payment, [model("m")])
+    [group] = planned(payment, [model("m")])
     assert sorted((c.key, c.new, c.cause) for c in group[1:]) == [
         (package("p"), "Degraded", model("m")),
         (package("q"), "Error", model("m")),
@@ -112,7 +133,7 @@ def test_package_pulls_in_unwritten_sibling_model() -> None:
     index = Index()
     index.put_package_spec("p", ("m", "n"))
     put(index, "c1", DEAD, "m")
-    [group] = plan(index, [model("m")])
+    [group] = planned(index, [model("m")])
     assert {(c.key, c.new) for c in group} == {
         (model("m"), "Failed"),
         (model("n"), "Pending"),
@@ -126,7 +147,7 @@ def test_independent_changes_form_separate_groups() -> None:
     index = Index()
     index.put_package_spec("p", ("m",))
     index.put_package_spec("q", ("n",))
-    groups = plan(index, [model("m"), model("n")])
+    groups = planned(index, [model("m"), model("n")])
     assert sorted(summary(groups)) == [
         [(model("m"), None, "Pending"), (package("p"), None, "Paused")],
         [(model("n"), None, "Pending"), (package("q"), None, "Paused")],
@@ -137,7 +158,7 @@ def test_package_spec_deletion_plans_deletes(payment: Index) -> None:
     """Deleting a Package spec deletes its state key and those of now-unlisted empty models."""
     payment.delete_container("c2")
     dirty = payment.delete_package_spec("p")
-    groups = plan(payment, dirty)
+    groups = planned(payment, dirty)
     changes = {c.key: c.new for group in groups for c in group}
     assert changes == {package("p"): None, model("n"): None}
     deleted = next(c for group in groups for c in group if c.key == package("p"))
@@ -148,13 +169,13 @@ def test_package_spec_deletion_plans_deletes(payment: Index) -> None:
 def test_stale_written_state_is_corrected(payment: Index) -> None:
     """A state someone else overwrote is planned back to the derived value."""
     payment.observe_written(package("p"), "Error", 100)
-    assert summary(plan(payment, [package("p")])) == [[(package("p"), "Error", "Running")]]
+    assert summary(planned(payment, [package("p")])) == [[(package("p"), "Error", "Running")]]
 
 
 def test_cause_does_not_depend_on_dirty_order(payment: Index) -> None:
     """A package change caused by a model change names it, whatever order keys were dirtied."""
     put(payment, "c1", DEAD, "m")
-    [group] = plan(payment, [package("p"), model("m")])
+    [group] = planned(payment, [package("p"), model("m")])
     assert group[-1].key == package("p")
     assert group[-1].cause == model("m")
 
@@ -242,7 +263,7 @@ def test_many_scenarios_cost_one_trigger_record(payment: Index) -> None:
         payment.put_scenario(f"s{i:03}", "p")
     put(payment, "c1", DEAD, "m")
     put(payment, "c2", DEAD, "n")
-    [group] = plan(payment, [model("m"), model("n")])
+    [group] = planned(payment, [model("m"), model("n")])
     [error] = [c for c in group if c.key == package("p")]
     assert (error.new, error.entering_error) == ("Error", True)
 
@@ -252,9 +273,23 @@ def test_entering_error_without_known_scenario_records_a_trigger(payment: Index)
     after the container's death, so the scenarios are resolved when it is delivered."""
     put(payment, "c1", DEAD, "m")
     put(payment, "c2", DEAD, "n")
-    [group] = plan(payment, [model("m"), model("n")])
+    [group] = planned(payment, [model("m"), model("n")])
     [error] = [c for c in group if c.key == package("p")]
     assert (error.new, error.entering_error) == ("Error", True)
+
+
+def test_a_plan_returns_the_keys_found_agreeing_and_changes_nothing(payment: Index) -> None:
+    """Keys etcd already holds the rules' state for are returned as agreeing (the writer makes
+    that their previous state); the previous states the planner reads are left as they were."""
+    previous = PreviousStates()
+    previous.committed(package("p"), "Degraded")
+    put(payment, "c1", DEAD, "m")
+    payment.observe_written(model("m"), "Failed", 100)  # someone else wrote the rules' state
+    result = plan(payment, [model("m"), model("n")], previous)
+    assert result.agreed[model("m")] == "Failed" and result.agreed[model("n")] == "Running"
+    assert package("p") not in result.agreed  # it changes
+    assert previous.previous(package("p")) == "Degraded"
+    assert previous.previous(model("m")) is None
 
 
 def test_putting_back_an_error_state_is_a_correction(payment: Index) -> None:
@@ -264,9 +299,9 @@ def test_putting_back_an_error_state_is_a_correction(payment: Index) -> None:
     put(payment, "c2", DEAD, "n")
     payment.put_scenario("s", "p")
     settled(payment)
-    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
+    ours = derived_now(payment)
     payment.observe_written(package("p"), "Running", 200)  # someone else's write
-    [[change]] = plan(payment, [package("p")], ours)
+    [[change]] = planned(payment, [package("p")], ours)
     assert (change.old.value, change.new) == ("Running", "Error")
     assert change.correction
     assert not change.entering_error
@@ -279,10 +314,10 @@ def test_echo_of_our_own_write_keeps_the_previous_derived_state(payment: Index) 
     put(payment, "c2", DEAD, "n")
     payment.put_scenario("s", "p")
     settled(payment)
-    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
-    assert plan(payment, [package("p")], ours) == []  # the echo: nothing to write
+    ours = derived_now(payment)
+    assert planned(payment, [package("p")], ours) == []  # the echo: nothing to write
     payment.observe_written(package("p"), "Running", 200)  # someone else's write
-    [[change]] = plan(payment, [package("p")], ours)
+    [[change]] = planned(payment, [package("p")], ours)
     assert change.correction
     assert not change.entering_error
 
@@ -294,16 +329,16 @@ def test_error_after_recovering_to_an_outside_value_is_a_transition(payment: Ind
     put(payment, "c1", DEAD, "m")
     put(payment, "c2", DEAD, "n")
     settled(payment)
-    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
+    ours = derived_now(payment)
     payment.observe_written(package("p"), "Running", 200)  # someone else's write
     put(payment, "c1", RUNNING, "m")
     put(payment, "c2", RUNNING, "n")
     payment.observe_written(model("m"), "Running", 201)
     payment.observe_written(model("n"), "Running", 202)
-    assert plan(payment, [model("m"), model("n"), package("p")], ours) == []
+    assert planned(payment, [model("m"), model("n"), package("p")], ours) == []
     put(payment, "c1", DEAD, "m")
     put(payment, "c2", DEAD, "n")
-    [group] = plan(payment, [model("m"), model("n")], ours)
+    [group] = planned(payment, [model("m"), model("n")], ours)
     [error] = [c for c in group if c.key == package("p")]
     assert (error.old.value, error.new) == ("Running", "Error")
     assert error.entering_error
@@ -318,10 +353,10 @@ def test_an_error_state_replanned_unchanged_stays_ours(payment: Index) -> None:
     put(payment, "c2", DEAD, "n")
     payment.put_scenario("s", "p")
     settled(payment)
-    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
-    assert plan(payment, payment.all_keys(), ours) == []  # say, a new leadership's full round
+    ours = derived_now(payment)
+    assert planned(payment, payment.all_keys(), ours) == []  # say, a new leadership's full round
     payment.observe_written(package("p"), "Degraded", 200)  # someone else's write
-    [[change]] = plan(payment, [package("p")], ours)
+    [[change]] = planned(payment, [package("p")], ours)
     assert (change.old.value, change.new) == ("Degraded", "Error")
     assert change.correction
     assert not change.entering_error
@@ -331,12 +366,12 @@ def test_a_model_moved_to_what_someone_else_wrote_still_cascades(payment: Index)
     """Someone writes m's state before its container dies; the rules then give that very
     state: nothing to write for m, but p derives from m and must be planned (it was left
     Running forever: the simulation's seed 17307)."""
-    ours = {k: v.state for k in payment.all_keys() if (v := payment.verdict(k)) is not None}
+    ours = derived_now(payment)
     payment.observe_written(model("m"), "Failed", 100)  # someone else's write
     dirty = put(payment, "c1", DEAD, "m")
     verdict = payment.verdict(package("p"))
     assert verdict is not None and verdict.state != "Running"
-    assert summary(plan(payment, dirty, ours)) == [[(package("p"), "Running", verdict.state)]]
+    assert summary(planned(payment, dirty, ours)) == [[(package("p"), "Running", verdict.state)]]
 
 
 def scenario(name: str) -> WorkKey:
@@ -349,19 +384,19 @@ def test_scenario_state_is_deleted_with_its_spec_and_otherwise_left_alone(paymen
     group of its own."""
     payment.put_scenario("s", "p")
     assert payment.observe_written(scenario("s"), "Waiting", 10) == {scenario("s")}
-    assert plan(payment, [scenario("s")]) == []
+    assert planned(payment, [scenario("s")]) == []
     assert scenario("s") not in payment.all_keys()
     payment.observe_written(scenario("s"), "garbage", 11)
-    assert plan(payment, [scenario("s")]) == []
+    assert planned(payment, [scenario("s")]) == []
 
     assert payment.delete_scenario("s") == {scenario("s")}
     assert scenario("s") in payment.all_keys()  # a leader's full round finds it too
-    groups = plan(payment, [scenario("s"), model("m"), scenario("s")])
+    groups = planned(payment, [scenario("s"), model("m"), scenario("s")])
     assert summary(groups) == [[(scenario("s"), "garbage", None)]]
     assert groups[0][0].old.mod_revision == 11  # the deletion is guarded on what was seen
 
     payment.observe_written(scenario("s"), None, 12)
-    assert plan(payment, [scenario("s")]) == []
+    assert planned(payment, [scenario("s")]) == []
     assert payment.delete_scenario("s") == set()  # no state key: nothing to delete
 
 
@@ -369,4 +404,4 @@ def test_scenario_state_without_any_spec_is_an_orphan() -> None:
     """A state key found for a scenario whose spec never was (or was invalid) is deleted."""
     index = Index()
     index.observe_written(scenario("ghost"), "Idle", 3)
-    assert summary(plan(index, index.all_keys())) == [[(scenario("ghost"), "Idle", None)]]
+    assert summary(planned(index, index.all_keys())) == [[(scenario("ghost"), "Idle", None)]]

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from statemanager.core.keys import Resource, WorkKey
-from statemanager.core.planner import plan
+from statemanager.core.planner import Plan, plan
 from statemanager.runtime import controller as controller_module
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.metrics import Metrics
@@ -42,11 +42,11 @@ async def test_the_key_that_raises_is_set_aside_and_the_rest_planned(
     """Planning that raises on one key plans every other key together and reports that key
     once per cause revision, with the traceback."""
 
-    def buggy(index: Any, keys: Iterable[WorkKey], ours: Any = None) -> list[Any]:
+    def buggy(index: Any, keys: Iterable[WorkKey], previous: Any = None) -> Plan:
         keys = list(keys)
         if BAD in keys:
             raise KeyError("planted")
-        return [[key] for key in keys]  # one "group" per key: enough to see who was planned
+        return Plan([[key] for key in keys], {})  # a "group" per key: shows who was planned
 
     monkeypatch.setattr(controller_module, "plan", buggy)
     controller, metrics = _controller()
@@ -65,11 +65,11 @@ async def test_a_batch_that_fails_only_as_a_whole_is_set_aside(
     """When no single key makes planning raise but the batch does, every key of it is set
     aside (rather than retried forever or ending the worker)."""
 
-    def buggy(index: Any, keys: Iterable[WorkKey], ours: Any = None) -> list[Any]:
+    def buggy(index: Any, keys: Iterable[WorkKey], previous: Any = None) -> Plan:
         keys = list(keys)
         if len(keys) > 1:
             raise RuntimeError("planted")
-        return plan(index, keys, ours)
+        return plan(index, keys, previous)
 
     monkeypatch.setattr(controller_module, "plan", buggy)
     controller, metrics = _controller()

@@ -81,7 +81,7 @@ async def test_packed_transactions_fit_the_limits(limits: TxnLimits, history: in
         keep=100,
         node="n" * MAX_NAME_LENGTH,
     )
-    groups = plan(index, sorted(index.all_keys()))
+    groups = plan(index, sorted(index.all_keys())).groups
     batches = writer.batches(groups, FENCE)
     for batch in batches:
         assert await writer.commit(batch, {}, FENCE) is not None

@@ -79,8 +79,8 @@ FIRST_PROGRESS_ASK = 0.05
 
 
 class ConnectionSettings(Protocol):
-    """What `EtcdClient.from_settings` reads; the application's `[etcd]` settings section
-    (app/config.py) is one."""
+    """ConnectionSettings is what `EtcdClient.from_settings` reads; the application's `[etcd]`
+    settings section (app/config.py) is one."""
 
     @property
     def endpoints(self) -> tuple[str, ...]: ...
@@ -129,7 +129,7 @@ class _Facade:
 
 
 class EtcdKV(_Facade):
-    """Reads, guarded transactions and the election's keys."""
+    """EtcdKV reads keys, applies guarded transactions and keeps the election's keys."""
 
     async def revision(self) -> int:
         """The store's current revision (a cheap health check)."""
@@ -141,6 +141,7 @@ class EtcdKV(_Facade):
         return _header(resp)
 
     async def get(self, key: bytes) -> KeyValue | None:
+        """Get returns `key`'s value and revisions, or None when it does not exist."""
         resp = await self._session.call(RANGE, rpc.RangeRequest(key=key))
         return _kv(resp.kvs[0]) if resp.kvs else None
 
@@ -151,19 +152,14 @@ class EtcdKV(_Facade):
     async def pages(
         self, prefixes: Sequence[str], page_size: int = PAGE_KEYS
     ) -> AsyncGenerator[Page, None]:
-        """List every prefix at one revision, a page at a time, so no response grows without
-        bound and a caller can apply each page and let it go before the next arrives.
+        """Pages lists every prefix at one revision, a page of at most `page_size` keys at a
+        time, so no response grows without bound and each page can be let go before the next.
 
-        A page is at most `page_size` keys; one whose response would exceed the receive limit
-        (large values) is asked again with half as many keys, down to one, and later pages keep
-        the smaller size. Raises Compacted when the revision is compacted between pages (list
-        again), TooLarge only when a single key's response is over the limit.
-
+        A page over the receive limit is asked again with half the keys, down to one (later
+        pages keep that size); a page is larger while much of its prefix is left (PAGE_SHARE).
         The next page is asked for before this one is handed over, so etcd reads it while the
-        caller applies this one (etcd's share of a large listing is about as long as the
-        caller's, on another core): at most one response waits beside the page being applied.
-        A page is larger while much of its prefix is left (PAGE_SHARE), but never larger than
-        one that had to be halved.
+        caller applies this one. Raises Compacted when the revision is compacted between pages
+        (list again), TooLarge only when a single key's response is over the limit.
         """
         cursors = deque((p, p.encode(), prefix_end(p.encode())) for p in prefixes)
         if not cursors:
@@ -256,6 +252,7 @@ class EtcdKV(_Facade):
         return found
 
     async def delete(self, key: bytes) -> None:
+        """Delete removes `key` unconditionally (a missing key is no error)."""
         await self._session.call(DELETE_RANGE, rpc.DeleteRangeRequest(key=key))
 
     async def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int:
@@ -299,9 +296,11 @@ class EtcdKV(_Facade):
 
 
 class EtcdLeases(_Facade):
-    """Leases: granted, renewed one keep-alive at a time (the caller's loop), revoked."""
+    """EtcdLeases grants leases, renews them one keep-alive at a time (the caller's loop) and
+    revokes them."""
 
     async def grant_lease(self, ttl: int) -> int:
+        """Creates a lease of `ttl` seconds and returns its id."""
         return int((await self._session.call(LEASE_GRANT, rpc.LeaseGrantRequest(TTL=ttl))).ID)
 
     async def keep_alive(self, lease_id: int) -> int:
@@ -312,11 +311,12 @@ class EtcdLeases(_Facade):
         return int(resp.TTL)
 
     async def revoke_lease(self, lease_id: int) -> None:
+        """Ends the lease, deleting every key bound to it."""
         await self._session.call(LEASE_REVOKE, rpc.LeaseRevokeRequest(ID=lease_id))
 
 
 class EtcdWatches(_Facade):
-    """Watches of prefixes, all on one stream."""
+    """EtcdWatches watches prefixes, all on one stream."""
 
     async def watch(
         self,
@@ -324,20 +324,17 @@ class EtcdWatches(_Facade):
         progress_every: float,
         together: Sequence[Sequence[str]] = (),
     ) -> AsyncGenerator[WatchBatch, None]:
-        """Watch each prefix from its start revision on one stream.
+        """Watch yields the events under each prefix from its start revision, all on one
+        stream; it ends only by raising EtcdUnavailable (the stream broke, etcd cancelled a
+        watch) or Compacted (a start revision is no longer in history).
 
         Each group of prefixes in `together` is watched as one range, from the first to the end
-        of the last, so one transaction writing under several of them comes back as one
-        response instead of one per prefix (a gRPC message costs more than its events: docs/
-        design.md, Cost per event). Its events are handed over per prefix, each prefix's
-        from its own start revision; keys under none of them are dropped and counted
+        of the last, so a transaction writing under several comes back as one response (a gRPC
+        message costs more than its events: docs/design.md, Cost per event); its events are
+        handed over per prefix, keys under none of them dropped and counted
         (`WatchBatch.foreign`). Group only prefixes with no other watched prefix between them.
-
-        Every `progress_every` seconds it asks etcd for a progress notification, so a live
-        stream is never silent for long: a caller that hears nothing for a few such periods
-        knows the stream is dead even if TCP says otherwise. Ends only by raising:
-        EtcdUnavailable when the stream breaks or etcd cancels a watch, Compacted when a start
-        revision is no longer in history.
+        A progress notification is asked for every `progress_every` seconds, so a caller that
+        hears nothing for a few such periods knows the stream is dead.
         """
         grouped = {p for group in together for p in group}
         watches = [sorted(g) for g in together] + [[p] for p in starts if p not in grouped]
@@ -356,29 +353,35 @@ class EtcdWatches(_Facade):
             progress = asyncio.create_task(_ask_progress(call, progress_every), name="progress")
             try:
                 while True:
-                    resp = await call.read()
-                    if resp is grpc.aio.EOF:
-                        raise EtcdUnavailable("etcd closed the watch stream")
-                    if resp.compact_revision:
-                        raise Compacted(int(resp.compact_revision))
-                    if resp.canceled:
-                        raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
-                    header = _header(resp)
-                    if not resp.events:
-                        # Created, a watch's own progress, or the stream-wide progress answer
-                        # (watch id -1): only the last is a barrier.
-                        barrier = header.revision if resp.watch_id == -1 else 0
-                        yield WatchBatch(None, (), barrier, header)
-                        continue
-                    events = tuple(_event(ev) for ev in resp.events)
-                    prefixes = watches[resp.watch_id - 1]
-                    if len(prefixes) == 1:
-                        yield WatchBatch(prefixes[0], events, events[-1].revision, header)
-                        continue
-                    for batch in _split(events, prefixes, starts, header):
+                    for batch in _batches(await call.read(), watches, starts):
                         yield batch
             finally:
                 progress.cancel()
+
+
+def _batches(
+    resp: Any, watches: Sequence[Sequence[str]], starts: Mapping[str, int]
+) -> Iterator[WatchBatch]:
+    """The batches of one watch response (`watches[i]` are the prefixes of watch id i + 1);
+    raises EtcdUnavailable or Compacted when the response ends the stream."""
+    if resp is grpc.aio.EOF:
+        raise EtcdUnavailable("etcd closed the watch stream")
+    if resp.compact_revision:
+        raise Compacted(int(resp.compact_revision))
+    if resp.canceled:
+        raise EtcdUnavailable(f"etcd cancelled a watch: {resp.cancel_reason}")
+    header = _header(resp)
+    if not resp.events:
+        # Created, a watch's own progress, or the stream-wide progress answer (watch id -1):
+        # only the last is a barrier.
+        yield WatchBatch(None, (), header.revision if resp.watch_id == -1 else 0, header)
+        return
+    events = tuple(_event(ev) for ev in resp.events)
+    prefixes = watches[resp.watch_id - 1]
+    if len(prefixes) == 1:
+        yield WatchBatch(prefixes[0], events, events[-1].revision, header)
+        return
+    yield from _split(events, prefixes, starts, header)
 
 
 def _split(
@@ -403,9 +406,11 @@ def _split(
 
 
 class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
-    """A client of one etcd cluster: the KV, lease and watch facades on one `EtcdSession`,
-    which holds the endpoints, TLS, the auth token and the retry policy. Create and use it
-    inside the running event loop (grpc.aio)."""
+    """EtcdClient is a client of one etcd cluster; create and use it inside the running event
+    loop (grpc.aio).
+
+    It is the KV, lease and watch facades on one `EtcdSession`, which holds the endpoints, TLS,
+    the auth token and the retry policy."""
 
     def __init__(
         self,
@@ -436,6 +441,7 @@ class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
         observe: Callable[[str, float, str | None], None] | None = None,
         refusals: RefusalObserver | None = None,
     ) -> EtcdClient:
+        """Builds a client of the endpoints, TLS and credentials `settings` name."""
         user, password = settings.username, settings.password
         return cls(
             settings.endpoints,
@@ -452,6 +458,7 @@ class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
         return self._session.endpoint
 
     async def close(self) -> None:
+        """Close ends the session's channel; the client is unusable after."""
         await self._session.close()
 
 

@@ -54,10 +54,14 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ServiceStore(TxnClient, Protocol):
+    """ServiceStore reads keys and applies guarded transactions for the service's writes."""
+
     async def get(self, key: bytes) -> KeyValue | None: ...
 
 
 class IndexProgress(Protocol):
+    """IndexProgress tells the revision the index answers from."""
+
     @property
     def revision(self) -> int:
         """The newest etcd revision the index has followed etcd to (0 before any listing)."""
@@ -65,6 +69,8 @@ class IndexProgress(Protocol):
 
 
 class ServiceMetrics(Protocol):
+    """ServiceMetrics counts the scenario transitions and offloadings the service answered."""
+
     def scenario_transition(self, state: str) -> None: ...
     def offloading(self, result: str) -> None: ...
 
@@ -76,6 +82,8 @@ class Generations(Protocol):
 
 
 class Offloader(Protocol):
+    """Offloader forwards an offloading to ActionController and says how it answered."""
+
     async def offload(self, order: OffloadOrder) -> OffloadOutcome: ...
 
 
@@ -83,6 +91,8 @@ _Answer = tuple[int, str, str]  # a StateChangeResponse's error code, message an
 
 
 class StateService(pb_grpc.StateManagerConnectionServicer):
+    """StateService answers Pullpiri's StateManager gRPC calls (docs/contract.md)."""
+
     def __init__(
         self,
         *,
@@ -123,6 +133,9 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         request: pb.StateChange,
         context: grpc.aio.ServicerContext[pb.StateChange, pb.StateChangeResponse],
     ) -> pb.StateChangeResponse:
+        """SendStateChange confirms a model or package state the rules derive, or judges and
+        stores a scenario's; a refusal's code and details say why."""
+
         def reply(code: int, message: str = "", details: str = "") -> pb.StateChangeResponse:
             log.info(
                 "state_change_request",
@@ -185,55 +198,60 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
 
     async def _scenario_change(self, request: pb.StateChange) -> _Answer:
         """Judge a scenario change against the lifecycle and the stored state, and store it
-        (docs/contract.md, Scenario states). Any daemon answers: the write is guarded on the
-        state key's mod revision and on the Scenario spec's, so it never overwrites a change
-        it did not judge from, nor outlives a spec deleted meanwhile; a lost race is judged
-        again from what etcd holds then."""
-        name = request.resource_name
-        state_key = self._layout.key_of(Kind.SCENARIO_STATE, name).encode()
-        spec_key = self._layout.key_of(Kind.SCENARIO_SPEC, name).encode()
+        (docs/contract.md, Scenario states); any daemon answers. etcd's failures are answered
+        as such."""
         try:
-            spec, stored = await self._store.get(spec_key), await self._store.get(state_key)
-            for _ in range(_SCENARIO_ATTEMPTS):
-                if spec is None:
-                    return (
-                        pb.ErrorCode.RESOURCE_NOT_FOUND,
-                        "",
-                        f"no scenario {name!r}: {spec_key.decode()} is not in etcd",
-                    )
-                try:
-                    parse_scenario(spec.value, name)
-                except BadInput as exc:
-                    return (
-                        pb.ErrorCode.RESOURCE_NOT_FOUND,
-                        "",
-                        f"{spec_key.decode()} is no valid Scenario ({exc.kind}: {exc.detail})",
-                    )
-                value = stored.value.decode("utf-8", "replace") if stored else None
-                step = decide(value, request.current_state, request.target_state)
-                if isinstance(step, str):
-                    return pb.ErrorCode.INVALID_STATE_TRANSITION, "", f"scenario {name}: {step}"
-                if step.unchanged:
-                    return pb.ErrorCode.SUCCESS, f"scenario {name} is {step.to_state} already", ""
-                guards = [
-                    Guard(spec_key, spec.mod_revision),
-                    Guard(state_key, stored.mod_revision if stored else 0),
-                ]
-                recorded = await self._history_ops(request, value, step)
-                result = await self._settled(guards, state_key, step.to_state.encode(), recorded)
-                if result.succeeded:
-                    self._scenario_transition(request, value, step, result.revision)
-                    return (
-                        pb.ErrorCode.SUCCESS,
-                        f"scenario {name}: {value or '(none)'} → {step.to_state} ({step.event}) "
-                        f"at etcd revision {result.revision}",
-                        "",
-                    )
-                spec, stored = result.current.get(spec_key), result.current.get(state_key)
+            return await self._store_scenario_change(request)
         except EtcdUnavailable as exc:
             return pb.ErrorCode.RESOURCE_UNAVAILABLE, "", f"etcd unavailable: {exc}"
         except EtcdError as exc:
             return pb.ErrorCode.INTERNAL_ERROR, "", f"etcd refused: {exc}"
+
+    async def _store_scenario_change(self, request: pb.StateChange) -> _Answer:
+        """The answer to a scenario change, stored when allowed. The write is guarded on the
+        state key's mod revision and on the Scenario spec's, so it never overwrites a change it
+        did not judge from, nor outlives a spec deleted meanwhile; a lost race is judged again
+        from what etcd holds then."""
+        name = request.resource_name
+        state_key = self._layout.key_of(Kind.SCENARIO_STATE, name).encode()
+        spec_key = self._layout.key_of(Kind.SCENARIO_SPEC, name).encode()
+        spec, stored = await self._store.get(spec_key), await self._store.get(state_key)
+        for _ in range(_SCENARIO_ATTEMPTS):
+            if spec is None:
+                return (
+                    pb.ErrorCode.RESOURCE_NOT_FOUND,
+                    "",
+                    f"no scenario {name!r}: {spec_key.decode()} is not in etcd",
+                )
+            try:
+                parse_scenario(spec.value, name)
+            except BadInput as exc:
+                return (
+                    pb.ErrorCode.RESOURCE_NOT_FOUND,
+                    "",
+                    f"{spec_key.decode()} is no valid Scenario ({exc.kind}: {exc.detail})",
+                )
+            value = stored.value.decode("utf-8", "replace") if stored else None
+            step = decide(value, request.current_state, request.target_state)
+            if isinstance(step, str):
+                return pb.ErrorCode.INVALID_STATE_TRANSITION, "", f"scenario {name}: {step}"
+            if step.unchanged:
+                return pb.ErrorCode.SUCCESS, f"scenario {name} is {step.to_state} already", ""
+            guards = [
+                Guard(spec_key, spec.mod_revision),
+                Guard(state_key, stored.mod_revision if stored else 0),
+            ]
+            recorded = await self._history_ops(request, value, step)
+            result = await self._settled(guards, state_key, step.to_state.encode(), recorded)
+            if result.succeeded:
+                self._scenario_transition(request, value, step, result.revision)
+                return (
+                    pb.ErrorCode.SUCCESS,
+                    f"scenario {name}: {value or '(none)'} → {step.to_state} ({step.event}) "
+                    f"at etcd revision {result.revision}",
+                    "",
+                )
+            spec, stored = result.current.get(spec_key), result.current.get(state_key)
         return (
             pb.ErrorCode.RESOURCE_UNAVAILABLE,
             "",
@@ -372,6 +390,8 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         request: pb.ContainerList,
         context: grpc.aio.ServicerContext[pb.ContainerList, pb.SendContainerListResponse],
     ) -> pb.SendContainerListResponse:
+        """SendChangedContainerList stores a node's whole container list, replacing its last
+        (docs/contract.md, Node lists); the answer says what was stored or why not."""
         node = request.node_name
         try:
             containers = self._containers(request)

@@ -5,7 +5,7 @@ documents are described in docs/cli.md.
 
 This module only parses: a command's work is in commands.py (or devtools' bench), imported
 when that command runs, and only the chosen command's arguments are declared. So `--version`
-and `--help` load nothing else, and the daemon never loads `devtools`.
+and `--help` load nothing else, and a daemon given etcd endpoints never loads `devtools`.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
         help="TOML config file (default /etc/statemanager/statemanager.toml, may be absent)",
     )
     for option in OPTIONS:
-        if name in option.declared.commands:
+        if name in option.commands:
             settings.add_argument(
                 option.flag, dest=option.name, metavar="VALUE", help=_flag_help(option)
             )

@@ -85,6 +85,7 @@ class Listings:
         self._first = asyncio.Event()
 
     def listed(self, revision: int) -> None:
+        """Count a full listing at `revision`; the first one wakes `first`."""
         self.count += 1
         if not self._first.is_set():
             self.first_revision = revision
@@ -122,125 +123,185 @@ def build(
     clock: Callable[[], float] = time.monotonic,
     offloader: Offloader | None = None,
 ) -> Parts:
-    """Build the runtime on `store` (etcd) and `actioncontroller`, as `settings` say; call it
-    inside the running event loop. `offloader` (ActionController's OffloadModel) serves
-    TriggerOffloading; without it the service answers that none is configured.
+    """Build wires the runtime on `store` (etcd) and `actioncontroller` as `settings` say; call
+    it inside the running event loop.
 
     The one place that builds things (the composition root): every object gets its
     collaborators here, as keyword arguments typed by the small Protocols its module declares,
-    and builds none of its own. So who shares what is visible in one screen (one index, read by
-    the controller, the sender, the gRPC service and the status page; one outage reporter for
-    every etcd caller), no object reaches through another for a third, and the tests
-    (tests/support/runtime.py, the simulator) run the very wiring `statemanager run` runs, on
-    an in-memory etcd with their own settings and `clock` (the election's and the outage
-    reporter's; virtual time in tests).
+    and builds none of its own, so no object reaches through another for a third. One index
+    (read by the controller, the sender, the gRPC service and the status page) and one outage
+    reporter serve every reader and etcd caller. The tests (tests/support/runtime.py, the
+    simulator) run this very wiring on an in-memory etcd, with their own `clock` (the
+    election's and the outage reporter's). `offloader` (ActionController's OffloadModel)
+    serves TriggerOffloading; without it the service answers that none is configured.
     """
-    layout = settings.prefixes.layout
-    outage = Outage(clock=clock)
-    index = Index()
-    queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
-    previous: dict[WorkKey, str] = {}  # per key, the previous derived state (planner.plan)
-    keep = settings.history.keep
-    heads = HistoryHeads(store, layout, metrics)  # reports foreign history keys once each
-    writer = StateWriter(
-        store,
-        layout,
-        index,
-        metrics,
-        previous=previous,
-        history=heads,
-        keep=keep,
-        node=settings.ha.node_name,
-    )
-    later_formats = LaterFormats(metrics)  # one report per record, whoever meets it
-    controller = Controller(
-        index=index,
-        ingest=Ingest(layout, index, settings.inputs.max_value_bytes, on_state=writer.echoed),
-        queue=queue,
-        writer=writer,
-        previous=previous,
-        layout=layout,
+    shared = _Shared(
+        settings=settings,
+        store=store,
         metrics=metrics,
-        later_formats=later_formats,
+        health=health,
+        outage=Outage(clock=clock),
+        index=Index(),
+        later_formats=LaterFormats(metrics),  # one report per record, whoever meets it
+        clock=clock,
+        heads=HistoryHeads(store, settings.prefixes.layout, metrics),  # reports foreign keys
     )
-    election = Election(
-        client=store,
-        own_prefix=layout.own,
+    queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
+    controller = _controller(shared, queue)
+    election = _election(shared, controller)
+    listings = Listings()
+    watcher = _watcher(shared, controller, listings)
+    sender = _sender(shared, actioncontroller, watcher)
+    service = _service(shared, controller, offloader)
+    status = StatusPage(
+        loop=asyncio.get_running_loop(),
+        index=shared.index,
+        leadership=election,
+        triggers=sender,
+        progress=health,
+        node=settings.ha.node_name,
+        history=store if settings.history.keep else None,
+        layout=settings.prefixes.layout,
+    )
+    return Parts(
+        shared.index,
+        queue,
+        controller,
+        election,
+        watcher,
+        sender,
+        service,
+        status,
+        listings,
+        _pruner(shared),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What `build`'s wiring steps hand to more than one object: one of each per daemon."""
+
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    health: Health
+    outage: Outage
+    index: Index
+    later_formats: LaterFormats
+    clock: Callable[[], float]
+    heads: HistoryHeads  # where each resource's history stands, read from etcd
+
+
+def _controller(shared: _Shared, queue: WorkQueue[WorkKey]) -> Controller:
+    """The controller, with the ingest and the writer it alone drives."""
+    layout = shared.settings.prefixes.layout
+    return Controller(
+        index=shared.index,
+        ingest=Ingest(layout, shared.index, shared.settings.inputs.max_value_bytes),
+        queue=queue,
+        writer=StateWriter(
+            shared.store,
+            layout,
+            shared.index,
+            shared.metrics,
+            history=shared.heads,
+            keep=shared.settings.history.keep,
+            node=shared.settings.ha.node_name,
+        ),
+        layout=layout,
+        metrics=shared.metrics,
+        later_formats=shared.later_formats,
+    )
+
+
+def _election(shared: _Shared, controller: Controller) -> Election:
+    """The election, telling the controller when this daemon leads."""
+    settings = shared.settings
+    return Election(
+        client=shared.store,
+        own_prefix=settings.prefixes.layout.own,
         node=settings.ha.node_name,
         ttl=settings.ha.lease_ttl_seconds,
-        on_change=functools.partial(_leadership_changed, controller, metrics),
-        reachability=outage,
-        later_formats=later_formats,
-        clock=clock,
+        on_change=functools.partial(_leadership_changed, controller, shared.metrics),
+        reachability=shared.outage,
+        later_formats=shared.later_formats,
+        clock=shared.clock,
     )
-    listings = Listings()
-    watcher = Watcher(
-        client=store,
+
+
+def _watcher(shared: _Shared, controller: Controller, listings: Listings) -> Watcher:
+    """The watcher, feeding the controller and counting its listings in `listings`."""
+    settings = shared.settings
+    layout = settings.prefixes.layout
+    return Watcher(
+        client=shared.store,
         sink=controller,
         prefixes=list(layout.watched().values()),
         together=layout.watched_together(),
-        metrics=metrics,
+        metrics=shared.metrics,
         on_listed=listings.listed,
         silence_limit=settings.etcd.watch_silence_seconds,
         resync_interval=settings.etcd.resync_interval_seconds,
-        health=health,
-        outage=outage,
+        health=shared.health,
+        outage=shared.outage,
     )
-    sender = ReconcileSender(
+
+
+def _sender(
+    shared: _Shared, actioncontroller: ReconcileClient, watcher: Watcher
+) -> ReconcileSender:
+    """The reconcile sender, reading scenarios from the index `watcher` fills."""
+    settings = shared.settings
+    return ReconcileSender(
         client=actioncontroller,
-        store=store,
-        layout=layout,
-        scenarios=index,
+        store=shared.store,
+        layout=settings.prefixes.layout,
+        scenarios=shared.index,
         applied=watcher,  # how far the index has followed each prefix
-        metrics=metrics,
-        outage=outage,
-        later_formats=later_formats,
+        metrics=shared.metrics,
+        outage=shared.outage,
+        later_formats=shared.later_formats,
         max_backoff=settings.actioncontroller.max_backoff_seconds,
         silence_limit=settings.etcd.watch_silence_seconds,
         max_refusals=settings.actioncontroller.max_refusals,
         max_age=settings.actioncontroller.max_trigger_age_seconds,
     )
-    service = StateService(
-        index=index,
-        layout=layout,
-        store=store,
-        progress=health,
+
+
+def _service(shared: _Shared, controller: Controller, offloader: Offloader | None) -> StateService:
+    """Pullpiri's StateManager service, confirming asserted states through the controller."""
+    settings = shared.settings
+    metrics = shared.metrics
+    return StateService(
+        index=shared.index,
+        layout=settings.prefixes.layout,
+        store=shared.store,
+        progress=shared.health,
         on_confirmed=controller.confirm,
         max_value_bytes=settings.inputs.max_value_bytes,
         on_list=lambda result: metrics.container_lists.labels(result).inc(),
         node_identity=settings.grpc.node_identity,
         metrics=metrics,
         offloader=offloader,
-        history=heads if keep else None,
-        keep=keep,
+        history=shared.heads if settings.history.keep else None,
+        keep=settings.history.keep,
         node=settings.ha.node_name,
     )
-    status = StatusPage(
-        loop=asyncio.get_running_loop(),
-        index=index,
-        leadership=election,
-        triggers=sender,
-        progress=health,
-        node=settings.ha.node_name,
-        history=store if settings.history.keep else None,
-        layout=layout,
-    )
-    max_age = settings.history.max_age_seconds
-    pruner = (
-        HistoryPruner(
-            store=store,
-            layout=layout,
-            heads=heads,
-            later_formats=later_formats,
-            max_age=max_age,
-            interval=min(PRUNE_INTERVAL_SECONDS, max_age / 4),
-            wall_clock=time.time_ns,
-        )
-        if keep and max_age
-        else None
-    )
-    return Parts(
-        index, queue, controller, election, watcher, sender, service, status, listings, pruner
+
+
+def _pruner(shared: _Shared) -> HistoryPruner | None:
+    """The leader's pruning of history by age; None without history or without an age limit."""
+    settings = shared.settings.history
+    if not settings.keep or not settings.max_age_seconds:
+        return None
+    return HistoryPruner(
+        store=shared.store,
+        layout=shared.settings.prefixes.layout,
+        heads=shared.heads,
+        later_formats=shared.later_formats,
+        max_age=settings.max_age_seconds,
+        interval=min(PRUNE_INTERVAL_SECONDS, settings.max_age_seconds / 4),
+        wall_clock=time.time_ns,
     )
 
 
@@ -292,12 +353,11 @@ def unpool_large_blocks() -> None:
 
 
 async def run(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
-    """Run until a stop signal (exit 0; 128 + n for an unexpected signal n) or a task failure
-    (exit 1). `reload` reads the configuration again (SIGHUP); it raises ConfigError."""
+    """Run serves until a stop signal (exit 0; 128 + n for an unexpected signal n) or a task
+    failure (exit 1). `reload` reads the configuration again (SIGHUP); it raises ConfigError."""
     unpool_large_blocks()
     metrics = Metrics()
     health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
-    notifier = Notifier()
     client = EtcdClient.from_settings(
         settings.etcd, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
     )
@@ -306,30 +366,42 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         settings.actioncontroller.timeout_seconds,
         settings.actioncontroller.tls,
     )
-    parts = build(
-        settings,
-        store=client,
-        actioncontroller=actioncontroller,
-        metrics=metrics,
-        health=health,
-        offloader=actioncontroller,
-    )
-    stop = _handle_signals(settings, reload)
-    server = _serve_http(stop, metrics, health, parts.status)
-    if server is None:
+    try:
+        parts = build(
+            settings,
+            store=client,
+            actioncontroller=actioncontroller,
+            metrics=metrics,
+            health=health,
+            offloader=actioncontroller,
+        )
+        stop = _handle_signals(settings, reload)
+        server = _serve_http(stop, metrics, health, parts.status)
+        if server is None:
+            return 1
+        log.info(
+            "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics.address
+        )
+        try:
+            return await _supervised(parts, stop, metrics, health)
+        finally:
+            server.shutdown()
+    finally:
         await client.close()
         await actioncontroller.close()
-        return 1
-    log.info(
-        "starting", version=__version__, etcd=client.endpoint, metrics=settings.metrics.address
-    )
+
+
+async def _supervised(parts: Parts, stop: _Signals, metrics: Metrics, health: Health) -> int:
+    """Start the runtime and serve gRPC, supervise them until a stop signal or a task failure
+    (`_supervise`'s exit code), then stop them."""
+    notifier = Notifier()
     supervised = [
         *start(parts),
         asyncio.create_task(_heartbeat(health, notifier), name="heartbeat"),
     ]
     # Not supervised: ends on its own once the first sync is announced.
     announcer = asyncio.create_task(_announce_sync(parts, metrics, health), name="sync")
-    grpc_server = await _serve_grpc(settings, parts.service)
+    grpc_server = await _serve_grpc(stop.settings, parts.service)
     # Ready as soon as the daemon serves: etcd being down is a state it reports and recovers
     # from, not a failed start (docs/decisions/ready-before-etcd.md). /readyz waits for sync.
     notifier.ready(health.status_line())
@@ -341,9 +413,6 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
         (log.warning if code else log.info)("stopping", exit_code=code, signal=stop.name())
         notifier.stopping()
         await _stop(parts, [*supervised, announcer, stopper], grpc_server)
-        await client.close()
-        await actioncontroller.close()
-        server.shutdown()
     return code
 
 

@@ -44,12 +44,14 @@ LAST_TRANSITIONS = 3  # per package on the pages of all packages
 
 
 class Leadership(Protocol):
+    """Leadership names the current leader and this daemon's fence while it leads."""
+
     def leader_name(self) -> str | None: ...
     def fence(self) -> Fence | None: ...
 
 
 class Progress(Protocol):
-    """How far the daemon has got (health.py's Health)."""
+    """Progress tells how far the daemon has got: its revision and readiness (health.py)."""
 
     @property
     def revision(self) -> int: ...
@@ -57,6 +59,8 @@ class Progress(Protocol):
 
 
 class PendingTriggers(Protocol):
+    """PendingTriggers lists the leader's undelivered triggers with their attempts so far."""
+
     def pending(self) -> list[tuple[Trigger, int]]: ...
 
 
@@ -85,6 +89,8 @@ class _View:
 
 
 class StatusPage:
+    """StatusPage serves `/status` from the HTTP threads with a snapshot taken on the loop."""
+
     def __init__(
         self,
         *,
@@ -108,7 +114,7 @@ class StatusPage:
         self._node = node
 
     def route(self, query: Query) -> Response:
-        """GET /status[?package=NAME][&page=N], from an HTTP thread."""
+        """Route answers GET /status[?package=NAME][&page=N] from an HTTP thread."""
         package = query.get("package", [""])[-1] or None
         number = query.get("page", ["1"])[-1]
         if not number.isdigit() or int(number) < 1:
@@ -230,6 +236,19 @@ def _tree(rows: Sequence[Row], loose_from: int | None) -> str:
 
 
 def _render(view: _View) -> bytes:
+    """The page of `view`: the daemon's facts, the pending triggers, the package tree, then
+    the packages' transitions."""
+    parts = [
+        "<h1>statemanager status</h1>",
+        _facts(view),
+        *_pending(view),
+        *_packages(view),
+        _history(view),
+    ]
+    return page("statemanager status", "\n".join(parts))
+
+
+def _facts(view: _View) -> str:
     containers, models, packages = view.sizes
     ready, why = view.readiness
     role = "leader" if view.leading else "follower"
@@ -241,11 +260,11 @@ def _render(view: _View) -> bytes:
         ("fleet", _e(f"{packages} packages, {models} models, {containers} containers")),
         ("unassigned containers", _e(view.unassigned)),
     ]
-    parts = [
-        "<h1>statemanager status</h1>",
-        "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>",
-        f"<h2>Pending reconcile triggers: {view.trigger_count}</h2>",
-    ]
+    return "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
+
+
+def _pending(view: _View) -> list[str]:
+    parts = [f"<h2>Pending reconcile triggers: {view.trigger_count}</h2>"]
     if view.trigger_count:
         parts.append(
             "<ul>"
@@ -262,11 +281,15 @@ def _render(view: _View) -> bytes:
             parts.append(f'<p class="note">First {len(view.triggers)} shown.</p>')
     elif not view.leading:
         parts.append('<p class="note">Only the leader holds and delivers triggers.</p>')
-    parts.append(
+    return parts
+
+
+def _packages(view: _View) -> list[str]:
+    parts = [
         '<form method="get" action="/status"><label>Package <input name="package" '
         f'value="{_e(view.package or "")}"></label> <button>Show</button> '
         f"{_link('all packages') if view.package else ''}</form>"
-    )
+    ]
     if view.package is not None:
         parts.append(f"<h2>Package {_e(view.package)}</h2>")
         if not view.found:
@@ -287,8 +310,7 @@ def _render(view: _View) -> bytes:
         if view.page < view.pages:
             nav.append(_link("next ›", page=view.page + 1))
         parts.append(f"<p>{' · '.join(nav)}</p>")
-    parts.append(_history(view))
-    return page("statemanager status", "\n".join(parts))
+    return parts
 
 
 def _history(view: _View) -> str:

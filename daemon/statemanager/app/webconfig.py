@@ -36,6 +36,7 @@ import yaml
 from statemanager.core.errors import ConfigError
 
 _TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version")
+_FILE_KEYS = ("cert_file", "key_file", "client_ca_file")
 _TOP_KEYS = ("tls_server_config", "basic_auth_users")
 _VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 # exporter-toolkit's names (Go's tls.ClientAuthType). RequestClientCert asks for a certificate
@@ -56,7 +57,7 @@ _CACHE_SIZE = 256
 
 
 class BasicAuth:
-    """Checks `Authorization: Basic` headers against bcrypt hashes.
+    """BasicAuth checks `Authorization: Basic` headers against bcrypt hashes.
 
     bcrypt is slow on purpose (tens to hundreds of milliseconds at cost 10), and Prometheus sends
     the same credentials with every scrape, so outcomes are cached (as exporter-toolkit does),
@@ -73,8 +74,8 @@ class BasicAuth:
         self._lock = threading.Lock()
 
     def check(self, header: str | None) -> bool:
-        """True when `header` (an Authorization header value, or None) names a configured user
-        with the right password."""
+        """Check is true when `header` (an Authorization header value, or None) names a
+        configured user with the right password."""
         if header is None:
             return False
         scheme, _, encoded = header.partition(" ")
@@ -106,9 +107,9 @@ class BasicAuth:
 
 @dataclass(frozen=True, slots=True)
 class WebConfig:
-    """What the web configuration file asks for: TLS (None: plain HTTP) and basic auth (None:
-    no authentication). Two are equal when read from the same bytes (the file and every file
-    it names), so a reload can tell whether anything changed."""
+    """WebConfig is what the web configuration file asks for: TLS (None: plain HTTP) and basic
+    auth (None: no authentication). Two are equal when read from the same bytes (the file and
+    every file it names), so a reload can tell whether anything changed."""
 
     tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
     auth: BasicAuth | None = field(default=None, compare=False, repr=False)
@@ -163,40 +164,10 @@ def _text(body: Mapping[str, object], key: str, where: str) -> str | None:
 
 def _tls(body: Mapping[str, object], base: Path, where: str) -> tuple[ssl.SSLContext, list[Path]]:
     """The server's TLS context, and the files it was built from."""
-
-    def file(key: str) -> Path | None:
-        name = _text(body, key, where)
-        if name is None:
-            return None
-        path = base / name  # an absolute name replaces the base
-        if not path.is_file():
-            raise ConfigError(f"{where}: tls_server_config.{key} {path}: no such file")
-        return path
-
-    cert, key, client_ca = file("cert_file"), file("key_file"), file("client_ca_file")
+    cert, key, client_ca = (_file(body, k, base, where) for k in _FILE_KEYS)
     if cert is None or key is None:
         raise ConfigError(f"{where}: tls_server_config needs both cert_file and key_file")
-    auth_type = _text(body, "client_auth_type", where) or "NoClientCert"
-    if auth_type == "RequireAnyClientCert":
-        raise ConfigError(
-            f"{where}: tls_server_config.client_auth_type RequireAnyClientCert (a certificate "
-            "nobody verifies) is not supported; use RequireAndVerifyClientCert with client_ca_file"
-        )
-    if auth_type not in _CLIENT_AUTH:
-        raise ConfigError(
-            f"{where}: tls_server_config.client_auth_type {auth_type!r} is not one of "
-            f"{', '.join(_CLIENT_AUTH)}"
-        )
-    verify = _CLIENT_AUTH[auth_type]
-    if verify is ssl.CERT_NONE and client_ca is not None:
-        raise ConfigError(
-            f"{where}: tls_server_config.client_ca_file is set but client_auth_type "
-            f"{auth_type} does not verify client certificates"
-        )
-    if verify is not ssl.CERT_NONE and client_ca is None:
-        raise ConfigError(
-            f"{where}: tls_server_config.client_auth_type {auth_type} needs client_ca_file"
-        )
+    verify = _client_verification(body, client_ca is not None, where)
     version = _text(body, "min_version", where) or "TLS12"
     if version not in _VERSIONS:
         raise ConfigError(
@@ -222,6 +193,44 @@ def _tls(body: Mapping[str, object], base: Path, where: str) -> tuple[ssl.SSLCon
             ) from None
     context.verify_mode = verify
     return context, [f for f in (cert, key, client_ca) if f is not None]
+
+
+def _file(body: Mapping[str, object], key: str, base: Path, where: str) -> Path | None:
+    """The existing file `key` names, relative to `base` (an absolute name replaces it)."""
+    name = _text(body, key, where)
+    if name is None:
+        return None
+    path = base / name
+    if not path.is_file():
+        raise ConfigError(f"{where}: tls_server_config.{key} {path}: no such file")
+    return path
+
+
+def _client_verification(body: Mapping[str, object], has_ca: bool, where: str) -> ssl.VerifyMode:
+    """How client certificates are verified, as client_auth_type asks and client_ca_file
+    allows."""
+    auth_type = _text(body, "client_auth_type", where) or "NoClientCert"
+    if auth_type == "RequireAnyClientCert":
+        raise ConfigError(
+            f"{where}: tls_server_config.client_auth_type RequireAnyClientCert (a certificate "
+            "nobody verifies) is not supported; use RequireAndVerifyClientCert with client_ca_file"
+        )
+    if auth_type not in _CLIENT_AUTH:
+        raise ConfigError(
+            f"{where}: tls_server_config.client_auth_type {auth_type!r} is not one of "
+            f"{', '.join(_CLIENT_AUTH)}"
+        )
+    verify = _CLIENT_AUTH[auth_type]
+    if verify is ssl.CERT_NONE and has_ca:
+        raise ConfigError(
+            f"{where}: tls_server_config.client_ca_file is set but client_auth_type "
+            f"{auth_type} does not verify client certificates"
+        )
+    if verify is not ssl.CERT_NONE and not has_ca:
+        raise ConfigError(
+            f"{where}: tls_server_config.client_auth_type {auth_type} needs client_ca_file"
+        )
+    return verify
 
 
 def _users(value: object, where: str) -> dict[str, bytes]:

@@ -10,6 +10,7 @@ quarantined the same way, so one key costs that key and never the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from statemanager.core.inputs import (
 )
 from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
 from statemanager.core.nodelists import NodeLists
+from statemanager.core.previous import StateSeen
 
 UNASSIGNED = "unassigned"
 INTERNAL_ERROR = "internal_error"
@@ -51,7 +53,27 @@ class Report:
 
     @property
     def rejected(self) -> bool:
+        """Whether the value was refused (anything but a container that belongs to no model)."""
         return self.kind != UNASSIGNED
+
+
+@dataclass(slots=True)
+class Applied:
+    """Applied is what applying etcd's keys changed: the work keys made dirty, the reports,
+    and each state key's value as applied, in order (the writer's evidence that a write of its
+    own whose answer was lost landed: PreviousStates.echoed)."""
+
+    dirty: set[WorkKey] = field(default_factory=set)
+    reports: list[Report] = field(default_factory=list)
+    states: list[StateSeen] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Resync(Applied):
+    """Resync is what a relist changed, and the keys whose change the watch had missed
+    (listed at a revision it claimed to have delivered: a bug signal, logged by the caller)."""
+
+    drifted: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -60,17 +82,7 @@ class Relist:
 
     delivered: dict[str, int]
     seen: dict[Kind, set[str]] = field(default_factory=dict)  # names listed, per kind
-    result: Resync = field(default_factory=lambda: Resync(set(), [], []))
-
-
-@dataclass(slots=True)
-class Resync:
-    """What a relist changed: dirty keys, reports, and keys whose change the watch had missed
-    (listed at a revision it claimed to have delivered: a bug signal, logged by the caller)."""
-
-    dirty: set[WorkKey]
-    reports: list[Report]
-    drifted: list[str]
+    result: Resync = field(default_factory=Resync)
 
 
 def _was_utf8(name: str) -> bool:
@@ -83,20 +95,14 @@ def _was_utf8(name: str) -> bool:
 
 
 class Ingest:
-    def __init__(
-        self,
-        layout: KeyLayout,
-        index: Index,
-        max_value_bytes: int,
-        on_state: Callable[[WorkKey, str | None], None] | None = None,
-    ) -> None:
+    """Ingest applies etcd's keys and values to the index: each watch event (`apply`), or a
+    whole listing (`relist`, `page`, `finish`); what it changed is returned, never sent."""
+
+    def __init__(self, layout: KeyLayout, index: Index, max_value_bytes: int) -> None:
         self._layout = layout
         self._index = index
         self.node_lists = NodeLists(index)
         self._max_value_bytes = max_value_bytes
-        # Told every state key's value as etcd holds it (the writer's check of its own writes
-        # whose answers were lost), before the index records it.
-        self._on_state = on_state
         # Every key currently applied, by prefix kind, with its mod revision: a relist diffs
         # against this to find keys deleted while the daemon was not watching. Keyed by the
         # name in the key, the very string the index keys by, not by the key's bytes: a
@@ -113,25 +119,22 @@ class Ingest:
             Kind.SCENARIO_SPEC: (parse_scenario, index.put_scenario, index.delete_scenario),
         }
 
-    def apply(
-        self, kind: Kind, key: bytes, value: bytes | None, revision: int
-    ) -> tuple[set[WorkKey], list[Report]]:
-        """Apply one put (value) or delete (None) seen at `revision`."""
-        dirty, reports = self._apply_one(kind, key, value, revision)
-        return dirty, reports + self._unassigned_reports(revision)
-
-    def _apply_one(
-        self, kind: Kind, key: bytes, value: bytes | None, revision: int
-    ) -> tuple[set[WorkKey], list[Report]]:
-        """`apply` without judging which containers are left unassigned."""
+    def apply(self, kind: Kind, key: bytes, value: bytes | None, revision: int) -> Applied:
+        """Apply applies one put (value) or delete (None) seen at `revision`, and reports the
+        containers it left unassigned."""
+        applied = Applied()
         name = self._name(kind, key)
-        if name is None:
-            return set(), []  # a key under a state prefix that is not a state key: not ours
-        return self._apply_named(kind, key, name, value, revision)
+        if name is not None:  # else a key under a state prefix that is not a state key: not ours
+            applied.reports += self._apply_or_reject(kind, key, name, value, revision, applied)
+        applied.reports += self._unassigned_reports(revision)
+        return applied
 
-    def _apply_named(
-        self, kind: Kind, key: bytes, name: str, value: bytes | None, revision: int
-    ) -> tuple[set[WorkKey], list[Report]]:
+    def _apply_or_reject(
+        self, kind: Kind, key: bytes, name: str, value: bytes | None, revision: int, to: Applied
+    ) -> list[Report]:
+        """Track `key` as held (or gone) and apply its value into `to`; a value that is bad
+        input, or whose ingestion raises, is applied as absent instead, and its report
+        returned (once per revision)."""
         known = self._known[kind]
         if value is None:
             known.pop(name, None)
@@ -139,17 +142,19 @@ class Ingest:
         else:
             known[name] = revision
         try:
-            return self._apply(kind, name, value, revision), []
+            to.dirty |= self._index_value(kind, name, value, revision, to.states)
+            return []
         except BadInput as exc:
             rejection, detail = exc.kind, exc.detail
         except Exception:  # a bug, not bad data: it costs this key, never the daemon
             rejection, detail = INTERNAL_ERROR, traceback.format_exc()
         reports = self._reject(key, rejection, detail, revision)
-        try:  # treat the key as absent: forget whatever its previous value said
-            dirty = self._apply(kind, name, None, revision)
-        except Exception:  # BadInput: the key itself is unusable, so no value of it was ever
-            dirty = set()  # applied; anything else: the same bug again, already reported
-        return dirty, reports
+        # Treat the key as absent: forget whatever its previous value said. BadInput here: the
+        # key itself is unusable, so no value of it was ever applied; anything else: the same
+        # bug again, already reported.
+        with contextlib.suppress(Exception):
+            to.dirty |= self._index_value(kind, name, None, revision, to.states)
+        return reports
 
     def _reject(self, key: bytes, rejection: str, detail: str, revision: int) -> list[Report]:
         """A report of `key`'s rejection, unless it was already made for this revision."""
@@ -163,7 +168,7 @@ class Ingest:
     def _name(self, kind: Kind, key: bytes) -> str | None:
         """The resource name in `key` (None when the key is not one of ours). A key that is not
         UTF-8 gets a name too (its bad bytes escaped as lone surrogates, reversibly), so it is
-        known and its deletion seen like any other key's; `_apply` rejects it."""
+        known and its deletion seen like any other key's; `_index_value` rejects it."""
         return self._layout.name_in(kind, key.decode("utf-8", "surrogateescape"))
 
     def _unassigned_reports(self, revision: int) -> list[Report]:
@@ -195,12 +200,17 @@ class Ingest:
         """
         return Relist(dict(delivered or {}))
 
-    def page(self, relist: Relist, prefix: str, items: Iterable[tuple[bytes, bytes, int]]) -> None:
-        """Apply one page of `prefix`'s (key, value, mod revision) items to `relist`."""
+    def page(
+        self, relist: Relist, prefix: str, items: Iterable[tuple[bytes, bytes, int]]
+    ) -> list[StateSeen]:
+        """Page applies one page of `prefix`'s (key, value, mod revision) items to `relist` and
+        returns the state keys it applied: hand them on at once, since a listing that fails
+        later leaves them applied, and the next one skips them (same mod revisions)."""
         kind = self._kinds[prefix]
         seen = relist.seen.setdefault(kind, set())
         known = self._known[kind]
         result = relist.result
+        applied = Applied()
         delivered = relist.delivered.get(prefix, 0)
         for key, value, mod_revision in items:
             name = self._name(kind, key)
@@ -211,20 +221,23 @@ class Ingest:
                 continue
             if mod_revision <= delivered:
                 result.drifted.append(key.decode("utf-8", "backslashreplace"))
-            more, reports = self._apply_named(kind, key, name, value, mod_revision)
-            result.dirty |= more
-            result.reports.extend(reports)
+            result.reports += self._apply_or_reject(kind, key, name, value, mod_revision, applied)
+        result.dirty |= applied.dirty
+        return applied.states
 
     def finish(self, relist: Relist, revision: int) -> Resync:
-        """Delete what the listing (taken at `revision`) did not hold; what it all changed.
+        """Finish deletes what the listing (taken at `revision`) did not hold and returns what
+        the listing changed; its `states` are the state keys those deletions applied (each
+        page returned its own).
+
         Containers left unassigned are judged once the whole listing is applied: one listed
         before the Model spec that names it is not unassigned, whatever order pages came in."""
         result = relist.result
         for kind, seen in relist.seen.items():
             for name in sorted(self._held(kind) - seen):
                 key = self._layout.key_of(kind, name).encode("utf-8", "surrogateescape")
-                more, _ = self._apply_named(kind, key, name, None, revision)
-                result.dirty |= more
+                # Only a key's name can be refused when it is deleted: reported with its value.
+                self._apply_or_reject(kind, key, name, None, revision, result)
         result.reports.extend(self._unassigned_reports(revision))
         return result
 
@@ -235,11 +248,12 @@ class Ingest:
         delivered: Mapping[str, int] | None = None,
     ) -> Resync:
         """A whole listing (prefix → items) applied at once: `relist`, a page per prefix,
-        `finish`."""
+        `finish`; its `states` are every state key applied, pages' and deletions'."""
         relist = self.relist(delivered)
-        for prefix, items in listing.items():
-            self.page(relist, prefix, items)
-        return self.finish(relist, revision)
+        states = [s for prefix, items in listing.items() for s in self.page(relist, prefix, items)]
+        result = self.finish(relist, revision)
+        result.states[:0] = states
+        return result
 
     def resync(
         self,
@@ -267,7 +281,16 @@ class Ingest:
             held.update(k.name for k in self._index.written_keys(resource))
         return held
 
-    def _apply(self, kind: Kind, name: str, value: bytes | None, revision: int) -> set[WorkKey]:
+    def _index_value(
+        self,
+        kind: Kind,
+        name: str,
+        value: bytes | None,
+        revision: int,
+        states: list[StateSeen],
+    ) -> set[WorkKey]:
+        """Parse `value` by `kind` and apply it to the index (None: delete); the work keys it
+        makes dirty. A state key's value is also added to `states`. Raises BadInput."""
         if not name.isascii() and not _was_utf8(name):
             raise BadInput("invalid_encoding", "key is not UTF-8")
         if value is not None:
@@ -287,8 +310,7 @@ class Ingest:
         if resource is not None:
             state = None if value is None else value.decode("utf-8", "replace")
             work_key = WorkKey(resource, name)
-            if self._on_state is not None:
-                self._on_state(work_key, state)
+            states.append((work_key, state))
             return index.observe_written(work_key, state, revision)
         parse, put, delete = self._specs[kind]
         return delete(name) if value is None else put(name, parse(value, name))

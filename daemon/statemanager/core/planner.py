@@ -1,19 +1,19 @@
 """Turns dirty work keys into the state writes that make etcd agree with the rules.
 
-Computational: no I/O, and the only state it touches is the `ours` mapping a caller passes to
-`plan`. A write group is a connected set of changes: a model whose state
-changes pulls in every package that lists it, and each such package pulls in its other models
-so their written states are brought up to date in the same transaction. After a group commits,
-every package state in etcd equals the rules applied to the model states written with it
-(docs/contract.md, Writes), whatever order dirty keys were processed in. A scenario's state
-key is written by the gRPC service, not here: the planner only deletes it once its Scenario
-spec is gone, a group of its own.
+Purely computational: no I/O, and it changes nothing it is given. A write group is a connected
+set of changes: a model whose state changes pulls in every package that lists it, and each such
+package pulls in its other models so their written states are brought up to date in the same
+transaction. After a group commits, every package state in etcd equals the rules applied to the
+model states written with it (docs/contract.md, Writes), whatever order dirty keys were
+processed in. A scenario's state key is written by the gRPC service, not here: the planner only
+deletes it once its Scenario spec is gone, a group of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from statemanager.core.index import Index, Written
 from statemanager.core.keys import Resource, WorkKey
@@ -37,61 +37,111 @@ class Change:
     correction: bool = False
 
 
-def plan(
-    index: Index, dirty: Iterable[WorkKey], ours: MutableMapping[WorkKey, str] | None = None
-) -> list[list[Change]]:
-    """Write groups for `dirty`; each group lists model changes before package changes.
+class PreviousView(Protocol):
+    """What the planner reads of the previous derived states (core/previous.py)."""
 
-    `ours` holds, per key, the state this daemon's own commits last wrote there: the previous
-    derived state. A key whose rules still give that value but which holds something else was
-    changed by someone else, and putting it back is a correction, not a transition. Without an
-    entry the previous derived state is taken to be the value in etcd. A key found agreeing
-    with the rules takes that value as its entry here: the rules may have moved to what
-    someone else wrote (a later change away from it is a transition again), or our own write
-    committed though its answer was lost.
+    def previous(self, key: WorkKey) -> str | None:
+        """The state this daemon last derived for `key`; None when none is known."""
+        ...
+
+
+class _NoPrevious:
+    """No previous derived state known: each key's is taken to be the value in etcd."""
+
+    def previous(self, key: WorkKey) -> str | None:
+        return None
+
+
+_NO_PREVIOUS = _NoPrevious()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Plan is the write groups that make etcd agree with the rules for some dirty keys, and
+    the keys it found agreeing already."""
+
+    groups: list[list[Change]]
+    # Per key found holding what the rules give (None: absent, as they say): its previous
+    # derived state from now on (PreviousStates.agreed), whoever wrote it: the rules may have
+    # moved to what someone else wrote (a later change away from it is a transition again), or
+    # our own write committed though its answer was lost.
+    agreed: dict[WorkKey, str | None]
+
+
+def plan(index: Index, dirty: Iterable[WorkKey], previous: PreviousView = _NO_PREVIOUS) -> Plan:
+    """Plan the writes for `dirty`; each group lists model changes before package changes.
+
+    `previous` gives each key's previous derived state: a key whose rules still give it but
+    which holds something else was changed by someone else, and putting it back is a
+    correction, not a transition. Without one the previous derived state is the value in etcd.
     """
-    if ours is None:
-        ours = {}
     dirty = list(dirty)
     visited: set[WorkKey] = set()
+    agreed: dict[WorkKey, str | None] = {}
     groups = [[c] for c in _orphaned_scenario_states(index, dirty)]
     for start in dirty:
         if start in visited or start.resource is Resource.SCENARIO:
             continue
         visited.add(start)
-        models: list[Change] = []
-        packages: list[Change] = []
-        frontier: list[tuple[WorkKey, WorkKey | None]] = [(start, None)]
-        while frontier:
-            key, cause = frontier.pop()
-            verdict = index.verdict(key)
-            new = verdict.state if verdict is not None else None
-            written = index.written(key)
-            changed = new != written.value
-            previous = ours.get(key)
-            correction = changed and previous == new
-            _agreed(ours, key, new, changed)
-            if key.resource is Resource.MODEL:
-                if changed:
-                    models.append(Change(key, written, new, verdict, None, correction=correction))
-                elif previous in (None, new):
-                    # Unmoved. A model whose derived state moved pulls in its packages even
-                    # when etcd holds the new state already (someone else wrote it there).
-                    continue
-                next_keys = [WorkKey(Resource.PACKAGE, p) for p in index.packages_of(key.name)]
-            else:
-                if changed:
-                    before = ours.get(key, written.value)
-                    entering = new == PackageState.ERROR != before
-                    packages.append(Change(key, written, new, verdict, cause, entering, correction))
-                next_keys = [WorkKey(Resource.MODEL, m) for m in index.models_of(key.name)]
-            for nxt in next_keys:
-                if nxt not in visited:
-                    visited.add(nxt)
-                    frontier.append((nxt, key if key.resource is Resource.MODEL else None))
-        if models or packages:
-            groups.append(models + [_with_cause(index, c, models) for c in packages])
-    return groups
+        group = _group(index, start, previous, visited, agreed)
+        if group:
+            groups.append(group)
+    return Plan(groups, agreed)
+
+
+def _group(
+    index: Index,
+    start: WorkKey,
+    previous: PreviousView,
+    visited: set[WorkKey],
+    agreed: dict[WorkKey, str | None],
+) -> list[Change]:
+    """The changes of the write group `start` reaches, keys in `visited` left out (and added);
+    each key found agreeing goes to `agreed`."""
+    models: list[Change] = []
+    packages: list[Change] = []
+    frontier: list[tuple[WorkKey, WorkKey | None]] = [(start, None)]
+    while frontier:
+        key, cause = frontier.pop()
+        change, cascades = _evaluate(index, key, cause, previous, agreed)
+        if change is not None:
+            (models if key.resource is Resource.MODEL else packages).append(change)
+        if not cascades:
+            continue
+        if key.resource is Resource.MODEL:
+            next_keys = [WorkKey(Resource.PACKAGE, p) for p in index.packages_of(key.name)]
+        else:
+            next_keys = [WorkKey(Resource.MODEL, m) for m in index.models_of(key.name)]
+        for nxt in next_keys:
+            if nxt not in visited:
+                visited.add(nxt)
+                frontier.append((nxt, key if key.resource is Resource.MODEL else None))
+    return models + [_with_cause(index, c, models) for c in packages]
+
+
+def _evaluate(
+    index: Index,
+    key: WorkKey,
+    cause: WorkKey | None,
+    previous: PreviousView,
+    agreed: dict[WorkKey, str | None],
+) -> tuple[Change | None, bool]:
+    """`key`'s change (None: etcd agrees with the rules, noted in `agreed`), and whether the
+    walk goes on to the keys it derives from or into."""
+    verdict = index.verdict(key)
+    new = verdict.state if verdict is not None else None
+    written = index.written(key)
+    before = previous.previous(key)
+    if new == written.value:
+        agreed[key] = new
+        # Unmoved. A model whose derived state moved pulls in its packages even when etcd
+        # holds the new state already (someone else wrote it there).
+        return None, key.resource is Resource.PACKAGE or before not in (None, new)
+    correction = before == new
+    if key.resource is Resource.MODEL:
+        return Change(key, written, new, verdict, None, correction=correction), True
+    entering = new == PackageState.ERROR != (written.value if before is None else before)
+    return Change(key, written, new, verdict, cause, entering, correction), True
 
 
 def _orphaned_scenario_states(index: Index, dirty: Iterable[WorkKey]) -> list[Change]:
@@ -104,20 +154,6 @@ def _orphaned_scenario_states(index: Index, dirty: Iterable[WorkKey]) -> list[Ch
         if written.value is not None and not index.has_scenario(key.name):
             changes.append(Change(key, written, None, None, None))
     return changes
-
-
-def _agreed(
-    ours: MutableMapping[WorkKey, str], key: WorkKey, state: str | None, changed: bool
-) -> None:
-    """Unless `changed`, etcd holds what the rules give for `key`: that is its previous derived
-    state now, whoever wrote it (someone else's value the rules moved to, or our own write
-    whose answer was lost)."""
-    if changed:
-        return
-    if state is None:
-        ours.pop(key, None)
-    else:
-        ours[key] = state
 
 
 def _with_cause(index: Index, change: Change, models: list[Change]) -> Change:

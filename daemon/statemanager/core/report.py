@@ -33,7 +33,7 @@ def build(
 def differences(snapshot: Snapshot) -> list[Change]:
     """Every state key whose written value differs from the derived one, sorted."""
     keys = sorted(snapshot.index.all_keys())
-    changes = [c for group in plan(snapshot.index, keys) for c in group]
+    changes = [c for group in plan(snapshot.index, keys).groups for c in group]
     return sorted(changes, key=lambda c: (c.key.resource != Resource.PACKAGE, c.key.name))
 
 

@@ -49,7 +49,7 @@ def _drained(items: list[_T]) -> Iterator[_T]:
 
 
 class Controller:
-    """Turns watch events into dirty work keys and works them off while leading.
+    """Controller turns watch events into dirty work keys and works them off while leading.
 
     Built by the composition root (daemon.py, `build`) around the index it shares with the
     other readers: `ingest` must update that `index`, and `writer` must guard on it.
@@ -62,7 +62,6 @@ class Controller:
         ingest: Ingest,
         queue: WorkQueue[WorkKey],
         writer: StateWriter,
-        previous: dict[WorkKey, str],
         layout: KeyLayout,
         metrics: Metrics,
         later_formats: LaterFormatReporter,
@@ -70,12 +69,10 @@ class Controller:
         self._index = index
         self._later_formats = later_formats
         self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
-        self._led_with: Fence | None = None  # the leader key of the last mark_all
         self._ingest = ingest
         self._metrics = metrics
         self._queue = queue
         self._writer = writer
-        self._previous = previous  # the previous derived states the writer keeps (plan)
         # Per dirty key: the newest revision that dirtied it (a transition's cause) and when the
         # first unprocessed event for it arrived (event-to-write latency). Kept until written.
         self._causes: dict[WorkKey, int] = {}
@@ -93,18 +90,16 @@ class Controller:
     async def load(
         self, pages: AsyncIterator[Page], delivered: Mapping[str, int] | None = None
     ) -> int:
-        """Bring the index to a full listing, read and applied a page at a time, and queue
-        every key; returns the listing's revision. Each page's values are let go as they are
-        applied, so the listing never sits whole beside the index (docs/design.md, Footprint).
+        """Load brings the index to a full listing, applied a page at a time, and queues every
+        key; returns the listing's revision.
 
-        While it runs the index is part old, part new, so the worker plans nothing from the
-        first page until the last is applied; a listing that fails half-way (etcd gone, history
-        compacted) leaves the worker waiting for the next whole one.
-
-        Used at start, after a compaction and for the periodic resync: keys deleted while we
-        were blind are found by the diff, and queueing everything writes all differences.
-        `delivered` (per prefix, the newest revision the watch applied) lets the diff tell
-        changes the watch missed, which are logged as drift.
+        Each page's values are let go as they are applied, so the listing never sits whole
+        beside the index (docs/design.md, Footprint). Meanwhile the index is part old, part
+        new: the worker plans nothing until the last page is applied, and a listing that fails
+        half-way leaves it waiting for the next whole one. Used at start, after a compaction
+        and for the periodic resync: the diff finds keys deleted while the daemon was blind,
+        and queueing everything writes all differences. `delivered` (per prefix, the newest
+        revision the watch applied) tells the changes the watch missed, logged as drift.
         """
         async with self._planning:  # a batch being planned or written finishes first
             self._whole.clear()
@@ -113,8 +108,9 @@ class Controller:
             async for page in pages:
                 revision = page.revision
                 items: Iterator[KeyValue] = _drained(page.items)
-                self._ingest.page(relist, page.prefix, items)
+                self._writer.echoed(self._ingest.page(relist, page.prefix, items))
             result = self._ingest.finish(relist, revision)
+            self._writer.echoed(result.states)
         self._report(result.reports)
         if result.drifted:
             self._metrics.resync_drift.inc(len(result.drifted))
@@ -144,9 +140,10 @@ class Controller:
         """Apply one watch response's events for `prefix` (all of a revision's, never part)."""
         kind = self._kinds[prefix]
         for event in events:
-            dirty, reports = self._ingest.apply(kind, event.key, event.value, event.revision)
-            self._report(reports)
-            self._mark(dirty, event.revision)
+            applied = self._ingest.apply(kind, event.key, event.value, event.revision)
+            self._writer.echoed(applied.states)
+            self._report(applied.reports)
+            self._mark(applied.dirty, event.revision)
         self._metrics.last_event_time.set(time.time())
 
     def _mark(self, keys: set[WorkKey], revision: int) -> None:
@@ -212,20 +209,19 @@ class Controller:
     def mark_all(self, fence: Fence | None) -> None:
         """Queue every model and package: a new leader evaluates everything once. What this
         daemon wrote before stays the previous derived state only when it leads again with the
-        leader key it last led with (same create revision): that key stayed the oldest, so no
-        other daemon led meanwhile. With a new key another leader may have written since."""
-        if fence is None or fence != self._led_with:
-            self._previous.clear()
-        self._led_with = fence
+        same leader key (PreviousStates.leading)."""
+        self._writer.leading(fence)
         self._mark(self._index.all_keys(), 0)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
-        """Plan and commit `keys`. The error policy of writing lives here, in one place: nothing
-        etcd answers ends the worker. Fenced off: stop and keep the keys for the next
+        """Plan and commit `keys`; the error policy of writing lives here, in one place.
+
+        Nothing etcd answers ends the worker. Fenced off: stop and keep the keys for the next
         leadership. Unreachable or busy (EtcdUnavailable, EtcdBusy): defer every key with a
         growing delay. A transaction etcd can never accept (TooLarge): split it in two and go
         on; a single change refused so is skipped and reported (its key comes back when its
-        inputs change). Any other refusal (permission, bad request): defer and report."""
+        inputs change). Any other refusal (permission, bad request): defer and report.
+        """
         started = time.perf_counter()
         groups = self._plan(keys)
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
@@ -241,31 +237,48 @@ class Controller:
                 self._queue.add_all(keys)  # for when this daemon leads again
                 return
             except TooLarge as exc:
-                if len(batch) > 1:
-                    half = len(batch) // 2
-                    log.warning("write_split", changes=len(batch), reason=exc.reason)
-                    todo[:0] = [batch[:half], batch[half:]]
-                    continue
-                self._skip(batch[0], exc)
+                todo[:0] = self._split(batch, exc)
                 continue
             except (EtcdUnavailable, EtcdError) as exc:
-                # Never dropped: each key comes back after its own growing delay, with its cause.
-                delays = [self._queue.add_rate_limited(key) for key in keys]
-                log.warning(
-                    "write_deferred", keys=len(keys), retry_in=round(min(delays), 2), error=str(exc)
-                )
-                self._metrics.queue_retries.inc(len(keys))
+                self._defer(keys, exc)
                 return
-            if transitions is None:  # a guard failed; the index is fresh, plan again
-                for change in batch:
-                    self._queue.add(change.key)
-                continue
-            now = time.monotonic()
+            self._written(batch, transitions is not None)
+        self._done(keys)
+
+    def _split(self, batch: list[Change], exc: TooLarge) -> list[list[Change]]:
+        """The halves of a transaction etcd refused as too large; none for a single change,
+        which is skipped."""
+        if len(batch) > 1:
+            half = len(batch) // 2
+            log.warning("write_split", changes=len(batch), reason=exc.reason)
+            return [batch[:half], batch[half:]]
+        self._skip(batch[0], exc)
+        return []
+
+    def _defer(self, keys: list[WorkKey], exc: EtcdError | EtcdUnavailable) -> None:
+        """Never dropped: each key comes back after its own growing delay, with its cause."""
+        delays = [self._queue.add_rate_limited(key) for key in keys]
+        log.warning(
+            "write_deferred", keys=len(keys), retry_in=round(min(delays), 2), error=str(exc)
+        )
+        self._metrics.queue_retries.inc(len(keys))
+
+    def _written(self, batch: list[Change], committed: bool) -> None:
+        """A transaction was answered: its keys' latency observed, or, when a guard failed
+        (the index is fresh), its keys queued to be planned again."""
+        if not committed:
             for change in batch:
-                seen_at = self._seen_at.get(change.cause or change.key)
-                if seen_at is not None:
-                    self._metrics.event_to_write_seconds.observe(now - seen_at)
-        for key in keys:  # all written (or nothing to write): this round of events is done
+                self._queue.add(change.key)
+            return
+        now = time.monotonic()
+        for change in batch:
+            seen_at = self._seen_at.get(change.cause or change.key)
+            if seen_at is not None:
+                self._metrics.event_to_write_seconds.observe(now - seen_at)
+
+    def _done(self, keys: list[WorkKey]) -> None:
+        """All written (or nothing to write): this round of events for `keys` is done."""
+        for key in keys:
             self._queue.forget(key)
             if key not in self._queue:
                 self._causes.pop(key, None)
@@ -278,13 +291,16 @@ class Controller:
         others are planned together. A quarantined key leaves this round like a written one,
         so it is retried when something it depends on changes."""
         try:
-            return plan(self._index, keys, self._previous)
+            planned = plan(self._index, keys, self._writer.previous)
         except Exception:
             batch_error = traceback.format_exc()
+        else:
+            self._writer.agreed(planned.agreed)
+            return planned.groups
         healthy: list[WorkKey] = []
         for key in keys:
-            try:  # a dry run: `ours` is left as it was
-                plan(self._index, [key], dict(self._previous))
+            try:  # a dry run: what it found agreeing is left unapplied
+                plan(self._index, [key], self._writer.previous)
                 healthy.append(key)
             except Exception:
                 self._quarantine_planning(key, traceback.format_exc())

@@ -78,10 +78,14 @@ log = structlog.get_logger("statemanager.reconcile")
 
 
 class ReconcileClient(Protocol):
+    """ReconcileClient asks ActionController to reconcile a scenario and says how it answered."""
+
     async def reconcile(self, scenario: str) -> ReconcileOutcome: ...
 
 
 class TriggerStore(Protocol):
+    """TriggerStore lists, watches, reads and transacts the trigger and dead-letter keys."""
+
     async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
 
     def watch(
@@ -96,13 +100,13 @@ class TriggerStore(Protocol):
 
 
 class Scenarios(Protocol):
-    """Which scenarios target a package (the index knows)."""
+    """Scenarios names the scenarios that target a package (the index knows)."""
 
     def scenarios_of(self, package: str) -> list[str]: ...
 
 
 class Applied(Protocol):
-    """How far the index has followed etcd (the watcher knows)."""
+    """Applied tells how far the index has followed etcd (the watcher knows)."""
 
     def applied(self, prefix: str) -> int:
         """The newest revision up to which every event under `prefix` is in the index."""
@@ -110,8 +114,8 @@ class Applied(Protocol):
 
 
 class Leading(Protocol):
-    """What the sender needs from the election: wait to lead, whether it still does, and
-    report a write that was fenced off."""
+    """Leading is what the sender needs of the election: wait to lead, whether it still
+    does, and report a write that was fenced off."""
 
     async def wait_leader(self) -> Fence: ...
     def fence(self) -> Fence | None: ...
@@ -136,6 +140,9 @@ class _Pending:
 
 
 class ReconcileSender:
+    """ReconcileSender delivers the triggers in etcd to ActionController while this daemon
+    leads (see the module docstring)."""
+
     def __init__(
         self,
         *,
@@ -174,13 +181,13 @@ class ReconcileSender:
         self._wake = asyncio.Event()
 
     def pending(self) -> list[tuple[Trigger, int]]:
-        """Triggers not yet delivered (or not yet removed), with the attempts made so far, by
-        package. Current only while this daemon leads (a follower's may be stale)."""
+        """Pending lists the triggers not yet delivered or removed, with the attempts made so
+        far, by package. Current only while this daemon leads (a follower's may be stale)."""
         items = sorted(self._pending.values(), key=lambda p: p.trigger.package)
         return [(p.trigger, p.attempts) for p in items]
 
     async def run(self, leadership: Leading) -> None:
-        """Deliver triggers while this daemon leads (cancel to stop); nothing etcd answers
+        """Run delivers triggers while this daemon leads, until cancelled; nothing etcd answers
         ends it (a refusal is retried with backoff, like an outage)."""
         while True:
             fence = await leadership.wait_leader()
@@ -334,62 +341,76 @@ class ReconcileSender:
         self._wake.set()
 
     async def _attempt(self, pending: _Pending, fence: Fence) -> None:
-        trigger = pending.trigger
+        """Attempt delivers `pending` to each scenario that has not acknowledged it yet, then
+        removes its record; it ends early with the trigger deferred, dropped or dead-lettered."""
         if not pending.delivered:
-            # Read from etcd, not the index: the index follows another watch stream and may
-            # not have seen the Error write that this trigger came with yet.
-            key = self._layout.state_key(WorkKey(Resource.PACKAGE, trigger.package)).encode()
-            try:
-                found = await self._store.get(key)
-                scenarios = await self._targets(trigger)
-            except (EtcdUnavailable, EtcdError) as exc:
-                self._defer(pending, exc)
+            scenarios = await self._scenarios_to_ask(pending, fence)
+            if scenarios is None or not await self._send(pending, scenarios, fence):
                 return
-            state = found.value.decode("utf-8", "replace") if found is not None else None
-            if state != PackageState.ERROR:
-                log.info("reconcile_dropped", **_fields(trigger), package_state=state)
-                await self._remove(pending, "dropped", fence)
-                return
-            if scenarios is None:  # the watch still brings scenario changes made before it
-                pending.due = asyncio.get_running_loop().time() + pending.backoff.next()
-                log.info("reconcile_awaiting_scenarios", **_fields(trigger))
-                return
-            if not scenarios:
-                # Nobody to ask for a reconcile: say so rather than stay silent.
-                self._metrics.reconcile_no_scenario.inc()
-                log.warning("reconcile_no_scenario", **_fields(trigger))
-                await self._remove(pending, "dropped", fence)
-                return
-            for scenario in scenarios:
-                if scenario in pending.acknowledged:
-                    continue
-                pending.attempts += 1
-                outcome = await self._client.reconcile(scenario)
-                self._metrics.reconcile_requests.labels(outcome.result).inc()
-                if outcome.refused:
-                    pending.refusals += 1
-                    if self._given_up(pending):
-                        await self._dead_letter(pending, scenario, outcome.detail, fence)
-                        return
-                if not outcome.acknowledged:
-                    delay = pending.backoff.next()
-                    pending.due = asyncio.get_running_loop().time() + delay
-                    log.warning(
-                        "reconcile_retry",
-                        **_fields(trigger, scenario),
-                        attempt=pending.attempts,
-                        refusals=pending.refusals,
-                        result=outcome.result,
-                        error=outcome.detail,
-                        retry_in=round(delay, 2),
-                    )
-                    return
-                pending.acknowledged.add(scenario)
-                log.info(
-                    "reconcile_delivered", **_fields(trigger, scenario), attempt=pending.attempts
-                )
             pending.delivered = True
         await self._remove(pending, "delivered", fence)
+
+    async def _scenarios_to_ask(self, pending: _Pending, fence: Fence) -> list[str] | None:
+        """The scenarios to send `pending` to while its package is still in Error; None when
+        the attempt ends here (etcd unreadable, the package out of Error, no scenario yet)."""
+        trigger = pending.trigger
+        # Read from etcd, not the index: the index follows another watch stream and may not
+        # have seen the Error write that this trigger came with yet.
+        key = self._layout.state_key(WorkKey(Resource.PACKAGE, trigger.package)).encode()
+        try:
+            found = await self._store.get(key)
+            scenarios = await self._targets(trigger)
+        except (EtcdUnavailable, EtcdError) as exc:
+            self._defer(pending, exc)
+            return None
+        state = found.value.decode("utf-8", "replace") if found is not None else None
+        if state != PackageState.ERROR:
+            log.info("reconcile_dropped", **_fields(trigger), package_state=state)
+            await self._remove(pending, "dropped", fence)
+            return None
+        if scenarios is None:  # the watch still brings scenario changes made before it
+            pending.due = asyncio.get_running_loop().time() + pending.backoff.next()
+            log.info("reconcile_awaiting_scenarios", **_fields(trigger))
+            return None
+        if not scenarios:
+            # Nobody to ask for a reconcile: say so rather than stay silent.
+            self._metrics.reconcile_no_scenario.inc()
+            log.warning("reconcile_no_scenario", **_fields(trigger))
+            await self._remove(pending, "dropped", fence)
+            return None
+        return scenarios
+
+    async def _send(self, pending: _Pending, scenarios: list[str], fence: Fence) -> bool:
+        """Reconcile each of `scenarios` that has not acknowledged `pending`; True when all
+        have, False when a retry is scheduled or the trigger moved to the dead letters."""
+        trigger = pending.trigger
+        for scenario in scenarios:
+            if scenario in pending.acknowledged:
+                continue
+            pending.attempts += 1
+            outcome = await self._client.reconcile(scenario)
+            self._metrics.reconcile_requests.labels(outcome.result).inc()
+            if outcome.refused:
+                pending.refusals += 1
+                if self._given_up(pending):
+                    await self._dead_letter(pending, scenario, outcome.detail, fence)
+                    return False
+            if not outcome.acknowledged:
+                delay = pending.backoff.next()
+                pending.due = asyncio.get_running_loop().time() + delay
+                log.warning(
+                    "reconcile_retry",
+                    **_fields(trigger, scenario),
+                    attempt=pending.attempts,
+                    refusals=pending.refusals,
+                    result=outcome.result,
+                    error=outcome.detail,
+                    retry_in=round(delay, 2),
+                )
+                return False
+            pending.acknowledged.add(scenario)
+            log.info("reconcile_delivered", **_fields(trigger, scenario), attempt=pending.attempts)
+        return True
 
     async def _targets(self, trigger: Trigger) -> list[str] | None:
         """The scenarios to send `trigger` to, or None while the index may still miss one."""

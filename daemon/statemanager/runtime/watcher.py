@@ -38,6 +38,9 @@ NEVER = 2**31 - 1  # a collection threshold that is never reached
 
 
 class WatchClient(Protocol):
+    """The watcher's etcd: paged listings, a watch from given revisions, and a linearizable
+    read of its header."""
+
     def pages(
         self, prefixes: Sequence[str], page_size: int = ...
     ) -> AsyncGenerator[Page, None]: ...
@@ -100,6 +103,9 @@ class HistoryReplaced(Exception):
 
 
 class Watcher:
+    """Watcher feeds the sink (the controller) from etcd: a listing at one revision, then the
+    watch from the next one, relisting when the watch cannot go on where it was."""
+
     def __init__(
         self,
         *,
@@ -135,67 +141,75 @@ class Watcher:
         return self._delivered.get(prefix, 0)
 
     async def run(self) -> None:
-        """Run until cancelled; nothing etcd answers ends it (a refusal is retried as an outage)."""
-        listed = False
-        resync_at = 0.0
+        """Run lists etcd, then follows its watch, until cancelled; nothing etcd answers ends
+        it (a refusal is retried as an outage)."""
+        resync_at: float | None = None  # when the next resync is due; None: a listing is due
         while True:
             try:
-                if not listed:
-                    with _no_full_collections():
-                        async with contextlib.aclosing(self._client.pages(self._prefixes)) as pages:
-                            revision = await self._sink.load(pages, self._delivered)
-                    self._delivered = dict.fromkeys(self._prefixes, revision)
-                    self._metrics.last_revision.set(revision)
-                    self._health.watching(revision)
-                    log.info("listed", revision=revision)
-                    self._on_listed(revision)
-                    listed = True
-                    # Jitter keeps a fleet of daemons from relisting in step.
-                    resync_at = asyncio.get_running_loop().time() + self._resync_interval * (
-                        random.uniform(0.8, 1.2)
-                    )
+                if resync_at is None:
+                    resync_at = await self._list()
                 await self._follow(resync_at)
                 self._metrics.watch_restarts.labels("resync").inc()
                 log.info("resync_due")
-                listed = False
-            except Compacted as exc:
-                self._metrics.watch_restarts.labels("compacted").inc()
-                log.warning("watch_compacted", compact_revision=exc.compact_revision)
-                listed = False  # relist; the controller diffs, deletions included
-            except HistoryReplaced as exc:
-                self._metrics.watch_restarts.labels("revision_backwards").inc()
-                self._health.broken(f"{exc}: relisting")  # blind until the relist is applied
-                log.error(
-                    "etcd_revision_backwards",
-                    went_back=exc.what,
-                    before=exc.before,
-                    now=exc.now,
-                    hint="etcd was wiped or restored from an older snapshot; relisting",
-                )
-                self._sink.forget_history()
-                # Learnt anew from the new history, so the relist reports no drift against the old.
-                self._delivered = {}
-                self._term = 0
-                listed = False
-            except (EtcdUnavailable, EtcdError) as exc:
-                if isinstance(exc, TooLarge) and listed:
-                    # A watch response over the receive limit (one revision's events are never
-                    # split) fails the same way at every resume; a listing pages it.
-                    self._metrics.watch_restarts.labels("too_large").inc()
-                    log.warning("watch_response_too_large", error=str(exc), hint="relisting")
-                    listed = False
-                    continue
-                reason = "silent" if isinstance(exc, SilentWatch) else "unavailable"
-                self._metrics.watch_restarts.labels(reason).inc()
-                self._health.broken(f"etcd unreachable ({reason}): {exc}")
-                delay = self._backoff.next()
-                if not isinstance(exc, SilentWatch):  # silence is the stream's, not etcd's
-                    self._outage.failed(str(exc))
-                # During an etcd outage the outage lines say it all; each retry only at debug.
-                (log.debug if self._outage.down else log.warning)(
-                    "watch_broken", reason=reason, error=str(exc), retry_in=round(delay, 2)
-                )
-                await asyncio.sleep(delay)
+                resync_at = None
+            except (Compacted, HistoryReplaced, EtcdUnavailable, EtcdError) as exc:
+                if await self._recover(exc, listed=resync_at is not None):
+                    resync_at = None  # relist; the controller diffs, deletions included
+
+    async def _list(self) -> float:
+        """List every prefix into the sink, at one revision; returns when a resync is due."""
+        with _no_full_collections():
+            async with contextlib.aclosing(self._client.pages(self._prefixes)) as pages:
+                revision = await self._sink.load(pages, self._delivered)
+        self._delivered = dict.fromkeys(self._prefixes, revision)
+        self._metrics.last_revision.set(revision)
+        self._health.watching(revision)
+        log.info("listed", revision=revision)
+        self._on_listed(revision)
+        # Jitter keeps a fleet of daemons from relisting in step.
+        jitter = random.uniform(0.8, 1.2)
+        return asyncio.get_running_loop().time() + self._resync_interval * jitter
+
+    async def _recover(self, exc: Exception, listed: bool) -> bool:
+        """Report what broke the stream; True when a relist is the answer, else (etcd is
+        unreachable) once a backoff delay has passed, to resume."""
+        if isinstance(exc, Compacted):
+            self._metrics.watch_restarts.labels("compacted").inc()
+            log.warning("watch_compacted", compact_revision=exc.compact_revision)
+            return True
+        if isinstance(exc, HistoryReplaced):
+            self._metrics.watch_restarts.labels("revision_backwards").inc()
+            self._health.broken(f"{exc}: relisting")  # blind until the relist is applied
+            log.error(
+                "etcd_revision_backwards",
+                went_back=exc.what,
+                before=exc.before,
+                now=exc.now,
+                hint="etcd was wiped or restored from an older snapshot; relisting",
+            )
+            self._sink.forget_history()
+            # Learnt anew from the new history, so the relist reports no drift against the old.
+            self._delivered = {}
+            self._term = 0
+            return True
+        if isinstance(exc, TooLarge) and listed:
+            # A watch response over the receive limit (one revision's events are never split)
+            # fails the same way at every resume; a listing pages it.
+            self._metrics.watch_restarts.labels("too_large").inc()
+            log.warning("watch_response_too_large", error=str(exc), hint="relisting")
+            return True
+        reason = "silent" if isinstance(exc, SilentWatch) else "unavailable"
+        self._metrics.watch_restarts.labels(reason).inc()
+        self._health.broken(f"etcd unreachable ({reason}): {exc}")
+        delay = self._backoff.next()
+        if not isinstance(exc, SilentWatch):  # silence is the stream's, not etcd's
+            self._outage.failed(str(exc))
+        # During an etcd outage the outage lines say it all; each retry only at debug.
+        (log.debug if self._outage.down else log.warning)(
+            "watch_broken", reason=reason, error=str(exc), retry_in=round(delay, 2)
+        )
+        await asyncio.sleep(delay)
+        return False
 
     async def _follow(self, resync_at: float) -> None:
         """Apply watch batches until the resync is due (returns) or the stream fails (raises).
@@ -220,19 +234,7 @@ class Watcher:
         )
         held: list[tuple[str, WatchBatch]] | None = []  # None once caught up
         try:
-            while True:
-                budget = min(self._silence_limit, resync_at - asyncio.get_running_loop().time())
-                if budget <= 0:
-                    return
-                try:
-                    async with asyncio.timeout(budget):
-                        batch = await anext(stream)
-                except TimeoutError:
-                    if asyncio.get_running_loop().time() >= resync_at:
-                        return
-                    raise SilentWatch(
-                        f"no events or progress for {self._silence_limit:g} s"
-                    ) from None
+            while (batch := await self._next(stream, resync_at)) is not None:
                 self._backoff.reset()
                 await self._check_history(batch.header, answered)
                 if batch.foreign:
@@ -249,6 +251,23 @@ class Watcher:
                         held = None
         finally:
             await stream.aclose()
+
+    async def _next(
+        self, stream: AsyncGenerator[WatchBatch, None], resync_at: float
+    ) -> WatchBatch | None:
+        """The stream's next batch; None when the resync comes due first. Raises SilentWatch
+        when neither events nor progress came within the silence limit."""
+        loop = asyncio.get_running_loop()
+        budget = min(self._silence_limit, resync_at - loop.time())
+        if budget <= 0:
+            return None
+        try:
+            async with asyncio.timeout(budget):
+                return await anext(stream)
+        except TimeoutError:
+            if loop.time() >= resync_at:
+                return None
+            raise SilentWatch(f"no events or progress for {self._silence_limit:g} s") from None
 
     def _apply(self, prefix: str, batch: WatchBatch) -> None:
         self._health.watching(batch.revision)

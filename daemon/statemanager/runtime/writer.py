@@ -10,6 +10,12 @@ transaction's own values, and its transitions are recorded all the same.
 
 Each transition's history record goes in the transaction that writes its state, the records a
 resource keeps beyond `keep` deleted in it too (docs/decisions/transition-history.md).
+
+The writer owns the previous derived states (core/previous.py) and alone changes them; the
+planner reads them through `previous`, and the controller hands on what it learns (`echoed`,
+`agreed`, `leading`). It records etcd's answers to its own transactions in the index itself,
+beside ingest: the worker plans again right after a failed guard, on the values that failed it
+(docs/design.md, The path of a container event).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from statemanager.core.history import decode as decode_record
 from statemanager.core.history import encode as encode_record
 from statemanager.core.index import Index
 from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
-from statemanager.core.planner import Change, pack
+from statemanager.core.planner import Change, PreviousView, pack
 from statemanager.core.ports import (
     TXN_LIMITS,
     Delete,
@@ -48,6 +54,7 @@ from statemanager.core.ports import (
     TxnLimits,
     TxnResult,
 )
+from statemanager.core.previous import PreviousStates, StateSeen
 from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger, decode, encode, trigger_key
 from statemanager.runtime.metrics import Metrics
@@ -75,6 +82,7 @@ class TransitionIds:
         self._counter = itertools.count(1)
 
     def next(self) -> str:
+        """A new id, unlike any other this process gives."""
         return f"{self._prefix}-{next(self._counter):x}"
 
 
@@ -93,6 +101,9 @@ class Generations(Protocol):
 
 
 class StateWriter:
+    """StateWriter commits planned changes as guarded transactions, records their transitions,
+    and owns the previous derived states its writes and their echoes establish."""
+
     def __init__(
         self,
         client: WriterClient,
@@ -102,7 +113,6 @@ class StateWriter:
         attempts: int = 5,
         max_backoff: float = 2.0,
         limits: TxnLimits = TXN_LIMITS,
-        previous: dict[WorkKey, str] | None = None,
         history: Generations | None = None,
         keep: int = 0,
         node: str | None = None,
@@ -117,16 +127,7 @@ class StateWriter:
         self._attempts = attempts
         self._max_backoff = max_backoff
         self._limits = limits
-        # Per key, the previous derived state, which tells a correction from a transition
-        # (planner.plan): what this daemon's commits last wrote, or the value it last found in
-        # etcd agreeing with the rules. Shared with the controller, which plans with it and
-        # forgets it when leadership changes hands (another leader may have written since).
-        self._previous = {} if previous is None else previous
-        # Per key, the state a transaction not answered yet (or whose answers were all lost)
-        # may have written. The key's next value etcd shows tells (`echoed`): the guard kept every
-        # other write out between the index's view and that transaction, so if it landed, that
-        # event is ours.
-        self._unconfirmed: dict[WorkKey, str | None] = {}
+        self._states = PreviousStates()  # changed by this writer only
         # The newest revision etcd answered one of our transactions with, in the history the
         # watcher follows (forgotten when that history is replaced).
         self._newest = 0
@@ -157,14 +158,23 @@ class StateWriter:
             )
         )  # fmt: skip
 
-    def echoed(self, key: WorkKey, value: str | None) -> None:
-        """etcd showed `key`'s next value (a watch event or a listing, through ingest) after a
-        transaction of ours was sent and not answered: when it is what that transaction wrote,
-        it landed, and that state is the previous derived state (else, with the answers lost, a
-        put-back after someone else's write would count as a new entry into Error: a second
-        Reconcile)."""
-        if key in self._unconfirmed and self._unconfirmed.pop(key) == value and value is not None:
-            self._previous[key] = value
+    @property
+    def previous(self) -> PreviousView:
+        """The previous derived states, read-only: what the planner plans with."""
+        return self._states
+
+    def leading(self, fence: Fence | None) -> None:
+        """Leading begins under `fence` (None: it ended): PreviousStates.leading."""
+        self._states.leading(fence)
+
+    def echoed(self, seen: Sequence[StateSeen]) -> None:
+        """etcd showed these state keys' values (the watch or a listing, through ingest):
+        PreviousStates.echoed."""
+        self._states.echoed(seen)
+
+    def agreed(self, found: Mapping[WorkKey, str | None]) -> None:
+        """A plan found these keys agreeing with the rules: PreviousStates.agreed."""
+        self._states.agreed(found)
 
     def newest_answer(self) -> int:
         """The newest revision etcd answered one of this daemon's transactions with (0 when
@@ -266,15 +276,15 @@ class StateWriter:
     async def commit(
         self, changes: Sequence[Change], causes: Mapping[WorkKey, int], fence: Fence
     ) -> list[Transition] | None:
-        """Write `changes` in one transaction. Returns the transitions (corrections are logged,
-        not returned), or None when a guard failed (the index now holds etcd's current values;
-        re-plan the keys). A guard that failed because an earlier attempt landed is told by
-        the keys holding this transaction's values, or else by a trigger record it wrote
-        still being there: its transitions are then recorded (`answer_lost`) all the same.
+        """Commit writes `changes` in one transaction and returns their transitions (corrections
+        are logged, not returned), or None when a guard failed (the index now holds etcd's
+        current values; re-plan the keys).
 
-        Raises EtcdUnavailable when etcd stayed unreachable (or busy) through every retry,
-        NotLeader when the fence failed, EtcdError when etcd refused the transaction (TooLarge:
-        split it).
+        A guard that failed because an earlier attempt landed is told by the keys holding this
+        transaction's values, or else by a trigger record it wrote still being there: its
+        transitions are then recorded (`answer_lost`) all the same. Raises EtcdUnavailable when
+        etcd stayed unreachable (or busy) through every retry, NotLeader when the fence failed,
+        EtcdError when etcd refused the transaction (TooLarge: split it).
         """
         keys = [self._layout.state_key(c.key).encode() for c in changes]
         guards = [Guard(k, c.old.mod_revision) for k, c in zip(keys, changes, strict=True)]
@@ -293,33 +303,14 @@ class StateWriter:
             await self._read_generations(changes, fence)
             ops += self._history_ops(planned)  # the state and its history never disagree
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
-        self._unconfirmed.update((c.key, c.new) for c in changes)
+        self._states.sent((c.key, c.new) for c in changes)
         try:
             result, retried = await self._txn_with_retries(guards, ops, fence)
         except EtcdUnavailable:
             self._recorded(planned, landed=False)  # an attempt may have landed
             raise
-        finally:
-            for change in changes:
-                self._unconfirmed.pop(change.key, None)
-        # A revision below one etcd gave before (our last answer, or a revision the index saw
-        # a key at), or a key last modified before the revision we knew it modified at: etcd's
-        # history was replaced, a wipe or a restore the watcher has not noticed yet. A failed
-        # guard would teach the index nothing (it keeps the newer revision), and planning
-        # again at once would retry the same guard in a tight loop: defer, as while etcd is
-        # unreachable, until the watcher has relisted.
-        floor = max(self._newest, *(c.old.seen for c in changes))
-        older = [
-            kv.mod_revision
-            for key, change in zip(keys, changes, strict=True)
-            if (kv := result.current.get(key)) is not None
-            and kv.mod_revision < change.old.mod_revision
-        ]
-        if result.revision < floor or older:
-            raise EtcdUnavailable(
-                f"etcd answered at revision {result.revision} (keys modified at {older}), "
-                f"below revisions it gave before ({floor}): its history was replaced"
-            )
+        self._states.answered(c.key for c in changes)
+        self._check_history(keys, changes, result)
         self._newest = result.revision
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
@@ -335,15 +326,45 @@ class StateWriter:
                 # wrote is the previous derived state (putting it back is a correction), and
                 # the index takes what etcd holds now (below), to plan again.
         if not result.succeeded:
-            self._metrics.write_conflicts.inc()
-            for key, change in zip(keys, changes, strict=True):
-                kv = result.current.get(key)
-                value = kv.value.decode("utf-8", "replace") if kv is not None else None
-                # A key found absent is known absent as of the transaction's revision.
-                seen = kv.mod_revision if kv is not None else result.revision
-                self._index.observe_written(change.key, value, seen)
+            self._conflict(keys, changes, result)
             return None
         raise AssertionError("unreachable: a success is recorded above")
+
+    def _check_history(
+        self, keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult
+    ) -> None:
+        """Raise EtcdUnavailable when etcd's history was replaced under the transaction.
+
+        A revision below one etcd gave before (our last answer, or a revision the index saw a
+        key at), or a key last modified before the revision we knew it modified at, means a
+        wipe or a restore the watcher has not noticed yet. A failed guard would teach the index
+        nothing (it keeps the newer revision), and planning again at once would retry the same
+        guard in a tight loop: defer, as while etcd is unreachable, until the watcher relists.
+        """
+        floor = max(self._newest, *(c.old.seen for c in changes))
+        older = [
+            kv.mod_revision
+            for key, change in zip(keys, changes, strict=True)
+            if (kv := result.current.get(key)) is not None
+            and kv.mod_revision < change.old.mod_revision
+        ]
+        if result.revision < floor or older:
+            raise EtcdUnavailable(
+                f"etcd answered at revision {result.revision} (keys modified at {older}), "
+                f"below revisions it gave before ({floor}): its history was replaced"
+            )
+
+    def _conflict(
+        self, keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult
+    ) -> None:
+        """A guard failed: count it, and give the index etcd's current values of the keys."""
+        self._metrics.write_conflicts.inc()
+        for key, change in zip(keys, changes, strict=True):
+            kv = result.current.get(key)
+            value = kv.value.decode("utf-8", "replace") if kv is not None else None
+            # A key found absent is known absent as of the transaction's revision.
+            seen = kv.mod_revision if kv is not None else result.revision
+            self._index.observe_written(change.key, value, seen)
 
     async def _outcome(
         self,
@@ -450,51 +471,54 @@ class StateWriter:
         revision: int,
         answer_lost: bool = False,
     ) -> list[Transition]:
-        """Apply a committed write to the index, log and count its transitions and corrections.
-        `answer_lost`: etcd's answer never came; `revision` was read back from the keys."""
+        """Apply a committed write to the index and the previous derived states; log and count
+        its transitions and corrections. `answer_lost`: etcd's answer never came; `revision`
+        was read back from the keys."""
         lost = {"answer_lost": True} if answer_lost else {}
         transitions: list[Transition] = []
         for change in changes:
             self._index.observe_written(change.key, change.new, revision)
-            if change.new is None:
-                self._previous.pop(change.key, None)
-            else:
-                self._previous[change.key] = change.new
-            verdict = change.verdict
+            self._states.committed(change.key, change.new)
             if change.correction:
                 # The rules did not move: someone else changed the key and it is put back.
-                self._metrics.corrections.labels(change.key.resource.value).inc()
-                log.info(
-                    "correction",
-                    type=change.key.resource.value,
-                    name=change.key.name,
-                    found=change.old.value,
-                    restored=change.new,
-                    rule=verdict.rule if verdict else None,
-                    revision=revision,
-                    **lost,
-                )
+                self._log_correction(change, revision, lost)
                 continue
             t = replace(planned[change.key], revision=revision)
             transitions.append(t)
-            self._metrics.transitions.labels(t.resource.value, t.to_state or DELETED).inc()
-            log.info(
-                "transition",
-                transition_id=t.transition_id,
-                type=t.resource.value,
-                name=t.name,
-                from_state=t.from_state,
-                to_state=t.to_state or DELETED,
-                rule=t.rule,
-                reason=t.reason or _DELETED_BECAUSE[t.resource],
-                cause_revision=t.cause_revision,
-                revision=t.revision,
-                caused_by=t.caused_by,
-                timestamp=timestamp(t.timestamp_ns),  # the line's only timestamp
-                source=t.source,
-                **lost,
-            )
+            self._log_transition(t, lost)
         return transitions
+
+    def _log_correction(self, change: Change, revision: int, lost: Mapping[str, bool]) -> None:
+        self._metrics.corrections.labels(change.key.resource.value).inc()
+        log.info(
+            "correction",
+            type=change.key.resource.value,
+            name=change.key.name,
+            found=change.old.value,
+            restored=change.new,
+            rule=change.verdict.rule if change.verdict else None,
+            revision=revision,
+            **lost,
+        )
+
+    def _log_transition(self, t: Transition, lost: Mapping[str, bool]) -> None:
+        self._metrics.transitions.labels(t.resource.value, t.to_state or DELETED).inc()
+        log.info(
+            "transition",
+            transition_id=t.transition_id,
+            type=t.resource.value,
+            name=t.name,
+            from_state=t.from_state,
+            to_state=t.to_state or DELETED,
+            rule=t.rule,
+            reason=t.reason or _DELETED_BECAUSE[t.resource],
+            cause_revision=t.cause_revision,
+            revision=t.revision,
+            caused_by=t.caused_by,
+            timestamp=timestamp(t.timestamp_ns),  # the line's only timestamp
+            source=t.source,
+            **lost,
+        )
 
 
 def _names(layout: KeyLayout, kv: KeyValue, transition_id: str) -> bool:

@@ -1,0 +1,93 @@
+"""The previous derived state of each key, and the writes sent and not answered yet.
+
+Purely computational: no I/O. One `PreviousStates` belongs to the writer (runtime/writer.py),
+which creates it and is the only one to change it; the planner reads it through the narrow
+`planner.PreviousView`, and the controller hands it what it learns (the state keys ingest
+applied, what a plan found agreeing, a new leadership) through the writer.
+
+The previous derived state tells a correction from a transition (planner.plan): a key whose
+rules still give its previous state but which holds something else was changed by someone
+else, and putting it back is a correction, not a new entry into Error with a second Reconcile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from statemanager.core.keys import WorkKey
+from statemanager.core.ports import Fence
+
+StateSeen = tuple[WorkKey, str | None]  # a state key's value as etcd showed it (None: absent)
+
+
+class PreviousStates:
+    """PreviousStates keeps, per key, the state this daemon last derived there, and the state
+    each unanswered transaction of its own may have written.
+
+    Invariants: a key has a previous state only while this daemon leads with the leader key it
+    was learnt under (`leading`); a key is unconfirmed from `sent` until `answered`, or until
+    etcd shows its next value (`echoed`), whichever comes first.
+    """
+
+    def __init__(self) -> None:
+        # Per key: what this daemon's commits last wrote there, or the value it last found in
+        # etcd agreeing with the rules.
+        self._previous: dict[WorkKey, str] = {}
+        # Per key: the state a transaction not answered yet (or whose answers were all lost)
+        # may have written. The guard kept every other write out between the index's view and
+        # that transaction, so if it landed, the key's next value etcd shows is ours.
+        self._unconfirmed: dict[WorkKey, str | None] = {}
+        self._led_with: Fence | None = None  # the leader key of the last `leading`
+
+    def previous(self, key: WorkKey) -> str | None:
+        """The previous derived state of `key`; None when none is known (the planner then
+        takes the value in etcd)."""
+        return self._previous.get(key)
+
+    def leading(self, fence: Fence | None) -> None:
+        """Leading begins (again) under `fence`: previous states are kept only when it is the
+        leader key last led with (same create revision: that key stayed the oldest, so no
+        other daemon led meanwhile); with a new key another leader may have written since."""
+        if fence is None or fence != self._led_with:
+            self._previous.clear()
+        self._led_with = fence
+
+    def sent(self, writes: Iterable[StateSeen]) -> None:
+        """A transaction writing each (key, state) (None: deleting it) was sent: until it is
+        answered, its answer may be lost and it may have landed all the same."""
+        self._unconfirmed.update(writes)
+
+    def answered(self, keys: Iterable[WorkKey]) -> None:
+        """etcd answered the transaction that wrote `keys`, whatever it said: the writer knows
+        from the answer what landed, and says so through `committed`."""
+        for key in keys:
+            self._unconfirmed.pop(key, None)
+
+    def committed(self, key: WorkKey, state: str | None) -> None:
+        """Our write of `state` to `key` committed (None: the key was deleted): it is the
+        previous derived state now."""
+        self._remember(key, state)
+
+    def agreed(self, found: Mapping[WorkKey, str | None]) -> None:
+        """Each key of `found` was seen holding what the rules give (None: absent, as they
+        say): that is its previous derived state now, whoever wrote it (someone else's value
+        the rules moved to, or our own write whose answer was lost)."""
+        for key, state in found.items():
+            self._remember(key, state)
+
+    def echoed(self, seen: Iterable[StateSeen]) -> None:
+        """etcd showed each key's next value (a watch event or a listing): where a transaction
+        of ours was unanswered, that value is what it wrote when it landed, and it becomes the
+        previous derived state (else, with the answers lost, a put-back after someone else's
+        write would count as a new entry into Error: a second Reconcile)."""
+        for key, value in seen:
+            if key not in self._unconfirmed:
+                continue
+            if self._unconfirmed.pop(key) == value and value is not None:
+                self._previous[key] = value
+
+    def _remember(self, key: WorkKey, state: str | None) -> None:
+        if state is None:
+            self._previous.pop(key, None)
+        else:
+            self._previous[key] = state

@@ -1,0 +1,52 @@
+"""The previous derived states and the unanswered writes: one owner, named operations."""
+
+from __future__ import annotations
+
+from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.ports import Fence
+from statemanager.core.previous import PreviousStates
+
+P = WorkKey(Resource.PACKAGE, "p")
+LEADER = Fence(b"/leader/a", 7)
+
+
+def test_an_echo_of_an_unanswered_write_makes_it_the_previous_state() -> None:
+    """A write sent and never answered whose value etcd then shows landed: it is previous."""
+    states = PreviousStates()
+    states.sent([(P, "Error")])
+    states.echoed([(P, "Error")])
+    assert states.previous(P) == "Error"
+
+
+def test_an_echo_of_another_value_or_after_the_answer_changes_nothing() -> None:
+    """Only the key's next value after the send counts, and only until etcd answers."""
+    states = PreviousStates()
+    states.sent([(P, "Error")])
+    states.echoed([(P, "Running"), (P, "Error")])  # someone else's write came first
+    assert states.previous(P) is None
+    states.sent([(P, "Error")])
+    states.answered([P])
+    states.echoed([(P, "Error")])
+    assert states.previous(P) is None
+
+
+def test_commits_and_agreements_set_or_forget_the_previous_state() -> None:
+    """A commit or an agreement with the rules sets the previous state; None forgets it."""
+    states = PreviousStates()
+    states.committed(P, "Error")
+    assert states.previous(P) == "Error"
+    states.agreed({P: "Running"})
+    assert states.previous(P) == "Running"
+    states.committed(P, None)
+    assert states.previous(P) is None
+
+
+def test_previous_states_survive_only_the_same_leader_key() -> None:
+    """Leading again with the same leader key keeps what was learnt; a new key forgets it."""
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(P, "Error")
+    states.leading(LEADER)
+    assert states.previous(P) == "Error"
+    states.leading(Fence(b"/leader/a", 9))
+    assert states.previous(P) is None
