@@ -202,3 +202,43 @@ async def test_the_status_page_shows_transitions(etcd: Etcd, daemon: Daemon) -> 
     code, one = http_get(daemon.metrics_port, "/status?package=pay")
     assert code == 200 and "History: 3 changes kept, newest first" in one
     assert "(none) → Running" in one and "P2: all 1 models Failed" in one
+
+
+async def flip(etcd: Etcd, times: int) -> None:
+    """Package pay (model pay.a, container a1) Running, then Error, Running, … `times` times."""
+    await etcd.package("pay", ["pay.a"])
+    for i in range(times):
+        status, want = ("running", "Running") if i % 2 == 0 else ("dead", "Error")
+        await etcd.container("a1", status, "pay.a")
+
+        async def reached(want: str = want) -> bool:
+            return await etcd.package_state("pay") == want
+
+        await eventually(reached, what=f"pay {want}")
+
+
+async def test_history_keeps_the_last_keep(etcd: Etcd, daemon_factory: DaemonMaker) -> None:
+    """With history.keep 3, seven changes of a package leave its last three records."""
+    d = daemon_factory(STATEMANAGER_HISTORY_KEEP="3")
+    d.start()
+    await d.wait_synced()
+    await flip(etcd, 7)
+    history = (await records(etcd))[WorkKey(Resource.PACKAGE, "pay")]
+    assert [(g, t.to_state) for g, t in history] == [(5, "Running"), (6, "Error"), (7, "Running")]
+
+
+async def test_the_leader_prunes_history_by_age(etcd: Etcd, daemon_factory: DaemonMaker) -> None:
+    """With history.max_age_seconds 1, the leader soon removes every record but each
+    resource's newest."""
+    d = daemon_factory(STATEMANAGER_HISTORY_MAX_AGE_SECONDS="1")
+    d.start()
+    await d.wait_synced()
+    await flip(etcd, 3)
+
+    async def pruned() -> bool:
+        history = await records(etcd)
+        return {len(runs) for runs in history.values()} == {1} and len(history) == 2
+
+    await eventually(pruned, what="all but the newest records pruned")
+    newest = (await records(etcd))[WorkKey(Resource.PACKAGE, "pay")]
+    assert [(g, t.to_state) for g, t in newest] == [(3, "Running")]

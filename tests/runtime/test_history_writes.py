@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from statemanager.app.config import HistorySettings
-from statemanager.core.history import history_prefix
+from statemanager.core.history import Transition, encode, history_key, history_prefix
+from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.ports import Fence
+from statemanager.runtime.history import NANOS, HistoryHeads, HistoryPruner
+from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.records import LaterFormats
 
 from support.memetcd import MemEtcd
 from support.runtime import (
@@ -95,3 +100,58 @@ async def test_a_foreign_key_under_the_history_prefix_is_reported_and_skipped() 
         assert mem.range_now(key.encode()).records
         mem.delete_now(key.encode())
     assert [g for g, _ in history(mem, "package", "p")] == [1, 2]
+
+
+async def test_the_pruner_removes_records_past_the_age_but_each_newest() -> None:
+    """Records older than the maximum age go, but a resource's newest stays unless it
+    records the deletion; a foreign key is reported and left; a deposed pruner deletes
+    nothing."""
+    mem = MemEtcd()
+    now = 10**18
+    old, young = now - 200 * NANOS, now - 10 * NANOS
+
+    def record(resource: Resource, name: str, generation: int, ts: int, to: str | None) -> None:
+        t = Transition(f"t{generation}", resource, name, None, to, None, None, ts, 0, 0, None)
+        key = history_key(LAYOUT, WorkKey(resource, name), generation)
+        mem.put_now(key.encode(), encode(t))
+
+    record(Resource.PACKAGE, "kept", 1, old, "Running")
+    record(Resource.PACKAGE, "kept", 2, old, "Error")  # its newest: stays though old
+    record(Resource.PACKAGE, "young", 1, old, "Running")
+    record(Resource.PACKAGE, "young", 2, young, "Error")
+    record(Resource.MODEL, "gone", 1, old, "Running")
+    record(Resource.MODEL, "gone", 2, old, None)  # deleted long ago: all of it goes
+    foreign = f"{history_prefix(LAYOUT)}model/gone/zzz".encode()
+    mem.put_now(foreign, b"junk")
+    leader = f"{LAYOUT.own}leader/0001".encode()
+    fence = Fence(leader, mem.put_now(leader, b"x"))
+    metrics = Metrics()
+    heads = HistoryHeads(mem, LAYOUT, metrics)
+    pruner = HistoryPruner(
+        store=mem,
+        layout=LAYOUT,
+        heads=heads,
+        later_formats=LaterFormats(metrics),
+        max_age=100.0,
+        interval=3600.0,
+        wall_clock=lambda: now,
+    )
+    assert await pruner.prune(fence) == 4
+    left = [r.key.decode() for r in mem.range_now(b"\x00", b"\x00").records]
+    prefix = history_prefix(LAYOUT)
+    assert sorted(k for k in left if k.startswith(prefix)) == [
+        f"{prefix}model/gone/zzz",
+        f"{prefix}package/kept/000000000002",
+        f"{prefix}package/young/000000000002",
+    ]
+    assert (
+        metrics.registry.get_sample_value(
+            "statemanager_invalid_inputs_total", {"kind": "history_key"}
+        )
+        == 1
+    )
+    record(Resource.PACKAGE, "kept", 3, now, "Running")  # kept's old newest is prunable now
+    mem.delete_now(leader)  # deposed: the fence fails, nothing is deleted
+    assert await pruner.prune(fence) == 0
+    kept = history_key(LAYOUT, WorkKey(Resource.PACKAGE, "kept"), 2).encode()
+    assert mem.range_now(kept).records
