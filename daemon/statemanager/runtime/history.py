@@ -16,7 +16,7 @@ from typing import Protocol
 
 import structlog
 
-from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable
+from statemanager.core.errors import BadInput, Compacted, EtcdError, EtcdUnavailable
 from statemanager.core.history import (
     Transition,
     decode,
@@ -89,6 +89,8 @@ class HistoryHeads:
 
 
 class PrunerStore(TxnClient, Protocol):
+    """The pruner's etcd: a paged listing at one revision, and fenced transactions."""
+
     def pages(self, prefixes: Sequence[str], page_size: int = ...) -> AsyncIterator[Page]: ...
 
 
@@ -126,18 +128,21 @@ class HistoryPruner:
             fence = await leadership.wait_leader()
             try:
                 removed = await self.prune(fence)
-            except (EtcdUnavailable, EtcdError) as exc:
+            except (EtcdUnavailable, EtcdError, Compacted) as exc:
                 log.warning("history_prune_deferred", error=str(exc))
             else:
                 if removed:
                     log.info("history_pruned", records=removed)
 
     async def prune(self, fence: Fence) -> int:
-        """One pass over the whole history; returns how many records it removed."""
+        """One pass over the whole history, a page at a time: each page's expired records are
+        deleted before the next page is read, so a pass holds one page and one resource's
+        records. How many it removed; it stops when it finds itself deposed."""
         cutoff = self._wall_clock() - self._max_age_ns
-        doomed: list[bytes] = []
+        removed = 0
         run: list[tuple[bytes, Transition]] = []  # one resource's records, oldest first
         async for page in self._store.pages([history_prefix(self._layout)]):
+            doomed: list[bytes] = []
             for kv in page.items:
                 record = self._read(kv)
                 if record is None:
@@ -146,12 +151,18 @@ class HistoryPruner:
                     doomed += _expired(run, cutoff)
                     run = []
                 run.append((kv.key, record))
-        doomed += _expired(run, cutoff)
-        for chunk in TXN_LIMITS.chunks([Delete(k) for k in doomed], fence.key):
-            result = await self._store.txn([], chunk, fence)
-            if result.fenced:
-                return 0
-        return len(doomed)
+            if not await self._delete(doomed, fence):
+                return removed
+            removed += len(doomed)
+        last = _expired(run, cutoff)
+        return removed + len(last) if await self._delete(last, fence) else removed
+
+    async def _delete(self, keys: Sequence[bytes], fence: Fence) -> bool:
+        """Delete `keys` in fenced transactions within etcd's limits; False when deposed."""
+        for chunk in TXN_LIMITS.chunks([Delete(k) for k in keys], fence.key):
+            if (await self._store.txn([], chunk, fence)).fenced:
+                return False
+        return True
 
     def _read(self, kv: KeyValue) -> Transition | None:
         try:
