@@ -10,9 +10,11 @@ from collections import defaultdict
 
 import pytest
 from test_ha import trio
+from test_scenario_states import Stubs, scenario_change, state_key, two_daemons
 
 from statemanager.core.history import Transition, decode, history_prefix, parse_history_key
 from statemanager.core.keys import Resource, WorkKey
+from statemanager.proto import statemanager_pb2 as pb
 
 from cluster import the_leader
 from conftest import Daemon, DaemonMaker, Etcd, cli, eventually, http_get
@@ -242,3 +244,38 @@ async def test_the_leader_prunes_history_by_age(etcd: Etcd, daemon_factory: Daem
     await eventually(pruned, what="all but the newest records pruned")
     newest = (await records(etcd))[WorkKey(Resource.PACKAGE, "pay")]
     assert [(g, t.to_state) for g, t in newest] == [(3, "Running")]
+
+
+async def test_scenario_changes_through_any_daemon_are_one_history(
+    etcd: Etcd, daemon_factory: DaemonMaker, stub_for: Stubs
+) -> None:
+    """A scenario's lifecycle sent alternately to the leader and a follower, then its spec
+    deleted: one run of records, each at its state write, naming the daemon that stored it
+    and the requester, the deletion (by the leader) last."""
+    _, leader_port, _, follower_port = await two_daemons(daemon_factory)
+    await etcd.scenario("s", "shop")
+    steps = [("", "idle"), ("idle", "waiting"), ("waiting", "satisfied"), ("satisfied", "denied")]
+    written = []
+    for i, (current, target) in enumerate(steps):
+        port = leader_port if i % 2 else follower_port
+        answer = await stub_for(port).SendStateChange(scenario_change("s", current, target, "fg"))
+        assert answer.error_code == pb.ErrorCode.SUCCESS, answer.error_details
+        written.append(await etcd.mod_revision(state_key(etcd, "s")))
+    await etcd.delete(etcd.layout.scenarios + "s")
+
+    async def deleted() -> bool:
+        return await etcd.get(state_key(etcd, "s")) is None
+
+    await eventually(deleted, what="the scenario's state deleted with its spec")
+    history = (await records(etcd))[WorkKey(Resource.SCENARIO, "s")]
+    assert [(g, t.from_state, t.to_state) for g, t in history] == [
+        (1, None, "Idle"),
+        (2, "Idle", "Waiting"),
+        (3, "Waiting", "Satisfied"),
+        (4, "Satisfied", "Denied"),
+        (5, "Denied", None),
+    ]
+    assert [t.revision for _, t in history[:4]] == written
+    assert [t.node for _, t in history] == ["node-b", "node-a", "node-b", "node-a", "node-a"]
+    assert [t.source for _, t in history[:4]] == ["fg"] * 4
+    assert history[1][1].rule == "scenario_activation"
