@@ -6,7 +6,8 @@ nothing, the index learns the current values from the same round trip and the ke
 re-evaluated (never forced). Transient etcd errors are retried with capped, jittered backoff
 (tenacity); if they persist the caller re-queues the keys. A retry whose guard fails because
 the attempt before it committed (its answer was lost) is told apart by reading back this
-transaction's own values, and its transitions are recorded all the same.
+transaction's own values (with history, its own history record), and its transitions are
+recorded all the same.
 
 Each transition's history record goes in the transaction that writes its state, the records a
 resource keeps beyond `keep` deleted in it too (docs/decisions/transition-history.md).
@@ -280,9 +281,10 @@ class StateWriter:
         are logged, not returned), or None when a guard failed (the index now holds etcd's
         current values; re-plan the keys).
 
-        A guard that failed because an earlier attempt landed is told by the keys holding this
-        transaction's values, or else by a trigger record it wrote still being there: its
-        transitions are then recorded (`answer_lost`) all the same. Raises EtcdUnavailable when
+        A guard that failed because an earlier attempt landed is told by the history record it
+        wrote (without history: the keys holding this transaction's values, or else a trigger
+        record it wrote) still being there: its transitions are then recorded (`answer_lost`)
+        all the same. Raises EtcdUnavailable when
         etcd stayed unreachable (or busy) through every retry, NotLeader when the fence failed,
         EtcdError when etcd refused the transaction (TooLarge: split it).
         """
@@ -349,6 +351,7 @@ class StateWriter:
             and kv.mod_revision < change.old.mod_revision
         ]
         if result.revision < floor or older:
+            self._forget_generations()  # of the history that was replaced
             raise EtcdUnavailable(
                 f"etcd answered at revision {result.revision} (keys modified at {older}), "
                 f"below revisions it gave before ({floor}): its history was replaced"
