@@ -41,7 +41,6 @@ async def test_a_package_history_holds_its_transitions_at_its_writes(
 ) -> None:
     """Running → Degraded → Error → Running: exactly those records, in order, each committed
     at the revision of the state write it records."""
-    await etcd.package("pay", ["pay.a", "pay.b"])
     steps = [
         ([("a1", "pay.a", "running"), ("b1", "pay.b", "running")], "Running"),
         ([("a1", "pay.a", "dead")], "Degraded"),
@@ -59,6 +58,9 @@ async def test_a_package_history_holds_its_transitions_at_its_writes(
             for cid, model, status in containers
         ]
         await etcd.client.transaction(compare=[], success=puts, failure=[])
+        if not written:  # the spec after its models are Running: the package starts Running
+            await models_running(etcd, "pay.a", "pay.b")
+            await etcd.package("pay", ["pay.a", "pay.b"])
 
         async def reached(want: str = want) -> bool:
             return await etcd.package_state("pay") == want
@@ -115,8 +117,9 @@ async def test_a_foreign_key_under_the_history_prefix_is_reported(
     the daemon goes on recording from the right generation and leaves the key alone."""
     foreign = f"{history_prefix(etcd.layout)}package/pay/zzz"
     await etcd.put(foreign, "not a record")
-    await etcd.package("pay", ["pay.a"])
     await etcd.container("a1", "running", "pay.a")
+    await models_running(etcd, "pay.a")
+    await etcd.package("pay", ["pay.a"])
 
     async def running() -> bool:
         return await etcd.package_state("pay") == "Running"
@@ -140,8 +143,9 @@ async def test_the_history_command(etcd: Etcd, daemon: Daemon, etcd_endpoint: st
     """`statemanager history NAME`: the records oldest first, as text and as
     statemanager.history/v1; exit 1 for a name without history, 2 for a bad --since; `status`
     shows how long each state has been held, from the newest record."""
-    await etcd.package("pay", ["pay.a"])
     await etcd.container("a1", "running", "pay.a")
+    await models_running(etcd, "pay.a")
+    await etcd.package("pay", ["pay.a"])
 
     async def running() -> bool:
         return await etcd.package_state("pay") == "Running"
@@ -187,14 +191,7 @@ async def test_the_history_command(etcd: Etcd, daemon: Daemon, etcd_endpoint: st
 async def test_the_status_page_shows_transitions(etcd: Etcd, daemon: Daemon) -> None:
     """/status lists each package's last transitions with their times; a package's own page
     lists its whole retained history, newest first."""
-    await etcd.package("pay", ["pay.a"])
-    for status, want in [("running", "Running"), ("dead", "Error"), ("running", "Running")]:
-        await etcd.container("a1", status, "pay.a")
-
-        async def reached(want: str = want) -> bool:
-            return await etcd.package_state("pay") == want
-
-        await eventually(reached, what=f"pay {want}")
+    await flip(etcd, 3)
     code, all_packages = http_get(daemon.metrics_port, "/status")
     assert code == 200 and "Last transitions" in all_packages
     recent = all_packages.split("<h2>Last transitions</h2>")[1]
@@ -207,11 +204,14 @@ async def test_the_status_page_shows_transitions(etcd: Etcd, daemon: Daemon) -> 
 
 
 async def flip(etcd: Etcd, times: int) -> None:
-    """Package pay (model pay.a, container a1) Running, then Error, Running, … `times` times."""
-    await etcd.package("pay", ["pay.a"])
+    """Package pay (model pay.a, container a1) Running, then Error, Running, … `times` times
+    (its spec put once its model is Running, so it starts Running)."""
     for i in range(times):
         status, want = ("running", "Running") if i % 2 == 0 else ("dead", "Error")
         await etcd.container("a1", status, "pay.a")
+        if i == 0:
+            await models_running(etcd, "pay.a")
+            await etcd.package("pay", ["pay.a"])
 
         async def reached(want: str = want) -> bool:
             return await etcd.package_state("pay") == want
@@ -279,3 +279,13 @@ async def test_scenario_changes_through_any_daemon_are_one_history(
     assert [t.node for _, t in history] == ["node-b", "node-a", "node-b", "node-a", "node-a"]
     assert [t.source for _, t in history[:4]] == ["fg"] * 4
     assert history[1][1].rule == "scenario_activation"
+
+
+async def models_running(etcd: Etcd, *models: str) -> None:
+    """Wait until each model's state is Running: a package listing them then starts Running
+    (its spec seen before its models' containers would make it Paused first)."""
+
+    async def running() -> bool:
+        return all([await etcd.model_state(m) == "Running" for m in models])
+
+    await eventually(running, what=f"{models} Running")
