@@ -1,5 +1,6 @@
 """Pullpiri's StateManager gRPC service, served so this daemon can replace Pullpiri's own:
-the only module that imports the generated StateManager stubs.
+with queryservice.py (the queries it registers too), the only module that imports the
+generated StateManager stubs.
 
 One source of truth: `SendChangedContainerList` only stores the node's whole list where the
 watch reads it (adapters/nodereports.py), so states are derived by the normal path; any daemon
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, TypeVar
 
@@ -28,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 
 from statemanager.adapters.actioncontroller import OffloadOrder, OffloadOutcome
 from statemanager.adapters.nodereports import CHUNK_BYTES, Conflict, NewerList, NodeReports, Stored
+from statemanager.adapters.queryservice import QueryService
 from statemanager.adapters.tls import ServerTls
 from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable
 from statemanager.core.history import SOURCE, Transition, encode, record_ops
@@ -556,9 +558,12 @@ def _container_json(container: pb.ContainerInfo, node: str) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def add_to_server(service: StateService, server: grpc.aio.Server) -> None:
-    """Register the service with total request parsing: bytes that are no valid message get
-    INVALID_ARGUMENT saying so, not the UNKNOWN gRPC answers when a deserializer raises."""
+def add_to_server(
+    service: StateService, server: grpc.aio.Server, queries: QueryService | None = None
+) -> None:
+    """Register the service, and the query RPCs with `queries`, with total request parsing:
+    bytes that are no valid message get INVALID_ARGUMENT saying so, not the UNKNOWN gRPC
+    answers when a deserializer raises."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "SendStateChange": _handler(
             service.SendStateChange, pb.StateChange, pb.StateChangeResponse
@@ -571,6 +576,31 @@ def add_to_server(service: StateService, server: grpc.aio.Server) -> None:
         ),
         "SendAction": _handler(service.SendAction, pb.Action, pb.Response),
     }
+    if queries is not None:
+        handlers |= {
+            "GetResourceState": _handler(
+                queries.GetResourceState, pb.ResourceStateRequest, pb.ResourceStateResponse
+            ),
+            "GetResourceStateHistory": _handler(
+                queries.GetResourceStateHistory,
+                pb.ResourceStateHistoryRequest,
+                pb.ResourceStateHistoryResponse,
+            ),
+            "ListResourcesByState": _handler(
+                queries.ListResourcesByState,
+                pb.ListResourcesByStateRequest,
+                pb.ListResourcesByStateResponse,
+            ),
+            "ForceSynchronization": _handler(
+                queries.ForceSynchronization, pb.ForceSynchronizationRequest, pb.StateChangeResponse
+            ),
+            "GetRecoveryStatus": _handler(
+                queries.GetRecoveryStatus, pb.RecoveryStatusRequest, pb.RecoveryStatusResponse
+            ),
+            "SubscribeToStateChanges": _stream_handler(
+                queries.SubscribeToStateChanges, pb.StateChangeSubscriptionRequest
+            ),
+        }
     generic = grpc.method_handlers_generic_handler("statemanager.StateManagerConnection", handlers)
     server.add_generic_rpc_handlers((generic,))
 
@@ -582,31 +612,62 @@ class _Malformed:
     error: str
 
 
-def _handler(
-    behaviour: Callable[[_Req, grpc.aio.ServicerContext[_Req, _Resp]], Awaitable[_Resp]],
-    request_type: type[_Req],
-    response_type: type[_Resp],
-) -> grpc.RpcMethodHandler[_Req, _Resp]:
+def _parser(request_type: type[_Req]) -> Callable[[bytes], _Req | _Malformed]:
     def parse(raw: bytes) -> _Req | _Malformed:
         try:
             return request_type.FromString(raw)
         except DecodeError as exc:
             return _Malformed(str(exc))
 
+    return parse
+
+
+async def _refuse_malformed(
+    request: object, request_type: type[Message], context: grpc.aio.ServicerContext[Any, Any]
+) -> None:
+    if isinstance(request, _Malformed):
+        name = request_type.DESCRIPTOR.full_name
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"not a valid {name}: {request.error}"
+        )
+
+
+def _handler(
+    behaviour: Callable[[_Req, grpc.aio.ServicerContext[_Req, _Resp]], Awaitable[_Resp]],
+    request_type: type[_Req],
+    response_type: type[_Resp],
+) -> grpc.RpcMethodHandler[_Req, _Resp]:
     async def handle(
         request: _Req | _Malformed, context: grpc.aio.ServicerContext[_Req, _Resp]
     ) -> _Resp:
-        if isinstance(request, _Malformed):
-            name = request_type.DESCRIPTOR.full_name
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"not a valid {name}: {request.error}"
-            )
-        return await behaviour(request, context)
+        await _refuse_malformed(request, request_type, context)
+        return await behaviour(request, context)  # type: ignore[arg-type]  # not _Malformed
 
     return grpc.unary_unary_rpc_method_handler(
         handle,
-        request_deserializer=parse,  # type: ignore[arg-type]  # also _Malformed: see handle
+        request_deserializer=_parser(request_type),  # type: ignore[arg-type]  # see handle
         response_serializer=response_type.SerializeToString,
+    )
+
+
+def _stream_handler(
+    behaviour: Callable[[_Req, grpc.aio.ServicerContext[_Req, Any]], AsyncIterator[bytes]],
+    request_type: type[_Req],
+) -> grpc.RpcMethodHandler[_Req, bytes]:
+    """`_handler` for a call answered by a stream of messages `behaviour` serializes itself
+    (one serialization of a transition serves every subscriber)."""
+
+    async def handle(
+        request: _Req | _Malformed, context: grpc.aio.ServicerContext[_Req, Any]
+    ) -> AsyncIterator[bytes]:
+        await _refuse_malformed(request, request_type, context)
+        async for response in behaviour(request, context):  # type: ignore[arg-type]
+            yield response
+
+    return grpc.unary_stream_rpc_method_handler(
+        handle,
+        request_deserializer=_parser(request_type),  # type: ignore[arg-type]  # see handle
+        response_serializer=bytes,
     )
 
 
@@ -631,7 +692,11 @@ def server_options(max_calls: int) -> list[tuple[str, int]]:
 
 
 async def serve(
-    service: StateService, address: str, tls: ServerTls | None, max_calls: int
+    service: StateService,
+    address: str,
+    tls: ServerTls | None,
+    max_calls: int,
+    queries: QueryService | None = None,
 ) -> grpc.aio.Server:
     """Start serving on `address`: plaintext, or only TLS with `tls` (and only clients whose
     certificate `tls.client_ca` signed, when it is set). At most `max_calls` calls are
@@ -639,7 +704,7 @@ async def serve(
     may wait in gRPC's queue."""
     options = [*server_options(max_calls), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_calls)
-    add_to_server(service, server)
+    add_to_server(service, server, queries)
     if tls is None:
         server.add_insecure_port(address)
     else:

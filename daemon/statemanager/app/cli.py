@@ -1,6 +1,7 @@
 """Command line: `run` (the daemon), `evaluate` (what would change), `status` (why),
 `triggers` (reconcile triggers and dead letters, in triggerscli.py), `history` (a resource's
-recorded state changes, in historycli.py) and `bench`; `--output json`
+recorded state changes, in historycli.py), `watch` (transitions as they commit, in
+watchcli.py) and `bench`; `--output json`
 documents are described in docs/cli.md.
 
 This module only parses: a command's work is in commands.py (or devtools' bench), imported
@@ -35,6 +36,8 @@ HELPS = {
     "history": "list a model's, package's or scenario's retained state changes, oldest first "
     "(exit 0; 1: NAME has no history, 2: invalid usage or configuration, "
     "3: etcd cannot be read)",
+    "watch": "print transitions as etcd commits them, from any node (exit 0 when stopped; "
+    "1: cut off, 2: invalid usage or configuration, 3: etcd cannot be read)",
     "bench": "measure the daemon's throughput, latency and footprint against a private etcd",
 }
 
@@ -69,6 +72,10 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
         triggerscli.add_arguments(sub)
     if name == "history":
         historycli.add_arguments(sub)
+    if name == "watch":
+        from statemanager.app import watchcli  # noqa: PLC0415
+
+        watchcli.add_arguments(sub)
     if name == "status":
         sub.add_argument(
             "names",

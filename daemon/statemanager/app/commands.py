@@ -1,4 +1,4 @@
-"""The commands `run`, `evaluate`, `status`, `triggers` and `history` (cli.py parses their
+"""The commands `run`, `evaluate`, `status`, `triggers`, `history` and `watch` (cli.py parses their
 arguments).
 
 `devtools` is imported only where a command starts or reads the development etcd (no etcd
@@ -22,7 +22,7 @@ import structlog
 import uvloop
 
 from statemanager.adapters.etcd import EtcdClient
-from statemanager.app import daemon, historycli, triggerscli
+from statemanager.app import daemon, historycli, triggerscli, watchcli
 from statemanager.app.config import LOG_FORMATS, OPTIONS, Settings, load
 from statemanager.app.logs import configure
 from statemanager.core import report
@@ -39,7 +39,8 @@ EXIT_OK, EXIT_DIFFERS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run `run`, `evaluate`, `status` or `triggers` as parsed by cli.py; the exit status."""
+    """Run `run`, `evaluate`, `status`, `triggers` or `watch` as parsed by cli.py; the exit
+    status."""
     # A command without a setting's flag still reads it from the environment and the file.
     flags = {o.name: getattr(args, o.name, None) for o in OPTIONS}
     try:
@@ -68,6 +69,8 @@ def main(args: argparse.Namespace) -> int:
             return asyncio.run(triggerscli.main(settings, args))
         if args.command == "history":
             return asyncio.run(historycli.main(settings, args))
+        if args.command == "watch":
+            return asyncio.run(watchcli.main(settings, args))
         return asyncio.run(_inspect(settings, args))
     except (EtcdUnavailable, EtcdError) as exc:
         print(f"statemanager: {exc}", file=sys.stderr)

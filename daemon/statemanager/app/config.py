@@ -170,7 +170,7 @@ def _prefix(value: object) -> str:
 # file serves them all, so a bad value is named wherever it is read); the flags only offer what
 # the command uses. A section's settings are every command's unless it says otherwise.
 DAEMON_ONLY = frozenset({"run"})
-EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers", "history"})
+EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers", "history", "watch"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from statemanager import __version__
 from statemanager.adapters import stateservice
 from statemanager.adapters.actioncontroller import ActionControllerClient
 from statemanager.adapters.etcd import EtcdClient
+from statemanager.adapters.queryservice import QueryService, QueryStore
 from statemanager.adapters.stateservice import Offloader, ServiceStore, StateService
 from statemanager.app import config, logs, web
 from statemanager.app.config import Settings
@@ -44,6 +45,7 @@ from statemanager.core.keys import WorkKey
 from statemanager.core.ports import Fence, Newest
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.election import Election, ElectionClient
+from statemanager.runtime.feed import TransitionFeed
 from statemanager.runtime.health import Health
 from statemanager.runtime.history import HistoryHeads, HistoryPruner, PrunerStore
 from statemanager.runtime.metrics import Metrics, QueueMetrics
@@ -51,13 +53,16 @@ from statemanager.runtime.outage import Outage
 from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender, TriggerStore
 from statemanager.runtime.records import LaterFormats
 from statemanager.runtime.refusals import RefusalReport
+from statemanager.runtime.triggerfeed import TriggerFeed
 from statemanager.runtime.watcher import WatchClient, Watcher
 from statemanager.runtime.workqueue import WorkQueue
 from statemanager.runtime.writer import StateWriter
 
 log = structlog.get_logger("statemanager.daemon")
 
-HEARTBEAT_SECONDS = 1.0
+# The loop proves it turns this often: /healthz fails after four missed beats (10 s), and
+# systemd's watchdog (WatchdogSec=30s in the unit) wants a ping within half its limit.
+HEARTBEAT_SECONDS = 2.5
 PRUNE_INTERVAL_SECONDS = 3600.0  # history older than history.max_age_seconds goes hourly
 # Signals that would end the process without a word (their default action is to terminate):
 # handled so that none does. SIGPIPE is ignored by Python already.
@@ -70,7 +75,16 @@ _UNEXPECTED = tuple(
 )  # fmt: skip
 
 
-class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, Newest, PrunerStore, Protocol):
+class Store(
+    WatchClient,
+    ElectionClient,
+    TriggerStore,
+    ServiceStore,
+    QueryStore,
+    Newest,
+    PrunerStore,
+    Protocol,
+):
     """Everything the runtime asks of etcd: `EtcdClient` in production, an in-memory etcd in
     the tests."""
 
@@ -110,6 +124,8 @@ class Parts:
     service: StateService
     status: StatusPage
     listings: Listings
+    feed: TransitionFeed
+    queries: QueryService
     pruner: HistoryPruner | None  # None: no history, or no maximum age
 
 
@@ -153,6 +169,13 @@ def build(
     watcher = _watcher(shared, controller, listings)
     sender = _sender(shared, actioncontroller, watcher)
     service = _service(shared, controller, offloader)
+    feed = TransitionFeed(
+        client=store,
+        layout=settings.prefixes.layout,
+        metrics=metrics,
+        later_formats=shared.later_formats,
+    )
+    queries = _queries(shared, controller, watcher, feed)
     status = StatusPage(
         loop=asyncio.get_running_loop(),
         index=shared.index,
@@ -173,6 +196,8 @@ def build(
         service,
         status,
         listings,
+        feed,
+        queries,
         _pruner(shared),
     )
 
@@ -250,19 +275,28 @@ def _watcher(shared: _Shared, controller: Controller, listings: Listings) -> Wat
 def _sender(
     shared: _Shared, actioncontroller: ReconcileClient, watcher: Watcher
 ) -> ReconcileSender:
-    """The reconcile sender, reading scenarios from the index `watcher` fills."""
+    """The reconcile sender, delivering what its trigger feed follows in etcd and reading
+    scenarios from the index `watcher` fills."""
     settings = shared.settings
+    feed = TriggerFeed(
+        store=shared.store,
+        layout=settings.prefixes.layout,
+        metrics=shared.metrics,
+        outage=shared.outage,
+        later_formats=shared.later_formats,
+        max_backoff=settings.actioncontroller.max_backoff_seconds,
+        silence_limit=settings.etcd.watch_silence_seconds,
+    )
     return ReconcileSender(
         client=actioncontroller,
+        feed=feed,
         store=shared.store,
         layout=settings.prefixes.layout,
         scenarios=shared.index,
         applied=watcher,  # how far the index has followed each prefix
         metrics=shared.metrics,
         outage=shared.outage,
-        later_formats=shared.later_formats,
         max_backoff=settings.actioncontroller.max_backoff_seconds,
-        silence_limit=settings.etcd.watch_silence_seconds,
         max_refusals=settings.actioncontroller.max_refusals,
         max_age=settings.actioncontroller.max_trigger_age_seconds,
     )
@@ -305,6 +339,29 @@ def _pruner(shared: _Shared) -> HistoryPruner | None:
     )
 
 
+def _queries(
+    shared: _Shared, controller: Controller, watcher: Watcher, feed: TransitionFeed
+) -> QueryService:
+    """The queries Pullpiri's service plans: states from the index, history and records from
+    etcd, relists through the watcher, streams from the feed making way for the controller."""
+    return QueryService(
+        index=shared.index,
+        layout=shared.settings.prefixes.layout,
+        store=shared.store,
+        progress=shared.health,
+        feed=feed,
+        resync=watcher.resync,
+        rested=functools.partial(_quiet, controller, feed),
+    )
+
+
+async def _quiet(controller: Controller, feed: TransitionFeed) -> None:
+    """Return once the daemon's own work leaves time for a subscriber's message: no change
+    queued or being written, and the event loop on time."""
+    await controller.rested()
+    await feed.calm()
+
+
 def _leadership_changed(
     controller: Controller, metrics: Metrics, leading: bool, fence: Fence | None
 ) -> None:
@@ -321,6 +378,7 @@ def start(parts: Parts) -> list[asyncio.Task[None]]:
         asyncio.create_task(parts.election.run(), name="election"),
         asyncio.create_task(parts.controller.run_worker(parts.election), name="worker"),
         asyncio.create_task(_send_after_listing(parts), name="reconcile-sender"),
+        asyncio.create_task(parts.feed.run(), name="transition-feed"),
     ]
     if parts.pruner is not None:
         tasks.append(asyncio.create_task(parts.pruner.run(parts.election), name="history-pruner"))
@@ -357,7 +415,7 @@ async def run(settings: Settings, reload: Callable[[], Settings] | None = None) 
     failure (exit 1). `reload` reads the configuration again (SIGHUP); it raises ConfigError."""
     unpool_large_blocks()
     metrics = Metrics()
-    health = Health(stuck_after=HEARTBEAT_SECONDS * 10)
+    health = Health(stuck_after=HEARTBEAT_SECONDS * 4)
     client = EtcdClient.from_settings(
         settings.etcd, observe=metrics.observe_etcd, refusals=RefusalReport(metrics, health)
     )
@@ -401,7 +459,7 @@ async def _supervised(parts: Parts, stop: _Signals, metrics: Metrics, health: He
     ]
     # Not supervised: ends on its own once the first sync is announced.
     announcer = asyncio.create_task(_announce_sync(parts, metrics, health), name="sync")
-    grpc_server = await _serve_grpc(stop.settings, parts.service)
+    grpc_server = await _serve_grpc(stop.settings, parts.service, parts.queries)
     # Ready as soon as the daemon serves: etcd being down is a state it reports and recovers
     # from, not a failed start (docs/decisions/ready-before-etcd.md). /readyz waits for sync.
     notifier.ready(health.status_line())
@@ -467,12 +525,18 @@ def _serve_http(
         return None
 
 
-async def _serve_grpc(settings: Settings, service: StateService) -> grpc.aio.Server | None:
-    """Pullpiri's StateManager service, when enabled."""
+async def _serve_grpc(
+    settings: Settings, service: StateService, queries: QueryService
+) -> grpc.aio.Server | None:
+    """Pullpiri's StateManager service, with its planned queries, when enabled."""
     if not settings.grpc.enabled:
         return None
     server = await stateservice.serve(
-        service, settings.grpc.address, settings.grpc.tls, settings.grpc.max_concurrent_rpcs
+        service,
+        settings.grpc.address,
+        settings.grpc.tls,
+        settings.grpc.max_concurrent_rpcs,
+        queries,
     )
     tls = settings.grpc.tls
     log.info(
@@ -564,9 +628,10 @@ async def _announce_sync(parts: Parts, metrics: Metrics, health: Health) -> None
     written; as follower once the election has placed us (our index is warm, nothing to write)."""
     revision = await parts.listings.first()
     election = parts.election
-    # Two conditions owned by two objects, once per process: polling is the simple answer.
+    # Two conditions owned by two objects, once per process: polling is the simple answer,
+    # often enough not to delay readiness (a small node is ready ~0.1 s after the listing).
     while not (parts.queue.idle() if election.fence() else election.decided):  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
     containers, models, packages = parts.index.sizes()
     health.synced()
     metrics.synced.set(1)

@@ -128,6 +128,14 @@ class _Server(ThreadingHTTPServer):
         self.address_family = family
         super().__init__(address, _Handler)
 
+    def shutdown(self) -> None:
+        """Stop `serve_forever`, which waits for connections without a timeout (socketserver's
+        default polls twice a second, the idle daemon's most frequent wake-up): shutting the
+        listening socket down wakes it, and it then sees the stop request."""
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+        super().shutdown()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that failed (refused handshake, client gone): debug level, since any
         port scanner would otherwise fill the log; the client got its answer or an alert."""
@@ -206,5 +214,7 @@ def serve(
     `shutdown()` the result to stop."""
     host, _, port = address.rpartition(":")
     server = _Server((host.strip("[]"), int(port)), routes, config)
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": None}, name="http", daemon=True
+    ).start()
     return server

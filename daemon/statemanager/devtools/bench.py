@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -26,13 +27,13 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from statemanager.devtools import burst, edge, lists
+from statemanager.devtools import burst, edge, lists, subscribers
 from statemanager.devtools.benchload import COST_POLL_SECONDS, Fleet, cpu_seconds, peak_rss_mb
 from statemanager.devtools.localetcd import LocalEtcd, find_etcd, free_port
 
@@ -146,6 +147,7 @@ class BenchError(Exception):
 
 
 def progress(message: str) -> None:
+    """Print `message` to stderr as one `bench:` progress line."""
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
@@ -169,7 +171,8 @@ def _skips(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The bench flags; size flags default to the full run's, or --quick's, values."""
+    """Add the bench's flags to `parser`; size flags default to the full run's, or --quick's,
+    values."""
     add = parser.add_argument
     add("--quick", action="store_true", help="small fleet and short steps: a smoke run")
     add("--json", action="store_true", help="print one JSON object instead of a table")
@@ -201,6 +204,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--max-concurrent-rpcs", type=int, help="grpc.max_concurrent_rpcs for --burst")
     add(
+        "--subscribers",
+        type=int,
+        help="only the change latency alone and with this many SubscribeToStateChanges streams",
+    )
+    add(
         "--lists",
         type=_numbers,
         help="measure only the gRPC service instead: one node's whole list of these many "
@@ -221,6 +229,7 @@ class Rig:
 
     @property
     def pid(self) -> int:
+        """The running daemon's process id (there must be one)."""
         assert self.daemon is not None
         return self.daemon.pid
 
@@ -274,13 +283,18 @@ class Rig:
             )
         url = f"http://127.0.0.1:{self.metrics_port}/readyz"
         while not _answers_200(url):
-            if self.daemon.poll() is not None or time.monotonic() - started > timeout:
+            waited = time.monotonic() - started
+            if self.daemon.poll() is not None or waited > timeout:
                 raise BenchError(f"the daemon did not become ready; {self.daemon_state()}")
-            time.sleep(0.05)
+            # Every 10 ms in the first second (a small node's start is timed to that), then
+            # every 50 ms, so a long cold start is not slowed by the requests.
+            time.sleep(0.01 if waited < 1.0 else 0.05)
         ready = time.monotonic() - started
         return ready, cpu_seconds(self.daemon.pid), peak_rss_mb(self.daemon.pid)
 
     def stop_daemon(self) -> None:
+        """Stop the daemon if one runs (SIGTERM, then SIGKILL after 30 s) and keep its exit
+        code in `exit_code`."""
         if self.daemon is None:
             return
         if self.daemon.poll() is None:
@@ -372,66 +386,16 @@ def _scaled(fleet: Fleet, packages: int) -> Fleet:
 
 
 def measure(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    """Every figure of the parts not skipped, with their raw results under `details`."""
     skip = set(args.skip)
     fleet = Fleet(sizes.containers, sizes.models, sizes.packages)
-    repeat = str(args.repeat)
     out: dict[str, Any] = {}
     details: dict[str, Any] = {}
     with running(workdir / "main", fleet) as (rig, cold, cpu, rss):
         out["cold_start_s"], out["cold_start_cpu_s"], out["rss_mb"] = cold, cpu, rss
-        if "txn" not in skip:
-            txn = rig.load("txn", "--count", str(sizes.txns), "--repeat", repeat)
-            details["txn"] = txn
-            out["etcd_txn_per_s"] = txn["median"]
-        if not {"noop", "watch"} <= skip:
-            intake = rig.load(
-                "intake",
-                "--count", str(sizes.noop_events),
-                "--batch", str(args.noop_batch),
-                "--repeat", repeat,
-                "--inflight", PACED_INFLIGHT,
-                *(["--no-noop"] if "noop" in skip else []),
-                *(["--no-watch"] if "watch" in skip else []),
-            )  # fmt: skip
-            details["intake"] = intake
-            out["noop_events_per_s"] = intake.get("noop_per_s")
-            out["noop_writer_bound"] = intake.get("writer_bound")
-            out["etcd_watch_events_per_s"] = intake.get("replay_per_s")
-            if "stopped" in intake:
-                out["noop_replay_per_s"] = intake["stopped"]["daemon_per_s"]
-                out["etcd_watch_replay_per_s"] = intake["stopped"]["ceiling_per_s"]
-        if "change" not in skip:
-            steps = rig.load(
-                "steps",
-                "--rates", ",".join(str(r) for r in args.step_rates),
-                "--seconds", str(sizes.step_seconds),
-                "--inflight", PACED_INFLIGHT,
-            )  # fmt: skip
-            details["change_steps"] = steps["steps"]
-            out["change_events_per_s"] = steps["sustained_per_s"]
-            out["change_drain_per_s"] = steps["drain_per_s"]
-            if out.get("etcd_txn_per_s"):
-                out["change_ratio"] = steps["sustained_per_s"] / out["etcd_txn_per_s"]
-        if "latency" not in skip:
-            latency = rig.load(
-                "latency",
-                "--rate", str(args.rate),
-                "--seconds", str(sizes.latency_seconds),
-                "--inflight", PACED_INFLIGHT,
-            )  # fmt: skip
-            details["latency"] = latency
-            out.update(
-                latency_p50_ms=latency["p50_ms"],
-                latency_p99_ms=latency["p99_ms"],
-                latency_max_ms=latency["max_ms"],
-                etcd_commit_p99_ms=latency["commit_p99_ms"],
-                etcd_commit_max_ms=latency["commit_max_ms"],
-            )
-        if "cost" not in skip:
-            cost = rig.load("cost", *_cost_options(args, sizes))
-            details["cost"] = cost
-            out["change_cpu_ms"] = cost["change_cpu_per_event_ms"]
-            out["noop_cpu_ms"] = cost["noop_cpu_per_event_ms"]
+        for name, parts, step in _MAIN_STEPS:
+            if not parts <= skip:
+                details[name] = step(rig, args, sizes, out)
         out["rss_mb_end"] = peak_rss_mb(rig.pid)
     if out.get("latency_p99_ms") and out.get("etcd_commit_p99_ms"):
         out["latency_p99_vs_commit"] = out["latency_p99_ms"] / out["etcd_commit_p99_ms"]
@@ -445,6 +409,91 @@ def measure(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, 
         details["no_history"] = _without_history(args, sizes, fleet, workdir, out)
     out["details"] = details
     return out
+
+
+# A step of the main rig: (rig, args, sizes, figures so far) -> its raw result; it adds its
+# figures to the dict it is given.
+Step = Callable[[Rig, argparse.Namespace, Sizes, dict[str, Any]], Any]
+
+
+def _txn(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """etcd's guarded-transaction ceiling (`etcd_txn_per_s`)."""
+    txn = rig.load("txn", "--count", str(sizes.txns), "--repeat", str(args.repeat))
+    out["etcd_txn_per_s"] = txn["median"]
+    return txn
+
+
+def _intake(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """No-op intake, paced and by replay, and etcd's watch ceilings beside it."""
+    skip = set(args.skip)
+    intake = rig.load(
+        "intake",
+        "--count", str(sizes.noop_events),
+        "--batch", str(args.noop_batch),
+        "--repeat", str(args.repeat),
+        "--inflight", PACED_INFLIGHT,
+        *(["--no-noop"] if "noop" in skip else []),
+        *(["--no-watch"] if "watch" in skip else []),
+    )  # fmt: skip
+    out["noop_events_per_s"] = intake.get("noop_per_s")
+    out["noop_writer_bound"] = intake.get("writer_bound")
+    out["etcd_watch_events_per_s"] = intake.get("replay_per_s")
+    if "stopped" in intake:
+        out["noop_replay_per_s"] = intake["stopped"]["daemon_per_s"]
+        out["etcd_watch_replay_per_s"] = intake["stopped"]["ceiling_per_s"]
+    return intake
+
+
+def _change(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """The highest change rate kept up with, stepping up through --step-rates."""
+    steps = rig.load(
+        "steps",
+        "--rates", ",".join(str(r) for r in args.step_rates),
+        "--seconds", str(sizes.step_seconds),
+        "--inflight", PACED_INFLIGHT,
+    )  # fmt: skip
+    out["change_events_per_s"] = steps["sustained_per_s"]
+    out["change_drain_per_s"] = steps["drain_per_s"]
+    if out.get("etcd_txn_per_s"):
+        out["change_ratio"] = steps["sustained_per_s"] / out["etcd_txn_per_s"]
+    return steps["steps"]
+
+
+def _latency(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """Change latency at --rate, beside etcd's own commit times in the same run."""
+    latency = rig.load(
+        "latency",
+        "--rate", str(args.rate),
+        "--seconds", str(sizes.latency_seconds),
+        "--inflight", PACED_INFLIGHT,
+    )  # fmt: skip
+    out.update(
+        latency_p50_ms=latency["p50_ms"],
+        latency_p99_ms=latency["p99_ms"],
+        latency_max_ms=latency["max_ms"],
+        etcd_commit_p99_ms=latency["commit_p99_ms"],
+        etcd_commit_max_ms=latency["commit_max_ms"],
+    )
+    return latency
+
+
+def _cost(rig: Rig, args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> Any:
+    """The daemon's CPU per change and per no-op at --rate."""
+    cost = rig.load("cost", *_cost_options(args, sizes))
+    out["change_cpu_ms"] = cost["change_cpu_per_event_ms"]
+    out["noop_cpu_ms"] = cost["noop_cpu_per_event_ms"]
+    return cost
+
+
+# The main rig's steps in the order they run: (its key in `details`, the parts of --skip that
+# name it: it runs unless all are skipped, step).
+_MAIN_STEPS: tuple[tuple[str, set[str], Step], ...] = (
+    ("txn", {"txn"}, _txn),
+    ("intake", {"noop", "watch"}, _intake),
+    ("change_steps", {"change"}, _change),
+    ("latency", {"latency"}, _latency),
+    ("cost", {"cost"}, _cost),
+)
 
 
 def _scaling(
@@ -591,7 +640,9 @@ SERVICE_FLEET = Fleet(100, 20, 5)  # the fleet behind --burst and --lists
 
 
 @contextlib.contextmanager
-def _serving(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[Rig, str]]:
+def _serving(
+    args: argparse.Namespace, workdir: Path, fleet: Fleet = SERVICE_FLEET
+) -> Iterator[tuple[Rig, str]]:
     """A rig whose daemon serves the gRPC service, and the service's address."""
     port = free_port()
     settings = {
@@ -600,7 +651,7 @@ def _serving(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[Rig, str
     }
     if args.max_concurrent_rpcs:
         settings["STATEMANAGER_GRPC_MAX_CONCURRENT_RPCS"] = str(args.max_concurrent_rpcs)
-    with running(workdir, SERVICE_FLEET, settings) as (rig, *_):
+    with running(workdir, fleet, settings) as (rig, *_):
         yield rig, f"127.0.0.1:{port}"
 
 
@@ -630,6 +681,34 @@ def _lists(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     rows = [dataclasses.asdict(m) for m in measured]
     largest = max((m.containers for m in measured if m.refused is None), default=0)
     return {"largest_list_stored": largest, "lists": rows, "machine": _machine()}
+
+
+def _subscribed(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The change latency alone, then with `--subscribers` streams reading every transition
+    (devtools/subscribers.py)."""
+    sizes = _settings(args)
+    options = ["--rate", str(args.rate), "--seconds", str(sizes.latency_seconds)]
+    options += ["--inflight", PACED_INFLIGHT]
+    with _serving(args, workdir, Fleet(*subscribers.FLEET)) as (rig, target):
+        progress("change latency without subscribers")
+        cpu = cpu_seconds(rig.pid)
+        alone = rig.load("latency", *options)
+        alone["daemon_cpu_s"] = cpu_seconds(rig.pid) - cpu
+        progress(f"change latency with {args.subscribers} subscribers")
+        run = functools.partial(rig.load, "latency", *options)
+        cpu = cpu_seconds(rig.pid)
+        subscribed = asyncio.run(subscribers.measure(target, args.subscribers, run))
+        subscribed.latency["daemon_cpu_s"] = cpu_seconds(rig.pid) - cpu
+    figures = ("p50_ms", "p99_ms", "max_ms", "commit_p99_ms", "daemon_cpu_s")
+    return {
+        "subscribers": args.subscribers,
+        "alone": {f: alone[f] for f in figures},
+        "subscribed": {f: subscribed.latency[f] for f in figures},
+        "received_min": subscribed.received_min,
+        "received_max": subscribed.received_max,
+        "ended_by_the_daemon": subscribed.ended,
+        "machine": _machine(),
+    }
 
 
 def _full(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -662,6 +741,8 @@ def _lists_table(result: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run the benchmark `args` ask for and print its result; 0 when it ran, 1 when a part
+    failed, 130 when interrupted. etcd, the daemon and the work directory never outlive it."""
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="statemanager-bench-"))
     try:
@@ -669,6 +750,8 @@ def main(args: argparse.Namespace) -> int:
             result = _bursts(args, workdir)
         elif args.lists:
             result = _lists(args, workdir)
+        elif args.subscribers:
+            result = _subscribed(args, workdir)
         else:
             result = _full(args, workdir)
     except KeyboardInterrupt:
@@ -680,5 +763,6 @@ def main(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     table = _burst_table if args.burst else _lists_table if args.lists else _table
-    print(json.dumps(result, indent=2) if args.json else table(result))
+    as_json = args.json or args.subscribers  # a handful of figures: the JSON is the table
+    print(json.dumps(result, indent=2) if as_json else table(result))
     return 0

@@ -57,6 +57,9 @@ OnDone = Callable[[int, float, float], None]
 
 @dataclass(frozen=True)
 class Fleet:
+    """A synthetic fleet fully determined by its three sizes (the module docstring says how
+    containers, models and packages relate)."""
+
     containers: int
     models: int
     packages: int
@@ -67,15 +70,19 @@ class Fleet:
             raise ValueError("need 0 < packages <= models < containers")
 
     def package_name(self, p: int) -> str:
+        """The name of package `p`."""
         return f"bench-p{p:05d}"
 
     def model_name(self, j: int) -> str:
+        """The name of model `j`, which belongs to package j mod packages."""
         return f"{self.package_name(j % self.packages)}.m{j:06d}"
 
     def container_key(self, i: int) -> bytes:
+        """The etcd key of container `i`'s info."""
         return f"{self.layout.containers}{i:064x}".encode()
 
     def model_state_key(self, j: int) -> bytes:
+        """The etcd key the daemon writes model `j`'s state to."""
         return f"{self.layout.model_states}{self.model_name(j)}/state".encode()
 
     def container(self, i: int, dead: bool = False, tick: int = 0) -> Put:
@@ -109,6 +116,7 @@ class Fleet:
         return Put(self.container_key(i), json.dumps(doc, separators=(",", ":")).encode())
 
     def specs(self) -> Iterator[Put]:
+        """Every package and model spec of the fleet, packages first."""
         for p in range(self.packages):
             items = "".join(
                 f"\n    - {{name: {self.model_name(j)}, node: node-a}}"
@@ -131,6 +139,7 @@ class Fleet:
 
 
 def chunks(puts: Iterable[Put], size: int) -> Iterator[list[Put]]:
+    """`puts` in lists of `size` (the last one shorter), in order."""
     it = iter(puts)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -143,6 +152,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def progress(message: str) -> None:
+    """Print `message` to stderr as one `benchload:` progress line."""
     print(f"benchload: {message}", file=sys.stderr, flush=True)
 
 
@@ -154,7 +164,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the process's peak resident set size."""
+    """The peak resident set size (VmHWM) of process `pid`, in MB."""
     return status_mb(pid, "VmHWM")
 
 
@@ -229,9 +239,11 @@ class Daemon:
         self.poll = poll  # seconds between two scrapes while waiting for a catch-up
 
     async def metrics(self) -> dict[str, float]:
+        """One scrape of the daemon's /metrics (unlabelled samples), off the event loop."""
         return await asyncio.to_thread(scrape, self.metrics_url)
 
     async def model_states(self) -> dict[bytes, bytes]:
+        """Every model state key in etcd now, with its value."""
         _, listing = await self.client.snapshot([self.fleet.layout.model_states], page_size=10_000)
         return {kv.key: kv.value for kv in next(iter(listing.values()))}
 
@@ -460,6 +472,54 @@ async def phase_steps(daemon: Daemon, args: argparse.Namespace) -> dict[str, Any
     }
 
 
+class _Arrivals:
+    """When each update's container put returned and its model state arrived on a watch, on
+    this process's clock, and each put's own commit time."""
+
+    def __init__(self, fleet: Fleet, updates: list[tuple[int, Put]], expected: dict[bytes, bytes]):
+        self.fleet, self.updates, self.expected = fleet, updates, expected
+        self.put_at: dict[bytes, float] = {}
+        self.seen_at: dict[bytes, float] = {}
+        self.commits: list[float] = []  # each container put's send to answer (ms)
+        self.created = asyncio.Event()  # so the watch's creation is not counted as latency
+
+    def on_put(self, i: int, sent: float, at: float) -> None:
+        """`offer`'s callback: update i's put, sent at `sent`, was answered at `at`."""
+        self.put_at[self.fleet.model_state_key(self.updates[i][0])] = at
+        self.commits.append((at - sent) * 1e3)
+
+    async def watch(self, stream: AsyncGenerator[WatchBatch, None]) -> None:
+        """Note each expected state's first arrival; returns once all of them arrived."""
+        async for batch in stream:
+            at = time.perf_counter()
+            self.created.set()
+            for ev in batch.events:
+                if ev.value is not None and self.expected.get(ev.key) == ev.value:
+                    self.seen_at.setdefault(ev.key, at)
+            if len(self.seen_at) == len(self.updates):
+                return
+
+    def summary(self, rate: float) -> dict[str, Any]:
+        """Latency percentiles beside etcd's own commit times; raises when nothing arrived."""
+        seen, put = self.seen_at, self.put_at
+        latencies = [(seen[k] - put[k]) * 1e3 for k in seen if k in put]
+        if not latencies:
+            raise RuntimeError("no model state change arrived")
+        return {
+            "rate": rate,
+            "samples": len(latencies),
+            "missing": len(self.updates) - len(latencies),
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies),
+            # etcd's own commit time under the same load: the daemon's write is one such
+            # commit, so these bound from below what the latency can be on this etcd.
+            "commit_p50_ms": percentile(self.commits, 50),
+            "commit_p99_ms": percentile(self.commits, 99),
+            "commit_max_ms": max(self.commits),
+        }
+
+
 async def phase_latency(daemon: Daemon, args: argparse.Namespace) -> dict[str, Any]:
     """Container put returned → the model state it changes arrives on a watch, per model."""
     fleet, client = daemon.fleet, daemon.client
@@ -467,31 +527,13 @@ async def phase_latency(daemon: Daemon, args: argparse.Namespace) -> dict[str, A
     toggler = Toggler(fleet, await daemon.model_states())
     n = min(round(args.rate * args.seconds), fleet.models)  # each model changes once
     updates = toggler.take(n)
-    put_at: dict[bytes, float] = {}
-    seen_at: dict[bytes, float] = {}
-    commits: list[float] = []  # each container put's own commit time, send to answer (ms)
-    expected = toggler.expected
-
-    def on_put(i: int, sent: float, at: float) -> None:
-        put_at[fleet.model_state_key(updates[i][0])] = at
-        commits.append((at - sent) * 1e3)
-
-    async def watch(stream: AsyncGenerator[WatchBatch, None]) -> None:
-        async for batch in stream:
-            at = time.perf_counter()
-            created.set()
-            for ev in batch.events:
-                if ev.value is not None and expected.get(ev.key) == ev.value:
-                    seen_at.setdefault(ev.key, at)
-            if len(seen_at) == n:
-                return
-
-    created = asyncio.Event()  # so the watch's creation is not counted as latency
+    arrivals = _Arrivals(fleet, updates, toggler.expected)
     stream = client.watch({fleet.layout.model_states: await client.revision() + 1}, 60.0)
-    watcher = asyncio.create_task(watch(stream))
+    watcher = asyncio.create_task(arrivals.watch(stream))
     try:
-        await asyncio.wait_for(created.wait(), args.timeout)
-        await offer(client, ([put] for _, put in updates), args.rate, args.inflight, on_put)
+        await asyncio.wait_for(arrivals.created.wait(), args.timeout)
+        puts = ([put] for _, put in updates)
+        await offer(client, puts, args.rate, args.inflight, arrivals.on_put)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(args.timeout):
                 await watcher  # ends once every expected state arrived
@@ -499,22 +541,7 @@ async def phase_latency(daemon: Daemon, args: argparse.Namespace) -> dict[str, A
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await stream.aclose()
-    latencies = [(seen_at[k] - put_at[k]) * 1e3 for k in seen_at if k in put_at]
-    if not latencies:
-        raise RuntimeError("no model state change arrived")
-    result = {
-        "rate": args.rate,
-        "samples": len(latencies),
-        "missing": n - len(latencies),
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-        "max_ms": max(latencies),
-        # etcd's own commit time under the same load: the daemon's write is one such commit,
-        # so these bound from below what the latency can be on this etcd.
-        "commit_p50_ms": percentile(commits, 50),
-        "commit_p99_ms": percentile(commits, 99),
-        "commit_max_ms": max(commits),
-    }
+    result = arrivals.summary(args.rate)
     progress(
         f"latency at {args.rate}/s: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms"
         f" (etcd's own commits: p99 {result['commit_p99_ms']:.1f} ms)"
@@ -609,6 +636,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the phase `argv` names and print its result as one JSON line; 0 when it ran."""
     args = _parser().parse_args(argv)
     print(json.dumps(asyncio.run(_main(args))), flush=True)
     return 0

@@ -40,6 +40,7 @@ class Burst:
 
     @property
     def full(self) -> bool:
+        """Whether every call of the burst was answered OK."""
         return set(self.outcomes) <= {"ok"}
 
 

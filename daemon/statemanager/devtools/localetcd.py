@@ -41,12 +41,14 @@ def find_etcd() -> str:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (another process may take it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 def port_open(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port` (within 0.2 s)."""
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -82,14 +84,18 @@ class LocalEtcd:
 
     @property
     def endpoint(self) -> str:
+        """The client URL etcd listens on (https when started with TLS)."""
         scheme = "https" if self.tls else "http"
         return f"{scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
+        """The peer URL etcd listens on."""
         return f"http://127.0.0.1:{self.peer_port}"
 
     def start(self, timeout: float = 30.0, wait: bool = True) -> None:
+        """Start the etcd process; with `wait`, return once it answers requests (raises
+        RuntimeError when it exits or does not answer within `timeout` seconds)."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         tls_args: list[str] = []
         if self.tls is not None:
@@ -124,6 +130,8 @@ class LocalEtcd:
             self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Return once etcd answers requests; RuntimeError when it exits or stays silent for
+        `timeout` seconds."""
         asyncio.run(self._wait_ready(time.monotonic() + timeout, timeout))
 
     async def _wait_ready(self, deadline: float, waited: float) -> None:
@@ -163,7 +171,7 @@ class LocalEtcd:
         return done.stdout
 
     def stop(self) -> None:
-        """SIGTERM and wait; SIGKILL if it does not exit in 10 s."""
+        """Stop the etcd process: SIGTERM and wait; SIGKILL if it does not exit in 10 s."""
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -177,6 +185,7 @@ class LocalEtcd:
         self.process = None
 
     def kill(self) -> None:
+        """End the etcd process at once (SIGKILL), as a crash would; its data dir stays."""
         if self.process is not None:
             self.process.kill()
             self.process.wait()

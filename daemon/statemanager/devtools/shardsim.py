@@ -38,6 +38,7 @@ def owner(partition: int, members: Sequence[str]) -> str:
 
 
 def assignment(partitions: int, members: Sequence[str]) -> dict[int, str]:
+    """The owner of each partition among `members` (rendezvous hashing)."""
     return {p: owner(p, members) for p in range(partitions)}
 
 
@@ -72,6 +73,8 @@ def costs_from_bench(path: Path) -> Costs:
 
 @dataclass(frozen=True)
 class Figures:
+    """What one sharded layout would give, as `simulate` computes it."""
+
     daemons: int
     busiest_share: float  # the busiest daemon's share of all packages
     change_per_s: float  # change events/s before the busiest daemon's CPU is saturated
@@ -84,6 +87,8 @@ def simulate(
     daemons: int, costs: Costs, packages: int = 50_000, containers: int = 1_000_000,
     partitions: int = 256,
 ) -> Figures:  # fmt: skip
+    """The figures of `daemons` daemons sharing `packages` packages over `partitions`
+    partitions, at `costs`."""
     members = [f"statemanager-{i}" for i in range(daemons)]
     owners = assignment(partitions, members)
     per_partition = Counter(partition_of(f"p{k:06d}", partitions) for k in range(packages))
@@ -115,6 +120,7 @@ def simulate(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Print the sharding figures for 1, 2, 4 and 8 daemons; 0 always."""
     parser = argparse.ArgumentParser(prog="python -m statemanager.devtools.shardsim")
     parser.add_argument("--bench", type=Path, help="a `statemanager bench --json` result")
     parser.add_argument("--containers", type=int, default=1_000_000)

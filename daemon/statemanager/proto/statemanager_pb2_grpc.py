@@ -54,6 +54,36 @@ class StateManagerConnectionStub:
                 request_serializer=statemanager_dot_proto_dot_statemanager__pb2.ContainerList.SerializeToString,
                 response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.SendContainerListResponse.FromString,
                 _registered_method=True)
+        self.GetResourceState = channel.unary_unary(
+                '/statemanager.StateManagerConnection/GetResourceState',
+                request_serializer=statemanager_dot_proto_dot_statemanager__pb2.ResourceStateRequest.SerializeToString,
+                response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.ResourceStateResponse.FromString,
+                _registered_method=True)
+        self.GetResourceStateHistory = channel.unary_unary(
+                '/statemanager.StateManagerConnection/GetResourceStateHistory',
+                request_serializer=statemanager_dot_proto_dot_statemanager__pb2.ResourceStateHistoryRequest.SerializeToString,
+                response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.ResourceStateHistoryResponse.FromString,
+                _registered_method=True)
+        self.ListResourcesByState = channel.unary_unary(
+                '/statemanager.StateManagerConnection/ListResourcesByState',
+                request_serializer=statemanager_dot_proto_dot_statemanager__pb2.ListResourcesByStateRequest.SerializeToString,
+                response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.ListResourcesByStateResponse.FromString,
+                _registered_method=True)
+        self.ForceSynchronization = channel.unary_unary(
+                '/statemanager.StateManagerConnection/ForceSynchronization',
+                request_serializer=statemanager_dot_proto_dot_statemanager__pb2.ForceSynchronizationRequest.SerializeToString,
+                response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.StateChangeResponse.FromString,
+                _registered_method=True)
+        self.GetRecoveryStatus = channel.unary_unary(
+                '/statemanager.StateManagerConnection/GetRecoveryStatus',
+                request_serializer=statemanager_dot_proto_dot_statemanager__pb2.RecoveryStatusRequest.SerializeToString,
+                response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.RecoveryStatusResponse.FromString,
+                _registered_method=True)
+        self.SubscribeToStateChanges = channel.unary_stream(
+                '/statemanager.StateManagerConnection/SubscribeToStateChanges',
+                request_serializer=statemanager_dot_proto_dot_statemanager__pb2.StateChangeSubscriptionRequest.SerializeToString,
+                response_deserializer=statemanager_dot_proto_dot_statemanager__pb2.StateChangeEvent.FromString,
+                _registered_method=True)
 
 
 class StateManagerConnectionServicer:
@@ -85,6 +115,45 @@ class StateManagerConnectionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetResourceState(self, request, context):
+        """The queries Pullpiri's file plans and leaves commented out, with its messages and field
+        numbers (README.md, "Asking the daemon"; fields with no meaning here: docs/contract.md,
+        Queries). Any daemon answers, leader or follower.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResourceStateHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResourcesByState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForceSynchronization(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRecoveryStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeToStateChanges(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateManagerConnectionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +176,36 @@ def add_StateManagerConnectionServicer_to_server(servicer, server):
                     servicer.SendChangedContainerList,
                     request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.ContainerList.FromString,
                     response_serializer=statemanager_dot_proto_dot_statemanager__pb2.SendContainerListResponse.SerializeToString,
+            ),
+            'GetResourceState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResourceState,
+                    request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.ResourceStateRequest.FromString,
+                    response_serializer=statemanager_dot_proto_dot_statemanager__pb2.ResourceStateResponse.SerializeToString,
+            ),
+            'GetResourceStateHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResourceStateHistory,
+                    request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.ResourceStateHistoryRequest.FromString,
+                    response_serializer=statemanager_dot_proto_dot_statemanager__pb2.ResourceStateHistoryResponse.SerializeToString,
+            ),
+            'ListResourcesByState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResourcesByState,
+                    request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.ListResourcesByStateRequest.FromString,
+                    response_serializer=statemanager_dot_proto_dot_statemanager__pb2.ListResourcesByStateResponse.SerializeToString,
+            ),
+            'ForceSynchronization': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForceSynchronization,
+                    request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.ForceSynchronizationRequest.FromString,
+                    response_serializer=statemanager_dot_proto_dot_statemanager__pb2.StateChangeResponse.SerializeToString,
+            ),
+            'GetRecoveryStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecoveryStatus,
+                    request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.RecoveryStatusRequest.FromString,
+                    response_serializer=statemanager_dot_proto_dot_statemanager__pb2.RecoveryStatusResponse.SerializeToString,
+            ),
+            'SubscribeToStateChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeToStateChanges,
+                    request_deserializer=statemanager_dot_proto_dot_statemanager__pb2.StateChangeSubscriptionRequest.FromString,
+                    response_serializer=statemanager_dot_proto_dot_statemanager__pb2.StateChangeEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +316,168 @@ class StateManagerConnection:
             '/statemanager.StateManagerConnection/SendChangedContainerList',
             statemanager_dot_proto_dot_statemanager__pb2.ContainerList.SerializeToString,
             statemanager_dot_proto_dot_statemanager__pb2.SendContainerListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResourceState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statemanager.StateManagerConnection/GetResourceState',
+            statemanager_dot_proto_dot_statemanager__pb2.ResourceStateRequest.SerializeToString,
+            statemanager_dot_proto_dot_statemanager__pb2.ResourceStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResourceStateHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statemanager.StateManagerConnection/GetResourceStateHistory',
+            statemanager_dot_proto_dot_statemanager__pb2.ResourceStateHistoryRequest.SerializeToString,
+            statemanager_dot_proto_dot_statemanager__pb2.ResourceStateHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResourcesByState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statemanager.StateManagerConnection/ListResourcesByState',
+            statemanager_dot_proto_dot_statemanager__pb2.ListResourcesByStateRequest.SerializeToString,
+            statemanager_dot_proto_dot_statemanager__pb2.ListResourcesByStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForceSynchronization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statemanager.StateManagerConnection/ForceSynchronization',
+            statemanager_dot_proto_dot_statemanager__pb2.ForceSynchronizationRequest.SerializeToString,
+            statemanager_dot_proto_dot_statemanager__pb2.StateChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecoveryStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statemanager.StateManagerConnection/GetRecoveryStatus',
+            statemanager_dot_proto_dot_statemanager__pb2.RecoveryStatusRequest.SerializeToString,
+            statemanager_dot_proto_dot_statemanager__pb2.RecoveryStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeToStateChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/statemanager.StateManagerConnection/SubscribeToStateChanges',
+            statemanager_dot_proto_dot_statemanager__pb2.StateChangeSubscriptionRequest.SerializeToString,
+            statemanager_dot_proto_dot_statemanager__pb2.StateChangeEvent.FromString,
             options,
             channel_credentials,
             insecure,

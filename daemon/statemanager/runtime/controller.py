@@ -84,6 +84,11 @@ class Controller:
         # relist); held by the worker around each batch it plans and writes.
         self._whole = asyncio.Event()
         self._planning = asyncio.Lock()
+        # Clear while the leader's worker has work queued or in hand: what can wait (the streams
+        # of transitions to subscribers) waits for it (`rested`), so it never slows a change.
+        self._resting = asyncio.Event()
+        self._resting.set()
+        self._leading = False  # the worker holds a fence (a follower's queued keys wait)
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -153,6 +158,8 @@ class Controller:
                 self._causes[key] = revision
             self._seen_at.setdefault(key, now)
             self._queue.add(key)
+        if keys and self._leading:
+            self._resting.clear()
 
     def _report(self, reports: Sequence[Report]) -> None:
         for r in reports:
@@ -188,7 +195,10 @@ class Controller:
         """Process dirty keys while this daemon leads; a follower's keys wait in the queue
         (deduplicated, so bounded by the number of models and packages)."""
         while True:
+            self._leading = False
+            self._resting.set()  # a follower's queued keys wait: nothing to make way for
             fence = await leadership.wait_leader()
+            self._leading = True
             # A batch taken from a part-applied listing would hold keys its end marks again.
             await self._whole.wait()
             keys = await self._queue.get_batch(BATCH_KEYS)
@@ -197,10 +207,17 @@ class Controller:
                     await self._whole.wait()
                     async with self._planning:
                         if self._whole.is_set():
+                            self._resting.clear()
                             await self._process(keys, fence, leadership)
                             break
             finally:
                 self._queue.done(keys)
+                if not self._queue:  # nothing more ready to take (retries come later)
+                    self._resting.set()
+
+    async def rested(self) -> None:
+        """Return once the worker has no work queued or in hand (at once on a follower)."""
+        await self._resting.wait()
 
     def confirm(self, key: WorkKey) -> None:
         """Someone asserted `key`'s state (gRPC StateChange): make sure etcd holds it."""

@@ -41,8 +41,10 @@ log = structlog.get_logger("statemanager.election")
 # renewal, which starts the watch again. A stream that only goes silent (a half-open
 # connection while renewals still succeed) would leave a follower waiting forever for a dead
 # leader's key to go: progress notifications are asked for, and silence past the limit counts
-# as a broken watch (the candidates are read again).
-WATCH_PROGRESS_SECONDS = 5.0
+# as a broken watch (the candidates are read again). A progress answer costs the daemon about
+# 1 ms of CPU (docs/design.md, Periodic wake-ups): every 10 s, a silent stream is found within
+# 30 s, in a fault that renewals on the same connection survive.
+WATCH_PROGRESS_SECONDS = 10.0
 WATCH_SILENCE_SECONDS = 3 * WATCH_PROGRESS_SECONDS
 
 

@@ -28,7 +28,7 @@ class Health:
         self._refused_at = 0.0
 
     def beat(self) -> None:
-        """Called by a task on the event loop every second: proves the loop is not stuck."""
+        """Called by a task on the event loop every few seconds: proves the loop is not stuck."""
         self._beat = self._clock()
 
     def synced(self) -> None:

@@ -207,6 +207,15 @@ class Metrics:
             "conflict, unavailable).",
             ("result",),
         )
+        # SubscribeToStateChanges (runtime/feed.py).
+        self.subscribers = self._gauge(
+            "subscribers", "Streams of SubscribeToStateChanges open on this daemon."
+        )
+        self.subscribers_cut_off = self._counter(
+            "subscribers_cut_off",
+            "Subscribers cut off because their buffer of transitions overflowed (they resume "
+            "from the revision the stream's end names).",
+        )
         # The daemon itself.
         self.records_unknown_format = self._counter(
             "records_unknown_format",

@@ -134,11 +134,25 @@ class Watcher:
         # Per prefix, the newest revision whose events have all been applied.
         self._delivered: dict[str, int] = {}
         self._term = 0  # the highest raft term etcd has answered with
+        # Relists asked for (`resync`), each told the revision of the first listing begun
+        # after it was asked; and the wait for the next batch, cut short by such an ask.
+        self._resyncs: list[asyncio.Future[int]] = []
+        self._waiting: asyncio.Timeout | None = None
 
     def applied(self, prefix: str) -> int:
         """The newest revision up to which every event under `prefix` is in the index (0 before
         the first listing)."""
         return self._delivered.get(prefix, 0)
+
+    def resync(self) -> asyncio.Future[int]:
+        """Relist now rather than at the next periodic resync (ForceSynchronization): the
+        future gets the revision of the first listing begun after this call, once the
+        controller has it (every key queued for evaluation)."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._resyncs.append(done)
+        if self._waiting is not None:
+            self._waiting.reschedule(asyncio.get_running_loop().time())
+        return done
 
     async def run(self) -> None:
         """Run lists etcd, then follows its watch, until cancelled; nothing etcd answers ends
@@ -150,22 +164,32 @@ class Watcher:
                     resync_at = await self._list()
                 await self._follow(resync_at)
                 self._metrics.watch_restarts.labels("resync").inc()
-                log.info("resync_due")
+                log.info("resync_due", asked=len(self._resyncs))
                 resync_at = None
             except (Compacted, HistoryReplaced, EtcdUnavailable, EtcdError) as exc:
                 if await self._recover(exc, listed=resync_at is not None):
                     resync_at = None  # relist; the controller diffs, deletions included
 
     async def _list(self) -> float:
-        """List every prefix into the sink, at one revision; returns when a resync is due."""
-        with _no_full_collections():
-            async with contextlib.aclosing(self._client.pages(self._prefixes)) as pages:
-                revision = await self._sink.load(pages, self._delivered)
+        """List every prefix into the sink, at one revision; returns when a resync is due.
+        Whoever asked for a relist before it began (`resync`) is told its revision; one that
+        fails leaves them to the next."""
+        asked, self._resyncs = self._resyncs, []
+        try:
+            with _no_full_collections():
+                async with contextlib.aclosing(self._client.pages(self._prefixes)) as pages:
+                    revision = await self._sink.load(pages, self._delivered)
+        except BaseException:
+            self._resyncs[:0] = asked
+            raise
         self._delivered = dict.fromkeys(self._prefixes, revision)
         self._metrics.last_revision.set(revision)
         self._health.watching(revision)
         log.info("listed", revision=revision)
         self._on_listed(revision)
+        for done in asked:
+            if not done.done():
+                done.set_result(revision)
         # Jitter keeps a fleet of daemons from relisting in step.
         jitter = random.uniform(0.8, 1.2)
         return asyncio.get_running_loop().time() + self._resync_interval * jitter
@@ -255,19 +279,22 @@ class Watcher:
     async def _next(
         self, stream: AsyncGenerator[WatchBatch, None], resync_at: float
     ) -> WatchBatch | None:
-        """The stream's next batch; None when the resync comes due first. Raises SilentWatch
-        when neither events nor progress came within the silence limit."""
+        """The stream's next batch; None when a relist comes due first (the periodic resync,
+        or one asked for by `resync`, which cuts the wait short). Raises SilentWatch when
+        neither events nor progress came within the silence limit."""
         loop = asyncio.get_running_loop()
         budget = min(self._silence_limit, resync_at - loop.time())
-        if budget <= 0:
+        if budget <= 0 or self._resyncs:
             return None
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout(budget) as self._waiting:
                 return await anext(stream)
         except TimeoutError:
-            if loop.time() >= resync_at:
+            if self._resyncs or loop.time() >= resync_at:
                 return None
             raise SilentWatch(f"no events or progress for {self._silence_limit:g} s") from None
+        finally:
+            self._waiting = None
 
     def _apply(self, prefix: str, batch: WatchBatch) -> None:
         self._health.watching(batch.revision)

@@ -1,0 +1,95 @@
+"""The trigger feed on its own (runtime/triggerfeed.py): it holds the triggers in etcd as its
+watch last saw them, a newer trigger replacing an older one, and the sender's `forget` never
+drops the newer one; once it stops, the gauges read zero."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from statemanager.core.ports import Fence
+from statemanager.core.triggers import Trigger, encode, trigger_key
+from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.outage import Outage
+from statemanager.runtime.records import LaterFormats
+from statemanager.runtime.triggerfeed import TriggerFeed
+
+from support.memetcd import MemEtcd
+from support.runtime import LAYOUT, until
+
+pytestmark = pytest.mark.looptime
+
+FENCE = Fence(b"leader-key", 1)
+
+
+def _put_trigger(mem: MemEtcd, package: str, transition_id: str) -> int:
+    """Write `package`'s trigger as the writer does; its revision."""
+    record = encode(Trigger(package, transition_id, 0))
+    return mem.put_now(trigger_key(LAYOUT, package), record)
+
+
+def _gauge(metrics: Metrics) -> float:
+    sample = metrics.registry.get_sample_value("statemanager_reconcile_pending_triggers")
+    return sample or 0.0
+
+
+@asynccontextmanager
+async def _following(mem: MemEtcd, metrics: Metrics) -> AsyncIterator[TriggerFeed]:
+    feed = TriggerFeed(
+        store=mem,
+        layout=LAYOUT,
+        metrics=metrics,
+        outage=Outage(),
+        later_formats=LaterFormats(metrics),
+        max_backoff=2.0,
+        silence_limit=3.0,
+    )
+    task = asyncio.create_task(feed.follow(FENCE))
+    try:
+        yield feed
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _revisions(feed: TriggerFeed) -> list[tuple[str, int]]:
+    return [(t.package, t.revision) for t, _ in feed.pending()]
+
+
+async def test_the_feed_holds_etcds_triggers_as_they_come_and_go() -> None:
+    """A listed trigger, one written later and a newer one for the same package are pending at
+    their revisions; a deleted one is no longer; the gauge follows, and reads 0 once stopped."""
+    mem, metrics = MemEtcd(), Metrics()
+    listed = _put_trigger(mem, "a", "t1")
+    async with _following(mem, metrics) as feed:
+        await until(lambda: _revisions(feed) == [("a", listed)])
+        written = _put_trigger(mem, "b", "t2")
+        await until(lambda: _revisions(feed) == [("a", listed), ("b", written)])
+        newer = _put_trigger(mem, "a", "t3")
+        await until(lambda: _revisions(feed) == [("a", newer), ("b", written)])
+        assert [p.trigger.transition_id for p in feed.due()] == ["t3", "t2"]
+        mem.delete_now(trigger_key(LAYOUT, "b"))
+        await until(lambda: _revisions(feed) == [("a", newer)])
+        assert _gauge(metrics) == 1
+    assert _gauge(metrics) == 0
+
+
+async def test_forget_drops_the_entry_it_is_given_never_its_replacement() -> None:
+    """The sender forgets a trigger it removed; one replaced meanwhile by a newer trigger for
+    its package leaves the newer one pending."""
+    mem, metrics = MemEtcd(), Metrics()
+    first = _put_trigger(mem, "a", "t1")
+    async with _following(mem, metrics) as feed:
+        await until(lambda: _revisions(feed) == [("a", first)])
+        [old] = feed.due()
+        newer = _put_trigger(mem, "a", "t2")
+        await until(lambda: _revisions(feed) == [("a", newer)])
+        feed.forget(old)
+        assert _revisions(feed) == [("a", newer)]
+        [current] = feed.due()
+        feed.forget(current)
+        assert feed.pending() == []
+        assert _gauge(metrics) == 0
