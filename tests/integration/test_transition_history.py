@@ -117,21 +117,8 @@ async def test_a_foreign_key_under_the_history_prefix_is_reported(
     the daemon goes on recording from the right generation and leaves the key alone."""
     foreign = f"{history_prefix(etcd.layout)}package/pay/zzz"
     await etcd.put(foreign, "not a record")
-    await etcd.container("a1", "running", "pay.a")
-    await models_running(etcd, "pay.a")
-    await etcd.package("pay", ["pay.a"])
-
-    async def running() -> bool:
-        return await etcd.package_state("pay") == "Running"
-
-    await eventually(running)
+    await flip(etcd, 2)  # Running, then Error
     assert 'statemanager_invalid_inputs_total{kind="history_key"} 1.0' in daemon.scrape()
-    await etcd.container("a1", "dead", "pay.a")
-
-    async def error() -> bool:
-        return await etcd.package_state("pay") == "Error"
-
-    await eventually(error)
     assert await etcd.get(foreign) == "not a record"
     await etcd.delete(foreign)
     history = (await records(etcd))[WorkKey(Resource.PACKAGE, "pay")]
@@ -143,20 +130,7 @@ async def test_the_history_command(etcd: Etcd, daemon: Daemon, etcd_endpoint: st
     """`statemanager history NAME`: the records oldest first, as text and as
     statemanager.history/v1; exit 1 for a name without history, 2 for a bad --since; `status`
     shows how long each state has been held, from the newest record."""
-    await etcd.container("a1", "running", "pay.a")
-    await models_running(etcd, "pay.a")
-    await etcd.package("pay", ["pay.a"])
-
-    async def running() -> bool:
-        return await etcd.package_state("pay") == "Running"
-
-    await eventually(running)
-    await etcd.container("a1", "dead", "pay.a")
-
-    async def error() -> bool:
-        return await etcd.package_state("pay") == "Error"
-
-    await eventually(error)
+    await flip(etcd, 2)  # Running, then Error
     text = cli(["history", "pay"], etcd_endpoint, etcd.layout)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
