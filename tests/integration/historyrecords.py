@@ -21,9 +21,10 @@ async def record(
     from_state: str | None = None,
     timestamp_ns: int | None = None,
     reason_bytes: int = 0,
+    correction: bool = False,
 ) -> int:
-    """Write `name`'s `generation`-th transition (its reason padded to `reason_bytes`); the
-    revision it was committed at."""
+    """Write `name`'s `generation`-th transition (its reason padded to `reason_bytes`; a
+    correction's record with `correction`); the revision it was committed at."""
     t = Transition(
         transition_id=f"t-{name}-{generation}",
         resource=resource,
@@ -36,6 +37,7 @@ async def record(
         cause_revision=0,
         revision=0,
         caused_by=None,
+        correction=correction,
     )
     key = history_key(etcd.layout, WorkKey(resource, name), generation)
     return await etcd.put(key, encode(t))

@@ -227,7 +227,8 @@ async def test_status_json_follows_its_schema(
     etcd: Etcd, etcd_endpoint: str, layout: KeyLayout, daemon_factory: DaemonMaker
 ) -> None:
     """`status --output json` is one JSON document, schema statemanager.status/v1: packages
-    with the models shown, models with state, rule, reason, written value and containers."""
+    with the models shown, models with state, rule, reason, written value, when it was
+    written and containers."""
     await _shop_and_billing(etcd)
     d = daemon_factory()
     d.env["STATEMANAGER_HA_NODE_NAME"] = "node-json"
@@ -240,17 +241,20 @@ async def test_status_json_follows_its_schema(
     assert doc["schema"] == "statemanager.status/v1"
     assert doc["leader"] == "node-json"
     assert isinstance(doc["revision"], int) and doc["revision"] > 0
+    written_at = {p.pop("changed_at") for p in doc["packages"]}  # the state write's moment
     assert doc["packages"] == [
         {"name": "shop", "state": "Degraded", "rule": "P3", "reason": "1 of 2 models Failed",
          "written": "Degraded", "models": ["web", "db"]},
     ]  # fmt: skip
     assert [m["name"] for m in doc["models"]] == ["db", "web"]
     db = doc["models"][0]
+    written_at.add(db.pop("changed_at"))
     assert db == {
         "name": "db", "state": "Failed", "rule": "M2", "reason": "1 of 1 containers dead",
         "written": "Failed", "packages": ["shop"],
         "containers": [{"id": "d1", "status": "exited", "class": "dead"}],
     }  # fmt: skip
+    assert len(written_at) == 1 and written_at.pop().endswith("Z")  # one transaction
     assert doc["not_found"] == [] and doc["problems"] == []
 
     await etcd.put(layout.containers + "junk", "{not json")

@@ -5,6 +5,7 @@ faults: test_etcd_cluster.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,7 +71,11 @@ async def test_daemon_over_tls(
 
         async def written() -> bool:
             result = cli(["status"], tls_etcd.endpoint, layout, **env)
-            return "package pay: Error (P2, all 1 models Failed)" in result.stdout
+            # "Error for 2s": the state's age, read from its history over TLS too
+            found = re.search(
+                r"package pay: Error for \d+s \(P2, all 1 models Failed\)", result.stdout
+            )
+            return found is not None
 
         await eventually(written, 15, "the Error state, read back over TLS")
     finally:

@@ -53,6 +53,9 @@ class Client(Protocol):
     async def header(self) -> Any: ...
     async def delete(self, key: bytes) -> None: ...
     async def list_prefix(self, prefix: str) -> Any: ...
+    async def newest(
+        self, ranges: Sequence[tuple[bytes, bytes]], limit: int = ..., keys_only: bool = ...
+    ) -> Any: ...
     def watch(self, starts: Mapping[str, int], progress_every: float) -> Any: ...
 
 
@@ -328,6 +331,12 @@ async def _adapter_calls(d: Driver, note: Note) -> None:
     await c.delete(b"g")  # absent: no new revision
     note("after deletes", (await c.revision(), await c.get(b"g")))
     note("list_prefix", await c.list_prefix("p/"))
+    ranges = [(b"p/", b"p0"), (b"a", b"b"), (b"none/", b"none0")]
+    note("newest", await c.newest(ranges))
+    note("newest 2 keys only", await c.newest(ranges, 2, keys_only=True))
+    note("newest all", await c.newest([(b"p/", b"p0")], 0))
+    note("range delete", await c.txn([], [Delete(b"p/1", b"p/3")]))
+    note("after range delete", await c.newest([(b"p/", b"p0")], 0))
     lease = await c.grant_lease(30)
     created = await c.create_if_absent(b"L/one", b"node-1", lease)
     note("create_if_absent", created)

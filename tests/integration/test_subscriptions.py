@@ -159,3 +159,19 @@ async def test_a_subscription_resumes_after_a_revision(
     assert await revisions(resumed, 2) == written[1:]
     newer = await record(etcd, Resource.PACKAGE, "re", 4, "Running")
     assert await revisions(resumed, 1) == [newer]
+
+
+async def test_a_correction_is_recorded_but_not_streamed(
+    etcd: Etcd, daemon_factory: DaemonMaker, stub_for: Callable[[int], Stub]
+) -> None:
+    """A correction's history record (a state put back after someone else's write) is no
+    transition: the stream skips it and goes on with the next transition."""
+    daemon = daemon_factory()
+    port = serving(daemon)
+    daemon.start()
+    await daemon.wait_synced()
+    call, _ = await subscribed(stub_for(port))
+    await record(etcd, Resource.PACKAGE, "fix", 1, "Error", "Running", correction=True)
+    transition = await record(etcd, Resource.PACKAGE, "fix", 2, "Running", "Error")
+    assert await revisions(call, 1) == [transition]
+    call.cancel()

@@ -31,18 +31,15 @@ async def test_an_error_write_landed_unheard_then_overwritten_is_put_back_as_a_c
     assert len(puts) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: nothing left in etcd shows the write landed once its trigger was delivered",
-)
 async def test_an_error_write_landed_unheard_delivered_then_overwritten_records_no_second_trigger() -> (
     None
 ):
     """As above, but the trigger is delivered and removed before the retry (the sender
     watches etcd, so it can see the write the writer never heard of): neither the keys nor a
-    trigger record show the write landed, and putting Error back records a second trigger.
-    Found by the simulator's swarm schedules (an Error write with every answer lost, its
-    echo lost, its trigger delivered, the package overwritten)."""
+    trigger record show the write landed, but its history record, naming its transition, does:
+    putting Error back is a correction and records no second trigger. Found by the
+    simulator's swarm schedules (an Error write with every answer lost, its echo lost, its
+    trigger delivered, the package overwritten)."""
     mem = MemEtcd()
     async with synced_then_deaf(mem) as rt:
         revision = container(mem, "c1", "m", "dead")

@@ -20,7 +20,12 @@ path, called in process), then stops the faults and checks the invariants:
 - no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down,
   and no daemon sends `MAX_REQUESTS_PER_INSTANT` requests without virtual time passing;
 - no task of a daemon ends but by its stop; the service answers every list (an abort with a
-  status code is an answer; an exception escaping it is not).
+  status code is an answer; an exception escaping it is not);
+- history: every transition a writer reports committed has exactly one record, put in its
+  transaction; every record is put by one transition (twice only by a retry that landed
+  twice), at a write of its resource's state key from the record's `from` to its `to`; a resource's records are in generation order at
+  rising revisions with no generation skipped; and the newest one's `to` is the state etcd
+  holds, unless someone else wrote that key last.
 
 A daemon "paused" has each etcd request it sends held until the pause ends (then applied): a
 process stopped past its lease, whose last request reaches etcd late. When etcd's history is
@@ -49,7 +54,8 @@ import structlog
 from simulation import oracle
 from statemanager.adapters.etcd import prefix_end
 from statemanager.adapters.stateservice import StateService
-from statemanager.core.keys import Kind
+from statemanager.core.history import Transition, decode, history_prefix, parse_history_key
+from statemanager.core.keys import Kind, WorkKey
 from statemanager.core.ports import (
     Delete,
     Fence,
@@ -474,6 +480,17 @@ class Daemon:
             metrics=_metrics(),
             clock=Clock(asyncio.get_running_loop()),
         )
+        writer = self.runtime.parts.controller._writer
+        commit = writer.commit
+
+        async def reported(*args: Any, **kwargs: Any) -> list[Transition] | None:
+            replaced = sim.mem.replaced
+            transitions = await commit(*args, **kwargs)
+            if sim.mem.replaced == replaced:  # else it may be of the history replaced
+                sim.committed += transitions or []
+            return transitions
+
+        writer.commit = reported  # type: ignore[method-assign]
         self.started = asyncio.create_task(self.runtime.__aenter__())
         # The listings it must have made before its index is of etcd's current history (one
         # more than it had made when that history replaced the one it followed).
@@ -546,6 +563,11 @@ class Simulation:
         # What happens right after the next committed state write: (fault, value) each.
         self._after_write: list[tuple[str, str | None]] = []
         self._judged = 0  # transactions in etcd's log judged by after_txn
+        # Transitions the writers reported committed, and where etcd's log of transactions
+        # begins for the current history (a restore reuses revisions, a wipe generations).
+        self.committed: list[Transition] = []
+        self._log_from = 0
+        self._committed_from = 0
         self._replaced_at = -REPLACE_AFTER  # loop time of the last replacement of history
 
     def fail(self, what: str) -> None:
@@ -839,6 +861,8 @@ class Simulation:
         Error and deliveries of the replaced history are set aside, and every package counts
         as disturbed until each running daemon has listed the new history."""
         self.mem.replace_history(snapshot)
+        self._log_from = len(self.mem.txn_log)
+        self._committed_from = len(self.committed)
         self._replaced_at = asyncio.get_running_loop().time()
         revision = self.mem.current_revision
         for name in SCENARIOS:  # what a restore keeps of a scenario's state is its new past
@@ -1162,6 +1186,60 @@ class Simulation:
         await asyncio.gather(*self._stopping)
         self._check_reconcile()
         self._check_scenarios()
+        self._check_history()
+
+    def _check_history(self) -> None:
+        """The history invariant (module docstring)."""
+        prefix = history_prefix(LAYOUT).encode()
+        runs: dict[WorkKey, list[tuple[int, Transition]]] = {}
+        for key, versions in self.mem._versions.items():
+            puts = [(rev, record) for rev, record in versions if record is not None]
+            if not key.startswith(prefix) or not puts:
+                continue
+            resource, generation = parse_history_key(LAYOUT, key.decode())
+            state_key = LAYOUT.state_key(resource).encode()
+            writes = {r: w.value.decode() if w else None for r, w in self.mem._versions[state_key]}
+            records = [decode(LAYOUT, key, record.value, rev) for rev, record in puts]
+            for found in records:
+                assert isinstance(found, Transition), found
+                before = self.mem._at(state_key, found.revision - 1)
+                if (
+                    writes.get(found.revision, "(no write)") != found.to_state
+                    or (before.value.decode() if before else None) != found.from_state
+                ):
+                    self.fail(f"history: {key.decode()} at {found.revision} is no write of it")
+            # Put again only by a retry of its transaction that landed twice (someone else had
+            # put the key its guard found back as it was).
+            if len({r.transition_id for r in records if isinstance(r, Transition)}) > 1:
+                self.fail(f"history: {key.decode()} put by {len(records)} transitions")
+            last = records[-1]
+            assert isinstance(last, Transition)
+            runs.setdefault(resource, []).append((generation, last))
+        daemon_writes = {
+            (r.revision, k)
+            for r in self.mem.txn_log[self._log_from :]
+            if r.succeeded
+            for k in r.written
+        }
+        for resource, run in runs.items():
+            run.sort(key=lambda g: g[0])
+            generations = [g for g, _ in run]
+            revisions = [t.revision for _, t in run]
+            if generations != list(range(generations[0], generations[0] + len(run))):
+                self.fail(f"history: {resource} has generations {generations}")
+            if revisions != sorted(set(revisions)):
+                self.fail(f"history: {resource}'s records out of order: {revisions}")
+            state_key = LAYOUT.state_key(resource).encode()
+            now = self.mem._latest(state_key)
+            last_write = self.mem._versions.get(state_key, [(0, None)])[-1][0]
+            value = now.value.decode() if now else None
+            if (last_write, state_key) in daemon_writes and run[-1][1].to_state != value:
+                self.fail(f"history: {resource} replays to {run[-1][1].to_state}, not {value}")
+        for t in self.committed[self._committed_from :]:
+            resource = WorkKey(t.resource, t.name)
+            records = [g for g, r in runs.get(resource, []) if r.transition_id == t.transition_id]
+            if len(records) != 1:
+                self.fail(f"history: {resource}'s transition {t.transition_id} in {len(records)}")
 
     def _check_scenarios(self) -> None:
         """Every accepted scenario change is stored exactly once, in the order accepted, and

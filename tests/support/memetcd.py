@@ -9,7 +9,7 @@ revision and then follow live changes, one response never splitting a revision.
 
 It offers the methods of `statemanager.adapters.etcd.EtcdClient` that the daemon's components use
 (snapshot, watch, txn, get, leases, create_if_absent, first_created, candidates, list_prefix,
-delete), with
+newest, delete), with
 the same result types and the same error families (`EtcdUnavailable`, `Compacted`,
 `EtcdError`), so Watcher, Controller/StateWriter, Election, ReconcileSender and StateService
 can be handed one. `tests/integration/test_memetcd_conformance.py` runs the same operations
@@ -624,6 +624,19 @@ class MemEtcd:
             fenced = not records or records[0].create_revision != fence.create_revision
             self.txn_log[-1] = dataclasses.replace(self.txn_log[-1], fenced=fenced)
         return TxnResult(False, result.revision, current, fenced)
+
+    async def newest(
+        self, ranges: Sequence[tuple[bytes, bytes]], limit: int = 1, keys_only: bool = False
+    ) -> list[list[KeyValue]]:
+        """etcd's Range sorted by key descending with `limit` (0: all), per range, at one
+        revision (`keys_only`: values empty)."""
+        await self._request()
+        found = []
+        for start, end in ranges:
+            records = self.range_now(start, end).records[::-1][: limit or None]
+            found.append([KeyValue(r.key, b"" if keys_only else r.value, r.mod_revision)
+                          for r in records])  # fmt: skip
+        return found
 
     async def delete(self, key: bytes) -> None:
         await self._request()

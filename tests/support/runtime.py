@@ -22,6 +22,7 @@ from statemanager.app.config import (
     EtcdSettings,
     GrpcSettings,
     HaSettings,
+    HistorySettings,
     InputSettings,
     LogSettings,
     MetricsSettings,
@@ -30,7 +31,8 @@ from statemanager.app.config import (
 )
 from statemanager.app.daemon import Parts, Store
 from statemanager.core import report
-from statemanager.core.keys import KeyLayout
+from statemanager.core.history import Transition, decode, history_range, parse_history_key
+from statemanager.core.keys import KeyLayout, Resource, WorkKey
 from statemanager.core.ports import Event, ReconcileOutcome
 from statemanager.core.triggers import trigger_key
 from statemanager.runtime.health import Health
@@ -60,7 +62,11 @@ class FakeActionController:
 
 
 def daemon_settings(
-    node: str = "node-a", ttl: int = 6, layout: KeyLayout = LAYOUT, silence_limit: float = 3.0
+    node: str = "node-a",
+    ttl: int = 6,
+    layout: KeyLayout = LAYOUT,
+    silence_limit: float = 3.0,
+    history: HistorySettings | None = None,
 ) -> Settings:
     """The daemon's settings as in-process tests run it: a short silence limit and reconcile
     backoff, a resync that never comes due in a test."""
@@ -75,6 +81,7 @@ def daemon_settings(
         ha=HaSettings(node_name=node, lease_ttl_seconds=ttl),
         log=LogSettings(),
         inputs=InputSettings(max_value_bytes=MAX_VALUE_BYTES),
+        history=history or HistorySettings(),
     )
 
 
@@ -112,13 +119,14 @@ class Runtime:
         actioncontroller: ReconcileClient | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] | None = None,
+        history: HistorySettings | None = None,
     ) -> None:
         self.mem = mem
         self.metrics = metrics or Metrics()
         self.actioncontroller = FakeActionController()
         self.parts = wire(
             mem,
-            daemon_settings(node, ttl),
+            daemon_settings(node, ttl, history=history),
             actioncontroller=actioncontroller or self.actioncontroller,
             metrics=self.metrics,
             clock=clock,
@@ -204,6 +212,26 @@ def trigger_revision(mem: MemEtcd, package: str) -> int:
     """The mod revision of `package`'s pending reconcile trigger; 0 when there is none."""
     records = mem.range_now(trigger_key(LAYOUT, package)).records
     return records[0].mod_revision if records else 0
+
+
+def history(mem: MemEtcd, resource: str, name: str) -> list[tuple[int, Transition]]:
+    """`name`'s history records in etcd now, oldest first: (generation, transition)."""
+    key = WorkKey(Resource(resource), name)
+    start, end = history_range(LAYOUT, key)
+    found = []
+    for r in mem.range_now(start, end).records:
+        record = decode(LAYOUT, r.key, r.value, r.mod_revision)
+        assert isinstance(record, Transition), record
+        found.append((parse_history_key(LAYOUT, r.key.decode())[1], record))
+    return found
+
+
+def state_revisions(mem: MemEtcd, resource: str, name: str) -> list[tuple[int, str | None]]:
+    """Every write of `name`'s state key still in the store's history: (revision, value)."""
+    key = LAYOUT.state_key(WorkKey(Resource(resource), name)).encode()
+    return [
+        (rev, r.value.decode() if r is not None else None) for rev, r in mem._versions.get(key, [])
+    ]
 
 
 def state(mem: MemEtcd, resource: str, name: str) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 from statemanager.adapters.etcd import txn_request
 from statemanager.core.index import Index
 from statemanager.core.inputs import ContainerInfo
-from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout
+from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
 from statemanager.core.planner import plan
 from statemanager.core.ports import Delete, Fence, Guard, Put, TxnLimits, TxnResult
 from statemanager.core.states import ContainerClass, ContainerStatus
@@ -47,16 +47,40 @@ def _fleet(packages: int) -> Index:
     return index
 
 
+class DeepHistories:
+    """Every resource has `newest` history records already."""
+
+    def __init__(self, newest: int) -> None:
+        self._newest = newest
+
+    async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]:
+        return dict.fromkeys(keys, self._newest)
+
+    async def empty(self, resource: Resource) -> bool:
+        return self._newest == 0
+
+
+@pytest.mark.parametrize("history", [None, 0, 500], ids=["no-history", "first", "retiring"])
 @pytest.mark.parametrize(
     "limits", [TxnLimits(), TxnLimits(max_bytes=16 * 1024), TxnLimits(max_ops=8)]
 )
-async def test_packed_transactions_fit_the_limits(limits: TxnLimits) -> None:
+async def test_packed_transactions_fit_the_limits(limits: TxnLimits, history: int | None) -> None:
     """Every transaction the writer sends is within max_ops (compares, each branch) and its
-    encoded size within max_bytes minus the headroom; every change is written once, and no
+    encoded size within max_bytes minus the headroom, history records (and their retention
+    deletes) included, with the longest node name; every change is written once, and no
     model is split from its package by the trigger records."""
     index = _fleet(300)
     client = RecordingClient()
-    writer = StateWriter(client, KeyLayout(), index, Metrics(), limits=limits)
+    writer = StateWriter(
+        client,
+        KeyLayout(),
+        index,
+        Metrics(),
+        limits=limits,
+        history=DeepHistories(history) if history is not None else None,
+        keep=100,
+        node="n" * MAX_NAME_LENGTH,
+    )
     groups = plan(index, sorted(index.all_keys())).groups
     batches = writer.batches(groups, FENCE)
     for batch in batches:

@@ -36,6 +36,7 @@ from statemanager.adapters.etcdsession import (
 from statemanager.adapters.tls import TlsFiles
 from statemanager.core.errors import Compacted, EtcdUnavailable, TooLarge
 from statemanager.core.ports import (
+    TXN_LIMITS,
     Candidate,
     Candidates,
     Delete,
@@ -232,6 +233,23 @@ class EtcdKV(_Facade):
             kvs = resp.responses[len(guards)].response_range.kvs
             fenced = not kvs or int(kvs[0].create_revision) != fence.create_revision
         return TxnResult(False, revision, current, fenced)
+
+    async def newest(
+        self, ranges: Sequence[tuple[bytes, bytes]], limit: int = 1, keys_only: bool = False
+    ) -> list[list[KeyValue]]:
+        """Per range [start, end), its `limit` greatest keys (0: all), greatest first: one
+        transaction of reads sorted by key, descending, per `TXN_LIMITS.max_ops` ranges (only
+        the first transaction's ranges are read at its revision)."""
+        found: list[list[KeyValue]] = []
+        for first in range(0, len(ranges), TXN_LIMITS.max_ops):
+            txn = rpc.TxnRequest()
+            for start, end in ranges[first : first + TXN_LIMITS.max_ops]:
+                read = txn.success.add().request_range
+                read.key, read.range_end, read.limit, read.keys_only = start, end, limit, keys_only
+                read.sort_order, read.sort_target = rpc.RangeRequest.DESCEND, rpc.RangeRequest.KEY
+            resp = await self._session.call(TXN, txn)
+            found += [[_kv(kv) for kv in op.response_range.kvs] for op in resp.responses]
+        return found
 
     async def delete(self, key: bytes) -> None:
         """Delete removes `key` unconditionally (a missing key is no error)."""

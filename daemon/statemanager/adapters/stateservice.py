@@ -10,14 +10,16 @@ answers, saying at which etcd revision) and answers with the cascade, or with th
 that explains the refusal. A scenario's state is not derived but asserted: a change is judged
 against the scenario lifecycle (core/scenarios.py) and the state stored in etcd, and stored
 by one transaction guarded on the key's mod revision, so of two daemons answering concurrent
-changes only one wins. `TriggerOffloading` is forwarded to ActionController's OffloadModel.
+changes only one wins; its history record (core/history.py) goes in that transaction, its
+generation read after the state it is guarded on, so the guard also keeps it right.
+`TriggerOffloading` is forwarded to ActionController's OffloadModel.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, TypeVar
 
@@ -30,11 +32,12 @@ from statemanager.adapters.nodereports import CHUNK_BYTES, Conflict, NewerList, 
 from statemanager.adapters.queryservice import QueryService
 from statemanager.adapters.tls import ServerTls
 from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable
+from statemanager.core.history import SOURCE, Transition, encode, record_ops
 from statemanager.core.index import Index
 from statemanager.core.inputs import check_size, parse_container, parse_scenario
 from statemanager.core.keys import KeyLayout, Kind, Resource, WorkKey, name_problem
 from statemanager.core.nodelists import chunk_line
-from statemanager.core.ports import Guard, KeyValue, Put, TxnClient, TxnResult
+from statemanager.core.ports import Delete, Guard, KeyValue, Put, TxnClient, TxnResult
 from statemanager.core.scenarios import Step, decide, is_initialisation
 from statemanager.core.timestamps import timestamp
 from statemanager.proto import statemanager_pb2 as pb
@@ -74,6 +77,12 @@ class ServiceMetrics(Protocol):
     def offloading(self, result: str) -> None: ...
 
 
+class Generations(Protocol):
+    """Where resources' histories stand in etcd (runtime/history.py, HistoryHeads)."""
+
+    async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]: ...
+
+
 class Offloader(Protocol):
     """Offloader forwards an offloading to ActionController and says how it answered."""
 
@@ -99,9 +108,13 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         metrics: ServiceMetrics,
         offloader: Offloader | None,
         node_identity: bool = False,
+        history: Generations | None = None,
+        keep: int = 0,
+        node: str | None = None,
     ) -> None:
         """`offloader` None: TriggerOffloading answers `accepted = false` (no ActionController
-        to forward to: in-process tests)."""
+        to forward to: in-process tests). `history` None: scenario changes record no history;
+        else each keeps its last `keep`, naming this daemon `node`."""
         self._index = index
         self._layout = layout
         self._store = store
@@ -113,6 +126,9 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         self._max_value_bytes = max_value_bytes
         self._metrics = metrics
         self._offloader = offloader
+        self._history = history
+        self._keep = keep
+        self._node = node
 
     async def SendStateChange(
         self,
@@ -227,7 +243,8 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
                 Guard(spec_key, spec.mod_revision),
                 Guard(state_key, stored.mod_revision if stored else 0),
             ]
-            result = await self._settled(guards, state_key, step.to_state.encode())
+            recorded = await self._history_ops(request, value, step)
+            result = await self._settled(guards, state_key, step.to_state.encode(), recorded)
             if result.succeeded:
                 self._scenario_transition(request, value, step, result.revision)
                 return (
@@ -244,12 +261,42 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
             "(changes of one scenario sent concurrently?); nothing was stored",
         )
 
-    async def _settled(self, guards: list[Guard], key: bytes, value: bytes) -> TxnResult:
-        """The guarded put of a scenario's state; when etcd's answer is lost, the key read back
-        says whether it landed (our value, newer than its guard: committed), so a change that
-        was stored is never answered as refused. EtcdUnavailable when that is unknowable."""
+    async def _history_ops(
+        self, request: pb.StateChange, stored: str | None, step: Step
+    ) -> list[Put | Delete]:
+        """The history record of the change (and the retirement of what `keep` no longer
+        holds), at the generation after the newest in etcd now: read after `stored`, so the
+        guard on it fails if another change recorded one since."""
+        if self._history is None:
+            return []
+        key = WorkKey(Resource.SCENARIO, request.resource_name)
+        generation = (await self._history.newest([key]))[key] + 1
+        record = Transition(
+            transition_id=_clip(request.transition_id, _MAX_TEXT),
+            resource=Resource.SCENARIO,
+            name=key.name,
+            from_state=stored,
+            to_state=step.to_state.value,
+            rule=step.event,
+            reason=_reason(request, stored),
+            timestamp_ns=time.time_ns(),
+            cause_revision=0,
+            revision=0,
+            caused_by=None,
+            source=_clip(request.source, _MAX_TEXT) or SOURCE,
+            node=self._node,
+        )
+        return record_ops(self._layout, key, generation, encode(record), self._keep)
+
+    async def _settled(
+        self, guards: list[Guard], key: bytes, value: bytes, recorded: list[Put | Delete]
+    ) -> TxnResult:
+        """The guarded put of a scenario's state (with its `recorded` history); when etcd's
+        answer is lost, the key read back says whether it landed (our value, newer than its
+        guard: committed), so a change that was stored is never answered as refused.
+        EtcdUnavailable when that is unknowable."""
         try:
-            return await self._store.txn(guards, [Put(key, value)])
+            return await self._store.txn(guards, [Put(key, value), *recorded])
         except EtcdUnavailable:
             now = await self._store.get(key)
             if now is None or now.value != value or now.mod_revision <= guards[-1].mod_revision:
@@ -271,8 +318,7 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
             from_state=stored,
             to_state=step.to_state.value,
             rule=step.event,
-            reason=f"requested by {_clip(request.source)}"
-            + ("" if stored is not None else ", judged from its current_state: none stored"),
+            reason=_reason(request, stored),
             cause_revision=None,
             revision=revision,
             caused_by=None,
@@ -445,6 +491,12 @@ def _check_identity(node: str, auth: Mapping[str, Iterable[bytes]]) -> None:
             "a node reports only its own containers",
             "not_this_node",
         )
+
+
+def _reason(request: pb.StateChange, stored: str | None) -> str:
+    """Why a scenario's state changed, in its transition's log line and history record."""
+    none = "" if stored is not None else ", judged from its current_state: none stored"
+    return f"requested by {_clip(request.source)}{none}"
 
 
 def _clip(text: str, most: int = 80) -> str:

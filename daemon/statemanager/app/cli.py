@@ -1,6 +1,7 @@
 """Command line: `run` (the daemon), `evaluate` (what would change), `status` (why),
-`triggers` (reconcile triggers and dead letters, in triggerscli.py), `watch` (transitions as
-they commit, in watchcli.py) and `bench`; `--output json`
+`triggers` (reconcile triggers and dead letters, in triggerscli.py), `history` (a resource's
+recorded state changes, in historycli.py), `watch` (transitions as they commit, in
+watchcli.py) and `bench`; `--output json`
 documents are described in docs/cli.md.
 
 This module only parses: a command's work is in commands.py (or devtools' bench), imported
@@ -32,6 +33,9 @@ HELPS = {
     "triggers": "list pending reconcile triggers and dead letters; redeliver or drop dead "
     "letters (exit 0; 1: a named package has none, or it could not be moved, "
     "2: invalid usage or configuration, 3: etcd cannot be read)",
+    "history": "list a model's, package's or scenario's retained state changes, oldest first "
+    "(exit 0; 1: NAME has no history, 2: invalid usage or configuration, "
+    "3: etcd cannot be read)",
     "watch": "print transitions as etcd commits them, from any node (exit 0 when stopped; "
     "1: cut off, 2: invalid usage or configuration, 3: etcd cannot be read)",
     "bench": "measure the daemon's throughput, latency and footprint against a private etcd",
@@ -61,11 +65,13 @@ def _add_arguments(name: str, sub: argparse.ArgumentParser) -> None:
 
         bench.add_arguments(sub)
         return
-    from statemanager.app import triggerscli  # noqa: PLC0415
+    from statemanager.app import historycli, triggerscli  # noqa: PLC0415
     from statemanager.app.config import OPTIONS  # noqa: PLC0415
 
     if name == "triggers":
         triggerscli.add_arguments(sub)
+    if name == "history":
+        historycli.add_arguments(sub)
     if name == "watch":
         from statemanager.app import watchcli  # noqa: PLC0415
 

@@ -1,4 +1,4 @@
-"""The commands `run`, `evaluate`, `status`, `triggers` and `watch` (cli.py parses their
+"""The commands `run`, `evaluate`, `status`, `triggers`, `history` and `watch` (cli.py parses their
 arguments).
 
 `devtools` is imported only where a command starts or reads the development etcd (no etcd
@@ -13,6 +13,7 @@ import faulthandler
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -21,12 +22,14 @@ import structlog
 import uvloop
 
 from statemanager.adapters.etcd import EtcdClient
-from statemanager.app import daemon, triggerscli, watchcli
+from statemanager.app import daemon, historycli, triggerscli, watchcli
 from statemanager.app.config import LOG_FORMATS, OPTIONS, Settings, load
 from statemanager.app.logs import configure
 from statemanager.core import report
 from statemanager.core.errors import ConfigError, EtcdError, EtcdUnavailable
+from statemanager.core.keys import Resource, WorkKey
 from statemanager.core.records import LaterFormat
+from statemanager.core.timestamps import timestamp
 from statemanager.runtime.election import candidate_node, election_prefix
 
 if TYPE_CHECKING:
@@ -64,6 +67,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.command == "triggers":
             return asyncio.run(triggerscli.main(settings, args))
+        if args.command == "history":
+            return asyncio.run(historycli.main(settings, args))
         if args.command == "watch":
             return asyncio.run(watchcli.main(settings, args))
         return asyncio.run(_inspect(settings, args))
@@ -137,15 +142,22 @@ def _with_endpoints(settings: Settings, endpoints: tuple[str, ...]) -> Settings:
 
 
 async def _inspect(settings: Settings, args: argparse.Namespace) -> int:
+    layout = settings.prefixes.layout
     client = EtcdClient.from_settings(settings.etcd)
     try:
-        revision, listing = await client.snapshot(list(settings.prefixes.layout.watched().values()))
-        leader = await client.first_created(election_prefix(settings.prefixes.layout.own))
+        revision, listing = await client.snapshot(list(layout.watched().values()))
+        leader = await client.first_created(election_prefix(layout.own))
+        snapshot = report.build(layout, revision, listing, settings.inputs.max_value_bytes)
+        view = report.select(snapshot, getattr(args, "names", ()))
+        shown = [WorkKey(Resource.PACKAGE, p) for p, _ in view.packages]
+        shown += [WorkKey(Resource.MODEL, m) for m in view.models()]
+        changed = (
+            await historycli.changed_at(client, layout, snapshot.index, shown)
+            if args.command == "status"
+            else {}
+        )
     finally:
         await client.close()
-    snapshot = report.build(
-        settings.prefixes.layout, revision, listing, settings.inputs.max_value_bytes
-    )
     as_json = args.output == "json"
     if args.command == "status":
         node = None if leader is None else candidate_node(leader.value)
@@ -154,12 +166,14 @@ async def _inspect(settings: Settings, args: argparse.Namespace) -> int:
             if not isinstance(node, LaterFormat)
             else (f"unknown (its leader key is in format {node.format}, newer than this reads)")
         )
-        view = report.select(snapshot, args.names)
+        now = time.time_ns()
         if as_json:
-            print(json.dumps(report.status_document(snapshot, view, who), indent=2))
+            stamps = {key: timestamp(ns) for key, ns in changed.items()}
+            print(json.dumps(report.status_document(snapshot, view, who, stamps), indent=2))
         else:
+            ages = {key: report.held_for((now - ns) / 1e9) for key, ns in changed.items()}
             print(f"leader: {who or 'none (no daemon is writing)'}")
-            print("\n".join(report.render_status(snapshot, view)))
+            print("\n".join(report.render_status(snapshot, view, ages)))
         for name in view.unknown:
             print(f"statemanager: no package or model named {name!r}", file=sys.stderr)
         return EXIT_DIFFERS if view.unknown else EXIT_OK

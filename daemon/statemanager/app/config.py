@@ -101,6 +101,18 @@ def _positive_int(value: object) -> int:
     return int(number)
 
 
+def _count(value: object) -> int:
+    if value in (0, "0"):
+        return 0
+    return _positive_int(value)
+
+
+def _seconds_or_off(value: object) -> float:
+    if value in (0, "0", "off"):
+        return 0.0
+    return _positive(value)
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
     def parse(value: object) -> str:
         if not isinstance(value, str) or value.lower() not in options:
@@ -158,7 +170,7 @@ def _prefix(value: object) -> str:
 # file serves them all, so a bad value is named wherever it is read); the flags only offer what
 # the command uses. A section's settings are every command's unless it says otherwise.
 DAEMON_ONLY = frozenset({"run"})
-EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers", "watch"})
+EVERY_COMMAND = frozenset({"run", "evaluate", "status", "triggers", "history", "watch"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +423,7 @@ class PrefixSettings(_Section):
         _LAYOUT.own,
         "the daemon's own keys: leader candidates under `leader/`, pending reconcile triggers "
         "under `triggers/`, dead letters under `deadletters/`, nodes' container lists under "
-        "`nodes/`",
+        "`nodes/`, state histories under `history/`",
     )
 
     def check(self) -> None:
@@ -604,6 +616,27 @@ class InputSettings(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class HistorySettings(_Section):
+    """HistorySettings are `[history]`: how much of each resource's state history is kept."""
+
+    keep: int = setting(
+        _count,
+        100,
+        "state changes kept per model, package and scenario "
+        "([History](docs/contract.md#history)); older ones are deleted by the write that adds "
+        "one. 0 records no history",
+    )
+    max_age_seconds: float = setting(
+        _seconds_or_off,
+        30 * 24 * 3600.0,
+        "records older than this are removed by the leader (hourly, or every quarter of it "
+        "when shorter), all but each resource's newest unless that records its deletion; "
+        "0 keeps them until `history.keep` retires them",
+        commands=DAEMON_ONLY,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Settings are the validated settings, one section per `[table]` of the file; build them
     with `load`. A section is registered by being a field here."""
@@ -616,6 +649,7 @@ class Settings:
     ha: HaSettings
     log: LogSettings
     inputs: InputSettings
+    history: HistorySettings
 
 
 _SECTIONS: dict[str, type[_Section]] = get_type_hints(Settings)

@@ -42,11 +42,12 @@ from statemanager.core.errors import ConfigError
 from statemanager.core.index import Index
 from statemanager.core.ingest import Ingest
 from statemanager.core.keys import WorkKey
-from statemanager.core.ports import Fence
+from statemanager.core.ports import Fence, Newest
 from statemanager.runtime.controller import Controller
 from statemanager.runtime.election import Election, ElectionClient
 from statemanager.runtime.feed import TransitionFeed
 from statemanager.runtime.health import Health
+from statemanager.runtime.history import HistoryHeads, HistoryPruner, PrunerStore
 from statemanager.runtime.metrics import Metrics, QueueMetrics
 from statemanager.runtime.outage import Outage
 from statemanager.runtime.reconcile import ReconcileClient, ReconcileSender, TriggerStore
@@ -62,6 +63,7 @@ log = structlog.get_logger("statemanager.daemon")
 # The loop proves it turns this often: /healthz fails after four missed beats (10 s), and
 # systemd's watchdog (WatchdogSec=30s in the unit) wants a ping within half its limit.
 HEARTBEAT_SECONDS = 2.5
+PRUNE_INTERVAL_SECONDS = 3600.0  # history older than history.max_age_seconds goes hourly
 # Signals that would end the process without a word (their default action is to terminate):
 # handled so that none does. SIGPIPE is ignored by Python already.
 _STOP_REQUESTS = (signal.SIGTERM, signal.SIGINT)
@@ -73,7 +75,16 @@ _UNEXPECTED = tuple(
 )  # fmt: skip
 
 
-class Store(WatchClient, ElectionClient, TriggerStore, ServiceStore, QueryStore, Protocol):
+class Store(
+    WatchClient,
+    ElectionClient,
+    TriggerStore,
+    ServiceStore,
+    QueryStore,
+    Newest,
+    PrunerStore,
+    Protocol,
+):
     """Everything the runtime asks of etcd: `EtcdClient` in production, an in-memory etcd in
     the tests."""
 
@@ -115,6 +126,7 @@ class Parts:
     listings: Listings
     feed: TransitionFeed
     queries: QueryService
+    pruner: HistoryPruner | None  # None: no history, or no maximum age
 
 
 def build(
@@ -148,6 +160,7 @@ def build(
         index=Index(),
         later_formats=LaterFormats(metrics),  # one report per record, whoever meets it
         clock=clock,
+        heads=HistoryHeads(store, settings.prefixes.layout, metrics),  # reports foreign keys
     )
     queue: WorkQueue[WorkKey] = WorkQueue(QueueMetrics(metrics))
     controller = _controller(shared, queue)
@@ -170,6 +183,8 @@ def build(
         triggers=sender,
         progress=health,
         node=settings.ha.node_name,
+        history=store if settings.history.keep else None,
+        layout=settings.prefixes.layout,
     )
     return Parts(
         shared.index,
@@ -183,6 +198,7 @@ def build(
         listings,
         feed,
         queries,
+        _pruner(shared),
     )
 
 
@@ -198,6 +214,7 @@ class _Shared:
     index: Index
     later_formats: LaterFormats
     clock: Callable[[], float]
+    heads: HistoryHeads  # where each resource's history stands, read from etcd
 
 
 def _controller(shared: _Shared, queue: WorkQueue[WorkKey]) -> Controller:
@@ -207,7 +224,15 @@ def _controller(shared: _Shared, queue: WorkQueue[WorkKey]) -> Controller:
         index=shared.index,
         ingest=Ingest(layout, shared.index, shared.settings.inputs.max_value_bytes),
         queue=queue,
-        writer=StateWriter(shared.store, layout, shared.index, shared.metrics),
+        writer=StateWriter(
+            shared.store,
+            layout,
+            shared.index,
+            shared.metrics,
+            history=shared.heads,
+            keep=shared.settings.history.keep,
+            node=shared.settings.ha.node_name,
+        ),
         layout=layout,
         metrics=shared.metrics,
         later_formats=shared.later_formats,
@@ -292,6 +317,25 @@ def _service(shared: _Shared, controller: Controller, offloader: Offloader | Non
         node_identity=settings.grpc.node_identity,
         metrics=metrics,
         offloader=offloader,
+        history=shared.heads if settings.history.keep else None,
+        keep=settings.history.keep,
+        node=settings.ha.node_name,
+    )
+
+
+def _pruner(shared: _Shared) -> HistoryPruner | None:
+    """The leader's pruning of history by age; None without history or without an age limit."""
+    settings = shared.settings.history
+    if not settings.keep or not settings.max_age_seconds:
+        return None
+    return HistoryPruner(
+        store=shared.store,
+        layout=shared.settings.prefixes.layout,
+        heads=shared.heads,
+        later_formats=shared.later_formats,
+        max_age=settings.max_age_seconds,
+        interval=min(PRUNE_INTERVAL_SECONDS, settings.max_age_seconds / 4),
+        wall_clock=time.time_ns,
     )
 
 
@@ -329,13 +373,16 @@ def _leadership_changed(
 def start(parts: Parts) -> list[asyncio.Task[None]]:
     """Start the runtime's loops as named tasks: none of them ends unless cancelled, so the
     caller treats any that does as a failure."""
-    return [
+    tasks = [
         asyncio.create_task(parts.watcher.run(), name="watcher"),
         asyncio.create_task(parts.election.run(), name="election"),
         asyncio.create_task(parts.controller.run_worker(parts.election), name="worker"),
         asyncio.create_task(_send_after_listing(parts), name="reconcile-sender"),
         asyncio.create_task(parts.feed.run(), name="transition-feed"),
     ]
+    if parts.pruner is not None:
+        tasks.append(asyncio.create_task(parts.pruner.run(parts.election), name="history-pruner"))
+    return tasks
 
 
 async def _send_after_listing(parts: Parts) -> None:

@@ -1,6 +1,8 @@
 """`/status`: a read-only HTML page of what this daemon knows — the package → model → container
 tree with each state and the rule behind it (report.py's rows, as `statemanager status` prints
-them), the leader, pending reconcile triggers and the etcd revision.
+them), the leader, pending reconcile triggers and the etcd revision; each package's last
+transitions with their times, and on a package's own page (`?package=`) its whole retained
+history (read from etcd, after the tree: docs/contract.md, History).
 
 The HTTP server runs in its own threads while the index belongs to the event loop, which mutates
 its dicts and sets as events arrive: reading them from another thread could fail mid-iteration
@@ -17,22 +19,28 @@ from __future__ import annotations
 import asyncio
 import html
 import itertools
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlencode
 
 from statemanager.app.web import HTML, Query, Response, page
 from statemanager.core import report
+from statemanager.core.errors import BadInput, EtcdError, EtcdUnavailable
+from statemanager.core.history import Transition, decode, history_range
 from statemanager.core.index import Index
-from statemanager.core.ports import Fence
+from statemanager.core.keys import KeyLayout, Resource, WorkKey
+from statemanager.core.ports import Fence, Newest
 from statemanager.core.report import Row
+from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger
 
 PACKAGES_PER_PAGE = 50
 MAX_ROWS = 1000  # packages, models and containers on one page
 MAX_TRIGGERS = 100  # listed; the count is always complete
 LOOP_TIMEOUT = 2.0
+LAST_TRANSITIONS = 3  # per package on the pages of all packages
 
 
 class Leadership(Protocol):
@@ -76,6 +84,8 @@ class _View:
     page: int
     pages: int
     truncated: bool  # MAX_ROWS reached before the page's packages were all shown
+    # Per package shown, its newest history records, newest first (None: not read)
+    history: dict[str, list[Transition]] | None = None
 
 
 class StatusPage:
@@ -90,8 +100,13 @@ class StatusPage:
         triggers: PendingTriggers,
         progress: Progress,
         node: str,
+        history: Newest | None = None,
+        layout: KeyLayout | None = None,
     ) -> None:
+        """`history` and `layout`: where to read packages' transition histories from."""
         self._loop = loop
+        self._history = history
+        self._layout = layout
         self._index = index
         self._leadership = leadership
         self._triggers = triggers
@@ -110,7 +125,34 @@ class StatusPage:
         except TimeoutError:
             future.cancel()
             return Response(503, b"the event loop did not answer in time; see /healthz\n")
+        if self._history is not None and view.found:
+            limit = 0 if view.package else LAST_TRANSITIONS
+            names = [row.name for row in view.rows if row.kind == "package"]
+            read = asyncio.run_coroutine_threadsafe(self._records(names, limit), self._loop)
+            try:
+                view = replace(view, history=read.result(LOOP_TIMEOUT))
+            except (TimeoutError, EtcdUnavailable, EtcdError):
+                read.cancel()  # the page is shown without history
         return Response(200 if view.found else 404, _render(view), HTML)
+
+    async def _records(self, names: list[str], limit: int) -> dict[str, list[Transition]]:
+        """Each package's `limit` newest history records (0: all), newest first; records
+        someone else wrote are left out (the daemon reports them)."""
+        assert self._history is not None
+        assert self._layout is not None
+        layout = self._layout
+        keys = [WorkKey(Resource.PACKAGE, name) for name in names]
+        found = await self._history.newest([history_range(layout, k) for k in keys], limit)
+        records: dict[str, list[Transition]] = {}
+        for key, kvs in zip(keys, found, strict=True):
+            for kv in kvs:
+                try:
+                    record = decode(layout, kv.key, kv.value, kv.mod_revision)
+                except BadInput:
+                    continue
+                if isinstance(record, Transition):
+                    records.setdefault(key.name, []).append(record)
+        return records
 
     async def _collect(self, package: str | None, number: int) -> _View:
         """Runs on the event loop; must not await (that would let events in mid-snapshot)."""
@@ -194,12 +236,14 @@ def _tree(rows: Sequence[Row], loose_from: int | None) -> str:
 
 
 def _render(view: _View) -> bytes:
-    """The page of `view`: the daemon's facts, the pending triggers, then the package tree."""
+    """The page of `view`: the daemon's facts, the pending triggers, the package tree, then
+    the packages' transitions."""
     parts = [
         "<h1>statemanager status</h1>",
         _facts(view),
         *_pending(view),
         *_packages(view),
+        _history(view),
     ]
     return page("statemanager status", "\n".join(parts))
 
@@ -267,6 +311,33 @@ def _packages(view: _View) -> list[str]:
             nav.append(_link("next ›", page=view.page + 1))
         parts.append(f"<p>{' · '.join(nav)}</p>")
     return parts
+
+
+def _history(view: _View) -> str:
+    """Each package's last transitions, or on a package's page its whole retained history."""
+    if view.history is None:
+        return ""
+    now = time.time_ns()
+
+    def change(t: Transition) -> str:
+        when = f"{timestamp(t.timestamp_ns)} ({report.held_for((now - t.timestamp_ns) / 1e9)} ago)"
+        moved = f"{t.from_state or '(none)'} → {t.to_state or '(deleted)'}"
+        why = ": ".join(x for x in (t.rule, t.reason) if x)
+        fixed = " (correction)" if t.correction else ""
+        return (
+            f'<span class="why">{_e(when)}</span> {_e(moved)}{_e(fixed)} '
+            f'<span class="why">{_e(why)}</span>'
+        )
+
+    if view.package is not None:
+        records = view.history.get(view.package, [])
+        items = "".join(f"<li>{change(t)} · revision {_e(t.revision)}</li>" for t in records)
+        return f"<h2>History: {len(records)} changes kept, newest first</h2><ul>{items}</ul>"
+    items = "".join(
+        f"<li><b>{_link(name, package=name)}</b>: " + " · ".join(map(change, records)) + "</li>"
+        for name, records in view.history.items()
+    )
+    return f"<h2>Last transitions</h2><ul>{items or '<li>none recorded</li>'}</ul>"
 
 
 def _targets(index: Index, trigger: Trigger) -> list[str]:

@@ -16,6 +16,7 @@ import orjson
 
 from statemanager.core.errors import BadInput
 from statemanager.core.keys import KeyLayout, Resource, WorkKey, name_problem
+from statemanager.core.ports import Delete, Put
 from statemanager.core.records import HISTORY, LaterFormat, format_of
 
 SOURCE = "statemanager"
@@ -39,6 +40,10 @@ class Transition:
     revision: int
     caused_by: str | None
     source: str = SOURCE
+    node: str | None = None  # the daemon (its ha.node_name) that wrote the record
+    # A key someone else changed, put back to the state the rules still give: recorded so the
+    # history replays to every state the daemon writes, but no transition (docs/contract.md).
+    correction: bool = False
 
 
 def history_prefix(layout: KeyLayout, key: WorkKey | None = None) -> str:
@@ -66,6 +71,39 @@ def parse_history_key(layout: KeyLayout, key: str) -> tuple[WorkKey, int]:
     return WorkKey(Resource(resource), name), int(generation)
 
 
+def history_range(layout: KeyLayout, key: WorkKey) -> tuple[bytes, bytes]:
+    """The key range [start, end) that holds `key`'s history (and nothing else's)."""
+    prefix = history_prefix(layout, key).encode()
+    return prefix, prefix[:-1] + b"0"  # '0' follows the prefix's closing '/'
+
+
+def record_ops(
+    layout: KeyLayout, key: WorkKey, generation: int, record: bytes, keep: int
+) -> list[Put | Delete]:
+    """The operations that record `key`'s `generation`-th change and keep only its last `keep`:
+    the record's put and, once there are more than `keep`, one range delete of generations
+    `generation - 2·keep` to `generation - keep`. The window is bounded so the delete's work is
+    (etcd visits every key a range covers, deleted ones too until compaction); it reaches
+    `keep` back, so a `keep` lowered to no less than half catches up at once, and the records a
+    lower one leaves behind go by age (`history.max_age_seconds`)."""
+    ops: list[Put | Delete] = [Put(history_key(layout, key, generation).encode(), record)]
+    if generation > keep:
+        start = history_key(layout, key, max(0, generation - 2 * keep)).encode()
+        ops.append(Delete(start, history_key(layout, key, generation - keep + 1).encode()))
+    return ops
+
+
+def newest_generation(layout: KeyLayout, key: WorkKey, newest: bytes | None) -> int:
+    """The generation of `key`'s newest record, given the greatest key of its history range
+    (None: no history, 0); BadInput when that key is not one of its records."""
+    if newest is None:
+        return 0
+    found, generation = parse_history_key(layout, newest.decode("utf-8", "replace"))
+    if found != key:
+        raise BadInput("history_key", f"not a history key of {key}: {newest!r}")
+    return generation
+
+
 def encode(t: Transition) -> bytes:
     """A transition's history record (its commit revision is the record's mod revision)."""
     return orjson.dumps(
@@ -80,6 +118,8 @@ def encode(t: Transition) -> bytes:
             "cause_revision": t.cause_revision,
             "caused_by": t.caused_by,
             "source": t.source,
+            "node": t.node,
+            "correction": t.correction,
         }
     )
 
@@ -104,11 +144,13 @@ def decode(
         raise BadInput("history_record", f"{key!r}: no valid format")
     if version > FORMAT:
         return LaterFormat(HISTORY, version)
-    tid, ts, cause, source = (
+    tid, ts, cause, source, node, correction = (
         body.get("transition_id"),
         body.get("timestamp_ns"),
         body.get("cause_revision"),
         body.get("source"),
+        body.get("node"),
+        body.get("correction", False),
     )
     texts = [body.get(f) for f in _TEXT_FIELDS]
     if (
@@ -116,7 +158,8 @@ def decode(
         or not isinstance(source, str)
         or not _is_int(ts)
         or not _is_int(cause)
-        or any(v is not None and not isinstance(v, str) for v in texts)
+        or any(v is not None and not isinstance(v, str) for v in [*texts, node])
+        or not isinstance(correction, bool)
     ):
         raise BadInput("history_record", f"{key!r}: fields missing or of the wrong type")
     from_state, to_state, rule, reason, caused_by = texts
@@ -133,6 +176,8 @@ def decode(
         mod_revision,
         caused_by,
         source,
+        node,
+        correction,
     )
 
 

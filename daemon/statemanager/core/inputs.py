@@ -48,6 +48,8 @@ BAD_INPUT_KINDS = (
     "bad_name",
     "name_mismatch",
     "incomplete_list",
+    "history_key",  # a key under the history prefix no daemon wrote (core/history.py)
+    "history_record",  # a history record that is not one a daemon wrote
 )
 
 _TAG = "tag:yaml.org,2002:"

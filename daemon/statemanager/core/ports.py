@@ -190,6 +190,18 @@ class TxnClient(Protocol):
     ) -> TxnResult: ...
 
 
+class Newest(Protocol):
+    """The greatest keys of several ranges in one round trip: how the newest records of
+    resources' histories are found (core/history.py)."""
+
+    async def newest(
+        self, ranges: Sequence[tuple[bytes, bytes]], limit: int = 1, keys_only: bool = False
+    ) -> list[list[KeyValue]]:
+        """Per range [start, end), its `limit` greatest keys (0: all), greatest first, every
+        range read at one revision; `keys_only`: values left empty."""
+        ...
+
+
 class Snapshot(NamedTuple):
     """Every listed prefix's keys, all read at `revision`."""
 

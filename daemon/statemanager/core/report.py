@@ -96,9 +96,20 @@ def loose_models(index: Index) -> list[str]:
     return sorted(m for m in index.names(Resource.MODEL) if not index.packages_of(m))
 
 
-def format_row(row: Row) -> str:
-    line = f"{'  ' * row.depth}{row.kind} {row.name}: {row.state} ({row.why})"
+def format_row(row: Row, held_for: str | None = None) -> str:
+    """A row as `status` prints it; `held_for`: how long etcd has held the state ("3m")."""
+    held = f" for {held_for}" if held_for else ""
+    line = f"{'  ' * row.depth}{row.kind} {row.name}: {row.state}{held} ({row.why})"
     return line + (f"  [etcd says {row.etcd_says}]" if row.etcd_says else "")
+
+
+def held_for(seconds: float) -> str:
+    """A duration as `status` shows a state's age: its two largest units ("3m", "2h5m")."""
+    whole = max(0, int(seconds))
+    parts = [(whole // 86400, "d"), (whole % 86400 // 3600, "h"), (whole % 3600 // 60, "m"),
+             (whole % 60, "s")]  # fmt: skip
+    first = next((i for i, (n, _) in enumerate(parts) if n), len(parts) - 1)
+    return "".join(f"{n}{unit}" for n, unit in parts[first : first + 2] if n) or "0s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +144,24 @@ def select(snapshot: Snapshot, names: Sequence[str] = ()) -> View:
     return View(shown, loose, sorted(wanted - known), [] if wanted else snapshot.reports)
 
 
-def render_status(snapshot: Snapshot, view: View) -> list[str]:
-    """packages → models → containers, each with its state and the rule that decided it."""
+def render_status(
+    snapshot: Snapshot, view: View, ages: Mapping[WorkKey, str] | None = None
+) -> list[str]:
+    """packages → models → containers, each with its state and the rule that decided it, and
+    with `ages` how long etcd has held a model's or package's state (from its history)."""
     index = snapshot.index
     lines = [f"etcd revision {snapshot.revision}"]
+
+    def line(row: Row) -> str:
+        key = WorkKey(Resource(row.kind), row.name) if row.kind != "container" else None
+        return format_row(row, (ages or {}).get(key) if key else None)
+
     for package, under in view.packages:
-        lines.extend(map(format_row, package_rows(index, package, under)))
+        lines.extend(map(line, package_rows(index, package, under)))
     if view.loose:
         lines.append("models in no package:")
         for model in view.loose:
-            lines.extend(map(format_row, model_rows(index, model)))
+            lines.extend(map(line, model_rows(index, model)))
     for report in view.reports:
         lines.append(
             f"{'rejected' if report.rejected else 'unassigned'} {report.key}: {report.detail}"
@@ -163,11 +182,12 @@ def _verdict_fields(verdict: Verdict | None) -> dict[str, str | None]:
     return {"state": verdict.state, "rule": verdict.rule, "reason": verdict.reason}
 
 
-def _state_fields(index: Index, key: WorkKey) -> dict[str, object]:
+def _state_fields(index: Index, key: WorkKey, changed: Mapping[WorkKey, str]) -> dict[str, object]:
     return {
         "name": key.name,
         **_verdict_fields(index.verdict(key)),
         "written": index.written(key).value,
+        "changed_at": changed.get(key),
     }
 
 
@@ -177,15 +197,22 @@ def _problems(reports: Sequence[Report]) -> list[dict[str, object]]:
     ]
 
 
-def status_document(snapshot: Snapshot, view: View, leader: str | None) -> dict[str, object]:
-    """`status --output json` (schema statemanager.status/v1)."""
+def status_document(
+    snapshot: Snapshot,
+    view: View,
+    leader: str | None,
+    changed: Mapping[WorkKey, str] | None = None,
+) -> dict[str, object]:
+    """`status --output json` (schema statemanager.status/v1); `changed`: per key, when etcd's
+    state was written, from its history record (a timestamp)."""
     index = snapshot.index
+    changed = changed or {}
     packages = [
-        _state_fields(index, WorkKey(Resource.PACKAGE, p)) | {"models": list(under)}
+        _state_fields(index, WorkKey(Resource.PACKAGE, p), changed) | {"models": list(under)}
         for p, under in view.packages
     ]
     models = [
-        _state_fields(index, WorkKey(Resource.MODEL, m))
+        _state_fields(index, WorkKey(Resource.MODEL, m), changed)
         | {
             "packages": sorted(index.packages_of(m)),
             "containers": [

@@ -37,7 +37,7 @@ from statemanager.devtools import burst, edge, lists, subscribers
 from statemanager.devtools.benchload import COST_POLL_SECONDS, Fleet, cpu_seconds, peak_rss_mb
 from statemanager.devtools.localetcd import LocalEtcd, find_etcd, free_port
 
-PARTS = ("txn", "watch", "noop", "change", "latency", "cost", "scaling", "edge")
+PARTS = ("txn", "watch", "noop", "change", "latency", "cost", "scaling", "edge", "history")
 FIGURES = (
     "etcd_txn_per_s",
     "etcd_watch_events_per_s",
@@ -63,6 +63,9 @@ FIGURES = (
     "scaling_ratio",
     "scaling_ratio_noop",
     *edge.TARGETS,
+    "history_change_cpu_ratio",
+    "history_cold_start_ratio",
+    "history_cold_start_cpu_ratio",
 )
 # Room for several 100k-container fleets and their history (etcd's default quota is 2 GiB).
 # A transaction of 128 container puts is ~70 KiB, far below --max-request-bytes' 1.5 MiB.
@@ -127,6 +130,11 @@ NOTES = {
     "latency_p99_vs_commit": "latency_p99_ms / etcd_commit_p99_ms of the same run: how far the "
     "daemon's tail is above one etcd commit's",
     **{figure: text for figure, (_, text) in edge.TARGETS.items()},
+    "history": "history_change_cpu_ratio: change_cpu_ms on the main fleet (each change writes "
+    "its history records) / the same cost phase with STATEMANAGER_HISTORY_KEEP=0 (no history) "
+    "on a fresh copy of the fleet; history_cold_start_ratio and history_cold_start_cpu_ratio: "
+    "cold_start_s and cold_start_cpu_s over those of that copy (every first state written with "
+    "its record against none)",
     "scaling_ratio": "daemon CPU seconds (utime+stime) per change event at the largest "
     "--scaling-packages fleet / at the smallest (median of --repeat runs each), same offered "
     "rate and event count, fleets shaped like the main one, each in a fresh etcd; idle costs "
@@ -397,6 +405,8 @@ def measure(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, 
         details["scaling"] = _scaling(args, sizes, fleet, workdir, out)
     if "edge" not in skip:
         out.update(edge.measure(running, workdir / "edge", args.quick))
+    if "history" not in skip:
+        details["no_history"] = _without_history(args, sizes, fleet, workdir, out)
     out["details"] = details
     return out
 
@@ -504,6 +514,24 @@ def _scaling(
     return {str(p): c for p, c in costs.items()}
 
 
+def _without_history(
+    args: argparse.Namespace, sizes: Sizes, fleet: Fleet, workdir: Path, out: dict[str, Any]
+) -> dict[str, Any]:
+    """The cold start and the cost per change of a daemon keeping no history, on a fresh copy
+    of the fleet: their ratios to the main run's go into `out`; returns its figures."""
+    without = {"STATEMANAGER_HISTORY_KEEP": "0"}
+    with running(workdir / "no-history", fleet, without) as (rig, cold, cpu, _):
+        figures = {"cold_start_s": cold, "cold_start_cpu_s": cpu}
+        if "cost" not in set(args.skip):
+            cost = rig.load("cost", *_cost_options(args, sizes))
+            figures["change_cpu_ms"] = cost["change_cpu_per_event_ms"]
+    if out.get("change_cpu_ms") and figures.get("change_cpu_ms"):
+        out["history_change_cpu_ratio"] = out["change_cpu_ms"] / figures["change_cpu_ms"]
+    out["history_cold_start_ratio"] = out["cold_start_s"] / cold
+    out["history_cold_start_cpu_ratio"] = out["cold_start_cpu_s"] / cpu
+    return figures
+
+
 def _cost_options(args: argparse.Namespace, sizes: Sizes, rate: float | None = None) -> list[str]:
     """The cost phase's flags: --repeat runs of --scaling-seconds at `rate` (--rate when None)."""
     return [
@@ -566,6 +594,8 @@ def _targets(out: dict[str, Any], args: argparse.Namespace, sizes: Sizes) -> dic
         ),
         "latency_p99_vs_commit": target(out.get("latency_p99_vs_commit"), 1.5, False, at_rate),
         **{f: target(out.get(f), limit, False) for f, (limit, _) in edge.TARGETS.items()},
+        "history_change_cpu_ratio": target(out.get("history_change_cpu_ratio"), 1.25, False),
+        "history_cold_start_ratio": target(out.get("history_cold_start_ratio"), 1.1, False),
     }
 
 

@@ -237,8 +237,9 @@ class TransitionFeed:
                     log.warning("subscriber_cut_off", after=sub.after, buffer=BUFFER)
 
     def _decoded(self, events: Sequence[Event]) -> list[Transition]:
-        """The transitions new records hold; a deleted record (retention) is none, and a
-        record this daemon cannot read is skipped and reported."""
+        """The transitions new records hold; a deleted record (retention) is none, nor is a
+        correction's (a key put back: no transition, docs/contract.md, History), and a record
+        this daemon cannot read is skipped and reported."""
         found = []
         for event in events:
             if event.value is None:
@@ -251,7 +252,8 @@ class TransitionFeed:
             if isinstance(record, LaterFormat):
                 self._later_formats.report(event.key, record)
                 continue
-            found.append(record)
+            if not record.correction:
+                found.append(record)
         return found
 
     def _lose_all(self, why: str) -> None:

@@ -6,7 +6,11 @@ nothing, the index learns the current values from the same round trip and the ke
 re-evaluated (never forced). Transient etcd errors are retried with capped, jittered backoff
 (tenacity); if they persist the caller re-queues the keys. A retry whose guard fails because
 the attempt before it committed (its answer was lost) is told apart by reading back this
-transaction's own values, and its transitions are recorded all the same.
+transaction's own values (with history, its own history record), and its transitions are
+recorded all the same.
+
+Each transition's history record goes in the transaction that writes its state, the records a
+resource keeps beyond `keep` deleted in it too (docs/decisions/transition-history.md).
 
 The writer owns the previous derived states (core/previous.py) and alone changes them; the
 planner reads them through `previous`, and the controller hands on what it learns (`echoed`,
@@ -21,6 +25,7 @@ import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -32,8 +37,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from statemanager.core.errors import EtcdUnavailable
-from statemanager.core.history import Transition
+from statemanager.core.errors import BadInput, EtcdUnavailable
+from statemanager.core.history import Transition, history_key, history_prefix, record_ops
+from statemanager.core.history import decode as decode_record
+from statemanager.core.history import encode as encode_record
 from statemanager.core.index import Index
 from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, PreviousView, pack
@@ -86,6 +93,14 @@ class WriterClient(TxnClient, Protocol):
     async def get(self, key: bytes) -> KeyValue | None: ...
 
 
+class Generations(Protocol):
+    """Where resources' histories stand in etcd (runtime/history.py, HistoryHeads)."""
+
+    async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]: ...
+
+    async def empty(self, resource: Resource) -> bool: ...
+
+
 class StateWriter:
     """StateWriter commits planned changes as guarded transactions, records their transitions,
     and owns the previous derived states its writes and their echoes establish."""
@@ -99,7 +114,12 @@ class StateWriter:
         attempts: int = 5,
         max_backoff: float = 2.0,
         limits: TxnLimits = TXN_LIMITS,
+        history: Generations | None = None,
+        keep: int = 0,
+        node: str | None = None,
     ) -> None:
+        """`history` and `keep` > 0: record each transition, keeping the last `keep` per
+        resource; `node` names this daemon in the records."""
         self._client = client
         self._layout = layout
         self._index = index
@@ -114,6 +134,30 @@ class StateWriter:
         self._newest = 0
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
+        self._history = history if keep > 0 else None
+        self._keep = keep
+        self._node = node
+        # Per model and package, the generation of its newest history record, and the types
+        # whose history was empty (every generation 0 but those written since): right while
+        # this daemon leads under `_history_fence`, since only the fenced leader writes them.
+        # A scenario's is read for each write (any daemon's gRPC service writes them).
+        self._generations: dict[WorkKey, int] = {}
+        self._complete: set[Resource] = set()
+        self._history_fence: Fence | None = None
+        # A history key's bytes but for the resource's name.
+        self._history_key_bytes = {
+            r: len(history_key(layout, WorkKey(r, ""), 0).encode()) for r in Resource
+        }
+        # A record's bytes but for its texts: ids of 40 characters, the longest node name,
+        # 20-digit numbers.
+        self._record_bytes = len(
+            encode_record(
+                Transition(
+                    "x" * 40, Resource.PACKAGE, "", None, None, None, None, 10**19, 10**19, 0,
+                    "x" * 40, node="x" * MAX_NAME_LENGTH,
+                )
+            )
+        )  # fmt: skip
 
     @property
     def previous(self) -> PreviousView:
@@ -140,11 +184,15 @@ class StateWriter:
         return self._newest
 
     def forget_history(self) -> None:
-        """etcd's history was replaced: the revisions of earlier answers belong to no history."""
+        """etcd's history was replaced: the revisions of earlier answers, and the generations
+        of history records learnt, belong to no history."""
         self._newest = 0
+        self._forget_generations()
 
     def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
         """Pack write groups into transactions etcd accepts, with `fence` on each."""
+        if fence != self._history_fence:
+            self._forget_generations()  # learnt under another leadership
         fence_bytes = self._limits.guarded_write_bytes(fence.key, None)
         return pack(
             groups,
@@ -154,13 +202,77 @@ class StateWriter:
         )
 
     def _cost(self, change: Change) -> tuple[int, int]:
-        """Operations and bytes `change` adds to a transaction, its trigger record included."""
+        """Operations and bytes `change` adds to a transaction, its trigger and history records
+        included (the retention delete counted unless the generation is known to need none)."""
         key = self._layout.state_key(change.key).encode()
-        size = self._limits.guarded_write_bytes(key, change.new.encode() if change.new else None)
-        if not change.entering_error:
-            return 1, size
-        record = trigger_key(self._layout, change.key.name)
-        return 2, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
+        ops, size = (
+            1,
+            self._limits.guarded_write_bytes(key, change.new.encode() if change.new else None),
+        )
+        if change.entering_error:
+            record = trigger_key(self._layout, change.key.name)
+            ops, size = ops + 1, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
+        if self._history is None:
+            return ops, size
+        verdict = change.verdict
+        texts = (change.old.value, change.new, *((verdict.rule, verdict.reason) if verdict else ()))
+        value = self._record_bytes + sum(len(t.encode()) for t in texts if t)
+        key_bytes = self._history_key_bytes[change.key.resource] + len(change.key.name.encode())
+        put = self._limits.put_bytes(b"", b"") + key_bytes  # a put's overhead and its key
+        ops, size = ops + 1, size + put + value
+        if self._next_generation(change.key, unknown=self._keep + 1) > self._keep:
+            ops, size = ops + 1, size + 2 * put  # a range delete: two keys
+        return ops, size
+
+    def _next_generation(self, key: WorkKey, unknown: int = 0) -> int:
+        """The generation `key`'s next record takes; `unknown` when that is not known yet."""
+        if key in self._generations:
+            return self._generations[key] + 1
+        known = key.resource in self._complete and self._history_fence is not None
+        return 1 if known else unknown
+
+    async def _read_generations(self, changes: Sequence[Change], fence: Fence) -> None:
+        """Learn the newest history generation of every key `changes` record a transition of
+        that is not known under `fence` (a leadership other than the one they were learnt
+        under knows none: another leader may have written since)."""
+        assert self._history is not None
+        if fence != self._history_fence:
+            self._forget_generations()
+            self._complete = {
+                r for r in (Resource.MODEL, Resource.PACKAGE) if await self._history.empty(r)
+            }
+            self._history_fence = fence
+        unknown = [
+            c.key
+            for c in changes
+            if c.key.resource is Resource.SCENARIO or not self._next_generation(c.key)
+        ]
+        if unknown:
+            self._generations.update(await self._history.newest(unknown))
+
+    def _forget_generations(self) -> None:
+        self._generations.clear()
+        self._complete.clear()
+        self._history_fence = None
+
+    def _history_ops(self, planned: Mapping[WorkKey, Transition]) -> list[Put | Delete]:
+        """Each planned transition's history record, and the deletion of what it retires."""
+        ops: list[Put | Delete] = []
+        for key, t in planned.items():
+            generation = self._next_generation(key)
+            ops += record_ops(self._layout, key, generation, encode_record(t), self._keep)
+        return ops
+
+    def _recorded(self, planned: Mapping[WorkKey, Transition], landed: bool) -> None:
+        """After a transaction: its records are the newest when it `landed`; when whether it
+        did is unknown, every generation is read again before the next write."""
+        if not landed:
+            self._forget_generations()
+            return
+        for key in planned:
+            self._generations[key] = self._next_generation(key)
+        for key in [k for k in planned if k.resource is Resource.SCENARIO]:
+            del self._generations[key]  # read again for its next write
 
     async def commit(
         self, changes: Sequence[Change], causes: Mapping[WorkKey, int], fence: Fence
@@ -169,9 +281,10 @@ class StateWriter:
         are logged, not returned), or None when a guard failed (the index now holds etcd's
         current values; re-plan the keys).
 
-        A guard that failed because an earlier attempt landed is told by the keys holding this
-        transaction's values, or else by a trigger record it wrote still being there: its
-        transitions are then recorded (`answer_lost`) all the same. Raises EtcdUnavailable when
+        A guard that failed because an earlier attempt landed is told by the history record it
+        wrote (without history: the keys holding this transaction's values, or else a trigger
+        record it wrote) still being there: its transitions are then recorded (`answer_lost`)
+        all the same. Raises EtcdUnavailable when
         etcd stayed unreachable (or busy) through every retry, NotLeader when the fence failed,
         EtcdError when etcd refused the transaction (TooLarge: split it).
         """
@@ -182,33 +295,42 @@ class StateWriter:
             for k, c in zip(keys, changes, strict=True)
         ]
         ids = {c.key: self._ids.next() for c in changes}
+        now = time.time_ns()
+        # Corrections too: the history replays to every state this daemon writes.
+        planned = {c.key: self._transition(c, causes, ids, now) for c in changes}
         triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.entering_error]
         # Recorded in the same transaction as the Error state: a crash cannot separate them.
         ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
+        if self._history is not None and planned:
+            await self._read_generations(changes, fence)
+            ops += self._history_ops(planned)  # the state and its history never disagree
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
         self._states.sent((c.key, c.new) for c in changes)
-        result, retried = await self._txn_with_retries(guards, ops, fence)
+        try:
+            result, retried = await self._txn_with_retries(guards, ops, fence)
+        except EtcdUnavailable:
+            self._recorded(planned, landed=False)  # an attempt may have landed
+            raise
         self._states.answered(c.key for c in changes)
         self._check_history(keys, changes, result)
         self._newest = result.revision
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
-        landed = _own_write(keys, changes, result) if retried and not result.succeeded else None
-        if landed is not None:
-            return self._record(changes, causes, ids, landed, answer_lost=True)
-        if retried and not result.succeeded and triggers:
-            witnessed = await self._trigger_landed(triggers)
-            if witnessed is not None:
+        if result.succeeded or retried:
+            landed, held = await self._outcome(keys, changes, result, planned, triggers)
+            # A failed guard after a retry may hide an earlier attempt that landed unseen.
+            self._recorded(planned, landed=landed is not None)
+            if landed is not None:
+                transitions = self._record(changes, planned, landed, not result.succeeded)
+                if held:
+                    return transitions
                 # An earlier attempt landed, and someone else changed a key since: what it
                 # wrote is the previous derived state (putting it back is a correction), and
                 # the index takes what etcd holds now (below), to plan again.
-                self._record(changes, causes, ids, witnessed, answer_lost=True)
         if not result.succeeded:
             self._conflict(keys, changes, result)
             return None
-        # The reconcile sender learns the triggers from etcd (it watches their prefix), so a
-        # lost response here loses no delivery.
-        return self._record(changes, causes, ids, result.revision)
+        raise AssertionError("unreachable: a success is recorded above")
 
     def _check_history(
         self, keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult
@@ -229,6 +351,7 @@ class StateWriter:
             and kv.mod_revision < change.old.mod_revision
         ]
         if result.revision < floor or older:
+            self._forget_generations()  # of the history that was replaced
             raise EtcdUnavailable(
                 f"etcd answered at revision {result.revision} (keys modified at {older}), "
                 f"below revisions it gave before ({floor}): its history was replaced"
@@ -246,20 +369,48 @@ class StateWriter:
             seen = kv.mod_revision if kv is not None else result.revision
             self._index.observe_written(change.key, value, seen)
 
-    async def _trigger_landed(self, triggers: Sequence[Trigger]) -> int | None:
+    async def _outcome(
+        self,
+        keys: Sequence[bytes],
+        changes: Sequence[Change],
+        result: TxnResult,
+        planned: Mapping[WorkKey, Transition],
+        triggers: Sequence[Trigger],
+    ) -> tuple[int | None, bool]:
+        """The revision this transaction landed at (None: it did not, or it cannot be told),
+        and whether the keys still hold what it wrote. A success says so; after a failed guard
+        on a retry, with history each write names itself in etcd (the keys' values cannot:
+        someone else may have written the same), and without it the keys, or else a trigger
+        record, may tell. The reconcile sender learns triggers from etcd (it watches their
+        prefix), so a lost answer loses no delivery."""
+        if result.succeeded:
+            return result.revision, True
+        own = _own_write(keys, changes, result)
+        if own is not None and self._history is None:
+            return own, True
+        landed = await self._landed(planned if self._history else {}, triggers)
+        return landed, landed is not None and landed == own
+
+    async def _landed(
+        self, planned: Mapping[WorkKey, Transition], triggers: Sequence[Trigger]
+    ) -> int | None:
         """The revision an earlier attempt of this transaction landed at, when etcd still holds
-        one of the trigger records it wrote (each names this transaction's transition id, so
-        no one else wrote it); None when none is there, or etcd cannot say now. The state
-        keys cannot tell when someone else changed them since."""
-        for trigger in triggers:
-            key = trigger_key(self._layout, trigger.package)
+        one of the history or trigger records it wrote (each names this transaction's
+        transition id, so no one else wrote it); None when none is there, or etcd cannot say
+        now. The state keys cannot tell when someone else changed them since, nor whether
+        someone else wrote the very values this transaction did."""
+        wrote: list[tuple[bytes, str]] = [
+            (history_key(self._layout, k, self._next_generation(k)).encode(), t.transition_id)
+            for k, t in planned.items()
+        ]
+        wrote += [(trigger_key(self._layout, t.package), t.transition_id) for t in triggers]
+        for key, transition_id in wrote:
             try:
                 kv = await self._client.get(key)
             except EtcdUnavailable:
                 return None
-            found = decode(self._layout, key, kv.value, kv.mod_revision) if kv else None
-            if isinstance(found, Trigger) and found.transition_id == trigger.transition_id:
-                return kv.mod_revision if kv is not None else None
+            if kv is not None and _names(self._layout, kv, transition_id):
+                return kv.mod_revision
         return None
 
     async def _txn_with_retries(
@@ -290,11 +441,36 @@ class StateWriter:
                 return result, attempt.retry_state.attempt_number > 1
         raise AssertionError("unreachable: tenacity reraises the last error")
 
+    def _transition(
+        self,
+        change: Change,
+        causes: Mapping[WorkKey, int],
+        ids: Mapping[WorkKey, str],
+        now: int,
+    ) -> Transition:
+        """The transition `change` makes (its revision 0 until committed)."""
+        verdict = change.verdict
+        cause_key = change.cause or change.key
+        return Transition(
+            transition_id=ids[change.key],
+            resource=change.key.resource,
+            name=change.key.name,
+            from_state=change.old.value,
+            to_state=change.new,
+            rule=verdict.rule if verdict else None,
+            reason=verdict.reason if verdict else None,
+            timestamp_ns=now,
+            cause_revision=causes.get(cause_key, causes.get(change.key, 0)),
+            revision=0,
+            caused_by=ids.get(change.cause) if change.cause else None,
+            node=self._node,
+            correction=change.correction,
+        )
+
     def _record(
         self,
         changes: Sequence[Change],
-        causes: Mapping[WorkKey, int],
-        ids: Mapping[WorkKey, str],
+        planned: Mapping[WorkKey, Transition],
         revision: int,
         answer_lost: bool = False,
     ) -> list[Transition]:
@@ -302,7 +478,6 @@ class StateWriter:
         its transitions and corrections. `answer_lost`: etcd's answer never came; `revision`
         was read back from the keys."""
         lost = {"answer_lost": True} if answer_lost else {}
-        now = time.time_ns()
         transitions: list[Transition] = []
         for change in changes:
             self._index.observe_written(change.key, change.new, revision)
@@ -311,21 +486,7 @@ class StateWriter:
                 # The rules did not move: someone else changed the key and it is put back.
                 self._log_correction(change, revision, lost)
                 continue
-            cause_key = change.cause or change.key
-            verdict = change.verdict
-            t = Transition(
-                transition_id=ids[change.key],
-                resource=change.key.resource,
-                name=change.key.name,
-                from_state=change.old.value,
-                to_state=change.new,
-                rule=verdict.rule if verdict else None,
-                reason=verdict.reason if verdict else None,
-                timestamp_ns=now,
-                cause_revision=causes.get(cause_key, causes.get(change.key, 0)),
-                revision=revision,
-                caused_by=ids.get(change.cause) if change.cause else None,
-            )
+            t = replace(planned[change.key], revision=revision)
             transitions.append(t)
             self._log_transition(t, lost)
         return transitions
@@ -361,6 +522,16 @@ class StateWriter:
             source=t.source,
             **lost,
         )
+
+
+def _names(layout: KeyLayout, kv: KeyValue, transition_id: str) -> bool:
+    """Whether the history or trigger record `kv` is one of transition `transition_id`."""
+    decoder = decode_record if kv.key.startswith(history_prefix(layout).encode()) else decode
+    try:
+        found = decoder(layout, kv.key, kv.value, kv.mod_revision)
+    except BadInput:
+        return False
+    return isinstance(found, Transition | Trigger) and found.transition_id == transition_id
 
 
 def _own_write(keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult) -> int | None:

@@ -1,0 +1,188 @@
+"""Reads where each resource's transition history stands, and keeps it within its maximum age.
+
+A resource's history is a run of records under its own prefix (core/history.py), written in
+the transaction that writes the state they record. `HistoryHeads` finds the generation of the
+newest record of many resources in one round trip; `HistoryPruner` is the leader's periodic
+pass that removes records older than `history.max_age_seconds` (the count bound, the last
+`history.keep`, is kept by the writes themselves). Keys under the history prefix that no
+daemon wrote are bad input to both: reported once each, left alone, never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from statemanager.core.errors import BadInput, Compacted, EtcdError, EtcdUnavailable
+from statemanager.core.history import (
+    Transition,
+    decode,
+    history_prefix,
+    history_range,
+    newest_generation,
+)
+from statemanager.core.keys import KeyLayout, Resource, WorkKey
+from statemanager.core.ports import TXN_LIMITS, Delete, Fence, KeyValue, Newest, Page, TxnClient
+from statemanager.core.records import LaterFormat, LaterFormatReporter
+from statemanager.runtime.election import Leadership
+from statemanager.runtime.metrics import Metrics
+
+log = structlog.get_logger("statemanager.history")
+
+NANOS = 1_000_000_000
+
+
+class HistoryHeads:
+    """The generation of resources' newest history records, read from etcd, with every key
+    under the history prefix that is no record reported as bad input (once per key)."""
+
+    def __init__(self, store: Newest, layout: KeyLayout, metrics: Metrics) -> None:
+        self._store = store
+        self._layout = layout
+        self._metrics = metrics
+        self._reported: set[bytes] = set()
+
+    async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]:
+        """Per key, its newest record's generation (0: none), in one round trip unless someone
+        else's keys sort above a resource's records (each costs one more read, below it)."""
+        ranges = {key: history_range(self._layout, key) for key in keys}
+        pending = list(zip(keys, await self._last(list(ranges.values())), strict=True))
+        found: dict[WorkKey, int] = {}
+        while pending:
+            below: list[tuple[WorkKey, bytes]] = []
+            for key, last in pending:
+                try:
+                    found[key] = newest_generation(self._layout, key, last)
+                except BadInput as exc:
+                    assert last is not None  # no key is no history, never bad input
+                    self.report(last, exc)
+                    below.append((key, last))
+            ends = [(ranges[key][0], last) for key, last in below]
+            pending = (
+                list(zip([k for k, _ in below], await self._last(ends), strict=True))
+                if below
+                else []
+            )
+        return found
+
+    async def empty(self, resource: Resource) -> bool:
+        """Whether no key at all is under the history prefix of `resource`'s type."""
+        start = f"{history_prefix(self._layout)}{resource.value}/".encode()
+        return (await self._last([(start, start[:-1] + b"0")]))[0] is None
+
+    async def _last(self, ranges: list[tuple[bytes, bytes]]) -> list[bytes | None]:
+        found = await self._store.newest(ranges, 1, keys_only=True)
+        return [kvs[0].key if kvs else None for kvs in found]
+
+    def report(self, key: bytes, exc: BadInput) -> None:
+        """Report a key under the history prefix that is no record a daemon wrote (once)."""
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self._metrics.invalid_inputs.labels(exc.kind).inc()
+        log.warning(
+            "invalid_input", key=key.decode("utf-8", "replace"), kind=exc.kind, error=exc.detail
+        )
+
+
+class PrunerStore(TxnClient, Protocol):
+    """The pruner's etcd: a paged listing at one revision, and fenced transactions."""
+
+    def pages(self, prefixes: Sequence[str], page_size: int = ...) -> AsyncIterator[Page]: ...
+
+
+class HistoryPruner:
+    """While this daemon leads, every `interval` seconds removes each resource's records older
+    than `max_age` seconds: all but its newest, and the newest too once it records the state's
+    deletion (else a name's history would outlive it for ever). Deletes are fenced on the
+    leadership; a resource written meanwhile keeps its new records (only the keys read are
+    deleted)."""
+
+    def __init__(
+        self,
+        *,
+        store: PrunerStore,
+        layout: KeyLayout,
+        heads: HistoryHeads,
+        later_formats: LaterFormatReporter,
+        max_age: float,
+        interval: float,
+        wall_clock: Callable[[], int],
+    ) -> None:
+        self._store = store
+        self._layout = layout
+        self._heads = heads
+        self._later_formats = later_formats
+        self._max_age_ns = int(max_age * NANOS)
+        self._interval = interval
+        self._wall_clock = wall_clock
+
+    async def run(self, leadership: Leadership) -> None:
+        """Prune every `interval` while leading (the first pass one interval after the start);
+        an unreachable etcd waits for the next pass."""
+        while True:
+            await asyncio.sleep(self._interval)
+            fence = await leadership.wait_leader()
+            try:
+                removed = await self.prune(fence)
+            except (EtcdUnavailable, EtcdError, Compacted) as exc:
+                log.warning("history_prune_deferred", error=str(exc))
+            else:
+                if removed:
+                    log.info("history_pruned", records=removed)
+
+    async def prune(self, fence: Fence) -> int:
+        """One pass over the whole history, a page at a time: each page's expired records are
+        deleted before the next page is read, so a pass holds one page and one resource's
+        records. How many it removed; it stops when it finds itself deposed."""
+        cutoff = self._wall_clock() - self._max_age_ns
+        removed = 0
+        run: list[tuple[bytes, Transition]] = []  # one resource's records, oldest first
+        async for page in self._store.pages([history_prefix(self._layout)]):
+            doomed: list[bytes] = []
+            for kv in page.items:
+                record = self._read(kv)
+                if record is None:
+                    continue
+                if run and (run[0][1].resource, run[0][1].name) != (record.resource, record.name):
+                    doomed += _expired(run, cutoff)
+                    run = []
+                run.append((kv.key, record))
+            if not await self._delete(doomed, fence):
+                return removed
+            removed += len(doomed)
+        last = _expired(run, cutoff)
+        return removed + len(last) if await self._delete(last, fence) else removed
+
+    async def _delete(self, keys: Sequence[bytes], fence: Fence) -> bool:
+        """Delete `keys` in fenced transactions within etcd's limits; False when deposed."""
+        for chunk in TXN_LIMITS.chunks([Delete(k) for k in keys], fence.key):
+            if (await self._store.txn([], chunk, fence)).fenced:
+                return False
+        return True
+
+    def _read(self, kv: KeyValue) -> Transition | None:
+        try:
+            found = decode(self._layout, kv.key, kv.value, kv.mod_revision)
+        except BadInput as exc:
+            self._heads.report(kv.key, exc)
+            return None
+        if isinstance(found, LaterFormat):
+            self._later_formats.report(kv.key, found)
+            return None
+        return found
+
+
+def _expired(run: Sequence[tuple[bytes, Transition]], cutoff: int) -> list[bytes]:
+    """The keys of a resource's records older than `cutoff`: never its newest unless that one
+    records a deletion."""
+    if not run:
+        return []
+    *older, (newest_key, newest) = run
+    doomed = [key for key, record in older if record.timestamp_ns < cutoff]
+    if newest.to_state is None and newest.timestamp_ns < cutoff:
+        doomed.append(newest_key)
+    return doomed
