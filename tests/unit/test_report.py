@@ -152,6 +152,7 @@ def test_status_document(snapshot: report.Snapshot) -> None:
                 "rule": "P3",
                 "reason": "1 of 2 models Failed",
                 "written": None,
+                "changed_at": None,
                 "models": ["web", "db"],
             },
         ],
@@ -162,6 +163,7 @@ def test_status_document(snapshot: report.Snapshot) -> None:
                 "rule": "M2",
                 "reason": "1 of 1 containers dead",
                 "written": "Running",
+                "changed_at": None,
                 "packages": ["shop"],
                 "containers": [{"id": "c2", "status": "exited", "class": "dead"}],
             },
@@ -171,6 +173,7 @@ def test_status_document(snapshot: report.Snapshot) -> None:
                 "rule": None,
                 "reason": None,
                 "written": "Running",
+                "changed_at": None,
                 "packages": [],
                 "containers": [],
             },
@@ -178,6 +181,7 @@ def test_status_document(snapshot: report.Snapshot) -> None:
                 "name": "solo",
                 **running,
                 "written": None,
+                "changed_at": None,
                 "packages": [],
                 "containers": [{"id": "c3", "status": "running", "class": "active"}],
             },
@@ -185,6 +189,7 @@ def test_status_document(snapshot: report.Snapshot) -> None:
                 "name": "web",
                 **running,
                 "written": "Running",
+                "changed_at": None,
                 "packages": ["shop"],
                 "containers": [{"id": "c1", "status": "running", "class": "active"}],
             },
@@ -274,7 +279,7 @@ def test_a_package_without_models_is_shown_only_unfiltered_or_named() -> None:
     document = report.status_document(snapshot, report.select(snapshot, ["idle"]), None)
     assert document["packages"] == [
         {"name": "idle", "state": "Initializing", "rule": "P1", "reason": "no models",
-         "written": "Initializing", "models": []},
+         "written": "Initializing", "changed_at": None, "models": []},
     ]  # fmt: skip
 
 
