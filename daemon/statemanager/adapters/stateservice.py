@@ -219,20 +219,9 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
         spec_key = self._layout.key_of(Kind.SCENARIO_SPEC, name).encode()
         spec, stored = await self._store.get(spec_key), await self._store.get(state_key)
         for _ in range(_SCENARIO_ATTEMPTS):
-            if spec is None:
-                return (
-                    pb.ErrorCode.RESOURCE_NOT_FOUND,
-                    "",
-                    f"no scenario {name!r}: {spec_key.decode()} is not in etcd",
-                )
-            try:
-                parse_scenario(spec.value, name)
-            except BadInput as exc:
-                return (
-                    pb.ErrorCode.RESOURCE_NOT_FOUND,
-                    "",
-                    f"{spec_key.decode()} is no valid Scenario ({exc.kind}: {exc.detail})",
-                )
+            missing = _missing_scenario(name, spec_key, spec)
+            if missing is not None or spec is None:  # an absent spec is missing
+                return pb.ErrorCode.RESOURCE_NOT_FOUND, "", missing or ""
             value = stored.value.decode("utf-8", "replace") if stored else None
             step = decide(value, request.current_state, request.target_state)
             if isinstance(step, str):
@@ -715,3 +704,14 @@ async def serve(
         server.add_secure_port(address, credentials)
     await server.start()
     return server
+
+
+def _missing_scenario(name: str, spec_key: bytes, spec: KeyValue | None) -> str | None:
+    """Why scenario `name` cannot take a state (its spec is absent or invalid), or None."""
+    if spec is None:
+        return f"no scenario {name!r}: {spec_key.decode()} is not in etcd"
+    try:
+        parse_scenario(spec.value, name)
+    except BadInput as exc:
+        return f"{spec_key.decode()} is no valid Scenario ({exc.kind}: {exc.detail})"
+    return None

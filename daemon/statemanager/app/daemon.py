@@ -139,17 +139,13 @@ def build(
     clock: Callable[[], float] = time.monotonic,
     offloader: Offloader | None = None,
 ) -> Parts:
-    """Build wires the runtime on `store` (etcd) and `actioncontroller` as `settings` say; call
-    it inside the running event loop.
+    """Build wires the runtime on `store` (etcd) and `actioncontroller` as `settings` say,
+    inside the running event loop: the composition root.
 
-    The one place that builds things (the composition root): every object gets its
-    collaborators here, as keyword arguments typed by the small Protocols its module declares,
-    and builds none of its own, so no object reaches through another for a third. One index
-    (read by the controller, the sender, the gRPC service and the status page) and one outage
-    reporter serve every reader and etcd caller. The tests (tests/support/runtime.py, the
-    simulator) run this very wiring on an in-memory etcd, with their own `clock` (the
-    election's and the outage reporter's). `offloader` (ActionController's OffloadModel)
-    serves TriggerOffloading; without it the service answers that none is configured.
+    Every object gets its collaborators here, typed by the Protocols its module declares, and
+    builds none of its own; one index and one outage reporter serve every reader. The tests
+    run this very wiring on an in-memory etcd, with their own `clock`. `offloader` serves
+    TriggerOffloading (without it the service answers that none is configured).
     """
     shared = _Shared(
         settings=settings,
@@ -169,37 +165,12 @@ def build(
     watcher = _watcher(shared, controller, listings)
     sender = _sender(shared, actioncontroller, watcher)
     service = _service(shared, controller, offloader)
-    feed = TransitionFeed(
-        client=store,
-        layout=settings.prefixes.layout,
-        metrics=metrics,
-        later_formats=shared.later_formats,
-    )
-    queries = _queries(shared, controller, watcher, feed)
-    status = StatusPage(
-        loop=asyncio.get_running_loop(),
-        index=shared.index,
-        leadership=election,
-        triggers=sender,
-        progress=health,
-        node=settings.ha.node_name,
-        history=store if settings.history.keep else None,
-        layout=settings.prefixes.layout,
-    )
+    feed, queries = _queries(shared, controller, watcher)
+    status = _status(shared, election, sender)
     return Parts(
-        shared.index,
-        queue,
-        controller,
-        election,
-        watcher,
-        sender,
-        service,
-        status,
-        listings,
-        feed,
-        queries,
-        _pruner(shared),
-    )
+        shared.index, queue, controller, election, watcher, sender, service, status, listings,
+        feed, queries, _pruner(shared),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,11 +311,17 @@ def _pruner(shared: _Shared) -> HistoryPruner | None:
 
 
 def _queries(
-    shared: _Shared, controller: Controller, watcher: Watcher, feed: TransitionFeed
-) -> QueryService:
+    shared: _Shared, controller: Controller, watcher: Watcher
+) -> tuple[TransitionFeed, QueryService]:
     """The queries Pullpiri's service plans: states from the index, history and records from
     etcd, relists through the watcher, streams from the feed making way for the controller."""
-    return QueryService(
+    feed = TransitionFeed(
+        client=shared.store,
+        layout=shared.settings.prefixes.layout,
+        metrics=shared.metrics,
+        later_formats=shared.later_formats,
+    )
+    return feed, QueryService(
         index=shared.index,
         layout=shared.settings.prefixes.layout,
         store=shared.store,
@@ -352,6 +329,22 @@ def _queries(
         feed=feed,
         resync=watcher.resync,
         rested=functools.partial(_quiet, controller, feed),
+    )
+
+
+def _status(shared: _Shared, election: Election, sender: ReconcileSender) -> StatusPage:
+    """The status page: the index's tree, the leader, pending triggers and, when history is
+    kept, each package's recent transitions read from etcd."""
+    settings = shared.settings
+    return StatusPage(
+        loop=asyncio.get_running_loop(),
+        index=shared.index,
+        leadership=election,
+        triggers=sender,
+        progress=shared.health,
+        node=settings.ha.node_name,
+        history=shared.store if settings.history.keep else None,
+        layout=settings.prefixes.layout,
     )
 
 

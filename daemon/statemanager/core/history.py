@@ -164,21 +164,9 @@ def decode(
         raise BadInput("history_record", f"{key!r}: fields missing or of the wrong type")
     from_state, to_state, rule, reason, caused_by = texts
     return Transition(
-        tid,
-        work_key.resource,
-        work_key.name,
-        from_state,
-        to_state,
-        rule,
-        reason,
-        ts,
-        cause,
-        mod_revision,
-        caused_by,
-        source,
-        node,
-        correction,
-    )
+        tid, work_key.resource, work_key.name, from_state, to_state, rule, reason, ts, cause,
+        mod_revision, caused_by, source, node, correction,
+    )  # fmt: skip
 
 
 def _is_int(v: object) -> TypeGuard[int]:

@@ -11,7 +11,7 @@ daemon wrote are bad input to both: reported once each, left alone, never a cras
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -20,12 +20,26 @@ from statemanager.core.errors import BadInput, Compacted, EtcdError, EtcdUnavail
 from statemanager.core.history import (
     Transition,
     decode,
+    encode,
+    history_key,
     history_prefix,
     history_range,
     newest_generation,
+    record_ops,
 )
-from statemanager.core.keys import KeyLayout, Resource, WorkKey
-from statemanager.core.ports import TXN_LIMITS, Delete, Fence, KeyValue, Newest, Page, TxnClient
+from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
+from statemanager.core.planner import Change
+from statemanager.core.ports import (
+    TXN_LIMITS,
+    Delete,
+    Fence,
+    KeyValue,
+    Newest,
+    Page,
+    Put,
+    TxnClient,
+    TxnLimits,
+)
 from statemanager.core.records import LaterFormat, LaterFormatReporter
 from statemanager.runtime.election import Leadership
 from statemanager.runtime.metrics import Metrics
@@ -86,6 +100,122 @@ class HistoryHeads:
         log.warning(
             "invalid_input", key=key.decode("utf-8", "replace"), kind=exc.kind, error=exc.detail
         )
+
+
+class Generations(Protocol):
+    """Where resources' histories stand in etcd (runtime/history.py, HistoryHeads)."""
+
+    async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]: ...
+
+    async def empty(self, resource: Resource) -> bool: ...
+
+
+class HistoryLog:
+    """HistoryLog makes the history records of the leader's transactions: it knows the
+    generation of each model's and package's newest record while this daemon leads under one
+    fence, and reads what it does not know.
+
+    Only the fenced leader writes model and package history, so what it learnt stays right
+    while the fence does; a scenario's generation is read for each write (any daemon's gRPC
+    service writes them, guarded on the state key). The writer asks it for each transaction's
+    record puts and retention deletes, their cost, and tells it each transaction's outcome.
+    """
+
+    def __init__(
+        self, heads: Generations, layout: KeyLayout, keep: int, limits: TxnLimits = TXN_LIMITS
+    ) -> None:
+        self._heads = heads
+        self._layout = layout
+        self._keep = keep
+        self._limits = limits
+        # Per model and package, the generation of its newest record, and the types whose
+        # history was empty (every generation 0 but those written since), under `_fence`.
+        self._generations: dict[WorkKey, int] = {}
+        self._complete: set[Resource] = set()
+        self._fence: Fence | None = None
+        # A history key's bytes but for the resource's name.
+        self._key_bytes = {
+            r: len(history_key(layout, WorkKey(r, ""), 0).encode()) for r in Resource
+        }
+        # A record's bytes but for its texts: ids of 40 characters, the longest node name,
+        # 20-digit numbers.
+        self._record_bytes = len(
+            encode(
+                Transition(
+                    "x" * 40, Resource.PACKAGE, "", None, None, None, None, 10**19, 10**19, 0,
+                    "x" * 40, node="x" * MAX_NAME_LENGTH,
+                )
+            )
+        )  # fmt: skip
+
+    def leading(self, fence: Fence) -> None:
+        """Leading goes on under `fence`: generations learnt under another one are forgotten
+        (another leader may have written since)."""
+        if fence != self._fence:
+            self.forget()
+
+    def forget(self) -> None:
+        """Forget every generation learnt (etcd's history was replaced, or leadership moved)."""
+        self._generations.clear()
+        self._complete.clear()
+        self._fence = None
+
+    def cost(self, change: Change) -> tuple[int, int]:
+        """Operations and bytes `change`'s history record adds to a transaction (the retention
+        delete counted unless the generation is known to need none)."""
+        verdict = change.verdict
+        texts = (change.old.value, change.new, *((verdict.rule, verdict.reason) if verdict else ()))
+        value = self._record_bytes + sum(len(t.encode()) for t in texts if t)
+        key_bytes = self._key_bytes[change.key.resource] + len(change.key.name.encode())
+        put = self._limits.put_bytes(b"", b"") + key_bytes  # a put's overhead and its key
+        ops, size = 1, put + value
+        if self._next(change.key, unknown=self._keep + 1) > self._keep:
+            ops, size = ops + 1, size + 2 * put  # a range delete: two keys
+        return ops, size
+
+    async def learn(self, changes: Sequence[Change], fence: Fence) -> None:
+        """Learn the newest generation of every key `changes` record a transition of that is
+        not known under `fence`."""
+        if fence != self._fence:
+            self.forget()
+            self._complete = {
+                r for r in (Resource.MODEL, Resource.PACKAGE) if await self._heads.empty(r)
+            }
+            self._fence = fence
+        unknown = [
+            c.key for c in changes if c.key.resource is Resource.SCENARIO or not self._next(c.key)
+        ]
+        if unknown:
+            self._generations.update(await self._heads.newest(unknown))
+
+    def ops(self, planned: Mapping[WorkKey, Transition]) -> list[Put | Delete]:
+        """Each planned transition's history record, and the deletion of what it retires."""
+        ops: list[Put | Delete] = []
+        for key, t in planned.items():
+            ops += record_ops(self._layout, key, self._next(key), encode(t), self._keep)
+        return ops
+
+    def record_key(self, key: WorkKey) -> bytes:
+        """The key `key`'s next record is written at (learnt first)."""
+        return history_key(self._layout, key, self._next(key)).encode()
+
+    def recorded(self, planned: Mapping[WorkKey, Transition], landed: bool) -> None:
+        """After a transaction: its records are the newest when it `landed`; when whether it
+        did is unknown, every generation is read again before the next write."""
+        if not landed:
+            self.forget()
+            return
+        for key in planned:
+            self._generations[key] = self._next(key)
+        for key in [k for k in planned if k.resource is Resource.SCENARIO]:
+            del self._generations[key]  # read again for its next write
+
+    def _next(self, key: WorkKey, unknown: int = 0) -> int:
+        """The generation `key`'s next record takes; `unknown` when that is not known yet."""
+        if key in self._generations:
+            return self._generations[key] + 1
+        known = key.resource in self._complete and self._fence is not None
+        return 1 if known else unknown
 
 
 class PrunerStore(TxnClient, Protocol):

@@ -38,9 +38,8 @@ from tenacity import (
 )
 
 from statemanager.core.errors import BadInput, EtcdUnavailable
-from statemanager.core.history import Transition, history_key, history_prefix, record_ops
+from statemanager.core.history import Transition, history_prefix
 from statemanager.core.history import decode as decode_record
-from statemanager.core.history import encode as encode_record
 from statemanager.core.index import Index
 from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, PreviousView, pack
@@ -58,6 +57,7 @@ from statemanager.core.ports import (
 from statemanager.core.previous import PreviousStates, StateSeen
 from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger, decode, encode, trigger_key
+from statemanager.runtime.history import Generations, HistoryLog
 from statemanager.runtime.metrics import Metrics
 
 log = structlog.get_logger("statemanager.writer")
@@ -93,14 +93,6 @@ class WriterClient(TxnClient, Protocol):
     async def get(self, key: bytes) -> KeyValue | None: ...
 
 
-class Generations(Protocol):
-    """Where resources' histories stand in etcd (runtime/history.py, HistoryHeads)."""
-
-    async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]: ...
-
-    async def empty(self, resource: Resource) -> bool: ...
-
-
 class StateWriter:
     """StateWriter commits planned changes as guarded transactions, records their transitions,
     and owns the previous derived states its writes and their echoes establish."""
@@ -134,30 +126,9 @@ class StateWriter:
         self._newest = 0
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
-        self._history = history if keep > 0 else None
-        self._keep = keep
+        # The generations of history records, when transitions are recorded.
+        self._history = HistoryLog(history, layout, keep, limits) if history and keep else None
         self._node = node
-        # Per model and package, the generation of its newest history record, and the types
-        # whose history was empty (every generation 0 but those written since): right while
-        # this daemon leads under `_history_fence`, since only the fenced leader writes them.
-        # A scenario's is read for each write (any daemon's gRPC service writes them).
-        self._generations: dict[WorkKey, int] = {}
-        self._complete: set[Resource] = set()
-        self._history_fence: Fence | None = None
-        # A history key's bytes but for the resource's name.
-        self._history_key_bytes = {
-            r: len(history_key(layout, WorkKey(r, ""), 0).encode()) for r in Resource
-        }
-        # A record's bytes but for its texts: ids of 40 characters, the longest node name,
-        # 20-digit numbers.
-        self._record_bytes = len(
-            encode_record(
-                Transition(
-                    "x" * 40, Resource.PACKAGE, "", None, None, None, None, 10**19, 10**19, 0,
-                    "x" * 40, node="x" * MAX_NAME_LENGTH,
-                )
-            )
-        )  # fmt: skip
 
     @property
     def previous(self) -> PreviousView:
@@ -187,12 +158,13 @@ class StateWriter:
         """etcd's history was replaced: the revisions of earlier answers, and the generations
         of history records learnt, belong to no history."""
         self._newest = 0
-        self._forget_generations()
+        if self._history is not None:
+            self._history.forget()
 
     def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
         """Pack write groups into transactions etcd accepts, with `fence` on each."""
-        if fence != self._history_fence:
-            self._forget_generations()  # learnt under another leadership
+        if self._history is not None:
+            self._history.leading(fence)
         fence_bytes = self._limits.guarded_write_bytes(fence.key, None)
         return pack(
             groups,
@@ -214,65 +186,12 @@ class StateWriter:
             ops, size = ops + 1, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
         if self._history is None:
             return ops, size
-        verdict = change.verdict
-        texts = (change.old.value, change.new, *((verdict.rule, verdict.reason) if verdict else ()))
-        value = self._record_bytes + sum(len(t.encode()) for t in texts if t)
-        key_bytes = self._history_key_bytes[change.key.resource] + len(change.key.name.encode())
-        put = self._limits.put_bytes(b"", b"") + key_bytes  # a put's overhead and its key
-        ops, size = ops + 1, size + put + value
-        if self._next_generation(change.key, unknown=self._keep + 1) > self._keep:
-            ops, size = ops + 1, size + 2 * put  # a range delete: two keys
-        return ops, size
-
-    def _next_generation(self, key: WorkKey, unknown: int = 0) -> int:
-        """The generation `key`'s next record takes; `unknown` when that is not known yet."""
-        if key in self._generations:
-            return self._generations[key] + 1
-        known = key.resource in self._complete and self._history_fence is not None
-        return 1 if known else unknown
-
-    async def _read_generations(self, changes: Sequence[Change], fence: Fence) -> None:
-        """Learn the newest history generation of every key `changes` record a transition of
-        that is not known under `fence` (a leadership other than the one they were learnt
-        under knows none: another leader may have written since)."""
-        assert self._history is not None
-        if fence != self._history_fence:
-            self._forget_generations()
-            self._complete = {
-                r for r in (Resource.MODEL, Resource.PACKAGE) if await self._history.empty(r)
-            }
-            self._history_fence = fence
-        unknown = [
-            c.key
-            for c in changes
-            if c.key.resource is Resource.SCENARIO or not self._next_generation(c.key)
-        ]
-        if unknown:
-            self._generations.update(await self._history.newest(unknown))
-
-    def _forget_generations(self) -> None:
-        self._generations.clear()
-        self._complete.clear()
-        self._history_fence = None
-
-    def _history_ops(self, planned: Mapping[WorkKey, Transition]) -> list[Put | Delete]:
-        """Each planned transition's history record, and the deletion of what it retires."""
-        ops: list[Put | Delete] = []
-        for key, t in planned.items():
-            generation = self._next_generation(key)
-            ops += record_ops(self._layout, key, generation, encode_record(t), self._keep)
-        return ops
+        history_ops, history_size = self._history.cost(change)
+        return ops + history_ops, size + history_size
 
     def _recorded(self, planned: Mapping[WorkKey, Transition], landed: bool) -> None:
-        """After a transaction: its records are the newest when it `landed`; when whether it
-        did is unknown, every generation is read again before the next write."""
-        if not landed:
-            self._forget_generations()
-            return
-        for key in planned:
-            self._generations[key] = self._next_generation(key)
-        for key in [k for k in planned if k.resource is Resource.SCENARIO]:
-            del self._generations[key]  # read again for its next write
+        if self._history is not None:
+            self._history.recorded(planned, landed)
 
     async def commit(
         self, changes: Sequence[Change], causes: Mapping[WorkKey, int], fence: Fence
@@ -284,26 +203,18 @@ class StateWriter:
         A guard that failed because an earlier attempt landed is told by the history record it
         wrote (without history: the keys holding this transaction's values, or else a trigger
         record it wrote) still being there: its transitions are then recorded (`answer_lost`)
-        all the same. Raises EtcdUnavailable when
-        etcd stayed unreachable (or busy) through every retry, NotLeader when the fence failed,
-        EtcdError when etcd refused the transaction (TooLarge: split it).
+        all the same. Raises EtcdUnavailable when etcd stayed unreachable (or busy) through
+        every retry, NotLeader when the fence failed, EtcdError when etcd refused the
+        transaction (TooLarge: split it).
         """
         keys = [self._layout.state_key(c.key).encode() for c in changes]
         guards = [Guard(k, c.old.mod_revision) for k, c in zip(keys, changes, strict=True)]
-        ops: list[Put | Delete] = [
-            Put(k, c.new.encode()) if c.new is not None else Delete(k)
-            for k, c in zip(keys, changes, strict=True)
-        ]
         ids = {c.key: self._ids.next() for c in changes}
         now = time.time_ns()
         # Corrections too: the history replays to every state this daemon writes.
         planned = {c.key: self._transition(c, causes, ids, now) for c in changes}
         triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.entering_error]
-        # Recorded in the same transaction as the Error state: a crash cannot separate them.
-        ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
-        if self._history is not None and planned:
-            await self._read_generations(changes, fence)
-            ops += self._history_ops(planned)  # the state and its history never disagree
+        ops = await self._ops(keys, changes, planned, triggers, fence)
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
         self._states.sent((c.key, c.new) for c in changes)
         try:
@@ -332,6 +243,27 @@ class StateWriter:
             return None
         raise AssertionError("unreachable: a success is recorded above")
 
+    async def _ops(
+        self,
+        keys: Sequence[bytes],
+        changes: Sequence[Change],
+        planned: Mapping[WorkKey, Transition],
+        triggers: Sequence[Trigger],
+        fence: Fence,
+    ) -> list[Put | Delete]:
+        """The transaction's writes: each state, each trigger record (in the transaction that
+        writes Error: a crash cannot separate them) and each transition's history record (the
+        state and its history never disagree)."""
+        ops: list[Put | Delete] = [
+            Put(k, c.new.encode()) if c.new is not None else Delete(k)
+            for k, c in zip(keys, changes, strict=True)
+        ]
+        ops += [Put(trigger_key(self._layout, t.package), encode(t)) for t in triggers]
+        if self._history is not None and planned:
+            await self._history.learn(changes, fence)
+            ops += self._history.ops(planned)
+        return ops
+
     def _check_history(
         self, keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult
     ) -> None:
@@ -351,7 +283,7 @@ class StateWriter:
             and kv.mod_revision < change.old.mod_revision
         ]
         if result.revision < floor or older:
-            self._forget_generations()  # of the history that was replaced
+            self.forget_history()  # the history that was replaced
             raise EtcdUnavailable(
                 f"etcd answered at revision {result.revision} (keys modified at {older}), "
                 f"below revisions it gave before ({floor}): its history was replaced"
@@ -399,10 +331,12 @@ class StateWriter:
         transition id, so no one else wrote it); None when none is there, or etcd cannot say
         now. The state keys cannot tell when someone else changed them since, nor whether
         someone else wrote the very values this transaction did."""
-        wrote: list[tuple[bytes, str]] = [
-            (history_key(self._layout, k, self._next_generation(k)).encode(), t.transition_id)
-            for k, t in planned.items()
-        ]
+        history = self._history
+        wrote = (
+            [(history.record_key(k), t.transition_id) for k, t in planned.items()]
+            if history
+            else []
+        )
         wrote += [(trigger_key(self._layout, t.package), t.transition_id) for t in triggers]
         for key, transition_id in wrote:
             try:
