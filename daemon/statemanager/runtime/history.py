@@ -2,7 +2,8 @@
 
 A resource's history is a run of records under its own prefix (core/history.py), written in
 the transaction that writes the state they record. `HistoryHeads` finds the generation of the
-newest record of many resources in one round trip; `HistoryPruner` is the leader's periodic
+newest record of many resources in one round trip; `HistoryLog` is what the writer knows of
+them and makes each transaction's records from; `HistoryPruner` is the leader's periodic
 pass that removes records older than `history.max_age_seconds` (the count bound, the last
 `history.keep`, is kept by the writes themselves). Keys under the history prefix that no
 daemon wrote are bad input to both: reported once each, left alone, never a crash.
