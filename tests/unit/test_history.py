@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from statemanager.core.errors import BadInput
@@ -135,3 +136,104 @@ def test_the_newest_generation_is_read_from_the_greatest_key() -> None:
     for foreign in (history_prefix(LAYOUT, PAY) + "zzz", history_prefix(LAYOUT, PAY) + "1/x"):
         with pytest.raises(BadInput):
             newest_generation(LAYOUT, PAY, foreign.encode())
+
+
+@pytest.mark.parametrize(
+    ("key", "detail"),
+    [
+        ("/statemanager/history/package/pay", "not a history key: '/statemanager/history/package/pay'"),
+        ("/statemanager/history/widget/pay/000000000001", "not a history key: "),
+        ("/statemanager/history/package/pay/000000000001/x", "not a history key: "),
+        ("/statemanager/other/package/pay/000000000001", "not a history key: "),
+        ("/statemanager/history/package/pay/1", "pay/1' (generation)"),
+        ("/statemanager/history/package/pay/-00000000001", "(generation)"),
+        ("/statemanager/history/package/p ay/000000000001", "(name contains whitespace"),
+        ("/statemanager/history/package//000000000001", "(empty name)"),
+    ],
+)  # fmt: skip
+def test_a_foreign_key_is_named_with_why(key: str, detail: str) -> None:
+    """Each refusal is kind `history_key` and names the key and, past its shape, what is wrong."""
+    with pytest.raises(BadInput) as caught:
+        parse_history_key(LAYOUT, key)
+    assert caught.value.kind == "history_key"
+    assert detail in caught.value.detail
+
+
+def test_every_type_and_generation_parses() -> None:
+    """Each resource type's keys parse to that type; the generation is read in full."""
+    for resource in Resource:
+        key = WorkKey(resource, "a.b-c_d")
+        assert parse_history_key(LAYOUT, history_key(LAYOUT, key, 987654321012)) == (
+            key,
+            987654321012,
+        )
+
+
+GOOD = {
+    "format": 1, "transition_id": "t", "from": "Running", "to": "Error", "rule": "P2",
+    "reason": "r", "timestamp_ns": 5, "cause_revision": 4, "caused_by": None, "source": "s",
+    "node": "n", "correction": False,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ({"transition_id": 3}, "fields missing or of the wrong type"),
+        ({"transition_id": None}, "fields missing or of the wrong type"),
+        ({"source": None}, "fields missing or of the wrong type"),
+        ({"timestamp_ns": "5"}, "fields missing or of the wrong type"),
+        ({"timestamp_ns": True}, "fields missing or of the wrong type"),
+        ({"cause_revision": 4.0}, "fields missing or of the wrong type"),
+        ({"from": 1}, "fields missing or of the wrong type"),
+        ({"to": ["Error"]}, "fields missing or of the wrong type"),
+        ({"rule": 2}, "fields missing or of the wrong type"),
+        ({"reason": {}}, "fields missing or of the wrong type"),
+        ({"caused_by": 7}, "fields missing or of the wrong type"),
+        ({"node": 1}, "fields missing or of the wrong type"),
+        ({"correction": "yes"}, "fields missing or of the wrong type"),
+        ({"format": 0}, "no valid format"),
+        ({"format": "1"}, "no valid format"),
+    ],
+)  # fmt: skip
+def test_each_field_of_the_wrong_type_is_bad_input(change: dict[str, object], detail: str) -> None:
+    """A record is read only when every field has its type: each one wrong is refused as kind
+    `history_record`, naming the key."""
+    key = history_key(LAYOUT, PAY, 1).encode()
+    value = orjson.dumps({**GOOD, **change})
+    with pytest.raises(BadInput) as caught:
+        decode(LAYOUT, key, value, 3)
+    assert caught.value.kind == "history_record"
+    assert detail in caught.value.detail
+    assert repr(key) in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [(b"not json", "not JSON"), (b"[1]", "not a JSON object"), (b'{"to": "x"}', "no valid format")],
+)
+def test_a_value_that_is_no_record_says_so(value: bytes, detail: str) -> None:
+    with pytest.raises(BadInput) as caught:
+        decode(LAYOUT, history_key(LAYOUT, PAY, 1).encode(), value, 3)
+    assert (caught.value.kind, detail in caught.value.detail) == ("history_record", True)
+
+
+def test_a_record_without_the_later_fields_reads_their_defaults() -> None:
+    """`node` and `correction` may be absent (no node named, not a correction)."""
+    body = {k: v for k, v in GOOD.items() if k not in ("node", "correction")}
+    t = decode(LAYOUT, history_key(LAYOUT, PAY, 1).encode(), orjson.dumps(body), 3)
+    assert isinstance(t, Transition)
+    assert (t.node, t.correction, t.revision, t.timestamp_ns, t.cause_revision) == (
+        None, False, 3, 5, 4,
+    )  # fmt: skip
+    assert (t.from_state, t.to_state, t.rule, t.reason, t.source) == (
+        "Running", "Error", "P2", "r", "s",
+    )  # fmt: skip
+
+
+def test_the_newest_key_of_another_resource_is_named() -> None:
+    other = history_key(LAYOUT, WorkKey(Resource.MODEL, "pay"), 3).encode()
+    with pytest.raises(BadInput) as caught:
+        newest_generation(LAYOUT, PAY, other)
+    assert caught.value.kind == "history_key"
+    assert caught.value.detail == f"not a history key of package/pay: {other!r}"

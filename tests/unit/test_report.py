@@ -290,3 +290,17 @@ def test_reports_carry_the_listings_revision(snapshot: report.Snapshot) -> None:
         ("invalid_json", 4),
         ("unassigned", 9),
     ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (-5, "0s"), (0, "0s"), (0.9, "0s"), (1, "1s"), (59, "59s"), (60, "1m"), (61, "1m1s"),
+        (3599, "59m59s"), (3600, "1h"), (3661, "1h1m"), (7500, "2h5m"), (86399, "23h59m"),
+        (86400, "1d"), (90061, "1d1h"), (86400 + 59, "1d"), (10 * 86400 + 3 * 3600, "10d3h"),
+    ],
+)  # fmt: skip
+def test_a_state_age_shows_its_two_largest_units(seconds: float, shown: str) -> None:
+    """`status` says how long a state has been held in at most two units, the largest first;
+    a unit of zero between them is left out."""
+    assert report.held_for(seconds) == shown

@@ -101,3 +101,31 @@ async def test_packed_transactions_fit_the_limits(limits: TxnLimits, history: in
     for batch in batches:
         names = {c.key.name for c in batch}
         assert all(next(iter(index.models_of(n))) in names for n in names if n.endswith("p"))
+
+
+def test_chunks_cut_unguarded_ops_at_the_op_and_byte_limits() -> None:
+    """Ops keep their order; each chunk stays within max_ops and the byte budget, counting the
+    guard's compare when one is given; an empty list makes no chunk."""
+    limits = TxnLimits(max_ops=4, max_bytes=TxnLimits.HEADROOM_BYTES + 200)
+    ops: list[Put | Delete] = [Put(b"k%d" % i, b"v" * 10) for i in range(6)]
+    ops.append(Delete(b"gone"))
+    assert list(limits.chunks([], None)) == []
+    assert list(limits.chunks(ops, None)) == [ops[:4], ops[4:]]
+    guarded = list(limits.chunks(ops, b"guard"))
+    assert [op for chunk in guarded for op in chunk] == ops
+    assert all(len(chunk) + 1 <= limits.max_ops for chunk in guarded)
+    assert [len(c) for c in guarded] == [3, 3, 1]
+    each = limits.put_bytes(b"k0", b"v" * 10)  # 36 bytes: five fit 200, six do not
+    wide = TxnLimits(max_ops=128, max_bytes=TxnLimits.HEADROOM_BYTES + 5 * each)
+    assert [len(c) for c in wide.chunks(ops[:6], None)] == [5, 1]
+    # The fence's compare (75 bytes) leaves room for two puts a chunk.
+    assert wide.guarded_write_bytes(b"g", None) == 75
+    assert [len(c) for c in wide.chunks(ops[:6], b"g")] == [2, 2, 2]
+
+
+def test_byte_costs_count_keys_values_and_overheads() -> None:
+    limits = TxnLimits()
+    assert limits.put_bytes(b"abc", b"12345") == 3 + 5 + TxnLimits.OP_OVERHEAD_BYTES
+    assert limits.guarded_write_bytes(b"abc", b"12345") == 3 * (3 + 24) + 5
+    assert limits.guarded_write_bytes(b"abc", None) == 3 * (3 + 24)
+    assert limits.byte_budget == limits.max_bytes - TxnLimits.HEADROOM_BYTES
