@@ -127,7 +127,9 @@ class StateWriter:
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
         # The generations of history records, when transitions are recorded.
-        self._history = HistoryLog(history, layout, keep, limits) if history and keep else None
+        self._history = (
+            HistoryLog(history, layout, keep, limits) if history is not None and keep > 0 else None
+        )
         self._node = node
 
     @property
