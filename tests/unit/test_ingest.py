@@ -117,6 +117,18 @@ def test_oversized_value_rejected_and_absent(ingest: Ingest, index: Index) -> No
     assert list(index.containers_of("m")) == []
 
 
+def test_oversized_state_value_rejected_and_absent(ingest: Ingest, index: Index) -> None:
+    """A state key rewritten with a value over max_value_bytes is rejected and applied as
+    deleted: the index forgets its old value, the key is dirty (to be written again) and its
+    deletion is among the applied states."""
+    key = b"/model/m/state"
+    ingest.apply(Kind.MODEL_STATE, key, b"Running", 5)
+    applied = ingest.apply(Kind.MODEL_STATE, key, b"x" * 2000, 6)
+    assert [(r.kind, r.revision) for r in applied.reports] == [("oversized", 6)]
+    assert (applied.dirty, applied.states) == ({model("m")}, [(model("m"), None)])
+    assert index.written(model("m")).value is None
+
+
 def test_bad_package_spec_treated_as_absent(ingest: Ingest, index: Index) -> None:
     """A Package spec replaced by an invalid document drops the package (its state is deleted)."""
     key = b"Package/p"
@@ -158,6 +170,15 @@ def test_resync_skips_unchanged_and_applies_changed(ingest: Ingest, index: Index
     verdict = index.model_verdict("b")
     assert verdict is not None
     assert verdict.state == "Failed"
+
+
+def test_a_rejected_item_keeps_what_the_page_made_dirty(ingest: Ingest) -> None:
+    """A bad value listed after good ones costs only its own key: the models the page's
+    earlier keys made dirty stay dirty."""
+    listing = [(C1, container(model_name="a"), 5), (C2, BAD, 6)]
+    result = ingest.resync(Kind.CONTAINER, listing, 9)
+    assert [r.kind for r in result.reports] == ["invalid_json"]
+    assert result.dirty == {model("a")}
 
 
 def test_resync_all_dispatches_by_prefix(ingest: Ingest, index: Index) -> None:
@@ -291,6 +312,16 @@ def test_relist_deletes_a_written_state_key_whose_echo_was_lost(
     result = ingest.resync_all({LAYOUT.model_states: []}, 20)
     assert model("m") in result.dirty
     assert index.written(model("m")).value is None
+
+
+def test_a_key_the_watch_deleted_is_not_deleted_again_by_a_relist(ingest: Ingest) -> None:
+    """A relist that does not list a key the watch already saw deleted deletes nothing: no
+    dirty key and no state deletion handed to the writer (which would take it as the echo
+    of a write of its own)."""
+    ingest.apply(Kind.MODEL_STATE, b"/model/m/state", b"Running", 5)
+    ingest.apply(Kind.MODEL_STATE, b"/model/m/state", None, 6)
+    result = ingest.resync_all({LAYOUT.model_states: []}, 10)
+    assert (result.dirty, result.states, result.reports) == (set(), [], [])
 
 
 def test_container_listed_before_its_model_spec_is_not_unassigned(
