@@ -217,11 +217,17 @@ FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
 # meets: every answer lost for 1 or 6 attempts (etcd applied it, the deadline passed first),
 # maybe with its echo lost (a half-open watch connection, then a compaction), and someone
 # else's write of that state before the next attempt (an operator, a second tool)
-# (lose_error_write); a watch broken right after it (a connection reset), then that state
-# overwritten once the leader has read its place again (rewatch_then_reset); or a scenario
+# (lose_error_write); the leader's next keep-alive renewing its lease unanswered (a timeout),
+# and that state overwritten at once and again while the leader reads its place again (a
+# tool insisting on its value) (keepalive_lost_then_reset); or a scenario
 # retargeted to that package just before it lands while the scenarios' watch lags (a
 # Scenario applied at that moment, its event caught up late) (retarget_before_error).
-ADDED_FAULTS = ["write_ahead", "lose_error_write", "rewatch_then_reset", "retarget_before_error"]
+ADDED_FAULTS = [
+    "write_ahead",
+    "lose_error_write",
+    "keepalive_lost_then_reset",
+    "retarget_before_error",
+]
 
 
 class Mode(enum.Enum):
@@ -274,9 +280,8 @@ def _later_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
     if kind == "lose_error_write":
         value = rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")])
         return (rng.choice([1, 6]), rng.random() < 0.5, value)
-    if kind == "rewatch_then_reset":
-        value = rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")])
-        return (round(rng.uniform(0.5, 3.0), 2), value)
+    if kind == "keepalive_lost_then_reset":
+        return (rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")]),)
     if kind == "retarget_before_error":
         return (round(rng.uniform(0.5, 4.0), 2),)
     if kind == "restore":
@@ -775,11 +780,16 @@ class Simulation:
         self.mem.refuse_next_txn()
 
     def _do_expire_lease(self) -> None:
+        lease = self._leader_lease()
+        if lease is not None:
+            self.mem.revoke_now(lease)
+
+    def _leader_lease(self) -> int | None:
+        """The lease of the leader's key (None: no daemon leads)."""
         leader = self.mem.range_now(
             f"{LAYOUT.own}leader/".encode(), prefix_end(f"{LAYOUT.own}leader/".encode())
         ).records
-        if leader:
-            self.mem.revoke_now(min(leader, key=lambda r: r.create_revision).lease)
+        return min(leader, key=lambda r: r.create_revision).lease if leader else None
 
     def _do_crash(self, index: int, restart_after: float) -> None:
         daemon = self.daemons[index]
@@ -969,14 +979,20 @@ class Simulation:
 
         self._at_error_write.append(strike)
 
-    def _do_rewatch_then_reset(self, delay: float, value: str | None) -> None:
-        """Right after the next Error write, the watches break (the leader reads its place
-        again: the same leader key); `delay` seconds later someone sets that package to
-        `value` (None: deletes its state) if it still holds Error."""
+    def _do_keepalive_lost_then_reset(self, value: str | None) -> None:
+        """After the next Error write, the leader's next keep-alive renews its lease but its
+        answer is lost (the leader stops leading, then reads its place again: the same leader
+        key); at once, and again 0.05 s later (the leader, still holding its last fence, may
+        have put Error back meanwhile), someone sets that package to `value` (None: deletes
+        its state) if it holds Error."""
 
         def strike(key: str) -> None:
-            self._later(0.01, self.mem.break_watches)
-            self._later(delay, lambda: self._overwrite(key, value, False, b"Error"))
+            lease = self._leader_lease()
+            overwrite = functools.partial(self._overwrite, key, value, False, b"Error")
+            if lease is not None:
+                self.mem.lose_next_keep_alive(
+                    lease, lambda: (overwrite(), self._later(0.05, overwrite))
+                )
 
         self._at_error_write.append(strike)
 
@@ -1254,6 +1270,7 @@ class Simulation:
         self.actioncontroller.refusals.clear()
         self.actioncontroller.slow = 0
         self.mem._before_txn.clear()
+        self.mem._lost_keep_alives.clear()
         self._after_write.clear()
         self._at_error_write.clear()
         for prefix in LAYOUT.watched().values():
