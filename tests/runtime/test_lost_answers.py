@@ -61,3 +61,27 @@ async def test_an_error_write_landed_unheard_delivered_then_overwritten_records_
         )
     puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
     assert len(puts) == 1
+
+
+async def test_an_error_write_landed_with_every_answer_lost_then_overwritten_records_no_second_trigger() -> (
+    None
+):
+    """A package's Error (with its trigger) lands, but every answer of every attempt is lost
+    and so is the watch echo; someone else sets the package to Running before the second
+    attempt. The writer gives up unanswered, and the next commit's answer clears nothing it
+    knew: the first transaction's trigger record, naming its transition, still shows it
+    landed, so Error is put back as a correction and no second trigger is recorded. Found by
+    the simulator (lose_error_write: six answers lost, the echo lost, the state overwritten)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        revision = container(mem, "c1", "m", "dead")
+        mem.lose_next_txn_response(6)  # the writer's five attempts, and the next commit's first
+        mem.before_next_txn(lambda: None)  # the first attempt lands as sent
+        package_state = f"{LAYOUT.package_states}p/state".encode()
+        overwritten: list[int] = []
+        mem.before_next_txn(lambda: overwritten.append(mem.put_now(package_state, b"Running")))
+        deliver(rt, mem, "c1", revision)
+        await until(lambda: bool(overwritten) and state(mem, "package", "p") == "Error")
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+    puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+    assert len(puts) == 1

@@ -93,3 +93,23 @@ async def test_forget_drops_the_entry_it_is_given_never_its_replacement() -> Non
         feed.forget(current)
         assert feed.pending() == []
         assert _gauge(metrics) == 0
+
+
+async def test_a_listing_replaces_a_pending_trigger_with_the_record_etcd_holds() -> None:
+    """etcd restored from a snapshot, and another entry into Error recorded since at a lower
+    revision than the one pending: the listing after the watch broke is what etcd holds, so
+    its record replaces the pending one (a lower revision there is a newer trigger of a new
+    history, not an older one). Found by the simulator (a trigger awaiting its scenarios when
+    etcd was restored)."""
+    mem, metrics = MemEtcd(), Metrics()
+    snapshot = mem.snapshot_now()
+    mem.put_now(b"/elsewhere", b"x")
+    pending = _put_trigger(mem, "a", "t1")
+    async with _following(mem, metrics) as feed:
+        await until(lambda: _revisions(feed) == [("a", pending)])
+        mem.replace_history(snapshot)
+        restored = _put_trigger(mem, "a", "t2")
+        assert restored < pending
+        await until(
+            lambda: [(t.transition_id, t.revision) for t, _ in feed.pending()] == [("t2", restored)]
+        )

@@ -213,7 +213,21 @@ LATER_FAULTS = [
 FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
 # Kinds added since swarm testing began, each enabled in a swarm seed by a draw of its own:
 # a seed that leaves it out keeps the schedule it had, so the zoo's earlier findings stand.
-ADDED_FAULTS = ["write_ahead"]
+# The next transaction that writes a package's entry into Error (its state and its trigger)
+# meets: every answer lost for 1 or 6 attempts (etcd applied it, the deadline passed first),
+# maybe with its echo lost (a half-open watch connection, then a compaction), and someone
+# else's write of that state before the next attempt (an operator, a second tool)
+# (lose_error_write); the leader's next keep-alive renewing its lease unanswered (a timeout),
+# and that state overwritten at once and again while the leader reads its place again (a
+# tool insisting on its value) (keepalive_lost_then_reset); or a scenario
+# retargeted to that package just before it lands while the scenarios' watch lags (a
+# Scenario applied at that moment, its event caught up late) (retarget_before_error).
+ADDED_FAULTS = [
+    "write_ahead",
+    "lose_error_write",
+    "keepalive_lost_then_reset",
+    "retarget_before_error",
+]
 
 
 class Mode(enum.Enum):
@@ -263,6 +277,13 @@ def _later_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
         return (rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")]),)
     if kind == "write_ahead":
         return _container_change(rng)
+    if kind == "lose_error_write":
+        value = rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")])
+        return (rng.choice([1, 6]), rng.random() < 0.5, value)
+    if kind == "keepalive_lost_then_reset":
+        return (rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")]),)
+    if kind == "retarget_before_error":
+        return (round(rng.uniform(0.5, 4.0), 2),)
     if kind == "restore":
         return (round(rng.uniform(0.5, 10.0), 2),)
     if kind == "clock_jump":
@@ -392,9 +413,15 @@ class Link:
     task that sends requests without ever letting time pass, and checks the atomic cascade
     right after each transaction it commits."""
 
-    def __init__(self, mem: MemEtcd, after_txn: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        mem: MemEtcd,
+        after_txn: Callable[[], None],
+        before_txn: Callable[[Sequence[Put | Delete]], None],
+    ) -> None:
         self._mem = mem
         self._after_txn = after_txn
+        self._before_txn = before_txn
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.endpoint = mem.endpoint
@@ -414,6 +441,7 @@ class Link:
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
     ) -> TxnResult:
         await self._gate()
+        self._before_txn(ops)
         try:
             return await self._mem.txn(guards, ops, fence)
         finally:
@@ -471,7 +499,7 @@ class Daemon:
     """One daemon's runtime (tests/support/runtime.py) behind its own `Link`."""
 
     def __init__(self, sim: Simulation, node: str) -> None:
-        self.link = Link(sim.mem, sim.after_txn)
+        self.link = Link(sim.mem, sim.after_txn, sim.before_txn)
         self.runtime = Runtime(
             self.link,  # type: ignore[arg-type]
             node,
@@ -562,6 +590,8 @@ class Simulation:
         self._snapshots: list[tuple[float, StoreSnapshot]] = []  # one per step, to restore
         # What happens right after the next committed state write: (fault, value) each.
         self._after_write: list[tuple[str, str | None]] = []
+        # What meets the next transaction that writes a package's entry into Error.
+        self._at_error_write: list[Callable[[str], None]] = []
         self._judged = 0  # transactions in etcd's log judged by after_txn
         # Transitions the writers reported committed, and where etcd's log of transactions
         # begins for the current history (a restore reuses revisions, a wipe generations).
@@ -750,11 +780,16 @@ class Simulation:
         self.mem.refuse_next_txn()
 
     def _do_expire_lease(self) -> None:
+        lease = self._leader_lease()
+        if lease is not None:
+            self.mem.revoke_now(lease)
+
+    def _leader_lease(self) -> int | None:
+        """The lease of the leader's key (None: no daemon leads)."""
         leader = self.mem.range_now(
             f"{LAYOUT.own}leader/".encode(), prefix_end(f"{LAYOUT.own}leader/".encode())
         ).records
-        if leader:
-            self.mem.revoke_now(min(leader, key=lambda r: r.create_revision).lease)
+        return min(leader, key=lambda r: r.create_revision).lease if leader else None
 
     def _do_crash(self, index: int, restart_after: float) -> None:
         daemon = self.daemons[index]
@@ -928,6 +963,85 @@ class Simulation:
         ]
         if erring:
             self._do_tamper(erring[0], value)
+
+    def _do_lose_error_write(self, lost: int, silent: bool, value: str | None) -> None:
+        """The next Error write lands but its caller hears nothing for `lost` attempts, its
+        echo lost too when `silent` (the watches go quiet, and history is compacted once the
+        state is overwritten); someone else writes that state (`value`, None: deletes it)
+        before the next transaction applies."""
+
+        def strike(key: str) -> None:
+            self.mem.lose_next_txn_response(lost)
+            if silent:
+                self.mem.silence_watches()
+            self.mem.before_next_txn(lambda: None)  # this one applies as sent
+            self.mem.before_next_txn(lambda: self._overwrite(key, value, silent))
+
+        self._at_error_write.append(strike)
+
+    def _do_keepalive_lost_then_reset(self, value: str | None) -> None:
+        """After the next Error write, the leader's next keep-alive renews its lease but its
+        answer is lost (the leader stops leading, then reads its place again: the same leader
+        key); at once, and again 0.05 s later (the leader, still holding its last fence, may
+        have put Error back meanwhile), someone sets that package to `value` (None: deletes
+        its state) if it holds Error."""
+
+        def strike(key: str) -> None:
+            lease = self._leader_lease()
+            overwrite = functools.partial(self._overwrite, key, value, False, b"Error")
+            if lease is not None:
+                self.mem.lose_next_keep_alive(
+                    lease, lambda: (overwrite(), self._later(0.05, overwrite))
+                )
+
+        self._at_error_write.append(strike)
+
+    def _do_retarget_before_error(self, seconds: float) -> None:
+        """Just before the next Error write applies, a scenario of another package (or none)
+        is retargeted to it, while the scenarios' watches lag for `seconds`."""
+
+        def strike(key: str) -> None:
+            package = key[len(LAYOUT.package_states) : -len("/state")]
+            store = _store(self.mem)
+            others = [
+                name
+                for name in SCENARIOS
+                if oracle.scenario_target(
+                    LAYOUT.scenarios + name, store.get(LAYOUT.scenarios + name, b"")
+                )
+                != package
+            ]
+            if others and not self.mem._down:
+                self._do_lag_watches(LAYOUT.scenarios, seconds)
+                self._do_scenario(others[0], package)
+
+        self._at_error_write.append(strike)
+
+    def _overwrite(
+        self, key: str, value: str | None, compact: bool, only: bytes | None = None
+    ) -> None:
+        """Someone else writes `value` to the state `key` (deletes it with None), if etcd is up
+        and `key` holds `only` (any value when None); then compacts history if `compact`."""
+        if self.mem._down or (only is not None and _store(self.mem).get(key) != only):
+            return
+        self._disturb(PACKAGES, key, None if value is None else value.encode())
+        if compact:
+            self._do_compact()
+
+    def before_txn(self, ops: Sequence[Put | Delete]) -> None:
+        """Just before a daemon's transaction goes to etcd: when it writes a package's entry
+        into Error (its state and its trigger record), the fault waiting for one strikes."""
+        if not self._at_error_write or not any(op.key.startswith(TRIGGERS.encode()) for op in ops):
+            return
+        for op in ops:
+            key = op.key.decode()
+            if (
+                isinstance(op, Put)
+                and op.value == b"Error"
+                and key.startswith(LAYOUT.package_states)
+            ):
+                self._at_error_write.pop(0)(key)
+                return
 
     def _strike(self, revision: int, written: Sequence[str]) -> None:
         """The fault waiting for this state write (at `revision`, keys `written`)."""
@@ -1156,7 +1270,9 @@ class Simulation:
         self.actioncontroller.refusals.clear()
         self.actioncontroller.slow = 0
         self.mem._before_txn.clear()
+        self.mem._lost_keep_alives.clear()
         self._after_write.clear()
+        self._at_error_write.clear()
         for prefix in LAYOUT.watched().values():
             self.mem.lag_watches(prefix, False)
         for i, daemon in enumerate(self.daemons):

@@ -207,6 +207,7 @@ class MemEtcd:
         self.requests = 0  # every request answered or failed: a cheap busy-loop detector
         self.txn_log: list[TxnRecord] = []  # every guarded txn that reached the store
         self._before_txn: list[Callable[[], object]] = []
+        self._lost_keep_alives: dict[int, Callable[[], object]] = {}
 
     # -- faults -------------------------------------------------------------------------------
 
@@ -234,6 +235,11 @@ class MemEtcd:
         """Run `action` (say, another writer's put) just before the next guarded txn applies:
         the race a guard or a fence exists for."""
         self._before_txn.append(action)
+
+    def lose_next_keep_alive(self, lease_id: int, then: Callable[[], object]) -> None:
+        """The next keep-alive of `lease_id` renews it, but its caller sees EtcdUnavailable (an
+        answer past the deadline); `then` (say, another writer's put) runs right after."""
+        self._lost_keep_alives[lease_id] = then
 
     def break_watches(self) -> None:
         """Every open watch stream raises EtcdUnavailable, as when etcd restarts."""
@@ -660,6 +666,10 @@ class MemEtcd:
             return 0
         lease.deadline = self._loop_time() + lease.ttl
         self._arm(lease)
+        then = self._lost_keep_alives.pop(lease_id, None)
+        if then is not None:
+            then()
+            raise EtcdUnavailable("etcd keepalive failed: DEADLINE_EXCEEDED (renewed, answer lost)")
         return lease.ttl
 
     async def revoke_lease(self, lease_id: int) -> None:

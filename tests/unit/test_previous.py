@@ -50,3 +50,21 @@ def test_previous_states_survive_only_the_same_leader_key() -> None:
     assert states.previous(P) == "Error"
     states.leading(Fence(b"/leader/a", 9))
     assert states.previous(P) is None
+
+
+def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> None:
+    """`lost` keeps a transaction's state and records until `heard` takes them (once), a
+    commit of the key, or leading under a new leader key; the same key keeps them."""
+    states = PreviousStates()
+    records = [(b"/triggers/p", "id-1")]
+    states.leading(LEADER)
+    states.lost(P, "Error", records)
+    states.leading(LEADER)
+    assert states.heard(P) == ("Error", records)
+    assert states.heard(P) is None
+    states.lost(P, "Error", records)
+    states.committed(P, "Running")
+    assert states.heard(P) is None
+    states.lost(P, "Error", records)
+    states.leading(Fence(b"/leader/a", 9))
+    assert states.heard(P) is None

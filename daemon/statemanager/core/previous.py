@@ -12,12 +12,15 @@ else, and putting it back is a correction, not a new entry into Error with a sec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from statemanager.core.keys import WorkKey
 from statemanager.core.ports import Fence
 
 StateSeen = tuple[WorkKey, str | None]  # a state key's value as etcd showed it (None: absent)
+# Records a transaction put, each (key, the transition id its value names): etcd still holding
+# one shows the transaction landed.
+Records = Sequence[tuple[bytes, str]]
 
 
 class PreviousStates:
@@ -26,7 +29,8 @@ class PreviousStates:
 
     Invariants: a key has a previous state only while this daemon leads with the leader key it
     was learnt under (`leading`); a key is unconfirmed from `sent` until `answered`, or until
-    etcd shows its next value (`echoed`), whichever comes first.
+    etcd shows its next value (`echoed`), whichever comes first; a key is unheard from `lost`
+    until `heard`, `committed`, or a new leader key.
     """
 
     def __init__(self) -> None:
@@ -37,6 +41,10 @@ class PreviousStates:
         # may have written. The guard kept every other write out between the index's view and
         # that transaction, so if it landed, the key's next value etcd shows is ours.
         self._unconfirmed: dict[WorkKey, str | None] = {}
+        # Per key: the Error a transaction whose answers were all lost may have entered, and
+        # the records it put. Its echo may be lost too and the key overwritten since: then
+        # only those records can show it landed (and that putting Error back is a correction).
+        self._unheard: dict[WorkKey, tuple[str | None, Records]] = {}
         self._led_with: Fence | None = None  # the leader key of the last `leading`
 
     def previous(self, key: WorkKey) -> str | None:
@@ -50,6 +58,7 @@ class PreviousStates:
         other daemon led meanwhile); with a new key another leader may have written since."""
         if fence is None or fence != self._led_with:
             self._previous.clear()
+            self._unheard.clear()
         self._led_with = fence
 
     def sent(self, writes: Iterable[StateSeen]) -> None:
@@ -66,7 +75,18 @@ class PreviousStates:
     def committed(self, key: WorkKey, state: str | None) -> None:
         """Our write of `state` to `key` committed (None: the key was deleted): it is the
         previous derived state now."""
+        self._unheard.pop(key, None)
         self._remember(key, state)
+
+    def lost(self, key: WorkKey, state: str | None, records: Records) -> None:
+        """Every answer of a transaction entering `state` at `key` and putting `records` was
+        lost: until `heard`, whether it landed is for those records to tell."""
+        self._unheard[key] = (state, records)
+
+    def heard(self, key: WorkKey) -> tuple[str | None, Records] | None:
+        """The state and records of `key`'s unheard transaction (None: there is none), no
+        longer unheard: the caller looks for the records, and says `committed` if found."""
+        return self._unheard.pop(key, None)
 
     def agreed(self, found: Mapping[WorkKey, str | None]) -> None:
         """Each key of `found` was seen holding what the rules give (None: absent, as they

@@ -211,14 +211,17 @@ class TriggerFeed:
             await stream.aclose()
 
     def _relisted(self, listing: Sequence[KeyValue], resumed: bool) -> None:
-        """Replace the pending set with a listing; triggers already pending keep their state."""
+        """Replace the pending set with a listing; triggers already pending keep their state.
+        A pending trigger whose key holds another record is replaced by it, whatever their
+        revisions: after etcd's history was replaced (a restore), a newer trigger may sit at a
+        lower revision than the one pending from the history before."""
         found: dict[bytes, Trigger] = {}
         for key, value, revision in listing:
             trigger = self._decode(key, value, revision)
             if trigger is not None:
                 found[key] = trigger
-        for key in [k for k, p in self._pending.items() if k not in found]:
-            del self._pending[key]  # removed while the watch was down
+        for key in [k for k, p in self._pending.items() if found.get(k) != p.trigger]:
+            del self._pending[key]  # removed or replaced while the watch was down
         if resumed and found:
             log.info("reconcile_resumed", triggers=len(found))
         for trigger in found.values():

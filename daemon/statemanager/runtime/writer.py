@@ -54,7 +54,7 @@ from statemanager.core.ports import (
     TxnLimits,
     TxnResult,
 )
-from statemanager.core.previous import PreviousStates, StateSeen
+from statemanager.core.previous import PreviousStates, Records, StateSeen
 from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger, decode, encode, trigger_key
 from statemanager.runtime.history import Generations, HistoryLog
@@ -215,13 +215,19 @@ class StateWriter:
         now = time.time_ns()
         # Corrections too: the history replays to every state this daemon writes.
         planned = {c.key: self._transition(c, causes, ids, now) for c in changes}
-        triggers = [Trigger(c.key.name, ids[c.key], 0) for c in changes if c.entering_error]
+        entering = [c for c in changes if c.entering_error]
+        triggers = [Trigger(c.key.name, ids[c.key], 0) for c in entering]
+        if await self._heard_of(changes):
+            return None
         ops = await self._ops(keys, changes, planned, triggers, fence)
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
         self._states.sent((c.key, c.new) for c in changes)
         try:
             result, retried = await self._txn_with_retries(guards, ops, fence)
         except EtcdUnavailable:
+            for change, trigger in zip(entering, triggers, strict=True):
+                records = self._records({change.key: planned[change.key]}, [trigger])
+                self._states.lost(change.key, change.new, records)
             self._recorded(planned, landed=False)  # an attempt may have landed
             raise
         self._states.answered(c.key for c in changes)
@@ -333,6 +339,16 @@ class StateWriter:
         transition id, so no one else wrote it); None when none is there, or etcd cannot say
         now. The state keys cannot tell when someone else changed them since, nor whether
         someone else wrote the very values this transaction did."""
+        try:
+            return await self._found(self._records(planned, triggers))
+        except EtcdUnavailable:
+            return None
+
+    def _records(
+        self, planned: Mapping[WorkKey, Transition], triggers: Sequence[Trigger]
+    ) -> list[tuple[bytes, str]]:
+        """The history and trigger records a transaction of `planned` and `triggers` puts, each
+        with the transition id its value names."""
         history = self._history
         wrote = (
             [(history.record_key(k), t.transition_id) for k, t in planned.items()]
@@ -340,14 +356,40 @@ class StateWriter:
             else []
         )
         wrote += [(trigger_key(self._layout, t.package), t.transition_id) for t in triggers]
-        for key, transition_id in wrote:
-            try:
-                kv = await self._client.get(key)
-            except EtcdUnavailable:
-                return None
+        return wrote
+
+    async def _found(self, records: Records) -> int | None:
+        """The revision the first of `records` etcd still holds was put at (None: none is);
+        raises EtcdUnavailable when etcd cannot say now."""
+        for key, transition_id in records:
+            kv = await self._client.get(key)
             if kv is not None and _names(self._layout, kv, transition_id):
                 return kv.mod_revision
         return None
+
+    async def _heard_of(self, changes: Sequence[Change]) -> bool:
+        """Whether an earlier transaction entering Error at a key `changes` enter Error at
+        again, every answer of it lost, landed after all (its records are in etcd): its Error
+        is then the previous derived state, and the keys must be planned again (putting Error
+        back after someone else's write is a correction, not a new entry into Error). Its echo
+        cannot tell when the watch lost it and history was compacted: a listing shows the
+        value after someone else's write. Raises EtcdUnavailable when etcd cannot say now (the
+        key stays unheard)."""
+        landed = False
+        for change in changes:
+            unheard = self._states.heard(change.key) if change.entering_error else None
+            if unheard is None:
+                continue
+            state, records = unheard
+            try:
+                found = await self._found(records)
+            except EtcdUnavailable:
+                self._states.lost(change.key, state, records)
+                raise
+            if found is not None:
+                self._states.committed(change.key, state)
+                landed = True
+        return landed
 
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence
