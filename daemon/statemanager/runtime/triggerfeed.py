@@ -211,14 +211,18 @@ class TriggerFeed:
             await stream.aclose()
 
     def _relisted(self, listing: Sequence[KeyValue], resumed: bool) -> None:
-        """Replace the pending set with a listing; triggers already pending keep their state."""
+        """Replace the pending set with a listing; triggers already pending keep their state.
+        A pending trigger the listing has at another revision goes, even for an older one: a
+        listing is etcd's history as it is, and one restored from a snapshot can hold an older
+        trigger than the replaced history's (kept, it would hide the restored one for good)."""
         found: dict[bytes, Trigger] = {}
         for key, value, revision in listing:
             trigger = self._decode(key, value, revision)
             if trigger is not None:
                 found[key] = trigger
-        for key in [k for k, p in self._pending.items() if k not in found]:
-            del self._pending[key]  # removed while the watch was down
+        for key, pending in list(self._pending.items()):
+            if key not in found or found[key].revision != pending.trigger.revision:
+                del self._pending[key]  # removed (or replaced) while the watch was down
         if resumed and found:
             log.info("reconcile_resumed", triggers=len(found))
         for trigger in found.values():
