@@ -45,7 +45,7 @@ import random
 import signal
 import traceback
 import types
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import looptime
@@ -213,7 +213,15 @@ LATER_FAULTS = [
 FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
 # Kinds added since swarm testing began, each enabled in a swarm seed by a draw of its own:
 # a seed that leaves it out keeps the schedule it had, so the zoo's earlier findings stand.
-ADDED_FAULTS = ["write_ahead"]
+# write_ahead: another writer ahead of the daemons (a deposed leader's last transaction, a
+# second tool). mixed_catch_up: a half-open watch connection, then etcd catching the resumed
+# stream's watches up one after another (the packages' last), while an operator moves a
+# package to another model and the old model's containers die. replace_in_write: etcd
+# restored or wiped while a state write is on its way (its daemon planned before, sent after:
+# a pause between the two, or a request reaching the restored member). restore_unechoed: a
+# state write's echo lost (a half-open watch connection), then etcd restored to just before
+# it by a cluster at the term the daemons saw (restored before it ever changed leader).
+ADDED_FAULTS = ["write_ahead", "mixed_catch_up", "replace_in_write", "restore_unechoed"]
 
 
 class Mode(enum.Enum):
@@ -263,6 +271,10 @@ def _later_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
         return (rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")]),)
     if kind == "write_ahead":
         return _container_change(rng)
+    if kind == "mixed_catch_up":
+        return (rng.choice(PACKAGES), rng.choice(MODELS), round(rng.uniform(4.0, 7.0), 2))
+    if kind == "replace_in_write":
+        return (rng.choice([None, round(rng.uniform(0.5, 10.0), 2)]),)
     if kind == "restore":
         return (round(rng.uniform(0.5, 10.0), 2),)
     if kind == "clock_jump":
@@ -389,12 +401,19 @@ class Spinning(BaseException):
 
 class Link:
     """One daemon's connection to etcd: holds its requests while the daemon is paused, ends a
-    task that sends requests without ever letting time pass, and checks the atomic cascade
-    right after each transaction it commits."""
+    task that sends requests without ever letting time pass, tells the simulation of each
+    transaction and watch just before etcd takes it (a fault may strike then), and checks the atomic
+    cascade right after each transaction it commits."""
 
-    def __init__(self, mem: MemEtcd, after_txn: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        mem: MemEtcd,
+        after_txn: Callable[[], None],
+        before: Callable[[Link, Sequence[Put | Delete], Collection[str]], None],
+    ) -> None:
         self._mem = mem
         self._after_txn = after_txn
+        self._before = before  # told of each transaction's ops, or a watch's prefixes
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.endpoint = mem.endpoint
@@ -414,6 +433,7 @@ class Link:
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
     ) -> TxnResult:
         await self._gate()
+        self._before(self, ops, ())
         try:
             return await self._mem.txn(guards, ops, fence)
         finally:
@@ -426,6 +446,7 @@ class Link:
         together: Sequence[Sequence[str]] = (),
     ) -> AsyncGenerator[WatchBatch, None]:
         await self._gate()
+        self._before(self, (), starts.keys())
         stream = self._mem.watch(starts, progress_every, together)
         try:
             async for batch in stream:
@@ -471,7 +492,7 @@ class Daemon:
     """One daemon's runtime (tests/support/runtime.py) behind its own `Link`."""
 
     def __init__(self, sim: Simulation, node: str) -> None:
-        self.link = Link(sim.mem, sim.after_txn)
+        self.link = Link(sim.mem, sim.after_txn, sim.before_request)
         self.runtime = Runtime(
             self.link,  # type: ignore[arg-type]
             node,
@@ -562,6 +583,12 @@ class Simulation:
         self._snapshots: list[tuple[float, StoreSnapshot]] = []  # one per step, to restore
         # What happens right after the next committed state write: (fault, value) each.
         self._after_write: list[tuple[str, str | None]] = []
+        # What happens as the next state write reaches etcd: a restore from a snapshot this
+        # many seconds old, or a wipe (None), each.
+        self._in_write: list[float | None] = []
+        # restore_unechoed: armed (True) until the next committed state write, then the
+        # revision of that write until the restore below it.
+        self._unechoed: list[bool | int] = []
         self._judged = 0  # transactions in etcd's log judged by after_txn
         # Transitions the writers reported committed, and where etcd's log of transactions
         # begins for the current history (a restore reuses revisions, a wipe generations).
@@ -856,11 +883,11 @@ class Simulation:
                 ),
             )
 
-    def _replace(self, snapshot: StoreSnapshot | None) -> None:
+    def _replace(self, snapshot: StoreSnapshot | None, keep_term: bool = False) -> None:
         """Replace etcd's history, and judge what follows against the new one: entries into
         Error and deliveries of the replaced history are set aside, and every package counts
         as disturbed until each running daemon has listed the new history."""
-        self.mem.replace_history(snapshot)
+        self.mem.replace_history(snapshot, keep_term)
         self._log_from = len(self.mem.txn_log)
         self._committed_from = len(self.committed)
         self._replaced_at = asyncio.get_running_loop().time()
@@ -929,6 +956,101 @@ class Simulation:
         if erring:
             self._do_tamper(erring[0], value)
 
+    def _do_mixed_catch_up(self, package: str, model: str, seconds: float) -> None:
+        """While the watches are cut off (silent: a half-open connection) and the packages'
+        watch lags on the stream that resumes them (etcd catches a resumed stream's watches up
+        one after another), `package` is moved off its models onto `model`, which runs, and
+        then its old models' containers die. The rules never give it Error; a daemon applying
+        the containers' history before the packages' derives Error from a mix etcd never held."""
+        store = _store(self.mem)
+        key = LAYOUT.packages + package
+        old = oracle.package_models(key, store[key]) if key in store else None
+        derived = oracle.derive(store)
+        if (
+            not old
+            or model in old
+            or derived.get(f"{LAYOUT.model_states}{model}/state") == "Failed"
+            or derived.get(f"{LAYOUT.package_states}{package}/state") == "Error"
+        ):
+            self.trace("  (skipped: no package to move off its models)")
+            return
+        self.mem.silence_watches()
+        self.mem.lag_watches(LAYOUT.packages)
+
+        def kill() -> None:
+            for name in old:
+                self._do_container(f"z{name}", name, "dead", "0")
+
+        self._later(0.1, lambda: None if self.mem._down else self._do_package(package, model))
+        self._later(0.2, lambda: None if self.mem._down else kill())
+        self._later(seconds, lambda: self.mem.lag_watches(LAYOUT.packages, False))
+
+    def _do_replace_in_write(self, back: float | None) -> None:
+        """etcd is restored from a snapshot at least `back` seconds old (wiped with None) while
+        the next state write is on its way: it lands on the new history, which the writer's
+        index, ahead of its watcher, knows nothing of."""
+        self._in_write.append(back)
+
+    def before_request(
+        self, link: Link, ops: Sequence[Put | Delete], watched: Collection[str]
+    ) -> None:
+        """A daemon's transaction (`ops`) or watch (of the prefixes `watched`) is about to
+        reach etcd: a fault waiting for it strikes."""
+        if watched:
+            self._restore_at_reconnect(link, watched)
+        keys = [op.key.decode() for op in ops]
+        if self._in_write and oracle.state_keys(keys) and not self.mem._down:
+            back = self._in_write.pop(0)
+            self.trace(f"  {'wipe' if back is None else f'restore {back}'} as a write lands")
+            if back is None:
+                self._do_wipe()
+            else:
+                self._do_restore(back)
+
+    def _do_restore_unechoed(self) -> None:
+        """Right after the next committed state write (at R), the watches go silent (its echo
+        is lost); when its daemon's watcher next opens a stream, etcd has been restored to R - 1
+        by a cluster whose raft term is the one the daemons saw (a cluster restored before
+        it ever changed leader, or whose elections since have brought it there): only the
+        answer R tells that etcd went back. Struck only while no other daemon's index or writer
+        knows a revision from R on (it could not tell, once the new history outgrew it), and
+        REPLACE_AFTER seconds after the last replacement at the earliest (a second one at the
+        same term before every daemon has followed the first is `_replace_visibly`'s limit)."""
+        self._unechoed.append(True)
+
+    def _restore_at_reconnect(self, link: Link, watched: Collection[str]) -> None:
+        """restore_unechoed strikes as the first watch opened since the echo was lost opens,
+        when that is the state watcher of the daemon that wrote R; otherwise it is dropped (a
+        stream opened since may have told its daemon of what the restore takes back)."""
+        pending = [r for r in self._unechoed if r is not True]
+        if not pending:
+            return
+        self._unechoed = [r for r in self._unechoed if r is True]
+        revision = int(min(pending))
+        opening = [d for d in self.daemons if d is not None and d.link is link]
+        others = [d for d in self.daemons if d is not None and d.link is not link]
+        prefixes = LAYOUT.watched().values()
+        knows = [
+            max(
+                d.runtime.parts.controller.newest_answer(),
+                *map(d.runtime.parts.watcher.applied, prefixes),
+            )
+            for d in others
+        ]
+        if (
+            not opening
+            or not set(prefixes) <= set(watched)  # another watch of the daemon's
+            or opening[0].runtime.parts.controller.newest_answer() < revision
+            or any(k >= revision for k in knows)
+            or self.mem.compacted_revision >= revision
+            or asyncio.get_running_loop().time() - self._replaced_at < REPLACE_AFTER
+            or self.mem._down
+        ):
+            self.trace("  (restore_unechoed dropped: another stream or daemon may know more)")
+            return
+        self._replace(StoreSnapshot(revision - 1, self.mem.compacted_revision), keep_term=True)
+        self.trace(f"  restored to {revision - 1}, below an unechoed write, at the same term")
+
     def _strike(self, revision: int, written: Sequence[str]) -> None:
         """The fault waiting for this state write (at `revision`, keys `written`)."""
         fault, value = self._after_write.pop(0)
@@ -978,6 +1100,9 @@ class Simulation:
         ]
         if self._after_write and states:
             self._strike(record.revision, states)
+        if True in self._unechoed and states:
+            self._unechoed[self._unechoed.index(True)] = record.revision
+            self.mem.silence_watches()
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -1084,10 +1209,15 @@ class Simulation:
                 entries = self.error_entries.get(package, [])
                 entered = any(previous < r <= revision for r in entries)
                 same_leader = fences.get(revision) == fences.get(previous)
-                if previous and not entered and same_leader:
+                # A first trigger needs an entry too, unless etcd's history was replaced: a
+                # transaction planned on the old history may land on the new one (its daemon
+                # paused between plan and send), with a trigger of the old history's entry.
+                judged = bool(previous) or not self.mem.replaced
+                if not entered and (same_leader or not previous) and judged:
+                    since = f"since {previous} (same leader)" if previous else "before it"
                     self.fail(
                         f"reconcile: trigger {package}@{revision} recorded though {package} "
-                        f"did not enter Error by the rules since {previous} (same leader)"
+                        f"did not enter Error by the rules {since}"
                     )
         first = min((min(r) for r in triggers.values()), default=None)
         for scenario, at in self.actioncontroller.acknowledged:
@@ -1157,6 +1287,8 @@ class Simulation:
         self.actioncontroller.slow = 0
         self.mem._before_txn.clear()
         self._after_write.clear()
+        self._in_write.clear()
+        self._unechoed.clear()
         for prefix in LAYOUT.watched().values():
             self.mem.lag_watches(prefix, False)
         for i, daemon in enumerate(self.daemons):
