@@ -16,7 +16,8 @@ path, called in process), then stops the faults and checks the invariants:
 - reconcile: each recorded trigger is delivered to every scenario of its package unless the
   package left Error, a newer trigger took over, or it was dead-lettered; nothing is delivered
   without a trigger; no trigger is recorded unless the package entered Error by the rules
-  (or leadership changed hands, when the new leader cannot know);
+  before it (since the trigger before, unless leadership changed hands, when the new leader
+  cannot know; a first trigger is not judged once etcd's history was replaced);
 - no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down,
   and no daemon sends `MAX_REQUESTS_PER_INSTANT` requests without virtual time passing;
 - no task of a daemon ends but by its stop; the service answers every list (an abort with a
