@@ -403,8 +403,8 @@ class Spinning(BaseException):
 class Link:
     """One daemon's connection to etcd: holds its requests while the daemon is paused, ends a
     task that sends requests without ever letting time pass, tells the simulation of each
-    transaction and watch just before etcd takes it (a fault may strike then), and checks the atomic
-    cascade right after each transaction it commits."""
+    transaction and watch just before etcd takes it (a fault may strike then), and checks
+    the atomic cascade right after each transaction it commits."""
 
     def __init__(
         self,
@@ -587,9 +587,10 @@ class Simulation:
         # What happens as the next state write reaches etcd: a restore from a snapshot this
         # many seconds old, or a wipe (None), each.
         self._in_write: list[float | None] = []
-        # restore_unechoed: armed (True) until the next committed state write, then the
-        # revision of that write until the restore below it.
-        self._unechoed: list[bool | int] = []
+        # restore_unechoed: how many wait for the next committed state write, and the
+        # revisions of the writes whose echo they took, until the restore below them.
+        self._unechoed_armed = 0
+        self._unechoed_writes: list[int] = []
         self._judged = 0  # transactions in etcd's log judged by after_txn
         # Transitions the writers reported committed, and where etcd's log of transactions
         # begins for the current history (a restore reuses revisions, a wipe generations).
@@ -1017,17 +1018,16 @@ class Simulation:
         knows a revision from R on (it could not tell, once the new history outgrew it), and
         REPLACE_AFTER seconds after the last replacement at the earliest (a second one at the
         same term before every daemon has followed the first is `_replace_visibly`'s limit)."""
-        self._unechoed.append(True)
+        self._unechoed_armed += 1
 
     def _restore_at_reconnect(self, link: Link, watched: Collection[str]) -> None:
         """restore_unechoed strikes as the first watch opened since the echo was lost opens,
         when that is the state watcher of the daemon that wrote R; otherwise it is dropped (a
         stream opened since may have told its daemon of what the restore takes back)."""
-        pending = [r for r in self._unechoed if r is not True]
-        if not pending:
+        if not self._unechoed_writes:
             return
-        self._unechoed = [r for r in self._unechoed if r is True]
-        revision = int(min(pending))
+        revision = min(self._unechoed_writes)
+        self._unechoed_writes.clear()
         opening = [d for d in self.daemons if d is not None and d.link is link]
         others = [d for d in self.daemons if d is not None and d.link is not link]
         prefixes = LAYOUT.watched().values()
@@ -1101,8 +1101,9 @@ class Simulation:
         ]
         if self._after_write and states:
             self._strike(record.revision, states)
-        if True in self._unechoed and states:
-            self._unechoed[self._unechoed.index(True)] = record.revision
+        if self._unechoed_armed and states:
+            self._unechoed_armed -= 1
+            self._unechoed_writes.append(record.revision)
             self.mem.silence_watches()
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
@@ -1289,7 +1290,8 @@ class Simulation:
         self.mem._before_txn.clear()
         self._after_write.clear()
         self._in_write.clear()
-        self._unechoed.clear()
+        self._unechoed_armed = 0
+        self._unechoed_writes.clear()
         for prefix in LAYOUT.watched().values():
             self.mem.lag_watches(prefix, False)
         for i, daemon in enumerate(self.daemons):
