@@ -591,6 +591,9 @@ class Simulation:
         # revisions of the writes whose echo they took, until the restore below them.
         self._unechoed_armed = 0
         self._unechoed_writes: list[int] = []
+        # Revisions of transactions committed after a replacement of etcd's history and
+        # before every running daemon had listed the new one: planned, maybe, on the old.
+        self._unlisted_writes: set[int] = set()
         self._judged = 0  # transactions in etcd's log judged by after_txn
         # Transitions the writers reported committed, and where etcd's log of transactions
         # begins for the current history (a restore reuses revisions, a wipe generations).
@@ -1001,7 +1004,10 @@ class Simulation:
         if watched:
             self._restore_at_reconnect(link, watched)
         keys = [op.key.decode() for op in ops]
-        if self._in_write and oracle.state_keys(keys) and not self.mem._down:
+        # Only while the member's term is above a new cluster's: else the replacement waits
+        # for a restart (`_replace_visibly`), and the write would land before it.
+        replaceable = self.mem.current_term > RAFT_TERM and not self.mem._down
+        if self._in_write and oracle.state_keys(keys) and replaceable:
             back = self._in_write.pop(0)
             self.trace(f"  {'wipe' if back is None else f'restore {back}'} as a write lands")
             if back is None:
@@ -1101,10 +1107,7 @@ class Simulation:
         ]
         if self._after_write and states:
             self._strike(record.revision, states)
-        if self._unechoed_armed and states:
-            self._unechoed_armed -= 1
-            self._unechoed_writes.append(record.revision)
-            self.mem.silence_watches()
+        self._note_write(record.revision, states)
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -1130,6 +1133,17 @@ class Simulation:
                     f"atomic cascade: at revision {record.revision} {package_key}={found!r} "
                     f"but its models {dict(zip(models, states, strict=True))} call for {expected}"
                 )
+
+    def _note_write(self, revision: int, states: Sequence[str]) -> None:
+        """Note a committed transaction (writing the state keys `states`) for the watch and
+        restore faults: one planned before every daemon listed a replaced history's successor,
+        and the state write restore_unechoed waits for (its echo lost from now on)."""
+        if any(d.runtime.listings < d.listings_needed for d in self.daemons if d is not None):
+            self._unlisted_writes.add(revision)
+        if self._unechoed_armed and states:
+            self._unechoed_armed -= 1
+            self._unechoed_writes.append(revision)
+            self.mem.silence_watches()
 
     def _record_scenario_writes(self, written: Sequence[bytes], revision: int) -> None:
         for key in written:
@@ -1211,10 +1225,13 @@ class Simulation:
                 entries = self.error_entries.get(package, [])
                 entered = any(previous < r <= revision for r in entries)
                 same_leader = fences.get(revision) == fences.get(previous)
-                # A first trigger needs an entry too, unless etcd's history was replaced: a
-                # transaction planned on the old history may land on the new one (its daemon
-                # paused between plan and send), with a trigger of the old history's entry.
-                judged = bool(previous) or not self.mem.replaced
+                # A first trigger needs an entry too, unless etcd's history was replaced; and
+                # none is judged that a transaction may have planned on the replaced history
+                # (its daemon paused between plan and send, or not yet relisted): it can carry
+                # a trigger of the old history's entry into Error.
+                judged = (bool(previous) or not self.mem.replaced) and (
+                    revision not in self._unlisted_writes
+                )
                 if not entered and (same_leader or not previous) and judged:
                     since = f"since {previous} (same leader)" if previous else "before it"
                     self.fail(
