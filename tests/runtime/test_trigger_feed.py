@@ -113,3 +113,19 @@ async def test_a_listing_replaces_a_pending_trigger_with_the_record_etcd_holds()
         await until(
             lambda: [(t.transition_id, t.revision) for t, _ in feed.pending()] == [("t2", restored)]
         )
+
+
+async def test_a_restore_brings_back_an_older_trigger_which_the_listing_makes_pending() -> None:
+    """etcd is restored from a snapshot holding an older trigger of a package whose newer one
+    was pending: the feed's listing after the break makes the restored trigger pending at its
+    own revision (etcd's history now), not the newer one of the history that is gone."""
+    mem, metrics = MemEtcd(), Metrics()
+    older = _put_trigger(mem, "a", "t1")
+    snapshot = mem.snapshot_now()
+    async with _following(mem, metrics) as feed:
+        await until(lambda: _revisions(feed) == [("a", older)])
+        newer = _put_trigger(mem, "a", "t2")
+        await until(lambda: _revisions(feed) == [("a", newer)])
+        mem.replace_history(snapshot)
+        await until(lambda: _revisions(feed) == [("a", older)])
+        assert [p.trigger.transition_id for p in feed.due()] == ["t1"]

@@ -16,7 +16,8 @@ path, called in process), then stops the faults and checks the invariants:
 - reconcile: each recorded trigger is delivered to every scenario of its package unless the
   package left Error, a newer trigger took over, or it was dead-lettered; nothing is delivered
   without a trigger; no trigger is recorded unless the package entered Error by the rules
-  (or leadership changed hands, when the new leader cannot know);
+  before it (since the trigger before, unless leadership changed hands, when the new leader
+  cannot know; a first trigger is not judged once etcd's history was replaced);
 - no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down,
   and no daemon sends `MAX_REQUESTS_PER_INSTANT` requests without virtual time passing;
 - no task of a daemon ends but by its stop; the service answers every list (an abort with a
@@ -45,7 +46,7 @@ import random
 import signal
 import traceback
 import types
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import looptime
@@ -213,6 +214,8 @@ LATER_FAULTS = [
 FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
 # Kinds added since swarm testing began, each enabled in a swarm seed by a draw of its own:
 # a seed that leaves it out keeps the schedule it had, so the zoo's earlier findings stand.
+# write_ahead: another writer ahead of the daemons (a deposed leader's last transaction, a
+# second tool).
 # The next transaction that writes a package's entry into Error (its state and its trigger)
 # meets: every answer lost for 1 or 6 attempts (etcd applied it, the deadline passed first),
 # maybe with its echo lost (a half-open watch connection, then a compaction), and someone
@@ -222,11 +225,21 @@ FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
 # tool insisting on its value) (keepalive_lost_then_reset); or a scenario
 # retargeted to that package just before it lands while the scenarios' watch lags (a
 # Scenario applied at that moment, its event caught up late) (retarget_before_error).
+# mixed_catch_up: a half-open watch connection, then etcd catching the resumed
+# stream's watches up one after another (the packages' last), while an operator moves a
+# package to another model and the old model's containers die. replace_in_write: etcd
+# restored or wiped while a state write is on its way (its daemon planned before, sent after:
+# a pause between the two, or a request reaching the restored member). restore_unechoed: a
+# state write's echo lost (a half-open watch connection), then etcd restored to just before
+# it by a cluster at the term the daemons saw (restored before it ever changed leader).
 ADDED_FAULTS = [
     "write_ahead",
     "lose_error_write",
     "keepalive_lost_then_reset",
     "retarget_before_error",
+    "mixed_catch_up",
+    "replace_in_write",
+    "restore_unechoed",
 ]
 
 
@@ -266,6 +279,8 @@ def _fault(rng: random.Random, kinds: Sequence[str]) -> tuple[str, tuple[Any, ..
 
 def _later_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
     """The arguments of a fault of LATER_FAULTS or ADDED_FAULTS (none for the others)."""
+    if kind in ADDED_FAULTS:
+        return _added_fault_args(rng, kind)
     if kind in ("blind_tamper", "race_tamper"):
         return (rng.choice([None, None, *STATE_VALUES]),)
     if kind == "overwrite_state":
@@ -274,16 +289,7 @@ def _later_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
         key = f"{LAYOUT.model_states if model else LAYOUT.package_states}{name}/state"
         return (key, rng.choice([None, *(MODEL_VALUES if model else PACKAGE_VALUES)]))
     if kind == "reset_error":
-        return (rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")]),)
-    if kind == "write_ahead":
-        return _container_change(rng)
-    if kind == "lose_error_write":
-        value = rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")])
-        return (rng.choice([1, 6]), rng.random() < 0.5, value)
-    if kind == "keepalive_lost_then_reset":
-        return (rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")]),)
-    if kind == "retarget_before_error":
-        return (round(rng.uniform(0.5, 4.0), 2),)
+        return (_not_error(rng),)
     if kind == "restore":
         return (round(rng.uniform(0.5, 10.0), 2),)
     if kind == "clock_jump":
@@ -294,6 +300,29 @@ def _later_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
         prefix = rng.choice(sorted(LAYOUT.watched().values()))
         return (prefix, round(rng.uniform(0.2, 4.0), 2))
     return ()
+
+
+def _added_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
+    """The arguments of a fault of ADDED_FAULTS."""
+    if kind == "write_ahead":
+        return _container_change(rng)
+    if kind == "lose_error_write":
+        value = _not_error(rng)
+        return (rng.choice([1, 6]), rng.random() < 0.5, value)
+    if kind == "keepalive_lost_then_reset":
+        return (_not_error(rng),)
+    if kind == "retarget_before_error":
+        return (round(rng.uniform(0.5, 4.0), 2),)
+    if kind == "mixed_catch_up":
+        return (rng.choice(PACKAGES), rng.choice(MODELS), round(rng.uniform(4.0, 7.0), 2))
+    if kind == "replace_in_write":
+        return (rng.choice([None, round(rng.uniform(0.5, 10.0), 2)]),)
+    return ()
+
+
+def _not_error(rng: random.Random) -> str | None:
+    """A package state other than Error, or None (the state deleted)."""
+    return rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")])
 
 
 def _node_lists(rng: random.Random) -> list[Step]:
@@ -410,18 +439,19 @@ class Spinning(BaseException):
 
 class Link:
     """One daemon's connection to etcd: holds its requests while the daemon is paused, ends a
-    task that sends requests without ever letting time pass, and checks the atomic cascade
-    right after each transaction it commits."""
+    task that sends requests without ever letting time pass, tells the simulation of each
+    transaction and watch just before etcd takes it (a fault may strike then), and checks
+    the atomic cascade right after each transaction it commits."""
 
     def __init__(
         self,
         mem: MemEtcd,
         after_txn: Callable[[], None],
-        before_txn: Callable[[Sequence[Put | Delete]], None],
+        before: Callable[[Link, Sequence[Put | Delete], Collection[str]], None],
     ) -> None:
         self._mem = mem
         self._after_txn = after_txn
-        self._before_txn = before_txn
+        self._before = before  # told of each transaction's ops, or a watch's prefixes
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.endpoint = mem.endpoint
@@ -441,7 +471,7 @@ class Link:
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
     ) -> TxnResult:
         await self._gate()
-        self._before_txn(ops)
+        self._before(self, ops, ())
         try:
             return await self._mem.txn(guards, ops, fence)
         finally:
@@ -454,6 +484,7 @@ class Link:
         together: Sequence[Sequence[str]] = (),
     ) -> AsyncGenerator[WatchBatch, None]:
         await self._gate()
+        self._before(self, (), starts.keys())
         stream = self._mem.watch(starts, progress_every, together)
         try:
             async for batch in stream:
@@ -499,7 +530,7 @@ class Daemon:
     """One daemon's runtime (tests/support/runtime.py) behind its own `Link`."""
 
     def __init__(self, sim: Simulation, node: str) -> None:
-        self.link = Link(sim.mem, sim.after_txn, sim.before_txn)
+        self.link = Link(sim.mem, sim.after_txn, sim.before_request)
         self.runtime = Runtime(
             self.link,  # type: ignore[arg-type]
             node,
@@ -592,6 +623,16 @@ class Simulation:
         self._after_write: list[tuple[str, str | None]] = []
         # What meets the next transaction that writes a package's entry into Error.
         self._at_error_write: list[Callable[[str], None]] = []
+        # What happens as the next state write reaches etcd: a restore from a snapshot this
+        # many seconds old, or a wipe (None), each.
+        self._in_write: list[float | None] = []
+        # restore_unechoed: how many wait for the next committed state write, and the
+        # revisions of the writes whose echo they took, until the restore below them.
+        self._unechoed_armed = 0
+        self._unechoed_writes: list[int] = []
+        # Revisions of transactions committed after a replacement of etcd's history and
+        # before every running daemon had listed the new one: planned, maybe, on the old.
+        self._unlisted_writes: set[int] = set()
         self._judged = 0  # transactions in etcd's log judged by after_txn
         # Transitions the writers reported committed, and where etcd's log of transactions
         # begins for the current history (a restore reuses revisions, a wipe generations).
@@ -891,11 +932,11 @@ class Simulation:
                 ),
             )
 
-    def _replace(self, snapshot: StoreSnapshot | None) -> None:
+    def _replace(self, snapshot: StoreSnapshot | None, keep_term: bool = False) -> None:
         """Replace etcd's history, and judge what follows against the new one: entries into
         Error and deliveries of the replaced history are set aside, and every package counts
         as disturbed until each running daemon has listed the new history."""
-        self.mem.replace_history(snapshot)
+        self.mem.replace_history(snapshot, keep_term)
         self._log_from = len(self.mem.txn_log)
         self._committed_from = len(self.committed)
         self._replaced_at = asyncio.get_running_loop().time()
@@ -1028,7 +1069,7 @@ class Simulation:
         if compact:
             self._do_compact()
 
-    def before_txn(self, ops: Sequence[Put | Delete]) -> None:
+    def _meet_error_write(self, ops: Sequence[Put | Delete]) -> None:
         """Just before a daemon's transaction goes to etcd: when it writes a package's entry
         into Error (its state and its trigger record), the fault waiting for one strikes."""
         if not self._at_error_write or not any(op.key.startswith(TRIGGERS.encode()) for op in ops):
@@ -1042,6 +1083,104 @@ class Simulation:
             ):
                 self._at_error_write.pop(0)(key)
                 return
+
+    def _do_mixed_catch_up(self, package: str, model: str, seconds: float) -> None:
+        """While the watches are cut off (silent: a half-open connection) and the packages'
+        watch lags on the stream that resumes them (etcd catches a resumed stream's watches up
+        one after another), `package` is moved off its models onto `model`, which runs, and
+        then its old models' containers die. The rules never give it Error; a daemon applying
+        the containers' history before the packages' derives Error from a mix etcd never held."""
+        store = _store(self.mem)
+        key = LAYOUT.packages + package
+        old = oracle.package_models(key, store[key]) if key in store else None
+        derived = oracle.derive(store)
+        if (
+            not old
+            or model in old
+            or derived.get(f"{LAYOUT.model_states}{model}/state") == "Failed"
+            or derived.get(f"{LAYOUT.package_states}{package}/state") == "Error"
+        ):
+            self.trace("  (skipped: no package to move off its models)")
+            return
+        self.mem.silence_watches()
+        self.mem.lag_watches(LAYOUT.packages)
+
+        def kill() -> None:
+            for name in old:
+                self._do_container(f"z{name}", name, "dead", "0")
+
+        self._later(0.1, lambda: None if self.mem._down else self._do_package(package, model))
+        self._later(0.2, lambda: None if self.mem._down else kill())
+        self._later(seconds, lambda: self.mem.lag_watches(LAYOUT.packages, False))
+
+    def _do_replace_in_write(self, back: float | None) -> None:
+        """etcd is restored from a snapshot at least `back` seconds old (wiped with None) while
+        the next state write is on its way: it lands on the new history, which the writer's
+        index, ahead of its watcher, knows nothing of."""
+        self._in_write.append(back)
+
+    def before_request(
+        self, link: Link, ops: Sequence[Put | Delete], watched: Collection[str]
+    ) -> None:
+        """A daemon's transaction (`ops`) or watch (of the prefixes `watched`) is about to
+        reach etcd: a fault waiting for it strikes."""
+        if watched:
+            self._restore_at_reconnect(link, watched)
+        self._meet_error_write(ops)
+        keys = [op.key.decode() for op in ops]
+        # Only while the member's term is above a new cluster's: else the replacement waits
+        # for a restart (`_replace_visibly`), and the write would land before it.
+        replaceable = self.mem.current_term > RAFT_TERM and not self.mem._down
+        if self._in_write and oracle.state_keys(keys) and replaceable:
+            back = self._in_write.pop(0)
+            self.trace(f"  {'wipe' if back is None else f'restore {back}'} as a write lands")
+            if back is None:
+                self._do_wipe()
+            else:
+                self._do_restore(back)
+
+    def _do_restore_unechoed(self) -> None:
+        """Right after the next committed state write (at R), the watches go silent (its echo
+        is lost); when its daemon's watcher next opens a stream, etcd has been restored to R - 1
+        by a cluster whose raft term is the one the daemons saw (a cluster restored before
+        it ever changed leader, or whose elections since have brought it there): only the
+        answer R tells that etcd went back. Struck only while no other daemon's index or writer
+        knows a revision from R on (it could not tell, once the new history outgrew it), and
+        REPLACE_AFTER seconds after the last replacement at the earliest (a second one at the
+        same term before every daemon has followed the first is `_replace_visibly`'s limit)."""
+        self._unechoed_armed += 1
+
+    def _restore_at_reconnect(self, link: Link, watched: Collection[str]) -> None:
+        """restore_unechoed strikes as the first watch opened since the echo was lost opens,
+        when that is the state watcher of the daemon that wrote R; otherwise it is dropped (a
+        stream opened since may have told its daemon of what the restore takes back)."""
+        if not self._unechoed_writes:
+            return
+        revision = min(self._unechoed_writes)
+        self._unechoed_writes.clear()
+        opening = [d for d in self.daemons if d is not None and d.link is link]
+        others = [d for d in self.daemons if d is not None and d.link is not link]
+        prefixes = LAYOUT.watched().values()
+        knows = [
+            max(
+                d.runtime.parts.controller.newest_answer(),
+                *map(d.runtime.parts.watcher.applied, prefixes),
+            )
+            for d in others
+        ]
+        if (
+            not opening
+            or not set(prefixes) <= set(watched)  # another watch of the daemon's
+            or opening[0].runtime.parts.controller.newest_answer() < revision
+            or any(k >= revision for k in knows)
+            or self.mem.compacted_revision >= revision
+            or asyncio.get_running_loop().time() - self._replaced_at < REPLACE_AFTER
+            or self.mem._down
+        ):
+            self.trace("  (restore_unechoed dropped: another stream or daemon may know more)")
+            return
+        self._replace(StoreSnapshot(revision - 1, self.mem.compacted_revision), keep_term=True)
+        self.trace(f"  restored to {revision - 1}, below an unechoed write, at the same term")
 
     def _strike(self, revision: int, written: Sequence[str]) -> None:
         """The fault waiting for this state write (at `revision`, keys `written`)."""
@@ -1092,6 +1231,7 @@ class Simulation:
         ]
         if self._after_write and states:
             self._strike(record.revision, states)
+        self._note_write(record.revision, states)
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -1117,6 +1257,17 @@ class Simulation:
                     f"atomic cascade: at revision {record.revision} {package_key}={found!r} "
                     f"but its models {dict(zip(models, states, strict=True))} call for {expected}"
                 )
+
+    def _note_write(self, revision: int, states: Sequence[str]) -> None:
+        """Note a committed transaction (writing the state keys `states`) for the watch and
+        restore faults: one planned before every daemon listed a replaced history's successor,
+        and the state write restore_unechoed waits for (its echo lost from now on)."""
+        if any(d.runtime.listings < d.listings_needed for d in self.daemons if d is not None):
+            self._unlisted_writes.add(revision)
+        if self._unechoed_armed and states:
+            self._unechoed_armed -= 1
+            self._unechoed_writes.append(revision)
+            self.mem.silence_watches()
 
     def _record_scenario_writes(self, written: Sequence[bytes], revision: int) -> None:
         for key in written:
@@ -1198,10 +1349,18 @@ class Simulation:
                 entries = self.error_entries.get(package, [])
                 entered = any(previous < r <= revision for r in entries)
                 same_leader = fences.get(revision) == fences.get(previous)
-                if previous and not entered and same_leader:
+                # A first trigger needs an entry too, unless etcd's history was replaced; and
+                # none is judged that a transaction may have planned on the replaced history
+                # (its daemon paused between plan and send, or not yet relisted): it can carry
+                # a trigger of the old history's entry into Error.
+                judged = (bool(previous) or not self.mem.replaced) and (
+                    revision not in self._unlisted_writes
+                )
+                if not entered and (same_leader or not previous) and judged:
+                    since = f"since {previous} (same leader)" if previous else "before it"
                     self.fail(
                         f"reconcile: trigger {package}@{revision} recorded though {package} "
-                        f"did not enter Error by the rules since {previous} (same leader)"
+                        f"did not enter Error by the rules {since}"
                     )
         first = min((min(r) for r in triggers.values()), default=None)
         for scenario, at in self.actioncontroller.acknowledged:
@@ -1273,6 +1432,9 @@ class Simulation:
         self.mem._lost_keep_alives.clear()
         self._after_write.clear()
         self._at_error_write.clear()
+        self._in_write.clear()
+        self._unechoed_armed = 0
+        self._unechoed_writes.clear()
         for prefix in LAYOUT.watched().values():
             self.mem.lag_watches(prefix, False)
         for i, daemon in enumerate(self.daemons):

@@ -275,16 +275,18 @@ class MemEtcd:
         """A snapshot of the store now (`etcdctl snapshot save`), for `replace_history`."""
         return StoreSnapshot(self._revision, self._compacted)
 
-    def replace_history(self, snapshot: StoreSnapshot | None) -> None:
+    def replace_history(self, snapshot: StoreSnapshot | None, keep_term: bool = False) -> None:
         """etcd wiped (`snapshot` None: empty, revision 1) or restored from `snapshot` (every
         key, revision and event as of then; what came after is gone), as a new cluster: open
         watches break and the raft term starts again at RAFT_TERM. A restore brings back the
         leases its keys were bound to, each renewed for its whole TTL (etcd's lessor does when
         the restored member becomes leader); a wipe has none. History this store compacted
         after the snapshot is not kept, so the restored store answers as compacted up to
-        where it no longer has it."""
+        where it no longer has it. `keep_term`: the new cluster's term is the old one's (a
+        cluster restored before it ever changed leader, or whose elections since have brought
+        it there): only revisions tell the history was replaced."""
         self.break_watches()
-        self._term = RAFT_TERM
+        self._term = self._term if keep_term else RAFT_TERM
         self.replaced += 1
         revision = snapshot.revision if snapshot is not None else 1
         for lease_id in list(self._leases):

@@ -214,7 +214,8 @@ class TriggerFeed:
         """Replace the pending set with a listing; triggers already pending keep their state.
         A pending trigger whose key holds another record is replaced by it, whatever their
         revisions: after etcd's history was replaced (a restore), a newer trigger may sit at a
-        lower revision than the one pending from the history before."""
+        lower revision than the one pending from the history before, or the snapshot may hold
+        an older trigger than the one pending (kept, either would hide etcd's record for good)."""
         found: dict[bytes, Trigger] = {}
         for key, value, revision in listing:
             trigger = self._decode(key, value, revision)
