@@ -292,6 +292,35 @@ def test_reports_carry_the_listings_revision(snapshot: report.Snapshot) -> None:
     ]
 
 
+def test_status_shows_how_long_etcd_has_held_each_state(snapshot: report.Snapshot) -> None:
+    """With `ages`, a package's or model's line says how long etcd has held its state (the
+    age of its own type and name: a package's age is not its namesake model's); a key
+    without an age and a container say nothing of it. The JSON document gives `changed_at`."""
+    ages = {
+        WorkKey(Resource.PACKAGE, "shop"): "3m",
+        WorkKey(Resource.MODEL, "db"): "2h5m",
+        WorkKey(Resource.PACKAGE, "web"): "9d",
+    }
+    assert report.render_status(snapshot, report.select(snapshot, ["shop"]), ages) == [
+        "etcd revision 9",
+        "package shop: Degraded for 3m (P3, 1 of 2 models Failed)  [etcd says nothing]",
+        f"  model web: Running (M5, {ACTIVE})",
+        "    container c1: running (active)",
+        "  model db: Failed for 2h5m (M2, 1 of 1 containers dead)  [etcd says Running]",
+        "    container c2: exited (dead)",
+    ]
+    changed = {
+        WorkKey(Resource.MODEL, "db"): "2026-12-07T03:00:00Z",
+        WorkKey(Resource.PACKAGE, "web"): "x",
+    }
+    document = report.status_document(snapshot, report.select(snapshot, ["shop"]), None, changed)
+    models = json.loads(json.dumps(document))["models"]
+    assert [(m["name"], m["changed_at"]) for m in models] == [
+        ("db", "2026-12-07T03:00:00Z"),
+        ("web", None),
+    ]
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"),
     [
