@@ -283,6 +283,21 @@ def test_a_package_without_models_is_shown_only_unfiltered_or_named() -> None:
     ]  # fmt: skip
 
 
+def test_a_package_state_key_without_a_spec_is_shown_to_be_deleted() -> None:
+    """A package state key whose package has no spec is listed among the packages, shown
+    with no derived state and what etcd holds (evaluate deletes it)."""
+    listing = {
+        LAYOUT.packages: [(b"Package/shop", documents.package("shop", []).encode(), 2)],
+        LAYOUT.package_states: [(b"/package/old/state", b"Running", 4)],
+    }
+    snapshot = report.build(LAYOUT, 9, listing, 1 << 20)
+    assert report.packages(snapshot.index) == ["old", "shop"]
+    assert report.render_status(snapshot, report.select(snapshot, ["old"])) == [
+        "etcd revision 9",
+        "package old: (no state) (should have no state key)  [etcd says Running]",
+    ]
+
+
 def test_reports_carry_the_listings_revision(snapshot: report.Snapshot) -> None:
     """A rejected key's report names its own mod revision; a container left unassigned, the
     revision of the listing the snapshot was built from."""
