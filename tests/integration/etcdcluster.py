@@ -68,9 +68,10 @@ class Cluster:
         except subprocess.CalledProcessError:
             return None
         got = json.loads(out)[0]["Status"]
+        # etcd's JSON leaves out fields that are zero: `leader` while the member knows none.
         return {
             "id": got["header"]["member_id"],
-            "leader": got["leader"],
+            "leader": got.get("leader", 0),
             "term": got["raftTerm"],
             "revision": got["header"]["revision"],
         }

@@ -133,9 +133,10 @@ def test_the_newest_generation_is_read_from_the_greatest_key() -> None:
     """No key: 0; a record's key: its generation; anything else under the range: bad input."""
     assert newest_generation(LAYOUT, PAY, None) == 0
     assert newest_generation(LAYOUT, PAY, history_key(LAYOUT, PAY, 12).encode()) == 12
-    for foreign in (history_prefix(LAYOUT, PAY) + "zzz", history_prefix(LAYOUT, PAY) + "1/x"):
+    prefix = history_prefix(LAYOUT, PAY).encode()
+    for foreign in (prefix + b"zzz", prefix + b"1/x", prefix + b"00000000000\xff"):
         with pytest.raises(BadInput):
-            newest_generation(LAYOUT, PAY, foreign.encode())
+            newest_generation(LAYOUT, PAY, foreign)
 
 
 @pytest.mark.parametrize(
@@ -237,3 +238,14 @@ def test_the_newest_key_of_another_resource_is_named() -> None:
         newest_generation(LAYOUT, PAY, other)
     assert caught.value.kind == "history_key"
     assert caught.value.detail == f"not a history key of package/pay: {other!r}"
+
+
+@pytest.mark.parametrize("name", [b"\xff", b"pay\xc3", b"\xed\xa0\x80"])
+def test_a_key_that_is_not_utf8_is_no_record(name: bytes) -> None:
+    """No version writes a key that is not UTF-8: one under the history prefix is someone
+    else's, refused as kind `history_key`, not read as the record of a resource named with
+    its bad bytes replaced (a name another resource may have)."""
+    key = history_prefix(LAYOUT).encode() + b"package/" + name + b"/000000000001"
+    with pytest.raises(BadInput) as caught:
+        decode(LAYOUT, key, orjson.dumps(GOOD), 3)
+    assert caught.value.kind == "history_key"

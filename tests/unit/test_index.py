@@ -333,6 +333,18 @@ def test_names_added_by_a_stats_only_rewrite_are_matched_later() -> None:
     assert [cid for cid, _ in index.containers_of("y")] == ["c"]
 
 
+def test_names_dropped_by_a_stats_only_rewrite_are_forgotten() -> None:
+    """A rewrite that keeps the container's model but drops a name forgets it: once the
+    container is gone, a Model spec listing the dropped name finds nothing to move."""
+    index = Index()
+    index.put_model_spec("m", ("web",))
+    index.put_container("c", info(names=("m_web", "y_b")))
+    assert index.put_container("c", info(names=("m_web",))) == set()
+    index.delete_container("c")
+    assert index.put_model_spec("y", ("b",)) == set()
+    assert list(index.containers_of("y")) == []
+
+
 def test_a_full_name_two_models_list_stays_matched_when_one_stops() -> None:
     """`a_b` listing `c` and `a` listing `b_c` both name `a_b_c`: when one spec goes, the
     other still matches it."""

@@ -366,6 +366,19 @@ def test_a_chunk_rewritten_after_its_pointer_is_read_again() -> None:
     assert store.status("c1") == "dead"
 
 
+def test_the_next_list_is_taken_after_the_current_one_lost_a_chunk() -> None:
+    """A current list whose chunk someone deleted stays as it was read; the node's next list
+    is written and made current as usual: its chunks are not the current list read again
+    (which, incomplete now, would refuse them and leave the next pointer incomplete)."""
+    store = Store()
+    store.report("a", "g1", {"c1": "running"})
+    store.put(Kind.NODE_LIST, "a/gen/g1/000000", None)
+    assert store.status("c1") == "running"
+    store.report("a", "g2", {"c1": "dead", "c2": "running"})
+    assert store.reports == []
+    assert (store.status("c1"), store.status("c2")) == ("dead", "running")
+
+
 def test_deleted_chunks_are_forgotten_one_by_one() -> None:
     """A deleted chunk no longer counts towards its generation; the others still do; deleting
     a chunk or a pointer never seen is nothing."""

@@ -68,3 +68,15 @@ def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> 
     states.lost(P, "Error", records)
     states.leading(Fence(b"/leader/a", 9))
     assert states.heard(P) is None
+
+
+def test_an_echo_counts_for_each_unanswered_key_and_may_come_before_the_answer() -> None:
+    """Keys etcd shows that no unanswered write touched are passed over, not the end of the
+    batch; an answer arriving after the echo (the watch was first) changes nothing."""
+    other = WorkKey(Resource.MODEL, "m")
+    states = PreviousStates()
+    states.sent([(P, "Error")])
+    states.echoed([(other, "Running"), (P, "Error")])
+    assert (states.previous(other), states.previous(P)) == (None, "Error")
+    states.answered([P])
+    assert states.previous(P) == "Error"

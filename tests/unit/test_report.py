@@ -283,12 +283,56 @@ def test_a_package_without_models_is_shown_only_unfiltered_or_named() -> None:
     ]  # fmt: skip
 
 
+def test_a_package_state_key_without_a_spec_is_shown_to_be_deleted() -> None:
+    """A package state key whose package has no spec is listed among the packages, shown
+    with no derived state and what etcd holds (evaluate deletes it)."""
+    listing = {
+        LAYOUT.packages: [(b"Package/shop", documents.package("shop", []).encode(), 2)],
+        LAYOUT.package_states: [(b"/package/old/state", b"Running", 4)],
+    }
+    snapshot = report.build(LAYOUT, 9, listing, 1 << 20)
+    assert report.packages(snapshot.index) == ["old", "shop"]
+    assert report.render_status(snapshot, report.select(snapshot, ["old"])) == [
+        "etcd revision 9",
+        "package old: (no state) (should have no state key)  [etcd says Running]",
+    ]
+
+
 def test_reports_carry_the_listings_revision(snapshot: report.Snapshot) -> None:
     """A rejected key's report names its own mod revision; a container left unassigned, the
     revision of the listing the snapshot was built from."""
     assert [(r.kind, r.revision) for r in snapshot.reports] == [
         ("invalid_json", 4),
         ("unassigned", 9),
+    ]
+
+
+def test_status_shows_how_long_etcd_has_held_each_state(snapshot: report.Snapshot) -> None:
+    """With `ages`, a package's or model's line says how long etcd has held its state (the
+    age of its own type and name: a package's age is not its namesake model's); a key
+    without an age and a container say nothing of it. The JSON document gives `changed_at`."""
+    ages = {
+        WorkKey(Resource.PACKAGE, "shop"): "3m",
+        WorkKey(Resource.MODEL, "db"): "2h5m",
+        WorkKey(Resource.PACKAGE, "web"): "9d",
+    }
+    assert report.render_status(snapshot, report.select(snapshot, ["shop"]), ages) == [
+        "etcd revision 9",
+        "package shop: Degraded for 3m (P3, 1 of 2 models Failed)  [etcd says nothing]",
+        f"  model web: Running (M5, {ACTIVE})",
+        "    container c1: running (active)",
+        "  model db: Failed for 2h5m (M2, 1 of 1 containers dead)  [etcd says Running]",
+        "    container c2: exited (dead)",
+    ]
+    changed = {
+        WorkKey(Resource.MODEL, "db"): "2026-12-07T03:00:00Z",
+        WorkKey(Resource.PACKAGE, "web"): "x",
+    }
+    document = report.status_document(snapshot, report.select(snapshot, ["shop"]), None, changed)
+    models = json.loads(json.dumps(document))["models"]
+    assert [(m["name"], m["changed_at"]) for m in models] == [
+        ("db", "2026-12-07T03:00:00Z"),
+        ("web", None),
     ]
 
 

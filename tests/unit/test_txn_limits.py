@@ -123,6 +123,17 @@ def test_chunks_cut_unguarded_ops_at_the_op_and_byte_limits() -> None:
     assert [len(c) for c in wide.chunks(ops[:6], b"g")] == [2, 2, 2]
 
 
+def test_chunks_fill_each_transaction_to_the_exact_limit() -> None:
+    """A chunk takes ops up to exactly its budget, the second as much as the first: a delete
+    costs its key and the overhead (it has no value), and a guard's compare takes one of
+    max_ops when the bytes leave room for more."""
+    deletes: list[Put | Delete] = [Delete(b"gone%d" % i) for i in range(6)]
+    each = TxnLimits().put_bytes(b"gone0", b"")
+    exact = TxnLimits(max_bytes=TxnLimits.HEADROOM_BYTES + 3 * each)
+    assert [len(c) for c in exact.chunks(deletes, None)] == [3, 3]
+    assert [len(c) for c in TxnLimits(max_ops=4).chunks(deletes, b"guard")] == [3, 3]
+
+
 def test_byte_costs_count_keys_values_and_overheads() -> None:
     limits = TxnLimits()
     assert limits.put_bytes(b"abc", b"12345") == 3 + 5 + TxnLimits.OP_OVERHEAD_BYTES

@@ -132,7 +132,9 @@ def decode(
 ) -> Transition | LaterFormat:
     """The transition a history record holds; BadInput when the key or value is not one this
     daemon or an earlier one wrote (someone else's key under the history prefix)."""
-    work_key, _ = parse_history_key(layout, key.decode("utf-8", "replace"))
+    # No version wrote a key that is not UTF-8: its bad bytes become lone surrogates, which no
+    # name may hold, so such a key is refused rather than read as another resource's record.
+    work_key, _ = parse_history_key(layout, key.decode("utf-8", "surrogateescape"))
     try:
         body = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
