@@ -679,6 +679,34 @@ def test_plain_documents_are_built_in_one_pass() -> None:
             _fast(text)
 
 
+def test_plain_specs_take_the_fast_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What keeps reading specs cheap at a cold start: a plain spec is read without libyaml
+    (core/plainyaml.py), and a document libyaml reads is built in one pass, without PyYAML's
+    constructor, while it holds only plain mappings, sequences and scalars."""
+    read: list[str] = []
+    libyaml = inputs._libyaml
+    construct = yaml.constructor.BaseConstructor.construct_document
+
+    def counted_libyaml(text: str) -> Any:
+        read.append("libyaml")
+        return libyaml(text)
+
+    def counted_construct(loader: Any, node: Any) -> Any:
+        read.append("constructor")
+        return construct(loader, node)
+
+    monkeypatch.setattr(inputs, "_libyaml", counted_libyaml)
+    monkeypatch.setattr(yaml.constructor.BaseConstructor, "construct_document", counted_construct)
+    models = ("payment_service.backend_model", "payment_service.auth_model")
+    assert parse_package(PACKAGE_YAML, "payment_service") == models
+    assert read == []
+    quoted = PACKAGE_YAML.replace(b"node-a", b'"node-a"')  # quotes are libyaml's to read
+    assert parse_package(quoted, "payment_service") == models
+    assert read == ["libyaml"]
+    assert parse_package(PACKAGE_YAML + b"extra: !!set {a}\n", "payment_service") == models
+    assert read == ["libyaml", "libyaml", "constructor"]
+
+
 def test_a_container_without_status_or_flags_is_unknown_and_not_oom_killed() -> None:
     """No `Status` reads as an unknown status; an empty `OOMKilled` as false."""
     info = inputs.parse_container(b'{"state": {"OOMKilled": ""}}')
