@@ -46,13 +46,14 @@ def settings(tests: list[str]) -> str:
 
 
 def refresh(copy: Path, tests: list[str]) -> None:
-    """Bring a kept copy's code and `tests` folders to the checkout's, leave the other test
-    folders without tests, and mark every mutant that survived (exit code 0) or that no test
-    reached (33) as not yet tested: mutmut then tests those alone (a changed function's
-    mutants it makes and tests anew by itself). mutmut's map of which test reaches which
-    function is dropped, to be collected anew from the `tests` folders: on a kept map it runs
-    only the tests new since, so a function written since then would be mapped to those alone
-    and its mutants tested against them (71 of core/ingest.py's were reported surviving so)."""
+    """Bring a kept copy's code and `tests` folders to the checkout's (a test file the
+    checkout no longer has removed), leave the other test folders without tests, and mark
+    every mutant that survived (exit code 0) or that no test reached (33) as not yet tested:
+    mutmut then tests those alone (a changed function's mutants it makes and tests anew by
+    itself). Its record of which test reaches which function is dropped, so that it runs
+    every test once to record it again (seconds): kept, it records only tests it has not
+    seen, so a function added or renamed since would be tested with the new tests alone and
+    its mutants reported surviving the old ones."""
     shutil.copytree(ROOT / "daemon", copy / "src", ignore=SKIP, dirs_exist_ok=True)
     shutil.copytree(ROOT / "tests", copy / "tests", ignore=SKIP, dirs_exist_ok=True)
     (copy / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
@@ -60,7 +61,8 @@ def refresh(copy: Path, tests: list[str]) -> None:
     for base in (copy / "tests", copy / "mutants" / "tests"):
         for test in base.rglob("test_*.py"):
             inside = test.resolve().relative_to(base.resolve())
-            if not any((copy / "tests" / inside).is_relative_to(k) for k in kept):
+            gone = not (ROOT / "tests" / inside).exists()  # renamed or removed since
+            if gone or not any((copy / "tests" / inside).is_relative_to(k) for k in kept):
                 test.unlink()
     for meta in (copy / "mutants").rglob("*.meta"):
         data = json.loads(meta.read_text())

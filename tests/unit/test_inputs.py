@@ -589,7 +589,7 @@ def _aliased(extra: int) -> str:
 
 def _nodes(text: str) -> int:
     walk = inputs._Bounds()
-    walk.walk(yaml.compose(text, Loader=inputs._SpecLoader), 0, False)
+    walk.walk(yaml.compose(text, Loader=inputs._SpecLoader), 0)
     return walk.count
 
 
@@ -623,6 +623,32 @@ def test_the_node_and_depth_bounds_are_exact() -> None:
     assert caught.value.detail == "an alias refers to a node that contains it"
 
 
+def test_the_depth_bound_counts_an_alias_where_it_stands() -> None:
+    """Every node of the text is a level where it stands, an alias as a scalar is and a key as
+    its value is; what an alias names is counted at its anchor's depth, not again below the
+    alias, so a deep collection reused deep parses."""
+    for leaf in ("d", "*x"):
+        at_the_bound = f"a: &x b\nc: {'[' * 98}{leaf}{']' * 98}"
+        assert isinstance(inputs._libyaml(at_the_bound), dict)
+        with pytest.raises(BadInput) as caught:
+            inputs._libyaml(f"a: &x b\nc: {'[' * 99}{leaf}{']' * 99}")
+        assert caught.value.detail == f"nested deeper than {inputs.MAX_YAML_DEPTH} levels"
+    with pytest.raises(BadInput) as caught:  # the key's inner list is one level too deep
+        inputs._libyaml("[" * 98 + "{[[a]]: b}" + "]" * 98)
+    assert caught.value.detail == f"nested deeper than {inputs.MAX_YAML_DEPTH} levels"
+    deep = "[" * 60 + "]" * 60
+    reused = inputs._libyaml(f"a: &x {deep}\nb: {'[' * 59}*x{']' * 59}")
+    assert set(reused) == {"a", "b"}
+
+
+def test_a_number_key_reached_through_an_alias_is_read_as_a_string() -> None:
+    """An alias as a mapping key reads a number as its text like any key (else anchored numbers
+    crafted to share one hash would make the mapping quadratic again), and so does its anchor
+    wherever it stands: one node is one value."""
+    text = "v: &n 1\n*n : x\nw: &f 2.5\n? *f\n: y\nk: [&z 3, *z]"
+    assert inputs._libyaml(text) == {"v": "1", "1": "x", "w": "2.5", "2.5": "y", "k": [3, 3]}
+
+
 def test_number_keys_are_strings_and_number_values_numbers() -> None:
     """A mapping key that YAML reads as a number is kept as its text; numbers elsewhere, and
     keys of other types, are what YAML reads."""
@@ -651,6 +677,34 @@ def test_plain_documents_are_built_in_one_pass() -> None:
     for text in ["!!set {a}", "? [a]\n: b", "<<: {a: 1}", "!!omap [a: 1]"]:
         with pytest.raises(inputs._NotPlain):
             _fast(text)
+
+
+def test_plain_specs_take_the_fast_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What keeps reading specs cheap at a cold start: a plain spec is read without libyaml
+    (core/plainyaml.py), and a document libyaml reads is built in one pass, without PyYAML's
+    constructor, while it holds only plain mappings, sequences and scalars."""
+    read: list[str] = []
+    libyaml = inputs._libyaml
+    construct = yaml.constructor.BaseConstructor.construct_document
+
+    def counted_libyaml(text: str) -> Any:
+        read.append("libyaml")
+        return libyaml(text)
+
+    def counted_construct(loader: Any, node: Any) -> Any:
+        read.append("constructor")
+        return construct(loader, node)
+
+    monkeypatch.setattr(inputs, "_libyaml", counted_libyaml)
+    monkeypatch.setattr(yaml.constructor.BaseConstructor, "construct_document", counted_construct)
+    models = ("payment_service.backend_model", "payment_service.auth_model")
+    assert parse_package(PACKAGE_YAML, "payment_service") == models
+    assert read == []
+    quoted = PACKAGE_YAML.replace(b"node-a", b'"node-a"')  # quotes are libyaml's to read
+    assert parse_package(quoted, "payment_service") == models
+    assert read == ["libyaml"]
+    assert parse_package(PACKAGE_YAML + b"extra: !!set {a}\n", "payment_service") == models
+    assert read == ["libyaml", "libyaml", "constructor"]
 
 
 def test_a_container_without_status_or_flags_is_unknown_and_not_oom_killed() -> None:

@@ -46,7 +46,8 @@ def test_what_the_reader_reads_itself(text: str, value: object) -> None:
 @pytest.mark.parametrize(
     "text",
     ["---\na: b", "a: b\n...", "a: b\n---", "... a: b", "a:\n  - x\n- y", "k: {a}", "a: 012", "a: 1.5", "a : b", "a:b: c", "a: {k : v}", "a: {a:b: c}", "a: [x, ]", "[]",
-     "a: {b: [c]}", "a: {X k: v}, ", "a: {k: v,}", "a: [x]]", "a: {k: v]"],
+     "a: {b: [c]}", "a: {X k: v}, ", "a: {k: v,}", "a: [x]]", "a: {k: v]", "a: {: v}",
+     "a: {k: v, : w}"],
 )  # fmt: skip
 def test_what_the_reader_declines(text: str) -> None:
     """Forms outside the subset go to libyaml."""

@@ -154,6 +154,13 @@ def test_independent_changes_form_separate_groups() -> None:
     ]
 
 
+def test_an_agreeing_dirty_package_still_brings_its_models_up_to_date(payment: Index) -> None:
+    """A dirty package whose own state is right still pulls in its models: one whose state
+    key someone else changed is put back, though the model itself was not dirty."""
+    payment.observe_written(model("n"), "Failed", 100)  # someone else's write
+    assert summary(planned(payment, [package("p")])) == [[(model("n"), "Failed", "Running")]]
+
+
 def test_package_spec_deletion_plans_deletes(payment: Index) -> None:
     """Deleting a Package spec deletes its state key and those of now-unlisted empty models."""
     payment.delete_container("c2")

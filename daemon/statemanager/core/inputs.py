@@ -143,7 +143,7 @@ def _check_bounds(root: Node) -> None:
     therefore what composing the text one event at a time would have counted, the depth is the
     text's, and the walk's work is linear in the text, whatever the expanded size.
     """
-    _Bounds().walk(root, 0, False)
+    _Bounds().walk(root, 0)
 
 
 class _Bounds:
@@ -154,7 +154,10 @@ class _Bounds:
         self.sizes: dict[int, int] = {}  # id(node) -> expanded size; -1 while it is walked
         self.count = 0
 
-    def walk(self, node: Node, depth: int, is_key: bool) -> None:
+    def walk(self, node: Node, depth: int) -> None:
+        # Every node of the text counts as a level where it stands, an alias too.
+        if depth == MAX_YAML_DEPTH:
+            raise _invalid_yaml(f"nested deeper than {MAX_YAML_DEPTH} levels")
         size = self.sizes.get(id(node))
         if size is not None:  # an alias
             if size < 0:
@@ -163,28 +166,28 @@ class _Bounds:
             if self.count > MAX_YAML_NODES:
                 raise _too_many()
             return
-        if depth == MAX_YAML_DEPTH:
-            raise _invalid_yaml(f"nested deeper than {MAX_YAML_DEPTH} levels")
         before = self.count
         self.count += 1
         if self.count > MAX_YAML_NODES:
             raise _too_many()
         if isinstance(node, ScalarNode):
             self.sizes[id(node)] = 1
-            # A mapping key: numbers are read as strings, as JSON has them. The hash of an int
-            # or float is predictable, so thousands of keys crafted to collide would make
-            # building the dict quadratic; no field this daemon reads has a number as its key.
-            if is_key and node.tag in _NUMBER_TAGS:
-                node.tag = _TAG + "str"
             return
         self.sizes[id(node)] = -1
         if isinstance(node, MappingNode):
             for key, value in node.value:
-                self.walk(key, depth + 1, True)
-                self.walk(value, depth + 1, False)
+                # A mapping key: numbers are read as strings, as JSON has them. The hash of an
+                # int or float is predictable, so thousands of keys crafted to collide would
+                # make building the dict quadratic; no field this daemon reads has a number as
+                # its key. An alias as a key too (its anchor's node is then a string wherever
+                # it stands: one node is one value), or anchored numbers would make such keys.
+                if isinstance(key, ScalarNode) and key.tag in _NUMBER_TAGS:
+                    key.tag = _STR
+                self.walk(key, depth + 1)
+                self.walk(value, depth + 1)
         else:
             for item in node.value:
-                self.walk(item, depth + 1, False)
+                self.walk(item, depth + 1)
         self.sizes[id(node)] = self.count - before
 
 
