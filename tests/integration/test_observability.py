@@ -235,7 +235,10 @@ async def test_etcd_outage_is_one_line_each_way(
 
     await eventually(back, 30, "the etcd_reachable line")
     (down,) = d.events("etcd_unreachable")
-    assert down["level"] == "warning" and "UNAVAILABLE" in down["error"], down
+    # The reason as gRPC gave it: UNAVAILABLE, or INTERNAL for a watch stream the dying
+    # server reset (RST_STREAM), which a loaded machine sometimes sees first.
+    assert down["level"] == "warning", down
+    assert "UNAVAILABLE" in down["error"] or "INTERNAL" in down["error"], down
     (up,) = d.events("etcd_reachable")
     assert up["down_for_seconds"] > 1 and up["failed_requests"] >= 6, up
     assert all(e["level"] == "debug" for e in d.events("election_retry"))
