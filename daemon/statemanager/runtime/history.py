@@ -34,6 +34,7 @@ from statemanager.core.ports import (
     TXN_LIMITS,
     Delete,
     Fence,
+    Guard,
     KeyValue,
     Newest,
     Page,
@@ -169,7 +170,8 @@ class HistoryLog:
         value = self._record_bytes + sum(len(t.encode()) for t in texts if t)
         key_bytes = self._key_bytes[change.key.resource] + len(change.key.name.encode())
         put = self._limits.put_bytes(b"", b"") + key_bytes  # a put's overhead and its key
-        ops, size = 1, put + value
+        # The record's put, its guard (`guards`) and the failure branch's read of its key.
+        ops, size = 1, self._limits.guarded_write_bytes(bytes(key_bytes), None) + value
         if self._next(change.key, unknown=self._keep + 1) > self._keep:
             ops, size = ops + 1, size + 2 * put  # a range delete: two keys
         return ops, size
@@ -195,6 +197,12 @@ class HistoryLog:
         for key, t in planned.items():
             ops += record_ops(self._layout, key, self._next(key), encode(t), self._keep)
         return ops
+
+    def guards(self, planned: Mapping[WorkKey, Transition]) -> list[Guard]:
+        """A guard per planned record: its key is absent (each generation's key is new). A
+        retry of a transaction that landed, its answer lost, then fails even when someone else
+        has put the state keys back as they were (deleted again: the state guard passes)."""
+        return [Guard(self.record_key(key), 0) for key in planned]
 
     def record_key(self, key: WorkKey) -> bytes:
         """The key `key`'s next record is written at (learnt first)."""

@@ -220,6 +220,8 @@ class StateWriter:
         if await self._heard_of(changes):
             return None
         ops = await self._ops(keys, changes, planned, triggers, fence)
+        if self._history is not None:  # after `_ops`: it learns the generations
+            guards += self._history.guards(planned)
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
         self._states.sent((c.key, c.new) for c in changes)
         try:
@@ -247,6 +249,8 @@ class StateWriter:
                 # wrote is the previous derived state (putting it back is a correction), and
                 # the index takes what etcd holds now (below), to plan again.
         if not result.succeeded:
+            if any(result.current.get(g.key) for g in guards[len(keys) :]):
+                self._recorded(planned, landed=False)  # a record key is taken: read them again
             self._conflict(keys, changes, result)
             return None
         raise AssertionError("unreachable: a success is recorded above")
