@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from statemanager.core.ports import Event
 from statemanager.core.triggers import trigger_key
 
 from support.memetcd import MemEtcd
-from support.runtime import LAYOUT, container, deliver, state, synced_then_deaf, until
+from support.runtime import LAYOUT, container, deliver, package, state, synced_then_deaf, until
 
 pytestmark = pytest.mark.looptime
 
@@ -84,4 +85,29 @@ async def test_an_error_write_landed_with_every_answer_lost_then_overwritten_rec
         await until(lambda: bool(overwritten) and state(mem, "package", "p") == "Error")
         await until(lambda: rt.sample("corrections_total", resource="package") == 1)
     puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+    assert len(puts) == 1
+
+
+async def test_a_retry_does_not_land_again_after_its_absent_key_was_deleted_again() -> None:
+    """A new package's state key is absent when its Error write is planned (guarded on
+    "absent"); the first attempt lands, its answer is lost, and someone deletes the state
+    before the retry: the state guard passes a second time, but the guard on the history
+    record's key (each generation's is new) fails, so the transaction does not land twice and
+    its trigger is put once. Found by the soak (24 of its 30 broken seeds: an ABA on the state
+    key's guard)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        deliver(rt, mem, "c1", container(mem, "c1", "m", "dead"))
+        await until(lambda: state(mem, "package", "p") == "Error")
+        package_state = f"{LAYOUT.package_states}q/state".encode()
+        spec_key = f"{LAYOUT.packages}q".encode()
+        spec = package(mem, "q", ["m"])  # q's Error alone is written, guarded on "absent"
+        mem.lose_next_txn_response()
+        mem.before_next_txn(lambda: None)  # the first attempt lands as sent
+        mem.before_next_txn(lambda: mem.delete_now(package_state))
+        value = mem.range_now(spec_key).records[0].value
+        rt.parts.controller.apply(LAYOUT.packages, [Event(spec_key, value, spec)])
+        await until(lambda: len(mem._versions.get(package_state, [])) >= 3)  # put, deleted, put
+        await until(lambda: state(mem, "package", "q") == "Error")
+    puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "q")] if r is not None]
     assert len(puts) == 1

@@ -1,7 +1,9 @@
 """Commits planned state changes to etcd as guarded transactions and records the transitions.
 
 Every write is one transaction guarded by the mod revision of each state key it touches, as
-the index last saw it: a key someone else changed fails the guard, the transaction applies
+the index last saw it, and (with history) by each history record's key being absent, so that
+a retry of an attempt that landed cannot land again after someone deleted a key it found
+absent: a key someone else changed fails the guard, the transaction applies
 nothing, the index learns the current values from the same round trip and the keys are
 re-evaluated (never forced). Transient etcd errors are retried with capped, jittered backoff
 (tenacity); if they persist the caller re-queues the keys. A retry whose guard fails because
