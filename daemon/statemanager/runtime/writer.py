@@ -224,14 +224,20 @@ class StateWriter:
         ops = await self._ops(keys, changes, planned, triggers, fence)
         if self._history is not None:  # after `_ops`: it learns the generations
             guards += self._history.guards(planned)
+        # The records this transaction puts, named now: a wipe or restore noticed while it is
+        # on its way makes the history forget the generations these keys were computed from.
+        wrote = self._records(planned, triggers)
+        unheard = {
+            c.key: self._records({c.key: planned[c.key]}, [t])
+            for c, t in zip(entering, triggers, strict=True)
+        }
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
         self._states.sent((c.key, c.new) for c in changes)
         try:
             result, retried = await self._txn_with_retries(guards, ops, fence)
         except EtcdUnavailable:
-            for change, trigger in zip(entering, triggers, strict=True):
-                records = self._records({change.key: planned[change.key]}, [trigger])
-                self._states.lost(change.key, change.new, records)
+            for change in entering:
+                self._states.lost(change.key, change.new, unheard[change.key])
             self._recorded(planned, landed=False)  # an attempt may have landed
             raise
         self._states.answered(c.key for c in changes)
@@ -240,7 +246,7 @@ class StateWriter:
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
         if result.succeeded or retried:
-            landed, held = await self._outcome(keys, changes, result, planned, triggers)
+            landed, held = await self._outcome(keys, changes, result, wrote)
             # A failed guard after a retry may hide an earlier attempt that landed unseen.
             self._recorded(planned, landed=landed is not None)
             if landed is not None:
@@ -320,8 +326,7 @@ class StateWriter:
         keys: Sequence[bytes],
         changes: Sequence[Change],
         result: TxnResult,
-        planned: Mapping[WorkKey, Transition],
-        triggers: Sequence[Trigger],
+        wrote: Records,
     ) -> tuple[int | None, bool]:
         """The revision this transaction landed at (None: it did not, or it cannot be told),
         and whether the keys still hold what it wrote. A success says so; after a failed guard
@@ -334,19 +339,17 @@ class StateWriter:
         own = _own_write(keys, changes, result)
         if own is not None and self._history is None:
             return own, True
-        landed = await self._landed(planned if self._history else {}, triggers)
+        landed = await self._landed(wrote)
         return landed, landed is not None and landed == own
 
-    async def _landed(
-        self, planned: Mapping[WorkKey, Transition], triggers: Sequence[Trigger]
-    ) -> int | None:
+    async def _landed(self, wrote: Records) -> int | None:
         """The revision an earlier attempt of this transaction landed at, when etcd still holds
         one of the history or trigger records it wrote (each names this transaction's
         transition id, so no one else wrote it); None when none is there, or etcd cannot say
         now. The state keys cannot tell when someone else changed them since, nor whether
         someone else wrote the very values this transaction did."""
         try:
-            return await self._found(self._records(planned, triggers))
+            return await self._found(wrote)
         except EtcdUnavailable:
             return None
 
