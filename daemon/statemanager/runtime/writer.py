@@ -222,22 +222,19 @@ class StateWriter:
         if await self._heard_of(changes):
             return None
         ops = await self._ops(keys, changes, planned, triggers, fence)
-        if self._history is not None:  # after `_ops`: it learns the generations
-            guards += self._history.guards(planned)
+        # After `_ops`, which learns the generations the record keys are named from.
+        record_guards = self._history.guards(planned) if self._history is not None else []
         # The records this transaction puts, named now: a wipe or restore noticed while it is
         # on its way makes the history forget the generations these keys were computed from.
         wrote = self._records(planned, triggers)
-        unheard = {
-            c.key: self._records({c.key: planned[c.key]}, [t])
-            for c, t in zip(entering, triggers, strict=True)
-        }
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
         self._states.sent((c.key, c.new) for c in changes)
         try:
-            result, retried = await self._txn_with_retries(guards, ops, fence)
+            result, retried = await self._txn_with_retries([*guards, *record_guards], ops, fence)
         except EtcdUnavailable:
-            for change in entering:
-                self._states.lost(change.key, change.new, unheard[change.key])
+            for change in entering:  # its records are those naming its transition
+                mine = [r for r in wrote if r[1] == ids[change.key]]
+                self._states.lost(change.key, change.new, mine)
             self._recorded(planned, landed=False)  # an attempt may have landed
             raise
         self._states.answered(c.key for c in changes)
@@ -257,7 +254,7 @@ class StateWriter:
                 # wrote is the previous derived state (putting it back is a correction), and
                 # the index takes what etcd holds now (below), to plan again.
         if not result.succeeded:
-            if any(result.current.get(g.key) for g in guards[len(keys) :]):
+            if any(result.current.get(g.key) for g in record_guards):
                 self._recorded(planned, landed=False)  # a record key is taken: read them again
             self._conflict(keys, changes, result)
             return None
