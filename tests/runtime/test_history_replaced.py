@@ -3,6 +3,8 @@ corners the simulator's restore and wipe faults found (tests/simulation)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from statemanager.core.ports import Event
@@ -14,8 +16,10 @@ from support.runtime import (
     container,
     deliver,
     disagreements,
+    history,
     package,
     state,
+    synced,
     synced_then_deaf,
     until,
 )
@@ -62,4 +66,76 @@ async def test_a_write_against_a_wiped_etcd_waits_for_the_relist() -> None:
         package(mem, "p", ["m"])
         container(mem, "c1", "m", "dead")
         await until(lambda: state(mem, "package", "p") == "Error")
+    assert disagreements(mem) == []
+
+
+async def test_a_write_landing_on_a_restored_etcd_leaves_no_gap_in_the_history() -> None:
+    """Model solo is Running, then its state is deleted (its records 1 and 2); someone puts it
+    back and the daemon deletes it again (record 3). etcd is then restored to just after the
+    first deletion as the daemon's next write of solo lands: the state key is absent in both
+    histories, so the state's guard passes, but record 3 is gone. The write must not land
+    with record 4 after 2 (a gap in what etcd holds): its guard on record 3 fails, and once
+    the daemon has relisted, solo's next record is 3. Found by the simulator at swarm seed
+    357081."""
+    mem = MemEtcd()
+    async with synced(mem, "c1", target=None) as rt:
+        container(mem, "c2", "solo", "running")
+        await until(lambda: state(mem, "model", "solo") == "Running")
+        mem.delete_now(f"{LAYOUT.containers}c2".encode())
+        await until(lambda: len(history(mem, "model", "solo")) == 2)
+        snapshot = mem.snapshot_now()
+        mem.put_now(f"{LAYOUT.model_states}solo/state".encode(), b"Pending")
+        await until(lambda: len(history(mem, "model", "solo")) == 3)
+        assert state(mem, "model", "solo") is None
+        restarts = rt.sample("watch_restarts_total", reason="revision_backwards")
+        mem.before_next_txn(lambda: mem.replace_history(snapshot))
+        container(mem, "c2", "solo", "dead")
+        await until(
+            lambda: rt.sample("watch_restarts_total", reason="revision_backwards") > restarts
+        )
+        container(mem, "c2", "solo", "running")
+        await until(lambda: state(mem, "model", "solo") == "Running")
+        records = history(mem, "model", "solo")
+    # Whether the deferred write lands again before the relist (Failed, then deleted as the
+    # relist finds c2 gone) depends on the reconnection's jitter; either way the records in
+    # etcd are consecutive from the two the restore kept, and each follows the one before.
+    assert [g for g, _ in records] == list(range(1, len(records) + 1))
+    assert [(t.from_state, t.to_state) for _, t in records[:3]] == [
+        (None, "Running"),
+        ("Running", None),
+        (None, records[2][1].to_state),
+    ]
+    assert all(a.to_state == b.from_state for (_, a), (_, b) in itertools.pairwise(records))
+    assert records[-1][1].to_state == "Running"
+    assert disagreements(mem) == []
+
+
+async def test_a_write_whose_answers_were_lost_then_restored_away_leaves_no_gap() -> None:
+    """A write of model m's state lands with every answer lost (its echo lost too: the watches
+    are deaf); the daemon reads m's newest record (that write's) for its next try. etcd is
+    then restored to before that write as the next try lands: m's state key is there as the
+    daemon last knew it, so the state's guard passes, but the record the generation was
+    counted from is gone. The try fails on that record's guard, the daemon reads m's
+    generations again, and m's next record follows the last one etcd holds. Found by the
+    simulator at swarm seed 362507."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        revision = container(mem, "c1", "m", "paused")
+        snapshot = mem.snapshot_now()
+        sent = len(mem.txn_log)
+        mem.lose_next_txn_response(5)  # the writer's five attempts
+        deliver(rt, mem, "c1", revision)
+        await until(lambda: len(mem.txn_log) == sent + 5)
+        assert [g for g, _ in history(mem, "model", "m")] == [1, 2]
+        replaced = mem.replaced
+        mem.before_next_txn(lambda: mem.replace_history(snapshot))
+        await until(lambda: mem.replaced > replaced and mem.current_revision > snapshot.revision)
+        await until(lambda: state(mem, "model", "m") == "Pending")
+        records = history(mem, "model", "m")
+    assert [g for g, _ in records] == [1, 2]
+    assert [(t.from_state, t.to_state) for _, t in records] == [
+        (None, "Running"),
+        ("Running", "Pending"),
+    ]
+    assert records[1][1].revision == snapshot.revision + 1  # written again on the new history
     assert disagreements(mem) == []

@@ -14,6 +14,7 @@ from statemanager.core.keys import MAX_NAME_LENGTH, KeyLayout, Resource, WorkKey
 from statemanager.core.planner import plan
 from statemanager.core.ports import Delete, Fence, Guard, Put, TxnLimits, TxnResult
 from statemanager.core.states import ContainerClass, ContainerStatus
+from statemanager.runtime.history import Head
 from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.writer import StateWriter
 
@@ -53,16 +54,19 @@ class DeepHistories:
     def __init__(self, newest: int) -> None:
         self._newest = newest
 
-    async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]:
-        return dict.fromkeys(keys, self._newest)
+    async def heads(self, keys: Sequence[WorkKey]) -> dict[WorkKey, Head]:
+        # Put at a revision of many digits: the anchor's guard is at its longest.
+        return dict.fromkeys(keys, Head(self._newest, 10**15 if self._newest else 0))
 
     async def empty(self, resource: Resource) -> bool:
         return self._newest == 0
 
 
 @pytest.mark.parametrize("history", [None, 0, 500], ids=["no-history", "first", "retiring"])
+# max_ops 9: the least a package and its model fit in together, with a trigger, records and
+# retention deletes (7 operations), the fence's compare and the history anchor's.
 @pytest.mark.parametrize(
-    "limits", [TxnLimits(), TxnLimits(max_bytes=16 * 1024), TxnLimits(max_ops=8)]
+    "limits", [TxnLimits(), TxnLimits(max_bytes=16 * 1024), TxnLimits(max_ops=9)]
 )
 async def test_packed_transactions_fit_the_limits(limits: TxnLimits, history: int | None) -> None:
     """Every transaction the writer sends is within max_ops (compares, each branch) and its

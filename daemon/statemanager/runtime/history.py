@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import structlog
 
@@ -51,6 +51,14 @@ log = structlog.get_logger("statemanager.history")
 NANOS = 1_000_000_000
 
 
+class Head(NamedTuple):
+    """Where a resource's history stands: its newest record's generation and the revision
+    that record was put at (both 0: no record)."""
+
+    generation: int
+    revision: int
+
+
 class HistoryHeads:
     """The generation of resources' newest history records, read from etcd, with every key
     under the history prefix that is no record reported as bad input (once per key)."""
@@ -62,20 +70,27 @@ class HistoryHeads:
         self._reported: set[bytes] = set()
 
     async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]:
-        """Per key, its newest record's generation (0: none), in one round trip unless someone
-        else's keys sort above a resource's records (each costs one more read, below it)."""
+        """Per key, its newest record's generation (0: none), as `heads` reads it."""
+        return {key: head.generation for key, head in (await self.heads(keys)).items()}
+
+    async def heads(self, keys: Sequence[WorkKey]) -> dict[WorkKey, Head]:
+        """Per key, its newest record's generation and revision, in one round trip unless
+        someone else's keys sort above a resource's records (each costs one more read, below
+        it)."""
         ranges = {key: history_range(self._layout, key) for key in keys}
         pending = list(zip(keys, await self._last(list(ranges.values())), strict=True))
-        found: dict[WorkKey, int] = {}
+        found: dict[WorkKey, Head] = {}
         while pending:
             below: list[tuple[WorkKey, bytes]] = []
             for key, last in pending:
                 try:
-                    found[key] = newest_generation(self._layout, key, last)
+                    generation = newest_generation(self._layout, key, last.key if last else None)
                 except BadInput as exc:
                     assert last is not None  # no key is no history, never bad input
-                    self.report(last, exc)
-                    below.append((key, last))
+                    self.report(last.key, exc)
+                    below.append((key, last.key))
+                else:
+                    found[key] = Head(generation, last.mod_revision if last else 0)
             ends = [(ranges[key][0], last) for key, last in below]
             pending = (
                 list(zip([k for k, _ in below], await self._last(ends), strict=True))
@@ -89,9 +104,9 @@ class HistoryHeads:
         start = f"{history_prefix(self._layout)}{resource.value}/".encode()
         return (await self._last([(start, start[:-1] + b"0")]))[0] is None
 
-    async def _last(self, ranges: list[tuple[bytes, bytes]]) -> list[bytes | None]:
+    async def _last(self, ranges: list[tuple[bytes, bytes]]) -> list[KeyValue | None]:
         found = await self._store.newest(ranges, 1, keys_only=True)
-        return [kvs[0].key if kvs else None for kvs in found]
+        return [kvs[0] if kvs else None for kvs in found]
 
     def report(self, key: bytes, exc: BadInput) -> None:
         """Report a key under the history prefix that is no record a daemon wrote (once)."""
@@ -107,7 +122,7 @@ class HistoryHeads:
 class Generations(Protocol):
     """Where resources' histories stand in etcd (runtime/history.py, HistoryHeads)."""
 
-    async def newest(self, keys: Sequence[WorkKey]) -> dict[WorkKey, int]: ...
+    async def heads(self, keys: Sequence[WorkKey]) -> dict[WorkKey, Head]: ...
 
     async def empty(self, resource: Resource) -> bool: ...
 
@@ -120,7 +135,16 @@ class HistoryLog:
     Only the fenced leader writes model and package history, so what it learnt stays right
     while the fence does; a scenario's generation is read for each write (any daemon's gRPC
     service writes them, guarded on the state key). The writer asks it for each transaction's
-    record puts and retention deletes, their cost, and tells it each transaction's outcome.
+    record puts and retention deletes, their guards, their cost, and tells it each
+    transaction's outcome.
+
+    A transaction planned on one etcd history may land on another (etcd restored or wiped
+    while it is on its way): its state guards can pass there (a key absent in both, or at the
+    same revision after one that went back), and its records would then be named from
+    generations the restore took back, leaving a gap in what etcd holds. So each transaction
+    is also guarded on the newest record its generations were counted from (the one put at
+    the greatest revision, `anchor`): a restore that took back any of them took back that one
+    too (etcd goes back to a revision below it), and a wipe takes every one.
     """
 
     def __init__(
@@ -130,15 +154,16 @@ class HistoryLog:
         self._layout = layout
         self._keep = keep
         self._limits = limits
-        # Per model and package, the generation of its newest record, and the types whose
-        # history was empty (every generation 0 but those written since), under `_fence`.
-        self._generations: dict[WorkKey, int] = {}
+        # Per model and package, its newest record, and the types whose history was empty
+        # (every generation 0 but those written since), under `_fence`.
+        self._generations: dict[WorkKey, Head] = {}
         self._complete: set[Resource] = set()
         self._fence: Fence | None = None
         # A history key's bytes but for the resource's name.
         self._key_bytes = {
             r: len(history_key(layout, WorkKey(r, ""), 0).encode()) for r in Resource
         }
+        self._longest_key = max(self._key_bytes.values()) + MAX_NAME_LENGTH
         # A record's bytes but for its texts: ids of 40 characters, the longest node name,
         # 20-digit numbers.
         self._record_bytes = len(
@@ -189,7 +214,7 @@ class HistoryLog:
             c.key for c in changes if c.key.resource is Resource.SCENARIO or not self._next(c.key)
         ]
         if unknown:
-            self._generations.update(await self._heads.newest(unknown))
+            self._generations.update(await self._heads.heads(unknown))
 
     def ops(self, planned: Mapping[WorkKey, Transition]) -> list[Put | Delete]:
         """Each planned transition's history record, and the deletion of what it retires."""
@@ -201,28 +226,40 @@ class HistoryLog:
     def guards(self, planned: Mapping[WorkKey, Transition]) -> list[Guard]:
         """A guard per planned record: its key is absent (each generation's key is new). A
         retry of a transaction that landed, its answer lost, then fails even when someone else
-        has put the state keys back as they were (deleted again: the state guard passes)."""
-        return [Guard(self.record_key(key), 0) for key in planned]
+        has put the state keys back as they were (deleted again: the state guard passes). And
+        the `anchor`'s: that record is still where it was learnt (the class docstring)."""
+        guards = [Guard(self.record_key(key), 0) for key in planned]
+        heads = [(head, key) for key in planned if (head := self._generations.get(key))]
+        if any(head.generation for head, _ in heads):
+            (generation, revision), key = max(heads, key=lambda h: h[0].revision)
+            guards.append(Guard(history_key(self._layout, key, generation).encode(), revision))
+        return guards
+
+    def anchor_cost(self) -> tuple[int, int]:
+        """Operations and bytes the anchor's guard adds to a transaction at most (its compare
+        and the failure branch's read)."""
+        return 1, self._limits.guarded_write_bytes(bytes(self._longest_key), None)
 
     def record_key(self, key: WorkKey) -> bytes:
         """The key `key`'s next record is written at (learnt first)."""
         return history_key(self._layout, key, self._next(key)).encode()
 
-    def recorded(self, planned: Mapping[WorkKey, Transition], landed: bool) -> None:
-        """After a transaction: its records are the newest when it `landed`; when whether it
-        did is unknown, every generation is read again before the next write."""
-        if not landed:
+    def recorded(self, planned: Mapping[WorkKey, Transition], landed: int | None) -> None:
+        """After a transaction: its records are the newest when it `landed` (at that
+        revision); when whether it did is unknown (None), every generation is read again
+        before the next write."""
+        if landed is None:
             self.forget()
             return
         for key in planned:
-            self._generations[key] = self._next(key)
+            self._generations[key] = Head(self._next(key), landed)
         for key in [k for k in planned if k.resource is Resource.SCENARIO]:
             del self._generations[key]  # read again for its next write
 
     def _next(self, key: WorkKey, unknown: int = 0) -> int:
         """The generation `key`'s next record takes; `unknown` when that is not known yet."""
         if key in self._generations:
-            return self._generations[key] + 1
+            return self._generations[key].generation + 1
         known = key.resource in self._complete and self._fence is not None
         return 1 if known else unknown
 

@@ -167,13 +167,16 @@ class StateWriter:
 
     def batches(self, groups: Sequence[list[Change]], fence: Fence) -> list[list[Change]]:
         """Pack write groups into transactions etcd accepts, with `fence` on each."""
+        # One compare (and one failure read) go to the fence, and one to the history's anchor.
+        guard_ops, guard_bytes = 1, self._limits.guarded_write_bytes(fence.key, None)
         if self._history is not None:
             self._history.leading(fence)
-        fence_bytes = self._limits.guarded_write_bytes(fence.key, None)
+            anchor_ops, anchor_bytes = self._history.anchor_cost()
+            guard_ops, guard_bytes = guard_ops + anchor_ops, guard_bytes + anchor_bytes
         return pack(
             groups,
-            self._limits.max_ops - 1,  # one compare (and one failure read) go to the fence
-            self._limits.byte_budget - fence_bytes,
+            self._limits.max_ops - guard_ops,
+            self._limits.byte_budget - guard_bytes,
             self._cost,
         )
 
@@ -193,7 +196,7 @@ class StateWriter:
         history_ops, history_size = self._history.cost(change)
         return ops + history_ops, size + history_size
 
-    def _recorded(self, planned: Mapping[WorkKey, Transition], landed: bool) -> None:
+    def _recorded(self, planned: Mapping[WorkKey, Transition], landed: int | None) -> None:
         if self._history is not None:
             self._history.recorded(planned, landed)
 
@@ -235,7 +238,7 @@ class StateWriter:
             for change in entering:  # its records are those naming its transition
                 mine = [r for r in wrote if r[1] == ids[change.key]]
                 self._states.lost(change.key, change.new, mine)
-            self._recorded(planned, landed=False)  # an attempt may have landed
+            self._recorded(planned, landed=None)  # an attempt may have landed
             raise
         self._states.answered(c.key for c in changes)
         self._check_history(keys, changes, result)
@@ -245,7 +248,7 @@ class StateWriter:
         if result.succeeded or retried:
             landed, held = await self._outcome(keys, changes, result, wrote)
             # A failed guard after a retry may hide an earlier attempt that landed unseen.
-            self._recorded(planned, landed=landed is not None)
+            self._recorded(planned, landed=landed)
             if landed is not None:
                 transitions = self._record(changes, planned, landed, not result.succeeded)
                 if held:
@@ -254,8 +257,13 @@ class StateWriter:
                 # wrote is the previous derived state (putting it back is a correction), and
                 # the index takes what etcd holds now (below), to plan again.
         if not result.succeeded:
-            if any(result.current.get(g.key) for g in record_guards):
-                self._recorded(planned, landed=False)  # a record key is taken: read them again
+            current = [result.current.get(g.key) for g in record_guards]
+            if any(
+                (kv.mod_revision if kv else 0) != g.mod_revision
+                for kv, g in zip(current, record_guards, strict=True)
+            ):
+                # A record key is taken, or the anchor gone: read the generations again.
+                self._recorded(planned, landed=None)
             self._conflict(keys, changes, result)
             return None
         raise AssertionError("unreachable: a success is recorded above")
