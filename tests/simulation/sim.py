@@ -232,6 +232,14 @@ FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
 # a pause between the two, or a request reaching the restored member). restore_unechoed: a
 # state write's echo lost (a half-open watch connection), then etcd restored to just before
 # it by a cluster at the term the daemons saw (restored before it ever changed leader).
+# lose_new_error_write: an operator defines a package anew (its state deleted, its spec put)
+# with a model whose containers have died, so its entry into Error is a transaction of its
+# own guarded on the state being absent; that write lands with its answer lost (etcd applied
+# it, the deadline passed first), and the operator deletes the state again before the retry.
+# restore_in_lost_error_write: the next entry into Error lands with every answer and its echo
+# lost (the deadline passing first, a half-open watch connection), someone else writes that
+# state, and etcd is restored from a snapshot taken then (a member rebuilt from the newest
+# snapshot: the history is replaced at the same revisions), all while the writer retries.
 ADDED_FAULTS = [
     "write_ahead",
     "lose_error_write",
@@ -240,6 +248,8 @@ ADDED_FAULTS = [
     "mixed_catch_up",
     "replace_in_write",
     "restore_unechoed",
+    "lose_new_error_write",
+    "restore_in_lost_error_write",
 ]
 
 
@@ -317,6 +327,10 @@ def _added_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
         return (rng.choice(PACKAGES), rng.choice(MODELS), round(rng.uniform(4.0, 7.0), 2))
     if kind == "replace_in_write":
         return (rng.choice([None, round(rng.uniform(0.5, 10.0), 2)]),)
+    if kind == "lose_new_error_write":
+        return (rng.choice(PACKAGES), rng.choice(MODELS))
+    if kind == "restore_in_lost_error_write":
+        return (_not_error(rng),)
     return ()
 
 
@@ -1019,6 +1033,48 @@ class Simulation:
             self.mem.before_next_txn(lambda: self._overwrite(key, value, silent))
 
         self._at_error_write.append(strike)
+
+    def _do_restore_in_lost_error_write(self, value: str | None) -> None:
+        """Just before the next Error write applies, etcd is restored from a snapshot of that
+        moment (the history replaced at the same revisions: its watchers learn of it by the raft
+        term only, and forget what they knew of the old history); the write lands on the new
+        history, unanswered through every attempt and unechoed, and someone writes `value` to
+        that state (None: deletes it) before the second attempt."""
+
+        def strike(key: str) -> None:
+            self.trace(f"  etcd restored as {key}'s Error write lands unanswered")
+            self.mem.lose_next_txn_response(6)
+            self.mem.silence_watches()
+            self.mem.before_next_txn(lambda: self._replace_visibly(self.mem.snapshot_now(), True))
+            self.mem.before_next_txn(lambda: self._overwrite(key, value, False))
+
+        self._at_error_write.append(strike)
+
+    def _do_lose_new_error_write(self, package: str, model: str) -> None:
+        """`package` is defined anew with `model` alone, its state deleted, once `model` is
+        Failed in etcd (at once, or after its container dies and 2 s pass): its entry into
+        Error is then a transaction of its own guarded on the state being absent. That write
+        lands unanswered, and the state is deleted again before the retry (whose guard on
+        "absent" passes a second time: an ABA)."""
+        state = f"{LAYOUT.model_states}{model}/state"
+        if _store(self.mem).get(state) == b"Failed":
+            self._define_failing(package, model)
+            return
+        self._do_container(CONTAINERS[MODELS.index(model)], model, "dead", "0")
+        self._later(2.0, lambda: self._define_failing(package, model))
+
+    def _define_failing(self, package: str, model: str) -> None:
+        store = _store(self.mem)
+        key = LAYOUT.packages + package
+        state = f"{LAYOUT.package_states}{package}/state"
+        failed = store.get(f"{LAYOUT.model_states}{model}/state") == b"Failed"
+        if self.mem._down or not failed or store.get(state) == b"Error":
+            return
+        if key in store and oracle.package_models(key, store[key]) == [model]:
+            return
+        self._overwrite(state, None, False)
+        self._do_package(package, model)
+        self._do_lose_error_write(1, False, None)
 
     def _do_keepalive_lost_then_reset(self, value: str | None) -> None:
         """After the next Error write, the leader's next keep-alive renews its lease but its
