@@ -457,6 +457,9 @@ class Link:
         self.endpoint = mem.endpoint
         self._instant = -1.0  # the virtual time of the last request
         self._burst = 0  # requests sent at that time
+        # The highest raft term a stream of the daemon's state watcher (the one that checks
+        # terms) has handed it since etcd's history was last replaced.
+        self.term_told = 0
 
     async def _gate(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -485,10 +488,13 @@ class Link:
     ) -> AsyncGenerator[WatchBatch, None]:
         await self._gate()
         self._before(self, (), starts.keys())
+        watcher = set(LAYOUT.watched().values()) <= set(starts)
         stream = self._mem.watch(starts, progress_every, together)
         try:
             async for batch in stream:
                 await self._gate()
+                if watcher:
+                    self.term_told = max(self.term_told, batch.header.raft_term)
                 yield batch
         finally:
             await stream.aclose()
@@ -937,16 +943,16 @@ class Simulation:
 
     def _raised_term_seen(self) -> bool:
         """Whether the member runs at a raft term above a new cluster's and every running
-        daemon's watcher has been answered at such a term since it last listed: only then does
-        a replacement's term going back show to each of them. A daemon whose watches were away
-        when the member restarted (backing off after an outage, silent, paused) and come back
-        after the replacement finds the term it saw before; once the new history has grown to
-        its revision (its own retried write, another daemon's campaign), etcd's headers say
-        nothing changed (README, "Simulation": what no daemon can see)."""
+        daemon's state watcher has been handed such a term since the history was last
+        replaced: only then does a replacement's term going back show to each of them. A
+        daemon whose watches were away when the member restarted (backing off after an outage,
+        silent, paused) and come back after the replacement finds the term it saw before; once
+        the new history has grown to its revision (its own retried write, another daemon's
+        campaign), etcd's headers say nothing changed (README, "Simulation": what no daemon
+        can see). Judged by what the links delivered, never by the daemon's own records: a
+        daemon that lost count of terms must not keep the faults that find it away."""
         return self.mem.current_term > RAFT_TERM and all(
-            daemon.runtime.parts.watcher._term > RAFT_TERM
-            for daemon in self.daemons
-            if daemon is not None
+            daemon.link.term_told > RAFT_TERM for daemon in self.daemons if daemon is not None
         )
 
     def _replace(self, snapshot: StoreSnapshot | None, keep_term: bool = False) -> None:
@@ -954,6 +960,9 @@ class Simulation:
         Error and deliveries of the replaced history are set aside, and every package counts
         as disturbed until each running daemon has listed the new history."""
         self.mem.replace_history(snapshot, keep_term)
+        for daemon in self.daemons:
+            if daemon is not None:
+                daemon.link.term_told = 0  # what it was told of the history replaced
         self._log_from = len(self.mem.txn_log)
         self._committed_from = len(self.committed)
         self._replaced_at = asyncio.get_running_loop().time()
