@@ -471,6 +471,9 @@ class Link:
         self.endpoint = mem.endpoint
         self._instant = -1.0  # the virtual time of the last request
         self._burst = 0  # requests sent at that time
+        # The highest raft term a stream of the daemon's state watcher (the one that checks
+        # terms) has handed it since etcd's history was last replaced.
+        self.term_told = 0
 
     async def _gate(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -499,10 +502,13 @@ class Link:
     ) -> AsyncGenerator[WatchBatch, None]:
         await self._gate()
         self._before(self, (), starts.keys())
+        watcher = set(LAYOUT.watched().values()) <= set(starts)
         stream = self._mem.watch(starts, progress_every, together)
         try:
             async for batch in stream:
                 await self._gate()
+                if watcher:
+                    self.term_told = max(self.term_told, batch.header.raft_term)
                 yield batch
         finally:
             await stream.aclose()
@@ -928,10 +934,13 @@ class Simulation:
         invisible to a daemon, and the simulation does not make one: the member restarts
         first (see `_settled_since_replaced`) and the history is replaced REPLACE_AFTER seconds
         later (longer than a pause and a reconnection's backoff), unless another replacement
-        came first."""
-        if self.mem.current_term > RAFT_TERM:
+        came first. The raised term must also have been seen (`_raised_term_seen`): a restart
+        just before, while a daemon was away, tells that daemon nothing."""
+        if self._raised_term_seen():
             self._replace(snapshot)
-        elif first and self._settled_since_replaced():
+        elif not first:
+            self.trace("  (replacement dropped: a daemon has not seen the member's raised term)")
+        elif self._settled_since_replaced():
             self.mem.restart()
             self.trace(
                 f"  (the member restarts first; the history is replaced in {REPLACE_AFTER:g} s)"
@@ -946,11 +955,28 @@ class Simulation:
                 ),
             )
 
+    def _raised_term_seen(self) -> bool:
+        """Whether the member runs at a raft term above a new cluster's and every running
+        daemon's state watcher has been handed such a term since the history was last
+        replaced: only then does a replacement's term going back show to each of them. A
+        daemon whose watches were away when the member restarted (backing off after an outage,
+        silent, paused) and come back after the replacement finds the term it saw before; once
+        the new history has grown to its revision (its own retried write, another daemon's
+        campaign), etcd's headers say nothing changed (README, "Simulation": what no daemon
+        can see). Judged by what the links delivered, never by the daemon's own records: a
+        daemon that lost count of terms must not keep the faults that find it away."""
+        return self.mem.current_term > RAFT_TERM and all(
+            daemon.link.term_told > RAFT_TERM for daemon in self.daemons if daemon is not None
+        )
+
     def _replace(self, snapshot: StoreSnapshot | None, keep_term: bool = False) -> None:
         """Replace etcd's history, and judge what follows against the new one: entries into
         Error and deliveries of the replaced history are set aside, and every package counts
         as disturbed until each running daemon has listed the new history."""
         self.mem.replace_history(snapshot, keep_term)
+        for daemon in self.daemons:
+            if daemon is not None:
+                daemon.link.term_told = 0  # what it was told of the history replaced
         self._log_from = len(self.mem.txn_log)
         self._committed_from = len(self.committed)
         self._replaced_at = asyncio.get_running_loop().time()
@@ -1184,9 +1210,10 @@ class Simulation:
             self._restore_at_reconnect(link, watched)
         self._meet_error_write(ops)
         keys = [op.key.decode() for op in ops]
-        # Only while the member's term is above a new cluster's: else the replacement waits
-        # for a restart (`_replace_visibly`), and the write would land before it.
-        replaceable = self.mem.current_term > RAFT_TERM and not self.mem._down
+        # Only while the member's term is above a new cluster's, as every daemon has seen: else
+        # the replacement waits for a restart (`_replace_visibly`), and the write would land
+        # before it.
+        replaceable = self._raised_term_seen() and not self.mem._down
         if self._in_write and oracle.state_keys(keys) and replaceable:
             back = self._in_write.pop(0)
             self.trace(f"  {'wipe' if back is None else f'restore {back}'} as a write lands")
