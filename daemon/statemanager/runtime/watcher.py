@@ -144,6 +144,13 @@ class Watcher:
         the first listing)."""
         return self._delivered.get(prefix, 0)
 
+    def followed(self) -> Header:
+        """Where etcd stood as far as this watcher has followed it: the newest revision
+        delivered and the highest raft term seen. Both count in the history the watcher
+        follows, which is not etcd's from a replacement (a restore, a wipe) until the watcher
+        notices it (both 0 then, until its relist)."""
+        return Header(max(self._delivered.values(), default=0), self._term)
+
     def resync(self) -> asyncio.Future[int]:
         """Relist now rather than at the next periodic resync (ForceSynchronization): the
         future gets the revision of the first listing begun after this call, once the
@@ -310,11 +317,12 @@ class Watcher:
         have come yet), or its raft term
         below the highest one seen. The term catches a replaced history that has already
         grown past our revision by the time we reconnect (it restarts at 2)."""
-        newest = max(answered, *self._delivered.values(), 0)
-        if header.revision < newest or header.raft_term < self._term:
+        followed = self.followed()
+        seen = Header(max(answered, followed.revision), followed.raft_term)
+        if header.went_back_from(seen):
             header = await self._client.header()  # linearizable: not a lagging member's view
-            if header.revision < newest:
-                raise HistoryReplaced("revision", newest, header.revision)
-            if header.raft_term < self._term:
-                raise HistoryReplaced("raft term", self._term, header.raft_term)
+            if header.revision < seen.revision:
+                raise HistoryReplaced("revision", seen.revision, header.revision)
+            if header.raft_term < seen.raft_term:
+                raise HistoryReplaced("raft term", seen.raft_term, header.raft_term)
         self._term = max(self._term, header.raft_term)
