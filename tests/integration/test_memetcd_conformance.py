@@ -387,6 +387,7 @@ async def _leases_and_watches(d: Driver, note: Note) -> int:
     note("watch history and live", await live)
     note("watch replay", await _watch(c, starts, last))
     note("progress answer", await _barrier(c, {"p/": revs[2] + 1, "q/": revs[2] + 1}))
+    note("progress answer after events", await _answered_after_events(d))
 
     return revs[2]
 
@@ -398,6 +399,24 @@ async def _barrier(client: Client, starts: Mapping[str, int]) -> int:
         async for batch in stream:
             if batch.prefix is None and batch.revision:
                 return batch.revision
+    raise AssertionError("the watch ended")
+
+
+async def _answered_after_events(d: Driver) -> bool:
+    """Whether a stream-wide progress answer at or past a put's revision follows its event
+    within 0.5 s on a stream whose periodic asks are 1.6 s apart by then (its fifth answer):
+    the client asks at once after events, which the watcher holds until an answer."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(10), contextlib.aclosing(d.client.watch({"P/": 0}, 60.0)) as stream:
+        answers = 0
+        async for batch in stream:
+            answers += batch.prefix is None and batch.revision > 0
+            if answers == 5:
+                break
+        put, start = await d.put(b"P/x", b"1"), loop.time()
+        async for batch in stream:
+            if batch.prefix is None and batch.revision >= put:
+                return loop.time() - start < 0.5
     raise AssertionError("the watch ended")
 
 

@@ -18,9 +18,12 @@ from support.runtime import (
     disagreements,
     history,
     package,
+    scenario,
     state,
+    state_revisions,
     synced,
     synced_then_deaf,
+    trigger_revision,
     until,
 )
 
@@ -139,3 +142,28 @@ async def test_a_write_whose_answers_were_lost_then_restored_away_leaves_no_gap(
     ]
     assert records[1][1].revision == snapshot.revision + 1  # written again on the new history
     assert disagreements(mem) == []
+
+
+async def test_a_restored_trigger_waits_for_the_index_of_the_new_history() -> None:
+    """p's entry into Error is delivered to s, then s is retargeted to q, and etcd is restored
+    to the Error's revision: the trigger is back, and s targets p again. The trigger feed lists
+    it before the watcher has noticed the restore (slow to reconnect here): the index still
+    says nobody targets p, at a revision of the replaced history above the trigger's. The
+    delivery waits for the index of the new history and asks s again, with no `no scenario`
+    verdict (before, the trigger was dropped: the simulation's seeds 400168 and 402588)."""
+    mem = MemEtcd()
+    package(mem, "q", ["n"])
+    async with synced(mem, "c", target="s") as rt:
+        container(mem, "c", "m", "dead")
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+        await until(lambda: trigger_revision(mem, "p") == 0)
+        error_at = state_revisions(mem, "package", "p")[-1][0]
+        scenario(mem, "s", "q")
+        await until(lambda: rt.parts.index.scenarios_of("p") == [])
+        rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
+        mem.replace_history(StoreSnapshot(error_at, mem.compacted_revision))
+        assert trigger_revision(mem, "p") == error_at
+        await until(lambda: rt.actioncontroller.calls == ["s", "s"])
+        await until(lambda: trigger_revision(mem, "p") == 0)
+        assert rt.sample("watch_restarts_total", reason="revision_backwards") == 1
+        assert rt.sample("reconcile_no_scenario_total") == 0

@@ -111,3 +111,32 @@ async def test_a_retry_does_not_land_again_after_its_absent_key_was_deleted_agai
         await until(lambda: state(mem, "package", "q") == "Error")
     puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "q")] if r is not None]
     assert len(puts) == 1
+
+
+async def test_a_replaced_history_noticed_during_the_retries_keeps_the_lost_writes_records() -> (
+    None
+):
+    """A package's Error lands, its answer lost; before the retry the watcher notices a replaced
+    history (a wipe or restore it learnt of late: every generation learnt is forgotten), the
+    trigger is delivered and someone sets the package to Running. The retry's guards fail, and
+    the lost write's history record is looked up by the name it was sent with (not named again
+    from the forgotten generations, which would name generation 0): Error put back is a
+    correction, and no second trigger is recorded. Found by the soak (seed 300823: two wipes and a blind restore)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        revision = container(mem, "c1", "m", "dead")
+        mem.lose_next_txn_response()
+        mem.before_next_txn(lambda: None)  # the first attempt lands as sent
+        package_state = f"{LAYOUT.package_states}p/state".encode()
+
+        def noticed_then_overwritten() -> None:
+            rt.parts.controller.forget_history()  # as the watcher does on a replaced history
+            mem.delete_now(trigger_key(LAYOUT, "p"))
+            mem.put_now(package_state, b"Running")
+
+        mem.before_next_txn(noticed_then_overwritten)
+        deliver(rt, mem, "c1", revision)
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        await until(lambda: state(mem, "package", "p") == "Error")
+    puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+    assert len(puts) == 1

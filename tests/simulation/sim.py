@@ -232,6 +232,14 @@ FAULTS = sorted(set(FIRST_FAULTS + LATER_FAULTS))
 # a pause between the two, or a request reaching the restored member). restore_unechoed: a
 # state write's echo lost (a half-open watch connection), then etcd restored to just before
 # it by a cluster at the term the daemons saw (restored before it ever changed leader).
+# lose_new_error_write: an operator defines a package anew (its state deleted, its spec put)
+# with a model whose containers have died, so its entry into Error is a transaction of its
+# own guarded on the state being absent; that write lands with its answer lost (etcd applied
+# it, the deadline passed first), and the operator deletes the state again before the retry.
+# restore_in_lost_error_write: the next entry into Error lands with every answer and its echo
+# lost (the deadline passing first, a half-open watch connection), someone else writes that
+# state, and etcd is restored from a snapshot taken then (a member rebuilt from the newest
+# snapshot: the history is replaced at the same revisions), all while the writer retries.
 ADDED_FAULTS = [
     "write_ahead",
     "lose_error_write",
@@ -240,6 +248,8 @@ ADDED_FAULTS = [
     "mixed_catch_up",
     "replace_in_write",
     "restore_unechoed",
+    "lose_new_error_write",
+    "restore_in_lost_error_write",
 ]
 
 
@@ -317,6 +327,10 @@ def _added_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
         return (rng.choice(PACKAGES), rng.choice(MODELS), round(rng.uniform(4.0, 7.0), 2))
     if kind == "replace_in_write":
         return (rng.choice([None, round(rng.uniform(0.5, 10.0), 2)]),)
+    if kind == "lose_new_error_write":
+        return (rng.choice(PACKAGES), rng.choice(MODELS))
+    if kind == "restore_in_lost_error_write":
+        return (_not_error(rng),)
     return ()
 
 
@@ -457,6 +471,9 @@ class Link:
         self.endpoint = mem.endpoint
         self._instant = -1.0  # the virtual time of the last request
         self._burst = 0  # requests sent at that time
+        # The highest raft term a stream of the daemon's state watcher (the one that checks
+        # terms) has handed it since etcd's history was last replaced.
+        self.term_told = 0
 
     async def _gate(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -485,10 +502,13 @@ class Link:
     ) -> AsyncGenerator[WatchBatch, None]:
         await self._gate()
         self._before(self, (), starts.keys())
+        watcher = set(LAYOUT.watched().values()) <= set(starts)
         stream = self._mem.watch(starts, progress_every, together)
         try:
             async for batch in stream:
                 await self._gate()
+                if watcher:
+                    self.term_told = max(self.term_told, batch.header.raft_term)
                 yield batch
         finally:
             await stream.aclose()
@@ -914,10 +934,13 @@ class Simulation:
         invisible to a daemon, and the simulation does not make one: the member restarts
         first (see `_settled_since_replaced`) and the history is replaced REPLACE_AFTER seconds
         later (longer than a pause and a reconnection's backoff), unless another replacement
-        came first."""
-        if self.mem.current_term > RAFT_TERM:
+        came first. The raised term must also have been seen (`_raised_term_seen`): a restart
+        just before, while a daemon was away, tells that daemon nothing."""
+        if self._raised_term_seen():
             self._replace(snapshot)
-        elif first and self._settled_since_replaced():
+        elif not first:
+            self.trace("  (replacement dropped: a daemon has not seen the member's raised term)")
+        elif self._settled_since_replaced():
             self.mem.restart()
             self.trace(
                 f"  (the member restarts first; the history is replaced in {REPLACE_AFTER:g} s)"
@@ -932,11 +955,28 @@ class Simulation:
                 ),
             )
 
+    def _raised_term_seen(self) -> bool:
+        """Whether the member runs at a raft term above a new cluster's and every running
+        daemon's state watcher has been handed such a term since the history was last
+        replaced: only then does a replacement's term going back show to each of them. A
+        daemon whose watches were away when the member restarted (backing off after an outage,
+        silent, paused) and come back after the replacement finds the term it saw before; once
+        the new history has grown to its revision (its own retried write, another daemon's
+        campaign), etcd's headers say nothing changed (README, "Simulation": what no daemon
+        can see). Judged by what the links delivered, never by the daemon's own records: a
+        daemon that lost count of terms must not keep the faults that find it away."""
+        return self.mem.current_term > RAFT_TERM and all(
+            daemon.link.term_told > RAFT_TERM for daemon in self.daemons if daemon is not None
+        )
+
     def _replace(self, snapshot: StoreSnapshot | None, keep_term: bool = False) -> None:
         """Replace etcd's history, and judge what follows against the new one: entries into
         Error and deliveries of the replaced history are set aside, and every package counts
         as disturbed until each running daemon has listed the new history."""
         self.mem.replace_history(snapshot, keep_term)
+        for daemon in self.daemons:
+            if daemon is not None:
+                daemon.link.term_told = 0  # what it was told of the history replaced
         self._log_from = len(self.mem.txn_log)
         self._committed_from = len(self.committed)
         self._replaced_at = asyncio.get_running_loop().time()
@@ -1019,6 +1059,48 @@ class Simulation:
             self.mem.before_next_txn(lambda: self._overwrite(key, value, silent))
 
         self._at_error_write.append(strike)
+
+    def _do_restore_in_lost_error_write(self, value: str | None) -> None:
+        """Just before the next Error write applies, etcd is restored from a snapshot of that
+        moment (the history replaced at the same revisions: its watchers learn of it by the raft
+        term only, and forget what they knew of the old history); the write lands on the new
+        history, unanswered through every attempt and unechoed, and someone writes `value` to
+        that state (None: deletes it) before the second attempt."""
+
+        def strike(key: str) -> None:
+            self.trace(f"  etcd restored as {key}'s Error write lands unanswered")
+            self.mem.lose_next_txn_response(6)
+            self.mem.silence_watches()
+            self.mem.before_next_txn(lambda: self._replace_visibly(self.mem.snapshot_now(), True))
+            self.mem.before_next_txn(lambda: self._overwrite(key, value, False))
+
+        self._at_error_write.append(strike)
+
+    def _do_lose_new_error_write(self, package: str, model: str) -> None:
+        """`package` is defined anew with `model` alone, its state deleted, once `model` is
+        Failed in etcd (at once, or after its container dies and 2 s pass): its entry into
+        Error is then a transaction of its own guarded on the state being absent. That write
+        lands unanswered, and the state is deleted again before the retry (whose guard on
+        "absent" passes a second time: an ABA)."""
+        state = f"{LAYOUT.model_states}{model}/state"
+        if _store(self.mem).get(state) == b"Failed":
+            self._define_failing(package, model)
+            return
+        self._do_container(CONTAINERS[MODELS.index(model)], model, "dead", "0")
+        self._later(2.0, lambda: self._define_failing(package, model))
+
+    def _define_failing(self, package: str, model: str) -> None:
+        store = _store(self.mem)
+        key = LAYOUT.packages + package
+        state = f"{LAYOUT.package_states}{package}/state"
+        failed = store.get(f"{LAYOUT.model_states}{model}/state") == b"Failed"
+        if self.mem._down or not failed or store.get(state) == b"Error":
+            return
+        if key in store and oracle.package_models(key, store[key]) == [model]:
+            return
+        self._overwrite(state, None, False)
+        self._do_package(package, model)
+        self._do_lose_error_write(1, False, None)
 
     def _do_keepalive_lost_then_reset(self, value: str | None) -> None:
         """After the next Error write, the leader's next keep-alive renews its lease but its
@@ -1128,9 +1210,10 @@ class Simulation:
             self._restore_at_reconnect(link, watched)
         self._meet_error_write(ops)
         keys = [op.key.decode() for op in ops]
-        # Only while the member's term is above a new cluster's: else the replacement waits
-        # for a restart (`_replace_visibly`), and the write would land before it.
-        replaceable = self.mem.current_term > RAFT_TERM and not self.mem._down
+        # Only while the member's term is above a new cluster's, as every daemon has seen: else
+        # the replacement waits for a restart (`_replace_visibly`), and the write would land
+        # before it.
+        replaceable = self._raised_term_seen() and not self.mem._down
         if self._in_write and oracle.state_keys(keys) and replaceable:
             back = self._in_write.pop(0)
             self.trace(f"  {'wipe' if back is None else f'restore {back}'} as a write lands")

@@ -11,7 +11,8 @@ from simulation.zoo.run import hunt
 # Found fastest on this machine (the README's zoo table), at least one per family of faults:
 # the relist's blind spot the zoo was built for, a lost answer, the restore fault and the
 # restore of an unechoed write, the corrections, etcd's refusals, the Error write's lost
-# answers and the scenario callers; a few seconds each.
+# answers (with the ABA on an absent key, and a restore during the retries) and the scenario
+# callers; a few seconds each.
 FASTEST = [
     "r3-lost-answer-loses-reconcile",
     "r4-relist-forgets-written-keys",
@@ -22,6 +23,8 @@ FASTEST = [
     "s8-answered-write-lost-to-restore",
     "s10-lost-answers-and-echo-then-overwrite",
     "s11-scenario-answer-lost",
+    "s12-retry-lands-twice",
+    "s13-records-named-after-sending",
 ]
 
 

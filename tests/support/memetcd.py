@@ -723,9 +723,11 @@ class MemEtcd:
         Each batch is one prefix's events of one revision. A created watch yields a batch
         without events (prefix None, revision 0). Quiet periods starting at FIRST_PROGRESS_ASK
         and doubling up to `progress_every` yield the answer to the adapter's stream-wide
-        progress request (prefix None, the current revision), unless a prefix of the stream is
-        lagging: etcd ignores the request while a watch is catching up. Ends only by raising:
-        EtcdUnavailable (broken, closed, down), Compacted (a start below history).
+        progress request (prefix None, the current revision), and so do events (the adapter
+        asks at once after them: the answer's revision is the newest delivered), unless a
+        prefix of the stream is lagging: etcd ignores the request while a watch is catching up,
+        and the answer owed comes once none is. Ends only by raising: EtcdUnavailable (broken,
+        closed, down), Compacted (a start below history).
         """
         await self._request()
         stream = _Stream(list(starts))
@@ -738,6 +740,7 @@ class MemEtcd:
                 yield WatchBatch(None, (), 0, self._header())  # etcd's "created" response
             caught_up = self._revision
             quiet = min(FIRST_PROGRESS_ASK, progress_every)
+            owed = False  # a progress answer was asked for, or events no answer has followed
             while True:
                 # History first, then each revision committed since: in order, whole revisions.
                 for prefix, (lo, hi) in ranges.items():
@@ -749,14 +752,17 @@ class MemEtcd:
                         events = tuple(e for e in self._history.get(rev, ()) if lo <= e.key < hi)
                         next_rev[prefix] = rev + 1
                         if events:
+                            owed = True
                             yield WatchBatch(prefix, events, rev, self._header())
+                if owed and not stream.prefixes & self._lagging:  # every watch is caught up
+                    owed = False
+                    yield WatchBatch(None, (), caught_up, self._header())
                 item = await self._next(stream, quiet)
                 if isinstance(item, BaseException):
                     raise item
-                if item is None:
+                if item is None:  # the adapter asks for progress
                     quiet = min(quiet * 2, progress_every)
-                    if not stream.prefixes & self._lagging:  # every watch is caught up
-                        yield WatchBatch(None, (), self._revision, self._header())
+                    owed = True
                 else:
                     caught_up = max(caught_up, item)
         finally:

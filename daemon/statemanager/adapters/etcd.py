@@ -13,6 +13,7 @@ what happens when a request fails (the retry policy) are the session's alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -73,9 +74,14 @@ PAGE_KEYS = 10_000
 PAGE_SHARE = 40
 MAX_PAGE_KEYS = 50_000  # ~30 MB of container values: under the receive limit, halved if not
 
-# Seconds after a watch stream opens before the first stream-wide progress request: the
-# watcher applies nothing until the answer comes (runtime/watcher.py), so it is asked early.
+# Seconds after a watch stream opens before the first stream-wide progress request, and
+# between asks while events wait for an answer: the watcher applies no event until an answer
+# comes after it (runtime/watcher.py), and etcd ignores an ask while a watch is catching up.
 FIRST_PROGRESS_ASK = 0.05
+# Seconds at least between two asks for events: at 500 events a second an ask per event
+# nearly doubled the daemon's CPU per no-op (bench's noop_cpu_ms); events within this of the
+# last ask wait for the next one.
+PROGRESS_ASK_SPACING = 0.005
 
 
 class ConnectionSettings(Protocol):
@@ -334,7 +340,9 @@ class EtcdWatches(_Facade):
         handed over per prefix, keys under none of them dropped and counted
         (`WatchBatch.foreign`). Group only prefixes with no other watched prefix between them.
         A progress notification is asked for every `progress_every` seconds, so a caller that
-        hears nothing for a few such periods knows the stream is dead.
+        hears nothing for a few such periods knows the stream is dead; and right after a
+        response with events, then every FIRST_PROGRESS_ASK seconds until one is answered: the
+        answer is the barrier the watcher waits for before it applies them.
         """
         grouped = {p for group in together for p in group}
         watches = [sorted(g) for g in together] + [[p] for p in starts if p not in grouped]
@@ -350,10 +358,19 @@ class EtcdWatches(_Facade):
                     watch_id=watch_id,
                 )
                 await call.write(rpc.WatchRequest(create_request=create))
-            progress = asyncio.create_task(_ask_progress(call, progress_every), name="progress")
+            wanted, answered = asyncio.Event(), asyncio.Event()
+            progress = asyncio.create_task(
+                _ask_progress(call, progress_every, wanted, answered), name="progress"
+            )
             try:
                 while True:
                     for batch in _batches(await call.read(), watches, starts):
+                        if batch.prefix is not None:  # no progress answer has followed yet
+                            answered.clear()
+                            wanted.set()
+                        elif batch.revision:
+                            wanted.clear()
+                            answered.set()
                         yield batch
             finally:
                 progress.cancel()
@@ -462,17 +479,34 @@ class EtcdClient(EtcdKV, EtcdLeases, EtcdWatches):
         await self._session.close()
 
 
-async def _ask_progress(call: Any, every: float) -> None:
+async def _ask_progress(
+    call: Any, every: float, wanted: asyncio.Event, answered: asyncio.Event
+) -> None:
     """Request a stream-wide progress notification soon after the stream opens, then at
-    doubling intervals up to every `every` seconds, until cancelled. The early asks end the
-    watcher's catch-up quickly; etcd ignores an ask while a watch is still catching up."""
+    doubling intervals up to every `every` seconds, until cancelled; and while `wanted` is set
+    (events wait for an answer), at once, then again after each answer (`answered`) or
+    FIRST_PROGRESS_ASK seconds without one, never within PROGRESS_ASK_SPACING of the last.
+    The early asks end the watcher's catch-up quickly; etcd ignores an ask while a watch is
+    still catching up (a slow one included), so an unanswered one is asked again."""
     request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
     delay = min(FIRST_PROGRESS_ASK, every)
+    loop = asyncio.get_running_loop()
+    asked = -PROGRESS_ASK_SPACING
     try:
         while True:
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await wanted.wait()
+            if (spacing := asked + PROGRESS_ASK_SPACING - loop.time()) > 0:
+                await asyncio.sleep(spacing)
             await call.write(request)
-            delay = min(delay * 2, every)
+            asked = loop.time()
+            if not wanted.is_set():
+                delay = min(delay * 2, every)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_PROGRESS_ASK):
+                    await answered.wait()
     except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
         return  # the stream is gone; the reader reports why
 

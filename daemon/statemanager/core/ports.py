@@ -138,6 +138,11 @@ class Header(NamedTuple):
     revision: int
     raft_term: int
 
+    def went_back_from(self, seen: Header) -> bool:
+        """Whether this answer cannot be of the history `seen` was: its revision or its raft
+        term is below `seen`'s (from a linearizable read, not a lagging member's view)."""
+        return self.revision < seen.revision or self.raft_term < seen.raft_term
+
 
 @dataclass(frozen=True, slots=True)
 class Put:

@@ -5,16 +5,18 @@ holds: the feed follows the trigger prefix in etcd, so a trigger whose commit an
 is delivered all the same.
 
 A trigger is one package's entry into Error; it is sent to each scenario targeting the package
-(sorted by name, as the index has them at delivery) until ActionController answers status 0
-for each, with capped exponential backoff per trigger while it is down or answers non-zero.
-A trigger whose package is no longer in Error (as etcd has it when the attempt is due) is
+(sorted by name, as the index has them at delivery) until ActionController answers status 0 for
+each, with capped exponential backoff per trigger while it is down or answers non-zero. A
+trigger whose package is no longer in Error (as etcd has it when the attempt is due) is
 dropped, logged. The index may not know every scenario yet: etcd delivers the daemon's prefix
 watches out of revision order while they catch up, so a Scenario written before the death that
-led to the Error can reach the index after it. "No scenario" is therefore concluded only once
-the index's Scenario view is known current as of the trigger's revision; then the trigger is
-dropped with a warning and a metric, and no request. Removing a trigger is a transaction
-guarded by its revision, so a newer trigger for the same package (it entered Error again) is
-never removed by the older one's delivery.
+led to the Error can reach the index after it; and after etcd's history was replaced (a
+restore, a wipe), the trigger prefix may be listed before the watcher has noticed, its index
+still of the history before. Scenarios are therefore asked for (and "no scenario" concluded)
+only once the index's Scenario view is known current as of the trigger's revision, in etcd's
+history as it is now; "no scenario" then drops the trigger with a warning and a metric, and no
+request. Removing a trigger is a transaction guarded by its revision, so a newer trigger for
+the same package (it entered Error again) is never removed by the older one's delivery.
 
 Refusals (see actioncontroller's delivery policy) are counted per trigger: the refusal that
 reaches `max_refusals`, or any refusal once the trigger is `max_age` old (since this daemon
@@ -44,6 +46,7 @@ from statemanager.core.ports import (
     Delete,
     Fence,
     Guard,
+    Header,
     KeyValue,
     Put,
     ReconcileOutcome,
@@ -83,6 +86,8 @@ class TriggerStore(Protocol):
 
     async def get(self, key: bytes) -> KeyValue | None: ...
 
+    async def header(self) -> Header: ...
+
     async def txn(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None = None
     ) -> TxnResult: ...
@@ -95,10 +100,16 @@ class Scenarios(Protocol):
 
 
 class Applied(Protocol):
-    """Applied tells how far the index has followed etcd (the watcher knows)."""
+    """Applied tells how far the index has followed etcd, and in which history (the watcher
+    knows)."""
 
     def applied(self, prefix: str) -> int:
         """The newest revision up to which every event under `prefix` is in the index."""
+        ...
+
+    def followed(self) -> Header:
+        """The newest revision delivered and the highest raft term seen, in the history the
+        index follows."""
         ...
 
 
@@ -266,6 +277,14 @@ class ReconcileSender:
     async def _scenarios_current(self, trigger: Trigger) -> bool:
         """Whether the index's scenarios are etcd's as of `trigger`'s revision or later."""
         prefix = self._layout.scenarios
+        # The index's revisions count in the history its watcher follows. After etcd's history
+        # was replaced (a restore, a wipe), the feed may list a trigger of the new one before
+        # the watcher has noticed: the index then holds the old history's scenarios, at
+        # revisions that say nothing of the new one's. Where the watcher stood is taken before
+        # etcd is asked, so that events applied meanwhile never make a current index look old.
+        followed = self._applied.followed()
+        if (await self._store.header()).went_back_from(followed):
+            return False  # the watcher relists the new history on its next answer
         applied = self._applied.applied(prefix)
         if applied >= trigger.revision:
             return True

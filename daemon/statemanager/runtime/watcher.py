@@ -144,6 +144,13 @@ class Watcher:
         the first listing)."""
         return self._delivered.get(prefix, 0)
 
+    def followed(self) -> Header:
+        """Where etcd stood as far as this watcher has followed it: the newest revision
+        delivered and the highest raft term seen. Both count in the history the watcher
+        follows, which is not etcd's from a replacement (a restore, a wipe) until the watcher
+        notices it (both 0 then, until its relist)."""
+        return Header(max(self._delivered.values(), default=0), self._term)
+
     def resync(self) -> asyncio.Future[int]:
         """Relist now rather than at the next periodic resync (ForceSynchronization): the
         future gets the revision of the first listing begun after this call, once the
@@ -238,13 +245,17 @@ class Watcher:
     async def _follow(self, resync_at: float) -> None:
         """Apply watch batches until the resync is due (returns) or the stream fails (raises).
 
-        A resumed stream first replays each prefix's missed history, one prefix after another:
-        applied as they came, the index would mix one prefix's newer events with another's
-        older state, a combination etcd never held, and the controller would write states
-        derived from it (a package out of Error and back in, with a second Reconcile). So
-        batches are held until etcd's first stream-wide progress answer says every prefix has
-        caught up, then applied together. Once caught up, etcd sends each revision's events to
-        every watch in revision order.
+        Each prefix is a watch of its own on the stream, and etcd keeps order within a watch
+        only: a resumed stream replays each prefix's missed history one prefix after another,
+        and a live watch that etcd could not send to at once (the stream's buffer full) is set
+        aside and sent its events later, after other watches' newer ones. Applied as they came,
+        the index would mix one prefix's newer events with another's older state, a combination
+        etcd never held, and the controller would write states derived from it (a package
+        moved off its models seen in Error as their containers die, with a Reconcile; or out of
+        Error and back in, with a second). So batches are held until a stream-wide progress
+        answer, which etcd sends only when every watch has been sent every event up to its
+        revision, then applied together: the index is etcd's state at that revision. The
+        client asks for one as soon as events come (adapters/etcd.py).
         """
         starts = {prefix: revision + 1 for prefix, revision in self._delivered.items()}
         # Our writes answered before this stream opened: a replaced history (a restore or wipe
@@ -256,23 +267,21 @@ class Watcher:
         stream = self._client.watch(
             starts, progress_every=self._silence_limit / 3, together=self._together
         )
-        held: list[tuple[str, WatchBatch]] | None = []  # None once caught up
+        held: list[tuple[str, WatchBatch]] = []  # since the last progress answer
         try:
             while (batch := await self._next(stream, resync_at)) is not None:
                 self._backoff.reset()
                 await self._check_history(batch.header, answered)
                 if batch.foreign:
                     self._metrics.watch_foreign_events.inc(batch.foreign)
-                if batch.prefix is not None and held is not None:
+                if batch.prefix is not None:
                     held.append((batch.prefix, batch))
-                elif batch.prefix is not None:
-                    self._apply(batch.prefix, batch)
-                else:  # created or progress: the stream is alive
-                    self._health.watching()
-                    if batch.revision and held is not None:
-                        for prefix, waiting in held:
-                            self._apply(prefix, waiting)
-                        held = None
+                    continue
+                self._health.watching()  # created or progress: the stream is alive
+                if batch.revision:
+                    for prefix, waiting in held:
+                        self._apply(prefix, waiting)
+                    held.clear()
         finally:
             await stream.aclose()
 
@@ -308,11 +317,12 @@ class Watcher:
         have come yet), or its raft term
         below the highest one seen. The term catches a replaced history that has already
         grown past our revision by the time we reconnect (it restarts at 2)."""
-        newest = max(answered, *self._delivered.values(), 0)
-        if header.revision < newest or header.raft_term < self._term:
+        followed = self.followed()
+        seen = Header(max(answered, followed.revision), followed.raft_term)
+        if header.went_back_from(seen):
             header = await self._client.header()  # linearizable: not a lagging member's view
-            if header.revision < newest:
-                raise HistoryReplaced("revision", newest, header.revision)
-            if header.raft_term < self._term:
-                raise HistoryReplaced("raft term", self._term, header.raft_term)
+            if header.revision < seen.revision:
+                raise HistoryReplaced("revision", seen.revision, header.revision)
+            if header.raft_term < seen.raft_term:
+                raise HistoryReplaced("raft term", seen.raft_term, header.raft_term)
         self._term = max(self._term, header.raft_term)
