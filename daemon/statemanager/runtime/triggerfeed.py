@@ -131,6 +131,12 @@ class TriggerFeed:
         now = asyncio.get_running_loop().time()
         await wait_woken(self._wake, min([cap, *(p.due - now for p in self._pending.values())]))
 
+    def holds(self, pending: PendingTrigger) -> bool:
+        """Holds tells whether `pending` is still the feed's entry for its record: a listing
+        drops an entry whose record etcd no longer holds (another leader delivered it, or etcd
+        was restored to before it), and a newer trigger replaces it."""
+        return self._pending.get(record_key(self._layout, pending.trigger)) is pending
+
     def forget(self, pending: PendingTrigger) -> None:
         """Forget drops `pending` once the sender has removed its record from etcd (unless a
         newer trigger has replaced it meanwhile)."""
