@@ -3,11 +3,12 @@ corners the simulator's restore and wipe faults found (tests/simulation)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
 
-from statemanager.core.ports import Event
+from statemanager.core.ports import Event, ReconcileOutcome
 from statemanager.runtime.backoff import Backoff
 
 from support.memetcd import MemEtcd, StoreSnapshot
@@ -167,3 +168,37 @@ async def test_a_restored_trigger_waits_for_the_index_of_the_new_history() -> No
         await until(lambda: trigger_revision(mem, "p") == 0)
         assert rt.sample("watch_restarts_total", reason="revision_backwards") == 1
         assert rt.sample("reconcile_no_scenario_total") == 0
+
+
+async def test_a_trigger_the_restore_took_back_is_not_sent_on_after_a_slow_call() -> None:
+    """p's entry into Error is sent to s, which answers slowly; meanwhile etcd is restored to
+    before it, and the trigger feed's listing drops the trigger etcd no longer holds. The
+    sender, still in that delivery, must not go on to ask t, the next scenario: before, it sent
+    the dropped trigger on (the simulation's seed 500739: a Reconcile with no trigger)."""
+    mem = MemEtcd()
+    async with synced(mem, "c", target="s") as rt:
+        scenario(mem, "t", "p")
+        await until(lambda: rt.parts.index.scenarios_of("p") == ["s", "t"])
+        ac = rt.actioncontroller
+        answer = ac.reconcile
+        slow = asyncio.Event()
+
+        async def slow_for_s(name: str) -> ReconcileOutcome:
+            if name == "s" and not slow.is_set():
+                ac.calls.append(name)
+                await slow.wait()
+                return ReconcileOutcome(True, False, "ok", "")
+            return await answer(name)
+
+        ac.reconcile = slow_for_s  # type: ignore[method-assign]
+        before = mem.current_revision
+        container(mem, "c", "m", "dead")
+        await until(lambda: ac.calls == ["s"])
+        mem.replace_history(StoreSnapshot(before, mem.compacted_revision))
+        await until(lambda: rt.sample("reconcile_pending_triggers") == 0)
+        slow.set()
+        await until(lambda: state(mem, "package", "p") == "Running")
+        container(mem, "c", "m", "dead")  # a new entry into Error, on the new history
+        await until(lambda: len(ac.calls) >= 3)
+        await until(lambda: trigger_revision(mem, "p") == 0)
+        assert ac.calls == ["s", "s", "t"]

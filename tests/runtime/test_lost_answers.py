@@ -2,34 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from statemanager.core.ports import Event
 from statemanager.core.triggers import trigger_key
 
 from support.memetcd import MemEtcd
-from support.runtime import LAYOUT, container, deliver, package, state, synced_then_deaf, until
+from support.runtime import (
+    LAYOUT,
+    Runtime,
+    container,
+    deliver,
+    package,
+    state,
+    synced_then_deaf,
+    until,
+)
 
 pytestmark = pytest.mark.looptime
 
 
-async def test_an_error_write_landed_unheard_then_overwritten_is_put_back_as_a_correction() -> None:
+async def _lost_answer_then(before_retry: Callable[[Runtime, MemEtcd], object]) -> None:
     """A package's Error (with its trigger) lands, but etcd's answer is lost and so is the
-    watch echo; someone else sets the package to Running before the retry, whose guard then
-    fails. The keys cannot show the write landed; its trigger record, naming this write's
-    transition, can: Error is put back as a correction, and no second trigger is recorded."""
+    watch echo; `before_retry` acts before the retry, which someone setting the package to
+    Running makes fail. Error must be put back as a correction, and no second trigger
+    recorded."""
     mem = MemEtcd()
     async with synced_then_deaf(mem) as rt:
         revision = container(mem, "c1", "m", "dead")
         mem.lose_next_txn_response()
         mem.before_next_txn(lambda: None)  # the first attempt lands as sent
         package_state = f"{LAYOUT.package_states}p/state".encode()
-        mem.before_next_txn(lambda: mem.put_now(package_state, b"Running"))
+        mem.before_next_txn(lambda: (before_retry(rt, mem), mem.put_now(package_state, b"Running")))
         deliver(rt, mem, "c1", revision)
         await until(lambda: rt.sample("corrections_total", resource="package") == 1)
         await until(lambda: state(mem, "package", "p") == "Error")
     puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
     assert len(puts) == 1
+
+
+async def test_an_error_write_landed_unheard_then_overwritten_is_put_back_as_a_correction() -> None:
+    """The keys cannot show the write landed; its trigger record, naming this write's
+    transition, can."""
+    await _lost_answer_then(lambda rt, mem: None)
+
+
+async def test_a_replaced_history_noticed_during_the_retries_keeps_the_lost_writes_records() -> (
+    None
+):
+    """Before the retry the watcher notices a replaced history (a wipe or restore it learnt of
+    late: every generation learnt is forgotten) and the trigger is delivered: the lost write's
+    history record is looked up by the name it was sent with (not named again from the
+    forgotten generations, which would name generation 0). Found by the soak (seed 300823: two
+    wipes and a blind restore)."""
+
+    def noticed_and_delivered(rt: Runtime, mem: MemEtcd) -> None:
+        rt.parts.controller.forget_history()  # as the watcher does on a replaced history
+        mem.delete_now(trigger_key(LAYOUT, "p"))
+
+    await _lost_answer_then(noticed_and_delivered)
 
 
 async def test_an_error_write_landed_unheard_delivered_then_overwritten_records_no_second_trigger() -> (
@@ -110,33 +143,4 @@ async def test_a_retry_does_not_land_again_after_its_absent_key_was_deleted_agai
         await until(lambda: len(mem._versions.get(package_state, [])) >= 3)  # put, deleted, put
         await until(lambda: state(mem, "package", "q") == "Error")
     puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "q")] if r is not None]
-    assert len(puts) == 1
-
-
-async def test_a_replaced_history_noticed_during_the_retries_keeps_the_lost_writes_records() -> (
-    None
-):
-    """A package's Error lands, its answer lost; before the retry the watcher notices a replaced
-    history (a wipe or restore it learnt of late: every generation learnt is forgotten), the
-    trigger is delivered and someone sets the package to Running. The retry's guards fail, and
-    the lost write's history record is looked up by the name it was sent with (not named again
-    from the forgotten generations, which would name generation 0): Error put back is a
-    correction, and no second trigger is recorded. Found by the soak (seed 300823: two wipes and a blind restore)."""
-    mem = MemEtcd()
-    async with synced_then_deaf(mem) as rt:
-        revision = container(mem, "c1", "m", "dead")
-        mem.lose_next_txn_response()
-        mem.before_next_txn(lambda: None)  # the first attempt lands as sent
-        package_state = f"{LAYOUT.package_states}p/state".encode()
-
-        def noticed_then_overwritten() -> None:
-            rt.parts.controller.forget_history()  # as the watcher does on a replaced history
-            mem.delete_now(trigger_key(LAYOUT, "p"))
-            mem.put_now(package_state, b"Running")
-
-        mem.before_next_txn(noticed_then_overwritten)
-        deliver(rt, mem, "c1", revision)
-        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
-        await until(lambda: state(mem, "package", "p") == "Error")
-    puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
     assert len(puts) == 1

@@ -36,9 +36,8 @@ def _gauge(metrics: Metrics) -> float:
     return sample or 0.0
 
 
-@asynccontextmanager
-async def _following(mem: MemEtcd, metrics: Metrics) -> AsyncIterator[TriggerFeed]:
-    feed = TriggerFeed(
+def _feed(mem: MemEtcd, metrics: Metrics) -> TriggerFeed:
+    return TriggerFeed(
         store=mem,
         layout=LAYOUT,
         metrics=metrics,
@@ -47,6 +46,11 @@ async def _following(mem: MemEtcd, metrics: Metrics) -> AsyncIterator[TriggerFee
         max_backoff=2.0,
         silence_limit=3.0,
     )
+
+
+@asynccontextmanager
+async def _following(mem: MemEtcd, metrics: Metrics) -> AsyncIterator[TriggerFeed]:
+    feed = _feed(mem, metrics)
     task = asyncio.create_task(feed.follow(FENCE))
     try:
         yield feed
@@ -129,3 +133,32 @@ async def test_a_restore_brings_back_an_older_trigger_which_the_listing_makes_pe
         mem.replace_history(snapshot)
         await until(lambda: _revisions(feed) == [("a", older)])
         assert [p.trigger.transition_id for p in feed.due()] == ["t1"]
+
+
+async def test_no_trigger_is_due_before_a_new_leaderships_first_listing() -> None:
+    """A trigger the feed held when its leadership ended is delivered and removed by another
+    leader meanwhile: when this daemon leads again, nothing is due until the new leadership's
+    listing is in, and that listing drops it (before, the sender delivered the entry kept from
+    the earlier leadership at once: the simulation's seed 508416, a Reconcile with no
+    trigger)."""
+    mem = MemEtcd()
+    metrics = Metrics()
+    feed = _feed(mem, metrics)
+    _put_trigger(mem, "p", "t-1")
+    first = asyncio.create_task(feed.follow(FENCE))
+    await until(lambda: [p.trigger.package for p in feed.due()] == ["p"])
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    mem.delete_now(trigger_key(LAYOUT, "p"))  # another leader delivered it
+    assert feed.due() == []
+    mem.outage()  # the new leadership's listing waits for etcd
+    second = asyncio.create_task(feed.follow(Fence(b"leader-key-2", 9)))
+    try:
+        await feed.wait(1.0)
+        assert feed.due() == []
+        mem.restore()
+        await until(lambda: _gauge(metrics) == 0 and feed.pending() == [])
+        assert feed.due() == []
+    finally:
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)

@@ -194,7 +194,11 @@ class ReconcileSender:
 
     async def _attempt(self, pending: PendingTrigger, fence: Fence) -> None:
         """Attempt delivers `pending` to each scenario that has not acknowledged it yet, then
-        removes its record; it ends early with the trigger deferred, dropped or dead-lettered."""
+        removes its record; it ends early with the trigger deferred, dropped or dead-lettered,
+        or no longer the feed's (an earlier attempt of this round took long enough for a
+        listing to drop or replace it)."""
+        if not self._feed.holds(pending):
+            return
         if not pending.delivered:
             scenarios = await self._scenarios_to_ask(pending, fence)
             if scenarios is None or not await self._send(pending, scenarios, fence):
@@ -239,6 +243,10 @@ class ReconcileSender:
         for scenario in scenarios:
             if scenario in pending.acknowledged:
                 continue
+            if not self._feed.holds(pending):
+                # Dropped or replaced while an earlier call was answered (a relist after a
+                # restore that took its record back): never send what etcd no longer records.
+                return False
             pending.attempts += 1
             outcome = await self._client.reconcile(scenario)
             self._metrics.reconcile_requests.labels(outcome.result).inc()

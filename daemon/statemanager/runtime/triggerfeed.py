@@ -110,6 +110,10 @@ class TriggerFeed:
         self._dead: dict[bytes, bool] = {}
         self._listed_for: Fence | None = None
         self._wake = asyncio.Event()  # set when a trigger is taken on
+        # Set once this leadership's first listing is in: until then the entries kept from an
+        # earlier one may name records since delivered by another leader, or taken back by a
+        # restore, and none is due.
+        self._listed = asyncio.Event()
 
     def pending(self) -> list[tuple[Trigger, int]]:
         """Pending lists the triggers not yet delivered or removed, with the attempts made so
@@ -118,18 +122,31 @@ class TriggerFeed:
         return [(p.trigger, p.attempts) for p in items]
 
     def due(self) -> list[PendingTrigger]:
-        """Due lists the pending triggers whose attempt is due now, by package; a trigger
-        taken on from now on ends the next `wait`."""
+        """Due lists the pending triggers whose attempt is due now, by package (none before
+        this leadership's first listing is in); a trigger taken on from now on ends the next
+        `wait`."""
         self._wake.clear()  # before looking, so a trigger taken meanwhile wakes the waiter
+        if not self._listed.is_set():
+            return []
         now = asyncio.get_running_loop().time()
         due = (p for p in self._pending.values() if p.due <= now)
         return sorted(due, key=lambda p: p.trigger.package)
 
     async def wait(self, cap: float) -> None:
         """Wait returns when a pending trigger falls due, one is taken on, or `cap` seconds
-        have passed, whichever comes first."""
+        have passed, whichever comes first (until this leadership's first listing is in: when
+        it is, or after `cap`)."""
+        if not self._listed.is_set():
+            await wait_woken(self._listed, cap)
+            return
         now = asyncio.get_running_loop().time()
         await wait_woken(self._wake, min([cap, *(p.due - now for p in self._pending.values())]))
+
+    def holds(self, pending: PendingTrigger) -> bool:
+        """Holds tells whether `pending` is still the feed's entry for its record: a listing
+        drops an entry whose record etcd no longer holds (another leader delivered it, or etcd
+        was restored to before it), and a newer trigger replaces it."""
+        return self._pending.get(record_key(self._layout, pending.trigger)) is pending
 
     def forget(self, pending: PendingTrigger) -> None:
         """Forget drops `pending` once the sender has removed its record from etcd (unless a
@@ -149,15 +166,17 @@ class TriggerFeed:
         letters to theirs) under leadership `fence`, until cancelled.
 
         It lists, then watches from the listed revision, and lists again whenever the watch
-        breaks, goes silent or is compacted. Once it ends the gauges read zero: a follower
-        reports nothing pending, and the next leadership lists the triggers again (what is
-        still there keeps its attempts and backoff).
+        breaks, goes silent or is compacted. No trigger is due before its first listing is in.
+        Once it ends the gauges read zero: a follower reports nothing pending, and the next
+        leadership lists the triggers again (what is still there keeps its attempts and
+        backoff).
         """
         backoff = Backoff(initial=0.2, cap=2.0)
         try:
             while True:
                 try:
                     revision = await self._list(fence)
+                    self._listed.set()
                     await self._watch(revision + 1, backoff)
                 except (Compacted, EtcdUnavailable, EtcdError, TimeoutError) as exc:
                     delay = backoff.next()
@@ -172,6 +191,7 @@ class TriggerFeed:
                     )
                     await asyncio.sleep(delay)
         finally:
+            self._listed.clear()  # cleared as it ends: the next leadership's sender waits
             self._metrics.reconcile_pending.set(0)
             self._metrics.reconcile_oldest.set(0)
             self._metrics.reconcile_dead_letters.set(0)
