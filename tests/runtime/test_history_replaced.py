@@ -9,6 +9,7 @@ import itertools
 import pytest
 
 from statemanager.core.ports import Event, ReconcileOutcome
+from statemanager.core.triggers import trigger_key
 from statemanager.runtime.backoff import Backoff
 
 from support.memetcd import MemEtcd, StoreSnapshot
@@ -206,3 +207,29 @@ async def test_a_trigger_the_restore_took_back_is_not_sent_on_after_a_slow_call(
         await until(lambda: len(ac.calls) >= 3)
         await until(lambda: trigger_revision(mem, "p") == 0)
         assert ac.calls == ["s", "s", "t"]
+
+
+async def test_a_write_planned_from_an_input_the_restore_took_back_is_no_transition() -> None:
+    """p is in Error; its Package spec is made invalid (at R), so the daemon deletes p's state;
+    etcd is restored to just before R as that deletion goes out, so it lands on the new
+    history at revision R, where p's spec is still valid. The answer (a success at no revision
+    above the event it was planned from) shows the history was replaced: the deletion is no
+    transition, and once the relist shows p's spec, putting Error back is a correction, with
+    no second trigger (before, a new entry into Error: the soak's seeds 1012021 and
+    1064960)."""
+    mem = MemEtcd()
+    mem.restart()  # it has run: the restored cluster's raft term is below the one seen
+    async with synced(mem, "c", target="s") as rt:
+        container(mem, "c", "m", "dead")
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+        await until(lambda: trigger_revision(mem, "p") == 0)
+        before = mem.current_revision
+        mem.before_next_txn(
+            lambda: mem.replace_history(StoreSnapshot(before, mem.compacted_revision))
+        )
+        mem.put_now(f"{LAYOUT.packages}p".encode(), b"[]")  # invalid: p's spec is gone
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        await until(lambda: state(mem, "package", "p") == "Error")
+    puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+    assert len(puts) == 1  # put and removed before the restore, which kept both
+    assert rt.actioncontroller.calls == ["s"]

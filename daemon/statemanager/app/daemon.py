@@ -163,6 +163,7 @@ def build(
     election = _election(shared, controller)
     listings = Listings()
     watcher = _watcher(shared, controller, listings)
+    controller.on_replaced(watcher.replaced)
     sender = _sender(shared, actioncontroller, watcher)
     service = _service(shared, controller, offloader)
     feed, queries = _queries(shared, controller, watcher)

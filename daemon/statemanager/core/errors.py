@@ -35,6 +35,17 @@ class EtcdUnavailable(StateManagerError):
     """Transient: etcd is down, unreachable, or did not answer before the deadline."""
 
 
+class AnswerFromAnotherHistory(EtcdUnavailable):
+    """etcd answered a write from a history other than the one the index follows (restored
+    or wiped: a revision `now` not above `before`, one it gave or the write was planned from):
+    defer, plan nothing more until a relist of the history etcd has now."""
+
+    def __init__(self, message: str, before: int, now: int) -> None:
+        super().__init__(message)
+        self.before = before
+        self.now = now
+
+
 class EtcdBusy(EtcdUnavailable):
     """etcd answered but cannot take this work now (`reason`: "nospace" for its space quota
     alarm, "too_many_requests" when its apply queue lags); the message has etcd's words."""

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 import structlog
 
-from statemanager.core.errors import EtcdError, EtcdUnavailable, TooLarge
+from statemanager.core.errors import (
+    AnswerFromAnotherHistory,
+    EtcdError,
+    EtcdUnavailable,
+    TooLarge,
+)
 from statemanager.core.index import Index
 from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
 from statemanager.core.keys import KeyLayout, Resource, WorkKey
@@ -68,6 +73,8 @@ class Controller:
     ) -> None:
         self._index = index
         self._later_formats = later_formats
+        # Told when a write's answer shows etcd's history was replaced (`on_replaced`).
+        self._on_replaced: Callable[[int, int], None] = lambda before, now: None
         self._kinds = {prefix: kind for kind, prefix in layout.watched().items()}
         self._ingest = ingest
         self._metrics = metrics
@@ -129,6 +136,12 @@ class Controller:
         self._refresh_gauges()
         self._whole.set()
         return revision
+
+    def on_replaced(self, relist: Callable[[int, int], None]) -> None:
+        """Have `relist(before, now)` called when a write's answer shows etcd's history was
+        replaced before the watcher saw it (the composition root wires the watcher's
+        `replaced`): planning stops until the relist of the new history is applied."""
+        self._on_replaced = relist
 
     def forget_history(self) -> None:
         """etcd's history was replaced (a wipe, a restore): every revision learnt so far belongs
@@ -256,6 +269,13 @@ class Controller:
             except TooLarge as exc:
                 todo[:0] = self._split(batch, exc)
                 continue
+            except AnswerFromAnotherHistory as exc:
+                # The index follows a history etcd no longer has: plan nothing more (its
+                # inputs and etcd's states are of two histories) until the relist it asks for.
+                self._whole.clear()
+                self._defer(keys, exc)
+                self._on_replaced(exc.before, exc.now)
+                return
             except (EtcdUnavailable, EtcdError) as exc:
                 self._defer(keys, exc)
                 return

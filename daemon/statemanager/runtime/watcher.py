@@ -138,6 +138,8 @@ class Watcher:
         # after it was asked; and the wait for the next batch, cut short by such an ask.
         self._resyncs: list[asyncio.Future[int]] = []
         self._waiting: asyncio.Timeout | None = None
+        # Set by `replaced`: raised from the stream's wait, to relist as after a replacement.
+        self._told: HistoryReplaced | None = None
 
     def applied(self, prefix: str) -> int:
         """The newest revision up to which every event under `prefix` is in the index (0 before
@@ -150,6 +152,15 @@ class Watcher:
         follows, which is not etcd's from a replacement (a restore, a wipe) until the watcher
         notices it (both 0 then, until its relist)."""
         return Header(max(self._delivered.values(), default=0), self._term)
+
+    def replaced(self, before: int, now: int) -> None:
+        """etcd answered a write of ours at revision `now`, not above `before` (a revision it
+        gave, or an event the write was planned from): its history was replaced, though the
+        stream may never show it (a new history grown back to our revision). Relist as after
+        a replacement the stream shows, without waiting for the stream."""
+        self._told = HistoryReplaced("revision of a write's answer", before, now)
+        if self._waiting is not None:
+            self._waiting.reschedule(asyncio.get_running_loop().time())
 
     def resync(self) -> asyncio.Future[int]:
         """Relist now rather than at the next periodic resync (ForceSynchronization): the
@@ -290,20 +301,28 @@ class Watcher:
     ) -> WatchBatch | None:
         """The stream's next batch; None when a relist comes due first (the periodic resync,
         or one asked for by `resync`, which cuts the wait short). Raises SilentWatch when
-        neither events nor progress came within the silence limit."""
+        neither events nor progress came within the silence limit, HistoryReplaced when
+        `replaced` was told so."""
         loop = asyncio.get_running_loop()
         budget = min(self._silence_limit, resync_at - loop.time())
+        self._raise_told()
         if budget <= 0 or self._resyncs:
             return None
         try:
             async with asyncio.timeout(budget) as self._waiting:
                 return await anext(stream)
         except TimeoutError:
+            self._raise_told()
             if self._resyncs or loop.time() >= resync_at:
                 return None
             raise SilentWatch(f"no events or progress for {self._silence_limit:g} s") from None
         finally:
             self._waiting = None
+
+    def _raise_told(self) -> None:
+        told, self._told = self._told, None
+        if told is not None:
+            raise told
 
     def _apply(self, prefix: str, batch: WatchBatch) -> None:
         self._health.watching(batch.revision)

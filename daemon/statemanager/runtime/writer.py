@@ -39,7 +39,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from statemanager.core.errors import BadInput, EtcdUnavailable
+from statemanager.core.errors import AnswerFromAnotherHistory, BadInput, EtcdUnavailable
 from statemanager.core.history import Transition, history_prefix
 from statemanager.core.history import decode as decode_record
 from statemanager.core.index import Index
@@ -241,7 +241,7 @@ class StateWriter:
             self._recorded(planned, landed=None)  # an attempt may have landed
             raise
         self._states.answered(c.key for c in changes)
-        self._check_history(keys, changes, result)
+        self._check_history(keys, changes, result, causes)
         self._newest = result.revision
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
@@ -290,28 +290,43 @@ class StateWriter:
         return ops
 
     def _check_history(
-        self, keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult
+        self,
+        keys: Sequence[bytes],
+        changes: Sequence[Change],
+        result: TxnResult,
+        causes: Mapping[WorkKey, int],
     ) -> None:
         """Raise EtcdUnavailable when etcd's history was replaced under the transaction.
 
-        A revision below one etcd gave before (our last answer, or a revision the index saw a
-        key at), or a key last modified before the revision we knew it modified at, means a
-        wipe or a restore the watcher has not noticed yet. A failed guard would teach the index
-        nothing (it keeps the newer revision), and planning again at once would retry the same
-        guard in a tight loop: defer, as while etcd is unreachable, until the watcher relists.
+        A revision below one etcd gave before (our last answer, a revision the index saw a key
+        at, or that of an event the transaction was planned from), a success at no revision
+        above that event (every change the planner sends changes its key, so a success makes
+        a new revision), or a key last modified before the revision we knew it modified at,
+        means a wipe or a restore the watcher has not noticed yet. A write planned from an
+        input the restore took back may have landed on the new history: it is no transition
+        (never committed as the previous state), so once the relist shows the inputs, putting
+        the state back is a correction. A failed guard would teach the index nothing (it keeps
+        the newer revision), and planning again at once would retry the same guard in a tight
+        loop, or plan from the old history's inputs and the new history's states: the caller
+        defers, plans nothing more, and has the watcher relist (AnswerFromAnotherHistory).
         """
         floor = max(self._newest, *(c.old.seen for c in changes))
+        cause = max(causes.get(c.key, 0) for c in changes)
         older = [
             kv.mod_revision
             for key, change in zip(keys, changes, strict=True)
             if (kv := result.current.get(key)) is not None
             and kv.mod_revision < change.old.mod_revision
         ]
-        if result.revision < floor or older:
+        landed_below = result.succeeded and result.revision <= cause
+        if result.revision < max(floor, cause) or landed_below or older:
             self.forget_history()  # the history that was replaced
-            raise EtcdUnavailable(
+            raise AnswerFromAnotherHistory(
                 f"etcd answered at revision {result.revision} (keys modified at {older}), "
-                f"below revisions it gave before ({floor}): its history was replaced"
+                f"not above revisions it gave before ({max(floor, cause)}): its history was "
+                "replaced",
+                max(floor, cause),
+                result.revision,
             )
 
     def _conflict(
