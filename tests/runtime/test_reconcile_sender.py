@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from statemanager.core.errors import EtcdError
+from statemanager.core.ports import Header
 
 from support.memetcd import MemEtcd
 from support.runtime import (
@@ -176,3 +177,31 @@ async def test_a_scenario_retargeted_just_before_the_death_is_asked_too() -> Non
         mem.lag_watches(LAYOUT.scenarios, lagging=False)
         await until(lambda: sorted(rt.actioncontroller.calls) == ["s0", "s1"])
         await until(lambda: trigger_revision(mem, "p") == 0)
+
+
+async def test_a_scenario_applied_while_the_sender_checks_the_index_is_asked() -> None:
+    """s is retargeted to p just before p's Error write lands (its watch behind), so the
+    trigger waits for the index; the Scenario watch catches up exactly while the sender asks
+    etcd whether the index is current. The scenarios are read from the index after that check,
+    so s is asked (before, they were read first: none, a `no scenario` verdict and the trigger
+    dropped: the soak's seed 1069783)."""
+    mem = MemEtcd()
+    async with synced(mem, "c", target=None) as rt:
+        await _following_live(rt, mem)
+        mem.before_next_txn(lambda: (mem.lag_watches(LAYOUT.scenarios), scenario(mem, "s", "p")))
+        ask = mem.header
+        caught_up: list[bool] = []
+
+        async def header_as_the_watch_catches_up() -> Header:
+            if not caught_up and trigger_revision(mem, "p"):
+                caught_up.append(True)
+                mem.lag_watches(LAYOUT.scenarios, lagging=False)
+                await until(lambda: rt.parts.watcher.applied(LAYOUT.scenarios) > 0)
+            return await ask()
+
+        mem.header = header_as_the_watch_catches_up  # type: ignore[method-assign]
+        container(mem, "c", "m", "dead")
+        await until(lambda: rt.actioncontroller.calls == ["s"])
+        await until(lambda: trigger_revision(mem, "p") == 0)
+        assert caught_up == [True]
+        assert rt.sample("reconcile_no_scenario_total") == 0

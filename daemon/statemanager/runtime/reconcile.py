@@ -277,10 +277,13 @@ class ReconcileSender:
         """The scenarios to send `trigger` to, or None while the index may still miss one."""
         if trigger.scenario is not None:
             return [trigger.scenario]  # a format-1 record: the one scenario it was written for
-        scenarios = self._scenarios.scenarios_of(trigger.package)
         # Even with scenarios known: one retargeted to this package just before the Error may
-        # not have reached the index yet, and would never be asked.
-        return scenarios if await self._scenarios_current(trigger) else None
+        # not have reached the index yet, and would never be asked. The index is read after
+        # the check, whose reads let the watcher apply what it holds: read before, it could
+        # miss the very scenario the check then finds applied (soak seed 1069783).
+        if not await self._scenarios_current(trigger):
+            return None
+        return self._scenarios.scenarios_of(trigger.package)
 
     async def _scenarios_current(self, trigger: Trigger) -> bool:
         """Whether the index's scenarios are etcd's as of `trigger`'s revision or later."""
