@@ -310,8 +310,8 @@ class StateWriter:
         loop, or plan from the old history's inputs and the new history's states: the caller
         defers, plans nothing more, and has the watcher relist (AnswerFromAnotherHistory).
         """
-        floor = max(self._newest, *(c.old.seen for c in changes))
         cause = max(causes.get(c.key, 0) for c in changes)
+        floor = max(self._newest, cause, *(c.old.seen for c in changes))
         older = [
             kv.mod_revision
             for key, change in zip(keys, changes, strict=True)
@@ -319,13 +319,12 @@ class StateWriter:
             and kv.mod_revision < change.old.mod_revision
         ]
         landed_below = result.succeeded and result.revision <= cause
-        if result.revision < max(floor, cause) or landed_below or older:
+        if result.revision < floor or landed_below or older:
             self.forget_history()  # the history that was replaced
             raise AnswerFromAnotherHistory(
                 f"etcd answered at revision {result.revision} (keys modified at {older}), "
-                f"not above revisions it gave before ({max(floor, cause)}): its history was "
-                "replaced",
-                max(floor, cause),
+                f"not above revisions it gave before ({floor}): its history was replaced",
+                floor,
                 result.revision,
             )
 
