@@ -422,8 +422,10 @@ class ScriptedActionController:
         self.refusals: list[str] = []
         self.slow = 0  # calls still to answer past their deadline
         self.acknowledged: list[tuple[str, int]] = []
-        # Acknowledged calls of a history etcd no longer has (wiped or restored since).
-        self.replaced: list[tuple[str, int]] = []
+        # Acknowledged calls of a history etcd no longer has (wiped or restored since): each
+        # with etcd's revision then and the revision the replacement went back to (0 for a
+        # call that began before it and ended after: it kept no record of the old history).
+        self.replaced: list[tuple[str, int, int]] = []
 
     async def reconcile(self, scenario: str) -> ReconcileOutcome:
         await asyncio.sleep(0)
@@ -433,8 +435,10 @@ class ScriptedActionController:
             self.slow -= 1
             history = self._mem.replaced
             await asyncio.sleep(CALL_DEADLINE)
-            acks = self.acknowledged if history == self._mem.replaced else self.replaced
-            acks.append((scenario, self._mem.current_revision))
+            if history == self._mem.replaced:
+                self.acknowledged.append((scenario, self._mem.current_revision))
+            else:
+                self.replaced.append((scenario, self._mem.current_revision, 0))
             return ReconcileOutcome(False, False, "unavailable", "DEADLINE_EXCEEDED: slow")
         if self.down:
             return ReconcileOutcome(False, False, "unavailable", "UNAVAILABLE: down")
@@ -625,10 +629,6 @@ class Simulation:
         # the old view, and the cascade is not judged for them.
         self.disturbed: dict[str, dict[str, int]] = {}
         self.error_entries: dict[str, list[int]] = {}  # package → revisions it entered Error
-        # Acknowledgements of a replaced history (scenario, revision then), each with the
-        # revision the replacement went back to: a trigger at or below it is a record the new
-        # history holds as it was, and its delivery then stands.
-        self.acks_replaced: list[tuple[str, int, int]] = []
         self._derived: dict[str, str] = {}
         self._down_since: float | None = None
         self._down_requests = 0
@@ -994,8 +994,9 @@ class Simulation:
         for package, entries in self.error_entries.items():
             self.error_entries[package] = [r for r in entries if r <= revision]
         acks = self.actioncontroller.acknowledged
-        self.actioncontroller.replaced += [a for a in acks if a[1] > revision]
-        self.acks_replaced += [(name, at, revision) for name, at in acks if at > revision]
+        self.actioncontroller.replaced += [
+            (name, at, revision) for name, at in acks if at > revision
+        ]
         acks[:] = [a for a in acks if a[1] <= revision]
         self._derived = {}
         self._input_changed(revision)
@@ -1480,9 +1481,10 @@ class Simulation:
         if self._left_error(state_key, revision) or self._dead_lettered_after(package, revision):
             return
         acks = self.actioncontroller.acknowledged
-        # A delivery before a replacement that kept this very record counts: ActionController
-        # acted on it, and the sender rightly removes the record without asking again.
-        kept = [(s, at) for s, at, back in self.acks_replaced if revision <= back]
+        # A delivery before a replacement that kept this very record (at or below the revision
+        # it went back to) counts: ActionController acted on it, and the sender rightly removes
+        # the record without asking again.
+        kept = [(s, at) for s, at, back in self.actioncontroller.replaced if revision <= back]
         for scenario in sorted(scenarios):
             if not any(s == scenario and at >= revision for s, at in [*acks, *kept]):
                 self.fail(f"reconcile: trigger {package}@{revision} never delivered to {scenario}")
