@@ -427,26 +427,35 @@ class ScriptedActionController:
         # call that began before it and ended after: it kept no record of the old history).
         self.replaced: list[tuple[str, int, int]] = []
 
-    async def reconcile(self, scenario: str) -> ReconcileOutcome:
+    async def reconcile(self, scenario: str, unlisted: bool = False) -> ReconcileOutcome:
+        """`unlisted`: the caller has not listed etcd's current history yet, so the call may
+        carry a trigger of the history replaced (it cannot know of the replacement before its
+        watches tell it): counted as a call of that history."""
+        # The history the call was sent in: one replaced while it is on its way (even within
+        # the instant it was sent) leaves the call one of the old history's.
+        history = self._mem.replaced - unlisted
         await asyncio.sleep(0)
         if self.slow:
             # It acts, but only once the caller's deadline has passed: the caller sees
             # DEADLINE_EXCEEDED (and sends again) for a call that took effect.
             self.slow -= 1
-            history = self._mem.replaced
             await asyncio.sleep(CALL_DEADLINE)
-            if history == self._mem.replaced:
-                self.acknowledged.append((scenario, self._mem.current_revision))
-            else:
-                self.replaced.append((scenario, self._mem.current_revision, 0))
+            self._acted(scenario, history)
             return ReconcileOutcome(False, False, "unavailable", "DEADLINE_EXCEEDED: slow")
         if self.down:
             return ReconcileOutcome(False, False, "unavailable", "UNAVAILABLE: down")
         if self.refusals:
             result = self.refusals.pop(0)
             return ReconcileOutcome(False, True, result, "INTERNAL: Invalid current status")
-        self.acknowledged.append((scenario, self._mem.current_revision))
+        self._acted(scenario, history)
         return ReconcileOutcome(True, False, "ok", "")
+
+    def _acted(self, scenario: str, history: int) -> None:
+        """Record a call sent in `history` that took effect now."""
+        if history == self._mem.replaced:
+            self.acknowledged.append((scenario, self._mem.current_revision))
+        else:
+            self.replaced.append((scenario, self._mem.current_revision, 0))
 
 
 class Spinning(BaseException):
@@ -550,6 +559,20 @@ def _metrics() -> Metrics:
     return Metrics()
 
 
+class Caller:
+    """ActionController as one daemon reaches it: tells it whether the daemon has listed
+    etcd's current history."""
+
+    def __init__(self, actioncontroller: ScriptedActionController, daemon: Daemon) -> None:
+        self._actioncontroller = actioncontroller
+        self._daemon = daemon
+
+    async def reconcile(self, scenario: str) -> ReconcileOutcome:
+        daemon = self._daemon
+        unlisted = daemon.runtime.listings < daemon.listings_needed
+        return await self._actioncontroller.reconcile(scenario, unlisted)
+
+
 class Daemon:
     """One daemon's runtime (tests/support/runtime.py) behind its own `Link`."""
 
@@ -559,7 +582,7 @@ class Daemon:
             self.link,  # type: ignore[arg-type]
             node,
             TTL,
-            actioncontroller=sim.actioncontroller,
+            actioncontroller=Caller(sim.actioncontroller, self),
             metrics=_metrics(),
             clock=Clock(asyncio.get_running_loop()),
         )
