@@ -233,3 +233,31 @@ async def test_a_write_planned_from_an_input_the_restore_took_back_is_no_transit
     puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
     assert len(puts) == 1  # put and removed before the restore, which kept both
     assert rt.actioncontroller.calls == ["s"]
+
+
+async def test_a_key_found_older_than_the_deletion_the_index_saw_shows_a_restore() -> None:
+    """Someone deletes p's state (at D); as the daemon's correction goes out, etcd is restored
+    to just before D and the new history grows to D (another writer): the guard (p absent)
+    fails on p's state as of before D, at no revision below what the daemon knew. A key the
+    index knew absent at D cannot hold a value modified at or below D in one history: the
+    answer shows the replacement, and the daemon relists instead of planning from what it
+    knew. Before, the failed guard taught the index nothing (it keeps the newer revision) and
+    the worker sent the same transaction again at once, in a loop that let no time pass (the
+    simulation's swarm seed 3004827)."""
+    mem = MemEtcd()
+    mem.restart()  # it has run: the restored cluster's raft term is below the one seen
+    async with synced(mem, target=None) as rt:
+        key = f"{LAYOUT.package_states}p/state".encode()
+        before = mem.current_revision
+        failed = len([r for r in mem.txn_log if not r.succeeded])
+
+        def restore_then_grow() -> None:
+            mem.replace_history(StoreSnapshot(before, mem.compacted_revision))
+            mem.put_now(b"/elsewhere/x", b"x")  # the new history reaches the deletion's revision
+
+        mem.before_next_txn(restore_then_grow)
+        mem.delete_now(key)
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: state(mem, "package", "p") == "Running")
+        assert len([r for r in mem.txn_log if not r.succeeded]) - failed == 1
+    assert disagreements(mem) == []

@@ -301,7 +301,9 @@ class StateWriter:
         A revision below one etcd gave before (our last answer, a revision the index saw a key
         at, or that of an event the transaction was planned from), a success at no revision
         above that event (every change the planner sends changes its key, so a success makes
-        a new revision), or a key last modified before the revision we knew it modified at,
+        a new revision), or a key last modified otherwise than the index knew it and at or
+        below the revision the index knew it at (in one history, a change after that revision
+        is modified above it: a key known absent at D is never found modified at D or before),
         means a wipe or a restore the watcher has not noticed yet. A write planned from an
         input the restore took back may have landed on the new history: it is no transition
         (never committed as the previous state), so once the relist shows the inputs, putting
@@ -316,7 +318,8 @@ class StateWriter:
             kv.mod_revision
             for key, change in zip(keys, changes, strict=True)
             if (kv := result.current.get(key)) is not None
-            and kv.mod_revision < change.old.mod_revision
+            and kv.mod_revision != change.old.mod_revision
+            and kv.mod_revision <= max(change.old.mod_revision, change.old.seen)
         ]
         landed_below = result.succeeded and result.revision <= cause
         if result.revision < floor or landed_below or older:
