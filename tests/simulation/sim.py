@@ -429,13 +429,13 @@ class ScriptedActionController:
         # call that began before it and ended after: it kept no record of the old history).
         self.replaced: list[tuple[str, int, int]] = []
 
-    async def reconcile(self, scenario: str, unlisted: bool = False) -> ReconcileOutcome:
-        """`unlisted`: the caller has not listed etcd's current history yet, so the call may
-        carry a trigger of the history replaced (it cannot know of the replacement before its
-        watches tell it): counted as a call of that history."""
+    async def reconcile(self, scenario: str, unheard: bool = False) -> ReconcileOutcome:
+        """`unheard`: the caller has heard nothing of etcd's current history yet, so the call
+        may carry a trigger of the history replaced (it cannot know of the replacement before
+        its watches tell it): counted as a call of that history."""
         # The history the call was sent in: one replaced while it is on its way (even within
         # the instant it was sent) leaves the call one of the old history's.
-        history = self._mem.replaced - unlisted
+        history = self._mem.replaced - unheard
         await asyncio.sleep(0)
         if self.slow:
             # It acts, but only once the caller's deadline has passed: the caller sees
@@ -569,17 +569,21 @@ def _metrics() -> Metrics:
 
 
 class Caller:
-    """ActionController as one daemon reaches it: tells it whether the daemon has listed
-    etcd's current history."""
+    """ActionController as one daemon reaches it: tells it whether the daemon has heard
+    nothing of etcd's current history yet."""
 
     def __init__(self, actioncontroller: ScriptedActionController, daemon: Daemon) -> None:
         self._actioncontroller = actioncontroller
         self._daemon = daemon
 
     async def reconcile(self, scenario: str) -> ReconcileOutcome:
+        # Not listed since the replacement, and no watch response of the new history handed
+        # to its watcher (paused, reconnecting): it cannot know the history it acts on is gone.
+        # One that has heard from the new history (which may not tell it anything changed: a
+        # restore at the same term) is judged by it.
         daemon = self._daemon
-        unlisted = daemon.runtime.listings < daemon.listings_needed
-        return await self._actioncontroller.reconcile(scenario, unlisted)
+        unheard = daemon.runtime.listings < daemon.listings_needed and not daemon.link.term_told
+        return await self._actioncontroller.reconcile(scenario, unheard)
 
 
 class Daemon:
