@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 
+from statemanager.core.keys import Resource, WorkKey
 from statemanager.core.ports import Event, ReconcileOutcome
 from statemanager.core.triggers import trigger_key
 from statemanager.runtime.backoff import Backoff
@@ -260,4 +261,33 @@ async def test_a_key_found_older_than_the_deletion_the_index_saw_shows_a_restore
         await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
         await until(lambda: state(mem, "package", "p") == "Running")
         assert len([r for r in mem.txn_log if not r.succeeded]) - failed == 1
+async def test_a_write_whose_guard_revision_a_restore_gave_another_value_does_not_land() -> None:
+    """p's state is put again as it was (Running, at R) by someone else; then c dies and the
+    daemon writes p's entry into Error guarded on R. As it goes out, etcd is restored to just
+    before R and someone puts Paused there: p's state has mod revision R again, with another
+    value. The write must not land recording a change from Running (etcd held Paused): the
+    guard compares the value too, and the answer shows the history replaced (before, the
+    record's `from` was a state etcd never held before it: the soak's swarm seed 2099848)."""
+    mem = MemEtcd()
+    mem.restart()  # it has run: the restored cluster's raft term is below the one seen
+    async with synced(mem, "c", target=None) as rt:
+        snapshot = mem.snapshot_now()
+        key = f"{LAYOUT.package_states}p/state".encode()
+        again = mem.put_now(key, b"Running")
+        await until(lambda: rt.parts.index.written(WorkKey(Resource.PACKAGE, "p")).seen == again)
+
+        def replaced_then_overwritten() -> None:
+            mem.replace_history(snapshot)
+            assert mem.put_now(key, b"Paused") == again
+
+        mem.before_next_txn(replaced_then_overwritten)
+        container(mem, "c", "m", "dead")
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") >= 1)
+        await until(lambda: state(mem, "package", "p") == "Running")  # c runs on the new history
+        writes = dict(state_revisions(mem, "package", "p"))
+        records = history(mem, "package", "p")
+    for _, record in records:
+        assert writes[record.revision] == record.to_state, record
+        held = [value for revision, value in sorted(writes.items()) if revision < record.revision]
+        assert (held[-1] if held else None) == record.from_state, record
     assert disagreements(mem) == []

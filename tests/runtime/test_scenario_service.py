@@ -117,3 +117,23 @@ async def test_a_lost_answer_that_did_not_land_is_refused() -> None:
     assert answer.error_code == pb.ErrorCode.RESOURCE_UNAVAILABLE
     mem.restore()
     assert stored(mem) is None
+
+
+async def test_a_change_judged_before_a_restore_is_judged_again_from_the_new_value() -> None:
+    """s is Idle (at R) when the change from idle is judged; as it is stored, etcd is restored
+    to before R and someone stores Satisfied there, at revision R again. The guard compares
+    the value too: the change is judged again from Satisfied, not stored over it (before, a
+    step from a state etcd did not hold)."""
+    mem = MemEtcd()
+    svc = service(mem)
+    snapshot = mem.snapshot_now()
+    idle = mem.put_now(STATE_KEY, b"Idle")
+
+    def replaced_then_stored() -> None:
+        mem.replace_history(snapshot)
+        assert mem.put_now(STATE_KEY, b"Satisfied") == idle
+
+    mem.before_next_txn(replaced_then_stored)
+    answer = await send(svc, "idle", "waiting")
+    assert answer.error_code == pb.ErrorCode.INVALID_STATE_TRANSITION, answer.error_details
+    assert stored(mem) == b"Satisfied"

@@ -608,6 +608,7 @@ class MemEtcd:
         if self._before_txn:
             self._before_txn.pop(0)()
         compares = [Compare(g.key, "mod", "==", g.mod_revision) for g in guards]
+        compares += [Compare(g.key, "value", "==", g.value) for g in guards if g.value is not None]
         failure: list[TxnOp] = [Range(g.key) for g in guards]
         if fence is not None:
             compares.append(Compare(fence.key, "create", "==", fence.create_revision))

@@ -34,9 +34,10 @@ class RecordingClient:
         return TxnResult(True, len(self.requests), {})
 
 
-def _fleet(packages: int) -> Index:
+def _fleet(packages: int, held: str | None) -> Index:
     """Packages with the longest names, each listing one model whose container is dead, each
-    with scenarios: every package enters Error and records a trigger."""
+    with scenarios: every package enters Error and records a trigger. Each state key holds
+    `held` (None: absent; present, each guard compares its value too)."""
     index = Index()
     dead = ContainerInfo((), ContainerStatus.DEAD, ContainerClass.DEAD, None)
     for i in range(packages):
@@ -45,6 +46,9 @@ def _fleet(packages: int) -> Index:
         index.put_package_spec(name, (model,))
         index.put_container(f"c{i}", ContainerInfo((), dead.status, dead.cls, model))
         index.put_scenario(f"s{i}", name)
+        if held is not None:
+            index.observe_written(WorkKey(Resource.PACKAGE, name), held, 1)
+            index.observe_written(WorkKey(Resource.MODEL, model), held, 1)
     return index
 
 
@@ -62,18 +66,21 @@ class DeepHistories:
         return self._newest == 0
 
 
+@pytest.mark.parametrize("held", [None, "Running"], ids=["absent", "held"])
 @pytest.mark.parametrize("history", [None, 0, 500], ids=["no-history", "first", "retiring"])
 # max_ops 9: the least a package and its model fit in together, with a trigger, records and
 # retention deletes (7 operations), the fence's compare and the history anchor's.
 @pytest.mark.parametrize(
     "limits", [TxnLimits(), TxnLimits(max_bytes=16 * 1024), TxnLimits(max_ops=9)]
 )
-async def test_packed_transactions_fit_the_limits(limits: TxnLimits, history: int | None) -> None:
+async def test_packed_transactions_fit_the_limits(
+    limits: TxnLimits, history: int | None, held: str | None
+) -> None:
     """Every transaction the writer sends is within max_ops (compares, each branch) and its
     encoded size within max_bytes minus the headroom, history records (and their retention
-    deletes) included, with the longest node name; every change is written once, and no
-    model is split from its package by the trigger records."""
-    index = _fleet(300)
+    deletes) and the guards' value compares included, with the longest node name; every
+    change is written once, and no model is split from its package by the trigger records."""
+    index = _fleet(300, held)
     client = RecordingClient()
     writer = StateWriter(
         client,

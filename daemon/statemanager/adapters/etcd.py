@@ -512,15 +512,20 @@ async def _ask_progress(
 
 
 def txn_request(guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence | None) -> Any:
-    """The TxnRequest for `EtcdClient.txn`: a compare per guard (and the fence), `ops` on
-    success, a read of every guarded key (and the fence) on failure. Each part is built in
-    place (`add`): a message built apart and then put in a repeated field is built twice."""
+    """The TxnRequest for `EtcdClient.txn`: a compare per guard (two with its value) and the
+    fence's, `ops` on success, a read of every guarded key (and the fence) on failure. Each
+    part is built in place (`add`): a message built apart and then put in a repeated field is
+    built twice."""
     txn = rpc.TxnRequest()
     compare, success, failure = txn.compare, txn.success, txn.failure
     for g in guards:
         compare.add(
             result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, key=g.key, mod_revision=g.mod_revision
         )
+        if g.value is not None:
+            compare.add(
+                result=rpc.Compare.EQUAL, target=rpc.Compare.VALUE, key=g.key, value=g.value
+            )
         failure.add().request_range.key = g.key
     if fence is not None:
         compare.add(

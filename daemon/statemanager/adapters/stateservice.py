@@ -211,9 +211,10 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
 
     async def _store_scenario_change(self, request: pb.StateChange) -> _Answer:
         """The answer to a scenario change, stored when allowed. The write is guarded on the
-        state key's mod revision and on the Scenario spec's, so it never overwrites a change it
-        did not judge from, nor outlives a spec deleted meanwhile; a lost race is judged again
-        from what etcd holds then."""
+        state key's mod revision and value (a restore or a wipe can give that revision to
+        another value) and on the Scenario spec's mod revision, so it never overwrites a change
+        it did not judge from, nor outlives a spec deleted meanwhile; a lost race is judged
+        again from what etcd holds then."""
         name = request.resource_name
         state_key = self._layout.key_of(Kind.SCENARIO_STATE, name).encode()
         spec_key = self._layout.key_of(Kind.SCENARIO_SPEC, name).encode()
@@ -230,7 +231,9 @@ class StateService(pb_grpc.StateManagerConnectionServicer):
                 return pb.ErrorCode.SUCCESS, f"scenario {name} is {step.to_state} already", ""
             guards = [
                 Guard(spec_key, spec.mod_revision),
-                Guard(state_key, stored.mod_revision if stored else 0),
+                Guard(state_key, stored.mod_revision, stored.value)
+                if stored
+                else Guard(state_key, 0),
             ]
             recorded = await self._history_ops(request, value, step)
             result = await self._settled(guards, state_key, step.to_state.encode(), recorded)

@@ -160,10 +160,16 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class Guard:
-    """The transaction applies only while `key`'s mod revision is `mod_revision` (0: absent)."""
+    """The transaction applies only while `key`'s mod revision is `mod_revision` (0: absent)
+    and, when `value` is given, its value is `value` (a second compare).
+
+    Within one etcd history a mod revision names one write, so the value adds nothing; after
+    a restore or a wipe, the new history can hold another write at that same revision, which
+    only the value tells apart (docs/contract.md, Writes)."""
 
     key: bytes
     mod_revision: int
+    value: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,15 @@
 """Commits planned state changes to etcd as guarded transactions and records the transitions.
 
 Every write is one transaction guarded by the mod revision of each state key it touches, as
-the index last saw it, and (with history) by each history record's key being absent, so that
-a retry of an attempt that landed cannot land again after someone deleted a key it found
-absent: a key someone else changed fails the guard, the transaction applies
-nothing, the index learns the current values from the same round trip and the keys are
-re-evaluated (never forced). Transient etcd errors are retried with capped, jittered backoff
-(tenacity); if they persist the caller re-queues the keys. A retry whose guard fails because
-the attempt before it committed (its answer was lost) is told apart by reading back this
-transaction's own values (with history, its own history record), and its transitions are
-recorded all the same.
+the index last saw it (with its value when present: `_guard`), and (with history) by each
+history record's key being absent, so that a retry of an attempt that landed cannot land
+again after someone deleted a key it found absent: a key someone else changed fails the
+guard, the transaction applies nothing, the index learns the current values from the same
+round trip and the keys are re-evaluated (never forced). Transient etcd errors are retried
+with capped, jittered backoff (tenacity); if they persist the caller re-queues the keys. A
+retry whose guard fails because the attempt before it committed (its answer was lost) is
+told apart by reading back this transaction's own values (with history, its own history
+record), and its transitions are recorded all the same.
 
 Each transition's history record goes in the transaction that writes its state, the records a
 resource keeps beyond `keep` deleted in it too (docs/decisions/transition-history.md).
@@ -188,13 +188,19 @@ class StateWriter:
             1,
             self._limits.guarded_write_bytes(key, change.new.encode() if change.new else None),
         )
+        compares = 1
+        if (value := _guard(key, change).value) is not None:
+            # The value's compare: its key and value, and no more overhead than a put's.
+            compares, size = 2, size + self._limits.put_bytes(key, value)
         if change.entering_error:
             record = trigger_key(self._layout, change.key.name)
             ops, size = ops + 1, size + self._limits.put_bytes(record, b"x" * self._trigger_bytes)
-        if self._history is None:
-            return ops, size
-        history_ops, history_size = self._history.cost(change)
-        return ops + history_ops, size + history_size
+        if self._history is not None:
+            history_ops, history_size = self._history.cost(change)
+            # One compare per record (its key absent) beside its put.
+            ops, compares, size = ops + history_ops, compares + 1, size + history_size
+        # etcd caps the compares and each branch's operations separately (TxnLimits).
+        return max(ops, compares), size
 
     def _recorded(self, planned: Mapping[WorkKey, Transition], landed: int | None) -> None:
         if self._history is not None:
@@ -215,7 +221,7 @@ class StateWriter:
         transaction (TooLarge: split it).
         """
         keys = [self._layout.state_key(c.key).encode() for c in changes]
-        guards = [Guard(k, c.old.mod_revision) for k, c in zip(keys, changes, strict=True)]
+        guards = [_guard(k, c) for k, c in zip(keys, changes, strict=True)]
         ids = {c.key: self._ids.next() for c in changes}
         now = time.time_ns()
         # Corrections too: the history replays to every state this daemon writes.
@@ -541,6 +547,18 @@ def _names(layout: KeyLayout, kv: KeyValue, transition_id: str) -> bool:
     except BadInput:
         return False
     return isinstance(found, Transition | Trigger) and found.transition_id == transition_id
+
+
+def _guard(key: bytes, change: Change) -> Guard:
+    """The guard of `change`'s state `key`: its mod revision as the index last saw it, and its
+    value when present, so that a transaction sent before etcd was restored or wiped does not
+    land on a write the new history holds at that same revision (its transition would record a
+    `from` etcd did not hold). A value read as not UTF-8 is known only by its replacement
+    characters: its guard is the mod revision alone."""
+    value = change.old.value
+    if value is None or "\ufffd" in value:
+        return Guard(key, change.old.mod_revision)
+    return Guard(key, change.old.mod_revision, value.encode())
 
 
 def _own_write(keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult) -> int | None:
