@@ -261,6 +261,8 @@ async def test_a_key_found_older_than_the_deletion_the_index_saw_shows_a_restore
         await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
         await until(lambda: state(mem, "package", "p") == "Running")
         assert len([r for r in mem.txn_log if not r.succeeded]) - failed == 1
+
+
 async def test_a_write_whose_guard_revision_a_restore_gave_another_value_does_not_land() -> None:
     """p's state is put again as it was (Running, at R) by someone else; then c dies and the
     daemon writes p's entry into Error guarded on R. As it goes out, etcd is restored to just
