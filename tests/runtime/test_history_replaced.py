@@ -29,6 +29,7 @@ from support.runtime import (
     trigger_revision,
     until,
 )
+from support.servicer import container_list, send_list
 
 pytestmark = pytest.mark.looptime
 
@@ -292,4 +293,28 @@ async def test_a_write_whose_guard_revision_a_restore_gave_another_value_does_no
         assert writes[record.revision] == record.to_state, record
         held = [value for revision, value in sorted(writes.items()) if revision < record.revision]
         assert (held[-1] if held else None) == record.from_state, record
+    assert disagreements(mem) == []
+
+
+async def test_a_list_stored_at_the_revision_of_an_unechoed_write_shows_a_restore() -> None:
+    """The daemon deletes a stray state (package q has no spec) and etcd answers at W; the echo
+    never comes, and etcd is restored to W - 1 at the same raft term. Before the watcher is
+    back, a node's list stored through the service lands at W again, on the new history, so
+    the watch, reconnecting, is shown nothing below what it saw: the only sign of the restore
+    is the list's event at W, a revision our deletion had. The daemon relists and deletes q's
+    state again; before, q stayed Error for good, the index sure it had deleted it (the
+    simulation's swarm seed 4015143)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
+        key = f"{LAYOUT.package_states}q/state".encode()
+        stray = mem.put_now(key, b"Error")
+        rt.parts.controller.apply(LAYOUT.package_states, [Event(key, b"Error", stray)])
+        await until(lambda: state(mem, "package", "q") is None)
+        mem.replace_history(StoreSnapshot(stray, mem.compacted_revision), keep_term=True)
+        assert state(mem, "package", "q") == "Error"
+        await send_list(rt.parts.service, container_list("n", [("c9", "m9", "running", "0")]))
+        assert mem.current_revision == stray + 1  # the revision the deletion was answered at
+        await until(lambda: state(mem, "package", "q") is None)
+        assert rt.sample("watch_restarts_total", reason="revision_backwards") == 1
     assert disagreements(mem) == []

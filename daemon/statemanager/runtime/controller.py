@@ -154,10 +154,20 @@ class Controller:
         """The newest revision etcd answered one of our writes with (StateWriter.newest_answer)."""
         return self._writer.newest_answer()
 
+    def _replaced(self, before: int, now: int) -> None:
+        """etcd's history was replaced, as an answer (at `now`, not above `before`) or an event
+        shows: plan nothing more (the index's inputs and etcd's states are of two histories)
+        until the relist the watcher is asked for."""
+        self._whole.clear()
+        self._on_replaced(before, now)
+
     def apply(self, prefix: str, events: Sequence[Event]) -> None:
         """Apply one watch response's events for `prefix` (all of a revision's, never part)."""
         kind = self._kinds[prefix]
         for event in events:
+            if self._writer.foreign(event.key, event.revision):
+                self._writer.forget_history()
+                self._replaced(event.revision, event.revision)
             applied = self._ingest.apply(kind, event.key, event.value, event.revision)
             self._writer.echoed(applied.states)
             self._report(applied.reports)
@@ -270,11 +280,8 @@ class Controller:
                 todo[:0] = self._split(batch, exc)
                 continue
             except AnswerFromAnotherHistory as exc:
-                # The index follows a history etcd no longer has: plan nothing more (its
-                # inputs and etcd's states are of two histories) until the relist it asks for.
-                self._whole.clear()
                 self._defer(keys, exc)
-                self._on_replaced(exc.before, exc.now)
+                self._replaced(exc.before, exc.now)
                 return
             except (EtcdUnavailable, EtcdError) as exc:
                 self._defer(keys, exc)

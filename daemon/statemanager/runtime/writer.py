@@ -64,6 +64,9 @@ from statemanager.runtime.metrics import Metrics
 
 log = structlog.get_logger("statemanager.writer")
 
+# How many of our latest transactions' keys are kept by revision: enough for the watch's lag
+# behind the writer, which answers one transaction at a time.
+LANDED_KEPT = 256
 DELETED = "deleted"  # a transition's to_state in logs and metrics when the key is deleted
 _DELETED_BECAUSE = {
     Resource.PACKAGE: "its Package spec is gone",
@@ -126,6 +129,10 @@ class StateWriter:
         # The newest revision etcd answered one of our transactions with, in the history the
         # watcher follows (forgotten when that history is replaced).
         self._newest = 0
+        # The state keys each of our latest transactions wrote, by the revision it landed at
+        # (the newest LANDED_KEPT; forgotten when the history is replaced): no other key of
+        # etcd's can change at that revision in the same history (`foreign`).
+        self._wrote_at: dict[int, frozenset[bytes]] = {}
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
         # The generations of history records, when transitions are recorded.
@@ -158,10 +165,19 @@ class StateWriter:
         its history stays the one the daemon follows."""
         return self._newest
 
+    def foreign(self, key: bytes, revision: int) -> bool:
+        """Whether etcd shows `key` changed at `revision`, at which one of our transactions
+        landed without writing `key`: in one history a revision is one transaction's, so etcd's
+        history was replaced (a restore that took our write back, at the same raft term, and
+        grew back past it: only its events tell)."""
+        keys = self._wrote_at.get(revision)
+        return keys is not None and key not in keys
+
     def forget_history(self) -> None:
         """etcd's history was replaced: the revisions of earlier answers, and the generations
         of history records learnt, belong to no history."""
         self._newest = 0
+        self._wrote_at.clear()
         if self._history is not None:
             self._history.forget()
 
@@ -255,6 +271,10 @@ class StateWriter:
             landed, held = await self._outcome(keys, changes, result, wrote)
             # A failed guard after a retry may hide an earlier attempt that landed unseen.
             self._recorded(planned, landed=landed)
+            if landed is not None:
+                self._wrote_at[landed] = frozenset(keys)
+                if len(self._wrote_at) > LANDED_KEPT:
+                    del self._wrote_at[next(iter(self._wrote_at))]
             if landed is not None:
                 transitions = self._record(changes, planned, landed, not result.succeeded)
                 if held:
