@@ -5,19 +5,19 @@ drops the newer one; once it stops, the gauges read zero."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
 
-from statemanager.core.ports import Fence
-from statemanager.core.triggers import Trigger, encode, trigger_key
+from statemanager.core.ports import Fence, Snapshot
+from statemanager.core.triggers import Trigger, encode, trigger_key, trigger_prefix
 from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.outage import Outage
 from statemanager.runtime.records import LaterFormats
 from statemanager.runtime.triggerfeed import TriggerFeed
 
-from support.memetcd import MemEtcd
+from support.memetcd import MemEtcd, StoreSnapshot
 from support.runtime import LAYOUT, until
 
 pytestmark = pytest.mark.looptime
@@ -162,3 +162,35 @@ async def test_no_trigger_is_due_before_a_new_leaderships_first_listing() -> Non
     finally:
         second.cancel()
         await asyncio.gather(second, return_exceptions=True)
+
+
+class _RestoredAfterListing(MemEtcd):
+    """An etcd restored from `restore_to` right after it answers the next listing: before the
+    watch that follows the listing opens (a request of its own)."""
+
+    restore_to: StoreSnapshot | None = None
+
+    async def snapshot(self, prefixes: Sequence[str], page_size: int = 1000) -> Snapshot:
+        listed = await super().snapshot(prefixes, page_size)
+        if self.restore_to is not None:
+            self.replace_history(self.restore_to, keep_term=True)
+            self.restore_to = None
+        return listed
+
+
+async def test_a_restore_between_the_listing_and_the_watch_is_relisted() -> None:
+    """etcd is restored to an older snapshot after answering the feed's listing and before its
+    watch opens: the watch, from past the new history's end, answers with a revision below the
+    listing's, so the feed lists again and holds the trigger the new history records below the
+    listed revision (before, it kept the listed one and waited for revisions the new history
+    had not reached: the simulation's swarm seed 3032553, a trigger never delivered)."""
+    mem, metrics = _RestoredAfterListing(), Metrics()
+    mem.restore_to = mem.snapshot_now()
+    for _ in range(3):
+        mem.put_now(b"/elsewhere", b"x")
+    listed = _put_trigger(mem, "a", "t1")
+    async with _following(mem, metrics) as feed:
+        await until(lambda: mem.restore_to is None and mem.watching(trigger_prefix(LAYOUT)))
+        restored = _put_trigger(mem, "b", "t2")
+        assert restored < listed
+        await until(lambda: _revisions(feed) == [("b", restored)])

@@ -4,7 +4,11 @@ The feed lists the trigger and dead-letter prefixes and watches them from the li
 triggers come from etcd itself, not from the writer's transaction response, so a trigger whose
 commit answer was lost (etcd restart, reset connection, timeout) is pending all the same. A
 broken, silent or compacted watch is answered with a fresh listing, and every new leadership
-starts with one (another leader may have recorded, delivered or dropped some).
+starts with one (another leader may have recorded, delivered or dropped some). So is a watch
+that answers from a history the listing was not of: etcd restored or wiped between the listing
+and the watch (the watch is a request of its own, and etcd accepts a start revision it has not
+reached) would otherwise wait for the revision after the listing's while the new history
+records triggers below it, never delivered.
 
 The feed alone decides which triggers are pending (one entry per record key; a newer trigger
 for the key replaces the older entry); the reconcile sender (runtime/reconcile.py) alone
@@ -26,7 +30,7 @@ import structlog
 
 from statemanager.core.errors import Compacted, EtcdError, EtcdUnavailable
 from statemanager.core.keys import KeyLayout
-from statemanager.core.ports import Event, Fence, KeyValue, Snapshot, WatchBatch
+from statemanager.core.ports import Event, Fence, Header, KeyValue, Snapshot, WatchBatch
 from statemanager.core.records import LaterFormat, LaterFormatReporter
 from statemanager.core.triggers import (
     Trigger,
@@ -48,9 +52,15 @@ class TriggerSource(Protocol):
 
     async def snapshot(self, prefixes: Sequence[str], page_size: int = ...) -> Snapshot: ...
 
+    async def header(self) -> Header: ...
+
     def watch(
         self, starts: Mapping[str, int], progress_every: float
     ) -> AsyncGenerator[WatchBatch, None]: ...
+
+
+class _HistoryReplaced(Exception):
+    """The feed's watch answers from a history other than the one its listing read."""
 
 
 @dataclass(slots=True)
@@ -109,6 +119,7 @@ class TriggerFeed:
         # The dead-letter keys in etcd (for the gauge), each True when in a later format.
         self._dead: dict[bytes, bool] = {}
         self._listed_for: Fence | None = None
+        self._term = 0  # the highest raft term the watches have answered with in this history
         self._wake = asyncio.Event()  # set when a trigger is taken on
         # Set once this leadership's first listing is in: until then the entries kept from an
         # earlier one may name records since delivered by another leader, or taken back by a
@@ -178,6 +189,9 @@ class TriggerFeed:
                     revision = await self._list(fence)
                     self._listed.set()
                     await self._watch(revision + 1, backoff)
+                except _HistoryReplaced as exc:
+                    log.warning("reconcile_history_replaced", error=str(exc), hint="relisting")
+                    self._term = 0  # learnt anew from the new history
                 except (Compacted, EtcdUnavailable, EtcdError, TimeoutError) as exc:
                     delay = backoff.next()
                     if isinstance(exc, (EtcdUnavailable, EtcdError)):
@@ -219,6 +233,7 @@ class TriggerFeed:
                 async with asyncio.timeout(self._silence_limit):
                     batch = await anext(stream)
                 backoff.reset()
+                await self._check_history(batch.header, start - 1)
                 for event in batch.events:
                     if batch.prefix == self._dead_prefix:
                         self._dead.pop(event.key, None)
@@ -229,6 +244,19 @@ class TriggerFeed:
                 self._update_gauges()
         finally:
             await stream.aclose()
+
+    async def _check_history(self, header: Header, listed: int) -> None:
+        """Raise _HistoryReplaced when etcd's revision is below the listing's (`listed`) or its
+        raft term below the highest one this feed's watches have answered with: a listing of
+        the history before a restore or wipe, and a watch of the new one from past its end
+        (the term catches a new history that outgrew the listing's revision meanwhile). A
+        lagging member's answer is told apart by a linearizable read."""
+        seen = Header(listed, self._term)
+        if header.went_back_from(seen):
+            header = await self._store.header()
+            if header.went_back_from(seen):
+                raise _HistoryReplaced(f"etcd at {tuple(header)}, listed at {tuple(seen)}")
+        self._term = max(self._term, header.raft_term)
 
     def _relisted(self, listing: Sequence[KeyValue], resumed: bool) -> None:
         """Replace the pending set with a listing; triggers already pending keep their state.
