@@ -424,45 +424,40 @@ class ScriptedActionController:
         self.refusals: list[str] = []
         self.slow = 0  # calls still to answer past their deadline
         self.acknowledged: list[tuple[str, int]] = []
-        # Acknowledged calls from a daemon that had heard nothing of etcd's current history
-        # yet: each may carry a trigger of the history replaced (it cannot know of the
-        # replacement before its watches tell it), or one of the current history its trigger
-        # feed listed: a delivery all the same, but not judged for a trigger behind it.
-        self.unheard: list[tuple[str, int]] = []
         # Acknowledged calls of a history etcd no longer has (wiped or restored since): each
         # with etcd's revision then and the revision the replacement went back to (0 for a
         # call that began before it and ended after: it kept no record of the old history).
         self.replaced: list[tuple[str, int, int]] = []
 
     async def reconcile(self, scenario: str, unheard: bool = False) -> ReconcileOutcome:
-        """`unheard`: the caller has heard nothing of etcd's current history yet; the call, if
-        it takes effect, is kept in `unheard`."""
+        """`unheard`: the caller has heard nothing of etcd's current history yet, so the call
+        may carry a trigger of the history replaced (it cannot know of the replacement before
+        its watches tell it): counted as a call of that history."""
         # The history the call was sent in: one replaced while it is on its way (even within
         # the instant it was sent) leaves the call one of the old history's.
-        history = self._mem.replaced
+        history = self._mem.replaced - unheard
         await asyncio.sleep(0)
         if self.slow:
             # It acts, but only once the caller's deadline has passed: the caller sees
             # DEADLINE_EXCEEDED (and sends again) for a call that took effect.
             self.slow -= 1
             await asyncio.sleep(CALL_DEADLINE)
-            self._acted(scenario, history, unheard)
+            self._acted(scenario, history)
             return ReconcileOutcome(False, False, "unavailable", "DEADLINE_EXCEEDED: slow")
         if self.down:
             return ReconcileOutcome(False, False, "unavailable", "UNAVAILABLE: down")
         if self.refusals:
             result = self.refusals.pop(0)
             return ReconcileOutcome(False, True, result, "INTERNAL: Invalid current status")
-        self._acted(scenario, history, unheard)
+        self._acted(scenario, history)
         return ReconcileOutcome(True, False, "ok", "")
 
-    def _acted(self, scenario: str, history: int, unheard: bool) -> None:
+    def _acted(self, scenario: str, history: int) -> None:
         """Record a call sent in `history` that took effect now."""
-        if history != self._mem.replaced:
-            self.replaced.append((scenario, self._mem.current_revision, 0))
+        if history == self._mem.replaced:
+            self.acknowledged.append((scenario, self._mem.current_revision))
         else:
-            calls = self.unheard if unheard else self.acknowledged
-            calls.append((scenario, self._mem.current_revision))
+            self.replaced.append((scenario, self._mem.current_revision, 0))
 
 
 class Spinning(BaseException):
@@ -1034,11 +1029,11 @@ class Simulation:
         self._snapshots = [(at, s) for at, s in self._snapshots if s.revision <= revision]
         for package, entries in self.error_entries.items():
             self.error_entries[package] = [r for r in entries if r <= revision]
-        for acks in (self.actioncontroller.acknowledged, self.actioncontroller.unheard):
-            self.actioncontroller.replaced += [
-                (name, at, revision) for name, at in acks if at > revision
-            ]
-            acks[:] = [a for a in acks if a[1] <= revision]
+        acks = self.actioncontroller.acknowledged
+        self.actioncontroller.replaced += [
+            (name, at, revision) for name, at in acks if at > revision
+        ]
+        acks[:] = [a for a in acks if a[1] <= revision]
         self._derived = {}
         self._input_changed(revision)
         for daemon in self.daemons:
@@ -1530,7 +1525,7 @@ class Simulation:
         state_key = f"{LAYOUT.package_states}{package}/state".encode()
         if self._left_error(state_key, revision) or self._dead_lettered_after(package, revision):
             return
-        acks = [*self.actioncontroller.acknowledged, *self.actioncontroller.unheard]
+        acks = self.actioncontroller.acknowledged
         # A delivery before a replacement that kept this very record (at or below the revision
         # it went back to) counts: ActionController acted on it, and the sender rightly removes
         # the record without asking again.
