@@ -425,17 +425,20 @@ class ScriptedActionController:
         self.slow = 0  # calls still to answer past their deadline
         self.acknowledged: list[tuple[str, int]] = []
         # Acknowledged calls of a history etcd no longer has (wiped or restored since): each
-        # with etcd's revision then and the revision the replacement went back to (0 for a
-        # call that began before it and ended after: it kept no record of the old history).
+        # with etcd's revision then and the revision the replacement went back to (a call that
+        # took effect after it: both are the revision below which the new history is still
+        # the call's own, see _acted).
         self.replaced: list[tuple[str, int, int]] = []
+        self._kept: list[int] = []  # each replacement's revision it went back to, in order
 
-    async def reconcile(self, scenario: str, unheard: bool = False) -> ReconcileOutcome:
-        """`unheard`: the caller has heard nothing of etcd's current history yet, so the call
-        may carry a trigger of the history replaced (it cannot know of the replacement before
-        its watches tell it): counted as a call of that history."""
+    async def reconcile(self, scenario: str, history: int | None = None) -> ReconcileOutcome:
+        """`history`: the history (a count of replacements, as `MemEtcd.replaced`) the caller
+        last heard of, when it has heard nothing of etcd's current one yet: the call may carry
+        a trigger of that history (it cannot know of the replacement before its watches tell
+        it), and counts as one of it."""
         # The history the call was sent in: one replaced while it is on its way (even within
         # the instant it was sent) leaves the call one of the old history's.
-        history = self._mem.replaced - unheard
+        history = self._mem.replaced if history is None else history
         await asyncio.sleep(0)
         if self.slow:
             # It acts, but only once the caller's deadline has passed: the caller sees
@@ -452,12 +455,28 @@ class ScriptedActionController:
         self._acted(scenario, history)
         return ReconcileOutcome(True, False, "ok", "")
 
+    def history_replaced(self, revision: int) -> None:
+        """Etcd's history was just replaced by one that went back to `revision`: the calls
+        acknowledged above it are of the history replaced."""
+        self._kept.append(revision)
+        acks = self.acknowledged
+        self.replaced += [(name, at, revision) for name, at in acks if at > revision]
+        acks[:] = [a for a in acks if a[1] <= revision]
+
     def _acted(self, scenario: str, history: int) -> None:
         """Record a call sent in `history` that took effect now."""
         if history == self._mem.replaced:
             self.acknowledged.append((scenario, self._mem.current_revision))
-        else:
-            self.replaced.append((scenario, self._mem.current_revision, 0))
+            return
+        # It took effect after the replacements since, so after every record the new history
+        # kept of the call's (those up to the lowest revision they went back to): a delivery
+        # for a trigger among them, as one acknowledged just before would be (ActionController
+        # acted after that trigger was put, and the sender rightly removes the record without
+        # asking again; seed 5068714 in swarm mode: the call in flight as etcd was restored to
+        # the revision just above its trigger). A trigger the new history put above that
+        # revision is none of the call's.
+        kept = min(self._kept[history:])
+        self.replaced.append((scenario, kept, kept))
 
 
 class Spinning(BaseException):
@@ -569,8 +588,8 @@ def _metrics() -> Metrics:
 
 
 class Caller:
-    """ActionController as one daemon reaches it: tells it whether the daemon has heard
-    nothing of etcd's current history yet."""
+    """ActionController as one daemon reaches it: tells it the history the daemon last heard
+    of while it has heard nothing of etcd's current one yet."""
 
     def __init__(self, actioncontroller: ScriptedActionController, daemon: Daemon) -> None:
         self._actioncontroller = actioncontroller
@@ -582,8 +601,8 @@ class Caller:
         # One that has heard from the new history (which may not tell it anything changed: a
         # restore at the same term) is judged by it.
         daemon = self._daemon
-        unheard = daemon.runtime.listings < daemon.listings_needed and not daemon.link.term_told
-        return await self._actioncontroller.reconcile(scenario, unheard)
+        heard = daemon.heard_current()
+        return await self._actioncontroller.reconcile(scenario, None if heard else daemon.history)
 
 
 class Daemon:
@@ -614,6 +633,14 @@ class Daemon:
         # The listings it must have made before its index is of etcd's current history (one
         # more than it had made when that history replaced the one it followed).
         self.listings_needed = 0
+        # The newest history (a count of replacements) it had heard of when etcd's was last
+        # replaced: the one its calls are of until it hears of the current one.
+        self.history = sim.mem.replaced
+
+    def heard_current(self) -> bool:
+        """Whether it has heard of etcd's current history: listed it, or had a watch response
+        of it handed to its state watcher."""
+        return self.runtime.listings >= self.listings_needed or bool(self.link.term_told)
 
     def ended(self) -> list[str]:
         return [
@@ -1013,6 +1040,9 @@ class Simulation:
         """Replace etcd's history, and judge what follows against the new one: entries into
         Error and deliveries of the replaced history are set aside, and every package counts
         as disturbed until each running daemon has listed the new history."""
+        for daemon in self.daemons:
+            if daemon is not None and daemon.heard_current():
+                daemon.history = self.mem.replaced
         self.mem.replace_history(snapshot, keep_term)
         for daemon in self.daemons:
             if daemon is not None:
@@ -1029,11 +1059,7 @@ class Simulation:
         self._snapshots = [(at, s) for at, s in self._snapshots if s.revision <= revision]
         for package, entries in self.error_entries.items():
             self.error_entries[package] = [r for r in entries if r <= revision]
-        acks = self.actioncontroller.acknowledged
-        self.actioncontroller.replaced += [
-            (name, at, revision) for name, at in acks if at > revision
-        ]
-        acks[:] = [a for a in acks if a[1] <= revision]
+        self.actioncontroller.history_replaced(revision)
         self._derived = {}
         self._input_changed(revision)
         for daemon in self.daemons:
@@ -1526,9 +1552,10 @@ class Simulation:
         if self._left_error(state_key, revision) or self._dead_lettered_after(package, revision):
             return
         acks = self.actioncontroller.acknowledged
-        # A delivery before a replacement that kept this very record (at or below the revision
-        # it went back to) counts: ActionController acted on it, and the sender rightly removes
-        # the record without asking again.
+        # A delivery of a replaced history (acknowledged before the replacement, or a call of
+        # it that took effect after) counts for a record the replacement kept as it was (at or
+        # below the revision it went back to): ActionController acted on it, and the sender
+        # rightly removes the record without asking again.
         kept = [(s, at) for s, at, back in self.actioncontroller.replaced if revision <= back]
         for scenario in sorted(scenarios):
             if not any(s == scenario and at >= revision for s, at in [*acks, *kept]):
