@@ -91,6 +91,14 @@ class Controller:
         # relist); held by the worker around each batch it plans and writes.
         self._whole = asyncio.Event()
         self._planning = asyncio.Lock()
+        # The revision up to which the index holds etcd's state (a listing's, or a watch
+        # progress answer's after every event up to it: `caught_up`), and the one a failed
+        # guard showed a key modified at; set while the first is not below the second (the
+        # worker waits for it before planning: `_behind`).
+        self._through = 0
+        self._needed = 0
+        self._current = asyncio.Event()
+        self._current.set()
         # Clear while the leader's worker has work queued or in hand: what can wait (the streams
         # of transitions to subscribers) waits for it (`rested`), so it never slows a change.
         self._resting = asyncio.Event()
@@ -123,6 +131,7 @@ class Controller:
                 self._writer.echoed(self._ingest.page(relist, page.prefix, items))
             result = self._ingest.finish(relist, revision)
             self._writer.echoed(result.states)
+        self.caught_up(revision)
         self._report(result.reports)
         if result.drifted:
             self._metrics.resync_drift.inc(len(result.drifted))
@@ -149,6 +158,15 @@ class Controller:
         self._ingest.forget_revisions()
         self._writer.forget_history()
         self._causes.clear()
+        self._through = self._needed = 0
+        self._current.set()
+
+    def caught_up(self, revision: int) -> None:
+        """The index holds etcd's state at `revision`: a listing at it was applied, or the
+        watch's progress answer at it came after every event up to it (watcher.py)."""
+        self._through = max(self._through, revision)
+        if self._through >= self._needed:
+            self._current.set()
 
     def newest_answer(self) -> int:
         """The newest revision etcd answered one of our writes with (StateWriter.newest_answer)."""
@@ -226,10 +244,11 @@ class Controller:
             await self._whole.wait()
             keys = await self._queue.get_batch(BATCH_KEYS)
             try:
-                while True:  # until planned on a whole listing (one may begin meanwhile)
+                while True:  # until planned on a whole, current index (a listing may begin)
                     await self._whole.wait()
+                    await self._current.wait()
                     async with self._planning:
-                        if self._whole.is_set():
+                        if self._whole.is_set() and self._current.is_set():
                             self._resting.clear()
                             await self._process(keys, fence, leadership)
                             break
@@ -287,7 +306,29 @@ class Controller:
                 self._defer(keys, exc)
                 return
             self._written(batch, transitions is not None)
+            if transitions is None and self._behind(batch):
+                for rest in todo:  # planned on the same index: planned again once it is current
+                    self._written(rest, False)
+                break
         self._done(keys)
+
+    def _behind(self, batch: list[Change]) -> bool:
+        """Whether the failed guard of `batch` showed a key modified above the revision up to
+        which the index holds etcd's state: the watch has not brought that write yet (a lagging
+        or half-open stream; a new leader's, before the last leader's final writes). Planned
+        again at once, the keys would be derived from the inputs the index still holds, older
+        than the state just learnt: a package written over its models' newer states in etcd
+        (Paused over Error while its model was Failed, then a second entry into Error once the
+        watch caught up: swarm seed 5061923). So the worker plans nothing until the watch has
+        brought the index to that revision (`caught_up`); a key found deleted tells no
+        revision and is planned again at once."""
+        modified = max(self._index.written(c.key).mod_revision for c in batch)
+        if modified <= self._through:
+            return False
+        self._needed = max(self._needed, modified)
+        self._current.clear()
+        log.info("index_behind", modified=modified, followed=self._through)
+        return True
 
     def _split(self, batch: list[Change], exc: TooLarge) -> list[list[Change]]:
         """The halves of a transaction etcd refused as too large; none for a single change,
