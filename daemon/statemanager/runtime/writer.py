@@ -275,7 +275,6 @@ class StateWriter:
                 self._wrote_at[landed] = frozenset(keys)
                 if len(self._wrote_at) > LANDED_KEPT:
                     del self._wrote_at[next(iter(self._wrote_at))]
-            if landed is not None:
                 transitions = self._record(changes, planned, landed, not result.succeeded)
                 if held:
                     return transitions
