@@ -43,6 +43,7 @@ from statemanager.core.triggers import (
 from statemanager.runtime.backoff import Backoff, wait_woken
 from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.outage import Outage
+from statemanager.runtime.watcher import HistoryReplaced, confirmed_header
 
 log = structlog.get_logger("statemanager.reconcile")
 
@@ -57,10 +58,6 @@ class TriggerSource(Protocol):
     def watch(
         self, starts: Mapping[str, int], progress_every: float
     ) -> AsyncGenerator[WatchBatch, None]: ...
-
-
-class _HistoryReplaced(Exception):
-    """The feed's watch answers from a history other than the one its listing read."""
 
 
 @dataclass(slots=True)
@@ -189,7 +186,7 @@ class TriggerFeed:
                     revision = await self._list(fence)
                     self._listed.set()
                     await self._watch(revision + 1, backoff)
-                except _HistoryReplaced as exc:
+                except HistoryReplaced as exc:
                     log.warning("reconcile_history_replaced", error=str(exc), hint="relisting")
                     self._term = 0  # learnt anew from the new history
                 except (Compacted, EtcdUnavailable, EtcdError, TimeoutError) as exc:
@@ -246,16 +243,12 @@ class TriggerFeed:
             await stream.aclose()
 
     async def _check_history(self, header: Header, listed: int) -> None:
-        """Raise _HistoryReplaced when etcd's revision is below the listing's (`listed`) or its
+        """Raise HistoryReplaced when etcd's revision is below the listing's (`listed`) or its
         raft term below the highest one this feed's watches have answered with: a listing of
         the history before a restore or wipe, and a watch of the new one from past its end
         (the term catches a new history that outgrew the listing's revision meanwhile). A
-        lagging member's answer is told apart by a linearizable read."""
-        seen = Header(listed, self._term)
-        if header.went_back_from(seen):
-            header = await self._store.header()
-            if header.went_back_from(seen):
-                raise _HistoryReplaced(f"etcd at {tuple(header)}, listed at {tuple(seen)}")
+        lagging member's answer is told apart by a linearizable read (`confirmed_header`)."""
+        header = await confirmed_header(header, Header(listed, self._term), self._store.header)
         self._term = max(self._term, header.raft_term)
 
     def _relisted(self, listing: Sequence[KeyValue], resumed: bool) -> None:

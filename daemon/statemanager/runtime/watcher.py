@@ -20,7 +20,15 @@ import asyncio
 import contextlib
 import gc
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Protocol
 
 import structlog
@@ -101,6 +109,23 @@ class HistoryReplaced(Exception):
         self.what = what
         self.before = before
         self.now = now
+
+
+async def confirmed_header(
+    header: Header, seen: Header, read: Callable[[], Awaitable[Header]]
+) -> Header:
+    """`header` when it has not gone back from `seen`; else etcd's linearizable header (`read`:
+    not a lagging member's view), raising HistoryReplaced when that too is below `seen` in
+    revision or raft term (the term catches a replaced history already grown past the
+    revision)."""
+    if not header.went_back_from(seen):
+        return header
+    header = await read()
+    if header.revision < seen.revision:
+        raise HistoryReplaced("revision", seen.revision, header.revision)
+    if header.raft_term < seen.raft_term:
+        raise HistoryReplaced("raft term", seen.raft_term, header.raft_term)
+    return header
 
 
 class Watcher:
@@ -340,10 +365,5 @@ class Watcher:
         grown past our revision by the time we reconnect (it restarts at 2)."""
         followed = self.followed()
         seen = Header(max(answered, followed.revision), followed.raft_term)
-        if header.went_back_from(seen):
-            header = await self._client.header()  # linearizable: not a lagging member's view
-            if header.revision < seen.revision:
-                raise HistoryReplaced("revision", seen.revision, header.revision)
-            if header.raft_term < seen.raft_term:
-                raise HistoryReplaced("raft term", seen.raft_term, header.raft_term)
+        header = await confirmed_header(header, seen, self._client.header)
         self._term = max(self._term, header.raft_term)
