@@ -318,3 +318,38 @@ async def test_a_list_stored_at_the_revision_of_an_unechoed_write_shows_a_restor
         await until(lambda: state(mem, "package", "q") is None)
         assert rt.sample("watch_restarts_total", reason="revision_backwards") == 1
     assert disagreements(mem) == []
+
+
+async def test_a_trigger_the_restore_put_back_makes_error_the_previous_state() -> None:
+    """p enters Error (at E) and s is slow to answer, so the trigger stays; p then runs again.
+    etcd is restored to E (p in Error, its trigger back) and someone deletes p's state before
+    the daemon relists. The previous state it learnt on the replaced history says Running, but
+    the new history's trigger says p entered Error there and it was not handled: putting Error
+    back is a correction, with no second trigger (before, a new entry into Error: the
+    simulation's swarm seed 6106668)."""
+    mem = MemEtcd()
+    async with synced(mem, "c", target="s") as rt:
+        ac = rt.actioncontroller
+        answer = ac.reconcile
+        slow = asyncio.Event()
+
+        async def slow_once(name: str) -> ReconcileOutcome:
+            if not slow.is_set():
+                ac.calls.append(name)
+                await slow.wait()
+            return await answer(name)
+
+        ac.reconcile = slow_once  # type: ignore[method-assign]
+        container(mem, "c", "m", "dead")
+        await until(lambda: ac.calls == ["s"])
+        error_at = trigger_revision(mem, "p")
+        container(mem, "c", "m", "running")
+        await until(lambda: state(mem, "package", "p") == "Running")
+        mem.replace_history(StoreSnapshot(error_at, mem.compacted_revision))
+        mem.delete_now(f"{LAYOUT.package_states}p/state".encode())
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        assert len(puts) == 1  # the restore's, none of the daemon's since
+        slow.set()
+        await until(lambda: trigger_revision(mem, "p") == 0)

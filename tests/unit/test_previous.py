@@ -80,3 +80,30 @@ def test_an_echo_counts_for_each_unanswered_key_and_may_come_before_the_answer()
     assert (states.previous(other), states.previous(P)) == (None, "Error")
     states.answered([P])
     assert states.previous(P) == "Error"
+
+
+def test_states_kept_across_a_replacement_are_carried_until_learnt_again() -> None:
+    """`replaced` keeps every previous state but marks it carried; a commit, an agreement, an
+    echo of an unanswered write or `kept` ends that for its key, a new leader key for all.
+    Keys with no previous state are not carried."""
+    q, r, s = (WorkKey(Resource.PACKAGE, n) for n in "qrs")
+    states = PreviousStates()
+    states.leading(LEADER)
+    for key in (P, q, r, s):
+        states.committed(key, "Running")
+    states.replaced()
+    assert all(states.carried(k) for k in (P, q, r, s))
+    assert states.previous(P) == "Running"  # kept
+    assert not states.carried(WorkKey(Resource.PACKAGE, "unknown"))
+    states.committed(P, "Error")
+    states.agreed({q: "Running"})
+    states.sent([(r, "Error")])
+    states.echoed([(r, "Error")])
+    assert [states.carried(k) for k in (P, q, r, s)] == [False, False, False, True]
+    states.kept(s)
+    assert not states.carried(s) and states.previous(s) == "Running"
+    states.replaced()
+    states.leading(LEADER)
+    assert states.carried(P)  # the same leader key keeps them, carried
+    states.leading(Fence(b"/leader/a", 9))
+    assert not states.carried(P)

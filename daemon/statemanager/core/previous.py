@@ -28,9 +28,11 @@ class PreviousStates:
     each unanswered transaction of its own may have written.
 
     Invariants: a key has a previous state only while this daemon leads with the leader key it
-    was learnt under (`leading`); a key is unconfirmed from `sent` until `answered`, or until
-    etcd shows its next value (`echoed`), whichever comes first; a key is unheard from `lost`
-    until `heard`, `committed`, or a new leader key.
+    was learnt under (`leading`); a key is carried from `replaced` until its previous state is
+    learnt again (on the history that replaced the one it was learnt on) or `kept`; a key is
+    unconfirmed from `sent` until `answered`, or until etcd shows its next value (`echoed`),
+    whichever comes first; a key is unheard from `lost` until `heard`, `committed`, or a new
+    leader key.
     """
 
     def __init__(self) -> None:
@@ -46,6 +48,9 @@ class PreviousStates:
         # only those records can show it landed (and that putting Error back is a correction).
         self._unheard: dict[WorkKey, tuple[str | None, Records]] = {}
         self._led_with: Fence | None = None  # the leader key of the last `leading`
+        # Keys whose previous state was learnt on a history of etcd's since replaced (kept:
+        # docs/decisions/previous-states-across-replacement.md), not learnt again since.
+        self._carried: set[WorkKey] = set()
 
     def previous(self, key: WorkKey) -> str | None:
         """The previous derived state of `key`; None when none is known (the planner then
@@ -59,7 +64,21 @@ class PreviousStates:
         if fence is None or fence != self._led_with:
             self._previous.clear()
             self._unheard.clear()
+            self._carried.clear()
         self._led_with = fence
+
+    def replaced(self) -> None:
+        """etcd's history was replaced (a restore that kept the leader key): every previous
+        state is kept, but as learnt on the replaced history (`carried`)."""
+        self._carried = set(self._previous)
+
+    def carried(self, key: WorkKey) -> bool:
+        """Whether `key`'s previous state was learnt on a replaced history and not since."""
+        return key in self._carried
+
+    def kept(self, key: WorkKey) -> None:
+        """`key`'s previous state, carried from a replaced history, stands on the new one."""
+        self._carried.discard(key)
 
     def sent(self, writes: Iterable[StateSeen]) -> None:
         """A transaction writing each (key, state) (None: deleting it) was sent: until it is
@@ -104,9 +123,10 @@ class PreviousStates:
             if key not in self._unconfirmed:
                 continue
             if self._unconfirmed.pop(key) == value and value is not None:
-                self._previous[key] = value
+                self._remember(key, value)
 
     def _remember(self, key: WorkKey, state: str | None) -> None:
+        self._carried.discard(key)
         if state is None:
             self._previous.pop(key, None)
         else:

@@ -178,6 +178,7 @@ class StateWriter:
         of history records learnt, belong to no history."""
         self._newest = 0
         self._wrote_at.clear()
+        self._states.replaced()
         if self._history is not None:
             self._history.forget()
 
@@ -244,7 +245,7 @@ class StateWriter:
         planned = {c.key: self._transition(c, causes, ids, now) for c in changes}
         entering = [c for c in changes if c.entering_error]
         triggers = [Trigger(c.key.name, ids[c.key], 0) for c in entering]
-        if await self._heard_of(changes):
+        if await self._heard_of(changes) or await self._carried_over(changes):
             return None
         ops = await self._ops(keys, changes, planned, triggers, fence)
         # After `_ops`, which learns the generations the record keys are named from.
@@ -446,6 +447,29 @@ class StateWriter:
                 self._states.committed(change.key, state)
                 landed = True
         return landed
+
+    async def _carried_over(self, changes: Sequence[Change]) -> bool:
+        """Whether a package `changes` enter Error at, its previous state carried from a
+        replaced history of etcd's, has a trigger in the new one: that is an entry into Error
+        recorded there and not yet removed (a trigger goes in the transaction that writes
+        Error), so Error is its previous derived state on the new history, and the keys must be
+        planned again (putting Error back is a correction, not a second trigger of the same
+        Error: the simulation's swarm seed 6106668). Without a trigger the carried state stands
+        (docs/decisions/previous-states-across-replacement.md). Each key is asked once; raises
+        EtcdUnavailable when etcd cannot say now (asked again next time)."""
+        carried = False
+        for change in changes:
+            if not (change.entering_error and self._states.carried(change.key)):
+                continue
+            record = trigger_key(self._layout, change.key.name)
+            kv = await self._client.get(record)
+            found = kv and decode(self._layout, record, kv.value, kv.mod_revision)
+            if found is not None:
+                self._states.committed(change.key, change.new)
+                carried = True
+            else:
+                self._states.kept(change.key)
+        return carried
 
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence
