@@ -10,7 +10,11 @@ invariant) and prints one row: the bug, found or not, by which seed, after how m
 schedules, in how many seconds. Exit status 0 when every bug was found.
 
     .venv/bin/python tests/simulation/zoo/run.py [NAME ...] [--schedules N] [--swarm 0|1]
-        [--first SEED]
+        [--first SEED] [--hash-seed N]
+
+A schedule is the same run each time only for one PYTHONHASHSEED (the order of a set of
+names can decide which of two things happens first): `--hash-seed` fixes it for the runs,
+as a finding must be replayed; without it each run draws its own, as the soaks did.
 """
 
 from __future__ import annotations
@@ -66,18 +70,25 @@ def bugs() -> list[str]:
 
 
 def hunt(
-    bug: str, schedules: int = 1000, swarm: bool = True, budget: float = 600.0, first: int = 0
+    bug: str,
+    schedules: int = 1000,
+    swarm: bool = True,
+    budget: float = 600.0,
+    first: int = 0,
+    hash_seed: int | None = None,
 ) -> Hunt:
     """Put `bug` back in a scratch copy and run up to `schedules` schedules of the CI profile
-    on it, from seed `first` (at most `budget` seconds of wall time in all). A seed that breaks
+    on it, from seed `first` (at most `budget` seconds of wall time in all), with
+    PYTHONHASHSEED `hash_seed` (None: each run its own). A seed that breaks
     an invariant on the checkout as it is, too, found something else: the hunt goes on after
     it, and its seconds and schedules count."""
     spent, ran = 0.0, 0
     as_is: tuple[int, ...] = ()
+    hashed = {} if hash_seed is None else {"PYTHONHASHSEED": str(hash_seed)}
     while True:
-        found = _hunt(bug, schedules - ran, swarm, budget - spent, first + ran)
+        found = _hunt(bug, schedules - ran, swarm, budget - spent, first + ran, hashed)
         spent += found.seconds
-        if found.seed is None or not _breaks_as_is(found.seed, swarm):
+        if found.seed is None or not _breaks_as_is(found.seed, swarm, hashed):
             count = None if found.schedules is None else ran + found.schedules
             return dataclasses.replace(found, schedules=count, seconds=spent, as_is=as_is)
         as_is += (found.seed,)
@@ -86,9 +97,10 @@ def hunt(
             return Hunt(bug, None, None, spent, as_is=as_is)
 
 
-def _breaks_as_is(seed: int, swarm: bool) -> bool:
+def _breaks_as_is(seed: int, swarm: bool, hashed: dict[str, str]) -> bool:
     """Whether `seed` breaks an invariant on the checkout itself."""
-    env = {**os.environ, "SIM_SEED": str(seed), "SIM_MODE": "swarm" if swarm else "uniform"}
+    env = {**os.environ, **hashed, "SIM_SEED": str(seed)}
+    env["SIM_MODE"] = "swarm" if swarm else "uniform"
     replay = [sys.executable, "-m", "pytest", "tests/simulation", "-k", "replay", "-q"]
     replay += ["-p", "no:cacheprovider"]
     return (
@@ -96,7 +108,9 @@ def _breaks_as_is(seed: int, swarm: bool) -> bool:
     )
 
 
-def _hunt(bug: str, schedules: int, swarm: bool, budget: float, first: int) -> Hunt:
+def _hunt(
+    bug: str, schedules: int, swarm: bool, budget: float, first: int, hashed: dict[str, str]
+) -> Hunt:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"zoo-{bug}-") as scratch:
         copy = Path(scratch) / "repo"
@@ -107,6 +121,7 @@ def _hunt(bug: str, schedules: int, swarm: bool, budget: float, first: int) -> H
             return Hunt(bug, None, None, 0.0, f"patch does not apply: {applied.stderr.strip()}")
         env = {
             **os.environ,
+            **hashed,
             "PYTHONPATH": str(copy / "daemon"),  # the copy's package, not the checkout's
             "SIM_SCHEDULES": str(schedules),
             "SIM_FIRST": str(first),
@@ -141,6 +156,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--first", type=int, default=0, help="the first seed")
     parser.add_argument("--swarm", type=int, choices=[0, 1], default=1)
     parser.add_argument("--budget", type=float, default=600.0, help="wall seconds per bug")
+    parser.add_argument("--hash-seed", type=int, default=None, help="PYTHONHASHSEED of the runs")
     args = parser.parse_args(argv)
     unknown = set(args.bugs) - set(bugs())
     if unknown:
@@ -148,7 +164,9 @@ def main(argv: list[str]) -> int:
     print("| bug | found | seed | schedules | seconds |\n|---|---|---|---|---|", flush=True)
     hunts = []
     for bug in args.bugs or bugs():
-        hunts.append(hunt(bug, args.schedules, bool(args.swarm), args.budget, args.first))
+        hunts.append(
+            hunt(bug, args.schedules, bool(args.swarm), args.budget, args.first, args.hash_seed)
+        )
         print(hunts[-1].row(), flush=True)
     found = sum(h.found for h in hunts)
     print(f"{found} of {len(hunts)} found (swarm {'on' if args.swarm else 'off'})")
