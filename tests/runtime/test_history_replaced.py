@@ -353,3 +353,24 @@ async def test_a_trigger_the_restore_put_back_makes_error_the_previous_state() -
         assert len(puts) == 1  # the restore's, none of the daemon's since
         slow.set()
         await until(lambda: trigger_revision(mem, "p") == 0)
+
+
+async def test_an_error_write_a_restore_took_back_is_a_new_entry_with_its_trigger() -> None:
+    """c dies and the daemon writes p's entry into Error (at W), its echo lost; etcd is then
+    restored to below W at the raft term it had: c still dead, p Running, no trigger. The
+    previous state the daemon learnt on the replaced history (Error) is not what the new
+    history holds, so putting p in Error is a new entry, with its trigger (before, a correction
+    with none: a Reconcile lost, unless the trigger feed, not relisted yet, sent the old
+    history's trigger that etcd no longer held: the simulation's swarm seed 7064849)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        revision = container(mem, "c1", "m", "dead")
+        deliver(rt, mem, "c1", revision)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
+        assert state(mem, "package", "p") == "Running"
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "p"), []) if r is not None]
+        assert len(puts) == 1  # the new history's own entry into Error
+        assert rt.sample("corrections_total", resource="package") == 0
