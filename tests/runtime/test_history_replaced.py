@@ -202,8 +202,7 @@ async def test_a_trigger_the_restore_took_back_is_not_sent_on_after_a_slow_call(
         await until(lambda: rt.sample("reconcile_pending_triggers") == 0)
         slow.set()
         # The relist of the new history (p Running, as the snapshot has it) before the next
-        # death: a death etcd takes before it gets no trigger (the previous states learnt on
-        # the replaced history still say Error: a limit the README's simulation section names).
+        # death, which is then judged on the new history alone.
         await until(lambda: rt.sample("last_seen_revision") < after_death)
         container(mem, "c", "m", "dead")  # a new entry into Error, on the new history
         await until(lambda: len(ac.calls) >= 3)
