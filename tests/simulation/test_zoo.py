@@ -46,7 +46,6 @@ BY_SOAK_SEED = {
     "s23-due-before-first-listing": (508416, 0),
     "s24-write-landed-on-restored-history": (1064960, 0),
     "s25-history-gap-after-restore": (357081, 0),
-    "s27-contradicted-state-stands": (7064849, 0),
 }
 
 

@@ -84,58 +84,26 @@ def test_an_echo_counts_for_each_unanswered_key_and_may_come_before_the_answer()
 
 def test_states_kept_across_a_replacement_are_carried_until_learnt_again() -> None:
     """`replaced` keeps every previous state but marks it carried; a commit, an agreement, an
-    echo of an unanswered write, `kept` or `dropped` ends that for its key, a new leader key
-    for all. Keys with no previous state are not carried."""
-    q, r, s, t = (WorkKey(Resource.PACKAGE, n) for n in "qrst")
+    echo of an unanswered write or `kept` ends that for its key, a new leader key for all.
+    Keys with no previous state are not carried."""
+    q, r, s = (WorkKey(Resource.PACKAGE, n) for n in "qrs")
     states = PreviousStates()
     states.leading(LEADER)
-    for key in (P, q, r, s, t):
+    for key in (P, q, r, s):
         states.committed(key, "Running")
     states.replaced()
-    assert all(states.carried(k) for k in (P, q, r, s, t))
+    assert all(states.carried(k) for k in (P, q, r, s))
     assert states.previous(P) == "Running"  # kept
     assert not states.carried(WorkKey(Resource.PACKAGE, "unknown"))
     states.committed(P, "Error")
     states.agreed({q: "Running"})
     states.sent([(r, "Error")])
     states.echoed([(r, "Error")])
-    assert [states.carried(k) for k in (P, q, r, s, t)] == [False, False, False, True, True]
+    assert [states.carried(k) for k in (P, q, r, s)] == [False, False, False, True]
     states.kept(s)
     assert not states.carried(s) and states.previous(s) == "Running"
-    states.dropped(t)
-    assert not states.carried(t) and states.previous(t) is None
     states.replaced()
     states.leading(LEADER)
     assert states.carried(P)  # the same leader key keeps them, carried
     states.leading(Fence(b"/leader/a", 9))
     assert not states.carried(P)
-
-
-def test_etcd_showing_a_carried_key_settles_whether_it_stands() -> None:
-    """Once etcd shows a carried key, it is no longer carried: its previous state stands when
-    the value is that state, or what a write of ours put on the new history; else it is
-    contradicted until learnt again, `kept` or `dropped`. A replacement starts afresh."""
-    q, r, s = (WorkKey(Resource.PACKAGE, n) for n in "qrs")
-    states = PreviousStates()
-    states.leading(LEADER)
-    for key in (P, q, r, s):
-        states.committed(key, "Error")
-    states.replaced()
-    states.landed_elsewhere([(r, None)])
-    states.echoed([(P, "Error"), (q, "Paused"), (r, None), (s, "Paused")])
-    assert [states.carried(k) for k in (P, q, r, s)] == [False] * 4
-    assert [states.contradicted(k) for k in (P, q, r, s)] == [False, True, False, True]
-    assert [states.previous(k) for k in (P, q, r, s)] == ["Error"] * 4
-    states.echoed([(r, "Paused")])  # after the write of ours, an ordinary echo
-    assert not states.contradicted(r)
-    states.kept(q)
-    assert not states.contradicted(q) and states.previous(q) == "Error"
-    states.replaced()
-    assert not states.contradicted(s) and states.carried(s)
-    states.echoed([(s, "Paused")])
-    states.agreed({s: "Paused"})
-    assert not states.contradicted(s) and states.previous(s) == "Paused"
-    states.replaced()
-    states.echoed([(s, "Error")])
-    states.leading(Fence(b"/leader/a", 9))
-    assert not states.contradicted(s) and not states.carried(s)

@@ -23,18 +23,13 @@ StateSeen = tuple[WorkKey, str | None]  # a state key's value as etcd showed it 
 Records = Sequence[tuple[bytes, str]]
 
 
-_NONE = object()  # no unanswered write of ours at a key
-
-
 class PreviousStates:
     """PreviousStates keeps, per key, the state this daemon last derived there, and the state
     each unanswered transaction of its own may have written.
 
     Invariants: a key has a previous state only while this daemon leads with the leader key it
-    was learnt under (`leading`); a key is carried from `replaced` until etcd shows it
-    (`echoed`: then it stands, or is contradicted), its previous state is learnt again, or it
-    is `kept` or `dropped`; a contradicted key stays so until learnt again, `kept` or
-    `dropped`; a key is
+    was learnt under (`leading`); a key is carried from `replaced` until its previous state is
+    learnt again (on the history that replaced the one it was learnt on) or `kept`; a key is
     unconfirmed from `sent` until `answered`, or until etcd shows its next value (`echoed`),
     whichever comes first; a key is unheard from `lost` until `heard`, `committed`, or a new
     leader key.
@@ -54,13 +49,8 @@ class PreviousStates:
         self._unheard: dict[WorkKey, tuple[str | None, Records]] = {}
         self._led_with: Fence | None = None  # the leader key of the last `leading`
         # Keys whose previous state was learnt on a history of etcd's since replaced (kept:
-        # docs/decisions/previous-states-across-replacement.md), not learnt again since: not
-        # shown by etcd since (carried), or shown holding something else (contradicted).
+        # docs/decisions/previous-states-across-replacement.md), not learnt again since.
         self._carried: set[WorkKey] = set()
-        self._contradicted: set[WorkKey] = set()
-        # Per key: what a write of ours put on a history it was not planned on (etcd replaced
-        # while it was on its way), until etcd shows the key: a contradiction of our own.
-        self._landed_elsewhere: dict[WorkKey, str | None] = {}
 
     def previous(self, key: WorkKey) -> str | None:
         """The previous derived state of `key`; None when none is known (the planner then
@@ -75,41 +65,20 @@ class PreviousStates:
             self._previous.clear()
             self._unheard.clear()
             self._carried.clear()
-            self._contradicted.clear()
-            self._landed_elsewhere.clear()
         self._led_with = fence
 
     def replaced(self) -> None:
         """etcd's history was replaced (a restore that kept the leader key): every previous
-        state is kept, but as learnt on the replaced history (`carried`) until etcd shows
-        whether the new history holds it."""
+        state is kept, but as learnt on the replaced history (`carried`)."""
         self._carried = set(self._previous)
-        self._contradicted.clear()
-
-    def landed_elsewhere(self, writes: Iterable[StateSeen]) -> None:
-        """A transaction of ours writing each (key, state) landed on a history of etcd's it was
-        not planned on: the value it put there contradicts no previous state."""
-        self._landed_elsewhere.update(writes)
 
     def carried(self, key: WorkKey) -> bool:
-        """Whether `key`'s previous state was learnt on a replaced history, and etcd has not
-        shown the key since."""
+        """Whether `key`'s previous state was learnt on a replaced history and not since."""
         return key in self._carried
 
-    def contradicted(self, key: WorkKey) -> bool:
-        """Whether `key`'s previous state was learnt on a replaced history, and etcd has shown
-        the key since holding something else, which no write of ours put there."""
-        return key in self._contradicted
-
     def kept(self, key: WorkKey) -> None:
-        """`key`'s previous state, learnt on a replaced history, stands on the new one."""
+        """`key`'s previous state, carried from a replaced history, stands on the new one."""
         self._carried.discard(key)
-        self._contradicted.discard(key)
-
-    def dropped(self, key: WorkKey) -> None:
-        """`key`'s previous state, learnt on a replaced history, does not stand on the new one:
-        none is known (the planner takes the value in etcd)."""
-        self._remember(key, None)
 
     def sent(self, writes: Iterable[StateSeen]) -> None:
         """A transaction writing each (key, state) (None: deleting it) was sent: until it is
@@ -151,19 +120,13 @@ class PreviousStates:
         previous derived state (else, with the answers lost, a put-back after someone else's
         write would count as a new entry into Error: a second Reconcile)."""
         for key, value in seen:
-            unconfirmed = self._unconfirmed.pop(key, _NONE)
-            if unconfirmed == value and value is not None:
+            if key not in self._unconfirmed:
+                continue
+            if self._unconfirmed.pop(key) == value and value is not None:
                 self._remember(key, value)
-            if key in self._carried:
-                self._carried.discard(key)
-                ours = self._landed_elsewhere.get(key, self._previous.get(key))
-                if value not in (self._previous.get(key), ours):
-                    self._contradicted.add(key)
-            self._landed_elsewhere.pop(key, None)
 
     def _remember(self, key: WorkKey, state: str | None) -> None:
         self._carried.discard(key)
-        self._contradicted.discard(key)
         if state is None:
             self._previous.pop(key, None)
         else:

@@ -57,7 +57,6 @@ from statemanager.core.ports import (
     TxnResult,
 )
 from statemanager.core.previous import PreviousStates, Records, StateSeen
-from statemanager.core.states import PackageState
 from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger, decode, encode, trigger_key
 from statemanager.runtime.history import Generations, HistoryLog
@@ -351,8 +350,6 @@ class StateWriter:
         landed_below = result.succeeded and result.revision <= cause
         if result.revision < floor or landed_below or older:
             self.forget_history()  # the history that was replaced
-            if result.succeeded:  # landed on the new history: what it put is no contradiction
-                self._states.landed_elsewhere((c.key, c.new) for c in changes)
             raise AnswerFromAnotherHistory(
                 f"etcd answered at revision {result.revision} (keys modified at {older}), "
                 f"not above revisions it gave before ({floor}): its history was replaced",
@@ -452,42 +449,27 @@ class StateWriter:
         return landed
 
     async def _carried_over(self, changes: Sequence[Change]) -> bool:
-        """Whether a key of `changes` whose previous state was learnt on a replaced history of
-        etcd's has it settled otherwise now, and the keys must be planned again
-        (docs/decisions/previous-states-across-replacement.md).
-
-        A package the rules put in Error whose trigger the new history holds: that is an entry
-        into Error recorded there and not yet removed (a trigger goes in the transaction that
-        writes Error), so Error is its previous state there, and putting it back is a
-        correction, not a second trigger of the same Error (the simulation's swarm seed
-        6106668). Else a key the new history showed holding something else than its previous
-        state (PreviousStates.contradicted): that state is not the new history's (an Error
-        write the restore took back: putting Error in again is a new entry, with its trigger,
-        not a correction with none: seed 7064849), and none is known. Else it stands. Raises
+        """Whether a package `changes` enter Error at, its previous state carried from a
+        replaced history of etcd's, has a trigger in the new one: that is an entry into Error
+        recorded there and not yet removed (a trigger goes in the transaction that writes
+        Error), so Error is its previous derived state on the new history, and the keys must be
+        planned again (putting Error back is a correction, not a second trigger of the same
+        Error: the simulation's swarm seed 6106668). Without a trigger the carried state stands
+        (docs/decisions/previous-states-across-replacement.md). Each key is asked once; raises
         EtcdUnavailable when etcd cannot say now (asked again next time)."""
-        again = False
+        carried = False
         for change in changes:
-            key = change.key
-            contradicted = self._states.contradicted(key)
-            if not (contradicted or (change.entering_error and self._states.carried(key))):
+            if not (change.entering_error and self._states.carried(change.key)):
                 continue
-            error = key.resource is Resource.PACKAGE and change.new == PackageState.ERROR
-            if error and await self._restored_trigger(key):
-                again |= self._states.previous(key) != change.new
-                self._states.committed(key, change.new)
-            elif contradicted:
-                self._states.dropped(key)
-                again = True
+            record = trigger_key(self._layout, change.key.name)
+            kv = await self._client.get(record)
+            found = kv and decode(self._layout, record, kv.value, kv.mod_revision)
+            if found is not None:
+                self._states.committed(change.key, change.new)
+                carried = True
             else:
-                self._states.kept(key)
-        return again
-
-    async def _restored_trigger(self, key: WorkKey) -> bool:
-        """Whether etcd holds a trigger record of package `key` (any version's)."""
-        record = trigger_key(self._layout, key.name)
-        kv = await self._client.get(record)
-        found = kv and decode(self._layout, record, kv.value, kv.mod_revision)
-        return found is not None
+                self._states.kept(change.key)
+        return carried
 
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence
