@@ -9,7 +9,7 @@ import pytest
 from statemanager.core.ports import Event
 from statemanager.core.triggers import trigger_key
 
-from support.memetcd import MemEtcd
+from support.memetcd import MemEtcd, StoreSnapshot
 from support.runtime import (
     LAYOUT,
     Runtime,
@@ -141,6 +141,37 @@ async def test_a_retry_does_not_land_again_after_its_absent_key_was_deleted_agai
         value = mem.range_now(spec_key).records[0].value
         rt.parts.controller.apply(LAYOUT.packages, [Event(spec_key, value, spec)])
         await until(lambda: len(mem._versions.get(package_state, [])) >= 3)  # put, deleted, put
+        await until(lambda: state(mem, "package", "q") == "Error")
+    puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "q")] if r is not None]
+    assert len(puts) == 1
+
+
+async def test_an_error_write_landed_unanswered_on_a_restored_history_is_looked_for() -> None:
+    """A new package q's entry into Error goes out; etcd is restored to just below it as it
+    does, so the attempt lands on the new history, its answer lost; someone deletes q's state
+    before the retry, whose answer (below a revision etcd gave before) shows the replacement.
+    The attempt may have landed: after the relist, its trigger record still shows it did, so
+    putting Error back is a correction with no second trigger (before, only an attempt whose
+    every answer was lost was looked for: the simulation's swarm seed 7072400)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        spec = package(mem, "q", ["n"])
+        death = container(mem, "c2", "n", "dead")
+        mem.put_now(b"/elsewhere/x", b"1")
+        mem.put_now(b"/elsewhere/x", b"2")
+        deliver(rt, mem, "c9", container(mem, "c9", "m9", "running"))
+        await until(lambda: state(mem, "model", "m9") == "Running")  # answered above it all
+        mem.lose_next_txn_response()
+        mem.before_next_txn(
+            lambda: mem.replace_history(StoreSnapshot(death, mem.compacted_revision))
+        )
+        q_state = f"{LAYOUT.package_states}q/state".encode()
+        mem.before_next_txn(lambda: mem.delete_now(q_state))
+        key = f"{LAYOUT.packages}q".encode()
+        value = mem.range_now(key).records[0].value
+        rt.parts.controller.apply(LAYOUT.packages, [Event(key, value, spec)])
+        deliver(rt, mem, "c2", death)
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
         await until(lambda: state(mem, "package", "q") == "Error")
     puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "q")] if r is not None]
     assert len(puts) == 1

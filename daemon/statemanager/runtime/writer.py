@@ -258,13 +258,15 @@ class StateWriter:
         try:
             result, retried = await self._txn_with_retries([*guards, *record_guards], ops, fence)
         except EtcdUnavailable:
-            for change in entering:  # its records are those naming its transition
-                mine = [r for r in wrote if r[1] == ids[change.key]]
-                self._states.lost(change.key, change.new, mine)
-            self._recorded(planned, landed=None)  # an attempt may have landed
+            self._unheard(entering, ids, wrote, planned)
             raise
         self._states.answered(c.key for c in changes)
-        self._check_history(keys, changes, result, causes)
+        try:
+            self._check_history(keys, changes, result, causes)
+        except AnswerFromAnotherHistory:
+            if retried:  # an earlier attempt may have landed, on either history
+                self._unheard(entering, ids, wrote, planned)
+            raise
         self._newest = result.revision
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
@@ -293,6 +295,24 @@ class StateWriter:
             self._conflict(keys, changes, result)
             return None
         raise AssertionError("unreachable: a success is recorded above")
+
+    def _unheard(
+        self,
+        entering: Sequence[Change],
+        ids: Mapping[WorkKey, str],
+        wrote: Records,
+        planned: Mapping[WorkKey, Transition],
+    ) -> None:
+        """A transaction's attempt may have landed unanswered: each entry into Error it wrote
+        is unheard until its records tell (PreviousStates.lost), and the generations of
+        history records are read again. Without it, an attempt that landed on a history that
+        replaced the one it was planned on (its answer lost, the retry's answer showing the
+        replacement) left its trigger there, and putting Error back after someone else's
+        write recorded a second one (the simulation's swarm seed 7072400)."""
+        for change in entering:  # its records are those naming its transition
+            mine = [r for r in wrote if r[1] == ids[change.key]]
+            self._states.lost(change.key, change.new, mine)
+        self._recorded(planned, landed=None)
 
     async def _ops(
         self,
