@@ -46,6 +46,7 @@ BY_SOAK_SEED = {
     "s23-due-before-first-listing": (508416, 0),
     "s24-write-landed-on-restored-history": (1064960, 0),
     "s25-history-gap-after-restore": (357081, 0),
+    "s27-restored-attempt-forgotten": (7072400, 0),
 }
 
 
