@@ -11,9 +11,19 @@ from typing import Any
 import pytest
 
 from statemanager.core.errors import EtcdError
+from statemanager.core.ports import Event
 
 from support.memetcd import MemEtcd
-from support.runtime import Runtime, container, package, state, until
+from support.runtime import (
+    LAYOUT,
+    Runtime,
+    container,
+    deliver,
+    package,
+    state,
+    synced_then_deaf,
+    until,
+)
 
 pytestmark = pytest.mark.looptime
 
@@ -72,3 +82,27 @@ async def test_a_refused_key_backs_off_alone_and_is_forgotten_on_success() -> No
         assert loop.time() - changed < INITIAL / 2
         await until(lambda: state(mem, "package", "pa") == "Running")
         assert sent[-1] - sent[0] <= INITIAL
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known open: a deferred cascade comes back without its packages (README, "
+    "Simulation: swarm seed 9091882)",
+)
+async def test_a_deferred_cascade_comes_back_with_its_packages() -> None:
+    """c1 dies and someone writes its model m's state Failed at once (a writer ahead of the
+    daemon): planning m finds it agreeing and pulls in p (Error). etcd refuses that write: the
+    keys should come back later, p with them. Only m comes back (`Controller._defer`), whose
+    state already agrees with what the daemon learnt (`PreviousStates.agreed`, at planning), so
+    nothing pulls p in again: p stays Running until something else makes it dirty (the
+    simulation's swarm seed 9091882). Strict: this test fails the run once the bug is fixed,
+    for the marker to go."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        refuse(mem, 1)
+        revision = container(mem, "c1", "m", "dead")
+        model_state = f"{LAYOUT.model_states}m/state".encode()
+        ahead = mem.put_now(model_state, b"Failed")
+        deliver(rt, mem, "c1", revision)
+        rt.parts.controller.apply(LAYOUT.model_states, [Event(model_state, b"Failed", ahead)])
+        await until(lambda: state(mem, "package", "p") == "Error")
