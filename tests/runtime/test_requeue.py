@@ -84,19 +84,13 @@ async def test_a_refused_key_backs_off_alone_and_is_forgotten_on_success() -> No
         assert sent[-1] - sent[0] <= INITIAL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known open: a deferred cascade comes back without its packages (README, "
-    "Simulation: swarm seed 9091882)",
-)
 async def test_a_deferred_cascade_comes_back_with_its_packages() -> None:
     """c1 dies and someone writes its model m's state Failed at once (a writer ahead of the
-    daemon): planning m finds it agreeing and pulls in p (Error). etcd refuses that write: the
-    keys should come back later, p with them. Only m comes back (`Controller._defer`), whose
-    state already agrees with what the daemon learnt (`PreviousStates.agreed`, at planning), so
-    nothing pulls p in again: p stays Running until something else makes it dirty (the
-    simulation's swarm seed 9091882). Strict: this test fails the run once the bug is fixed,
-    for the marker to go."""
+    daemon): planning m finds it agreeing and pulls in p (Error). etcd refuses that write: m
+    comes back later, and planning it again must pull p in again. Before, m had learnt Failed
+    as its previous derived state when found agreeing, so planning it again pulled in nothing:
+    p stayed Running until something else made it dirty (the simulation's swarm seed
+    9091882)."""
     mem = MemEtcd()
     async with synced_then_deaf(mem) as rt:
         refuse(mem, 1)

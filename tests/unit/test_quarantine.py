@@ -51,8 +51,8 @@ async def test_the_key_that_raises_is_set_aside_and_the_rest_planned(
     monkeypatch.setattr(controller_module, "plan", buggy)
     controller, metrics = _controller()
     with capture_logs() as logs:
-        assert controller._plan([GOOD, BAD, OTHER]) == [[GOOD], [OTHER]]
-        assert controller._plan([BAD]) == []  # same cause revision: not reported again
+        assert controller._plan([GOOD, BAD, OTHER])[0] == [[GOOD], [OTHER]]
+        assert controller._plan([BAD])[0] == []  # same cause revision: not reported again
     [event] = [e for e in logs if e["event"] == "key_quarantined"]
     assert event["key"] == "model/bad" and event["stage"] == "plan"
     assert "KeyError: 'planted'" in event["error"]
@@ -73,5 +73,5 @@ async def test_a_batch_that_fails_only_as_a_whole_is_set_aside(
 
     monkeypatch.setattr(controller_module, "plan", buggy)
     controller, metrics = _controller()
-    assert controller._plan([GOOD, OTHER]) == []
+    assert controller._plan([GOOD, OTHER])[0] == []
     assert _quarantined(metrics) == 2

@@ -282,7 +282,7 @@ class Controller:
         inputs change). Any other refusal (permission, bad request): defer and report.
         """
         started = time.perf_counter()
-        groups = self._plan(keys)
+        groups, before = self._plan(keys)
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
         causes = {k: self._causes.get(k, 0) for k in keys}
         todo = self._writer.batches(groups, fence)
@@ -299,10 +299,12 @@ class Controller:
                 todo[:0] = self._split(batch, exc)
                 continue
             except AnswerFromAnotherHistory as exc:
+                self._unlearn(before, [batch, *todo])
                 self._defer(keys, exc)
                 self._replaced(exc.before, exc.now)
                 return
             except (EtcdUnavailable, EtcdError) as exc:
+                self._unlearn(before, [batch, *todo])
                 self._defer(keys, exc)
                 return
             self._written(batch, transitions is not None)
@@ -370,18 +372,20 @@ class Controller:
                 self._seen_at.pop(key, None)
         self._refresh_gauges()
 
-    def _plan(self, keys: list[WorkKey]) -> list[list[Change]]:
+    def _plan(self, keys: list[WorkKey]) -> tuple[list[list[Change]], dict[WorkKey, str | None]]:
         """`plan`, with a bug that planning raises on (not bad data: the parsers took that)
         kept to the keys that hit it: each is quarantined, once per cause revision, and the
         others are planned together. A quarantined key leaves this round like a written one,
-        so it is retried when something it depends on changes."""
+        so it is retried when something it depends on changes. Also returns, per key the plan
+        found agreeing, its previous derived state before that (for `_unlearn`)."""
         try:
             planned = plan(self._index, keys, self._writer.previous)
         except Exception:
             batch_error = traceback.format_exc()
         else:
+            before = {key: self._writer.previous.previous(key) for key in planned.agreed}
             self._writer.agreed(planned.agreed)
-            return planned.groups
+            return planned.groups, before
         healthy: list[WorkKey] = []
         for key in keys:
             try:  # a dry run: what it found agreeing is left unapplied
@@ -392,8 +396,19 @@ class Controller:
         if len(healthy) == len(keys):  # only the batch as a whole fails: set all of it aside
             for key in keys:
                 self._quarantine_planning(key, batch_error)
-            return []
+            return [], {}
         return self._plan(healthy)
+
+    def _unlearn(
+        self, before: Mapping[WorkKey, str | None], unwritten: Sequence[list[Change]]
+    ) -> None:
+        """The writes of `unwritten` were deferred: a model the plan found agreeing whose
+        packages it pulled in gets back the previous derived state it had before. Planning it
+        again must pull them in again, and only a model whose derived state moved from its
+        previous one does (else a package was left out of Error for good after etcd refused its
+        cascade: the simulation's swarm seed 9091882). Only the deferred keys come back."""
+        models = {c.cause for batch in unwritten for c in batch if c.cause in before}
+        self._writer.agreed({key: before[key] for key in models if key is not None})
 
     def _quarantine_planning(self, key: WorkKey, error: str) -> None:
         cause = self._causes.get(key, 0)
