@@ -47,6 +47,7 @@ BY_SOAK_SEED = {
     "s24-write-landed-on-restored-history": (1064960, 0),
     "s25-history-gap-after-restore": (357081, 0),
     "s27-restored-attempt-forgotten": (7072400, 0),
+    "s28-deferred-cascade-forgotten": (9091882, 1),
 }
 
 
