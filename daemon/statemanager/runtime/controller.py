@@ -407,8 +407,8 @@ class Controller:
         again must pull them in again, and only a model whose derived state moved from its
         previous one does (else a package was left out of Error for good after etcd refused its
         cascade: the simulation's swarm seed 9091882). Only the deferred keys come back."""
-        models = {c.cause for batch in unwritten for c in batch if c.cause in before}
-        self._writer.agreed({key: before[key] for key in models if key is not None})
+        models = [c.cause for batch in unwritten for c in batch if c.cause is not None]
+        self._writer.agreed({key: before[key] for key in models if key in before})
 
     def _quarantine_planning(self, key: WorkKey, error: str) -> None:
         cause = self._causes.get(key, 0)

@@ -483,7 +483,7 @@ class StateWriter:
                 continue
             record = trigger_key(self._layout, change.key.name)
             kv = await self._client.get(record)
-            found = kv and decode(self._layout, record, kv.value, kv.mod_revision)
+            found = None if kv is None else decode(self._layout, record, kv.value, kv.mod_revision)
             if found is not None:
                 self._states.committed(change.key, change.new)
                 carried = True
