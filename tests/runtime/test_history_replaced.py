@@ -355,19 +355,14 @@ async def test_a_trigger_the_restore_put_back_makes_error_the_previous_state() -
         await until(lambda: trigger_revision(mem, "p") == 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known open: a previous state carried across a restore that took back its write "
-    "(docs/decisions/previous-states-across-replacement.md, swarm seed 7064849)",
-)
 async def test_an_error_write_a_restore_took_back_is_a_new_entry_with_its_trigger() -> None:
     """c dies and the daemon writes p's entry into Error (at W), its echo lost; etcd is then
-    restored to below W at the raft term it had: c still dead, p Running, no trigger. Putting p
-    in Error on the new history should be a new entry there, with its trigger; the previous
-    state learnt on the replaced history (Error) makes it a correction with none, and the
-    Reconcile is lost unless the trigger feed, not relisted yet, sends the old history's
-    trigger that etcd no longer holds (the simulation's swarm seed 7064849). Strict: this
-    test fails the run once the bug is fixed, for the marker to go."""
+    restored to below W at the raft term it had: c still dead, p Running, no trigger. The
+    relist shows p's state modified below W, so the new history never held the Error learnt
+    there: putting p in Error is a new entry on the new history, with its trigger. Before, the
+    previous state carried from the replaced history made it a correction with none, and the
+    Reconcile was lost unless the trigger feed, not relisted yet, sent the old history's
+    trigger that etcd no longer holds (the simulation's swarm seed 7064849)."""
     mem = MemEtcd()
     async with synced_then_deaf(mem) as rt:
         revision = container(mem, "c1", "m", "dead")
@@ -379,3 +374,27 @@ async def test_an_error_write_a_restore_took_back_is_a_new_entry_with_its_trigge
         await until(lambda: state(mem, "package", "p") == "Error")
         puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "p"), []) if r is not None]
         assert len(puts) == 1  # the new history's own entry into Error
+
+
+async def test_an_error_write_on_a_key_the_restore_took_back_whole_is_a_new_entry() -> None:
+    """As above, for a package whose state key the new history never had: q (model n, its
+    container dead) is written into Error at W, its echo lost, and etcd is restored to before
+    W. The listing, at a revision below W, does not hold q's state: the new history never held
+    the Error learnt at W, so putting q in Error is a new entry there, with its trigger (not a
+    correction of a state someone deleted)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        spec = package(mem, "q", ["n"])
+        revision = container(mem, "c2", "n", "dead")
+        for prefix, name, at in ((LAYOUT.packages, "q", spec), (LAYOUT.containers, "c2", revision)):
+            key = f"{prefix}{name}".encode()
+            value = mem.range_now(key, revision=at).records[0].value
+            rt.parts.controller.apply(prefix, [Event(key, value, at)])
+        await until(lambda: state(mem, "package", "q") == "Error")
+        mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
+        assert state(mem, "package", "q") is None
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: state(mem, "package", "q") == "Error")
+        puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "q"), []) if r is not None]
+        assert len(puts) == 1  # the new history's own entry into Error
+    assert disagreements(mem) == []

@@ -125,7 +125,7 @@ def test_oversized_state_value_rejected_and_absent(ingest: Ingest, index: Index)
     ingest.apply(Kind.MODEL_STATE, key, b"Running", 5)
     applied = ingest.apply(Kind.MODEL_STATE, key, b"x" * 2000, 6)
     assert [(r.kind, r.revision) for r in applied.reports] == [("oversized", 6)]
-    assert (applied.dirty, applied.states) == ({model("m")}, [(model("m"), None)])
+    assert (applied.dirty, applied.states) == ({model("m")}, [(model("m"), None, 6)])
     assert index.written(model("m")).value is None
 
 
@@ -286,20 +286,24 @@ def test_containers_unassigned_by_a_model_spec_change_are_reported() -> None:
 
 def test_state_keys_applied_are_returned_in_order(ingest: Ingest) -> None:
     """Each state key's value ingest applies, from a watch event or a listing (its deletions
-    included), is returned for the writer to check its unanswered writes against; other
-    keys' are not."""
+    included), is returned with the revision etcd showed it at (a deletion a listing found:
+    the listing's) for the writer to check its unanswered writes against; other keys' are
+    not."""
     applied = ingest.apply(Kind.MODEL_STATE, b"/model/m/state", b"Running", 5)
-    assert applied.states == [(model("m"), "Running")]
+    assert applied.states == [(model("m"), "Running", 5)]
     assert ingest.apply(Kind.CONTAINER, C1, container(), 6).states == []
     listing = {LAYOUT.model_states: [], LAYOUT.package_states: [(b"/package/p/state", b"Error", 7)]}
-    assert ingest.resync_all(listing, 9).states == [(package("p"), "Error"), (model("m"), None)]
+    states = ingest.resync_all(listing, 9).states
+    assert states == [(package("p"), "Error", 7), (model("m"), None, 9)]
 
 
 def test_a_page_returns_its_state_keys_when_applied(ingest: Ingest) -> None:
     """A listing's page returns the state keys it applied at once, not at `finish`: a listing
     that fails after it leaves them applied, and the next one skips them."""
     items = [(b"/package/p/state", b"Error", 7)]
-    assert ingest.page(ingest.relist(), LAYOUT.package_states, items) == [(package("p"), "Error")]
+    assert ingest.page(ingest.relist(), LAYOUT.package_states, items) == [
+        (package("p"), "Error", 7)
+    ]
     assert ingest.page(ingest.relist(), LAYOUT.package_states, items) == []
 
 
@@ -434,7 +438,10 @@ def test_state_keys_are_reported_as_etcd_holds_them(ingest: Ingest, index: Index
     """Every state key's value (bad bytes replaced) and deletion is among the applied states."""
     put = ingest.apply(Kind.MODEL_STATE, b"/model/m/state", b"Run\xffning", 5)
     deleted = ingest.apply(Kind.MODEL_STATE, b"/model/m/state", None, 6)
-    assert [*put.states, *deleted.states] == [(model("m"), "Run\ufffdning"), (model("m"), None)]
+    assert [*put.states, *deleted.states] == [
+        (model("m"), "Run\ufffdning", 5),
+        (model("m"), None, 6),
+    ]
     assert index.written(model("m")).value is None
 
 

@@ -47,14 +47,15 @@ def planned(
     applies it."""
     result = plan(index, dirty, previous or PreviousStates())
     if previous is not None:
-        previous.agreed(result.agreed)
+        previous.agreed((k, v, index.written(k).mod_revision) for k, v in result.agreed.items())
     return result.groups
 
 
 def derived_now(index: Index) -> PreviousStates:
     """Previous derived states as after this daemon wrote every state the rules give now."""
     previous = PreviousStates()
-    previous.agreed({k: v.state for k in index.all_keys() if (v := index.verdict(k)) is not None})
+    verdicts = ((k, index.verdict(k)) for k in index.all_keys())
+    previous.agreed((k, v.state, 1) for k, v in verdicts if v is not None)
     return previous
 
 
@@ -289,7 +290,7 @@ def test_a_plan_returns_the_keys_found_agreeing_and_changes_nothing(payment: Ind
     """Keys etcd already holds the rules' state for are returned as agreeing (the writer makes
     that their previous state); the previous states the planner reads are left as they were."""
     previous = PreviousStates()
-    previous.committed(package("p"), "Degraded")
+    previous.committed(package("p"), "Degraded", 1)
     put(payment, "c1", DEAD, "m")
     payment.observe_written(model("m"), "Failed", 100)  # someone else wrote the rules' state
     result = plan(payment, [model("m"), model("n")], previous)
@@ -429,7 +430,7 @@ def test_a_model_change_carries_its_verdict_and_a_put_back_is_a_correction(payme
     this daemon wrote, and which the rules still give, is put back as a correction."""
     payment.observe_written(model("m"), "Failed", 100)  # someone else's write
     previous = PreviousStates()
-    previous.committed(model("m"), "Running")
+    previous.committed(model("m"), "Running", 1)
     [[change]] = planned(payment, [model("m")], previous)
     assert (change.new, change.correction) == ("Running", True)
     assert change.verdict is not None and change.verdict.rule == "M5"
@@ -443,7 +444,7 @@ def test_a_moved_model_already_in_etcd_is_its_package_changes_cause(payment: Ind
     put(payment, "c1", DEAD, "m")
     payment.observe_written(model("m"), "Failed", 100)
     previous = PreviousStates()
-    previous.committed(model("m"), "Running")
+    previous.committed(model("m"), "Running", 1)
     [[change]] = planned(payment, [model("m")], previous)
     assert (change.key, change.new, change.cause) == (package("p"), "Degraded", model("m"))
     assert previous.previous(model("m")) == "Failed"  # agreeing now: the new previous state
@@ -455,7 +456,7 @@ def test_a_key_agreeing_with_no_state_forgets_its_previous_state() -> None:
     index = Index()
     assert planned(index, [model("gone")], PreviousStates()) == []
     previous = PreviousStates()
-    previous.committed(model("gone"), "Running")
+    previous.committed(model("gone"), "Running", 1)
     assert planned(index, [model("gone")], previous) == []
     assert previous.previous(model("gone")) is None
 

@@ -14,7 +14,7 @@ def test_an_echo_of_an_unanswered_write_makes_it_the_previous_state() -> None:
     """A write sent and never answered whose value etcd then shows landed: it is previous."""
     states = PreviousStates()
     states.sent([(P, "Error")])
-    states.echoed([(P, "Error")])
+    states.echoed([(P, "Error", 5)])
     assert states.previous(P) == "Error"
 
 
@@ -22,22 +22,22 @@ def test_an_echo_of_another_value_or_after_the_answer_changes_nothing() -> None:
     """Only the key's next value after the send counts, and only until etcd answers."""
     states = PreviousStates()
     states.sent([(P, "Error")])
-    states.echoed([(P, "Running"), (P, "Error")])  # someone else's write came first
+    states.echoed([(P, "Running", 4), (P, "Error", 5)])  # someone else's write came first
     assert states.previous(P) is None
     states.sent([(P, "Error")])
     states.answered([P])
-    states.echoed([(P, "Error")])
+    states.echoed([(P, "Error", 5)])
     assert states.previous(P) is None
 
 
 def test_commits_and_agreements_set_or_forget_the_previous_state() -> None:
     """A commit or an agreement with the rules sets the previous state; None forgets it."""
     states = PreviousStates()
-    states.committed(P, "Error")
+    states.committed(P, "Error", 3)
     assert states.previous(P) == "Error"
-    states.agreed({P: "Running"})
+    states.agreed([(P, "Running", 4)])
     assert states.previous(P) == "Running"
-    states.committed(P, None)
+    states.committed(P, None, 4)
     assert states.previous(P) is None
 
 
@@ -45,7 +45,7 @@ def test_previous_states_survive_only_the_same_leader_key() -> None:
     """Leading again with the same leader key keeps what was learnt; a new key forgets it."""
     states = PreviousStates()
     states.leading(LEADER)
-    states.committed(P, "Error")
+    states.committed(P, "Error", 3)
     states.leading(LEADER)
     assert states.previous(P) == "Error"
     states.leading(Fence(b"/leader/a", 9))
@@ -63,7 +63,7 @@ def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> 
     assert states.heard(P) == ("Error", records)
     assert states.heard(P) is None
     states.lost(P, "Error", records)
-    states.committed(P, "Running")
+    states.committed(P, "Running", 4)
     assert states.heard(P) is None
     states.lost(P, "Error", records)
     states.leading(Fence(b"/leader/a", 9))
@@ -76,7 +76,7 @@ def test_an_echo_counts_for_each_unanswered_key_and_may_come_before_the_answer()
     other = WorkKey(Resource.MODEL, "m")
     states = PreviousStates()
     states.sent([(P, "Error")])
-    states.echoed([(other, "Running"), (P, "Error")])
+    states.echoed([(other, "Running", 4), (P, "Error", 5)])
     assert (states.previous(other), states.previous(P)) == (None, "Error")
     states.answered([P])
     assert states.previous(P) == "Error"
@@ -90,15 +90,15 @@ def test_states_kept_across_a_replacement_are_carried_until_learnt_again() -> No
     states = PreviousStates()
     states.leading(LEADER)
     for key in (P, q, r, s):
-        states.committed(key, "Running")
+        states.committed(key, "Running", 2)
     states.replaced()
     assert all(states.carried(k) for k in (P, q, r, s))
     assert states.previous(P) == "Running"  # kept
     assert not states.carried(WorkKey(Resource.PACKAGE, "unknown"))
-    states.committed(P, "Error")
-    states.agreed({q: "Running"})
+    states.committed(P, "Error", 3)
+    states.agreed([(q, "Running", 4)])
     states.sent([(r, "Error")])
-    states.echoed([(r, "Error")])
+    states.echoed([(r, "Error", 5)])
     assert [states.carried(k) for k in (P, q, r, s)] == [False, False, False, True]
     states.kept(s)
     assert not states.carried(s) and states.previous(s) == "Running"
@@ -107,3 +107,55 @@ def test_states_kept_across_a_replacement_are_carried_until_learnt_again() -> No
     assert states.carried(P)  # the same leader key keeps them, carried
     states.leading(Fence(b"/leader/a", 9))
     assert not states.carried(P)
+
+
+def test_a_listing_judges_each_carried_state_by_its_revision() -> None:
+    """After `replaced`, a listing that shows a key at the mod revision its state was learnt
+    at, holding it, learns it again; modified below it, at it with another value, or absent at
+    or below it: the new history never held it, and it is dropped (the key still carried, for
+    the writer's trigger check); modified or absent above it: it stays carried. Keys not
+    carried are not judged, and `echoed` (the watch) judges nothing."""
+    keys = [WorkKey(Resource.PACKAGE, n) for n in "abcdefgh"]
+    states = PreviousStates()
+    states.leading(LEADER)
+    for key in keys:
+        states.committed(key, "Error", 10)
+    states.replaced()
+    states.echoed([(keys[1], "Running", 4)])
+    assert states.previous(keys[1]) == "Error"
+    a, b, c, d, e, f, g, h = keys
+    seen = [(a, "Error", 10), (b, "Running", 4), (c, "Failed", 10), (d, None, 9)]
+    states.listed([*seen, (e, None, 10), (f, "Running", 12), (g, None, 11)])
+    found = [(states.previous(k), states.carried(k)) for k in keys]
+    assert found == [
+        ("Error", False),
+        (None, True),
+        (None, True),
+        (None, True),
+        (None, True),
+        ("Error", True),
+        ("Error", True),
+        ("Error", True),  # not listed: judged by nothing yet
+    ]
+    states.committed(h, "Running", 13)
+    states.listed([(h, "Paused", 2)])  # learnt on this history: not carried, not judged
+    assert (states.previous(h), states.carried(h)) == ("Running", False)
+
+
+def test_remembered_states_are_put_back_with_their_revision_and_carriage() -> None:
+    """`put_back` restores what `remembered` gave: the state, the revision a listing judges it
+    by, and whether it is carried; a key with no previous state gets none again."""
+    q = WorkKey(Resource.MODEL, "q")
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(P, "Error", 10)
+    states.replaced()
+    before = states.remembered([P, q])
+    states.agreed([(P, "Running", 12), (q, "Failed", 12)])
+    states.put_back(before)
+    assert [(states.previous(k), states.carried(k)) for k in (P, q)] == [
+        ("Error", True),
+        (None, False),
+    ]
+    states.listed([(P, "Running", 9)])
+    assert (states.previous(P), states.carried(P)) == (None, True)

@@ -310,7 +310,7 @@ class Ingest:
         if resource is not None:
             state = None if value is None else value.decode("utf-8", "replace")
             work_key = WorkKey(resource, name)
-            states.append((work_key, state))
+            states.append((work_key, state, revision))
             return index.observe_written(work_key, state, revision)
         parse, put, delete = self._specs[kind]
         return delete(name) if value is None else put(name, parse(value, name))

@@ -17,7 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from statemanager.core.keys import WorkKey
 from statemanager.core.ports import Fence
 
-StateSeen = tuple[WorkKey, str | None]  # a state key's value as etcd showed it (None: absent)
+# A state key's value as etcd showed it (None: absent), and the revision it showed it at: a
+# value's mod revision; an absence's, the revision of its deletion or of the listing without it.
+StateSeen = tuple[WorkKey, str | None, int]
+# A key's previous derived state (None: none), the mod revision it was learnt at, and whether
+# it is carried: what `remembered` gives and `put_back` restores.
+Remembered = tuple[str | None, int, bool]
 # Records a transaction put, each (key, the transition id its value names): etcd still holding
 # one shows the transaction landed.
 Records = Sequence[tuple[bytes, str]]
@@ -28,8 +33,10 @@ class PreviousStates:
     each unanswered transaction of its own may have written.
 
     Invariants: a key has a previous state only while this daemon leads with the leader key it
-    was learnt under (`leading`); a key is carried from `replaced` until its previous state is
-    learnt again (on the history that replaced the one it was learnt on) or `kept`; a key is
+    was learnt under (`leading`), and with it the mod revision etcd showed that state at; a key
+    is carried from `replaced` until its previous state is learnt again (on the history that
+    replaced the one it was learnt on) or `kept`, and its previous state is dropped, the key
+    still carried, when a listing shows the new history never held it (`listed`); a key is
     unconfirmed from `sent` until `answered`, or until etcd shows its next value (`echoed`),
     whichever comes first; a key is unheard from `lost` until `heard`, `committed`, or a new
     leader key.
@@ -39,6 +46,9 @@ class PreviousStates:
         # Per key: what this daemon's commits last wrote there, or the value it last found in
         # etcd agreeing with the rules.
         self._previous: dict[WorkKey, str] = {}
+        # Per key with a previous state: the mod revision etcd showed it at (the revision of the
+        # write that put it there, whoever wrote it).
+        self._at: dict[WorkKey, int] = {}
         # Per key: the state a transaction not answered yet (or whose answers were all lost)
         # may have written. The guard kept every other write out between the index's view and
         # that transaction, so if it landed, the key's next value etcd shows is ours.
@@ -49,7 +59,8 @@ class PreviousStates:
         self._unheard: dict[WorkKey, tuple[str | None, Records]] = {}
         self._led_with: Fence | None = None  # the leader key of the last `leading`
         # Keys whose previous state was learnt on a history of etcd's since replaced (kept:
-        # docs/decisions/previous-states-across-replacement.md), not learnt again since.
+        # docs/decisions/previous-states-across-replacement.md, or dropped as one the new
+        # history never held), not learnt again since.
         self._carried: set[WorkKey] = set()
 
     def previous(self, key: WorkKey) -> str | None:
@@ -63,24 +74,27 @@ class PreviousStates:
         other daemon led meanwhile); with a new key another leader may have written since."""
         if fence is None or fence != self._led_with:
             self._previous.clear()
+            self._at.clear()
             self._unheard.clear()
             self._carried.clear()
         self._led_with = fence
 
     def replaced(self) -> None:
         """etcd's history was replaced (a restore that kept the leader key): every previous
-        state is kept, but as learnt on the replaced history (`carried`)."""
-        self._carried = set(self._previous)
+        state is kept, but as learnt on the replaced history (`carried`) until a listing of
+        the new one judges it (`listed`)."""
+        self._carried.update(self._previous)
 
     def carried(self, key: WorkKey) -> bool:
-        """Whether `key`'s previous state was learnt on a replaced history and not since."""
+        """Whether `key`'s previous state was learnt on a replaced history (and kept, or
+        dropped as one the new history never held) and not learnt since."""
         return key in self._carried
 
     def kept(self, key: WorkKey) -> None:
         """`key`'s previous state, carried from a replaced history, stands on the new one."""
         self._carried.discard(key)
 
-    def sent(self, writes: Iterable[StateSeen]) -> None:
+    def sent(self, writes: Iterable[tuple[WorkKey, str | None]]) -> None:
         """A transaction writing each (key, state) (None: deleting it) was sent: until it is
         answered, its answer may be lost and it may have landed all the same."""
         self._unconfirmed.update(writes)
@@ -91,11 +105,11 @@ class PreviousStates:
         for key in keys:
             self._unconfirmed.pop(key, None)
 
-    def committed(self, key: WorkKey, state: str | None) -> None:
-        """Our write of `state` to `key` committed (None: the key was deleted): it is the
-        previous derived state now."""
+    def committed(self, key: WorkKey, state: str | None, revision: int) -> None:
+        """Our write of `state` to `key` committed at `revision` (None: the key was deleted): it
+        is the previous derived state now."""
         self._unheard.pop(key, None)
-        self._remember(key, state)
+        self._remember(key, state, revision)
 
     def lost(self, key: WorkKey, state: str | None, records: Records) -> None:
         """Every answer of a transaction entering `state` at `key` and putting `records` was
@@ -107,27 +121,67 @@ class PreviousStates:
         longer unheard: the caller looks for the records, and says `committed` if found."""
         return self._unheard.pop(key, None)
 
-    def agreed(self, found: Mapping[WorkKey, str | None]) -> None:
+    def agreed(self, found: Iterable[StateSeen]) -> None:
         """Each key of `found` was seen holding what the rules give (None: absent, as they
-        say): that is its previous derived state now, whoever wrote it (someone else's value
-        the rules moved to, or our own write whose answer was lost)."""
-        for key, state in found.items():
-            self._remember(key, state)
+        say), at the mod revision given: that is its previous derived state now, whoever wrote
+        it (someone else's value the rules moved to, or our own write whose answer was lost)."""
+        for key, state, revision in found:
+            self._remember(key, state, revision)
+
+    def remembered(self, keys: Iterable[WorkKey]) -> dict[WorkKey, Remembered]:
+        """What each of `keys` has now, for `put_back`."""
+        return {
+            key: (self._previous.get(key), self._at.get(key, 0), key in self._carried)
+            for key in keys
+        }
+
+    def put_back(self, remembered: Mapping[WorkKey, Remembered]) -> None:
+        """Each key has again what `remembered` gave (learning it was undone)."""
+        for key, (state, revision, carried) in remembered.items():
+            self._remember(key, state, revision)
+            if carried:
+                self._carried.add(key)
 
     def echoed(self, seen: Iterable[StateSeen]) -> None:
         """etcd showed each key's next value (a watch event or a listing): where a transaction
         of ours was unanswered, that value is what it wrote when it landed, and it becomes the
         previous derived state (else, with the answers lost, a put-back after someone else's
         write would count as a new entry into Error: a second Reconcile)."""
-        for key, value in seen:
+        for key, value, revision in seen:
             if key not in self._unconfirmed:
                 continue
             if self._unconfirmed.pop(key) == value and value is not None:
-                self._remember(key, value)
+                self._remember(key, value, revision)
 
-    def _remember(self, key: WorkKey, state: str | None) -> None:
+    def listed(self, seen: Iterable[StateSeen]) -> None:
+        """A listing showed each key's value (`echoed`), and a carried previous state is judged
+        by it (in one history, a key's mod revision only grows). The key at the very mod
+        revision the state was learnt at, holding it, is that same write: the new history
+        holds it, and it is learnt again. The key modified below that revision (or at it with
+        another value), or absent in a listing at or below it, shows the new history never
+        held it: the state is dropped (the key still carried), and the planner takes what etcd
+        holds (else putting Error in again after a restore took back the Error write is a
+        correction, and its Reconcile is lost: the simulation's swarm seed 7064849). Modified
+        or absent above it: the new history may have held it and someone else changed it
+        since, or never have; the state stays carried
+        (docs/decisions/previous-states-across-replacement.md)."""
+        seen = list(seen)
+        self.echoed(seen)
+        for key, value, revision in seen:
+            state = self._previous.get(key)
+            if state is None or key not in self._carried:
+                continue
+            at = self._at[key]
+            if revision == at and value == state:
+                self._carried.discard(key)
+            elif revision <= at:
+                del self._previous[key], self._at[key]
+
+    def _remember(self, key: WorkKey, state: str | None, revision: int) -> None:
         self._carried.discard(key)
         if state is None:
             self._previous.pop(key, None)
+            self._at.pop(key, None)
         else:
             self._previous[key] = state
+            self._at[key] = revision

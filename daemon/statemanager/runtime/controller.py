@@ -27,6 +27,7 @@ from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
 from statemanager.core.keys import KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, plan
 from statemanager.core.ports import Event, Fence, KeyValue, Page
+from statemanager.core.previous import Remembered
 from statemanager.core.records import LATER_FORMAT, NODE_LIST, LaterFormat, LaterFormatReporter
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.runtime.election import Leadership
@@ -128,9 +129,9 @@ class Controller:
             async for page in pages:
                 revision = page.revision
                 items: Iterator[KeyValue] = _drained(page.items)
-                self._writer.echoed(self._ingest.page(relist, page.prefix, items))
+                self._writer.listed(self._ingest.page(relist, page.prefix, items))
             result = self._ingest.finish(relist, revision)
-            self._writer.echoed(result.states)
+            self._writer.listed(result.states)
         self.caught_up(revision)
         self._report(result.reports)
         if result.drifted:
@@ -372,7 +373,7 @@ class Controller:
                 self._seen_at.pop(key, None)
         self._refresh_gauges()
 
-    def _plan(self, keys: list[WorkKey]) -> tuple[list[list[Change]], dict[WorkKey, str | None]]:
+    def _plan(self, keys: list[WorkKey]) -> tuple[list[list[Change]], dict[WorkKey, Remembered]]:
         """`plan`, with a bug that planning raises on (not bad data: the parsers took that)
         kept to the keys that hit it: each is quarantined, once per cause revision, and the
         others are planned together. A quarantined key leaves this round like a written one,
@@ -383,7 +384,7 @@ class Controller:
         except Exception:
             batch_error = traceback.format_exc()
         else:
-            before = {key: self._writer.previous.previous(key) for key in planned.agreed}
+            before = self._writer.remembered(planned.agreed)
             self._writer.agreed(planned.agreed)
             return planned.groups, before
         healthy: list[WorkKey] = []
@@ -400,7 +401,7 @@ class Controller:
         return self._plan(healthy)
 
     def _unlearn(
-        self, before: Mapping[WorkKey, str | None], unwritten: Sequence[list[Change]]
+        self, before: Mapping[WorkKey, Remembered], unwritten: Sequence[list[Change]]
     ) -> None:
         """The writes of `unwritten` were deferred: a model the plan found agreeing whose
         packages it pulled in gets back the previous derived state it had before. Planning it
@@ -408,7 +409,7 @@ class Controller:
         previous one does (else a package was left out of Error for good after etcd refused its
         cascade: the simulation's swarm seed 9091882). Only the deferred keys come back."""
         models = [c.cause for batch in unwritten for c in batch if c.cause is not None]
-        self._writer.agreed({key: before[key] for key in models if key in before})
+        self._writer.put_back({key: before[key] for key in models if key in before})
 
     def _quarantine_planning(self, key: WorkKey, error: str) -> None:
         cause = self._causes.get(key, 0)

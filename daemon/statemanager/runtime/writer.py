@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -56,7 +56,7 @@ from statemanager.core.ports import (
     TxnLimits,
     TxnResult,
 )
-from statemanager.core.previous import PreviousStates, Records, StateSeen
+from statemanager.core.previous import PreviousStates, Records, Remembered, StateSeen
 from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger, decode, encode, trigger_key
 from statemanager.runtime.history import Generations, HistoryLog
@@ -151,13 +151,26 @@ class StateWriter:
         self._states.leading(fence)
 
     def echoed(self, seen: Sequence[StateSeen]) -> None:
-        """etcd showed these state keys' values (the watch or a listing, through ingest):
-        PreviousStates.echoed."""
+        """The watch showed these state keys' values (through ingest): PreviousStates.echoed."""
         self._states.echoed(seen)
 
+    def listed(self, seen: Sequence[StateSeen]) -> None:
+        """A listing showed these state keys' values (through ingest): PreviousStates.listed."""
+        self._states.listed(seen)
+
     def agreed(self, found: Mapping[WorkKey, str | None]) -> None:
-        """A plan found these keys agreeing with the rules: PreviousStates.agreed."""
-        self._states.agreed(found)
+        """A plan found these keys agreeing with the rules, each as the index holds it:
+        PreviousStates.agreed."""
+        written = self._index.written
+        self._states.agreed((key, state, written(key).mod_revision) for key, state in found.items())
+
+    def remembered(self, keys: Iterable[WorkKey]) -> dict[WorkKey, Remembered]:
+        """PreviousStates.remembered."""
+        return self._states.remembered(keys)
+
+    def put_back(self, remembered: Mapping[WorkKey, Remembered]) -> None:
+        """Learning these keys' previous states was undone: PreviousStates.put_back."""
+        self._states.put_back(remembered)
 
     def newest_answer(self) -> int:
         """The newest revision etcd answered one of this daemon's transactions with (0 when
@@ -464,7 +477,7 @@ class StateWriter:
                 self._states.lost(change.key, state, records)
                 raise
             if found is not None:
-                self._states.committed(change.key, state)
+                self._states.committed(change.key, state, found)
                 landed = True
         return landed
 
@@ -484,8 +497,8 @@ class StateWriter:
             record = trigger_key(self._layout, change.key.name)
             kv = await self._client.get(record)
             found = None if kv is None else decode(self._layout, record, kv.value, kv.mod_revision)
-            if found is not None:
-                self._states.committed(change.key, change.new)
+            if kv is not None and found is not None:
+                self._states.committed(change.key, change.new, kv.mod_revision)
                 carried = True
             else:
                 self._states.kept(change.key)
@@ -559,7 +572,7 @@ class StateWriter:
         transitions: list[Transition] = []
         for change in changes:
             self._index.observe_written(change.key, change.new, revision)
-            self._states.committed(change.key, change.new)
+            self._states.committed(change.key, change.new, revision)
             if change.correction:
                 # The rules did not move: someone else changed the key and it is put back.
                 self._log_correction(change, revision, lost)
