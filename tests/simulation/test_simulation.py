@@ -79,12 +79,12 @@ SOAK_SEEDS = [
     2000271,
     1069841,
     5068714,
-    # The daemon's, each with a runtime test and a zoo patch (s14-s19, s27, s28): a guard landing
-    # on another value at its revision; a guard loop below a deletion; a trigger watch past
-    # the new history's end; an event at our write's revision for a key it did not write; a
-    # plan on inputs older than a failed guard showed; a carried previous state over a
+    # The daemon's, each with a runtime test and a zoo patch (s14-s19, s27-s29): a guard
+    # landing on another value at its revision; a guard loop below a deletion; a trigger watch
+    # past the new history's end; an event at our write's revision for a key it did not write;
+    # a plan on inputs older than a failed guard showed; a carried previous state over a
     # trigger; an unanswered attempt on a restored history forgotten; a deferred cascade
-    # forgotten.
+    # forgotten; a carried Error over a restore that took its write back.
     2099848,
     3004827,
     3032553,
@@ -93,6 +93,13 @@ SOAK_SEEDS = [
     6106668,
     7072400,
     9091882,  # broke under PYTHONHASHSEED 1 only (zoo s28)
+    7064849,
+    # What broke the first fix of 7064849 (reverted): an Error learnt on the new history before
+    # the replacement was noticed, then overwritten, judged as never held (a second Reconcile).
+    8000212,
+    8000933,
+    8004676,
+    8050427,
     # Found before these, mended, and replaying in this profile still (1727: found by a hunt
     # for s21 of the zoo, whose soak seeds 400168 and 402588 no longer reach it).
     351961,

@@ -48,6 +48,7 @@ BY_SOAK_SEED = {
     "s25-history-gap-after-restore": (357081, 0),
     "s27-restored-attempt-forgotten": (7072400, 0),
     "s28-deferred-cascade-forgotten": (9091882, 1),
+    "s29-restored-error-write-carried": (7064849, 0),
 }
 
 
