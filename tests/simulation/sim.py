@@ -19,7 +19,9 @@ path, called in process), then stops the faults and checks the invariants:
   package left Error, a newer trigger took over, or it was dead-lettered; nothing is delivered
   without a trigger; no trigger is recorded unless the package entered Error by the rules
   before it (since the trigger before, unless leadership changed hands, when the new leader
-  cannot know; a first trigger is not judged once etcd's history was replaced);
+  cannot know; a first trigger is not judged once etcd's history was replaced); no entry into
+  Error a daemon wrote over a daemon's own write (or a key never written) lacks its trigger
+  (a Reconcile lost; a correction puts back what someone else changed);
 - no busy loop: at most `MAX_REQUESTS_PER_SECOND` etcd requests per virtual second while down,
   and no daemon sends `MAX_REQUESTS_PER_INSTANT` requests without virtual time passing;
 - no task of a daemon ends but by its stop; the service answers every list (an abort with a
@@ -725,6 +727,9 @@ class Simulation:
         # begins for the current history (a restore reuses revisions, a wipe generations).
         self.committed: list[Transition] = []
         self._log_from = 0
+        # Each replacement of etcd's history: the length of the txn log then, and the revision
+        # it went back to (the log's records before it above that revision are of no history).
+        self._replacements: list[tuple[int, int]] = []
         self._committed_from = 0
         self._replaced_at = -REPLACE_AFTER  # loop time of the last replacement of history
 
@@ -1048,6 +1053,7 @@ class Simulation:
             if daemon is not None:
                 daemon.link.term_told = 0  # what it was told of the history replaced
         self._log_from = len(self.mem.txn_log)
+        self._replacements.append((self._log_from, revision_back_to(snapshot)))
         self._committed_from = len(self.committed)
         self._replaced_at = asyncio.get_running_loop().time()
         revision = self.mem.current_revision
@@ -1527,6 +1533,46 @@ class Simulation:
             if first is None or at < first:
                 self.fail(f"reconcile: {scenario} delivered at revision {at} with no trigger")
 
+    def _check_entries(self) -> None:
+        """Every entry into Error a daemon wrote recorded its trigger: a daemon's write of a
+        package's Error over a value a daemon wrote (or over none, the key never written in
+        this history) with no trigger put in its transaction lost its Reconcile (a correction
+        puts back what someone else changed). Set aside: an entry written by a transaction
+        planned before its daemon listed a replaced history's successor (it may judge by what
+        it learnt on the replaced one: docs/decisions/previous-states-across-replacement.md),
+        and one over a value written so (no transition: it is put back as a correction once
+        the relist shows the inputs it was planned from gone)."""
+        ours = self._daemon_writes()
+        for package in PACKAGES:
+            key = f"{LAYOUT.package_states}{package}/state".encode()
+            trigger = f"{TRIGGERS}{package}".encode()
+            puts = {rev for rev, r in self.mem._versions.get(trigger, []) if r is not None}
+            under: tuple[int, bytes | None] | None = None  # the version below, in this history
+            for revision, record in self.mem._versions.get(key, []):
+                value = record.value if record is not None else None
+                entered = value == b"Error" and (under is None or under[1] != b"Error")
+                planned_after = revision not in self._unlisted_writes
+                if entered and (revision, key) in ours and revision not in puts and planned_after:
+                    below = 0 if under is None else under[0]
+                    if under is None or (
+                        (below, key) in ours and below not in self._unlisted_writes
+                    ):
+                        self.fail(
+                            f"reconcile: {package} entered Error at {revision} with no trigger, "
+                            f"over a daemon's write at {below} (a Reconcile lost)"
+                        )
+                under = (revision, value)
+
+    def _daemon_writes(self) -> set[tuple[int, bytes]]:
+        """(revision, key) of each key a daemon's fenced transaction wrote in etcd's history as
+        it is now (a record from before a replacement counts at or below where it went back)."""
+        found = set()
+        for i, record in enumerate(self.mem.txn_log):
+            gone = any(i < n and record.revision > back for n, back in self._replacements)
+            if record.succeeded and record.fence is not None and not gone:
+                found.update((record.revision, k) for k in record.written)
+        return found
+
     def _targeting(self, package: str, revision: int) -> set[str]:
         """The scenarios that targeted `package` from `revision` on, without a break: the ones
         its trigger must reach whenever it is delivered."""
@@ -1628,6 +1674,7 @@ class Simulation:
                 await daemon.stop()
         await asyncio.gather(*self._stopping)
         self._check_reconcile()
+        self._check_entries()
         self._check_scenarios()
         self._check_history()
 
@@ -1853,3 +1900,8 @@ def minimize(items: list[T], fails: Callable[[list[T]], bool]) -> list[T]:
             if fails(candidate):
                 items, changed = candidate, True
     return items
+
+
+def revision_back_to(snapshot: StoreSnapshot | None) -> int:
+    """The revision a replacement from `snapshot` goes back to (a wipe: an empty etcd's 1)."""
+    return 1 if snapshot is None else snapshot.revision
