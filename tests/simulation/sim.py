@@ -496,7 +496,7 @@ class Link:
     def __init__(
         self,
         mem: MemEtcd,
-        after_txn: Callable[[], None],
+        after_txn: Callable[[Link], None],
         before: Callable[[Link, Sequence[Put | Delete], Collection[str]], None],
     ) -> None:
         self._mem = mem
@@ -535,7 +535,7 @@ class Link:
         try:
             return await self._mem.txn(guards, ops, fence)
         finally:
-            self._after_txn()
+            self._after_txn(self)
 
     async def watch(
         self,
@@ -722,6 +722,7 @@ class Simulation:
         # Revisions of transactions committed after a replacement of etcd's history and
         # before every running daemon had listed the new one: planned, maybe, on the old.
         self._unlisted_writes: set[int] = set()
+        self._planned_unlisted: set[int] = set()  # of those, its daemon's own had not listed
         self._judged = 0  # transactions in etcd's log judged by after_txn
         # Transitions the writers reported committed, and where etcd's log of transactions
         # begins for the current history (a restore reuses revisions, a wipe generations).
@@ -1371,9 +1372,10 @@ class Simulation:
 
     # -- invariants
 
-    def after_txn(self) -> None:
-        """Right after a transaction committed: its fence held at its revision, and every
-        package touched agrees with the model states in the store (a split write breaks it)."""
+    def after_txn(self, link: Link) -> None:
+        """Right after a transaction (sent through `link`) committed: its fence held at its
+        revision, and every package touched agrees with the model states in the store (a split
+        write breaks it)."""
         if len(self.mem.txn_log) == self._judged:
             return  # this call reached no store (refused, or etcd down)
         self._judged = len(self.mem.txn_log)
@@ -1388,7 +1390,7 @@ class Simulation:
         ]
         if self._after_write and states:
             self._strike(record.revision, states)
-        self._note_write(record.revision, states)
+        self._note_write(record.revision, states, link)
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -1415,12 +1417,16 @@ class Simulation:
                     f"but its models {dict(zip(models, states, strict=True))} call for {expected}"
                 )
 
-    def _note_write(self, revision: int, states: Sequence[str]) -> None:
-        """Note a committed transaction (writing the state keys `states`) for the watch and
-        restore faults: one planned before every daemon listed a replaced history's successor,
-        and the state write restore_unechoed waits for (its echo lost from now on)."""
-        if any(d.runtime.listings < d.listings_needed for d in self.daemons if d is not None):
+    def _note_write(self, revision: int, states: Sequence[str], link: Link) -> None:
+        """Note a committed transaction (writing the state keys `states`, sent through `link`)
+        for the watch and restore faults: one planned before every daemon listed a replaced
+        history's successor, one planned before its own daemon did, and the state write
+        restore_unechoed waits for (its echo lost from now on)."""
+        running = [d for d in self.daemons if d is not None]
+        if any(d.runtime.listings < d.listings_needed for d in running):
             self._unlisted_writes.add(revision)
+        if any(d.link is link and d.runtime.listings < d.listings_needed for d in running):
+            self._planned_unlisted.add(revision)
         if self._unechoed_armed and states:
             self._unechoed_armed -= 1
             self._unechoed_writes.append(revision)
@@ -1538,10 +1544,11 @@ class Simulation:
         package's Error over a value a daemon wrote (or over none, the key never written in
         this history) with no trigger put in its transaction lost its Reconcile (a correction
         puts back what someone else changed). Set aside: an entry written by a transaction
-        planned before its daemon listed a replaced history's successor (it may judge by what
-        it learnt on the replaced one: docs/decisions/previous-states-across-replacement.md),
-        and one over a value written so (no transition: it is put back as a correction once
-        the relist shows the inputs it was planned from gone)."""
+        planned before its own daemon listed a replaced history's successor (it may judge by
+        what it learnt on the replaced one), and one over a value written before every daemon
+        had listed it (planned, maybe, on the replaced history: no transition, put back as a
+        correction once the relist shows the inputs it was planned from gone;
+        docs/decisions/previous-states-across-replacement.md)."""
         ours = self._daemon_writes()
         for package in PACKAGES:
             key = f"{LAYOUT.package_states}{package}/state".encode()
@@ -1551,7 +1558,7 @@ class Simulation:
             for revision, record in self.mem._versions.get(key, []):
                 value = record.value if record is not None else None
                 entered = value == b"Error" and (under is None or under[1] != b"Error")
-                planned_after = revision not in self._unlisted_writes
+                planned_after = revision not in self._planned_unlisted
                 if entered and (revision, key) in ours and revision not in puts and planned_after:
                     below = 0 if under is None else under[0]
                     if under is None or (
