@@ -320,13 +320,16 @@ async def test_a_list_stored_at_the_revision_of_an_unechoed_write_shows_a_restor
     assert disagreements(mem) == []
 
 
-async def test_a_trigger_the_restore_put_back_makes_error_the_previous_state() -> None:
-    """p enters Error (at E) and s is slow to answer, so the trigger stays; p then runs again.
-    etcd is restored to E (p in Error, its trigger back) and someone deletes p's state before
-    the daemon relists. The previous state it learnt on the replaced history says Running, but
-    the new history's trigger says p entered Error there and it was not handled: putting Error
-    back is a correction, with no second trigger (before, a new entry into Error: the
-    simulation's swarm seed 6106668)."""
+@pytest.mark.parametrize("left", ["running", "spec gone"])
+async def test_a_trigger_the_restore_put_back_makes_error_the_previous_state(left: str) -> None:
+    """p enters Error (at E) and s is slow to answer, so the trigger stays; p then leaves Error
+    (its container runs again: the daemon writes Running; or its spec is made invalid: the
+    daemon deletes its state). etcd is restored to E (p in Error, its trigger back) and someone
+    deletes p's state (or puts Degraded) before the daemon relists. The previous state it
+    learnt on the replaced history says Running (or none), but the new history's trigger says
+    p entered Error there and it was not handled: putting Error back is a correction, with no
+    second trigger (before, a new entry into Error: the simulation's swarm seeds 6106668 and,
+    with no previous state, 39 of the restore_then_tamper fault)."""
     mem = MemEtcd()
     async with synced(mem, "c", target="s") as rt:
         ac = rt.actioncontroller
@@ -343,10 +346,18 @@ async def test_a_trigger_the_restore_put_back_makes_error_the_previous_state() -
         container(mem, "c", "m", "dead")
         await until(lambda: ac.calls == ["s"])
         error_at = trigger_revision(mem, "p")
-        container(mem, "c", "m", "running")
-        await until(lambda: state(mem, "package", "p") == "Running")
+        key = f"{LAYOUT.package_states}p/state".encode()
+        if left == "running":
+            container(mem, "c", "m", "running")
+            await until(lambda: state(mem, "package", "p") == "Running")
+        else:
+            mem.put_now(f"{LAYOUT.packages}p".encode(), b"[]")
+            await until(lambda: state(mem, "package", "p") is None)
         mem.replace_history(StoreSnapshot(error_at, mem.compacted_revision))
-        mem.delete_now(f"{LAYOUT.package_states}p/state".encode())
+        if left == "running":
+            mem.delete_now(key)
+        else:
+            mem.put_now(key, b"Degraded")
         await until(lambda: rt.sample("corrections_total", resource="package") == 1)
         await until(lambda: state(mem, "package", "p") == "Error")
         puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]

@@ -338,6 +338,27 @@ def _added_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
     return ()
 
 
+# Kinds added after the soaks' seeds were found, drawn apart from the rest of a schedule (a
+# generator of their own, each kind enabled in a swarm seed by a draw of its own): a seed that
+# leaves them out runs the very schedule it ran before. restore_then_tamper: etcd restored
+# from the snapshot taken right after the newest entry into Error (a member rebuilt from it),
+# and someone else at once changes that package's state the restore put back (an operator
+# resetting what the restore brought back) before any daemon has relisted.
+TARGETED_FAULTS = ["restore_then_tamper"]
+
+
+def _targeted(seed: int) -> list[Step]:
+    """The steps of TARGETED_FAULTS in `seed`'s schedule (swarm mode)."""
+    rng = random.Random(f"{seed}/targeted")
+    steps = []
+    for kind in TARGETED_FAULTS:
+        if random.Random(f"{seed}/{kind}").random() >= 0.5:
+            continue
+        for _ in range(rng.randint(1, 3)):
+            steps.append(Step(round(rng.uniform(0.5, FAULT_SECONDS), 2), kind, (_not_error(rng),)))
+    return steps
+
+
 def _not_error(rng: random.Random) -> str | None:
     """A package state other than Error, or None (the state deleted)."""
     return rng.choice([None, *(v for v in PACKAGE_VALUES if v != "Error")])
@@ -410,6 +431,8 @@ def make_schedule(seed: int, mode: Mode = Mode.FIRST) -> list[Step]:
     for at in times:
         steps.append(Step(at, *(_fault(rng, kinds) if rng.random() < share else _churn(rng))))
     steps += _node_lists(random.Random(f"{seed}/nodes"))
+    if mode is Mode.SWARM:
+        steps += _targeted(seed)
     steps += _scenario_changes(random.Random(f"{seed}/scenarios"))
     return sorted(steps, key=lambda s: s.at)
 
@@ -708,6 +731,8 @@ class Simulation:
         self.scenario_accepted: dict[str, list[str]] = {}
         self.scenario_written: dict[str, list[tuple[str | None, bool]]] = {}
         self._snapshots: list[tuple[float, StoreSnapshot]] = []  # one per step, to restore
+        # Right after each entry into Error committed: its package's state key, and the store.
+        self._error_snapshots: list[tuple[str, StoreSnapshot]] = []
         # What happens right after the next committed state write: (fault, value) each.
         self._after_write: list[tuple[str, str | None]] = []
         # What meets the next transaction that writes a package's entry into Error.
@@ -995,6 +1020,23 @@ class Simulation:
         older = [snap for at, snap in self._snapshots if at <= now - back]
         self._replace_visibly(older[-1] if older else None, True)
 
+    def _do_restore_then_tamper(self, value: str | None) -> None:
+        """etcd restored from the snapshot taken right after the newest entry into Error, when
+        anything was written since; then at once `value` (None: deleted) put in that package's
+        state, before any daemon relists. Dropped when the restore waits for a restart."""
+        newer = [s for s in self._error_snapshots if s[1].revision < self.mem.current_revision]
+        if not newer:
+            self.trace("  (skipped: no entry into Error to go back to)")
+            return
+        key, snapshot = newer[-1]
+        replaced = self.mem.replaced
+        self._replace_visibly(snapshot, True)
+        if self.mem.replaced == replaced:
+            self.trace("  (tamper dropped: the history was not replaced now)")
+            return
+        self.trace(f"  tamper {key} = {value}")
+        self._disturb(PACKAGES, key, None if value is None else value.encode())
+
     def _do_wipe(self) -> None:
         self._replace_visibly(None, True)
 
@@ -1064,6 +1106,7 @@ class Simulation:
             self.scenario_written.setdefault(name, []).append(entry)
         self.trace(f"  history replaced: revision {revision}")
         self._snapshots = [(at, s) for at, s in self._snapshots if s.revision <= revision]
+        self._error_snapshots = [(k, s) for k, s in self._error_snapshots if s.revision <= revision]
         for package, entries in self.error_entries.items():
             self.error_entries[package] = [r for r in entries if r <= revision]
         self.actioncontroller.history_replaced(revision)
@@ -1391,6 +1434,7 @@ class Simulation:
         if self._after_write and states:
             self._strike(record.revision, states)
         self._note_write(record.revision, states, link)
+        self._note_error_entry(record.written, states)
         if record.fence is not None:
             leader = self.mem._at(record.fence.key, record.revision - 1)
             if leader is None or leader.create_revision != record.fence.create_revision:
@@ -1431,6 +1475,14 @@ class Simulation:
             self._unechoed_armed -= 1
             self._unechoed_writes.append(revision)
             self.mem.silence_watches()
+
+    def _note_error_entry(self, written: Sequence[bytes], states: Sequence[str]) -> None:
+        """A committed transaction that recorded a trigger entered its package into Error: the
+        store now is what restore_then_tamper goes back to."""
+        if any(k.startswith(TRIGGERS.encode()) for k in written):
+            entered = [k for k in states if k.startswith(LAYOUT.package_states)]
+            if entered:
+                self._error_snapshots.append((entered[0], self.mem.snapshot_now()))
 
     def _record_scenario_writes(self, written: Sequence[bytes], revision: int) -> None:
         for key in written:

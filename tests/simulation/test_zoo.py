@@ -11,8 +11,8 @@ from simulation.zoo.run import hunt
 # Found fastest on this machine (the README's zoo table), at least one per family of faults:
 # the relist's blind spot the zoo was built for, a lost answer, the restore fault and the
 # restore of an unechoed write, the corrections, etcd's refusals, the Error write's lost
-# answers (with the ABA on an absent key, and a restore during the retries) and the scenario
-# callers; a few seconds each.
+# answers (with the ABA on an absent key, and a restore during the retries), the scenario
+# callers and a Reconcile lost to a restore; a few seconds each.
 FASTEST = [
     "r3-lost-answer-loses-reconcile",
     "r4-relist-forgets-written-keys",
@@ -25,6 +25,7 @@ FASTEST = [
     "s11-scenario-answer-lost",
     "s12-retry-lands-twice",
     "s13-records-named-after-sending",
+    "s29-restored-error-write-carried",
 ]
 
 
@@ -48,7 +49,6 @@ BY_SOAK_SEED = {
     "s25-history-gap-after-restore": (357081, 0),
     "s27-restored-attempt-forgotten": (7072400, 0),
     "s28-deferred-cascade-forgotten": (9091882, 1),
-    "s29-restored-error-write-carried": (7064849, 0),
 }
 
 

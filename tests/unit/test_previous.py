@@ -85,16 +85,18 @@ def test_an_echo_counts_for_each_unanswered_key_and_may_come_before_the_answer()
 def test_states_kept_across_a_replacement_are_carried_until_learnt_again() -> None:
     """`replaced` keeps every previous state but marks it carried; a commit, an agreement, an
     echo of an unanswered write or `kept` ends that for its key, a new leader key for all.
-    Keys with no previous state are not carried."""
+    Keys with no previous state are carried too (none may be what the new history took back),
+    and only after a replacement."""
     q, r, s = (WorkKey(Resource.PACKAGE, n) for n in "qrs")
     states = PreviousStates()
     states.leading(LEADER)
+    assert not states.carried(P)
     for key in (P, q, r, s):
         states.committed(key, "Running", 2)
     states.replaced()
     assert all(states.carried(k) for k in (P, q, r, s))
     assert states.previous(P) == "Running"  # kept
-    assert not states.carried(WorkKey(Resource.PACKAGE, "unknown"))
+    assert states.carried(WorkKey(Resource.PACKAGE, "unknown"))
     states.committed(P, "Error", 3)
     states.agreed([(q, "Running", 4)])
     states.sent([(r, "Error")])
@@ -155,7 +157,32 @@ def test_remembered_states_are_put_back_with_their_revision_and_carriage() -> No
     states.put_back(before)
     assert [(states.previous(k), states.carried(k)) for k in (P, q)] == [
         ("Error", True),
-        (None, False),
+        (None, True),
     ]
     states.listed([(P, "Running", 9)])
     assert (states.previous(P), states.carried(P)) == (None, True)
+    states.agreed([(q, None, 12)])
+    states.put_back(states.remembered([q]) | {P: (None, 0, False)})
+    assert [(states.previous(k), states.carried(k)) for k in (P, q)] == [
+        (None, False),
+        (None, False),
+    ]
+
+
+def test_a_trigger_of_the_new_history_makes_error_the_previous_state_of_a_carried_key() -> None:
+    """`triggered` learns Error (at the trigger's revision) for a carried key, with a previous
+    state or none, and says so; a key not carried keeps what it has."""
+    q = WorkKey(Resource.PACKAGE, "q")
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(P, "Running", 10)
+    assert not states.triggered(P, 7)
+    assert states.previous(P) == "Running"
+    states.replaced()
+    assert states.triggered(P, 7) and states.triggered(q, 8)
+    assert [(states.previous(k), states.carried(k)) for k in (P, q)] == [
+        ("Error", False),
+        ("Error", False),
+    ]
+    states.listed([(P, "Running", 3)])  # learnt on the new history: not judged again
+    assert states.previous(P) == "Error"

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from statemanager.core.keys import WorkKey
 from statemanager.core.ports import Fence
+from statemanager.core.states import PackageState
 
 # A state key's value as etcd showed it (None: absent), and the revision it showed it at: a
 # value's mod revision; an absence's, the revision of its deletion or of the listing without it.
@@ -33,10 +34,11 @@ class PreviousStates:
     each unanswered transaction of its own may have written.
 
     Invariants: a key has a previous state only while this daemon leads with the leader key it
-    was learnt under (`leading`), and with it the mod revision etcd showed that state at; a key
-    is carried from `replaced` until its previous state is learnt again (on the history that
-    replaced the one it was learnt on) or `kept`, and its previous state is dropped, the key
-    still carried, when a listing shows the new history never held it (`listed`); a key is
+    was learnt under (`leading`), and with it the mod revision etcd showed that state at; every
+    key, with a previous state or none, is carried from `replaced` until its previous state is
+    learnt again (on the history that replaced the one it was learnt on) or `kept`, and a
+    carried previous state is dropped, the key still carried, when a listing shows the new
+    history never held it (`listed`); a key is
     unconfirmed from `sent` until `answered`, or until etcd shows its next value (`echoed`),
     whichever comes first; a key is unheard from `lost` until `heard`, `committed`, or a new
     leader key.
@@ -58,10 +60,12 @@ class PreviousStates:
         # only those records can show it landed (and that putting Error back is a correction).
         self._unheard: dict[WorkKey, tuple[str | None, Records]] = {}
         self._led_with: Fence | None = None  # the leader key of the last `leading`
-        # Keys whose previous state was learnt on a history of etcd's since replaced (kept:
-        # docs/decisions/previous-states-across-replacement.md, or dropped as one the new
-        # history never held), not learnt again since.
-        self._carried: set[WorkKey] = set()
+        # Whether etcd's history was replaced while leading with this leader key: every key is
+        # then carried (its previous state, or none, learnt on a history since replaced: kept,
+        # docs/decisions/previous-states-across-replacement.md, or dropped as one the new history
+        # never held), but those learnt again since (`_settled`).
+        self._replaced = False
+        self._settled: set[WorkKey] = set()
 
     def previous(self, key: WorkKey) -> str | None:
         """The previous derived state of `key`; None when none is known (the planner then
@@ -76,23 +80,39 @@ class PreviousStates:
             self._previous.clear()
             self._at.clear()
             self._unheard.clear()
-            self._carried.clear()
+            self._replaced = False
+            self._settled.clear()
         self._led_with = fence
 
     def replaced(self) -> None:
         """etcd's history was replaced (a restore that kept the leader key): every previous
         state is kept, but as learnt on the replaced history (`carried`) until a listing of
-        the new one judges it (`listed`)."""
-        self._carried.update(self._previous)
+        the new one judges it (`listed`); a key with none is carried too (the state this
+        daemon last derived there may be one the new history took back)."""
+        self._replaced = True
+        self._settled.clear()
 
     def carried(self, key: WorkKey) -> bool:
-        """Whether `key`'s previous state was learnt on a replaced history (and kept, or
-        dropped as one the new history never held) and not learnt since."""
-        return key in self._carried
+        """Whether `key`'s previous state (or its having none) was learnt on a replaced history
+        (and kept, or dropped as one the new history never held) and not learnt since."""
+        return self._replaced and key not in self._settled
 
     def kept(self, key: WorkKey) -> None:
-        """`key`'s previous state, carried from a replaced history, stands on the new one."""
-        self._carried.discard(key)
+        """`key`'s previous state (or none), carried from a replaced history, stands on the
+        new one."""
+        self._settle(key)
+
+    def triggered(self, key: WorkKey, revision: int) -> bool:
+        """etcd's current history holds (or held, till the reconcile sender dropped it) the
+        trigger of an entry into Error at `key`, put at `revision`. When `key` is carried, Error
+        is its previous derived state on that history, learnt at that revision (a trigger goes
+        in the transaction that writes Error): putting Error back is a correction, not a second
+        trigger of the same Error (the simulation's swarm seed 6106668). Returns whether it was
+        carried."""
+        if not self.carried(key):
+            return False
+        self.committed(key, PackageState.ERROR, revision)
+        return True
 
     def sent(self, writes: Iterable[tuple[WorkKey, str | None]]) -> None:
         """A transaction writing each (key, state) (None: deleting it) was sent: until it is
@@ -131,8 +151,7 @@ class PreviousStates:
     def remembered(self, keys: Iterable[WorkKey]) -> dict[WorkKey, Remembered]:
         """What each of `keys` has now, for `put_back`."""
         return {
-            key: (self._previous.get(key), self._at.get(key, 0), key in self._carried)
-            for key in keys
+            key: (self._previous.get(key), self._at.get(key, 0), self.carried(key)) for key in keys
         }
 
     def put_back(self, remembered: Mapping[WorkKey, Remembered]) -> None:
@@ -140,7 +159,7 @@ class PreviousStates:
         for key, (state, revision, carried) in remembered.items():
             self._remember(key, state, revision)
             if carried:
-                self._carried.add(key)
+                self._settled.discard(key)
 
     def echoed(self, seen: Iterable[StateSeen]) -> None:
         """etcd showed each key's next value (a watch event or a listing): where a transaction
@@ -169,16 +188,20 @@ class PreviousStates:
         self.echoed(seen)
         for key, value, revision in seen:
             state = self._previous.get(key)
-            if state is None or key not in self._carried:
+            if state is None or not self.carried(key):
                 continue
             at = self._at[key]
             if revision == at and value == state:
-                self._carried.discard(key)
+                self._settle(key)
             elif revision <= at:
                 del self._previous[key], self._at[key]
 
+    def _settle(self, key: WorkKey) -> None:
+        if self._replaced:
+            self._settled.add(key)
+
     def _remember(self, key: WorkKey, state: str | None, revision: int) -> None:
-        self._carried.discard(key)
+        self._settle(key)
         if state is None:
             self._previous.pop(key, None)
             self._at.pop(key, None)
