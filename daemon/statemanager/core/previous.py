@@ -102,17 +102,14 @@ class PreviousStates:
         new one."""
         self._settle(key)
 
-    def triggered(self, key: WorkKey, revision: int) -> bool:
-        """etcd's current history holds (or held, till the reconcile sender dropped it) the
-        trigger of an entry into Error at `key`, put at `revision`. When `key` is carried, Error
-        is its previous derived state on that history, learnt at that revision (a trigger goes
-        in the transaction that writes Error): putting Error back is a correction, not a second
-        trigger of the same Error (the simulation's swarm seed 6106668). Returns whether it was
-        carried."""
-        if not self.carried(key):
-            return False
-        self.committed(key, PackageState.ERROR, revision)
-        return True
+    def triggered(self, key: WorkKey, revision: int) -> None:
+        """etcd's current history holds the trigger of an entry into Error at `key`, put at
+        `revision`. When `key` is carried, Error is its previous derived state on that history,
+        learnt at that revision (a trigger goes in the transaction that writes Error): putting
+        Error back is a correction, not a second trigger of the same Error (the simulation's
+        swarm seed 6106668)."""
+        if self.carried(key):
+            self.committed(key, PackageState.ERROR, revision)
 
     def sent(self, writes: Iterable[tuple[WorkKey, str | None]]) -> None:
         """A transaction writing each (key, state) (None: deleting it) was sent: until it is

@@ -498,17 +498,11 @@ class StateWriter:
             kv = await self._client.get(record)
             found = None if kv is None else decode(self._layout, record, kv.value, kv.mod_revision)
             if kv is not None and found is not None:
-                carried |= self._states.triggered(change.key, kv.mod_revision)
+                self._states.triggered(change.key, kv.mod_revision)
+                carried = True
             else:
                 self._states.kept(change.key)
         return carried
-
-    def dropped(self, trigger: Trigger) -> None:
-        """The reconcile sender dropped `trigger` from etcd's current history (its package's
-        state is not Error there, someone else changed it): PreviousStates.triggered. Else a
-        trigger a restore put back, dropped before the writer looked for it (`_carried_over`),
-        would leave putting Error back a new entry, with a second trigger."""
-        self._states.triggered(WorkKey(Resource.PACKAGE, trigger.package), trigger.revision)
 
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence
