@@ -264,12 +264,14 @@ class Mode(enum.Enum):
     kinds and a higher, random density, so rare combinations occur (Groce et al., "Swarm
     Testing", ISSTA 2012); the CI profile's default. SWARM_FIRST: swarm testing over the kinds
     it began with, without ADDED_FAULTS (the swarm regression seeds were found so, and replay
-    so)."""
+    so). SWARM_ADDED: swarm testing without TARGETED_FAULTS (the soaks' seeds up to 9,119,999
+    were found so, and replay so)."""
 
     FIRST = "first"
     UNIFORM = "uniform"
     SWARM = "swarm"
     SWARM_FIRST = "swarm-first"
+    SWARM_ADDED = "swarm-added"
 
 
 def _fault(rng: random.Random, kinds: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
@@ -340,7 +342,8 @@ def _added_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
 
 # Kinds added after the soaks' seeds were found, drawn apart from the rest of a schedule (a
 # generator of their own, each kind enabled in a swarm seed by a draw of its own): a seed that
-# leaves them out runs the very schedule it ran before. restore_then_tamper: etcd restored
+# leaves them out runs the very schedule it ran before, and Mode.SWARM_ADDED, which leaves them
+# all out, runs every seed's. restore_then_tamper: etcd restored
 # from the snapshot taken right after the newest entry into Error (a member rebuilt from it),
 # and someone else at once changes that package's state the restore put back (an operator
 # resetting what the restore brought back) before any daemon has relisted.
@@ -422,10 +425,10 @@ def make_schedule(seed: int, mode: Mode = Mode.FIRST) -> list[Step]:
     if mode is not Mode.FIRST:
         swarm = random.Random(f"{seed}/swarm")  # the FIRST draws above stay as they were
         kinds = [*FAULTS, *ADDED_FAULTS]
-        if mode in (Mode.SWARM, Mode.SWARM_FIRST):
+        if mode in (Mode.SWARM, Mode.SWARM_FIRST, Mode.SWARM_ADDED):
             kinds = [k for k in FAULTS if swarm.random() < 0.5] or [swarm.choice(FAULTS)]
             share, count = swarm.uniform(0.4, 0.8), swarm.randint(10, 30)
-        if mode is Mode.SWARM:
+        if mode in (Mode.SWARM, Mode.SWARM_ADDED):
             kinds += [k for k in ADDED_FAULTS if random.Random(f"{seed}/{k}").random() < 0.5]
     times = sorted(round(rng.uniform(0.5, FAULT_SECONDS), 2) for _ in range(count))
     for at in times:

@@ -11,8 +11,8 @@ from simulation.zoo.run import hunt
 # Found fastest on this machine (the README's zoo table), at least one per family of faults:
 # the relist's blind spot the zoo was built for, a lost answer, the restore fault and the
 # restore of an unechoed write, the corrections, etcd's refusals, the Error write's lost
-# answers (with the ABA on an absent key, and a restore during the retries), the scenario
-# callers and a Reconcile lost to a restore; a few seconds each.
+# answers (with the ABA on an absent key), the scenario callers, a Reconcile lost to a restore
+# and the second Reconciles restore_then_tamper finds; a few seconds each.
 FASTEST = [
     "r3-lost-answer-loses-reconcile",
     "r4-relist-forgets-written-keys",
@@ -24,30 +24,29 @@ FASTEST = [
     "s10-lost-answers-and-echo-then-overwrite",
     "s11-scenario-answer-lost",
     "s12-retry-lands-twice",
-    "s13-records-named-after-sending",
+    "s19-carried-state-outweighs-trigger",
     "s29-restored-error-write-carried",
+    "s30-restored-error-over-deleted-state",
+    "s31-drop-before-relist",
 ]
 
 
 # Bugs only a soak found (1 in 10,000 to 100,000 schedules), each by the seed that found it,
-# replayed in the normal run (test_simulation.SOAK_SEEDS), with the PYTHONHASHSEED it breaks
-# under (zoo/run.py): each seed must still find its bug put back, or a change to the simulator
-# has taken it out of reach unnoticed.
+# replayed in the normal run as found (test_simulation.SOAK_SEEDS, Mode.SWARM_ADDED), with the
+# PYTHONHASHSEED it breaks under (zoo/run.py): each seed must still find its bug put back, or a
+# change to the simulator has taken it out of reach unnoticed. Left out: s22, s23, s24 and s27,
+# whose seeds no longer show them since later fixes of the daemon correct what they caused
+# there (README, "The bug zoo").
 BY_SOAK_SEED = {
     "s14-guard-without-value": (2099848, 0),
     "s15-guard-loop-below-a-deletion": (3004827, 0),
     "s16-trigger-watch-past-the-end": (3032553, 0),
     "s17-foreign-event-unnoticed": (4015143, 0),
     "s18-planned-behind-a-failed-guard": (5061923, 0),
-    "s19-carried-state-outweighs-trigger": (6106668, 0),
     "s20-scenarios-read-before-check": (1069783, 0),
     # Its soak seeds (400168, 402588) no longer reach it; a hunt's does, under one hash seed.
     "s21-restored-trigger-old-index": (1727, 1),
-    "s22-dropped-trigger-sent-on": (500739, 0),
-    "s23-due-before-first-listing": (508416, 0),
-    "s24-write-landed-on-restored-history": (1064960, 0),
     "s25-history-gap-after-restore": (357081, 0),
-    "s27-restored-attempt-forgotten": (7072400, 0),
     "s28-deferred-cascade-forgotten": (9091882, 1),
 }
 
@@ -60,5 +59,5 @@ def test_the_simulator_finds_a_bug_put_back(bug: str) -> None:
 
 @pytest.mark.parametrize(("bug", "seed"), BY_SOAK_SEED.items())
 def test_the_soak_seed_finds_its_bug_put_back(bug: str, seed: tuple[int, int]) -> None:
-    found = hunt(bug, schedules=1, budget=60.0, first=seed[0], hash_seed=seed[1])
+    found = hunt(bug, 1, "swarm-added", 60.0, first=seed[0], hash_seed=seed[1])
     assert found.found, f"{bug}: {found.row()}"

@@ -9,8 +9,12 @@ no production code carries a switch for it), runs the simulation's CI profile in
 invariant) and prints one row: the bug, found or not, by which seed, after how many
 schedules, in how many seconds. Exit status 0 when every bug was found.
 
-    .venv/bin/python tests/simulation/zoo/run.py [NAME ...] [--schedules N] [--swarm 0|1]
+    .venv/bin/python tests/simulation/zoo/run.py [NAME ...] [--schedules N] [--mode MODE]
         [--first SEED] [--hash-seed N]
+
+MODE is how schedules are drawn (tests/simulation/sim.py, Mode): `swarm`, the CI profile's
+(the default); `uniform`, swarm testing off; `swarm-added`, as the soaks' seeds up to
+9,119,999 were found.
 
 A schedule is the same run each time only for one PYTHONHASHSEED (the order of a set of
 names can decide which of two things happens first): `--hash-seed` fixes it for the runs,
@@ -72,13 +76,14 @@ def bugs() -> list[str]:
 def hunt(
     bug: str,
     schedules: int = 1000,
-    swarm: bool = True,
+    mode: str = "swarm",
     budget: float = 600.0,
     first: int = 0,
     hash_seed: int | None = None,
 ) -> Hunt:
     """Put `bug` back in a scratch copy and run up to `schedules` schedules of the CI profile
-    on it, from seed `first` (at most `budget` seconds of wall time in all), with
+    on it, drawn in `mode` (sim.Mode's value), from seed `first` (at most `budget` seconds of
+    wall time in all), with
     PYTHONHASHSEED `hash_seed` (None: each run its own). A seed that breaks
     an invariant on the checkout as it is, too, found something else: the hunt goes on after
     it, and its seconds and schedules count."""
@@ -86,9 +91,9 @@ def hunt(
     as_is: tuple[int, ...] = ()
     hashed = {} if hash_seed is None else {"PYTHONHASHSEED": str(hash_seed)}
     while True:
-        found = _hunt(bug, schedules - ran, swarm, budget - spent, first + ran, hashed)
+        found = _hunt(bug, schedules - ran, mode, budget - spent, first + ran, hashed)
         spent += found.seconds
-        if found.seed is None or not _breaks_as_is(found.seed, swarm, hashed):
+        if found.seed is None or not _breaks_as_is(found.seed, mode, hashed):
             count = None if found.schedules is None else ran + found.schedules
             return dataclasses.replace(found, schedules=count, seconds=spent, as_is=as_is)
         as_is += (found.seed,)
@@ -97,10 +102,9 @@ def hunt(
             return Hunt(bug, None, None, spent, as_is=as_is)
 
 
-def _breaks_as_is(seed: int, swarm: bool, hashed: dict[str, str]) -> bool:
+def _breaks_as_is(seed: int, mode: str, hashed: dict[str, str]) -> bool:
     """Whether `seed` breaks an invariant on the checkout itself."""
-    env = {**os.environ, **hashed, "SIM_SEED": str(seed)}
-    env["SIM_MODE"] = "swarm" if swarm else "uniform"
+    env = {**os.environ, **hashed, "SIM_SEED": str(seed), "SIM_MODE": mode}
     replay = [sys.executable, "-m", "pytest", "tests/simulation", "-k", "replay", "-q"]
     replay += ["-p", "no:cacheprovider"]
     return (
@@ -109,7 +113,7 @@ def _breaks_as_is(seed: int, swarm: bool, hashed: dict[str, str]) -> bool:
 
 
 def _hunt(
-    bug: str, schedules: int, swarm: bool, budget: float, first: int, hashed: dict[str, str]
+    bug: str, schedules: int, mode: str, budget: float, first: int, hashed: dict[str, str]
 ) -> Hunt:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"zoo-{bug}-") as scratch:
@@ -127,7 +131,7 @@ def _hunt(
             "SIM_FIRST": str(first),
             "SIM_STOP": "first",
             "SIM_SHRINK": "0",
-            "SIM_MODE": "swarm" if swarm else "uniform",
+            "SIM_MODE": mode,
         }
         command = [sys.executable, "-m", "pytest", "tests/simulation", "-k", "schedules"]
         command += ["-q", "-s", "-p", "no:cacheprovider"]
@@ -154,7 +158,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("bugs", nargs="*", metavar="NAME", help=f"of: {', '.join(bugs())}")
     parser.add_argument("--schedules", type=int, default=1000)
     parser.add_argument("--first", type=int, default=0, help="the first seed")
-    parser.add_argument("--swarm", type=int, choices=[0, 1], default=1)
+    modes = ["swarm", "uniform", "swarm-added"]
+    parser.add_argument("--mode", choices=modes, default="swarm", help="how schedules are drawn")
     parser.add_argument("--budget", type=float, default=600.0, help="wall seconds per bug")
     parser.add_argument("--hash-seed", type=int, default=None, help="PYTHONHASHSEED of the runs")
     args = parser.parse_args(argv)
@@ -164,12 +169,10 @@ def main(argv: list[str]) -> int:
     print("| bug | found | seed | schedules | seconds |\n|---|---|---|---|---|", flush=True)
     hunts = []
     for bug in args.bugs or bugs():
-        hunts.append(
-            hunt(bug, args.schedules, bool(args.swarm), args.budget, args.first, args.hash_seed)
-        )
+        hunts.append(hunt(bug, args.schedules, args.mode, args.budget, args.first, args.hash_seed))
         print(hunts[-1].row(), flush=True)
     found = sum(h.found for h in hunts)
-    print(f"{found} of {len(hunts)} found (swarm {'on' if args.swarm else 'off'})")
+    print(f"{found} of {len(hunts)} found ({args.mode})")
     return 0 if found == len(hunts) else 1
 
 
