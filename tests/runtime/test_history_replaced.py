@@ -409,3 +409,32 @@ async def test_an_error_write_on_a_key_the_restore_took_back_whole_is_a_new_entr
         puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "q"), []) if r is not None]
         assert len(puts) == 1  # the new history's own entry into Error
     assert disagreements(mem) == []
+
+
+async def test_a_restored_trigger_is_not_dropped_before_the_index_has_the_new_history() -> None:
+    """p enters Error (at E) and ActionController refuses, so its trigger stays; p then runs
+    again. etcd is restored to E (p in Error, its trigger back) and someone deletes p's state
+    at once; the watcher is slow to reconnect. The sender, which lists the trigger of the new
+    history first, must not drop it (p's state is not Error) before the index has that
+    history: once the watcher relists, the writer finds the trigger and putting Error back is
+    a correction, with no second trigger (before, the trigger was dropped first: the
+    simulation's swarm seed 71)."""
+    mem = MemEtcd()
+    async with synced(mem, "c", target="s") as rt:
+        rt.actioncontroller.refusing = True
+        container(mem, "c", "m", "dead")
+        await until(lambda: len(rt.actioncontroller.calls) >= 1)
+        error_at = trigger_revision(mem, "p")
+        container(mem, "c", "m", "running")
+        await until(lambda: state(mem, "package", "p") == "Running")
+        await until(lambda: trigger_revision(mem, "p") == 0)  # dropped: p left Error
+        rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
+        mem.replace_history(StoreSnapshot(error_at, mem.compacted_revision))
+        mem.delete_now(f"{LAYOUT.package_states}p/state".encode())
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        assert rt.sample("corrections_total", resource="package") == 1
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        assert len(puts) == 1  # the restore's, none of the daemon's since
+        rt.actioncontroller.refusing = False
+        await until(lambda: trigger_revision(mem, "p") == 0)
