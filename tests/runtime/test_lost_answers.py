@@ -175,3 +175,29 @@ async def test_an_error_write_landed_unanswered_on_a_restored_history_is_looked_
         await until(lambda: state(mem, "package", "q") == "Error")
     puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "q")] if r is not None]
     assert len(puts) == 1
+
+
+async def test_a_write_landed_unanswered_then_shown_by_a_failed_guard_is_the_previous_state() -> (
+    None
+):
+    """p is in Error; c1 runs again and the daemon writes p Running, which lands, but every
+    answer of every attempt is lost and so is the watch echo: the write is deferred. Planned
+    again, its guard fails on the very value it wrote. That answer shows what the deferred
+    write put there: Running is p's previous state, so c1 dying again is a new entry into
+    Error, with its trigger (before, the failed guard's answer ended the wait for the first
+    write unlearnt, the previous state stayed Error and the entry was taken as a correction:
+    the Reconcile was lost; the simulation's swarm seed 11052761)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        deliver(rt, mem, "c1", container(mem, "c1", "m", "dead"))
+        await until(lambda: state(mem, "package", "p") == "Error")
+        conflicts = rt.sample("etcd_write_conflicts_total")
+        mem.lose_next_txn_response(5)  # the writer's five attempts; the first one lands
+        deliver(rt, mem, "c1", container(mem, "c1", "m", "running"))
+        await until(lambda: rt.sample("etcd_write_conflicts_total") > conflicts)
+        assert state(mem, "package", "p") == "Running"
+        deliver(rt, mem, "c1", container(mem, "c1", "m", "dead"))
+        await until(lambda: state(mem, "package", "p") == "Error")
+    puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+    assert len(puts) == 2
+    assert rt.sample("corrections_total", resource="package") == 0

@@ -187,3 +187,22 @@ def test_a_trigger_of_the_new_history_makes_error_the_previous_state_of_a_carrie
     ]
     states.listed([(P, "Running", 3)])  # learnt on the new history: not judged again
     assert states.previous(P) == "Error"
+
+
+def test_an_unheard_write_ends_when_the_key_is_learnt_again() -> None:
+    """An agreement or an echo of a later write of ours learns the key anew: the unheard
+    transaction before it no longer tells the previous state (its records, found later,
+    would make Error previous over what was learnt since)."""
+    records = [(b"/triggers/p", "id-1")]
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.lost(P, "Error", records)
+    states.agreed([(P, "Degraded", 9)])
+    assert states.heard(P) is None
+    states.lost(P, "Error", records)
+    states.sent([(P, "Running")])
+    states.echoed([(P, "Running", 11)])
+    assert (states.heard(P), states.previous(P)) == (None, "Running")
+    states.lost(P, "Error", records)
+    states.put_back({P: ("Error", 3, False)})  # undoing a plan's learning is no new learning
+    assert states.heard(P) == ("Error", records)

@@ -40,8 +40,8 @@ class PreviousStates:
     carried previous state is dropped, the key still carried, when a listing shows the new
     history never held it (`listed`); a key is
     unconfirmed from `sent` until `answered`, or until etcd shows its next value (`echoed`),
-    whichever comes first; a key is unheard from `lost` until `heard`, `committed`, or a new
-    leader key.
+    whichever comes first; a key is unheard from `lost` until `heard`, its previous state is
+    learnt again (`committed`, `agreed`, `echoed`), or a new leader key.
     """
 
     def __init__(self) -> None:
@@ -125,8 +125,7 @@ class PreviousStates:
     def committed(self, key: WorkKey, state: str | None, revision: int) -> None:
         """Our write of `state` to `key` committed at `revision` (None: the key was deleted): it
         is the previous derived state now."""
-        self._unheard.pop(key, None)
-        self._remember(key, state, revision)
+        self._learn(key, state, revision)
 
     def lost(self, key: WorkKey, state: str | None, records: Records) -> None:
         """Every answer of a transaction entering `state` at `key` and putting `records` was
@@ -143,7 +142,7 @@ class PreviousStates:
         say), at the mod revision given: that is its previous derived state now, whoever wrote
         it (someone else's value the rules moved to, or our own write whose answer was lost)."""
         for key, state, revision in found:
-            self._remember(key, state, revision)
+            self._learn(key, state, revision)
 
     def remembered(self, keys: Iterable[WorkKey]) -> dict[WorkKey, Remembered]:
         """What each of `keys` has now, for `put_back`."""
@@ -167,7 +166,7 @@ class PreviousStates:
             if key not in self._unconfirmed:
                 continue
             if self._unconfirmed.pop(key) == value and value is not None:
-                self._remember(key, value, revision)
+                self._learn(key, value, revision)
 
     def listed(self, seen: Iterable[StateSeen]) -> None:
         """A listing showed each key's value (`echoed`), and a carried previous state is judged
@@ -196,6 +195,13 @@ class PreviousStates:
     def _settle(self, key: WorkKey) -> None:
         if self._replaced:
             self._settled.add(key)
+
+    def _learn(self, key: WorkKey, state: str | None, revision: int) -> None:
+        """`key`'s previous state is learnt: an unheard transaction of it before is no longer
+        what tells a correction (else its records, found later, would make Error the previous
+        state over what was learnt since: the simulation's swarm seed 11052761)."""
+        self._unheard.pop(key, None)
+        self._remember(key, state, revision)
 
     def _remember(self, key: WorkKey, state: str | None, revision: int) -> None:
         self._settle(key)

@@ -273,6 +273,12 @@ class StateWriter:
         except EtcdUnavailable:
             self._unheard(entering, ids, wrote, planned)
             raise
+        if not result.succeeded:
+            # A failed guard shows each key as etcd holds it: where an earlier transaction of
+            # ours went unanswered (every answer lost, then deferred and planned again), that is
+            # what it wrote if it landed, before this one's answer ends the wait for it (else
+            # its state, ours, is taken as someone else's: the simulation's swarm seed 11052761).
+            self._states.echoed(_shown(changes, keys, result))
         self._states.answered(c.key for c in changes)
         try:
             self._check_history(keys, changes, result, causes)
@@ -395,12 +401,8 @@ class StateWriter:
     ) -> None:
         """A guard failed: count it, and give the index etcd's current values of the keys."""
         self._metrics.write_conflicts.inc()
-        for key, change in zip(keys, changes, strict=True):
-            kv = result.current.get(key)
-            value = kv.value.decode("utf-8", "replace") if kv is not None else None
-            # A key found absent is known absent as of the transaction's revision.
-            seen = kv.mod_revision if kv is not None else result.revision
-            self._index.observe_written(change.key, value, seen)
+        for key, value, seen in _shown(changes, keys, result):
+            self._index.observe_written(key, value, seen)
 
     async def _outcome(
         self,
@@ -635,6 +637,19 @@ def _guard(key: bytes, change: Change) -> Guard:
     if value is None or "\ufffd" in value:
         return Guard(key, change.old.mod_revision)
     return Guard(key, change.old.mod_revision, value.encode())
+
+
+def _shown(changes: Sequence[Change], keys: Sequence[bytes], result: TxnResult) -> list[StateSeen]:
+    """Each changed key as a failed guard's answer shows it: its value and mod revision, or
+    None as of the answer's revision (a key found absent is known absent then)."""
+    shown: list[StateSeen] = []
+    for change, key in zip(changes, keys, strict=True):
+        kv = result.current.get(key)
+        if kv is None:
+            shown.append((change.key, None, result.revision))
+        else:
+            shown.append((change.key, kv.value.decode("utf-8", "replace"), kv.mod_revision))
+    return shown
 
 
 def _own_write(keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult) -> int | None:
