@@ -260,12 +260,12 @@ ADDED_FAULTS = [
 class Mode(enum.Enum):
     """How a seed's schedule is drawn. FIRST: the first generator's faults at its weights (the
     regression seeds were found so, and replay so). UNIFORM: every fault kind, each as likely,
-    at the first generator's density. SWARM: each seed enables a random subset of the fault
-    kinds and a higher, random density, so rare combinations occur (Groce et al., "Swarm
-    Testing", ISSTA 2012); the CI profile's default. SWARM_FIRST: swarm testing over the kinds
-    it began with, without ADDED_FAULTS (the swarm regression seeds were found so, and replay
-    so). SWARM_ADDED: swarm testing without TARGETED_FAULTS (the soaks' seeds up to 9,119,999
-    were found so, and replay so)."""
+    at the first generator's density, and steps of every targeted kind. SWARM: each seed
+    enables a random subset of the fault kinds and a higher, random density, so rare
+    combinations occur (Groce et al., "Swarm Testing", ISSTA 2012); the CI profile's default.
+    SWARM_FIRST: swarm testing over the kinds it began with, without ADDED_FAULTS (the swarm
+    regression seeds were found so, and replay so). SWARM_ADDED: swarm testing without
+    TARGETED_FAULTS (the soaks' seeds up to 9,119,999 were found so, and replay so)."""
 
     FIRST = "first"
     UNIFORM = "uniform"
@@ -350,12 +350,13 @@ def _added_fault_args(rng: random.Random, kind: str) -> tuple[Any, ...]:
 TARGETED_FAULTS = ["restore_then_tamper"]
 
 
-def _targeted(seed: int) -> list[Step]:
-    """The steps of TARGETED_FAULTS in `seed`'s schedule (swarm mode)."""
+def _targeted(seed: int, every: bool) -> list[Step]:
+    """The steps of TARGETED_FAULTS in `seed`'s schedule: of every kind (uniform mode), or of
+    those its draws enable (swarm mode)."""
     rng = random.Random(f"{seed}/targeted")
     steps = []
     for kind in TARGETED_FAULTS:
-        if random.Random(f"{seed}/{kind}").random() >= 0.5:
+        if not every and random.Random(f"{seed}/{kind}").random() >= 0.5:
             continue
         for _ in range(rng.randint(1, 3)):
             steps.append(Step(round(rng.uniform(0.5, FAULT_SECONDS), 2), kind, (_not_error(rng),)))
@@ -434,8 +435,8 @@ def make_schedule(seed: int, mode: Mode = Mode.FIRST) -> list[Step]:
     for at in times:
         steps.append(Step(at, *(_fault(rng, kinds) if rng.random() < share else _churn(rng))))
     steps += _node_lists(random.Random(f"{seed}/nodes"))
-    if mode is Mode.SWARM:
-        steps += _targeted(seed)
+    if mode in (Mode.SWARM, Mode.UNIFORM):
+        steps += _targeted(seed, every=mode is Mode.UNIFORM)
     steps += _scenario_changes(random.Random(f"{seed}/scenarios"))
     return sorted(steps, key=lambda s: s.at)
 
