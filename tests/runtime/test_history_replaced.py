@@ -438,3 +438,32 @@ async def test_a_restored_trigger_is_not_dropped_before_the_index_has_the_new_hi
         assert len(puts) == 1  # the restore's, none of the daemon's since
         rt.actioncontroller.refusing = False
         await until(lambda: trigger_revision(mem, "p") == 0)
+
+
+async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_relist() -> None:
+    """As above, but someone deletes q's state after the daemon's Error write (at W), and the
+    daemon hears it (the index no longer holds q's state) just before etcd is restored to
+    below W. The listing shows no q state, nor reports its deletion (the index held none to
+    diff): the first whole listing since the restore judges every carried key it did not show
+    as absent there, so the Error learnt at W is dropped and putting q in Error is a new entry,
+    with its trigger (before, the carried Error stood: a correction, the Reconcile lost; the
+    simulation's swarm seed 12005081)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        spec = package(mem, "q", ["n"])
+        revision = container(mem, "c2", "n", "dead")
+        for prefix, name, at in ((LAYOUT.packages, "q", spec), (LAYOUT.containers, "c2", revision)):
+            key = f"{prefix}{name}".encode()
+            value = mem.range_now(key, revision=at).records[0].value
+            rt.parts.controller.apply(prefix, [Event(key, value, at)])
+        await until(lambda: state(mem, "package", "q") == "Error")
+        q_state = f"{LAYOUT.package_states}q/state".encode()
+        deleted = mem.delete_now(q_state)
+        rt.parts.controller.apply(LAYOUT.package_states, [Event(q_state, None, deleted)])
+        mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: state(mem, "package", "q") == "Error")
+        puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "q"), []) if r is not None]
+        assert len(puts) == 1  # the new history's own entry into Error
+        assert rt.sample("corrections_total", resource="package") == 0
+    assert disagreements(mem) == []

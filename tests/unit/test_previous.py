@@ -206,3 +206,26 @@ def test_an_unheard_write_ends_when_the_key_is_learnt_again() -> None:
     states.lost(P, "Error", records)
     states.put_back({P: ("Error", 3, False)})  # undoing a plan's learning is no new learning
     assert states.heard(P) == ("Error", records)
+
+
+def test_the_first_whole_listing_after_a_replacement_judges_the_keys_it_did_not_show() -> None:
+    """`relisted` takes each carried key with a previous state that no `listed` page showed
+    since `replaced` as absent at the listing's revision: dropped when at or below the
+    revision it was learnt at, kept above; keys a page showed were judged there. (Only the
+    first whole listing since a replacement shows every key: the controller calls it then.)"""
+    a, b, c = (WorkKey(Resource.PACKAGE, n) for n in "abc")
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(a, "Error", 10)
+    states.committed(b, "Error", 4)
+    states.committed(c, "Error", 10)
+    states.replaced()
+    states.listed([(c, "Error", 10)])  # the same write: learnt again
+    states.relisted(8)
+    found = [(states.previous(k), states.carried(k)) for k in (a, b, c)]
+    assert found == [(None, True), ("Error", True), ("Error", False)]
+    fresh = PreviousStates()
+    fresh.leading(LEADER)
+    fresh.committed(a, "Error", 10)
+    fresh.relisted(2)  # no replacement: nothing is carried, nothing judged
+    assert fresh.previous(a) == "Error"

@@ -105,6 +105,8 @@ class Controller:
         self._resting = asyncio.Event()
         self._resting.set()
         self._leading = False  # the worker holds a fence (a follower's queued keys wait)
+        # Set from a replacement of etcd's history until the next whole listing is applied.
+        self._relisting = False
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -132,6 +134,9 @@ class Controller:
                 self._writer.listed(self._ingest.page(relist, page.prefix, items))
             result = self._ingest.finish(relist, revision)
             self._writer.listed(result.states)
+            if self._relisting:  # the first whole listing since the history was replaced
+                self._writer.relisted(revision)
+                self._relisting = False
         self.caught_up(revision)
         self._report(result.reports)
         if result.drifted:
@@ -158,6 +163,7 @@ class Controller:
         to a history that no longer exists. The next `load` then takes each listed key as new."""
         self._ingest.forget_revisions()
         self._writer.forget_history()
+        self._relisting = True
         self._causes.clear()
         self._through = self._needed = 0
         self._current.set()

@@ -158,6 +158,11 @@ class StateWriter:
         """A listing showed these state keys' values (through ingest): PreviousStates.listed."""
         self._states.listed(seen)
 
+    def relisted(self, revision: int) -> None:
+        """The first whole listing since etcd's history was replaced was taken at `revision`:
+        PreviousStates.relisted."""
+        self._states.relisted(revision)
+
     def agreed(self, found: Mapping[WorkKey, str | None]) -> None:
         """A plan found these keys agreeing with the rules, each as the index holds it:
         PreviousStates.agreed."""
