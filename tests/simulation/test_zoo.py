@@ -51,6 +51,7 @@ BY_SOAK_SEED = {
     # Found in today's profile, restore_then_tamper drawn (test_simulation.TARGETED_SEEDS).
     "s32-failed-guard-hides-own-write": (11052761, 0, "swarm"),
     "s33-unheard-outlives-learning": (11052761, 0, "swarm"),
+    "s34-unlisted-carried-state-unjudged": (12005081, 0, "swarm"),
 }
 
 
