@@ -467,3 +467,46 @@ async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_r
         assert len(puts) == 1  # the new history's own entry into Error
         assert rt.sample("corrections_total", resource="package") == 0
     assert disagreements(mem) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known open: a restored trigger older than the state the daemon learnt since "
+    "(docs/decisions/previous-states-across-replacement.md, swarm seed 13071818)",
+)
+async def test_a_trigger_older_than_the_daemons_own_deletion_does_not_make_error_previous() -> None:
+    """p enters Error (at E) and s is slow to answer, so its trigger stays; p's spec is then
+    made invalid and the daemon deletes p's state (at D). etcd is replaced by a copy at the
+    same revisions (a member restored from the newest snapshot), so every key is carried;
+    then p's spec is made valid again. By the rules p left Error at D and enters it again: a
+    new entry, with its own trigger. The trigger of E, still pending, makes Error p's
+    previous state instead (the writer's trigger look-up trusts a trigger older than the
+    deletion it learnt since), and the entry gets no trigger of its own (the simulation's
+    swarm seed 13071818). Strict: this test fails the run once the bug is fixed, for the
+    marker to go."""
+    mem = MemEtcd()
+    mem.restart()  # it has run: the restored cluster's raft term is below the one seen
+    async with synced(mem, "c", target="s") as rt:
+        ac = rt.actioncontroller
+        answer = ac.reconcile
+        slow = asyncio.Event()
+
+        async def slow_once(name: str) -> ReconcileOutcome:
+            if not slow.is_set():
+                ac.calls.append(name)
+                await slow.wait()
+            return await answer(name)
+
+        ac.reconcile = slow_once  # type: ignore[method-assign]
+        container(mem, "c", "m", "dead")
+        await until(lambda: ac.calls == ["s"])
+        spec = mem.range_now(f"{LAYOUT.packages}p".encode()).records[0].value
+        mem.put_now(f"{LAYOUT.packages}p".encode(), b"[]")  # invalid: p's spec is gone
+        await until(lambda: state(mem, "package", "p") is None)
+        mem.replace_history(mem.snapshot_now())
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") >= 1)
+        mem.put_now(f"{LAYOUT.packages}p".encode(), spec)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        slow.set()
+        assert len(puts) == 2  # E's, and the new entry's
