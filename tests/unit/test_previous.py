@@ -229,3 +229,47 @@ def test_the_first_whole_listing_after_a_replacement_judges_the_keys_it_did_not_
     fresh.committed(a, "Error", 10)
     fresh.relisted(2)  # no replacement: nothing is carried, nothing judged
     assert fresh.previous(a) == "Error"
+
+
+def test_every_way_of_learning_keeps_the_revision_a_listing_judges_by() -> None:
+    """What is learnt by an agreement, an echo of our write or a restored trigger keeps its
+    mod revision: after a replacement, a listing shows each at that very revision (learnt
+    again) or below it (dropped). A listing judges every key it shows, whatever came first."""
+    agreed, echoed, triggered, other = (WorkKey(Resource.PACKAGE, n) for n in "aetx")
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.agreed([(agreed, "Error", 10)])
+    states.sent([(echoed, "Error")])
+    states.echoed([(echoed, "Error", 11)])
+    states.replaced()
+    states.triggered(triggered, 12)
+    states.committed(other, "Running", 13)  # learnt on the new history: not carried
+    states.replaced()
+    states.listed([(other, "Running", 13), (agreed, "Error", 10), (echoed, "Error", 5)])
+    states.listed([(triggered, None, 12)])
+    found = [(states.previous(k), states.carried(k)) for k in (agreed, echoed, triggered)]
+    assert found == [("Error", False), (None, True), (None, True)]
+
+
+def test_a_restored_trigger_teaches_nothing_of_a_key_learnt_again() -> None:
+    """After a replacement, a key learnt again on the new history is not carried: a trigger
+    found there says nothing more of it."""
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.replaced()
+    states.committed(P, "Running", 12)
+    states.triggered(P, 7)
+    assert states.previous(P) == "Running"
+
+
+def test_the_relist_judges_at_its_own_revision_and_only_carried_keys() -> None:
+    """Absent in a listing at the very revision a carried state was learnt at: the new
+    history never held it. A key learnt again at that revision is not judged at all."""
+    q = WorkKey(Resource.PACKAGE, "q")
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(P, "Error", 10)
+    states.replaced()
+    states.committed(q, "Running", 10)
+    states.relisted(10)
+    assert (states.previous(P), states.previous(q)) == (None, "Running")

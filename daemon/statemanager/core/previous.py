@@ -66,8 +66,6 @@ class PreviousStates:
         # never held), but those learnt again since (`_settled`).
         self._replaced = False
         self._settled: set[WorkKey] = set()
-        # The keys listings have shown since the replacement (`listed`, `relisted`).
-        self._listed: set[WorkKey] = set()
 
     def previous(self, key: WorkKey) -> str | None:
         """The previous derived state of `key`; None when none is known (the planner then
@@ -93,7 +91,6 @@ class PreviousStates:
         daemon last derived there may be one the new history took back)."""
         self._replaced = True
         self._settled.clear()
-        self._listed.clear()
 
     def carried(self, key: WorkKey) -> bool:
         """Whether `key`'s previous state (or its having none) was learnt on a replaced history
@@ -186,7 +183,6 @@ class PreviousStates:
         seen = list(seen)
         self.echoed(seen)
         for key, value, revision in seen:
-            self._listed.add(key)
             state = self._previous.get(key)
             if state is None or not self.carried(key):
                 continue
@@ -201,12 +197,12 @@ class PreviousStates:
         state key etcd holds (`listed`), so a carried key with a previous state that none of
         its pages showed is absent there, and judged so (else a key deleted on the replaced
         history, which the index then no longer held, was never judged: the simulation's
-        swarm seed 12005081)."""
-        if self._replaced:
-            for key in [k for k in self._previous if self.carried(k) and k not in self._listed]:
-                if revision <= self._at[key]:
-                    del self._previous[key], self._at[key]
-        self._listed.clear()
+        swarm seed 12005081). A key its pages showed needs no record of it: one still carried
+        was shown modified above the revision its state was learnt at, and `revision` is at
+        or above that."""
+        for key in [k for k in self._previous if self.carried(k)]:
+            if revision <= self._at[key]:
+                del self._previous[key], self._at[key]
 
     def _settle(self, key: WorkKey) -> None:
         if self._replaced:
