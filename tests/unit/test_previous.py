@@ -243,9 +243,10 @@ def test_every_way_of_learning_keeps_the_revision_a_listing_judges_by() -> None:
     states.echoed([(echoed, "Error", 11)])
     states.replaced()
     states.triggered(triggered, 12)
-    states.committed(other, "Running", 13)  # learnt on the new history: not carried
+    states.committed(other, "Running", 13)
     states.replaced()
-    states.listed([(other, "Running", 13), (agreed, "Error", 10), (echoed, "Error", 5)])
+    unknown = WorkKey(Resource.MODEL, "m")  # no previous state: passed over, not the end
+    states.listed([(unknown, "Running", 3), (agreed, "Error", 10), (echoed, "Error", 5)])
     states.listed([(triggered, None, 12)])
     found = [(states.previous(k), states.carried(k)) for k in (agreed, echoed, triggered)]
     assert found == [("Error", False), (None, True), (None, True)]
