@@ -16,6 +16,8 @@ from statemanager.runtime.backoff import Backoff
 from support.memetcd import MemEtcd, StoreSnapshot
 from support.runtime import (
     LAYOUT,
+    FakeActionController,
+    Runtime,
     container,
     deliver,
     disagreements,
@@ -32,6 +34,35 @@ from support.runtime import (
 from support.servicer import container_list, send_list
 
 pytestmark = pytest.mark.looptime
+
+
+def _answers_held(ac: FakeActionController) -> asyncio.Event:
+    """Make `ac` hold its answers (each call recorded as it comes) until the returned event is
+    set: ActionController slow to answer, so a trigger stays pending meanwhile."""
+    answer = ac.reconcile
+    released = asyncio.Event()
+
+    async def held(name: str) -> ReconcileOutcome:
+        if not released.is_set():
+            ac.calls.append(name)
+            await released.wait()
+        return await answer(name)
+
+    ac.reconcile = held  # type: ignore[method-assign]
+    return released
+
+
+async def _new_package_in_error_unechoed(rt: Runtime, mem: MemEtcd) -> int:
+    """Package q of model n, whose container c2 is dead, handed to the deaf daemon, which
+    writes q's entry into Error (its echo lost); the revision of c2's death."""
+    spec = package(mem, "q", ["n"])
+    revision = container(mem, "c2", "n", "dead")
+    for prefix, name, at in ((LAYOUT.packages, "q", spec), (LAYOUT.containers, "c2", revision)):
+        key = f"{prefix}{name}".encode()
+        value = mem.range_now(key, revision=at).records[0].value
+        rt.parts.controller.apply(prefix, [Event(key, value, at)])
+    await until(lambda: state(mem, "package", "q") == "Error")
+    return revision
 
 
 async def test_a_restore_below_a_write_whose_echo_had_not_come_is_noticed() -> None:
@@ -333,16 +364,7 @@ async def test_a_trigger_the_restore_put_back_makes_error_the_previous_state(lef
     mem = MemEtcd()
     async with synced(mem, "c", target="s") as rt:
         ac = rt.actioncontroller
-        answer = ac.reconcile
-        slow = asyncio.Event()
-
-        async def slow_once(name: str) -> ReconcileOutcome:
-            if not slow.is_set():
-                ac.calls.append(name)
-                await slow.wait()
-            return await answer(name)
-
-        ac.reconcile = slow_once  # type: ignore[method-assign]
+        slow = _answers_held(ac)
         container(mem, "c", "m", "dead")
         await until(lambda: ac.calls == ["s"])
         error_at = trigger_revision(mem, "p")
@@ -395,13 +417,7 @@ async def test_an_error_write_on_a_key_the_restore_took_back_whole_is_a_new_entr
     correction of a state someone deleted)."""
     mem = MemEtcd()
     async with synced_then_deaf(mem) as rt:
-        spec = package(mem, "q", ["n"])
-        revision = container(mem, "c2", "n", "dead")
-        for prefix, name, at in ((LAYOUT.packages, "q", spec), (LAYOUT.containers, "c2", revision)):
-            key = f"{prefix}{name}".encode()
-            value = mem.range_now(key, revision=at).records[0].value
-            rt.parts.controller.apply(prefix, [Event(key, value, at)])
-        await until(lambda: state(mem, "package", "q") == "Error")
+        revision = await _new_package_in_error_unechoed(rt, mem)
         mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
         assert state(mem, "package", "q") is None
         await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
@@ -450,13 +466,7 @@ async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_r
     simulation's swarm seed 12005081)."""
     mem = MemEtcd()
     async with synced_then_deaf(mem) as rt:
-        spec = package(mem, "q", ["n"])
-        revision = container(mem, "c2", "n", "dead")
-        for prefix, name, at in ((LAYOUT.packages, "q", spec), (LAYOUT.containers, "c2", revision)):
-            key = f"{prefix}{name}".encode()
-            value = mem.range_now(key, revision=at).records[0].value
-            rt.parts.controller.apply(prefix, [Event(key, value, at)])
-        await until(lambda: state(mem, "package", "q") == "Error")
+        revision = await _new_package_in_error_unechoed(rt, mem)
         q_state = f"{LAYOUT.package_states}q/state".encode()
         deleted = mem.delete_now(q_state)
         rt.parts.controller.apply(LAYOUT.package_states, [Event(q_state, None, deleted)])
@@ -488,16 +498,7 @@ async def test_a_trigger_older_than_the_daemons_own_deletion_does_not_make_error
     mem.restart()  # it has run: the restored cluster's raft term is below the one seen
     async with synced(mem, "c", target="s") as rt:
         ac = rt.actioncontroller
-        answer = ac.reconcile
-        slow = asyncio.Event()
-
-        async def slow_once(name: str) -> ReconcileOutcome:
-            if not slow.is_set():
-                ac.calls.append(name)
-                await slow.wait()
-            return await answer(name)
-
-        ac.reconcile = slow_once  # type: ignore[method-assign]
+        slow = _answers_held(ac)
         container(mem, "c", "m", "dead")
         await until(lambda: ac.calls == ["s"])
         spec = mem.range_now(f"{LAYOUT.packages}p".encode()).records[0].value
