@@ -38,10 +38,10 @@ class PreviousStates:
     key, with a previous state or none, is carried from `replaced` until its previous state is
     learnt again (on the history that replaced the one it was learnt on) or `kept`, and a
     carried previous state is dropped, the key still carried, when a listing shows the new
-    history never held it (`listed`); a key is
-    unconfirmed from `sent` until `answered`, or until etcd shows its next value (`echoed`),
-    whichever comes first; a key is unheard from `lost` until `heard`, its previous state is
-    learnt again (`committed`, `agreed`, `echoed`), or a new leader key.
+    history never held it (`listed`, `relisted`); a key is unconfirmed from `sent` until
+    `answered`, or until etcd shows its next value (`echoed`), whichever comes first; a key is
+    unheard from `lost` until `heard`, its previous state is learnt again (`committed`,
+    `agreed`, `echoed`), or a new leader key.
     """
 
     def __init__(self) -> None:

@@ -278,12 +278,12 @@ class StateWriter:
         except EtcdUnavailable:
             self._unheard(entering, ids, wrote, planned)
             raise
-        if not result.succeeded:
-            # A failed guard shows each key as etcd holds it: where an earlier transaction of
-            # ours went unanswered (every answer lost, then deferred and planned again), that is
-            # what it wrote if it landed, before this one's answer ends the wait for it (else
-            # its state, ours, is taken as someone else's: the simulation's swarm seed 11052761).
-            self._states.echoed(_shown(changes, keys, result))
+        # A failed guard shows each key as etcd holds it: where an earlier transaction of ours
+        # went unanswered (every answer lost, then deferred and planned again), that is what it
+        # wrote if it landed, before this one's answer ends the wait for it (else its state,
+        # ours, is taken as someone else's: the simulation's swarm seed 11052761).
+        shown = [] if result.succeeded else _shown(changes, keys, result)
+        self._states.echoed(shown)
         self._states.answered(c.key for c in changes)
         try:
             self._check_history(keys, changes, result, causes)
@@ -316,7 +316,7 @@ class StateWriter:
             ):
                 # A record key is taken, or the anchor gone: read the generations again.
                 self._recorded(planned, landed=None)
-            self._conflict(keys, changes, result)
+            self._conflict(shown)
             return None
         raise AssertionError("unreachable: a success is recorded above")
 
@@ -401,12 +401,11 @@ class StateWriter:
                 result.revision,
             )
 
-    def _conflict(
-        self, keys: Sequence[bytes], changes: Sequence[Change], result: TxnResult
-    ) -> None:
-        """A guard failed: count it, and give the index etcd's current values of the keys."""
+    def _conflict(self, shown: Sequence[StateSeen]) -> None:
+        """A guard failed: count it, and give the index etcd's current values of the keys
+        (`shown`: the failed guard's answer)."""
         self._metrics.write_conflicts.inc()
-        for key, value, seen in _shown(changes, keys, result):
+        for key, value, seen in shown:
             self._index.observe_written(key, value, seen)
 
     async def _outcome(
