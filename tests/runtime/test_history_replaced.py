@@ -456,6 +456,45 @@ async def test_a_restored_trigger_is_not_dropped_before_the_index_has_the_new_hi
         await until(lambda: trigger_revision(mem, "p") == 0)
 
 
+async def test_a_restored_trigger_the_sender_dropped_before_the_writer_planned_is_learnt() -> None:
+    """As above, but the sender drops the restored trigger (p's state is not Error) before the
+    controller plans p again (a daemon paused through the restore wakes with both to do, and
+    the sender goes first): the writer can no longer find the trigger, so the sender tells it
+    of the drop, and Error, entered at E on the new history, is p's previous state there.
+    Putting Error back is a correction, with no second trigger (before, the carried Running
+    stood and it was a new entry: the simulation's swarm seed 13099827)."""
+    mem = MemEtcd()
+    async with synced(mem, "c", target="s") as rt:
+        rt.actioncontroller.refusing = True
+        container(mem, "c", "m", "dead")
+        await until(lambda: len(rt.actioncontroller.calls) >= 1)
+        error_at = trigger_revision(mem, "p")
+        container(mem, "c", "m", "running")
+        await until(lambda: state(mem, "package", "p") == "Running")
+        await until(lambda: trigger_revision(mem, "p") == 0)  # dropped: p left Error
+        queue = rt.parts.controller._queue
+        add, late = queue.add, WorkKey(Resource.PACKAGE, "p")
+
+        async def after_the_drop(key: WorkKey) -> None:
+            await until(lambda: trigger_revision(mem, "p") == 0)
+            add(key)
+
+        def add_late(key: WorkKey) -> None:
+            if key == late:
+                asyncio.get_running_loop().create_task(after_the_drop(key))
+            else:
+                add(key)
+
+        queue.add = add_late  # type: ignore[method-assign]
+        mem.replace_history(StoreSnapshot(error_at, mem.compacted_revision))
+        mem.delete_now(f"{LAYOUT.package_states}p/state".encode())
+        await until(lambda: state(mem, "package", "p") == "Error")
+        assert rt.sample("corrections_total", resource="package") == 1
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        assert len(puts) == 1  # the restore's, none of the daemon's since
+        assert trigger_revision(mem, "p") == 0
+
+
 async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_relist() -> None:
     """As above, but someone deletes q's state after the daemon's Error write (at W), and the
     daemon hears it (the index no longer holds q's state) just before etcd is restored to

@@ -164,7 +164,7 @@ def build(
     listings = Listings()
     watcher = _watcher(shared, controller, listings)
     controller.on_replaced(watcher.replaced)
-    sender = _sender(shared, actioncontroller, watcher)
+    sender = _sender(shared, actioncontroller, watcher, controller)
     service = _service(shared, controller, offloader)
     feed, queries = _queries(shared, controller, watcher)
     status = _status(shared, election, sender)
@@ -245,10 +245,11 @@ def _watcher(shared: _Shared, controller: Controller, listings: Listings) -> Wat
 
 
 def _sender(
-    shared: _Shared, actioncontroller: ReconcileClient, watcher: Watcher
+    shared: _Shared, actioncontroller: ReconcileClient, watcher: Watcher, controller: Controller
 ) -> ReconcileSender:
-    """The reconcile sender, delivering what its trigger feed follows in etcd and reading
-    scenarios from the index `watcher` fills."""
+    """The reconcile sender, delivering what its trigger feed follows in etcd, reading
+    scenarios from the index `watcher` fills, and telling the controller's writer of each
+    trigger it drops."""
     settings = shared.settings
     feed = TriggerFeed(
         store=shared.store,
@@ -271,6 +272,7 @@ def _sender(
         max_backoff=settings.actioncontroller.max_backoff_seconds,
         max_refusals=settings.actioncontroller.max_refusals,
         max_age=settings.actioncontroller.max_trigger_age_seconds,
+        on_dropped=controller.dropped,
     )
 
 

@@ -30,6 +30,7 @@ from statemanager.core.ports import Event, Fence, KeyValue, Page
 from statemanager.core.previous import Remembered
 from statemanager.core.records import LATER_FORMAT, NODE_LIST, LaterFormat, LaterFormatReporter
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
+from statemanager.core.triggers import Trigger
 from statemanager.runtime.election import Leadership
 from statemanager.runtime.metrics import Metrics
 from statemanager.runtime.workqueue import WorkQueue
@@ -178,6 +179,10 @@ class Controller:
     def newest_answer(self) -> int:
         """The newest revision etcd answered one of our writes with (StateWriter.newest_answer)."""
         return self._writer.newest_answer()
+
+    def dropped(self, trigger: Trigger) -> None:
+        """The reconcile sender dropped `trigger`, its package out of Error: StateWriter.dropped."""
+        self._writer.dropped(trigger)
 
     def _replaced(self, before: int, now: int) -> None:
         """etcd's history was replaced, as an answer (at `now`, not above `before`) or an event

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -144,7 +144,10 @@ class ReconcileSender:
         max_backoff: float,
         max_refusals: int,
         max_age: float,
+        on_dropped: Callable[[Trigger], None] = lambda trigger: None,
     ) -> None:
+        """`on_dropped` is told of each trigger dropped as its package is not in Error: it was
+        in etcd's current history (the writer learns from it: StateWriter.dropped)."""
         self._client = client
         self._feed = feed
         self._store = store
@@ -156,6 +159,7 @@ class ReconcileSender:
         self._max_backoff = max_backoff
         self._max_refusals = max_refusals
         self._max_age = max_age
+        self._on_dropped = on_dropped
 
     def pending(self) -> list[tuple[Trigger, int]]:
         """Pending lists the triggers not yet delivered or removed, with the attempts made so
@@ -223,13 +227,14 @@ class ReconcileSender:
             # Or the index is of a history etcd's was replaced by: a drop waits for its relist
             # too, so that the writer, whose previous states are then carried, looks for this
             # trigger before it is gone (else putting Error back after someone changed the state
-            # was a new entry: the simulation's swarm seed 71).
+            # was a new entry: the simulation's swarm seed 71), or learns of it (`on_dropped`).
             pending.defer()
             log.info("reconcile_awaiting_scenarios", **log_fields(trigger))
             return None
         state = found.value.decode("utf-8", "replace") if found is not None else None
         if state != PackageState.ERROR:
             log.info("reconcile_dropped", **log_fields(trigger), package_state=state)
+            self._on_dropped(trigger)
             await self._remove(pending, "dropped", fence)
             return None
         if not scenarios:

@@ -510,6 +510,13 @@ class StateWriter:
                 self._states.kept(change.key)
         return carried
 
+    def dropped(self, trigger: Trigger) -> None:
+        """The reconcile sender dropped `trigger` from etcd's current history (its package's
+        state is not Error there, someone else changed it): PreviousStates.triggered. Else a
+        trigger a restore put back, dropped before the writer looked for it (`_carried_over`),
+        would leave putting Error back a new entry, with a second trigger."""
+        self._states.triggered(WorkKey(Resource.PACKAGE, trigger.package), trigger.revision)
+
     async def _txn_with_retries(
         self, guards: Sequence[Guard], ops: Sequence[Put | Delete], fence: Fence
     ) -> tuple[TxnResult, bool]:
