@@ -495,6 +495,66 @@ async def test_a_restored_trigger_the_sender_dropped_before_the_writer_planned_i
         assert trigger_revision(mem, "p") == 0
 
 
+async def test_an_agreement_found_after_an_input_the_restore_took_back_does_not_stand() -> None:
+    """c1 dies and the deaf daemon writes p's entry into Error (at E, its trigger pending);
+    someone puts p Running (at M), unheard. c1 then runs again (at A): the rules give Running,
+    which etcd holds, so Running is p's previous state, found agreeing at M from inputs up to
+    A. etcd is restored to M: c1 dead, p Running, the trigger of E back. The new history
+    holds Running at M, but not the input at A the rules gave it from: the agreement is
+    dropped, the trigger makes Error p's previous state, and putting Error back is a
+    correction, with no second trigger (before, the agreement counted as learnt at M, the
+    listing showed that very write, and it stood: the simulation's swarm seed 13037801)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        revision = container(mem, "c1", "m", "dead")
+        deliver(rt, mem, "c1", revision)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        mem.put_now(f"{LAYOUT.package_states}p/state".encode(), b"Running")
+        snapshot = mem.snapshot_now()
+        revision = container(mem, "c1", "m", "running")
+        deliver(rt, mem, "c1", revision)
+        await until(lambda: state(mem, "model", "m") == "Running")
+        mem.replace_history(snapshot)
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        assert state(mem, "package", "p") == "Error"
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        assert len(puts) == 1  # the restore's, none of the daemon's since
+
+
+async def test_a_failed_guard_answered_from_a_restored_history_teaches_nothing() -> None:
+    """p enters Error (at E, its trigger stays: s is slow to answer); c runs again, and the
+    daemon writes p Running. Just before that write applies, etcd is restored to E and
+    someone puts p Running (at E+1): the guard fails, and the answer, at a revision below the
+    container event the write came from, shows the replacement. It shows Running, the value
+    the write was putting, but from another history: it teaches nothing, and Error, carried,
+    stays p's previous state, so putting Error back is a correction (before, Running at E+1
+    was learnt as the daemon's own write, the relist showed that very write and kept it, and
+    putting Error back was a new entry with a second trigger: the simulation's swarm seed
+    13032263)."""
+    mem = MemEtcd()
+    async with synced(mem, "c", target="s") as rt:
+        ac = rt.actioncontroller
+        slow = _answers_held(ac)
+        container(mem, "c", "m", "dead")
+        await until(lambda: ac.calls == ["s"])
+        error_at = trigger_revision(mem, "p")
+        mem.put_now(b"/elsewhere/x", b"x")  # the container event lands above E+1
+
+        def restore_then_tamper() -> None:
+            mem.replace_history(StoreSnapshot(error_at, mem.compacted_revision))
+            mem.put_now(f"{LAYOUT.package_states}p/state".encode(), b"Running")
+
+        mem.before_next_txn(restore_then_tamper)
+        container(mem, "c", "m", "running")
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        assert state(mem, "package", "p") == "Error"
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        assert len(puts) == 1  # the restore's, none of the daemon's since
+        slow.set()
+        await until(lambda: trigger_revision(mem, "p") == 0)
+
+
 async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_relist() -> None:
     """As above, but someone deletes q's state after the daemon's Error write (at W), and the
     daemon hears it (the index no longer holds q's state) just before etcd is restored to
@@ -518,21 +578,16 @@ async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_r
     assert disagreements(mem) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known open: a restored trigger older than the state the daemon learnt since "
-    "(docs/decisions/previous-states-across-replacement.md, swarm seed 13071818)",
-)
 async def test_a_trigger_older_than_the_daemons_own_deletion_does_not_make_error_previous() -> None:
     """p enters Error (at E) and s is slow to answer, so its trigger stays; p's spec is then
     made invalid and the daemon deletes p's state (at D). etcd is replaced by a copy at the
     same revisions (a member restored from the newest snapshot), so every key is carried;
     then p's spec is made valid again. By the rules p left Error at D and enters it again: a
-    new entry, with its own trigger. The trigger of E, still pending, makes Error p's
-    previous state instead (the writer's trigger look-up trusts a trigger older than the
-    deletion it learnt since), and the entry gets no trigger of its own (the simulation's
-    swarm seed 13071818). Strict: this test fails the run once the bug is fixed, for the
-    marker to go."""
+    new entry, with its own trigger. The trigger of E, still pending, is older than the
+    deletion the daemon learnt at D (which the relist let stand: p's state absent above D),
+    so it does not make Error p's previous state (before, the writer's trigger look-up
+    trusted it, and the entry got no trigger of its own: the simulation's swarm seed
+    13071818)."""
     mem = MemEtcd()
     mem.restart()  # it has run: the restored cluster's raft term is below the one seen
     async with synced(mem, "c", target="s") as rt:

@@ -129,6 +129,12 @@ TARGETED_SEEDS = [
     # A restored trigger the sender dropped before the controller planned its package again,
     # and the writer never told of it (s35).
     13099827,
+    # A restored trigger older than the deletion the daemon had learnt since, trusted over it
+    # (s36); an agreement found after an input the restore took back, kept as held (s37); a
+    # failed guard of the restored history learnt from as the daemon's own write (s38).
+    13071818,
+    13037801,
+    13032263,
 ]
 
 

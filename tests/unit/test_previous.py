@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from statemanager.core.keys import Resource, WorkKey
 from statemanager.core.ports import Fence
 from statemanager.core.previous import PreviousStates
@@ -171,22 +173,91 @@ def test_remembered_states_are_put_back_with_their_revision_and_carriage() -> No
 
 def test_a_trigger_of_the_new_history_makes_error_the_previous_state_of_a_carried_key() -> None:
     """`triggered` learns Error (at the trigger's revision) for a carried key, with a previous
-    state or none; a key not carried keeps what it has."""
+    state learnt at or below it or none; a key not carried keeps what it has."""
     q = WorkKey(Resource.PACKAGE, "q")
     states = PreviousStates()
     states.leading(LEADER)
-    states.committed(P, "Running", 10)
-    states.triggered(P, 7)
+    states.committed(P, "Running", 7)
+    assert not states.triggered(P, 7)
     assert states.previous(P) == "Running"
     states.replaced()
-    states.triggered(P, 7)
-    states.triggered(q, 8)
+    assert states.triggered(P, 7)
+    assert states.triggered(q, 8)
     assert [(states.previous(k), states.carried(k)) for k in (P, q)] == [
         ("Error", False),
         ("Error", False),
     ]
     states.listed([(P, "Running", 3)])  # learnt on the new history: not judged again
     assert states.previous(P) == "Error"
+
+
+@pytest.mark.parametrize("state", ["Running", None])
+def test_a_trigger_older_than_the_carried_state_does_not_overrule_it(state: str | None) -> None:
+    """A carried state (or deletion) learnt at 10 is newer evidence than a trigger put at 7:
+    it stands, and the key stays carried; a trigger at 10 or later makes Error previous."""
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(P, state, 10)
+    states.replaced()
+    assert not states.triggered(P, 7)
+    assert (states.previous(P), states.carried(P)) == (state, True)
+    assert states.remembered([P]) == {P: (state, 10, True)}
+    assert states.triggered(P, 10)
+    assert (states.previous(P), states.carried(P)) == ("Error", False)
+
+
+@pytest.mark.parametrize(
+    ("shown", "stands"),
+    [
+        ((None, 10), True),  # absent at the deletion's revision: the new history holds it
+        ((None, 12), True),  # absent above it: held, or deleted again since
+        (("Running", 12), True),  # put above it: held, or never
+        ((None, 9), False),  # absent in a listing below it: never held
+        (("Error", 10), False),  # a value at the deletion's revision: another write
+        (("Error", 4), False),  # a value put below it: never held
+    ],
+)
+def test_a_carried_deletion_is_judged_by_the_listing(
+    shown: tuple[str | None, int], stands: bool
+) -> None:
+    """A deletion learnt at 10 is judged by a listing like a state: where the new history
+    cannot have held it, it is forgotten (and a trigger older than it counts again)."""
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(P, None, 10)
+    states.replaced()
+    value, revision = shown
+    states.listed([(P, value, revision)])
+    assert states.triggered(P, 7) is not stands
+
+
+@pytest.mark.parametrize(("listing", "stands"), [(9, False), (10, True), (11, True)])
+def test_a_carried_deletion_the_relist_did_not_show_is_judged_absent(
+    listing: int, stands: bool
+) -> None:
+    """The first whole listing judges a carried deletion it did not show as absent there."""
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(P, None, 10)
+    states.replaced()
+    states.relisted(listing)
+    assert states.triggered(P, 7) is not stands
+
+
+def test_an_agreement_found_again_unchanged_keeps_its_later_revision() -> None:
+    """Found agreeing again with the same state at a lower revision (a plan of the key alone),
+    the state keeps the revision it was first found at; a new state, or a carried key, takes
+    the revision given."""
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.agreed([(P, "Running", 9)])
+    states.agreed([(P, "Running", 8)])
+    assert states.remembered([P]) == {P: ("Running", 9, False)}
+    states.replaced()
+    states.agreed([(P, "Running", 8)])
+    assert states.remembered([P]) == {P: ("Running", 8, False)}
+    states.agreed([(P, "Degraded", 7)])
+    assert states.remembered([P]) == {P: ("Degraded", 7, False)}
 
 
 def test_an_unheard_write_ends_when_the_key_is_learnt_again() -> None:

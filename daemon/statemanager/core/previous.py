@@ -21,8 +21,8 @@ from statemanager.core.states import PackageState
 # A state key's value as etcd showed it (None: absent), and the revision it showed it at: a
 # value's mod revision; an absence's, the revision of its deletion or of the listing without it.
 StateSeen = tuple[WorkKey, str | None, int]
-# A key's previous derived state (None: none), the mod revision it was learnt at, and whether
-# it is carried: what `remembered` gives and `put_back` restores.
+# A key's previous derived state (None: none, or deleted), the revision it was learnt at (0:
+# never learnt), and whether it is carried: what `remembered` gives and `put_back` restores.
 Remembered = tuple[str | None, int, bool]
 # Records a transaction put, each (key, the transition id its value names): etcd still holding
 # one shows the transaction landed.
@@ -34,7 +34,8 @@ class PreviousStates:
     each unanswered transaction of its own may have written.
 
     Invariants: a key has a previous state only while this daemon leads with the leader key it
-    was learnt under (`leading`), and with it the mod revision etcd showed that state at; every
+    was learnt under (`leading`), and with it the mod revision etcd showed that state at (a
+    key whose state was learnt deleted keeps the revision of its deletion); every
     key, with a previous state or none, is carried from `replaced` until its previous state is
     learnt again (on the history that replaced the one it was learnt on) or `kept`, and a
     carried previous state is dropped, the key still carried, when a listing shows the new
@@ -49,7 +50,10 @@ class PreviousStates:
         # etcd agreeing with the rules.
         self._previous: dict[WorkKey, str] = {}
         # Per key with a previous state: the mod revision etcd showed it at (the revision of the
-        # write that put it there, whoever wrote it).
+        # write that put it there, whoever wrote it); per key learnt deleted, the revision of
+        # the deletion (the newest evidence of its state, which a restored trigger older than
+        # it does not overrule: `triggered`). One entry per state key learnt while leading with
+        # one leader key: bounded by the packages and models this node has held.
         self._at: dict[WorkKey, int] = {}
         # Per key: the state a transaction not answered yet (or whose answers were all lost)
         # may have written. The guard kept every other write out between the index's view and
@@ -102,14 +106,21 @@ class PreviousStates:
         new one."""
         self._settle(key)
 
-    def triggered(self, key: WorkKey, revision: int) -> None:
-        """etcd's current history holds the trigger of an entry into Error at `key`, put at
-        `revision`. When `key` is carried, Error is its previous derived state on that history,
-        learnt at that revision (a trigger goes in the transaction that writes Error): putting
-        Error back is a correction, not a second trigger of the same Error (the simulation's
-        swarm seed 6106668)."""
-        if self.carried(key):
-            self.committed(key, PackageState.ERROR, revision)
+    def triggered(self, key: WorkKey, revision: int) -> bool:
+        """etcd's current history holds (or held, till the reconcile sender dropped it) the
+        trigger of an entry into Error at `key`, put at `revision`. When `key` is carried, Error
+        is its previous derived state on that history, learnt at that revision (a trigger goes
+        in the transaction that writes Error): putting Error back is a correction, not a second
+        trigger of the same Error (the simulation's swarm seed 6106668). But not over a state
+        (or deletion) learnt at a later revision that the listings let stand: that is newer
+        evidence, and the trigger's Error was left after it (else a trigger still pending from
+        before the daemon deleted the state made the next entry into Error a correction, with
+        no trigger of its own: the simulation's swarm seed 13071818). Returns whether Error
+        became the previous state."""
+        if not self.carried(key) or self._at.get(key, 0) > revision:
+            return False
+        self.committed(key, PackageState.ERROR, revision)
+        return True
 
     def sent(self, writes: Iterable[tuple[WorkKey, str | None]]) -> None:
         """A transaction writing each (key, state) (None: deleting it) was sent: until it is
@@ -139,10 +150,20 @@ class PreviousStates:
 
     def agreed(self, found: Iterable[StateSeen]) -> None:
         """Each key of `found` was seen holding what the rules give (None: absent, as they
-        say), at the mod revision given: that is its previous derived state now, whoever wrote
-        it (someone else's value the rules moved to, or our own write whose answer was lost)."""
+        say): that is its previous derived state now, whoever wrote it (someone else's value
+        the rules moved to, or our own write whose answer was lost), learnt at the revision
+        given: the later of the value's mod revision and the revision of the inputs the rules
+        gave it from. A history that holds the value need not hold those inputs: a listing
+        showing the value, modified below that revision, drops the state (else the agreement
+        with a value someone put, found after an input the restore took back, stood as the
+        previous state, and putting back the Error the restored trigger entered was a new entry
+        with a second trigger: the simulation's swarm seed 13037801). Found again unchanged
+        (on the same history), the state keeps the later of its two revisions: a plan of the
+        key alone knows fewer of the inputs than the one that found it first."""
         for key, state, revision in found:
-            self._learn(key, state, revision)
+            unchanged = key in self._at and self._previous.get(key) == state
+            kept = self._at[key] if unchanged and not self.carried(key) else 0
+            self._learn(key, state, max(revision, kept))
 
     def remembered(self, keys: Iterable[WorkKey]) -> dict[WorkKey, Remembered]:
         """What each of `keys` has now, for `put_back`."""
@@ -183,26 +204,31 @@ class PreviousStates:
         seen = list(seen)
         self.echoed(seen)
         for key, value, revision in seen:
-            state = self._previous.get(key)
-            if state is None or not self.carried(key):
-                continue
-            at = self._at[key]
-            if revision == at and value == state:
-                self._settle(key)
-            elif revision <= at:
-                del self._previous[key], self._at[key]
+            self._judge(key, value, revision)
 
     def relisted(self, revision: int) -> None:
         """The first whole listing since `replaced` was taken at `revision`: it showed every
-        state key etcd holds (`listed`), so a carried key with a previous state that none of
-        its pages showed is absent there, and judged so (else a key deleted on the replaced
-        history, which the index then no longer held, was never judged: the simulation's
-        swarm seed 12005081). A key its pages showed needs no record of it: one still carried
-        was shown modified above the revision its state was learnt at, and `revision` is at
-        or above that."""
-        for key in [k for k in self._previous if self.carried(k)]:
-            if revision <= self._at[key]:
-                del self._previous[key], self._at[key]
+        state key etcd holds (`listed`), so a carried key with a previous state (or deletion)
+        that none of its pages showed is absent there, and judged so (else a key deleted on the
+        replaced history, which the index then no longer held, was never judged: the
+        simulation's swarm seed 12005081). A key its pages showed needs no record of it: one
+        still carried was shown modified (or absent) above the revision its state was learnt
+        at, and `revision` is at or above that."""
+        for key in [k for k in self._at if self.carried(k)]:
+            self._judge(key, None, revision)
+
+    def _judge(self, key: WorkKey, value: str | None, revision: int) -> None:
+        """A listing showed `key` holding `value` (None: absent) at `revision`: `listed`. A
+        deletion is judged as a state like any other: absent at its very revision, the new
+        history holds it; modified at or below it (or absent below it), it never did."""
+        if key not in self._at or not self.carried(key):
+            return
+        at = self._at[key]
+        if revision == at and value == self._previous.get(key):
+            self._settle(key)
+        elif revision <= at:
+            self._previous.pop(key, None)
+            del self._at[key]
 
     def _settle(self, key: WorkKey) -> None:
         if self._replaced:
@@ -219,7 +245,9 @@ class PreviousStates:
         self._settle(key)
         if state is None:
             self._previous.pop(key, None)
-            self._at.pop(key, None)
         else:
             self._previous[key] = state
+        if revision:
             self._at[key] = revision
+        else:  # not learnt (`put_back` of a key that had nothing)
+            self._at.pop(key, None)

@@ -396,7 +396,10 @@ class Controller:
             batch_error = traceback.format_exc()
         else:
             before = self._writer.remembered(planned.agreed)
-            self._writer.agreed(planned.agreed)
+            # A key's verdict may follow from others' planned with it (a package from its
+            # models'): the newest input of the whole plan is what it was derived up to.
+            cause = max((self._causes.get(k, 0) for k in keys), default=0)
+            self._writer.agreed(planned.agreed, cause)
             return planned.groups, before
         healthy: list[WorkKey] = []
         for key in keys:

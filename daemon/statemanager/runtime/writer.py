@@ -163,11 +163,14 @@ class StateWriter:
         PreviousStates.relisted."""
         self._states.relisted(revision)
 
-    def agreed(self, found: Mapping[WorkKey, str | None]) -> None:
-        """A plan found these keys agreeing with the rules, each as the index holds it:
-        PreviousStates.agreed."""
+    def agreed(self, found: Mapping[WorkKey, str | None], cause: int) -> None:
+        """A plan found these keys agreeing with the rules, each as the index holds it, the
+        rules giving it from inputs up to revision `cause`: PreviousStates.agreed, at the later
+        of the two revisions."""
         written = self._index.written
-        self._states.agreed((key, state, written(key).mod_revision) for key, state in found.items())
+        self._states.agreed(
+            (key, state, max(written(key).mod_revision, cause)) for key, state in found.items()
+        )
 
     def remembered(self, keys: Iterable[WorkKey]) -> dict[WorkKey, Remembered]:
         """PreviousStates.remembered."""
@@ -278,6 +281,16 @@ class StateWriter:
         except EtcdUnavailable:
             self._unheard(entering, ids, wrote, planned)
             raise
+        try:
+            self._check_history(keys, changes, result, causes)
+        except AnswerFromAnotherHistory:
+            # What its failed guard shows is of the new history, where no write of ours was
+            # waiting for it (else a value someone put there, the same as ours, was learnt as
+            # ours, and the relist kept it: the simulation's swarm seed 13032263).
+            self._states.answered(c.key for c in changes)
+            if retried:  # an earlier attempt may have landed, on either history
+                self._unheard(entering, ids, wrote, planned)
+            raise
         # A failed guard shows each key as etcd holds it: where an earlier transaction of ours
         # went unanswered (every answer lost, then deferred and planned again), that is what it
         # wrote if it landed, before this one's answer ends the wait for it (else its state,
@@ -285,12 +298,6 @@ class StateWriter:
         shown = [] if result.succeeded else _shown(changes, keys, result)
         self._states.echoed(shown)
         self._states.answered(c.key for c in changes)
-        try:
-            self._check_history(keys, changes, result, causes)
-        except AnswerFromAnotherHistory:
-            if retried:  # an earlier attempt may have landed, on either history
-                self._unheard(entering, ids, wrote, planned)
-            raise
         self._newest = result.revision
         if result.fenced:
             raise NotLeader(f"leader key {fence.key.decode()} is gone or replaced")
@@ -493,7 +500,8 @@ class StateWriter:
         recorded there and not yet removed (a trigger goes in the transaction that writes
         Error), so Error is its previous derived state on the new history, and the keys must be
         planned again (putting Error back is a correction, not a second trigger of the same
-        Error: the simulation's swarm seed 6106668). Without a trigger the carried state stands
+        Error: the simulation's swarm seed 6106668). Without a trigger, or with one older than
+        the carried state (PreviousStates.triggered), the carried state stands
         (docs/decisions/previous-states-across-replacement.md). Each key is asked once; raises
         EtcdUnavailable when etcd cannot say now (asked again next time)."""
         carried = False
@@ -503,8 +511,11 @@ class StateWriter:
             record = trigger_key(self._layout, change.key.name)
             kv = await self._client.get(record)
             found = None if kv is None else decode(self._layout, record, kv.value, kv.mod_revision)
-            if kv is not None and found is not None:
-                self._states.triggered(change.key, kv.mod_revision)
+            if (
+                kv is not None
+                and found is not None
+                and self._states.triggered(change.key, kv.mod_revision)
+            ):
                 carried = True
             else:
                 self._states.kept(change.key)
