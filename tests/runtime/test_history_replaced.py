@@ -351,6 +351,29 @@ async def test_a_list_stored_at_the_revision_of_an_unechoed_write_shows_a_restor
     assert disagreements(mem) == []
 
 
+async def test_a_listed_key_at_the_revision_of_an_unechoed_write_shows_a_restore() -> None:
+    """As above, but the watch is compacted past the list's revision while the watcher is
+    away, so it relists: the listing shows the list's key modified at W, a revision our
+    deletion had, and q's state modified below what the index knew (which it therefore
+    ignores). The listing is of another history: the watcher forgets the old one and lists
+    again, and the daemon deletes q's state again (before, the listing taught the index
+    nothing, q's state stayed for good: the simulation's swarm seed 13043743)."""
+    mem = MemEtcd()
+    async with synced_then_deaf(mem) as rt:
+        rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
+        key = f"{LAYOUT.package_states}q/state".encode()
+        stray = mem.put_now(key, b"Error")
+        rt.parts.controller.apply(LAYOUT.package_states, [Event(key, b"Error", stray)])
+        await until(lambda: state(mem, "package", "q") is None)
+        mem.replace_history(StoreSnapshot(stray, mem.compacted_revision), keep_term=True)
+        await send_list(rt.parts.service, container_list("n", [("c9", "m9", "running", "0")]))
+        assert mem.current_revision == stray + 1  # the revision the deletion was answered at
+        mem.compact(mem.current_revision)
+        await until(lambda: state(mem, "package", "q") is None)
+        assert rt.sample("watch_restarts_total", reason="revision_backwards") == 1
+    assert disagreements(mem) == []
+
+
 @pytest.mark.parametrize("left", ["running", "spec gone"])
 async def test_a_trigger_the_restore_put_back_makes_error_the_previous_state(left: str) -> None:
     """p enters Error (at E) and s is slow to answer, so the trigger stays; p then leaves Error
@@ -553,6 +576,58 @@ async def test_a_failed_guard_answered_from_a_restored_history_teaches_nothing()
         assert len(puts) == 1  # the restore's, none of the daemon's since
         slow.set()
         await until(lambda: trigger_revision(mem, "p") == 0)
+
+
+async def test_an_error_write_the_restore_took_back_is_a_new_entry_though_others_wrote_past_it() -> (
+    None
+):
+    """As above (q written into Error at W, its echo lost, etcd restored to below W), but
+    others write before the daemon relists: a container at W, then more. The listing, above
+    W, does not hold q's state, which alone could be a deletion after our write; but it shows
+    the container modified at W, where our transaction landed on the replaced history without
+    writing it: the histories differ from W on, so the new one never held the Error learnt at
+    W, and putting q in Error is a new entry, with its trigger (before, the carried Error
+    stood: a correction, the Reconcile lost; the simulation's swarm seed 13071009)."""
+    mem = MemEtcd()
+    mem.restart()  # it has run: the restored cluster's raft term is below the one seen
+    async with synced_then_deaf(mem) as rt:
+        revision = await _new_package_in_error_unechoed(rt, mem)
+        assert trigger_revision(mem, "q") == revision + 1
+        mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
+        container(mem, "c3", "k", "running")  # at W, on the new history
+        mem.put_now(b"/elsewhere/x", b"x")
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: state(mem, "package", "q") == "Error")
+        puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "q"), []) if r is not None]
+        assert len(puts) == 1  # the new history's own entry into Error
+        assert rt.sample("corrections_total", resource="package") == 0
+
+
+async def test_an_error_write_the_restore_took_back_is_new_though_its_state_was_deleted_past_it() -> (
+    None
+):
+    """c1 dies and the deaf daemon writes m Failed and p's entry into Error (at W), its echo
+    lost; etcd is restored to below W, and before the daemon relists someone deletes p's state
+    (at W) and writes elsewhere. The listing, above W, does not hold p's state (a deletion
+    after our write, or none), nor shows anything modified at W; but it shows m's state
+    modified below W, which our transaction wrote at W: the histories differ from W on, and
+    putting p in Error is a new entry, with its trigger (the simulation's swarm seed
+    13071009, where someone's write at W also put the very value ours had there)."""
+    mem = MemEtcd()
+    mem.restart()  # it has run: the restored cluster's raft term is below the one seen
+    async with synced_then_deaf(mem) as rt:
+        revision = container(mem, "c1", "m", "dead")
+        deliver(rt, mem, "c1", revision)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        assert trigger_revision(mem, "p") == revision + 1
+        mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
+        mem.delete_now(f"{LAYOUT.package_states}p/state".encode())  # at W
+        mem.put_now(b"/elsewhere/x", b"x")
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "p"), []) if r is not None]
+        assert len(puts) == 1  # the new history's own entry into Error
+        assert rt.sample("corrections_total", resource="package") == 0
 
 
 async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_relist() -> None:

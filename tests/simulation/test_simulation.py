@@ -135,6 +135,11 @@ TARGETED_SEEDS = [
     13071818,
     13037801,
     13032263,
+    # A listing of a restored history grown back past our write, whose foreign key only the
+    # listing showed (the watch compacted: s39); the same, past our Error write, the state
+    # absent above it (s40).
+    13043743,
+    13071009,
 ]
 
 

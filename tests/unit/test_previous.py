@@ -130,6 +130,8 @@ def test_a_listing_judges_each_carried_state_by_its_revision() -> None:
     a, b, c, d, e, f, g, h = keys
     seen = [(a, "Error", 10), (b, "Running", 4), (c, "Failed", 10), (d, None, 9)]
     states.listed([*seen, (e, None, 10), (f, "Running", 12), (g, None, 11)])
+    assert states.carried(a)  # held: learnt again at the listing's end
+    states.relisted(12)
     found = [(states.previous(k), states.carried(k)) for k in keys]
     assert found == [
         ("Error", False),
@@ -139,7 +141,7 @@ def test_a_listing_judges_each_carried_state_by_its_revision() -> None:
         (None, True),
         ("Error", True),
         ("Error", True),
-        ("Error", True),  # not listed: judged by nothing yet
+        ("Error", True),  # not listed: absent above its revision, it stands
     ]
     states.committed(h, "Running", 13)
     states.listed([(h, "Paused", 2)])  # learnt on this history: not carried, not judged
@@ -260,6 +262,34 @@ def test_an_agreement_found_again_unchanged_keeps_its_later_revision() -> None:
     assert states.remembered([P]) == {P: ("Degraded", 7, False)}
 
 
+def test_a_divergence_drops_every_carried_state_learnt_at_or_above_it() -> None:
+    """The listing shows the new history differs from the replaced one at 11 and at 10: at
+    its end, carried states (and deletions) learnt at 10 or above are dropped, the keys still
+    carried, though the listing showed the very write (a value someone put the same); those
+    learnt below stand, and a key learnt again on the new history keeps what it learnt. A
+    divergence told outside a first listing is of no replacement: nothing is dropped."""
+    low, high, deleted, again = (WorkKey(Resource.PACKAGE, n) for n in ("l", "h", "d", "a"))
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(low, "Running", 9)
+    states.committed(high, "Error", 10)
+    states.committed(deleted, None, 11)
+    states.committed(again, "Error", 12)
+    states.diverged(9)
+    states.replaced()
+    states.committed(again, "Running", 12)
+    states.listed([(high, "Error", 10)])
+    states.diverged(11)
+    states.diverged(10)
+    states.relisted(13)
+    assert states.remembered([low, high, deleted, again]) == {
+        low: ("Running", 9, True),
+        high: (None, 0, True),
+        deleted: (None, 0, True),
+        again: ("Running", 12, False),
+    }
+
+
 def test_an_unheard_write_ends_when_the_key_is_learnt_again() -> None:
     """An agreement or an echo of a later write of ours learns the key anew: the unheard
     transaction before it no longer tells the previous state (its records, found later,
@@ -319,6 +349,7 @@ def test_every_way_of_learning_keeps_the_revision_a_listing_judges_by() -> None:
     unknown = WorkKey(Resource.MODEL, "m")  # no previous state: passed over, not the end
     states.listed([(unknown, "Running", 3), (agreed, "Error", 10), (echoed, "Error", 5)])
     states.listed([(triggered, None, 12)])
+    states.relisted(13)
     found = [(states.previous(k), states.carried(k)) for k in (agreed, echoed, triggered)]
     assert found == [("Error", False), (None, True), (None, True)]
 

@@ -70,6 +70,13 @@ class PreviousStates:
         # never held), but those learnt again since (`_settled`).
         self._replaced = False
         self._settled: set[WorkKey] = set()
+        # From `replaced` until `relisted` (the first whole listing of the new history): the
+        # carried keys a listing showed holding the very write their state was learnt at,
+        # learnt again at `relisted` unless the listing showed the histories differ at or
+        # below that revision (`diverged`, the lowest such revision shown).
+        self._relisting = False
+        self._held: set[WorkKey] = set()
+        self._diverged_at: int | None = None
 
     def previous(self, key: WorkKey) -> str | None:
         """The previous derived state of `key`; None when none is known (the planner then
@@ -84,8 +91,10 @@ class PreviousStates:
             self._previous.clear()
             self._at.clear()
             self._unheard.clear()
-            self._replaced = False
+            self._replaced = self._relisting = False
             self._settled.clear()
+            self._held.clear()
+            self._diverged_at = None
         self._led_with = fence
 
     def replaced(self) -> None:
@@ -93,8 +102,10 @@ class PreviousStates:
         state is kept, but as learnt on the replaced history (`carried`) until a listing of
         the new one judges it (`listed`); a key with none is carried too (the state this
         daemon last derived there may be one the new history took back)."""
-        self._replaced = True
+        self._replaced = self._relisting = True
         self._settled.clear()
+        self._held.clear()
+        self._diverged_at = None
 
     def carried(self, key: WorkKey) -> bool:
         """Whether `key`'s previous state (or its having none) was learnt on a replaced history
@@ -193,7 +204,9 @@ class PreviousStates:
         """A listing showed each key's value (`echoed`), and a carried previous state is judged
         by it (in one history, a key's mod revision only grows). The key at the very mod
         revision the state was learnt at, holding it, is that same write: the new history
-        holds it, and it is learnt again. The key modified below that revision (or at it with
+        holds it, and it is learnt again (in the first listing since `replaced`, at its end,
+        unless that listing showed the histories differ at or below that revision:
+        `relisted`). The key modified below that revision (or at it with
         another value), or absent in a listing at or below it, shows the new history never
         held it: the state is dropped (the key still carried), and the planner takes what etcd
         holds (else putting Error in again after a restore took back the Error write is a
@@ -207,15 +220,36 @@ class PreviousStates:
             self._judge(key, value, revision)
 
     def relisted(self, revision: int) -> None:
-        """The first whole listing since `replaced` was taken at `revision`: it showed every
-        state key etcd holds (`listed`), so a carried key with a previous state (or deletion)
-        that none of its pages showed is absent there, and judged so (else a key deleted on the
-        replaced history, which the index then no longer held, was never judged: the
-        simulation's swarm seed 12005081). A key its pages showed needs no record of it: one
-        still carried was shown modified (or absent) above the revision its state was learnt
-        at, and `revision` is at or above that."""
+        """The first whole listing since `replaced` was taken at `revision`. Where it showed
+        the histories differ (`diverged`), every carried state (or deletion) learnt at or above
+        that revision was learnt on the replaced history alone, and is dropped, the key still
+        carried, though a page showed its very write (a value someone put there the same, at
+        the same revision: the simulation's swarm seed 13071009); those the pages showed held
+        are learnt again. The listing showed every state key etcd holds (`listed`), so a
+        carried key with a previous state (or deletion) that none of its pages showed is
+        absent there, and judged so (else a key deleted on the replaced history, which the
+        index then no longer held, was never judged: the simulation's swarm seed 12005081). A
+        key its pages showed needs no record of it: one still carried was shown modified (or
+        absent) above the revision its state was learnt at, and `revision` is at or above
+        that."""
+        if self._diverged_at is not None:
+            diverged = self._diverged_at
+            for key in [k for k, at in self._at.items() if at >= diverged and self.carried(k)]:
+                self._forget(key)
+        for key in self._held:
+            if key in self._at:
+                self._settle(key)
+        self._relisting = False
+        self._held.clear()
+        self._diverged_at = None
         for key in [k for k in self._at if self.carried(k)]:
             self._judge(key, None, revision)
+
+    def diverged(self, revision: int) -> None:
+        """The listing of the new history (between `replaced` and `relisted`) shows it differs
+        from the replaced one at `revision` or below: `relisted` drops what was learnt there."""
+        if self._relisting:
+            self._diverged_at = min(revision, self._diverged_at or revision)
 
     def _judge(self, key: WorkKey, value: str | None, revision: int) -> None:
         """A listing showed `key` holding `value` (None: absent) at `revision`: `listed`. A
@@ -225,10 +259,17 @@ class PreviousStates:
             return
         at = self._at[key]
         if revision == at and value == self._previous.get(key):
-            self._settle(key)
+            if self._relisting:
+                self._held.add(key)
+            else:
+                self._settle(key)
         elif revision <= at:
-            self._previous.pop(key, None)
-            del self._at[key]
+            self._forget(key)
+
+    def _forget(self, key: WorkKey) -> None:
+        """`key`'s previous state (or deletion) is one the new history never held."""
+        self._previous.pop(key, None)
+        del self._at[key]
 
     def _settle(self, key: WorkKey) -> None:
         if self._replaced:

@@ -33,6 +33,7 @@ from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.core.triggers import Trigger
 from statemanager.runtime.election import Leadership
 from statemanager.runtime.metrics import Metrics
+from statemanager.runtime.watcher import HistoryReplaced
 from statemanager.runtime.workqueue import WorkQueue
 from statemanager.runtime.writer import NotLeader, StateWriter
 
@@ -124,6 +125,8 @@ class Controller:
         and for the periodic resync: the diff finds keys deleted while the daemon was blind,
         and queueing everything writes all differences. `delivered` (per prefix, the newest
         revision the watch applied) tells the changes the watch missed, logged as drift.
+        Raises HistoryReplaced, the listing left unfinished, when a page shows etcd's history
+        was replaced (`_foreign`).
         """
         async with self._planning:  # a batch being planned or written finishes first
             self._whole.clear()
@@ -131,6 +134,7 @@ class Controller:
             revision = 0
             async for page in pages:
                 revision = page.revision
+                self._foreign(page)
                 items: Iterator[KeyValue] = _drained(page.items)
                 self._writer.listed(self._ingest.page(relist, page.prefix, items))
             result = self._ingest.finish(relist, revision)
@@ -152,6 +156,22 @@ class Controller:
         self._refresh_gauges()
         self._whole.set()
         return revision
+
+    def _foreign(self, page: Page) -> None:
+        """Tell the writer where `page` shows the history that replaced ours differs from it
+        (StateWriter.diverged), and raise HistoryReplaced when `page` shows a key modified at
+        a revision one of our writes was answered at, which that write did not touch
+        (StateWriter.foreign): etcd's history was replaced and grew back past that revision,
+        which only the key's revision shows (as its event does in `apply`; a watch compacted
+        meanwhile brings no event, and the listing, its keys older than what the index knew,
+        taught it nothing: the simulation's swarm seed 13043743). The watcher then forgets the
+        old history and lists the new one."""
+        for kv in page.items:
+            if self._writer.foreign(kv.key, kv.value, kv.mod_revision):
+                raise HistoryReplaced(
+                    "revision of a write of ours", kv.mod_revision, kv.mod_revision
+                )
+            self._writer.diverged(kv.key, kv.value, kv.mod_revision)
 
     def on_replaced(self, relist: Callable[[int, int], None]) -> None:
         """Have `relist(before, now)` called when a write's answer shows etcd's history was
@@ -195,7 +215,7 @@ class Controller:
         """Apply one watch response's events for `prefix` (all of a revision's, never part)."""
         kind = self._kinds[prefix]
         for event in events:
-            if self._writer.foreign(event.key, event.revision):
+            if self._writer.foreign(event.key, event.value, event.revision):
                 self._writer.forget_history()
                 self._replaced(event.revision, event.revision)
             applied = self._ingest.apply(kind, event.key, event.value, event.revision)

@@ -129,10 +129,16 @@ class StateWriter:
         # The newest revision etcd answered one of our transactions with, in the history the
         # watcher follows (forgotten when that history is replaced).
         self._newest = 0
-        # The state keys each of our latest transactions wrote, by the revision it landed at
-        # (the newest LANDED_KEPT; forgotten when the history is replaced): no other key of
-        # etcd's can change at that revision in the same history (`foreign`).
-        self._wrote_at: dict[int, frozenset[bytes]] = {}
+        # The state keys each of our latest transactions wrote, and their values, by the
+        # revision it landed at (the newest LANDED_KEPT; forgotten when the history is
+        # replaced): no other key of etcd's, nor another value, can come at that revision in
+        # the same history (`foreign`).
+        self._wrote_at: dict[int, _Wrote] = {}
+        # The same, of the histories replaced since the last whole listing, and per key the
+        # newest revision among them it was written at: that listing shows where the new
+        # history differs from them (`diverged`).
+        self._wrote_before: dict[int, _Wrote] = {}
+        self._newest_before: dict[bytes, int] = {}
         # The largest a trigger record's value can be (a transition id is under 40 characters).
         self._trigger_bytes = len(encode(Trigger("x" * MAX_NAME_LENGTH, "x" * 40, 0)))
         # The generations of history records, when transitions are recorded.
@@ -162,6 +168,8 @@ class StateWriter:
         """The first whole listing since etcd's history was replaced was taken at `revision`:
         PreviousStates.relisted."""
         self._states.relisted(revision)
+        self._wrote_before.clear()
+        self._newest_before.clear()
 
     def agreed(self, found: Mapping[WorkKey, str | None], cause: int) -> None:
         """A plan found these keys agreeing with the rules, each as the index holds it, the
@@ -186,19 +194,38 @@ class StateWriter:
         its history stays the one the daemon follows."""
         return self._newest
 
-    def foreign(self, key: bytes, revision: int) -> bool:
-        """Whether etcd shows `key` changed at `revision`, at which one of our transactions
-        landed without writing `key`: in one history a revision is one transaction's, so etcd's
-        history was replaced (a restore that took our write back, at the same raft term, and
-        grew back past it: only its events tell)."""
-        keys = self._wrote_at.get(revision)
-        return keys is not None and key not in keys
+    def foreign(self, key: bytes, value: bytes | None, revision: int) -> bool:
+        """Whether etcd shows `key` changed to `value` (None: deleted) at `revision`, at which
+        one of our transactions landed without writing that: in one history a revision is one
+        transaction's, so etcd's history was replaced (a restore that took our write back, at
+        the same raft term, and grew back past it: only its events tell)."""
+        return _other(self._wrote_at.get(revision), key, value)
+
+    def diverged(self, key: bytes, value: bytes, revision: int) -> None:
+        """A listing of the history that replaced ours shows `key` holding `value`, modified
+        at `revision`. Where one of our transactions landed at that revision on a replaced
+        history without writing that, or wrote `key` at a later revision (which the new
+        history would show), the two histories differ from that transaction's revision on,
+        and nothing learnt there at or above it is held by the new one
+        (PreviousStates.diverged). Else a restore to below our Error write, the new history
+        grown past it by others' writes and the key absent there, left our Error standing,
+        carried, and putting Error in again was a correction, with its Reconcile lost (the
+        simulation's swarm seed 13071009)."""
+        newest = self._newest_before.get(key, 0)
+        if revision < newest:
+            self._states.diverged(newest)
+        if _other(self._wrote_before.get(revision), key, value):
+            self._states.diverged(revision)
 
     def forget_history(self) -> None:
         """etcd's history was replaced: the revisions of earlier answers, and the generations
-        of history records learnt, belong to no history."""
+        of history records learnt, belong to no history; the revisions our writes landed at
+        are kept till the next whole listing, to tell where the new history differs."""
         self._newest = 0
+        self._wrote_before.update(self._wrote_at)
         self._wrote_at.clear()
+        for revision, wrote in sorted(self._wrote_before.items()):
+            self._newest_before.update(dict.fromkeys(wrote, revision))
         self._states.replaced()
         if self._history is not None:
             self._history.forget()
@@ -306,7 +333,10 @@ class StateWriter:
             # A failed guard after a retry may hide an earlier attempt that landed unseen.
             self._recorded(planned, landed=landed)
             if landed is not None:
-                self._wrote_at[landed] = frozenset(keys)
+                self._wrote_at[landed] = {
+                    k: None if c.new is None else c.new.encode()
+                    for k, c in zip(keys, changes, strict=True)
+                }
                 if len(self._wrote_at) > LANDED_KEPT:
                     del self._wrote_at[next(iter(self._wrote_at))]
                 transitions = self._record(changes, planned, landed, not result.succeeded)
@@ -647,6 +677,16 @@ def _names(layout: KeyLayout, kv: KeyValue, transition_id: str) -> bool:
     except BadInput:
         return False
     return isinstance(found, Transition | Trigger) and found.transition_id == transition_id
+
+
+# The state keys a transaction of ours wrote, each with its value (None: deleted).
+_Wrote = dict[bytes, bytes | None]
+
+
+def _other(wrote: _Wrote | None, key: bytes, value: bytes | None) -> bool:
+    """Whether a transaction that `wrote` those keys (None: none of ours at that revision)
+    did not write `key` as `value`."""
+    return wrote is not None and (key not in wrote or wrote[key] != value)
 
 
 def _guard(key: bytes, change: Change) -> Guard:
