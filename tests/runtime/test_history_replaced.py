@@ -630,6 +630,34 @@ async def test_an_error_write_the_restore_took_back_is_new_though_its_state_was_
         assert rt.sample("corrections_total", resource="package") == 0
 
 
+async def test_a_write_of_ours_the_restored_history_holds_is_newer_than_its_older_trigger() -> None:
+    """p enters Error (at E; s is slow to answer, so the trigger stays), runs again (the
+    daemon writes Running at D) and c dies again: the daemon writes Error (at E2, the trigger
+    record now E2's). etcd is restored to c's second death, below E2: p Running at D, the
+    trigger of E back. The listing shows p at D, our very write of Running: the new history
+    holds it, so it is p's previous state there, newer than the trigger of E, and putting
+    Error in is a new entry, with its trigger (before, the carried Error of E2 was dropped, as
+    p was shown modified below it, and the trigger of E made putting Error back a correction:
+    a Reconcile lost, the simulation's swarm seed 14005423)."""
+    mem = MemEtcd()
+    async with synced(mem, "c", target="s") as rt:
+        ac = rt.actioncontroller
+        slow = _answers_held(ac)
+        container(mem, "c", "m", "dead")
+        await until(lambda: ac.calls == ["s"])
+        container(mem, "c", "m", "running")
+        await until(lambda: state(mem, "package", "p") == "Running")
+        died = container(mem, "c", "m", "dead")
+        await until(lambda: trigger_revision(mem, "p") > died)
+        mem.replace_history(StoreSnapshot(died, mem.compacted_revision))
+        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+        await until(lambda: state(mem, "package", "p") == "Error")
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        assert len(puts) == 2  # E's, restored, and the new history's own entry into Error
+        assert rt.sample("corrections_total", resource="package") == 0
+        slow.set()
+
+
 async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_relist() -> None:
     """As above, but someone deletes q's state after the daemon's Error write (at W), and the
     daemon hears it (the index no longer holds q's state) just before etcd is restored to

@@ -290,6 +290,28 @@ def test_a_divergence_drops_every_carried_state_learnt_at_or_above_it() -> None:
     }
 
 
+def test_a_held_write_of_ours_is_the_previous_state_over_a_later_one() -> None:
+    """In the first listing after a replacement, our write of Running at 7, shown held, is a
+    carried key's previous state over the Error learnt at 9 (which the new history never
+    held), and is learnt again at the listing's end; a trigger older than it does not make
+    Error previous. Outside that listing, or for a key not carried, it is ignored."""
+    q = WorkKey(Resource.PACKAGE, "q")
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(P, "Error", 9)
+    states.held(P, "Running", 7)  # no replacement: ignored
+    states.replaced()
+    states.committed(q, "Error", 9)  # learnt on the new history: not carried
+    states.held(P, "Running", 7)
+    states.held(q, "Running", 7)
+    assert not states.triggered(P, 5)
+    states.listed([(P, "Running", 7)])
+    states.relisted(12)
+    assert states.remembered([P, q]) == {P: ("Running", 7, False), q: ("Error", 9, False)}
+    states.held(P, "Paused", 4)  # after the first listing: ignored
+    assert states.previous(P) == "Running"
+
+
 def test_an_unheard_write_ends_when_the_key_is_learnt_again() -> None:
     """An agreement or an echo of a later write of ours learns the key anew: the unheard
     transaction before it no longer tells the previous state (its records, found later,

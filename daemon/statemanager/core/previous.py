@@ -245,6 +245,16 @@ class PreviousStates:
         for key in [k for k in self._at if self.carried(k)]:
             self._judge(key, None, revision)
 
+    def held(self, key: WorkKey, state: str, revision: int) -> None:
+        """The listing of the new history (between `replaced` and `relisted`) shows `key`
+        holding `state` at the very revision our own write of it landed at on the replaced
+        history: the new history holds that write, and nothing of `key` after it. A carried
+        key takes it as its previous state, learnt at that revision (for `listed` to judge as
+        its very write), over one learnt later there."""
+        if self._relisting and self.carried(key):
+            self._previous[key] = state
+            self._at[key] = revision
+
     def diverged(self, revision: int) -> None:
         """The listing of the new history (between `replaced` and `relisted`) shows it differs
         from the replaced one at `revision` or below: `relisted` drops what was learnt there."""

@@ -158,20 +158,20 @@ class Controller:
         return revision
 
     def _foreign(self, page: Page) -> None:
-        """Tell the writer where `page` shows the history that replaced ours differs from it
-        (StateWriter.diverged), and raise HistoryReplaced when `page` shows a key modified at
-        a revision one of our writes was answered at, which that write did not touch
-        (StateWriter.foreign): etcd's history was replaced and grew back past that revision,
-        which only the key's revision shows (as its event does in `apply`; a watch compacted
-        meanwhile brings no event, and the listing, its keys older than what the index knew,
-        taught it nothing: the simulation's swarm seed 13043743). The watcher then forgets the
-        old history and lists the new one."""
+        """Have the writer compare each key of `page` with its writes on the histories that
+        were replaced (StateWriter.compared), and raise HistoryReplaced when `page` shows a key
+        modified at a revision one of our writes was answered at, which that write did not
+        touch (StateWriter.foreign): etcd's history was replaced and grew back past that
+        revision, which only the key's revision shows (as its event does in `apply`; a watch
+        compacted meanwhile brings no event, and the listing, its keys older than what the
+        index knew, taught it nothing: the simulation's swarm seed 13043743). The watcher then
+        forgets the old history and lists the new one."""
         for kv in page.items:
             if self._writer.foreign(kv.key, kv.value, kv.mod_revision):
                 raise HistoryReplaced(
                     "revision of a write of ours", kv.mod_revision, kv.mod_revision
                 )
-            self._writer.diverged(kv.key, kv.value, kv.mod_revision)
+            self._writer.compared(kv.key, kv.value, kv.mod_revision)
 
     def on_replaced(self, relist: Callable[[int, int], None]) -> None:
         """Have `relist(before, now)` called when a write's answer shows etcd's history was

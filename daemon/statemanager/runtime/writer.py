@@ -201,21 +201,32 @@ class StateWriter:
         the same raft term, and grew back past it: only its events tell)."""
         return _other(self._wrote_at.get(revision), key, value)
 
-    def diverged(self, key: bytes, value: bytes, revision: int) -> None:
+    def compared(self, key: bytes, value: bytes, revision: int) -> None:
         """A listing of the history that replaced ours shows `key` holding `value`, modified
-        at `revision`. Where one of our transactions landed at that revision on a replaced
-        history without writing that, or wrote `key` at a later revision (which the new
-        history would show), the two histories differ from that transaction's revision on,
-        and nothing learnt there at or above it is held by the new one
-        (PreviousStates.diverged). Else a restore to below our Error write, the new history
-        grown past it by others' writes and the key absent there, left our Error standing,
-        carried, and putting Error in again was a correction, with its Reconcile lost (the
-        simulation's swarm seed 13071009)."""
+        at `revision`, which is compared with our writes on the replaced histories.
+
+        Where one of our transactions landed at that revision without writing that, or wrote
+        `key` at a later revision (which the new history would show), the two histories
+        differ from that transaction's revision on, and nothing learnt there at or above it is
+        held by the new one (PreviousStates.diverged). Else a restore to below our Error
+        write, the new history grown past it by others' writes and the key absent there, left
+        our Error standing, carried, and putting Error in again was a correction, with its
+        Reconcile lost (the simulation's swarm seed 13071009).
+
+        Where it is our very write, the new history holds it (PreviousStates.held): an
+        older state of ours than the one learnt last (else, that later one dropped, a restored
+        trigger older than the held write made putting Error back a correction: the
+        simulation's swarm seed 14005423)."""
         newest = self._newest_before.get(key, 0)
         if revision < newest:
             self._states.diverged(newest)
-        if _other(self._wrote_before.get(revision), key, value):
+        wrote = self._wrote_before.get(revision)
+        if wrote is None:
+            return
+        if _other(wrote, key, value):
             self._states.diverged(revision)
+        else:
+            self._states.held(wrote[key][0], value.decode(), revision)
 
     def forget_history(self) -> None:
         """etcd's history was replaced: the revisions of earlier answers, and the generations
@@ -334,8 +345,7 @@ class StateWriter:
             self._recorded(planned, landed=landed)
             if landed is not None:
                 self._wrote_at[landed] = {
-                    k: None if c.new is None else c.new.encode()
-                    for k, c in zip(keys, changes, strict=True)
+                    k: (c.key, c.new) for k, c in zip(keys, changes, strict=True)
                 }
                 if len(self._wrote_at) > LANDED_KEPT:
                     del self._wrote_at[next(iter(self._wrote_at))]
@@ -680,13 +690,18 @@ def _names(layout: KeyLayout, kv: KeyValue, transition_id: str) -> bool:
 
 
 # The state keys a transaction of ours wrote, each with its value (None: deleted).
-_Wrote = dict[bytes, bytes | None]
+_Wrote = dict[bytes, tuple[WorkKey, str | None]]
 
 
 def _other(wrote: _Wrote | None, key: bytes, value: bytes | None) -> bool:
     """Whether a transaction that `wrote` those keys (None: none of ours at that revision)
     did not write `key` as `value`."""
-    return wrote is not None and (key not in wrote or wrote[key] != value)
+    if wrote is None:
+        return False
+    if key not in wrote:
+        return True
+    state = wrote[key][1]
+    return (None if state is None else state.encode()) != value
 
 
 def _guard(key: bytes, change: Change) -> Guard:
