@@ -684,9 +684,10 @@ async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_r
 async def test_a_trigger_older_than_the_daemons_own_deletion_does_not_make_error_previous() -> None:
     """p enters Error (at E) and s is slow to answer, so its trigger stays; p's spec is then
     made invalid and the daemon deletes p's state (at D). etcd is replaced by a copy at the
-    same revisions (a member restored from the newest snapshot), so every key is carried;
-    then p's spec is made valid again. By the rules p left Error at D and enters it again: a
-    new entry, with its own trigger. The trigger of E, still pending, is older than the
+    same revisions (a member restored from the newest snapshot), so every key is carried,
+    and grows past D before the daemon relists; then p's spec is made valid again. By the
+    rules p left Error at D and enters it again: a new entry, with its own trigger. The
+    trigger of E, still pending, is older than the
     deletion the daemon learnt at D (which the relist let stand: p's state absent above D),
     so it does not make Error p's previous state (before, the writer's trigger look-up
     trusted it, and the entry got no trigger of its own: the simulation's swarm seed
@@ -702,6 +703,7 @@ async def test_a_trigger_older_than_the_daemons_own_deletion_does_not_make_error
         mem.put_now(f"{LAYOUT.packages}p".encode(), b"[]")  # invalid: p's spec is gone
         await until(lambda: state(mem, "package", "p") is None)
         mem.replace_history(mem.snapshot_now())
+        mem.put_now(b"/elsewhere/x", b"x")  # the relist comes above D: p absent there
         await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") >= 1)
         mem.put_now(f"{LAYOUT.packages}p".encode(), spec)
         await until(lambda: state(mem, "package", "p") == "Error")
