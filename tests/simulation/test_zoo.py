@@ -52,6 +52,14 @@ BY_SOAK_SEED = {
     "s32-failed-guard-hides-own-write": (11052761, 0, "swarm"),
     "s33-unheard-outlives-learning": (11052761, 0, "swarm"),
     "s34-unlisted-carried-state-unjudged": (12005081, 0, "swarm"),
+    # Found by the soaks of the restore_then_tamper round (test_simulation.TARGETED_SEEDS).
+    "s35-dropped-trigger-untold": (13099827, 0, "swarm"),
+    "s36-older-trigger-overrules": (13071818, 0, "swarm"),
+    "s37-agreement-at-value-revision": (13037801, 0, "swarm"),
+    "s38-failed-guard-of-another-history": (13032263, 0, "swarm"),
+    "s39-listing-unchecked-for-foreign": (13043743, 0, "swarm"),
+    "s40-divergence-ignored": (13071009, 0, "swarm"),
+    "s41-held-write-unlearnt": (14005423, 0, "swarm"),
 }
 
 
