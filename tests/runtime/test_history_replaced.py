@@ -65,6 +65,38 @@ async def _new_package_in_error_unechoed(rt: Runtime, mem: MemEtcd) -> int:
     return revision
 
 
+async def _relisted_into_error_with_its_trigger(rt: Runtime, mem: MemEtcd, name: str) -> None:
+    """Once the daemon has relisted the restored history, package `name` is put in Error as a
+    new entry there: with its own trigger (the only one that history holds), no correction."""
+    await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
+    await until(lambda: state(mem, "package", name) == "Error")
+    puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, name), []) if r is not None]
+    assert len(puts) == 1  # the new history's own entry into Error
+    assert rt.sample("corrections_total", resource="package") == 0
+
+
+async def _slow_error(rt: Runtime, mem: MemEtcd) -> tuple[asyncio.Event, int]:
+    """ActionController slow to answer (`_answers_held`), c dies and p enters Error: the event
+    that releases the answers, and the revision of p's entry (its trigger's, E)."""
+    slow = _answers_held(rt.actioncontroller)
+    container(mem, "c", "m", "dead")
+    await until(lambda: rt.actioncontroller.calls == ["s"])
+    return slow, trigger_revision(mem, "p")
+
+
+async def _refused_error_left(rt: Runtime, mem: MemEtcd) -> int:
+    """ActionController refusing, c dies and p enters Error (at E, returned), then c runs
+    again: p is Running, and its trigger dropped."""
+    rt.actioncontroller.refusing = True
+    container(mem, "c", "m", "dead")
+    await until(lambda: len(rt.actioncontroller.calls) >= 1)
+    error_at = trigger_revision(mem, "p")
+    container(mem, "c", "m", "running")
+    await until(lambda: state(mem, "package", "p") == "Running")
+    await until(lambda: trigger_revision(mem, "p") == 0)  # dropped: p left Error
+    return error_at
+
+
 async def test_a_restore_below_a_write_whose_echo_had_not_come_is_noticed() -> None:
     """The daemon writes a state (etcd answers at W) whose echo never comes; etcd is then
     restored to W - 1, at or above every revision the watch delivered, with the raft term it
@@ -327,14 +359,19 @@ async def test_a_write_whose_guard_revision_a_restore_gave_another_value_does_no
     assert disagreements(mem) == []
 
 
-async def test_a_list_stored_at_the_revision_of_an_unechoed_write_shows_a_restore() -> None:
+@pytest.mark.parametrize("shown_by", ["event", "listing"])
+async def test_a_list_stored_at_the_revision_of_an_unechoed_write_shows_a_restore(
+    shown_by: str,
+) -> None:
     """The daemon deletes a stray state (package q has no spec) and etcd answers at W; the echo
     never comes, and etcd is restored to W - 1 at the same raft term. Before the watcher is
     back, a node's list stored through the service lands at W again, on the new history, so
     the watch, reconnecting, is shown nothing below what it saw: the only sign of the restore
-    is the list's event at W, a revision our deletion had. The daemon relists and deletes q's
-    state again; before, q stayed Error for good, the index sure it had deleted it (the
-    simulation's swarm seed 4015143)."""
+    is the list's key modified at W, a revision our deletion had. Its event shows it (the
+    simulation's swarm seed 4015143); so does a listing, when the watch was compacted past W
+    meanwhile, which shows q's state modified below what the index knew (and ignored for
+    that: the swarm seed 13043743). The daemon relists and deletes q's state again; before,
+    q stayed Error for good, the index sure it had deleted it."""
     mem = MemEtcd()
     async with synced_then_deaf(mem) as rt:
         rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
@@ -346,29 +383,8 @@ async def test_a_list_stored_at_the_revision_of_an_unechoed_write_shows_a_restor
         assert state(mem, "package", "q") == "Error"
         await send_list(rt.parts.service, container_list("n", [("c9", "m9", "running", "0")]))
         assert mem.current_revision == stray + 1  # the revision the deletion was answered at
-        await until(lambda: state(mem, "package", "q") is None)
-        assert rt.sample("watch_restarts_total", reason="revision_backwards") == 1
-    assert disagreements(mem) == []
-
-
-async def test_a_listed_key_at_the_revision_of_an_unechoed_write_shows_a_restore() -> None:
-    """As above, but the watch is compacted past the list's revision while the watcher is
-    away, so it relists: the listing shows the list's key modified at W, a revision our
-    deletion had, and q's state modified below what the index knew (which it therefore
-    ignores). The listing is of another history: the watcher forgets the old one and lists
-    again, and the daemon deletes q's state again (before, the listing taught the index
-    nothing, q's state stayed for good: the simulation's swarm seed 13043743)."""
-    mem = MemEtcd()
-    async with synced_then_deaf(mem) as rt:
-        rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
-        key = f"{LAYOUT.package_states}q/state".encode()
-        stray = mem.put_now(key, b"Error")
-        rt.parts.controller.apply(LAYOUT.package_states, [Event(key, b"Error", stray)])
-        await until(lambda: state(mem, "package", "q") is None)
-        mem.replace_history(StoreSnapshot(stray, mem.compacted_revision), keep_term=True)
-        await send_list(rt.parts.service, container_list("n", [("c9", "m9", "running", "0")]))
-        assert mem.current_revision == stray + 1  # the revision the deletion was answered at
-        mem.compact(mem.current_revision)
+        if shown_by == "listing":
+            mem.compact(mem.current_revision)
         await until(lambda: state(mem, "package", "q") is None)
         assert rt.sample("watch_restarts_total", reason="revision_backwards") == 1
     assert disagreements(mem) == []
@@ -386,11 +402,7 @@ async def test_a_trigger_the_restore_put_back_makes_error_the_previous_state(lef
     with no previous state, 39 of the restore_then_tamper fault)."""
     mem = MemEtcd()
     async with synced(mem, "c", target="s") as rt:
-        ac = rt.actioncontroller
-        slow = _answers_held(ac)
-        container(mem, "c", "m", "dead")
-        await until(lambda: ac.calls == ["s"])
-        error_at = trigger_revision(mem, "p")
+        slow, error_at = await _slow_error(rt, mem)
         key = f"{LAYOUT.package_states}p/state".encode()
         if left == "running":
             container(mem, "c", "m", "running")
@@ -460,13 +472,7 @@ async def test_a_restored_trigger_is_not_dropped_before_the_index_has_the_new_hi
     simulation's swarm seed 71)."""
     mem = MemEtcd()
     async with synced(mem, "c", target="s") as rt:
-        rt.actioncontroller.refusing = True
-        container(mem, "c", "m", "dead")
-        await until(lambda: len(rt.actioncontroller.calls) >= 1)
-        error_at = trigger_revision(mem, "p")
-        container(mem, "c", "m", "running")
-        await until(lambda: state(mem, "package", "p") == "Running")
-        await until(lambda: trigger_revision(mem, "p") == 0)  # dropped: p left Error
+        error_at = await _refused_error_left(rt, mem)
         rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
         mem.replace_history(StoreSnapshot(error_at, mem.compacted_revision))
         mem.delete_now(f"{LAYOUT.package_states}p/state".encode())
@@ -488,13 +494,7 @@ async def test_a_restored_trigger_the_sender_dropped_before_the_writer_planned_i
     stood and it was a new entry: the simulation's swarm seed 13099827)."""
     mem = MemEtcd()
     async with synced(mem, "c", target="s") as rt:
-        rt.actioncontroller.refusing = True
-        container(mem, "c", "m", "dead")
-        await until(lambda: len(rt.actioncontroller.calls) >= 1)
-        error_at = trigger_revision(mem, "p")
-        container(mem, "c", "m", "running")
-        await until(lambda: state(mem, "package", "p") == "Running")
-        await until(lambda: trigger_revision(mem, "p") == 0)  # dropped: p left Error
+        error_at = await _refused_error_left(rt, mem)
         queue = rt.parts.controller._queue
         add, late = queue.add, WorkKey(Resource.PACKAGE, "p")
 
@@ -557,11 +557,7 @@ async def test_a_failed_guard_answered_from_a_restored_history_teaches_nothing()
     13032263)."""
     mem = MemEtcd()
     async with synced(mem, "c", target="s") as rt:
-        ac = rt.actioncontroller
-        slow = _answers_held(ac)
-        container(mem, "c", "m", "dead")
-        await until(lambda: ac.calls == ["s"])
-        error_at = trigger_revision(mem, "p")
+        slow, error_at = await _slow_error(rt, mem)
         mem.put_now(b"/elsewhere/x", b"x")  # the container event lands above E+1
 
         def restore_then_tamper() -> None:
@@ -596,11 +592,7 @@ async def test_an_error_write_the_restore_took_back_is_a_new_entry_though_others
         mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
         container(mem, "c3", "k", "running")  # at W, on the new history
         mem.put_now(b"/elsewhere/x", b"x")
-        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
-        await until(lambda: state(mem, "package", "q") == "Error")
-        puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "q"), []) if r is not None]
-        assert len(puts) == 1  # the new history's own entry into Error
-        assert rt.sample("corrections_total", resource="package") == 0
+        await _relisted_into_error_with_its_trigger(rt, mem, "q")
 
 
 async def test_an_error_write_the_restore_took_back_is_new_though_its_state_was_deleted_past_it() -> (
@@ -623,11 +615,7 @@ async def test_an_error_write_the_restore_took_back_is_new_though_its_state_was_
         mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
         mem.delete_now(f"{LAYOUT.package_states}p/state".encode())  # at W
         mem.put_now(b"/elsewhere/x", b"x")
-        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
-        await until(lambda: state(mem, "package", "p") == "Error")
-        puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "p"), []) if r is not None]
-        assert len(puts) == 1  # the new history's own entry into Error
-        assert rt.sample("corrections_total", resource="package") == 0
+        await _relisted_into_error_with_its_trigger(rt, mem, "p")
 
 
 async def test_a_write_of_ours_the_restored_history_holds_is_newer_than_its_older_trigger() -> None:
@@ -641,10 +629,7 @@ async def test_a_write_of_ours_the_restored_history_holds_is_newer_than_its_olde
     a Reconcile lost, the simulation's swarm seed 14005423)."""
     mem = MemEtcd()
     async with synced(mem, "c", target="s") as rt:
-        ac = rt.actioncontroller
-        slow = _answers_held(ac)
-        container(mem, "c", "m", "dead")
-        await until(lambda: ac.calls == ["s"])
+        slow, _ = await _slow_error(rt, mem)
         container(mem, "c", "m", "running")
         await until(lambda: state(mem, "package", "p") == "Running")
         died = container(mem, "c", "m", "dead")
@@ -673,11 +658,7 @@ async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_r
         deleted = mem.delete_now(q_state)
         rt.parts.controller.apply(LAYOUT.package_states, [Event(q_state, None, deleted)])
         mem.replace_history(StoreSnapshot(revision, mem.compacted_revision))
-        await until(lambda: rt.sample("watch_restarts_total", reason="revision_backwards") == 1)
-        await until(lambda: state(mem, "package", "q") == "Error")
-        puts = [r for _, r in mem._versions.get(trigger_key(LAYOUT, "q"), []) if r is not None]
-        assert len(puts) == 1  # the new history's own entry into Error
-        assert rt.sample("corrections_total", resource="package") == 0
+        await _relisted_into_error_with_its_trigger(rt, mem, "q")
     assert disagreements(mem) == []
 
 
@@ -695,10 +676,7 @@ async def test_a_trigger_older_than_the_daemons_own_deletion_does_not_make_error
     mem = MemEtcd()
     mem.restart()  # it has run: the restored cluster's raft term is below the one seen
     async with synced(mem, "c", target="s") as rt:
-        ac = rt.actioncontroller
-        slow = _answers_held(ac)
-        container(mem, "c", "m", "dead")
-        await until(lambda: ac.calls == ["s"])
+        slow, _ = await _slow_error(rt, mem)
         spec = mem.range_now(f"{LAYOUT.packages}p".encode()).records[0].value
         mem.put_now(f"{LAYOUT.packages}p".encode(), b"[]")  # invalid: p's spec is gone
         await until(lambda: state(mem, "package", "p") is None)
