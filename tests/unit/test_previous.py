@@ -312,6 +312,24 @@ def test_a_held_write_of_ours_is_the_previous_state_over_a_later_one() -> None:
     assert states.previous(P) == "Running"
 
 
+def test_an_unanswered_deletion_is_learnt_from_its_echo_at_its_revision() -> None:
+    """Our deletion whose answers were lost, echoed (the key shown absent at 12), is the
+    previous state, learnt at 12: after a replacement, a trigger older than it (put at 11,
+    dropped by the sender) does not make Error previous; someone else's put shown instead
+    teaches nothing."""
+    q = WorkKey(Resource.PACKAGE, "q")
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(P, "Error", 9)
+    states.committed(q, "Error", 9)
+    states.sent([(P, None), (q, None)])
+    states.echoed([(P, None, 12), (q, "Degraded", 12)])
+    assert states.remembered([P, q]) == {P: (None, 12, False), q: ("Error", 9, False)}
+    states.replaced()
+    assert not states.triggered(P, 11)
+    assert states.triggered(q, 11)
+
+
 def test_an_unheard_write_ends_when_the_key_is_learnt_again() -> None:
     """An agreement or an echo of a later write of ours learns the key anew: the unheard
     transaction before it no longer tells the previous state (its records, found later,

@@ -193,11 +193,14 @@ class PreviousStates:
         """etcd showed each key's next value (a watch event or a listing): where a transaction
         of ours was unanswered, that value is what it wrote when it landed, and it becomes the
         previous derived state (else, with the answers lost, a put-back after someone else's
-        write would count as a new entry into Error: a second Reconcile)."""
+        write would count as a new entry into Error: a second Reconcile). A deletion too, at
+        the revision shown: else a restored trigger older than our deletion, dropped as the
+        package was out of Error, made Error the previous state over it, and the next entry
+        into Error was a correction, with no trigger (the simulation's swarm seed 15007655)."""
         for key, value, revision in seen:
             if key not in self._unconfirmed:
                 continue
-            if self._unconfirmed.pop(key) == value and value is not None:
+            if self._unconfirmed.pop(key) == value:
                 self._learn(key, value, revision)
 
     def listed(self, seen: Iterable[StateSeen]) -> None:
