@@ -9,10 +9,22 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.triggers import trigger_key
+from statemanager.runtime.backoff import Backoff
 from statemanager.runtime.election import WATCH_SILENCE_SECONDS
 
 from support.memetcd import MemEtcd
-from support.runtime import Runtime, assert_fenced, container, package, state, until
+from support.runtime import (
+    LAYOUT,
+    Runtime,
+    assert_fenced,
+    container,
+    deliver,
+    package,
+    state,
+    until,
+)
 
 pytestmark = pytest.mark.looptime
 
@@ -73,6 +85,31 @@ async def test_follower_with_a_silent_watch_still_takes_over() -> None:
         crashed_at = loop.time()
         await until(lambda: b.parts.election.fence() is not None, timeout=120)
         assert loop.time() - crashed_at <= TTL + WATCH_SILENCE_SECONDS + 1.0
+
+
+async def test_a_new_leader_plans_nothing_before_its_index_holds_what_the_last_one_wrote() -> None:
+    """c dies and node-a writes p's entry into Error (node-b hears it); then every watch goes
+    quiet, c runs again and node-a, told of it, writes p Running; node-a dies and c dies
+    again. node-b, whose watch comes back late, leads first: its index still holds p in Error
+    on c dead. It plans nothing until the index holds etcd's state as of its leader key's
+    creation, so p, Running there, enters Error: a new entry with its trigger (before, node-b
+    found Error agreeing on its stale index, learnt it as p's previous state, and once its
+    watch caught up took putting Error over Running as a correction: a Reconcile lost, the
+    simulation's swarm seed 15011406)."""
+    async with two_daemons() as (mem, a, b):
+        p = WorkKey(Resource.PACKAGE, "p")
+        container(mem, "c", "m", "dead")
+        await until(lambda: b.parts.controller._index.written(p).value == "Error")
+        mem.silence_watches()
+        b.parts.watcher._backoff = Backoff(initial=60.0, cap=60.0)  # back 30-60 s later
+        deliver(a, mem, "c", container(mem, "c", "m", "running"))
+        await until(lambda: state(mem, "package", "p") == "Running")
+        await a.crash()
+        container(mem, "c", "m", "dead")
+        await until(lambda: state(mem, "package", "p") == "Error", timeout=120)
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        assert len(puts) == 2  # node-a's entry, and node-b's
+        assert b.sample("corrections_total", resource="package") == 0
 
 
 @pytest.mark.parametrize("yields", [0, 1, 2, 3])

@@ -139,7 +139,7 @@ def _election(
         own_prefix="/sm/",
         node=node,
         ttl=3,
-        on_change=lambda leading, _fence: on_change(leading),
+        on_change=lambda leading, _fence, _revision: on_change(leading),
         reachability=outage,
         later_formats=LaterFormats(metrics or Metrics()),
         clock=clock,

@@ -359,11 +359,11 @@ async def _quiet(controller: Controller, feed: TransitionFeed) -> None:
 
 
 def _leadership_changed(
-    controller: Controller, metrics: Metrics, leading: bool, fence: Fence | None
+    controller: Controller, metrics: Metrics, leading: bool, fence: Fence | None, revision: int
 ) -> None:
     metrics.leadership(leading)
-    if leading:
-        controller.mark_all(fence)  # a new leader evaluates everything once, writes differences
+    if leading:  # a new leader evaluates everything once, writes differences
+        controller.mark_all(fence, revision)
 
 
 def start(parts: Parts) -> list[asyncio.Task[None]]:

@@ -297,11 +297,19 @@ class Controller:
         """Someone asserted `key`'s state (gRPC StateChange): make sure etcd holds it."""
         self._mark({key}, 0)
 
-    def mark_all(self, fence: Fence | None) -> None:
+    def mark_all(self, fence: Fence | None, revision: int) -> None:
         """Queue every model and package: a new leader evaluates everything once. What this
         daemon wrote before stays the previous derived state only when it leads again with the
-        same leader key (PreviousStates.leading)."""
+        same leader key (PreviousStates.leading). The worker plans nothing until the index
+        holds etcd's state as of `revision`, where this daemon found it leads (`caught_up`): a
+        daemon whose watch was away while another led (an outage) would otherwise find states
+        agreeing with the rules on inputs the other leader's writes had moved past, learn them
+        as its previous states, and take its next entry into Error as a correction, with no
+        trigger (the simulation's swarm seed 15011406)."""
         self._writer.leading(fence)
+        if revision > self._through:
+            self._needed = max(self._needed, revision)
+            self._current.clear()
         self._mark(self._index.all_keys(), 0)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:

@@ -118,11 +118,14 @@ class Election:
         own_prefix: str,
         node: str,
         ttl: int,
-        on_change: Callable[[bool, Fence | None], None],
+        on_change: Callable[[bool, Fence | None, int], None],
         reachability: Reachability,
         later_formats: LaterFormatReporter,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`on_change` is told when this daemon starts or stops leading: whether it leads,
+        under which leader key, and the revision etcd answered the read that placed it at (0
+        when it stops)."""
         self._client = client
         self._prefix = election_prefix(own_prefix)
         self._node = node
@@ -265,7 +268,7 @@ class Election:
         self._leader_name = self._node_of(leader.key, leader.value)
         leading = leader.key == fence.key
         why = "our candidate key is the oldest" if leading else f"{self._leader_name} leads"
-        self._set(leading, fence, why)
+        self._set(leading, fence, why, revision)
         self._decided = True
         backoff.reset()
         if leading:
@@ -327,9 +330,10 @@ class Election:
         log.debug("election_retry", error=str(exc), retry_in=round(delay, 2))
         await asyncio.sleep(delay)
 
-    def _set(self, leading: bool, fence: Fence | None, why: str) -> None:
-        """Record where this daemon stands; log it (with why) when that changes, and once at
-        the first placement, so every daemon's log says whether it leads."""
+    def _set(self, leading: bool, fence: Fence | None, why: str, revision: int = 0) -> None:
+        """Record where this daemon stands (found at `revision`); log it (with why) when that
+        changes, and once at the first placement, so every daemon's log says whether it
+        leads."""
         self._fence = fence
         changed = leading != self._leading
         if not changed and self._announced:
@@ -340,4 +344,4 @@ class Election:
         if leading:
             self._writable.set()
         if changed:
-            self._on_change(leading, fence)
+            self._on_change(leading, fence, revision)
