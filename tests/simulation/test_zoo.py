@@ -60,6 +60,8 @@ BY_SOAK_SEED = {
     "s39-listing-unchecked-for-foreign": (13043743, 0, "swarm"),
     "s40-divergence-ignored": (13071009, 0, "swarm"),
     "s41-held-write-unlearnt": (14005423, 0, "swarm"),
+    "s42-echoed-deletion-untaught": (15007655, 0, "swarm"),
+    "s43-new-leader-plans-stale": (15011406, 0, "swarm"),
 }
 
 
