@@ -643,6 +643,31 @@ async def test_a_write_of_ours_the_restored_history_holds_is_newer_than_its_olde
         slow.set()
 
 
+async def test_a_trigger_delivered_across_a_restore_is_removed_once_the_writer_knows() -> None:
+    """p enters Error (at E) and s is slow to answer; p runs again (the daemon writes
+    Running). etcd is restored to E (p in Error, its trigger back) and someone deletes p's
+    state; the watcher is slow to reconnect. s then answers: the sender, its call made before
+    the restore, removes the restored trigger as delivered, but only once the watcher follows
+    the new history, telling the writer first: Error, entered at E there, is p's previous
+    state, and putting it back is a correction, with no second trigger (before, the removal
+    came while the writer knew nothing of the restore, and the writer, finding no trigger
+    after the relist, took it as a new entry: the simulation's swarm seed 16023248)."""
+    mem = MemEtcd()
+    async with synced(mem, "c", target="s") as rt:
+        slow, error_at = await _slow_error(rt, mem)
+        container(mem, "c", "m", "running")
+        await until(lambda: state(mem, "package", "p") == "Running")
+        rt.parts.watcher._backoff = Backoff(initial=5.0, cap=5.0)  # reconnects 2.5-5 s later
+        mem.replace_history(StoreSnapshot(error_at, mem.compacted_revision))
+        mem.delete_now(f"{LAYOUT.package_states}p/state".encode())
+        slow.set()
+        await until(lambda: rt.sample("corrections_total", resource="package") == 1)
+        assert state(mem, "package", "p") == "Error"
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        assert len(puts) == 1  # the restore's, none of the daemon's since
+        await until(lambda: trigger_revision(mem, "p") == 0)
+
+
 async def test_a_carried_state_of_a_key_the_index_saw_deleted_is_judged_by_the_relist() -> None:
     """As above, but someone deletes q's state after the daemon's Error write (at W), and the
     daemon hears it (the index no longer holds q's state) just before etcd is restored to

@@ -153,6 +153,10 @@ TARGETED_SEEDS = [
     # And a new leader planning on an index its watch, away while another led, had not
     # brought up to date (s43).
     15011406,
+    # The last soak: a trigger delivered before a restore, removed after it while the writer
+    # knew nothing of the restore (s44), and a trigger's removal told to the writer while a
+    # commit planned before it waited on etcd (s45).
+    16023248,
 ]
 
 

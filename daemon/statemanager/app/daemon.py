@@ -249,7 +249,7 @@ def _sender(
 ) -> ReconcileSender:
     """The reconcile sender, delivering what its trigger feed follows in etcd, reading
     scenarios from the index `watcher` fills, and telling the controller's writer of each
-    trigger it drops."""
+    trigger it removes."""
     settings = shared.settings
     feed = TriggerFeed(
         store=shared.store,
@@ -272,7 +272,7 @@ def _sender(
         max_backoff=settings.actioncontroller.max_backoff_seconds,
         max_refusals=settings.actioncontroller.max_refusals,
         max_age=settings.actioncontroller.max_trigger_age_seconds,
-        on_dropped=controller.dropped,
+        on_removed=controller.removed,
     )
 
 

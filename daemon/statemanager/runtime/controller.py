@@ -200,9 +200,9 @@ class Controller:
         """The newest revision etcd answered one of our writes with (StateWriter.newest_answer)."""
         return self._writer.newest_answer()
 
-    def dropped(self, trigger: Trigger) -> None:
-        """The reconcile sender dropped `trigger`, its package out of Error: StateWriter.dropped."""
-        self._writer.dropped(trigger)
+    def removed(self, trigger: Trigger) -> None:
+        """The reconcile sender is removing `trigger` from etcd: StateWriter.removed."""
+        self._writer.removed(trigger)
 
     def _replaced(self, before: int, now: int) -> None:
         """etcd's history was replaced, as an answer (at `now`, not above `before`) or an event

@@ -144,10 +144,11 @@ class ReconcileSender:
         max_backoff: float,
         max_refusals: int,
         max_age: float,
-        on_dropped: Callable[[Trigger], None] = lambda trigger: None,
+        on_removed: Callable[[Trigger], None] = lambda trigger: None,
     ) -> None:
-        """`on_dropped` is told of each trigger dropped as its package is not in Error: it was
-        in etcd's current history (the writer learns from it: StateWriter.dropped)."""
+        """`on_removed` is told of each trigger about to be removed (delivered, dropped or
+        dead-lettered): the trigger feed holds it, so etcd's current history does (the writer
+        learns from it: StateWriter.removed)."""
         self._client = client
         self._feed = feed
         self._store = store
@@ -159,7 +160,7 @@ class ReconcileSender:
         self._max_backoff = max_backoff
         self._max_refusals = max_refusals
         self._max_age = max_age
-        self._on_dropped = on_dropped
+        self._on_removed = on_removed
 
     def pending(self) -> list[tuple[Trigger, int]]:
         """Pending lists the triggers not yet delivered or removed, with the attempts made so
@@ -227,14 +228,13 @@ class ReconcileSender:
             # Or the index is of a history etcd's was replaced by: a drop waits for its relist
             # too, so that the writer, whose previous states are then carried, looks for this
             # trigger before it is gone (else putting Error back after someone changed the state
-            # was a new entry: the simulation's swarm seed 71), or learns of it (`on_dropped`).
+            # was a new entry: the simulation's swarm seed 71), or learns of it (`on_removed`).
             pending.defer()
             log.info("reconcile_awaiting_scenarios", **log_fields(trigger))
             return None
         state = found.value.decode("utf-8", "replace") if found is not None else None
         if state != PackageState.ERROR:
             log.info("reconcile_dropped", **log_fields(trigger), package_state=state)
-            self._on_dropped(trigger)
             await self._remove(pending, "dropped", fence)
             return None
         if not scenarios:
@@ -300,10 +300,8 @@ class ReconcileSender:
         # The index's revisions count in the history its watcher follows. After etcd's history
         # was replaced (a restore, a wipe), the feed may list a trigger of the new one before
         # the watcher has noticed: the index then holds the old history's scenarios, at
-        # revisions that say nothing of the new one's. Where the watcher stood is taken before
-        # etcd is asked, so that events applied meanwhile never make a current index look old.
-        followed = self._applied.followed()
-        if (await self._store.header()).went_back_from(followed):
+        # revisions that say nothing of the new one's.
+        if not await self._watcher_follows_etcd():
             return False  # the watcher relists the new history on its next answer
         applied = self._applied.applied(prefix)
         if applied >= trigger.revision:
@@ -312,6 +310,14 @@ class ReconcileSender:
         # take scenarios away, so no key modified since means none is missing.
         _, listing = await self._store.snapshot([prefix])
         return all(kv.mod_revision <= applied for kv in listing[prefix])
+
+    async def _watcher_follows_etcd(self) -> bool:
+        """Whether the watcher (whose controller tells the writer) follows etcd's current
+        history: not while etcd's header has gone back from where the watcher stands (a restore
+        or wipe it has not noticed yet). Where the watcher stood is taken before etcd is asked,
+        so that events applied meanwhile never make it look behind."""
+        followed = self._applied.followed()
+        return not (await self._store.header()).went_back_from(followed)
 
     def _given_up(self, pending: PendingTrigger) -> bool:
         too_old = time.time() - pending.taken_at >= self._max_age
@@ -343,12 +349,23 @@ class ReconcileSender:
     async def _remove(
         self, pending: PendingTrigger, outcome: str, fence: Fence, move: Put | None = None
     ) -> bool:
-        """Delete the trigger (writing `move` in the same transaction); True when done."""
+        """Delete the trigger (writing `move` in the same transaction); True when done. The
+        writer is told first (`on_removed`): else, after a restore put the trigger back, the
+        writer could look for it between its removal and the telling, find none, and take
+        putting Error back as a new entry (the simulation's swarm seeds 13099827, a drop, and
+        16023248, a delivery made before the restore). Not before the watcher follows etcd's
+        history, the writer with it: told of a trigger of a history it has not seen replaced,
+        it learns nothing."""
         trigger = pending.trigger
         key = record_key(self._layout, trigger)
         ops: list[Put | Delete] = [Delete(key)] if move is None else [Delete(key), move]
-        pending.removing = True
         try:
+            if not await self._watcher_follows_etcd():  # the writer would be told too soon
+                pending.defer()
+                log.info("reconcile_awaiting_relist", **log_fields(trigger), outcome=outcome)
+                return False
+            self._on_removed(trigger)
+            pending.removing = True
             result = await self._store.txn([Guard(key, trigger.revision)], ops, fence)
         except (EtcdUnavailable, EtcdError) as exc:
             self._defer(pending, exc)

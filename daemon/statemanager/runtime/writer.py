@@ -57,6 +57,7 @@ from statemanager.core.ports import (
     TxnResult,
 )
 from statemanager.core.previous import PreviousStates, Records, Remembered, StateSeen
+from statemanager.core.states import PackageState
 from statemanager.core.timestamps import timestamp
 from statemanager.core.triggers import Trigger, decode, encode, trigger_key
 from statemanager.runtime.history import Generations, HistoryLog
@@ -312,6 +313,8 @@ class StateWriter:
         # The records this transaction puts, named now: a wipe or restore noticed while it is
         # on its way makes the history forget the generations these keys were computed from.
         wrote = self._records(planned, triggers)
+        if self._learnt_meanwhile(changes):
+            return None
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
         self._states.sent((c.key, c.new) for c in changes)
         try:
@@ -534,6 +537,17 @@ class StateWriter:
                 landed = True
         return landed
 
+    def _learnt_meanwhile(self, changes: Sequence[Change]) -> bool:
+        """Whether a package `changes` enter Error at has Error as its previous state by now,
+        learnt while this commit waited on etcd (the reconcile sender's word of a trigger it
+        removes: StateWriter.removed): putting Error there is a correction, and the keys must be
+        planned again (else the entry planned before went out with a second trigger: the
+        simulation's swarm seed 13099827, once the sender first asked etcd where its history
+        stood). Checked last before the transaction goes out, with nothing awaited between."""
+        return any(
+            c.entering_error and self._states.previous(c.key) == PackageState.ERROR for c in changes
+        )
+
     async def _carried_over(self, changes: Sequence[Change]) -> bool:
         """Whether a package `changes` enter Error at, its previous state carried from a
         replaced history of etcd's, has a trigger in the new one: that is an entry into Error
@@ -561,10 +575,10 @@ class StateWriter:
                 self._states.kept(change.key)
         return carried
 
-    def dropped(self, trigger: Trigger) -> None:
-        """The reconcile sender dropped `trigger` from etcd's current history (its package's
-        state is not Error there, someone else changed it): PreviousStates.triggered. Else a
-        trigger a restore put back, dropped before the writer looked for it (`_carried_over`),
+    def removed(self, trigger: Trigger) -> None:
+        """The reconcile sender is removing `trigger` from etcd's current history (delivered,
+        dropped as its package left Error, or dead-lettered): PreviousStates.triggered. Else a
+        trigger a restore put back, removed before the writer looked for it (`_carried_over`),
         would leave putting Error back a new entry, with a second trigger."""
         self._states.triggered(WorkKey(Resource.PACKAGE, trigger.package), trigger.revision)
 
