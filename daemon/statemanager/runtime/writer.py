@@ -305,6 +305,7 @@ class StateWriter:
         planned = {c.key: self._transition(c, causes, ids, now) for c in changes}
         entering = [c for c in changes if c.entering_error]
         triggers = [Trigger(c.key.name, ids[c.key], 0) for c in entering]
+        planned_over = {c.key: self._states.previous(c.key) for c in entering}
         if await self._heard_of(changes) or await self._carried_over(changes):
             return None
         ops = await self._ops(keys, changes, planned, triggers, fence)
@@ -313,7 +314,7 @@ class StateWriter:
         # The records this transaction puts, named now: a wipe or restore noticed while it is
         # on its way makes the history forget the generations these keys were computed from.
         wrote = self._records(planned, triggers)
-        if self._learnt_meanwhile(changes):
+        if self._learnt_meanwhile(planned_over):
             return None
         # Until etcd answers (its answer may be lost and the attempt have landed all the same).
         self._states.sent((c.key, c.new) for c in changes)
@@ -537,15 +538,17 @@ class StateWriter:
                 landed = True
         return landed
 
-    def _learnt_meanwhile(self, changes: Sequence[Change]) -> bool:
-        """Whether a package `changes` enter Error at has Error as its previous state by now,
-        learnt while this commit waited on etcd (the reconcile sender's word of a trigger it
-        removes: StateWriter.removed): putting Error there is a correction, and the keys must be
-        planned again (else the entry planned before went out with a second trigger: the
-        simulation's swarm seed 13099827, once the sender first asked etcd where its history
-        stood). Checked last before the transaction goes out, with nothing awaited between."""
+    def _learnt_meanwhile(self, planned_over: Mapping[WorkKey, str | None]) -> bool:
+        """Whether a package this commit enters Error at (each with the previous state it was
+        planned over) has learnt Error as its previous state while the commit waited on etcd
+        (the reconcile sender's word of a trigger it removes: StateWriter.removed): putting
+        Error there is a correction, and the keys must be planned again (else the entry went
+        out with a second trigger: the simulation's swarm seed 13099827, once the sender first
+        asked etcd where its history stood). Checked last before the transaction goes out,
+        with nothing awaited between."""
         return any(
-            c.entering_error and self._states.previous(c.key) == PackageState.ERROR for c in changes
+            before != PackageState.ERROR == self._states.previous(key)
+            for key, before in planned_over.items()
         )
 
     async def _carried_over(self, changes: Sequence[Change]) -> bool:
