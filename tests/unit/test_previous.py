@@ -330,6 +330,41 @@ def test_an_unanswered_deletion_is_learnt_from_its_echo_at_its_revision() -> Non
     assert states.triggered(q, 11)
 
 
+def test_after_a_replacement_a_key_learnt_again_is_judged_as_on_one_history() -> None:
+    """Once the first listing after a replacement is done, a key learnt again on the new
+    history is no longer carried: a trigger teaches it nothing, and found agreeing again
+    unchanged it keeps its later revision; a later listing's same write learns a carried key
+    again at once (no longer at a listing's end)."""
+    q = WorkKey(Resource.PACKAGE, "q")
+    states = PreviousStates()
+    states.leading(LEADER)
+    states.committed(q, "Running", 3)
+    states.replaced()
+    states.relisted(4)
+    states.committed(P, "Running", 5)  # learnt on the new history
+    assert not states.triggered(P, 6)
+    assert states.previous(P) == "Running"
+    states.agreed([(P, "Running", 4)])
+    assert states.remembered([P]) == {P: ("Running", 5, False)}
+    states.listed([(q, "Running", 3)])  # a resync listing: the very write, learnt again
+    assert not states.carried(q)
+
+
+def test_put_back_of_a_key_that_had_nothing_leaves_no_revision() -> None:
+    """A plan found a key agreeing (absent, at 9) and was undone: put back, the key has no
+    previous state and no revision, so a trigger at 5 after a replacement makes Error its
+    previous state."""
+    states = PreviousStates()
+    states.leading(LEADER)
+    before = states.remembered([P])
+    states.agreed([(P, None, 9)])
+    assert states.remembered([P]) == {P: (None, 9, False)}
+    states.put_back(before)
+    assert states.remembered([P]) == {P: (None, 0, False)}
+    states.replaced()
+    assert states.triggered(P, 5)
+
+
 def test_an_unheard_write_ends_when_the_key_is_learnt_again() -> None:
     """An agreement or an echo of a later write of ours learns the key anew: the unheard
     transaction before it no longer tells the previous state (its records, found later,
