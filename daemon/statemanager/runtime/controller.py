@@ -165,7 +165,11 @@ class Controller:
         revision, which only the key's revision shows (as its event does in `apply`; a watch
         compacted meanwhile brings no event, and the listing, its keys older than what the
         index knew, taught it nothing: the simulation's swarm seed 13043743). The watcher then
-        forgets the old history and lists the new one."""
+        forgets the old history and lists the new one. Nothing is asked of a page while the
+        writer knows no write of its own to compare with (a daemon that has not led since it
+        started: every follower's listings cost no call per key)."""
+        if not self._writer.remembers_writes():
+            return
         for kv in page.items:
             if self._writer.foreign(kv.key, kv.value, kv.mod_revision):
                 raise HistoryReplaced(

@@ -202,6 +202,11 @@ class StateWriter:
         the same raft term, and grew back past it: only its events tell)."""
         return _other(self._wrote_at.get(revision), key, value)
 
+    def remembers_writes(self) -> bool:
+        """Whether any write of ours is known by the revision it landed at, on etcd's current
+        history or on one replaced since the last whole listing (`foreign`, `compared`)."""
+        return bool(self._wrote_at or self._wrote_before)
+
     def compared(self, key: bytes, value: bytes, revision: int) -> None:
         """A listing of the history that replaced ours shows `key` holding `value`, modified
         at `revision`, which is compared with our writes on the replaced histories.
@@ -706,7 +711,8 @@ def _names(layout: KeyLayout, kv: KeyValue, transition_id: str) -> bool:
     return isinstance(found, Transition | Trigger) and found.transition_id == transition_id
 
 
-# The state keys a transaction of ours wrote, each with its value (None: deleted).
+# The state keys a transaction of ours wrote, each with its work key and the state it wrote
+# (None: deleted).
 _Wrote = dict[bytes, tuple[WorkKey, str | None]]
 
 
