@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from statemanager.core.keys import Resource, WorkKey
+from statemanager.core.ports import WatchBatch
 from statemanager.core.triggers import trigger_key
 from statemanager.runtime.backoff import Backoff
 from statemanager.runtime.election import WATCH_SILENCE_SECONDS
@@ -109,6 +111,75 @@ async def test_a_new_leader_plans_nothing_before_its_index_holds_what_the_last_o
         await until(lambda: state(mem, "package", "p") == "Error", timeout=120)
         puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
         assert len(puts) == 2  # node-a's entry, and node-b's
+        assert b.sample("corrections_total", resource="package") == 0
+
+
+class _HeldElection:
+    """etcd as one daemon's election sees it: while `free` is clear every request it sends,
+    and every watch batch on its way to it, waits (the daemon's process paused)."""
+
+    def __init__(self, mem: MemEtcd) -> None:
+        self._mem = mem
+        self.free = asyncio.Event()
+        self.free.set()
+
+    def __getattr__(self, name: str) -> Any:
+        request = getattr(self._mem, name)
+
+        async def held(*args: Any) -> Any:
+            await self.free.wait()
+            return await request(*args)
+
+        return held
+
+    async def watch(self, *args: Any) -> AsyncIterator[WatchBatch]:
+        await self.free.wait()
+        async for batch in self._mem.watch(*args):
+            await self.free.wait()
+            yield batch
+
+
+async def test_a_state_changed_while_another_daemon_led_is_no_previous_state() -> None:
+    """node-a, leading, writes p's entry into Error and is paused; its key is deleted, node-b
+    leads and learns Error as p's previous state. etcd is restored to a snapshot holding
+    node-a's key, older than node-b's: node-a, resumed, leads under it and writes p Running
+    while node-b's key stays. node-a dies; node-b leads again under the same key, and c dies:
+    p's entry into Error is a transition with its Reconcile: having found node-a leading,
+    node-b takes p's change meanwhile as that leader's, not as someone else's to correct.
+    Before, the same key made it keep Error as p's previous
+    state, and putting Error back over node-a's Running was a correction with no trigger (a
+    Reconcile lost, the simulation's swarm seed 17044339). Nor may node-b, following, write:
+    its worker, waiting for keys with the fence it took while leading, sent c's change under
+    it (etcd's compare passed, node-b's key still being there) beside node-a's."""
+    async with two_daemons() as (mem, a, b):
+        p = WorkKey(Resource.PACKAGE, "p")
+        fence = a.parts.election.fence()
+        assert fence is not None
+        held = _HeldElection(mem)
+        a.parts.election._client = held
+        container(mem, "c", "m", "dead")
+        await until(lambda: b.parts.controller._index.written(p).value == "Error")
+        snapshot = mem.snapshot_now()
+        held.free.clear()
+        mem.delete_now(fence.key)
+        await until(lambda: b.parts.controller._writer.previous.previous(p) == "Error")
+        await b.parts.controller.rested()
+        mem.replace_history(snapshot)
+        held.free.set()
+        await until(lambda: b.parts.election.leader_name() == "node-a")
+        deliver(a, mem, "c", container(mem, "c", "m", "running"))
+        await until(lambda: state(mem, "package", "p") == "Running")
+        await until(lambda: b.parts.controller._index.written(p).value == "Running")
+        await a.parts.controller.rested()
+        await b.parts.controller.rested()
+        assert b.sample("etcd_write_conflicts_total") == 0  # node-b, following, sent nothing
+        await a.crash()
+        mem.delete_now(fence.key)
+        await until(lambda: b.parts.election.fence() is not None)
+        container(mem, "c", "m", "dead")
+        await until(lambda: state(mem, "package", "p") == "Error")
+        puts = [r for _, r in mem._versions[trigger_key(LAYOUT, "p")] if r is not None]
+        assert len(puts) == 2  # node-a's entry (the snapshot holds it), and node-b's
         assert b.sample("corrections_total", resource="package") == 0
 
 

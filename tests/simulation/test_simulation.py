@@ -157,6 +157,11 @@ TARGETED_SEEDS = [
     # knew nothing of the restore (s44), and a trigger's removal told to the writer while a
     # commit planned before it waited on etcd (s45).
     16023248,
+    # A restore bringing back another daemon's older leader key, which led and wrote while
+    # this daemon's key stayed; this daemon led again under it keeping what it had learnt
+    # (s46: a follower's worker writing under a stale fence, and a change by that leader
+    # taken as someone else's to correct).
+    17044339,
 ]
 
 

@@ -129,9 +129,10 @@ def _election(
     node: str = "node-a",
     on_change: Callable[[bool], None] = lambda _l: None,
     metrics: Metrics | None = None,
+    on_other_leader: Callable[[int], None] = lambda _r: None,
 ) -> Election:
-    """An election on `etcd`; `on_change` hears whether it leads; `metrics` counts the keys
-    of later formats it meets."""
+    """An election on `etcd`; `on_change` hears whether it leads, `on_other_leader` when it
+    finds another daemon leading; `metrics` counts the keys of later formats it meets."""
     clock = asyncio.get_running_loop().time
     outage = Outage(clock=clock)
     return Election(
@@ -140,6 +141,7 @@ def _election(
         node=node,
         ttl=3,
         on_change=lambda leading, _fence, _revision: on_change(leading),
+        on_other_leader=on_other_leader,
         reachability=outage,
         later_formats=LaterFormats(metrics or Metrics()),
         clock=clock,
@@ -283,11 +285,15 @@ async def test_a_deletion_between_the_read_and_the_watch_is_not_missed() -> None
 
 async def test_a_follower_learns_of_a_new_leader_ahead_of_its_predecessor() -> None:
     """Three candidates: the last one watches its predecessor and the leader, so when the
-    leader goes it knows the new leader's name and stays a follower."""
+    leader goes it knows the new leader's name and stays a follower. It is told of each
+    other leader once (what it learnt as leader must go, even if it later leads again under
+    the same key), and not of itself leading."""
     etcd = FakeEtcd()
     etcd.put(A, b"node-a")
     etcd.put(B, b"node-b")
-    election = _election(etcd, "node-c")
+    others: list[str | None] = []
+    election = _election(etcd, "node-c", on_other_leader=lambda _r: others.append(leader()))
+    leader = election.leader_name
     async with _running(election):
         await until(lambda: election.leader_name() == "node-a")
         etcd.remove(A)
@@ -295,6 +301,7 @@ async def test_a_follower_learns_of_a_new_leader_ahead_of_its_predecessor() -> N
         assert election.fence() is None
         etcd.remove(B)
         await asyncio.wait_for(election.wait_leader(), 5)
+    assert others == ["node-a", "node-b"]
 
 
 async def test_a_leader_whose_key_is_deleted_campaigns_again() -> None:

@@ -9,6 +9,7 @@ from statemanager.core.ports import Fence
 from statemanager.core.previous import PreviousStates
 
 P = WorkKey(Resource.PACKAGE, "p")
+M = WorkKey(Resource.MODEL, "m")
 LEADER = Fence(b"/leader/a", 7)
 
 
@@ -46,11 +47,35 @@ def test_commits_and_agreements_set_or_forget_the_previous_state() -> None:
 def test_previous_states_survive_only_the_same_leader_key() -> None:
     """Leading again with the same leader key keeps what was learnt; a new key forgets it."""
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(P, "Error", 3)
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     assert states.previous(P) == "Error"
-    states.leading(Fence(b"/leader/a", 9))
+    states.leading(Fence(b"/leader/a", 9), 0)
+    assert states.previous(P) is None
+
+
+def test_a_change_while_another_daemon_led_drops_the_previous_state() -> None:
+    """Another daemon found leading at 10, this one leading again under the same key at 20:
+    a key shown changed within (10, 20] to other than its previous state drops it (and its
+    unheard write); the same value, a change at 10 or below, or one after 20 does not."""
+    states = PreviousStates()
+    states.leading(LEADER, 0)
+    for key in (P, M):
+        states.committed(key, "Error", 3)
+    states.lost(P, "Error", [(b"/triggers/p", "id-1")])
+    states.another_leads(10)
+    states.echoed([(P, "Error", 12), (M, "Running", 10)])
+    assert (states.previous(P), states.previous(M)) == ("Error", "Error")
+    states.echoed([(P, "Paused", 11)])
+    assert states.previous(P) is None
+    assert states.heard(P) is None
+    states.leading(LEADER, 20)
+    states.echoed([(M, "Running", 21)])
+    assert states.previous(M) == "Error"
+    states.committed(P, "Error", 22)
+    states.another_leads(30)
+    states.listed([(P, None, 31)])
     assert states.previous(P) is None
 
 
@@ -59,16 +84,16 @@ def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> 
     commit of the key, or leading under a new leader key; the same key keeps them."""
     states = PreviousStates()
     records = [(b"/triggers/p", "id-1")]
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.lost(P, "Error", records)
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     assert states.heard(P) == ("Error", records)
     assert states.heard(P) is None
     states.lost(P, "Error", records)
     states.committed(P, "Running", 4)
     assert states.heard(P) is None
     states.lost(P, "Error", records)
-    states.leading(Fence(b"/leader/a", 9))
+    states.leading(Fence(b"/leader/a", 9), 0)
     assert states.heard(P) is None
 
 
@@ -91,7 +116,7 @@ def test_states_kept_across_a_replacement_are_carried_until_learnt_again() -> No
     and only after a replacement."""
     q, r, s = (WorkKey(Resource.PACKAGE, n) for n in "qrs")
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     assert not states.carried(P)
     for key in (P, q, r, s):
         states.committed(key, "Running", 2)
@@ -107,9 +132,9 @@ def test_states_kept_across_a_replacement_are_carried_until_learnt_again() -> No
     states.kept(s)
     assert not states.carried(s) and states.previous(s) == "Running"
     states.replaced()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     assert states.carried(P)  # the same leader key keeps them, carried
-    states.leading(Fence(b"/leader/a", 9))
+    states.leading(Fence(b"/leader/a", 9), 0)
     assert not states.carried(P)
 
 
@@ -121,7 +146,7 @@ def test_a_listing_judges_each_carried_state_by_its_revision() -> None:
     carried are not judged, and `echoed` (the watch) judges nothing."""
     keys = [WorkKey(Resource.PACKAGE, n) for n in "abcdefgh"]
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     for key in keys:
         states.committed(key, "Error", 10)
     states.replaced()
@@ -153,7 +178,7 @@ def test_remembered_states_are_put_back_with_their_revision_and_carriage() -> No
     by, and whether it is carried; a key with no previous state gets none again."""
     q = WorkKey(Resource.MODEL, "q")
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(P, "Error", 10)
     states.replaced()
     before = states.remembered([P, q])
@@ -178,7 +203,7 @@ def test_a_trigger_of_the_new_history_makes_error_the_previous_state_of_a_carrie
     state learnt at or below it or none; a key not carried keeps what it has."""
     q = WorkKey(Resource.PACKAGE, "q")
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(P, "Running", 7)
     assert not states.triggered(P, 7)
     assert states.previous(P) == "Running"
@@ -198,7 +223,7 @@ def test_a_trigger_older_than_the_carried_state_does_not_overrule_it(state: str 
     """A carried state (or deletion) learnt at 10 is newer evidence than a trigger put at 7:
     it stands, and the key stays carried; a trigger at 10 or later makes Error previous."""
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(P, state, 10)
     states.replaced()
     assert not states.triggered(P, 7)
@@ -225,7 +250,7 @@ def test_a_carried_deletion_is_judged_by_the_listing(
     """A deletion learnt at 10 is judged by a listing like a state: where the new history
     cannot have held it, it is forgotten (and a trigger older than it counts again)."""
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(P, None, 10)
     states.replaced()
     value, revision = shown
@@ -239,7 +264,7 @@ def test_a_carried_deletion_the_relist_did_not_show_is_judged_absent(
 ) -> None:
     """The first whole listing judges a carried deletion it did not show as absent there."""
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(P, None, 10)
     states.replaced()
     states.relisted(listing)
@@ -251,7 +276,7 @@ def test_an_agreement_found_again_unchanged_keeps_its_later_revision() -> None:
     the state keeps the revision it was first found at; a new state, or a carried key, takes
     the revision given."""
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.agreed([(P, "Running", 9)])
     states.agreed([(P, "Running", 8)])
     assert states.remembered([P]) == {P: ("Running", 9, False)}
@@ -270,7 +295,7 @@ def test_a_divergence_drops_every_carried_state_learnt_at_or_above_it() -> None:
     divergence told outside a first listing is of no replacement: nothing is dropped."""
     low, high, deleted, again = (WorkKey(Resource.PACKAGE, n) for n in ("l", "h", "d", "a"))
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(low, "Running", 9)
     states.committed(high, "Error", 10)
     states.committed(deleted, None, 11)
@@ -297,7 +322,7 @@ def test_a_held_write_of_ours_is_the_previous_state_over_a_later_one() -> None:
     Error previous. Outside that listing, or for a key not carried, it is ignored."""
     q = WorkKey(Resource.PACKAGE, "q")
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(P, "Error", 9)
     states.held(P, "Running", 7)  # no replacement: ignored
     states.replaced()
@@ -319,7 +344,7 @@ def test_an_unanswered_deletion_is_learnt_from_its_echo_at_its_revision() -> Non
     teaches nothing."""
     q = WorkKey(Resource.PACKAGE, "q")
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(P, "Error", 9)
     states.committed(q, "Error", 9)
     states.sent([(P, None), (q, None)])
@@ -337,7 +362,7 @@ def test_after_a_replacement_a_key_learnt_again_is_judged_as_on_one_history() ->
     again at once (no longer at a listing's end)."""
     q = WorkKey(Resource.PACKAGE, "q")
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(q, "Running", 3)
     states.replaced()
     states.relisted(4)
@@ -355,7 +380,7 @@ def test_put_back_of_a_key_that_had_nothing_leaves_no_revision() -> None:
     previous state and no revision, so a trigger at 5 after a replacement makes Error its
     previous state."""
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     before = states.remembered([P])
     states.agreed([(P, None, 9)])
     assert states.remembered([P]) == {P: (None, 9, False)}
@@ -371,7 +396,7 @@ def test_an_unheard_write_ends_when_the_key_is_learnt_again() -> None:
     would make Error previous over what was learnt since)."""
     records = [(b"/triggers/p", "id-1")]
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.lost(P, "Error", records)
     states.agreed([(P, "Degraded", 9)])
     assert states.heard(P) is None
@@ -391,7 +416,7 @@ def test_the_first_whole_listing_after_a_replacement_judges_the_keys_it_did_not_
     first whole listing since a replacement shows every key: the controller calls it then.)"""
     a, b, c = (WorkKey(Resource.PACKAGE, n) for n in "abc")
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(a, "Error", 10)
     states.committed(b, "Error", 4)
     states.committed(c, "Error", 10)
@@ -401,7 +426,7 @@ def test_the_first_whole_listing_after_a_replacement_judges_the_keys_it_did_not_
     found = [(states.previous(k), states.carried(k)) for k in (a, b, c)]
     assert found == [(None, True), ("Error", True), ("Error", False)]
     fresh = PreviousStates()
-    fresh.leading(LEADER)
+    fresh.leading(LEADER, 0)
     fresh.committed(a, "Error", 10)
     fresh.relisted(2)  # no replacement: nothing is carried, nothing judged
     assert fresh.previous(a) == "Error"
@@ -413,7 +438,7 @@ def test_every_way_of_learning_keeps_the_revision_a_listing_judges_by() -> None:
     again) or below it (dropped). A listing judges every key it shows, whatever came first."""
     agreed, echoed, triggered, other = (WorkKey(Resource.PACKAGE, n) for n in "aetx")
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.agreed([(agreed, "Error", 10)])
     states.sent([(echoed, "Error")])
     states.echoed([(echoed, "Error", 11)])
@@ -433,7 +458,7 @@ def test_a_restored_trigger_teaches_nothing_of_a_key_learnt_again() -> None:
     """After a replacement, a key learnt again on the new history is not carried: a trigger
     found there says nothing more of it."""
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.replaced()
     states.committed(P, "Running", 12)
     states.triggered(P, 7)
@@ -445,7 +470,7 @@ def test_the_relist_judges_at_its_own_revision_and_only_carried_keys() -> None:
     history never held it. A key learnt again at that revision is not judged at all."""
     q = WorkKey(Resource.PACKAGE, "q")
     states = PreviousStates()
-    states.leading(LEADER)
+    states.leading(LEADER, 0)
     states.committed(P, "Error", 10)
     states.replaced()
     states.committed(q, "Running", 10)

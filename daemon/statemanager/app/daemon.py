@@ -220,6 +220,7 @@ def _election(shared: _Shared, controller: Controller) -> Election:
         node=settings.ha.node_name,
         ttl=settings.ha.lease_ttl_seconds,
         on_change=functools.partial(_leadership_changed, controller, shared.metrics),
+        on_other_leader=controller.another_leads,
         reachability=shared.outage,
         later_formats=shared.later_formats,
         clock=shared.clock,

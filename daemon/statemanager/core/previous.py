@@ -64,6 +64,10 @@ class PreviousStates:
         # only those records can show it landed (and that putting Error back is a correction).
         self._unheard: dict[WorkKey, tuple[str | None, Records]] = {}
         self._led_with: Fence | None = None  # the leader key of the last `leading`
+        # The revisions between which another daemon led, as this one found (`another_leads`):
+        # from (not included) the revision it was found leading at, through the revision this
+        # daemon found it leads again under the same key at (None: not yet).
+        self._others_led: tuple[int, int | None] | None = None
         # Whether etcd's history was replaced while leading with this leader key: every key is
         # then carried (its previous state, or none, learnt on a history since replaced: kept,
         # docs/decisions/previous-states-across-replacement.md, or dropped as one the new history
@@ -83,10 +87,11 @@ class PreviousStates:
         takes the value in etcd)."""
         return self._previous.get(key)
 
-    def leading(self, fence: Fence | None) -> None:
-        """Leading begins (again) under `fence`: previous states are kept only when it is the
-        leader key last led with (same create revision: that key stayed the oldest, so no
-        other daemon led meanwhile); with a new key another leader may have written since."""
+    def leading(self, fence: Fence | None, revision: int) -> None:
+        """Leading begins (again) under `fence`, found at `revision`: previous states are kept
+        only when it is the leader key last led with (same create revision: that key stayed
+        the oldest, so no other daemon led meanwhile but one a restore brought back:
+        `another_leads`); with a new key another leader may have written since."""
         if fence is None or fence != self._led_with:
             self._previous.clear()
             self._at.clear()
@@ -95,7 +100,25 @@ class PreviousStates:
             self._settled.clear()
             self._held.clear()
             self._diverged_at = None
+            self._others_led = None
+        elif self._others_led is not None:
+            self._others_led = (self._others_led[0], revision)
         self._led_with = fence
+
+    def another_leads(self, revision: int) -> None:
+        """Another daemon was found leading at `revision` (a restore can bring back a key
+        older than ours, which then leads while ours stays, and this daemon may lead again
+        under the same key later). A key etcd shows changed above that revision, and no later
+        than this daemon leads again, to other than its previous state, may hold that
+        leader's write by the rules, not someone else's change: its previous state is
+        dropped (`echoed`, `listed`) and the planner takes what etcd holds (else an entry into
+        Error after that leader moved the package out of it was a correction, with no
+        Reconcile: the simulation's swarm seed 17044339). The other previous states stand:
+        forgetting them all made putting back an Error someone deleted meanwhile a new entry,
+        with a second Reconcile, when the key brought back was a gone daemon's (swarm seed
+        7072400)."""
+        if self._others_led is None or self._others_led[1] is not None:
+            self._others_led = (revision, None)
 
     def replaced(self) -> None:
         """etcd's history was replaced (a restore that kept the leader key): every previous
@@ -198,6 +221,10 @@ class PreviousStates:
         package was out of Error, made Error the previous state over it, and the next entry
         into Error was a correction, with no trigger (the simulation's swarm seed 15007655)."""
         for key, value, revision in seen:
+            if self._by_another_leader(key, value, revision):
+                self._previous.pop(key, None)
+                self._at.pop(key, None)
+                self._unheard.pop(key, None)
             if key not in self._unconfirmed:
                 continue
             if self._unconfirmed.pop(key) == value:
@@ -283,6 +310,15 @@ class PreviousStates:
         """`key`'s previous state (or deletion) is one the new history never held."""
         self._previous.pop(key, None)
         del self._at[key]
+
+    def _by_another_leader(self, key: WorkKey, value: str | None, revision: int) -> bool:
+        """Whether `key`, shown holding `value` at `revision`, may have been changed there by
+        another daemon leading (`another_leads`)."""
+        if self._others_led is None or (key not in self._at and key not in self._unheard):
+            return False
+        since, through = self._others_led
+        in_window = since < revision and (through is None or revision <= through)
+        return in_window and value != self._previous.get(key)
 
     def _settle(self, key: WorkKey) -> None:
         if self._replaced:

@@ -284,6 +284,12 @@ class Controller:
                     await self._whole.wait()
                     await self._current.wait()
                     async with self._planning:
+                        if leadership.fence() != fence:
+                            # Leading lapsed or moved while the keys were awaited: the fence
+                            # would still pass etcd's compare when a restore brought back an
+                            # older key than ours, and a follower would write beside the leader.
+                            self._queue.add_all(keys)
+                            break
                         if self._whole.is_set() and self._current.is_set():
                             self._resting.clear()
                             await self._process(keys, fence, leadership)
@@ -310,11 +316,15 @@ class Controller:
         agreeing with the rules on inputs the other leader's writes had moved past, learn them
         as its previous states, and take its next entry into Error as a correction, with no
         trigger (the simulation's swarm seed 15011406)."""
-        self._writer.leading(fence)
+        self._writer.leading(fence, revision)
         if revision > self._through:
             self._needed = max(self._needed, revision)
             self._current.clear()
         self._mark(self._index.all_keys(), 0)
+
+    def another_leads(self, revision: int) -> None:
+        """Another daemon was found leading at `revision`: StateWriter.another_leads."""
+        self._writer.another_leads(revision)
 
     async def _process(self, keys: list[WorkKey], fence: Fence, leadership: Leadership) -> None:
         """Plan and commit `keys`; the error policy of writing lives here, in one place.

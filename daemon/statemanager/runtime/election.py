@@ -63,9 +63,10 @@ class ElectionClient(Protocol):
 
 class Leadership(Protocol):
     """What a writer needs from the election: wait to lead (getting the fence to write with),
-    and report a write that was fenced off."""
+    whether it still leads under that fence, and report a write that was fenced off."""
 
     async def wait_leader(self) -> Fence: ...
+    def fence(self) -> Fence | None: ...
     def lost(self) -> None: ...
 
 
@@ -119,13 +120,18 @@ class Election:
         node: str,
         ttl: int,
         on_change: Callable[[bool, Fence | None, int], None],
+        on_other_leader: Callable[[int], None],
         reachability: Reachability,
         later_formats: LaterFormatReporter,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`on_change` is told when this daemon starts or stops leading: whether it leads,
         under which leader key, and the revision etcd answered the read that placed it at (0
-        when it stops)."""
+        when it stops). `on_other_leader` is told when this daemon, following, finds another
+        daemon's key leading (once per such key), and the revision it found it at: that
+        daemon may write meanwhile, even if this one later leads again under the same key (a
+        restore can bring back a key older than ours, which then leads while ours stays: the
+        simulation's swarm seed 17044339)."""
         self._client = client
         self._prefix = election_prefix(own_prefix)
         self._node = node
@@ -133,6 +139,8 @@ class Election:
         self._later_formats = later_formats
         self._ttl = ttl
         self._on_change = on_change
+        self._on_other_leader = on_other_leader
+        self._other_leader: bytes | None = None  # the last other leader key told of
         self._reachability = reachability
         self._clock = clock
         self._leading = False
@@ -269,6 +277,11 @@ class Election:
         leading = leader.key == fence.key
         why = "our candidate key is the oldest" if leading else f"{self._leader_name} leads"
         self._set(leading, fence, why, revision)
+        if leading:
+            self._other_leader = None
+        elif leader.key != self._other_leader:
+            self._other_leader = leader.key
+            self._on_other_leader(revision)
         self._decided = True
         backoff.reset()
         if leading:

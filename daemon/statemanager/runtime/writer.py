@@ -153,9 +153,16 @@ class StateWriter:
         """The previous derived states, read-only: what the planner plans with."""
         return self._states
 
-    def leading(self, fence: Fence | None) -> None:
-        """Leading begins under `fence` (None: it ended): PreviousStates.leading."""
-        self._states.leading(fence)
+    def leading(self, fence: Fence | None, revision: int) -> None:
+        """Leading begins under `fence`, found at `revision`: PreviousStates.leading."""
+        self._states.leading(fence, revision)
+
+    def another_leads(self, revision: int) -> None:
+        """Another daemon was found leading at `revision`: PreviousStates.another_leads; the
+        history generations learnt are forgotten (that leader may have written records)."""
+        self._states.another_leads(revision)
+        if self._history is not None:
+            self._history.forget()
 
     def echoed(self, seen: Sequence[StateSeen]) -> None:
         """The watch showed these state keys' values (through ingest): PreviousStates.echoed."""
