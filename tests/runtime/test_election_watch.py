@@ -145,7 +145,8 @@ async def test_a_state_changed_while_another_daemon_led_is_no_previous_state() -
     node-a's key, older than node-b's: node-a, resumed, leads under it and writes p Running
     while node-b's key stays. node-a dies; node-b leads again under the same key, and c dies:
     p's entry into Error is a transition with its Reconcile: having found node-a leading,
-    node-b takes p's change meanwhile as that leader's, not as someone else's to correct.
+    node-b learns p's change to what the rules gave meanwhile as that leader's write, not as
+    someone else's to correct.
     Before, the same key made it keep Error as p's previous
     state, and putting Error back over node-a's Running was a correction with no trigger (a
     Reconcile lost, the simulation's swarm seed 17044339). Nor may node-b, following, write:

@@ -113,6 +113,10 @@ SOAK_SEEDS = [
     1064960,
     1069783,
     1727,
+    # Found by the hunt for s18 (the zoo): a deletion of ours the restore kept, forgotten with
+    # the state learnt after it, so a restored trigger older than it made Error the previous
+    # state (s47).
+    5063160,
 ]
 # Seeds of today's swarm profile (Mode.SWARM) that found a bug: restore_then_tamper, as it was
 # added, found a restore bringing back an Error and its trigger over a state the daemon had
@@ -160,8 +164,12 @@ TARGETED_SEEDS = [
     # A restore bringing back another daemon's older leader key, which led and wrote while
     # this daemon's key stayed; this daemon led again under it keeping what it had learnt
     # (s46: a follower's worker writing under a stale fence, and a change by that leader
-    # taken as someone else's to correct).
+    # taken as someone else's to correct). Forgetting every previous state on finding another
+    # leader instead made puts-back of others' changes second entries (the next three).
     17044339,
+    19004625,
+    19050582,
+    19052810,
 ]
 
 

@@ -55,28 +55,53 @@ def test_previous_states_survive_only_the_same_leader_key() -> None:
     assert states.previous(P) is None
 
 
-def test_a_change_while_another_daemon_led_drops_the_previous_state() -> None:
+def test_a_change_by_the_rules_while_another_daemon_led_is_learnt() -> None:
     """Another daemon found leading at 10, this one leading again under the same key at 20:
-    a key shown changed within (10, 20] to other than its previous state drops it (and its
-    unheard write); the same value, a change at 10 or below, or one after 20 does not."""
+    a key shown changed within (10, 20] to what the rules give is learnt there (that leader's
+    write; its unheard write no longer counts); a change to anything else, a change at 10 or
+    below, or one after 20 is not."""
     states = PreviousStates()
     states.leading(LEADER, 0)
     for key in (P, M):
         states.committed(key, "Error", 3)
     states.lost(P, "Error", [(b"/triggers/p", "id-1")])
-    states.another_leads(10)
-    states.echoed([(P, "Error", 12), (M, "Running", 10)])
+    rules = {P: "Paused", M: "Running"}.get
+    states.ruled_meanwhile([(P, "Error", 11), (P, "Paused", 10), (M, "Pending", 12)], rules)
     assert (states.previous(P), states.previous(M)) == ("Error", "Error")
-    states.echoed([(P, "Paused", 11)])
-    assert states.previous(P) is None
+    states.another_leads(10)
+    states.ruled_meanwhile([(P, "Paused", 10), (M, "Pending", 12)], rules)
+    assert (states.previous(P), states.previous(M)) == ("Error", "Error")
+    states.ruled_meanwhile([(P, "Paused", 11)], rules)
+    assert states.previous(P) == "Paused"
     assert states.heard(P) is None
     states.leading(LEADER, 20)
-    states.echoed([(M, "Running", 21)])
+    states.ruled_meanwhile([(M, "Running", 21)], rules)
     assert states.previous(M) == "Error"
-    states.committed(P, "Error", 22)
-    states.another_leads(30)
-    states.listed([(P, None, 31)])
-    assert states.previous(P) is None
+    states.ruled_meanwhile([(M, "Running", 20)], rules)
+    assert states.previous(M) == "Running"
+
+
+def test_a_state_a_listing_drops_gives_way_to_the_other_one_learnt_before() -> None:
+    """Deleted at 12, then Degraded at 16 (and again at 18); a restore to below 16 shows the
+    key absent at 13: Degraded was never held there, the deletion may be, and a trigger from
+    before it (8) does not make Error the previous state. The same state learnt again at a
+    later revision is no fallback."""
+    states = PreviousStates()
+    states.leading(LEADER, 0)
+    states.committed(P, "Error", 8)
+    states.committed(P, None, 12)
+    states.committed(P, "Degraded", 16)
+    states.agreed([(P, "Degraded", 18)])
+    states.replaced()
+    states.listed([(P, None, 13)])
+    assert states.remembered([P]) == {P: (None, 12, True)}
+    assert not states.triggered(P, 8)
+    states.relisted(13)
+    states.committed(M, "Failed", 5)
+    states.committed(M, "Failed", 9)
+    states.replaced()
+    states.listed([(M, "Failed", 7)])
+    assert states.remembered([M]) == {M: (None, 0, True)}
 
 
 def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> None:

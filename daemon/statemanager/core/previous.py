@@ -12,7 +12,7 @@ else, and putting it back is a correction, not a new entry into Error with a sec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from statemanager.core.keys import WorkKey
 from statemanager.core.ports import Fence
@@ -55,6 +55,11 @@ class PreviousStates:
         # it does not overrule: `triggered`). One entry per state key learnt while leading with
         # one leader key: bounded by the packages and models this node has held.
         self._at: dict[WorkKey, int] = {}
+        # Per key: the last other previous state (or deletion) learnt before the one it has,
+        # and its revision: what stands if a listing of a new history drops the later one
+        # (`_forget`). Not the same state learnt again at an earlier revision: a listing that
+        # shows the value need not hold the inputs the later agreement was found on.
+        self._before: dict[WorkKey, tuple[str | None, int]] = {}
         # Per key: the state a transaction not answered yet (or whose answers were all lost)
         # may have written. The guard kept every other write out between the index's view and
         # that transaction, so if it landed, the key's next value etcd shows is ours.
@@ -95,6 +100,7 @@ class PreviousStates:
         if fence is None or fence != self._led_with:
             self._previous.clear()
             self._at.clear()
+            self._before.clear()
             self._unheard.clear()
             self._replaced = self._relisting = False
             self._settled.clear()
@@ -106,19 +112,39 @@ class PreviousStates:
         self._led_with = fence
 
     def another_leads(self, revision: int) -> None:
-        """Another daemon was found leading at `revision` (a restore can bring back a key
+        """Another daemon was found leading at `revision`: a restore can bring back a key
         older than ours, which then leads while ours stays, and this daemon may lead again
-        under the same key later). A key etcd shows changed above that revision, and no later
-        than this daemon leads again, to other than its previous state, may hold that
-        leader's write by the rules, not someone else's change: its previous state is
-        dropped (`echoed`, `listed`) and the planner takes what etcd holds (else an entry into
-        Error after that leader moved the package out of it was a correction, with no
-        Reconcile: the simulation's swarm seed 17044339). The other previous states stand:
-        forgetting them all made putting back an Error someone deleted meanwhile a new entry,
-        with a second Reconcile, when the key brought back was a gone daemon's (swarm seed
-        7072400)."""
+        under the same key later, its previous states kept. What that leader wrote by the
+        rules meanwhile is learnt (`ruled_meanwhile`)."""
         if self._others_led is None or self._others_led[1] is not None:
             self._others_led = (revision, None)
+
+    @property
+    def another_led(self) -> bool:
+        """Whether another daemon was found leading since this one last led under a new key."""
+        return self._others_led is not None
+
+    def ruled_meanwhile(
+        self, seen: Iterable[StateSeen], rules: Callable[[WorkKey], str | None]
+    ) -> None:
+        """etcd showed each key's value; `rules` gives what the rules give it as of then. A
+        key with a previous state (or an unheard write) shown changed, above the revision
+        another daemon was found leading at and no later than this one led again, to what the
+        rules give: that leader's write by the rules, learnt as the key's previous state
+        (else an entry into Error after that leader moved the package out of it was a
+        correction, with no Reconcile: the simulation's swarm seed 17044339). A change to
+        anything else is someone else's, corrected as ever: forgetting every previous state
+        on finding another leader made putting back an Error someone deleted meanwhile a new
+        entry, with a second Reconcile (swarm seeds 7072400, 19004625), the key brought back
+        being a gone daemon's that nobody wrote under."""
+        if self._others_led is None:
+            return
+        since, through = self._others_led
+        for key, value, revision in seen:
+            known = key in self._at or key in self._unheard
+            within = since < revision and (through is None or revision <= through)
+            if known and within and value != self._previous.get(key) and value == rules(key):
+                self._learn(key, value, revision)
 
     def replaced(self) -> None:
         """etcd's history was replaced (a restore that kept the leader key): every previous
@@ -221,10 +247,6 @@ class PreviousStates:
         package was out of Error, made Error the previous state over it, and the next entry
         into Error was a correction, with no trigger (the simulation's swarm seed 15007655)."""
         for key, value, revision in seen:
-            if self._by_another_leader(key, value, revision):
-                self._previous.pop(key, None)
-                self._at.pop(key, None)
-                self._unheard.pop(key, None)
             if key not in self._unconfirmed:
                 continue
             if self._unconfirmed.pop(key) == value:
@@ -265,7 +287,7 @@ class PreviousStates:
         if self._diverged_at is not None:
             diverged = self._diverged_at
             for key in [k for k, at in self._at.items() if at >= diverged and self.carried(k)]:
-                self._forget(key)
+                self._forget(key, diverged)
         for key in self._held:
             if key in self._at:
                 self._settle(key)
@@ -304,21 +326,23 @@ class PreviousStates:
             else:
                 self._settle(key)
         elif revision <= at:
-            self._forget(key)
+            self._forget(key, at)
+            self._judge(key, value, revision)
 
-    def _forget(self, key: WorkKey) -> None:
-        """`key`'s previous state (or deletion) is one the new history never held."""
+    def _forget(self, key: WorkKey, below: int) -> None:
+        """`key`'s previous state (or deletion) is one the new history never held. The one
+        learnt before it, if learnt below `below`, takes its place (to be judged in turn): the
+        new history may hold that one (else, a deletion of ours the restore kept forgotten with
+        the state learnt after it, a restored trigger older than the deletion made putting
+        Error back a correction, with its Reconcile lost: the simulation's swarm-added seed
+        5063160)."""
         self._previous.pop(key, None)
         del self._at[key]
-
-    def _by_another_leader(self, key: WorkKey, value: str | None, revision: int) -> bool:
-        """Whether `key`, shown holding `value` at `revision`, may have been changed there by
-        another daemon leading (`another_leads`)."""
-        if self._others_led is None or (key not in self._at and key not in self._unheard):
-            return False
-        since, through = self._others_led
-        in_window = since < revision and (through is None or revision <= through)
-        return in_window and value != self._previous.get(key)
+        before = self._before.pop(key, None)
+        if before is not None and before[1] < below:
+            state, self._at[key] = before
+            if state is not None:
+                self._previous[key] = state
 
     def _settle(self, key: WorkKey) -> None:
         if self._replaced:
@@ -332,6 +356,9 @@ class PreviousStates:
         self._remember(key, state, revision)
 
     def _remember(self, key: WorkKey, state: str | None, revision: int) -> None:
+        at = self._at.get(key)
+        if at is not None and at < revision and state != self._previous.get(key):
+            self._before[key] = (self._previous.get(key), at)
         self._settle(key)
         if state is None:
             self._previous.pop(key, None)

@@ -27,7 +27,7 @@ from statemanager.core.ingest import INTERNAL_ERROR, Ingest, Report
 from statemanager.core.keys import KeyLayout, Resource, WorkKey
 from statemanager.core.planner import Change, plan
 from statemanager.core.ports import Event, Fence, KeyValue, Page
-from statemanager.core.previous import Remembered
+from statemanager.core.previous import Remembered, StateSeen
 from statemanager.core.records import LATER_FORMAT, NODE_LIST, LaterFormat, LaterFormatReporter
 from statemanager.core.states import ContainerStatus, ModelState, PackageState
 from statemanager.core.triggers import Trigger
@@ -139,6 +139,8 @@ class Controller:
                 self._writer.listed(self._ingest.page(relist, page.prefix, items))
             result = self._ingest.finish(relist, revision)
             self._writer.listed(result.states)
+            if self._writer.another_led:
+                self._writer.ruled_meanwhile(self._index_states(revision), self._ruled)
             if self._relisting:  # the first whole listing since the history was replaced
                 self._writer.relisted(revision)
                 self._relisting = False
@@ -223,10 +225,23 @@ class Controller:
                 self._writer.forget_history()
                 self._replaced(event.revision, event.revision)
             applied = self._ingest.apply(kind, event.key, event.value, event.revision)
-            self._writer.echoed(applied.states)
+            self._writer.echoed(applied.states, self._ruled)
             self._report(applied.reports)
             self._mark(applied.dirty, event.revision)
         self._metrics.last_event_time.set(time.time())
+
+    def _ruled(self, key: WorkKey) -> str | None:
+        """What the rules give `key` on the index (None: no state key)."""
+        verdict = self._index.verdict(key)
+        return None if verdict is None else verdict.state
+
+    def _index_states(self, revision: int) -> Iterator[StateSeen]:
+        """Every model and package state key as the index holds it, after a listing taken at
+        `revision` (an absent key shown at that revision)."""
+        for key in self._index.all_keys():
+            if key.resource is not Resource.SCENARIO:
+                written = self._index.written(key)
+                yield key, written.value, written.mod_revision or revision
 
     def _mark(self, keys: set[WorkKey], revision: int) -> None:
         now = time.monotonic()

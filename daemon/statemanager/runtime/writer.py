@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -164,9 +164,22 @@ class StateWriter:
         if self._history is not None:
             self._history.forget()
 
-    def echoed(self, seen: Sequence[StateSeen]) -> None:
-        """The watch showed these state keys' values (through ingest): PreviousStates.echoed."""
+    def echoed(self, seen: Sequence[StateSeen], rules: Callable[[WorkKey], str | None]) -> None:
+        """The watch showed these state keys' values (through ingest), `rules` giving what the
+        rules give each as of then: PreviousStates.echoed and .ruled_meanwhile."""
         self._states.echoed(seen)
+        self._states.ruled_meanwhile(seen, rules)
+
+    def ruled_meanwhile(
+        self, seen: Iterable[StateSeen], rules: Callable[[WorkKey], str | None]
+    ) -> None:
+        """A whole listing showed these state keys' values: PreviousStates.ruled_meanwhile."""
+        self._states.ruled_meanwhile(seen, rules)
+
+    @property
+    def another_led(self) -> bool:
+        """PreviousStates.another_led."""
+        return self._states.another_led
 
     def listed(self, seen: Sequence[StateSeen]) -> None:
         """A listing showed these state keys' values (through ingest): PreviousStates.listed."""
