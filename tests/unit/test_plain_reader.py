@@ -36,6 +36,7 @@ def _fresh_scalars() -> None:
         ("-\n  a: b\n- c", [{"a": "b"}, "c"]),
         ("-\n- x", [None, "x"]),
         ("a:\n  - x\n  -\n    - y", {"a": ["x", ["y"]]}),
+        ("k: [X]\nj: {X: XX}", {"k": ["X"], "j": {"X": "XX"}}),
     ],
 )  # fmt: skip
 def test_what_the_reader_reads_itself(text: str, value: object) -> None:
@@ -47,7 +48,7 @@ def test_what_the_reader_reads_itself(text: str, value: object) -> None:
     "text",
     ["---\na: b", "a: b\n...", "a: b\n---", "... a: b", "a:\n  - x\n- y", "k: {a}", "a: 012", "a: 1.5", "a : b", "a:b: c", "a: {k : v}", "a: {a:b: c}", "a: [x, ]", "[]",
      "a: {b: [c]}", "a: {X k: v}, ", "a: {k: v,}", "a: [x]]", "a: {k: v]", "a: {: v}",
-     "a: {k: v, : w}"],
+     "a: {k: v, : w}", "  a: 1\nb: 2"],
 )  # fmt: skip
 def test_what_the_reader_declines(text: str) -> None:
     """Forms outside the subset go to libyaml."""

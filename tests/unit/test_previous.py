@@ -84,8 +84,8 @@ def test_a_change_by_the_rules_while_another_daemon_led_is_learnt() -> None:
 def test_a_state_a_listing_drops_gives_way_to_the_other_one_learnt_before() -> None:
     """Deleted at 12, then Degraded at 16 (and again at 18); a restore to below 16 shows the
     key absent at 13: Degraded was never held there, the deletion may be, and a trigger from
-    before it (8) does not make Error the previous state. The same state learnt again at a
-    later revision is no fallback."""
+    before it (8) does not make Error the previous state. The same state found agreeing
+    again at a later revision is no fallback; our own write of it again is."""
     states = PreviousStates()
     states.leading(LEADER, 0)
     states.committed(P, "Error", 8)
@@ -98,10 +98,12 @@ def test_a_state_a_listing_drops_gives_way_to_the_other_one_learnt_before() -> N
     assert not states.triggered(P, 8)
     states.relisted(13)
     states.committed(M, "Failed", 5)
-    states.committed(M, "Failed", 9)
+    states.agreed([(M, "Failed", 9)])
+    states.committed(P, "Error", 5)
+    states.committed(P, "Error", 9)
     states.replaced()
-    states.listed([(M, "Failed", 7)])
-    assert states.remembered([M]) == {M: (None, 0, True)}
+    states.listed([(M, "Failed", 7), (P, "Degraded", 7)])
+    assert states.remembered([M, P]) == {M: (None, 0, True), P: ("Error", 5, True)}
 
 
 def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> None:

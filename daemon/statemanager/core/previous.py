@@ -56,9 +56,10 @@ class PreviousStates:
         # one leader key: bounded by the packages and models this node has held.
         self._at: dict[WorkKey, int] = {}
         # Per key: the last other previous state (or deletion) learnt before the one it has,
-        # and its revision: what stands if a listing of a new history drops the later one
-        # (`_forget`). Not the same state learnt again at an earlier revision: a listing that
-        # shows the value need not hold the inputs the later agreement was found on.
+        # or our own write of the same state before we wrote it again, and its revision: what
+        # stands if a listing of a new history drops the later one (`_forget`). Not the same
+        # state found agreeing again: a listing that shows the value need not hold the inputs
+        # the later agreement was found on.
         self._before: dict[WorkKey, tuple[str | None, int]] = {}
         # Per key: the state a transaction not answered yet (or whose answers were all lost)
         # may have written. The guard kept every other write out between the index's view and
@@ -195,7 +196,14 @@ class PreviousStates:
 
     def committed(self, key: WorkKey, state: str | None, revision: int) -> None:
         """Our write of `state` to `key` committed at `revision` (None: the key was deleted): it
-        is the previous derived state now."""
+        is the previous derived state now. A write of the same state again (a correction)
+        keeps the earlier one as what stands if a listing drops this one (`_forget`): a
+        restore may hold that one alone (else, with no other state learnt before, the key
+        was left with none, and putting the state back over someone's change was a new
+        entry into Error, with a second trigger: the simulation's swarm seed 20071107)."""
+        at = self._at.get(key)
+        if at is not None and at < revision and self._previous.get(key) == state:
+            self._before[key] = (state, at)
         self._learn(key, state, revision)
 
     def lost(self, key: WorkKey, state: str | None, records: Records) -> None:
