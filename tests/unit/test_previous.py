@@ -10,6 +10,8 @@ from statemanager.core.previous import PreviousStates
 
 P = WorkKey(Resource.PACKAGE, "p")
 M = WorkKey(Resource.MODEL, "m")
+Q = WorkKey(Resource.PACKAGE, "q")
+K = WorkKey(Resource.MODEL, "k")
 LEADER = Fence(b"/leader/a", 7)
 
 
@@ -104,6 +106,55 @@ def test_a_state_a_listing_drops_gives_way_to_the_other_one_learnt_before() -> N
     states.replaced()
     states.listed([(M, "Failed", 7), (P, "Degraded", 7)])
     assert states.remembered([M, P]) == {M: (None, 0, True), P: ("Error", 5, True)}
+
+
+def test_the_window_of_another_leader_opens_once_and_again_after_leading() -> None:
+    """Found leading at 10 and again at 15: the window still opens at 10. Closed by leading at
+    20, it opens anew at 30. A key with nothing learnt, or shown unchanged, learns nothing."""
+    states = PreviousStates()
+    states.leading(LEADER, 0)
+    states.committed(P, "Error", 3)
+    states.committed(M, "Running", 3)
+    rules = {P: "Paused", M: "Running", Q: "Running"}.get
+    states.another_leads(10)
+    states.another_leads(15)
+    states.ruled_meanwhile([(P, "Error", 12), (Q, "Running", 12), (M, "Running", 12)], rules)
+    assert states.remembered([P, Q, M]) == {
+        P: ("Error", 3, False),
+        Q: (None, 0, False),
+        M: ("Running", 3, False),
+    }
+    states.ruled_meanwhile([(P, "Paused", 12)], rules)
+    assert states.previous(P) == "Paused"
+    states.leading(LEADER, 20)
+    states.committed(P, "Error", 22)
+    states.another_leads(30)
+    states.ruled_meanwhile([(P, "Paused", 31)], rules)
+    assert states.previous(P) == "Paused"
+
+
+def test_a_fallback_is_judged_in_turn_and_dropped_where_the_histories_differ() -> None:
+    """Error written at 5 and again at 9: a listing showing Error at its very revision 5 holds
+    the first write (kept through the relist), one showing another value below 5 holds
+    neither; where the listing showed the histories differ at 5, a fallback learnt at 5 goes
+    too. Running at 5, then Failed at 9, shown otherwise at 7: Running stands, carried."""
+    states = PreviousStates()
+    states.leading(LEADER, 0)
+    for key in (P, M, Q):
+        states.committed(key, "Error", 5)
+        states.committed(key, "Error", 9)
+    states.committed(K, "Running", 5)
+    states.committed(K, "Failed", 9)
+    states.replaced()
+    states.listed([(P, "Error", 5), (M, "Degraded", 4), (Q, "Error", 9), (K, "Pending", 7)])
+    states.relisted(9)
+    assert states.remembered([K]) == {K: ("Running", 5, True)}
+    assert states.remembered([P, M]) == {P: ("Error", 5, False), M: (None, 0, True)}
+    assert states.remembered([Q]) == {Q: ("Error", 9, False)}
+    states.replaced()
+    states.diverged(5)
+    states.relisted(9)
+    assert states.remembered([Q]) == {Q: (None, 0, True)}
 
 
 def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> None:
