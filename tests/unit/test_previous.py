@@ -145,6 +145,7 @@ def test_a_fallback_is_judged_in_turn_and_dropped_where_the_histories_differ() -
         states.committed(key, "Error", 9)
     states.committed(K, "Running", 5)
     states.committed(K, "Failed", 9)
+    states.committed(K, "Failed", 9)  # told twice (its echo, its answer): Running stays before
     states.replaced()
     states.listed([(P, "Error", 5), (M, "Degraded", 4), (Q, "Error", 9), (K, "Pending", 7)])
     states.relisted(9)
@@ -155,6 +156,22 @@ def test_a_fallback_is_judged_in_turn_and_dropped_where_the_histories_differ() -
     states.diverged(5)
     states.relisted(9)
     assert states.remembered([Q]) == {Q: (None, 0, True)}
+
+
+def test_a_trigger_at_the_revision_of_another_state_keeps_the_fallback_before_both() -> None:
+    """Degraded at 3, Running at 7; the new history holds a trigger at 7 (the histories
+    differ there), so Error is learnt at 7 over Running. After another restore, a listing
+    showing Paused at 5 drops Error, and Degraded (at 3) stands, not Running, learnt at that
+    same revision on a replaced history."""
+    states = PreviousStates()
+    states.leading(LEADER, 0)
+    states.committed(P, "Degraded", 3)
+    states.committed(P, "Running", 7)
+    states.replaced()
+    assert states.triggered(P, 7)
+    states.replaced()  # and again, to below 7
+    states.listed([(P, "Paused", 5)])
+    assert states.remembered([P]) == {P: ("Degraded", 3, True)}
 
 
 def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> None:
