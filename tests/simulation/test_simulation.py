@@ -173,6 +173,9 @@ TARGETED_SEEDS = [
     # The soak of that: a correction of ours (the same state written again) dropped by the
     # listing of a restore that held only the first write, leaving no previous state (s48).
     20071107,
+    # And of that: a deletion and a correction above the Error a restore held, both dropped
+    # with one earlier state kept (s49).
+    21040396,
 ]
 
 

@@ -60,6 +60,7 @@ BY_SOAK_SEED = {
     "s46-another-leader-unseen": (17044339, 0, "swarm"),
     "s47-dropped-state-forgets-the-one-before": (5063160, 0, "swarm-added"),
     "s48-correction-leaves-no-fallback": (20071107, 0, "swarm"),
+    "s49-one-earlier-state-kept": (21040396, 0, "swarm"),
 }
 
 

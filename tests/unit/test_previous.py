@@ -174,6 +174,29 @@ def test_a_trigger_at_the_revision_of_another_state_keeps_the_fallback_before_bo
     assert states.remembered([P]) == {P: ("Degraded", 3, True)}
 
 
+def test_a_dropped_state_falls_back_past_every_state_learnt_above_the_restore() -> None:
+    """Error written at 16, again at 19 (a correction), deleted at 21: a restore to 16, shown
+    absent at 18, drops the deletion and the correction, and the first Error stands (carried),
+    so its restored trigger is no second entry. The last 4 states (EARLIER_KEPT) before the
+    current one are kept, no more."""
+    states = PreviousStates()
+    states.leading(LEADER, 0)
+    states.committed(P, "Error", 16)
+    states.committed(P, "Error", 19)
+    states.committed(P, None, 21)
+    for key in (M, K):
+        for revision in range(10, 70, 10):  # the 4 before S60 kept: S20 to S50
+            states.committed(key, f"S{revision}", revision)
+    states.replaced()
+    states.listed([(P, None, 18), (M, "X", 25), (K, "X", 15)])
+    assert states.remembered([P, M, K]) == {
+        P: ("Error", 16, True),
+        M: ("S20", 20, True),
+        K: (None, 0, True),
+    }
+    assert not states.triggered(P, 16) or states.previous(P) == "Error"
+
+
 def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> None:
     """`lost` keeps a transaction's state and records until `heard` takes them (once), a
     commit of the key, or leading under a new leader key; the same key keeps them."""

@@ -18,6 +18,12 @@ from statemanager.core.keys import WorkKey
 from statemanager.core.ports import Fence
 from statemanager.core.states import PackageState
 
+# The states learnt before a key's current one that it keeps (`PreviousStates._forget`): a
+# listing of a restored history drops the states learnt above the restore, a few at most (the
+# simulation's swarm seed 21040396 needed two: a deletion and a correction above the Error the
+# restore held).
+EARLIER_KEPT = 4
+
 # A state key's value as etcd showed it (None: absent), and the revision it showed it at: a
 # value's mod revision; an absence's, the revision of its deletion or of the listing without it.
 StateSeen = tuple[WorkKey, str | None, int]
@@ -55,12 +61,13 @@ class PreviousStates:
         # it does not overrule: `triggered`). One entry per state key learnt while leading with
         # one leader key: bounded by the packages and models this node has held.
         self._at: dict[WorkKey, int] = {}
-        # Per key: the last other previous state (or deletion) learnt before the one it has,
-        # or our own write of the same state before we wrote it again, and its revision: what
-        # stands if a listing of a new history drops the later one (`_forget`). Not the same
-        # state found agreeing again: a listing that shows the value need not hold the inputs
-        # the later agreement was found on.
-        self._before: dict[WorkKey, tuple[str | None, int]] = {}
+        # Per key: the previous states (or deletions) learnt before the one it has, oldest
+        # first, each with its revision (the last EARLIER_KEPT): another state, or our own
+        # write of the same state before we wrote it again. What stands if a listing of a new
+        # history drops the later ones (`_forget`). Not the same state found agreeing again: a
+        # listing that shows the value need not hold the inputs the later agreement was found
+        # on.
+        self._before: dict[WorkKey, list[tuple[str | None, int]]] = {}
         # Per key: the state a transaction not answered yet (or whose answers were all lost)
         # may have written. The guard kept every other write out between the index's view and
         # that transaction, so if it landed, the key's next value etcd shows is ours.
@@ -203,7 +210,7 @@ class PreviousStates:
         entry into Error, with a second trigger: the simulation's swarm seed 20071107)."""
         at = self._at.get(key)
         if at is not None and at < revision and self._previous.get(key) == state:
-            self._before[key] = (state, at)
+            self._push_earlier(key, state, at)
         self._learn(key, state, revision)
 
     def lost(self, key: WorkKey, state: str | None, records: Records) -> None:
@@ -338,19 +345,29 @@ class PreviousStates:
             self._judge(key, value, revision)
 
     def _forget(self, key: WorkKey, below: int) -> None:
-        """`key`'s previous state (or deletion) is one the new history never held. The one
-        learnt before it, if learnt below `below`, takes its place (to be judged in turn): the
-        new history may hold that one (else, a deletion of ours the restore kept forgotten with
+        """`key`'s previous state (or deletion) is one the new history never held. The newest
+        one learnt before it below `below` takes its place (to be judged in turn): the new
+        history may hold that one (else, a deletion of ours the restore kept forgotten with
         the state learnt after it, a restored trigger older than the deletion made putting
         Error back a correction, with its Reconcile lost: the simulation's swarm-added seed
         5063160)."""
         self._previous.pop(key, None)
         del self._at[key]
-        before = self._before.pop(key, None)
-        if before is not None and before[1] < below:
-            state, self._at[key] = before
+        earlier = self._before.pop(key, [])
+        while earlier and earlier[-1][1] >= below:
+            earlier.pop()
+        if earlier:
+            state, self._at[key] = earlier.pop()
             if state is not None:
                 self._previous[key] = state
+            if earlier:
+                self._before[key] = earlier
+
+    def _push_earlier(self, key: WorkKey, state: str | None, revision: int) -> None:
+        """`state`, learnt at `revision`, is one `key` had before the one it learns now."""
+        earlier = self._before.setdefault(key, [])
+        earlier.append((state, revision))
+        del earlier[:-EARLIER_KEPT]
 
     def _settle(self, key: WorkKey) -> None:
         if self._replaced:
@@ -366,7 +383,7 @@ class PreviousStates:
     def _remember(self, key: WorkKey, state: str | None, revision: int) -> None:
         at = self._at.get(key)
         if at is not None and at < revision and state != self._previous.get(key):
-            self._before[key] = (self._previous.get(key), at)
+            self._push_earlier(key, self._previous.get(key), at)
         self._settle(key)
         if state is None:
             self._previous.pop(key, None)
