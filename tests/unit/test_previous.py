@@ -197,6 +197,26 @@ def test_a_dropped_state_falls_back_past_every_state_learnt_above_the_restore() 
     assert not states.triggered(P, 16) or states.previous(P) == "Error"
 
 
+def test_a_state_learnt_again_at_its_own_revision_pushes_no_earlier_one_out() -> None:
+    """S10 to S40 kept before S50: S50 told again at 50 (its echo, its answer), or Error
+    learnt at 50 from a trigger of the new history, keeps S10 as the oldest to fall back on."""
+    states = PreviousStates()
+    states.leading(LEADER, 0)
+    again, triggered = WorkKey(Resource.PACKAGE, "a"), WorkKey(Resource.PACKAGE, "b")
+    for key in (again, triggered):
+        for revision in range(10, 60, 10):
+            states.committed(key, f"S{revision}", revision)
+    states.committed(again, "S50", 50)
+    states.replaced()
+    assert states.triggered(triggered, 50)
+    states.replaced()
+    states.listed([(again, "X", 15), (triggered, "X", 15)])
+    assert states.remembered([again, triggered]) == {
+        again: ("S10", 10, True),
+        triggered: ("S10", 10, True),
+    }
+
+
 def test_an_unheard_write_is_told_once_until_committed_or_a_new_leader_key() -> None:
     """`lost` keeps a transaction's state and records until `heard` takes them (once), a
     commit of the key, or leading under a new leader key; the same key keeps them."""
