@@ -127,11 +127,6 @@ class PreviousStates:
         if self._others_led is None or self._others_led[1] is not None:
             self._others_led = (revision, None)
 
-    @property
-    def another_led(self) -> bool:
-        """Whether another daemon was found leading since this one last led under a new key."""
-        return self._others_led is not None
-
     def ruled_meanwhile(
         self, seen: Iterable[StateSeen], rules: Callable[[WorkKey], str | None]
     ) -> None:
@@ -144,8 +139,9 @@ class PreviousStates:
         anything else is someone else's, corrected as ever: forgetting every previous state
         on finding another leader made putting back an Error someone deleted meanwhile a new
         entry, with a second Reconcile (swarm seeds 7072400, 19004625), the key brought back
-        being a gone daemon's that nobody wrote under."""
-        if self._others_led is None:
+        being a gone daemon's that nobody wrote under. `seen` is not read at all when nothing
+        can be learnt (no other leader found, or nothing known: every daemon that never led)."""
+        if self._others_led is None or not (self._at or self._unheard):
             return
         since, through = self._others_led
         for key, value, revision in seen:

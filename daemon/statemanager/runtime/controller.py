@@ -139,8 +139,7 @@ class Controller:
                 self._writer.listed(self._ingest.page(relist, page.prefix, items))
             result = self._ingest.finish(relist, revision)
             self._writer.listed(result.states)
-            if self._writer.another_led:
-                self._writer.ruled_meanwhile(self._index_states(revision), self._ruled)
+            self._writer.ruled_meanwhile(self._index_states(revision), self._ruled)
             if self._relisting:  # the first whole listing since the history was replaced
                 self._writer.relisted(revision)
                 self._relisting = False
@@ -225,7 +224,8 @@ class Controller:
                 self._writer.forget_history()
                 self._replaced(event.revision, event.revision)
             applied = self._ingest.apply(kind, event.key, event.value, event.revision)
-            self._writer.echoed(applied.states, self._ruled)
+            self._writer.echoed(applied.states)
+            self._writer.ruled_meanwhile(applied.states, self._ruled)
             self._report(applied.reports)
             self._mark(applied.dirty, event.revision)
         self._metrics.last_event_time.set(time.time())
@@ -237,7 +237,8 @@ class Controller:
 
     def _index_states(self, revision: int) -> Iterator[StateSeen]:
         """Every model and package state key as the index holds it, after a listing taken at
-        `revision` (an absent key shown at that revision)."""
+        `revision` (an absent key shown at that revision); lazy, so nothing is walked when
+        the writer has nothing to judge by it."""
         for key in self._index.all_keys():
             if key.resource is not Resource.SCENARIO:
                 written = self._index.written(key)

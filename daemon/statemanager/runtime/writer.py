@@ -164,22 +164,16 @@ class StateWriter:
         if self._history is not None:
             self._history.forget()
 
-    def echoed(self, seen: Sequence[StateSeen], rules: Callable[[WorkKey], str | None]) -> None:
-        """The watch showed these state keys' values (through ingest), `rules` giving what the
-        rules give each as of then: PreviousStates.echoed and .ruled_meanwhile."""
+    def echoed(self, seen: Sequence[StateSeen]) -> None:
+        """The watch showed these state keys' values (through ingest): PreviousStates.echoed."""
         self._states.echoed(seen)
-        self._states.ruled_meanwhile(seen, rules)
 
     def ruled_meanwhile(
         self, seen: Iterable[StateSeen], rules: Callable[[WorkKey], str | None]
     ) -> None:
-        """A whole listing showed these state keys' values: PreviousStates.ruled_meanwhile."""
+        """The watch, or a whole listing, showed these state keys' values, `rules` giving what
+        the rules give each as of then: PreviousStates.ruled_meanwhile."""
         self._states.ruled_meanwhile(seen, rules)
-
-    @property
-    def another_led(self) -> bool:
-        """PreviousStates.another_led."""
-        return self._states.another_led
 
     def listed(self, seen: Sequence[StateSeen]) -> None:
         """A listing showed these state keys' values (through ingest): PreviousStates.listed."""
